@@ -1,0 +1,38 @@
+# outrider — `make demo` shows it working, `make test` runs every test.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS := -s -w \
+	-X github.com/outrider-sidecar/outrider/internal/version.Version=$(VERSION) \
+	-X github.com/outrider-sidecar/outrider/internal/version.Commit=$(COMMIT)
+
+.PHONY: all build outrider echo consul test demo bench fuzz clean
+
+all: build
+
+build: outrider echo
+
+outrider:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outrider ./cmd/agent
+
+echo:
+	$(GO) build -o bin/echo ./examples/echo
+
+# A real Consul for tests and the demo: v1.14.0 (MPL-2.0), built once from
+# the Go module proxy through the separate tools module.
+consul: bin/consul
+bin/consul: tools/go.mod tools/go.sum
+	$(GO) build -modfile=tools/go.mod -o bin/consul github.com/hashicorp/consul
+	@touch bin/consul
+
+test: consul build
+	bash scripts/test.sh
+
+demo: consul build
+	bash scripts/demo.sh
+
+bench: build
+	bash bench/run.sh
+
+clean:
+	rm -rf bin

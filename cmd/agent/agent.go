@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/exporter"
+	"github.com/outrider-sidecar/outrider/internal/version"
+	"github.com/outrider-sidecar/outrider/readiness"
+)
+
+// agent is the wiring of one outrider process: the shared pieces every
+// component plugs into, and the run group that owns their goroutines.
+type agent struct {
+	cfg     config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	gate    *readiness.Gate
+	metrics *http.ServeMux // read-only endpoints
+	admin   *http.ServeMux // endpoints that change state
+	started time.Time
+	// status holds the sections of /status, filled by the components.
+	status map[string]func() any
+	group  run.Group
+}
+
+// Readiness conditions, in the order /ready reports them.
+const (
+	condApp = "app"
+)
+
+// runAgent implements plain `outrider`: run as a sidecar until a signal.
+func runAgent(getenv func(string) string, stderr io.Writer) int {
+	cfg, ok := loadConfig(getenv, stderr)
+	if !ok {
+		return exitUsage
+	}
+	log := newLogger(cfg.Log, stderr)
+	a := &agent{
+		cfg:     cfg,
+		log:     log,
+		reg:     exporter.NewRegistry(),
+		gate:    readiness.New(condApp),
+		metrics: http.NewServeMux(),
+		admin:   http.NewServeMux(),
+		started: time.Now(),
+		status:  map[string]func() any{},
+	}
+	if err := a.build(); err != nil {
+		log.Error("outrider cannot start", "err", err)
+		return exitFailed
+	}
+	log.Info("outrider started", "version", version.Version, "service_id", cfg.Service.ID,
+		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String())
+	err := a.group.Run()
+	var sig run.SignalError
+	if err == nil || errors.As(err, &sig) {
+		log.Info("outrider stopped", "reason", stopReason(err))
+		return exitOK
+	}
+	log.Error("outrider stopped on an error", "err", err)
+	return exitFailed
+}
+
+func stopReason(err error) string {
+	if err == nil {
+		return "done"
+	}
+	return err.Error()
+}
+
+// build wires every component into the run group. Listeners are bound
+// here, before anything runs, so a port in use stops start-up at once.
+func (a *agent) build() error {
+	a.metrics.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	a.metrics.Handle("GET /ready", a.gate)
+	a.metrics.Handle("GET /metrics", exporter.Handler(a.reg))
+	a.admin.HandleFunc("GET /status", a.serveStatus)
+
+	// Each component adds its actors, handlers, metrics and conditions.
+	// The signal actor comes first so that it is the one that stops the rest.
+	a.addSignals()
+
+	if err := a.serve("metrics", "OUTRIDER_METRICS_LISTEN", a.cfg.Listen.Metrics, a.metrics, 30*time.Second); err != nil {
+		return err
+	}
+	// /prestop answers only when the drain is done, so the admin server
+	// allows a write that long.
+	adminWrite := a.cfg.Drain.Delay + a.cfg.Drain.Timeout + 10*time.Second
+	return a.serve("admin", "OUTRIDER_ADMIN_LISTEN", a.cfg.Listen.Admin,
+		requireToken(a.cfg.Listen.AdminToken.Reveal(), a.admin), adminWrite)
+}
+
+// addSignals adds the actor that turns SIGINT or SIGTERM into an orderly stop.
+func (a *agent) addSignals() {
+	ctx, cancel := context.WithCancel(context.Background())
+	execute, _ := run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM)
+	a.group.Add(func() error {
+		err := execute()
+		a.log.Info("stopping", "reason", stopReason(err))
+		return err
+	}, func(error) { cancel() })
+}
+
+// addContext adds an actor that runs until its context is cancelled.
+func (a *agent) addContext(name string, execute func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.group.Add(func() error {
+		if err := execute(ctx); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}, func(error) { cancel() })
+}
+
+// serve binds addr and adds an actor serving h there.
+func (a *agent) serve(name, envVar, addr string, h http.Handler, writeTimeout time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s listener (%s=%s): %w", name, envVar, addr, err)
+	}
+	srv := newServer(h, writeTimeout, a.log.With("server", name))
+	a.log.Info("listening", "server", name, "addr", ln.Addr().String())
+	a.group.Add(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s server on %s: %w", name, addr, err)
+		}
+		return nil
+	}, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/internal/version"
+)
+
+func versionString() string { return version.String() }
+
+// loadConfig reads the configuration, printing every error on its own line.
+func loadConfig(getenv func(string) string, stderr io.Writer) (config.Config, bool) {
+	host, _ := os.Hostname()
+	cfg, err := config.Load(getenv, host, firstInterfaceAddr)
+	if err == nil && cfg.Registry.Enabled() {
+		err = checkConsulConfig()
+	}
+	if err != nil {
+		for _, e := range unjoin(err) {
+			fmt.Fprintf(stderr, "outrider: configuration: %v\n", e)
+		}
+		return cfg, false
+	}
+	return cfg, true
+}
+
+// checkConsulConfig builds a Consul client from the CONSUL_* variables, the
+// way the Consul CLI does, so that a missing token file or CA is caught now.
+func checkConsulConfig() error {
+	if _, err := consul.NewClient(consul.DefaultConfig()); err != nil {
+		return fmt.Errorf("consul client from the CONSUL_* variables: %w", err)
+	}
+	return nil
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// checkConfig implements `outrider check-config`.
+func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, ok := loadConfig(getenv, stderr)
+	if !ok {
+		return exitUsage
+	}
+	for _, s := range cfg.Effective() {
+		fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
+	}
+	if cfg.Registry.Enabled() {
+		for _, s := range consulSettings(consul.DefaultConfig()) {
+			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
+		}
+	}
+	fmt.Fprintln(stdout, "# configuration is valid")
+	return exitOK
+}
+
+// consulSettings shows what consul/api read from the CONSUL_* variables.
+func consulSettings(c *consul.Config) []config.Setting {
+	return []config.Setting{
+		{Var: "CONSUL_HTTP_ADDR", Value: c.Scheme + "://" + c.Address},
+		{Var: "CONSUL_HTTP_TOKEN", Value: config.Secret(c.Token).String()},
+		{Var: "CONSUL_HTTP_TOKEN_FILE", Value: c.TokenFile},
+		{Var: "CONSUL_CACERT", Value: c.TLSConfig.CAFile},
+		{Var: "CONSUL_CLIENT_CERT", Value: c.TLSConfig.CertFile},
+		{Var: "CONSUL_CLIENT_KEY", Value: c.TLSConfig.KeyFile},
+		{Var: "CONSUL_TLS_SERVER_NAME", Value: c.TLSConfig.Address},
+		{Var: "CONSUL_NAMESPACE", Value: c.Namespace},
+		{Var: "CONSUL_PARTITION", Value: c.Partition},
+	}
+}
+
+// firstInterfaceAddr finds the address to register when neither
+// OUTRIDER_SERVICE_ADDRESS nor POD_IP is set: the first non-loopback
+// IPv4 address, else the first non-loopback IPv6 one.
+func firstInterfaceAddr() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("list interface addresses: %w", err)
+	}
+	var v6 string
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || n.IP.IsLoopback() || n.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return n.IP.String(), nil
+		}
+		if v6 == "" {
+			v6 = n.IP.String()
+		}
+	}
+	if v6 != "" {
+		return v6, nil
+	}
+	return "", errors.New("no non-loopback interface address")
+}

@@ -1,0 +1,58 @@
+// Command outrider is the sidecar agent: it probes an app, registers it in
+// Consul, exports its metrics and drains it on shutdown. See README.md.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2 // bad command line or configuration
+)
+
+const usage = `usage: outrider [command]
+
+Commands:
+  (none)          run as a sidecar beside the app (configured by OUTRIDER_* variables)
+  check-config    validate the configuration and print it, secrets masked
+  version         print the version
+  run -- CMD...   wrap mode: start CMD as a child and drain before stopping it (not built yet)
+  prestop         ask the local agent to drain (not built yet)
+
+Configuration is read from the environment; see README.md for every variable.
+`
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// dispatch runs the subcommand and returns the exit status.
+func dispatch(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cmd := ""
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "":
+		return runAgent(getenv, stderr)
+	case "check-config":
+		return checkConfig(getenv, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "run", "prestop":
+		fmt.Fprintf(stderr, "outrider %s: not built yet; it comes with the graceful-shutdown work\n", cmd)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "outrider: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+}

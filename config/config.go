@@ -1,0 +1,451 @@
+// Package config reads outrider's environment contract into one typed value.
+//
+// Every OUTRIDER_* variable is parsed, defaulted and validated here, and all
+// bad values are reported together. Consul's own variables (CONSUL_HTTP_ADDR,
+// CONSUL_HTTP_TOKEN, the TLS ones…) are left to consul/api's DefaultConfig,
+// which reads them exactly as the Consul CLI does.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/probe"
+)
+
+// Config is outrider's whole configuration.
+type Config struct {
+	Service  Service
+	App      App
+	Probe    Probe
+	Registry Registry
+	Listen   Listen
+	Drain    Drain
+	// ConfigFile is the optional file of reloadable settings.
+	ConfigFile string
+	Log        Log
+}
+
+// Service is what outrider registers in Consul.
+type Service struct {
+	Name    string
+	ID      string
+	Tags    []string
+	Meta    map[string]string
+	Address string
+	Port    int
+	// PodName and PodNamespace come from the downward API, when set.
+	PodName      string
+	PodNamespace string
+}
+
+// App says where the app listens and how to find its process.
+type App struct {
+	Addr    string
+	PIDFile string
+	// Process matches the app's command line; nil when unset.
+	Process *regexp.Regexp
+	// ProcRoot is where procfs is mounted.
+	ProcRoot string
+}
+
+// Probe is the probe target and the kubelet-style schedule around it.
+type Probe struct {
+	Spec             probe.Spec
+	Period           time.Duration
+	Timeout          time.Duration
+	InitialDelay     time.Duration
+	FailureThreshold int
+	SuccessThreshold int
+}
+
+// Registry selects the service registry and how outrider uses it.
+type Registry struct {
+	// Kind is "consul" or "none".
+	Kind                    string
+	CheckTTL                time.Duration
+	DeregisterCriticalAfter time.Duration
+}
+
+// Enabled reports whether outrider registers the app anywhere.
+func (r Registry) Enabled() bool { return r.Kind != RegistryNone }
+
+// Registry kinds.
+const (
+	RegistryConsul = "consul"
+	RegistryNone   = "none"
+)
+
+// Listen holds outrider's listeners. An empty Proxy means the proxy is off.
+type Listen struct {
+	Proxy      string
+	Metrics    string
+	Admin      string
+	AdminToken Secret
+	// QPSWindow is the sliding window of outrider_http_requests_per_second.
+	QPSWindow time.Duration
+}
+
+// Drain is the shutdown timing.
+type Drain struct {
+	Delay   time.Duration
+	Timeout time.Duration
+}
+
+// Log is the structured-logging setup.
+type Log struct {
+	Format string // json or text
+	Level  string // debug, info, warn or error
+}
+
+// Secret is a string that never prints.
+type Secret string
+
+// String masks the secret, so fmt, slog and JSON cannot leak it.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "********"
+}
+
+// MarshalText masks the secret in JSON and text encodings.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret itself, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Error is one bad variable: its name, its value and what was expected.
+type Error struct {
+	Var   string
+	Value string
+	Want  string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s=%q %s", e.Var, e.Value, e.Want)
+}
+
+// Defaults that are not derived from other settings.
+const (
+	DefaultAppAddr        = "127.0.0.1:8080"
+	DefaultMetricsListen  = ":15090"
+	DefaultAdminListen    = "127.0.0.1:15000"
+	DefaultProxyListen    = ":15001"
+	minDeregisterCritical = time.Minute
+)
+
+// Load reads the configuration from getenv (os.Getenv in production).
+// hostname and interfaceAddr supply the defaults of the service ID and
+// address. The error joins every *Error found.
+func Load(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
+	r := reader{getenv: getenv}
+	var c Config
+
+	c.Log.Format = r.oneOf("OUTRIDER_LOG_FORMAT", "json", "json", "text")
+	c.Log.Level = r.oneOf("OUTRIDER_LOG_LEVEL", "info", "debug", "info", "warn", "error")
+
+	c.App.Addr = r.hostPort("OUTRIDER_APP_ADDR", DefaultAppAddr, true)
+	c.App.PIDFile = r.str("OUTRIDER_APP_PID_FILE", "")
+	c.App.Process = r.regexp("OUTRIDER_APP_PROCESS")
+	c.App.ProcRoot = r.str("OUTRIDER_PROC_ROOT", "/proc")
+
+	c.Probe = r.probe(c.App.Addr)
+
+	c.Registry.Kind = r.oneOf("OUTRIDER_REGISTRY", RegistryConsul, RegistryConsul, RegistryNone)
+	c.Registry.CheckTTL = r.duration("OUTRIDER_CHECK_TTL", 15*time.Second, time.Second)
+	c.Registry.DeregisterCriticalAfter = r.duration("OUTRIDER_DEREGISTER_CRITICAL_AFTER", time.Minute, minDeregisterCritical)
+
+	c.Listen.Proxy = r.listen("OUTRIDER_PROXY_LISTEN", DefaultProxyListen, true)
+	c.Listen.Metrics = r.listen("OUTRIDER_METRICS_LISTEN", DefaultMetricsListen, false)
+	c.Listen.Admin = r.listen("OUTRIDER_ADMIN_LISTEN", DefaultAdminListen, false)
+	c.Listen.AdminToken = Secret(r.str("OUTRIDER_ADMIN_TOKEN", ""))
+	c.Listen.QPSWindow = r.duration("OUTRIDER_QPS_WINDOW", 10*time.Second, time.Second)
+	if c.Listen.Admin != "" && c.Listen.AdminToken == "" && !isLoopback(c.Listen.Admin) {
+		r.fail("OUTRIDER_ADMIN_LISTEN", c.Listen.Admin, "is not a loopback address and OUTRIDER_ADMIN_TOKEN is empty (set a token, or listen on 127.0.0.1)")
+	}
+
+	c.Drain.Delay = r.duration("OUTRIDER_DRAIN_DELAY", 5*time.Second, 0)
+	c.Drain.Timeout = r.duration("OUTRIDER_DRAIN_TIMEOUT", 25*time.Second, 0)
+	c.ConfigFile = r.str("OUTRIDER_CONFIG_FILE", "")
+
+	c.Service = r.service(c, hostname, interfaceAddr)
+	return c, errors.Join(r.errs...)
+}
+
+func (r *reader) probe(appAddr string) Probe {
+	var p Probe
+	raw := r.str("OUTRIDER_PROBE", "")
+	if raw == "" {
+		raw = "tcp://" + appAddr
+	}
+	spec, err := probe.ParseSpec(raw)
+	if err != nil {
+		r.fail("OUTRIDER_PROBE", raw, strings.TrimPrefix(err.Error(), probe.ErrBadSpec.Error()+": "))
+	}
+	if h := r.getenv("OUTRIDER_PROBE_HEADERS"); h != "" {
+		hdr, err := probe.ParseHeaders(h)
+		if err != nil {
+			// The value may hold a credential: name only the variable.
+			r.fail("OUTRIDER_PROBE_HEADERS", "(hidden)", err.Error()+` (want "Name: value,Name: value")`)
+		}
+		spec.Header = hdr
+	}
+	spec.Insecure = r.boolean("OUTRIDER_PROBE_INSECURE", false)
+	p.Spec = spec
+	p.Period = r.duration("OUTRIDER_PROBE_PERIOD", 5*time.Second, time.Millisecond)
+	p.Timeout = r.duration("OUTRIDER_PROBE_TIMEOUT", time.Second, time.Millisecond)
+	p.InitialDelay = r.duration("OUTRIDER_PROBE_INITIAL_DELAY", 0, 0)
+	p.FailureThreshold = r.positiveInt("OUTRIDER_PROBE_FAILURE_THRESHOLD", 3)
+	p.SuccessThreshold = r.positiveInt("OUTRIDER_PROBE_SUCCESS_THRESHOLD", 1)
+	return p
+}
+
+func (r *reader) service(c Config, hostname string, interfaceAddr func() (string, error)) Service {
+	s := Service{
+		Name:         r.str("OUTRIDER_SERVICE_NAME", ""),
+		Tags:         r.list("OUTRIDER_SERVICE_TAGS"),
+		Meta:         r.meta("OUTRIDER_SERVICE_META"),
+		PodName:      r.getenv("POD_NAME"),
+		PodNamespace: r.getenv("POD_NAMESPACE"),
+	}
+	if s.Name == "" && c.Registry.Enabled() {
+		r.fail("OUTRIDER_SERVICE_NAME", "", "is required when OUTRIDER_REGISTRY=consul (set it, or set OUTRIDER_REGISTRY=none)")
+	}
+	if s.Name != "" && !validServiceName(s.Name) {
+		r.fail("OUTRIDER_SERVICE_NAME", s.Name, "is not a valid service name (want letters, digits, '-', '_' and '.')")
+	}
+	host := hostname
+	if s.PodName != "" {
+		host = s.PodName
+	}
+	s.ID = r.str("OUTRIDER_SERVICE_ID", "")
+	if s.ID == "" && s.Name != "" {
+		s.ID = s.Name + "-" + host
+	}
+
+	s.Address = r.str("OUTRIDER_SERVICE_ADDRESS", "")
+	if s.Address == "" {
+		s.Address = r.getenv("POD_IP")
+	}
+	if s.Address == "" && c.Registry.Enabled() {
+		addr, err := interfaceAddr()
+		if err != nil {
+			r.fail("OUTRIDER_SERVICE_ADDRESS", "", "is empty and no address could be found: "+err.Error()+" (set it, or POD_IP)")
+		}
+		s.Address = addr
+	}
+
+	defaultPort := portOf(c.App.Addr)
+	if c.Listen.Proxy != "" {
+		defaultPort = portOf(c.Listen.Proxy)
+	}
+	s.Port = r.port("OUTRIDER_SERVICE_PORT", defaultPort)
+	return s
+}
+
+// isLoopback reports whether a listen address only accepts local clients.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func portOf(hostport string) int {
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func validServiceName(s string) bool { return len(s) <= 253 && serviceName.MatchString(s) }
+
+// reader collects errors while it parses variables, so that every bad
+// value is reported at once.
+type reader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (r *reader) fail(name, value, want string) {
+	r.errs = append(r.errs, &Error{Var: name, Value: value, Want: want})
+}
+
+func (r *reader) str(name, def string) string {
+	if v := strings.TrimSpace(r.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *reader) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(r.str(name, def))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	r.fail(name, r.getenv(name), "is not one of "+strings.Join(allowed, ", "))
+	return def
+}
+
+func (r *reader) duration(name string, def, min time.Duration) time.Duration {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		r.fail(name, v, "is not a duration (want e.g. 5s, 500ms)")
+		return def
+	}
+	if d < min {
+		if min == 0 {
+			r.fail(name, v, "is negative (want 0s or more)")
+		} else {
+			r.fail(name, v, fmt.Sprintf("is too short (want %s or more)", min))
+		}
+		return def
+	}
+	return d
+}
+
+func (r *reader) positiveInt(name string, def int) int {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		r.fail(name, v, "is not a whole number of 1 or more")
+		return def
+	}
+	return n
+}
+
+func (r *reader) boolean(name string, def bool) bool {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(name, v, "is not a boolean (want true or false)")
+		return def
+	}
+	return b
+}
+
+func (r *reader) port(name string, def int) int {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 65535 {
+		r.fail(name, v, "is not a port (want 1-65535)")
+		return def
+	}
+	return n
+}
+
+// hostPort reads host:port; a dial address needs a host.
+func (r *reader) hostPort(name, def string, needHost bool) string {
+	v := r.str(name, def)
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		r.fail(name, v, "is not host:port (want e.g. 127.0.0.1:8080)")
+		return def
+	}
+	if needHost && host == "" {
+		r.fail(name, v, "has no host (want e.g. 127.0.0.1:8080)")
+		return def
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		r.fail(name, v, "has a bad port (want 0-65535)")
+		return def
+	}
+	return v
+}
+
+// listen reads a listen address; "off" disables it when allowed.
+func (r *reader) listen(name, def string, canDisable bool) string {
+	v := r.str(name, def)
+	if strings.EqualFold(v, "off") {
+		if canDisable {
+			return ""
+		}
+		r.fail(name, v, "cannot be turned off (want host:port, e.g. :15090)")
+		return def
+	}
+	return r.hostPort(name, def, false)
+}
+
+func (r *reader) list(name string) []string {
+	var out []string
+	for item := range strings.SplitSeq(r.getenv(name), ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+var metaKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// meta reads k=v pairs under Consul's rules for service meta.
+func (r *reader) meta(name string) map[string]string {
+	items := r.list(name)
+	if len(items) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(items))
+	for _, item := range items {
+		k, v, ok := strings.Cut(item, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch {
+		case !ok:
+			r.fail(name, item, "is not key=value")
+		case !metaKey.MatchString(k):
+			r.fail(name, item, "has a bad key (want 1-128 letters, digits, '-' or '_')")
+		case strings.HasPrefix(k, "consul-"):
+			r.fail(name, item, "uses the reserved key prefix consul-")
+		case len(v) > 512:
+			r.fail(name, item, "has a value over 512 characters")
+		default:
+			m[k] = v
+		}
+	}
+	if len(m) > 64 {
+		r.fail(name, fmt.Sprintf("(%d pairs)", len(m)), "has more than Consul's 64 pairs")
+	}
+	return m
+}
+
+func (r *reader) regexp(name string) *regexp.Regexp {
+	v := r.str(name, "")
+	if v == "" {
+		return nil
+	}
+	re, err := regexp.Compile(v)
+	if err != nil {
+		r.fail(name, v, "is not a regular expression: "+err.Error())
+		return nil
+	}
+	return re
+}

@@ -1,0 +1,150 @@
+// Command echo is the sample app for outrider's demo, tests and benchmarks:
+// a small HTTP server whose health, speed and answers can be changed on
+// request.
+//
+//	GET  /                 a fixed ~60-byte JSON body (the benchmark target)
+//	GET  /healthz          200, or 503 after POST /admin/health?healthy=false
+//	POST /admin/health     ?healthy=true|false sets what /healthz answers
+//	GET  /slow?delay=2s    answers after the delay
+//	POST /echo             streams the request body back
+//	GET  /bytes?n=N        streams N bytes
+//	GET  /chunked?n=N      N chunks, flushed one by one
+//	GET  /status/{code}    answers with that status
+//
+// It listens on -listen (default $ECHO_LISTEN, else 127.0.0.1:8080) and
+// stops gracefully on SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// helloBody is the benchmark's response: small, fixed, JSON.
+var helloBody = []byte(`{"service":"echo","message":"hello","ok":true,"v":1}` + "\n")
+
+func main() {
+	def := os.Getenv("ECHO_LISTEN")
+	if def == "" {
+		def = "127.0.0.1:8080"
+	}
+	listen := flag.String("listen", def, "address to listen on")
+	flag.Parse()
+
+	srv := &http.Server{
+		Addr:              *listen,
+		Handler:           newMux(),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	log.Printf("echo listening on %s (pid %d)", *listen, os.Getpid())
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		log.Fatalf("echo: %v", err)
+	}
+	log.Printf("echo stopped")
+}
+
+func newMux() *http.ServeMux {
+	var unhealthy atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(helloBody)))
+		_, _ = w.Write(helloBody)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if unhealthy.Load() {
+			http.Error(w, "unhealthy on request", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("POST /admin/health", func(w http.ResponseWriter, r *http.Request) {
+		healthy, err := strconv.ParseBool(r.URL.Query().Get("healthy"))
+		if err != nil {
+			http.Error(w, "want ?healthy=true or ?healthy=false", http.StatusBadRequest)
+			return
+		}
+		unhealthy.Store(!healthy)
+		fmt.Fprintf(w, "healthy=%t\n", healthy)
+	})
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("delay"))
+		if err != nil {
+			http.Error(w, "want ?delay=<duration>, e.g. 2s", http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(d):
+			fmt.Fprintf(w, "slept %s\n", d)
+		case <-r.Context().Done():
+		}
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		_, _ = io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "want ?n=<bytes>", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		buf := make([]byte, 32<<10)
+		for i := range buf {
+			buf[i] = 'a' + byte(i%26)
+		}
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			if _, err := w.Write(buf[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	})
+	mux.HandleFunc("GET /chunked", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 0 {
+			http.Error(w, "want ?n=<chunks>", http.StatusBadRequest)
+			return
+		}
+		flusher, _ := w.(http.Flusher)
+		for i := range n {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	})
+	mux.HandleFunc("GET /status/{code}", func(w http.ResponseWriter, r *http.Request) {
+		code, err := strconv.Atoi(r.PathValue("code"))
+		if err != nil || code < 200 || code > 599 {
+			http.Error(w, "want /status/<200-599>", http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "status %d\n", code)
+	})
+	return mux
+}

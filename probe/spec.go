@@ -1,0 +1,144 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Kind names a probe protocol.
+type Kind string
+
+// The probe protocols outrider speaks.
+const (
+	KindHTTP  Kind = "http"
+	KindHTTPS Kind = "https"
+	KindTCP   Kind = "tcp"
+	KindGRPC  Kind = "grpc"
+	KindExec  Kind = "exec"
+)
+
+// Spec is one parsed probe target, as OUTRIDER_PROBE describes it.
+type Spec struct {
+	Kind Kind
+	// URL is the target of an http or https probe.
+	URL *url.URL
+	// Address is host:port for tcp and grpc probes.
+	Address string
+	// Service is the gRPC health service name; empty asks about the server.
+	Service string
+	// Command is the argv of an exec probe; it runs without a shell.
+	Command []string
+	// Header holds extra request headers for http and https probes.
+	Header http.Header
+	// Insecure skips TLS verification for https probes.
+	Insecure bool
+}
+
+// String gives the spec back in OUTRIDER_PROBE form, without header values.
+func (s Spec) String() string {
+	switch s.Kind {
+	case KindHTTP, KindHTTPS:
+		return s.URL.String()
+	case KindTCP:
+		return "tcp://" + s.Address
+	case KindGRPC:
+		if s.Service != "" {
+			return "grpc://" + s.Address + "/" + s.Service
+		}
+		return "grpc://" + s.Address
+	case KindExec:
+		return "exec:" + strings.Join(s.Command, " ")
+	}
+	return ""
+}
+
+// ErrBadSpec is wrapped by every error ParseSpec returns.
+var ErrBadSpec = errors.New("bad probe spec")
+
+// ParseSpec parses an OUTRIDER_PROBE value: http://host:port/path,
+// https://…, tcp://host:port, grpc://host:port[/service] or exec:/cmd arg….
+// An exec command is split on white space; there is no shell and no quoting.
+func ParseSpec(raw string) (Spec, error) {
+	raw = strings.TrimSpace(raw)
+	if rest, ok := strings.CutPrefix(raw, "exec:"); ok {
+		argv := strings.Fields(rest)
+		if len(argv) == 0 {
+			return Spec{}, fmt.Errorf("%w: exec: names no command (want exec:/path/to/cmd arg…)", ErrBadSpec)
+		}
+		return Spec{Kind: KindExec, Command: argv}, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Spec{}, fmt.Errorf("%w: %v", ErrBadSpec, err)
+	}
+	switch Kind(u.Scheme) {
+	case KindHTTP, KindHTTPS:
+		if u.Host == "" || u.Hostname() == "" {
+			return Spec{}, fmt.Errorf("%w: %s URL has no host (want e.g. http://127.0.0.1:8080/healthz)", ErrBadSpec, u.Scheme)
+		}
+		if u.Path == "" {
+			u.Path = "/"
+		}
+		return Spec{Kind: Kind(u.Scheme), URL: u}, nil
+	case KindTCP, KindGRPC:
+		if err := checkHostPort(u.Host); err != nil {
+			return Spec{}, fmt.Errorf("%w: %s target %v (want %s://host:port)", ErrBadSpec, u.Scheme, err, u.Scheme)
+		}
+		s := Spec{Kind: Kind(u.Scheme), Address: u.Host}
+		if s.Kind == KindGRPC {
+			s.Service = strings.Trim(u.Path, "/")
+		} else if strings.Trim(u.Path, "/") != "" {
+			return Spec{}, fmt.Errorf("%w: tcp target has a path %q (want tcp://host:port)", ErrBadSpec, u.Path)
+		}
+		return s, nil
+	case "":
+		return Spec{}, fmt.Errorf("%w: no scheme (want http://, https://, tcp://, grpc:// or exec:)", ErrBadSpec)
+	default:
+		return Spec{}, fmt.Errorf("%w: unknown scheme %q (want http, https, tcp, grpc or exec)", ErrBadSpec, u.Scheme)
+	}
+}
+
+// ParseHeaders parses "Name: value,Name: value" into a header set.
+func ParseHeaders(raw string) (http.Header, error) {
+	h := http.Header{}
+	for item := range strings.SplitSeq(raw, ",") {
+		if strings.TrimSpace(item) == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(item, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("header %q is not \"Name: value\"", headerName(item))
+		}
+		h.Add(name, strings.TrimSpace(value))
+	}
+	return h, nil
+}
+
+// headerName returns the part of a header item before the colon, so that
+// error messages never repeat a header value (it may be a credential).
+func headerName(item string) string {
+	name, _, _ := strings.Cut(item, ":")
+	return strings.TrimSpace(name)
+}
+
+func checkHostPort(hostport string) error {
+	if hostport == "" {
+		return errors.New("is empty")
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%q: %v", hostport, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", hostport)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", hostport)
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The demo: a Consul dev server, the sample app and outrider beside it, all
+# on 127.0.0.1. Ctrl-C stops all three. `make demo` builds and runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONSUL_PORT=${CONSUL_PORT:-8500}
+APP_ADDR=${APP_ADDR:-127.0.0.1:8080}
+PROXY_ADDR=${PROXY_ADDR:-127.0.0.1:15001}
+METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:15090}
+ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:15000}
+
+for addr in "127.0.0.1:$CONSUL_PORT" "$APP_ADDR" "$PROXY_ADDR" "$METRICS_ADDR" "$ADMIN_ADDR"; do
+	if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+		echo "demo: $addr is already in use; stop what listens there, or set CONSUL_PORT/APP_ADDR/PROXY_ADDR/METRICS_ADDR/ADMIN_ADDR" >&2
+		exit 1
+	fi
+done
+
+logs=$(mktemp -d)
+pids=()
+cleanup() {
+	trap - INT TERM EXIT
+	echo
+	echo "demo: stopping outrider, echo and consul"
+	# outrider first, so it deregisters while Consul is still up.
+	for pid in "${pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	echo "demo: logs were in $logs"
+}
+trap cleanup INT TERM EXIT
+
+wait_http() {
+	for _ in $(seq 1 200); do
+		curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "demo: $1 did not answer; see $logs" >&2
+	return 1
+}
+
+bin/consul agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$CONSUL_PORT" \
+	-dns-port -1 -grpc-port -1 -grpc-tls-port -1 -log-level warn >"$logs/consul.log" 2>&1 &
+consul_pid=$!
+bin/echo -listen "$APP_ADDR" >"$logs/echo.log" 2>&1 &
+echo_pid=$!
+wait_http "http://127.0.0.1:$CONSUL_PORT/v1/status/leader"
+
+OUTRIDER_SERVICE_NAME=echo \
+OUTRIDER_SERVICE_ADDRESS=127.0.0.1 \
+OUTRIDER_SERVICE_TAGS=demo \
+OUTRIDER_APP_ADDR="$APP_ADDR" \
+OUTRIDER_PROBE="http://$APP_ADDR/healthz" \
+OUTRIDER_PROBE_PERIOD=2s \
+OUTRIDER_PROXY_LISTEN="$PROXY_ADDR" \
+OUTRIDER_METRICS_LISTEN="$METRICS_ADDR" \
+OUTRIDER_ADMIN_LISTEN="$ADMIN_ADDR" \
+OUTRIDER_DRAIN_DELAY=1s \
+OUTRIDER_LOG_FORMAT=text \
+CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT" \
+	bin/outrider > >(tee "$logs/outrider.log") 2>&1 &
+outrider_pid=$!
+# Stop order: outrider, then the app, then Consul.
+pids=("$outrider_pid" "$echo_pid" "$consul_pid")
+wait_http "http://$METRICS_ADDR/healthz"
+
+cat <<MSG
+
+outrider is running beside the sample app. Look at:
+  Consul UI        http://127.0.0.1:$CONSUL_PORT/ui/dc1/services/echo
+  Consul API       curl -s http://127.0.0.1:$CONSUL_PORT/v1/health/service/echo | head -c 600
+  readiness        curl -s http://$METRICS_ADDR/ready
+  metrics          curl -s http://$METRICS_ADDR/metrics | grep ^outrider_
+  state            curl -s http://$ADMIN_ADDR/status
+  the app itself   curl -s http://$APP_ADDR/
+  the app, proxied curl -s http://$PROXY_ADDR/
+  make it sick     curl -s -X POST 'http://$APP_ADDR/admin/health?healthy=false'
+
+Press Ctrl-C to stop consul, the app and outrider.
+MSG
+wait "$outrider_pid"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, vet, unit, integration (against a
+# real Consul from bin/consul) and end-to-end tests. `make test` calls it
+# after building bin/consul, bin/outrider and bin/echo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change these files:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+
+export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
+
+passed=$(grep -c -- '^\s*--- PASS' "$log" || true)
+failed=$(grep -c -- '^\s*--- FAIL' "$log" || true)
+skipped=$(grep -c -- '^\s*--- SKIP' "$log" || true)
+if [ "$skipped" -gt 0 ]; then
+	echo "skipped tests:"
+	grep -- '^\s*--- SKIP' "$log"
+fi
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+exit "$status"
