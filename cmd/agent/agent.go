@@ -18,6 +18,7 @@ import (
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/exporter"
 	"github.com/outrider-sidecar/outrider/internal/version"
+	"github.com/outrider-sidecar/outrider/probe"
 	"github.com/outrider-sidecar/outrider/readiness"
 )
 
@@ -34,12 +35,27 @@ type agent struct {
 	// status holds the sections of /status, filled by the components.
 	status map[string]func() any
 	group  run.Group
+
+	// subscribeVerdicts is set by addProbe: each call returns a channel
+	// that receives the probe's verdict on every transition.
+	subscribeVerdicts func() <-chan probe.Verdict
 }
 
 // Readiness conditions, in the order /ready reports them.
 const (
-	condApp = "app"
+	condApp         = "app"
+	condRegistered  = "registered"
+	condMaintenance = "maintenance"
 )
+
+// readinessConditions lists the conditions /ready checks for cfg.
+func readinessConditions(cfg config.Config) []string {
+	conds := []string{condApp}
+	if cfg.Registry.Enabled() {
+		conds = append(conds, condRegistered)
+	}
+	return append(conds, condMaintenance)
+}
 
 // runAgent implements plain `outrider`: run as a sidecar until a signal.
 func runAgent(getenv func(string) string, stderr io.Writer) int {
@@ -52,7 +68,7 @@ func runAgent(getenv func(string) string, stderr io.Writer) int {
 		cfg:     cfg,
 		log:     log,
 		reg:     exporter.NewRegistry(),
-		gate:    readiness.New(condApp),
+		gate:    readiness.New(readinessConditions(cfg)...),
 		metrics: http.NewServeMux(),
 		admin:   http.NewServeMux(),
 		started: time.Now(),
@@ -91,9 +107,16 @@ func (a *agent) build() error {
 	a.metrics.Handle("GET /metrics", exporter.Handler(a.reg))
 	a.admin.HandleFunc("GET /status", a.serveStatus)
 
-	// Each component adds its actors, handlers, metrics and conditions.
+	// Each component adds its actors, handlers, metrics and conditions, in
+	// data-flow order: probe → verdict → registry and readiness.
 	// The signal actor comes first so that it is the one that stops the rest.
 	a.addSignals()
+	a.gate.Set(condMaintenance, true, "off")
+	for _, add := range []func() error{a.addProbe, a.addExporter, a.addProxy, a.addRegistry, a.addPeers} {
+		if err := add(); err != nil {
+			return err
+		}
+	}
 
 	if err := a.serve("metrics", "OUTRIDER_METRICS_LISTEN", a.cfg.Listen.Metrics, a.metrics, 30*time.Second); err != nil {
 		return err
