@@ -102,28 +102,24 @@ func ParseSpec(raw string) (Spec, error) {
 	}
 }
 
-// ParseHeaders parses "Name: value,Name: value" into a header set.
+// ParseHeaders parses "Name: value,Name: value" into a header set. Errors
+// name the item by position only: a value may be a credential.
 func ParseHeaders(raw string) (http.Header, error) {
 	h := http.Header{}
+	n := 0
 	for item := range strings.SplitSeq(raw, ",") {
 		if strings.TrimSpace(item) == "" {
 			continue
 		}
+		n++
 		name, value, ok := strings.Cut(item, ":")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
-			return nil, fmt.Errorf("header %q is not \"Name: value\"", headerName(item))
+			return nil, fmt.Errorf("item %d is not \"Name: value\"", n)
 		}
 		h.Add(name, strings.TrimSpace(value))
 	}
 	return h, nil
-}
-
-// headerName returns the part of a header item before the colon, so that
-// error messages never repeat a header value (it may be a credential).
-func headerName(item string) string {
-	name, _, _ := strings.Cut(item, ":")
-	return strings.TrimSpace(name)
 }
 
 func checkHostPort(hostport string) error {

@@ -1,0 +1,246 @@
+package config
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, env map[string]string) (Config, error) {
+	t.Helper()
+	return Load(func(k string) string { return env[k] }, "host1",
+		func() (string, error) { return "10.0.0.7", nil })
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := load(t, map[string]string{"OUTRIDER_SERVICE_NAME": "web"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"service id", c.Service.ID, "web-host1"},
+		{"service address", c.Service.Address, "10.0.0.7"},
+		{"service port is the proxy's", c.Service.Port, 15001},
+		{"app addr", c.App.Addr, "127.0.0.1:8080"},
+		{"proc root", c.App.ProcRoot, "/proc"},
+		{"probe", c.Probe.Spec.String(), "tcp://127.0.0.1:8080"},
+		{"probe period", c.Probe.Period, 5 * time.Second},
+		{"probe timeout", c.Probe.Timeout, time.Second},
+		{"probe initial delay", c.Probe.InitialDelay, time.Duration(0)},
+		{"failure threshold", c.Probe.FailureThreshold, 3},
+		{"success threshold", c.Probe.SuccessThreshold, 1},
+		{"registry", c.Registry.Kind, "consul"},
+		{"check ttl", c.Registry.CheckTTL, 15 * time.Second},
+		{"deregister after", c.Registry.DeregisterCriticalAfter, time.Minute},
+		{"proxy", c.Listen.Proxy, ":15001"},
+		{"metrics", c.Listen.Metrics, ":15090"},
+		{"admin", c.Listen.Admin, "127.0.0.1:15000"},
+		{"qps window", c.Listen.QPSWindow, 10 * time.Second},
+		{"drain delay", c.Drain.Delay, 5 * time.Second},
+		{"drain timeout", c.Drain.Timeout, 25 * time.Second},
+		{"log format", c.Log.Format, "json"},
+		{"log level", c.Log.Level, "info"},
+	}
+	for _, tc := range checks {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func TestGoodValues(t *testing.T) {
+	tests := []struct {
+		name  string
+		env   map[string]string
+		check func(Config) (got, want any)
+	}{
+		{"tags trimmed, empties dropped",
+			map[string]string{"OUTRIDER_SERVICE_TAGS": " a, b,,c "},
+			func(c Config) (any, any) { return c.Service.Tags, []string{"a", "b", "c"} }},
+		{"meta pairs",
+			map[string]string{"OUTRIDER_SERVICE_META": "team=pay, tier = gold"},
+			func(c Config) (any, any) { return c.Service.Meta, map[string]string{"team": "pay", "tier": "gold"} }},
+		{"pod name makes the id",
+			map[string]string{"POD_NAME": "web-7d9f-abc"},
+			func(c Config) (any, any) { return c.Service.ID, "web-web-7d9f-abc" }},
+		{"explicit id wins",
+			map[string]string{"POD_NAME": "p", "OUTRIDER_SERVICE_ID": "web-1"},
+			func(c Config) (any, any) { return c.Service.ID, "web-1" }},
+		{"pod ip is the address",
+			map[string]string{"POD_IP": "10.1.2.3"},
+			func(c Config) (any, any) { return c.Service.Address, "10.1.2.3" }},
+		{"explicit address wins over pod ip",
+			map[string]string{"POD_IP": "10.1.2.3", "OUTRIDER_SERVICE_ADDRESS": "192.0.2.9"},
+			func(c Config) (any, any) { return c.Service.Address, "192.0.2.9" }},
+		{"proxy off registers the app port",
+			map[string]string{"OUTRIDER_PROXY_LISTEN": "off", "OUTRIDER_APP_ADDR": "127.0.0.1:9000"},
+			func(c Config) (any, any) { return [2]any{c.Listen.Proxy, c.Service.Port}, [2]any{"", 9000} }},
+		{"explicit port",
+			map[string]string{"OUTRIDER_SERVICE_PORT": "443"},
+			func(c Config) (any, any) { return c.Service.Port, 443 }},
+		{"probe follows the app address",
+			map[string]string{"OUTRIDER_APP_ADDR": "127.0.0.1:9000"},
+			func(c Config) (any, any) { return c.Probe.Spec.String(), "tcp://127.0.0.1:9000" }},
+		{"http probe with headers and insecure",
+			map[string]string{"OUTRIDER_PROBE": "https://app:8443/healthz", "OUTRIDER_PROBE_HEADERS": "Host: x, Authorization: Bearer y", "OUTRIDER_PROBE_INSECURE": "true"},
+			func(c Config) (any, any) {
+				return [3]any{c.Probe.Spec.String(), c.Probe.Spec.Header.Get("Authorization"), c.Probe.Spec.Insecure},
+					[3]any{"https://app:8443/healthz", "Bearer y", true}
+			}},
+		{"durations and thresholds",
+			map[string]string{"OUTRIDER_PROBE_PERIOD": "500ms", "OUTRIDER_PROBE_TIMEOUT": "250ms", "OUTRIDER_PROBE_INITIAL_DELAY": "2s", "OUTRIDER_PROBE_FAILURE_THRESHOLD": "5", "OUTRIDER_PROBE_SUCCESS_THRESHOLD": "2"},
+			func(c Config) (any, any) {
+				p := c.Probe
+				return [5]any{p.Period, p.Timeout, p.InitialDelay, p.FailureThreshold, p.SuccessThreshold},
+					[5]any{500 * time.Millisecond, 250 * time.Millisecond, 2 * time.Second, 5, 2}
+			}},
+		{"admin off loopback with a token",
+			map[string]string{"OUTRIDER_ADMIN_LISTEN": "0.0.0.0:15000", "OUTRIDER_ADMIN_TOKEN": "t0k"},
+			func(c Config) (any, any) { return c.Listen.AdminToken.Reveal(), "t0k" }},
+		{"admin on localhost needs no token",
+			map[string]string{"OUTRIDER_ADMIN_LISTEN": "localhost:15000"},
+			func(c Config) (any, any) { return c.Listen.Admin, "localhost:15000" }},
+		{"admin on ::1 needs no token",
+			map[string]string{"OUTRIDER_ADMIN_LISTEN": "[::1]:15000"},
+			func(c Config) (any, any) { return c.Listen.Admin, "[::1]:15000" }},
+		{"registry none needs no name",
+			map[string]string{"OUTRIDER_SERVICE_NAME": "", "OUTRIDER_REGISTRY": "none"},
+			func(c Config) (any, any) { return [2]any{c.Registry.Enabled(), c.Service.ID}, [2]any{false, ""} }},
+		{"case-insensitive enums",
+			map[string]string{"OUTRIDER_LOG_FORMAT": "TEXT", "OUTRIDER_LOG_LEVEL": "Debug", "OUTRIDER_REGISTRY": "Consul"},
+			func(c Config) (any, any) {
+				return [3]any{c.Log.Format, c.Log.Level, c.Registry.Kind}, [3]any{"text", "debug", "consul"}
+			}},
+		{"app process regexp",
+			map[string]string{"OUTRIDER_APP_PROCESS": "java .*-jar app"},
+			func(c Config) (any, any) { return c.App.Process.String(), "java .*-jar app" }},
+		{"zero drain delay is allowed",
+			map[string]string{"OUTRIDER_DRAIN_DELAY": "0s"},
+			func(c Config) (any, any) { return c.Drain.Delay, time.Duration(0) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"OUTRIDER_SERVICE_NAME": "web"}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := load(t, env)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if got, want := tc.check(c); !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestLoadBadEnvironments reads testdata/invalid-*.env: variables, then
+// "# want:" lines holding every error expected, in order.
+func TestLoadBadEnvironments(t *testing.T) {
+	files, err := filepath.Glob("testdata/invalid-*.env")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".env"), func(t *testing.T) {
+			env, want := readEnvFile(t, f)
+			_, err := load(t, env)
+			if err == nil {
+				t.Fatalf("Load succeeded, want errors:\n%s", strings.Join(want, "\n"))
+			}
+			var got []string
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				var ce *Error
+				if !errors.As(e, &ce) {
+					t.Errorf("error %v is not a *config.Error", e)
+				}
+				got = append(got, e.Error())
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("errors:\n got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+func readEnvFile(t *testing.T, path string) (map[string]string, []string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	var want []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if w, ok := strings.CutPrefix(line, "# want: "); ok {
+			want = append(want, w)
+			continue
+		}
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, _ := strings.Cut(line, "=")
+		env[k] = v
+	}
+	return env, want
+}
+
+func TestSecretsNeverPrint(t *testing.T) {
+	c, err := load(t, map[string]string{
+		"OUTRIDER_SERVICE_NAME":  "web",
+		"OUTRIDER_ADMIN_TOKEN":   "tok-s3cr3t",
+		"OUTRIDER_PROBE":         "http://127.0.0.1:8080/healthz",
+		"OUTRIDER_PROBE_HEADERS": "Authorization: Bearer hdr-s3cr3t",
+	})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	var all strings.Builder
+	for _, s := range c.Effective() {
+		all.WriteString(s.Var + "=" + s.Value + "\n")
+	}
+	for _, secret := range []string{"tok-s3cr3t", "hdr-s3cr3t"} {
+		if strings.Contains(all.String(), secret) {
+			t.Errorf("Effective() shows %q:\n%s", secret, all.String())
+		}
+	}
+	if !strings.Contains(all.String(), "OUTRIDER_PROBE_HEADERS=Authorization: ********") {
+		t.Errorf("Effective() does not show the masked header name:\n%s", all.String())
+	}
+}
+
+func TestEffectiveListsEveryVariable(t *testing.T) {
+	c, err := load(t, map[string]string{"OUTRIDER_SERVICE_NAME": "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Effective() {
+		if seen[s.Var] {
+			t.Errorf("%s listed twice", s.Var)
+		}
+		seen[s.Var] = true
+	}
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every variable config.go reads must be shown by check-config.
+	for _, field := range strings.FieldsFunc(string(src), func(r rune) bool { return r == '"' }) {
+		if strings.HasPrefix(field, "OUTRIDER_") && !strings.ContainsAny(field, " =") && !seen[field] {
+			t.Errorf("%s is read but not in Effective()", field)
+		}
+	}
+}
