@@ -1,0 +1,171 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+)
+
+// runOutrider runs bin/outrider to completion and returns its exit code
+// and combined output.
+func runOutrider(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	p := testbin.Start(t, testbin.Outrider(t), env, args...)
+	code := p.Wait(30 * time.Second)
+	return code, p.Output()
+}
+
+func TestAgentCheckConfigReportsEveryBadVariable(t *testing.T) {
+	code, out := runOutrider(t, []string{"OUTRIDER_PROBE_PERIOD=5", "OUTRIDER_CHECK_TTL=abc", "OUTRIDER_REGISTRY=none"}, "check-config")
+	if code != exitUsage {
+		t.Errorf("exit code = %d, want %d", code, exitUsage)
+	}
+	for _, want := range []string{
+		`OUTRIDER_PROBE_PERIOD="5" is not a duration (want e.g. 5s, 500ms)`,
+		`OUTRIDER_CHECK_TTL="abc" is not a duration (want e.g. 5s, 500ms)`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestAgentNeverPrintsSecrets(t *testing.T) {
+	secrets := []string{"CONSUL_HTTP_TOKEN=secret123", "OUTRIDER_ADMIN_TOKEN=admintok456"}
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		code int
+	}{
+		{"check-config valid", []string{"OUTRIDER_SERVICE_NAME=web", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1"}, []string{"check-config"}, exitOK},
+		{"check-config invalid", []string{"OUTRIDER_SERVICE_NAME=web", "OUTRIDER_PROBE_PERIOD=x"}, []string{"check-config"}, exitUsage},
+		{"agent fails to start", []string{"OUTRIDER_CHECK_TTL=abc"}, nil, exitUsage},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runOutrider(t, append(tc.env, secrets...), tc.args...)
+			if code != tc.code {
+				t.Errorf("exit code = %d, want %d\n%s", code, tc.code, out)
+			}
+			for _, s := range []string{"secret123", "admintok456"} {
+				if strings.Contains(out, s) {
+					t.Errorf("output shows the secret %q:\n%s", s, out)
+				}
+			}
+		})
+	}
+}
+
+func TestAgentRefusesPublicAdminWithoutToken(t *testing.T) {
+	code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_ADMIN_LISTEN=0.0.0.0:15000"})
+	if code == exitOK {
+		t.Fatalf("outrider started with a public admin listener and no token:\n%s", out)
+	}
+	if !strings.Contains(out, "OUTRIDER_ADMIN_TOKEN is empty") {
+		t.Errorf("output does not say why:\n%s", out)
+	}
+}
+
+func TestAgentCommands(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"version"}, exitOK, "outrider dev (commit "},
+		{[]string{"help"}, exitOK, "check-config"},
+		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
+		{[]string{"run", "--", "true"}, exitUsage, "not built yet"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, out := runOutrider(t, nil, tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, output %q; want exit %d and %q", code, out, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestAgentPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + ln.Addr().String(), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t)})
+	if code != exitFailed || !strings.Contains(out, "OUTRIDER_METRICS_LISTEN="+ln.Addr().String()) {
+		t.Errorf("exit %d, output:\n%s\nwant exit %d naming OUTRIDER_METRICS_LISTEN", code, out, exitFailed)
+	}
+}
+
+// TestAgentServesAndStops runs the agent with no registry: its endpoints
+// answer, the admin token is enforced, and SIGTERM stops it with status 0.
+func TestAgentServesAndStops(t *testing.T) {
+	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	p := testbin.Start(t, testbin.Outrider(t), []string{
+		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off", "OUTRIDER_SERVICE_NAME=web",
+		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+		"OUTRIDER_ADMIN_TOKEN=admintok456", "OUTRIDER_LOG_LEVEL=debug",
+	})
+	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+
+	body := get(t, "http://"+metrics+"/metrics", "", http.StatusOK)
+	for _, want := range []string{"go_goroutines ", "process_resident_memory_bytes ", "outrider_build_info{"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	get(t, "http://"+admin+"/status", "", http.StatusUnauthorized)
+	get(t, "http://"+admin+"/status", "Bearer wrong", http.StatusUnauthorized)
+	var status struct {
+		ServiceName string `json:"service_name"`
+		Registry    string `json:"registry"`
+		Ready       bool   `json:"ready"`
+	}
+	if err := json.Unmarshal([]byte(get(t, "http://"+admin+"/status", "Bearer admintok456", http.StatusOK)), &status); err != nil {
+		t.Fatalf("/status is not JSON: %v", err)
+	}
+	if status.ServiceName != "web" || status.Registry != "none" {
+		t.Errorf("/status = %+v, want service web, registry none", status)
+	}
+
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != exitOK {
+		t.Errorf("exit code after SIGTERM = %d, want 0", code)
+	}
+	if strings.Contains(p.Output(), "admintok456") {
+		t.Errorf("the admin token appears in the log:\n%s", p.Output())
+	}
+}
+
+func get(t *testing.T, url, auth string, want int) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	if resp.StatusCode != want {
+		t.Errorf("GET %s = %d, want %d: %s", url, resp.StatusCode, want, b)
+	}
+	return string(b)
+}
+
