@@ -1,0 +1,120 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// execOutputLimit is how much of a command's combined output is kept.
+const execOutputLimit = 4 << 10
+
+// execWaitDelay bounds the wait for the output pipes once the command has
+// exited: a process that left the group (setsid) may still hold them.
+const execWaitDelay = time.Second
+
+// probeExec runs spec.Command without a shell, in a process group of its
+// own: exit status 0 is success. At ctx's deadline the whole group is
+// killed; it is killed too when the command exits, so that nothing it
+// started in the background outlives the probe.
+func probeExec(ctx context.Context, spec Spec) Result {
+	start := time.Now()
+	if spec.Kind != KindExec || len(spec.Command) == 0 {
+		return result(start, Error, "exec probe of a %q spec without a command", spec.Kind)
+	}
+	what := "exec " + spec.Command[0]
+	out := &headBuffer{limit: execOutputLimit}
+	cmd := exec.Command(spec.Command[0], spec.Command[1:]...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = execWaitDelay
+	if err := cmd.Start(); err != nil {
+		// Start's error repeats the path that what already names.
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner
+		}
+		return result(start, Error, "%s: %v", what, err)
+	}
+	pgid := cmd.Process.Pid
+
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		waitExited(pgid)
+	}()
+	timedOut := false
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		timedOut = true
+	}
+	// The leader is not reaped yet, so its id still names this group and
+	// no other: killing the group cannot hit an unrelated process.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-exited
+	err := cmd.Wait()
+
+	output := out.String()
+	switch {
+	case timedOut && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return withOutput(result(start, Timeout, "%s: killed after %s", what, timeoutOf(ctx, start)), output)
+	case timedOut:
+		return withOutput(result(start, Error, "%s: killed: %v", what, ctx.Err()), output)
+	case cmd.ProcessState != nil && cmd.ProcessState.Success():
+		return withOutput(result(start, Success, "%s: exit status 0", what), output)
+	case cmd.ProcessState != nil:
+		return withOutput(result(start, Failure, "%s: %s", what, cmd.ProcessState), output)
+	default:
+		return result(start, Failure, "%s: %v", what, err)
+	}
+}
+
+// waitExited blocks until process pid has exited, without reaping it.
+func waitExited(pid int) {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// withOutput appends the command's output to the reason.
+func withOutput(r Result, output string) Result {
+	if output = strings.TrimSpace(output); output != "" {
+		r.Output += ": " + output
+	}
+	return r
+}
+
+// headBuffer keeps the first limit bytes written to it and discards the
+// rest, without failing the writer.
+type headBuffer struct {
+	limit int
+	b     []byte
+	cut   bool
+}
+
+func (h *headBuffer) Write(p []byte) (int, error) {
+	keep := p
+	if room := max(h.limit-len(h.b), 0); len(keep) > room {
+		keep, h.cut = keep[:room], true
+	}
+	h.b = append(h.b, keep...)
+	return len(p), nil
+}
+
+// String is the kept output, valid UTF-8, marked when it was cut.
+func (h *headBuffer) String() string {
+	s := strings.ToValidUTF8(string(h.b), "?")
+	if h.cut {
+		s += "…"
+	}
+	return s
+}

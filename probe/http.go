@@ -1,0 +1,117 @@
+package probe
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/version"
+)
+
+// httpBodyLimit is how much of a response body a probe reads. The rest is
+// left unread: the connection is then closed instead of reused, which only
+// costs an app that answers its health check with a large body.
+const httpBodyLimit = 10 << 10
+
+// httpMaxRedirects is how many same-host redirects a probe follows, as
+// the kubelet does.
+const httpMaxRedirects = 10
+
+// httpProber keeps one client per TLS mode, so that connections to the
+// app are reused from one probe to the next.
+type httpProber struct {
+	verify, insecure *http.Client
+}
+
+func newHTTPProber() *httpProber {
+	return &httpProber{verify: newHTTPClient(false), insecure: newHTTPClient(true)}
+}
+
+func newHTTPClient(insecure bool) *http.Client {
+	t := &http.Transport{
+		// The app is beside outrider: a proxy from the environment must
+		// not sit between them.
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: insecure},
+		MaxIdleConns:        2,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &http.Client{Transport: t, CheckRedirect: sameHostRedirects}
+}
+
+// sameHostRedirects follows redirects to the probed host only. A redirect
+// elsewhere is not followed, and its 3xx answer is the probe's result, as
+// the kubelet does.
+func sameHostRedirects(req *http.Request, via []*http.Request) error {
+	if req.URL.Hostname() != via[0].URL.Hostname() {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= httpMaxRedirects {
+		return fmt.Errorf("stopped after %d redirects", httpMaxRedirects)
+	}
+	return nil
+}
+
+func (p *httpProber) close() {
+	p.verify.CloseIdleConnections()
+	p.insecure.CloseIdleConnections()
+}
+
+// probe GETs spec.URL: 200–399 is success, anything else a failure.
+func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
+	start := time.Now()
+	if (spec.Kind != KindHTTP && spec.Kind != KindHTTPS) || spec.URL == nil {
+		return result(start, Error, "http probe of a %q spec without a URL", spec.Kind)
+	}
+	what := "GET " + spec.URL.Redacted()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, spec.URL.String(), nil)
+	if err != nil {
+		return result(start, Error, "%s: %v", what, err)
+	}
+	for name, values := range spec.Header {
+		req.Header[name] = values
+	}
+	if host := spec.Header.Get("Host"); host != "" {
+		req.Host = host
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", version.UserAgent())
+	}
+	client := p.verify
+	if spec.Insecure {
+		client = p.insecure
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		// url.Error repeats the method and URL that what already names.
+		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return failed(ctx, start, what, err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, httpBodyLimit))
+	resp.Body.Close()
+	if err != nil {
+		return failed(ctx, start, what+": reading the body", err)
+	}
+	switch code := resp.StatusCode; {
+	case code >= 300 && code < 400:
+		return result(start, Success, "%s: %s (redirect to %s not followed)", what, resp.Status, resp.Header.Get("Location"))
+	case code >= 200 && code < 300:
+		return result(start, Success, "%s: %s", what, resp.Status)
+	default:
+		if s := snippet(body, 200); s != "" {
+			return result(start, Failure, "%s: %s: %s", what, resp.Status, s)
+		}
+		return result(start, Failure, "%s: %s", what, resp.Status)
+	}
+}

@@ -1,0 +1,117 @@
+// Package probe decides whether the app is healthy, with the kubelet's
+// readiness-probe semantics: probers (http, https, tcp, grpc, exec) check
+// the app once and return a Result; a threshold state machine turns a run
+// of Results into a Verdict; a Runner probes on a schedule, keeps the
+// verdict and publishes its transitions.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Prober checks the app once; ctx carries the deadline.
+type Prober func(ctx context.Context, spec Spec) Result
+
+// Outcome classifies one probe.
+type Outcome string
+
+// The outcomes of a probe, as the result label of outrider_probe_total.
+const (
+	// Success: the app answered as healthy.
+	Success Outcome = "success"
+	// Failure: the app answered, or refused, as unhealthy.
+	Failure Outcome = "failure"
+	// Timeout: no answer before the deadline.
+	Timeout Outcome = "timeout"
+	// Error: the probe could not be run at all (bad spec, missing command).
+	Error Outcome = "error"
+)
+
+// outcomes lists every Outcome, for metrics that start at zero.
+var outcomes = []Outcome{Success, Failure, Timeout, Error}
+
+// Result is what one probe found.
+type Result struct {
+	Outcome Outcome
+	// Output is the reason; never empty unless Outcome is Success.
+	Output string
+	// Duration is how long the probe took.
+	Duration time.Duration
+}
+
+// ErrNoProber is returned for a spec whose kind no prober speaks.
+var ErrNoProber = errors.New("no prober for this kind of probe")
+
+// newProber returns the prober for kind and a func that releases what the
+// prober keeps between probes (idle connections, a gRPC client).
+func newProber(kind Kind) (Prober, func(), error) {
+	switch kind {
+	case KindHTTP, KindHTTPS:
+		p := newHTTPProber()
+		return p.probe, p.close, nil
+	case KindTCP:
+		return probeTCP, func() {}, nil
+	case KindGRPC:
+		p := &grpcProber{}
+		return p.probe, p.close, nil
+	case KindExec:
+		return probeExec, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("%w: %q", ErrNoProber, kind)
+}
+
+// result builds a Result timed from start, with a formatted output.
+func result(start time.Time, o Outcome, format string, args ...any) Result {
+	return Result{Outcome: o, Output: fmt.Sprintf(format, args...), Duration: time.Since(start)}
+}
+
+// failed classifies err from a probe: timeout when ctx's deadline passed,
+// else failure.
+func failed(ctx context.Context, start time.Time, what string, err error) Result {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return result(start, Timeout, "%s: no answer within %s", what, timeoutOf(ctx, start))
+	}
+	if ctx.Err() != nil {
+		return result(start, Error, "%s: %v", what, ctx.Err())
+	}
+	return result(start, Failure, "%s: %v", what, err)
+}
+
+// timeoutOf is the time ctx allowed from start, rounded for messages.
+func timeoutOf(ctx context.Context, start time.Time) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return time.Since(start).Round(time.Millisecond)
+	}
+	return dl.Sub(start).Round(time.Millisecond)
+}
+
+// snippet makes a short, single-line, printable excerpt of b for a reason.
+func snippet(b []byte, limit int) string {
+	var sb strings.Builder
+	for len(b) > 0 && sb.Len() < limit {
+		r, size := utf8.DecodeRune(b)
+		b = b[size:]
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			sb.WriteByte('?')
+		case unicode.IsSpace(r):
+			sb.WriteByte(' ')
+		case unicode.IsPrint(r):
+			sb.WriteRune(r)
+		default:
+			sb.WriteByte('?')
+		}
+	}
+	s := strings.Join(strings.Fields(sb.String()), " ")
+	if len(b) > 0 {
+		s += "…"
+	}
+	return s
+}
