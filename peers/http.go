@@ -1,0 +1,101 @@
+package peers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// serviceName is the rule OUTRIDER_SERVICE_NAME follows: the characters
+// Consul accepts in a service name that also work in its DNS interface.
+var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func validServiceName(s string) bool { return len(s) <= 253 && serviceName.MatchString(s) }
+
+var errNotRunning = errors.New("the peer cache is not running")
+
+// ServeHTTP answers with the passing instances of the service named by
+// the {service} wildcard of the pattern it is mounted on, as a JSON array
+// of Peer. The first request for a service starts its watch and waits up
+// to FirstWait for Consul's first answer.
+func (c *Cache) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	service := r.PathValue("service")
+	if !validServiceName(service) {
+		c.refuse(rw, http.StatusBadRequest, fmt.Sprintf(
+			"invalid service name %q: want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters", service))
+		return
+	}
+	// The bound on the wait starts only if there is something to wait for.
+	var timer <-chan time.Time
+	timeout := func() <-chan time.Time {
+		if timer == nil {
+			timer = c.opts.Clock.After(c.opts.FirstWait)
+		}
+		return timer
+	}
+	w, err := c.watchFor(r.Context(), service, timeout)
+	switch {
+	case errors.Is(err, ErrTooManyServices):
+		c.refuse(rw, http.StatusTooManyRequests, err.Error())
+		return
+	case err != nil:
+		c.refuse(rw, http.StatusServiceUnavailable, fmt.Sprintf("service %q: %v", service, err))
+		return
+	}
+	select {
+	case <-w.ready:
+	default:
+		select {
+		case <-w.ready:
+		case <-r.Context().Done():
+			return // the client has gone
+		case <-timeout():
+			if s := w.snapshot(); s.err != nil {
+				c.refuse(rw, http.StatusServiceUnavailable, fmt.Sprintf(
+					"no peers for service %q yet: Consul has not answered within %s; last error: %v", service, c.opts.FirstWait, s.err))
+				return
+			}
+			c.refuse(rw, http.StatusGatewayTimeout, fmt.Sprintf(
+				"no peers for service %q yet: Consul has not answered within %s", service, c.opts.FirstWait))
+			return
+		}
+	}
+	s := w.snapshot()
+	h := rw.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Consul-Index", strconv.FormatUint(s.index, 10))
+	if s.err != nil {
+		// The list is the last one Consul gave; the watch is retrying.
+		h.Set("Warning", `110 - "Response is Stale"`)
+	}
+	c.metrics.requests.WithLabelValues(strconv.Itoa(http.StatusOK)).Inc()
+	_ = json.NewEncoder(rw).Encode(s.peers)
+}
+
+// watchFor returns the watch of service, asking Run to start it if needed.
+func (c *Cache) watchFor(ctx context.Context, service string, timeout func() <-chan time.Time) (*watch, error) {
+	if w := c.lookup(service); w != nil {
+		return w, nil
+	}
+	a := ask{service: service, reply: make(chan askReply, 1)}
+	select {
+	case c.asks <- a:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-timeout():
+		return nil, errNotRunning
+	}
+	rep := <-a.reply // Run replies as soon as it has taken the ask
+	return rep.w, rep.err
+}
+
+func (c *Cache) refuse(rw http.ResponseWriter, code int, msg string) {
+	c.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	http.Error(rw, msg, code)
+}
