@@ -9,6 +9,7 @@
 #   TARGETS="direct nginx haproxy outrider"   subset and order of round 1
 #   WARMUP=2s           wrk warm-up before each measured run
 #   HIGH_CONNECTIONS=1000 HIGH_DURATION=5s    the memory run (wrk -t2)
+#   GOMAXPROCS_OUTRIDER=  GOMAXPROCS of outrider (empty: Go's default, all CPUs)
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
 #
@@ -149,7 +150,7 @@ wait_http() {
 children() {
 	local stat rest f
 	for stat in /proc/[0-9]*/stat; do
-		read -r rest <"$stat" 2>/dev/null || continue
+		read -r rest 2>/dev/null <"$stat" || continue
 		read -r -a f <<<"${rest##*") "}"
 		# After "comm) " come state, then ppid.
 		if [ "${f[1]}" = "$1" ]; then
@@ -163,7 +164,7 @@ children() {
 cpu_ticks() {
 	local pid rest total=0 f
 	for pid in "$@"; do
-		read -r rest <"/proc/$pid/stat" 2>/dev/null || continue
+		read -r rest 2>/dev/null <"/proc/$pid/stat" || continue
 		# Fields after "comm) " start at 3 (state); utime is 14, stime 15.
 		read -r -a f <<<"${rest##*") "}"
 		total=$((total + f[11] + f[12]))
@@ -275,7 +276,8 @@ start_outrider() {
 	take_port port
 	take_port metrics
 	take_port admin
-	OUTRIDER_REGISTRY=none \
+	# env execs outrider, so $! is outrider's pid.
+	env OUTRIDER_REGISTRY=none \
 		OUTRIDER_PROXY_LISTEN=127.0.0.1:$port \
 		OUTRIDER_APP_ADDR=127.0.0.1:$APP_PORT \
 		OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics \
@@ -283,6 +285,7 @@ start_outrider() {
 		OUTRIDER_LOG_LEVEL=warn \
 		OUTRIDER_DRAIN_DELAY=0s \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
+		${GOMAXPROCS_OUTRIDER:+GOMAXPROCS=$GOMAXPROCS_OUTRIDER} \
 		bin/outrider >"$RESULTS/outrider.log" 2>&1 &
 	OUTRIDER_PID=$!
 	PIDS+=("$OUTRIDER_PID")
@@ -290,6 +293,8 @@ start_outrider() {
 	if ! wait_http "$port" 10 "$OUTRIDER_PID"; then
 		say "outrider: proxy not available (nothing answers on 127.0.0.1:$port; see $RESULTS/outrider.log)"
 		UNAVAILABLE+=("outrider	nothing answers on its proxy port")
+		# Out of the way of the others' measurements.
+		kill -TERM "$OUTRIDER_PID" 2>/dev/null || true
 		return
 	fi
 	PROC[outrider]=$OUTRIDER_PID
@@ -325,6 +330,21 @@ done
 
 # --- measured rounds --------------------------------------------------------
 
+# run_wrk FILE ARGS... runs wrk with its output in FILE. It runs in the
+# background under wait so that Ctrl-C reaches the trap at once: bash holds
+# a trap back while a foreground child that handles SIGINT itself (as wrk
+# does) is running, and then forgets it.
+run_wrk() {
+	local out=$1 pid status=0
+	shift
+	wrk "$@" >"$out" 2>&1 &
+	pid=$!
+	PIDS+=("$pid")
+	wait "$pid" || status=$?
+	unset 'PIDS[-1]'
+	return "$status"
+}
+
 {
 	echo "date	$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "clk_tck	$(getconf CLK_TCK)"
@@ -336,6 +356,7 @@ done
 	echo "wrk	$(wrk -v 2>&1 | head -n1 || true)"
 	echo "nginx	$(nginx -v 2>&1 || true)"
 	echo "haproxy	$(haproxy -v 2>&1 | head -n1 || true)"
+	echo "outrider_gomaxprocs	${GOMAXPROCS_OUTRIDER:-default}"
 	echo "outrider	$(bin/outrider version 2>&1 | head -n1 || true)"
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	for u in "${UNAVAILABLE[@]}"; do
@@ -350,12 +371,12 @@ for round in $(seq "$ROUNDS"); do
 		target=${ACTIVE[$(((i + round - 1) % n))]}
 		url=http://127.0.0.1:${PORT[$target]}/
 		say "round $round/$ROUNDS: $target"
-		wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null 2>&1 || say "warm-up of $target failed"
+		run_wrk /dev/null -t1 -c"$CONNECTIONS" -d"$WARMUP" "$url" || say "warm-up of $target failed"
 		# shellcheck disable=SC2086 # PROC holds a list of pids.
 		proxy0=$(cpu_ticks ${PROC[$target]})
 		app0=$(cpu_ticks "$APP_PID")
 		file=round$round-$target.txt
-		wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$RESULTS/$file" 2>&1 ||
+		run_wrk "$RESULTS/$file" -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" ||
 			say "wrk failed for $target (see $RESULTS/$file)"
 		# shellcheck disable=SC2086
 		proxy1=$(cpu_ticks ${PROC[$target]})

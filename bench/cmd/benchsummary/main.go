@@ -162,7 +162,9 @@ func load(dir string) (summary, error) {
 				return s, fmt.Errorf("memory.tsv line %d: %q: want kB", i+2, row[1+j])
 			}
 		}
-		m := memoryRun{Target: row[0], LoadRSSMB: kb[1] / 1024, HWMMB: kb[2] / 1024}
+		// The kernel updates VmHWM lazily, so a VmRSS sampled under load can
+		// top the VmHWM read after it by a few pages: the peak is the larger.
+		m := memoryRun{Target: row[0], LoadRSSMB: kb[1] / 1024, HWMMB: max(kb[1], kb[2]) / 1024}
 		peak[row[0]] = kb[0] / 1024
 		w, err := readWrk(filepath.Join(dir, row[4]))
 		if err != nil && err != errNoRate {
