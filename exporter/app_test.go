@@ -1,0 +1,748 @@
+package exporter
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// helperEnv makes the test binary, started again by a test, a small app
+// that listens on the address in the variable and lives until its stdin
+// closes.
+const helperEnv = "OUTRIDER_EXPORTER_TEST_LISTEN"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(helperEnv); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(1)
+		}
+		fmt.Println(ln.Addr().String())
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// fixtureNow is the wall clock of fixture tests; testdata/proc/uptime says
+// the machine booted 1000 s before it.
+var fixtureNow = time.Unix(1_800_000_000, 0)
+
+// fixture copies testdata/proc to a fresh proc root the test may change.
+func fixture(t *testing.T) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "proc")
+	if err := os.CopyFS(root, os.DirFS("testdata/proc")); err != nil {
+		t.Fatalf("copy fixture: %v", err)
+	}
+	return root
+}
+
+// pidFile writes pid to a new pid file and returns its path.
+func pidFile(t *testing.T, pid int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "app.pid")
+	writePID(t, path, pid)
+	return path
+}
+
+func writePID(t *testing.T, path string, pid int) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// logLines collects what the collector logs.
+type logLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logLines) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.buf.String(), substr)
+}
+
+func newCollector(t testing.TB, o AppOptions) (*AppCollector, *logLines) {
+	t.Helper()
+	logs := &logLines{}
+	o.Log = slog.New(slog.NewTextHandler(logs, nil))
+	c, err := NewAppCollector(o)
+	if err != nil {
+		t.Fatalf("NewAppCollector: %v", err)
+	}
+	c.now = func() time.Time { return fixtureNow }
+	return c, logs
+}
+
+// scrape gathers c through a pedantic registry, which also checks that it
+// describes what it collects, and returns each sample by name{labels}.
+func scrape(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			key := mf.GetName()
+			if len(labels) > 0 {
+				key += "{" + strings.Join(labels, ",") + "}"
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			default:
+				got[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return got
+}
+
+// infoPID returns the pid label of outrider_app_info, or 0.
+func infoPID(got map[string]float64) int {
+	for k := range got {
+		if rest, ok := strings.CutPrefix(k, `outrider_app_info{comm=`); ok {
+			i := strings.Index(rest, `pid="`)
+			pid, _ := strconv.Atoi(strings.TrimSuffix(rest[i+len(`pid="`):], `"}`))
+			return pid
+		}
+	}
+	return 0
+}
+
+func TestFixtureScrape(t *testing.T) {
+	root := fixture(t)
+	c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+	got := scrape(t, c)
+	page := float64(os.Getpagesize())
+	want := map[string]float64{
+		`outrider_app_up`: 1,
+		`outrider_app_info{comm="fixture app",pid="4242"}`:         1,
+		`outrider_app_cpu_seconds_total`:                           4, // (250+150) ticks
+		`outrider_app_resident_memory_bytes`:                       2560 * page,
+		`outrider_app_virtual_memory_bytes`:                        104857600,
+		`outrider_app_threads`:                                     7,
+		`outrider_app_start_time_seconds`:                          float64(fixtureNow.Unix()) - 1000 + 500,
+		`outrider_app_open_fds`:                                    5,
+		`outrider_app_max_fds`:                                     1024,
+		`outrider_app_io_read_bytes_total`:                         4096,
+		`outrider_app_io_write_bytes_total`:                        8192,
+		`outrider_app_context_switches_total{type="voluntary"}`:    123,
+		`outrider_app_context_switches_total{type="nonvoluntary"}`: 45,
+		`outrider_app_scrape_errors_total{file="stat"}`:            0,
+		`outrider_app_scrape_errors_total{file="status"}`:          0,
+		`outrider_app_scrape_errors_total{file="limits"}`:          0,
+		`outrider_app_scrape_errors_total{file="io"}`:              0,
+		`outrider_app_scrape_errors_total{file="fd"}`:              0,
+		`outrider_app_scrape_errors_total{file="uptime"}`:          0,
+	}
+	for k, w := range want {
+		if g, ok := got[k]; !ok || g != w {
+			t.Errorf("%s: want %v, got %v (present %v)", k, w, g, ok)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("want %d samples, got %d: %v", len(want), len(got), got)
+	}
+}
+
+// makeUnreadable turns a file into a directory, or a directory into a
+// file, under root. procfs then fails to read it even as root, which a
+// mode of 000 would not do; it stands for EACCES without CAP_SYS_PTRACE or
+// a hidepid mount.
+func makeUnreadable(t *testing.T, path string) {
+	t.Helper()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if info.IsDir() {
+		err = os.WriteFile(path, nil, 0o444)
+	} else {
+		err = os.Mkdir(path, 0o555)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFixtureUnreadableFile(t *testing.T) {
+	tests := []struct {
+		name        string
+		file        string // under the proc root
+		errFile     string
+		wantMissing []string
+	}{
+		{name: "io", file: "4242/io", errFile: "io",
+			wantMissing: []string{"outrider_app_io_read_bytes_total", "outrider_app_io_write_bytes_total"}},
+		{name: "fd", file: "4242/fd", errFile: "fd",
+			wantMissing: []string{"outrider_app_open_fds"}},
+		{name: "limits", file: "4242/limits", errFile: "limits",
+			wantMissing: []string{"outrider_app_max_fds"}},
+		{name: "status", file: "4242/status", errFile: "status",
+			wantMissing: []string{`outrider_app_context_switches_total{type="voluntary"}`, `outrider_app_context_switches_total{type="nonvoluntary"}`}},
+		{name: "uptime", file: "uptime", errFile: "uptime",
+			wantMissing: []string{"outrider_app_start_time_seconds"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := fixture(t)
+			makeUnreadable(t, filepath.Join(root, tt.file))
+			c, logs := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+			for scrapes := 1; scrapes <= 3; scrapes++ {
+				got := scrape(t, c)
+				if got["outrider_app_up"] != 1 {
+					t.Fatalf("scrape %d: want outrider_app_up 1, got %v", scrapes, got["outrider_app_up"])
+				}
+				for _, m := range tt.wantMissing {
+					if v, ok := got[m]; ok {
+						t.Errorf("scrape %d: want %s left out, got %v", scrapes, m, v)
+					}
+				}
+				for _, m := range []string{"outrider_app_cpu_seconds_total", "outrider_app_threads", "outrider_app_resident_memory_bytes"} {
+					if _, ok := got[m]; !ok {
+						t.Errorf("scrape %d: want %s, it is missing", scrapes, m)
+					}
+				}
+				key := fmt.Sprintf(`outrider_app_scrape_errors_total{file=%q}`, tt.errFile)
+				if got[key] != float64(scrapes) {
+					t.Errorf("scrape %d: want %s %d, got %v", scrapes, key, scrapes, got[key])
+				}
+			}
+			if n := logs.count("cannot read app process file"); n != 1 {
+				t.Errorf("want the failing file logged once in 3 scrapes, got %d times:\n%s", n, logs.buf.String())
+			}
+
+			// Readable again: the figures come back, and that is logged once.
+			restore(t, root, tt.file)
+			got := scrape(t, c)
+			for _, m := range tt.wantMissing {
+				if _, ok := got[m]; !ok {
+					t.Errorf("after repair: want %s, it is missing", m)
+				}
+			}
+			if n := logs.count("app process file readable again"); n != 1 {
+				t.Errorf("want the repair logged once, got %d times", n)
+			}
+		})
+	}
+}
+
+// restore puts the fixture's file back under root.
+func restore(t *testing.T, root, file string) {
+	t.Helper()
+	dst := filepath.Join(root, file)
+	if err := os.RemoveAll(dst); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join("testdata/proc", file)
+	info, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.IsDir() {
+		err = os.CopyFS(dst, os.DirFS(src))
+	} else {
+		var b []byte
+		if b, err = os.ReadFile(src); err == nil {
+			err = os.WriteFile(dst, b, 0o644)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFixtureUnreadableStat(t *testing.T) {
+	root := fixture(t)
+	c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+	if got := scrape(t, c); got["outrider_app_up"] != 1 {
+		t.Fatalf("want outrider_app_up 1 before, got %v", got["outrider_app_up"])
+	}
+	makeUnreadable(t, filepath.Join(root, "4242/stat"))
+	got := scrape(t, c)
+	if got["outrider_app_up"] != 0 {
+		t.Errorf("want outrider_app_up 0 with stat unreadable, got %v", got["outrider_app_up"])
+	}
+	if got[`outrider_app_scrape_errors_total{file="stat"}`] != 1 {
+		t.Errorf("want one stat error, got %v", got[`outrider_app_scrape_errors_total{file="stat"}`])
+	}
+	st := c.Status()
+	if !st.Found || st.PID != 4242 || st.Error == "" {
+		t.Errorf("want status found pid 4242 with the stat error, got %+v", st)
+	}
+}
+
+func TestFixtureVanished(t *testing.T) {
+	t.Run("between scrapes", func(t *testing.T) {
+		root := fixture(t)
+		c, logs := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+		if got := scrape(t, c); got["outrider_app_up"] != 1 {
+			t.Fatalf("want outrider_app_up 1 before, got %v", got["outrider_app_up"])
+		}
+		if err := os.RemoveAll(filepath.Join(root, "4242")); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			got := scrape(t, c)
+			if got["outrider_app_up"] != 0 || len(got) != 1+len(appFiles) {
+				t.Errorf("want only outrider_app_up 0 and the error counters, got %v", got)
+			}
+		}
+		if st := c.Status(); st.Found || !strings.Contains(st.Error, "pid 4242") {
+			t.Errorf("want status not found naming pid 4242, got %+v", st)
+		}
+		if n := logs.count("app process lost"); n != 1 {
+			t.Errorf("want the loss logged once, got %d", n)
+		}
+		if n := logs.count("app process not found"); n != 1 {
+			t.Errorf("want not-found logged once in 3 scrapes, got %d", n)
+		}
+	})
+	t.Run("mid scrape", func(t *testing.T) {
+		// stat was read, then the process went: every later file is gone.
+		root := fixture(t)
+		for _, f := range []string{"status", "limits", "io", "fd"} {
+			if err := os.RemoveAll(filepath.Join(root, "4242", f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, logs := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+		got := scrape(t, c)
+		if got["outrider_app_up"] != 1 || got["outrider_app_threads"] != 7 {
+			t.Errorf("want up 1 and the stat figures, got %v", got)
+		}
+		for _, f := range []string{"status", "limits", "io", "fd"} {
+			if k := fmt.Sprintf(`outrider_app_scrape_errors_total{file=%q}`, f); got[k] != 1 {
+				t.Errorf("want %s 1, got %v", k, got[k])
+			}
+		}
+		for _, m := range []string{"outrider_app_open_fds", "outrider_app_max_fds", "outrider_app_io_read_bytes_total"} {
+			if _, ok := got[m]; ok {
+				t.Errorf("want %s left out", m)
+			}
+		}
+		if n := logs.count("cannot read app process file"); n != 0 {
+			t.Errorf("want an exit mid-scrape not logged as a failing file, got %d lines", n)
+		}
+	})
+	t.Run("pid reused", func(t *testing.T) {
+		root := fixture(t)
+		c, logs := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+		before := scrape(t, c)["outrider_app_start_time_seconds"]
+		stat := filepath.Join(root, "4242/stat")
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A newer process with the same pid: started 600 s after boot.
+		if err := os.WriteFile(stat, bytes.Replace(b, []byte(" 50000 "), []byte(" 60000 "), 1), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		after := scrape(t, c)["outrider_app_start_time_seconds"]
+		if after-before != 100 {
+			t.Errorf("want the newer process's start time, 100 s later; got %v then %v", before, after)
+		}
+		if n := logs.count("its pid now belongs to a newer process"); n != 1 {
+			t.Errorf("want the reuse logged once, got %d", n)
+		}
+	})
+}
+
+func TestFixtureDiscovery(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    AppOptions
+		pidFile int // when not 0, a pid file holding it is set in opts
+		wantPID int
+		wantHow string
+		wantErr string
+	}{
+		{name: "pid file", opts: AppOptions{Addr: "127.0.0.1:1"}, pidFile: 4242, wantPID: 4242, wantHow: HowPIDFile},
+		{name: "pid file first", opts: AppOptions{Process: regexp.MustCompile(`fixture`), Addr: "127.0.0.1:1"}, pidFile: 4242, wantPID: 4242, wantHow: HowPIDFile},
+		{name: "pid of no process", opts: AppOptions{Addr: "127.0.0.1:8080"}, pidFile: 99, wantErr: "pid 99 (pid_file "},
+		{name: "regexp when the pid file is missing", opts: AppOptions{PIDFile: "testdata/missing.pid", Process: regexp.MustCompile(`--serve`), Addr: "127.0.0.1:1"}, wantPID: 4242, wantHow: HowProcess},
+		{name: "regexp picks the oldest", opts: AppOptions{Process: regexp.MustCompile(`^fixture-app `), Addr: "127.0.0.1:1"}, wantPID: 17, wantHow: HowProcess},
+		{name: "regexp no match", opts: AppOptions{Process: regexp.MustCompile(`java`), Addr: "127.0.0.1:8080"},
+			wantErr: `no process but outrider's own has a command line matching "java"`},
+		{name: "child", opts: AppOptions{Child: func() int { return 4242 }, Addr: "127.0.0.1:8080"}, wantPID: 4242, wantHow: HowChild},
+		{name: "child not running", opts: AppOptions{Child: func() int { return 0 }, Addr: "127.0.0.1:8080"},
+			wantErr: "the wrap-mode child is not running"},
+		{name: "socket ipv4, shared by two, oldest wins", opts: AppOptions{Addr: "127.0.0.1:8080"}, wantPID: 17, wantHow: HowSocket},
+		{name: "socket ipv6", opts: AppOptions{Addr: "[::1]:9090"}, wantPID: 4242, wantHow: HowSocket},
+		{name: "socket nobody listens", opts: AppOptions{Addr: "127.0.0.1:8081"}, wantErr: "no socket listens on port 8081"},
+		{name: "socket owner not visible", opts: AppOptions{Addr: "127.0.0.1:80"}, wantErr: "no visible process owns the socket listening on port 80"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := fixture(t)
+			o := tt.opts
+			o.ProcRoot = root
+			if tt.pidFile != 0 {
+				o.PIDFile = pidFile(t, tt.pidFile)
+			}
+			c, _ := newCollector(t, o)
+			got := c.Status()
+			if got.PID != tt.wantPID || got.How != tt.wantHow || !strings.Contains(got.Error, tt.wantErr) {
+				t.Errorf("want pid %d how %q error containing %q, got %+v", tt.wantPID, tt.wantHow, tt.wantErr, got)
+			}
+			if up := scrape(t, c)["outrider_app_up"]; (up == 1) != (tt.wantPID != 0) {
+				t.Errorf("want outrider_app_up %v, got %v", tt.wantPID != 0, up)
+			}
+		})
+	}
+}
+
+func TestLint(t *testing.T) {
+	tests := []struct {
+		name string
+		opts AppOptions
+	}{
+		{name: "found", opts: AppOptions{Addr: "127.0.0.1:8080"}},
+		{name: "not found", opts: AppOptions{Addr: "127.0.0.1:8081"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.opts
+			o.ProcRoot = fixture(t)
+			c, _ := newCollector(t, o)
+			problems, err := testutil.CollectAndLint(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range problems {
+				t.Errorf("lint: %s: %s", p.Metric, p.Text)
+			}
+		})
+	}
+}
+
+func TestNewAppCollectorErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    AppOptions
+		wantErr string
+	}{
+		{name: "no proc root", opts: AppOptions{ProcRoot: "testdata/nope", Addr: "127.0.0.1:8080"}, wantErr: "open proc root testdata/nope"},
+		{name: "bad address", opts: AppOptions{ProcRoot: "testdata/proc", Addr: "localhost"}, wantErr: `app address "localhost"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewAppCollector(tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("want error containing %q, got %v", tt.wantErr, err)
+			}
+		})
+	}
+}
+
+func TestParseListeners(t *testing.T) {
+	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	tests := []struct {
+		name    string
+		text    string
+		port    int
+		want    []uint64
+		wantErr string
+	}{
+		{name: "ipv4 listener", port: 8080,
+			text: header + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n",
+			want: []uint64{77}},
+		{name: "ipv6 listener", port: 8080,
+			text: header + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n",
+			want: []uint64{78}},
+		{name: "established is not listening", port: 8080,
+			text: header + "   0: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 20 4 30 10 -1\n"},
+		{name: "other port", port: 8081,
+			text: header + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"},
+		{name: "header only", port: 8080, text: header},
+		{name: "short line", port: 8080, text: header + "   0: 0100007F:1F90 00000000:0000 0A\n",
+			wantErr: "line 2: 4 fields, want at least 10"},
+		{name: "bad port", port: 8080, text: header + "   0: 0100007F:XYZ 00000000:0000 0A 0 0 0 0 0 77\n",
+			wantErr: `line 2: local address "0100007F:XYZ": bad port`},
+		{name: "bad inode", port: 8080, text: header + "   0: 0100007F:1F90 00000000:0000 0A 0 0 0 0 0 x\n",
+			wantErr: `line 2: inode "x" is not a number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseListeners(tt.text, tt.port)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("want error %q, got %v", tt.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("want %v, got %v", tt.want, got)
+			}
+		})
+	}
+}
+
+func TestParseSocketInode(t *testing.T) {
+	tests := []struct {
+		link   string
+		want   uint64
+		wantOK bool
+	}{
+		{link: "socket:[12345]", want: 12345, wantOK: true},
+		{link: "/dev/null"},
+		{link: "pipe:[12345]"},
+		{link: "socket:[12345"},
+		{link: "socket:[x]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.link, func(t *testing.T) {
+			got, ok := parseSocketInode(tt.link)
+			if got != tt.want || ok != tt.wantOK {
+				t.Errorf("want %d %v, got %d %v", tt.want, tt.wantOK, got, ok)
+			}
+		})
+	}
+}
+
+func TestParsePID(t *testing.T) {
+	tests := []struct {
+		name    string
+		text    string
+		want    int
+		wantErr string
+	}{
+		{name: "with newline", text: "4242\n", want: 4242},
+		{name: "spaces", text: "  17 ", want: 17},
+		{name: "empty", text: "", wantErr: `"" is not a pid (want a whole number of 1 or more)`},
+		{name: "zero", text: "0", wantErr: `"0" is not a pid (want a whole number of 1 or more)`},
+		{name: "words", text: "app 12", wantErr: `"app 12" is not a pid (want a whole number of 1 or more)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parsePID(tt.text)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("want error %q, got %v", tt.wantErr, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("want %d, got %d %v", tt.want, got, err)
+			}
+		})
+	}
+}
+
+func TestParseUptime(t *testing.T) {
+	tests := []struct {
+		name    string
+		text    string
+		want    float64
+		wantErr bool
+	}{
+		{name: "two figures", text: "1000.25 1800.00\n", want: 1000.25},
+		{name: "empty", text: "", wantErr: true},
+		{name: "garbage", text: "abc 1", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseUptime(tt.text)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("want %v (error %v), got %v %v", tt.want, tt.wantErr, got, err)
+			}
+		})
+	}
+}
+
+func TestOldest(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []candidate
+		want int
+	}{
+		{name: "one", in: []candidate{{pid: 5, startTicks: 9}}, want: 5},
+		{name: "earliest start", in: []candidate{{pid: 5, startTicks: 9}, {pid: 900, startTicks: 3}, {pid: 7, startTicks: 4}}, want: 900},
+		{name: "same tick, lower pid", in: []candidate{{pid: 12, startTicks: 3}, {pid: 11, startTicks: 3}}, want: 11},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := oldest(tt.in).pid; got != tt.want {
+				t.Errorf("want %d, got %d", tt.want, got)
+			}
+		})
+	}
+}
+
+// startHelper starts this test binary as an app listening on addr, and
+// returns its pid and the address it bound.
+func startHelper(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper did not start: %v", err)
+	}
+	return cmd.Process.Pid, strings.TrimSpace(line)
+}
+
+func TestDiscoverRealProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	pid4, addr4 := startHelper(t, "127.0.0.1:0")
+	pid6, addr6 := startHelper(t, "[::1]:0")
+	self := regexp.QuoteMeta(filepath.Base(os.Args[0]))
+	tests := []struct {
+		name    string
+		opts    AppOptions
+		wantPID int
+		wantHow string
+	}{
+		{name: "pid file", opts: AppOptions{PIDFile: pidFile(t, pid4), Addr: "127.0.0.1:1"}, wantPID: pid4, wantHow: HowPIDFile},
+		// Both helpers and this test share the command line: this
+		// process is the oldest but is never chosen.
+		{name: "regexp skips outrider itself", opts: AppOptions{Process: regexp.MustCompile(self), Addr: "127.0.0.1:1"}, wantPID: pid4, wantHow: HowProcess},
+		{name: "child", opts: AppOptions{Child: func() int { return pid6 }, Addr: "127.0.0.1:1"}, wantPID: pid6, wantHow: HowChild},
+		{name: "socket ipv4", opts: AppOptions{Addr: addr4}, wantPID: pid4, wantHow: HowSocket},
+		{name: "socket ipv6", opts: AppOptions{Addr: addr6}, wantPID: pid6, wantHow: HowSocket},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := newCollector(t, tt.opts)
+			c.now = time.Now
+			got := scrape(t, c)
+			if got["outrider_app_up"] != 1 || infoPID(got) != tt.wantPID {
+				t.Fatalf("want up 1 and pid %d, got %v", tt.wantPID, got)
+			}
+			if st := c.Status(); st.How != tt.wantHow || st.PID != tt.wantPID {
+				t.Errorf("want pid %d found by %s, got %+v", tt.wantPID, tt.wantHow, st)
+			}
+			if got["outrider_app_open_fds"] < 4 || got["outrider_app_threads"] < 1 || got["outrider_app_max_fds"] < 1 {
+				t.Errorf("want real figures, got %v", got)
+			}
+		})
+	}
+}
+
+func TestKeepsTargetUntilItExits(t *testing.T) {
+	pidA, _ := startHelper(t, "127.0.0.1:0")
+	pidB, _ := startHelper(t, "127.0.0.1:0")
+	path := pidFile(t, pidA)
+	c, logs := newCollector(t, AppOptions{PIDFile: path, Addr: "127.0.0.1:1"})
+	if got := infoPID(scrape(t, c)); got != pidA {
+		t.Fatalf("want pid %d, got %d", pidA, got)
+	}
+	// While A runs it is not looked for again, even if the pid file moves on.
+	writePID(t, path, pidB)
+	if got := infoPID(scrape(t, c)); got != pidA {
+		t.Fatalf("want pid %d kept while it runs, got %d", pidA, got)
+	}
+	if err := syscall.Kill(pidA, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The killed helper is reaped by its cleanup; until then it is a
+	// zombie, whose stat still reads. Wait for it to be gone.
+	waitGone(t, pidA)
+	if got := infoPID(scrape(t, c)); got != pidB {
+		t.Fatalf("want pid %d on the scrape after %d exited, got %d", pidB, pidA, got)
+	}
+	if n := logs.count("app process found"); n != 2 {
+		t.Errorf("want 2 finds logged, got %d", n)
+	}
+}
+
+// waitGone reaps pid, a child of this process, and waits until /proc no
+// longer has it.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	var ws syscall.WaitStatus
+	_, _ = syscall.Wait4(pid, &ws, 0, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still in /proc", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func BenchmarkScrape(b *testing.B) {
+	// The benchmark process itself is the app: the files read are real.
+	c, _ := newCollector(b, AppOptions{Child: os.Getpid, Addr: "127.0.0.1:1"})
+	c.now = time.Now
+	ch := make(chan prometheus.Metric, 64)
+	var before, after syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		c.Collect(ch)
+		for len(ch) > 0 {
+			<-ch
+		}
+	}
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+}

@@ -1,0 +1,226 @@
+package exporter
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// fromPIDFile finds the process whose pid the file holds.
+func (c *AppCollector) fromPIDFile(path string) finder {
+	return finder{how: HowPIDFile, find: func() (int, string, error) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return 0, "", fmt.Errorf("read pid file: %w", err)
+		}
+		pid, err := parsePID(string(data))
+		if err != nil {
+			return 0, "", fmt.Errorf("pid file %s: %w", path, err)
+		}
+		return pid, path, nil
+	}}
+}
+
+// fromCmdline finds the oldest process, outrider excepted, whose command
+// line matches re. The oldest is the parent of a pre-forking server, and
+// the choice stays the same from one look to the next.
+func (c *AppCollector) fromCmdline(re *regexp.Regexp) finder {
+	detail := "command line matches " + strconv.Quote(re.String())
+	return finder{how: HowProcess, find: func() (int, string, error) {
+		procs, err := c.fs.AllProcs()
+		if err != nil {
+			return 0, "", fmt.Errorf("list processes under %s: %w", c.root, err)
+		}
+		var found []candidate
+		for _, p := range procs {
+			if p.PID == c.self {
+				continue
+			}
+			args, err := p.CmdLine()
+			// Kernel threads and zombies have no command line.
+			if err != nil || len(args) == 0 || !re.MatchString(strings.Join(args, " ")) {
+				continue
+			}
+			if st, err := p.Stat(); err == nil {
+				found = append(found, candidate{pid: p.PID, startTicks: st.Starttime})
+			}
+		}
+		if len(found) == 0 {
+			return 0, "", fmt.Errorf("no process but outrider's own has a command line matching %q: %w", re, errNotFound)
+		}
+		return oldest(found).pid, detail, nil
+	}}
+}
+
+// fromChild finds the wrap-mode child.
+func fromChild(child func() int) finder {
+	return finder{how: HowChild, find: func() (int, string, error) {
+		pid := child()
+		if pid <= 0 {
+			return 0, "", fmt.Errorf("the wrap-mode child is not running: %w", errNotFound)
+		}
+		return pid, "wrap-mode child", nil
+	}}
+}
+
+// fromSocket finds the process that owns the socket listening on port, in
+// net/tcp or net/tcp6. Of several owners (a pre-forking server shares its
+// listener) the oldest wins.
+func (c *AppCollector) fromSocket(port int) finder {
+	return finder{how: HowSocket, find: func() (int, string, error) {
+		if port == 0 {
+			return 0, "", fmt.Errorf("the app address has port 0, so no listening socket can be matched: %w", errNotFound)
+		}
+		inodes, err := c.listeners(port)
+		if err != nil {
+			return 0, "", err
+		}
+		if len(inodes) == 0 {
+			return 0, "", fmt.Errorf("no socket listens on port %d: %w", port, errNotFound)
+		}
+		procs, err := c.fs.AllProcs()
+		if err != nil {
+			return 0, "", fmt.Errorf("list processes under %s: %w", c.root, err)
+		}
+		var (
+			found []candidate
+			inode = map[int]uint64{}
+		)
+		for _, p := range procs {
+			if p.PID == c.self {
+				continue
+			}
+			// Without CAP_SYS_PTRACE the fds of another user's process
+			// cannot be read; such a process cannot be the owner we see.
+			links, err := p.FileDescriptorTargets()
+			if err != nil {
+				continue
+			}
+			for _, l := range links {
+				ino, ok := parseSocketInode(l)
+				if !ok || !inodes[ino] {
+					continue
+				}
+				if st, err := p.Stat(); err == nil {
+					found = append(found, candidate{pid: p.PID, startTicks: st.Starttime})
+					inode[p.PID] = ino
+				}
+				break
+			}
+		}
+		if len(found) == 0 {
+			return 0, "", fmt.Errorf("no visible process owns the socket listening on port %d: %w", port, errNotFound)
+		}
+		pid := oldest(found).pid
+		return pid, fmt.Sprintf("owner of the socket listening on port %d (inode %d)", port, inode[pid]), nil
+	}}
+}
+
+// listeners returns the inodes of the sockets listening on port, IPv4 and
+// IPv6. A missing net/tcp6 (IPv6 disabled) is no error.
+func (c *AppCollector) listeners(port int) (map[uint64]bool, error) {
+	inodes := map[uint64]bool{}
+	for _, name := range []string{"tcp", "tcp6"} {
+		path := filepath.Join(c.root, "net", name)
+		data, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read listening sockets: %w", err)
+		}
+		found, err := parseListeners(string(data), port)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for _, ino := range found {
+			inodes[ino] = true
+		}
+	}
+	return inodes, nil
+}
+
+// tcpListen is the state of a listening socket in /proc/net/tcp.
+const tcpListen = "0A"
+
+// parseListeners returns the inodes of the sockets in the LISTEN state on
+// port, from the text of /proc/net/tcp or /proc/net/tcp6.
+func parseListeners(s string, port int) ([]uint64, error) {
+	var inodes []uint64
+	for i, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) == 0 {
+			continue // the header, or the end
+		}
+		if len(f) < 10 {
+			return nil, fmt.Errorf("line %d: %d fields, want at least 10", i+1, len(f))
+		}
+		local := f[1]
+		colon := strings.LastIndexByte(local, ':')
+		if colon < 0 {
+			return nil, fmt.Errorf("line %d: local address %q has no port", i+1, local)
+		}
+		p, err := strconv.ParseUint(local[colon+1:], 16, 16)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: local address %q: bad port", i+1, local)
+		}
+		if f[3] != tcpListen || int(p) != port {
+			continue
+		}
+		ino, err := strconv.ParseUint(f[9], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: inode %q is not a number", i+1, f[9])
+		}
+		if ino != 0 {
+			inodes = append(inodes, ino)
+		}
+	}
+	return inodes, nil
+}
+
+// parseSocketInode returns the inode of an fd link "socket:[12345]".
+func parseSocketInode(link string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(link, "socket:[")
+	if !ok {
+		return 0, false
+	}
+	rest, ok = strings.CutSuffix(rest, "]")
+	if !ok {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(rest, 10, 64)
+	return ino, err == nil
+}
+
+// parsePID reads the content of a pid file.
+func parsePID(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	pid, err := strconv.Atoi(t)
+	if err != nil || pid < 1 {
+		return 0, fmt.Errorf("%q is not a pid (want a whole number of 1 or more)", t)
+	}
+	return pid, nil
+}
+
+// candidate is a process that matches a finder.
+type candidate struct {
+	pid        int
+	startTicks uint64
+}
+
+// oldest returns the process that started first; of two that started in
+// the same tick, the lower pid. cs is not empty.
+func oldest(cs []candidate) candidate {
+	best := cs[0]
+	for _, c := range cs[1:] {
+		if c.startTicks < best.startTicks || (c.startTicks == best.startTicks && c.pid < best.pid) {
+			best = c
+		}
+	}
+	return best
+}
