@@ -1,0 +1,524 @@
+package register
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrider-sidecar/outrider/probe"
+)
+
+func testService() Service {
+	return Service{
+		ID: "web-1", Name: "web", Tags: []string{"v1", "blue"}, Meta: map[string]string{"team": "a"},
+		Address: "10.0.0.7", Port: 8080, TTL: 15 * time.Second, DeregisterCriticalAfter: time.Minute,
+	}
+}
+
+const heartbeat = 5 * time.Second // testService's TTL / 3
+
+type cond struct {
+	ok     bool
+	reason string
+}
+
+// harness runs one registrar against a fake Consul on a fake clock.
+type harness struct {
+	t        *testing.T
+	consul   *fakeConsul
+	clock    *fakeClock
+	reg      *prometheus.Registry
+	r        *Registrar
+	log      *syncBuffer
+	verdicts chan probe.Verdict
+	cancel   context.CancelFunc
+	done     chan error
+
+	mu    sync.Mutex
+	conds []cond
+}
+
+// newHarness builds the registrar; start runs it.
+func newHarness(t *testing.T, jitter float64) *harness {
+	t.Helper()
+	h := &harness{
+		t:        t,
+		consul:   newFakeConsul(t),
+		clock:    newFakeClock(),
+		reg:      prometheus.NewRegistry(),
+		verdicts: make(chan probe.Verdict),
+	}
+	log, buf := newTestLogger()
+	h.log = buf
+	r, err := New(h.consul.config(), testService(), Options{
+		Log:        log,
+		Registerer: h.reg,
+		OnRegistered: func(ok bool, reason string) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.conds = append(h.conds, cond{ok, reason})
+		},
+		Clock: h.clock,
+		Rand:  func() float64 { return jitter },
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	h.r = r
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("registrar log:\n%s", h.log.String())
+		}
+	})
+	return h
+}
+
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.r.Run(ctx, h.verdicts) }()
+	h.t.Cleanup(func() {
+		cancel()
+		<-h.done
+	})
+}
+
+// stop cancels Run and returns what it returned.
+func (h *harness) stop() error {
+	h.t.Helper()
+	h.cancel()
+	select {
+	case err := <-h.done:
+		h.done <- err // for the cleanup
+		return err
+	case <-time.After(10 * time.Second):
+		h.t.Fatalf("Run did not return within 10s of its context ending")
+		return nil
+	}
+}
+
+// step advances the clock by d and waits for the registrar to go idle
+// again, returning its next wait.
+func (h *harness) step(d time.Duration) time.Duration {
+	h.t.Helper()
+	h.clock.Advance(d)
+	return h.clock.nextWait(h.t)
+}
+
+func (h *harness) verdict(healthy bool, output string) time.Duration {
+	h.t.Helper()
+	h.verdicts <- probe.Verdict{Healthy: healthy, Output: output}
+	return h.clock.nextWait(h.t)
+}
+
+func (h *harness) lastCond() cond {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.conds) == 0 {
+		return cond{}
+	}
+	return h.conds[len(h.conds)-1]
+}
+
+func (h *harness) counter(c *prometheus.CounterVec, label string) float64 {
+	return testutil.ToFloat64(c.WithLabelValues(label))
+}
+
+func wantCalls(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("consul calls = %q, want %q", got, want)
+	}
+}
+
+func TestRegistersCriticalThenHeartbeatsWithoutRegisteringAgain(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+
+	if got := h.clock.nextWait(t); got != heartbeat {
+		t.Errorf("first wait = %s, want the heartbeat %s", got, heartbeat)
+	}
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical")
+	reg, ok := h.consul.service("web-1")
+	if !ok {
+		t.Fatalf("web-1 is not registered")
+	}
+	if reg.Name != "web" || reg.Address != "10.0.0.7" || reg.Port != 8080 ||
+		!slices.Equal(reg.Tags, []string{"v1", "blue"}) || reg.Meta["team"] != "a" {
+		t.Errorf("registration = %+v, want web at 10.0.0.7:8080 tags [v1 blue] meta team=a", reg)
+	}
+	if c := reg.Check; c == nil || c.CheckID != "service:web-1" || c.TTL != "15s" ||
+		c.DeregisterCriticalServiceAfter != "1m0s" || c.Status != "critical" {
+		t.Errorf("check = %+v, want service:web-1, TTL 15s, deregister after 1m0s, critical", c)
+	}
+	if got := h.lastCond(); !got.ok || got.reason != "registered in consul as web-1" {
+		t.Errorf("condition = %+v, want ok, registered in consul as web-1", got)
+	}
+
+	// A transition is pushed at once, with the probe's output as the note.
+	if got := h.verdict(true, "HTTP 200"); got != heartbeat {
+		t.Errorf("wait after a verdict = %s, want %s", got, heartbeat)
+	}
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing")
+	if c, _ := h.consul.check("service:web-1"); c.Output != "HTTP 200" {
+		t.Errorf("check output = %q, want HTTP 200", c.Output)
+	}
+
+	// A new output with the same health waits for the next beat.
+	h.verdicts <- probe.Verdict{Healthy: true, Output: "HTTP 204"}
+	for range 5 {
+		if got := h.step(heartbeat); got != heartbeat {
+			t.Errorf("wait between beats = %s, want %s", got, heartbeat)
+		}
+		wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing")
+	}
+	if c, _ := h.consul.check("service:web-1"); c.Output != "HTTP 204" {
+		t.Errorf("check output = %q, want HTTP 204", c.Output)
+	}
+	if got := h.counter(h.r.m.registrations, "start"); got != 1 {
+		t.Errorf("registrations{start} = %v, want 1", got)
+	}
+	if got := h.counter(h.r.m.heartbeats, "ok"); got != 7 {
+		t.Errorf("heartbeats{ok} = %v, want 7", got)
+	}
+	if got := testutil.ToFloat64(h.r.m.registered); got != 1 {
+		t.Errorf("outrider_consul_registered = %v, want 1", got)
+	}
+}
+
+func TestRepairsInPlaceWhenConsulLosesTheInstance(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.nextWait(t)
+	h.verdict(true, "ok")
+	h.consul.takeCalls()
+
+	h.consul.lose()
+	if got := h.step(heartbeat); got != heartbeat {
+		t.Errorf("wait after a repair = %s, want %s", got, heartbeat)
+	}
+	// Never a deregistration: the instance comes back under the same ID,
+	// registered passing at once, and the status is pushed right after.
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing", "register web-1", "update service:web-1 passing")
+	reg, _ := h.consul.service("web-1")
+	if reg.Check == nil || reg.Check.Status != "passing" {
+		t.Errorf("repair registered the check as %+v, want passing", reg.Check)
+	}
+	for label, want := range map[string]float64{"start": 1, "repair": 1, "config": 0} {
+		if got := h.counter(h.r.m.registrations, label); got != want {
+			t.Errorf("registrations{%s} = %v, want %v", label, got, want)
+		}
+	}
+	if got := h.counter(h.r.m.heartbeats, "missing"); got != 1 {
+		t.Errorf("heartbeats{missing} = %v, want 1", got)
+	}
+	if n := h.log.count("consul lost the registration"); n != 1 {
+		t.Errorf("logged the loss %d times, want 1", n)
+	}
+	if got := h.lastCond(); !got.ok {
+		t.Errorf("condition = %+v, want ok after a successful repair", got)
+	}
+}
+
+func TestBacksOffAndLogsOncePerStateChange(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.consul.setDown(true)
+	h.start()
+
+	// Exponential from 500ms, capped at the heartbeat, 3/4 of each with
+	// jitter 0.5.
+	want := []time.Duration{375 * time.Millisecond, 750 * time.Millisecond, 1500 * time.Millisecond,
+		3 * time.Second, 3750 * time.Millisecond, 3750 * time.Millisecond, 3750 * time.Millisecond}
+	got := []time.Duration{h.clock.nextWait(t)}
+	for len(got) < len(want) {
+		got = append(got, h.step(got[len(got)-1]))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("waits while consul is down = %v, want %v", got, want)
+	}
+	if n := h.log.count("consul unreachable"); n != 1 {
+		t.Errorf("logged unreachable %d times over %d attempts, want once", n, len(got))
+	}
+	if got := h.counter(h.r.m.errors, "register"); got != float64(len(want)) {
+		t.Errorf("errors{op=register} = %v, want %d", got, len(want))
+	}
+	if c := h.lastCond(); c.ok || !strings.HasPrefix(c.reason, "not registered: consul unreachable: register service \"web-1\"") {
+		t.Errorf("condition = %+v, want not ok, not registered: consul unreachable…", c)
+	}
+	if s := h.r.Status(); s.Consul != "unreachable" || s.ConsecutiveFailures != len(want) || s.LastError == "" {
+		t.Errorf("status = %+v, want consul unreachable, %d failures and the last error", s, len(want))
+	}
+
+	// Another kind of failure is another state: logged once more.
+	h.consul.setDown(false)
+	h.consul.setError(403, "ACL not found")
+	d := h.step(got[len(got)-1])
+	for range 4 {
+		d = h.step(d)
+	}
+	if n := h.log.count("consul refused outrider's ACL token"); n != 1 {
+		t.Errorf("logged the ACL refusal %d times over 5 attempts, want once", n)
+	}
+	if c := h.lastCond(); c.ok || !strings.Contains(c.reason, "ACL not found") {
+		t.Errorf("condition = %+v, want not ok with Consul's answer", c)
+	}
+
+	h.consul.setError(0, "")
+	if d := h.step(d); d != heartbeat {
+		t.Errorf("wait once consul answers = %s, want the heartbeat %s", d, heartbeat)
+	}
+	if n := h.log.count("consul answers again"); n != 1 {
+		t.Errorf("logged the recovery %d times, want once", n)
+	}
+	if c := h.lastCond(); !c.ok {
+		t.Errorf("condition = %+v, want ok once registered", c)
+	}
+	if got := h.counter(h.r.m.registrations, "start"); got != 1 {
+		t.Errorf("registrations{start} = %v, want 1", got)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	base, maxWait := 500*time.Millisecond, 5*time.Second
+	for _, tc := range []struct {
+		name     string
+		attempt  int
+		jitter   float64
+		min, max time.Duration
+	}{
+		{name: "first, no jitter", attempt: 1, jitter: 0, min: 250 * time.Millisecond, max: 250 * time.Millisecond},
+		{name: "first, most jitter", attempt: 1, jitter: 0.999, min: 499 * time.Millisecond, max: 500 * time.Millisecond},
+		{name: "third doubles twice", attempt: 3, jitter: 0, min: time.Second, max: time.Second},
+		{name: "capped", attempt: 5, jitter: 0.999, min: 4990 * time.Millisecond, max: maxWait},
+		{name: "capped far out", attempt: 40, jitter: 0, min: maxWait / 2, max: maxWait / 2},
+		{name: "shift overflow stays capped", attempt: 70, jitter: 0.5, min: 3750 * time.Millisecond, max: 3750 * time.Millisecond},
+		{name: "attempt 0 is the first", attempt: 0, jitter: 0, min: 250 * time.Millisecond, max: 250 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := backoff(tc.attempt, base, maxWait, tc.jitter)
+			if got < tc.min || got > tc.max {
+				t.Errorf("backoff(%d, jitter %v) = %s, want %s to %s", tc.attempt, tc.jitter, got, tc.min, tc.max)
+			}
+		})
+	}
+}
+
+func TestReadinessKeepsItsValueWhileConsulIsUnreachable(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.nextWait(t)
+	h.verdict(true, "ok")
+
+	h.consul.setDown(true)
+	d := h.step(heartbeat)
+	if c := h.lastCond(); !c.ok || !strings.Contains(c.reason, "consul unreachable since") {
+		t.Errorf("condition while consul is down = %+v, want still ok, saying consul is unreachable", c)
+	}
+	if got := testutil.ToFloat64(h.r.m.registered); got != 1 {
+		t.Errorf("outrider_consul_registered while consul is down = %v, want 1 (nothing says it is gone)", got)
+	}
+
+	// Consul answers that the instance is gone and will not take it back:
+	// now outrider knows it is not registered.
+	h.consul.setDown(false)
+	h.consul.lose()
+	h.consul.setRegisterError(500)
+	d = h.step(d)
+	if c := h.lastCond(); c.ok || !strings.HasPrefix(c.reason, "consul lost the registration and registering again failed") {
+		t.Errorf("condition = %+v, want not ok: lost and the repair failed", c)
+	}
+	if got := testutil.ToFloat64(h.r.m.registered); got != 0 {
+		t.Errorf("outrider_consul_registered = %v, want 0", got)
+	}
+
+	h.consul.setRegisterError(0)
+	h.consul.takeCalls()
+	h.step(d)
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 passing")
+	if c := h.lastCond(); !c.ok {
+		t.Errorf("condition = %+v, want ok after the repair", c)
+	}
+	if got := h.counter(h.r.m.registrations, "repair"); got != 1 {
+		t.Errorf("registrations{repair} = %v, want 1", got)
+	}
+}
+
+func TestDeregisterIsIdempotentAndStopsRepairs(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.nextWait(t)
+	h.consul.takeCalls()
+
+	ctx := context.Background()
+	for i := range 2 {
+		if err := h.r.Deregister(ctx); err != nil {
+			t.Fatalf("Deregister #%d: %v", i+1, err)
+		}
+	}
+	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	if _, ok := h.consul.service("web-1"); ok {
+		t.Errorf("web-1 is still registered")
+	}
+	if c := h.lastCond(); c.ok || c.reason != "deregistered" {
+		t.Errorf("condition = %+v, want not ok, deregistered", c)
+	}
+
+	// Later heartbeats must not bring it back.
+	h.step(heartbeat)
+	h.verdicts <- probe.Verdict{Healthy: true}
+	h.clock.nextWait(t)
+	wantCalls(t, h.consul.takeCalls())
+
+	if err := h.stop(); err != nil {
+		t.Errorf("Run returned %v, want nil", err)
+	}
+	wantCalls(t, h.consul.takeCalls())
+	if got := testutil.ToFloat64(h.r.m.registered); got != 0 {
+		t.Errorf("outrider_consul_registered = %v, want 0", got)
+	}
+}
+
+func TestRunDeregistersWhenItsContextEnds(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.nextWait(t)
+	h.consul.takeCalls()
+
+	if err := h.stop(); err != nil {
+		t.Errorf("Run returned %v, want nil", err)
+	}
+	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	if _, ok := h.consul.service("web-1"); ok {
+		t.Errorf("web-1 is still registered after Run returned")
+	}
+}
+
+func TestDeregisterOfAnUnknownServiceSucceeds(t *testing.T) {
+	h := newHarness(t, 0.5)
+	if err := h.r.Deregister(context.Background()); err != nil {
+		t.Errorf("Deregister of a service consul does not have: %v, want nil", err)
+	}
+	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+}
+
+func TestDeregisterReportsConsulErrors(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.consul.setError(500, "boom")
+	err := h.r.Deregister(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `deregister service "web-1" from consul at http://127.0.0.1:`) ||
+		!strings.Contains(err.Error(), "boom") {
+		t.Errorf("Deregister = %v, want an error naming the service, consul's address and its answer", err)
+	}
+	if got := h.counter(h.r.m.errors, "deregister"); got != 1 {
+		t.Errorf("errors{op=deregister} = %v, want 1", got)
+	}
+}
+
+func TestMaintenanceIsKeptAndReappliedAfterALoss(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.consul.setDown(true)
+	h.start()
+	d := h.clock.nextWait(t)
+
+	err := h.r.SetMaintenance(context.Background(), true, "deploy 42")
+	if !errors.Is(err, ErrPending) {
+		t.Errorf("SetMaintenance before registration = %v, want ErrPending", err)
+	}
+	h.consul.setDown(false)
+	h.step(d)
+	if reason, ok := h.consul.maintReason("web-1"); !ok || reason != "deploy 42" {
+		t.Errorf("consul maintenance = %q, %v; want deploy 42 once registered", reason, ok)
+	}
+
+	h.consul.lose()
+	h.step(heartbeat)
+	if reason, ok := h.consul.maintReason("web-1"); !ok || reason != "deploy 42" {
+		t.Errorf("consul maintenance after a repair = %q, %v; want deploy 42 again", reason, ok)
+	}
+	if s := h.r.Status(); !s.Maintenance || s.MaintenanceReason != "deploy 42" {
+		t.Errorf("status = %+v, want maintenance deploy 42", s)
+	}
+
+	if err := h.r.SetMaintenance(context.Background(), false, ""); err != nil {
+		t.Errorf("SetMaintenance off = %v, want nil", err)
+	}
+	if _, ok := h.consul.maintReason("web-1"); ok {
+		t.Errorf("consul still has web-1 in maintenance")
+	}
+	h.consul.takeCalls()
+	h.step(heartbeat)
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical")
+}
+
+func TestUpdateRegistersAgainInPlace(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.nextWait(t)
+	h.consul.takeCalls()
+
+	same := testService()
+	if err := h.r.Update(same); err != nil {
+		t.Fatalf("Update with the same service: %v", err)
+	}
+	changed := testService()
+	changed.Tags = []string{"v2"}
+	if err := h.r.Update(changed); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	h.clock.nextWait(t)
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical")
+	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, []string{"v2"}) {
+		t.Errorf("tags = %q, want [v2]", reg.Tags)
+	}
+	if got := h.counter(h.r.m.registrations, "config"); got != 1 {
+		t.Errorf("registrations{config} = %v, want 1", got)
+	}
+
+	other := testService()
+	other.ID = "web-2"
+	if err := h.r.Update(other); err == nil {
+		t.Errorf("Update to another ID succeeded, want an error")
+	}
+}
+
+func TestNewRejectsAnIncompleteService(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Service)
+		want string
+	}{
+		{name: "no id", edit: func(s *Service) { s.ID = "" }, want: `register: service needs an ID and a name, got ID "" name "web"`},
+		{name: "no name", edit: func(s *Service) { s.Name = "" }, want: `register: service needs an ID and a name, got ID "web-1" name ""`},
+		{name: "no ttl", edit: func(s *Service) { s.TTL = 0 }, want: `register: service "web-1" has TTL 0s, want more than 0`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := testService()
+			tc.edit(&svc)
+			_, err := New(newFakeConsul(t).config(), svc, Options{})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("New = %v, want %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMetricsLint(t *testing.T) {
+	h := newHarness(t, 0.5)
+	problems, err := testutil.CollectAndLint(h.reg)
+	if err != nil {
+		t.Fatalf("CollectAndLint: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("metric %s: %s", p.Metric, p.Text)
+	}
+	if n := testutil.CollectAndCount(h.reg); n != 1+3+3+4 {
+		t.Errorf("%d series before any traffic, want %d (every label value present from the start)", n, 1+3+3+4)
+	}
+}
