@@ -9,6 +9,7 @@
 #   TARGETS="direct nginx haproxy outrider"   subset and order of round 1
 #   WARMUP=2s           wrk warm-up before each measured run
 #   HIGH_CONNECTIONS=1000 HIGH_DURATION=5s    the memory run (wrk -t2)
+#   OUTRIDER_BIN=       an outrider binary to measure instead of building bin/outrider
 #   GOMAXPROCS_OUTRIDER=  GOMAXPROCS of outrider (empty: Go's default, all CPUs)
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
@@ -70,7 +71,10 @@ command -v go >/dev/null 2>&1 || die "go is not installed"
 UNAVAILABLE=()
 say "building bin/echo"
 make -s echo
-if [[ " $TARGETS " == *" outrider "* ]]; then
+if [ -n "${OUTRIDER_BIN:-}" ]; then
+	[ -x "$OUTRIDER_BIN" ] || die "OUTRIDER_BIN=$OUTRIDER_BIN is not an executable"
+elif [[ " $TARGETS " == *" outrider "* ]]; then
+	OUTRIDER_BIN=bin/outrider
 	say "building bin/outrider"
 	if ! make -s outrider; then
 		say "outrider: proxy not available (bin/outrider does not build)"
@@ -286,7 +290,7 @@ start_outrider() {
 		OUTRIDER_DRAIN_DELAY=0s \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
 		${GOMAXPROCS_OUTRIDER:+GOMAXPROCS=$GOMAXPROCS_OUTRIDER} \
-		bin/outrider >"$RESULTS/outrider.log" 2>&1 &
+		"$OUTRIDER_BIN" >"$RESULTS/outrider.log" 2>&1 &
 	OUTRIDER_PID=$!
 	PIDS+=("$OUTRIDER_PID")
 	PORT[outrider]=$port
@@ -357,7 +361,7 @@ run_wrk() {
 	echo "nginx	$(nginx -v 2>&1 || true)"
 	echo "haproxy	$(haproxy -v 2>&1 | head -n1 || true)"
 	echo "outrider_gomaxprocs	${GOMAXPROCS_OUTRIDER:-default}"
-	echo "outrider	$(bin/outrider version 2>&1 | head -n1 || true)"
+	echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | head -n1 || true)"
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	for u in "${UNAVAILABLE[@]}"; do
 		echo "unavailable	$u"
