@@ -1,0 +1,203 @@
+package register
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/probe"
+)
+
+// countingProxy forwards to a real Consul and counts requests by path.
+type countingProxy struct {
+	*httptest.Server
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func (p *countingProxy) n(prefix string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	total := 0
+	for path, n := range p.count {
+		if strings.HasPrefix(path, prefix) {
+			total += n
+		}
+	}
+	return total
+}
+
+func newCountingProxy(t *testing.T, target string) *countingProxy {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &countingProxy{count: map[string]int{}}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.count[r.URL.Path]++
+		p.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// TestRegistrationAgainstConsul runs the registrar against a real Consul
+// through a counting proxy: what the catalog and health endpoints show,
+// that heartbeats never re-register, and that sending the same
+// registration again changes nothing in Consul.
+func TestRegistrationAgainstConsul(t *testing.T) {
+	srv := consultest.Start(t)
+	proxy := newCountingProxy(t, srv.URL())
+	clock := newFakeClock()
+	svc := testService()
+	svc.Address = "127.0.0.1"
+	r, err := New(&consul.Config{Address: proxy.Listener.Addr().String(), Scheme: "http"}, svc, Options{
+		Registerer: prometheus.NewRegistry(), Clock: clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	verdicts := make(chan probe.Verdict)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, verdicts) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	clock.nextWait(t)
+	c := srv.Client()
+	if got := healthStatus(t, c, "web"); got != "critical" {
+		t.Errorf("check before any verdict = %q, want critical", got)
+	}
+	verdicts <- probe.Verdict{Healthy: true, Output: "HTTP 200 OK"}
+	clock.nextWait(t)
+	entries, _, err := c.Health().Service("web", "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("passing instances of web = %d, want 1", len(entries))
+	}
+	e := entries[0]
+	if e.Service.ID != "web-1" || e.Service.Address != "127.0.0.1" || e.Service.Port != 8080 ||
+		strings.Join(e.Service.Tags, ",") != "v1,blue" || e.Service.Meta["team"] != "a" {
+		t.Errorf("instance = %+v, want web-1 at 127.0.0.1:8080, tags v1,blue, meta team=a", e.Service)
+	}
+	for _, hc := range e.Checks {
+		if hc.CheckID == "service:web-1" && hc.Output != "HTTP 200 OK" {
+			t.Errorf("check output = %q, want HTTP 200 OK", hc.Output)
+		}
+	}
+
+	for range 5 {
+		clock.Advance(heartbeat)
+		clock.nextWait(t)
+	}
+	if n := proxy.n("/v1/agent/service/register"); n != 1 {
+		t.Errorf("registrations after 6 heartbeats = %d, want 1", n)
+	}
+	if n := proxy.n("/v1/agent/check/update/"); n != 7 {
+		t.Errorf("check updates = %d, want 7", n)
+	}
+
+	// Idempotence: the same registration again leaves the catalog entry
+	// and the check exactly as they were.
+	before := catalogIndexes(t, c)
+	if !r.lock(ctx) {
+		t.Fatal("lock")
+	}
+	err = r.register(ctx, reasonConfig)
+	r.unlock()
+	if err != nil {
+		t.Fatalf("register again: %v", err)
+	}
+	// Give the agent's anti-entropy the chance to write a change, waiting
+	// on Consul's own blocking query rather than a sleep.
+	_, _, _ = c.Health().Service("web", "", false, &consul.QueryOptions{WaitIndex: before.health, WaitTime: 2 * time.Second})
+	after := catalogIndexes(t, c)
+	if after != before {
+		t.Errorf("indexes after the same registration = %+v, want unchanged %+v", after, before)
+	}
+	if got := healthStatus(t, c, "web"); got != "passing" {
+		t.Errorf("check after the same registration = %q, want still passing", got)
+	}
+	if n := proxy.n("/v1/agent/service/deregister/"); n != 0 {
+		t.Errorf("deregistrations = %d, want 0", n)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	done <- nil
+	if svcs, _, err := c.Catalog().Service("web", "", nil); err != nil || len(svcs) != 0 {
+		t.Errorf("catalog after Run returned = %d instances (err %v), want none", len(svcs), err)
+	}
+}
+
+type indexes struct {
+	service, check, health uint64
+}
+
+func catalogIndexes(t *testing.T, c *consul.Client) indexes {
+	t.Helper()
+	entries, meta, err := c.Health().Service("web", "", false, nil)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("health of web: %d entries, err %v", len(entries), err)
+	}
+	ix := indexes{service: entries[0].Service.ModifyIndex, health: meta.LastIndex}
+	for _, hc := range entries[0].Checks {
+		if hc.CheckID == "service:web-1" {
+			ix.check = hc.ModifyIndex
+		}
+	}
+	return ix
+}
+
+func healthStatus(t *testing.T, c *consul.Client, service string) string {
+	t.Helper()
+	checks, _, err := c.Health().Checks(service, nil)
+	if err != nil {
+		t.Fatalf("checks of %s: %v", service, err)
+	}
+	for _, hc := range checks {
+		if strings.HasPrefix(hc.CheckID, "service:") {
+			return hc.Status
+		}
+	}
+	return "absent"
+}
+
+// TestWrongTokenAgainstConsul checks that Consul's refusal of a token is
+// classified as such, so that it is logged as an ACL problem.
+func TestWrongTokenAgainstConsul(t *testing.T) {
+	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
+	r, err := New(&consul.Config{Address: srv.HTTPAddr, Token: "not-a-token"}, testService(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.register(context.Background(), reasonStart)
+	if err == nil {
+		t.Fatalf("registration with a wrong token succeeded")
+	}
+	if got := classify(err); got != linkDenied {
+		t.Errorf("classify(%v) = %s, want %s", err, got, linkDenied)
+	}
+	var se consul.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusForbidden {
+		t.Errorf("error = %v, want Consul's 403", err)
+	}
+}
