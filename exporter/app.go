@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -333,12 +334,23 @@ func (c *AppCollector) read() (sample, bool) {
 	if t.start != 0 {
 		s.start = optional{t.start, true}
 	}
-	if status, err := t.proc.NewStatus(); c.check(fileStatus, t, err) {
-		s.voluntary = optional{float64(status.VoluntaryCtxtSwitches), true}
-		s.nonvoluntary = optional{float64(status.NonVoluntaryCtxtSwitches), true}
+	// status and limits are parsed here for the two figures needed:
+	// procfs parses every line, which costs most of a scrape.
+	text, err := c.readPID(t, fileStatus)
+	var vol, nonvol float64
+	if err == nil {
+		vol, nonvol, err = parseCtxSwitches(text)
 	}
-	if limits, err := t.proc.Limits(); c.check(fileLimits, t, err) {
-		s.maxFDs = optional{float64(limits.OpenFiles), true}
+	if c.check(fileStatus, t, err) {
+		s.voluntary, s.nonvoluntary = optional{vol, true}, optional{nonvol, true}
+	}
+	text, err = c.readPID(t, fileLimits)
+	var maxFDs float64
+	if err == nil {
+		maxFDs, err = parseMaxFDs(text)
+	}
+	if c.check(fileLimits, t, err) {
+		s.maxFDs = optional{maxFDs, true}
 	}
 	if pio, err := t.proc.IO(); c.check(fileIO, t, err) {
 		s.ioRead = optional{float64(pio.ReadBytes), true}
@@ -348,6 +360,12 @@ func (c *AppCollector) read() (sample, bool) {
 		s.openFDs = optional{float64(n), true}
 	}
 	return s, true
+}
+
+// readPID reads the file name of the target's /proc/<pid>.
+func (c *AppCollector) readPID(t *target, name string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(c.root, t.pid, name))
+	return string(data), err
 }
 
 // sampleStat turns /proc/<pid>/stat into figures.
@@ -464,4 +482,61 @@ func parseUptime(s string) (float64, error) {
 		return 0, fmt.Errorf("parse uptime %q: want seconds since boot", s)
 	}
 	return up, nil
+}
+
+// parseCtxSwitches returns the voluntary and nonvoluntary context switches
+// from the text of /proc/<pid>/status.
+func parseCtxSwitches(s string) (vol, nonvol float64, err error) {
+	var seen int
+	for line := range strings.Lines(s) {
+		name, value, ok := strings.Cut(line, ":")
+		var dst *float64
+		switch {
+		case !ok:
+			continue
+		case name == "voluntary_ctxt_switches":
+			dst = &vol
+		case name == "nonvoluntary_ctxt_switches":
+			dst = &nonvol
+		default:
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(value), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("parse status: %s %q is not a number", name, strings.TrimSpace(value))
+		}
+		*dst = float64(n)
+		seen++
+	}
+	if seen != 2 {
+		return 0, 0, errors.New("parse status: no voluntary_ctxt_switches and nonvoluntary_ctxt_switches lines")
+	}
+	return vol, nonvol, nil
+}
+
+// unlimited is the figure of an "unlimited" limit, as procfs reports it.
+const unlimited = float64(math.MaxUint64)
+
+// parseMaxFDs returns the soft limit of "Max open files" from the text of
+// /proc/<pid>/limits.
+func parseMaxFDs(s string) (float64, error) {
+	for line := range strings.Lines(s) {
+		rest, ok := strings.CutPrefix(line, "Max open files")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			break
+		}
+		if f[0] == "unlimited" {
+			return unlimited, nil
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse limits: max open files %q is not a number", f[0])
+		}
+		return float64(n), nil
+	}
+	return 0, errors.New("parse limits: no \"Max open files\" line")
 }

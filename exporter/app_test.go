@@ -209,9 +209,14 @@ func TestFixtureUnreadableFile(t *testing.T) {
 	tests := []struct {
 		name        string
 		file        string // under the proc root
+		garbage     bool   // write garbage into file instead
 		errFile     string
 		wantMissing []string
 	}{
+		{name: "status garbage", file: "4242/status", garbage: true, errFile: "status",
+			wantMissing: []string{`outrider_app_context_switches_total{type="voluntary"}`, `outrider_app_context_switches_total{type="nonvoluntary"}`}},
+		{name: "limits garbage", file: "4242/limits", garbage: true, errFile: "limits",
+			wantMissing: []string{"outrider_app_max_fds"}},
 		{name: "io", file: "4242/io", errFile: "io",
 			wantMissing: []string{"outrider_app_io_read_bytes_total", "outrider_app_io_write_bytes_total"}},
 		{name: "fd", file: "4242/fd", errFile: "fd",
@@ -226,7 +231,13 @@ func TestFixtureUnreadableFile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := fixture(t)
-			makeUnreadable(t, filepath.Join(root, tt.file))
+			if tt.garbage {
+				if err := os.WriteFile(filepath.Join(root, tt.file), []byte("garbage\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				makeUnreadable(t, filepath.Join(root, tt.file))
+			}
 			c, logs := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
 			for scrapes := 1; scrapes <= 3; scrapes++ {
 				got := scrape(t, c)
@@ -588,6 +599,64 @@ func TestParseUptime(t *testing.T) {
 			got, err := parseUptime(tt.text)
 			if (err != nil) != tt.wantErr || got != tt.want {
 				t.Errorf("want %v (error %v), got %v %v", tt.want, tt.wantErr, got, err)
+			}
+		})
+	}
+}
+
+func TestParseCtxSwitches(t *testing.T) {
+	tests := []struct {
+		name       string
+		text       string
+		wantVol    float64
+		wantNonvol float64
+		wantErr    string
+	}{
+		{name: "both", text: "Name:\tapp\nThreads:\t7\nvoluntary_ctxt_switches:\t123\nnonvoluntary_ctxt_switches:\t45\n", wantVol: 123, wantNonvol: 45},
+		{name: "no trailing newline", text: "voluntary_ctxt_switches:\t1\nnonvoluntary_ctxt_switches:\t0", wantVol: 1},
+		{name: "missing", text: "Name:\tapp\n", wantErr: "parse status: no voluntary_ctxt_switches and nonvoluntary_ctxt_switches lines"},
+		{name: "garbage", text: "voluntary_ctxt_switches:\tmany\n", wantErr: `parse status: voluntary_ctxt_switches "many" is not a number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vol, nonvol, err := parseCtxSwitches(tt.text)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("want error %q, got %v", tt.wantErr, err)
+				}
+				return
+			}
+			if err != nil || vol != tt.wantVol || nonvol != tt.wantNonvol {
+				t.Errorf("want %v %v, got %v %v %v", tt.wantVol, tt.wantNonvol, vol, nonvol, err)
+			}
+		})
+	}
+}
+
+func TestParseMaxFDs(t *testing.T) {
+	const header = "Limit                     Soft Limit           Hard Limit           Units     \n"
+	tests := []struct {
+		name    string
+		text    string
+		want    float64
+		wantErr string
+	}{
+		{name: "soft limit", text: header + "Max processes             96365                96365                processes \nMax open files            1024                 524288               files     \n", want: 1024},
+		{name: "unlimited", text: header + "Max open files            unlimited            unlimited            files     \n", want: unlimited},
+		{name: "missing", text: header, wantErr: `parse limits: no "Max open files" line`},
+		{name: "garbage", text: header + "Max open files            lots                 524288               files     \n", wantErr: `parse limits: max open files "lots" is not a number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseMaxFDs(tt.text)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("want error %q, got %v", tt.wantErr, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("want %v, got %v %v", tt.want, got, err)
 			}
 		})
 	}
