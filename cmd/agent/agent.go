@@ -20,6 +20,7 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/version"
 	"github.com/outrider-sidecar/outrider/probe"
 	"github.com/outrider-sidecar/outrider/readiness"
+	"github.com/outrider-sidecar/outrider/register"
 )
 
 // agent is the wiring of one outrider process: the shared pieces every
@@ -39,6 +40,9 @@ type agent struct {
 	// subscribeVerdicts is set by addProbe: each call returns a channel
 	// that receives the probe's verdict on every transition.
 	subscribeVerdicts func() <-chan probe.Verdict
+	// registrar is set by addRegistry (nil with OUTRIDER_REGISTRY=none);
+	// the shutdown sequence calls its Deregister.
+	registrar *register.Registrar
 }
 
 // Readiness conditions, in the order /ready reports them.

@@ -1,6 +1,119 @@
 package main
 
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/internal/version"
+	"github.com/outrider-sidecar/outrider/probe"
+	"github.com/outrider-sidecar/outrider/register"
+)
+
 // addRegistry wires Consul registration, heartbeat, maintenance; sets condRegistered.
 func (a *agent) addRegistry() error {
+	if !a.cfg.Registry.Enabled() {
+		return nil
+	}
+	r, err := register.New(consul.DefaultConfig(), registration(a.cfg), register.Options{
+		Log:        a.log.With("component", "register"),
+		Registerer: a.reg,
+		OnRegistered: func(ok bool, reason string) {
+			a.gate.Set(condRegistered, ok, reason)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	a.registrar = r
+	a.status["consul"] = func() any { return r.Status() }
+	a.admin.HandleFunc("PUT /maintenance", a.serveMaintenance)
+
+	var verdicts <-chan probe.Verdict
+	if a.subscribeVerdicts != nil {
+		verdicts = a.subscribeVerdicts()
+	}
+	// The registrar: registers the app, heartbeats its check with every
+	// verdict, repairs it, and deregisters when stopped.
+	a.addContext("registry", func(ctx context.Context) error { return r.Run(ctx, verdicts) })
 	return nil
+}
+
+// registration maps the configuration to what register sends to Consul:
+// the app's instance, with outrider's version and the pod in its meta.
+func registration(c config.Config) register.Service {
+	s := c.Service
+	meta := make(map[string]string, len(s.Meta)+3)
+	maps.Copy(meta, s.Meta)
+	meta["outrider_version"] = version.Version
+	if s.PodName != "" {
+		meta["pod_name"] = s.PodName
+	}
+	if s.PodNamespace != "" {
+		meta["pod_namespace"] = s.PodNamespace
+	}
+	return register.Service{
+		ID:                      s.ID,
+		Name:                    s.Name,
+		Tags:                    s.Tags,
+		Meta:                    meta,
+		Address:                 s.Address,
+		Port:                    s.Port,
+		TTL:                     c.Registry.CheckTTL,
+		DeregisterCriticalAfter: c.Registry.DeregisterCriticalAfter,
+	}
+}
+
+// serveMaintenance answers PUT /maintenance?enable=true|false&reason=…:
+// it turns Consul's maintenance mode for the app on or off, and /ready
+// with it. 200 when Consul has it, 202 when outrider will tell Consul as
+// soon as it can.
+func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	q := r.URL.Query()
+	enable, err := strconv.ParseBool(q.Get("enable"))
+	if err != nil {
+		http.Error(w, "want ?enable=true or ?enable=false, and optionally &reason=…", http.StatusBadRequest)
+		return
+	}
+	reason := q.Get("reason")
+	if enable {
+		if reason == "" {
+			reason = "maintenance mode enabled through outrider"
+		}
+		a.gate.Set(condMaintenance, false, reason)
+	} else {
+		a.gate.Set(condMaintenance, true, "off")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	err = a.registrar.SetMaintenance(ctx, enable, reason)
+	state := "off"
+	if enable {
+		state = "on: " + reason
+	}
+	a.log.Info("maintenance mode", "enabled", enable, "reason", reason, "consul_err", errString(err))
+	switch {
+	case err == nil:
+		fmt.Fprintf(w, "maintenance %s\n", state)
+	case errors.Is(err, register.ErrPending):
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "maintenance %s\nconsul not updated yet, outrider retries: %v\n", state, err)
+	default:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/internal/version"
+)
+
+func TestRegistryMapsTheConfigToTheRegistration(t *testing.T) {
+	base := config.Config{
+		Service: config.Service{
+			Name: "web", ID: "web-1", Tags: []string{"v1"}, Meta: map[string]string{"team": "a"},
+			Address: "10.0.0.7", Port: 15001,
+		},
+		Registry: config.Registry{Kind: config.RegistryConsul, CheckTTL: 15 * time.Second, DeregisterCriticalAfter: time.Minute},
+	}
+	for _, tc := range []struct {
+		name     string
+		podName  string
+		podNS    string
+		wantMeta map[string]string
+	}{
+		{name: "outside kubernetes", wantMeta: map[string]string{"team": "a", "outrider_version": version.Version}},
+		{name: "in a pod", podName: "web-7d9f-x2k4p", podNS: "shop", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version, "pod_name": "web-7d9f-x2k4p", "pod_namespace": "shop",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			c.Service.PodName, c.Service.PodNamespace = tc.podName, tc.podNS
+			got := registration(c)
+			if got.ID != "web-1" || got.Name != "web" || got.Address != "10.0.0.7" || got.Port != 15001 ||
+				got.TTL != 15*time.Second || got.DeregisterCriticalAfter != time.Minute || len(got.Tags) != 1 {
+				t.Errorf("registration = %+v, want web-1 (web) at 10.0.0.7:15001, TTL 15s, deregister after 1m, tags [v1]", got)
+			}
+			if !maps.Equal(got.Meta, tc.wantMeta) {
+				t.Errorf("meta = %v, want %v", got.Meta, tc.wantMeta)
+			}
+			if len(c.Service.Meta) != 1 {
+				t.Errorf("the configuration's meta was changed to %v", c.Service.Meta)
+			}
+		})
+	}
+}
