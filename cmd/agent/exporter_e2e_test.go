@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+)
+
+// burner is a running internal/testapp/burner.
+type burner struct {
+	*testbin.Proc
+	addr    string
+	started time.Time // just before it was started
+}
+
+// startBurner starts the test app with args and waits until it is ready.
+func startBurner(t *testing.T, args ...string) burner {
+	t.Helper()
+	bin := testbin.Build(t, "./internal/testapp/burner", "burner")
+	started := time.Now()
+	p := testbin.Start(t, bin, nil, args...)
+	line := waitOutput(t, p, regexp.MustCompile(`ready pid=\d+ addr=(\S+)`))
+	return burner{Proc: p, addr: line[1], started: started}
+}
+
+// waitOutput polls the output of p until re matches, and returns the match.
+func waitOutput(t *testing.T, p *testbin.Proc, re *regexp.Regexp) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(p.Output()); m != nil {
+			return m
+		}
+		if p.Exited() {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d: want output matching %q, got:\n%s", p.Pid(), re, p.Output())
+	return nil
+}
+
+// outrider is a running bin/outrider with free ports.
+type outrider struct {
+	*testbin.Proc
+	metrics, admin string // base URLs
+}
+
+// startOutrider runs outrider without a registry or proxy, with env added.
+func startOutrider(t *testing.T, env ...string) outrider {
+	t.Helper()
+	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	env = append([]string{
+		"OUTRIDER_REGISTRY=none",
+		"OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + metrics,
+		"OUTRIDER_ADMIN_LISTEN=" + admin,
+		"OUTRIDER_LOG_FORMAT=text",
+	}, env...)
+	p := testbin.Start(t, testbin.Outrider(t), env)
+	o := outrider{Proc: p, metrics: "http://" + metrics, admin: "http://" + admin}
+	testbin.WaitHTTP(t, o.metrics+"/healthz", http.StatusOK, 20*time.Second)
+	return o
+}
+
+// scrape GETs /metrics, fails the test unless it answers 200, and returns
+// the outrider_app_* samples by name{labels}.
+func (o outrider) scrape(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(o.metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("scrape: want 200, got %s: %s", resp.Status, b)
+	}
+	got := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "outrider_app_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("scrape: bad sample %q", line)
+		}
+		got[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	return got
+}
+
+// appPID returns the pid label of outrider_app_info, or 0.
+func appPID(got map[string]float64) int {
+	re := regexp.MustCompile(`^outrider_app_info\{.*pid="(\d+)"`)
+	for k := range got {
+		if m := re.FindStringSubmatch(k); m != nil {
+			pid, _ := strconv.Atoi(m[1])
+			return pid
+		}
+	}
+	return 0
+}
+
+// waitApp scrapes until outrider reports the app process pid.
+func (o outrider) waitApp(t *testing.T, pid int) map[string]float64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var got map[string]float64
+	for time.Now().Before(deadline) {
+		got = o.scrape(t)
+		if got["outrider_app_up"] == 1 && appPID(got) == pid {
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("want outrider_app_up 1 for pid %d, got %v", pid, got)
+	return nil
+}
+
+// appStatus returns the app_process section of /status.
+func (o outrider) appStatus(t *testing.T) map[string]any {
+	t.Helper()
+	resp, err := http.Get(o.admin + "/status")
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		App map[string]any `json:"app_process"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	return body.App
+}
+
+// vmRSS reads VmRSS of pid from /proc, in bytes.
+func vmRSS(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	}
+	kb, _ := strconv.ParseFloat(string(m[1]), 64)
+	return kb * 1024
+}
+
+func TestExporterAppFigures(t *testing.T) {
+	const memMiB, open = 64, 5
+	app := startBurner(t, "-listen", "127.0.0.1:0", "-mem", strconv.Itoa(memMiB), "-open", strconv.Itoa(open))
+	o := startOutrider(t, "OUTRIDER_APP_ADDR="+app.addr)
+	got := o.waitApp(t, app.Pid())
+
+	t.Run("resident memory", func(t *testing.T) {
+		got := o.scrape(t)
+		rss, want := got["outrider_app_resident_memory_bytes"], vmRSS(t, app.Pid())
+		t.Logf("resident memory %.0f, VmRSS %.0f", rss, want)
+		if math.Abs(rss-want) > want/10 {
+			t.Errorf("want resident memory within 10%% of VmRSS %.0f, got %.0f", want, rss)
+		}
+		if rss < memMiB<<20 {
+			t.Errorf("want resident memory at least the %d MiB touched, got %.0f", memMiB, rss)
+		}
+		if got["outrider_app_virtual_memory_bytes"] < rss {
+			t.Errorf("want virtual memory ≥ resident %.0f, got %.0f", rss, got["outrider_app_virtual_memory_bytes"])
+		}
+	})
+	t.Run("threads and limits", func(t *testing.T) {
+		if got["outrider_app_threads"] < 1 {
+			t.Errorf("want threads ≥ 1, got %v", got["outrider_app_threads"])
+		}
+		if got["outrider_app_max_fds"] < got["outrider_app_open_fds"] || got["outrider_app_open_fds"] < 3 {
+			t.Errorf("want 3 ≤ open fds ≤ max fds, got %v and %v", got["outrider_app_open_fds"], got["outrider_app_max_fds"])
+		}
+	})
+	t.Run("start time", func(t *testing.T) {
+		start := got["outrider_app_start_time_seconds"]
+		real := float64(app.started.UnixNano()) / 1e9
+		t.Logf("start time %.3f, started at %.3f", start, real)
+		if math.Abs(start-real) > 1 {
+			t.Errorf("want start time within 1 s of %.3f, got %.3f", real, start)
+		}
+	})
+	t.Run("open fds", func(t *testing.T) {
+		before := o.scrape(t)["outrider_app_open_fds"]
+		for round := 1; round <= 2; round++ {
+			app.Signal(syscall.SIGUSR1)
+			waitOutput(t, app.Proc, regexp.MustCompile(fmt.Sprintf(`(?m)^opened %d$`, round*open)))
+			if got := o.scrape(t)["outrider_app_open_fds"]; got != before+float64(round*open) {
+				t.Errorf("after opening %d files: want open fds %v, got %v", round*open, before+float64(round*open), got)
+			}
+		}
+	})
+	t.Run("cpu", func(t *testing.T) {
+		before := o.scrape(t)["outrider_app_cpu_seconds_total"]
+		app.Signal(syscall.SIGUSR2)
+		waitOutput(t, app.Proc, regexp.MustCompile(`(?m)^burning$`))
+		defer app.Signal(syscall.SIGUSR2)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			after := o.scrape(t)["outrider_app_cpu_seconds_total"]
+			if after >= before+0.2 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("want CPU seconds to grow by 0.2 while burning, got %v then %v", before, after)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Run("status", func(t *testing.T) {
+		st := o.appStatus(t)
+		if st["found"] != true || st["pid"] != float64(app.Pid()) || st["how"] != "socket" {
+			t.Errorf("want app_process found pid %d by socket, got %v", app.Pid(), st)
+		}
+	})
+}
+
+func TestExporterDiscovery(t *testing.T) {
+	tag := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+	pidFile := filepath.Join(t.TempDir(), "app.pid")
+	tests := []struct {
+		name    string
+		args    []string // of the burner
+		env     func(app burner) []string
+		wantHow string
+	}{
+		{
+			name:    "pid file",
+			args:    []string{"-pidfile", pidFile},
+			env:     func(burner) []string { return []string{"OUTRIDER_APP_PID_FILE=" + pidFile} },
+			wantHow: "pid_file",
+		},
+		{
+			name:    "command line",
+			args:    []string{"-tag", tag},
+			env:     func(burner) []string { return []string{"OUTRIDER_APP_PROCESS=burner .*-tag " + tag} },
+			wantHow: "process",
+		},
+		{
+			name:    "socket ipv4",
+			args:    []string{"-listen", "127.0.0.1:0"},
+			env:     func(app burner) []string { return []string{"OUTRIDER_APP_ADDR=" + app.addr} },
+			wantHow: "socket",
+		},
+		{
+			name:    "socket ipv6",
+			args:    []string{"-listen", "[::1]:0"},
+			env:     func(app burner) []string { return []string{"OUTRIDER_APP_ADDR=" + app.addr} },
+			wantHow: "socket",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app := startBurner(t, tt.args...)
+			o := startOutrider(t, tt.env(app)...)
+			o.waitApp(t, app.Pid())
+			if st := o.appStatus(t); st["pid"] != float64(app.Pid()) || st["how"] != tt.wantHow {
+				t.Errorf("want pid %d found by %s, got %v", app.Pid(), tt.wantHow, st)
+			}
+		})
+	}
+}
+
+func TestExporterRestartAndMissingApp(t *testing.T) {
+	addr := testbin.FreeAddr(t)
+	o := startOutrider(t, "OUTRIDER_APP_ADDR="+addr)
+
+	// No app yet: the scrape succeeds and says so.
+	got := o.scrape(t)
+	if got["outrider_app_up"] != 0 || appPID(got) != 0 {
+		t.Fatalf("want outrider_app_up 0 with no app, got %v", got)
+	}
+	if st := o.appStatus(t); st["found"] != false || !strings.Contains(fmt.Sprint(st["error"]), "no socket listens on port") {
+		t.Errorf("want app_process not found with the reason, got %v", st)
+	}
+
+	first := startBurner(t, "-listen", addr)
+	got = o.scrape(t)
+	if got["outrider_app_up"] != 1 || appPID(got) != first.Pid() {
+		t.Fatalf("want the first app, pid %d, on the next scrape; got %v", first.Pid(), got)
+	}
+
+	first.Signal(syscall.SIGTERM)
+	first.Wait(20 * time.Second)
+	if got := o.scrape(t); got["outrider_app_up"] != 0 {
+		t.Fatalf("want outrider_app_up 0 once the app exited, got %v", got)
+	}
+
+	second := startBurner(t, "-listen", addr)
+	got = o.scrape(t)
+	if got["outrider_app_up"] != 1 || appPID(got) != second.Pid() {
+		t.Fatalf("want the restarted app, pid %d, on the next scrape; got %v", second.Pid(), got)
+	}
+}
