@@ -243,11 +243,11 @@ func (c *AppCollector) current() (*target, procfs.ProcStat, error) {
 	if t := c.target; t != nil {
 		st, err := t.proc.Stat()
 		switch {
-		case err == nil && st.Starttime == t.startTicks:
+		case err == nil && st.Starttime == t.startTicks && !exited(st):
 			return t, st, nil
 		case err != nil && !gone(err):
 			return t, procfs.ProcStat{}, fmt.Errorf("read %s: %w", fileStat, err)
-		case err == nil:
+		case err == nil && st.Starttime != t.startTicks:
 			c.lose(t, "its pid now belongs to a newer process")
 		default:
 			c.lose(t, "it exited")
@@ -287,6 +287,10 @@ func (c *AppCollector) resolve() (*target, procfs.ProcStat, error) {
 		}
 		if err != nil {
 			whys = append(whys, fmt.Sprintf("pid %d (%s %s) cannot be read: %v", pid, f.how, detail, err))
+			continue
+		}
+		if exited(st) {
+			whys = append(whys, fmt.Sprintf("pid %d (%s %s) has exited", pid, f.how, detail))
 			continue
 		}
 		return &target{
@@ -451,6 +455,10 @@ func emitSample(ch chan<- prometheus.Metric, s sample, ok bool) {
 		counter(appIOWriteDesc, s.ioWrite.v)
 	}
 }
+
+// exited reports whether the process has exited and waits to be reaped
+// (a zombie): it has no memory or descriptors left to report.
+func exited(st procfs.ProcStat) bool { return st.State == "Z" || st.State == "X" }
 
 // gone reports whether err means the process no longer exists.
 func gone(err error) bool {
