@@ -134,9 +134,6 @@ type finder struct {
 	find func() (pid int, detail string, err error)
 }
 
-// errNotFound is wrapped by a finder that found no process.
-var errNotFound = errors.New("not found")
-
 // NewAppCollector returns a collector of the app process described by o.
 func NewAppCollector(o AppOptions) (*AppCollector, error) {
 	root := o.ProcRoot

@@ -51,7 +51,7 @@ func (c *AppCollector) fromCmdline(re *regexp.Regexp) finder {
 			}
 		}
 		if len(found) == 0 {
-			return 0, "", fmt.Errorf("no process but outrider's own has a command line matching %q: %w", re, errNotFound)
+			return 0, "", fmt.Errorf("no process but outrider's own has a command line matching %q", re)
 		}
 		return oldest(found).pid, detail, nil
 	}}
@@ -62,7 +62,7 @@ func fromChild(child func() int) finder {
 	return finder{how: HowChild, find: func() (int, string, error) {
 		pid := child()
 		if pid <= 0 {
-			return 0, "", fmt.Errorf("the wrap-mode child is not running: %w", errNotFound)
+			return 0, "", errors.New("the wrap-mode child is not running")
 		}
 		return pid, "wrap-mode child", nil
 	}}
@@ -74,14 +74,14 @@ func fromChild(child func() int) finder {
 func (c *AppCollector) fromSocket(port int) finder {
 	return finder{how: HowSocket, find: func() (int, string, error) {
 		if port == 0 {
-			return 0, "", fmt.Errorf("the app address has port 0, so no listening socket can be matched: %w", errNotFound)
+			return 0, "", errors.New("the app address has port 0, so no listening socket can be matched")
 		}
 		inodes, err := c.listeners(port)
 		if err != nil {
 			return 0, "", err
 		}
 		if len(inodes) == 0 {
-			return 0, "", fmt.Errorf("no socket listens on port %d: %w", port, errNotFound)
+			return 0, "", fmt.Errorf("no socket listens on port %d", port)
 		}
 		procs, err := c.fs.AllProcs()
 		if err != nil {
@@ -114,7 +114,7 @@ func (c *AppCollector) fromSocket(port int) finder {
 			}
 		}
 		if len(found) == 0 {
-			return 0, "", fmt.Errorf("no visible process owns the socket listening on port %d: %w", port, errNotFound)
+			return 0, "", fmt.Errorf("no visible process owns the socket listening on port %d", port)
 		}
 		pid := oldest(found).pid
 		return pid, fmt.Sprintf("owner of the socket listening on port %d (inode %d)", port, inode[pid]), nil
