@@ -8,7 +8,7 @@
 #   CONNECTIONS=32      wrk connections of the measured runs (wrk -t1)
 #   TARGETS="direct nginx haproxy outrider"   subset and order of round 1
 #   WARMUP=2s           wrk warm-up before each measured run
-#   HIGH_CONNECTIONS=1000 HIGH_DURATION=5s    the memory run (wrk -t2)
+#   HIGH_CONNECTIONS=1000 HIGH_DURATION=5s    the memory run (wrk -t2); 0 skips it
 #   OUTRIDER_BIN=       an outrider binary to measure instead of building bin/outrider
 #   GOMAXPROCS_OUTRIDER=  GOMAXPROCS of outrider (empty: Go's default, all CPUs)
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
@@ -32,6 +32,14 @@ RESULTS=${RESULTS:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+for knob in ROUNDS CONNECTIONS BASE_PORT; do
+	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: want a positive integer"
+done
+[[ $HIGH_CONNECTIONS =~ ^[0-9]+$ ]] || die "HIGH_CONNECTIONS=$HIGH_CONNECTIONS: want an integer (0 skips the memory run)"
+for knob in DURATION WARMUP HIGH_DURATION; do
+	[[ ${!knob} =~ ^[0-9]+[smh]?$ ]] || die "$knob=${!knob}: want a wrk duration such as 10s, 2m"
+done
 
 # --- tools -----------------------------------------------------------------
 
@@ -395,9 +403,13 @@ done
 printf 'target\tpeak_rss_kb\tload_rss_kb\tload_hwm_kb\twrk_file\n' >"$RESULTS/memory.tsv"
 for target in "${ACTIVE[@]}"; do
 	pids=${PROC[$target]}
-	[ "$target" = direct ] && pids=$APP_PID
+	if [ "$target" = direct ]; then pids=$APP_PID; fi
 	# shellcheck disable=SC2086
 	peak=$(mem_kb VmHWM $pids)
+	if [ "$HIGH_CONNECTIONS" -eq 0 ]; then
+		printf '%s\t%s\t-\t-\t-\n' "$target" "$peak" >>"$RESULTS/memory.tsv"
+		continue
+	fi
 	say "memory at $HIGH_CONNECTIONS connections: $target"
 	file=high-$target.txt
 	wrk -t2 -c"$HIGH_CONNECTIONS" -d"$HIGH_DURATION" --latency "http://127.0.0.1:${PORT[$target]}/" >"$RESULTS/$file" 2>&1 &

@@ -7,7 +7,8 @@
 //
 //	info.tsv     key<TAB>value lines (clk_tck, duration, rounds, …; "unavailable" per missing target)
 //	runs.tsv     target, round, wrk_file, proxy_ticks, app_ticks (header line first)
-//	memory.tsv   target, peak_rss_kb, load_rss_kb, load_hwm_kb, wrk_file (header line first)
+//	memory.tsv   target, peak_rss_kb, load_rss_kb, load_hwm_kb, wrk_file (header line first;
+//	             the last three are "-" when the memory run was skipped)
 //
 // prints the summary on stdout and writes summary.json beside them.
 package main
@@ -156,16 +157,22 @@ func load(dir string) (summary, error) {
 		if len(row) != 5 {
 			return s, fmt.Errorf("memory.tsv line %d: want 5 fields, got %d", i+2, len(row))
 		}
-		kb := make([]float64, 3)
-		for j := range kb {
-			if kb[j], err = strconv.ParseFloat(row[1+j], 64); err != nil {
-				return s, fmt.Errorf("memory.tsv line %d: %q: want kB", i+2, row[1+j])
-			}
+		peakKB, err := strconv.ParseFloat(row[1], 64)
+		if err != nil {
+			return s, fmt.Errorf("memory.tsv line %d: %q: want kB", i+2, row[1])
+		}
+		peak[row[0]] = peakKB / 1024
+		if row[4] == "-" {
+			continue // the memory run was skipped
+		}
+		loadKB, err1 := strconv.ParseFloat(row[2], 64)
+		hwmKB, err2 := strconv.ParseFloat(row[3], 64)
+		if err1 != nil || err2 != nil {
+			return s, fmt.Errorf("memory.tsv line %d: %q, %q: want kB", i+2, row[2], row[3])
 		}
 		// The kernel updates VmHWM lazily, so a VmRSS sampled under load can
 		// top the VmHWM read after it by a few pages: the peak is the larger.
-		m := memoryRun{Target: row[0], LoadRSSMB: kb[1] / 1024, HWMMB: max(kb[1], kb[2]) / 1024}
-		peak[row[0]] = kb[0] / 1024
+		m := memoryRun{Target: row[0], LoadRSSMB: loadKB / 1024, HWMMB: max(loadKB, hwmKB) / 1024}
 		w, err := readWrk(filepath.Join(dir, row[4]))
 		if err != nil && err != errNoRate {
 			return s, err

@@ -129,7 +129,8 @@ func TestLoad(t *testing.T) {
 			"nginx\t3\tslow.txt\t300\t0\n" +
 			"outrider\t3\tfast.txt\t235\t0\n",
 		"memory.tsv": "target\tpeak_rss_kb\tload_rss_kb\tload_hwm_kb\twrk_file\n" +
-			"outrider\t10240\t20480\t40960\trefused.txt\n",
+			"outrider\t10240\t20480\t40960\trefused.txt\n" +
+			"nginx\t5120\t-\t-\t-\n",
 		"slow.txt":    string(ok),
 		"fast.txt":    faster,
 		"refused.txt": "unable to connect to 127.0.0.1:8083 Connection refused\n",
@@ -157,6 +158,9 @@ func TestLoad(t *testing.T) {
 	// The failed round is left out: the median of two equal runs.
 	if outrider.RequestsPerSec != 58647.92 || outrider.P99ms != 4.04 {
 		t.Errorf("outrider: want 58647.92 req/s and p99 4.04 ms, got %v and %v", outrider.RequestsPerSec, outrider.P99ms)
+	}
+	if nginx.PeakRSSMB != 5 {
+		t.Errorf("nginx peak RSS: want 5 MB, got %v", nginx.PeakRSSMB)
 	}
 	if outrider.PeakRSSMB != 10 {
 		t.Errorf("outrider peak RSS: want 10 MB, got %v", outrider.PeakRSSMB)
