@@ -1,0 +1,513 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+)
+
+// Timing of the registry end-to-end tests: short, so the tests are quick,
+// and the bounds below are derived from them.
+const (
+	regPeriod    = 200 * time.Millisecond
+	regFailures  = 2
+	regTTL       = 3 * time.Second
+	regHeartbeat = regTTL / 3
+	// regSlack absorbs scheduling on a loaded test machine; the figures
+	// measured are logged so that a reader sees the real latency.
+	regSlack = 500 * time.Millisecond
+)
+
+// regApp is one echo app with outrider beside it, registered in a test Consul.
+type regApp struct {
+	t        *testing.T
+	consul   *consultest.Server
+	echoAddr string
+	echo     *testbin.Proc
+	outrider *testbin.Proc
+	metrics  string
+	admin    string
+	id       string
+	client   *http.Client
+}
+
+// regStart starts echo and outrider registering it in srv as echo-1 of
+// service echo; env adds to or overrides outrider's environment.
+func regStart(t *testing.T, srv *consultest.Server, env ...string) *regApp {
+	t.Helper()
+	a := &regApp{
+		t: t, consul: srv, echoAddr: testbin.FreeAddr(t),
+		metrics: testbin.FreeAddr(t), admin: testbin.FreeAddr(t), id: "echo-1",
+		client: &http.Client{Timeout: 5 * time.Second},
+	}
+	a.startEcho()
+	_, port, _ := strings.Cut(a.echoAddr, ":")
+	base := []string{
+		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + a.id,
+		"OUTRIDER_SERVICE_TAGS=v1,blue", "OUTRIDER_SERVICE_META=team=a",
+		"OUTRIDER_SERVICE_ADDRESS=127.0.0.1", "OUTRIDER_SERVICE_PORT=" + port,
+		"OUTRIDER_APP_ADDR=" + a.echoAddr, "OUTRIDER_PROBE=http://" + a.echoAddr + "/healthz",
+		"OUTRIDER_PROBE_PERIOD=" + regPeriod.String(), "OUTRIDER_PROBE_TIMEOUT=" + regPeriod.String(),
+		"OUTRIDER_PROBE_FAILURE_THRESHOLD=" + strconv.Itoa(regFailures),
+		"OUTRIDER_CHECK_TTL=" + regTTL.String(), "OUTRIDER_DEREGISTER_CRITICAL_AFTER=1m",
+		"OUTRIDER_PROXY_LISTEN=off", "OUTRIDER_METRICS_LISTEN=" + a.metrics, "OUTRIDER_ADMIN_LISTEN=" + a.admin,
+		"CONSUL_HTTP_ADDR=" + srv.URL(),
+	}
+	a.outrider = testbin.Start(t, testbin.Outrider(t), append(base, env...))
+	testbin.WaitHTTP(t, "http://"+a.metrics+"/healthz", http.StatusOK, 20*time.Second)
+	return a
+}
+
+func (a *regApp) startEcho() {
+	a.echo = testbin.Start(a.t, testbin.Echo(a.t), nil, "-listen", a.echoAddr)
+	testbin.WaitHTTP(a.t, "http://"+a.echoAddr+"/healthz", http.StatusOK, 20*time.Second)
+}
+
+// setHealthy tells echo what /healthz should answer.
+func (a *regApp) setHealthy(healthy bool) {
+	a.t.Helper()
+	resp, err := a.client.Post("http://"+a.echoAddr+"/admin/health?healthy="+strconv.FormatBool(healthy), "", nil)
+	if err != nil {
+		a.t.Fatalf("set echo health: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// health returns the aggregated status Consul's health endpoint gives the
+// instance ("passing", "critical", "maintenance"…), or "absent".
+func (a *regApp) health() string {
+	a.t.Helper()
+	entries, _, err := a.consul.Client().Health().Service("echo", "", false, nil)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	for _, e := range entries {
+		if e.Service.ID == a.id {
+			return e.Checks.AggregatedStatus()
+		}
+	}
+	return "absent"
+}
+
+// waitHealth waits for the instance's status and returns how long it took.
+func (a *regApp) waitHealth(want string, limit time.Duration) time.Duration {
+	a.t.Helper()
+	return regEventually(a.t, limit, "consul health of "+a.id+" is "+want, func() (bool, string) {
+		got := a.health()
+		return got == want, got
+	})
+}
+
+// get answers the body and status of GET url.
+func (a *regApp) get(url string) (int, string) {
+	a.t.Helper()
+	resp, err := a.client.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metric returns the value of one series of outrider's /metrics, e.g.
+// `outrider_consul_errors_total{op="heartbeat"}`, or -1 when absent.
+func (a *regApp) metric(series string) float64 {
+	a.t.Helper()
+	code, body := a.get("http://" + a.metrics + "/metrics")
+	if code != http.StatusOK {
+		a.t.Fatalf("GET /metrics: %d %s", code, body)
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if ok && name == series {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				a.t.Fatalf("metric %s: %v", series, err)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// consulStatus returns the "consul" section of /status.
+func (a *regApp) consulStatus() map[string]any {
+	a.t.Helper()
+	code, body := a.get("http://" + a.admin + "/status")
+	if code != http.StatusOK {
+		a.t.Fatalf("GET /status: %d %s", code, body)
+	}
+	var s struct {
+		Consul map[string]any `json:"consul"`
+	}
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		a.t.Fatalf("decode /status: %v\n%s", err, body)
+	}
+	return s.Consul
+}
+
+// regEventually polls cond until it holds, failing the test after limit,
+// and returns how long it took.
+func regEventually(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(limit)
+	for {
+		ok, last := cond()
+		if ok {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last: %s", what, limit, last)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+}
+
+// TestRegistryRegistersTheAppAndMirrorsItsProbe: the instance is in the
+// catalog with its ID, tags, meta, address and port, passing within a
+// probe period of the app being healthy, critical within
+// failure_threshold × period + heartbeat of the app failing or dying,
+// and passing again when it is back.
+func TestRegistryRegistersTheAppAndMirrorsItsProbe(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	a := regStart(t, srv, "POD_NAME=echo-7d9f-x2k4p", "POD_NAMESPACE=shop")
+	a.waitHealth("passing", 20*time.Second)
+
+	c := srv.Client()
+	services, _, err := c.Catalog().Services(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(services) != 2 {
+		t.Errorf("catalog services = %v, want only consul and echo (outrider is not registered as a second instance)", services)
+	}
+	instances, _, err := c.Catalog().Service("echo", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(instances) != 1 {
+		t.Fatalf("instances of echo = %d, want 1", len(instances))
+	}
+	s := instances[0]
+	_, port, _ := strings.Cut(a.echoAddr, ":")
+	if s.ServiceID != "echo-1" || s.ServiceAddress != "127.0.0.1" || strconv.Itoa(s.ServicePort) != port ||
+		strings.Join(s.ServiceTags, ",") != "v1,blue" {
+		t.Errorf("instance = %s at %s:%d tags %v, want echo-1 at 127.0.0.1:%s tags [v1 blue]",
+			s.ServiceID, s.ServiceAddress, s.ServicePort, s.ServiceTags, port)
+	}
+	for k, want := range map[string]string{"team": "a", "outrider_version": "dev", "pod_name": "echo-7d9f-x2k4p", "pod_namespace": "shop"} {
+		if got := s.ServiceMeta[k]; got != want {
+			t.Errorf("meta %s = %q, want %q", k, got, want)
+		}
+	}
+	if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusOK {
+		t.Errorf("/ready = %d %q, want 200", code, body)
+	}
+
+	unhealthyBound := regFailures*regPeriod + regHeartbeat + regSlack
+	for _, tc := range []struct {
+		name   string
+		fail   func()
+		revive func()
+	}{
+		{name: "app says unhealthy", fail: func() { a.setHealthy(false) }, revive: func() { a.setHealthy(true) }},
+		{name: "app killed", fail: func() { a.echo.Signal(syscall.SIGKILL); a.echo.Wait(10 * time.Second) }, revive: a.startEcho},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fail()
+			took := a.waitHealth("critical", 10*time.Second)
+			t.Logf("critical %s after the app failed (bound %s)", took.Round(time.Millisecond), unhealthyBound)
+			if took > unhealthyBound {
+				t.Errorf("critical after %s, want within %d × %s + %s (+%s slack)", took, regFailures, regPeriod, regHeartbeat, regSlack)
+			}
+			if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusServiceUnavailable {
+				t.Errorf("/ready while the app fails = %d %q, want 503", code, body)
+			}
+
+			tc.revive()
+			took = a.waitHealth("passing", 10*time.Second)
+			t.Logf("passing %s after the app was healthy again (bound %s)", took.Round(time.Millisecond), regPeriod+regSlack)
+			if took > regPeriod+regSlack {
+				t.Errorf("passing after %s, want within one probe period %s (+%s slack)", took, regPeriod, regSlack)
+			}
+		})
+	}
+
+	if got := a.metric(`outrider_consul_registrations_total{reason="start"}`); got != 1 {
+		t.Errorf(`registrations_total{reason="start"} = %v, want 1`, got)
+	}
+	if got := a.metric(`outrider_consul_registrations_total{reason="repair"}`); got != 0 {
+		t.Errorf(`registrations_total{reason="repair"} = %v, want 0`, got)
+	}
+	if got := a.metric("outrider_consul_registered"); got != 1 {
+		t.Errorf("outrider_consul_registered = %v, want 1", got)
+	}
+	if got := a.metric(`outrider_consul_heartbeats_total{result="ok"}`); got < 3 {
+		t.Errorf(`heartbeats_total{result="ok"} = %v, want at least 3`, got)
+	}
+	if st := a.consulStatus(); st["registered"] != true || st["consul"] != "ok" || st["service_id"] != "echo-1" {
+		t.Errorf("/status consul = %v, want registered, consul ok, service_id echo-1", st)
+	}
+}
+
+// TestRegistryRepairsWhenConsulRestartsEmpty: a Consul that comes back
+// with no state has the instance back, passing, within two heartbeats of
+// answering, and outrider did not restart.
+func TestRegistryRepairsWhenConsulRestartsEmpty(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	a := regStart(t, srv)
+	a.waitHealth("passing", 20*time.Second)
+	pid := a.outrider.Pid()
+
+	srv.Stop()
+	srv.Start() // returns once Consul answers with a leader
+	took := a.waitHealth("passing", 30*time.Second)
+	t.Logf("passing again %s after consul answered (bound 2 heartbeats = %s)", took.Round(time.Millisecond), 2*regHeartbeat)
+	if took > 2*regHeartbeat+regSlack {
+		t.Errorf("passing again after %s, want within two heartbeats %s (+%s slack)", took, 2*regHeartbeat, regSlack)
+	}
+	if a.outrider.Exited() || a.outrider.Pid() != pid {
+		t.Errorf("outrider restarted or exited")
+	}
+	if got := a.metric(`outrider_consul_registrations_total{reason="repair"}`); got < 1 {
+		t.Errorf(`registrations_total{reason="repair"} = %v, want at least 1`, got)
+	}
+	instances, _, err := srv.Client().Catalog().Service("echo", "", nil)
+	if err != nil || len(instances) != 1 || instances[0].ServiceID != "echo-1" {
+		t.Errorf("catalog after the repair = %d instances (err %v), want echo-1 alone", len(instances), err)
+	}
+}
+
+// TestRegistrySurvivesAConsulOutage: with Consul down for 30 s outrider
+// stays up and ready (the app is healthy; a Consul outage must not empty
+// the Kubernetes Service), counts the errors, logs the outage once, does
+// not grow goroutines, and recovers on its own.
+func TestRegistrySurvivesAConsulOutage(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	a := regStart(t, srv)
+	a.waitHealth("passing", 20*time.Second)
+	// Let the first heartbeats and scrapes settle before the baseline.
+	regEventually(t, 10*time.Second, "three heartbeats", func() (bool, string) {
+		n := a.metric(`outrider_consul_heartbeats_total{result="ok"}`)
+		return n >= 3, strconv.FormatFloat(n, 'f', -1, 64)
+	})
+	before := a.metric("go_goroutines")
+
+	srv.Stop()
+	const outage = 30 * time.Second
+	end := time.Now().Add(outage)
+	maxGoroutines := before
+	for time.Now().Before(end) {
+		if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusOK {
+			t.Fatalf("/ready during the outage = %d %q, want 200: the app is healthy and still registered", code, body)
+		}
+		maxGoroutines = max(maxGoroutines, a.metric("go_goroutines"))
+		<-time.After(500 * time.Millisecond)
+	}
+	if a.outrider.Exited() {
+		t.Fatalf("outrider exited during the outage")
+	}
+	errs := a.metric(`outrider_consul_errors_total{op="heartbeat"}`)
+	t.Logf("%v heartbeat errors over %s; goroutines %v before, at most %v during", errs, outage, before, maxGoroutines)
+	// Backoff is capped at the heartbeat (1 s) with jitter: at least one
+	// attempt every second, and at most one every 250 ms or so.
+	if errs < 15 || errs > 130 {
+		t.Errorf(`errors_total{op="heartbeat"} = %v over %s, want between 15 and 130`, errs, outage)
+	}
+	if maxGoroutines > before+5 {
+		t.Errorf("go_goroutines reached %v during the outage, want at most %v + 5", maxGoroutines, before)
+	}
+	if st := a.consulStatus(); st["consul"] != "unreachable" || st["registered"] != true {
+		t.Errorf("/status consul during the outage = %v, want consul unreachable, still registered", st)
+	}
+	if n := strings.Count(a.outrider.Output(), "consul unreachable"); n != 1 {
+		t.Errorf("logged the outage %d times, want once:\n%s", n, a.outrider.Output())
+	}
+
+	srv.Start()
+	took := a.waitHealth("passing", 30*time.Second)
+	t.Logf("passing again %s after consul answered", took.Round(time.Millisecond))
+	if n := strings.Count(a.outrider.Output(), "consul answers again"); n != 1 {
+		t.Errorf("logged the recovery %d times, want once", n)
+	}
+	regEventually(t, 10*time.Second, "goroutines back to the baseline", func() (bool, string) {
+		n := a.metric("go_goroutines")
+		return n <= before+3, strconv.FormatFloat(n, 'f', -1, 64)
+	})
+}
+
+// TestRegistrySIGKILLIsReapedByConsul: with outrider killed, nothing
+// deregisters the instance; its check turns critical after the TTL and
+// Consul reaps it after DeregisterCriticalServiceAfter (1 m, the minimum),
+// which its 30 s reaper makes up to 30 s later.
+func TestRegistrySIGKILLIsReapedByConsul(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	a := regStart(t, srv)
+	a.waitHealth("passing", 20*time.Second)
+
+	a.outrider.Signal(syscall.SIGKILL)
+	a.outrider.Wait(10 * time.Second)
+	critical := a.waitHealth("critical", regTTL+5*time.Second)
+	gone := critical + a.waitHealth("absent", 150*time.Second)
+	t.Logf("critical %s after SIGKILL (TTL %s), reaped after %s (1m + up to 30s reaper interval)",
+		critical.Round(time.Millisecond), regTTL, gone.Round(time.Second))
+	if gone < time.Minute {
+		t.Errorf("reaped %s after the kill, want no sooner than DeregisterCriticalServiceAfter (1m)", gone)
+	}
+}
+
+// TestRegistrySIGTERMDeregistersBeforeExit: on SIGTERM the instance has
+// left the catalog by the time the process has exited.
+func TestRegistrySIGTERMDeregistersBeforeExit(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	a := regStart(t, srv)
+	a.waitHealth("passing", 20*time.Second)
+
+	a.outrider.Signal(syscall.SIGTERM)
+	if code := a.outrider.Wait(20 * time.Second); code != exitOK {
+		t.Errorf("exit status after SIGTERM = %d, want %d", code, exitOK)
+	}
+	instances, _, err := srv.Client().Catalog().Service("echo", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(instances) != 0 {
+		t.Errorf("catalog still has %d instance(s) of echo after outrider exited", len(instances))
+	}
+	if !strings.Contains(a.outrider.Output(), "deregistered from consul") {
+		t.Errorf("log does not say it deregistered:\n%s", a.outrider.Output())
+	}
+}
+
+// TestRegistryMaintenance: PUT /maintenance on the admin listener puts the
+// instance in Consul's maintenance and /ready out, and back.
+func TestRegistryMaintenance(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	a := regStart(t, srv)
+	a.waitHealth("passing", 20*time.Second)
+
+	put := func(addr, query string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/maintenance?"+query, nil)
+		resp, err := a.client.Do(req)
+		if err != nil {
+			t.Fatalf("PUT /maintenance: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := put(a.metrics, "enable=true"); code == http.StatusOK {
+		t.Errorf("PUT /maintenance answered 200 on the metrics listener, want it only on the admin one")
+	}
+	if code, body := put(a.admin, "enable=maybe"); code != http.StatusBadRequest {
+		t.Errorf("PUT /maintenance?enable=maybe = %d %q, want 400", code, body)
+	}
+
+	if code, body := put(a.admin, "enable=true&reason=deploy+42"); code != http.StatusOK {
+		t.Fatalf("PUT /maintenance?enable=true = %d %q, want 200", code, body)
+	}
+	a.waitHealth("maintenance", 5*time.Second)
+	checks, _, err := srv.Client().Health().Checks("echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, hc := range checks {
+		if hc.CheckID == "_service_maintenance:echo-1" {
+			found = hc.Notes == "deploy 42" && hc.Status == "critical"
+		}
+	}
+	if !found {
+		t.Errorf("no critical maintenance check with notes %q among %v", "deploy 42", checks)
+	}
+	if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusServiceUnavailable || !strings.Contains(body, "maintenance: deploy 42") {
+		t.Errorf("/ready in maintenance = %d %q, want 503 naming the reason", code, body)
+	}
+
+	if code, body := put(a.admin, "enable=false"); code != http.StatusOK {
+		t.Fatalf("PUT /maintenance?enable=false = %d %q, want 200", code, body)
+	}
+	a.waitHealth("passing", 5*time.Second)
+	testbin.WaitHTTP(t, "http://"+a.metrics+"/ready", http.StatusOK, 5*time.Second)
+}
+
+// TestRegistryACLTokenFromFile: with ACLs on (default deny), outrider
+// registers with a service token read from CONSUL_HTTP_TOKEN_FILE.
+func TestRegistryACLTokenFromFile(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
+	c := srv.Client()
+	pol, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "echo-write", Rules: `service "echo" { policy = "write" }`}, nil)
+	if err != nil {
+		t.Fatalf("create policy: %v", err)
+	}
+	tok, _, err := c.ACL().TokenCreate(&consul.ACLToken{Description: "echo sidecar", Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatalf("create token: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(tok.SecretID+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := regStart(t, srv, "CONSUL_HTTP_TOKEN_FILE="+file)
+	a.waitHealth("passing", 20*time.Second)
+	if strings.Contains(a.outrider.Output(), tok.SecretID) {
+		t.Errorf("outrider logged its token")
+	}
+}
+
+// TestRegistryWrongACLToken: a token Consul does not know gives a clear
+// error, logged once, /ready 503 with the reason, counted errors — and
+// outrider stays up, retrying, instead of exiting in a crash loop.
+func TestRegistryWrongACLToken(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
+	a := regStart(t, srv, "CONSUL_HTTP_TOKEN=wrong-token-for-tests")
+
+	regEventually(t, 20*time.Second, "five failed registrations", func() (bool, string) {
+		n := a.metric(`outrider_consul_errors_total{op="register"}`)
+		return n >= 5, strconv.FormatFloat(n, 'f', -1, 64)
+	})
+	if a.outrider.Exited() {
+		t.Fatalf("outrider exited:\n%s", a.outrider.Output())
+	}
+	code, body := a.get("http://" + a.metrics + "/ready")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "registered: not registered: consul denied") ||
+		!strings.Contains(body, "ACL not found") {
+		t.Errorf("/ready = %d %q, want 503 saying consul denied the registration (ACL not found)", code, body)
+	}
+	if n := strings.Count(a.outrider.Output(), "consul refused outrider's ACL token"); n != 1 {
+		t.Errorf("logged the ACL refusal %d times, want once:\n%s", n, a.outrider.Output())
+	}
+	if strings.Contains(a.outrider.Output(), "wrong-token-for-tests") {
+		t.Errorf("outrider logged its token")
+	}
+	if a.health() != "absent" {
+		t.Errorf("the instance is in consul without a valid token")
+	}
+	if got := a.metric("outrider_consul_registered"); got != 0 {
+		t.Errorf("outrider_consul_registered = %v, want 0", got)
+	}
+}
