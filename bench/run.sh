@@ -290,10 +290,10 @@ start_outrider() {
 	take_port admin
 	# env execs outrider, so $! is outrider's pid.
 	env OUTRIDER_REGISTRY=none \
-		OUTRIDER_PROXY_LISTEN=127.0.0.1:$port \
-		OUTRIDER_APP_ADDR=127.0.0.1:$APP_PORT \
-		OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics \
-		OUTRIDER_ADMIN_LISTEN=127.0.0.1:$admin \
+		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
+		"OUTRIDER_APP_ADDR=127.0.0.1:$APP_PORT" \
+		"OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics" \
+		"OUTRIDER_ADMIN_LISTEN=127.0.0.1:$admin" \
 		OUTRIDER_LOG_LEVEL=warn \
 		OUTRIDER_DRAIN_DELAY=0s \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
@@ -365,11 +365,11 @@ run_wrk() {
 	echo "rounds	$ROUNDS"
 	echo "connections	$CONNECTIONS"
 	echo "high_connections	$HIGH_CONNECTIONS"
-	echo "wrk	$(wrk -v 2>&1 | head -n1 || true)"
-	echo "nginx	$(nginx -v 2>&1 || true)"
-	echo "haproxy	$(haproxy -v 2>&1 | head -n1 || true)"
+	echo "wrk	$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)"
+	echo "nginx	$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)"
+	echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"
 	echo "outrider_gomaxprocs	${GOMAXPROCS_OUTRIDER:-default}"
-	echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | head -n1 || true)"
+	echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	for u in "${UNAVAILABLE[@]}"; do
 		echo "unavailable	$u"

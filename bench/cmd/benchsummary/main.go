@@ -312,7 +312,8 @@ func readTSV(path string, header bool) ([][]string, error) {
 func render(w io.Writer, s summary) {
 	info := s.Info
 	fmt.Fprintf(w, "outrider bench %s  commit %s  %s CPUs\n", info["date"], info["commit"], info["cpus"])
-	fmt.Fprintf(w, "wrk -t1 -c%s -d%s --latency, %s interleaved rounds; medians over rounds\n\n",
+	fmt.Fprintf(w, "%s; %s; outrider %s, GOMAXPROCS %s\n", info["nginx"], info["haproxy"], info["outrider"], info["outrider_gomaxprocs"])
+	fmt.Fprintf(w, "wrk -t1 -c%s -d%s --latency; rounds: %s, interleaved; figures are medians over rounds\n\n",
 		info["connections"], info["duration"], info["rounds"])
 
 	tw := newTable("target", "req/s", "p50 ms", "p99 ms", "CPU s/100k req", "app CPU s/100k", "peak RSS MB", "errors")
