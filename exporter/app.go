@@ -50,7 +50,7 @@ const (
 
 var (
 	appUpDesc = prometheus.NewDesc("outrider_app_up",
-		"Whether the app process was found and its /proc/<pid>/stat read (1) or not (0).", nil, nil)
+		"Whether the app process was found and its stat file read (1) or not (0).", nil, nil)
 	appInfoDesc = prometheus.NewDesc("outrider_app_info",
 		"A metric with a constant '1' value labelled by the pid and command name of the app process.", []string{"pid", "comm"}, nil)
 	appCPUDesc = prometheus.NewDesc("outrider_app_cpu_seconds_total",
@@ -74,7 +74,7 @@ var (
 	appCtxSwitchesDesc = prometheus.NewDesc("outrider_app_context_switches_total",
 		"Context switches of the app process, by type: voluntary or nonvoluntary.", []string{"type"}, nil)
 	appScrapeErrorsDesc = prometheus.NewDesc("outrider_app_scrape_errors_total",
-		"Reads of an app process file under the proc root that failed, by file; the figures from that file are left out of that scrape.", []string{"file"}, nil)
+		"Failed reads of an app process file, by file; the figures from that file are left out of that scrape.", []string{"file"}, nil)
 )
 
 // AppOptions says where /proc is and how to find the app process.

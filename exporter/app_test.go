@@ -814,3 +814,29 @@ func BenchmarkScrape(b *testing.B) {
 	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
+
+func TestDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/metrics-app.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newCollector(t, AppOptions{ProcRoot: "testdata/proc", Addr: "127.0.0.1:8080"})
+	ch := make(chan *prometheus.Desc, 32)
+	c.Describe(ch)
+	close(ch)
+	re := regexp.MustCompile(`fqName: ("(?:[^"\\]|\\.)*"), help: ("(?:[^"\\]|\\.)*")`)
+	for d := range ch {
+		m := re.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("cannot read name and help from %s", d)
+		}
+		name, _ := strconv.Unquote(m[1])
+		help, _ := strconv.Unquote(m[2])
+		t.Run(name, func(t *testing.T) {
+			row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(name) + "` \\|.*\\| " + regexp.QuoteMeta(help) + " \\|$")
+			if !row.Match(doc) {
+				t.Errorf("docs/metrics-app.md: want a row for %s with the help %q", name, help)
+			}
+		})
+	}
+}
