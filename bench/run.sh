@@ -15,7 +15,7 @@
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
 #
 # It installs wrk, nginx and haproxy from Debian's packages when missing,
-# runs every server as a foreground child with config generated into a
+# runs every server un-daemonized as its child with config generated into a
 # temporary directory, and stops all of them on exit or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
