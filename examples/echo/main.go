@@ -10,13 +10,21 @@
 //	GET  /bytes?n=N        streams N bytes
 //	GET  /chunked?n=N      N chunks, flushed one by one
 //	GET  /status/{code}    answers with that status
+//	GET  /abort?n=N        promises 2N bytes, sends N, then drops the connection
+//	GET  /ws               a WebSocket that echoes every message back
+//	GET  /headers          the request's header fields, as JSON
 //
 // It listens on -listen (default $ECHO_LISTEN, else 127.0.0.1:8080) and
 // stops gracefully on SIGTERM or SIGINT.
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -102,6 +111,9 @@ func newMux() *http.ServeMux {
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			w.Header().Set("Content-Type", ct)
 		}
+		// HTTP/1 handlers are half-duplex by default: the server stops
+		// reading the body once the response has started.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 		_, _ = io.Copy(w, r.Body)
 	})
 	mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
@@ -146,5 +158,101 @@ func newMux() *http.ServeMux {
 		w.WriteHeader(code)
 		fmt.Fprintf(w, "status %d\n", code)
 	})
+	mux.HandleFunc("GET /abort", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 0 {
+			n = 100
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(2*n))
+		_, _ = w.Write(bytes.Repeat([]byte("a"), n))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	})
+	mux.HandleFunc("GET /ws", serveWebSocket)
+	mux.HandleFunc("GET /headers", func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		h.Set("Host", r.Host)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(h)
+	})
 	return mux
+}
+
+// serveWebSocket is a minimal RFC 6455 echo: it answers the handshake and
+// sends every text or binary message back, unfragmented messages only.
+func serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") || key == "" {
+		http.Error(w, "want a WebSocket handshake", http.StatusBadRequest)
+		return
+	}
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+		base64.StdEncoding.EncodeToString(sum[:]))
+	if rw.Flush() != nil {
+		return
+	}
+	for {
+		var hdr [2]byte
+		if _, err := io.ReadFull(rw, hdr[:]); err != nil {
+			return
+		}
+		op, masked, n := hdr[0]&0x0f, hdr[1]&0x80 != 0, uint64(hdr[1]&0x7f)
+		switch n {
+		case 126:
+			var b [2]byte
+			if _, err := io.ReadFull(rw, b[:]); err != nil {
+				return
+			}
+			n = uint64(binary.BigEndian.Uint16(b[:]))
+		case 127:
+			var b [8]byte
+			if _, err := io.ReadFull(rw, b[:]); err != nil {
+				return
+			}
+			n = binary.BigEndian.Uint64(b[:])
+		}
+		if n > 1<<20 {
+			return
+		}
+		var mask [4]byte
+		if masked {
+			if _, err := io.ReadFull(rw, mask[:]); err != nil {
+				return
+			}
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(rw, payload); err != nil {
+			return
+		}
+		if masked {
+			for i := range payload {
+				payload[i] ^= mask[i%4]
+			}
+		}
+		out := []byte{0x80 | op}
+		switch {
+		case n < 126:
+			out = append(out, byte(n))
+		case n <= 0xffff:
+			out = append(out, 126)
+			out = binary.BigEndian.AppendUint16(out, uint16(n))
+		default:
+			out = append(out, 127)
+			out = binary.BigEndian.AppendUint64(out, n)
+		}
+		if _, err := rw.Write(append(out, payload...)); err != nil || rw.Flush() != nil {
+			return
+		}
+		if op == 0x8 { // close: echoed, then done
+			return
+		}
+	}
 }

@@ -1,0 +1,356 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Connection states, for Drain.
+const (
+	stateIdle   = iota // waiting for a request head
+	stateActive        // forwarding a request
+)
+
+// h2Preface opens every HTTP/2 connection with prior knowledge.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+var (
+	errClientGone = errors.New("client went away")
+	// aLongTimeAgo is a deadline in the past, to interrupt a blocked read.
+	aLongTimeAgo = time.Unix(1, 0)
+)
+
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
+
+// conn is one client connection and the goroutine that serves it.
+type conn struct {
+	p     *Proxy
+	nc    net.Conn
+	br    *reader
+	up    *upConn // pinned while both sides stay keep-alive
+	state atomic.Int32
+	// tunnel is set when the connection became a WebSocket or other
+	// upgraded tunnel.
+	tunnel bool
+	// handedOff is set when the HTTP/2 server took the connection over.
+	handedOff bool
+	// linger is set when the connection closes after an error answer while
+	// the client may still be sending.
+	linger bool
+
+	req, resp   head
+	headLen     int
+	respHeadLen int
+	clientIP    []byte
+	// rdl and wdl are the deadlines last set on nc.
+	rdl, wdl time.Time
+	// bodyDone is set while the request body is being copied by another
+	// goroutine; it receives the result.
+	bodyDone  chan bodyResult
+	bodyState atomic.Int32
+	// out is the write buffer of the current request.
+	out *[]byte
+}
+
+func (c *conn) serve() {
+	defer c.p.forget(c)
+	c.br = newReader(c.nc)
+	c.clientIP = hostOf(c.nc.RemoteAddr())
+	defer c.close()
+	for first := true; ; first = false {
+		if !c.readRequest(first) {
+			return
+		}
+		if !c.forward() || c.p.draining.Load() {
+			return
+		}
+	}
+}
+
+func (c *conn) close() {
+	if c.linger {
+		c.lingerClose()
+	}
+	if !c.handedOff {
+		_ = c.nc.Close()
+	}
+	c.br.release()
+	if c.up != nil {
+		c.p.pool.put(c.up)
+		c.up = nil
+	}
+}
+
+// lingerClose half-closes the connection and reads what the client still
+// sends for a moment: closing with unread input would reset the connection
+// and could destroy the error answer before the client reads it.
+func (c *conn) lingerClose() {
+	tc, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || tc.CloseWrite() != nil {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	cb := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(cb)
+	for total := 0; total < lingerBytes; {
+		n, err := c.nc.Read(*cb)
+		total += n
+		if err != nil {
+			return
+		}
+	}
+}
+
+// A connection closed after an error reads and drops at most lingerBytes
+// for at most lingerTimeout.
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerBytes   = 256 << 10
+)
+
+// pokeIfIdle interrupts a connection waiting for its next request; it then
+// sees that the proxy is draining and closes. Called with p.mu held.
+func (c *conn) pokeIfIdle() {
+	if c.state.Load() == stateIdle {
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+func hostOf(a net.Addr) []byte {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return []byte(ta.IP.String())
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return []byte(a.String())
+	}
+	return []byte(host)
+}
+
+// setReadDeadline sets nc's read deadline to t unless the one set is
+// already within slack before it: a timer update per request is avoided.
+func (c *conn) setReadDeadline(t time.Time, slack time.Duration) {
+	if c.rdl.After(t) || c.rdl.Before(t.Add(-slack)) {
+		c.rdl = t
+		_ = c.nc.SetReadDeadline(t)
+	}
+}
+
+// readRequest reads and checks the next request head. It returns false
+// when the connection should close: the client left, timed out, sent a
+// head that was refused (and answered), or the proxy is draining.
+func (c *conn) readRequest(first bool) bool {
+	cfg := &c.p.cfg
+	now := time.Now()
+	started := len(c.br.buffered()) > 0
+	if started {
+		c.setReadDeadline(now.Add(cfg.ReadHeaderTimeout), cfg.ReadHeaderTimeout/8)
+	} else {
+		c.setReadDeadline(now.Add(cfg.IdleTimeout), cfg.IdleTimeout/8)
+	}
+	// The deadline is set before the state is published, so that a poke
+	// from Drain is never overwritten.
+	c.state.Store(stateIdle)
+	if !started && c.p.draining.Load() {
+		return false
+	}
+	for {
+		buf := c.br.buffered()
+		if len(buf) > 0 {
+			if first && buf[0] == 'P' {
+				if len(buf) < len(h2Preface) && string(buf) == h2Preface[:len(buf)] {
+					goto more
+				}
+				if len(buf) >= len(h2Preface) && string(buf[:len(h2Preface)]) == h2Preface {
+					c.handOffH2()
+					return false
+				}
+			}
+			n, err := parseRequest(buf, &c.req, cfg.MaxHeaderFields)
+			if err == nil {
+				c.headLen = n
+				c.state.Store(stateActive)
+				return true
+			}
+			if err != errNeedMore {
+				c.reject(err)
+				return false
+			}
+		}
+	more:
+		if !started && len(c.br.buffered()) > 0 {
+			started = true
+			c.setReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout), 0)
+		}
+		if err := c.br.fill(cfg.MaxHeaderBytes); err != nil {
+			if err == errHeadTooLarge {
+				c.req.reset()
+				c.reject(err)
+			}
+			// A timeout, a reset or the end: nothing to answer.
+			return false
+		}
+	}
+}
+
+// reject answers a refused head and counts it.
+func (c *conn) reject(err error) {
+	code, reason := 400, "bad request"
+	var he *headError
+	if errors.As(err, &he) {
+		code, reason = he.code, he.reason
+	}
+	c.p.cfg.Log.Debug("refused request", "client", string(c.clientIP), "code", code, "reason", reason)
+	c.writeError(code, reason, true)
+	c.linger = true
+	now := c.p.cfg.Now()
+	c.p.m.count(c.req.methodClass, code, 0, now, 0, 0)
+}
+
+// writeError writes a short plain-text response.
+func (c *conn) writeError(code int, reason string, closeConn bool) int64 {
+	bp := outBufs.Get().(*[]byte)
+	out := (*bp)[:0]
+	out = append(out, "HTTP/1.1 "...)
+	out = append(out, codeNames[code-minCode]...)
+	out = append(out, ' ')
+	out = append(out, statusText(code)...)
+	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, int64(len(reason)+1), 10)
+	if closeConn {
+		out = append(out, "\r\nConnection: close"...)
+	}
+	out = append(out, "\r\n\r\n"...)
+	out = append(out, reason...)
+	out = append(out, '\n')
+	_ = c.writeClient(out)
+	*bp = out
+	outBufs.Put(bp)
+	return int64(len(reason) + 1)
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 405:
+		return "Method Not Allowed"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 502:
+		return "Bad Gateway"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Error"
+}
+
+// writeClient writes b to the client within IOTimeout.
+func (c *conn) writeClient(b []byte) error {
+	now := time.Now()
+	d := c.p.cfg.IOTimeout
+	if c.wdl.Before(now.Add(d - d/8)) {
+		c.wdl = now.Add(d)
+		_ = c.nc.SetWriteDeadline(c.wdl)
+	}
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// writeUp writes b to the app within IOTimeout.
+func writeUp(u *upConn, b []byte) error {
+	now := time.Now()
+	if u.wdl.IsZero() || u.wdl.Before(now.Add(30*time.Second)) {
+		// Writes to the app are bounded loosely: the app reads what it is
+		// sent, and a stuck one is also caught by the client's timeouts.
+		u.wdl = now.Add(60 * time.Second)
+		_ = u.nc.SetWriteDeadline(u.wdl)
+	}
+	_, err := u.nc.Write(b)
+	return err
+}
+
+// fillUp reads more of the app's answer. While it waits, it checks every
+// ClientCheckInterval that the client is still there.
+func (c *conn) fillUp(u *upConn, limit int) error {
+	iv := c.p.cfg.ClientCheckInterval
+	for {
+		now := time.Now()
+		if u.rdl.Before(now.Add(iv / 2)) {
+			u.rdl = now.Add(iv)
+			_ = u.nc.SetReadDeadline(u.rdl)
+		}
+		err := u.br.fill(limit)
+		if err == nil {
+			return nil
+		}
+		if !isTimeout(err) {
+			return err
+		}
+		if c.clientGone() {
+			return errClientGone
+		}
+	}
+}
+
+// readUp reads from the app straight into p, bypassing the buffer, with
+// the same client checks as fillUp.
+func (c *conn) readUp(u *upConn, p []byte) (int, error) {
+	iv := c.p.cfg.ClientCheckInterval
+	for {
+		now := time.Now()
+		if u.rdl.Before(now.Add(iv / 2)) {
+			u.rdl = now.Add(iv)
+			_ = u.nc.SetReadDeadline(u.rdl)
+		}
+		n, err := u.nc.Read(p)
+		if n > 0 || err == nil {
+			return n, nil
+		}
+		if !isTimeout(err) {
+			return 0, err
+		}
+		if c.clientGone() {
+			return 0, errClientGone
+		}
+	}
+}
+
+// clientGone reports whether the client closed its side or reset. Bytes
+// waiting (a pipelined request, the body) mean it is there.
+func (c *conn) clientGone() bool {
+	if c.bodyDone == nil && len(c.br.buffered()) > 0 {
+		return false
+	}
+	return peek(c.nc) == peekGone
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// fillClient reads more of the request body within IOTimeout.
+func (c *conn) fillClient() error {
+	d := c.p.cfg.IOTimeout
+	c.setReadDeadline(time.Now().Add(d), d/8)
+	return c.br.fill(bufSize)
+}
+
+func (c *conn) readClient(p []byte) (int, error) {
+	d := c.p.cfg.IOTimeout
+	c.setReadDeadline(time.Now().Add(d), d/8)
+	n, err := c.nc.Read(p)
+	if n > 0 {
+		return n, nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return 0, err
+}

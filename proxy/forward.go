@@ -1,0 +1,838 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// maxResponseHead bounds a response head from the app.
+const maxResponseHead = 64 << 10
+
+// maxInline is the largest body sent in the same write as its head.
+const maxInline = 16 << 10
+
+// How a response body is framed.
+const (
+	bodyNone = iota
+	bodyLength
+	bodyChunked
+	bodyUntilClose
+)
+
+// outcome is what forwarding one request came to.
+type outcome struct {
+	code        int
+	reqN, respN int64
+	keep        bool
+	// tunnel is the app connection of an upgraded exchange.
+	tunnel *upConn
+}
+
+// forward forwards the request just read, counts it, and reports whether
+// the connection stays open for another.
+func (c *conn) forward() bool {
+	p := c.p
+	start := p.cfg.Now()
+	p.m.inFlight.Add(1)
+	o := c.exchange()
+	p.m.inFlight.Add(-1)
+	end := p.cfg.Now()
+	p.m.count(c.req.methodClass, o.code, end.Sub(start), end, o.reqN, o.respN)
+	if o.tunnel != nil {
+		c.runTunnel(o.tunnel)
+		return false
+	}
+	return o.keep
+}
+
+// exchange sends the request to the app and its answer to the client.
+func (c *conn) exchange() (o outcome) {
+	p := c.p
+	req := &c.req
+	b := c.br.buffered()
+	if req.methodClass == methodCONNECT {
+		c.br.discard(c.headLen)
+		o.code = 405
+		o.respN = c.writeError(405, "CONNECT is not supported by this proxy", true)
+		return o
+	}
+	upgrade := req.connUpgrade && req.hasUpgrade && !req.chunked && req.contentLength <= 0
+
+	bp := outBufs.Get().(*[]byte)
+	out := c.appendRequestHead((*bp)[:0], b[:c.headLen], upgrade)
+	defer func() {
+		if cap(out) <= 64<<10 {
+			*bp = out[:0]
+			outBufs.Put(bp)
+		}
+	}()
+
+	// A body already read in full goes in the head's write; a longer one,
+	// or a chunked one, is streamed by a second goroutine while this one
+	// waits for the answer, as the app may answer while it reads.
+	inline := true
+	switch rest := b[c.headLen:]; {
+	case req.chunked:
+		inline = false
+		c.br.discard(c.headLen)
+	case req.contentLength > 0 && req.contentLength <= int64(len(rest)) && req.contentLength <= maxInline:
+		n := int(req.contentLength)
+		out = append(out, rest[:n]...)
+		c.br.discard(c.headLen + n)
+		o.reqN = int64(n)
+	case req.contentLength > 0:
+		inline = false
+		c.br.discard(c.headLen)
+	default:
+		c.br.discard(c.headLen)
+	}
+	clientKeep := req.keepAlive()
+
+	now := time.Now()
+	var u *upConn
+	for attempt := 0; ; attempt++ {
+		var err error
+		u, err = c.upstream(now, attempt > 0)
+		if err != nil {
+			p.cfg.Log.Debug("app unreachable", "app", p.cfg.Upstream, "err", err)
+			return c.fail(o, 502, "app unreachable", !inline)
+		}
+		err = writeUp(u, out)
+		if err == nil {
+			if !inline {
+				c.startBody(u)
+			}
+			err = c.readResponseHead(u)
+		}
+		if err == nil {
+			break
+		}
+		// A reused connection the app closed meanwhile fails before any
+		// byte comes back; a request with nothing streamed is resent once.
+		retry := inline && attempt == 0 && u.reused && len(u.br.buffered()) == 0 &&
+			!isTimeout(err) && !errors.Is(err, errClientGone)
+		c.dropUpstream()
+		if res, ok := c.stopBody(true); ok {
+			o.reqN = res.n
+			if res.readErr != nil && !isTimeout(res.readErr) {
+				// The client's body failed first: that is the cause.
+				return c.failBody(o, res.readErr)
+			}
+			if !res.readAll {
+				o.keep = false
+			}
+		}
+		if errors.Is(err, errClientGone) {
+			o.code = CodeClientGone
+			return o
+		}
+		if retry {
+			continue
+		}
+		p.cfg.Log.Debug("app failed before answering", "app", p.cfg.Upstream, "err", err)
+		if _, ok := err.(*headError); ok {
+			return c.fail(o, 502, "malformed response from the app", !inline)
+		}
+		return c.fail(o, 502, "app closed the connection", !inline)
+	}
+
+	// Interim responses: 100 Continue and 103 Early Hints go to a 1.1
+	// client; 101 turns the connection into a tunnel.
+	for c.resp.status < 200 {
+		rb := u.br.buffered()
+		if c.resp.status == 101 {
+			if !upgrade {
+				c.dropUpstream()
+				return c.fail(o, 502, "app switched protocols unasked", true)
+			}
+			out = c.appendResponseHead(out[:0], rb, false, bodyNone, true)
+			u.br.discard(c.respHeadLen)
+			o.code = 101
+			if err := c.writeClient(out); err != nil {
+				c.dropUpstream()
+				o.code = CodeClientGone
+				return o
+			}
+			c.up = nil
+			o.tunnel = u
+			return o
+		}
+		if req.minor == 1 {
+			out = c.appendResponseHead(out[:0], rb, false, bodyNone, false)
+			if err := c.writeClient(out); err != nil {
+				c.dropUpstream()
+				c.stopBody(true)
+				o.code = CodeClientGone
+				return o
+			}
+		}
+		u.br.discard(c.respHeadLen)
+		if err := c.readResponseHead(u); err != nil {
+			c.dropUpstream()
+			c.stopBody(true)
+			if errors.Is(err, errClientGone) {
+				o.code = CodeClientGone
+				return o
+			}
+			return c.fail(o, 502, "app closed the connection", true)
+		}
+	}
+
+	resp := &c.resp
+	mode := bodyUntilClose
+	switch {
+	case req.methodClass == methodHEAD || resp.status == 204 || resp.status == 304:
+		mode = bodyNone
+	case resp.chunked:
+		mode = bodyChunked
+	case resp.contentLength >= 0:
+		mode = bodyLength
+	}
+	chunkedOut := mode == bodyChunked && req.minor == 1
+	upKeep := mode != bodyUntilClose && !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
+	keep := clientKeep && !p.draining.Load() &&
+		(mode == bodyNone || mode == bodyLength || chunkedOut)
+	rb := u.br.buffered()
+	out = c.appendResponseHead(out[:0], rb, !keep, mode, false)
+	u.br.discard(c.respHeadLen)
+	o.code = resp.status
+
+	pp := pipe{c: c, src: u.br, fromUp: true, u: u, out: out}
+	switch mode {
+	case bodyLength:
+		pp.copyLength(resp.contentLength)
+	case bodyChunked:
+		pp.copyChunked(chunkedOut, true)
+	case bodyUntilClose:
+		pp.copyUntilEOF()
+	}
+	pp.flush()
+	out = pp.out
+	o.respN = pp.n
+
+	res, stopped := c.stopBody(true)
+	if stopped {
+		o.reqN = res.n
+		if !res.readAll {
+			keep = false
+		}
+		if !res.written {
+			upKeep = false
+		}
+	}
+	switch {
+	case pp.writeErr != nil:
+		o.code = CodeClientGone
+		keep, upKeep = false, false
+	case pp.readErr != nil:
+		// The app failed mid-response: the status is already sent, so the
+		// client learns it from the connection closing early.
+		p.cfg.Log.Debug("app failed mid-response", "app", p.cfg.Upstream, "err", pp.readErr)
+		o.code = 502
+		keep, upKeep = false, false
+	}
+	if upKeep {
+		u.reused = true
+		u.lastUsed = now
+	} else {
+		c.dropUpstream()
+	}
+	o.keep = keep
+	return o
+}
+
+// fail answers the client with a short error when nothing of the response
+// was sent yet. closeConn is set when the client's body is not in step.
+func (c *conn) fail(o outcome, code int, reason string, closeConn bool) outcome {
+	if res, ok := c.stopBody(true); ok {
+		o.reqN = res.n
+		if res.readErr != nil {
+			return c.failBody(o, res.readErr)
+		}
+		closeConn = closeConn || !res.readAll
+	}
+	closeConn = closeConn || c.p.draining.Load() || !c.req.keepAlive()
+	o.code = code
+	o.respN = c.writeError(code, reason, closeConn)
+	o.keep = !closeConn
+	c.linger = closeConn
+	return o
+}
+
+// failBody counts a request whose body could not be read from the client.
+func (c *conn) failBody(o outcome, err error) outcome {
+	var he *headError
+	if errors.As(err, &he) {
+		o.code = he.code
+		o.respN = c.writeError(he.code, he.reason, true)
+		c.linger = true
+		return o
+	}
+	o.code = CodeClientGone
+	return o
+}
+
+// upstream returns the pinned app connection if it is still usable, or
+// one from the pool; fresh forces a new one.
+func (c *conn) upstream(now time.Time, fresh bool) (*upConn, error) {
+	if c.up != nil && !fresh && c.up.alive(now) {
+		return c.up, nil
+	}
+	c.dropUpstream()
+	var err error
+	if fresh {
+		c.up, err = c.p.pool.dial()
+	} else {
+		c.up, err = c.p.pool.get(now)
+	}
+	return c.up, err
+}
+
+// dropUpstream closes the pinned app connection.
+func (c *conn) dropUpstream() {
+	if c.up != nil {
+		c.up.close()
+		c.up = nil
+	}
+}
+
+func (c *conn) readResponseHead(u *upConn) error {
+	for {
+		if buf := u.br.buffered(); len(buf) > 0 {
+			n, err := parseResponse(buf, &c.resp, c.p.cfg.MaxHeaderFields)
+			if err == nil {
+				c.respHeadLen = n
+				return nil
+			}
+			if err != errNeedMore {
+				return err
+			}
+		}
+		if err := c.fillUp(u, maxResponseHead); err != nil {
+			if err == errHeadTooLarge {
+				return errBadStatusLine
+			}
+			return err
+		}
+	}
+}
+
+// appendRequestHead writes the request head for the app: HTTP/1.1, the
+// fields minus the hop-by-hop ones, X-Forwarded-*, and the body's framing
+// restated once.
+func (c *conn) appendRequestHead(out, b []byte, upgrade bool) []byte {
+	h := &c.req
+	out = append(out, h.method.of(b)...)
+	out = append(out, ' ')
+	out = append(out, h.target.of(b)...)
+	out = append(out, " HTTP/1.1\r\n"...)
+	xff := false
+	var host []byte
+	for i := range h.fields {
+		f := &h.fields[i]
+		switch f.kind {
+		case kindHost:
+			host = f.value.of(b)
+			out = appendField(out, f.name.of(b), host)
+		case kindOther, kindXForwardedProto, kindXForwardedHost:
+			out = appendField(out, f.name.of(b), f.value.of(b))
+		case kindExpect:
+			if h.minor == 1 {
+				out = appendField(out, f.name.of(b), f.value.of(b))
+			}
+		case kindUpgrade:
+			if upgrade {
+				out = appendField(out, f.name.of(b), f.value.of(b))
+			}
+		case kindXForwardedFor:
+			if xff {
+				continue
+			}
+			// All X-Forwarded-For fields, joined, then the client.
+			xff = true
+			out = append(out, "X-Forwarded-For: "...)
+			for j := i; j < len(h.fields); j++ {
+				if g := &h.fields[j]; g.kind == kindXForwardedFor && g.value.end > g.value.start {
+					out = append(out, g.value.of(b)...)
+					out = append(out, ", "...)
+				}
+			}
+			out = append(out, c.clientIP...)
+			out = append(out, "\r\n"...)
+		}
+	}
+	if !h.hasHost {
+		out = appendField(out, []byte("Host"), []byte(c.p.cfg.Upstream))
+	}
+	if !xff {
+		out = append(out, "X-Forwarded-For: "...)
+		out = append(out, c.clientIP...)
+		out = append(out, "\r\n"...)
+	}
+	if !h.hasXFProto {
+		out = append(out, "X-Forwarded-Proto: http\r\n"...)
+	}
+	if !h.hasXFHo && host != nil {
+		out = appendField(out, []byte("X-Forwarded-Host"), host)
+	}
+	if h.teTrailers {
+		out = append(out, "TE: trailers\r\n"...)
+	}
+	if upgrade {
+		out = append(out, "Connection: Upgrade\r\n"...)
+	}
+	switch {
+	case h.chunked:
+		out = append(out, "Transfer-Encoding: chunked\r\n"...)
+	case h.contentLength >= 0:
+		out = append(out, "Content-Length: "...)
+		out = strconv.AppendInt(out, h.contentLength, 10)
+		out = append(out, "\r\n"...)
+	}
+	return append(out, "\r\n"...)
+}
+
+// appendResponseHead writes the response head for the client.
+func (c *conn) appendResponseHead(out, b []byte, closeConn bool, mode int, upgrade bool) []byte {
+	h := &c.resp
+	out = append(out, "HTTP/1.1 "...)
+	out = append(out, codeNames[h.status-minCode]...)
+	out = append(out, ' ')
+	out = append(out, h.reason.of(b)...)
+	out = append(out, "\r\n"...)
+	chunkedOut := mode == bodyChunked && c.req.minor == 1
+	for i := range h.fields {
+		f := &h.fields[i]
+		switch f.kind {
+		case kindOther, kindHost, kindExpect, kindXForwardedFor, kindXForwardedProto, kindXForwardedHost:
+			out = appendField(out, f.name.of(b), f.value.of(b))
+		case kindTrailer:
+			if chunkedOut {
+				out = appendField(out, f.name.of(b), f.value.of(b))
+			}
+		case kindUpgrade:
+			if upgrade {
+				out = appendField(out, f.name.of(b), f.value.of(b))
+			}
+		}
+	}
+	if h.contentLength >= 0 && (mode == bodyLength || mode == bodyNone) {
+		out = append(out, "Content-Length: "...)
+		out = strconv.AppendInt(out, h.contentLength, 10)
+		out = append(out, "\r\n"...)
+	}
+	switch {
+	case upgrade:
+		out = append(out, "Connection: Upgrade\r\n"...)
+	case h.status < 200:
+	case closeConn:
+		out = append(out, "Connection: close\r\n"...)
+	case c.req.minor == 0:
+		out = append(out, "Connection: keep-alive\r\n"...)
+	}
+	if chunkedOut {
+		out = append(out, "Transfer-Encoding: chunked\r\n"...)
+	}
+	return append(out, "\r\n"...)
+}
+
+func appendField(out, name, value []byte) []byte {
+	out = append(out, name...)
+	out = append(out, ": "...)
+	out = append(out, value...)
+	return append(out, "\r\n"...)
+}
+
+// Progress of a request body streamed by its own goroutine.
+const (
+	bodyReading = iota // still reading from the client
+	bodyRead           // all read; the last write to the app may be pending
+	bodyWritten        // all written to the app
+)
+
+// bodyResult is how streaming a request body ended.
+type bodyResult struct {
+	n        int64
+	readAll  bool // the client sent the whole body: its connection is in step
+	written  bool // the app got the whole body: its connection is in step
+	readErr  error
+	writeErr error
+}
+
+// startBody streams the request body to u from a second goroutine, so the
+// app may answer while it reads. stopBody collects it.
+func (c *conn) startBody(u *upConn) {
+	c.bodyState.Store(bodyReading)
+	done := make(chan bodyResult, 1)
+	c.bodyDone = done
+	bp := outBufs.Get().(*[]byte)
+	go func() {
+		pp := pipe{c: c, src: c.br, u: u, out: (*bp)[:0], state: &c.bodyState}
+		if c.req.chunked {
+			pp.copyChunked(true, false)
+		} else {
+			pp.copyLength(c.req.contentLength)
+		}
+		if pp.readErr == nil {
+			c.bodyState.Store(bodyRead)
+		}
+		pp.flush()
+		res := bodyResult{n: pp.n, readErr: pp.readErr, writeErr: pp.writeErr}
+		res.readAll = pp.readErr == nil
+		res.written = res.readAll && pp.writeErr == nil
+		if res.written {
+			c.bodyState.Store(bodyWritten)
+		}
+		if pp.readErr != nil {
+			// The app waits for the rest of a body that will not come:
+			// end the exchange so the reader of its response wakes.
+			_ = u.nc.Close()
+		}
+		if cap(pp.out) <= 64<<10 {
+			*bp = pp.out[:0]
+			outBufs.Put(bp)
+		}
+		done <- res
+	}()
+}
+
+// stopBody collects the body goroutine, if one runs. When the response is
+// complete (abort), a body still being read is cut off; one whose last
+// write is pending is waited for.
+func (c *conn) stopBody(abort bool) (bodyResult, bool) {
+	if c.bodyDone == nil {
+		return bodyResult{}, false
+	}
+	if abort {
+		switch c.bodyState.Load() {
+		case bodyReading:
+			_ = c.nc.SetReadDeadline(aLongTimeAgo)
+			if c.up != nil {
+				_ = c.up.nc.SetWriteDeadline(aLongTimeAgo)
+			}
+		case bodyRead:
+			if c.up != nil {
+				_ = c.up.nc.SetWriteDeadline(aLongTimeAgo)
+			}
+		}
+	}
+	res := <-c.bodyDone
+	c.bodyDone = nil
+	if abort {
+		// The deadline may have been moved to the past behind c.rdl.
+		c.rdl = aLongTimeAgo
+	}
+	if c.up != nil {
+		c.up.wdl = time.Time{}
+	}
+	return res, true
+}
+
+// runTunnel copies bytes both ways between the client and the app after a
+// 101 until either side closes.
+func (c *conn) runTunnel(u *upConn) {
+	c.tunnel = true
+	c.p.leaveActive()
+	_ = c.nc.SetDeadline(time.Time{})
+	_ = u.nc.SetDeadline(time.Time{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if b := c.br.buffered(); len(b) > 0 {
+			if _, err := u.nc.Write(b); err != nil {
+				closeBoth(c, u)
+				return
+			}
+			c.br.discard(len(b))
+		}
+		_, _ = io.Copy(u.nc, c.nc)
+		closeBoth(c, u)
+	}()
+	if b := u.br.buffered(); len(b) > 0 {
+		if _, err := c.nc.Write(b); err == nil {
+			u.br.discard(len(b))
+			_, _ = io.Copy(c.nc, u.nc)
+		}
+	} else {
+		_, _ = io.Copy(c.nc, u.nc)
+	}
+	closeBoth(c, u)
+	<-done
+	u.close()
+}
+
+func closeBoth(c *conn, u *upConn) {
+	_ = c.nc.Close()
+	_ = u.nc.Close()
+}
+
+// pipe copies one body from a buffered source to a destination, gathering
+// small pieces into out and writing them when the source would block.
+type pipe struct {
+	c      *conn
+	src    *reader
+	fromUp bool // the source is the app; else the client
+	u      *upConn
+	out    []byte
+	state  *atomic.Int32 // request bodies: set to bodyRead at the end
+	n      int64         // body bytes copied
+
+	readErr, writeErr error
+}
+
+// emit queues b for the destination.
+func (pp *pipe) emit(b []byte) {
+	pp.out = append(pp.out, b...)
+	if len(pp.out) >= copyBufSize {
+		pp.flush()
+	}
+}
+
+// flush writes what is queued.
+func (pp *pipe) flush() {
+	if len(pp.out) == 0 || pp.writeErr != nil {
+		pp.out = pp.out[:0]
+		return
+	}
+	var err error
+	if pp.fromUp {
+		err = pp.c.writeClient(pp.out)
+	} else {
+		err = writeUp(pp.u, pp.out)
+	}
+	if err != nil {
+		pp.writeErr = err
+	}
+	pp.out = pp.out[:0]
+}
+
+// fill reads more into the source buffer, writing what is queued first.
+func (pp *pipe) fill(limit int) bool {
+	pp.flush()
+	if pp.writeErr != nil {
+		return false
+	}
+	var err error
+	if pp.fromUp {
+		err = pp.c.fillUp(pp.u, limit)
+	} else {
+		err = pp.c.fillClient()
+	}
+	if err != nil {
+		if errors.Is(err, errClientGone) {
+			pp.writeErr = err
+		} else {
+			pp.readErr = err
+		}
+		return false
+	}
+	return true
+}
+
+// copyLength copies n bytes.
+func (pp *pipe) copyLength(n int64) {
+	for n > 0 && pp.readErr == nil && pp.writeErr == nil {
+		if buf := pp.src.buffered(); len(buf) > 0 {
+			k := int(min(n, int64(len(buf))))
+			pp.emit(buf[:k])
+			pp.src.discard(k)
+			n -= int64(k)
+			pp.n += int64(k)
+			continue
+		}
+		if n < bufSize {
+			if !pp.fill(bufSize) {
+				return
+			}
+			continue
+		}
+		// Large bodies bypass the small buffer.
+		pp.flush()
+		if pp.writeErr != nil {
+			return
+		}
+		cb := copyBufs.Get().(*[]byte)
+		k, err := pp.readDirect((*cb)[:min(n, copyBufSize)])
+		if err == nil {
+			if pp.fromUp {
+				err = pp.c.writeClient((*cb)[:k])
+			} else {
+				err = writeUp(pp.u, (*cb)[:k])
+			}
+			if err != nil {
+				pp.writeErr = err
+			}
+			n -= int64(k)
+			pp.n += int64(k)
+		}
+		copyBufs.Put(cb)
+	}
+}
+
+func (pp *pipe) readDirect(b []byte) (int, error) {
+	var n int
+	var err error
+	if pp.fromUp {
+		n, err = pp.c.readUp(pp.u, b)
+	} else {
+		n, err = pp.c.readClient(b)
+	}
+	if err != nil {
+		if errors.Is(err, errClientGone) {
+			pp.writeErr = err
+		} else {
+			pp.readErr = err
+		}
+	}
+	return n, err
+}
+
+// copyUntilEOF copies until the source closes.
+func (pp *pipe) copyUntilEOF() {
+	for pp.readErr == nil && pp.writeErr == nil {
+		if buf := pp.src.buffered(); len(buf) > 0 {
+			pp.emit(buf)
+			pp.n += int64(len(buf))
+			pp.src.discard(len(buf))
+			continue
+		}
+		if !pp.fill(bufSize) {
+			if pp.readErr == io.EOF {
+				pp.readErr = nil
+			}
+			return
+		}
+	}
+}
+
+// maxChunkLine bounds a chunk-size line with its extensions.
+const maxChunkLine = 1 << 10
+
+// readLine returns the next CRLF-terminated line of the source without
+// its CRLF; it stays valid until the source is read again.
+func (pp *pipe) readLine(limit int) []byte {
+	scanned := 0
+	for {
+		buf := pp.src.buffered()
+		for i := scanned; i < len(buf); i++ {
+			if buf[i] == '\n' {
+				if i == 0 || buf[i-1] != '\r' {
+					pp.readErr = errBadChunk
+					return nil
+				}
+				pp.src.r += i + 1
+				return buf[:i-1]
+			}
+		}
+		scanned = len(buf)
+		if scanned >= limit {
+			pp.readErr = errChunkLineTooBig
+			return nil
+		}
+		if !pp.fill(limit + 2) {
+			if pp.readErr == errHeadTooLarge {
+				pp.readErr = errChunkLineTooBig
+			}
+			return nil
+		}
+	}
+}
+
+// copyChunked copies a chunked body, re-encoding its framing canonically
+// when chunkedOut (extensions dropped) or decoding it otherwise. Trailer
+// fields are passed on only when keepTrailers.
+func (pp *pipe) copyChunked(chunkedOut, keepTrailers bool) {
+	var hex [20]byte
+	for pp.readErr == nil && pp.writeErr == nil {
+		line := pp.readLine(maxChunkLine)
+		if line == nil {
+			return
+		}
+		size, err := parseChunkLine(line)
+		if err != nil {
+			pp.readErr = err
+			return
+		}
+		if size == 0 {
+			pp.copyTrailers(chunkedOut && keepTrailers, chunkedOut)
+			return
+		}
+		if chunkedOut {
+			h := strconv.AppendInt(hex[:0], size, 16)
+			pp.emit(append(h, '\r', '\n'))
+		}
+		pp.copyLength(size)
+		if pp.readErr != nil || pp.writeErr != nil {
+			return
+		}
+		if crlf := pp.readLine(2); crlf == nil {
+			return
+		} else if len(crlf) != 0 {
+			pp.readErr = errBadChunk
+			return
+		}
+		if chunkedOut {
+			pp.emit([]byte("\r\n"))
+		}
+	}
+}
+
+// copyTrailers reads the trailer section after the last chunk and, when
+// chunkedOut, ends the body with it (keep) or without it.
+func (pp *pipe) copyTrailers(keep, chunkedOut bool) {
+	if chunkedOut {
+		pp.emit([]byte("0\r\n"))
+	}
+	total := 0
+	limit := pp.c.p.cfg.MaxHeaderBytes
+	for {
+		line := pp.readLine(limit)
+		if line == nil {
+			return
+		}
+		if len(line) == 0 {
+			break
+		}
+		total += len(line) + 2
+		if total > limit || !validField(line) {
+			pp.readErr = errBadChunk
+			return
+		}
+		if keep {
+			pp.emit(line)
+			pp.emit([]byte("\r\n"))
+		}
+	}
+	if chunkedOut {
+		pp.emit([]byte("\r\n"))
+	}
+	if pp.state != nil {
+		pp.state.Store(bodyRead)
+	}
+}
+
+// validField reports whether line is a well-formed field line.
+func validField(line []byte) bool {
+	colon := -1
+	for i, c := range line {
+		if c == ':' {
+			colon = i
+			break
+		}
+		if !tchar[c] {
+			return false
+		}
+	}
+	if colon <= 0 {
+		return false
+	}
+	for _, c := range line[colon+1:] {
+		if !vchar[c] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,243 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// h2Server serves the client connections that open with the HTTP/2
+// preface (h2c with prior knowledge, as gRPC clients do without TLS). It
+// is net/http's HTTP/2 server and a ReverseProxy over an HTTP/2 cleartext
+// transport to the app, counted by the same metrics. It starts with the
+// first such connection.
+type h2Server struct {
+	p     *Proxy
+	once  sync.Once
+	srv   *http.Server
+	ln    *chanListener
+	conns atomic.Int64
+}
+
+func newH2Server(p *Proxy) *h2Server {
+	s := &h2Server{p: p, ln: newChanListener()}
+	target := &url.URL{Scheme: "http", Host: p.cfg.Upstream}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{
+		Protocols:           &protos,
+		DialContext:         (&net.Dialer{Timeout: p.cfg.DialTimeout}).DialContext,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			setForwarded(pr)
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(p.cfg.Log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return
+			}
+			p.cfg.Log.Debug("h2c: app unreachable", "app", p.cfg.Upstream, "err", err)
+			http.Error(w, "app unreachable", http.StatusBadGateway)
+		},
+	}
+	s.srv = &http.Server{
+		Handler:           s.count(rp),
+		Protocols:         &protos,
+		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.cfg.Log.Handler(), slog.LevelDebug),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				s.conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				s.conns.Add(-1)
+			}
+		},
+	}
+	return s
+}
+
+// setForwarded adds X-Forwarded-For and, when absent, -Proto and -Host, as
+// the HTTP/1.1 path does.
+func setForwarded(pr *httputil.ProxyRequest) {
+	in, out := pr.In.Header, pr.Out.Header
+	client, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	if err != nil {
+		client = pr.In.RemoteAddr
+	}
+	if prior := in.Values("X-Forwarded-For"); len(prior) > 0 {
+		client = strings.Join(prior, ", ") + ", " + client
+	}
+	out.Set("X-Forwarded-For", client)
+	if v := in.Get("X-Forwarded-Proto"); v != "" {
+		out.Set("X-Forwarded-Proto", v)
+	} else {
+		out.Set("X-Forwarded-Proto", "http")
+	}
+	if v := in.Get("X-Forwarded-Host"); v != "" {
+		out.Set("X-Forwarded-Host", v)
+	} else if pr.In.Host != "" {
+		out.Set("X-Forwarded-Host", pr.In.Host)
+	}
+}
+
+// count wraps the handler with the proxy's metrics.
+func (s *h2Server) count(next http.Handler) http.Handler {
+	m := s.p.m
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := s.p.cfg.Now()
+		m.inFlight.Add(1)
+		sw := &statusWriter{ResponseWriter: w}
+		body := &countingBody{ReadCloser: r.Body}
+		r.Body = body
+		next.ServeHTTP(sw, r)
+		m.inFlight.Add(-1)
+		code := sw.code
+		if code == 0 {
+			code = 200
+		}
+		if r.Context().Err() != nil {
+			code = CodeClientGone
+		}
+		end := s.p.cfg.Now()
+		m.count(methodClass([]byte(r.Method)), code, end.Sub(start), end, body.n, sw.n)
+	})
+}
+
+// statusWriter records the status and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && code >= 200 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = 200
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and the rest.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// serve hands an HTTP/2 client connection to the server; buffered are the
+// bytes already read from it, the preface among them.
+func (s *h2Server) serve(nc net.Conn, buffered []byte) {
+	s.once.Do(func() {
+		s.p.wg.Add(1)
+		go func() {
+			defer s.p.wg.Done()
+			_ = s.srv.Serve(s.ln)
+		}()
+	})
+	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), buffered...)}
+	select {
+	case s.ln.ch <- pc:
+	case <-s.ln.done:
+		_ = nc.Close()
+	}
+}
+
+// shutdown sends GOAWAY to every HTTP/2 connection and waits for their
+// streams until ctx ends.
+func (s *h2Server) shutdown(ctx context.Context) {
+	_ = s.ln.Close()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+	}
+}
+
+func (s *h2Server) close() {
+	_ = s.ln.Close()
+	_ = s.srv.Close()
+}
+
+func (s *h2Server) connections() int { return int(s.conns.Load()) }
+
+// handOffH2 passes the connection to the HTTP/2 server; the connection's
+// goroutine then ends without closing it.
+func (c *conn) handOffH2() {
+	c.handedOff = true
+	_ = c.nc.SetDeadline(time.Time{})
+	c.p.h2.serve(c.nc, c.br.buffered())
+}
+
+// chanListener is a net.Listener fed with connections from a channel.
+type chanListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+// prefixConn replays bytes already read before reading the connection.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Status codes are counted in an array indexed by code-minCode; 499 is the
+// proxy's own code for a client that went away.
+const (
+	minCode  = 100
+	numCodes = 500
+	// CodeClientGone is counted when the client disconnects before its
+	// response is complete, as nginx logs it.
+	CodeClientGone = 499
+)
+
+var codeNames = func() (s [numCodes]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(minCode + i)
+	}
+	return s
+}()
+
+var requestsDesc = prometheus.NewDesc("outrider_http_requests_total",
+	"Requests forwarded to the app by outrider's proxy, by method (standard methods, else OTHER) and status code (499: the client went away first).",
+	[]string{"method", "code"}, nil)
+
+// metrics is the proxy's instrumentation. Counting a request touches only
+// atomics and pre-built histograms: no label lookup, no allocation.
+type metrics struct {
+	requests [numMethods][numCodes]atomic.Uint64
+	inFlight atomic.Int64
+	duration prometheus.Histogram
+	reqSize  prometheus.Histogram
+	respSize prometheus.Histogram
+	rate     *rateMeter
+}
+
+func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time.Time) (*metrics, error) {
+	m := &metrics{rate: newRateMeter(window)}
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:                            "outrider_http_request_duration_seconds",
+		Help:                            "Time from a request's head being read to its response's last byte being written, through outrider's proxy.",
+		Buckets:                         []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
+	})
+	sizes := prometheus.ExponentialBuckets(64, 4, 9) // 64 B … 4 MiB
+	m.reqSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "outrider_http_request_size_bytes",
+		Help:    "Body size of the requests forwarded by outrider's proxy.",
+		Buckets: sizes,
+	})
+	m.respSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "outrider_http_response_size_bytes",
+		Help:    "Body size of the responses forwarded by outrider's proxy.",
+		Buckets: sizes,
+	})
+	cs := []prometheus.Collector{
+		requestsCollector{m},
+		m.duration, m.reqSize, m.respSize,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outrider_http_requests_in_flight",
+			Help: "Requests outrider's proxy is forwarding now.",
+		}, func() float64 { return float64(m.inFlight.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outrider_http_requests_per_second",
+			Help: "Requests per second through outrider's proxy, over the last " + window.String() + " (OUTRIDER_QPS_WINDOW).",
+		}, func() float64 { return m.rate.rate(now()) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// count records one finished request.
+func (m *metrics) count(method, code int, d time.Duration, end time.Time, reqBytes, respBytes int64) {
+	if code < minCode || code >= minCode+numCodes {
+		code = 502
+	}
+	m.requests[method][code-minCode].Add(1)
+	m.duration.Observe(d.Seconds())
+	m.reqSize.Observe(float64(reqBytes))
+	m.respSize.Observe(float64(respBytes))
+	m.rate.add(end)
+}
+
+// requestsCollector exposes the request counters at scrape time; a series
+// appears once its first request is counted.
+type requestsCollector struct{ m *metrics }
+
+func (c requestsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- requestsDesc }
+
+func (c requestsCollector) Collect(ch chan<- prometheus.Metric) {
+	for method := range c.m.requests {
+		for code := range c.m.requests[method] {
+			if n := c.m.requests[method][code].Load(); n > 0 {
+				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue,
+					float64(n), methodNames[method], codeNames[code])
+			}
+		}
+	}
+}
+
+// rateMeter counts events in one-second buckets over a sliding window.
+// Each bucket packs its second (high 32 bits) and its count (low 32 bits)
+// into one word, so that adding is a compare-and-swap and a bucket that
+// comes round again starts from zero without a lock.
+type rateMeter struct {
+	window  int64 // whole seconds
+	buckets []atomic.Uint64
+}
+
+func newRateMeter(window time.Duration) *rateMeter {
+	w := int64((window + time.Second - 1) / time.Second)
+	if w < 1 {
+		w = 1
+	}
+	return &rateMeter{window: w, buckets: make([]atomic.Uint64, w+2)}
+}
+
+// add counts one event at t.
+func (r *rateMeter) add(t time.Time) {
+	sec := uint64(uint32(t.Unix()))
+	b := &r.buckets[sec%uint64(len(r.buckets))]
+	for {
+		old := b.Load()
+		next := sec<<32 | 1
+		if old>>32 == sec {
+			next = old + 1
+		}
+		if b.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// rate is the events per second over the window's whole seconds before
+// now: the current, partial second is left out so the figure does not dip
+// at each second's start.
+func (r *rateMeter) rate(now time.Time) float64 {
+	cur := uint64(uint32(now.Unix()))
+	var sum uint64
+	for i := range r.buckets {
+		v := r.buckets[i].Load()
+		age := uint32(cur) - uint32(v>>32)
+		if age >= 1 && int64(age) <= r.window {
+			sum += v & 0xffffffff
+		}
+	}
+	return float64(sum) / float64(r.window)
+}
+
+// windowSeconds is the window over which rate is computed.
+func (r *rateMeter) windowSeconds() float64 { return float64(r.window) }

@@ -1,0 +1,327 @@
+// Package proxy is outrider's inbound reverse proxy: it forwards HTTP/1.1
+// (and HTTP/2 cleartext with prior knowledge) from clients to the app,
+// counts and times every request, and drains on shutdown.
+//
+// The HTTP/1.1 path is purpose-built rather than net/http's server and
+// httputil.ReverseProxy: one goroutine per client connection reads request
+// heads in place from a pooled buffer, rewrites them, and forwards them on
+// an app connection pinned to the client connection while both stay
+// keep-alive. Bodies are streamed, never buffered whole.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is the proxy's settings. Zero fields take the defaults named.
+type Config struct {
+	// Upstream is the app's host:port.
+	Upstream string
+	// MaxHeaderBytes bounds a request head (default 16 KiB): larger is 431.
+	MaxHeaderBytes int
+	// MaxHeaderFields bounds the fields of a head (default 100).
+	MaxHeaderFields int
+	// ReadHeaderTimeout bounds reading a head once its first byte came
+	// (default 10s): the slowloris guard.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout is how long a keep-alive client connection may wait for
+	// its next request (default 60s).
+	IdleTimeout time.Duration
+	// IOTimeout bounds each read of a request body and each write to either
+	// side (default 60s).
+	IOTimeout time.Duration
+	// DialTimeout bounds connecting to the app (default 2s).
+	DialTimeout time.Duration
+	// MaxIdleUpstream bounds the pool of idle keep-alive connections to the
+	// app (default 128); more are closed as they come back.
+	MaxIdleUpstream int
+	// ClientCheckInterval is how often a request still waiting for the app
+	// checks that its client is there (default 1s); a client found gone is
+	// counted 499 and its app request is cancelled.
+	ClientCheckInterval time.Duration
+	// QPSWindow is the sliding window of the request rate (default 10s).
+	QPSWindow time.Duration
+	// Log receives connection-level problems at debug level; nil discards.
+	Log *slog.Logger
+	// Now is the clock of the metrics; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 16 << 10
+	}
+	c.MaxHeaderBytes = max(c.MaxHeaderBytes, bufSize)
+	if c.MaxHeaderFields <= 0 {
+		c.MaxHeaderFields = 100
+	}
+	def(&c.ReadHeaderTimeout, 10*time.Second)
+	def(&c.IdleTimeout, 60*time.Second)
+	def(&c.IOTimeout, 60*time.Second)
+	def(&c.DialTimeout, 2*time.Second)
+	def(&c.ClientCheckInterval, time.Second)
+	def(&c.QPSWindow, 10*time.Second)
+	if c.MaxIdleUpstream <= 0 {
+		c.MaxIdleUpstream = 128
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Proxy is the reverse proxy. Create it with New, run it with Serve.
+type Proxy struct {
+	cfg  Config
+	m    *metrics
+	pool *pool
+	h2   *h2Server
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{}
+	draining atomic.Bool
+	// active counts connections that are not tunnels; while draining, the
+	// last one to go signals drained.
+	active  atomic.Int64
+	drained chan struct{}
+	stop    chan struct{} // closed to stop Serve
+	wg      sync.WaitGroup
+}
+
+// New returns a proxy to cfg.Upstream whose metrics are registered on reg.
+func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
+	cfg.setDefaults()
+	if cfg.Upstream == "" {
+		return nil, errors.New("proxy: no upstream address")
+	}
+	m, err := newMetrics(reg, cfg.QPSWindow, cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: register metrics: %w", err)
+	}
+	p := &Proxy{
+		cfg:     cfg,
+		m:       m,
+		pool:    newPool(cfg.Upstream, cfg.DialTimeout, cfg.MaxIdleUpstream),
+		conns:   map[*conn]struct{}{},
+		drained: make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	p.h2 = newH2Server(p)
+	return p, nil
+}
+
+// Serve accepts client connections on ln until ctx is cancelled or Drain
+// is called; then it drains, waiting at most IdleTimeout for requests in
+// flight, and returns when every connection goroutine is done.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), p.cfg.IdleTimeout)
+			defer cancel()
+			_ = p.Drain(dctx)
+		case <-p.stop:
+		}
+	}()
+	var err error
+	for {
+		nc, aerr := ln.Accept()
+		if aerr != nil {
+			if p.draining.Load() {
+				break
+			}
+			var ne net.Error
+			if errors.As(aerr, &ne) && ne.Timeout() {
+				continue
+			}
+			err = fmt.Errorf("proxy: accept on %s: %w", ln.Addr(), aerr)
+			p.draining.Store(true)
+			p.closeAll()
+			p.closeOnce()
+			break
+		}
+		c := p.newConn(nc)
+		if c == nil {
+			continue
+		}
+		go c.serve()
+	}
+	p.wg.Wait()
+	p.pool.close()
+	return err
+}
+
+// closeOnce stops Serve's watcher when Serve ends on its own.
+func (p *Proxy) closeOnce() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+}
+
+// InFlight returns the number of requests being forwarded now.
+func (p *Proxy) InFlight() int { return int(p.m.inFlight.Load()) }
+
+// Draining reports whether Drain has been called.
+func (p *Proxy) Draining() bool { return p.draining.Load() }
+
+// QPS is the request rate figure of /v1/qps.
+type QPS struct {
+	QPS           float64 `json:"qps"`
+	WindowSeconds float64 `json:"window_seconds"`
+	InFlight      int     `json:"in_flight"`
+}
+
+// QPS returns the request rate over the sliding window.
+func (p *Proxy) QPS() QPS {
+	return QPS{
+		QPS:           p.m.rate.rate(p.cfg.Now()),
+		WindowSeconds: p.m.rate.windowSeconds(),
+		InFlight:      p.InFlight(),
+	}
+}
+
+// Status is the proxy's section of /status.
+type Status struct {
+	Upstream      string  `json:"upstream"`
+	Connections   int     `json:"connections"`
+	InFlight      int     `json:"in_flight"`
+	QPS           float64 `json:"qps"`
+	WindowSeconds float64 `json:"window_seconds"`
+	UpstreamIdle  int     `json:"upstream_idle"`
+	Draining      bool    `json:"draining"`
+}
+
+// Status returns the proxy's state.
+func (p *Proxy) Status() Status {
+	q := p.QPS()
+	p.mu.Lock()
+	n := len(p.conns)
+	p.mu.Unlock()
+	return Status{
+		Upstream:      p.cfg.Upstream,
+		Connections:   n + p.h2.connections(),
+		InFlight:      q.InFlight,
+		QPS:           q.QPS,
+		WindowSeconds: q.WindowSeconds,
+		UpstreamIdle:  p.pool.idleCount(),
+		Draining:      p.draining.Load(),
+	}
+}
+
+// Drain stops accepting connections, closes idle keep-alive connections,
+// answers the requests in flight with "Connection: close", and waits for
+// them to finish. When ctx ends first, it closes the remaining connections
+// and returns an error naming how many requests were cut. Tunnels
+// (WebSocket, HTTP/2) are closed once the plain requests are done; HTTP/2
+// connections get a GOAWAY first.
+func (p *Proxy) Drain(ctx context.Context) error {
+	if p.draining.Swap(true) {
+		// A second call waits like the first.
+		return p.waitDrained(ctx)
+	}
+	p.mu.Lock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+	}
+	for c := range p.conns {
+		c.pokeIfIdle()
+	}
+	p.mu.Unlock()
+
+	h2done := make(chan struct{})
+	go func() {
+		defer close(h2done)
+		p.h2.shutdown(ctx)
+	}()
+	err := p.waitDrained(ctx)
+	<-h2done
+	p.closeAll()
+	p.closeOnce()
+	return err
+}
+
+// waitDrained waits until no connection but tunnels is left, or ctx ends.
+func (p *Proxy) waitDrained(ctx context.Context) error {
+	for p.active.Load() > 0 {
+		select {
+		case <-p.drained:
+		case <-ctx.Done():
+			n := p.InFlight()
+			p.closeAll()
+			return fmt.Errorf("proxy: drain: %d requests still in flight: %w", n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// closeAll closes every client connection left.
+func (p *Proxy) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.nc.Close()
+	}
+	p.h2.close()
+}
+
+func (p *Proxy) newConn(nc net.Conn) *conn {
+	c := &conn{p: p, nc: nc}
+	p.mu.Lock()
+	if p.draining.Load() {
+		p.mu.Unlock()
+		_ = nc.Close()
+		return nil
+	}
+	p.conns[c] = struct{}{}
+	p.active.Add(1)
+	p.wg.Add(1)
+	p.mu.Unlock()
+	return c
+}
+
+// forget removes c, once its goroutine ends.
+func (p *Proxy) forget(c *conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	if !c.tunnel {
+		p.leaveActive()
+	}
+	p.wg.Done()
+}
+
+// leaveActive notes that a connection stopped being a plain one.
+func (p *Proxy) leaveActive() {
+	if p.active.Add(-1) == 0 && p.draining.Load() {
+		select {
+		case p.drained <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,628 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+)
+
+func TestMain(m *testing.M) { testbin.Main(m) }
+
+// startEcho runs the sample app and returns its address.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	addr := testbin.FreeAddr(t)
+	testbin.Start(t, testbin.Echo(t), nil, "-listen", addr)
+	testbin.WaitHTTP(t, "http://"+addr+"/healthz", 200, 20*time.Second)
+	return addr
+}
+
+// testProxy is a proxy serving on a loopback port.
+type testProxy struct {
+	*Proxy
+	addr string
+	reg  *prometheus.Registry
+}
+
+// startProxy serves a proxy to upstream until the test ends.
+func startProxy(t *testing.T, upstream string, tweak func(*Config)) *testProxy {
+	t.Helper()
+	cfg := Config{Upstream: upstream}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	p, err := New(cfg, reg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("Serve did not return")
+		}
+	})
+	return &testProxy{Proxy: p, addr: ln.Addr().String(), reg: reg}
+}
+
+// settle drains the proxy so that every request it took is counted.
+func (tp *testProxy) settle(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := tp.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}
+
+// counts returns outrider_http_requests_total as "METHOD CODE" → value.
+func (tp *testProxy) counts(t *testing.T) map[string]float64 {
+	t.Helper()
+	mfs, err := tp.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "outrider_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			got[l["method"]+" "+l["code"]] = m.GetCounter().GetValue()
+		}
+	}
+	return got
+}
+
+// metric returns the single metric of a family.
+func (tp *testProxy) metric(t *testing.T, name string) *dto.Metric {
+	t.Helper()
+	mfs, err := tp.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0]
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
+}
+
+func newClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 30 * time.Second}
+}
+
+func TestCountsEveryRequest(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	client := newClient()
+	cases := []struct {
+		name         string
+		method, path string
+		body         string
+		n            int
+		want         string // "METHOD CODE"
+		wantBody     string
+	}{
+		{name: "get", method: "GET", path: "/", n: 25, want: "GET 200", wantBody: `"message":"hello"`},
+		{name: "not found", method: "GET", path: "/nope", n: 3, want: "GET 404"},
+		{name: "status", method: "GET", path: "/status/503", n: 4, want: "GET 503"},
+		{name: "head", method: "HEAD", path: "/", n: 2, want: "HEAD 200"},
+		{name: "post", method: "POST", path: "/echo", body: "ping", n: 5, want: "POST 200", wantBody: "ping"},
+		{name: "odd method", method: "BREW", path: "/", n: 2, want: "OTHER 405"},
+		{name: "lower-case method", method: "get", path: "/", n: 1, want: "OTHER 405"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for range tc.n {
+				req, _ := http.NewRequest(tc.method, "http://"+tp.addr+tc.path, strings.NewReader(tc.body))
+				if tc.body == "" {
+					req.Body = nil
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if want := tc.want[strings.IndexByte(tc.want, ' ')+1:]; fmt.Sprint(resp.StatusCode) != want {
+					t.Fatalf("status: got %d, want %s", resp.StatusCode, want)
+				}
+				if !strings.Contains(string(b), tc.wantBody) {
+					t.Fatalf("body: got %q, want it to contain %q", b, tc.wantBody)
+				}
+			}
+		})
+	}
+	tp.settle(t)
+	want := map[string]float64{}
+	for _, tc := range cases {
+		want[tc.want] += float64(tc.n)
+	}
+	got := tp.counts(t)
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("requests_total{%s}: got %v, want %v", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("requests_total: got series %v, want %v", got, want)
+	}
+	var total uint64
+	for _, tc := range cases {
+		total += uint64(tc.n)
+	}
+	if h := tp.metric(t, "outrider_http_request_duration_seconds").GetHistogram(); h.GetSampleCount() != total {
+		t.Errorf("duration histogram: got %d samples, want %d", h.GetSampleCount(), total)
+	}
+	if g := tp.metric(t, "outrider_http_requests_in_flight").GetGauge().GetValue(); g != 0 {
+		t.Errorf("in flight after the requests: got %v, want 0", g)
+	}
+}
+
+// rawConn is a client connection written and read by hand.
+type rawConn struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (rc *rawConn) send(s string) {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.nc, s); err != nil {
+		rc.t.Fatalf("write: %v", err)
+	}
+}
+
+func (rc *rawConn) response(method string) *http.Response {
+	rc.t.Helper()
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: method})
+	if err != nil {
+		rc.t.Fatalf("read response: %v", err)
+	}
+	return resp
+}
+
+// closed reports whether the proxy closed the connection: nothing more
+// comes before the end of the stream.
+func (rc *rawConn) closed() bool {
+	b, err := io.ReadAll(rc.br)
+	return err == nil && len(b) == 0
+}
+
+func TestRefusesSmuggling(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	cases := []struct {
+		name, req string
+		want      int
+	}{
+		{"length and chunked", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"chunked and length", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n", 400},
+		{"xchunked", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400},
+		{"chunked list", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400},
+		{"chunked twice in a list", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400},
+		{"identity", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 400},
+		{"duplicated", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"duplicated other", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n0\r\n\r\n", 400},
+		{"leading space", "POST /echo HTTP/1.1\r\nHost: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"leading tab", "POST /echo HTTP/1.1\r\nHost: a\r\n\tTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"space before colon", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400},
+		{"vertical tab", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n", 400},
+		{"folded value", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", 400},
+		{"bare CR", "POST /echo HTTP/1.1\r\nHost: a\r\nX: y\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"differing lengths", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400},
+		{"differing lengths in a list", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\nabcde", 400},
+		{"signed length", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\nabcd", 400},
+		{"negative length", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
+		{"hex length", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0x4\r\n\r\nabcd", 400},
+		{"huge length", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+		{"chunked in 1.0", "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"bad chunk size", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
+		{"chunk size with LF only", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400},
+		{"chunk without CRLF", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX0\r\n\r\n", 400},
+		{"chunk size overflow", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nhello\r\n0\r\n\r\n", 400},
+		{"no host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"space in target", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"HTTP/2 line", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, tp.addr)
+			rc.send(tc.req)
+			resp := rc.response("POST")
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != tc.want {
+				t.Errorf("status: got %d, want %d", resp.StatusCode, tc.want)
+			}
+			if !rc.closed() {
+				t.Errorf("connection: got open, want closed")
+			}
+		})
+	}
+}
+
+func TestChunkedBothWays(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+
+	t.Run("response", func(t *testing.T) {
+		resp, err := newClient().Get("http://" + tp.addr + "/chunked?n=5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n"; string(b) != want {
+			t.Errorf("body: got %q, want %q", b, want)
+		}
+		if len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+			t.Errorf("transfer encoding: got %v, want [chunked]", resp.TransferEncoding)
+		}
+	})
+	t.Run("request", func(t *testing.T) {
+		rc := dialRaw(t, tp.addr)
+		rc.send("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: dropped\r\n\r\n")
+		resp := rc.response("POST")
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "hello, world" {
+			t.Errorf("echo: got %q, want %q", b, "hello, world")
+		}
+		// The connection stays usable.
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp := rc.response("GET"); resp.StatusCode != 200 {
+			t.Errorf("next request: got %d, want 200", resp.StatusCode)
+		}
+	})
+	t.Run("1.0 client gets the body decoded", func(t *testing.T) {
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET /chunked?n=2 HTTP/1.0\r\n\r\n")
+		b, err := io.ReadAll(rc.br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := string(b)
+		if !strings.HasSuffix(got, "\r\n\r\nchunk 0\nchunk 1\n") || strings.Contains(strings.ToLower(got), "transfer-encoding") {
+			t.Errorf("response: got %q, want an unchunked body and the connection closed", got)
+		}
+	})
+}
+
+func TestExpectContinue(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	if resp := rc.response("POST"); resp.StatusCode != 100 {
+		t.Fatalf("interim: got %d, want 100", resp.StatusCode)
+	}
+	rc.send("hello")
+	resp := rc.response("POST")
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "hello" {
+		t.Errorf("final: got %d %q, want 200 %q", resp.StatusCode, b, "hello")
+	}
+}
+
+func TestStreamsLargeBodies(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	client := newClient()
+	const size = 5 << 20
+
+	measure := func(t *testing.T, run func()) {
+		t.Helper()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		run()
+		runtime.ReadMemStats(&after)
+		// Client and proxy share this process: everything they allocated
+		// during the transfer, garbage included, stays far below the body.
+		// Buffering it would allocate at least the body's size, which is
+		// the bound under the race detector (it drops pooled buffers).
+		limit := uint64(size / 4)
+		if raceEnabled {
+			limit = size
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > limit {
+			t.Errorf("allocated %d bytes moving %d: the body was buffered", grew, size)
+		}
+	}
+	t.Run("upload", func(t *testing.T) {
+		measure(t, func() {
+			src := io.LimitReader(patternReader{}, size)
+			resp, err := client.Post("http://"+tp.addr+"/echo", "application/octet-stream", src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			n, err := io.Copy(checkPattern{t: t}, resp.Body)
+			if err != nil || n != size {
+				t.Errorf("echo: got %d bytes (%v), want %d", n, err, size)
+			}
+		})
+	})
+	t.Run("download", func(t *testing.T) {
+		measure(t, func() {
+			resp, err := client.Get(fmt.Sprintf("http://%s/bytes?n=%d", tp.addr, size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err != nil || n != size || resp.ContentLength != size {
+				t.Errorf("download: got %d bytes of %d (%v), want %d", n, resp.ContentLength, err, size)
+			}
+		})
+	})
+	tp.settle(t)
+	if got := tp.counts(t); got["POST 200"] != 1 || got["GET 200"] != 1 {
+		t.Errorf("counts: got %v, want one POST 200 and one GET 200", got)
+	}
+}
+
+// patternReader yields a repeating alphabet without allocating.
+type patternReader struct{}
+
+func (patternReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'a' + byte(i%26)
+	}
+	return len(p), nil
+}
+
+// checkPattern only counts: the echo's content is checked by length.
+type checkPattern struct{ t *testing.T }
+
+func (c checkPattern) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestAppClosesMidResponse(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	resp, err := newClient().Get("http://" + tp.addr + "/abort?n=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || len(b) != 100 {
+		t.Errorf("body: got %d bytes and %v, want 100 bytes and an unexpected EOF", len(b), err)
+	}
+	tp.settle(t)
+	if got := tp.counts(t); got["GET 502"] != 1 {
+		t.Errorf("counts: got %v, want one GET 502", got)
+	}
+}
+
+func TestAppDown(t *testing.T) {
+	tp := startProxy(t, testbin.FreeAddr(t), nil)
+	resp, err := newClient().Get("http://" + tp.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || len(b) == 0 || len(b) > 100 {
+		t.Errorf("got %d %q, want 502 with a short body", resp.StatusCode, b)
+	}
+	q := tp.QPS()
+	if _, err := json.Marshal(q); err != nil {
+		t.Errorf("QPS with the app gone: %v", err)
+	}
+	tp.settle(t)
+	if got := tp.counts(t); got["GET 502"] != 1 {
+		t.Errorf("counts: got %v, want one GET 502", got)
+	}
+}
+
+func TestWebSocket(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	resp := rc.response("GET")
+	if resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("handshake: got %d %v", resp.StatusCode, resp.Header)
+	}
+	for _, msg := range []string{"hello", strings.Repeat("x", 300)} {
+		rc.send(string(wsFrame(msg)))
+		got := readWSFrame(t, rc.br)
+		if got != msg {
+			t.Errorf("echo: got %q, want %q", got, msg)
+		}
+	}
+	rc.nc.Close()
+	tp.settle(t)
+	if got := tp.counts(t); got["GET 101"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want the upgrade counted once, as GET 101", got)
+	}
+}
+
+// wsFrame is a masked client text frame.
+func wsFrame(msg string) []byte {
+	f := []byte{0x81}
+	if len(msg) < 126 {
+		f = append(f, 0x80|byte(len(msg)))
+	} else {
+		f = append(f, 0x80|126)
+		f = binary.BigEndian.AppendUint16(f, uint16(len(msg)))
+	}
+	var mask [4]byte
+	_, _ = rand.Read(mask[:])
+	f = append(f, mask[:]...)
+	for i := range len(msg) {
+		f = append(f, msg[i]^mask[i%4])
+	}
+	return f
+}
+
+func readWSFrame(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	var h [2]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	n := int(h[1] & 0x7f)
+	if n == 126 {
+		var b [2]byte
+		if _, err := io.ReadFull(br, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		n = int(binary.BigEndian.Uint16(b[:]))
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(br, b); err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: X-Secret, keep-alive\r\n" +
+		"X-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\n" +
+		"Upgrade: h2c\r\nTrailer: X-T\r\nX-Forwarded-For: 203.0.113.9\r\nX-Kept: yes\r\n\r\n")
+	resp := rc.response("GET")
+	var got map[string][]string
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	for _, gone := range []string{"X-Secret", "Keep-Alive", "Proxy-Connection", "Te", "Upgrade", "Trailer"} {
+		if v, ok := got[gone]; ok {
+			t.Errorf("%s reached the app: %v", gone, v)
+		}
+	}
+	want := map[string]string{
+		"X-Forwarded-For":   "203.0.113.9, 127.0.0.1",
+		"X-Forwarded-Proto": "http",
+		"X-Forwarded-Host":  "shop.example",
+		"Host":              "shop.example",
+		"X-Kept":            "yes",
+	}
+	for k, v := range want {
+		if g := strings.Join(got[k], ","); g != v {
+			t.Errorf("%s: got %q, want %q", k, g, v)
+		}
+	}
+}
+
+func TestHeadLimits(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, func(c *Config) {
+		c.ReadHeaderTimeout = 200 * time.Millisecond
+		c.MaxHeaderBytes = 8 << 10
+	})
+	t.Run("too large", func(t *testing.T) {
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 9<<10) + "\r\n\r\n")
+		resp := rc.response("GET")
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 431 {
+			t.Errorf("status: got %d, want 431", resp.StatusCode)
+		}
+		if !rc.closed() {
+			t.Errorf("connection: got open, want closed")
+		}
+	})
+	t.Run("slowloris", func(t *testing.T) {
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n")
+		// The head never ends: the proxy hangs up after ReadHeaderTimeout.
+		if !rc.closed() {
+			t.Errorf("connection: got open, want closed")
+		}
+	})
+}
+
+func TestPipelinedAndHTTP10(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	t.Run("pipelined", func(t *testing.T) {
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET /status/201 HTTP/1.1\r\nHost: a\r\n\r\nGET /status/202 HTTP/1.1\r\nHost: a\r\n\r\n")
+		for _, want := range []int{201, 202} {
+			resp := rc.response("GET")
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != want {
+				t.Errorf("got %d, want %d", resp.StatusCode, want)
+			}
+		}
+	})
+	t.Run("1.0 keep-alive", func(t *testing.T) {
+		rc := dialRaw(t, tp.addr)
+		for range 2 {
+			rc.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+			resp := rc.response("GET")
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != 200 || resp.Header.Get("Connection") != "keep-alive" {
+				t.Errorf("got %d Connection=%q, want 200 keep-alive", resp.StatusCode, resp.Header.Get("Connection"))
+			}
+		}
+	})
+	t.Run("1.0 closes", func(t *testing.T) {
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET / HTTP/1.0\r\n\r\n")
+		resp := rc.response("GET")
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 || !rc.closed() {
+			t.Errorf("got %d, want 200 and the connection closed", resp.StatusCode)
+		}
+	})
+}
+
+var _ = bytes.Equal

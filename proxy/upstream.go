@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// upConn is one keep-alive connection to the app.
+type upConn struct {
+	nc net.Conn
+	br *reader
+	// rdl and wdl are the deadlines last set on nc.
+	rdl, wdl time.Time
+	// lastUsed is when the last exchange on it ended.
+	lastUsed time.Time
+	// reused is set once it has carried a request: a failure before the
+	// first response byte may then be a close the app sent meanwhile.
+	reused bool
+}
+
+func (u *upConn) close() {
+	_ = u.nc.Close()
+	if u.br != nil {
+		u.br.release()
+		u.br = nil
+	}
+}
+
+// staleAfter is how long a connection may sit idle before it is checked
+// for a close the app sent meanwhile.
+const staleAfter = time.Second
+
+// alive reports whether an idle connection is still usable: not closed by
+// the app and with no unexpected bytes waiting.
+func (u *upConn) alive(now time.Time) bool {
+	if now.Sub(u.lastUsed) < staleAfter {
+		return true
+	}
+	if len(u.br.buffered()) > 0 {
+		return false
+	}
+	return peek(u.nc) == peekEmpty
+}
+
+// Results of peek.
+const (
+	peekEmpty = iota // nothing to read yet: the peer is there
+	peekData         // bytes wait
+	peekGone         // end of stream or an error
+)
+
+// peek looks at a connection without reading from it or blocking.
+func peek(nc net.Conn) int {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return peekEmpty
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return peekGone
+	}
+	state := peekEmpty
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case n > 0:
+			state = peekData
+		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
+			state = peekEmpty
+		default:
+			state = peekGone
+		}
+		return true
+	})
+	if err != nil {
+		return peekGone
+	}
+	return state
+}
+
+// pool holds idle keep-alive connections to the app, at most max of them;
+// the most recently used is handed out first.
+type pool struct {
+	addr   string
+	dialer net.Dialer
+	max    int
+
+	mu     sync.Mutex
+	idle   []*upConn
+	closed bool
+}
+
+func newPool(addr string, dialTimeout time.Duration, max int) *pool {
+	return &pool{addr: addr, dialer: net.Dialer{Timeout: dialTimeout}, max: max}
+}
+
+// get returns an idle connection that is still alive, or dials a new one.
+func (p *pool) get(now time.Time) (*upConn, error) {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			break
+		}
+		u := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		if u.alive(now) {
+			return u, nil
+		}
+		u.close()
+	}
+	return p.dial()
+}
+
+func (p *pool) dial() (*upConn, error) {
+	nc, err := p.dialer.Dial("tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &upConn{nc: nc, br: newReader(nc)}, nil
+}
+
+// put gives back a connection that is idle and reusable.
+func (p *pool) put(u *upConn) {
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.max {
+		p.mu.Unlock()
+		u.close()
+		return
+	}
+	p.idle = append(p.idle, u)
+	p.mu.Unlock()
+}
+
+func (p *pool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// close closes the idle connections and every one given back later.
+func (p *pool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, u := range idle {
+		u.close()
+	}
+}
