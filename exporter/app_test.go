@@ -718,7 +718,8 @@ func TestDiscoverRealProcess(t *testing.T) {
 	}
 	pid4, addr4 := startHelper(t, "127.0.0.1:0")
 	pid6, addr6 := startHelper(t, "[::1]:0")
-	self := regexp.QuoteMeta(filepath.Base(os.Args[0]))
+	// The path of this test binary is unique to this run of go test.
+	self := "^" + regexp.QuoteMeta(os.Args[0]) + "( |$)"
 	tests := []struct {
 		name    string
 		opts    AppOptions
