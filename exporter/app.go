@@ -283,6 +283,10 @@ func (c *AppCollector) resolve() (*target, procfs.ProcStat, error) {
 			st, err = proc.Stat()
 		}
 		if err != nil {
+			if !gone(err) {
+				// Found but unreadable, e.g. under hidepid=1.
+				c.errs[fileStat]++
+			}
 			whys = append(whys, fmt.Sprintf("pid %d (%s %s) cannot be read: %v", pid, f.how, detail, err))
 			continue
 		}

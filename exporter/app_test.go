@@ -303,6 +303,19 @@ func restore(t *testing.T, root, file string) {
 	}
 }
 
+func TestFixtureUnreadableStatOnFind(t *testing.T) {
+	root := fixture(t)
+	makeUnreadable(t, filepath.Join(root, "4242/stat"))
+	c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+	got := scrape(t, c)
+	if got["outrider_app_up"] != 0 || got[`outrider_app_scrape_errors_total{file="stat"}`] != 1 {
+		t.Errorf("want up 0 and one stat error, got %v", got)
+	}
+	if st := c.Status(); st.Found || !strings.Contains(st.Error, "pid 4242 (pid_file ") || !strings.Contains(st.Error, "cannot be read") {
+		t.Errorf("want status not found, naming the unreadable pid, got %+v", st)
+	}
+}
+
 func TestFixtureUnreadableStat(t *testing.T) {
 	root := fixture(t)
 	c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
