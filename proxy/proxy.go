@@ -50,6 +50,9 @@ type Config struct {
 	ClientCheckInterval time.Duration
 	// QPSWindow is the sliding window of the request rate (default 10s).
 	QPSWindow time.Duration
+	// DrainTimeout bounds the drain Serve runs itself when its context
+	// ends before anyone called Drain (default 25s).
+	DrainTimeout time.Duration
 	// Log receives connection-level problems at debug level; nil discards.
 	Log *slog.Logger
 	// Now is the clock of the metrics; nil means time.Now.
@@ -75,6 +78,7 @@ func (c *Config) setDefaults() {
 	def(&c.DialTimeout, 2*time.Second)
 	def(&c.ClientCheckInterval, time.Second)
 	def(&c.QPSWindow, 10*time.Second)
+	def(&c.DrainTimeout, 25*time.Second)
 	if c.MaxIdleUpstream <= 0 {
 		c.MaxIdleUpstream = 128
 	}
@@ -128,7 +132,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 }
 
 // Serve accepts client connections on ln until ctx is cancelled or Drain
-// is called; then it drains, waiting at most IdleTimeout for requests in
+// is called; then it drains, waiting at most DrainTimeout for requests in
 // flight, and returns when every connection goroutine is done.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.mu.Lock()
@@ -139,7 +143,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		defer p.wg.Done()
 		select {
 		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.Background(), p.cfg.IdleTimeout)
+			dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
 			defer cancel()
 			_ = p.Drain(dctx)
 		case <-p.stop:
@@ -208,6 +212,7 @@ func (p *Proxy) QPS() QPS {
 
 // Status is the proxy's section of /status.
 type Status struct {
+	Listen        string  `json:"listen"`
 	Upstream      string  `json:"upstream"`
 	Connections   int     `json:"connections"`
 	InFlight      int     `json:"in_flight"`
@@ -222,8 +227,13 @@ func (p *Proxy) Status() Status {
 	q := p.QPS()
 	p.mu.Lock()
 	n := len(p.conns)
+	listen := ""
+	if p.ln != nil {
+		listen = p.ln.Addr().String()
+	}
 	p.mu.Unlock()
 	return Status{
+		Listen:        listen,
 		Upstream:      p.cfg.Upstream,
 		Connections:   n + p.h2.connections(),
 		InFlight:      q.InFlight,

@@ -19,6 +19,7 @@ import (
 	"github.com/outrider-sidecar/outrider/exporter"
 	"github.com/outrider-sidecar/outrider/internal/version"
 	"github.com/outrider-sidecar/outrider/probe"
+	"github.com/outrider-sidecar/outrider/proxy"
 	"github.com/outrider-sidecar/outrider/readiness"
 	"github.com/outrider-sidecar/outrider/register"
 )
@@ -43,6 +44,9 @@ type agent struct {
 	// registrar is set by addRegistry (nil with OUTRIDER_REGISTRY=none);
 	// the shutdown sequence calls its Deregister.
 	registrar *register.Registrar
+	// proxy is set by addProxy (nil with OUTRIDER_PROXY_LISTEN=off); the
+	// shutdown sequence calls its Drain and InFlight.
+	proxy *proxy.Proxy
 }
 
 // Readiness conditions, in the order /ready reports them.
