@@ -234,8 +234,8 @@ func (c *AppCollector) Status() AppStatus {
 
 // current returns the app process and its stat. The known process is kept
 // while it runs, and looked for again once it is gone or its pid belongs
-// to a newer process. A non-nil error with a non-nil target means its
-// stat could not be read.
+// to a newer process. A non-nil error means a stat could not be read: the
+// known process's, or that of a process found but not usable.
 func (c *AppCollector) current() (*target, procfs.ProcStat, error) {
 	if t := c.target; t != nil {
 		st, err := t.proc.Stat()
@@ -250,13 +250,13 @@ func (c *AppCollector) current() (*target, procfs.ProcStat, error) {
 			c.lose(t, "it exited")
 		}
 	}
-	t, st, err := c.resolve()
+	t, st, unreadable, err := c.resolve()
 	if err != nil {
 		if err.Error() != c.why {
 			c.log.Warn("app process not found; outrider_app_up is 0", "why", err.Error())
 		}
 		c.why = err.Error()
-		return nil, procfs.ProcStat{}, nil
+		return nil, procfs.ProcStat{}, unreadable
 	}
 	c.target, c.why = t, ""
 	c.log.Info("app process found", "pid", t.proc.PID, "comm", t.comm, "how", t.how, "detail", t.detail)
@@ -268,8 +268,10 @@ func (c *AppCollector) lose(t *target, why string) {
 	c.target = nil
 }
 
-// resolve runs the finders in order and returns the first running process.
-func (c *AppCollector) resolve() (*target, procfs.ProcStat, error) {
+// resolve runs the finders in order and returns the first running
+// process. When there is none, unreadable is the error of a process found
+// but whose stat could not be read (e.g. under hidepid=1), if any.
+func (c *AppCollector) resolve() (t *target, st procfs.ProcStat, unreadable, err error) {
 	whys := make([]string, 0, len(c.finders))
 	for _, f := range c.finders {
 		pid, detail, err := f.find()
@@ -278,14 +280,12 @@ func (c *AppCollector) resolve() (*target, procfs.ProcStat, error) {
 			continue
 		}
 		proc, err := c.fs.Proc(pid)
-		var st procfs.ProcStat
 		if err == nil {
 			st, err = proc.Stat()
 		}
 		if err != nil {
 			if !gone(err) {
-				// Found but unreadable, e.g. under hidepid=1.
-				c.errs[fileStat]++
+				unreadable = err
 			}
 			whys = append(whys, fmt.Sprintf("pid %d (%s %s) cannot be read: %v", pid, f.how, detail, err))
 			continue
@@ -301,9 +301,9 @@ func (c *AppCollector) resolve() (*target, procfs.ProcStat, error) {
 			how:        f.how,
 			detail:     detail,
 			startTicks: st.Starttime,
-		}, st, nil
+		}, st, nil, nil
 	}
-	return nil, procfs.ProcStat{}, errors.New(strings.Join(whys, "; "))
+	return nil, procfs.ProcStat{}, unreadable, errors.New(strings.Join(whys, "; "))
 }
 
 // optional is a figure that may be missing from a scrape.
@@ -327,6 +327,9 @@ type sample struct {
 func (c *AppCollector) read() (sample, bool) {
 	t, st, err := c.current()
 	if t == nil {
+		if err != nil {
+			c.errs[fileStat]++
+		}
 		return sample{}, false
 	}
 	if !c.check(fileStat, t, err) {

@@ -314,6 +314,9 @@ func TestFixtureUnreadableStatOnFind(t *testing.T) {
 	if st := c.Status(); st.Found || !strings.Contains(st.Error, "pid 4242 (pid_file ") || !strings.Contains(st.Error, "cannot be read") {
 		t.Errorf("want status not found, naming the unreadable pid, got %+v", st)
 	}
+	if got := scrape(t, c)[`outrider_app_scrape_errors_total{file="stat"}`]; got != 2 {
+		t.Errorf("want 2 stat errors after 2 scrapes and a status, got %v", got)
+	}
 }
 
 func TestFixtureUnreadableStat(t *testing.T) {
