@@ -42,10 +42,10 @@ var appFiles = []string{fileStat, fileStatus, fileLimits, fileIO, fileFD, fileUp
 
 // Ways the app process was found, as /status reports them.
 const (
-	HowPIDFile = "pid_file"
-	HowProcess = "process"
-	HowChild   = "child"
-	HowSocket  = "socket"
+	howPIDFile = "pid_file"
+	howProcess = "process"
+	howChild   = "child"
+	howSocket  = "socket"
 )
 
 var (

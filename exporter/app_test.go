@@ -424,19 +424,19 @@ func TestFixtureDiscovery(t *testing.T) {
 		wantHow string
 		wantErr string
 	}{
-		{name: "pid file", opts: AppOptions{Addr: "127.0.0.1:1"}, pidFile: 4242, wantPID: 4242, wantHow: HowPIDFile},
-		{name: "pid file first", opts: AppOptions{Process: regexp.MustCompile(`fixture`), Addr: "127.0.0.1:1"}, pidFile: 4242, wantPID: 4242, wantHow: HowPIDFile},
+		{name: "pid file", opts: AppOptions{Addr: "127.0.0.1:1"}, pidFile: 4242, wantPID: 4242, wantHow: howPIDFile},
+		{name: "pid file first", opts: AppOptions{Process: regexp.MustCompile(`fixture`), Addr: "127.0.0.1:1"}, pidFile: 4242, wantPID: 4242, wantHow: howPIDFile},
 		{name: "pid of no process", opts: AppOptions{Addr: "127.0.0.1:8080"}, pidFile: 99, wantErr: "pid 99 (pid_file "},
 		{name: "pid of a zombie", opts: AppOptions{Addr: "127.0.0.1:8080"}, pidFile: 4343, wantErr: "has exited"},
-		{name: "regexp when the pid file is missing", opts: AppOptions{PIDFile: "testdata/missing.pid", Process: regexp.MustCompile(`--serve`), Addr: "127.0.0.1:1"}, wantPID: 4242, wantHow: HowProcess},
-		{name: "regexp picks the oldest", opts: AppOptions{Process: regexp.MustCompile(`^fixture-app `), Addr: "127.0.0.1:1"}, wantPID: 17, wantHow: HowProcess},
+		{name: "regexp when the pid file is missing", opts: AppOptions{PIDFile: "testdata/missing.pid", Process: regexp.MustCompile(`--serve`), Addr: "127.0.0.1:1"}, wantPID: 4242, wantHow: howProcess},
+		{name: "regexp picks the oldest", opts: AppOptions{Process: regexp.MustCompile(`^fixture-app `), Addr: "127.0.0.1:1"}, wantPID: 17, wantHow: howProcess},
 		{name: "regexp no match", opts: AppOptions{Process: regexp.MustCompile(`java`), Addr: "127.0.0.1:8080"},
 			wantErr: `no process but outrider's own has a command line matching "java"`},
-		{name: "child", opts: AppOptions{Child: func() int { return 4242 }, Addr: "127.0.0.1:8080"}, wantPID: 4242, wantHow: HowChild},
+		{name: "child", opts: AppOptions{Child: func() int { return 4242 }, Addr: "127.0.0.1:8080"}, wantPID: 4242, wantHow: howChild},
 		{name: "child not running", opts: AppOptions{Child: func() int { return 0 }, Addr: "127.0.0.1:8080"},
 			wantErr: "the wrap-mode child is not running"},
-		{name: "socket ipv4, shared by two, oldest wins", opts: AppOptions{Addr: "127.0.0.1:8080"}, wantPID: 17, wantHow: HowSocket},
-		{name: "socket ipv6", opts: AppOptions{Addr: "[::1]:9090"}, wantPID: 4242, wantHow: HowSocket},
+		{name: "socket ipv4, shared by two, oldest wins", opts: AppOptions{Addr: "127.0.0.1:8080"}, wantPID: 17, wantHow: howSocket},
+		{name: "socket ipv6", opts: AppOptions{Addr: "[::1]:9090"}, wantPID: 4242, wantHow: howSocket},
 		{name: "socket nobody listens", opts: AppOptions{Addr: "127.0.0.1:8081"}, wantErr: "no socket listens on port 8081"},
 		{name: "socket owner not visible", opts: AppOptions{Addr: "127.0.0.1:80"}, wantErr: "no visible process owns the socket listening on port 80"},
 	}
@@ -742,13 +742,13 @@ func TestDiscoverRealProcess(t *testing.T) {
 		wantPID int
 		wantHow string
 	}{
-		{name: "pid file", opts: AppOptions{PIDFile: pidFile(t, pid4), Addr: "127.0.0.1:1"}, wantPID: pid4, wantHow: HowPIDFile},
+		{name: "pid file", opts: AppOptions{PIDFile: pidFile(t, pid4), Addr: "127.0.0.1:1"}, wantPID: pid4, wantHow: howPIDFile},
 		// Both helpers and this test share the command line: this
 		// process is the oldest but is never chosen.
-		{name: "regexp skips outrider itself", opts: AppOptions{Process: regexp.MustCompile(self), Addr: "127.0.0.1:1"}, wantPID: pid4, wantHow: HowProcess},
-		{name: "child", opts: AppOptions{Child: func() int { return pid6 }, Addr: "127.0.0.1:1"}, wantPID: pid6, wantHow: HowChild},
-		{name: "socket ipv4", opts: AppOptions{Addr: addr4}, wantPID: pid4, wantHow: HowSocket},
-		{name: "socket ipv6", opts: AppOptions{Addr: addr6}, wantPID: pid6, wantHow: HowSocket},
+		{name: "regexp skips outrider itself", opts: AppOptions{Process: regexp.MustCompile(self), Addr: "127.0.0.1:1"}, wantPID: pid4, wantHow: howProcess},
+		{name: "child", opts: AppOptions{Child: func() int { return pid6 }, Addr: "127.0.0.1:1"}, wantPID: pid6, wantHow: howChild},
+		{name: "socket ipv4", opts: AppOptions{Addr: addr4}, wantPID: pid4, wantHow: howSocket},
+		{name: "socket ipv6", opts: AppOptions{Addr: addr6}, wantPID: pid6, wantHow: howSocket},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 
 // fromPIDFile finds the process whose pid the file holds.
 func (c *AppCollector) fromPIDFile(path string) finder {
-	return finder{how: HowPIDFile, find: func() (int, string, error) {
+	return finder{how: howPIDFile, find: func() (int, string, error) {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return 0, "", fmt.Errorf("read pid file: %w", err)
@@ -31,7 +31,7 @@ func (c *AppCollector) fromPIDFile(path string) finder {
 // the choice stays the same from one look to the next.
 func (c *AppCollector) fromCmdline(re *regexp.Regexp) finder {
 	detail := "command line matches " + strconv.Quote(re.String())
-	return finder{how: HowProcess, find: func() (int, string, error) {
+	return finder{how: howProcess, find: func() (int, string, error) {
 		procs, err := c.fs.AllProcs()
 		if err != nil {
 			return 0, "", fmt.Errorf("list processes under %s: %w", c.root, err)
@@ -59,7 +59,7 @@ func (c *AppCollector) fromCmdline(re *regexp.Regexp) finder {
 
 // fromChild finds the wrap-mode child.
 func fromChild(child func() int) finder {
-	return finder{how: HowChild, find: func() (int, string, error) {
+	return finder{how: howChild, find: func() (int, string, error) {
 		pid := child()
 		if pid <= 0 {
 			return 0, "", errors.New("the wrap-mode child is not running")
@@ -72,7 +72,7 @@ func fromChild(child func() int) finder {
 // net/tcp or net/tcp6. Of several owners (a pre-forking server shares its
 // listener) the oldest wins.
 func (c *AppCollector) fromSocket(port int) finder {
-	return finder{how: HowSocket, find: func() (int, string, error) {
+	return finder{how: howSocket, find: func() (int, string, error) {
 		if port == 0 {
 			return 0, "", errors.New("the app address has port 0, so no listening socket can be matched")
 		}
