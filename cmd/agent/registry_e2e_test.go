@@ -35,6 +35,7 @@ const (
 type regApp struct {
 	t        *testing.T
 	consul   *consultest.Server
+	cc       *consul.Client // one client: each new one keeps its own connections
 	echoAddr string
 	echo     *testbin.Proc
 	outrider *testbin.Proc
@@ -49,7 +50,7 @@ type regApp struct {
 func regStart(t *testing.T, srv *consultest.Server, env ...string) *regApp {
 	t.Helper()
 	a := &regApp{
-		t: t, consul: srv, echoAddr: testbin.FreeAddr(t),
+		t: t, consul: srv, cc: srv.Client(), echoAddr: testbin.FreeAddr(t),
 		metrics: testbin.FreeAddr(t), admin: testbin.FreeAddr(t), id: "echo-1",
 		client: &http.Client{Timeout: 5 * time.Second},
 	}
@@ -90,7 +91,7 @@ func (a *regApp) setHealthy(healthy bool) {
 // instance ("passing", "critical", "maintenance"…), or "absent".
 func (a *regApp) health() string {
 	a.t.Helper()
-	entries, _, err := a.consul.Client().Health().Service("echo", "", false, nil)
+	entries, _, err := a.cc.Health().Service("echo", "", false, nil)
 	if err != nil {
 		return "error: " + err.Error()
 	}
@@ -190,7 +191,7 @@ func TestRegistryRegistersTheAppAndMirrorsItsProbe(t *testing.T) {
 	a := regStart(t, srv, "POD_NAME=echo-7d9f-x2k4p", "POD_NAMESPACE=shop")
 	a.waitHealth("passing", 20*time.Second)
 
-	c := srv.Client()
+	c := a.cc
 	services, _, err := c.Catalog().Services(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +291,7 @@ func TestRegistryRepairsWhenConsulRestartsEmpty(t *testing.T) {
 	if got := a.metric(`outrider_consul_registrations_total{reason="repair"}`); got < 1 {
 		t.Errorf(`registrations_total{reason="repair"} = %v, want at least 1`, got)
 	}
-	instances, _, err := srv.Client().Catalog().Service("echo", "", nil)
+	instances, _, err := a.cc.Catalog().Service("echo", "", nil)
 	if err != nil || len(instances) != 1 || instances[0].ServiceID != "echo-1" {
 		t.Errorf("catalog after the repair = %d instances (err %v), want echo-1 alone", len(instances), err)
 	}
@@ -388,7 +389,7 @@ func TestRegistrySIGTERMDeregistersBeforeExit(t *testing.T) {
 	if code := a.outrider.Wait(20 * time.Second); code != exitOK {
 		t.Errorf("exit status after SIGTERM = %d, want %d", code, exitOK)
 	}
-	instances, _, err := srv.Client().Catalog().Service("echo", "", nil)
+	instances, _, err := a.cc.Catalog().Service("echo", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +430,7 @@ func TestRegistryMaintenance(t *testing.T) {
 		t.Fatalf("PUT /maintenance?enable=true = %d %q, want 200", code, body)
 	}
 	a.waitHealth("maintenance", 5*time.Second)
-	checks, _, err := srv.Client().Health().Checks("echo", nil)
+	checks, _, err := a.cc.Health().Checks("echo", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
