@@ -19,6 +19,8 @@ import (
 
 // addRegistry wires Consul registration, heartbeat, maintenance; sets condRegistered.
 func (a *agent) addRegistry() error {
+	// Maintenance takes the app out of /ready even without a registry.
+	a.admin.HandleFunc("PUT /maintenance", a.serveMaintenance)
 	if !a.cfg.Registry.Enabled() {
 		return nil
 	}
@@ -34,7 +36,6 @@ func (a *agent) addRegistry() error {
 	}
 	a.registrar = r
 	a.status["consul"] = func() any { return r.Status() }
-	a.admin.HandleFunc("PUT /maintenance", a.serveMaintenance)
 
 	var verdicts <-chan probe.Verdict
 	if a.subscribeVerdicts != nil {
@@ -73,8 +74,8 @@ func registration(c config.Config) register.Service {
 
 // serveMaintenance answers PUT /maintenance?enable=true|false&reason=…:
 // it turns Consul's maintenance mode for the app on or off, and /ready
-// with it. 200 when Consul has it, 202 when outrider will tell Consul as
-// soon as it can.
+// with it. 200 when done (or when there is no registry), 202 when outrider
+// will tell Consul as soon as it can.
 func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	q := r.URL.Query()
@@ -92,13 +93,18 @@ func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	} else {
 		a.gate.Set(condMaintenance, true, "off")
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	err = a.registrar.SetMaintenance(ctx, enable, reason)
 	state := "off"
 	if enable {
 		state = "on: " + reason
 	}
+	if a.registrar == nil {
+		a.log.Info("maintenance mode", "enabled", enable, "reason", reason)
+		fmt.Fprintf(w, "maintenance %s\n", state)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	err = a.registrar.SetMaintenance(ctx, enable, reason)
 	a.log.Info("maintenance mode", "enabled", enable, "reason", reason, "consul_err", errString(err))
 	switch {
 	case err == nil:

@@ -512,3 +512,37 @@ func TestRegistryWrongACLToken(t *testing.T) {
 		t.Errorf("outrider_consul_registered = %v, want 0", got)
 	}
 }
+
+// TestRegistryMaintenanceWithoutRegistry: with OUTRIDER_REGISTRY=none,
+// PUT /maintenance still takes the app out of /ready and back.
+func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
+	t.Parallel()
+	echoAddr, metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	testbin.Start(t, testbin.Echo(t), nil, "-listen", echoAddr)
+	testbin.WaitHTTP(t, "http://"+echoAddr+"/healthz", http.StatusOK, 20*time.Second)
+	testbin.Start(t, testbin.Outrider(t), []string{
+		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off", "OUTRIDER_APP_ADDR=" + echoAddr,
+		"OUTRIDER_PROBE_PERIOD=" + regPeriod.String(),
+		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+	})
+	testbin.WaitHTTP(t, "http://"+metrics+"/ready", http.StatusOK, 20*time.Second)
+
+	for _, tc := range []struct {
+		query string
+		ready int
+	}{
+		{query: "enable=true&reason=disk+swap", ready: http.StatusServiceUnavailable},
+		{query: "enable=false", ready: http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+admin+"/maintenance?"+tc.query, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("PUT /maintenance?%s: %v", tc.query, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("PUT /maintenance?%s = %d, want 200", tc.query, resp.StatusCode)
+		}
+		testbin.WaitHTTP(t, "http://"+metrics+"/ready", tc.ready, 5*time.Second)
+	}
+}
