@@ -61,7 +61,7 @@ func probeExec(ctx context.Context, spec Spec) Result {
 
 	output := out.String()
 	switch {
-	case timedOut && errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case timedOut && deadlinePassed(ctx):
 		return withOutput(result(start, Timeout, "%s: killed after %s", what, timeoutOf(ctx, start)), output)
 	case timedOut:
 		return withOutput(result(start, Error, "%s: killed: %v", what, ctx.Err()), output)

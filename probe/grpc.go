@@ -24,11 +24,14 @@ type grpcProber struct {
 	conn *grpc.ClientConn
 }
 
-// client returns the connection to addr, replacing one to another address.
+// client returns the kept connection to addr. It replaces one to another
+// address, and one in transient failure: gRPC would retry that only after
+// an exponential backoff (up to two minutes) and fail every call until
+// then, while an app that came back must be seen at the next probe.
 func (p *grpcProber) client(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conn != nil && p.addr == addr {
+	if p.conn != nil && p.addr == addr && p.conn.GetState() != connectivity.TransientFailure {
 		return p.conn, nil
 	}
 	if p.conn != nil {
@@ -66,15 +69,9 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 	if err != nil {
 		return result(start, Error, "%s: %v", what, err)
 	}
-	// A connection that failed waits out an exponential backoff (up to
-	// two minutes) before it dials again; an app that restarted must be
-	// seen at the next probe, not minutes later.
-	if conn.GetState() == connectivity.TransientFailure {
-		conn.ResetConnectBackoff()
-	}
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: spec.Service})
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || deadlinePassed(ctx) {
 			return failed(ctx, start, what, err)
 		}
 		st := status.Convert(err)

@@ -74,13 +74,23 @@ func result(start time.Time, o Outcome, format string, args ...any) Result {
 // failed classifies err from a probe: timeout when ctx's deadline passed,
 // else failure.
 func failed(ctx context.Context, start time.Time, what string, err error) Result {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if deadlinePassed(ctx) {
 		return result(start, Timeout, "%s: no answer within %s", what, timeoutOf(ctx, start))
 	}
 	if ctx.Err() != nil {
 		return result(start, Error, "%s: %v", what, ctx.Err())
 	}
 	return result(start, Failure, "%s: %v", what, err)
+}
+
+// deadlinePassed reports whether ctx's deadline has come. It does not wait
+// for ctx.Err: a socket deadline set from ctx may fire a moment earlier.
+func deadlinePassed(ctx context.Context) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // timeoutOf is the time ctx allowed from start, rounded for messages.

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+)
+
+// probeGet GETs url and returns the status code and body; a transport
+// error fails the test.
+func probeGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// waitReadyBody polls url until it answers code with a body containing
+// want, and returns that body.
+func waitReadyBody(t *testing.T, url string, code int, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, body := probeGet(t, url)
+		if got == code && strings.Contains(body, want) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s = %d %q, want %d with %q", url, got, body, code, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startEcho starts the sample app on addr and waits until it answers.
+func startEcho(t *testing.T, addr string) *testbin.Proc {
+	t.Helper()
+	app := testbin.Start(t, testbin.Echo(t), nil, "-listen", addr)
+	testbin.WaitHTTP(t, "http://"+addr+"/healthz", http.StatusOK, 10*time.Second)
+	return app
+}
+
+// TestProbeReadyFollowsTheApp starts outrider before the app, then kills
+// and restarts the app, and watches /ready follow it.
+func TestProbeReadyFollowsTheApp(t *testing.T) {
+	const (
+		period           = 200 * time.Millisecond
+		timeout          = 500 * time.Millisecond
+		failureThreshold = 3
+		// slack is the generous allowance of a loaded machine on top of
+		// what the thresholds promise.
+		slack = 3 * time.Second
+	)
+	appAddr, metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	outrider := testbin.Start(t, testbin.Outrider(t), []string{
+		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+		"OUTRIDER_APP_ADDR=" + appAddr,
+		"OUTRIDER_PROBE=http://" + appAddr + "/healthz",
+		"OUTRIDER_PROBE_PERIOD=" + period.String(),
+		"OUTRIDER_PROBE_TIMEOUT=" + timeout.String(),
+		"OUTRIDER_PROBE_FAILURE_THRESHOLD=" + strconv.Itoa(failureThreshold),
+	})
+	ready := "http://" + metrics + "/ready"
+	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+
+	// Before the app runs, outrider is not ready, and once the failure
+	// threshold is reached it says why.
+	waitReadyBody(t, ready, http.StatusServiceUnavailable, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr)
+
+	// The app comes up: ready.
+	app := startEcho(t, appAddr)
+	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
+	_, m := probeGet(t, "http://"+metrics+"/metrics")
+	for _, want := range []string{"outrider_app_healthy 1", "outrider_probe_success 1", `outrider_probe_total{result="success"} `,
+		"outrider_probe_duration_seconds_count "} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	var status struct {
+		Probe struct {
+			Probe   string `json:"probe"`
+			Healthy bool   `json:"healthy"`
+		} `json:"probe"`
+	}
+	if _, s := probeGet(t, "http://"+admin+"/status"); json.Unmarshal([]byte(s), &status) != nil ||
+		!status.Probe.Healthy || status.Probe.Probe != "http://"+appAddr+"/healthz" {
+		t.Errorf("/status probe section = %+v, want healthy, probing http://%s/healthz:\n%s", status.Probe, appAddr, s)
+	}
+
+	// The app dies: not ready within failure_threshold × period + timeout.
+	app.Signal(syscall.SIGKILL)
+	app.Wait(10 * time.Second)
+	killed := time.Now()
+	promise := failureThreshold*period + timeout
+	testbin.WaitHTTP(t, ready, http.StatusServiceUnavailable, promise+slack)
+	took := time.Since(killed)
+	t.Logf("/ready turned 503 %s after the app was killed (promise %s)", took.Round(time.Millisecond), promise)
+	// Three failures in a row take at least two periods: one is not enough.
+	if least := (failureThreshold-1)*period - 50*time.Millisecond; took < least {
+		t.Errorf("/ready turned 503 %s after the kill, sooner than %d failures in a row allow (%s)", took, failureThreshold, least)
+	}
+	if code, body := probeGet(t, ready); code != http.StatusServiceUnavailable || !strings.Contains(body, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr) {
+		t.Errorf("/ready after the kill = %d %q, want 503 with the probe's reason", code, body)
+	}
+	if _, m := probeGet(t, "http://"+metrics+"/metrics"); !strings.Contains(m, "outrider_app_healthy 0") {
+		t.Errorf("/metrics lacks outrider_app_healthy 0")
+	}
+
+	// The app is back: ready again.
+	startEcho(t, appAddr)
+	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
+
+	outrider.Signal(syscall.SIGTERM)
+	if code := outrider.Wait(10 * time.Second); code != exitOK {
+		t.Errorf("exit code after SIGTERM = %d, want 0", code)
+	}
+	// Each transition is logged once: found unhealthy before the app
+	// started, healthy, unhealthy after the kill, healthy again.
+	log := outrider.Output()
+	for _, w := range []struct {
+		line string
+		n    int
+	}{
+		{`"msg":"app is healthy"`, 2},
+		{`"msg":"app is unhealthy"`, 2},
+		{`"failures_in_a_row":3`, 2},
+	} {
+		if got := strings.Count(log, w.line); got != w.n {
+			t.Errorf("log has %d lines with %s, want %d:\n%s", got, w.line, w.n, log)
+		}
+	}
+}
+
+// TestProbeExecVerdictInReady runs an exec probe through outrider: its
+// exit status and output reach /ready and /metrics.
+func TestProbeExecVerdictInReady(t *testing.T) {
+	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	testbin.Start(t, testbin.Outrider(t), []string{
+		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+		"OUTRIDER_PROBE=exec:/bin/ls /nonexistent-outrider-probe",
+		"OUTRIDER_PROBE_PERIOD=100ms", "OUTRIDER_PROBE_FAILURE_THRESHOLD=1",
+	})
+	ready := "http://" + metrics + "/ready"
+	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+	body := waitReadyBody(t, ready, http.StatusServiceUnavailable, "app: exec /bin/ls: exit status ")
+	if !strings.Contains(body, "nonexistent-outrider-probe") {
+		t.Errorf("/ready = %q, want the command's output in the reason", body)
+	}
+	if _, m := probeGet(t, "http://"+metrics+"/metrics"); !strings.Contains(m, `outrider_probe_total{result="failure"} `) ||
+		!strings.Contains(m, "outrider_probe_success 0") {
+		t.Errorf("/metrics lacks the failed probes")
+	}
+}
+
+// TestProbeBadSpecStopsStartUp checks that a probe outrider cannot run
+// stops it before it starts, with exit status 2 and the variable named.
+func TestProbeBadSpecStopsStartUp(t *testing.T) {
+	tests := []struct {
+		name  string
+		probe string
+		want  string
+	}{
+		{name: "unknown scheme", probe: "ftp://x",
+			want: `outrider: configuration: OUTRIDER_PROBE="ftp://x" unknown scheme "ftp" (want http, https, tcp, grpc or exec)`},
+		{name: "exec without a command", probe: "exec:",
+			want: `outrider: configuration: OUTRIDER_PROBE="exec:" exec: names no command (want exec:/path/to/cmd arg…)`},
+		{name: "http without a host", probe: "http://",
+			want: `outrider: configuration: OUTRIDER_PROBE="http://" http URL has no host (want e.g. http://127.0.0.1:8080/healthz)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testbin.Start(t, testbin.Outrider(t), []string{
+				"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+				"OUTRIDER_PROBE=" + tc.probe,
+			})
+			code := p.Wait(30 * time.Second)
+			out := p.Output()
+			if code != exitUsage {
+				t.Errorf("exit code = %d, want %d", code, exitUsage)
+			}
+			if strings.TrimSpace(out) != tc.want {
+				t.Errorf("output = %q, want exactly %q", out, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,118 @@
+package probe
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// notExecutable returns the path of a file without execute permission.
+func notExecutable(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "probe.sh")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestExecProber(t *testing.T) {
+	tests := []struct {
+		name       string
+		spec       Spec
+		timeout    time.Duration
+		want       Outcome
+		wantOutput []string
+	}{
+		{name: "exit 0", spec: mustSpec(t, "exec:/bin/true"), want: Success, wantOutput: []string{"exit status 0"}},
+		{name: "exit 1", spec: mustSpec(t, "exec:/bin/false"), want: Failure, wantOutput: []string{"exec /bin/false: exit status 1"}},
+		{name: "arguments, no shell", spec: mustSpec(t, "exec:/bin/echo $HOME *"), want: Success,
+			wantOutput: []string{"exit status 0: $HOME *"}},
+		{name: "output of a failure", spec: Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}},
+			want: Failure, wantOutput: []string{"exit status 3: out\nerr"}},
+		{name: "killed by a signal", spec: Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", "kill -TERM $$"}},
+			want: Failure, wantOutput: []string{"signal: terminated"}},
+		{name: "sleep beyond the timeout", spec: mustSpec(t, "exec:sleep 60"), timeout: 150 * time.Millisecond, want: Timeout,
+			wantOutput: []string{"exec sleep: killed after 150ms"}},
+		{name: "no such command", spec: mustSpec(t, "exec:/nonexistent/probe"), want: Error,
+			wantOutput: []string{"exec /nonexistent/probe: no such file or directory"}},
+		{name: "not in PATH", spec: mustSpec(t, "exec:no-such-probe-command"), want: Error,
+			wantOutput: []string{"executable file not found"}},
+		{name: "not executable", spec: mustSpec(t, "exec:"+notExecutable(t)), want: Error, wantOutput: []string{"permission denied"}},
+		{name: "no command", spec: Spec{Kind: KindExec}, want: Error, wantOutput: []string{"without a command"}},
+		{name: "not an exec spec", spec: mustSpec(t, "tcp://127.0.0.1:1"), want: Error},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			timeout := tc.timeout
+			if timeout == 0 {
+				timeout = 10 * time.Second
+			}
+			got := probeWithin(probeExec, tc.spec, timeout)
+			checkResult(t, got, tc.want, tc.wantOutput...)
+			if tc.want == Timeout && got.Duration > 5*time.Second {
+				t.Errorf("a %s timeout took %s", timeout, got.Duration)
+			}
+		})
+	}
+}
+
+func TestExecProberKeepsTheFirst4KiB(t *testing.T) {
+	spec := Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", "yes outrider | head -c 100000; exit 1"}}
+	got := probeWithin(probeExec, spec, 10*time.Second)
+	checkResult(t, got, Failure, "exit status 1: outrider\noutrider", "…")
+	if n := len(got.Output); n > 4<<10+100 {
+		t.Errorf("output is %d bytes, want about 4 KiB", n)
+	}
+}
+
+// processGone waits until pid is no longer running (gone or a zombie).
+func processGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		// The state follows the command name in parentheses.
+		if i := strings.LastIndexByte(string(b), ')'); err == nil && i > 0 && strings.HasPrefix(string(b[i:]), ") Z") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still runs: %s", pid, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestExecProberKillsItsProcessGroup(t *testing.T) {
+	tests := []struct {
+		name    string
+		script  string
+		timeout time.Duration
+		want    Outcome
+	}{
+		// The background sleep prints its pid, then the shell hangs.
+		{name: "at the timeout", script: "sleep 600 & echo $!; wait", timeout: 200 * time.Millisecond, want: Timeout},
+		// The shell exits at once and leaves the sleep behind.
+		{name: "after the command exits", script: "sleep 600 >/dev/null 2>&1 & echo $!", timeout: 10 * time.Second, want: Success},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := probeWithin(probeExec, Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", tc.script}}, tc.timeout)
+			checkResult(t, got, tc.want)
+			_, out, _ := strings.Cut(got.Output, ": ")
+			_, out, _ = strings.Cut(out, ": ")
+			pid, err := strconv.Atoi(strings.TrimSpace(out))
+			if err != nil {
+				t.Fatalf("no pid in the output %q", got.Output)
+			}
+			processGone(t, pid)
+		})
+	}
+}

@@ -1,0 +1,260 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/version"
+)
+
+// mustSpec parses raw or fails the test.
+func mustSpec(t *testing.T, raw string) Spec {
+	t.Helper()
+	s, err := ParseSpec(raw)
+	if err != nil {
+		t.Fatalf("ParseSpec(%q): %v", raw, err)
+	}
+	return s
+}
+
+// probeWithin runs p on spec with a deadline of timeout.
+func probeWithin(p Prober, spec Spec, timeout time.Duration) Result {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return p(ctx, spec)
+}
+
+// checkResult compares a result's outcome and reason with what a test wants.
+func checkResult(t *testing.T, got Result, want Outcome, wantOutput ...string) {
+	t.Helper()
+	if got.Outcome != want {
+		t.Errorf("outcome = %s (%q), want %s", got.Outcome, got.Output, want)
+	}
+	if got.Outcome != Success && got.Output == "" {
+		t.Errorf("outcome %s with an empty output", got.Outcome)
+	}
+	for _, w := range wantOutput {
+		if !strings.Contains(got.Output, w) {
+			t.Errorf("output = %q, want it to contain %q", got.Output, w)
+		}
+	}
+	if got.Duration <= 0 {
+		t.Errorf("duration = %s, want > 0", got.Duration)
+	}
+}
+
+func TestHTTPProber(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("fine\n")) })
+	mux.HandleFunc("/created", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusCreated) })
+	mux.HandleFunc("/399", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(399) })
+	mux.HandleFunc("/400", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadRequest) })
+	mux.HandleFunc("/down", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "database\tunreachable\n", http.StatusServiceUnavailable)
+	})
+	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/ok", http.StatusFound) })
+	mux.HandleFunc("/moved-bad", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/down", http.StatusFound) })
+	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/loop", http.StatusFound) })
+	mux.HandleFunc("/big", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(strings.Repeat("x", 1<<20)))
+	})
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	closed := httptest.NewServer(mux)
+	closedURL := closed.URL
+	closed.Close()
+
+	tests := []struct {
+		name       string
+		spec       Spec
+		timeout    time.Duration
+		want       Outcome
+		wantOutput []string
+	}{
+		{name: "200", spec: mustSpec(t, srv.URL+"/ok"), want: Success, wantOutput: []string{"200 OK"}},
+		{name: "201", spec: mustSpec(t, srv.URL+"/created"), want: Success},
+		{name: "399 is still success", spec: mustSpec(t, srv.URL+"/399"), want: Success},
+		{name: "same-host redirect followed", spec: mustSpec(t, srv.URL+"/moved"), want: Success, wantOutput: []string{"200 OK"}},
+		{name: "same-host redirect to a failure", spec: mustSpec(t, srv.URL+"/moved-bad"), want: Failure, wantOutput: []string{"503"}},
+		{name: "redirect loop", spec: mustSpec(t, srv.URL+"/loop"), want: Failure, wantOutput: []string{"stopped after 10 redirects"}},
+		{name: "400", spec: mustSpec(t, srv.URL+"/400"), want: Failure, wantOutput: []string{"400 Bad Request"}},
+		{name: "503 with the body as reason", spec: mustSpec(t, srv.URL+"/down"), want: Failure,
+			wantOutput: []string{"GET " + srv.URL + "/down: 503 Service Unavailable: database unreachable"}},
+		{name: "404", spec: mustSpec(t, srv.URL+"/nothing"), want: Failure, wantOutput: []string{"404 Not Found"}},
+		{name: "big body is cut", spec: mustSpec(t, srv.URL+"/big"), want: Failure, wantOutput: []string{"500", "…"}},
+		{name: "connection refused", spec: mustSpec(t, closedURL+"/ok"), want: Failure, wantOutput: []string{"connection refused"}},
+		{name: "timeout", spec: mustSpec(t, srv.URL+"/hang"), timeout: 100 * time.Millisecond, want: Timeout,
+			wantOutput: []string{"no answer within 100ms"}},
+		{name: "no URL", spec: Spec{Kind: KindHTTP}, want: Error, wantOutput: []string{"without a URL"}},
+		{name: "not an http spec", spec: mustSpec(t, "tcp://127.0.0.1:1"), want: Error},
+		{name: "password never shown", spec: mustSpec(t, strings.Replace(srv.URL, "://", "://user:hunter2@", 1)+"/down"),
+			want: Failure, wantOutput: []string{"user:xxxxx@"}},
+	}
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			timeout := tc.timeout
+			if timeout == 0 {
+				timeout = 10 * time.Second
+			}
+			got := probeWithin(p.probe, tc.spec, timeout)
+			checkResult(t, got, tc.want, tc.wantOutput...)
+			if strings.Contains(got.Output, "hunter2") {
+				t.Errorf("output shows the password: %q", got.Output)
+			}
+			if tc.want == Timeout && got.Duration > 5*time.Second {
+				t.Errorf("a %s timeout took %s", timeout, got.Duration)
+			}
+		})
+	}
+}
+
+func TestHTTPProberRefusesRedirectOffHost(t *testing.T) {
+	var elsewhereHits atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		elsewhereHits.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(elsewhere.Close)
+	// The same server under another host name: localhost instead of 127.0.0.1.
+	u, _ := url.Parse(elsewhere.URL)
+	offHost := "http://localhost:" + u.Port() + "/down"
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := elsewhere.URL + "/down"
+		if r.URL.Path == "/to-localhost" {
+			target = offHost
+		}
+		http.Redirect(w, r, target, http.StatusFound)
+	}))
+	t.Cleanup(app.Close)
+
+	tests := []struct {
+		name       string
+		path       string
+		want       Outcome
+		wantOutput []string
+		wantHits   int32
+	}{
+		// Another host name is another host: the probe takes the 302 as
+		// its answer, as the kubelet does, and never asks that host.
+		{name: "other host name", path: "/to-localhost", want: Success,
+			wantOutput: []string{"302 Found", "redirect to " + offHost + " not followed"}, wantHits: 0},
+		// Another port on the same host name is the same host, as for the kubelet.
+		{name: "other port, same host name", path: "/to-other-port", want: Failure,
+			wantOutput: []string{"503"}, wantHits: 1},
+	}
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := elsewhereHits.Load()
+			checkResult(t, probeWithin(p.probe, mustSpec(t, app.URL+tc.path), 10*time.Second), tc.want, tc.wantOutput...)
+			if got := elsewhereHits.Load() - before; got != tc.wantHits {
+				t.Errorf("the redirect target got %d requests, want %d", got, tc.wantHits)
+			}
+		})
+	}
+}
+
+func TestHTTPProberSendsHeaders(t *testing.T) {
+	type seen struct {
+		ua, host, auth, custom string
+	}
+	got := make(chan seen, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.UserAgent(), r.Host, r.Header.Get("Authorization"), r.Header.Get("X-Probe")}
+	}))
+	t.Cleanup(srv.Close)
+	hdr, err := ParseHeaders("Host: app.example,Authorization: Bearer t0k3n,X-Probe: yes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := mustSpec(t, srv.URL+"/healthz")
+	spec.Header = hdr
+
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	res := probeWithin(p.probe, spec, 10*time.Second)
+	checkResult(t, res, Success)
+	want := seen{ua: version.UserAgent(), host: "app.example", auth: "Bearer t0k3n", custom: "yes"}
+	s := <-got
+	if s != want {
+		t.Errorf("server saw %+v, want %+v", s, want)
+	}
+	if !strings.HasPrefix(s.ua, "outrider/") {
+		t.Errorf("User-Agent = %q, want outrider/<version>", s.ua)
+	}
+	if strings.Contains(res.Output, "t0k3n") {
+		t.Errorf("output shows a header value: %q", res.Output)
+	}
+}
+
+func TestHTTPProberReusesConnections(t *testing.T) {
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(strings.Repeat("ok", 100)))
+	}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	for range 5 {
+		checkResult(t, probeWithin(p.probe, mustSpec(t, srv.URL+"/"), 10*time.Second), Success)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 1 {
+		t.Errorf("5 probes opened %d connections, want 1", len(conns))
+	}
+}
+
+func TestHTTPSProber(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	t.Cleanup(srv.Close)
+	tests := []struct {
+		name       string
+		insecure   bool
+		want       Outcome
+		wantOutput []string
+	}{
+		{name: "certificate verified", insecure: false, want: Failure, wantOutput: []string{"certificate"}},
+		{name: "insecure skips verification", insecure: true, want: Success, wantOutput: []string{"200 OK"}},
+	}
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := mustSpec(t, srv.URL+"/healthz")
+			spec.Insecure = tc.insecure
+			checkResult(t, probeWithin(p.probe, spec, 10*time.Second), tc.want, tc.wantOutput...)
+		})
+	}
+}
