@@ -64,7 +64,10 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 	if spec.Kind != KindGRPC || spec.Address == "" {
 		return result(start, Error, "grpc probe of a %q spec without an address", spec.Kind)
 	}
-	what := fmt.Sprintf("grpc health check of %q at %s", spec.Service, spec.Address)
+	what := "grpc health check of " + spec.Address
+	if spec.Service != "" {
+		what = fmt.Sprintf("grpc health check of service %q at %s", spec.Service, spec.Address)
+	}
 	conn, err := p.client(spec.Address)
 	if err != nil {
 		return result(start, Error, "%s: %v", what, err)

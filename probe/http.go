@@ -78,13 +78,19 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 		return result(start, Error, "%s: %v", what, err)
 	}
 	for name, values := range spec.Header {
-		req.Header[name] = values
+		for _, v := range values {
+			req.Header.Add(name, v)
+		}
 	}
 	if host := spec.Header.Get("Host"); host != "" {
 		req.Host = host
 	}
-	if req.Header.Get("User-Agent") == "" {
+	// As the kubelet: defaults the app's own headers can override.
+	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header.Set("User-Agent", version.UserAgent())
+	}
+	if _, ok := req.Header["Accept"]; !ok {
+		req.Header.Set("Accept", "*/*")
 	}
 	client := p.verify
 	if spec.Insecure {

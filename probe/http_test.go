@@ -82,6 +82,10 @@ func TestHTTPProber(t *testing.T) {
 	closedURL := closed.URL
 	closed.Close()
 
+	passwordSpec := mustSpec(t, strings.Replace(srv.URL, "://", "://user:hunter2@", 1)+"/down")
+	if s := passwordSpec.String(); strings.Contains(s, "hunter2") {
+		t.Errorf("Spec.String() = %q shows the password", s)
+	}
 	tests := []struct {
 		name       string
 		spec       Spec
@@ -105,7 +109,7 @@ func TestHTTPProber(t *testing.T) {
 			wantOutput: []string{"no answer within 100ms"}},
 		{name: "no URL", spec: Spec{Kind: KindHTTP}, want: Error, wantOutput: []string{"without a URL"}},
 		{name: "not an http spec", spec: mustSpec(t, "tcp://127.0.0.1:1"), want: Error},
-		{name: "password never shown", spec: mustSpec(t, strings.Replace(srv.URL, "://", "://user:hunter2@", 1)+"/down"),
+		{name: "password never shown", spec: passwordSpec,
 			want: Failure, wantOutput: []string{"user:xxxxx@"}},
 	}
 	p := newHTTPProber()
@@ -177,11 +181,11 @@ func TestHTTPProberRefusesRedirectOffHost(t *testing.T) {
 
 func TestHTTPProberSendsHeaders(t *testing.T) {
 	type seen struct {
-		ua, host, auth, custom string
+		ua, accept, host, auth, custom string
 	}
 	got := make(chan seen, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- seen{r.UserAgent(), r.Host, r.Header.Get("Authorization"), r.Header.Get("X-Probe")}
+		got <- seen{r.UserAgent(), r.Header.Get("Accept"), r.Host, r.Header.Get("Authorization"), r.Header.Get("X-Probe")}
 	}))
 	t.Cleanup(srv.Close)
 	hdr, err := ParseHeaders("Host: app.example,Authorization: Bearer t0k3n,X-Probe: yes")
@@ -195,7 +199,7 @@ func TestHTTPProberSendsHeaders(t *testing.T) {
 	t.Cleanup(p.close)
 	res := probeWithin(p.probe, spec, 10*time.Second)
 	checkResult(t, res, Success)
-	want := seen{ua: version.UserAgent(), host: "app.example", auth: "Bearer t0k3n", custom: "yes"}
+	want := seen{ua: version.UserAgent(), accept: "*/*", host: "app.example", auth: "Bearer t0k3n", custom: "yes"}
 	s := <-got
 	if s != want {
 		t.Errorf("server saw %+v, want %+v", s, want)

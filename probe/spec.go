@@ -38,11 +38,15 @@ type Spec struct {
 	Insecure bool
 }
 
-// String gives the spec back in OUTRIDER_PROBE form, without header values.
+// String gives the spec back in OUTRIDER_PROBE form, without header values
+// and with a URL password masked, so that it can be logged.
 func (s Spec) String() string {
 	switch s.Kind {
 	case KindHTTP, KindHTTPS:
-		return s.URL.String()
+		if s.URL == nil {
+			return ""
+		}
+		return s.URL.Redacted()
 	case KindTCP:
 		return "tcp://" + s.Address
 	case KindGRPC:
