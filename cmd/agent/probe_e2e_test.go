@@ -29,9 +29,9 @@ func probeGet(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// waitReadyBody polls url until it answers code with a body containing
+// probeWaitReady polls url until it answers code with a body containing
 // want, and returns that body.
-func waitReadyBody(t *testing.T, url string, code int, want string) string {
+func probeWaitReady(t *testing.T, url string, code int, want string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -46,8 +46,8 @@ func waitReadyBody(t *testing.T, url string, code int, want string) string {
 	}
 }
 
-// startEcho starts the sample app on addr and waits until it answers.
-func startEcho(t *testing.T, addr string) *testbin.Proc {
+// probeStartEcho starts the sample app on addr and waits until it answers.
+func probeStartEcho(t *testing.T, addr string) *testbin.Proc {
 	t.Helper()
 	app := testbin.Start(t, testbin.Echo(t), nil, "-listen", addr)
 	testbin.WaitHTTP(t, "http://"+addr+"/healthz", http.StatusOK, 10*time.Second)
@@ -80,10 +80,10 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 
 	// Before the app runs, outrider is not ready, and once the failure
 	// threshold is reached it says why.
-	waitReadyBody(t, ready, http.StatusServiceUnavailable, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr)
+	probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr)
 
 	// The app comes up: ready.
-	app := startEcho(t, appAddr)
+	app := probeStartEcho(t, appAddr)
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
 	_, m := probeGet(t, "http://"+metrics+"/metrics")
 	for _, want := range []string{"outrider_app_healthy 1", "outrider_probe_success 1", `outrider_probe_total{result="success"} `,
@@ -123,7 +123,7 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 	}
 
 	// The app is back: ready again.
-	startEcho(t, appAddr)
+	probeStartEcho(t, appAddr)
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
 
 	outrider.Signal(syscall.SIGTERM)
@@ -159,7 +159,7 @@ func TestProbeExecVerdictInReady(t *testing.T) {
 	})
 	ready := "http://" + metrics + "/ready"
 	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
-	body := waitReadyBody(t, ready, http.StatusServiceUnavailable, "app: exec /bin/ls: exit status ")
+	body := probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: exec /bin/ls: exit status ")
 	if !strings.Contains(body, "nonexistent-outrider-probe") {
 		t.Errorf("/ready = %q, want the command's output in the reason", body)
 	}
