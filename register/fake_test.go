@@ -29,6 +29,9 @@ type fakeConsul struct {
 	code     int               // when not 0, answer every request with it
 	body     string
 	regCode  int // when not 0, answer registrations with it
+	// hanging, when set, receives every check update, which then hangs
+	// until its client gives up.
+	hanging chan struct{}
 }
 
 type fakeCheck struct {
@@ -98,6 +101,14 @@ func (f *fakeConsul) update(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	f.mu.Lock()
+	hanging := f.hanging
+	f.mu.Unlock()
+	if hanging != nil {
+		hanging <- struct{}{}
+		<-r.Context().Done()
+		return
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "update "+id+" "+u.Status)
 	if _, ok := f.checks[id]; !ok {
@@ -157,6 +168,14 @@ func (f *fakeConsul) setError(code int, body string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.code, f.body = code, body
+}
+
+// hangUpdates makes check updates hang; it returns the channel told of each.
+func (f *fakeConsul) hangUpdates() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hanging = make(chan struct{}, 10)
+	return f.hanging
 }
 
 func (f *fakeConsul) setRegisterError(code int) {

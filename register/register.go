@@ -133,6 +133,7 @@ type Registrar struct {
 	registered      bool
 	deregistered    bool
 	stopped         bool
+	cancelStep      context.CancelFunc // cancels the step in flight
 	maint           maintenance
 	maintInConsul   maintenance
 	maintKnown      bool
@@ -278,8 +279,13 @@ func (r *Registrar) step(ctx context.Context) time.Duration {
 	}
 	defer r.unlock()
 
+	// Deregister cancels a step in flight rather than wait for its
+	// requests to time out.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	r.mu.Lock()
 	stopped, reason := r.stopped, r.pending
+	r.cancelStep = cancel
 	r.mu.Unlock()
 	if stopped {
 		return time.Hour
@@ -541,6 +547,9 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	// Stop repairs first, so that a step in flight cannot bring it back.
 	r.mu.Lock()
 	r.stopped = true
+	if r.cancelStep != nil {
+		r.cancelStep()
+	}
 	r.mu.Unlock()
 	if !r.lock(ctx) {
 		return fmt.Errorf("deregister service %q: %w", r.id, ctx.Err())

@@ -47,6 +47,11 @@ type harness struct {
 
 // newHarness builds the registrar; start runs it.
 func newHarness(t *testing.T, jitter float64) *harness {
+	return newHarnessWith(t, jitter, Options{})
+}
+
+// newHarnessWith is newHarness with more options.
+func newHarnessWith(t *testing.T, jitter float64, o Options) *harness {
 	t.Helper()
 	h := &harness{
 		t:        t,
@@ -57,17 +62,14 @@ func newHarness(t *testing.T, jitter float64) *harness {
 	}
 	log, buf := newTestLogger()
 	h.log = buf
-	r, err := New(h.consul.config(), testService(), Options{
-		Log:        log,
-		Registerer: h.reg,
-		OnRegistered: func(ok bool, reason string) {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			h.conds = append(h.conds, cond{ok, reason})
-		},
-		Clock: h.clock,
-		Rand:  func() float64 { return jitter },
-	})
+	o.Log, o.Registerer, o.Clock = log, h.reg, h.clock
+	o.Rand = func() float64 { return jitter }
+	o.OnRegistered = func(ok bool, reason string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.conds = append(h.conds, cond{ok, reason})
+	}
+	r, err := New(h.consul.config(), testService(), o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -382,6 +384,35 @@ func TestDeregisterIsIdempotentAndStopsRepairs(t *testing.T) {
 	wantCalls(t, h.consul.takeCalls())
 	if got := testutil.ToFloat64(h.r.m.registered); got != 0 {
 		t.Errorf("outrider_consul_registered = %v, want 0", got)
+	}
+}
+
+func TestDeregisterCancelsAHangingHeartbeat(t *testing.T) {
+	// Without the cancellation, Deregister would wait for the heartbeat's
+	// minute-long timeout.
+	h := newHarnessWith(t, 0.5, Options{CallTimeout: time.Minute})
+	h.start()
+	h.clock.nextWait(t)
+	h.consul.takeCalls()
+
+	hanging := h.consul.hangUpdates()
+	h.clock.Advance(heartbeat)
+	select {
+	case <-hanging:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no heartbeat reached consul")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.r.Deregister(ctx); err != nil {
+		t.Fatalf("Deregister during a hanging heartbeat: %v", err)
+	}
+	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	if got := h.counter(h.r.m.errors, "heartbeat"); got != 0 {
+		t.Errorf("errors{op=heartbeat} = %v, want 0: the cancelled heartbeat is not Consul's fault", got)
+	}
+	if n := h.log.count("consul unreachable"); n != 0 {
+		t.Errorf("logged consul unreachable for a heartbeat outrider cancelled")
 	}
 }
 
