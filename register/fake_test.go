@@ -29,6 +29,7 @@ type fakeConsul struct {
 	code     int               // when not 0, answer every request with it
 	body     string
 	regCode  int // when not 0, answer registrations with it
+	mntCode  int // when not 0, answer maintenance requests with it
 	// hanging, when set, receives every check update, which then hangs
 	// until its client gives up.
 	hanging chan struct{}
@@ -138,6 +139,10 @@ func (f *fakeConsul) maintenance(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "maintenance "+id+" "+r.URL.Query().Get("enable"))
+	if f.mntCode != 0 {
+		http.Error(w, "Permission denied", f.mntCode)
+		return
+	}
 	if _, ok := f.services[id]; !ok {
 		http.Error(w, "Unknown service ID "+id, http.StatusNotFound)
 		return
@@ -176,6 +181,12 @@ func (f *fakeConsul) hangUpdates() <-chan struct{} {
 	defer f.mu.Unlock()
 	f.hanging = make(chan struct{}, 10)
 	return f.hanging
+}
+
+func (f *fakeConsul) setMaintenanceError(code int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mntCode = code
 }
 
 func (f *fakeConsul) setRegisterError(code int) {

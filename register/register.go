@@ -134,6 +134,7 @@ type Registrar struct {
 	deregistered    bool
 	stopped         bool
 	cancelStep      context.CancelFunc // cancels the step in flight
+	maintFailing    bool               // logged once; only Run's steps use it
 	maint           maintenance
 	maintInConsul   maintenance
 	maintKnown      bool
@@ -312,10 +313,12 @@ func (r *Registrar) step(ctx context.Context) time.Duration {
 	}
 	r.m.heartbeats.WithLabelValues("ok").Inc()
 	r.succeeded()
-	if err := r.applyMaintenance(ctx); err != nil && !isNotFound(err) && ctx.Err() == nil {
-		r.log.Warn("could not apply maintenance mode in consul; retrying at the next heartbeat",
+	err = r.applyMaintenance(ctx)
+	if err != nil && !isNotFound(err) && ctx.Err() == nil && !r.maintFailing {
+		r.log.Warn("could not apply maintenance mode in consul; retrying at every heartbeat",
 			"service_id", r.id, "err", err)
 	}
+	r.maintFailing = err != nil
 	return r.heartbeat()
 }
 

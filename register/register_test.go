@@ -488,6 +488,31 @@ func TestMaintenanceIsKeptAndReappliedAfterALoss(t *testing.T) {
 	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical")
 }
 
+func TestMaintenanceFailuresAreRetriedAndLoggedOnce(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.nextWait(t)
+	h.consul.setMaintenanceError(403)
+
+	if err := h.r.SetMaintenance(context.Background(), true, "deploy"); !errors.Is(err, ErrPending) {
+		t.Errorf("SetMaintenance refused by consul = %v, want ErrPending", err)
+	}
+	for range 4 {
+		h.step(heartbeat)
+	}
+	if n := h.log.count("could not apply maintenance mode"); n != 1 {
+		t.Errorf("logged the maintenance failure %d times over 4 heartbeats, want once", n)
+	}
+	if got := h.counter(h.r.m.errors, "maintenance"); got != 5 {
+		t.Errorf("errors{op=maintenance} = %v, want 5", got)
+	}
+	h.consul.setMaintenanceError(0)
+	h.step(heartbeat)
+	if reason, ok := h.consul.maintReason("web-1"); !ok || reason != "deploy" {
+		t.Errorf("consul maintenance = %q, %v; want deploy once consul accepts it", reason, ok)
+	}
+}
+
 func TestUpdateRegistersAgainInPlace(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
