@@ -492,12 +492,14 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 	return backoff(failures, r.backoffBase, r.backoffMax, r.rand())
 }
 
-// succeeded records a heartbeat Consul accepted.
+// succeeded records a heartbeat Consul accepted: the instance is there.
 func (r *Registrar) succeeded() {
 	now := r.clock.Now()
 	r.mu.Lock()
 	prev, failures, since := r.link, r.failures, r.downSince
 	r.link, r.failures = linkOK, 0
+	r.registered = true
+	r.setCondLocked(true, "registered in consul as "+r.id)
 	r.mu.Unlock()
 	if prev != linkOK && prev != linkStarting {
 		r.log.Info("consul answers again", "service_id", r.id, "failed_attempts", failures,

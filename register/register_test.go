@@ -327,6 +327,15 @@ func TestReadinessKeepsItsValueWhileConsulIsUnreachable(t *testing.T) {
 		t.Errorf("outrider_consul_registered while consul is down = %v, want 1 (nothing says it is gone)", got)
 	}
 
+	// Back without a loss: the reason no longer mentions the outage.
+	h.consul.setDown(false)
+	d = h.step(d)
+	if c := h.lastCond(); !c.ok || c.reason != "registered in consul as web-1" {
+		t.Errorf("condition once consul answers = %+v, want ok, registered in consul as web-1", c)
+	}
+	h.consul.setDown(true)
+	d = h.step(d)
+
 	// Consul answers that the instance is gone and will not take it back:
 	// now outrider knows it is not registered.
 	h.consul.setDown(false)
