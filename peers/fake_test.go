@@ -25,6 +25,7 @@ const bound = 10 * time.Second
 type fakeClock struct {
 	mu         sync.Mutex
 	now        time.Time
+	stopped    bool
 	firstWait  time.Duration
 	sleeps     chan fakeSleep
 	firstWaits chan fakeSleep
@@ -52,9 +53,15 @@ func (f *fakeClock) Now() time.Time {
 
 func (f *fakeClock) After(d time.Duration) <-chan time.Time {
 	s := fakeSleep{d: d, wake: make(chan time.Time, 1)}
-	if d == f.firstWait {
+	f.mu.Lock()
+	stopped := f.stopped
+	f.mu.Unlock()
+	switch {
+	case stopped:
+		s.wake <- time.Time{}
+	case d == f.firstWait:
 		f.firstWaits <- s
-	} else {
+	default:
 		f.sleeps <- s
 	}
 	return s.wake
@@ -64,6 +71,24 @@ func (f *fakeClock) advance(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.now = f.now.Add(d)
+}
+
+// stop ends every wait, pending or to come, so that nothing left
+// waiting holds up the end of a test.
+func (f *fakeClock) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+	for {
+		select {
+		case s := <-f.sleeps:
+			s.wake <- time.Time{}
+		case s := <-f.firstWaits:
+			s.wake <- time.Time{}
+		default:
+			return
+		}
+	}
 }
 
 // nextSleep returns the next wait a watch asked for.
@@ -254,6 +279,7 @@ func startHarness(t *testing.T, opts Options) *harness {
 	mux.Handle("GET /v1/peers/{service}", h.cache)
 	web := httptest.NewServer(mux)
 	t.Cleanup(web.Close)
+	t.Cleanup(h.clock.stop)
 	h.url = web.URL + "/v1/peers/"
 	return h
 }
@@ -305,5 +331,7 @@ func (h *harness) serve(t *testing.T, service string, index uint64, entries ...*
 		t.Fatalf("query for %q, want %q", q.service, service)
 	}
 	q.reply(index, entries...)
-	return wait(t, got)
+	r := wait(t, got)
+	h.clock.nextFirstWait(t) // the bound on the first answer, unused
+	return r
 }
