@@ -187,21 +187,29 @@ func (r *Runner) probeOnce(ctx context.Context) {
 	r.log.Debug("probed the app", "result", string(res.Outcome), "output", res.Output, "duration", res.Duration.String())
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.last, r.lastAt = res, r.clock.Now()
 	v, changed := r.machine.observe(res, r.lastAt)
+	inARow := r.machine.run
+	if changed {
+		r.publish(v)
+	}
+	r.mu.Unlock()
+
 	r.metrics.setHealthy(v.Healthy)
-	if !changed {
-		return
+	switch {
+	case !changed:
+	case v.Healthy:
+		r.log.Info("app is healthy", "probe", r.spec.String(), "reason", v.Output, "successes_in_a_row", inARow)
+	default:
+		r.log.Warn("app is unhealthy", "probe", r.spec.String(), "reason", v.Output, "failures_in_a_row", inARow)
 	}
-	if v.Healthy {
-		r.log.Info("app is healthy", "probe", r.spec.String(), "reason", v.Output, "successes_in_a_row", r.machine.run)
-	} else {
-		r.log.Warn("app is unhealthy", "probe", r.spec.String(), "reason", v.Output, "failures_in_a_row", r.machine.run)
-	}
+}
+
+// publish hands v to every subscriber; r.mu is held.
+func (r *Runner) publish(v Verdict) {
 	for _, ch := range r.subs {
-		// Keep only the latest transition: a slow subscriber sees the
-		// newest verdict and never blocks the probes.
+		// Keep only the latest transition: a slow subscriber finds the
+		// newest verdict, and never blocks the probes.
 		select {
 		case <-ch:
 		default:

@@ -84,7 +84,9 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 
 	// The app comes up: ready.
 	app := probeStartEcho(t, appAddr)
+	up := time.Now()
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
+	t.Logf("/ready turned 200 %s after the app answered", time.Since(up).Round(time.Millisecond))
 	_, m := probeGet(t, "http://"+metrics+"/metrics")
 	for _, want := range []string{"outrider_app_healthy 1", "outrider_probe_success 1", `outrider_probe_total{result="success"} `,
 		"outrider_probe_duration_seconds_count "} {
@@ -124,7 +126,9 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 
 	// The app is back: ready again.
 	probeStartEcho(t, appAddr)
+	up = time.Now()
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
+	t.Logf("/ready turned 200 %s after the restarted app answered", time.Since(up).Round(time.Millisecond))
 
 	outrider.Signal(syscall.SIGTERM)
 	if code := outrider.Wait(10 * time.Second); code != exitOK {
