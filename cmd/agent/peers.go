@@ -1,6 +1,38 @@
 package main
 
-// addPeers wires /v1/peers/{service} on the admin listener.
+import (
+	"fmt"
+	"net/http"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/outrider-sidecar/outrider/peers"
+)
+
+// addPeers wires /v1/peers/{service} on the admin listener: the passing
+// instances of a service, from a cache that Consul blocking queries keep
+// fresh.
 func (a *agent) addPeers() error {
+	if !a.cfg.Registry.Enabled() {
+		a.admin.HandleFunc("GET /v1/peers/{service}", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "peer discovery needs Consul: OUTRIDER_REGISTRY=none", http.StatusNotFound)
+		})
+		return nil
+	}
+	// The client reads CONSUL_HTTP_ADDR, the token and TLS variables the
+	// way the Consul CLI does.
+	client, err := consul.NewClient(consul.DefaultConfig())
+	if err != nil {
+		return fmt.Errorf("peers: consul client from the CONSUL_* variables: %w", err)
+	}
+	cache, err := peers.New(client.Health(), a.reg, peers.Options{Log: a.log.With("component", "peers")})
+	if err != nil {
+		return err
+	}
+	a.admin.Handle("GET /v1/peers/{service}", cache)
+	a.status["peers"] = func() any { return cache.Status() }
+	// The peer cache: one watch goroutine per service asked for, all
+	// stopped and waited for when the group stops.
+	a.addContext("peers", cache.Run)
 	return nil
 }

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+)
+
+// peersPeer is one element of /v1/peers/{service}, as a client reads it.
+type peersPeer struct {
+	ID      string            `json:"id"`
+	Address string            `json:"address"`
+	Port    int               `json:"port"`
+	Tags    []string          `json:"tags"`
+	Meta    map[string]string `json:"meta"`
+}
+
+// peersGet GETs url and returns the status code and body.
+func peersGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// peersList GETs url and decodes the peers; anything but 200 fails the test.
+func peersList(t *testing.T, url string) []peersPeer {
+	t.Helper()
+	code, body := peersGet(t, url)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s = %d %q, want 200", url, code, body)
+	}
+	var out []peersPeer
+	if err := json.Unmarshal([]byte(body), &out); err != nil {
+		t.Fatalf("GET %s: decode %q: %v", url, body, err)
+	}
+	return out
+}
+
+// peersWaitIDs polls url until it lists exactly ids and returns how long
+// that took; it fails the test after limit.
+func peersWaitIDs(t *testing.T, url string, ids []string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var got []string
+	for time.Since(start) < limit {
+		got = got[:0]
+		for _, p := range peersList(t, url) {
+			got = append(got, p.ID)
+		}
+		slices.Sort(got)
+		if slices.Equal(got, ids) {
+			return time.Since(start)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+	t.Fatalf("GET %s lists %v after %s, want %v", url, got, limit, ids)
+	return 0
+}
+
+// peersQueries sums outrider_peers_queries_total over its results.
+func peersQueries(t *testing.T, metricsURL string) float64 {
+	t.Helper()
+	code, body := peersGet(t, metricsURL)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s = %d", metricsURL, code)
+	}
+	var sum float64
+	found := false
+	for line := range strings.Lines(body) {
+		if !strings.HasPrefix(line, "outrider_peers_queries_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		t.Fatalf("no outrider_peers_queries_total in %s", metricsURL)
+	}
+	return sum
+}
+
+// TestPeersE2E runs bin/outrider against a real Consul and follows a
+// service through /v1/peers/{service} on the admin listener.
+func TestPeersE2E(t *testing.T) {
+	srv := consultest.Start(t)
+	consulAgent := srv.Client().Agent()
+	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	outrider := testbin.Start(t, testbin.Outrider(t), []string{
+		"OUTRIDER_SERVICE_NAME=peers-e2e", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1",
+		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), // no app: outrider's own instance stays critical
+		"OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+		"CONSUL_HTTP_ADDR=" + srv.URL(),
+	})
+	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+	peersURL := "http://" + admin + "/v1/peers/"
+	metricsURL := "http://" + metrics + "/metrics"
+
+	if err := consulAgent.ServiceRegister(&consul.AgentServiceRegistration{
+		ID: "web-1", Name: "web", Address: "10.0.0.1", Port: 8080, Tags: []string{"blue"}, Meta: map[string]string{"zone": "a"},
+	}); err != nil {
+		t.Fatalf("register web-1: %v", err)
+	}
+	got := peersList(t, peersURL+"web")
+	if len(got) != 1 || got[0].ID != "web-1" || got[0].Address != "10.0.0.1" || got[0].Port != 8080 ||
+		!slices.Equal(got[0].Tags, []string{"blue"}) || got[0].Meta["zone"] != "a" {
+		t.Fatalf("first GET /v1/peers/web = %+v, want web-1 at 10.0.0.1:8080 with its tags and meta", got)
+	}
+
+	steps := []struct {
+		name    string
+		do      func() error
+		wantIDs []string
+	}{
+		{
+			name: "a second instance registers, passing",
+			do: func() error {
+				return consulAgent.ServiceRegister(&consul.AgentServiceRegistration{
+					ID: "web-2", Name: "web", Address: "10.0.0.2", Port: 8080,
+					Check: &consul.AgentServiceCheck{TTL: "1m", Status: consul.HealthPassing},
+				})
+			},
+			wantIDs: []string{"web-1", "web-2"},
+		},
+		{
+			name:    "it deregisters",
+			do:      func() error { return consulAgent.ServiceDeregister("web-2") },
+			wantIDs: []string{"web-1"},
+		},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		took := peersWaitIDs(t, peersURL+"web", s.wantIDs, time.Second)
+		t.Logf("%s: seen by outrider after %s", s.name, took.Round(time.Millisecond))
+	}
+
+	// No busy loop: many requests over a quiet period, hardly any query.
+	before := peersQueries(t, metricsURL)
+	requests := 0
+	for start := time.Now(); time.Since(start) < 2*time.Second; requests++ {
+		peersList(t, peersURL+"web")
+	}
+	after := peersQueries(t, metricsURL)
+	t.Logf("quiet 2s: %d requests to outrider, %v Consul health queries (%v in all)", requests, after-before, after)
+	if after-before > 1 {
+		t.Errorf("%v Consul health queries during 2s without changes, want at most 1", after-before)
+	}
+
+	// Only passing instances: outrider's own app is not running.
+	if got := peersList(t, peersURL+"peers-e2e"); len(got) != 0 {
+		t.Errorf("GET /v1/peers/peers-e2e = %+v, want [] while its only instance is not passing", got)
+	}
+	if code, body := peersGet(t, peersURL+"web!"); code != http.StatusBadRequest || !strings.Contains(body, "invalid service name") {
+		t.Errorf("GET /v1/peers/web! = %d %q, want 400 invalid service name", code, body)
+	}
+	if code, body := peersGet(t, "http://"+admin+"/status"); code != http.StatusOK || !strings.Contains(body, `"service": "web"`) {
+		t.Errorf("GET /status = %d %q, want the watched services under peers", code, body)
+	}
+
+	// The open blocking queries do not hold up the stop.
+	outrider.Signal(syscall.SIGTERM)
+	if code := outrider.Wait(15 * time.Second); code != 0 {
+		t.Errorf("outrider exited %d on SIGTERM, want 0", code)
+	}
+}

@@ -1,0 +1,178 @@
+package peers
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
+)
+
+// TestCacheFollowsConsul runs a Cache against a real Consul through a
+// proxy that counts the health queries.
+func TestCacheFollowsConsul(t *testing.T) {
+	srv := consultest.Start(t)
+	admin := srv.Client().Agent()
+
+	target, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queries atomic.Int64
+	forward := httputil.NewSingleHostReverseProxy(target)
+	forward.ErrorLog = log.New(io.Discard, "", 0) // the cancelled query at the end
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/health/service/") {
+			queries.Add(1)
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+
+	client, err := consul.NewClient(&consul.Config{Address: proxy.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := New(client.Health(), prometheus.NewRegistry(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/peers/{service}", cache)
+	web := httptest.NewServer(mux)
+	t.Cleanup(web.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cache.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(bound):
+			t.Errorf("Run did not return within %s", bound)
+		}
+	})
+
+	// The first instance has no address of its own and no check.
+	if err := admin.ServiceRegister(&consul.AgentServiceRegistration{ID: "web-1", Name: "web", Port: 8080, Tags: []string{"v1"}}); err != nil {
+		t.Fatalf("register web-1: %v", err)
+	}
+	peers := getPeers(t, web.URL+"/v1/peers/web")
+	want := []Peer{{ID: "web-1", Address: "127.0.0.1", Port: 8080, Tags: []string{"v1"}, Meta: map[string]string{}}}
+	if !peersEqual(peers, want) {
+		t.Fatalf("first GET = %+v, want %+v", peers, want)
+	}
+
+	steps := []struct {
+		name    string
+		do      func() error
+		wantIDs []string
+	}{
+		{
+			name: "a second instance registers, passing",
+			do: func() error {
+				return admin.ServiceRegister(&consul.AgentServiceRegistration{
+					ID: "web-2", Name: "web", Address: "10.1.2.3", Port: 9090, Meta: map[string]string{"zone": "b"},
+					Check: &consul.AgentServiceCheck{CheckID: "web-2-ttl", TTL: "1m", Status: consul.HealthPassing},
+				})
+			},
+			wantIDs: []string{"web-1", "web-2"},
+		},
+		{
+			name:    "its check turns critical",
+			do:      func() error { return admin.UpdateTTL("web-2-ttl", "down", consul.HealthCritical) },
+			wantIDs: []string{"web-1"},
+		},
+		{
+			name:    "its check passes again",
+			do:      func() error { return admin.UpdateTTL("web-2-ttl", "up", consul.HealthPassing) },
+			wantIDs: []string{"web-1", "web-2"},
+		},
+		{
+			name:    "it deregisters",
+			do:      func() error { return admin.ServiceDeregister("web-2") },
+			wantIDs: []string{"web-1"},
+		},
+	}
+	for _, s := range steps {
+		before := queries.Load()
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		took := waitIDs(t, web.URL+"/v1/peers/web", s.wantIDs, time.Second)
+		t.Logf("%s: seen after %s, %d health queries", s.name, took.Round(time.Millisecond), queries.Load()-before)
+	}
+
+	// Quiet: many requests, no change in Consul, hardly any query. The
+	// one allowed is the blocking query that follows the last change, which
+	// waits MinIntervalChanged after it.
+	before := queries.Load()
+	requests := 0
+	for start := time.Now(); time.Since(start) < 2*time.Second; requests++ {
+		getPeers(t, web.URL+"/v1/peers/web")
+	}
+	quiet := queries.Load() - before
+	t.Logf("quiet 2s: %d requests to outrider, %d health queries to Consul; %d queries in all", requests, quiet, queries.Load())
+	if quiet > 1 {
+		t.Errorf("%d health queries during 2s without changes, want at most 1", quiet)
+	}
+}
+
+func getPeers(t *testing.T, u string) []Peer {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", u, resp.Status)
+	}
+	var peers []Peer
+	if err := json.NewDecoder(resp.Body).Decode(&peers); err != nil {
+		t.Fatalf("GET %s: decode: %v", u, err)
+	}
+	return peers
+}
+
+// waitIDs polls u until it lists exactly ids, and returns how long that
+// took; it fails the test after limit.
+func waitIDs(t *testing.T, u string, ids []string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var got []string
+	for time.Since(start) < limit {
+		got = got[:0]
+		for _, p := range getPeers(t, u) {
+			got = append(got, p.ID)
+		}
+		slices.Sort(got)
+		if slices.Equal(got, ids) {
+			return time.Since(start)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+	t.Fatalf("GET %s lists %v after %s, want %v", u, got, limit, ids)
+	return 0
+}
+
+func peersEqual(a, b []Peer) bool {
+	return slices.EqualFunc(a, b, func(x, y Peer) bool {
+		return x.ID == y.ID && x.Address == y.Address && x.Port == y.Port &&
+			slices.Equal(x.Tags, y.Tags) && maps.Equal(x.Meta, y.Meta)
+	})
+}
