@@ -77,7 +77,11 @@ func ParseSpec(raw string) (Spec, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Spec{}, fmt.Errorf("%w: %v", ErrBadSpec, err)
+		// url.Error repeats the value, which the caller names already.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return Spec{}, fmt.Errorf("%w: %v (want http://host:port/path, https://…, tcp://host:port, grpc://host:port[/service] or exec:/cmd arg…)", ErrBadSpec, err)
 	}
 	switch Kind(u.Scheme) {
 	case KindHTTP, KindHTTPS:
