@@ -45,8 +45,9 @@ func TestTCPProber(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = ln.Close() })
+	accepting := make(chan struct{})
 	go func() {
+		defer close(accepting)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -55,6 +56,10 @@ func TestTCPProber(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-accepting
+	})
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
