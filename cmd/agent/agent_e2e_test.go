@@ -168,4 +168,3 @@ func get(t *testing.T, url, auth string, want int) string {
 	}
 	return string(b)
 }
-
