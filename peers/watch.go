@@ -20,11 +20,12 @@ type watch struct {
 	// asked is when a request last asked for the service; Cache.mu guards it.
 	asked time.Time
 
-	mu      sync.Mutex
-	peers   []Peer
-	index   uint64
-	updated time.Time
-	err     error // of the last query; nil after an answer
+	mu       sync.Mutex
+	answered bool
+	peers    []Peer
+	index    uint64
+	updated  time.Time
+	err      error // of the last query; nil after an answer
 }
 
 type watchState struct {
@@ -38,21 +39,15 @@ type watchState struct {
 func (w *watch) snapshot() watchState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := watchState{peers: w.peers, index: w.index, updated: w.updated, err: w.err}
-	select {
-	case <-w.ready:
-		s.ready = true
-	default:
-	}
-	return s
+	return watchState{ready: w.answered, peers: w.peers, index: w.index, updated: w.updated, err: w.err}
 }
 
 func (w *watch) answer(peers []Peer, index uint64, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	first := w.updated.IsZero()
 	w.peers, w.index, w.updated, w.err = peers, index, now, nil
-	if first {
+	if !w.answered {
+		w.answered = true
 		close(w.ready)
 	}
 }
