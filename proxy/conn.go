@@ -26,7 +26,12 @@ var (
 	aLongTimeAgo = time.Unix(1, 0)
 )
 
-var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
+// Write buffers: answers are gathered in outBufs, request heads in the
+// smaller reqBufs.
+var (
+	outBufs = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
+	reqBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+)
 
 // conn is one client connection and the goroutine that serves it.
 type conn struct {
@@ -54,14 +59,16 @@ type conn struct {
 	// goroutine; it receives the result.
 	bodyDone  chan bodyResult
 	bodyState atomic.Int32
-	// out is the write buffer of the current request.
-	out *[]byte
+	// now is the time last read by this connection's goroutine: deadlines
+	// are computed from it, with slack, to spare clock reads.
+	now time.Time
 }
 
 func (c *conn) serve() {
 	defer c.p.forget(c)
 	c.br = newReader(c.nc)
 	c.clientIP = hostOf(c.nc.RemoteAddr())
+	c.now = time.Now()
 	defer c.close()
 	for first := true; ; first = false {
 		if !c.readRequest(first) {
@@ -147,7 +154,8 @@ func (c *conn) setReadDeadline(t time.Time, slack time.Duration) {
 // head that was refused (and answered), or the proxy is draining.
 func (c *conn) readRequest(first bool) bool {
 	cfg := &c.p.cfg
-	now := time.Now()
+	// c.now is when the last response ended, or the connection came.
+	now := c.now
 	started := len(c.br.buffered()) > 0
 	if started {
 		c.setReadDeadline(now.Add(cfg.ReadHeaderTimeout), cfg.ReadHeaderTimeout/8)
@@ -229,7 +237,7 @@ func (c *conn) writeError(code int, reason string, closeConn bool) int64 {
 	out = append(out, "\r\n\r\n"...)
 	out = append(out, reason...)
 	out = append(out, '\n')
-	_ = c.writeClient(out)
+	_ = c.writeClient(out, time.Now())
 	*bp = out
 	outBufs.Put(bp)
 	return int64(len(reason) + 1)
@@ -252,8 +260,7 @@ func statusText(code int) string {
 }
 
 // writeClient writes b to the client within IOTimeout.
-func (c *conn) writeClient(b []byte) error {
-	now := time.Now()
+func (c *conn) writeClient(b []byte, now time.Time) error {
 	d := c.p.cfg.IOTimeout
 	if c.wdl.Before(now.Add(d - d/8)) {
 		c.wdl = now.Add(d)
@@ -264,8 +271,7 @@ func (c *conn) writeClient(b []byte) error {
 }
 
 // writeUp writes b to the app within IOTimeout.
-func writeUp(u *upConn, b []byte) error {
-	now := time.Now()
+func writeUp(u *upConn, b []byte, now time.Time) error {
 	if u.wdl.IsZero() || u.wdl.Before(now.Add(30*time.Second)) {
 		// Writes to the app are bounded loosely: the app reads what it is
 		// sent, and a stuck one is also caught by the client's timeouts.
@@ -278,10 +284,9 @@ func writeUp(u *upConn, b []byte) error {
 
 // fillUp reads more of the app's answer. While it waits, it checks every
 // ClientCheckInterval that the client is still there.
-func (c *conn) fillUp(u *upConn, limit int) error {
+func (c *conn) fillUp(u *upConn, limit int, now time.Time) error {
 	iv := c.p.cfg.ClientCheckInterval
-	for {
-		now := time.Now()
+	for ; ; now = time.Now() {
 		if u.rdl.Before(now.Add(iv / 2)) {
 			u.rdl = now.Add(iv)
 			_ = u.nc.SetReadDeadline(u.rdl)
@@ -301,10 +306,9 @@ func (c *conn) fillUp(u *upConn, limit int) error {
 
 // readUp reads from the app straight into p, bypassing the buffer, with
 // the same client checks as fillUp.
-func (c *conn) readUp(u *upConn, p []byte) (int, error) {
+func (c *conn) readUp(u *upConn, p []byte, now time.Time) (int, error) {
 	iv := c.p.cfg.ClientCheckInterval
-	for {
-		now := time.Now()
+	for ; ; now = time.Now() {
 		if u.rdl.Before(now.Add(iv / 2)) {
 			u.rdl = now.Add(iv)
 			_ = u.nc.SetReadDeadline(u.rdl)
@@ -336,15 +340,15 @@ func isTimeout(err error) bool {
 }
 
 // fillClient reads more of the request body within IOTimeout.
-func (c *conn) fillClient() error {
+func (c *conn) fillClient(now time.Time) error {
 	d := c.p.cfg.IOTimeout
-	c.setReadDeadline(time.Now().Add(d), d/8)
+	c.setReadDeadline(now.Add(d), d/8)
 	return c.br.fill(bufSize)
 }
 
-func (c *conn) readClient(p []byte) (int, error) {
+func (c *conn) readClient(p []byte, now time.Time) (int, error) {
 	d := c.p.cfg.IOTimeout
-	c.setReadDeadline(time.Now().Add(d), d/8)
+	c.setReadDeadline(now.Add(d), d/8)
 	n, err := c.nc.Read(p)
 	if n > 0 {
 		return n, nil

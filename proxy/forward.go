@@ -36,10 +36,12 @@ type outcome struct {
 func (c *conn) forward() bool {
 	p := c.p
 	start := p.cfg.Now()
+	c.now = p.clock(start)
 	p.m.inFlight.Add(1)
 	o := c.exchange()
 	p.m.inFlight.Add(-1)
 	end := p.cfg.Now()
+	c.now = p.clock(end)
 	p.m.count(c.req.methodClass, o.code, end.Sub(start), end, o.reqN, o.respN)
 	if o.tunnel != nil {
 		c.runTunnel(o.tunnel)
@@ -61,12 +63,20 @@ func (c *conn) exchange() (o outcome) {
 	}
 	upgrade := req.connUpgrade && req.hasUpgrade && !req.chunked && req.contentLength <= 0
 
-	bp := outBufs.Get().(*[]byte)
-	out := c.appendRequestHead((*bp)[:0], b[:c.headLen], upgrade)
+	// The request's bytes are kept until the answer starts, to resend them
+	// once; a small buffer, as every request waiting for the app holds one.
+	// The answer is written from a larger one.
+	rbp := reqBufs.Get().(*[]byte)
+	var bp *[]byte
+	out := c.appendRequestHead((*rbp)[:0], b[:c.headLen], upgrade)
 	defer func() {
-		if cap(out) <= 64<<10 {
+		switch {
+		case bp != nil && cap(out) <= 64<<10:
 			*bp = out[:0]
 			outBufs.Put(bp)
+		case bp == nil && cap(out) <= bufSize:
+			*rbp = out[:0]
+			reqBufs.Put(rbp)
 		}
 	}()
 
@@ -91,7 +101,7 @@ func (c *conn) exchange() (o outcome) {
 	}
 	clientKeep := req.keepAlive()
 
-	now := time.Now()
+	now := c.now
 	var u *upConn
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -100,7 +110,7 @@ func (c *conn) exchange() (o outcome) {
 			p.cfg.Log.Debug("app unreachable", "app", p.cfg.Upstream, "err", err)
 			return c.fail(o, 502, "app unreachable", !inline)
 		}
-		err = writeUp(u, out)
+		err = writeUp(u, out, now)
 		if err == nil {
 			if !inline {
 				c.startBody(u)
@@ -138,6 +148,12 @@ func (c *conn) exchange() (o outcome) {
 		}
 		return c.fail(o, 502, "app closed the connection", !inline)
 	}
+	if cap(out) <= bufSize {
+		*rbp = out[:0]
+		reqBufs.Put(rbp)
+	}
+	bp = outBufs.Get().(*[]byte)
+	out = (*bp)[:0]
 
 	// Interim responses: 100 Continue and 103 Early Hints go to a 1.1
 	// client; 101 turns the connection into a tunnel.
@@ -151,7 +167,7 @@ func (c *conn) exchange() (o outcome) {
 			out = c.appendResponseHead(out[:0], rb, false, bodyNone, true)
 			u.br.discard(c.respHeadLen)
 			o.code = 101
-			if err := c.writeClient(out); err != nil {
+			if err := c.writeClient(out, now); err != nil {
 				c.dropUpstream()
 				o.code = CodeClientGone
 				return o
@@ -162,7 +178,7 @@ func (c *conn) exchange() (o outcome) {
 		}
 		if req.minor == 1 {
 			out = c.appendResponseHead(out[:0], rb, false, bodyNone, false)
-			if err := c.writeClient(out); err != nil {
+			if err := c.writeClient(out, now); err != nil {
 				c.dropUpstream()
 				c.stopBody(true)
 				o.code = CodeClientGone
@@ -200,7 +216,7 @@ func (c *conn) exchange() (o outcome) {
 	u.br.discard(c.respHeadLen)
 	o.code = resp.status
 
-	pp := pipe{c: c, src: u.br, fromUp: true, u: u, out: out}
+	pp := pipe{c: c, src: u.br, fromUp: true, u: u, out: out, now: now}
 	switch mode {
 	case bodyLength:
 		pp.copyLength(resp.contentLength)
@@ -311,7 +327,7 @@ func (c *conn) readResponseHead(u *upConn) error {
 				return err
 			}
 		}
-		if err := c.fillUp(u, maxResponseHead); err != nil {
+		if err := c.fillUp(u, maxResponseHead, c.now); err != nil {
 			if err == errHeadTooLarge {
 				return errBadStatusLine
 			}
@@ -470,7 +486,7 @@ func (c *conn) startBody(u *upConn) {
 	c.bodyDone = done
 	bp := outBufs.Get().(*[]byte)
 	go func() {
-		pp := pipe{c: c, src: c.br, u: u, out: (*bp)[:0], state: &c.bodyState}
+		pp := pipe{c: c, src: c.br, u: u, out: (*bp)[:0], state: &c.bodyState, now: time.Now()}
 		if c.req.chunked {
 			pp.copyChunked(true, false)
 		} else {
@@ -579,6 +595,8 @@ type pipe struct {
 	out    []byte
 	state  *atomic.Int32 // request bodies: set to bodyRead at the end
 	n      int64         // body bytes copied
+	// now is the pipe's clock, read again before each blocking read.
+	now time.Time
 
 	readErr, writeErr error
 }
@@ -599,9 +617,9 @@ func (pp *pipe) flush() {
 	}
 	var err error
 	if pp.fromUp {
-		err = pp.c.writeClient(pp.out)
+		err = pp.c.writeClient(pp.out, pp.now)
 	} else {
-		err = writeUp(pp.u, pp.out)
+		err = writeUp(pp.u, pp.out, pp.now)
 	}
 	if err != nil {
 		pp.writeErr = err
@@ -615,11 +633,12 @@ func (pp *pipe) fill(limit int) bool {
 	if pp.writeErr != nil {
 		return false
 	}
+	pp.now = time.Now()
 	var err error
 	if pp.fromUp {
-		err = pp.c.fillUp(pp.u, limit)
+		err = pp.c.fillUp(pp.u, limit, pp.now)
 	} else {
-		err = pp.c.fillClient()
+		err = pp.c.fillClient(pp.now)
 	}
 	if err != nil {
 		if errors.Is(err, errClientGone) {
@@ -658,9 +677,9 @@ func (pp *pipe) copyLength(n int64) {
 		k, err := pp.readDirect((*cb)[:min(n, copyBufSize)])
 		if err == nil {
 			if pp.fromUp {
-				err = pp.c.writeClient((*cb)[:k])
+				err = pp.c.writeClient((*cb)[:k], pp.now)
 			} else {
-				err = writeUp(pp.u, (*cb)[:k])
+				err = writeUp(pp.u, (*cb)[:k], pp.now)
 			}
 			if err != nil {
 				pp.writeErr = err
@@ -673,12 +692,13 @@ func (pp *pipe) copyLength(n int64) {
 }
 
 func (pp *pipe) readDirect(b []byte) (int, error) {
+	pp.now = time.Now()
 	var n int
 	var err error
 	if pp.fromUp {
-		n, err = pp.c.readUp(pp.u, b)
+		n, err = pp.c.readUp(pp.u, b, pp.now)
 	} else {
-		n, err = pp.c.readClient(b)
+		n, err = pp.c.readClient(b, pp.now)
 	}
 	if err != nil {
 		if errors.Is(err, errClientGone) {

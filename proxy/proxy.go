@@ -90,12 +90,22 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// clock returns t when the metrics clock is the real one, else the time:
+// deadlines need the real time, and one clock read per event is enough.
+func (p *Proxy) clock(t time.Time) time.Time {
+	if p.realClock {
+		return t
+	}
+	return time.Now()
+}
+
 // Proxy is the reverse proxy. Create it with New, run it with Serve.
 type Proxy struct {
-	cfg  Config
-	m    *metrics
-	pool *pool
-	h2   *h2Server
+	cfg       Config
+	realClock bool
+	m         *metrics
+	pool      *pool
+	h2        *h2Server
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -111,6 +121,7 @@ type Proxy struct {
 
 // New returns a proxy to cfg.Upstream whose metrics are registered on reg.
 func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
+	realClock := cfg.Now == nil
 	cfg.setDefaults()
 	if cfg.Upstream == "" {
 		return nil, errors.New("proxy: no upstream address")
@@ -120,12 +131,13 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: register metrics: %w", err)
 	}
 	p := &Proxy{
-		cfg:     cfg,
-		m:       m,
-		pool:    newPool(cfg.Upstream, cfg.DialTimeout, cfg.MaxIdleUpstream),
-		conns:   map[*conn]struct{}{},
-		drained: make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		cfg:       cfg,
+		realClock: realClock,
+		m:         m,
+		pool:      newPool(cfg.Upstream, cfg.DialTimeout, cfg.MaxIdleUpstream),
+		conns:     map[*conn]struct{}{},
+		drained:   make(chan struct{}, 1),
+		stop:      make(chan struct{}),
 	}
 	p.h2 = newH2Server(p)
 	return p, nil

@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"sync"
+	"syscall"
 )
 
 // bufSize is the read buffer of every connection, client or upstream: a
@@ -19,25 +20,44 @@ var (
 )
 
 // reader is a buffered reader over one connection, like bufio.Reader but
-// with the buffer exposed, so that heads are parsed in place, and a buffer
-// that grows for a large head and goes back to a pool when released.
+// with the buffer exposed, so that heads are parsed in place. It holds a
+// pooled buffer only while it has unread bytes: an idle connection costs
+// no buffer. A large head grows the buffer up to a limit.
 type reader struct {
 	rd   io.Reader
+	bp   *[]byte // the pooled buffer, when buf is one
 	buf  []byte
 	r, w int
+
+	// Set by rawWait.
+	rc    syscall.RawConn
+	tryFn func(fd uintptr) bool
+	rn    int
+	rerr  error
 }
 
 func newReader(rd io.Reader) *reader {
-	return &reader{rd: rd, buf: *smallBufs.Get().(*[]byte)}
+	b := &reader{rd: rd}
+	b.rawWait(rd)
+	return b
 }
 
-// release returns the buffer to its pool; the reader is unusable after.
+// acquire makes sure there is a buffer.
+func (b *reader) acquire() {
+	if b.buf == nil {
+		b.bp = smallBufs.Get().(*[]byte)
+		b.buf = *b.bp
+	}
+}
+
+// release gives the buffer back; unread bytes are dropped.
 func (b *reader) release() {
-	if cap(b.buf) == bufSize {
-		buf := b.buf[:bufSize]
-		smallBufs.Put(&buf)
+	if b.bp != nil {
+		smallBufs.Put(b.bp)
+		b.bp = nil
 	}
 	b.buf = nil
+	b.r, b.w = 0, 0
 }
 
 // buffered returns the unread bytes.
@@ -47,40 +67,100 @@ func (b *reader) buffered() []byte { return b.buf[b.r:b.w] }
 func (b *reader) discard(n int) {
 	b.r += n
 	if b.r == b.w {
-		b.r, b.w = 0, 0
-		if len(b.buf) > bufSize {
-			// A large head is gone: go back to a pooled buffer.
-			b.buf = *smallBufs.Get().(*[]byte)
-		}
+		b.release()
 	}
 }
 
 // fill reads once more into the buffer, growing it up to limit when it is
 // full. It returns errHeadTooLarge when it cannot grow.
 func (b *reader) fill(limit int) error {
+	if b.rc != nil && b.buf == nil {
+		return b.fillEmpty()
+	}
+	b.acquire()
+	if !b.makeRoom(limit) {
+		return errHeadTooLarge
+	}
+	n, err := b.rd.Read(b.buf[b.w:])
+	return b.advance(n, err)
+}
+
+// makeRoom moves the unread bytes to the front and grows a full buffer.
+func (b *reader) makeRoom(limit int) bool {
 	if b.r > 0 {
 		n := copy(b.buf, b.buf[b.r:b.w])
 		b.r, b.w = 0, n
 	}
-	if b.w == len(b.buf) {
-		if len(b.buf) >= limit {
-			return errHeadTooLarge
-		}
-		grown := make([]byte, min(2*len(b.buf), limit))
-		copy(grown, b.buf[:b.w])
-		if cap(b.buf) == bufSize {
-			old := b.buf[:bufSize]
-			smallBufs.Put(&old)
-		}
-		b.buf = grown
+	if b.w < len(b.buf) {
+		return true
 	}
-	n, err := b.rd.Read(b.buf[b.w:])
-	b.w += n
+	if len(b.buf) >= limit {
+		return false
+	}
+	grown := make([]byte, min(2*len(b.buf), limit))
+	copy(grown, b.buf[:b.w])
+	if b.bp != nil {
+		smallBufs.Put(b.bp)
+		b.bp = nil
+	}
+	b.buf = grown
+	return true
+}
+
+func (b *reader) advance(n int, err error) error {
 	if n > 0 {
+		b.w += n
 		return nil
+	}
+	if b.w == b.r {
+		b.release()
 	}
 	if err == nil {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// rawWait sets up fill to wait for a socket to become readable without
+// holding a buffer: the buffer is taken from the pool only once bytes are
+// there. That is what keeps a thousand idle keep-alive connections, and
+// requests waiting for the app, small.
+func (b *reader) rawWait(nc io.Reader) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	b.rc = rc
+	b.tryFn = b.try
+}
+
+// try is called by the poller whenever the connection may be readable.
+func (b *reader) try(fd uintptr) bool {
+	b.acquire()
+	n, err := syscall.Read(int(fd), b.buf[b.w:])
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		if b.w == b.r {
+			b.release()
+		}
+		return false
+	}
+	b.rn, b.rerr = max(n, 0), err
+	if n == 0 && err == nil {
+		b.rerr = io.EOF
+	}
+	return true
+}
+
+// fillEmpty reads into the empty reader once bytes arrive.
+func (b *reader) fillEmpty() error {
+	b.rn, b.rerr = 0, nil
+	if err := b.rc.Read(b.tryFn); err != nil {
+		b.release()
+		return err
+	}
+	return b.advance(b.rn, b.rerr)
 }

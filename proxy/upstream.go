@@ -119,12 +119,24 @@ func (p *pool) get(now time.Time) (*upConn, error) {
 	return p.dial()
 }
 
+// dial connects to the app from a short-lived goroutine: dialing runs
+// deep, and a client connection's goroutine whose stack grew for it would
+// keep the larger stack for as long as it lives.
 func (p *pool) dial() (*upConn, error) {
-	nc, err := p.dialer.Dial("tcp", p.addr)
-	if err != nil {
-		return nil, err
+	type result struct {
+		nc  net.Conn
+		err error
 	}
-	return &upConn{nc: nc, br: newReader(nc)}, nil
+	ch := make(chan result, 1)
+	go func() {
+		nc, err := p.dialer.Dial("tcp", p.addr)
+		ch <- result{nc, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, r.err
+	}
+	return &upConn{nc: r.nc, br: newReader(r.nc)}, nil
 }
 
 // put gives back a connection that is idle and reusable.
