@@ -189,3 +189,18 @@ func TestPeersE2E(t *testing.T) {
 		t.Errorf("outrider exited %d on SIGTERM, want 0", code)
 	}
 }
+
+// TestPeersWithoutRegistry checks that the endpoint says why it is not
+// there when outrider runs without Consul.
+func TestPeersWithoutRegistry(t *testing.T) {
+	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	testbin.Start(t, testbin.Outrider(t), []string{
+		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+	})
+	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+	code, body := peersGet(t, "http://"+admin+"/v1/peers/web")
+	if code != http.StatusNotFound || !strings.Contains(body, "OUTRIDER_REGISTRY=none") {
+		t.Errorf("GET /v1/peers/web = %d %q, want 404 naming OUTRIDER_REGISTRY=none", code, body)
+	}
+}
