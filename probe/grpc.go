@@ -49,6 +49,17 @@ func (p *grpcProber) client(addr string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// forget closes conn if it is the kept one, so that the next probe dials
+// afresh.
+func (p *grpcProber) forget(conn *grpc.ClientConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == conn {
+		_ = p.conn.Close()
+		p.conn = nil
+	}
+}
+
 func (p *grpcProber) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -83,6 +94,10 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 			return result(start, Failure, "%s: the server does not implement grpc.health.v1.Health", what)
 		case codes.NotFound:
 			return result(start, Failure, "%s: unknown service", what)
+		case codes.Unavailable:
+			// The connection failed: the channel state may say so only
+			// a moment later, so do not wait for client to notice it.
+			p.forget(conn)
 		}
 		return result(start, Failure, "%s: %s: %s", what, st.Code(), st.Message())
 	}

@@ -93,16 +93,22 @@ func deadlinePassed(ctx context.Context) bool {
 	return ok && !time.Now().Before(dl)
 }
 
-// timeoutOf is the time ctx allowed from start, rounded for messages.
+// timeoutOf is the time ctx allowed from start, to two significant
+// digits: start is taken a moment after the deadline was set.
 func timeoutOf(ctx context.Context, start time.Time) time.Duration {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		return time.Since(start).Round(time.Millisecond)
+	d := time.Since(start)
+	if dl, ok := ctx.Deadline(); ok {
+		d = dl.Sub(start)
 	}
-	return dl.Sub(start).Round(time.Millisecond)
+	unit := time.Duration(1)
+	for d/unit >= 100 {
+		unit *= 10
+	}
+	return d.Round(unit)
 }
 
-// snippet makes a short, single-line, printable excerpt of b for a reason.
+// snippet makes a single-line, printable excerpt of b, of about limit
+// bytes, for a reason.
 func snippet(b []byte, limit int) string {
 	var sb strings.Builder
 	for len(b) > 0 && sb.Len() < limit {
