@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -14,6 +13,8 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -625,4 +626,306 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 	})
 }
 
-var _ = bytes.Equal
+
+// fakeApp is an app written by hand: serve runs for each connection.
+func fakeApp(t *testing.T, serve func(nc net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				serve(nc, bufio.NewReader(nc))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// holdingApp answers "ok" to every request but /hold, which it reports
+// on held and answers only when release is closed. gone is signalled
+// when the proxy drops a held request.
+func holdingApp(t *testing.T) (addr string, held, gone chan struct{}, release chan struct{}) {
+	held, gone, release = make(chan struct{}, 8), make(chan struct{}, 8), make(chan struct{})
+	addr = fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if req.URL.Path == "/hold" {
+				held <- struct{}{}
+				closed := make(chan struct{})
+				go func() {
+					if _, err := br.ReadByte(); err != nil {
+						close(closed)
+					}
+				}()
+				select {
+				case <-release:
+					// The watcher still reads br: answer and hang up.
+					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+				case <-closed:
+					gone <- struct{}{}
+				}
+				return
+			}
+			if _, err := io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"); err != nil {
+				return
+			}
+		}
+	})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	return addr, held, gone, release
+}
+
+func TestDrain(t *testing.T) {
+	t.Run("waits for requests in flight", func(t *testing.T) {
+		app, held, _, release := holdingApp(t)
+		tp := startProxy(t, app, nil)
+
+		idle := dialRaw(t, tp.addr)
+		idle.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp := idle.response("GET")
+		io.Copy(io.Discard, resp.Body)
+
+		busy := dialRaw(t, tp.addr)
+		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		drained := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			drained <- tp.Drain(ctx)
+		}()
+		if !idle.closed() {
+			t.Errorf("idle keep-alive connection: got open, want closed")
+		}
+		// The idle connection's request ended before it closed.
+		if n := tp.InFlight(); n != 1 {
+			t.Errorf("in flight while draining: got %d, want 1", n)
+		}
+		if nc, err := net.Dial("tcp", tp.addr); err == nil {
+			nc.Close()
+			t.Errorf("new connection: got accepted, want refused")
+		}
+		select {
+		case err := <-drained:
+			t.Fatalf("Drain returned %v with a request in flight", err)
+		default:
+		}
+		close(release)
+		resp = busy.response("GET")
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "ok\n" || !resp.Close {
+			t.Errorf("request in flight: got %d %q close=%v, want 200 \"ok\\n\" with Connection: close", resp.StatusCode, b, resp.Close)
+		}
+		if !busy.closed() {
+			t.Errorf("busy connection after its response: got open, want closed")
+		}
+		if err := <-drained; err != nil {
+			t.Errorf("Drain: %v", err)
+		}
+		if n := tp.InFlight(); n != 0 {
+			t.Errorf("in flight after Drain: got %d, want 0", n)
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		app, held, _, _ := holdingApp(t)
+		tp := startProxy(t, app, nil)
+		busy := dialRaw(t, tp.addr)
+		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // the deadline has passed: Drain cuts at once
+		err := tp.Drain(ctx)
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "1 requests still in flight") {
+			t.Errorf("Drain: got %v, want the cut request named", err)
+		}
+		if b, _ := io.ReadAll(busy.br); len(b) != 0 {
+			t.Errorf("cut connection: got %q, want it closed without an answer", b)
+		}
+	})
+}
+
+func TestClientGoneIs499(t *testing.T) {
+	app, held, gone, _ := holdingApp(t)
+	tp := startProxy(t, app, func(c *Config) { c.ClientCheckInterval = 20 * time.Millisecond })
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-held
+	rc.nc.Close()
+	// The proxy notices and cancels the app's request.
+	<-gone
+	tp.settle(t)
+	if got := tp.counts(t); got["GET 499"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want one GET 499", got)
+	}
+}
+
+func TestAppClosesKeepAlive(t *testing.T) {
+	// An app that closes every connection after one answer, without
+	// saying so: the pinned connection is found dead and the request is
+	// sent again on a new one.
+	var accepted atomic.Int64
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		accepted.Add(1)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+	})
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	for i := range 5 {
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp := rc.response("GET")
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: got %d, want 200", i, resp.StatusCode)
+		}
+	}
+	if n := accepted.Load(); n < 5 {
+		t.Errorf("app connections: got %d, want one per request", n)
+	}
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestQPS(t *testing.T) {
+	app := startEcho(t)
+	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	tp := startProxy(t, app, func(c *Config) {
+		c.Now = clock.Now
+		c.QPSWindow = 10 * time.Second
+	})
+	gauge := func() float64 {
+		return tp.metric(t, "outrider_http_requests_per_second").GetGauge().GetValue()
+	}
+	if q := tp.QPS(); q != (QPS{QPS: 0, WindowSeconds: 10, InFlight: 0}) || gauge() != 0 {
+		t.Errorf("before any request: got %+v and gauge %v, want zeros over a 10 s window", q, gauge())
+	}
+	// A constant load of 20 requests a second for 12 seconds.
+	const rate = 20
+	rc := dialRaw(t, tp.addr)
+	for range 12 {
+		for range rate {
+			rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp := rc.response("GET")
+			io.Copy(io.Discard, resp.Body)
+		}
+		clock.Advance(time.Second)
+	}
+	for name, got := range map[string]float64{"QPS()": tp.QPS().QPS, "gauge": gauge()} {
+		if got < rate*0.9 || got > rate*1.1 {
+			t.Errorf("%s under a constant %d/s: got %v, want within 10%%", name, rate, got)
+		}
+	}
+	b, err := json.Marshal(tp.QPS())
+	if err != nil || !strings.Contains(string(b), `"window_seconds":10`) {
+		t.Errorf("JSON: got %s (%v)", b, err)
+	}
+	clock.Advance(11 * time.Second)
+	if q := tp.QPS().QPS; q != 0 {
+		t.Errorf("a window after the load: got %v, want 0", q)
+	}
+}
+
+func TestRateMeter(t *testing.T) {
+	base := time.Unix(1_800_000_000, 0)
+	cases := []struct {
+		name   string
+		window time.Duration
+		events []time.Duration // offsets from base
+		at     time.Duration
+		want   float64
+	}{
+		{name: "nothing yet", window: 10 * time.Second, at: 0, want: 0},
+		{name: "current second left out", window: 10 * time.Second, events: []time.Duration{0, 0}, at: 500 * time.Millisecond, want: 0},
+		{name: "last whole second", window: 10 * time.Second, events: []time.Duration{0, 0}, at: time.Second, want: 0.2},
+		{name: "edge of the window", window: 2 * time.Second, events: []time.Duration{0, time.Second, 2 * time.Second}, at: 3 * time.Second, want: 1},
+		{name: "gone out of the window", window: 2 * time.Second, events: []time.Duration{0}, at: 3 * time.Second, want: 0},
+		{name: "bucket reused after wrapping", window: 2 * time.Second, events: []time.Duration{0, 0, 0, 4 * time.Second}, at: 5 * time.Second, want: 0.5},
+		{name: "window rounded up to whole seconds", window: 1500 * time.Millisecond, events: []time.Duration{0, time.Second}, at: 2 * time.Second, want: 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRateMeter(tc.window)
+			for _, e := range tc.events {
+				r.add(base.Add(e))
+			}
+			if got := r.rate(base.Add(tc.at)); got != tc.want {
+				t.Errorf("rate: got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestH2C(t *testing.T) {
+	// A gRPC-style app: HTTP/2 cleartext only.
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	app := &http.Server{
+		Protocols: &protos,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %s %s xff=%s", r.Proto, r.Method, b, r.Header.Get("X-Forwarded-For"))
+		}),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+
+	tp := startProxy(t, ln.Addr().String(), nil)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
+	for range 3 {
+		resp, err := client.Post("http://"+tp.addr+"/", "text/plain", strings.NewReader("ping"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "HTTP/2.0 POST ping xff=127.0.0.1"; resp.Proto != "HTTP/2.0" || string(b) != want {
+			t.Errorf("got %s %q, want HTTP/2.0 %q", resp.Proto, b, want)
+		}
+	}
+	client.CloseIdleConnections()
+	tp.settle(t)
+	if got := tp.counts(t); got["POST 200"] != 3 || len(got) != 1 {
+		t.Errorf("counts: got %v, want three POST 200", got)
+	}
+}
