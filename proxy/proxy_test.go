@@ -626,7 +626,6 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 	})
 }
 
-
 // fakeApp is an app written by hand: serve runs for each connection.
 func fakeApp(t *testing.T, serve func(nc net.Conn, br *bufio.Reader)) string {
 	t.Helper()
