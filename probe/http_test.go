@@ -2,6 +2,8 @@ package probe
 
 import (
 	"context"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -241,7 +243,10 @@ func TestHTTPProberReusesConnections(t *testing.T) {
 }
 
 func TestHTTPSProber(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	// The refused handshake is the point of the test, not news.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	tests := []struct {
 		name       string
