@@ -15,8 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// hangMarker is an argument no other process uses, to find the probe's.
-const hangMarker = "86399.5"
+// hangMarker is an argument no other process uses, to find the probe's:
+// a sleep of a day, in seconds, with this test process's id as decimals
+// so that the same test run elsewhere on the machine is not counted.
+var hangMarker = "86399." + strconv.Itoa(os.Getpid())
 
 // processCounts returns the live children of this process, and the live
 // processes (anywhere) whose command line has hangMarker. Zombies are dead
