@@ -106,8 +106,9 @@ sample:
 	timeouts := testutil.ToFloat64(r.metrics.total.WithLabelValues("timeout"))
 	t.Logf("%.0f probes timed out in %s; at most %d children, %d probe processes, %d goroutines (%d before)",
 		timeouts, runFor, maxChildren, maxMarked, maxGoroutines, baseline)
-	// 600 slots; a loaded machine may skip some, but not most.
-	if timeouts < 200 {
+	// 600 slots; a loaded machine skips some (a probe that overruns its
+	// slot skips the next), but it must have probed all along.
+	if timeouts < 100 {
 		t.Errorf("only %.0f probes timed out in %s at a %s period", timeouts, runFor, sched.Period)
 	}
 	if n := testutil.ToFloat64(r.metrics.total.WithLabelValues("success")); n != 0 {
