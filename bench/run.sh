@@ -92,6 +92,14 @@ fi
 
 # --- processes -------------------------------------------------------------
 
+# Two benchmarks at once on two cores measure each other: take turns. The
+# servers do not inherit the lock (9>&- below).
+exec 9>"${TMPDIR:-/tmp}/outrider-bench.lock"
+if ! flock -n 9; then
+	say "another bench/run.sh is running; waiting for it to finish"
+	flock 9
+fi
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/outrider-bench.XXXXXX")
 # nginx's worker drops to an unprivileged user when run as root; it must be
 # able to enter its prefix directory.
@@ -200,7 +208,7 @@ take_port APP_PORT
 declare -A PORT PROC
 
 say "starting the sample app on 127.0.0.1:$APP_PORT"
-bin/echo -listen "127.0.0.1:$APP_PORT" >"$RESULTS/echo.log" 2>&1 &
+bin/echo -listen "127.0.0.1:$APP_PORT" >"$RESULTS/echo.log" 2>&1 9>&- &
 APP_PID=$!
 PIDS+=("$APP_PID")
 wait_http "$APP_PORT" 10 "$APP_PID" || die "the sample app does not answer (see $RESULTS/echo.log)"
@@ -239,7 +247,7 @@ http {
     }
 }
 EOF
-	nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx.log" 2>&1 &
+	nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx.log" 2>&1 9>&- &
 	NGINX_PID=$!
 	PIDS+=("$NGINX_PID")
 	PORT[nginx]=$port
@@ -275,7 +283,7 @@ frontend bench
 backend app
     server app 127.0.0.1:$APP_PORT maxconn 4096
 EOF
-	haproxy -db -f "$dir/haproxy.cfg" >"$RESULTS/haproxy.log" 2>&1 &
+	haproxy -db -f "$dir/haproxy.cfg" >"$RESULTS/haproxy.log" 2>&1 9>&- &
 	HAPROXY_PID=$!
 	PIDS+=("$HAPROXY_PID")
 	PORT[haproxy]=$port
@@ -298,7 +306,7 @@ start_outrider() {
 		OUTRIDER_DRAIN_DELAY=0s \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
 		${GOMAXPROCS_OUTRIDER:+GOMAXPROCS=$GOMAXPROCS_OUTRIDER} \
-		"$OUTRIDER_BIN" >"$RESULTS/outrider.log" 2>&1 &
+		"$OUTRIDER_BIN" >"$RESULTS/outrider.log" 2>&1 9>&- &
 	OUTRIDER_PID=$!
 	PIDS+=("$OUTRIDER_PID")
 	PORT[outrider]=$port
@@ -349,7 +357,7 @@ done
 run_wrk() {
 	local out=$1 pid status=0
 	shift
-	wrk "$@" >"$out" 2>&1 &
+	wrk "$@" >"$out" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	wait "$pid" || status=$?
@@ -371,6 +379,7 @@ run_wrk() {
 	echo "outrider_gomaxprocs	${GOMAXPROCS_OUTRIDER:-default}"
 	echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "load_start	$(cut -d' ' -f1 /proc/loadavg)"
 	for u in "${UNAVAILABLE[@]}"; do
 		echo "unavailable	$u"
 	done
@@ -412,7 +421,7 @@ for target in "${ACTIVE[@]}"; do
 	fi
 	say "memory at $HIGH_CONNECTIONS connections: $target"
 	file=high-$target.txt
-	wrk -t2 -c"$HIGH_CONNECTIONS" -d"$HIGH_DURATION" --latency "http://127.0.0.1:${PORT[$target]}/" >"$RESULTS/$file" 2>&1 &
+	wrk -t2 -c"$HIGH_CONNECTIONS" -d"$HIGH_DURATION" --latency "http://127.0.0.1:${PORT[$target]}/" >"$RESULTS/$file" 2>&1 9>&- &
 	wrk_pid=$!
 	PIDS+=("$wrk_pid")
 	# Sample while the connections are open; keep the largest figure.
@@ -431,6 +440,8 @@ for target in "${ACTIVE[@]}"; do
 done
 
 # --- summary ----------------------------------------------------------------
+
+printf 'load_end\t%s\n' "$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS/info.tsv"
 
 go run ./bench/cmd/benchsummary -dir "$RESULTS" | tee "$RESULTS/summary.txt"
 say "raw outputs and summary in $RESULTS"

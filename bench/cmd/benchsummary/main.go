@@ -313,8 +313,16 @@ func render(w io.Writer, s summary) {
 	info := s.Info
 	fmt.Fprintf(w, "outrider bench %s  commit %s  %s CPUs\n", info["date"], info["commit"], info["cpus"])
 	fmt.Fprintf(w, "%s; %s; outrider %s, GOMAXPROCS %s\n", info["nginx"], info["haproxy"], info["outrider"], info["outrider_gomaxprocs"])
-	fmt.Fprintf(w, "wrk -t1 -c%s -d%s --latency; rounds: %s, interleaved; figures are medians over rounds\n\n",
+	fmt.Fprintf(w, "wrk -t1 -c%s -d%s --latency; rounds: %s, interleaved; figures are medians over rounds\n",
 		info["connections"], info["duration"], info["rounds"])
+	if info["load_start"] != "" {
+		fmt.Fprintf(w, "load average (1 min): %s at the start, %s at the end", info["load_start"], info["load_end"])
+		if busy(info["load_start"], info["cpus"]) || busy(info["load_end"], info["cpus"]) {
+			fmt.Fprint(w, " (busy machine: trust the ratios, not the absolute figures, least of all p99)")
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
 
 	tw := newTable("target", "req/s", "p50 ms", "p99 ms", "CPU s/100k req", "app CPU s/100k", "peak RSS MB", "errors")
 	for _, t := range s.Targets {
@@ -378,6 +386,14 @@ func render(w io.Writer, s summary) {
 		}
 		mt.write(w)
 	}
+}
+
+// busy tells whether a load average is above what the benchmark itself
+// brings (wrk, the app and a proxy: about the number of CPUs).
+func busy(load, cpus string) bool {
+	l, err1 := strconv.ParseFloat(load, 64)
+	c, err2 := strconv.ParseFloat(cpus, 64)
+	return err1 == nil && err2 == nil && l > c+1
 }
 
 // ratio formats a/b, or "-" when b is zero.

@@ -120,6 +120,7 @@ func TestLoad(t *testing.T) {
 	faster := strings.NewReplacer("29323.96", "58647.92", "58692 requests", "117384 requests", "8.08ms", "4.04ms").Replace(string(ok))
 	files := map[string]string{
 		"info.tsv": "date\t2026-01-01T00:00:00Z\nclk_tck\t100\ncpus\t2\nduration\t2s\nrounds\t3\nconnections\t32\nhigh_connections\t1000\n" +
+			"load_start\t0.50\nload_end\t7.20\n" +
 			"unavailable\thaproxy\tnothing answers on its proxy port\n",
 		"runs.tsv": "target\tround\twrk_file\tproxy_ticks\tapp_ticks\n" +
 			"nginx\t1\tslow.txt\t117\t0\n" +
@@ -177,6 +178,7 @@ func TestLoad(t *testing.T) {
 		"2.00x  0.50x", // throughput and p99 ratios
 		"< 30 MB: MISSED",
 		"wrk reported nothing in 1 of 3 rounds for outrider",
+		"0.50 at the start, 7.20 at the end (busy machine",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
