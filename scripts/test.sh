@@ -12,6 +12,7 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
 log=$(mktemp)
