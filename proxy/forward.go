@@ -250,6 +250,10 @@ func (c *conn) exchange() (o outcome) {
 		o.code = 502
 		keep, upKeep = false, false
 	}
+	if len(u.br.buffered()) > 0 {
+		// Bytes the app sent past its response: it is out of step.
+		upKeep = false
+	}
 	if upKeep {
 		u.reused = true
 		u.lastUsed = now
