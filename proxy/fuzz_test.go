@@ -63,7 +63,8 @@ func decodeBody(p *Proxy, h *head, in []byte, chunkedOut bool) (sent []byte, use
 }
 
 // FuzzRequest feeds arbitrary bytes to what the proxy parses itself: the
-// request head and the request body's framing. Whatever it accepts must be
+// request head and the request body's framing (and, for no panic, the
+// response head). Whatever it accepts must be
 // forwarded as one unambiguous request that net/http reads the same way:
 // same method and target, same body, nothing left over to smuggle.
 func FuzzRequest(f *testing.F) {
@@ -91,7 +92,20 @@ func FuzzRequest(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	p := newFuzzProxy()
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	f.Add([]byte("HTTP/1.0 204\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The same bytes as a response head from the app.
+		var rh head
+		if n, err := parseResponse(data, &rh, p.cfg.MaxHeaderFields); err == nil {
+			if n <= 0 || n > len(data) || rh.status < 100 || rh.status > 599 {
+				t.Fatalf("response head: length %d of %d, status %d", n, len(data), rh.status)
+			}
+			if rh.chunked && rh.contentLength >= 0 {
+				t.Fatalf("response framed by both chunked and Content-Length")
+			}
+		}
+
 		var h head
 		n, err := parseRequest(data, &h, p.cfg.MaxHeaderFields)
 		if err != nil {
