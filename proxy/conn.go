@@ -59,6 +59,15 @@ type conn struct {
 	// goroutine; it receives the result.
 	bodyDone  chan bodyResult
 	bodyState atomic.Int32
+	// State of the exchange in progress, kept here rather than on the
+	// goroutine's stack: o is its outcome; out the write buffer, from
+	// reqBP or outBP; pp the response body's pipe.
+	o       outcome
+	out     []byte
+	reqBP   *[]byte
+	outBP   *[]byte
+	pp      pipe
+	upgrade bool
 	// now is the time last read by this connection's goroutine: deadlines
 	// are computed from it, with slack, to spare clock reads.
 	now time.Time

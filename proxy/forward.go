@@ -38,79 +38,108 @@ func (c *conn) forward() bool {
 	start := p.cfg.Now()
 	c.now = p.clock(start)
 	p.m.inFlight.Add(1)
-	o := c.exchange()
+	c.o = outcome{}
+	c.exchange()
+	c.releaseOut()
 	p.m.inFlight.Add(-1)
 	end := p.cfg.Now()
 	c.now = p.clock(end)
+	o := &c.o
 	p.m.count(c.req.methodClass, o.code, end.Sub(start), end, o.reqN, o.respN)
 	if o.tunnel != nil {
-		c.runTunnel(o.tunnel)
+		u := o.tunnel
+		o.tunnel = nil
+		c.runTunnel(u)
 		return false
 	}
 	return o.keep
 }
 
-// exchange sends the request to the app and its answer to the client.
-func (c *conn) exchange() (o outcome) {
-	p := c.p
+// exchange sends the request to the app and its answer to the client,
+// leaving the outcome in c.o. Its steps are separate functions so that no
+// frame on the way to a blocking call is large: a connection goroutine
+// then lives in a 4 KiB stack rather than 8.
+func (c *conn) exchange() {
+	if c.req.methodClass == methodCONNECT {
+		c.br.discard(c.headLen)
+		c.o.code = 405
+		c.o.respN = c.writeError(405, "CONNECT is not supported by this proxy", true)
+		return
+	}
+	inline := c.prepareRequest()
+	u := c.sendRequest(inline)
+	if u == nil {
+		return
+	}
+	// The request's bytes were kept until the answer started, to resend
+	// them once; the answer is written from a larger buffer.
+	c.releaseOut()
+	c.outBP = outBufs.Get().(*[]byte)
+	c.out = (*c.outBP)[:0]
+	if c.resp.status < 200 && !c.relayInterim(u) {
+		return
+	}
+	c.relayResponse(u)
+}
+
+// prepareRequest writes the request head for the app into c.out, with the
+// body when it was read in full already (up to maxInline), and reports
+// whether it was. A longer or chunked body is streamed by a second
+// goroutine while this one waits for the answer, as the app may answer
+// while it reads.
+func (c *conn) prepareRequest() (inline bool) {
 	req := &c.req
 	b := c.br.buffered()
-	if req.methodClass == methodCONNECT {
-		c.br.discard(c.headLen)
-		o.code = 405
-		o.respN = c.writeError(405, "CONNECT is not supported by this proxy", true)
-		return o
-	}
-	upgrade := req.connUpgrade && req.hasUpgrade && !req.chunked && req.contentLength <= 0
-
-	// The request's bytes are kept until the answer starts, to resend them
-	// once; a small buffer, as every request waiting for the app holds one.
-	// The answer is written from a larger one.
-	rbp := reqBufs.Get().(*[]byte)
-	var bp *[]byte
-	out := c.appendRequestHead((*rbp)[:0], b[:c.headLen], upgrade)
-	defer func() {
-		switch {
-		case bp != nil && cap(out) <= 64<<10:
-			*bp = out[:0]
-			outBufs.Put(bp)
-		case bp == nil && cap(out) <= bufSize:
-			*rbp = out[:0]
-			reqBufs.Put(rbp)
-		}
-	}()
-
-	// A body already read in full goes in the head's write; a longer one,
-	// or a chunked one, is streamed by a second goroutine while this one
-	// waits for the answer, as the app may answer while it reads.
-	inline := true
+	c.upgrade = req.connUpgrade && req.hasUpgrade && !req.chunked && req.contentLength <= 0
+	// Every request waiting for the app holds this buffer: a small one.
+	c.reqBP = reqBufs.Get().(*[]byte)
+	c.out = c.appendRequestHead((*c.reqBP)[:0], b[:c.headLen], c.upgrade)
 	switch rest := b[c.headLen:]; {
 	case req.chunked:
-		inline = false
 		c.br.discard(c.headLen)
+		return false
 	case req.contentLength > 0 && req.contentLength <= int64(len(rest)) && req.contentLength <= maxInline:
 		n := int(req.contentLength)
-		out = append(out, rest[:n]...)
+		c.out = append(c.out, rest[:n]...)
 		c.br.discard(c.headLen + n)
-		o.reqN = int64(n)
+		c.o.reqN = int64(n)
+		return true
 	case req.contentLength > 0:
-		inline = false
 		c.br.discard(c.headLen)
-	default:
-		c.br.discard(c.headLen)
+		return false
 	}
-	clientKeep := req.keepAlive()
+	c.br.discard(c.headLen)
+	return true
+}
 
-	now := c.now
-	var u *upConn
-	for attempt := 0; ; attempt++ {
-		var err error
-		u, err = c.upstream(now, attempt > 0)
-		if err != nil {
-			p.cfg.Log.Debug("app unreachable", "app", p.cfg.Upstream, "err", err)
-			return c.fail(o, 502, "app unreachable", !inline)
+// releaseOut gives the write buffer back to its pool.
+func (c *conn) releaseOut() {
+	switch {
+	case c.outBP != nil:
+		if cap(c.out) <= 64<<10 {
+			*c.outBP = c.out[:0]
+			outBufs.Put(c.outBP)
 		}
-		err = writeUp(u, out, now)
+	case c.reqBP != nil:
+		if cap(c.out) <= bufSize {
+			*c.reqBP = c.out[:0]
+			reqBufs.Put(c.reqBP)
+		}
+	}
+	c.outBP, c.reqBP, c.out = nil, nil, nil
+}
+
+// sendRequest sends the request and reads the head of the answer. It
+// returns nil when the exchange ended there, with c.o set.
+func (c *conn) sendRequest(inline bool) *upConn {
+	for attempt := 0; ; attempt++ {
+		u, err := c.upstream(c.now, attempt > 0)
+		if err != nil {
+			c.p.cfg.Log.Debug("app unreachable", "app", c.p.cfg.Upstream, "err", err)
+			c.fail(502, "app unreachable", !inline)
+			return nil
+		}
+		err = writeUp(u, c.out, c.now)
 		if err == nil {
 			if !inline {
 				c.startBody(u)
@@ -118,71 +147,77 @@ func (c *conn) exchange() (o outcome) {
 			err = c.readResponseHead(u)
 		}
 		if err == nil {
-			break
+			return u
 		}
 		// A reused connection the app closed meanwhile fails before any
 		// byte comes back; a request with nothing streamed is resent once.
 		retry := inline && attempt == 0 && u.reused && len(u.br.buffered()) == 0 &&
 			!isTimeout(err) && !errors.Is(err, errClientGone)
-		c.dropUpstream()
-		if res, ok := c.stopBody(true); ok {
-			o.reqN = res.n
-			if res.readErr != nil && !isTimeout(res.readErr) {
-				// The client's body failed first: that is the cause.
-				return c.failBody(o, res.readErr)
-			}
-			if !res.readAll {
-				o.keep = false
-			}
+		if !c.sendFailed(err, retry, inline) {
+			return nil
 		}
-		if errors.Is(err, errClientGone) {
-			o.code = CodeClientGone
-			return o
-		}
-		if retry {
-			continue
-		}
-		p.cfg.Log.Debug("app failed before answering", "app", p.cfg.Upstream, "err", err)
-		if _, ok := err.(*headError); ok {
-			return c.fail(o, 502, "malformed response from the app", !inline)
-		}
-		return c.fail(o, 502, "app closed the connection", !inline)
 	}
-	if cap(out) <= bufSize {
-		*rbp = out[:0]
-		reqBufs.Put(rbp)
-	}
-	bp = outBufs.Get().(*[]byte)
-	out = (*bp)[:0]
+}
 
-	// Interim responses: 100 Continue and 103 Early Hints go to a 1.1
-	// client; 101 turns the connection into a tunnel.
+// sendFailed ends an exchange whose request could not be sent or got no
+// answer, unless it is to be retried.
+func (c *conn) sendFailed(err error, retry, inline bool) (retried bool) {
+	c.dropUpstream()
+	if res, ok := c.stopBody(true); ok {
+		c.o.reqN = res.n
+		if res.readErr != nil && !isTimeout(res.readErr) {
+			// The client's body failed first: that is the cause.
+			c.failBody(res.readErr)
+			return false
+		}
+	}
+	if errors.Is(err, errClientGone) {
+		c.o.code = CodeClientGone
+		return false
+	}
+	if retry {
+		return true
+	}
+	c.p.cfg.Log.Debug("app failed before answering", "app", c.p.cfg.Upstream, "err", err)
+	if _, ok := err.(*headError); ok {
+		c.fail(502, "malformed response from the app", !inline)
+	} else {
+		c.fail(502, "app closed the connection", !inline)
+	}
+	return false
+}
+
+// relayInterim passes on interim responses: 100 Continue and 103 Early
+// Hints go to a 1.1 client; 101 turns the connection into a tunnel. It
+// returns false when the exchange ended there.
+func (c *conn) relayInterim(u *upConn) bool {
 	for c.resp.status < 200 {
 		rb := u.br.buffered()
 		if c.resp.status == 101 {
-			if !upgrade {
+			if !c.upgrade {
 				c.dropUpstream()
-				return c.fail(o, 502, "app switched protocols unasked", true)
+				c.fail(502, "app switched protocols unasked", true)
+				return false
 			}
-			out = c.appendResponseHead(out[:0], rb, false, bodyNone, true)
+			c.out = c.appendResponseHead(c.out[:0], rb, false, bodyNone, true)
 			u.br.discard(c.respHeadLen)
-			o.code = 101
-			if err := c.writeClient(out, now); err != nil {
+			c.o.code = 101
+			if err := c.writeClient(c.out, c.now); err != nil {
 				c.dropUpstream()
-				o.code = CodeClientGone
-				return o
+				c.o.code = CodeClientGone
+				return false
 			}
 			c.up = nil
-			o.tunnel = u
-			return o
+			c.o.tunnel = u
+			return false
 		}
-		if req.minor == 1 {
-			out = c.appendResponseHead(out[:0], rb, false, bodyNone, false)
-			if err := c.writeClient(out, now); err != nil {
+		if c.req.minor == 1 {
+			c.out = c.appendResponseHead(c.out[:0], rb, false, bodyNone, false)
+			if err := c.writeClient(c.out, c.now); err != nil {
 				c.dropUpstream()
 				c.stopBody(true)
-				o.code = CodeClientGone
-				return o
+				c.o.code = CodeClientGone
+				return false
 			}
 		}
 		u.br.discard(c.respHeadLen)
@@ -190,14 +225,19 @@ func (c *conn) exchange() (o outcome) {
 			c.dropUpstream()
 			c.stopBody(true)
 			if errors.Is(err, errClientGone) {
-				o.code = CodeClientGone
-				return o
+				c.o.code = CodeClientGone
+				return false
 			}
-			return c.fail(o, 502, "app closed the connection", true)
+			c.fail(502, "app closed the connection", true)
+			return false
 		}
 	}
+	return true
+}
 
-	resp := &c.resp
+// relayResponse passes the final response head and its body on.
+func (c *conn) relayResponse(u *upConn) {
+	req, resp := &c.req, &c.resp
 	mode := bodyUntilClose
 	switch {
 	case req.methodClass == methodHEAD || resp.status == 204 || resp.status == 304:
@@ -209,14 +249,15 @@ func (c *conn) exchange() (o outcome) {
 	}
 	chunkedOut := mode == bodyChunked && req.minor == 1
 	upKeep := mode != bodyUntilClose && !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
-	keep := clientKeep && !p.draining.Load() &&
+	keep := req.keepAlive() && !c.p.draining.Load() &&
 		(mode == bodyNone || mode == bodyLength || chunkedOut)
-	rb := u.br.buffered()
-	out = c.appendResponseHead(out[:0], rb, !keep, mode, false)
+	c.out = c.appendResponseHead(c.out[:0], u.br.buffered(), !keep, mode, false)
 	u.br.discard(c.respHeadLen)
-	o.code = resp.status
+	c.o.code = resp.status
 
-	pp := pipe{c: c, src: u.br, fromUp: true, u: u, out: out, now: now}
+	// The pipe lives in the connection, not on the stack.
+	pp := &c.pp
+	*pp = pipe{c: c, src: u.br, fromUp: true, u: u, out: c.out, now: c.now}
 	switch mode {
 	case bodyLength:
 		pp.copyLength(resp.contentLength)
@@ -226,73 +267,67 @@ func (c *conn) exchange() (o outcome) {
 		pp.copyUntilEOF()
 	}
 	pp.flush()
-	out = pp.out
-	o.respN = pp.n
+	c.out = pp.out
+	c.o.respN = pp.n
 
-	res, stopped := c.stopBody(true)
-	if stopped {
-		o.reqN = res.n
-		if !res.readAll {
-			keep = false
-		}
-		if !res.written {
-			upKeep = false
-		}
+	if res, ok := c.stopBody(true); ok {
+		c.o.reqN = res.n
+		keep = keep && res.readAll
+		upKeep = upKeep && res.written
 	}
 	switch {
 	case pp.writeErr != nil:
-		o.code = CodeClientGone
+		c.o.code = CodeClientGone
 		keep, upKeep = false, false
 	case pp.readErr != nil:
 		// The app failed mid-response: the status is already sent, so the
 		// client learns it from the connection closing early.
-		p.cfg.Log.Debug("app failed mid-response", "app", p.cfg.Upstream, "err", pp.readErr)
-		o.code = 502
+		c.p.cfg.Log.Debug("app failed mid-response", "app", c.p.cfg.Upstream, "err", pp.readErr)
+		c.o.code = 502
 		keep, upKeep = false, false
 	}
+	*pp = pipe{}
 	if len(u.br.buffered()) > 0 {
 		// Bytes the app sent past its response: it is out of step.
 		upKeep = false
 	}
 	if upKeep {
 		u.reused = true
-		u.lastUsed = now
+		u.lastUsed = c.now
 	} else {
 		c.dropUpstream()
 	}
-	o.keep = keep
-	return o
+	c.o.keep = keep
 }
 
 // fail answers the client with a short error when nothing of the response
 // was sent yet. closeConn is set when the client's body is not in step.
-func (c *conn) fail(o outcome, code int, reason string, closeConn bool) outcome {
+func (c *conn) fail(code int, reason string, closeConn bool) {
 	if res, ok := c.stopBody(true); ok {
-		o.reqN = res.n
+		c.o.reqN = res.n
 		if res.readErr != nil {
-			return c.failBody(o, res.readErr)
+			c.failBody(res.readErr)
+			return
 		}
 		closeConn = closeConn || !res.readAll
 	}
 	closeConn = closeConn || c.p.draining.Load() || !c.req.keepAlive()
-	o.code = code
-	o.respN = c.writeError(code, reason, closeConn)
-	o.keep = !closeConn
+	c.o.code = code
+	c.o.respN = c.writeError(code, reason, closeConn)
+	c.o.keep = !closeConn
 	c.linger = closeConn
-	return o
 }
 
 // failBody counts a request whose body could not be read from the client.
-func (c *conn) failBody(o outcome, err error) outcome {
+func (c *conn) failBody(err error) {
 	var he *headError
 	if errors.As(err, &he) {
-		o.code = he.code
-		o.respN = c.writeError(he.code, he.reason, true)
+		c.o.code = he.code
+		c.o.respN = c.writeError(he.code, he.reason, true)
 		c.linger = true
-		return o
+		return
 	}
-	o.code = CodeClientGone
-	return o
+	c.o.code = CodeClientGone
 }
 
 // upstream returns the pinned app connection if it is still usable, or
