@@ -149,6 +149,10 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.mu.Lock()
 	p.ln = ln
+	if p.draining.Load() {
+		// Drained before it served: nothing to accept.
+		_ = ln.Close()
+	}
 	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() {

@@ -762,6 +762,30 @@ func TestDrain(t *testing.T) {
 	})
 }
 
+func TestDrainBeforeServe(t *testing.T) {
+	p, err := New(Config{Upstream: "127.0.0.1:1"}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(context.Background(), ln) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after Drain: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve after Drain did not return")
+	}
+}
+
 func TestClientGoneIs499(t *testing.T) {
 	app, held, gone, _ := holdingApp(t)
 	tp := startProxy(t, app, func(c *Config) { c.ClientCheckInterval = 20 * time.Millisecond })
