@@ -71,8 +71,19 @@ func runAgent(getenv func(string) string, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	log := newLogger(cfg.Log, stderr)
-	a := &agent{
+	a := newAgent(cfg, newLogger(cfg.Log, stderr))
+	if err := a.build(); err != nil {
+		a.log.Error("outrider cannot start", "err", err)
+		return exitFailed
+	}
+	a.log.Info("outrider started", "version", version.Version, "service_id", cfg.Service.ID,
+		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String())
+	return a.run()
+}
+
+// newAgent returns an agent with its shared pieces and no actors yet.
+func newAgent(cfg config.Config, log *slog.Logger) *agent {
+	return &agent{
 		cfg:     cfg,
 		log:     log,
 		reg:     exporter.NewRegistry(),
@@ -82,19 +93,18 @@ func runAgent(getenv func(string) string, stderr io.Writer) int {
 		started: time.Now(),
 		status:  map[string]func() any{},
 	}
-	if err := a.build(); err != nil {
-		log.Error("outrider cannot start", "err", err)
-		return exitFailed
-	}
-	log.Info("outrider started", "version", version.Version, "service_id", cfg.Service.ID,
-		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String())
+}
+
+// run runs every actor until the first one returns, stops the rest, and
+// maps the cause to an exit status: 0 for a signal, 1 for a failure.
+func (a *agent) run() int {
 	err := a.group.Run()
 	var sig run.SignalError
 	if err == nil || errors.As(err, &sig) {
-		log.Info("outrider stopped", "reason", stopReason(err))
+		a.log.Info("outrider stopped", "reason", stopReason(err))
 		return exitOK
 	}
-	log.Error("outrider stopped on an error", "err", err)
+	a.log.Error("outrider stopped on an error", "err", err)
 	return exitFailed
 }
 

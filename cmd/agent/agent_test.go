@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/config"
+)
+
+// TestAgentFirstFailureStopsTheRest: one actor failing interrupts every
+// other actor and makes outrider exit 1 with the failure in its log.
+func TestAgentFirstFailureStopsTheRest(t *testing.T) {
+	var logs bytes.Buffer
+	a := newAgent(config.Config{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	stopped := make(chan struct{})
+	a.addContext("steady", func(ctx context.Context) error {
+		<-ctx.Done()
+		close(stopped)
+		return nil
+	})
+	a.addContext("broken", func(context.Context) error {
+		return errors.New("listener vanished")
+	})
+
+	done := make(chan int)
+	go func() { done <- a.run() }()
+	select {
+	case code := <-done:
+		if code != exitFailed {
+			t.Errorf("exit status = %d, want %d", code, exitFailed)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after an actor failed")
+	}
+	select {
+	case <-stopped:
+	default:
+		t.Error("the steady actor was not interrupted")
+	}
+	if want := "broken: listener vanished"; !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, logs.String())
+	}
+}
+
+// TestAgentCleanStopIsZero: actors that all return without error (as on
+// a signal) give exit status 0.
+func TestAgentCleanStopIsZero(t *testing.T) {
+	a := newAgent(config.Config{}, slog.New(slog.DiscardHandler))
+	a.addContext("done at once", func(context.Context) error { return nil })
+	if code := a.run(); code != exitOK {
+		t.Errorf("exit status = %d, want %d", code, exitOK)
+	}
+}
