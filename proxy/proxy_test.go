@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -798,6 +799,43 @@ func TestClientGoneIs499(t *testing.T) {
 	tp.settle(t)
 	if got := tp.counts(t); got["GET 499"] != 1 || len(got) != 1 {
 		t.Errorf("counts: got %v, want one GET 499", got)
+	}
+}
+
+func TestDialsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := newPool(ln.Addr().String(), 5*time.Second, 1)
+	var now, most atomic.Int32
+	p.dialer.Control = func(string, string, syscall.RawConn) error {
+		n := now.Add(1)
+		defer now.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(10 * time.Millisecond)
+		return nil
+	}
+	const clients = 4 * maxDials
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			u, err := p.dial()
+			if err == nil {
+				u.close()
+			}
+			errs <- err
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Errorf("dial: %v", err)
+		}
+	}
+	if got := most.Load(); got != maxDials {
+		t.Errorf("dials in flight at most: got %d, want %d", got, maxDials)
 	}
 }
 

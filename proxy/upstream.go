@@ -88,6 +88,8 @@ type pool struct {
 	addr   string
 	dialer net.Dialer
 	max    int
+	// dials holds a token per dial in flight.
+	dials chan struct{}
 
 	mu     sync.Mutex
 	idle   []*upConn
@@ -95,7 +97,8 @@ type pool struct {
 }
 
 func newPool(addr string, dialTimeout time.Duration, max int) *pool {
-	return &pool{addr: addr, dialer: net.Dialer{Timeout: dialTimeout}, max: max}
+	return &pool{addr: addr, dialer: net.Dialer{Timeout: dialTimeout}, max: max,
+		dials: make(chan struct{}, maxDials)}
 }
 
 // get returns an idle connection that is still alive, or dials a new one.
@@ -119,6 +122,14 @@ func (p *pool) get(now time.Time) (*upConn, error) {
 	return p.dial()
 }
 
+// maxDials bounds the dials in flight. Each runs in its own goroutine,
+// whose stack grows to 8 KiB on the way through the dialer: a thousand
+// clients arriving at once would otherwise hold 8 MB of stacks at the same
+// moment, and the heap keeps that memory after they are gone. Past the
+// bound a dial waits for a slot, at most one dial timeout per round of
+// maxDials ahead of it.
+const maxDials = 16
+
 // dial connects to the app from a short-lived goroutine: dialing runs
 // deep, and a client connection's goroutine whose stack grew for it would
 // keep the larger stack for as long as it lives.
@@ -128,8 +139,10 @@ func (p *pool) dial() (*upConn, error) {
 		err error
 	}
 	ch := make(chan result, 1)
+	p.dials <- struct{}{}
 	go func() {
 		nc, err := p.dialer.Dial("tcp", p.addr)
+		<-p.dials
 		ch <- result{nc, err}
 	}()
 	r := <-ch
