@@ -10,7 +10,9 @@
 #   WARMUP=2s           wrk warm-up before each measured run
 #   HIGH_CONNECTIONS=1000 HIGH_DURATION=5s    the memory run (wrk -t2); 0 skips it
 #   OUTRIDER_BIN=       an outrider binary to measure instead of building bin/outrider
-#   GOMAXPROCS_OUTRIDER=  GOMAXPROCS of outrider (empty: Go's default, all CPUs)
+#   GOMAXPROCS_OUTRIDER=1 GOMAXPROCS of outrider: one core, like nginx's one
+#                       worker and HAProxy's one thread; "default" leaves
+#                       Go's default (all CPUs)
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
 #
@@ -25,6 +27,7 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 TARGETS=${TARGETS:-direct nginx haproxy outrider}
 WARMUP=${WARMUP:-2s}
+GOMAXPROCS_OUTRIDER=${GOMAXPROCS_OUTRIDER:-1}
 HIGH_CONNECTIONS=${HIGH_CONNECTIONS:-1000}
 HIGH_DURATION=${HIGH_DURATION:-5s}
 BASE_PORT=${BASE_PORT:-18080}
@@ -36,6 +39,8 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 for knob in ROUNDS CONNECTIONS BASE_PORT; do
 	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: want a positive integer"
 done
+[[ $GOMAXPROCS_OUTRIDER =~ ^([1-9][0-9]*|default)$ ]] ||
+	die "GOMAXPROCS_OUTRIDER=$GOMAXPROCS_OUTRIDER: want a positive integer or default"
 [[ $HIGH_CONNECTIONS =~ ^[0-9]+$ ]] || die "HIGH_CONNECTIONS=$HIGH_CONNECTIONS: want an integer (0 skips the memory run)"
 for knob in DURATION WARMUP HIGH_DURATION; do
 	[[ ${!knob} =~ ^[0-9]+[smh]?$ ]] || die "$knob=${!knob}: want a wrk duration such as 10s, 2m"
@@ -296,6 +301,8 @@ start_outrider() {
 	take_port port
 	take_port metrics
 	take_port admin
+	local procs=()
+	if [ "$GOMAXPROCS_OUTRIDER" != default ]; then procs=("GOMAXPROCS=$GOMAXPROCS_OUTRIDER"); fi
 	# env execs outrider, so $! is outrider's pid.
 	env OUTRIDER_REGISTRY=none \
 		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
@@ -305,7 +312,7 @@ start_outrider() {
 		OUTRIDER_LOG_LEVEL=warn \
 		OUTRIDER_DRAIN_DELAY=0s \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
-		${GOMAXPROCS_OUTRIDER:+GOMAXPROCS=$GOMAXPROCS_OUTRIDER} \
+		"${procs[@]}" \
 		"$OUTRIDER_BIN" >"$RESULTS/outrider.log" 2>&1 9>&- &
 	OUTRIDER_PID=$!
 	PIDS+=("$OUTRIDER_PID")
@@ -376,7 +383,7 @@ run_wrk() {
 	echo "wrk	$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)"
 	echo "nginx	$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)"
 	echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"
-	echo "outrider_gomaxprocs	${GOMAXPROCS_OUTRIDER:-default}"
+	echo "outrider_gomaxprocs	$GOMAXPROCS_OUTRIDER"
 	echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "load_start	$(cut -d' ' -f1 /proc/loadavg)"
