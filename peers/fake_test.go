@@ -13,122 +13,13 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/internal/clock"
 )
 
 // bound is how long a test waits for something that should happen at
 // once; it only turns a hang into a failure.
 const bound = 10 * time.Second
-
-// fakeClock is a Clock the test drives: every wait asked for arrives on
-// a channel and lasts until the test releases it. Waits of firstWait (the
-// handlers') arrive on firstWaits, the others (the watches') on sleeps.
-type fakeClock struct {
-	mu         sync.Mutex
-	now        time.Time
-	stopped    bool
-	firstWait  time.Duration
-	sleeps     chan fakeSleep
-	firstWaits chan fakeSleep
-}
-
-type fakeSleep struct {
-	d    time.Duration
-	wake chan time.Time
-}
-
-func newFakeClock(firstWait time.Duration) *fakeClock {
-	return &fakeClock{
-		now:        time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		firstWait:  firstWait,
-		sleeps:     make(chan fakeSleep, 128),
-		firstWaits: make(chan fakeSleep, 128),
-	}
-}
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) After(d time.Duration) <-chan time.Time {
-	s := fakeSleep{d: d, wake: make(chan time.Time, 1)}
-	f.mu.Lock()
-	stopped := f.stopped
-	f.mu.Unlock()
-	switch {
-	case stopped:
-		s.wake <- time.Time{}
-	case d == f.firstWait:
-		f.firstWaits <- s
-	default:
-		f.sleeps <- s
-	}
-	return s.wake
-}
-
-func (f *fakeClock) advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-}
-
-// stop ends every wait, pending or to come, so that nothing left
-// waiting holds up the end of a test.
-func (f *fakeClock) stop() {
-	f.mu.Lock()
-	f.stopped = true
-	f.mu.Unlock()
-	for {
-		select {
-		case s := <-f.sleeps:
-			s.wake <- time.Time{}
-		case s := <-f.firstWaits:
-			s.wake <- time.Time{}
-		default:
-			return
-		}
-	}
-}
-
-// nextSleep returns the next wait a watch asked for.
-func (f *fakeClock) nextSleep(t *testing.T) fakeSleep {
-	t.Helper()
-	return next(t, f.sleeps, "wait of a watch")
-}
-
-// nextFirstWait returns the next first-answer wait a handler started.
-func (f *fakeClock) nextFirstWait(t *testing.T) fakeSleep {
-	t.Helper()
-	return next(t, f.firstWaits, "first-answer wait of a handler")
-}
-
-func next(t *testing.T, c <-chan fakeSleep, what string) fakeSleep {
-	t.Helper()
-	select {
-	case s := <-c:
-		return s
-	case <-time.After(bound):
-		t.Fatalf("no %s within %s", what, bound)
-		return fakeSleep{}
-	}
-}
-
-// noSleep fails the test if a watch is waiting on the clock now.
-func (f *fakeClock) noSleep(t *testing.T, why string) {
-	t.Helper()
-	select {
-	case s := <-f.sleeps:
-		t.Fatalf("%s: a watch waits %s, want no wait", why, s.d)
-	default:
-	}
-}
-
-// release moves the clock by the wait and ends it.
-func (f *fakeClock) release(s fakeSleep) {
-	f.advance(s.d)
-	s.wake <- f.Now()
-}
 
 // fakeConsul answers /v1/health/service/{service} with what the test
 // chooses, one query at a time.
@@ -227,11 +118,15 @@ func entry(id, nodeAddr, addr string, port int) *consul.ServiceEntry {
 // its handler mounted the way cmd/agent mounts it.
 type harness struct {
 	consul *fakeConsul
-	clock  *fakeClock
-	cache  *Cache
-	reg    *prometheus.Registry
-	url    string
-	stop   func() // cancels Run and waits for it
+	// clock holds every wait until the test releases it; the waits of
+	// firstWait (the handlers') are told apart from the others (the
+	// watches') by their length.
+	clock     *clock.Fake
+	firstWait time.Duration
+	cache     *Cache
+	reg       *prometheus.Registry
+	url       string
+	stop      func() // cancels Run and waits for it
 }
 
 func newHarness(t *testing.T, opts Options) *harness {
@@ -265,7 +160,13 @@ func startHarness(t *testing.T, opts Options) *harness {
 		// Longer than any other wait, so that the fake clock tells them apart.
 		opts.FirstWait = time.Hour
 	}
-	h := &harness{consul: newFakeConsul(t), clock: newFakeClock(opts.FirstWait), reg: prometheus.NewRegistry()}
+	h := &harness{
+		consul:    newFakeConsul(t),
+		clock:     clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
+		firstWait: opts.FirstWait,
+		reg:       prometheus.NewRegistry(),
+	}
+	h.clock.HoldWaits()
 	opts.Clock = h.clock
 	client, err := consul.NewClient(&consul.Config{Address: h.consul.srv.URL})
 	if err != nil {
@@ -279,7 +180,7 @@ func startHarness(t *testing.T, opts Options) *harness {
 	mux.Handle("GET /v1/peers/{service}", h.cache)
 	web := httptest.NewServer(mux)
 	t.Cleanup(web.Close)
-	t.Cleanup(h.clock.stop)
+	t.Cleanup(h.clock.Stop)
 	h.url = web.URL + "/v1/peers/"
 	return h
 }
@@ -332,6 +233,30 @@ func (h *harness) serve(t *testing.T, service string, index uint64, entries ...*
 	}
 	q.reply(index, entries...)
 	r := wait(t, got)
-	h.clock.nextFirstWait(t) // the bound on the first answer, unused
+	h.nextFirstWait(t) // the bound on the first answer, unused
 	return r
+}
+
+func (h *harness) isFirstWait(w *clock.Wait) bool { return w.D == h.firstWait }
+
+func (h *harness) isSleep(w *clock.Wait) bool { return w.D != h.firstWait }
+
+// nextSleep returns the next wait a watch asked for.
+func (h *harness) nextSleep(t *testing.T) *clock.Wait {
+	t.Helper()
+	return h.clock.NextWaitFunc(t, h.isSleep)
+}
+
+// nextFirstWait returns the next first-answer wait a handler started.
+func (h *harness) nextFirstWait(t *testing.T) *clock.Wait {
+	t.Helper()
+	return h.clock.NextWaitFunc(t, h.isFirstWait)
+}
+
+// noSleep fails the test if a watch is waiting on the clock now.
+func (h *harness) noSleep(t *testing.T, why string) {
+	t.Helper()
+	if s, ok := h.clock.TakeWait(h.isSleep); ok {
+		t.Fatalf("%s: a watch waits %s, want no wait", why, s.D)
+	}
 }

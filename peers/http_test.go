@@ -152,14 +152,14 @@ func TestServeFirstWait(t *testing.T) {
 				}
 			}
 			if tt.wantCode == http.StatusServiceUnavailable && tt.run {
-				h.clock.nextSleep(t) // the watch backs off; the handler waits on
+				h.nextSleep(t) // the watch backs off; the handler waits on
 			}
 			select {
 			case r := <-got:
 				t.Fatalf("GET answered %d %q before its wait ended", r.code, r.body)
 			default:
 			}
-			h.clock.release(h.clock.nextFirstWait(t))
+			h.clock.Release(h.nextFirstWait(t))
 			r := wait(t, got)
 			if r.code != tt.wantCode || !strings.Contains(r.body, tt.wantBody) {
 				t.Errorf("GET = %d %q, want %d containing %q", r.code, r.body, tt.wantCode, tt.wantBody)
@@ -173,8 +173,8 @@ func TestIdleWatches(t *testing.T) {
 	t.Run("a request after the idle time starts a fresh watch", func(t *testing.T) {
 		h := newHarness(t, Options{IdleAfter: idle})
 		h.serve(t, "web", 5, entry("web-1", "10.0.0.1", "", 8080))
-		h.clock.nextSleep(t) // the old watch waits, and is never released
-		h.clock.advance(idle)
+		h.nextSleep(t) // the old watch waits, and is never released
+		h.clock.Advance(idle)
 		got := h.get("web")
 		q := h.consul.next(t)
 		if q.index != "" {
@@ -192,11 +192,11 @@ func TestIdleWatches(t *testing.T) {
 	t.Run("an idle watch makes room for another service", func(t *testing.T) {
 		h := newHarness(t, Options{IdleAfter: idle, MaxServices: 1})
 		h.serve(t, "a", 5)
-		h.clock.advance(idle - time.Second)
+		h.clock.Advance(idle - time.Second)
 		if r := wait(t, h.get("b")); r.code != http.StatusTooManyRequests {
 			t.Fatalf("GET b before a is idle = %d %q, want 429", r.code, r.body)
 		}
-		h.clock.advance(time.Second)
+		h.clock.Advance(time.Second)
 		if r := h.serve(t, "b", 7); r.code != http.StatusOK {
 			t.Fatalf("GET b once a is idle = %d %q, want 200", r.code, r.body)
 		}
@@ -208,9 +208,9 @@ func TestIdleWatches(t *testing.T) {
 	t.Run("a watch that wakes idle stops without querying", func(t *testing.T) {
 		h := newHarness(t, Options{IdleAfter: idle})
 		h.serve(t, "web", 5)
-		s := h.clock.nextSleep(t)
-		h.clock.advance(idle)
-		h.clock.release(s)
+		s := h.nextSleep(t)
+		h.clock.Advance(idle)
+		h.clock.Release(s)
 		deadline := time.Now().Add(bound)
 		for len(h.cache.Status()) != 0 {
 			if time.Now().After(deadline) {
@@ -238,7 +238,7 @@ func TestRunStopsWatches(t *testing.T) {
 		h.serve(t, s, 5)
 	}
 	for range services {
-		h.clock.release(h.clock.nextSleep(t))
+		h.clock.Release(h.nextSleep(t))
 	}
 	var blocking []*fakeQuery
 	for range services {
@@ -261,7 +261,7 @@ func TestRunStopsWatches(t *testing.T) {
 		t.Errorf("outrider_peers_watched_services = %v after Run returned, want 0", got)
 	}
 	got := h.get("a")
-	h.clock.release(h.clock.nextFirstWait(t))
+	h.clock.Release(h.nextFirstWait(t))
 	if r := wait(t, got); r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "not running") {
 		t.Errorf("GET after Run returned = %d %q, want 503 not running", r.code, r.body)
 	}

@@ -18,6 +18,8 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/internal/clock"
 )
 
 // Health is the part of the Consul health API a Cache needs;
@@ -26,18 +28,9 @@ type Health interface {
 	Service(service, tag string, passingOnly bool, q *consul.QueryOptions) ([]*consul.ServiceEntry, *consul.QueryMeta, error)
 }
 
-// Clock is the time source of a Cache; tests pass one they drive.
-type Clock interface {
-	Now() time.Time
-	// After waits like time.After: the rate limit and the backoff of the
-	// watches go through it.
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+// Clock is the time source of a Cache; tests pass one they drive. The
+// rate limit and the backoff of the watches go through its After.
+type Clock = clock.Clock
 
 // Options tunes a Cache. A zero field takes the default named beside it.
 type Options struct {
@@ -91,7 +84,7 @@ func (o Options) withDefaults() Options {
 		o.RetryMax = o.RetryMin
 	}
 	if o.Clock == nil {
-		o.Clock = realClock{}
+		o.Clock = clock.Real{}
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

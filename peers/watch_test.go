@@ -112,12 +112,12 @@ func TestWatchIndexRules(t *testing.T) {
 						t.Fatalf("first GET: %d %s", r.code, r.body)
 					}
 				}
-				sl := h.clock.nextSleep(t)
-				if sl.d != s.wantSleep {
-					t.Errorf("after answer %d (index %d): wait %s, want %s", i, s.answer, sl.d, s.wantSleep)
+				sl := h.nextSleep(t)
+				if sl.D != s.wantSleep {
+					t.Errorf("after answer %d (index %d): wait %s, want %s", i, s.answer, sl.D, s.wantSleep)
 				}
 				h.consul.idle(t, "while the watch waits")
-				h.clock.release(sl)
+				h.clock.Release(sl)
 				q = h.consul.next(t)
 				if q.index != s.wantIndex {
 					t.Errorf("after answer %d (index %d): next query sends index %q, want %q", i, s.answer, q.index, s.wantIndex)
@@ -141,7 +141,7 @@ func TestWatchBackoff(t *testing.T) {
 	if r := h.serve(t, "web", 10, entry("web-1", "10.0.0.1", "", 8080)); r.code != http.StatusOK {
 		t.Fatalf("first GET: %d %s", r.code, r.body)
 	}
-	h.clock.release(h.clock.nextSleep(t))
+	h.clock.Release(h.nextSleep(t))
 	q := h.consul.next(t)
 	if q.index != "10" {
 		t.Fatalf("second query sends index %q, want 10", q.index)
@@ -149,9 +149,9 @@ func TestWatchBackoff(t *testing.T) {
 	for i, want := range []time.Duration{1, 2, 4, 8, 8, 8} {
 		want *= time.Second
 		q.fail(http.StatusInternalServerError)
-		s := h.clock.nextSleep(t)
-		if s.d < want/2 || s.d > want {
-			t.Errorf("wait after failure %d: %s, want within [%s, %s]", i+1, s.d, want/2, want)
+		s := h.nextSleep(t)
+		if s.D < want/2 || s.D > want {
+			t.Errorf("wait after failure %d: %s, want within [%s, %s]", i+1, s.D, want/2, want)
 		}
 		h.consul.idle(t, "while the watch backs off")
 		if i == 0 {
@@ -163,21 +163,21 @@ func TestWatchBackoff(t *testing.T) {
 				t.Errorf("GET while Consul fails: no Warning header, want the stale warning")
 			}
 		}
-		h.clock.release(s)
+		h.clock.Release(s)
 		q = h.consul.next(t)
 		if q.index != "" {
 			t.Errorf("query after failure %d sends index %q, want a plain read", i+1, q.index)
 		}
 	}
 	q.reply(12, entry("web-1", "10.0.0.1", "", 8080))
-	h.clock.release(h.clock.nextSleep(t))
+	h.clock.Release(h.nextSleep(t))
 	q = h.consul.next(t)
 	if q.index != "12" {
 		t.Errorf("query after recovery sends index %q, want 12", q.index)
 	}
 	q.fail(http.StatusInternalServerError)
-	if s := h.clock.nextSleep(t); s.d < 500*time.Millisecond || s.d > time.Second {
-		t.Errorf("wait after the first failure since a success: %s, want within [500ms, 1s]", s.d)
+	if s := h.nextSleep(t); s.D < 500*time.Millisecond || s.D > time.Second {
+		t.Errorf("wait after the first failure since a success: %s, want within [500ms, 1s]", s.D)
 	}
 	if got := testutil.ToFloat64(h.cache.metrics.queries.WithLabelValues("error")); got != 7 {
 		t.Errorf(`outrider_peers_queries_total{result="error"} = %v, want 7`, got)
@@ -204,33 +204,33 @@ func TestWatchRateLimit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, Options{MinIntervalChanged: changed, MinIntervalUnchanged: unchanged})
 			h.serve(t, "web", 10)
-			h.clock.release(h.clock.nextSleep(t))
+			h.clock.Release(h.nextSleep(t))
 			q := h.consul.next(t)
-			h.clock.advance(tt.took)
+			h.clock.Advance(tt.took)
 			q.reply(tt.answer)
 			if tt.wantSleep > 0 {
-				s := h.clock.nextSleep(t)
-				if s.d != tt.wantSleep {
-					t.Errorf("wait %s, want %s", s.d, tt.wantSleep)
+				s := h.nextSleep(t)
+				if s.D != tt.wantSleep {
+					t.Errorf("wait %s, want %s", s.D, tt.wantSleep)
 				}
 				h.consul.idle(t, "while the watch waits")
-				h.clock.release(s)
+				h.clock.Release(s)
 			}
 			h.consul.next(t)
 			// A wait would have been asked for before the query was sent.
-			h.clock.noSleep(t, "before the next query")
+			h.noSleep(t, "before the next query")
 		})
 	}
 
 	t.Run("a Consul that answers at once costs one query per interval", func(t *testing.T) {
 		h := newHarness(t, Options{MinIntervalChanged: changed, MinIntervalUnchanged: unchanged})
 		h.serve(t, "web", 10)
-		h.clock.release(h.clock.nextSleep(t))
+		h.clock.Release(h.nextSleep(t))
 		start := h.clock.Now()
 		const n = 50
 		for range n {
 			h.consul.next(t).reply(10)
-			h.clock.release(h.clock.nextSleep(t))
+			h.clock.Release(h.nextSleep(t))
 		}
 		if elapsed := h.clock.Now().Sub(start); elapsed < n*unchanged {
 			t.Errorf("%d queries took %s of clock time, want at least %s", n, elapsed, n*unchanged)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/internal/clock"
 )
 
 // Schedule is when a Runner probes and how it judges, with the meaning of
@@ -51,15 +53,7 @@ func (s Schedule) check() error {
 
 // Clock is the time source a Runner schedules probes with; tests pass a
 // fake one. A probe's own timeout is always real time.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type Clock = clock.Clock
 
 // Option changes how NewRunner builds a Runner.
 type Option func(*Runner)
@@ -97,7 +91,7 @@ func NewRunner(spec Spec, sched Schedule, log *slog.Logger, reg prometheus.Regis
 	if err := sched.check(); err != nil {
 		return nil, fmt.Errorf("probe schedule: %w", err)
 	}
-	r := &Runner{spec: spec, sched: sched, log: log, clock: realClock{}}
+	r := &Runner{spec: spec, sched: sched, log: log, clock: clock.Real{}}
 	for _, o := range opts {
 		o(r)
 	}

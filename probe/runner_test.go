@@ -11,84 +11,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrider-sidecar/outrider/internal/clock"
 )
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-
-// fakeClock is a Clock that moves only when the test advances it.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-	slept   chan struct{} // closed and replaced when After adds a waiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: t0, slept: make(chan struct{})} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), ch: ch})
-	close(c.slept)
-	c.slept = make(chan struct{})
-	return ch
-}
-
-// Advance moves the clock on by d and wakes the waiters that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
-
-// waitSleeping waits until someone waits on the clock, and returns when
-// that wait ends.
-func (c *fakeClock) waitSleeping(t *testing.T) time.Time {
-	t.Helper()
-	bound := time.After(10 * time.Second)
-	for {
-		c.mu.Lock()
-		var wake time.Time
-		if len(c.waiters) > 0 {
-			wake = c.waiters[0].at
-		}
-		slept := c.slept
-		c.mu.Unlock()
-		if !wake.IsZero() {
-			return wake
-		}
-		select {
-		case <-slept:
-		case <-bound:
-			t.Fatal("the runner never waited on the clock")
-		}
-	}
-}
 
 // syncBuffer is a log destination safe for concurrent use.
 type syncBuffer struct {
@@ -143,7 +70,7 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 var tcpSpec = Spec{Kind: KindTCP, Address: "127.0.0.1:1"}
 
 func TestRunnerSchedule(t *testing.T) {
-	clk := newFakeClock()
+	clk := clock.NewFake(t0)
 	calls := make(chan time.Time, 100)
 	p := func(context.Context, Spec) Result {
 		calls <- clk.Now()
@@ -156,7 +83,7 @@ func TestRunnerSchedule(t *testing.T) {
 	}
 	startRunner(t, r)
 
-	if wake := clk.waitSleeping(t); !wake.Equal(t0.Add(10 * time.Second)) {
+	if wake := clk.NextWait(t).At; !wake.Equal(t0.Add(10 * time.Second)) {
 		t.Fatalf("first wake-up at %s, want after the initial delay, %s", wake, t0.Add(10*time.Second))
 	}
 	clk.Advance(9 * time.Second)
@@ -168,7 +95,7 @@ func TestRunnerSchedule(t *testing.T) {
 		if got := receive(t, calls); !got.Equal(t0.Add(want * time.Second)) {
 			t.Errorf("probe %d at %s, want %s", i, got.Sub(t0), want*time.Second)
 		}
-		wake := clk.waitSleeping(t)
+		wake := clk.NextWait(t).At
 		clk.Advance(wake.Sub(clk.Now()))
 	}
 }
@@ -176,7 +103,7 @@ func TestRunnerSchedule(t *testing.T) {
 // TestRunnerSlowProbe checks that a probe that overruns its period is not
 // overlapped, and that the next one starts at the next slot, once.
 func TestRunnerSlowProbe(t *testing.T) {
-	clk := newFakeClock()
+	clk := clock.NewFake(t0)
 	calls := make(chan time.Time, 100)
 	release := make(chan struct{})
 	first := true
@@ -204,21 +131,21 @@ func TestRunnerSlowProbe(t *testing.T) {
 		t.Fatalf("a probe started while the previous one ran")
 	}
 	close(release)
-	if wake := clk.waitSleeping(t); !wake.Equal(t0.Add(15 * time.Second)) {
+	if wake := clk.NextWait(t).At; !wake.Equal(t0.Add(15 * time.Second)) {
 		t.Errorf("after a slow probe the next is due at %s, want 15s (slots 5s and 10s skipped)", wake.Sub(t0))
 	}
 	clk.Advance(3 * time.Second)
 	if got := receive(t, calls); !got.Equal(t0.Add(15 * time.Second)) {
 		t.Errorf("second probe at %s, want 15s", got.Sub(t0))
 	}
-	clk.waitSleeping(t)
+	clk.NextWait(t)
 	if len(calls) != 0 {
 		t.Errorf("the skipped slots were probed: %d more probes", len(calls))
 	}
 }
 
 func TestRunnerPublishesTransitions(t *testing.T) {
-	clk := newFakeClock()
+	clk := clock.NewFake(t0)
 	script := []Result{
 		{Outcome: Success, Output: "up", Duration: 10 * time.Millisecond},
 		{Outcome: Failure, Output: "503 once", Duration: 20 * time.Millisecond},
@@ -257,7 +184,7 @@ func TestRunnerPublishesTransitions(t *testing.T) {
 
 	var transitions []Verdict
 	for i := range script {
-		clk.waitSleeping(t)
+		clk.NextWait(t)
 		v := r.Verdict()
 		if v.Healthy != want[i].healthy || v.Output != script[i].Output || !v.Since.Equal(t0.Add(want[i].since*time.Second)) {
 			t.Errorf("after probe %d: verdict = %+v, want healthy=%t output=%q since=%s",

@@ -15,6 +15,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outrider-sidecar/outrider/internal/clock"
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/probe"
 )
@@ -62,11 +63,11 @@ func newCountingProxy(t *testing.T, target string) *countingProxy {
 func TestRegistrationAgainstConsul(t *testing.T) {
 	srv := consultest.Start(t)
 	proxy := newCountingProxy(t, srv.URL())
-	clock := newFakeClock()
+	clk := clock.NewFake(fakeEpoch)
 	svc := testService()
 	svc.Address = "127.0.0.1"
 	r, err := New(&consul.Config{Address: proxy.Listener.Addr().String(), Scheme: "http"}, svc, Options{
-		Registerer: prometheus.NewRegistry(), Clock: clock,
+		Registerer: prometheus.NewRegistry(), Clock: clk,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -77,13 +78,13 @@ func TestRegistrationAgainstConsul(t *testing.T) {
 	go func() { done <- r.Run(ctx, verdicts) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	clock.nextWait(t)
+	clk.NextWait(t)
 	c := srv.Client()
 	if got := healthStatus(t, c, "web"); got != "critical" {
 		t.Errorf("check before any verdict = %q, want critical", got)
 	}
 	verdicts <- probe.Verdict{Healthy: true, Output: "HTTP 200 OK"}
-	clock.nextWait(t)
+	clk.NextWait(t)
 	entries, _, err := c.Health().Service("web", "", true, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -103,8 +104,8 @@ func TestRegistrationAgainstConsul(t *testing.T) {
 	}
 
 	for range 5 {
-		clock.Advance(heartbeat)
-		clock.nextWait(t)
+		clk.Advance(heartbeat)
+		clk.NextWait(t)
 	}
 	if n := proxy.n("/v1/agent/service/register"); n != 1 {
 		t.Errorf("registrations after 6 heartbeats = %d, want 1", n)

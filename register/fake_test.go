@@ -225,68 +225,8 @@ func (f *fakeConsul) maintReason(id string) (string, bool) {
 	return r, ok
 }
 
-// fakeClock only moves when the test advances it. Every After call is
-// reported on waits, so the test knows the registrar is idle and for how
-// long it means to wait.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-	waits   chan time.Duration
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), waits: make(chan time.Duration, 1000)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), ch: ch})
-	c.waits <- d
-	return ch
-}
-
-// Advance moves the clock on and fires the waiters that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
-
-// nextWait waits for the registrar to go idle and returns how long it
-// means to wait.
-func (c *fakeClock) nextWait(t *testing.T) time.Duration {
-	t.Helper()
-	select {
-	case d := <-c.waits:
-		return d
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the registrar did not go idle within 10s")
-		return 0
-	}
-}
+// fakeEpoch is where the tests' fake clocks start.
+var fakeEpoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // syncBuffer collects log output from several goroutines.
 type syncBuffer struct {

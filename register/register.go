@@ -21,6 +21,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outrider-sidecar/outrider/internal/clock"
 	"github.com/outrider-sidecar/outrider/internal/version"
 	"github.com/outrider-sidecar/outrider/probe"
 )
@@ -44,15 +45,7 @@ type Service struct {
 func CheckID(serviceID string) string { return "service:" + serviceID }
 
 // Clock is the registrar's time source; tests pass a fake one.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type Clock = clock.Clock
 
 // Options tunes a Registrar; the zero value of each field picks a default.
 type Options struct {
@@ -188,7 +181,7 @@ func New(cfg *consul.Config, svc Service, o Options) (*Registrar, error) {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	if r.clock == nil {
-		r.clock = realClock{}
+		r.clock = clock.Real{}
 	}
 	if r.rand == nil {
 		r.rand = rand.Float64

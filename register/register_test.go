@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/outrider-sidecar/outrider/internal/clock"
 	"github.com/outrider-sidecar/outrider/probe"
 )
 
@@ -33,7 +34,7 @@ type cond struct {
 type harness struct {
 	t        *testing.T
 	consul   *fakeConsul
-	clock    *fakeClock
+	clock    *clock.Fake
 	reg      *prometheus.Registry
 	r        *Registrar
 	log      *syncBuffer
@@ -56,7 +57,7 @@ func newHarnessWith(t *testing.T, jitter float64, o Options) *harness {
 	h := &harness{
 		t:        t,
 		consul:   newFakeConsul(t),
-		clock:    newFakeClock(),
+		clock:    clock.NewFake(fakeEpoch),
 		reg:      prometheus.NewRegistry(),
 		verdicts: make(chan probe.Verdict),
 	}
@@ -111,13 +112,13 @@ func (h *harness) stop() error {
 func (h *harness) step(d time.Duration) time.Duration {
 	h.t.Helper()
 	h.clock.Advance(d)
-	return h.clock.nextWait(h.t)
+	return h.clock.NextWait(h.t).D
 }
 
 func (h *harness) verdict(healthy bool, output string) time.Duration {
 	h.t.Helper()
 	h.verdicts <- probe.Verdict{Healthy: healthy, Output: output}
-	return h.clock.nextWait(h.t)
+	return h.clock.NextWait(h.t).D
 }
 
 func (h *harness) lastCond() cond {
@@ -144,7 +145,7 @@ func TestRegistersCriticalThenHeartbeatsWithoutRegisteringAgain(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
 
-	if got := h.clock.nextWait(t); got != heartbeat {
+	if got := h.clock.NextWait(t).D; got != heartbeat {
 		t.Errorf("first wait = %s, want the heartbeat %s", got, heartbeat)
 	}
 	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical")
@@ -198,7 +199,7 @@ func TestRegistersCriticalThenHeartbeatsWithoutRegisteringAgain(t *testing.T) {
 func TestRepairsInPlaceWhenConsulLosesTheInstance(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	h.verdict(true, "ok")
 	h.consul.takeCalls()
 
@@ -238,7 +239,7 @@ func TestBacksOffAndLogsOncePerStateChange(t *testing.T) {
 	// jitter 0.5.
 	want := []time.Duration{375 * time.Millisecond, 750 * time.Millisecond, 1500 * time.Millisecond,
 		3 * time.Second, 3750 * time.Millisecond, 3750 * time.Millisecond, 3750 * time.Millisecond}
-	got := []time.Duration{h.clock.nextWait(t)}
+	got := []time.Duration{h.clock.NextWait(t).D}
 	for len(got) < len(want) {
 		got = append(got, h.step(got[len(got)-1]))
 	}
@@ -315,7 +316,7 @@ func TestBackoff(t *testing.T) {
 func TestReadinessKeepsItsValueWhileConsulIsUnreachable(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	h.verdict(true, "ok")
 
 	h.consul.setDown(true)
@@ -364,7 +365,7 @@ func TestReadinessKeepsItsValueWhileConsulIsUnreachable(t *testing.T) {
 func TestDeregisterIsIdempotentAndStopsRepairs(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	h.consul.takeCalls()
 
 	ctx := context.Background()
@@ -384,7 +385,7 @@ func TestDeregisterIsIdempotentAndStopsRepairs(t *testing.T) {
 	// Later heartbeats must not bring it back.
 	h.step(heartbeat)
 	h.verdicts <- probe.Verdict{Healthy: true}
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	wantCalls(t, h.consul.takeCalls())
 
 	if err := h.stop(); err != nil {
@@ -401,7 +402,7 @@ func TestDeregisterCancelsAHangingHeartbeat(t *testing.T) {
 	// minute-long timeout.
 	h := newHarnessWith(t, 0.5, Options{CallTimeout: time.Minute})
 	h.start()
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	h.consul.takeCalls()
 
 	hanging := h.consul.hangUpdates()
@@ -428,7 +429,7 @@ func TestDeregisterCancelsAHangingHeartbeat(t *testing.T) {
 func TestRunDeregistersWhenItsContextEnds(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	h.consul.takeCalls()
 
 	if err := h.stop(); err != nil {
@@ -465,7 +466,7 @@ func TestMaintenanceIsKeptAndReappliedAfterALoss(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.consul.setDown(true)
 	h.start()
-	d := h.clock.nextWait(t)
+	d := h.clock.NextWait(t).D
 
 	err := h.r.SetMaintenance(context.Background(), true, "deploy 42")
 	if !errors.Is(err, ErrPending) {
@@ -500,7 +501,7 @@ func TestMaintenanceIsKeptAndReappliedAfterALoss(t *testing.T) {
 func TestMaintenanceFailuresAreRetriedAndLoggedOnce(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	h.consul.setMaintenanceError(403)
 
 	if err := h.r.SetMaintenance(context.Background(), true, "deploy"); !errors.Is(err, ErrPending) {
@@ -525,7 +526,7 @@ func TestMaintenanceFailuresAreRetriedAndLoggedOnce(t *testing.T) {
 func TestUpdateRegistersAgainInPlace(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	h.consul.takeCalls()
 
 	same := testService()
@@ -537,7 +538,7 @@ func TestUpdateRegistersAgainInPlace(t *testing.T) {
 	if err := h.r.Update(changed); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	h.clock.nextWait(t)
+	h.clock.NextWait(t)
 	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical")
 	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, []string{"v2"}) {
 		t.Errorf("tags = %q, want [v2]", reg.Tags)
