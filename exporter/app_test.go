@@ -13,13 +13,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
 // helperEnv makes the test binary, started again by a test, a small app
@@ -70,27 +71,9 @@ func writePID(t *testing.T, path string, pid int) {
 	}
 }
 
-// logLines collects what the collector logs.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logLines) count(substr string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), substr)
-}
-
-func newCollector(t testing.TB, o AppOptions) (*AppCollector, *logLines) {
+func newCollector(t testing.TB, o AppOptions) (*AppCollector, *testlog.Buffer) {
 	t.Helper()
-	logs := &logLines{}
+	logs := &testlog.Buffer{}
 	o.Log = slog.New(slog.NewTextHandler(logs, nil))
 	c, err := NewAppCollector(o)
 	if err != nil {
@@ -259,8 +242,8 @@ func TestFixtureUnreadableFile(t *testing.T) {
 					t.Errorf("scrape %d: want %s %d, got %v", scrapes, key, scrapes, got[key])
 				}
 			}
-			if n := logs.count("cannot read app process file"); n != 1 {
-				t.Errorf("want the failing file logged once in 3 scrapes, got %d times:\n%s", n, logs.buf.String())
+			if n := logs.Count("cannot read app process file"); n != 1 {
+				t.Errorf("want the failing file logged once in 3 scrapes, got %d times:\n%s", n, logs.String())
 			}
 
 			// Readable again: the figures come back, and that is logged once.
@@ -271,7 +254,7 @@ func TestFixtureUnreadableFile(t *testing.T) {
 					t.Errorf("after repair: want %s, it is missing", m)
 				}
 			}
-			if n := logs.count("app process file readable again"); n != 1 {
+			if n := logs.Count("app process file readable again"); n != 1 {
 				t.Errorf("want the repair logged once, got %d times", n)
 			}
 		})
@@ -358,10 +341,10 @@ func TestFixtureVanished(t *testing.T) {
 		if st := c.Status(); st.Found || !strings.Contains(st.Error, "pid 4242") {
 			t.Errorf("want status not found naming pid 4242, got %+v", st)
 		}
-		if n := logs.count("app process lost"); n != 1 {
+		if n := logs.Count("app process lost"); n != 1 {
 			t.Errorf("want the loss logged once, got %d", n)
 		}
-		if n := logs.count("app process not found"); n != 1 {
+		if n := logs.Count("app process not found"); n != 1 {
 			t.Errorf("want not-found logged once in 3 scrapes, got %d", n)
 		}
 	})
@@ -388,7 +371,7 @@ func TestFixtureVanished(t *testing.T) {
 				t.Errorf("want %s left out", m)
 			}
 		}
-		if n := logs.count("cannot read app process file"); n != 0 {
+		if n := logs.Count("cannot read app process file"); n != 0 {
 			t.Errorf("want an exit mid-scrape not logged as a failing file, got %d lines", n)
 		}
 	})
@@ -409,7 +392,7 @@ func TestFixtureVanished(t *testing.T) {
 		if after-before != 100 {
 			t.Errorf("want the newer process's start time, 100 s later; got %v then %v", before, after)
 		}
-		if n := logs.count("its pid now belongs to a newer process"); n != 1 {
+		if n := logs.Count("its pid now belongs to a newer process"); n != 1 {
 			t.Errorf("want the reuse logged once, got %d", n)
 		}
 	})
@@ -790,7 +773,7 @@ func TestKeepsTargetUntilItExits(t *testing.T) {
 	if got := infoPID(scrape(t, c)); got != pidB {
 		t.Fatalf("want pid %d on the scrape after %d exited, got %d", pidB, pidA, got)
 	}
-	if n := logs.count("app process found"); n != 2 {
+	if n := logs.Count("app process found"); n != 2 {
 		t.Errorf("want 2 finds logged, got %d", n)
 	}
 }

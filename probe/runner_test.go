@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -13,27 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outrider-sidecar/outrider/internal/clock"
+	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-
-// syncBuffer is a log destination safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startRunner runs r until the test ends.
 func startRunner(t *testing.T, r *Runner) {
@@ -169,7 +151,7 @@ func TestRunnerPublishesTransitions(t *testing.T) {
 		next++
 		return r
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	reg := prometheus.NewPedanticRegistry()
 	sched := Schedule{Period: 5 * time.Second, Timeout: time.Minute, FailureThreshold: 3, SuccessThreshold: 1}
 	r, err := NewRunner(tcpSpec, sched, slog.New(slog.NewJSONHandler(logs, nil)), reg, WithClock(clk), WithProber(p))

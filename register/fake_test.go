@@ -1,17 +1,17 @@
 package register
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+
+	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
 // fakeConsul is a loopback HTTP server that answers the four agent
@@ -228,27 +228,7 @@ func (f *fakeConsul) maintReason(id string) (string, bool) {
 // fakeEpoch is where the tests' fake clocks start.
 var fakeEpoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) count(substr string) int { return strings.Count(s.String(), substr) }
-
-func newTestLogger() (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func newTestLogger() (*slog.Logger, *testlog.Buffer) {
+	buf := &testlog.Buffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }

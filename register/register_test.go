@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outrider-sidecar/outrider/internal/clock"
+	"github.com/outrider-sidecar/outrider/internal/testlog"
 	"github.com/outrider-sidecar/outrider/probe"
 )
 
@@ -37,7 +38,7 @@ type harness struct {
 	clock    *clock.Fake
 	reg      *prometheus.Registry
 	r        *Registrar
-	log      *syncBuffer
+	log      *testlog.Buffer
 	verdicts chan probe.Verdict
 	cancel   context.CancelFunc
 	done     chan error
@@ -222,7 +223,7 @@ func TestRepairsInPlaceWhenConsulLosesTheInstance(t *testing.T) {
 	if got := h.counter(h.r.m.heartbeats, "missing"); got != 1 {
 		t.Errorf("heartbeats{missing} = %v, want 1", got)
 	}
-	if n := h.log.count("consul lost the registration"); n != 1 {
+	if n := h.log.Count("consul lost the registration"); n != 1 {
 		t.Errorf("logged the loss %d times, want 1", n)
 	}
 	if got := h.lastCond(); !got.ok {
@@ -246,7 +247,7 @@ func TestBacksOffAndLogsOncePerStateChange(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("waits while consul is down = %v, want %v", got, want)
 	}
-	if n := h.log.count("consul unreachable"); n != 1 {
+	if n := h.log.Count("consul unreachable"); n != 1 {
 		t.Errorf("logged unreachable %d times over %d attempts, want once", n, len(got))
 	}
 	if got := h.counter(h.r.m.errors, "register"); got != float64(len(want)) {
@@ -266,7 +267,7 @@ func TestBacksOffAndLogsOncePerStateChange(t *testing.T) {
 	for range 4 {
 		d = h.step(d)
 	}
-	if n := h.log.count("consul refused outrider's ACL token"); n != 1 {
+	if n := h.log.Count("consul refused outrider's ACL token"); n != 1 {
 		t.Errorf("logged the ACL refusal %d times over 5 attempts, want once", n)
 	}
 	if c := h.lastCond(); c.ok || !strings.Contains(c.reason, "ACL not found") {
@@ -277,7 +278,7 @@ func TestBacksOffAndLogsOncePerStateChange(t *testing.T) {
 	if d := h.step(d); d != heartbeat {
 		t.Errorf("wait once consul answers = %s, want the heartbeat %s", d, heartbeat)
 	}
-	if n := h.log.count("consul answers again"); n != 1 {
+	if n := h.log.Count("consul answers again"); n != 1 {
 		t.Errorf("logged the recovery %d times, want once", n)
 	}
 	if c := h.lastCond(); !c.ok {
@@ -421,7 +422,7 @@ func TestDeregisterCancelsAHangingHeartbeat(t *testing.T) {
 	if got := h.counter(h.r.m.errors, "heartbeat"); got != 0 {
 		t.Errorf("errors{op=heartbeat} = %v, want 0: the cancelled heartbeat is not Consul's fault", got)
 	}
-	if n := h.log.count("consul unreachable"); n != 0 {
+	if n := h.log.Count("consul unreachable"); n != 0 {
 		t.Errorf("logged consul unreachable for a heartbeat outrider cancelled")
 	}
 }
@@ -510,7 +511,7 @@ func TestMaintenanceFailuresAreRetriedAndLoggedOnce(t *testing.T) {
 	for range 4 {
 		h.step(heartbeat)
 	}
-	if n := h.log.count("could not apply maintenance mode"); n != 1 {
+	if n := h.log.Count("could not apply maintenance mode"); n != 1 {
 		t.Errorf("logged the maintenance failure %d times over 4 heartbeats, want once", n)
 	}
 	if got := h.counter(h.r.m.errors, "maintenance"); got != 5 {
