@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -111,28 +110,23 @@ func TestAgentPortInUse(t *testing.T) {
 // TestAgentServesAndStops runs the agent with no registry: its endpoints
 // answer, the admin token is enforced, and SIGTERM stops it with status 0.
 func TestAgentServesAndStops(t *testing.T) {
-	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
-	p := testbin.Start(t, testbin.Outrider(t), []string{
-		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off", "OUTRIDER_SERVICE_NAME=web",
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
-		"OUTRIDER_ADMIN_TOKEN=admintok456", "OUTRIDER_LOG_LEVEL=debug",
-	})
-	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+	p := startOutrider(t, 10*time.Second, "OUTRIDER_SERVICE_NAME=web",
+		"OUTRIDER_ADMIN_TOKEN=admintok456", "OUTRIDER_LOG_LEVEL=debug")
 
-	body := get(t, "http://"+metrics+"/metrics", "", http.StatusOK)
+	body := get(t, p.metrics+"/metrics", "", http.StatusOK)
 	for _, want := range []string{"go_goroutines ", "process_resident_memory_bytes ", "outrider_build_info{"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	get(t, "http://"+admin+"/status", "", http.StatusUnauthorized)
-	get(t, "http://"+admin+"/status", "Bearer wrong", http.StatusUnauthorized)
+	get(t, p.admin+"/status", "", http.StatusUnauthorized)
+	get(t, p.admin+"/status", "Bearer wrong", http.StatusUnauthorized)
 	var status struct {
 		ServiceName string `json:"service_name"`
 		Registry    string `json:"registry"`
 		Ready       bool   `json:"ready"`
 	}
-	if err := json.Unmarshal([]byte(get(t, "http://"+admin+"/status", "Bearer admintok456", http.StatusOK)), &status); err != nil {
+	if err := json.Unmarshal([]byte(get(t, p.admin+"/status", "Bearer admintok456", http.StatusOK)), &status); err != nil {
 		t.Fatalf("/status is not JSON: %v", err)
 	}
 	if status.ServiceName != "web" || status.Registry != "none" {
@@ -154,17 +148,9 @@ func get(t *testing.T, url, auth string, want int) string {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+	code, body := httpDo(t, req)
+	if code != want {
+		t.Errorf("GET %s = %d, want %d: %s", url, code, want, body)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	if resp.StatusCode != want {
-		t.Errorf("GET %s = %d, want %d: %s", url, resp.StatusCode, want, b)
-	}
-	return string(b)
+	return body
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"os"
@@ -53,46 +51,20 @@ func waitOutput(t *testing.T, p *testbin.Proc, re *regexp.Regexp) []string {
 	return nil
 }
 
-// outrider is a running bin/outrider with free ports.
-type outrider struct {
-	*testbin.Proc
-	metrics, admin string // base URLs
-}
-
-// startOutrider runs outrider without a registry or proxy, with env added.
-func startOutrider(t *testing.T, env ...string) outrider {
+// exporterOutrider runs outrider without a registry or proxy, logging
+// text, with env added.
+func exporterOutrider(t *testing.T, env ...string) outrider {
 	t.Helper()
-	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
-	env = append([]string{
-		"OUTRIDER_REGISTRY=none",
-		"OUTRIDER_PROXY_LISTEN=off",
-		"OUTRIDER_METRICS_LISTEN=" + metrics,
-		"OUTRIDER_ADMIN_LISTEN=" + admin,
-		"OUTRIDER_LOG_FORMAT=text",
-	}, env...)
-	p := testbin.Start(t, testbin.Outrider(t), env)
-	o := outrider{Proc: p, metrics: "http://" + metrics, admin: "http://" + admin}
-	testbin.WaitHTTP(t, o.metrics+"/healthz", http.StatusOK, 20*time.Second)
-	return o
+	return startOutrider(t, 20*time.Second, append([]string{"OUTRIDER_LOG_FORMAT=text"}, env...)...)
 }
 
 // scrape GETs /metrics, fails the test unless it answers 200, and returns
 // the outrider_app_* samples by name{labels}.
 func (o outrider) scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(o.metrics + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("scrape: want 200, got %s: %s", resp.Status, b)
-	}
 	got := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
+	for line := range strings.Lines(scrapeMetrics(t, o.metrics)) {
+		line = strings.TrimSuffix(line, "\n")
 		if !strings.HasPrefix(line, "outrider_app_") {
 			continue
 		}
@@ -102,9 +74,6 @@ func (o outrider) scrape(t *testing.T) map[string]float64 {
 			t.Fatalf("scrape: bad sample %q", line)
 		}
 		got[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("scrape: %v", err)
 	}
 	return got
 }
@@ -172,7 +141,7 @@ func vmRSS(t *testing.T, pid int) float64 {
 func TestExporterAppFigures(t *testing.T) {
 	const memMiB, open = 64, 5
 	app := startBurner(t, "-listen", "127.0.0.1:0", "-mem", strconv.Itoa(memMiB), "-open", strconv.Itoa(open))
-	o := startOutrider(t, "OUTRIDER_APP_ADDR="+app.addr)
+	o := exporterOutrider(t, "OUTRIDER_APP_ADDR="+app.addr)
 	got := o.waitApp(t, app.Pid())
 
 	t.Run("resident memory", func(t *testing.T) {
@@ -277,7 +246,7 @@ func TestExporterDiscovery(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			app := startBurner(t, tt.args...)
-			o := startOutrider(t, tt.env(app)...)
+			o := exporterOutrider(t, tt.env(app)...)
 			o.waitApp(t, app.Pid())
 			if st := o.appStatus(t); st["pid"] != float64(app.Pid()) || st["how"] != tt.wantHow {
 				t.Errorf("want pid %d found by %s, got %v", app.Pid(), tt.wantHow, st)
@@ -288,7 +257,7 @@ func TestExporterDiscovery(t *testing.T) {
 
 func TestExporterRestartAndMissingApp(t *testing.T) {
 	addr := testbin.FreeAddr(t)
-	o := startOutrider(t, "OUTRIDER_APP_ADDR="+addr)
+	o := exporterOutrider(t, "OUTRIDER_APP_ADDR="+addr)
 
 	// No app yet: the scrape succeeds and says so.
 	got := o.scrape(t)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -26,25 +25,10 @@ type peersPeer struct {
 	Meta    map[string]string `json:"meta"`
 }
 
-// peersGet GETs url and returns the status code and body.
-func peersGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	return resp.StatusCode, string(b)
-}
-
 // peersList GETs url and decodes the peers; anything but 200 fails the test.
 func peersList(t *testing.T, url string) []peersPeer {
 	t.Helper()
-	code, body := peersGet(t, url)
+	code, body := httpGet(t, url)
 	if code != http.StatusOK {
 		t.Fatalf("GET %s = %d %q, want 200", url, code, body)
 	}
@@ -77,12 +61,9 @@ func peersWaitIDs(t *testing.T, url string, ids []string, limit time.Duration) t
 }
 
 // peersQueries sums outrider_peers_queries_total over its results.
-func peersQueries(t *testing.T, metricsURL string) float64 {
+func peersQueries(t *testing.T, metrics string) float64 {
 	t.Helper()
-	code, body := peersGet(t, metricsURL)
-	if code != http.StatusOK {
-		t.Fatalf("GET %s = %d", metricsURL, code)
-	}
+	body := scrapeMetrics(t, metrics)
 	var sum float64
 	found := false
 	for line := range strings.Lines(body) {
@@ -98,7 +79,7 @@ func peersQueries(t *testing.T, metricsURL string) float64 {
 		found = true
 	}
 	if !found {
-		t.Fatalf("no outrider_peers_queries_total in %s", metricsURL)
+		t.Fatalf("no outrider_peers_queries_total in %s/metrics", metrics)
 	}
 	return sum
 }
@@ -108,17 +89,13 @@ func peersQueries(t *testing.T, metricsURL string) float64 {
 func TestPeersE2E(t *testing.T) {
 	srv := consultest.Start(t)
 	consulAgent := srv.Client().Agent()
-	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
-	outrider := testbin.Start(t, testbin.Outrider(t), []string{
+	outrider := startOutrider(t, 10*time.Second,
+		"OUTRIDER_REGISTRY=consul",
 		"OUTRIDER_SERVICE_NAME=peers-e2e", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1",
-		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), // no app: outrider's own instance stays critical
-		"OUTRIDER_PROXY_LISTEN=off",
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
-		"CONSUL_HTTP_ADDR=" + srv.URL(),
-	})
-	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
-	peersURL := "http://" + admin + "/v1/peers/"
-	metricsURL := "http://" + metrics + "/metrics"
+		"OUTRIDER_APP_ADDR="+testbin.FreeAddr(t), // no app: outrider's own instance stays critical
+		"CONSUL_HTTP_ADDR="+srv.URL(),
+	)
+	peersURL := outrider.admin + "/v1/peers/"
 
 	if err := consulAgent.ServiceRegister(&consul.AgentServiceRegistration{
 		ID: "web-1", Name: "web", Address: "10.0.0.1", Port: 8080, Tags: []string{"blue"}, Meta: map[string]string{"zone": "a"},
@@ -161,12 +138,12 @@ func TestPeersE2E(t *testing.T) {
 	}
 
 	// No busy loop: many requests over a quiet period, hardly any query.
-	before := peersQueries(t, metricsURL)
+	before := peersQueries(t, outrider.metrics)
 	requests := 0
 	for start := time.Now(); time.Since(start) < 2*time.Second; requests++ {
 		peersList(t, peersURL+"web")
 	}
-	after := peersQueries(t, metricsURL)
+	after := peersQueries(t, outrider.metrics)
 	t.Logf("quiet 2s: %d requests to outrider, %v Consul health queries (%v in all)", requests, after-before, after)
 	if after-before > 1 {
 		t.Errorf("%v Consul health queries during 2s without changes, want at most 1", after-before)
@@ -176,10 +153,10 @@ func TestPeersE2E(t *testing.T) {
 	if got := peersList(t, peersURL+"peers-e2e"); len(got) != 0 {
 		t.Errorf("GET /v1/peers/peers-e2e = %+v, want [] while its only instance is not passing", got)
 	}
-	if code, body := peersGet(t, peersURL+"web!"); code != http.StatusBadRequest || !strings.Contains(body, "invalid service name") {
+	if code, body := httpGet(t, peersURL+"web!"); code != http.StatusBadRequest || !strings.Contains(body, "invalid service name") {
 		t.Errorf("GET /v1/peers/web! = %d %q, want 400 invalid service name", code, body)
 	}
-	if code, body := peersGet(t, "http://"+admin+"/status"); code != http.StatusOK || !strings.Contains(body, `"service": "web"`) {
+	if code, body := httpGet(t, outrider.admin+"/status"); code != http.StatusOK || !strings.Contains(body, `"service": "web"`) {
 		t.Errorf("GET /status = %d %q, want the watched services under peers", code, body)
 	}
 
@@ -193,13 +170,8 @@ func TestPeersE2E(t *testing.T) {
 // TestPeersWithoutRegistry checks that the endpoint says why it is not
 // there when outrider runs without Consul.
 func TestPeersWithoutRegistry(t *testing.T) {
-	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
-	testbin.Start(t, testbin.Outrider(t), []string{
-		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
-	})
-	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
-	code, body := peersGet(t, "http://"+admin+"/v1/peers/web")
+	o := startOutrider(t, 10*time.Second)
+	code, body := httpGet(t, o.admin+"/v1/peers/web")
 	if code != http.StatusNotFound || !strings.Contains(body, "OUTRIDER_REGISTRY=none") {
 		t.Errorf("GET /v1/peers/web = %d %q, want 404 naming OUTRIDER_REGISTRY=none", code, body)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,29 +12,13 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 )
 
-// probeGet GETs url and returns the status code and body; a transport
-// error fails the test.
-func probeGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	return resp.StatusCode, string(b)
-}
-
 // probeWaitReady polls url until it answers code with a body containing
 // want, and returns that body.
 func probeWaitReady(t *testing.T, url string, code int, want string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got, body := probeGet(t, url)
+		got, body := httpGet(t, url)
 		if got == code && strings.Contains(body, want) {
 			return body
 		}
@@ -44,14 +27,6 @@ func probeWaitReady(t *testing.T, url string, code int, want string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// probeStartEcho starts the sample app on addr and waits until it answers.
-func probeStartEcho(t *testing.T, addr string) *testbin.Proc {
-	t.Helper()
-	app := testbin.Start(t, testbin.Echo(t), nil, "-listen", addr)
-	testbin.WaitHTTP(t, "http://"+addr+"/healthz", http.StatusOK, 10*time.Second)
-	return app
 }
 
 // TestProbeReadyFollowsTheApp starts outrider before the app, then kills
@@ -65,29 +40,26 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 		// what the thresholds promise.
 		slack = 3 * time.Second
 	)
-	appAddr, metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
-	outrider := testbin.Start(t, testbin.Outrider(t), []string{
-		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
-		"OUTRIDER_APP_ADDR=" + appAddr,
-		"OUTRIDER_PROBE=http://" + appAddr + "/healthz",
-		"OUTRIDER_PROBE_PERIOD=" + period.String(),
-		"OUTRIDER_PROBE_TIMEOUT=" + timeout.String(),
-		"OUTRIDER_PROBE_FAILURE_THRESHOLD=" + strconv.Itoa(failureThreshold),
-	})
-	ready := "http://" + metrics + "/ready"
-	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+	appAddr := testbin.FreeAddr(t)
+	outrider := startOutrider(t, 10*time.Second,
+		"OUTRIDER_APP_ADDR="+appAddr,
+		"OUTRIDER_PROBE=http://"+appAddr+"/healthz",
+		"OUTRIDER_PROBE_PERIOD="+period.String(),
+		"OUTRIDER_PROBE_TIMEOUT="+timeout.String(),
+		"OUTRIDER_PROBE_FAILURE_THRESHOLD="+strconv.Itoa(failureThreshold),
+	)
+	ready := outrider.metrics + "/ready"
 
 	// Before the app runs, outrider is not ready, and once the failure
 	// threshold is reached it says why.
 	probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr)
 
 	// The app comes up: ready.
-	app := probeStartEcho(t, appAddr)
+	app := startEcho(t, appAddr, 10*time.Second)
 	up := time.Now()
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
 	t.Logf("/ready turned 200 %s after the app answered", time.Since(up).Round(time.Millisecond))
-	_, m := probeGet(t, "http://"+metrics+"/metrics")
+	_, m := httpGet(t, outrider.metrics+"/metrics")
 	for _, want := range []string{"outrider_app_healthy 1", "outrider_probe_success 1", `outrider_probe_total{result="success"} `,
 		"outrider_probe_duration_seconds_count "} {
 		if !strings.Contains(m, want) {
@@ -100,7 +72,7 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 			Healthy bool   `json:"healthy"`
 		} `json:"probe"`
 	}
-	if _, s := probeGet(t, "http://"+admin+"/status"); json.Unmarshal([]byte(s), &status) != nil ||
+	if _, s := httpGet(t, outrider.admin+"/status"); json.Unmarshal([]byte(s), &status) != nil ||
 		!status.Probe.Healthy || status.Probe.Probe != "http://"+appAddr+"/healthz" {
 		t.Errorf("/status probe section = %+v, want healthy, probing http://%s/healthz:\n%s", status.Probe, appAddr, s)
 	}
@@ -117,15 +89,15 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 	if least := (failureThreshold-1)*period - 50*time.Millisecond; took < least {
 		t.Errorf("/ready turned 503 %s after the kill, sooner than %d failures in a row allow (%s)", took, failureThreshold, least)
 	}
-	if code, body := probeGet(t, ready); code != http.StatusServiceUnavailable || !strings.Contains(body, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr) {
+	if code, body := httpGet(t, ready); code != http.StatusServiceUnavailable || !strings.Contains(body, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr) {
 		t.Errorf("/ready after the kill = %d %q, want 503 with the probe's reason", code, body)
 	}
-	if _, m := probeGet(t, "http://"+metrics+"/metrics"); !strings.Contains(m, "outrider_app_healthy 0") {
+	if _, m := httpGet(t, outrider.metrics+"/metrics"); !strings.Contains(m, "outrider_app_healthy 0") {
 		t.Errorf("/metrics lacks outrider_app_healthy 0")
 	}
 
 	// The app is back: ready again.
-	probeStartEcho(t, appAddr)
+	startEcho(t, appAddr, 10*time.Second)
 	up = time.Now()
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
 	t.Logf("/ready turned 200 %s after the restarted app answered", time.Since(up).Round(time.Millisecond))
@@ -154,20 +126,16 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 // TestProbeExecVerdictInReady runs an exec probe through outrider: its
 // exit status and output reach /ready and /metrics.
 func TestProbeExecVerdictInReady(t *testing.T) {
-	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
-	testbin.Start(t, testbin.Outrider(t), []string{
-		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+	o := startOutrider(t, 10*time.Second,
 		"OUTRIDER_PROBE=exec:/bin/ls /nonexistent-outrider-probe",
 		"OUTRIDER_PROBE_PERIOD=100ms", "OUTRIDER_PROBE_FAILURE_THRESHOLD=1",
-	})
-	ready := "http://" + metrics + "/ready"
-	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 10*time.Second)
+	)
+	ready := o.metrics + "/ready"
 	body := probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: exec /bin/ls: exit status ")
 	if !strings.Contains(body, "nonexistent-outrider-probe") {
 		t.Errorf("/ready = %q, want the command's output in the reason", body)
 	}
-	if _, m := probeGet(t, "http://"+metrics+"/metrics"); !strings.Contains(m, `outrider_probe_total{result="failure"} `) ||
+	if _, m := httpGet(t, o.metrics+"/metrics"); !strings.Contains(m, `outrider_probe_total{result="failure"} `) ||
 		!strings.Contains(m, "outrider_probe_success 0") {
 		t.Errorf("/metrics lacks the failed probes")
 	}
@@ -190,11 +158,7 @@ func TestProbeBadSpecStopsStartUp(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := testbin.Start(t, testbin.Outrider(t), []string{
-				"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
-				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
-				"OUTRIDER_PROBE=" + tc.probe,
-			})
+			p := launchOutrider(t, "OUTRIDER_PROBE="+tc.probe)
 			code := p.Wait(30 * time.Second)
 			out := p.Output()
 			if code != exitUsage {

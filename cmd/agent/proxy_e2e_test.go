@@ -8,8 +8,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,51 +18,26 @@ import (
 
 // proxyAgent is bin/outrider with the proxy on, in front of bin/echo.
 type proxyAgent struct {
-	proxy, metrics, admin string
-	app                   *testbin.Proc
-	agent                 *testbin.Proc
+	outrider
+	proxy string // host:port
+	app   *testbin.Proc
 }
 
 func startProxyAgent(t *testing.T, extraEnv ...string) *proxyAgent {
 	t.Helper()
 	appAddr := testbin.FreeAddr(t)
-	app := testbin.Start(t, testbin.Echo(t), nil, "-listen", appAddr)
-	testbin.WaitHTTP(t, "http://"+appAddr+"/healthz", 200, 20*time.Second)
-	pa := &proxyAgent{proxy: testbin.FreeAddr(t), metrics: testbin.FreeAddr(t), admin: testbin.FreeAddr(t), app: app}
-	env := append([]string{
-		"OUTRIDER_REGISTRY=none",
+	pa := &proxyAgent{proxy: testbin.FreeAddr(t), app: startEcho(t, appAddr, 20*time.Second)}
+	pa.outrider = startOutrider(t, 20*time.Second, append([]string{
 		"OUTRIDER_APP_ADDR=" + appAddr,
 		"OUTRIDER_PROXY_LISTEN=" + pa.proxy,
-		"OUTRIDER_METRICS_LISTEN=" + pa.metrics,
-		"OUTRIDER_ADMIN_LISTEN=" + pa.admin,
-	}, extraEnv...)
-	pa.agent = testbin.Start(t, testbin.Outrider(t), env)
-	testbin.WaitHTTP(t, "http://"+pa.metrics+"/healthz", 200, 20*time.Second)
+	}, extraEnv...)...)
 	return pa
 }
 
-// proxyGet fetches url and returns its status and body.
-func proxyGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // requestsTotal reads outrider_http_requests_total{method,code} off /metrics.
-func requestsTotal(t *testing.T, metricsAddr, method, code string) float64 {
+func requestsTotal(t *testing.T, metrics, method, code string) float64 {
 	t.Helper()
-	_, body := proxyGet(t, "http://"+metricsAddr+"/metrics")
-	re := regexp.MustCompile(`(?m)^outrider_http_requests_total\{code="` + code + `",method="` + method + `"\} (\S+)$`)
-	m := re.FindStringSubmatch(body)
-	if m == nil {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
+	v, _ := seriesValue(t, scrapeMetrics(t, metrics), `outrider_http_requests_total{code="`+code+`",method="`+method+`"}`)
 	return v
 }
 
@@ -114,7 +87,7 @@ func decodeQPS(t *testing.T, body string) map[string]float64 {
 func TestProxyE2E(t *testing.T) {
 	pa := startProxyAgent(t)
 
-	code, body := proxyGet(t, "http://"+pa.metrics+"/v1/qps")
+	code, body := httpGet(t, pa.metrics+"/v1/qps")
 	if q := decodeQPS(t, body); code != 200 || q["qps"] != 0 || q["window_seconds"] != 10 {
 		t.Errorf("/v1/qps before any request: got %d %s, want 200 with qps 0 over 10 s", code, body)
 	}
@@ -124,7 +97,7 @@ func TestProxyE2E(t *testing.T) {
 	if got := requestsTotal(t, pa.metrics, "GET", "200"); got != n {
 		t.Errorf(`requests_total{method="GET",code="200"}: got %v, want %d`, got, n)
 	}
-	_, metrics := proxyGet(t, "http://"+pa.metrics+"/metrics")
+	_, metrics := httpGet(t, pa.metrics+"/metrics")
 	for _, want := range []string{
 		"outrider_http_request_duration_seconds_bucket",
 		"outrider_http_requests_in_flight",
@@ -136,12 +109,12 @@ func TestProxyE2E(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	code, body = proxyGet(t, "http://"+pa.metrics+"/v1/qps")
+	code, body = httpGet(t, pa.metrics+"/v1/qps")
 	if q := decodeQPS(t, body); code != 200 || q["in_flight"] > 1 {
 		t.Errorf("/v1/qps under no load: got %d %s", code, body)
 	}
 
-	code, body = proxyGet(t, "http://"+pa.admin+"/status")
+	code, body = httpGet(t, pa.admin+"/status")
 	var status struct {
 		Proxy struct {
 			Upstream string `json:"upstream"`
@@ -155,7 +128,7 @@ func TestProxyE2E(t *testing.T) {
 	// The app goes away: 502s, counted, and /v1/qps still answers.
 	pa.app.Signal(syscall.SIGKILL)
 	pa.app.Wait(10 * time.Second)
-	code, body = proxyGet(t, "http://"+pa.proxy+"/")
+	code, body = httpGet(t, "http://"+pa.proxy+"/")
 	if code != http.StatusBadGateway || len(body) > 100 {
 		t.Errorf("with the app gone: got %d %q, want a 502 with a short body", code, body)
 	}
@@ -163,7 +136,7 @@ func TestProxyE2E(t *testing.T) {
 	if got := requestsTotal(t, pa.metrics, "GET", "502"); got < 4 {
 		t.Errorf(`requests_total{method="GET",code="502"}: got %v, want at least 4`, got)
 	}
-	code, body = proxyGet(t, "http://"+pa.metrics+"/v1/qps")
+	code, body = httpGet(t, pa.metrics+"/v1/qps")
 	if decodeQPS(t, body); code != 200 {
 		t.Errorf("/v1/qps with the app gone: got %d %s", code, body)
 	}
@@ -187,15 +160,8 @@ func TestProxyE2EPortInUse(t *testing.T) {
 }
 
 func TestProxyE2EOff(t *testing.T) {
-	metrics := testbin.FreeAddr(t)
-	testbin.Start(t, testbin.Outrider(t), []string{
-		"OUTRIDER_REGISTRY=none",
-		"OUTRIDER_PROXY_LISTEN=off",
-		"OUTRIDER_METRICS_LISTEN=" + metrics,
-		"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
-	})
-	testbin.WaitHTTP(t, "http://"+metrics+"/healthz", 200, 20*time.Second)
-	code, body := proxyGet(t, "http://"+metrics+"/v1/qps")
+	o := startOutrider(t, 20*time.Second)
+	code, body := httpGet(t, o.metrics+"/v1/qps")
 	if code != http.StatusNotFound || !strings.Contains(body, "OUTRIDER_PROXY_LISTEN=off") {
 		t.Errorf("/v1/qps with the proxy off: got %d %q, want 404 saying why", code, body)
 	}

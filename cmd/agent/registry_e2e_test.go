@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -39,7 +38,7 @@ type regApp struct {
 	echoAddr string
 	echo     *testbin.Proc
 	outrider *testbin.Proc
-	metrics  string
+	metrics  string // base URLs
 	admin    string
 	id       string
 	client   *http.Client
@@ -50,13 +49,13 @@ type regApp struct {
 func regStart(t *testing.T, srv *consultest.Server, env ...string) *regApp {
 	t.Helper()
 	a := &regApp{
-		t: t, consul: srv, cc: srv.Client(), echoAddr: testbin.FreeAddr(t),
-		metrics: testbin.FreeAddr(t), admin: testbin.FreeAddr(t), id: "echo-1",
+		t: t, consul: srv, cc: srv.Client(), echoAddr: testbin.FreeAddr(t), id: "echo-1",
 		client: &http.Client{Timeout: 5 * time.Second},
 	}
 	a.startEcho()
 	_, port, _ := strings.Cut(a.echoAddr, ":")
 	base := []string{
+		"OUTRIDER_REGISTRY=consul",
 		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + a.id,
 		"OUTRIDER_SERVICE_TAGS=v1,blue", "OUTRIDER_SERVICE_META=team=a",
 		"OUTRIDER_SERVICE_ADDRESS=127.0.0.1", "OUTRIDER_SERVICE_PORT=" + port,
@@ -64,17 +63,15 @@ func regStart(t *testing.T, srv *consultest.Server, env ...string) *regApp {
 		"OUTRIDER_PROBE_PERIOD=" + regPeriod.String(), "OUTRIDER_PROBE_TIMEOUT=" + regPeriod.String(),
 		"OUTRIDER_PROBE_FAILURE_THRESHOLD=" + strconv.Itoa(regFailures),
 		"OUTRIDER_CHECK_TTL=" + regTTL.String(), "OUTRIDER_DEREGISTER_CRITICAL_AFTER=1m",
-		"OUTRIDER_PROXY_LISTEN=off", "OUTRIDER_METRICS_LISTEN=" + a.metrics, "OUTRIDER_ADMIN_LISTEN=" + a.admin,
 		"CONSUL_HTTP_ADDR=" + srv.URL(),
 	}
-	a.outrider = testbin.Start(t, testbin.Outrider(t), append(base, env...))
-	testbin.WaitHTTP(t, "http://"+a.metrics+"/healthz", http.StatusOK, 20*time.Second)
+	o := startOutrider(t, 20*time.Second, append(base, env...)...)
+	a.outrider, a.metrics, a.admin = o.Proc, o.metrics, o.admin
 	return a
 }
 
 func (a *regApp) startEcho() {
-	a.echo = testbin.Start(a.t, testbin.Echo(a.t), nil, "-listen", a.echoAddr)
-	testbin.WaitHTTP(a.t, "http://"+a.echoAddr+"/healthz", http.StatusOK, 20*time.Second)
+	a.echo = startEcho(a.t, a.echoAddr, 20*time.Second)
 }
 
 // setHealthy tells echo what /healthz should answer.
@@ -128,20 +125,12 @@ func (a *regApp) get(url string) (int, string) {
 // `outrider_consul_errors_total{op="heartbeat"}`, or -1 when absent.
 func (a *regApp) metric(series string) float64 {
 	a.t.Helper()
-	code, body := a.get("http://" + a.metrics + "/metrics")
+	code, body := a.get(a.metrics + "/metrics")
 	if code != http.StatusOK {
 		a.t.Fatalf("GET /metrics: %d %s", code, body)
 	}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if ok && name == series {
-			v, err := strconv.ParseFloat(value, 64)
-			if err != nil {
-				a.t.Fatalf("metric %s: %v", series, err)
-			}
-			return v
-		}
+	if v, ok := seriesValue(a.t, body, series); ok {
+		return v
 	}
 	return -1
 }
@@ -149,7 +138,7 @@ func (a *regApp) metric(series string) float64 {
 // consulStatus returns the "consul" section of /status.
 func (a *regApp) consulStatus() map[string]any {
 	a.t.Helper()
-	code, body := a.get("http://" + a.admin + "/status")
+	code, body := a.get(a.admin + "/status")
 	if code != http.StatusOK {
 		a.t.Fatalf("GET /status: %d %s", code, body)
 	}
@@ -221,7 +210,7 @@ func TestRegistryRegistersTheAppAndMirrorsItsProbe(t *testing.T) {
 			t.Errorf("meta %s = %q, want %q", k, got, want)
 		}
 	}
-	if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusOK {
+	if code, body := a.get(a.metrics + "/ready"); code != http.StatusOK {
 		t.Errorf("/ready = %d %q, want 200", code, body)
 	}
 
@@ -243,7 +232,7 @@ func TestRegistryRegistersTheAppAndMirrorsItsProbe(t *testing.T) {
 			if took > unhealthyBound {
 				t.Errorf("critical after %s, want within %d × %s (+%s slack), well before the next heartbeat", took, regFailures, regPeriod, regSlack)
 			}
-			if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusServiceUnavailable {
+			if code, body := a.get(a.metrics + "/ready"); code != http.StatusServiceUnavailable {
 				t.Errorf("/ready while the app fails = %d %q, want 503", code, body)
 			}
 
@@ -323,7 +312,7 @@ func TestRegistrySurvivesAConsulOutage(t *testing.T) {
 	end := time.Now().Add(outage)
 	maxGoroutines := before
 	for time.Now().Before(end) {
-		if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusOK {
+		if code, body := a.get(a.metrics + "/ready"); code != http.StatusOK {
 			t.Fatalf("/ready during the outage = %d %q, want 200: the app is healthy and still registered", code, body)
 		}
 		maxGoroutines = max(maxGoroutines, a.metric("go_goroutines"))
@@ -414,8 +403,8 @@ func TestRegistryMaintenance(t *testing.T) {
 	a := regStart(t, srv)
 	a.waitHealth("passing", 20*time.Second)
 
-	put := func(addr, query string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/maintenance?"+query, nil)
+	put := func(base, query string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPut, base+"/maintenance?"+query, nil)
 		resp, err := a.client.Do(req)
 		if err != nil {
 			t.Fatalf("PUT /maintenance: %v", err)
@@ -448,7 +437,7 @@ func TestRegistryMaintenance(t *testing.T) {
 	if !found {
 		t.Errorf("no critical maintenance check with notes %q among %v", "deploy 42", checks)
 	}
-	if code, body := a.get("http://" + a.metrics + "/ready"); code != http.StatusServiceUnavailable || !strings.Contains(body, "maintenance: deploy 42") {
+	if code, body := a.get(a.metrics + "/ready"); code != http.StatusServiceUnavailable || !strings.Contains(body, "maintenance: deploy 42") {
 		t.Errorf("/ready in maintenance = %d %q, want 503 naming the reason", code, body)
 	}
 
@@ -456,7 +445,7 @@ func TestRegistryMaintenance(t *testing.T) {
 		t.Fatalf("PUT /maintenance?enable=false = %d %q, want 200", code, body)
 	}
 	a.waitHealth("passing", 5*time.Second)
-	testbin.WaitHTTP(t, "http://"+a.metrics+"/ready", http.StatusOK, 5*time.Second)
+	testbin.WaitHTTP(t, a.metrics+"/ready", http.StatusOK, 5*time.Second)
 }
 
 // TestRegistryACLTokenFromFile: with ACLs on (default deny), outrider
@@ -499,7 +488,7 @@ func TestRegistryWrongACLToken(t *testing.T) {
 	if a.outrider.Exited() {
 		t.Fatalf("outrider exited:\n%s", a.outrider.Output())
 	}
-	code, body := a.get("http://" + a.metrics + "/ready")
+	code, body := a.get(a.metrics + "/ready")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "registered: not registered: consul denied") ||
 		!strings.Contains(body, "ACL not found") {
 		t.Errorf("/ready = %d %q, want 503 saying consul denied the registration (ACL not found)", code, body)
@@ -522,15 +511,10 @@ func TestRegistryWrongACLToken(t *testing.T) {
 // PUT /maintenance still takes the app out of /ready and back.
 func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 	t.Parallel()
-	echoAddr, metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
-	testbin.Start(t, testbin.Echo(t), nil, "-listen", echoAddr)
-	testbin.WaitHTTP(t, "http://"+echoAddr+"/healthz", http.StatusOK, 20*time.Second)
-	testbin.Start(t, testbin.Outrider(t), []string{
-		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off", "OUTRIDER_APP_ADDR=" + echoAddr,
-		"OUTRIDER_PROBE_PERIOD=" + regPeriod.String(),
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
-	})
-	testbin.WaitHTTP(t, "http://"+metrics+"/ready", http.StatusOK, 20*time.Second)
+	echoAddr := testbin.FreeAddr(t)
+	startEcho(t, echoAddr, 20*time.Second)
+	o := launchOutrider(t, "OUTRIDER_APP_ADDR="+echoAddr, "OUTRIDER_PROBE_PERIOD="+regPeriod.String())
+	testbin.WaitHTTP(t, o.metrics+"/ready", http.StatusOK, 20*time.Second)
 
 	for _, tc := range []struct {
 		query string
@@ -539,7 +523,7 @@ func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 		{query: "enable=true&reason=disk+swap", ready: http.StatusServiceUnavailable},
 		{query: "enable=false", ready: http.StatusOK},
 	} {
-		req, _ := http.NewRequest(http.MethodPut, "http://"+admin+"/maintenance?"+tc.query, nil)
+		req, _ := http.NewRequest(http.MethodPut, o.admin+"/maintenance?"+tc.query, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("PUT /maintenance?%s: %v", tc.query, err)
@@ -548,6 +532,6 @@ func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("PUT /maintenance?%s = %d, want 200", tc.query, resp.StatusCode)
 		}
-		testbin.WaitHTTP(t, "http://"+metrics+"/ready", tc.ready, 5*time.Second)
+		testbin.WaitHTTP(t, o.metrics+"/ready", tc.ready, 5*time.Second)
 	}
 }
