@@ -275,8 +275,7 @@ func (c *conn) writeClient(b []byte, now time.Time) error {
 		c.wdl = now.Add(d)
 		_ = c.nc.SetWriteDeadline(c.wdl)
 	}
-	_, err := c.nc.Write(b)
-	return err
+	return c.br.write(c.nc, b)
 }
 
 // writeUp writes b to the app within IOTimeout.
@@ -287,8 +286,7 @@ func writeUp(u *upConn, b []byte, now time.Time) error {
 		u.wdl = now.Add(60 * time.Second)
 		_ = u.nc.SetWriteDeadline(u.wdl)
 	}
-	_, err := u.nc.Write(b)
-	return err
+	return u.br.write(u.nc, b)
 }
 
 // fillUp reads more of the app's answer. While it waits, it checks every

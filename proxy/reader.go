@@ -29,11 +29,18 @@ type reader struct {
 	buf  []byte
 	r, w int
 
-	// Set by rawWait.
-	rc    syscall.RawConn
-	tryFn func(fd uintptr) bool
-	rn    int
-	rerr  error
+	// Set by rawWait. The functions given to rc are made once: a closure
+	// made per call would be allocated per call.
+	rc      syscall.RawConn
+	tryFn   func(fd uintptr) bool
+	rn      int
+	rerr    error
+	writeFn func(fd uintptr) bool
+	// The write in progress, set by write; the body's goroutine may write
+	// to the app while the connection's goroutine reads from it, so these
+	// are apart from the read side's fields.
+	wp   []byte
+	werr error
 }
 
 func newReader(rd io.Reader) *reader {
@@ -136,12 +143,13 @@ func (b *reader) rawWait(nc io.Reader) {
 	}
 	b.rc = rc
 	b.tryFn = b.try
+	b.writeFn = b.tryWrite
 }
 
 // try is called by the poller whenever the connection may be readable.
 func (b *reader) try(fd uintptr) bool {
 	b.acquire()
-	n, err := syscall.Read(int(fd), b.buf[b.w:])
+	n, err := readNow(fd, b.buf[b.w:])
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		if b.w == b.r {
 			b.release()
@@ -163,4 +171,41 @@ func (b *reader) fillEmpty() error {
 		return err
 	}
 	return b.advance(b.rn, b.rerr)
+}
+
+// write writes all of p to the connection, waiting for room when the
+// socket is full, within the connection's write deadline. It writes with
+// writeNow rather than through nc.Write for the reason given there. A nil
+// reader, or one over a connection without a descriptor, writes to nc.
+func (b *reader) write(nc io.Writer, p []byte) error {
+	if b == nil || b.rc == nil {
+		_, err := nc.Write(p)
+		return err
+	}
+	b.wp, b.werr = p, nil
+	err := b.rc.Write(b.writeFn)
+	b.wp = nil
+	if err != nil {
+		return err
+	}
+	return b.werr
+}
+
+// tryWrite is called by the poller whenever the connection may be
+// writable; it returns false to wait for room.
+func (b *reader) tryWrite(fd uintptr) bool {
+	for len(b.wp) > 0 {
+		n, err := writeNow(fd, b.wp)
+		switch {
+		case err == syscall.EAGAIN:
+			return false
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			b.werr = err
+			return true
+		}
+		b.wp = b.wp[n:]
+	}
+	return true
 }
