@@ -10,6 +10,8 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrider-sidecar/outrider/internal/clock"
 )
 
 func TestServeFirstAnswer(t *testing.T) {
@@ -237,8 +239,15 @@ func TestRunStopsWatches(t *testing.T) {
 	for _, s := range services {
 		h.serve(t, s, 5)
 	}
+	// Take every watch's rate-limit wait before releasing any: a release
+	// moves the shared fake clock, and a watch that had not asked yet would
+	// then find its interval over and ask for no wait at all.
+	var sleeps []*clock.Wait
 	for range services {
-		h.clock.Release(h.nextSleep(t))
+		sleeps = append(sleeps, h.nextSleep(t))
+	}
+	for _, s := range sleeps {
+		h.clock.Release(s)
 	}
 	var blocking []*fakeQuery
 	for range services {
