@@ -70,6 +70,16 @@ func newFakeConsul(t *testing.T) *fakeConsul {
 	return f
 }
 
+// newClient builds a consul/api client for cfg, failing the test if it cannot.
+func newClient(t *testing.T, cfg *consul.Config) *consul.Client {
+	t.Helper()
+	c, err := consul.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("consul client for %s: %v", cfg.Address, err)
+	}
+	return c
+}
+
 func (f *fakeConsul) config() *consul.Config {
 	return &consul.Config{Address: f.Listener.Addr().String(), Scheme: "http"}
 }

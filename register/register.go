@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrider-sidecar/outrider/internal/clock"
-	"github.com/outrider-sidecar/outrider/internal/version"
 	"github.com/outrider-sidecar/outrider/probe"
 )
 
@@ -49,7 +48,9 @@ type Clock = clock.Clock
 
 // Options tunes a Registrar; the zero value of each field picks a default.
 type Options struct {
-	Log *slog.Logger
+	// ConsulAddr names the Consul agent in messages and /status.
+	ConsulAddr string
+	Log        *slog.Logger
 	// Registerer receives the outrider_consul_* metrics.
 	Registerer prometheus.Registerer
 	// OnRegistered is told, on every change, whether outrider knows the
@@ -143,24 +144,23 @@ type Registrar struct {
 	condSet         bool
 }
 
-// New returns a registrar for svc that talks to the Consul agent cfg
-// describes; consul.DefaultConfig() reads the CONSUL_* variables as the
-// Consul CLI does (address, ACL token or token file, TLS).
-func New(cfg *consul.Config, svc Service, o Options) (*Registrar, error) {
+// New returns a registrar for svc that talks to the Consul agent through
+// client. Build the client from consul.DefaultConfig(), which reads the
+// CONSUL_* variables as the Consul CLI does (address, ACL token or token
+// file, TLS).
+func New(client *consul.Client, svc Service, o Options) (*Registrar, error) {
 	if svc.ID == "" || svc.Name == "" {
 		return nil, fmt.Errorf("register: service needs an ID and a name, got ID %q name %q", svc.ID, svc.Name)
 	}
 	if svc.TTL <= 0 {
 		return nil, fmt.Errorf("register: service %q has TTL %s, want more than 0", svc.ID, svc.TTL)
 	}
-	client, err := consul.NewClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("register: consul client for %s: %w", cfg.Address, err)
+	if o.ConsulAddr == "" {
+		o.ConsulAddr = "the local agent"
 	}
-	client.AddHeader("User-Agent", version.UserAgent())
 	r := &Registrar{
 		client:      client,
-		addr:        cfg.Scheme + "://" + cfg.Address,
+		addr:        o.ConsulAddr,
 		id:          svc.ID,
 		log:         o.Log,
 		clock:       o.Clock,

@@ -65,13 +65,14 @@ func newHarnessWith(t *testing.T, jitter float64, o Options) *harness {
 	log, buf := newTestLogger()
 	h.log = buf
 	o.Log, o.Registerer, o.Clock = log, h.reg, h.clock
+	o.ConsulAddr = "http://" + h.consul.config().Address
 	o.Rand = func() float64 { return jitter }
 	o.OnRegistered = func(ok bool, reason string) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.conds = append(h.conds, cond{ok, reason})
 	}
-	r, err := New(h.consul.config(), testService(), o)
+	r, err := New(newClient(t, h.consul.config()), testService(), o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -568,7 +569,7 @@ func TestNewRejectsAnIncompleteService(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := testService()
 			tc.edit(&svc)
-			_, err := New(newFakeConsul(t).config(), svc, Options{})
+			_, err := New(newClient(t, newFakeConsul(t).config()), svc, Options{})
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("New = %v, want %s", err, tc.want)
 			}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -44,6 +45,9 @@ type agent struct {
 	// registrar is set by addRegistry (nil with OUTRIDER_REGISTRY=none);
 	// the shutdown sequence calls its Deregister.
 	registrar *register.Registrar
+	// consul is the one Consul client of the registrar and the peer
+	// cache, built by consulClient on first use.
+	consul *consul.Client
 	// proxy is set by addProxy (nil with OUTRIDER_PROXY_LISTEN=off); the
 	// shutdown sequence calls its Drain and InFlight.
 	proxy *proxy.Proxy
@@ -187,4 +191,22 @@ func (a *agent) serve(name, envVar, addr string, h http.Handler, writeTimeout ti
 		_ = srv.Shutdown(ctx)
 	})
 	return nil
+}
+
+// consulClient returns the agent's Consul client, built once from the
+// CONSUL_* variables the way the Consul CLI reads them, and the agent's URL
+// for messages.
+func (a *agent) consulClient() (*consul.Client, string, error) {
+	cfg := consul.DefaultConfig()
+	url := cfg.Scheme + "://" + cfg.Address
+	if a.consul != nil {
+		return a.consul, url, nil
+	}
+	c, err := consul.NewClient(cfg)
+	if err != nil {
+		return nil, url, fmt.Errorf("consul client for %s from the CONSUL_* variables: %w", url, err)
+	}
+	c.AddHeader("User-Agent", version.UserAgent())
+	a.consul = c
+	return c, url, nil
 }

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
-
-	consul "github.com/hashicorp/consul/api"
 
 	"github.com/outrider-sidecar/outrider/peers"
 )
@@ -19,11 +16,9 @@ func (a *agent) addPeers() error {
 		})
 		return nil
 	}
-	// The client reads CONSUL_HTTP_ADDR, the token and TLS variables the
-	// way the Consul CLI does.
-	client, err := consul.NewClient(consul.DefaultConfig())
+	client, _, err := a.consulClient()
 	if err != nil {
-		return fmt.Errorf("peers: consul client from the CONSUL_* variables: %w", err)
+		return err
 	}
 	cache, err := peers.New(client.Health(), a.reg, peers.Options{Log: a.log.With("component", "peers")})
 	if err != nil {

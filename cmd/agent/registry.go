@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
-
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/internal/version"
 	"github.com/outrider-sidecar/outrider/probe"
@@ -24,7 +22,12 @@ func (a *agent) addRegistry() error {
 	if !a.cfg.Registry.Enabled() {
 		return nil
 	}
-	r, err := register.New(consul.DefaultConfig(), registration(a.cfg), register.Options{
+	client, addr, err := a.consulClient()
+	if err != nil {
+		return err
+	}
+	r, err := register.New(client, registration(a.cfg), register.Options{
+		ConsulAddr: addr,
 		Log:        a.log.With("component", "register"),
 		Registerer: a.reg,
 		OnRegistered: func(ok bool, reason string) {
