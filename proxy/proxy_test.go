@@ -839,6 +839,32 @@ func TestDialsBounded(t *testing.T) {
 	}
 }
 
+func TestStalledClientTimesOut(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, func(c *Config) { c.IOTimeout = 300 * time.Millisecond })
+	rc := dialRaw(t, tp.addr)
+	if err := rc.nc.(*net.TCPConn).SetReadBuffer(4 << 10); err != nil {
+		t.Fatal(err)
+	}
+	// A body far larger than the sockets hold, never read: the proxy's
+	// write to the client stalls until its deadline.
+	rc.send("GET /bytes?n=268435456 HTTP/1.1\r\nHost: a\r\n\r\n")
+	start := time.Now()
+	for tp.InFlight() == 0 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the request never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	tp.settle(t)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("drain took %v: the stalled write did not time out", took)
+	}
+	if got := tp.counts(t); got["GET 499"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want one GET 499", got)
+	}
+}
+
 func TestAppClosesKeepAlive(t *testing.T) {
 	// An app that closes every connection after one answer, without
 	// saying so: the pinned connection is found dead and the request is
