@@ -11,8 +11,8 @@
 #   HIGH_CONNECTIONS=1000 HIGH_DURATION=5s    the memory run (wrk -t2); 0 skips it
 #   OUTRIDER_BIN=       an outrider binary to measure instead of building bin/outrider
 #   GOMAXPROCS_OUTRIDER=1 GOMAXPROCS of outrider: one core, like nginx's one
-#                       worker and HAProxy's one thread; "default" leaves
-#                       Go's default (all CPUs)
+#                       worker and HAProxy's one thread; "default" sets
+#                       nothing (outrider's own default is also one core)
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
 #

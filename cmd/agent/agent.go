@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -81,7 +82,8 @@ func runAgent(getenv func(string) string, stderr io.Writer) int {
 		return exitFailed
 	}
 	a.log.Info("outrider started", "version", version.Version, "service_id", cfg.Service.ID,
-		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String())
+		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String(),
+		"gomaxprocs", runtime.GOMAXPROCS(0))
 	return a.run()
 }
 

@@ -154,3 +154,26 @@ func get(t *testing.T, url, auth string, want int) string {
 	}
 	return body
 }
+
+// TestAgentUsesOneCoreUnlessTold: outrider sets GOMAXPROCS to 1 unless the
+// environment sets it.
+func TestAgentUsesOneCoreUnlessTold(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"unset", nil, `"gomaxprocs":1`},
+		{"set", []string{"GOMAXPROCS=2"}, `"gomaxprocs":2`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startOutrider(t, 10*time.Second, tc.env...)
+			p.Signal(syscall.SIGTERM)
+			p.Wait(10 * time.Second)
+			if !strings.Contains(p.Output(), tc.want) {
+				t.Errorf("start-up log lacks %s:\n%s", tc.want, p.Output())
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 )
 
 // Exit statuses.
@@ -28,7 +29,18 @@ Configuration is read from the environment; see README.md for every variable.
 `
 
 func main() {
+	limitProcs(os.Getenv)
 	os.Exit(dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// limitProcs runs outrider on one core unless GOMAXPROCS says otherwise.
+// A sidecar should not compete with its app for CPU, and Go would round a
+// container CPU limit below 2 up to 2 threads; on one core the proxy also
+// does less cross-thread hand-off per request (see docs/proxy.md).
+func limitProcs(getenv func(string) string) {
+	if getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 // dispatch runs the subcommand and returns the exit status.
