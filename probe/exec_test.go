@@ -48,14 +48,10 @@ func TestExecProber(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 10 * time.Second
-			}
-			got := probeWithin(probeExec, tc.spec, timeout)
+			got := probeWithin(probeExec, tc.spec, tc.timeout)
 			checkResult(t, got, tc.want, tc.wantOutput...)
 			if tc.want == Timeout && got.Duration > 5*time.Second {
-				t.Errorf("a %s timeout took %s", timeout, got.Duration)
+				t.Errorf("a %s timeout took %s", tc.timeout, got.Duration)
 			}
 		})
 	}

@@ -69,12 +69,7 @@ func TestGRPCProber(t *testing.T) {
 	_, ok := startGRPC(t, "127.0.0.1:0", hs)
 	_, bare := startGRPC(t, "127.0.0.1:0", nil)
 	_, hung := startGRPC(t, "127.0.0.1:0", hungHealth{})
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	_ = closed.Close()
+	closed := closedAddr(t)
 
 	tests := []struct {
 		name       string
@@ -91,7 +86,7 @@ func TestGRPCProber(t *testing.T) {
 			wantOutput: []string{"unknown service"}},
 		{name: "no health service", spec: mustSpec(t, "grpc://"+bare.Addr().String()), want: Failure,
 			wantOutput: []string{"does not implement grpc.health.v1.Health"}},
-		{name: "nothing listening", spec: mustSpec(t, "grpc://"+closedAddr), want: Failure,
+		{name: "nothing listening", spec: mustSpec(t, "grpc://"+closed), want: Failure,
 			wantOutput: []string{"Unavailable", "connection refused"}},
 		{name: "no answer", spec: mustSpec(t, "grpc://"+hung.Addr().String()), timeout: 150 * time.Millisecond, want: Timeout,
 			wantOutput: []string{"no answer within "}},
@@ -102,11 +97,7 @@ func TestGRPCProber(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &grpcProber{}
 			t.Cleanup(p.close)
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 10 * time.Second
-			}
-			checkResult(t, probeWithin(p.probe, tc.spec, timeout), tc.want, tc.wantOutput...)
+			checkResult(t, probeWithin(p.probe, tc.spec, tc.timeout), tc.want, tc.wantOutput...)
 		})
 	}
 }

@@ -28,13 +28,29 @@ func mustSpec(t *testing.T, raw string) Spec {
 }
 
 // probeWithin runs p on spec with a deadline of timeout.
+// A timeout of 0 means a generous 10 s: only a bound on a hung test.
 func probeWithin(p Prober, spec Spec, timeout time.Duration) Result {
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return p(ctx, spec)
 }
 
 // checkResult compares a result's outcome and reason with what a test wants.
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
 func checkResult(t *testing.T, got Result, want Outcome, wantOutput ...string) {
 	t.Helper()
 	if got.Outcome != want {
@@ -118,17 +134,13 @@ func TestHTTPProber(t *testing.T) {
 	t.Cleanup(p.close)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 10 * time.Second
-			}
-			got := probeWithin(p.probe, tc.spec, timeout)
+			got := probeWithin(p.probe, tc.spec, tc.timeout)
 			checkResult(t, got, tc.want, tc.wantOutput...)
 			if strings.Contains(got.Output, "hunter2") {
 				t.Errorf("output shows the password: %q", got.Output)
 			}
 			if tc.want == Timeout && got.Duration > 5*time.Second {
-				t.Errorf("a %s timeout took %s", timeout, got.Duration)
+				t.Errorf("a %s timeout took %s", tc.timeout, got.Duration)
 			}
 		})
 	}

@@ -60,12 +60,7 @@ func TestTCPProber(t *testing.T) {
 		_ = ln.Close()
 		<-accepting
 	})
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	_ = closed.Close()
+	closed := closedAddr(t)
 
 	tests := []struct {
 		name       string
@@ -75,8 +70,8 @@ func TestTCPProber(t *testing.T) {
 		wantOutput []string
 	}{
 		{name: "listening", spec: mustSpec(t, "tcp://"+ln.Addr().String()), want: Success, wantOutput: []string{"connected"}},
-		{name: "nothing listening", spec: mustSpec(t, "tcp://"+closedAddr), want: Failure,
-			wantOutput: []string{"connect to " + closedAddr, "connection refused"}},
+		{name: "nothing listening", spec: mustSpec(t, "tcp://"+closed), want: Failure,
+			wantOutput: []string{"connect to " + closed, "connection refused"}},
 		{name: "no answer", spec: mustSpec(t, "tcp://"+fullBacklog(t)), timeout: 150 * time.Millisecond, want: Timeout,
 			wantOutput: []string{"no answer within "}},
 		{name: "no address", spec: Spec{Kind: KindTCP}, want: Error, wantOutput: []string{"without an address"}},
@@ -84,11 +79,7 @@ func TestTCPProber(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 10 * time.Second
-			}
-			checkResult(t, probeWithin(probeTCP, tc.spec, timeout), tc.want, tc.wantOutput...)
+			checkResult(t, probeWithin(probeTCP, tc.spec, tc.timeout), tc.want, tc.wantOutput...)
 		})
 	}
 }
