@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outrider-sidecar/outrider/internal/servicename"
 	"github.com/outrider-sidecar/outrider/probe"
 )
 
@@ -217,7 +218,7 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 	if s.Name == "" && c.Registry.Enabled() {
 		r.fail("OUTRIDER_SERVICE_NAME", "", "is required when OUTRIDER_REGISTRY=consul (set it, or set OUTRIDER_REGISTRY=none)")
 	}
-	if s.Name != "" && !validServiceName(s.Name) {
+	if s.Name != "" && !servicename.Valid(s.Name) {
 		r.fail("OUTRIDER_SERVICE_NAME", s.Name, "is not a valid service name (want letters, digits, '-', '_' and '.')")
 	}
 	host := hostname
@@ -270,10 +271,6 @@ func portOf(hostport string) int {
 	n, _ := strconv.Atoi(p)
 	return n
 }
-
-var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
-func validServiceName(s string) bool { return len(s) <= 253 && serviceName.MatchString(s) }
 
 // reader collects errors while it parses variables, so that every bad
 // value is reported at once.

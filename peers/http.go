@@ -6,16 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/servicename"
 )
-
-// serviceName is the rule OUTRIDER_SERVICE_NAME follows: the characters
-// Consul accepts in a service name that also work in its DNS interface.
-var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
-func validServiceName(s string) bool { return len(s) <= 253 && serviceName.MatchString(s) }
 
 var errNotRunning = errors.New("the peer cache is not running")
 
@@ -25,7 +20,7 @@ var errNotRunning = errors.New("the peer cache is not running")
 // to FirstWait for Consul's first answer.
 func (c *Cache) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	service := r.PathValue("service")
-	if !validServiceName(service) {
+	if !servicename.Valid(service) {
 		c.refuse(rw, http.StatusBadRequest, fmt.Sprintf(
 			"invalid service name %q: want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters", service))
 		return
