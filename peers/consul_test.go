@@ -1,8 +1,7 @@
-package peers
+package peers_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log"
 	"maps"
@@ -20,7 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/peers"
+	"github.com/outrider-sidecar/outrider/peers/peerstest"
 )
+
+// bound only turns a hang into a failure.
+const bound = 10 * time.Second
 
 // TestCacheFollowsConsul runs a Cache against a real Consul through a
 // proxy that counts the health queries.
@@ -47,7 +51,7 @@ func TestCacheFollowsConsul(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := New(client.Health(), prometheus.NewRegistry(), Options{})
+	cache, err := peers.New(client.Health(), prometheus.NewRegistry(), peers.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,10 +75,10 @@ func TestCacheFollowsConsul(t *testing.T) {
 	if err := admin.ServiceRegister(&consul.AgentServiceRegistration{ID: "web-1", Name: "web", Port: 8080, Tags: []string{"v1"}}); err != nil {
 		t.Fatalf("register web-1: %v", err)
 	}
-	peers := getPeers(t, web.URL+"/v1/peers/web")
-	want := []Peer{{ID: "web-1", Address: "127.0.0.1", Port: 8080, Tags: []string{"v1"}, Meta: map[string]string{}}}
-	if !peersEqual(peers, want) {
-		t.Fatalf("first GET = %+v, want %+v", peers, want)
+	got := peerstest.List(t, web.URL+"/v1/peers/web")
+	want := []peers.Peer{{ID: "web-1", Address: "127.0.0.1", Port: 8080, Tags: []string{"v1"}, Meta: map[string]string{}}}
+	if !peersEqual(got, want) {
+		t.Fatalf("first GET = %+v, want %+v", got, want)
 	}
 
 	steps := []struct {
@@ -113,7 +117,7 @@ func TestCacheFollowsConsul(t *testing.T) {
 		if err := s.do(); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		took := waitIDs(t, web.URL+"/v1/peers/web", s.wantIDs, time.Second)
+		took := peerstest.WaitIDs(t, web.URL+"/v1/peers/web", s.wantIDs, time.Second)
 		t.Logf("%s: seen after %s, %d health queries", s.name, took.Round(time.Millisecond), queries.Load()-before)
 	}
 
@@ -123,7 +127,7 @@ func TestCacheFollowsConsul(t *testing.T) {
 	before := queries.Load()
 	requests := 0
 	for start := time.Now(); time.Since(start) < 2*time.Second; requests++ {
-		getPeers(t, web.URL+"/v1/peers/web")
+		peerstest.List(t, web.URL+"/v1/peers/web")
 	}
 	quiet := queries.Load() - before
 	t.Logf("quiet 2s: %d requests to outrider, %d health queries to Consul; %d queries in all", requests, quiet, queries.Load())
@@ -132,46 +136,8 @@ func TestCacheFollowsConsul(t *testing.T) {
 	}
 }
 
-func getPeers(t *testing.T, u string) []Peer {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", u, resp.Status)
-	}
-	var peers []Peer
-	if err := json.NewDecoder(resp.Body).Decode(&peers); err != nil {
-		t.Fatalf("GET %s: decode: %v", u, err)
-	}
-	return peers
-}
-
-// waitIDs polls u until it lists exactly ids, and returns how long that
-// took; it fails the test after limit.
-func waitIDs(t *testing.T, u string, ids []string, limit time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var got []string
-	for time.Since(start) < limit {
-		got = got[:0]
-		for _, p := range getPeers(t, u) {
-			got = append(got, p.ID)
-		}
-		slices.Sort(got)
-		if slices.Equal(got, ids) {
-			return time.Since(start)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
-	t.Fatalf("GET %s lists %v after %s, want %v", u, got, limit, ids)
-	return 0
-}
-
-func peersEqual(a, b []Peer) bool {
-	return slices.EqualFunc(a, b, func(x, y Peer) bool {
+func peersEqual(a, b []peers.Peer) bool {
+	return slices.EqualFunc(a, b, func(x, y peers.Peer) bool {
 		return x.ID == y.ID && x.Address == y.Address && x.Port == y.Port &&
 			slices.Equal(x.Tags, y.Tags) && maps.Equal(x.Meta, y.Meta)
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,51 +13,8 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/testbin"
+	"github.com/outrider-sidecar/outrider/peers/peerstest"
 )
-
-// peersPeer is one element of /v1/peers/{service}, as a client reads it.
-type peersPeer struct {
-	ID      string            `json:"id"`
-	Address string            `json:"address"`
-	Port    int               `json:"port"`
-	Tags    []string          `json:"tags"`
-	Meta    map[string]string `json:"meta"`
-}
-
-// peersList GETs url and decodes the peers; anything but 200 fails the test.
-func peersList(t *testing.T, url string) []peersPeer {
-	t.Helper()
-	code, body := httpGet(t, url)
-	if code != http.StatusOK {
-		t.Fatalf("GET %s = %d %q, want 200", url, code, body)
-	}
-	var out []peersPeer
-	if err := json.Unmarshal([]byte(body), &out); err != nil {
-		t.Fatalf("GET %s: decode %q: %v", url, body, err)
-	}
-	return out
-}
-
-// peersWaitIDs polls url until it lists exactly ids and returns how long
-// that took; it fails the test after limit.
-func peersWaitIDs(t *testing.T, url string, ids []string, limit time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var got []string
-	for time.Since(start) < limit {
-		got = got[:0]
-		for _, p := range peersList(t, url) {
-			got = append(got, p.ID)
-		}
-		slices.Sort(got)
-		if slices.Equal(got, ids) {
-			return time.Since(start)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
-	t.Fatalf("GET %s lists %v after %s, want %v", url, got, limit, ids)
-	return 0
-}
 
 // peersQueries sums outrider_peers_queries_total over its results.
 func peersQueries(t *testing.T, metrics string) float64 {
@@ -102,7 +58,7 @@ func TestPeersE2E(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("register web-1: %v", err)
 	}
-	got := peersList(t, peersURL+"web")
+	got := peerstest.List(t, peersURL+"web")
 	if len(got) != 1 || got[0].ID != "web-1" || got[0].Address != "10.0.0.1" || got[0].Port != 8080 ||
 		!slices.Equal(got[0].Tags, []string{"blue"}) || got[0].Meta["zone"] != "a" {
 		t.Fatalf("first GET /v1/peers/web = %+v, want web-1 at 10.0.0.1:8080 with its tags and meta", got)
@@ -133,7 +89,7 @@ func TestPeersE2E(t *testing.T) {
 		if err := s.do(); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		took := peersWaitIDs(t, peersURL+"web", s.wantIDs, time.Second)
+		took := peerstest.WaitIDs(t, peersURL+"web", s.wantIDs, time.Second)
 		t.Logf("%s: seen by outrider after %s", s.name, took.Round(time.Millisecond))
 	}
 
@@ -141,7 +97,7 @@ func TestPeersE2E(t *testing.T) {
 	before := peersQueries(t, outrider.metrics)
 	requests := 0
 	for start := time.Now(); time.Since(start) < 2*time.Second; requests++ {
-		peersList(t, peersURL+"web")
+		peerstest.List(t, peersURL+"web")
 	}
 	after := peersQueries(t, outrider.metrics)
 	t.Logf("quiet 2s: %d requests to outrider, %v Consul health queries (%v in all)", requests, after-before, after)
@@ -150,7 +106,7 @@ func TestPeersE2E(t *testing.T) {
 	}
 
 	// Only passing instances: outrider's own app is not running.
-	if got := peersList(t, peersURL+"peers-e2e"); len(got) != 0 {
+	if got := peerstest.List(t, peersURL+"peers-e2e"); len(got) != 0 {
 		t.Errorf("GET /v1/peers/peers-e2e = %+v, want [] while its only instance is not passing", got)
 	}
 	if code, body := httpGet(t, peersURL+"web!"); code != http.StatusBadRequest || !strings.Contains(body, "invalid service name") {
