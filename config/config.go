@@ -94,8 +94,17 @@ type Listen struct {
 
 // Drain is the shutdown timing.
 type Drain struct {
-	Delay   time.Duration
+	// Delay is how long new requests are still served after deregistering.
+	Delay time.Duration
+	// Timeout bounds the wait for requests in flight.
 	Timeout time.Duration
+	// AppStopTimeout is how long wrap mode waits for the child after
+	// SIGTERM before it kills the child's process group.
+	AppStopTimeout time.Duration
+	// GracePeriod is the platform's budget for the whole stop (Kubernetes'
+	// terminationGracePeriodSeconds, systemd's TimeoutStopSec); 0 when
+	// unknown. check-config warns when the sequence cannot fit in it.
+	GracePeriod time.Duration
 }
 
 // Log is the structured-logging setup.
@@ -173,6 +182,8 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 
 	c.Drain.Delay = r.duration("OUTRIDER_DRAIN_DELAY", 5*time.Second, 0)
 	c.Drain.Timeout = r.duration("OUTRIDER_DRAIN_TIMEOUT", 25*time.Second, 0)
+	c.Drain.AppStopTimeout = r.duration("OUTRIDER_APP_STOP_TIMEOUT", 10*time.Second, 0)
+	c.Drain.GracePeriod = r.duration("OUTRIDER_GRACE_PERIOD", 0, 0)
 	c.ConfigFile = r.str("OUTRIDER_CONFIG_FILE", "")
 
 	c.Service = r.service(c, hostname, interfaceAddr)

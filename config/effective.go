@@ -53,6 +53,8 @@ func (c Config) Effective() []Setting {
 		{"OUTRIDER_QPS_WINDOW", d(c.Listen.QPSWindow)},
 		{"OUTRIDER_DRAIN_DELAY", d(c.Drain.Delay)},
 		{"OUTRIDER_DRAIN_TIMEOUT", d(c.Drain.Timeout)},
+		{"OUTRIDER_APP_STOP_TIMEOUT", d(c.Drain.AppStopTimeout)},
+		{"OUTRIDER_GRACE_PERIOD", d(c.Drain.GracePeriod)},
 		{"OUTRIDER_CONFIG_FILE", c.ConfigFile},
 		{"OUTRIDER_LOG_FORMAT", c.Log.Format},
 		{"OUTRIDER_LOG_LEVEL", c.Log.Level},
