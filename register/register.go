@@ -538,9 +538,10 @@ func isNotFound(err error) bool {
 	return errors.As(err, &se) && se.Code == 404
 }
 
-// Deregister removes the service from Consul through the agent API (a
-// catalog delete would be undone by the agent's anti-entropy) and stops
-// every later heartbeat and repair. Calling it again is harmless.
+// Deregister sets the check critical, removes the service from Consul
+// through the agent API (a catalog delete would be undone by the agent's
+// anti-entropy) and stops every later heartbeat and repair. Calling it
+// again is harmless.
 func (r *Registrar) Deregister(ctx context.Context) error {
 	// Stop repairs first, so that a step in flight cannot bring it back.
 	r.mu.Lock()
@@ -562,6 +563,13 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
+	// Critical first: a watcher that reads the health before the
+	// deregistration reaches it sees the instance leave the passing set.
+	// Best effort: the deregistration below is what counts.
+	if err := r.client.Agent().UpdateTTLOpts(CheckID(id), "draining: outrider is deregistering the instance", consul.HealthCritical,
+		(&consul.QueryOptions{}).WithContext(cctx)); err != nil && !isNotFound(err) {
+		r.log.Debug("could not set the check critical before deregistering", "service_id", id, "err", err)
+	}
 	err := r.client.Agent().ServiceDeregisterOpts(id, (&consul.QueryOptions{}).WithContext(cctx))
 	if err != nil && !isNotFound(err) {
 		r.m.errors.WithLabelValues("deregister").Inc()
