@@ -121,8 +121,8 @@ type Proxy struct {
 	drainDone chan struct{}
 	drainRep  DrainReport
 	drainErr  error
-	stop    chan struct{} // closed to stop Serve
-	wg      sync.WaitGroup
+	stop      chan struct{} // closed to stop Serve
+	wg        sync.WaitGroup
 }
 
 // New returns a proxy to cfg.Upstream whose metrics are registered on reg.
