@@ -73,6 +73,9 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	return err
 }
 
+// Answered returns the number of requests answered so far.
+func (p *Proxy) Answered() uint64 { return p.m.answered() }
+
 // DrainReport returns what the drain came to; the zero report until the
 // first Drain returns.
 func (p *Proxy) DrainReport() DrainReport {

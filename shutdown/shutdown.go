@@ -29,6 +29,8 @@ type Traffic interface {
 	// Drain stops accepting, finishes what is in flight until ctx ends,
 	// cuts the rest, and reports what it did.
 	Drain(ctx context.Context) (Drained, error)
+	// Answered is the number of requests answered so far.
+	Answered() uint64
 }
 
 // Drained is what the traffic drain came to.
@@ -72,8 +74,13 @@ type Report struct {
 	// when there is no registry.
 	Deregistered bool `json:"deregistered"`
 	// DelaySeconds is how long requests were served after deregistering.
-	DelaySeconds     float64 `json:"delay_seconds"`
-	RequestsFinished int     `json:"requests_finished"`
+	DelaySeconds float64 `json:"delay_seconds"`
+	// RequestsDuringDelay is the requests answered during the delay: the
+	// clients that had not yet seen the instance leave.
+	RequestsDuringDelay int `json:"requests_during_delay"`
+	// RequestsFinished is the requests in flight when the proxy stopped
+	// accepting, and answered then.
+	RequestsFinished int `json:"requests_finished"`
 	// RequestsCut counts requests and tunnels still open at the timeout.
 	RequestsCut int `json:"requests_cut"`
 	TunnelsCut  int `json:"tunnels_cut"`
@@ -234,6 +241,10 @@ func (s *Sequence) run(ctx context.Context, trigger string, delay, timeout time.
 	}
 
 	// 2. Keep serving while clients and load balancers catch up.
+	var answered uint64
+	if s.o.Traffic != nil {
+		answered = s.o.Traffic.Answered()
+	}
 	delayStart := s.clock.Now()
 	select {
 	case <-s.clock.After(delay):
@@ -243,6 +254,7 @@ func (s *Sequence) run(ctx context.Context, trigger string, delay, timeout time.
 
 	// 3–4. Stop taking traffic and wait for what is in flight.
 	if s.o.Traffic != nil {
+		rep.RequestsDuringDelay = int(s.o.Traffic.Answered() - answered)
 		tctx, cancel := context.WithTimeout(ctx, timeout)
 		d, err := s.o.Traffic.Drain(tctx)
 		cancel()
@@ -266,7 +278,8 @@ func (s *Sequence) run(ctx context.Context, trigger string, delay, timeout time.
 	s.m.cut.Add(float64(rep.RequestsCut))
 	s.m.finished.Add(float64(rep.RequestsFinished))
 	attrs := []any{"trigger", trigger, "duration_seconds", rep.DurationSeconds,
-		"deregistered", rep.Deregistered, "requests_finished", rep.RequestsFinished,
+		"deregistered", rep.Deregistered, "requests_during_delay", rep.RequestsDuringDelay,
+		"requests_finished", rep.RequestsFinished,
 		"requests_cut", rep.RequestsCut, "tunnels_cut", rep.TunnelsCut}
 	if rep.OK() {
 		s.o.Log.Info("drain done", attrs...)

@@ -49,6 +49,13 @@ type fakeTraffic struct {
 	finished int
 	hold     chan struct{}
 	deadline time.Duration // the deadline's distance seen by Drain
+	answered uint64
+}
+
+// Answered counts 10 more requests at each call: the delay saw 10.
+func (f *fakeTraffic) Answered() uint64 {
+	f.answered += 10
+	return f.answered
 }
 
 func (f *fakeTraffic) Drain(ctx context.Context) (Drained, error) {
@@ -136,7 +143,7 @@ func TestSequenceOrder(t *testing.T) {
 		t.Errorf("drain deadline: got %s away, want OUTRIDER_DRAIN_TIMEOUT (25s)", f.traffic.deadline)
 	}
 	want := Report{Trigger: "SIGTERM", Started: time.Unix(1000, 0), DurationSeconds: 5, Deregistered: true,
-		DelaySeconds: 5, RequestsFinished: 7}
+		DelaySeconds: 5, RequestsDuringDelay: 10, RequestsFinished: 7}
 	if rep != want {
 		t.Errorf("report:\n got %+v\nwant %+v", rep, want)
 	}
@@ -199,10 +206,12 @@ func TestSequenceProblems(t *testing.T) {
 		steps   string
 	}{
 		{
-			name:  "registry down: still serves the delay and drains",
-			tweak: func(o *Options) { o.Registry = &fakeRegistry{steps: o.Registry.(*fakeRegistry).steps, err: errors.New("connection refused")} },
+			name: "registry down: still serves the delay and drains",
+			tweak: func(o *Options) {
+				o.Registry = &fakeRegistry{steps: o.Registry.(*fakeRegistry).steps, err: errors.New("connection refused")}
+			},
 			want: Report{Trigger: "t", Started: time.Unix(1000, 0), DurationSeconds: 5, DelaySeconds: 5,
-				RequestsFinished: 7},
+				RequestsDuringDelay: 10, RequestsFinished: 7},
 			wantErr: []string{"deregister: connection refused"},
 			steps:   "not ready,deregister,drain",
 		},
@@ -216,7 +225,7 @@ func TestSequenceProblems(t *testing.T) {
 			name:  "no registry",
 			tweak: func(o *Options) { o.Registry = nil },
 			want: Report{Trigger: "t", Started: time.Unix(1000, 0), DurationSeconds: 5, DelaySeconds: 5, Deregistered: true,
-				RequestsFinished: 7},
+				RequestsDuringDelay: 10, RequestsFinished: 7},
 			steps: "not ready,drain",
 		},
 	}

@@ -78,3 +78,5 @@ func (t proxyTraffic) Drain(ctx context.Context) (shutdown.Drained, error) {
 	r := t.p.DrainReport()
 	return shutdown.Drained{Finished: r.Finished, Cut: r.Cut, TunnelsCut: r.TunnelsCut}, err
 }
+
+func (t proxyTraffic) Answered() uint64 { return t.p.Answered() }
