@@ -16,7 +16,7 @@ func (a *agent) addShutdown() error {
 	o := shutdown.Options{
 		Delay:      a.cfg.Drain.Delay,
 		Timeout:    a.cfg.Drain.Timeout,
-		OnDraining: func() { a.gate.Set(condDraining, false, "draining") },
+		OnDraining: func() { a.gate.Set(condDraining, false, "drain in progress") },
 		Log:        a.log.With("component", "shutdown"),
 		Registerer: a.reg,
 	}
