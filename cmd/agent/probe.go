@@ -19,7 +19,7 @@ func (a *agent) addProbe() error {
 	if err != nil {
 		return err
 	}
-	a.subscribeVerdicts = runner.Subscribe
+	a.subscribeVerdicts = runner.Watch
 	a.status["probe"] = func() any { return runner.Status() }
 
 	// The probe runner: probes the app on its schedule until stopped.
