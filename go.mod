@@ -3,6 +3,7 @@ module github.com/outrider-sidecar/outrider
 go 1.26.7
 
 require (
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/hashicorp/consul/api v1.34.5
 	github.com/oklog/run v1.2.0
 	github.com/prometheus/client_golang v1.25.0

@@ -1,0 +1,172 @@
+// Package watch tells when a file's content changes.
+//
+// It watches the file's directory, not the file: editors replace a file by
+// renaming a new one over it, and Kubernetes updates a mounted ConfigMap
+// by swapping its ..data symlink, and a watch on the file itself would
+// stay on the old inode. Bursts of events are debounced, and a change is
+// reported only when the content differs from what was last seen, so one
+// update gives one report however many events it took. When the
+// directory cannot be watched (inotify limits), it polls the content
+// instead and says so once in the log.
+package watch
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Options tunes a Watcher; the zero value of each field picks a default.
+type Options struct {
+	// Debounce is how long the directory must stay quiet after an event
+	// before the file is read; default 200ms.
+	Debounce time.Duration
+	// PollInterval is how often the file is read when the directory
+	// cannot be watched; default 2s.
+	PollInterval time.Duration
+	Log          *slog.Logger
+}
+
+// Watcher reports changes of one file's content. It is an actor: Run
+// owns its only goroutine.
+type Watcher struct {
+	path     string
+	onChange func()
+	debounce time.Duration
+	poll     time.Duration
+	log      *slog.Logger
+	// watchDir starts a watch of dir; tests replace it to make it fail.
+	watchDir func(dir string) (*fsnotify.Watcher, error)
+	// started, when set, is called once the watch or the polling is set
+	// up; tests wait for it before they change the file.
+	started func()
+
+	seen string // the content's hash, or the read error, last reported
+}
+
+// New returns a watcher of the file at path that calls onChange, from
+// Run's goroutine, each time the content differs from what it was.
+func New(path string, onChange func(), o Options) *Watcher {
+	if o.Debounce <= 0 {
+		o.Debounce = 200 * time.Millisecond
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 2 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Watcher{path: path, onChange: onChange, debounce: o.Debounce, poll: o.PollInterval, log: o.Log, watchDir: watchDir}
+}
+
+func watchDir(dir string) (*fsnotify.Watcher, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Run watches until ctx ends, then returns nil. The content when Run
+// starts is the baseline: only later changes are reported.
+func (w *Watcher) Run(ctx context.Context) error {
+	w.seen = w.state()
+	dir := filepath.Dir(w.path)
+	fw, err := w.watchDir(dir)
+	if err != nil {
+		w.log.Warn("cannot watch the config file's directory; polling the file instead",
+			"dir", dir, "file", w.path, "interval", w.poll.String(), "err", err)
+		return w.runPoll(ctx)
+	}
+	defer fw.Close()
+	w.setUp()
+
+	var quiet <-chan time.Time
+	var timer *time.Timer
+	for {
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		case _, ok := <-fw.Events:
+			if !ok {
+				return w.fallBack(ctx, dir, "the watch ended")
+			}
+			if timer == nil {
+				timer = time.NewTimer(w.debounce)
+			} else {
+				timer.Reset(w.debounce)
+			}
+			quiet = timer.C
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return w.fallBack(ctx, dir, "the watch ended")
+			}
+			// An overflow loses events: look at the content now.
+			w.log.Warn("config file watch error; checking the file", "dir", dir, "err", err)
+			w.check()
+		case <-quiet:
+			quiet = nil
+			w.check()
+		}
+	}
+}
+
+func (w *Watcher) fallBack(ctx context.Context, dir, why string) error {
+	w.log.Warn("cannot watch the config file's directory; polling the file instead",
+		"dir", dir, "file", w.path, "interval", w.poll.String(), "err", why)
+	return w.runPoll(ctx)
+}
+
+func (w *Watcher) runPoll(ctx context.Context) error {
+	t := time.NewTicker(w.poll)
+	defer t.Stop()
+	w.setUp()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			w.check()
+		}
+	}
+}
+
+func (w *Watcher) setUp() {
+	if w.started != nil {
+		w.started()
+		w.started = nil
+	}
+}
+
+// check reports a change when the file's state differs from the last.
+func (w *Watcher) check() {
+	s := w.state()
+	if s == w.seen {
+		return
+	}
+	w.seen = s
+	w.onChange()
+}
+
+// state is the content's hash, or the read error: a file that goes away
+// is a change too, which the reader will report.
+func (w *Watcher) state() string {
+	data, err := os.ReadFile(w.path)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+}
