@@ -52,6 +52,18 @@ type agent struct {
 	// proxy is set by addProxy (nil with OUTRIDER_PROXY_LISTEN=off); the
 	// shutdown sequence calls its Drain and InFlight.
 	proxy *proxy.Proxy
+
+	// prober is set by addProbe; a reload reconfigures it.
+	prober *probe.Runner
+	// logLevel is the level of log, which a reload may change.
+	logLevel *slog.LevelVar
+	// getenv reads the environment on a reload; nil means os.Getenv.
+	getenv func(string) string
+	// onDrainTimings, when set, is told of new drain timings by a reload.
+	onDrainTimings func(delay, timeout time.Duration)
+	// wrapMode is true under `outrider run`, where SIGHUP goes to the child
+	// and does not reload.
+	wrapMode bool
 }
 
 // Readiness conditions, in the order /ready reports them.
@@ -76,7 +88,9 @@ func runAgent(getenv func(string) string, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	a := newAgent(cfg, newLogger(cfg.Log, stderr))
+	level := new(slog.LevelVar)
+	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
+	a.logLevel, a.getenv = level, getenv
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)
 		return exitFailed
@@ -136,7 +150,7 @@ func (a *agent) build() error {
 	// The signal actor comes first so that it is the one that stops the rest.
 	a.addSignals()
 	a.gate.Set(condMaintenance, true, "off")
-	for _, add := range []func() error{a.addProbe, a.addExporter, a.addProxy, a.addRegistry, a.addPeers} {
+	for _, add := range []func() error{a.addProbe, a.addExporter, a.addProxy, a.addRegistry, a.addPeers, a.addReload} {
 		if err := add(); err != nil {
 			return err
 		}
