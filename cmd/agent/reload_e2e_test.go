@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
+)
+
+// reloadDebounce is the config watcher's default quiet time, which every
+// bound on a reload's latency below includes.
+const reloadDebounce = 200 * time.Millisecond
+
+// writeFile writes content to path at once, failing the test if it cannot.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceFile writes content to a new file and renames it over path, as
+// most editors and config tools save.
+func replaceFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	writeFile(t, tmp, content)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// metricOf reads one series from the metrics listener at base, -1 when absent.
+func metricOf(t *testing.T, base, series string) float64 {
+	t.Helper()
+	if v, ok := seriesValue(t, scrapeMetrics(t, base), series); ok {
+		return v
+	}
+	return -1
+}
+
+const (
+	reloadOK     = `outrider_config_reload_total{result="success"}`
+	reloadFailed = `outrider_config_reload_total{result="failure"}`
+)
+
+// waitMetric waits until series reaches want and returns how long it took.
+func waitMetric(t *testing.T, base, series string, want float64, limit time.Duration) time.Duration {
+	t.Helper()
+	return regEventually(t, limit, series+" = "+strconv.FormatFloat(want, 'g', -1, 64), func() (bool, string) {
+		got := metricOf(t, base, series)
+		return got == want, strconv.FormatFloat(got, 'g', -1, 64)
+	})
+}
+
+// configValues returns the reloadable settings in force, from /status.
+func configValues(t *testing.T, admin string) map[string]string {
+	t.Helper()
+	code, body := httpGet(t, admin+"/status")
+	if code != http.StatusOK {
+		t.Fatalf("GET /status: %d %s", code, body)
+	}
+	var s struct {
+		Config struct {
+			Values map[string]string `json:"values"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("decode /status: %v\n%s", err, body)
+	}
+	return s.Config.Values
+}
+
+// healthWatch runs blocking queries on the health of service until
+// stopped, and records whether any answer lacked the instance id among
+// the passing ones.
+type healthWatch struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	answers int
+	missing []string // what the answers that lacked it held
+	tags    [][]string
+}
+
+func watchHealth(t *testing.T, cc *consul.Client, service, id string) *healthWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &healthWatch{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		var index uint64
+		for ctx.Err() == nil {
+			q := (&consul.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx)
+			entries, meta, err := cc.Health().Service(service, "", true, q)
+			if err != nil {
+				continue // the context ended, or Consul hiccuped: ask again
+			}
+			index = meta.LastIndex
+			var ids []string
+			var tags []string
+			for _, e := range entries {
+				ids = append(ids, e.Service.ID)
+				if e.Service.ID == id {
+					tags = e.Service.Tags
+				}
+			}
+			w.mu.Lock()
+			w.answers++
+			if !slices.Contains(ids, id) {
+				w.missing = append(w.missing, strings.Join(ids, ","))
+			}
+			w.tags = append(w.tags, tags)
+			w.mu.Unlock()
+		}
+	}()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *healthWatch) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// probeStatus returns the probe section of /status: the probe and the
+// last result's output.
+func probeStatus(t *testing.T, admin string) (probe, lastOutput string) {
+	t.Helper()
+	code, body := httpGet(t, admin+"/status")
+	if code != http.StatusOK {
+		t.Fatalf("GET /status: %d %s", code, body)
+	}
+	var s struct {
+		Probe struct {
+			Probe string `json:"probe"`
+			Last  struct {
+				Output string `json:"output"`
+			} `json:"last"`
+		} `json:"probe"`
+	}
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("decode /status: %v\n%s", err, body)
+	}
+	return s.Probe.Probe, s.Probe.Last.Output
+}
+
+// checkOutput returns the output of the instance's TTL check as the
+// Consul agent holds it. (The agent passes an output that comes without a
+// change of status on to the catalog only every check_update_interval,
+// 5 minutes by default.)
+func (a *regApp) checkOutput() string {
+	a.t.Helper()
+	checks, err := a.cc.Agent().Checks()
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	for _, c := range checks {
+		if c.ServiceID == a.id {
+			return c.Output
+		}
+	}
+	return "absent"
+}
+
+// catalogTags returns the instance's tags in Consul's catalog.
+func (a *regApp) catalogTags() []string {
+	tags, _ := a.catalogEntry()
+	return tags
+}
+
+// catalogEntry returns the instance's tags in Consul's catalog and the
+// index at which the entry was created: a deregistration followed by a
+// registration would give a new one.
+func (a *regApp) catalogEntry() ([]string, uint64) {
+	a.t.Helper()
+	svcs, _, err := a.cc.Catalog().Service("echo", "", nil)
+	if err != nil {
+		return []string{"error: " + err.Error()}, 0
+	}
+	for _, s := range svcs {
+		if s.ServiceID == a.id {
+			return s.ServiceTags, s.CreateIndex
+		}
+	}
+	return nil, 0
+}
+
+// TestReloadE2E runs outrider with a config file against a real Consul:
+// new tags reach the catalog in place, a file that does not parse changes
+// nothing, a new probe takes effect at the next period, and the check's
+// output follows the latest probe without a change of health.
+func TestReloadE2E(t *testing.T) {
+	srv := consultest.Start(t)
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	writeFile(t, file, "service_tags: [v1, blue]\n")
+	a := regStart(t, srv, "OUTRIDER_CONFIG_FILE="+file)
+	a.waitHealth("passing", 10*time.Second)
+	if got := a.catalogTags(); !slices.Equal(got, []string{"v1", "blue"}) {
+		t.Fatalf("tags at start = %q, want the file's [v1 blue]", got)
+	}
+
+	t.Run("new tags in place", func(t *testing.T) {
+		_, created := a.catalogEntry()
+		w := watchHealth(t, a.cc, "echo", a.id)
+		regEventually(t, 5*time.Second, "the health watch has its first answer", func() (bool, string) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.answers > 0, strconv.Itoa(w.answers)
+		})
+		replaceFile(t, file, "service_tags: [v2, green]\n")
+		took := regEventually(t, 5*time.Second, "catalog tags are [v2 green]", func() (bool, string) {
+			got := a.catalogTags()
+			return slices.Equal(got, []string{"v2", "green"}), strings.Join(got, ",")
+		})
+		t.Logf("new tags in the catalog %s after the file changed", took.Round(time.Millisecond))
+		if took > time.Second {
+			t.Errorf("new tags took %s to reach the catalog, want within 1s", took)
+		}
+		// Wait for the watch to see the new tags too, then stop it.
+		regEventually(t, 5*time.Second, "the health watch sees the new tags", func() (bool, string) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return len(w.tags) > 0 && slices.Equal(w.tags[len(w.tags)-1], []string{"v2", "green"}), strconv.Itoa(w.answers)
+		})
+		w.stop()
+		if len(w.missing) > 0 {
+			t.Errorf("blocking queries on the health of echo saw the instance missing from the passing set %d times (of %d answers): %q",
+				len(w.missing), w.answers, w.missing)
+		}
+		t.Logf("%d blocking-query answers, the instance passing in each", w.answers)
+		if _, now := a.catalogEntry(); now != created {
+			t.Errorf("catalog entry created at index %d, before the reload at %d: the instance was registered anew, not in place", now, created)
+		}
+		for series, want := range map[string]float64{
+			reloadOK: 1, reloadFailed: 0,
+			`outrider_consul_registrations_total{reason="config"}`: 1,
+			`outrider_consul_registrations_total{reason="start"}`:  1,
+			`outrider_consul_registrations_total{reason="repair"}`: 0,
+		} {
+			if got := a.metric(series); got != want {
+				t.Errorf("%s = %g, want %g", series, got, want)
+			}
+		}
+	})
+
+	t.Run("a file that does not parse changes nothing", func(t *testing.T) {
+		before := a.metric("outrider_config_last_reload_success_timestamp_seconds")
+		replaceFile(t, file, "service_tags: [v3, red\n")
+		waitMetric(t, a.metrics, reloadFailed, 1, 5*time.Second)
+		if got := a.catalogTags(); !slices.Equal(got, []string{"v2", "green"}) {
+			t.Errorf("tags after a bad file = %q, want still [v2 green]", got)
+		}
+		if got := a.metric("outrider_config_last_reload_success_timestamp_seconds"); got != before {
+			t.Errorf("last success timestamp = %v, want unchanged %v", got, before)
+		}
+		if a.outrider.Exited() {
+			t.Fatalf("outrider exited after a bad config file")
+		}
+		if code, _ := a.get(a.metrics + "/healthz"); code != http.StatusOK {
+			t.Errorf("/healthz = %d after a bad file, want 200", code)
+		}
+		want := file + ":2: not YAML or JSON: did not find expected ',' or ']'"
+		regEventually(t, 5*time.Second, "the log names the file and line", func() (bool, string) {
+			return strings.Contains(a.outrider.Output(), want), "not yet"
+		})
+	})
+
+	t.Run("a new probe takes effect at the next period", func(t *testing.T) {
+		// With the app's /healthz failing, a tcp probe passes and an http
+		// probe of /healthz fails: Consul shows which one runs.
+		a.setHealthy(false)
+		a.waitHealth("critical", regFailures*regPeriod+regSlack+time.Second)
+		replaceFile(t, file, "service_tags: [v2, green]\nprobe: tcp://"+a.echoAddr+"\n")
+		took := a.waitHealth("passing", reloadDebounce+regPeriod+regSlack)
+		t.Logf("tcp probe in effect, passing in consul, %s after the file changed", took.Round(time.Millisecond))
+
+		start := time.Now()
+		replaceFile(t, file, "service_tags: [v2, green]\nprobe: http://"+a.echoAddr+"/healthz\n")
+		took = regEventually(t, reloadDebounce+regPeriod+regSlack, "the http probe runs", func() (bool, string) {
+			spec, out := probeStatus(t, a.admin)
+			return strings.HasPrefix(out, "GET http://"+a.echoAddr+"/healthz"), spec + ": " + out
+		})
+		t.Logf("first http probe %s after the file changed (debounce %s, period %s)", took.Round(time.Millisecond), reloadDebounce, regPeriod)
+		a.waitHealth("critical", reloadDebounce+regFailures*regPeriod+regSlack-time.Since(start)+time.Second)
+	})
+
+	t.Run("the check output follows the latest probe", func(t *testing.T) {
+		a.setHealthy(true)
+		a.waitHealth("passing", regPeriod+regSlack)
+		want := "GET http://" + a.echoAddr + "/healthz: 200 OK"
+		regEventually(t, regHeartbeat+regSlack, "check output is "+want, func() (bool, string) {
+			got := a.checkOutput()
+			return got == want, got
+		})
+		// Same health, new output: it reaches Consul with a heartbeat.
+		replaceFile(t, file, "service_tags: [v2, green]\nprobe: http://"+a.echoAddr+"/\n")
+		want = "GET http://" + a.echoAddr + "/: 200 OK"
+		took := regEventually(t, reloadDebounce+regPeriod+regHeartbeat+regSlack, "check output is "+want, func() (bool, string) {
+			got := a.checkOutput()
+			return got == want, got
+		})
+		t.Logf("new output in consul %s after the file changed (heartbeat %s)", took.Round(time.Millisecond), regHeartbeat)
+		if got := a.health(); got != "passing" {
+			t.Errorf("health = %s, want passing throughout", got)
+		}
+	})
+
+	t.Run("SIGHUP reloads", func(t *testing.T) {
+		before := a.metric(reloadOK)
+		a.outrider.Signal(syscall.SIGHUP)
+		waitMetric(t, a.metrics, reloadOK, before+1, 5*time.Second)
+		if a.outrider.Exited() {
+			t.Fatalf("outrider exited on SIGHUP")
+		}
+	})
+}
