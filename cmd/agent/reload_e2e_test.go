@@ -327,3 +327,162 @@ func TestReloadE2E(t *testing.T) {
 		}
 	})
 }
+
+// configMapDir lays out dir as the kubelet lays out a ConfigMap volume: a
+// timestamped directory holding the file, a ..data symlink to it, and
+// outrider.yaml a symlink through ..data.
+type configMapDir struct {
+	t   *testing.T
+	dir string
+	n   int
+}
+
+func newConfigMapDir(t *testing.T, content string) *configMapDir {
+	m := &configMapDir{t: t, dir: t.TempDir()}
+	ts := m.version(content)
+	if err := os.Symlink(ts, filepath.Join(m.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..data", "outrider.yaml"), m.path()); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (m *configMapDir) path() string { return filepath.Join(m.dir, "outrider.yaml") }
+
+// version writes a new timestamped directory, as the kubelet names them,
+// and returns its name.
+func (m *configMapDir) version(content string) string {
+	m.n++
+	ts := "..2026_11_30_08_15_" + strconv.Itoa(10+m.n) + "." + strconv.Itoa(123456789+m.n)
+	if err := os.Mkdir(filepath.Join(m.dir, ts), 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	writeFile(m.t, filepath.Join(m.dir, ts, "outrider.yaml"), content)
+	return ts
+}
+
+// update does what the kubelet's atomic writer does: write the new
+// version, link ..data_tmp to it, rename ..data_tmp over ..data, and
+// remove the old version.
+func (m *configMapDir) update(content string) {
+	old, err := os.Readlink(filepath.Join(m.dir, "..data"))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	ts := m.version(content)
+	if err := os.Symlink(ts, filepath.Join(m.dir, "..data_tmp")); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(m.dir, "..data_tmp"), filepath.Join(m.dir, "..data")); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(m.dir, old)); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// TestReloadOncePerUpdate updates the config file the ways it is updated
+// in practice and checks that each update is exactly one reload: once
+// outrider runs with an update's content, the success counter has grown
+// by one and no reload failed (a reload of a half-written file, or one
+// too many, would show there first).
+func TestReloadOncePerUpdate(t *testing.T) {
+	tests := []struct {
+		name string
+		// setUp writes the first content and returns the path to give
+		// outrider and the function that updates it.
+		setUp func(t *testing.T, content string) (string, func(content string))
+	}{
+		{"kubernetes configmap ..data swap", func(t *testing.T, content string) (string, func(string)) {
+			m := newConfigMapDir(t, content)
+			return m.path(), m.update
+		}},
+		{"vim: backup by rename, write a new file, remove the backup", func(t *testing.T, content string) (string, func(string)) {
+			path := filepath.Join(t.TempDir(), "outrider.yaml")
+			writeFile(t, path, content)
+			return path, func(content string) {
+				dir := filepath.Dir(path)
+				// vim first checks that it may create a file in the directory.
+				writeFile(t, filepath.Join(dir, "4913"), "")
+				if err := os.Remove(filepath.Join(dir, "4913")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(path, path+"~"); err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, path, content)
+				if err := os.Remove(path + "~"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"write a new file and rename it over", func(t *testing.T, content string) (string, func(string)) {
+			path := filepath.Join(t.TempDir(), "outrider.yaml")
+			writeFile(t, path, content)
+			return path, func(content string) { replaceFile(t, path, content) }
+		}},
+		{"echo >: truncate, then write", func(t *testing.T, content string) (string, func(string)) {
+			path := filepath.Join(t.TempDir(), "outrider.yaml")
+			writeFile(t, path, content)
+			return path, func(content string) {
+				f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.WriteString(content); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path, update := tc.setUp(t, "service_tags: [v0]\n")
+			o := startOutrider(t, 20*time.Second, "OUTRIDER_CONFIG_FILE="+path, "OUTRIDER_SERVICE_TAGS=from-env")
+			if got := configValues(t, o.admin)["OUTRIDER_SERVICE_TAGS"]; got != "v0" {
+				t.Fatalf("tags at start = %q, want the file's v0", got)
+			}
+			for i := 1; i <= 3; i++ {
+				want := "v" + strconv.Itoa(i)
+				update("service_tags: [" + want + "]\n")
+				regEventually(t, 5*time.Second, "tags are "+want, func() (bool, string) {
+					got := configValues(t, o.admin)["OUTRIDER_SERVICE_TAGS"]
+					return got == want, got
+				})
+				if got := metricOf(t, o.metrics, reloadOK); got != float64(i) {
+					t.Errorf("after update %d: %s = %g, want %d", i, reloadOK, got, i)
+				}
+				if got := metricOf(t, o.metrics, reloadFailed); got != 0 {
+					t.Errorf("after update %d: %s = %g, want 0", i, reloadFailed, got)
+				}
+			}
+		})
+	}
+}
+
+// TestReloadBadFileAtStartUp: a config file that is wrong at start-up
+// stops outrider with exit status 2 and the file, line and key.
+func TestReloadBadFileAtStartUp(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	writeFile(t, file, "service_tags: [blue]\nprobe_period: 5\nproxy_listen: :8080\n")
+	code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_CONFIG_FILE=" + file})
+	if code != exitUsage {
+		t.Errorf("exit status = %d, want %d", code, exitUsage)
+	}
+	want := "outrider: configuration: " + file + ":3: proxy_listen: cannot change at run time (set OUTRIDER_PROXY_LISTEN in the environment and restart)\n"
+	if !strings.Contains(out, want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+	// A value error is found once the keys are right.
+	writeFile(t, file, "service_tags: [blue]\nprobe_period: 5\n")
+	code, out = runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_CONFIG_FILE=" + file})
+	want = "outrider: configuration: " + file + ":2: probe_period: \"5\" is not a duration (want e.g. 5s, 500ms)\n"
+	if code != exitUsage || !strings.Contains(out, want) {
+		t.Errorf("exit status %d, output:\n%s\nwant %d and %q", code, out, exitUsage, want)
+	}
+}
