@@ -40,6 +40,25 @@ type reloader struct {
 // addReload wires the config-file watcher and SIGHUP to a reload, and the
 // outrider_config_* metrics.
 func (a *agent) addReload() error {
+	r, err := newReloader(a)
+	if err != nil {
+		return err
+	}
+	a.status["config"] = func() any { return r.status() }
+
+	if path := a.cfg.ConfigFile; path != "" {
+		w := watch.New(path, func() { r.reload("file") }, watch.Options{Log: r.log})
+		// The config file watcher: reloads when the file's content changes.
+		a.addContext("config file watch", w.Run)
+	}
+	if !a.wrapMode {
+		a.addReloadSignal(r)
+	}
+	return nil
+}
+
+// newReloader returns the reloader of a, its metrics registered.
+func newReloader(a *agent) (*reloader, error) {
 	r := &reloader{
 		a: a, getenv: a.getenv, cur: a.cfg, lastOK: a.started,
 		log: a.log.With("component", "config"),
@@ -60,20 +79,10 @@ func (a *agent) addReload() error {
 	r.lastSuccess.Set(float64(a.started.UnixNano()) / 1e9)
 	for _, c := range []prometheus.Collector{r.total, r.lastSuccess} {
 		if err := a.reg.Register(c); err != nil {
-			return fmt.Errorf("register config metrics: %w", err)
+			return nil, fmt.Errorf("register config metrics: %w", err)
 		}
 	}
-	a.status["config"] = func() any { return r.status() }
-
-	if path := a.cfg.ConfigFile; path != "" {
-		w := watch.New(path, func() { r.reload("file") }, watch.Options{Log: r.log})
-		// The config file watcher: reloads when the file's content changes.
-		a.addContext("config file watch", w.Run)
-	}
-	if !a.wrapMode {
-		a.addReloadSignal(r)
-	}
-	return nil
+	return r, nil
 }
 
 // addReloadSignal adds the actor that turns SIGHUP into a reload. In wrap
