@@ -382,7 +382,7 @@ func TestReloadableKeysAreVariables(t *testing.T) {
 	for _, s := range (Config{}).Effective() {
 		known[s.Var] = true
 	}
-	for _, name := range Reloadable {
+	for _, name := range Reloadable() {
 		if !known[name] {
 			t.Errorf("%s is reloadable but not a variable", name)
 		}

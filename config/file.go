@@ -12,11 +12,13 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Reloadable lists the settings a config file may hold: the keys are the
-// variables' names without OUTRIDER_, in lower case. The rest of the
-// contract (listeners, service name and ID, the registry…) is read once
-// at start-up from the environment.
-var Reloadable = []string{
+// Reloadable lists the variables a config file may set, which outrider
+// applies at run time; a file's keys are their names without OUTRIDER_, in
+// lower case. The rest of the contract (listeners, service name and ID,
+// the registry…) is read once at start-up from the environment.
+func Reloadable() []string { return slices.Clone(reloadable) }
+
+var reloadable = []string{
 	"OUTRIDER_SERVICE_TAGS",
 	"OUTRIDER_SERVICE_META",
 	"OUTRIDER_PROBE",
@@ -32,8 +34,8 @@ var Reloadable = []string{
 	"OUTRIDER_LOG_LEVEL",
 }
 
-// FileKey is the config-file key of the variable name.
-func FileKey(name string) string { return strings.ToLower(strings.TrimPrefix(name, "OUTRIDER_")) }
+// fileKey is the config-file key of the variable name.
+func fileKey(name string) string { return strings.ToLower(strings.TrimPrefix(name, "OUTRIDER_")) }
 
 // FileError is one problem in a config file, with the line it is on (0
 // when unknown) and the key, when there is one.
@@ -68,12 +70,6 @@ type File struct {
 type fileValue struct {
 	key, value string
 	line       int
-}
-
-// Lookup returns the value the file gives the variable name, if any.
-func (f File) Lookup(name string) (string, bool) {
-	v, ok := f.values[name]
-	return v.value, ok
 }
 
 // Over returns getenv with the file's settings laid over it: the file wins.
@@ -146,7 +142,7 @@ func ParseFile(path string, data []byte) (File, error) {
 		case !known[name]:
 			fail(k.Line, key, "is not a setting (want one of "+strings.Join(reloadableKeys(), ", ")+")")
 			continue
-		case !slices.Contains(Reloadable, name):
+		case !slices.Contains(reloadable, name):
 			fail(k.Line, key, "cannot change at run time (set "+name+" in the environment and restart)")
 			continue
 		}
@@ -172,9 +168,9 @@ func ParseFile(path string, data []byte) (File, error) {
 }
 
 func reloadableKeys() []string {
-	keys := make([]string, len(Reloadable))
-	for i, name := range Reloadable {
-		keys[i] = FileKey(name)
+	keys := make([]string, len(reloadable))
+	for i, name := range reloadable {
+		keys[i] = fileKey(name)
 	}
 	return keys
 }

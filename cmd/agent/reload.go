@@ -229,8 +229,9 @@ func (r *reloader) status() reloadStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	values := map[string]string{}
+	reloadableVars := config.Reloadable()
 	for _, s := range r.cur.Effective() {
-		if slices.Contains(config.Reloadable, s.Var) {
+		if slices.Contains(reloadableVars, s.Var) {
 			values[s.Var] = s.Value
 		}
 	}
