@@ -438,7 +438,7 @@ func TestRunDeregistersWhenItsContextEnds(t *testing.T) {
 	if err := h.stop(); err != nil {
 		t.Errorf("Run returned %v, want nil", err)
 	}
-	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 	if _, ok := h.consul.service("web-1"); ok {
 		t.Errorf("web-1 is still registered after Run returned")
 	}
