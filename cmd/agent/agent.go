@@ -41,7 +41,8 @@ type agent struct {
 	group  run.Group
 
 	// subscribeVerdicts is set by addProbe: each call returns a channel
-	// that receives the probe's verdict on every transition.
+	// that receives the probe's verdict on every transition and on every
+	// new output (the registrar sends the latest output to Consul).
 	subscribeVerdicts func() <-chan probe.Verdict
 	// registrar is set by addRegistry (nil with OUTRIDER_REGISTRY=none);
 	// the shutdown sequence calls its Deregister.

@@ -51,7 +51,9 @@ type Watcher struct {
 }
 
 // New returns a watcher of the file at path that calls onChange, from
-// Run's goroutine, each time the content differs from what it was.
+// Run's goroutine, each time the content differs from what it was. The
+// content now is the baseline: create the watcher right after reading the
+// file, and a change before Run starts is still reported.
 func New(path string, onChange func(), o Options) *Watcher {
 	if o.Debounce <= 0 {
 		o.Debounce = 200 * time.Millisecond
@@ -62,7 +64,9 @@ func New(path string, onChange func(), o Options) *Watcher {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{path: path, onChange: onChange, debounce: o.Debounce, poll: o.PollInterval, log: o.Log, watchDir: watchDir}
+	w := &Watcher{path: path, onChange: onChange, debounce: o.Debounce, poll: o.PollInterval, log: o.Log, watchDir: watchDir}
+	w.seen = w.state()
+	return w
 }
 
 func watchDir(dir string) (*fsnotify.Watcher, error) {
@@ -77,10 +81,8 @@ func watchDir(dir string) (*fsnotify.Watcher, error) {
 	return w, nil
 }
 
-// Run watches until ctx ends, then returns nil. The content when Run
-// starts is the baseline: only later changes are reported.
+// Run watches until ctx ends, then returns nil.
 func (w *Watcher) Run(ctx context.Context) error {
-	w.seen = w.state()
 	dir := filepath.Dir(w.path)
 	fw, err := w.watchDir(dir)
 	if err != nil {
@@ -90,6 +92,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	defer fw.Close()
 	w.setUp()
+	w.check() // a change between New and the watch
 
 	var quiet <-chan time.Time
 	var timer *time.Timer
@@ -134,6 +137,7 @@ func (w *Watcher) runPoll(ctx context.Context) error {
 	t := time.NewTicker(w.poll)
 	defer t.Stop()
 	w.setUp()
+	w.check()
 	for {
 		select {
 		case <-ctx.Done():

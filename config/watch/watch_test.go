@@ -249,3 +249,14 @@ func TestPollsWhenTheDirectoryCannotBeWatched(t *testing.T) {
 		t.Errorf("log does not give the watch error:\n%s", logs.String())
 	}
 }
+
+func TestChangeBeforeRunIsReported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	write(t, path, "a: 1\n")
+	got := reports(t, path, Options{Debounce: 20 * time.Millisecond}, func(*Watcher) {
+		write(t, path, "a: 2\n") // after New, before Run
+	})
+	if s := next(t, got); s != "a: 2\n" {
+		t.Errorf("report = %q, want the change made before Run", s)
+	}
+}
