@@ -3,9 +3,11 @@
 // It watches the file's directory, not the file: editors replace a file by
 // renaming a new one over it, and Kubernetes updates a mounted ConfigMap
 // by swapping its ..data symlink, and a watch on the file itself would
-// stay on the old inode. Bursts of events are debounced, and a change is
-// reported only when the content differs from what was last seen, so one
-// update gives one report however many events it took. When the
+// stay on the old inode. Bursts of events are debounced, the content is
+// read twice a moment apart and must agree (a file caught between a
+// truncate and a write is not a change), and a change is reported only
+// when the content differs from what was last reported, so one update
+// gives one report however many events it took. When the
 // directory cannot be watched (inotify limits), it polls the content
 // instead and says so once in the log.
 package watch
@@ -47,7 +49,8 @@ type Watcher struct {
 	// up; tests wait for it before they change the file.
 	started func()
 
-	seen string // the content's hash, or the read error, last reported
+	seen      string // the content's hash, or the read error, last reported
+	candidate string // a different state seen once, to be confirmed
 }
 
 // New returns a watcher of the file at path that calls onChange, from
@@ -86,64 +89,59 @@ func (w *Watcher) Run(ctx context.Context) error {
 	dir := filepath.Dir(w.path)
 	fw, err := w.watchDir(dir)
 	if err != nil {
-		w.log.Warn("cannot watch the config file's directory; polling the file instead",
-			"dir", dir, "file", w.path, "interval", w.poll.String(), "err", err)
-		return w.runPoll(ctx)
+		return w.runPoll(ctx, dir, err.Error())
 	}
 	defer fw.Close()
 	w.setUp()
-	w.check() // a change between New and the watch
 
-	var quiet <-chan time.Time
-	var timer *time.Timer
+	// Look once a quiet time after the watch is set up, for a change
+	// between New and now; a write may be under way.
+	timer := time.NewTimer(w.debounce)
+	defer timer.Stop()
+	quiet := timer.C
 	for {
 		select {
 		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
 			return nil
 		case _, ok := <-fw.Events:
 			if !ok {
-				return w.fallBack(ctx, dir, "the watch ended")
+				return w.runPoll(ctx, dir, "the watch ended")
 			}
-			if timer == nil {
-				timer = time.NewTimer(w.debounce)
-			} else {
-				timer.Reset(w.debounce)
-			}
+			timer.Reset(w.debounce)
 			quiet = timer.C
 		case err, ok := <-fw.Errors:
 			if !ok {
-				return w.fallBack(ctx, dir, "the watch ended")
+				return w.runPoll(ctx, dir, "the watch ended")
 			}
-			// An overflow loses events: look at the content now.
+			// An overflow loses events: look at the content soon.
 			w.log.Warn("config file watch error; checking the file", "dir", dir, "err", err)
-			w.check()
+			timer.Reset(w.debounce)
+			quiet = timer.C
 		case <-quiet:
 			quiet = nil
-			w.check()
+			if !w.look() {
+				// Look again before reporting: the event of a write in
+				// progress may not have arrived yet.
+				timer.Reset(w.debounce / 2)
+				quiet = timer.C
+			}
 		}
 	}
 }
 
-func (w *Watcher) fallBack(ctx context.Context, dir, why string) error {
+// runPoll reads the file every poll interval, after saying once why.
+func (w *Watcher) runPoll(ctx context.Context, dir, why string) error {
 	w.log.Warn("cannot watch the config file's directory; polling the file instead",
 		"dir", dir, "file", w.path, "interval", w.poll.String(), "err", why)
-	return w.runPoll(ctx)
-}
-
-func (w *Watcher) runPoll(ctx context.Context) error {
 	t := time.NewTicker(w.poll)
 	defer t.Stop()
 	w.setUp()
-	w.check()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			w.check()
+			w.look()
 		}
 	}
 }
@@ -155,14 +153,23 @@ func (w *Watcher) setUp() {
 	}
 }
 
-// check reports a change when the file's state differs from the last.
-func (w *Watcher) check() {
+// look reads the file's state and reports a change once two looks in a
+// row agree on it, so that a file caught between a truncate and a write
+// is not reported. It returns false when it wants another look.
+func (w *Watcher) look() bool {
 	s := w.state()
-	if s == w.seen {
-		return
+	switch s {
+	case w.seen:
+		w.candidate = ""
+		return true
+	case w.candidate:
+		w.seen, w.candidate = s, ""
+		w.onChange()
+		return true
+	default:
+		w.candidate = s
+		return false
 	}
-	w.seen = s
-	w.onChange()
 }
 
 // state is the content's hash, or the read error: a file that goes away

@@ -75,6 +75,16 @@ func write(t *testing.T, path, content string) {
 	}
 }
 
+// replace writes content to a new file and renames it over path, so that
+// no one reads it half written.
+func replace(t *testing.T, path, content string) {
+	t.Helper()
+	write(t, path+".new", content)
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // configMap is a directory laid out as the kubelet lays out a ConfigMap
 // volume: a timestamped directory holding the files, a ..data symlink to
 // it, and each file a symlink through ..data.
@@ -186,7 +196,9 @@ func TestEditsReportOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.yaml")
 			write(t, path, "service_tags: [v1]\n")
-			got := reports(t, path, Options{Debounce: 50 * time.Millisecond}, nil)
+			// The default quiet time: a truncate-write must not be read
+			// half done even on a loaded machine.
+			got := reports(t, path, Options{}, nil)
 			for _, content := range []string{"service_tags: [v2]\n", "service_tags: [v3]\n"} {
 				tc.edit(t, path, content)
 				if s := next(t, got); s != content {
@@ -202,9 +214,9 @@ func TestSameContentAndOtherFilesReportNothing(t *testing.T) {
 	path := filepath.Join(dir, "config.yaml")
 	write(t, path, "a: 1\n")
 	got := reports(t, path, Options{Debounce: 20 * time.Millisecond}, nil)
-	write(t, path, "a: 1\n")                           // same content
+	replace(t, path, "a: 1\n")                         // same content
 	write(t, filepath.Join(dir, "other.yaml"), "b: 2") // another file
-	write(t, path, "a: 2\n")                           // the marker
+	replace(t, path, "a: 2\n")                         // the marker
 	if s := next(t, got); s != "a: 2\n" {
 		t.Errorf("first report = %q, want the marker a: 2 (nothing before it)", s)
 	}
@@ -220,7 +232,7 @@ func TestRemovedFileIsAChange(t *testing.T) {
 	if s := next(t, got); !strings.Contains(s, "no such file") {
 		t.Errorf("report = %q, want the read error", s)
 	}
-	write(t, path, "a: 1\n")
+	replace(t, path, "a: 1\n")
 	if s := next(t, got); s != "a: 1\n" {
 		t.Errorf("report = %q, want the file back", s)
 	}
@@ -237,7 +249,7 @@ func TestPollsWhenTheDirectoryCannotBeWatched(t *testing.T) {
 		}
 	})
 	for _, content := range []string{"a: 2\n", "a: 3\n"} {
-		write(t, path, content)
+		replace(t, path, content)
 		if s := next(t, got); s != content {
 			t.Fatalf("report = %q, want %q", s, content)
 		}
@@ -254,7 +266,7 @@ func TestChangeBeforeRunIsReported(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	write(t, path, "a: 1\n")
 	got := reports(t, path, Options{Debounce: 20 * time.Millisecond}, func(*Watcher) {
-		write(t, path, "a: 2\n") // after New, before Run
+		replace(t, path, "a: 2\n") // after New, before Run
 	})
 	if s := next(t, got); s != "a: 2\n" {
 		t.Errorf("report = %q, want the change made before Run", s)
