@@ -19,9 +19,9 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 )
 
-// reloadDebounce is the config watcher's default quiet time, which every
-// bound on a reload's latency below includes.
-const reloadDebounce = 200 * time.Millisecond
+// reloadDebounce is the config watcher's default quiet time plus its
+// confirming read, which every bound on a reload's latency below includes.
+const reloadDebounce = 300 * time.Millisecond
 
 // writeFile writes content to path at once, failing the test if it cannot.
 func writeFile(t *testing.T, path, content string) {
@@ -293,7 +293,7 @@ func TestReloadE2E(t *testing.T) {
 			spec, out := probeStatus(t, a.admin)
 			return strings.HasPrefix(out, "GET http://"+a.echoAddr+"/healthz"), spec + ": " + out
 		})
-		t.Logf("first http probe %s after the file changed (debounce %s, period %s)", took.Round(time.Millisecond), reloadDebounce, regPeriod)
+		t.Logf("first http probe %s after the file changed (debounce and confirming read %s, period %s)", took.Round(time.Millisecond), reloadDebounce, regPeriod)
 		a.waitHealth("critical", reloadDebounce+regFailures*regPeriod+regSlack-time.Since(start)+time.Second)
 	})
 
