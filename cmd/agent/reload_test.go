@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outrider-sidecar/outrider/config"
@@ -87,4 +88,24 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 			t.Errorf("drain timeout in force = %q, want 3s", got)
 		}
 	})
+}
+
+func TestReloadMetricsLint(t *testing.T) {
+	a := newAgent(config.Config{}, slog.New(slog.DiscardHandler))
+	r, err := newReloader(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []prometheus.Collector{r.total, r.lastSuccess} {
+		problems, err := testutil.CollectAndLint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
+	}
+	if got := testutil.ToFloat64(r.lastSuccess); got != float64(a.started.UnixNano())/1e9 {
+		t.Errorf("last success = %v, want the start time %v", got, float64(a.started.UnixNano())/1e9)
+	}
 }
