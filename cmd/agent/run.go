@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 
 	"github.com/outrider-sidecar/outrider/internal/version"
@@ -23,7 +24,9 @@ func runWrapped(args []string, getenv func(string) string, stderr io.Writer) int
 	if !ok {
 		return exitUsage
 	}
-	a := newAgent(cfg, newLogger(cfg.Log, stderr))
+	level := new(slog.LevelVar)
+	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
+	a.logLevel, a.getenv = level, getenv
 	a.wrapMode, a.childArgv = true, args
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)
