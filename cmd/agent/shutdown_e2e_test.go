@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -471,5 +472,24 @@ func TestShutdownGracePeriodWarning(t *testing.T) {
 	code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_GRACE_PERIOD=30s"}, "check-config")
 	if code != exitOK || !strings.Contains(out, "# warning: OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 40s does not fit in OUTRIDER_GRACE_PERIOD (30s)") {
 		t.Errorf("exit %d, output:\n%s\nwant exit 0 and the warning", code, out)
+	}
+}
+
+// TestShutdownTakesReloadedTimings: a drain delay changed in the config
+// file is the delay of the next drain.
+func TestShutdownTakesReloadedTimings(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	writeFile(t, file, "drain_delay: 0s\n")
+	o := startOutrider(t, 20*time.Second, "OUTRIDER_CONFIG_FILE="+file, "OUTRIDER_DRAIN_DELAY=0s")
+	replaceFile(t, file, "drain_delay: 1500ms\ndrain_timeout: 2s\n")
+	waitMetric(t, o.metrics, `outrider_config_reload_total{result="success"}`, 1, 10*time.Second)
+	code, body := httpDo(t, mustRequest(t, http.MethodPost, o.admin+"/prestop"))
+	var rep shutdown.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil || code != http.StatusOK {
+		t.Fatalf("/prestop: %d %q", code, body)
+	}
+	if rep.DelaySeconds < 1.5 || rep.DelaySeconds > 3 {
+		t.Errorf("drain delay served: got %.2fs, want the reloaded 1.5s", rep.DelaySeconds)
 	}
 }
