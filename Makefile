@@ -12,6 +12,8 @@ all: build
 
 build: outrider echo
 
+# The release build: the Dockerfile runs `make outrider` too, so these flags
+# live here only (deploy/deploy_test.go checks that the two agree).
 outrider:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outrider ./cmd/agent
 
