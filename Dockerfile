@@ -7,7 +7,7 @@
 #   docker build -t outrider:dev .                      # the sidecar (default target)
 #   docker build --target echo -t outrider-echo:dev .   # the sample app, for deploy/k8s
 #
-# deploy/deploy_test.go parses this file and checks these promises.
+# deploy/dockerfile_test.go parses this file and checks these promises.
 
 ARG GO_VERSION=1.26.7
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639
