@@ -24,6 +24,7 @@ Commands:
   version         print the version
   run -- CMD...   wrap mode: start CMD as a child and drain before stopping it (not built yet)
   prestop         ask the local agent to drain (not built yet)
+  inject [FILE]   add the outrider sidecar to Kubernetes YAML (stdin or files) and print it
 
 Configuration is read from the environment; see README.md for every variable.
 `
@@ -60,6 +61,8 @@ func dispatch(args []string, getenv func(string) string, stdout, stderr io.Write
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
+	case "inject":
+		return injectCmd(args[1:], os.Stdin, stdout, stderr)
 	case "run", "prestop":
 		fmt.Fprintf(stderr, "outrider %s: not built yet; it comes with the graceful-shutdown work\n", cmd)
 		return exitUsage
