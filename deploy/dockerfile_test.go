@@ -7,6 +7,7 @@ package deploy_test
 import (
 	"bytes"
 	"debug/elf"
+	"go/version"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -295,5 +296,26 @@ func TestMakeOutriderBuildsAStaticBinary(t *testing.T) {
 	v, err := exec.Command(bin, "version").CombinedOutput()
 	if err != nil || !strings.Contains(string(v), "v0.0.0-test") {
 		t.Errorf("outrider version = %q (%v), want the VERSION make was given", v, err)
+	}
+}
+
+// This module's dependencies (kustomize, buildkit, k8s.io/api) must build
+// with the Go that outrider's go.mod declares: `go mod tidy` raises the go
+// directive when a newer dependency needs it.
+func TestDeployModuleNeedsNoNewerGo(t *testing.T) {
+	goOf := func(path string) string {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mf, err := modfile.ParseLax(path, raw, nil)
+		if err != nil || mf.Go == nil {
+			t.Fatalf("%s: no go directive (%v)", path, err)
+		}
+		return "go" + mf.Go.Version
+	}
+	outrider, deploy := goOf(filepath.Join(root, "go.mod")), goOf("go.mod")
+	if version.Compare(deploy, outrider) > 0 {
+		t.Errorf("deploy/go.mod needs %s, newer than outrider's %s: pin the dependency that raised it", deploy, outrider)
 	}
 }

@@ -1,10 +1,10 @@
 module github.com/outrider-sidecar/outrider/deploy
 
-go 1.26.8
+go 1.26.7
 
 require (
 	github.com/hashicorp/consul/api v1.34.5
-	github.com/moby/buildkit v0.34.2
+	github.com/moby/buildkit v0.33.0
 	github.com/moby/patternmatcher v0.6.1
 	github.com/outrider-sidecar/outrider v0.0.0
 	golang.org/x/mod v0.41.0
