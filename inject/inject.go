@@ -120,10 +120,7 @@ func document(doc []byte, first int, opts Options) (*Result, []byte, error) {
 	}
 	kind, name := str(get(obj, "kind")), str(get(get(obj, "metadata"), "name"))
 	res := &Result{Kind: kind, Name: name}
-	w, err := workloadOf(obj)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
-	}
+	w := workloadOf(obj)
 	if w == nil {
 		res.Reason = "kind " + kind + " is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet and Pod are)"
 		return res, doc, nil

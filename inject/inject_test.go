@@ -148,6 +148,7 @@ func TestBadInput(t *testing.T) {
 		{name: "not YAML", in: "kind: Pod\nmetadata: [\n", want: "bad.yaml: document 1: bad input: yaml: line 2: did not find expected node content"},
 		{name: "bad YAML in the second document", in: "kind: ConfigMap\n---\nkind: Pod\n  name: x\n", want: "bad.yaml: document 2: bad input: yaml: line 4: mapping values are not allowed in this context"},
 		{name: "not a mapping", in: "- a\n- b\n", want: "bad.yaml: document 1: bad input: not a Kubernetes object (a YAML mapping with kind and metadata)"},
+		{name: "no pod spec", in: "kind: Deployment\nmetadata:\n  name: d\n  annotations: {outrider.io/inject: \"true\"}\nspec: {}\n", want: "bad.yaml: document 1: Deployment d: bad input: no pod spec"},
 		{name: "no containers", in: pod("", "    []\n"), want: "bad.yaml: document 1: Pod p: bad input: the pod has no container besides outrider"},
 		{name: "unknown app container", in: pod("    outrider.io/app-container: web\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-container: no container "web" (the pod has [app])`},
 		{name: "bad port", in: pod("    outrider.io/app-port: http\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-port: "http" is not a port number (want 1-65535)`},

@@ -43,8 +43,10 @@ type workload struct {
 	name, labels string
 }
 
-// workloadOf finds the pod template; nil for kinds that have none.
-func workloadOf(obj *yaml.Node) (*workload, error) {
+// workloadOf finds the pod template; nil for kinds that have none. The pod
+// spec may be missing: that is an error only if the object is to be
+// injected.
+func workloadOf(obj *yaml.Node) *workload {
 	w := &workload{obj: obj, name: str(get(get(obj, "metadata"), "name"))}
 	switch str(get(obj, "kind")) {
 	case "Pod":
@@ -53,12 +55,9 @@ func workloadOf(obj *yaml.Node) (*workload, error) {
 		tmpl := get(get(obj, "spec"), "template")
 		w.podMeta, w.pod = get(tmpl, "metadata"), get(tmpl, "spec")
 	default:
-		return nil, nil
+		return nil
 	}
-	if w.pod == nil || w.pod.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%w: no pod spec", ErrBadInput)
-	}
-	return w, nil
+	return w
 }
 
 // annotation reads key from the pod template, then from the workload.
@@ -102,6 +101,9 @@ func (s settings) graceSeconds() int64 {
 var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 func (w *workload) settings(opts Options) (settings, error) {
+	if w.pod == nil || w.pod.Kind != yaml.MappingNode {
+		return settings{}, fmt.Errorf("%w: no pod spec", ErrBadInput)
+	}
 	s := settings{
 		service:      w.annotation(AnnotationServiceName),
 		appContainer: w.annotation(AnnotationAppContainer),
