@@ -61,6 +61,9 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 		}
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "# warning: %s\n", w)
+	}
 	fmt.Fprintln(stdout, "# configuration is valid")
 	return exitOK
 }
