@@ -117,6 +117,9 @@ func checkInjected(t *testing.T, spec corev1.PodSpec) bool {
 	if err != nil {
 		t.Fatalf("outrider would not start with the injected environment: %v", err)
 	}
+	if w := cfg.Warnings(); len(w) > 0 {
+		t.Errorf("outrider warns about the injected settings: %v", w)
+	}
 	if spec.ShareProcessNamespace == nil || !*spec.ShareProcessNamespace {
 		t.Error("shareProcessNamespace is not true")
 	}

@@ -349,6 +349,9 @@ func TestGracePeriodCoversTheDrain(t *testing.T) {
 			if a.cfg.Drain.GracePeriod != grace {
 				t.Errorf("OUTRIDER_GRACE_PERIOD = %s, want the pod's grace period %s so check-config checks the same budget", a.cfg.Drain.GracePeriod, grace)
 			}
+			if w := a.cfg.Warnings(); len(w) > 0 {
+				t.Errorf("outrider warns about the sidecar's settings: %v", w)
+			}
 		})
 	}
 }

@@ -159,6 +159,9 @@ func TestSystemdUnitsParse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("outrider would not start with outrider.env.example: %v", err)
 	}
+	if w := cfg.Warnings(); len(w) > 0 {
+		t.Errorf("outrider warns about outrider.env.example: %v", w)
+	}
 	for _, tc := range units {
 		t.Run(tc.file, func(t *testing.T) {
 			raw, err := os.ReadFile(filepath.Join("systemd", tc.file))
@@ -211,6 +214,9 @@ func TestSystemdUnitsParse(t *testing.T) {
 			}
 			if stop < need {
 				t.Errorf("%s: TimeoutStopSec %s < %s, the drain (and app stop) of outrider.env.example plus 5s", tc.file, stop, need)
+			}
+			if stop != cfg.Drain.GracePeriod {
+				t.Errorf("%s: TimeoutStopSec %s, want OUTRIDER_GRACE_PERIOD %s so that outrider checks the same budget", tc.file, stop, cfg.Drain.GracePeriod)
 			}
 		})
 	}
