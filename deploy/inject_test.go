@@ -65,6 +65,8 @@ func TestInjectOutputIsValid(t *testing.T) {
 					spec = &decode[appsv1.DaemonSet](t, file, js).Spec.Template.Spec
 				case "Pod":
 					spec = &decode[corev1.Pod](t, file, js).Spec
+				case "PodTemplate":
+					spec = &decode[corev1.PodTemplate](t, file, js).Template.Spec
 				case "Service":
 					decode[corev1.Service](t, file, js)
 				case "ConfigMap":
@@ -78,7 +80,7 @@ func TestInjectOutputIsValid(t *testing.T) {
 			}
 		})
 	}
-	if injected < 5 {
+	if injected < 6 {
 		t.Errorf("found %d injected pod specs in the golden files, want one per kind at least", injected)
 	}
 }

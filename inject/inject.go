@@ -1,6 +1,6 @@
 // Package inject adds outrider as a sidecar to Kubernetes workloads in YAML,
 // offline, like `linkerd inject`: Deployments, StatefulSets, DaemonSets,
-// ReplicaSets and Pods whose pod template asks for it with the annotation
+// ReplicaSets, Pods and PodTemplates whose pod template asks for it with the annotation
 // outrider.io/inject: "true" get the sidecar, its environment, the app's
 // preStop hook and shareProcessNamespace. Every other document is copied
 // byte for byte; an injected document keeps its comments and key order but
@@ -122,7 +122,7 @@ func document(doc []byte, first int, opts Options) (*Result, []byte, error) {
 	res := &Result{Kind: kind, Name: name}
 	w := workloadOf(obj)
 	if w == nil {
-		res.Reason = "kind " + kind + " is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet and Pod are)"
+		res.Reason = "kind " + kind + " is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are)"
 		return res, doc, nil
 	}
 	want, why := w.wanted(opts.All)

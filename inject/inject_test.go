@@ -14,7 +14,7 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the injector's output")
 
 // fixedRand makes the token of a first injection predictable.
-func fixedRand() *strings.Reader { return strings.NewReader(strings.Repeat("k", 24)) }
+func fixedRand() *strings.Reader { return strings.NewReader(strings.Repeat("k", 24*8)) }
 
 func run(t *testing.T, name string, in []byte, opts Options) []byte {
 	t.Helper()
@@ -86,7 +86,7 @@ func TestPassThrough(t *testing.T) {
 	}
 	want := []Result{
 		{Kind: "Deployment", Name: "plain", Reason: "no outrider.io/inject annotation"},
-		{Kind: "Job", Name: "once", Reason: "kind Job is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet and Pod are)"},
+		{Kind: "Job", Name: "once", Reason: "kind Job is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are)"},
 	}
 	if len(results) != len(want) {
 		t.Fatalf("results %+v, want %+v", results, want)

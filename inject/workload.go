@@ -54,6 +54,9 @@ func workloadOf(obj *yaml.Node) *workload {
 	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
 		tmpl := get(get(obj, "spec"), "template")
 		w.podMeta, w.pod = get(tmpl, "metadata"), get(tmpl, "spec")
+	case "PodTemplate":
+		tmpl := get(obj, "template")
+		w.podMeta, w.pod = get(tmpl, "metadata"), get(tmpl, "spec")
 	default:
 		return nil
 	}
