@@ -186,3 +186,24 @@ func TestSplitDocumentsKeepsEveryByte(t *testing.T) {
 		t.Errorf("got %d documents, want 3", n)
 	}
 }
+
+// Changing an annotation and injecting again updates the sidecar in place:
+// here it moves between the init containers and the containers.
+func TestReinjectFollowsTheAnnotations(t *testing.T) {
+	native, err := os.ReadFile(filepath.Join("testdata", "pod.golden.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	classicIn := bytes.Replace(native, []byte(`outrider.io/inject: "true"`), []byte(`outrider.io/inject: "true"`+"\n    outrider.io/native-sidecar: \"false\""), 1)
+	classic := run(t, "classic", classicIn, Options{})
+	if bytes.Contains(classic, []byte("initContainers:")) || bytes.Count(classic, []byte("- name: outrider\n")) != 1 || bytes.Contains(classic, []byte("restartPolicy")) {
+		t.Fatalf("classic re-injection did not move the sidecar into the containers:\n%s", classic)
+	}
+	back := run(t, "native again", bytes.Replace(classic, []byte("outrider.io/native-sidecar: \"false\""), []byte("outrider.io/native-sidecar: \"true\""), 1), Options{})
+	if !bytes.Contains(back, []byte("initContainers:\n    - name: outrider\n")) || bytes.Count(back, []byte("- name: outrider\n")) != 1 {
+		t.Fatalf("native re-injection did not move the sidecar back:\n%s", back)
+	}
+	if !bytes.Contains(back, []byte("Bearer 6b6b")) {
+		t.Errorf("re-injection changed the admin token:\n%s", back)
+	}
+}
