@@ -280,6 +280,9 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(dst, b, mode); err != nil {
 		t.Fatal(err)
 	}
