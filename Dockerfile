@@ -9,6 +9,9 @@
 #
 # deploy/dockerfile_test.go parses this file and checks these promises.
 
+# GO_VERSION is go.mod's go directive. The runtime image keeps its tag next
+# to the digest; refresh both with
+# `crane digest gcr.io/distroless/static-debian12:nonroot`.
 ARG GO_VERSION=1.26.7
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639
 
