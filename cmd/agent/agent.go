@@ -94,19 +94,30 @@ func readinessConditions(cfg config.Config) []string {
 
 // runAgent implements plain `outrider`: run as a sidecar until a signal.
 func runAgent(getenv func(string) string, stderr io.Writer) int {
-	cfg, ok := loadConfig(getenv, stderr)
+	a, ok := agentFromEnv(getenv, stderr)
 	if !ok {
 		return exitUsage
 	}
-	level := new(slog.LevelVar)
-	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
-	a.logLevel, a.getenv = level, getenv
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)
 		return exitFailed
 	}
 	a.logStart("sidecar")
 	return a.run()
+}
+
+// agentFromEnv loads the configuration from getenv (printing every error
+// to stderr; false then) and returns an agent logging to stderr at the
+// configured, reloadable level.
+func agentFromEnv(getenv func(string) string, stderr io.Writer) (*agent, bool) {
+	cfg, ok := loadConfig(getenv, stderr)
+	if !ok {
+		return nil, false
+	}
+	level := new(slog.LevelVar)
+	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
+	a.logLevel, a.getenv = level, getenv
+	return a, true
 }
 
 // newAgent returns an agent with its shared pieces and no actors yet.

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"runtime"
 
 	"github.com/outrider-sidecar/outrider/internal/version"
@@ -20,13 +19,10 @@ func runWrapped(args []string, getenv func(string) string, stderr io.Writer) int
 		fmt.Fprintf(stderr, "outrider run: no command: want outrider run -- CMD ARGS…\n")
 		return exitUsage
 	}
-	cfg, ok := loadConfig(getenv, stderr)
+	a, ok := agentFromEnv(getenv, stderr)
 	if !ok {
 		return exitUsage
 	}
-	level := new(slog.LevelVar)
-	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
-	a.logLevel, a.getenv = level, getenv
 	a.wrapMode, a.childArgv = true, args
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)

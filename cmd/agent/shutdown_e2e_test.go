@@ -40,23 +40,43 @@ type instance struct {
 	appStarted time.Time
 }
 
+// replicaEnv is outrider's environment for one replica of service echo
+// registered in srv as id, with the app on appAddr behind the proxy on
+// proxy, probed over HTTP every scalePeriod.
+func replicaEnv(srv *consultest.Server, id, appAddr, proxy string) []string {
+	_, port, _ := strings.Cut(proxy, ":")
+	return []string{
+		"OUTRIDER_REGISTRY=consul", "CONSUL_HTTP_ADDR=" + srv.URL(),
+		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + id,
+		"OUTRIDER_SERVICE_ADDRESS=127.0.0.1", "OUTRIDER_SERVICE_PORT=" + port,
+		"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_PROXY_LISTEN=" + proxy,
+		"OUTRIDER_PROBE=http://" + appAddr + "/healthz", "OUTRIDER_PROBE_PERIOD=" + scalePeriod.String(),
+		"OUTRIDER_CHECK_TTL=3s",
+	}
+}
+
+// startReplicas starts n replicas and waits until Consul has them passing.
+func startReplicas(t *testing.T, srv *consultest.Server, n int) []*instance {
+	t.Helper()
+	var ins []*instance
+	for i := range n {
+		ins = append(ins, startInstance(t, srv, fmt.Sprintf("echo-%d", i+1), false))
+	}
+	for _, in := range ins {
+		waitPassing(t, srv, in.id, 20*time.Second)
+	}
+	return ins
+}
+
 // startInstance starts outrider first, as a native sidecar starts before
 // the app, and then the app unless lateApp is set.
 func startInstance(t *testing.T, srv *consultest.Server, id string, lateApp bool, env ...string) *instance {
 	t.Helper()
 	in := &instance{t: t, id: id, appAddr: testbin.FreeAddr(t), proxy: testbin.FreeAddr(t)}
-	_, port, _ := strings.Cut(in.proxy, ":")
-	base := []string{
-		"OUTRIDER_REGISTRY=consul", "CONSUL_HTTP_ADDR=" + srv.URL(),
-		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + id,
-		"OUTRIDER_SERVICE_ADDRESS=127.0.0.1", "OUTRIDER_SERVICE_PORT=" + port,
-		"OUTRIDER_APP_ADDR=" + in.appAddr, "OUTRIDER_PROXY_LISTEN=" + in.proxy,
-		"OUTRIDER_PROBE=http://" + in.appAddr + "/healthz",
-		"OUTRIDER_PROBE_PERIOD=" + scalePeriod.String(), "OUTRIDER_PROBE_TIMEOUT=" + scalePeriod.String(),
-		"OUTRIDER_CHECK_TTL=3s",
-		"OUTRIDER_DRAIN_DELAY=" + scaleDrainDelay.String(), "OUTRIDER_DRAIN_TIMEOUT=10s",
-		"OUTRIDER_LOG_FORMAT=text",
-	}
+	base := append(replicaEnv(srv, id, in.appAddr, in.proxy),
+		"OUTRIDER_PROBE_TIMEOUT="+scalePeriod.String(),
+		"OUTRIDER_DRAIN_DELAY="+scaleDrainDelay.String(), "OUTRIDER_DRAIN_TIMEOUT=10s",
+		"OUTRIDER_LOG_FORMAT=text")
 	in.outrider = startOutrider(t, 20*time.Second, append(base, env...)...)
 	if !lateApp {
 		in.startApp()
@@ -151,13 +171,7 @@ func loadResult(t *testing.T, p *testbin.Proc, limit time.Duration) loadSummary 
 func TestShutdownZeroLossScaleIn(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t)
-	var ins []*instance
-	for i := range 3 {
-		ins = append(ins, startInstance(t, srv, fmt.Sprintf("echo-%d", i+1), false))
-	}
-	for _, in := range ins {
-		waitPassing(t, srv, in.id, 20*time.Second)
-	}
+	ins := startReplicas(t, srv, 3)
 	const rate, length = 500, 44 * time.Second
 	load := startLoad(t, srv, rate, length)
 	start := time.Now()
@@ -217,13 +231,7 @@ func TestShutdownZeroLossScaleIn(t *testing.T) {
 func TestShutdownWithoutDrainLosesRequests(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t)
-	var ins []*instance
-	for i := range 3 {
-		ins = append(ins, startInstance(t, srv, fmt.Sprintf("echo-%d", i+1), false))
-	}
-	for _, in := range ins {
-		waitPassing(t, srv, in.id, 20*time.Second)
-	}
+	ins := startReplicas(t, srv, 3)
 	const rate, length = 500, 12 * time.Second
 	load := startLoad(t, srv, rate, length)
 	<-time.After(4 * time.Second)
