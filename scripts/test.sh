@@ -12,6 +12,9 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+# bench/ is its own module (the chart's plotting library stays out of
+# outrider's go.mod): vet and test it too.
+(cd bench && go vet ./...)
 go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
@@ -19,6 +22,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
+(cd bench && go test -count=1 -race -v ./...) 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -c -- '^\s*--- PASS' "$log" || true)
 failed=$(grep -c -- '^\s*--- FAIL' "$log" || true)
