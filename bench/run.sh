@@ -276,16 +276,13 @@ rss_kb() {
 # $NCPU-1 and leave CPU 0 to the load generator and the app more often.
 cpus_for() { echo "$((NCPU - $1))-$((NCPU - 1))"; }
 
-# pinned runs its arguments under taskset for a budget of $1 cores when
-# PIN=1. taskset execs its command, so $! stays the server's pid.
-pinned() {
-	local cores=$1
-	shift
-	if [ "$PIN" = 1 ]; then
-		taskset -c "$(cpus_for "$cores")" "$@"
-	else
-		"$@"
-	fi
+# pin_prefix sets PINNED to the command prefix that pins a server to a
+# budget of $1 cores: taskset when PIN=1, nothing otherwise. A prefix, not
+# a function, so that "${PINNED[@]}" server & leaves the server's pid in $!
+# (taskset execs its command; a function would run in a subshell).
+pin_prefix() {
+	PINNED=()
+	if [ "$PIN" = 1 ]; then PINNED=(taskset -c "$(cpus_for "$1")"); fi
 }
 
 RESULTS=$(mkdir -p "$RESULTS" && cd "$RESULTS" && pwd)
@@ -335,7 +332,8 @@ http {
     }
 }
 EOF
-	pinned "$cores" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx-${cores}c.log" 2>&1 9>&- &
+	pin_prefix "$cores"
+	"${PINNED[@]}" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
@@ -371,7 +369,8 @@ frontend bench
 backend app
     server app 127.0.0.1:$APP_PORT maxconn 4096
 EOF
-	pinned "$cores" haproxy -db -f "$dir/haproxy.cfg" >"$RESULTS/haproxy-${cores}c.log" 2>&1 9>&- &
+	pin_prefix "$cores"
+	"${PINNED[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$RESULTS/haproxy-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
@@ -400,7 +399,8 @@ http://127.0.0.1:$port {
 EOF
 	# Caddy keeps state under HOME and the XDG directories: keep it in the
 	# temporary directory.
-	pinned "$cores" env "GOMAXPROCS=$cores" "HOME=$dir" "XDG_DATA_HOME=$dir/data" "XDG_CONFIG_HOME=$dir/config" \
+	pin_prefix "$cores"
+	"${PINNED[@]}" env "GOMAXPROCS=$cores" "HOME=$dir" "XDG_DATA_HOME=$dir/data" "XDG_CONFIG_HOME=$dir/config" \
 		caddy run --config "$dir/Caddyfile" --adapter caddyfile >"$RESULTS/caddy-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
@@ -419,7 +419,8 @@ start_outrider() {
 	take_port port
 	take_port metrics
 	take_port admin
-	pinned "$cores" env OUTRIDER_REGISTRY=none \
+	pin_prefix "$cores"
+	"${PINNED[@]}" env OUTRIDER_REGISTRY=none \
 		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
 		"OUTRIDER_APP_ADDR=127.0.0.1:$APP_PORT" \
 		"OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics" \

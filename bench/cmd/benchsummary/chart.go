@@ -66,9 +66,17 @@ func writeChart(path string, s summary) (bool, error) {
 		return false, nil
 	}
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("outrider / peer throughput, medians over %s rounds (%s)", s.Info["rounds"], s.Info["date"])
+	p.Title.Text = fmt.Sprintf("outrider / peer throughput, medians over rounds (rounds: %s, %s)", s.Info["rounds"], s.Info["date"])
 	p.Y.Label.Text = "outrider req/s ÷ peer req/s (above 1: outrider faster)"
 	p.Y.Min = 0
+	// Headroom above the tallest bar for the legend, which sits at the top.
+	top := 1.0
+	for _, vs := range d.Ratios {
+		for _, v := range vs {
+			top = max(top, v)
+		}
+	}
+	p.Y.Max = top * 1.35
 	width := vg.Points(10)
 	n := len(d.Peers)
 	for i, peer := range d.Peers {
