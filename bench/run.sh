@@ -43,6 +43,10 @@ RESULTS=${RESULTS:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
+# Knobs of the single-workload benchmark that the matrix replaced.
+[ -z "${GOMAXPROCS_OUTRIDER:-}" ] || die "GOMAXPROCS_OUTRIDER is gone: CORES=\"1 2\" runs outrider (and every peer) at each core budget"
+[ -z "${HIGH_DURATION:-}" ] || die "HIGH_DURATION is gone: the conns1000 row runs for DURATION like the others"
+
 for knob in ROUNDS CONNECTIONS HIGH_CONNECTIONS FIXED_RATE FIXED_CLIENTS BASE_PORT; do
 	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: want a positive integer"
 done
