@@ -278,7 +278,13 @@ rss_kb() {
 # cpus_for prints the CPU list that a proxy with a budget of $1 cores is
 # pinned to: the last $1 CPUs, so that the one-core proxies share CPU
 # $NCPU-1 and leave CPU 0 to the load generator and the app more often.
-cpus_for() { echo "$((NCPU - $1))-$((NCPU - 1))"; }
+cpus_for() {
+	if [ "$1" -eq 1 ]; then
+		echo "$((NCPU - 1))"
+	else
+		echo "$((NCPU - $1))-$((NCPU - 1))"
+	fi
+}
 
 # pin_prefix sets PINNED to the command prefix that pins a server to a
 # budget of $1 cores: taskset when PIN=1, nothing otherwise. A prefix, not
@@ -509,6 +515,7 @@ wrk_args() {
 FIXED_INTERVAL_MS=$(awk -v c="$FIXED_CLIENTS" -v r="$FIXED_RATE" 'BEGIN { printf "%.3f", 1000 * c / r }')
 FIXED_PER_CLIENT=$(awk -v s="$(seconds "$DURATION")" -v c="$FIXED_CLIENTS" -v r="$FIXED_RATE" 'BEGIN { printf "%d", s * r / c }')
 FIXED_STAGGER=$(awk -v c="$FIXED_CLIENTS" -v i="$FIXED_INTERVAL_MS" 'BEGIN { n = c / (i < 1 ? 1 : i); printf "%d", (n == int(n)) ? n : int(n) + 1 }')
+FIXED_LIMIT=$(($(seconds "$DURATION") * 3 + 30))
 awk -v n="$FIXED_PER_CLIENT" -v i="$FIXED_INTERVAL_MS" 'BEGIN { for (k = 0; k < n; k++) printf "%.3f\t/\n", k * i }' >"$TMP/fixedrate.script"
 
 # run_bg FILE CMD... runs a load generator with its output in FILE while
@@ -596,7 +603,9 @@ for round in $(seq "$ROUNDS"); do
 			if [ "$workload" = fixedrate ]; then
 				tool=h2load
 				latency_file=$stem.log
-				run_bg "$RESULTS/$file" h2load --h1 -t1 -c"$FIXED_CLIENTS" -n"$FIXED_PER_CLIENT" \
+				# h2load has no run time limit of its own: bound it, in
+				# case a target stops answering.
+				run_bg "$RESULTS/$file" timeout "$FIXED_LIMIT" h2load --h1 -t1 -c"$FIXED_CLIENTS" -n"$FIXED_PER_CLIENT" \
 					-r"$FIXED_STAGGER" --rate-period=1ms -B "http://127.0.0.1:$port" \
 					--timing-script-file="$TMP/fixedrate.script" --log-file="$RESULTS/$latency_file" ||
 					say "h2load failed for $key (see $RESULTS/$file)"
