@@ -634,7 +634,7 @@ done
 
 printf 'load_end\t%s\n' "$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS/info.tsv"
 
-# The summary and its chart live in their own module (bench/go.mod), so
+# The summary and its charts live in their own module (bench/go.mod), so
 # that the plotting library stays out of outrider's.
 (cd bench && go run ./cmd/benchsummary -dir "$RESULTS") | tee "$RESULTS/summary.txt"
-say "raw outputs, summary and chart in $RESULTS"
+say "raw outputs, summary and charts in $RESULTS"

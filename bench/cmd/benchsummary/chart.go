@@ -95,9 +95,88 @@ func writeChart(path string, s summary) (bool, error) {
 	p.Add(parity)
 	p.Legend.Top = true
 	p.NominalX(d.Labels...)
-	w := vg.Length(max(len(d.Labels), 4)) * vg.Points(float64(n)*10+24)
-	if err := p.Save(w+vg.Inch, 4*vg.Inch, path); err != nil {
+	w := max(vg.Length(len(d.Labels))*vg.Points(float64(n)*10+24), 7*vg.Inch)
+	if err := p.Save(w, 4*vg.Inch, path); err != nil {
 		return false, fmt.Errorf("write chart %s: %w", path, err)
+	}
+	return true, nil
+}
+
+// addedLatency collects the latency chart's values: for each fixedrate row,
+// the p50 and then the p99 that each proxy adds over direct, in ms.
+func addedLatency(s summary) chartData {
+	d := chartData{Ratios: map[string][]float64{}}
+	present := map[string]bool{}
+	proxies := []string{"nginx", "haproxy", "caddy", "outrider"}
+	for _, rw := range s.Rows {
+		if rw.Workload != "fixedrate" {
+			continue
+		}
+		byName := map[string]targetSummary{}
+		for _, t := range rw.Targets {
+			if t.AddedP50ms != nil && t.AddedP99ms != nil {
+				byName[t.Target] = t
+			}
+		}
+		if len(byName) == 0 {
+			continue
+		}
+		d.Labels = append(d.Labels, fmt.Sprintf("p50 %sc", rw.Cores), fmt.Sprintf("p99 %sc", rw.Cores))
+		for _, p := range proxies {
+			t, ok := byName[p]
+			if !ok {
+				d.Ratios[p] = append(d.Ratios[p], 0, 0)
+				continue
+			}
+			present[p] = true
+			d.Ratios[p] = append(d.Ratios[p], *t.AddedP50ms, *t.AddedP99ms)
+		}
+	}
+	for _, p := range proxies {
+		if present[p] {
+			d.Peers = append(d.Peers, p)
+		}
+	}
+	return d
+}
+
+// writeLatencyChart draws the latency each proxy adds over direct at a
+// fixed rate, p50 and p99 per core budget, to path. It draws nothing, and
+// says false, when the summary has no fixedrate row with a proxy and
+// direct.
+func writeLatencyChart(path string, s summary) (bool, error) {
+	d := addedLatency(s)
+	if len(d.Labels) == 0 || len(d.Peers) == 0 {
+		return false, nil
+	}
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("latency added over direct at %s req/s, medians over rounds (rounds: %s, %s)",
+		s.Info["fixed_rate"], s.Info["rounds"], s.Info["date"])
+	p.Y.Label.Text = "proxy latency − direct latency, ms (lower is better)"
+	width := vg.Points(10)
+	n := len(d.Peers)
+	top, bottom := 0.0, 0.0
+	for i, peer := range d.Peers {
+		for _, v := range d.Ratios[peer] {
+			top, bottom = max(top, v), min(bottom, v)
+		}
+		bars, err := plotter.NewBarChart(plotter.Values(d.Ratios[peer]), width)
+		if err != nil {
+			return false, fmt.Errorf("latency chart bars for %s: %w", peer, err)
+		}
+		bars.LineStyle.Width = 0
+		bars.Color = plotutil.Color(i)
+		bars.Offset = vg.Length(float64(i)-float64(n-1)/2) * width
+		p.Add(bars)
+		p.Legend.Add(peer, bars)
+	}
+	p.Y.Min = bottom * 1.1
+	p.Y.Max = max(top, 0.001) * 1.35 // headroom for the legend
+	p.Legend.Top = true
+	p.NominalX(d.Labels...)
+	w := max(vg.Length(len(d.Labels))*vg.Points(float64(n)*10+24), 7*vg.Inch)
+	if err := p.Save(w, 4*vg.Inch, path); err != nil {
+		return false, fmt.Errorf("write latency chart %s: %w", path, err)
 	}
 	return true, nil
 }

@@ -105,3 +105,82 @@ func TestWriteChart(t *testing.T) {
 		})
 	}
 }
+
+func latencySummary() summary {
+	ts := func(target string, p50, p99 float64) targetSummary {
+		return targetSummary{Target: target, Rounds: 1, AddedP50ms: &p50, AddedP99ms: &p99}
+	}
+	return summary{
+		Info: map[string]string{"rounds": "5", "date": "2026-01-01T00:00:00Z", "fixed_rate": "5000"},
+		Rows: []row{
+			{Workload: "small", Cores: "1", Targets: []targetSummary{ts("nginx", 9, 9)}},
+			{Workload: "fixedrate", Cores: "1", Targets: []targetSummary{
+				{Target: "direct", Rounds: 1}, ts("nginx", 0.2, 1.5), ts("outrider", 0.1, -0.5),
+			}},
+			{Workload: "fixedrate", Cores: "2", Targets: []targetSummary{{Target: "direct", Rounds: 1}, ts("outrider", 0.3, 2)}},
+		},
+	}
+}
+
+func TestAddedLatency(t *testing.T) {
+	d := addedLatency(latencySummary())
+	if got, want := strings.Join(d.Labels, ","), "p50 1c,p99 1c,p50 2c,p99 2c"; got != want {
+		t.Errorf("labels: want %q (only fixedrate rows), got %q", want, got)
+	}
+	if got, want := strings.Join(d.Peers, ","), "nginx,outrider"; got != want {
+		t.Errorf("proxies: want %q, got %q", want, got)
+	}
+	for proxy, want := range map[string][]float64{
+		"nginx":    {0.2, 1.5, 0, 0}, // no nginx at two cores
+		"outrider": {0.1, -0.5, 0.3, 2},
+	} {
+		got := d.Ratios[proxy]
+		if len(got) != len(want) {
+			t.Fatalf("%s: want %v, got %v", proxy, want, got)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("%s: want %v, got %v", proxy, want, got)
+				break
+			}
+		}
+	}
+}
+
+func TestWriteLatencyChart(t *testing.T) {
+	tests := []struct {
+		name      string
+		s         summary
+		wantDrawn bool
+	}{
+		{name: "fixedrate rows", s: latencySummary(), wantDrawn: true},
+		{name: "no fixedrate row", s: chartSummary(), wantDrawn: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "latency.svg")
+			drawn, err := writeLatencyChart(path, tt.s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if drawn != tt.wantDrawn {
+				t.Fatalf("drawn: want %v, got %v", tt.wantDrawn, drawn)
+			}
+			b, err := os.ReadFile(path)
+			if !tt.wantDrawn {
+				if !os.IsNotExist(err) {
+					t.Errorf("want no chart file, got %d bytes, err %v", len(b), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"<svg", "p50 1c", "p99 2c", "nginx", "outrider", "5000 req/s"} {
+				if !bytes.Contains(b, []byte(want)) {
+					t.Errorf("chart lacks %q", want)
+				}
+			}
+		})
+	}
+}

@@ -14,7 +14,8 @@
 //
 // and the tool outputs runs.tsv names (wrk's text; h2load's text and its
 // --log-file, gzipped or not). It prints the summary on stdout and writes
-// summary.json and chart.svg beside them.
+// summary.json, chart.svg (throughput ratios) and latency.svg (latency
+// added at a fixed rate) beside them.
 package main
 
 import (
@@ -27,7 +28,8 @@ import (
 
 func main() {
 	dir := flag.String("dir", "", "results directory written by bench/run.sh")
-	chart := flag.String("chart", "", "chart file, .svg or .png (default DIR/chart.svg)")
+	chart := flag.String("chart", "", "throughput chart, .svg or .png (default DIR/chart.svg)")
+	latencyChart := flag.String("latency-chart", "", "fixed-rate added-latency chart, .svg or .png (default DIR/latency.svg)")
 	flag.Parse()
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "benchsummary: -dir is required")
@@ -35,6 +37,9 @@ func main() {
 	}
 	if *chart == "" {
 		*chart = filepath.Join(*dir, "chart.svg")
+	}
+	if *latencyChart == "" {
+		*latencyChart = filepath.Join(*dir, "latency.svg")
 	}
 	s, err := load(*dir)
 	if err != nil {
@@ -50,12 +55,21 @@ func main() {
 		fmt.Fprintf(os.Stderr, "benchsummary: write summary.json: %v\n", err)
 		os.Exit(1)
 	}
-	drawn, err := writeChart(*chart, s)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "benchsummary: %v\n", err)
-		os.Exit(1)
-	}
-	if drawn {
-		fmt.Printf("\nchart: %s\n", *chart)
+	fmt.Println()
+	for _, c := range []struct {
+		name, path string
+		write      func(string, summary) (bool, error)
+	}{
+		{"chart", *chart, writeChart},
+		{"latency chart", *latencyChart, writeLatencyChart},
+	} {
+		drawn, err := c.write(c.path, s)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "benchsummary: %v\n", err)
+			os.Exit(1)
+		}
+		if drawn {
+			fmt.Printf("%s: %s\n", c.name, c.path)
+		}
 	}
 }
