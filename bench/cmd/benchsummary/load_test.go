@@ -176,6 +176,8 @@ func TestLoad(t *testing.T) {
 		"0.50x      0.02x", // outrider/nginx added p50 and p99
 		"the load generator reported nothing in 1 of 3 rounds for outrider",
 		"0.50 at the start, 7.20 at the end (busy machine",
+		// testdata's h2load run is short: 212.29 req/s.
+		"warning: outrider reached 212 of the 5000 req/s asked for: its latency was not measured at the fixed rate",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())

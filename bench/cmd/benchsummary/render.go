@@ -105,6 +105,9 @@ func render(w io.Writer, s summary) {
 			if t.FailedRuns > 0 {
 				fmt.Fprintf(w, "warning: the load generator reported nothing in %d of %d rounds for %s (see its round files)\n", t.FailedRuns, t.Rounds, t.Target)
 			}
+			if fixed && t.Rounds > t.FailedRuns && belowRate(t.RequestsPerSec, info["fixed_rate"]) {
+				fmt.Fprintf(w, "warning: %s reached %.0f of the %s req/s asked for: its latency was not measured at the fixed rate\n", t.Target, t.RequestsPerSec, info["fixed_rate"])
+			}
 		}
 		ratios := ratioTable(rw, fixed)
 		if len(ratios.rows) > 0 {
@@ -163,6 +166,13 @@ func pinning(info map[string]string) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// belowRate tells whether a fixed-rate run fell more than 10% short of the
+// rate asked for, as when the machine or the target cannot keep up.
+func belowRate(got float64, want string) bool {
+	r, err := strconv.ParseFloat(want, 64)
+	return err == nil && r > 0 && got < 0.9*r
 }
 
 // busy tells whether a load average is above what the benchmark itself
