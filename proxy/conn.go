@@ -68,6 +68,8 @@ type conn struct {
 	outBP   *[]byte
 	pp      pipe
 	upgrade bool
+	// interim is set once an interim (1xx) answer was relayed.
+	interim bool
 	// now is the time last read by this connection's goroutine: deadlines
 	// are computed from it, with slack, to spare clock reads.
 	now time.Time
@@ -243,6 +245,9 @@ func (c *conn) writeError(code int, reason string, closeConn bool) int64 {
 	if closeConn {
 		out = append(out, "\r\nConnection: close"...)
 	}
+	if code == 503 {
+		out = append(out, "\r\nRetry-After: 1"...)
+	}
 	out = append(out, "\r\n\r\n"...)
 	out = append(out, reason...)
 	out = append(out, '\n')
@@ -262,6 +267,8 @@ func statusText(code int) string {
 		return "Request Header Fields Too Large"
 	case 502:
 		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
 	case 505:
 		return "HTTP Version Not Supported"
 	}

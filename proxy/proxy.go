@@ -53,6 +53,18 @@ type Config struct {
 	// DrainTimeout bounds the drain Serve runs itself when its context
 	// ends before anyone called Drain (default 25s).
 	DrainTimeout time.Duration
+	// MaxConns bounds the client connections open at once; past it a new
+	// connection is closed as soon as it is accepted, and counted. Zero
+	// means no bound.
+	MaxConns int
+	// TunnelIdleTimeout closes an upgraded tunnel (WebSocket) through which
+	// no byte went either way for that long (default 1h).
+	TunnelIdleTimeout time.Duration
+	// KeepUnderscoreHeaders forwards request header fields whose names hold
+	// an underscore; by default they are dropped and counted, as nginx
+	// does, because CGI-style apps read X_Forwarded_For and X-Forwarded-For
+	// (or Transfer_Encoding and Transfer-Encoding) as the same variable.
+	KeepUnderscoreHeaders bool
 	// Log receives connection-level problems at debug level; nil discards.
 	Log *slog.Logger
 	// Now is the clock of the metrics; nil means time.Now.
@@ -79,6 +91,7 @@ func (c *Config) setDefaults() {
 	def(&c.ClientCheckInterval, time.Second)
 	def(&c.QPSWindow, 10*time.Second)
 	def(&c.DrainTimeout, 25*time.Second)
+	def(&c.TunnelIdleTimeout, time.Hour)
 	if c.MaxIdleUpstream <= 0 {
 		c.MaxIdleUpstream = 128
 	}
@@ -166,6 +179,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 	var err error
+	var retry acceptRetry
 	for {
 		nc, aerr := ln.Accept()
 		if aerr != nil {
@@ -176,12 +190,18 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			if errors.As(aerr, &ne) && ne.Timeout() {
 				continue
 			}
+			if temporaryAcceptError(aerr) {
+				p.m.acceptErrors.Inc()
+				retry.wait(ctx, p, ln, aerr)
+				continue
+			}
 			err = fmt.Errorf("proxy: accept on %s: %w", ln.Addr(), aerr)
 			p.draining.Store(true)
 			p.closeAll()
 			p.closeOnce()
 			break
 		}
+		retry.recovered(p, ln)
 		c := p.newConn(nc)
 		if c == nil {
 			continue
@@ -231,6 +251,8 @@ type Status struct {
 	Listen        string  `json:"listen"`
 	Upstream      string  `json:"upstream"`
 	Connections   int     `json:"connections"`
+	MaxConns      int     `json:"max_connections,omitempty"`
+	Tunnels       int     `json:"tunnels"`
 	InFlight      int     `json:"in_flight"`
 	QPS           float64 `json:"qps"`
 	WindowSeconds float64 `json:"window_seconds"`
@@ -252,6 +274,8 @@ func (p *Proxy) Status() Status {
 		Listen:        listen,
 		Upstream:      p.cfg.Upstream,
 		Connections:   n + p.h2.connections(),
+		MaxConns:      p.cfg.MaxConns,
+		Tunnels:       int(p.m.tunnels.Load()),
 		InFlight:      q.InFlight,
 		QPS:           q.QPS,
 		WindowSeconds: q.WindowSeconds,
@@ -322,6 +346,15 @@ func (p *Proxy) newConn(nc net.Conn) *conn {
 	if p.draining.Load() {
 		p.mu.Unlock()
 		_ = nc.Close()
+		return nil
+	}
+	if max := p.cfg.MaxConns; max > 0 && len(p.conns)+p.h2.connections() >= max {
+		// Over the bound a connection is not queued: closing it at once
+		// keeps outrider's descriptors and memory bounded, and the client
+		// retries elsewhere.
+		p.mu.Unlock()
+		_ = nc.Close()
+		p.m.rejected.Inc()
 		return nil
 	}
 	p.conns[c] = struct{}{}

@@ -822,7 +822,7 @@ func TestDialsBounded(t *testing.T) {
 	errs := make(chan error, clients)
 	for range clients {
 		go func() {
-			u, err := p.dial()
+			u, err := p.dial(0, nil)
 			if err == nil {
 				u.close()
 			}
