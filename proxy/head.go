@@ -149,7 +149,7 @@ type head struct {
 	absHost    span
 	absolute   bool
 	rootTarget bool
-	hasHost     bool
+	hasHost    bool
 	// Connection options.
 	connClose, connKeepAlive, connUpgrade bool
 	hasUpgrade                            bool
