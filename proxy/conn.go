@@ -249,12 +249,18 @@ func (c *conn) writeError(code int, reason string, closeConn bool) int64 {
 		out = append(out, "\r\nRetry-After: 1"...)
 	}
 	out = append(out, "\r\n\r\n"...)
-	out = append(out, reason...)
-	out = append(out, '\n')
+	n := int64(0)
+	// An answer to HEAD has no body, whatever its Content-Length says: a
+	// client would read one as the start of the next answer.
+	if c.req.methodClass != methodHEAD {
+		out = append(out, reason...)
+		out = append(out, '\n')
+		n = int64(len(reason) + 1)
+	}
 	_ = c.writeClient(out, time.Now())
 	*bp = out
 	outBufs.Put(bp)
-	return int64(len(reason) + 1)
+	return n
 }
 
 func statusText(code int) string {

@@ -13,6 +13,7 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
+go test -run '^$' -fuzz '^FuzzResponse$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
 log=$(mktemp)
