@@ -46,6 +46,13 @@ type testProxy struct {
 // startProxy serves a proxy to upstream until the test ends.
 func startProxy(t *testing.T, upstream string, tweak func(*Config)) *testProxy {
 	t.Helper()
+	return startProxyWith(t, upstream, tweak, nil)
+}
+
+// startProxyWith is startProxy with setup called on the proxy before it
+// serves.
+func startProxyWith(t *testing.T, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
+	t.Helper()
 	cfg := Config{Upstream: upstream}
 	if tweak != nil {
 		tweak(&cfg)
@@ -54,6 +61,9 @@ func startProxy(t *testing.T, upstream string, tweak func(*Config)) *testProxy {
 	p, err := New(cfg, reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if setup != nil {
+		setup(p)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
