@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/outrider-sidecar/outrider/probe"
 )
@@ -9,7 +10,12 @@ import (
 // addProbe wires the prober and its threshold state machine; sets condApp and subscribeVerdicts.
 func (a *agent) addProbe() error {
 	c := a.cfg.Probe
-	runner, err := probe.NewRunner(c.Spec, probe.Schedule{
+	spec := c.Spec
+	if spec.Kind == probe.KindExec {
+		// The command gets outrider's environment without its secrets.
+		spec.Env = probe.ExecEnv(os.Environ(), c.EnvDeny, c.EnvAdd)
+	}
+	runner, err := probe.NewRunner(spec, probe.Schedule{
 		InitialDelay:     c.InitialDelay,
 		Period:           c.Period,
 		Timeout:          c.Timeout,
@@ -25,9 +31,11 @@ func (a *agent) addProbe() error {
 	// The probe runner: probes the app on its schedule until stopped.
 	a.addContext("probe", runner.Run)
 
-	// The app condition of /ready, kept in step with the verdict.
+	// The app condition of /ready, kept in step with the verdict. /ready is
+	// on the public listener: it gets the summary, never the app's body or
+	// the command's output, which stay in /status on the admin listener.
 	verdicts := runner.Subscribe()
-	setApp := func(v probe.Verdict) { a.gate.Set(condApp, v.Healthy, v.Output) }
+	setApp := func(v probe.Verdict) { a.gate.Set(condApp, v.Healthy, v.Summary) }
 	setApp(runner.Verdict())
 	a.addContext("probe readiness", func(ctx context.Context) error {
 		for {
