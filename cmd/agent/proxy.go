@@ -73,7 +73,8 @@ const fdReserve = 64
 // connection too. Past it connections are refused before descriptors run
 // out, rather than accepts failing.
 func (l fdLimit) maxConns() int {
-	n := (l.soft*9/10 - min(l.soft*9/10, fdReserve)) / 2
+	usable := l.soft - l.soft/10 // no overflow at RLIM_INFINITY
+	n := (usable - min(usable, fdReserve)) / 2
 	return int(max(1, min(n, 1<<30)))
 }
 
