@@ -353,8 +353,8 @@ func (p *Proxy) newConn(nc net.Conn) *conn {
 		// keeps outrider's descriptors and memory bounded, and the client
 		// retries elsewhere.
 		p.mu.Unlock()
-		_ = nc.Close()
 		p.m.rejected.Inc()
+		_ = nc.Close()
 		return nil
 	}
 	p.conns[c] = struct{}{}

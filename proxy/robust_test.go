@@ -375,8 +375,13 @@ func TestTunnelIdleTimeout(t *testing.T) {
 	if resp := rc.response("GET"); resp.StatusCode != 101 {
 		t.Fatalf("got %d, want 101", resp.StatusCode)
 	}
-	if got := tp.Status().Tunnels; got != 1 {
-		t.Errorf("status while open: got %d tunnels, want 1", got)
+	// The tunnel is counted once its relay starts, a moment after the 101.
+	deadline := time.Now().Add(5 * time.Second)
+	for tp.Status().Tunnels != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("status while open: got %d tunnels, want 1", tp.Status().Tunnels)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	for i := range ticks {
 		line, err := rc.br.ReadString('\n')
@@ -392,7 +397,7 @@ func TestTunnelIdleTimeout(t *testing.T) {
 		t.Errorf("the idle tunnel closed after %v, want about 300ms", took)
 	}
 	appDone.Wait()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for tp.Status().Tunnels != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("status after the close: got %d tunnels, want 0", tp.Status().Tunnels)
