@@ -6,17 +6,20 @@ LDFLAGS := -s -w \
 	-X github.com/outrider-sidecar/outrider/internal/version.Version=$(VERSION) \
 	-X github.com/outrider-sidecar/outrider/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build outrider echo consul test demo bench fuzz clean
+.PHONY: all build outrider echo loadgen consul test demo bench fuzz clean
 
 all: build
 
-build: outrider echo
+build: outrider echo loadgen
 
 outrider:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outrider ./cmd/agent
 
 echo:
 	$(GO) build -o bin/echo ./examples/echo
+
+loadgen:
+	$(GO) build -o bin/loadgen ./examples/loadgen
 
 # A real Consul for tests and the demo: v1.14.0 (MPL-2.0), built once from
 # the Go module proxy through the separate tools module.

@@ -43,10 +43,11 @@ type metrics struct {
 	acceptErrors      prometheus.Counter
 	rejected          prometheus.Counter
 	underscoreDropped prometheus.Counter
-	tunnels           atomic.Int64
 }
 
-func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time.Time) (*metrics, error) {
+// newMetrics registers the proxy's metrics on reg; tunnels is the count of
+// open tunnels, which the proxy keeps.
+func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time.Time, tunnels *atomic.Int64) (*metrics, error) {
 	m := &metrics{rate: newRateMeter(window)}
 	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:                            "outrider_http_request_duration_seconds",
@@ -83,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outrider_proxy_tunnels",
 			Help: "Upgraded connections (WebSocket) the proxy is relaying now.",
-		}, func() float64 { return float64(m.tunnels.Load()) }),
+		}, func() float64 { return float64(tunnels.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outrider_http_requests_per_second",
 			Help: "Requests per second through outrider's proxy, over the last " + window.String() + " (OUTRIDER_QPS_WINDOW).",
@@ -113,6 +114,17 @@ func (m *metrics) count(method, code int, d time.Duration, end time.Time, reqByt
 	m.reqSize.Observe(float64(reqBytes))
 	m.respSize.Observe(float64(respBytes))
 	m.rate.add(end)
+}
+
+// answered returns the number of requests counted so far.
+func (m *metrics) answered() uint64 {
+	var n uint64
+	for method := range m.requests {
+		for code := range m.requests[method] {
+			n += m.requests[method][code].Load()
+		}
+	}
+	return n
 }
 
 // requestsCollector exposes the request counters at scrape time; a series

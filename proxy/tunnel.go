@@ -19,9 +19,9 @@ type tunnel struct {
 // ends, counted in Status and outrider_proxy_tunnels meanwhile.
 func (c *conn) runTunnel(u *upConn) {
 	c.tunnel = true
+	c.p.tunnels.Add(1)
+	defer c.p.leaveTunnel()
 	c.p.leaveActive()
-	c.p.m.tunnels.Add(1)
-	defer c.p.m.tunnels.Add(-1)
 	t := &tunnel{idle: c.p.cfg.TunnelIdleTimeout}
 	t.last.Store(time.Now().UnixNano())
 	_ = c.nc.SetDeadline(time.Time{})

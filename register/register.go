@@ -538,6 +538,9 @@ func isNotFound(err error) bool {
 	return errors.As(err, &se) && se.Code == 404
 }
 
+// criticalTimeout bounds the check update that precedes a deregistration.
+const criticalTimeout = 2 * time.Second
+
 // Deregister sets the check critical, removes the service from Consul
 // through the agent API (a catalog delete would be undone by the agent's
 // anti-entropy) and stops every later heartbeat and repair. Calling it
@@ -561,15 +564,17 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	if done {
 		return nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
-	defer cancel()
 	// Critical first: a watcher that reads the health before the
 	// deregistration reaches it sees the instance leave the passing set.
-	// Best effort: the deregistration below is what counts.
+	// Best effort, briefly bounded: the deregistration is what counts.
+	uctx, ucancel := context.WithTimeout(ctx, min(r.callTimeout, criticalTimeout))
 	if err := r.client.Agent().UpdateTTLOpts(CheckID(id), "draining: outrider is deregistering the instance", consul.HealthCritical,
-		(&consul.QueryOptions{}).WithContext(cctx)); err != nil && !isNotFound(err) {
+		(&consul.QueryOptions{}).WithContext(uctx)); err != nil && !isNotFound(err) {
 		r.log.Debug("could not set the check critical before deregistering", "service_id", id, "err", err)
 	}
+	ucancel()
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
 	err := r.client.Agent().ServiceDeregisterOpts(id, (&consul.QueryOptions{}).WithContext(cctx))
 	if err != nil && !isNotFound(err) {
 		r.m.errors.WithLabelValues("deregister").Inc()

@@ -376,7 +376,7 @@ func TestDeregisterIsIdempotentAndStopsRepairs(t *testing.T) {
 			t.Fatalf("Deregister #%d: %v", i+1, err)
 		}
 	}
-	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 	if _, ok := h.consul.service("web-1"); ok {
 		t.Errorf("web-1 is still registered")
 	}
@@ -419,6 +419,8 @@ func TestDeregisterCancelsAHangingHeartbeat(t *testing.T) {
 	if err := h.r.Deregister(ctx); err != nil {
 		t.Fatalf("Deregister during a hanging heartbeat: %v", err)
 	}
+	// The critical update hangs like the heartbeat, and is given up after
+	// criticalTimeout: the deregistration still gets through.
 	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
 	if got := h.counter(h.r.m.errors, "heartbeat"); got != 0 {
 		t.Errorf("errors{op=heartbeat} = %v, want 0: the cancelled heartbeat is not Consul's fault", got)
@@ -437,7 +439,7 @@ func TestRunDeregistersWhenItsContextEnds(t *testing.T) {
 	if err := h.stop(); err != nil {
 		t.Errorf("Run returned %v, want nil", err)
 	}
-	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 	if _, ok := h.consul.service("web-1"); ok {
 		t.Errorf("web-1 is still registered after Run returned")
 	}
@@ -448,7 +450,7 @@ func TestDeregisterOfAnUnknownServiceSucceeds(t *testing.T) {
 	if err := h.r.Deregister(context.Background()); err != nil {
 		t.Errorf("Deregister of a service consul does not have: %v, want nil", err)
 	}
-	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 }
 
 func TestDeregisterReportsConsulErrors(t *testing.T) {

@@ -68,6 +68,9 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "# open files: hard limit %d; outrider raises the soft limit to it at start-up, as Go does; %s\n", fds.hard, conns)
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "# warning: %s\n", w)
+	}
 	fmt.Fprintln(stdout, "# configuration is valid")
 	return exitOK
 }
