@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -93,5 +95,72 @@ func TestDrainReportsFinished(t *testing.T) {
 	want := DrainReport{InFlight: 1, Finished: 1}
 	if got := tp.DrainReport(); got != want {
 		t.Errorf("report: got %+v, want %+v", got, want)
+	}
+}
+
+// TestDrainHTTP2: a stream in flight on an HTTP/2 connection when the
+// drain starts is answered; the connection gets GOAWAY, and the drain ends
+// once the stream is done.
+func TestDrainHTTP2(t *testing.T) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	held, release := make(chan struct{}), make(chan struct{})
+	app := &http.Server{
+		Protocols: &protos,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hold" {
+				close(held)
+				<-release
+			}
+			io.WriteString(w, "ok")
+		}),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	tp := startProxy(t, ln.Addr().String(), nil)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := client.Get("http://" + tp.addr + "/hold")
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- answer{resp.StatusCode, string(b), err}
+	}()
+	<-held
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- tp.Drain(ctx)
+	}()
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned %v with an HTTP/2 stream in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if a := <-got; a.err != nil || a.code != 200 || a.body != "ok" {
+		t.Errorf("stream in flight: got %d %q %v, want 200 ok", a.code, a.body, a.err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if rep := tp.DrainReport(); rep.Cut != 0 || rep.InFlight != 1 {
+		t.Errorf("report: got %+v, want 1 in flight at the start and nothing cut", rep)
 	}
 }

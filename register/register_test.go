@@ -65,14 +65,14 @@ func newHarnessWith(t *testing.T, jitter float64, o Options) *harness {
 	log, buf := newTestLogger()
 	h.log = buf
 	o.Log, o.Registerer, o.Clock = log, h.reg, h.clock
-	o.ConsulAddr = "http://" + h.consul.config().Address
+	o.ConsulAddr = fakeAddr
 	o.Rand = func() float64 { return jitter }
 	o.OnRegistered = func(ok bool, reason string) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.conds = append(h.conds, cond{ok, reason})
 	}
-	r, err := New(newClient(t, h.consul.config()), testService(), o)
+	r, err := New(h.consul, testService(), o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -376,6 +376,7 @@ func TestDeregisterIsIdempotentAndStopsRepairs(t *testing.T) {
 			t.Fatalf("Deregister #%d: %v", i+1, err)
 		}
 	}
+	// Critical first, so a health watcher sees it leave the passing set.
 	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 	if _, ok := h.consul.service("web-1"); ok {
 		t.Errorf("web-1 is still registered")
@@ -419,8 +420,6 @@ func TestDeregisterCancelsAHangingHeartbeat(t *testing.T) {
 	if err := h.r.Deregister(ctx); err != nil {
 		t.Fatalf("Deregister during a hanging heartbeat: %v", err)
 	}
-	// The critical update hangs like the heartbeat, and is given up after
-	// criticalTimeout: the deregistration still gets through.
 	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
 	if got := h.counter(h.r.m.errors, "heartbeat"); got != 0 {
 		t.Errorf("errors{op=heartbeat} = %v, want 0: the cancelled heartbeat is not Consul's fault", got)
@@ -571,7 +570,7 @@ func TestNewRejectsAnIncompleteService(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := testService()
 			tc.edit(&svc)
-			_, err := New(newClient(t, newFakeConsul(t).config()), svc, Options{})
+			_, err := New(newFakeConsul(t), svc, Options{})
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("New = %v, want %s", err, tc.want)
 			}

@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Child is the app started by outrider.
@@ -127,23 +129,10 @@ func (c *Child) killGroup() {
 	_ = syscall.Kill(-c.Pid(), syscall.SIGKILL)
 }
 
+// signalName names s the way operators write it: "SIGTERM".
 func signalName(s syscall.Signal) string {
-	switch s {
-	case syscall.SIGTERM:
-		return "SIGTERM"
-	case syscall.SIGKILL:
-		return "SIGKILL"
-	case syscall.SIGINT:
-		return "SIGINT"
-	case syscall.SIGQUIT:
-		return "SIGQUIT"
-	case syscall.SIGHUP:
-		return "SIGHUP"
-	case syscall.SIGSEGV:
-		return "SIGSEGV"
-	case syscall.SIGABRT:
-		return "SIGABRT"
-	default:
-		return fmt.Sprintf("signal %d (%s)", int(s), s)
+	if name := unix.SignalName(s); name != "" {
+		return name
 	}
+	return fmt.Sprintf("signal %d", int(s))
 }

@@ -41,7 +41,8 @@ type agent struct {
 	group  run.Group
 
 	// subscribeVerdicts is set by addProbe: each call returns a channel
-	// that receives the probe's verdict on every transition.
+	// that receives the probe's verdict on every transition and on every
+	// new output (the registrar sends the latest output to Consul).
 	subscribeVerdicts func() <-chan probe.Verdict
 	// registrar is set by addRegistry (nil with OUTRIDER_REGISTRY=none);
 	// the shutdown sequence calls its Deregister.
@@ -56,8 +57,19 @@ type agent struct {
 	// signals and wrap mode all run it.
 	drain *shutdown.Sequence
 
+	// prober is set by addProbe; a reload reconfigures it.
+	prober *probe.Runner
+	// logLevel is the level of log, which a reload may change.
+	logLevel *slog.LevelVar
+	// getenv reads the environment on a reload; nil means os.Getenv.
+	getenv func(string) string
+	// onDrainTimings, set by addShutdown, is told of new drain timings by
+	// a reload.
+	onDrainTimings func(delay, timeout time.Duration)
+
 	// wrapMode is set for `outrider run -- CMD…`: outrider starts the app
-	// as childArgv and owns it as child; SIGHUP and friends go to it.
+	// as childArgv and owns it as child; SIGHUP and friends go to it, and
+	// do not reload.
 	wrapMode  bool
 	childArgv []string
 	child     *wrap.Child
@@ -82,17 +94,30 @@ func readinessConditions(cfg config.Config) []string {
 
 // runAgent implements plain `outrider`: run as a sidecar until a signal.
 func runAgent(getenv func(string) string, stderr io.Writer) int {
-	cfg, ok := loadConfig(getenv, stderr)
+	a, ok := agentFromEnv(getenv, stderr)
 	if !ok {
 		return exitUsage
 	}
-	a := newAgent(cfg, newLogger(cfg.Log, stderr))
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)
 		return exitFailed
 	}
 	a.logStart("sidecar")
 	return a.run()
+}
+
+// agentFromEnv loads the configuration from getenv (printing every error
+// to stderr; false then) and returns an agent logging to stderr at the
+// configured, reloadable level.
+func agentFromEnv(getenv func(string) string, stderr io.Writer) (*agent, bool) {
+	cfg, ok := loadConfig(getenv, stderr)
+	if !ok {
+		return nil, false
+	}
+	level := new(slog.LevelVar)
+	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
+	a.logLevel, a.getenv = level, getenv
+	return a, true
 }
 
 // newAgent returns an agent with its shared pieces and no actors yet.
@@ -156,7 +181,7 @@ func (a *agent) build() error {
 	a.addSignals()
 	a.addReaper()
 	a.gate.Set(condMaintenance, true, "off")
-	for _, add := range []func() error{a.addProbe, a.addExporter, a.addProxy, a.addRegistry, a.addPeers, a.addShutdown} {
+	for _, add := range []func() error{a.addProbe, a.addExporter, a.addProxy, a.addRegistry, a.addPeers, a.addShutdown, a.addReload} {
 		if err := add(); err != nil {
 			return err
 		}

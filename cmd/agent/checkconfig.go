@@ -18,7 +18,7 @@ func versionString() string { return version.String() }
 // loadConfig reads the configuration, printing every error on its own line.
 func loadConfig(getenv func(string) string, stderr io.Writer) (config.Config, bool) {
 	host, _ := os.Hostname()
-	cfg, err := config.Load(getenv, host, firstInterfaceAddr)
+	cfg, err := config.LoadWithFile(getenv, host, firstInterfaceAddr)
 	if err == nil && cfg.Registry.Enabled() {
 		err = checkConsulConfig()
 	}

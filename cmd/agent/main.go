@@ -24,6 +24,7 @@ Commands:
   version         print the version
   run -- CMD...   wrap mode: start CMD as a child, drain before stopping it, exit with its status
   prestop         ask the agent beside this shell to drain; exit 0 once it has
+  inject [FILE]   add the outrider sidecar to Kubernetes YAML (stdin or files) and print it
 
 Configuration is read from the environment; see README.md for every variable.
 `
@@ -64,6 +65,8 @@ func dispatch(args []string, getenv func(string) string, stdout, stderr io.Write
 		return runWrapped(args[1:], getenv, stderr)
 	case "prestop":
 		return prestop(getenv, stdout, stderr)
+	case "inject":
+		return injectCmd(args[1:], os.Stdin, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "outrider: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage

@@ -4,28 +4,19 @@ import (
 	"context"
 	"os"
 
+	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/probe"
 )
 
 // addProbe wires the prober and its threshold state machine; sets condApp and subscribeVerdicts.
 func (a *agent) addProbe() error {
 	c := a.cfg.Probe
-	spec := c.Spec
-	if spec.Kind == probe.KindExec {
-		// The command gets outrider's environment without its secrets.
-		spec.Env = probe.ExecEnv(os.Environ(), c.EnvDeny, c.EnvAdd)
-	}
-	runner, err := probe.NewRunner(spec, probe.Schedule{
-		InitialDelay:     c.InitialDelay,
-		Period:           c.Period,
-		Timeout:          c.Timeout,
-		FailureThreshold: c.FailureThreshold,
-		SuccessThreshold: c.SuccessThreshold,
-	}, a.log.With("component", "probe"), a.reg)
+	runner, err := probe.NewRunner(probeSpec(c), schedule(c), a.log.With("component", "probe"), a.reg)
 	if err != nil {
 		return err
 	}
-	a.subscribeVerdicts = runner.Subscribe
+	a.subscribeVerdicts = runner.Watch
+	a.prober = runner
 	a.status["probe"] = func() any { return runner.Status() }
 
 	// The probe runner: probes the app on its schedule until stopped.
@@ -48,4 +39,15 @@ func (a *agent) addProbe() error {
 		}
 	})
 	return nil
+}
+
+// probeSpec is the probe's spec with, for an exec probe, the command's
+// environment: outrider's own without its secrets (OUTRIDER_PROBE_ENV_DENY,
+// OUTRIDER_PROBE_ENV).
+func probeSpec(c config.Probe) probe.Spec {
+	spec := c.Spec
+	if spec.Kind == probe.KindExec {
+		spec.Env = probe.ExecEnv(os.Environ(), c.EnvDeny, c.EnvAdd)
+	}
+	return spec
 }

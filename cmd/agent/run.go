@@ -19,11 +19,10 @@ func runWrapped(args []string, getenv func(string) string, stderr io.Writer) int
 		fmt.Fprintf(stderr, "outrider run: no command: want outrider run -- CMD ARGS…\n")
 		return exitUsage
 	}
-	cfg, ok := loadConfig(getenv, stderr)
+	a, ok := agentFromEnv(getenv, stderr)
 	if !ok {
 		return exitUsage
 	}
-	a := newAgent(cfg, newLogger(cfg.Log, stderr))
 	a.wrapMode, a.childArgv = true, args
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)

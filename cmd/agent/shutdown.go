@@ -31,6 +31,7 @@ func (a *agent) addShutdown() error {
 		return err
 	}
 	a.drain = seq
+	a.onDrainTimings = seq.SetTimings
 	a.status["drain"] = func() any {
 		delay, timeout := seq.Timings()
 		return map[string]any{

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,23 +40,43 @@ type instance struct {
 	appStarted time.Time
 }
 
+// replicaEnv is outrider's environment for one replica of service echo
+// registered in srv as id, with the app on appAddr behind the proxy on
+// proxy, probed over HTTP every scalePeriod.
+func replicaEnv(srv *consultest.Server, id, appAddr, proxy string) []string {
+	_, port, _ := strings.Cut(proxy, ":")
+	return []string{
+		"OUTRIDER_REGISTRY=consul", "CONSUL_HTTP_ADDR=" + srv.URL(),
+		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + id,
+		"OUTRIDER_SERVICE_ADDRESS=127.0.0.1", "OUTRIDER_SERVICE_PORT=" + port,
+		"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_PROXY_LISTEN=" + proxy,
+		"OUTRIDER_PROBE=http://" + appAddr + "/healthz", "OUTRIDER_PROBE_PERIOD=" + scalePeriod.String(),
+		"OUTRIDER_CHECK_TTL=3s",
+	}
+}
+
+// startReplicas starts n replicas and waits until Consul has them passing.
+func startReplicas(t *testing.T, srv *consultest.Server, n int) []*instance {
+	t.Helper()
+	var ins []*instance
+	for i := range n {
+		ins = append(ins, startInstance(t, srv, fmt.Sprintf("echo-%d", i+1), false))
+	}
+	for _, in := range ins {
+		waitPassing(t, srv, in.id, 20*time.Second)
+	}
+	return ins
+}
+
 // startInstance starts outrider first, as a native sidecar starts before
 // the app, and then the app unless lateApp is set.
 func startInstance(t *testing.T, srv *consultest.Server, id string, lateApp bool, env ...string) *instance {
 	t.Helper()
 	in := &instance{t: t, id: id, appAddr: testbin.FreeAddr(t), proxy: testbin.FreeAddr(t)}
-	_, port, _ := strings.Cut(in.proxy, ":")
-	base := []string{
-		"OUTRIDER_REGISTRY=consul", "CONSUL_HTTP_ADDR=" + srv.URL(),
-		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + id,
-		"OUTRIDER_SERVICE_ADDRESS=127.0.0.1", "OUTRIDER_SERVICE_PORT=" + port,
-		"OUTRIDER_APP_ADDR=" + in.appAddr, "OUTRIDER_PROXY_LISTEN=" + in.proxy,
-		"OUTRIDER_PROBE=http://" + in.appAddr + "/healthz",
-		"OUTRIDER_PROBE_PERIOD=" + scalePeriod.String(), "OUTRIDER_PROBE_TIMEOUT=" + scalePeriod.String(),
-		"OUTRIDER_CHECK_TTL=3s",
-		"OUTRIDER_DRAIN_DELAY=" + scaleDrainDelay.String(), "OUTRIDER_DRAIN_TIMEOUT=10s",
-		"OUTRIDER_LOG_FORMAT=text",
-	}
+	base := append(replicaEnv(srv, id, in.appAddr, in.proxy),
+		"OUTRIDER_PROBE_TIMEOUT="+scalePeriod.String(),
+		"OUTRIDER_DRAIN_DELAY="+scaleDrainDelay.String(), "OUTRIDER_DRAIN_TIMEOUT=10s",
+		"OUTRIDER_LOG_FORMAT=text")
 	in.outrider = startOutrider(t, 20*time.Second, append(base, env...)...)
 	if !lateApp {
 		in.startApp()
@@ -150,13 +171,7 @@ func loadResult(t *testing.T, p *testbin.Proc, limit time.Duration) loadSummary 
 func TestShutdownZeroLossScaleIn(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t)
-	var ins []*instance
-	for i := range 3 {
-		ins = append(ins, startInstance(t, srv, fmt.Sprintf("echo-%d", i+1), false))
-	}
-	for _, in := range ins {
-		waitPassing(t, srv, in.id, 20*time.Second)
-	}
+	ins := startReplicas(t, srv, 3)
 	const rate, length = 500, 44 * time.Second
 	load := startLoad(t, srv, rate, length)
 	start := time.Now()
@@ -216,13 +231,7 @@ func TestShutdownZeroLossScaleIn(t *testing.T) {
 func TestShutdownWithoutDrainLosesRequests(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t)
-	var ins []*instance
-	for i := range 3 {
-		ins = append(ins, startInstance(t, srv, fmt.Sprintf("echo-%d", i+1), false))
-	}
-	for _, in := range ins {
-		waitPassing(t, srv, in.id, 20*time.Second)
-	}
+	ins := startReplicas(t, srv, 3)
 	const rate, length = 500, 12 * time.Second
 	load := startLoad(t, srv, rate, length)
 	<-time.After(4 * time.Second)
@@ -471,5 +480,24 @@ func TestShutdownGracePeriodWarning(t *testing.T) {
 	code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_GRACE_PERIOD=30s"}, "check-config")
 	if code != exitOK || !strings.Contains(out, "# warning: OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 40s does not fit in OUTRIDER_GRACE_PERIOD (30s)") {
 		t.Errorf("exit %d, output:\n%s\nwant exit 0 and the warning", code, out)
+	}
+}
+
+// TestShutdownTakesReloadedTimings: a drain delay changed in the config
+// file is the delay of the next drain.
+func TestShutdownTakesReloadedTimings(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	writeFile(t, file, "drain_delay: 0s\n")
+	o := startOutrider(t, 20*time.Second, "OUTRIDER_CONFIG_FILE="+file, "OUTRIDER_DRAIN_DELAY=0s")
+	replaceFile(t, file, "drain_delay: 1500ms\ndrain_timeout: 2s\n")
+	waitMetric(t, o.metrics, `outrider_config_reload_total{result="success"}`, 1, 10*time.Second)
+	code, body := httpDo(t, mustRequest(t, http.MethodPost, o.admin+"/prestop"))
+	var rep shutdown.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil || code != http.StatusOK {
+		t.Fatalf("/prestop: %d %q", code, body)
+	}
+	if rep.DelaySeconds < 1.5 || rep.DelaySeconds > 3 {
+		t.Errorf("drain delay served: got %.2fs, want the reloaded 1.5s", rep.DelaySeconds)
 	}
 }

@@ -33,17 +33,9 @@ func startWrapped(t *testing.T, srv *consultest.Server, id string, echoArgs ...s
 	w := &wrapped{srv: srv, id: id, appAddr: testbin.FreeAddr(t), proxy: testbin.FreeAddr(t)}
 	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
 	w.metrics, w.admin = "http://"+metrics, "http://"+admin
-	_, port, _ := strings.Cut(w.proxy, ":")
-	env := []string{
-		"OUTRIDER_REGISTRY=consul", "CONSUL_HTTP_ADDR=" + srv.URL(),
-		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + id,
-		"OUTRIDER_SERVICE_ADDRESS=127.0.0.1", "OUTRIDER_SERVICE_PORT=" + port,
-		"OUTRIDER_APP_ADDR=" + w.appAddr, "OUTRIDER_PROXY_LISTEN=" + w.proxy,
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
-		"OUTRIDER_PROBE=http://" + w.appAddr + "/healthz", "OUTRIDER_PROBE_PERIOD=200ms",
-		"OUTRIDER_CHECK_TTL=3s", "OUTRIDER_DRAIN_DELAY=1s", "OUTRIDER_DRAIN_TIMEOUT=5s",
-		"OUTRIDER_APP_STOP_TIMEOUT=5s",
-	}
+	env := append(replicaEnv(srv, id, w.appAddr, w.proxy),
+		"OUTRIDER_METRICS_LISTEN="+metrics, "OUTRIDER_ADMIN_LISTEN="+admin,
+		"OUTRIDER_DRAIN_DELAY=1s", "OUTRIDER_DRAIN_TIMEOUT=5s", "OUTRIDER_APP_STOP_TIMEOUT=5s")
 	args := append([]string{"run", "--", testbin.Echo(t), "-listen", w.appAddr}, echoArgs...)
 	w.Proc = testbin.Start(t, testbin.Outrider(t), env, args...)
 	waitPassing(t, srv, id, 20*time.Second)
