@@ -135,7 +135,13 @@ type Proxy struct {
 	drainRep  DrainReport
 	drainErr  error
 	stop      chan struct{} // closed to stop Serve
-	wg        sync.WaitGroup
+	// acceptFailing is set while accepts fail for want of descriptors;
+	// a connection that closes meanwhile wakes the retry on acceptWake.
+	acceptFailing atomic.Bool
+	acceptWake    chan struct{}
+	// acceptQuiet overrides acceptQuiet in tests.
+	acceptQuiet time.Duration
+	wg          sync.WaitGroup
 }
 
 // New returns a proxy to cfg.Upstream whose metrics are registered on reg.
@@ -153,6 +159,8 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 		drained:   make(chan struct{}, 1),
 		drainDone: make(chan struct{}),
 		stop:      make(chan struct{}),
+		// One wake-up pending is enough.
+		acceptWake: make(chan struct{}, 1),
 	}
 	m, err := newMetrics(reg, cfg.QPSWindow, cfg.Now, &p.tunnels)
 	if err != nil {
@@ -186,7 +194,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 	var err error
-	var retry acceptRetry
+	retry := acceptRetry{quiet: p.acceptQuiet}
 	for {
 		nc, aerr := ln.Accept()
 		if aerr != nil {
@@ -208,7 +216,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			p.closeOnce()
 			break
 		}
-		retry.recovered(p, ln)
+		retry.accepted(p, ln)
 		c := p.newConn(nc)
 		if c == nil {
 			continue
@@ -322,6 +330,14 @@ func (p *Proxy) forget(c *conn) {
 	p.mu.Unlock()
 	if !c.tunnel {
 		p.leaveActive()
+	}
+	if p.acceptFailing.Load() {
+		// A descriptor came free: retry the accept now, not at the end of
+		// the backoff.
+		select {
+		case p.acceptWake <- struct{}{}:
+		default:
+		}
 	}
 	p.wg.Done()
 }

@@ -46,6 +46,8 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	const quiet = 50 * time.Millisecond
+	p.acceptQuiet = quiet
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +58,7 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, ln) }()
 	tp := &testProxy{Proxy: p, addr: inner.Addr().String(), reg: reg}
-	client := newClient()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 	get := func() {
 		t.Helper()
 		resp, err := client.Get("http://" + tp.addr + "/")
@@ -69,14 +71,26 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 			t.Fatalf("GET through the proxy: got %d, want 200", resp.StatusCode)
 		}
 	}
-	// Two episodes of failures, each ended by a request served. The
+	// recoverEpisode serves requests, one connection each, until the episode is
+	// logged as over: accepts went the quiet time without failing.
+	recoverEpisode := func(episodes int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for logs.Count("proxy accepting connections again") < episodes {
+			if time.Now().After(deadline) {
+				t.Fatalf("episode %d never logged as over:\n%s", episodes, logs.String())
+			}
+			get()
+			time.Sleep(quiet / 5)
+		}
+	}
+	// Two episodes of failures, each followed by requests served. The
 	// second starts after the accept already waiting takes one.
 	get()
-	client.CloseIdleConnections()
+	recoverEpisode(1)
 	ln.fail.Store(7)
 	get()
-	client.CloseIdleConnections()
-	get()
+	recoverEpisode(2)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
