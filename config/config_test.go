@@ -48,6 +48,11 @@ func TestDefaults(t *testing.T) {
 		{"qps window", c.Listen.QPSWindow, 10 * time.Second},
 		{"drain delay", c.Drain.Delay, 5 * time.Second},
 		{"drain timeout", c.Drain.Timeout, 25 * time.Second},
+		{"proxy max conns auto", c.Proxy.MaxConns, 0},
+		{"tunnel idle timeout", c.Proxy.TunnelIdleTimeout, time.Hour},
+		{"underscore headers dropped", c.Proxy.KeepUnderscoreHeaders, false},
+		{"probe env deny", c.Probe.EnvDeny, []string(nil)},
+		{"probe env add", c.Probe.EnvAdd, []string(nil)},
 		{"log format", c.Log.Format, "json"},
 		{"log level", c.Log.Level, "info"},
 	}
@@ -124,6 +129,21 @@ func TestGoodValues(t *testing.T) {
 		{"app process regexp",
 			map[string]string{"OUTRIDER_APP_PROCESS": "java .*-jar app"},
 			func(c Config) (any, any) { return c.App.Process.String(), "java .*-jar app" }},
+		{"proxy limits",
+			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "5000", "OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT": "10m", "OUTRIDER_PROXY_UNDERSCORE_HEADERS": "Keep"},
+			func(c Config) (any, any) {
+				return [3]any{c.Proxy.MaxConns, c.Proxy.TunnelIdleTimeout, c.Proxy.KeepUnderscoreHeaders},
+					[3]any{5000, 10 * time.Minute, true}
+			}},
+		{"max conns auto",
+			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "auto"},
+			func(c Config) (any, any) { return c.Proxy.MaxConns, 0 }},
+		{"exec probe environment",
+			map[string]string{"OUTRIDER_PROBE": "exec:/bin/true", "OUTRIDER_PROBE_ENV": "PGHOST=db, PGPASSWORD = pw=1", "OUTRIDER_PROBE_ENV_DENY": "AWS_SECRET_ACCESS_KEY, VAULT_TOKEN"},
+			func(c Config) (any, any) {
+				return [2]any{c.Probe.EnvAdd, c.Probe.EnvDeny},
+					[2]any{[]string{"PGHOST=db", "PGPASSWORD=pw=1"}, []string{"AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN"}}
+			}},
 		{"zero drain delay is allowed",
 			map[string]string{"OUTRIDER_DRAIN_DELAY": "0s"},
 			func(c Config) (any, any) { return c.Drain.Delay, time.Duration(0) }},
@@ -205,6 +225,7 @@ func TestSecretsNeverPrint(t *testing.T) {
 		"OUTRIDER_ADMIN_TOKEN":   "tok-s3cr3t",
 		"OUTRIDER_PROBE":         "http://127.0.0.1:8080/healthz",
 		"OUTRIDER_PROBE_HEADERS": "Authorization: Bearer hdr-s3cr3t",
+		"OUTRIDER_PROBE_ENV":     "PROBE_TOKEN=env-s3cr3t",
 	})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -213,10 +234,13 @@ func TestSecretsNeverPrint(t *testing.T) {
 	for _, s := range c.Effective() {
 		all.WriteString(s.Var + "=" + s.Value + "\n")
 	}
-	for _, secret := range []string{"tok-s3cr3t", "hdr-s3cr3t"} {
+	for _, secret := range []string{"tok-s3cr3t", "hdr-s3cr3t", "env-s3cr3t"} {
 		if strings.Contains(all.String(), secret) {
 			t.Errorf("Effective() shows %q:\n%s", secret, all.String())
 		}
+	}
+	if !strings.Contains(all.String(), "OUTRIDER_PROBE_ENV=PROBE_TOKEN=********") {
+		t.Errorf("Effective() does not show the masked probe variable's name:\n%s", all.String())
 	}
 	if !strings.Contains(all.String(), "OUTRIDER_PROBE_HEADERS=Authorization: ********") {
 		t.Errorf("Effective() does not show the masked header name:\n%s", all.String())

@@ -184,9 +184,9 @@ func TestRunnerPublishesTransitions(t *testing.T) {
 		}
 	}
 	wantTransitions := []Verdict{
-		{Healthy: true, Output: "up", Since: t0},
-		{Healthy: false, Output: "broken", Since: t0.Add(25 * time.Second)},
-		{Healthy: true, Output: "back", Since: t0.Add(30 * time.Second)},
+		{Healthy: true, Output: "up", Summary: "probe passed: up", Since: t0},
+		{Healthy: false, Output: "broken", Summary: "probe could not run: broken", Since: t0.Add(25 * time.Second)},
+		{Healthy: true, Output: "back", Summary: "probe passed: back", Since: t0.Add(30 * time.Second)},
 	}
 	if !equalVerdicts(transitions, wantTransitions) {
 		t.Errorf("transitions = %+v, want %+v", transitions, wantTransitions)
@@ -266,7 +266,7 @@ func equalVerdicts(a, b []Verdict) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Healthy != b[i].Healthy || a[i].Output != b[i].Output || !a[i].Since.Equal(b[i].Since) {
+		if a[i].Healthy != b[i].Healthy || a[i].Output != b[i].Output || a[i].Summary != b[i].Summary || !a[i].Since.Equal(b[i].Since) {
 			return false
 		}
 	}

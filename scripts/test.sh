@@ -20,6 +20,7 @@ go vet ./...
 # outrider's go.mod): vet and test it too.
 (cd bench && go vet ./...)
 go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
+go test -run '^$' -fuzz '^FuzzResponse$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
 log=$(mktemp)

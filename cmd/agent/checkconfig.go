@@ -61,6 +61,13 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 		}
 	}
+	if fds, err := raiseFDLimit(); err == nil {
+		conns := fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d", cfg.Proxy.MaxConns)
+		if cfg.Proxy.MaxConns == 0 {
+			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", fds.maxConns())
+		}
+		fmt.Fprintf(stdout, "# open files: hard limit %d; outrider raises the soft limit to it at start-up, as Go does; %s\n", fds.hard, conns)
+	}
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(stdout, "# warning: %s\n", w)
 	}

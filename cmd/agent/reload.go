@@ -160,7 +160,7 @@ func reloadable(cur, next config.Config) config.Config {
 func (r *reloader) apply(next config.Config) error {
 	a, cur := r.a, r.cur
 	if a.prober != nil && probeChanged(cur.Probe, next.Probe) {
-		if err := a.prober.Reconfigure(next.Probe.Spec, schedule(next.Probe)); err != nil {
+		if err := a.prober.Reconfigure(probeSpec(next.Probe), schedule(next.Probe)); err != nil {
 			return err
 		}
 	}
