@@ -137,6 +137,9 @@ func (g *generator) pace(ctx context.Context, start time.Time, steps []step, tok
 				}
 			}
 			sec := g.second(time.Since(start))
+			// A request waits for a free worker up to its own interval;
+			// past that the client, not the server, is the limit.
+			wait := time.NewTimer(interval)
 			select {
 			case tokens <- struct{}{}:
 				g.mu.Lock()
@@ -144,11 +147,12 @@ func (g *generator) pace(ctx context.Context, start time.Time, steps []step, tok
 				sec.Offered = st.rate
 				g.sum.Requests++
 				g.mu.Unlock()
-			default:
+			case <-wait.C:
 				g.mu.Lock()
 				g.sum.Skipped++
 				g.mu.Unlock()
 			}
+			wait.Stop()
 		}
 		stepStart = stepStart.Add(st.d)
 	}

@@ -34,7 +34,7 @@ func main() {
 	duration := flag.Duration("duration", 30*time.Second, "how long to send at -rate")
 	profile := flag.String("profile", "", "rate profile RATE:DURATION,… (overrides -rate and -duration)")
 	path := flag.String("path", "/", "request path")
-	workers := flag.Int("workers", 64, "concurrent requests at most")
+	workers := flag.Int("workers", 256, "concurrent requests at most")
 	timeout := flag.Duration("timeout", 10*time.Second, "one request's limit")
 	flag.Parse()
 
