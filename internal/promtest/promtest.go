@@ -195,6 +195,12 @@ type Sample struct {
 // Query evaluates expr at the current time and returns the instant vector
 // it gives. A query that is not a vector is an error.
 func (s *Server) Query(ctx context.Context, expr string) ([]Sample, error) {
+	return s.QueryAt(ctx, expr, time.Time{})
+}
+
+// QueryAt is Query evaluated at the time at (now when zero), so that two
+// queries can read the same moment.
+func (s *Server) QueryAt(ctx context.Context, expr string, at time.Time) ([]Sample, error) {
 	var data struct {
 		ResultType string `json:"resultType"`
 		Result     []struct {
@@ -202,7 +208,11 @@ func (s *Server) Query(ctx context.Context, expr string) ([]Sample, error) {
 			Value  [2]any            `json:"value"`
 		} `json:"result"`
 	}
-	if err := s.get(ctx, "/api/v1/query?query="+url.QueryEscape(expr), &data); err != nil {
+	q := url.Values{"query": {expr}}
+	if !at.IsZero() {
+		q.Set("time", strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64))
+	}
+	if err := s.get(ctx, "/api/v1/query?"+q.Encode(), &data); err != nil {
 		return nil, fmt.Errorf("query %q: %w", expr, err)
 	}
 	if data.ResultType != "vector" {
