@@ -327,18 +327,19 @@ func (s *Server) get(ctx context.Context, path string, data any) error {
 // bin/prometheus in the module root. It fails the test when neither is.
 func Binary(t testing.TB) string {
 	t.Helper()
-	return find(t, "OUTRIDER_PROMETHEUS_BIN", "prometheus", false)
+	return find(t, "OUTRIDER_PROMETHEUS_BIN", "prometheus")
 }
 
 // Promtool finds the promtool binary: $OUTRIDER_PROMTOOL_BIN, else
-// bin/promtool in the module root, else promtool on PATH (Debian's is
-// enough to check rules). It fails the test when none is.
+// bin/promtool in the module root. It fails the test when neither is.
+// The one from the same build as the server, not an older one on PATH, so
+// that `promtool test rules` reads the same rule language the tests run.
 func Promtool(t testing.TB) string {
 	t.Helper()
-	return find(t, "OUTRIDER_PROMTOOL_BIN", "promtool", true)
+	return find(t, "OUTRIDER_PROMTOOL_BIN", "promtool")
 }
 
-func find(t testing.TB, envVar, name string, onPath bool) string {
+func find(t testing.TB, envVar, name string) string {
 	t.Helper()
 	if p := os.Getenv(envVar); p != "" {
 		return p
@@ -346,11 +347,6 @@ func find(t testing.TB, envVar, name string, onPath bool) string {
 	if root, err := consultest.ModuleRoot(); err == nil {
 		p := filepath.Join(root, "bin", name)
 		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if onPath {
-		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
 	}
