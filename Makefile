@@ -2,21 +2,27 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+BIN     ?= bin
 LDFLAGS := -s -w \
 	-X github.com/outrider-sidecar/outrider/internal/version.Version=$(VERSION) \
 	-X github.com/outrider-sidecar/outrider/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build outrider echo consul prometheus test demo bench fuzz clean
+.PHONY: all build outrider echo loadgen consul prometheus test demo bench fuzz clean
 
 all: build
 
-build: outrider echo
+build: outrider echo loadgen
 
+# The release build: the Dockerfile runs `make outrider` too, so these flags
+# live here only (deploy/dockerfile_test.go checks that the two agree).
 outrider:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outrider ./cmd/agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/outrider ./cmd/agent
 
 echo:
-	$(GO) build -o bin/echo ./examples/echo
+	$(GO) build -o $(BIN)/echo ./examples/echo
+
+loadgen:
+	$(GO) build -o bin/loadgen ./examples/loadgen
 
 # A real Consul for tests and the demo: v1.14.0 (MPL-2.0), built once from
 # the Go module proxy through the separate tools module.

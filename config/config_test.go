@@ -3,6 +3,8 @@ package config
 import (
 	"bufio"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -253,6 +255,148 @@ func TestEffectiveListsEveryVariable(t *testing.T) {
 	for _, field := range strings.FieldsFunc(string(src), func(r rune) bool { return r == '"' }) {
 		if strings.HasPrefix(field, "OUTRIDER_") && !strings.ContainsAny(field, " =") && !seen[field] {
 			t.Errorf("%s is read but not in Effective()", field)
+		}
+	}
+}
+
+// TestLoadBadFiles reads testdata/invalid-file-*: config files whose "#
+// want:" lines (or, for JSON, the file's name with .want) hold every error
+// expected, in order.
+func TestLoadBadFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/invalid-file-*")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, ".want") {
+			continue
+		}
+		t.Run(strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)), func(t *testing.T) {
+			want := wantLines(t, f)
+			_, err := LoadWithFile(func(k string) string {
+				return map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": f}[k]
+			}, "host1", func() (string, error) { return "10.0.0.7", nil })
+			if err == nil {
+				t.Fatalf("LoadWithFile succeeded, want errors:\n%s", strings.Join(want, "\n"))
+			}
+			var got []string
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				var fe *FileError
+				if !errors.As(e, &fe) {
+					t.Errorf("error %v is not a *config.FileError", e)
+				}
+				got = append(got, e.Error())
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("errors:\n got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+// wantLines returns the "# want: " lines of path, or the lines of
+// path.want when it exists (JSON has no comments).
+func wantLines(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path + ".want")
+	prefix := ""
+	if err != nil {
+		if data, err = os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		prefix = "# want: "
+	}
+	var want []string
+	for line := range strings.Lines(string(data)) {
+		if w, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), prefix); ok && w != "" {
+			want = append(want, w)
+		}
+	}
+	return want
+}
+
+func TestLoadWithFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := map[string]string{
+		"OUTRIDER_SERVICE_NAME": "web", "OUTRIDER_SERVICE_TAGS": "from-env", "OUTRIDER_SERVICE_META": "team=env",
+		"OUTRIDER_PROBE_PERIOD": "7s", "OUTRIDER_DRAIN_TIMEOUT": "9s",
+	}
+	tests := []struct {
+		name    string
+		file    string
+		tags    []string
+		meta    map[string]string
+		period  time.Duration
+		timeout time.Duration
+		probe   string
+		level   string
+	}{
+		{"yaml lists and maps", "service_tags: [blue, v2]\nservice_meta: {team: shop, tier: gold}\nprobe: http://127.0.0.1:8080/healthz\nprobe_period: 2s\nlog_level: debug\n",
+			[]string{"blue", "v2"}, map[string]string{"team": "shop", "tier": "gold"}, 2 * time.Second, 9 * time.Second, "http://127.0.0.1:8080/healthz", "debug"},
+		{"the environment's comma forms", "service_tags: \"blue,v2\"\nservice_meta: team=shop\n",
+			[]string{"blue", "v2"}, map[string]string{"team": "shop"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"json", `{"service_tags": ["blue"], "drain_timeout": "3s"}`,
+			[]string{"blue"}, map[string]string{"team": "env"}, 7 * time.Second, 3 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"what the file leaves out comes from the environment", "drain_delay: 1s\n",
+			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"an empty list clears the environment's tags", "service_tags: []\n",
+			nil, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"an empty file", "",
+			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := maps.Clone(env)
+			e["OUTRIDER_CONFIG_FILE"] = write(fmt.Sprintf("f%d.yaml", i), tc.file)
+			c, err := LoadWithFile(func(k string) string { return e[k] }, "host1", func() (string, error) { return "10.0.0.7", nil })
+			if err != nil {
+				t.Fatalf("LoadWithFile: %v", err)
+			}
+			for _, chk := range []struct {
+				name      string
+				got, want any
+			}{
+				{"tags", c.Service.Tags, tc.tags},
+				{"meta", c.Service.Meta, tc.meta},
+				{"probe period", c.Probe.Period, tc.period},
+				{"drain timeout", c.Drain.Timeout, tc.timeout},
+				{"probe", c.Probe.Spec.String(), tc.probe},
+				{"log level", c.Log.Level, tc.level},
+				{"service id (not from the file)", c.Service.ID, "web-host1"},
+			} {
+				if !reflect.DeepEqual(chk.got, chk.want) {
+					t.Errorf("%s = %#v, want %#v", chk.name, chk.got, chk.want)
+				}
+			}
+		})
+	}
+
+	t.Run("a missing file names it", func(t *testing.T) {
+		e := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": filepath.Join(dir, "absent.yaml")}
+		_, err := LoadWithFile(func(k string) string { return e[k] }, "host1", nil)
+		if err == nil || !strings.Contains(err.Error(), "read config file (OUTRIDER_CONFIG_FILE): open "+filepath.Join(dir, "absent.yaml")) {
+			t.Errorf("LoadWithFile = %v, want the read error naming the file", err)
+		}
+	})
+}
+
+// TestReloadableKeysAreVariables checks that every reloadable setting is a
+// variable of the contract, so its key means something.
+func TestReloadableKeysAreVariables(t *testing.T) {
+	known := map[string]bool{}
+	for _, s := range (Config{}).Effective() {
+		known[s.Var] = true
+	}
+	for _, name := range Reloadable() {
+		if !known[name] {
+			t.Errorf("%s is reloadable but not a variable", name)
 		}
 	}
 }

@@ -590,6 +590,8 @@ func (c *conn) stopBody(abort bool) (bodyResult, bool) {
 // 101 until either side closes.
 func (c *conn) runTunnel(u *upConn) {
 	c.tunnel = true
+	c.p.tunnels.Add(1)
+	defer c.p.leaveTunnel()
 	c.p.leaveActive()
 	_ = c.nc.SetDeadline(time.Time{})
 	_ = u.nc.SetDeadline(time.Time{})

@@ -93,6 +93,17 @@ func (m *metrics) count(method, code int, d time.Duration, end time.Time, reqByt
 	m.rate.add(end)
 }
 
+// answered returns the number of requests counted so far.
+func (m *metrics) answered() uint64 {
+	var n uint64
+	for method := range m.requests {
+		for code := range m.requests[method] {
+			n += m.requests[method][code].Load()
+		}
+	}
+	return n
+}
+
 // requestsCollector exposes the request counters at scrape time; a series
 // appears once its first request is counted.
 type requestsCollector struct{ m *metrics }

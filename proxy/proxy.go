@@ -111,12 +111,18 @@ type Proxy struct {
 	ln       net.Listener
 	conns    map[*conn]struct{}
 	draining atomic.Bool
-	// active counts connections that are not tunnels; while draining, the
-	// last one to go signals drained.
+	// active counts connections that are not tunnels, tunnels the upgraded
+	// ones; while draining, the last one to go signals drained.
 	active  atomic.Int64
+	tunnels atomic.Int64
 	drained chan struct{}
-	stop    chan struct{} // closed to stop Serve
-	wg      sync.WaitGroup
+	// drainDone is closed when the first Drain returns, with drainRep and
+	// drainErr set.
+	drainDone chan struct{}
+	drainRep  DrainReport
+	drainErr  error
+	stop      chan struct{} // closed to stop Serve
+	wg        sync.WaitGroup
 }
 
 // New returns a proxy to cfg.Upstream whose metrics are registered on reg.
@@ -137,6 +143,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 		pool:      newPool(cfg.Upstream, cfg.DialTimeout, cfg.MaxIdleUpstream),
 		conns:     map[*conn]struct{}{},
 		drained:   make(chan struct{}, 1),
+		drainDone: make(chan struct{}),
 		stop:      make(chan struct{}),
 	}
 	p.h2 = newH2Server(p)
@@ -260,62 +267,6 @@ func (p *Proxy) Status() Status {
 	}
 }
 
-// Drain stops accepting connections, closes idle keep-alive connections,
-// answers the requests in flight with "Connection: close", and waits for
-// them to finish. When ctx ends first, it closes the remaining connections
-// and returns an error naming how many requests were cut. Tunnels
-// (WebSocket, HTTP/2) are closed once the plain requests are done; HTTP/2
-// connections get a GOAWAY first.
-func (p *Proxy) Drain(ctx context.Context) error {
-	if p.draining.Swap(true) {
-		// A second call waits like the first.
-		return p.waitDrained(ctx)
-	}
-	p.mu.Lock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-	}
-	for c := range p.conns {
-		c.pokeIfIdle()
-	}
-	p.mu.Unlock()
-
-	h2done := make(chan struct{})
-	go func() {
-		defer close(h2done)
-		p.h2.shutdown(ctx)
-	}()
-	err := p.waitDrained(ctx)
-	<-h2done
-	p.closeAll()
-	p.closeOnce()
-	return err
-}
-
-// waitDrained waits until no connection but tunnels is left, or ctx ends.
-func (p *Proxy) waitDrained(ctx context.Context) error {
-	for p.active.Load() > 0 {
-		select {
-		case <-p.drained:
-		case <-ctx.Done():
-			n := p.InFlight()
-			p.closeAll()
-			return fmt.Errorf("proxy: drain: %d requests still in flight: %w", n, ctx.Err())
-		}
-	}
-	return nil
-}
-
-// closeAll closes every client connection left.
-func (p *Proxy) closeAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		_ = c.nc.Close()
-	}
-	p.h2.close()
-}
-
 func (p *Proxy) newConn(nc net.Conn) *conn {
 	c := &conn{p: p, nc: nc}
 	p.mu.Lock()
@@ -340,14 +291,4 @@ func (p *Proxy) forget(c *conn) {
 		p.leaveActive()
 	}
 	p.wg.Done()
-}
-
-// leaveActive notes that a connection stopped being a plain one.
-func (p *Proxy) leaveActive() {
-	if p.active.Add(-1) == 0 && p.draining.Load() {
-		select {
-		case p.drained <- struct{}{}:
-		default:
-		}
-	}
 }

@@ -13,6 +13,13 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+# deploy/ is its own Go module (kustomize, buildkit and k8s.io/api stay out
+# of outrider's go.mod): its tests check the Dockerfile, deploy/k8s,
+# deploy/systemd and what `outrider inject` writes.
+(cd deploy && go vet ./...)
+# bench/ is its own module (the chart's plotting library stays out of
+# outrider's go.mod): vet and test it too.
+(cd bench && go vet ./...)
 go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
@@ -22,6 +29,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
+(cd deploy && go test -count=1 -v -timeout 10m ./...) 2>&1 | tee -a "$log" || status=$?
+(cd bench && go test -count=1 -race -v ./...) 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -c -- '^\s*--- PASS' "$log" || true)
 failed=$(grep -c -- '^\s*--- FAIL' "$log" || true)

@@ -9,17 +9,12 @@ import (
 // addProbe wires the prober and its threshold state machine; sets condApp and subscribeVerdicts.
 func (a *agent) addProbe() error {
 	c := a.cfg.Probe
-	runner, err := probe.NewRunner(c.Spec, probe.Schedule{
-		InitialDelay:     c.InitialDelay,
-		Period:           c.Period,
-		Timeout:          c.Timeout,
-		FailureThreshold: c.FailureThreshold,
-		SuccessThreshold: c.SuccessThreshold,
-	}, a.log.With("component", "probe"), a.reg)
+	runner, err := probe.NewRunner(c.Spec, schedule(c), a.log.With("component", "probe"), a.reg)
 	if err != nil {
 		return err
 	}
-	a.subscribeVerdicts = runner.Subscribe
+	a.subscribeVerdicts = runner.Watch
+	a.prober = runner
 	a.status["probe"] = func() any { return runner.Status() }
 
 	// The probe runner: probes the app on its schedule until stopped.

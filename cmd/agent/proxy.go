@@ -42,8 +42,16 @@ func (a *agent) addProxy() error {
 	})
 	a.status["proxy"] = func() any { return p.Status() }
 	a.log.Info("listening", "server", "proxy", "addr", ln.Addr().String(), "app", a.cfg.App.Addr)
-	// The proxy: forwards client connections to the app until interrupted,
-	// then drains within OUTRIDER_DRAIN_TIMEOUT.
-	a.addContext("proxy", func(ctx context.Context) error { return p.Serve(ctx, ln) })
+	// The proxy: forwards client connections to the app until the drain
+	// sequence drains it, or until interrupted, when it drains within
+	// OUTRIDER_DRAIN_TIMEOUT. A drained proxy waits for the stop: outrider
+	// keeps answering /ready and /metrics until it is told to exit.
+	a.addContext("proxy", func(ctx context.Context) error {
+		if err := p.Serve(ctx, ln); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	})
 	return nil
 }

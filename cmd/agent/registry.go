@@ -26,7 +26,7 @@ func (a *agent) addRegistry() error {
 	if err != nil {
 		return err
 	}
-	r, err := register.New(client, registration(a.cfg), register.Options{
+	r, err := register.New(client.Agent(), registration(a.cfg), register.Options{
 		ConsulAddr: addr,
 		Log:        a.log.With("component", "register"),
 		Registerer: a.reg,
