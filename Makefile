@@ -7,7 +7,7 @@ LDFLAGS := -s -w \
 	-X github.com/outrider-sidecar/outrider/internal/version.Version=$(VERSION) \
 	-X github.com/outrider-sidecar/outrider/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build outrider echo loadgen consul test demo bench fuzz clean
+.PHONY: all build outrider echo loadgen consul prometheus test demo bench fuzz clean
 
 all: build
 
@@ -31,7 +31,18 @@ bin/consul: tools/go.mod tools/go.sum
 	$(GO) build -modfile=tools/go.mod -o bin/consul github.com/hashicorp/consul
 	@touch bin/consul
 
-test: consul build
+# A real Prometheus and its promtool for tests, built once through their own
+# tools module (Debian's prometheus has no consul_sd_configs nor
+# kubernetes_sd_configs). Both binaries come from one build.
+prometheus: bin/prometheus bin/promtool
+bin/prometheus bin/promtool &: tools/prometheus/go.mod tools/prometheus/go.sum
+	@mkdir -p bin
+	cd tools/prometheus && $(GO) build -trimpath -o ../../bin/ \
+		github.com/prometheus/prometheus/cmd/prometheus \
+		github.com/prometheus/prometheus/cmd/promtool
+	@touch bin/prometheus bin/promtool
+
+test: consul prometheus build
 	bash scripts/test.sh
 
 demo: consul build

@@ -117,6 +117,21 @@ const (
 	UnderscoreKeep = "keep"
 )
 
+// MetricsPort is the port of the metrics listener, which every
+// registration carries as service meta MetricsPortMeta; 0 when the
+// listener is off or its port is chosen at start (port 0).
+func (l Listen) MetricsPort() int {
+	if l.Metrics == "" {
+		return 0
+	}
+	return portOf(l.Metrics)
+}
+
+// MetricsPortMeta is the service meta key that tells Prometheus' Consul
+// discovery where outrider's /metrics is. outrider sets it; a user's
+// OUTRIDER_SERVICE_META may not.
+const MetricsPortMeta = "metrics_port"
+
 // Drain is the shutdown timing.
 type Drain struct {
 	// Delay is how long new requests are still served after deregistering.
@@ -283,6 +298,12 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 			r.fail("OUTRIDER_SERVICE_ADDRESS", "", "is empty and no address could be found: "+err.Error()+" (set it, or POD_IP)")
 		}
 		s.Address = addr
+	}
+
+	if v, ok := s.Meta[MetricsPortMeta]; ok {
+		r.fail("OUTRIDER_SERVICE_META", MetricsPortMeta+"="+v, fmt.Sprintf(
+			"sets the key %s, which outrider sets from OUTRIDER_METRICS_LISTEN=%q (remove the pair: Prometheus finds /metrics through outrider's)",
+			MetricsPortMeta, c.Listen.Metrics))
 	}
 
 	defaultPort := portOf(c.App.Addr)

@@ -44,6 +44,7 @@ func TestDefaults(t *testing.T) {
 		{"deregister after", c.Registry.DeregisterCriticalAfter, time.Minute},
 		{"proxy", c.Listen.Proxy, ":15001"},
 		{"metrics", c.Listen.Metrics, ":15090"},
+		{"metrics port", c.Listen.MetricsPort(), 15090},
 		{"admin", c.Listen.Admin, "127.0.0.1:15000"},
 		{"qps window", c.Listen.QPSWindow, 10 * time.Second},
 		{"drain delay", c.Drain.Delay, 5 * time.Second},
@@ -143,6 +144,17 @@ func TestGoodValues(t *testing.T) {
 			func(c Config) (any, any) {
 				return [2]any{c.Probe.EnvAdd, c.Probe.EnvDeny},
 					[2]any{[]string{"PGHOST=db", "PGPASSWORD=pw=1"}, []string{"AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN"}}
+			}},
+		{"metrics port follows the metrics listener",
+			map[string]string{"OUTRIDER_METRICS_LISTEN": "10.0.0.7:9100"},
+			func(c Config) (any, any) { return c.Listen.MetricsPort(), 9100 }},
+		{"metrics port chosen at start is unknown",
+			map[string]string{"OUTRIDER_METRICS_LISTEN": "127.0.0.1:0"},
+			func(c Config) (any, any) { return c.Listen.MetricsPort(), 0 }},
+		{"other meta keys beside the metrics port",
+			map[string]string{"OUTRIDER_SERVICE_META": "metrics_path=/metrics,metrics_port_app=8081"},
+			func(c Config) (any, any) {
+				return c.Service.Meta, map[string]string{"metrics_path": "/metrics", "metrics_port_app": "8081"}
 			}},
 		{"zero drain delay is allowed",
 			map[string]string{"OUTRIDER_DRAIN_DELAY": "0s"},

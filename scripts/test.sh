@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, vet, unit, integration (against a
-# real Consul from bin/consul) and end-to-end tests. `make test` calls it
-# after building bin/consul, bin/outrider and bin/echo.
+# real Consul from bin/consul, a real Prometheus from bin/prometheus) and
+# end-to-end tests. `make test` calls it after building bin/consul,
+# bin/prometheus, bin/promtool, bin/outrider and bin/echo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
 go test -run '^$' -fuzz '^FuzzResponse$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
+export OUTRIDER_PROMETHEUS_BIN="$PWD/bin/prometheus"
+export OUTRIDER_PROMTOOL_BIN="$PWD/bin/promtool"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
