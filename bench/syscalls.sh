@@ -12,7 +12,10 @@
 #   TOOL=perf           perf (syscall tracepoints, does not slow the proxy)
 #                       or strace (strace -f -c; slows every call, so the
 #                       proxy finds data waiting more often than it would)
+#                       or callgrind (outrider only: instructions per request,
+#                       under valgrind, for REQUESTS requests sent by h2load)
 #   DURATION=5s         length of the counted wrk run
+#   REQUESTS=5000       requests of the callgrind run
 #   CONNECTIONS=32      wrk connections (wrk -t1)
 #   URLPATH=/           the request path (/bytes?n=16384 for 16 KiB answers)
 #   GOMAXPROCS=1        outrider's GOMAXPROCS (its default)
@@ -36,10 +39,15 @@ BASE_PORT=${BASE_PORT:-19080}
 die() { printf 'syscalls: %s\n' "$*" >&2; exit 1; }
 
 case $TARGET in outrider | nginx) ;; *) die "TARGET=$TARGET: want outrider or nginx" ;; esac
-case $TOOL in perf | strace) ;; *) die "TOOL=$TOOL: want perf or strace" ;; esac
+case $TOOL in perf | strace | callgrind) ;; *) die "TOOL=$TOOL: want perf, strace or callgrind" ;; esac
+[ "$TOOL" != callgrind ] || [ "$TARGET" = outrider ] || die "TOOL=callgrind measures outrider only"
+REQUESTS=${REQUESTS:-5000}
+[[ $REQUESTS =~ ^[1-9][0-9]*$ ]] || die "REQUESTS=$REQUESTS: want a positive integer"
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 5s"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS=$CONNECTIONS: want a positive integer"
-for t in wrk "$TOOL"; do
+tools=(wrk "$TOOL")
+[ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
+for t in "${tools[@]}"; do
 	command -v "$t" >/dev/null || die "$t is not installed"
 done
 [ "$TARGET" != nginx ] || command -v nginx >/dev/null || die "nginx is not installed"
@@ -86,6 +94,9 @@ take_port port
 if [ "$TARGET" = outrider ]; then
 	take_port metrics
 	take_port admin
+	VALGRIND=
+	# Go's asynchronous preemption signals are noise under valgrind.
+	[ "$TOOL" != callgrind ] || VALGRIND="env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind"
 	env OUTRIDER_REGISTRY=none \
 		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
 		"OUTRIDER_APP_ADDR=127.0.0.1:$app" \
@@ -93,6 +104,7 @@ if [ "$TARGET" = outrider ]; then
 		"OUTRIDER_ADMIN_LISTEN=127.0.0.1:$admin" \
 		OUTRIDER_LOG_LEVEL=warn OUTRIDER_DRAIN_DELAY=0s \
 		"GOMAXPROCS=$GOMAXPROCS" \
+		${VALGRIND:+$VALGRIND "--callgrind-out-file=$TMP/callgrind.out"} \
 		"$OUTRIDER_BIN" >"$TMP/outrider.log" 2>&1 &
 	PIDS+=($!)
 	procs=$!
@@ -137,6 +149,19 @@ requests_total() {
 }
 
 url="http://127.0.0.1:$port$URLPATH"
+if [ "$TOOL" = callgrind ]; then
+	h2load --h1 -n 1000 -c "$CONNECTIONS" "$url" >/dev/null
+	before=$(requests_total)
+	callgrind_control -z "${PIDS[1]}" >/dev/null 2>&1
+	h2load --h1 -n "$REQUESTS" -c "$CONNECTIONS" "$url" >"$TMP/h2load.out"
+	callgrind_control -d "${PIDS[1]}" >/dev/null 2>&1
+	requests=$(($(requests_total) - before))
+	ir=$(cat "$TMP"/callgrind.out.* | awk '/^totals:/ { n += $2 } END { print n + 0 }')
+	printf '# %s, callgrind, GOMAXPROCS=%s, h2load --h1 -n %s -c %s %s\n' "$TARGET" "$GOMAXPROCS" "$REQUESTS" "$CONNECTIONS" "$URLPATH"
+	printf '# requests %d\n' "$requests"
+	printf '%d instructions per request (user space, every thread)\n' $((ir / requests))
+	exit 0
+fi
 # A warm-up: connections to the app made, buffers pooled, stacks grown.
 wrk -t1 -c"$CONNECTIONS" -d1s "$url" >/dev/null
 
