@@ -36,6 +36,11 @@ type reader struct {
 	rn      int
 	rerr    error
 	writeFn func(fd uintptr) bool
+	// sendFn and the fields below serve sendThenFill: send is what is left
+	// to write, sending is set until it is all written.
+	sendFn  func(fd uintptr) bool
+	send    []byte
+	sending bool
 	// The write in progress, set by write; the body's goroutine may write
 	// to the app while the connection's goroutine reads from it, so these
 	// are apart from the read side's fields.
@@ -144,6 +149,7 @@ func (b *reader) rawWait(nc io.Reader) {
 	b.rc = rc
 	b.tryFn = b.try
 	b.writeFn = b.tryWrite
+	b.sendFn = b.trySend
 }
 
 // try is called by the poller whenever the connection may be readable.
@@ -208,4 +214,61 @@ func (b *reader) tryWrite(fd uintptr) bool {
 		b.wp = b.wp[n:]
 	}
 	return true
+}
+
+// sendThenFill writes p, a request, and then reads the first bytes of its
+// answer into the empty buffer, without the read that fill tries before it
+// waits: that read would find nothing, as the answer cannot be there yet.
+// Both happen inside one RawConn.Read, whose start resets the poller's
+// readiness: every byte of the answer arrives after it, as the request is
+// written after it, so its arrival wakes the wait; a wait started in a
+// RawConn.Read of its own could miss an answer that came before it.
+//
+// It returns what is left of p when the socket would not take it all (then
+// nothing was read and the caller writes the rest and fills as usual), or
+// all of p when nothing could be tried. A write error is returned as is; a
+// read deadline that passed after p was sent returns the timeout.
+func (b *reader) sendThenFill(p []byte) (rest []byte, err error) {
+	b.send, b.sending, b.werr = p, true, nil
+	b.rn, b.rerr = 0, nil
+	err = b.rc.Read(b.sendFn)
+	rest, werr, sent := b.send, b.werr, !b.sending
+	b.send, b.sending, b.werr = nil, false, nil
+	switch {
+	case werr != nil:
+		b.release()
+		return nil, werr
+	case len(rest) > 0:
+		return rest, nil
+	case err != nil:
+		b.release()
+		if !sent {
+			return p, nil
+		}
+		return nil, err
+	}
+	return nil, b.advance(b.rn, b.rerr)
+}
+
+// trySend writes the request of sendThenFill, and then, when the poller
+// says the socket is readable, reads.
+func (b *reader) trySend(fd uintptr) bool {
+	if !b.sending {
+		return b.try(fd)
+	}
+	for len(b.send) > 0 {
+		n, err := writeNow(fd, b.send)
+		switch {
+		case err == syscall.EAGAIN:
+			return true
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			b.werr = err
+			return true
+		}
+		b.send = b.send[n:]
+	}
+	b.sending = false
+	return false
 }
