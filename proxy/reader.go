@@ -6,8 +6,8 @@ import (
 	"syscall"
 )
 
-// bufSize is the read buffer of every connection, client or upstream: a
-// request or response head of that size is read in one go; larger heads
+// bufSize is the read buffer of every client connection: a
+// request head of that size is read in one go; larger heads
 // grow the buffer up to Config.MaxHeaderBytes.
 const bufSize = 4 << 10
 
@@ -25,7 +25,8 @@ var (
 // no buffer. A large head grows the buffer up to a limit.
 type reader struct {
 	rd   io.Reader
-	bp   *[]byte // the pooled buffer, when buf is one
+	pool *sync.Pool // where its buffers come from: smallBufs or copyBufs
+	bp   *[]byte    // the pooled buffer, when buf is one
 	buf  []byte
 	r, w int
 
@@ -49,7 +50,19 @@ type reader struct {
 }
 
 func newReader(rd io.Reader) *reader {
-	b := &reader{rd: rd}
+	return newReaderFrom(rd, &smallBufs)
+}
+
+// newAppReader returns the reader of an app connection. It reads into a
+// copy buffer: an answer of up to 32 KiB, head and body, is read in one
+// system call and written to the client in one. The buffer is held only
+// while an answer is being copied.
+func newAppReader(rd io.Reader) *reader {
+	return newReaderFrom(rd, &copyBufs)
+}
+
+func newReaderFrom(rd io.Reader, pool *sync.Pool) *reader {
+	b := &reader{rd: rd, pool: pool}
 	b.rawWait(rd)
 	return b
 }
@@ -57,7 +70,7 @@ func newReader(rd io.Reader) *reader {
 // acquire makes sure there is a buffer.
 func (b *reader) acquire() {
 	if b.buf == nil {
-		b.bp = smallBufs.Get().(*[]byte)
+		b.bp = b.pool.Get().(*[]byte)
 		b.buf = *b.bp
 	}
 }
@@ -65,7 +78,7 @@ func (b *reader) acquire() {
 // release gives the buffer back; unread bytes are dropped.
 func (b *reader) release() {
 	if b.bp != nil {
-		smallBufs.Put(b.bp)
+		b.pool.Put(b.bp)
 		b.bp = nil
 	}
 	b.buf = nil
@@ -112,7 +125,7 @@ func (b *reader) makeRoom(limit int) bool {
 	grown := make([]byte, min(2*len(b.buf), limit))
 	copy(grown, b.buf[:b.w])
 	if b.bp != nil {
-		smallBufs.Put(b.bp)
+		b.pool.Put(b.bp)
 		b.bp = nil
 	}
 	b.buf = grown
