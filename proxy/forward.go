@@ -769,8 +769,12 @@ func (pp *pipe) copyLength(n int64) {
 		if pp.writeErr != nil {
 			return
 		}
-		cb := copyBufs.Get().(*[]byte)
-		k, err := pp.readDirect((*cb)[:min(n, copyBufSize)])
+		bufs, size := &copyBufs, int64(copyBufSize)
+		if n > copyBufSize {
+			bufs, size = &bulkBufs, bulkBufSize
+		}
+		cb := bufs.Get().(*[]byte)
+		k, err := pp.readDirect((*cb)[:min(n, size)])
 		if err == nil {
 			if pp.fromUp {
 				err = pp.c.writeClient((*cb)[:k], pp.now)
@@ -783,7 +787,7 @@ func (pp *pipe) copyLength(n int64) {
 			n -= int64(k)
 			pp.n += int64(k)
 		}
-		copyBufs.Put(cb)
+		bufs.Put(cb)
 	}
 }
 

@@ -14,9 +14,15 @@ const bufSize = 4 << 10
 // copyBufSize is the buffer of a body copy that goes past what is buffered.
 const copyBufSize = 32 << 10
 
+// bulkBufSize is the buffer of a body copy that has more than copyBufSize
+// left: a mebibyte goes through in 8 reads and 8 writes rather than 32 of
+// each. It is held only while one read and its write run.
+const bulkBufSize = 128 << 10
+
 var (
 	smallBufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 	copyBufs  = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	bulkBufs  = sync.Pool{New: func() any { b := make([]byte, bulkBufSize); return &b }}
 )
 
 // reader is a buffered reader over one connection, like bufio.Reader but
