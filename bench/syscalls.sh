@@ -16,6 +16,7 @@
 #                       under valgrind, for REQUESTS requests sent by h2load)
 #   DURATION=5s         length of the counted wrk run
 #   REQUESTS=5000       requests of the callgrind run
+#   CALLGRIND_OUT=      a file to keep the callgrind profile in
 #   CONNECTIONS=32      wrk connections (wrk -t1)
 #   URLPATH=/           the request path (/bytes?n=16384 for 16 KiB answers)
 #   GOMAXPROCS=1        outrider's GOMAXPROCS (its default)
@@ -160,6 +161,10 @@ if [ "$TOOL" = callgrind ]; then
 	printf '# %s, callgrind, GOMAXPROCS=%s, h2load --h1 -n %s -c %s %s\n' "$TARGET" "$GOMAXPROCS" "$REQUESTS" "$CONNECTIONS" "$URLPATH"
 	printf '# requests %d\n' "$requests"
 	printf '%d instructions per request (user space, every thread)\n' $((ir / requests))
+	if [ -n "${CALLGRIND_OUT:-}" ]; then
+		cat "$TMP"/callgrind.out.* >"$CALLGRIND_OUT"
+		printf '# the profile is in %s: callgrind_annotate %s (an OUTRIDER_BIN built without -s -w has symbols)\n' "$CALLGRIND_OUT" "$CALLGRIND_OUT"
+	fi
 	exit 0
 fi
 # A warm-up: connections to the app made, buffers pooled, stacks grown.
