@@ -48,6 +48,9 @@ type reader struct {
 	sendFn  func(fd uintptr) bool
 	send    []byte
 	sending bool
+	// intoFn and into serve readInto.
+	intoFn func(fd uintptr) bool
+	into   []byte
 	// The write in progress, set by write; the body's goroutine may write
 	// to the app while the connection's goroutine reads from it, so these
 	// are apart from the read side's fields.
@@ -169,6 +172,7 @@ func (b *reader) rawWait(nc io.Reader) {
 	b.tryFn = b.try
 	b.writeFn = b.tryWrite
 	b.sendFn = b.trySend
+	b.intoFn = b.tryInto
 }
 
 // try is called by the poller whenever the connection may be readable.
@@ -290,4 +294,33 @@ func (b *reader) trySend(fd uintptr) bool {
 	}
 	b.sending = false
 	return false
+}
+
+// readInto reads once into p, past the buffer, waiting for bytes as fill
+// does and with the same raw system call. A reader over a connection
+// without a descriptor reads from it.
+func (b *reader) readInto(p []byte) (int, error) {
+	if b.rc == nil {
+		return b.rd.Read(p)
+	}
+	b.into, b.rn, b.rerr = p, 0, nil
+	err := b.rc.Read(b.intoFn)
+	b.into = nil
+	if err != nil {
+		return 0, err
+	}
+	return b.rn, b.rerr
+}
+
+// tryInto is readInto's try.
+func (b *reader) tryInto(fd uintptr) bool {
+	n, err := readNow(fd, b.into)
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		return false
+	}
+	b.rn, b.rerr = max(n, 0), err
+	if n == 0 && err == nil {
+		b.rerr = io.EOF
+	}
+	return true
 }
