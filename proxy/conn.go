@@ -333,7 +333,13 @@ func (c *conn) readUp(u *upConn, p []byte, now time.Time) (int, error) {
 			u.rdl = now.Add(iv)
 			_ = u.nc.SetReadDeadline(u.rdl)
 		}
-		n, err := u.nc.Read(p)
+		var n int
+		var err error
+		if u.br != nil {
+			n, err = u.br.readInto(p)
+		} else {
+			n, err = u.nc.Read(p)
+		}
 		if n > 0 || err == nil {
 			return n, nil
 		}

@@ -142,12 +142,16 @@ func (c *conn) sendRequest(inline bool) *upConn {
 			c.upstreamFailed(err, inline)
 			return nil
 		}
-		err = writeUp(u, c.out, c.now)
-		if err == nil {
-			if !inline {
-				c.startBody(u)
+		if inline && u.br.rc != nil && len(u.br.buffered()) == 0 {
+			err = c.sendThenReadHead(u)
+		} else {
+			err = writeUp(u, c.out, c.now)
+			if err == nil {
+				if !inline {
+					c.startBody(u)
+				}
+				err = c.readResponseHead(u)
 			}
-			err = c.readResponseHead(u)
 		}
 		if err == nil {
 			return u
@@ -402,6 +406,30 @@ func (c *conn) dropUpstream() {
 		c.up.close()
 		c.up = nil
 	}
+}
+
+// sendThenReadHead sends a request that has no body to stream and reads
+// the head of the answer, with one read system call fewer than writeUp and
+// readResponseHead: see reader.sendThenFill.
+func (c *conn) sendThenReadHead(u *upConn) error {
+	iv := c.p.cfg.ClientCheckInterval
+	if u.rdl.Before(c.now.Add(iv / 2)) {
+		u.rdl = c.now.Add(iv)
+		_ = u.nc.SetReadDeadline(u.rdl)
+	}
+	rest, err := u.br.sendThenFill(c.out)
+	switch {
+	case len(rest) > 0:
+		if err := writeUp(u, rest, c.now); err != nil {
+			return err
+		}
+	case err == nil:
+	case !isTimeout(err):
+		return err
+	case c.clientGone():
+		return errClientGone
+	}
+	return c.readResponseHead(u)
 }
 
 func (c *conn) readResponseHead(u *upConn) error {
@@ -741,8 +769,12 @@ func (pp *pipe) copyLength(n int64) {
 		if pp.writeErr != nil {
 			return
 		}
-		cb := copyBufs.Get().(*[]byte)
-		k, err := pp.readDirect((*cb)[:min(n, copyBufSize)])
+		bufs, size := &copyBufs, int64(copyBufSize)
+		if n > copyBufSize {
+			bufs, size = &bulkBufs, bulkBufSize
+		}
+		cb := bufs.Get().(*[]byte)
+		k, err := pp.readDirect((*cb)[:min(n, size)])
 		if err == nil {
 			if pp.fromUp {
 				err = pp.c.writeClient((*cb)[:k], pp.now)
@@ -755,7 +787,7 @@ func (pp *pipe) copyLength(n int64) {
 			n -= int64(k)
 			pp.n += int64(k)
 		}
-		copyBufs.Put(cb)
+		bufs.Put(cb)
 	}
 }
 

@@ -6,17 +6,23 @@ import (
 	"syscall"
 )
 
-// bufSize is the read buffer of every connection, client or upstream: a
-// request or response head of that size is read in one go; larger heads
+// bufSize is the read buffer of every client connection: a
+// request head of that size is read in one go; larger heads
 // grow the buffer up to Config.MaxHeaderBytes.
 const bufSize = 4 << 10
 
 // copyBufSize is the buffer of a body copy that goes past what is buffered.
 const copyBufSize = 32 << 10
 
+// bulkBufSize is the buffer of a body copy that has more than copyBufSize
+// left: a mebibyte goes through in 8 reads and 8 writes rather than 32 of
+// each. It is held only while one read and its write run.
+const bulkBufSize = 128 << 10
+
 var (
 	smallBufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 	copyBufs  = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	bulkBufs  = sync.Pool{New: func() any { b := make([]byte, bulkBufSize); return &b }}
 )
 
 // reader is a buffered reader over one connection, like bufio.Reader but
@@ -25,7 +31,8 @@ var (
 // no buffer. A large head grows the buffer up to a limit.
 type reader struct {
 	rd   io.Reader
-	bp   *[]byte // the pooled buffer, when buf is one
+	pool *sync.Pool // where its buffers come from: smallBufs or copyBufs
+	bp   *[]byte    // the pooled buffer, when buf is one
 	buf  []byte
 	r, w int
 
@@ -36,6 +43,14 @@ type reader struct {
 	rn      int
 	rerr    error
 	writeFn func(fd uintptr) bool
+	// sendFn and the fields below serve sendThenFill: send is what is left
+	// to write, sending is set until it is all written.
+	sendFn  func(fd uintptr) bool
+	send    []byte
+	sending bool
+	// intoFn and into serve readInto.
+	intoFn func(fd uintptr) bool
+	into   []byte
 	// The write in progress, set by write; the body's goroutine may write
 	// to the app while the connection's goroutine reads from it, so these
 	// are apart from the read side's fields.
@@ -44,7 +59,19 @@ type reader struct {
 }
 
 func newReader(rd io.Reader) *reader {
-	b := &reader{rd: rd}
+	return newReaderFrom(rd, &smallBufs)
+}
+
+// newAppReader returns the reader of an app connection. It reads into a
+// copy buffer: an answer of up to 32 KiB, head and body, is read in one
+// system call and written to the client in one. The buffer is held only
+// while an answer is being copied.
+func newAppReader(rd io.Reader) *reader {
+	return newReaderFrom(rd, &copyBufs)
+}
+
+func newReaderFrom(rd io.Reader, pool *sync.Pool) *reader {
+	b := &reader{rd: rd, pool: pool}
 	b.rawWait(rd)
 	return b
 }
@@ -52,7 +79,7 @@ func newReader(rd io.Reader) *reader {
 // acquire makes sure there is a buffer.
 func (b *reader) acquire() {
 	if b.buf == nil {
-		b.bp = smallBufs.Get().(*[]byte)
+		b.bp = b.pool.Get().(*[]byte)
 		b.buf = *b.bp
 	}
 }
@@ -60,7 +87,7 @@ func (b *reader) acquire() {
 // release gives the buffer back; unread bytes are dropped.
 func (b *reader) release() {
 	if b.bp != nil {
-		smallBufs.Put(b.bp)
+		b.pool.Put(b.bp)
 		b.bp = nil
 	}
 	b.buf = nil
@@ -107,7 +134,7 @@ func (b *reader) makeRoom(limit int) bool {
 	grown := make([]byte, min(2*len(b.buf), limit))
 	copy(grown, b.buf[:b.w])
 	if b.bp != nil {
-		smallBufs.Put(b.bp)
+		b.pool.Put(b.bp)
 		b.bp = nil
 	}
 	b.buf = grown
@@ -144,6 +171,8 @@ func (b *reader) rawWait(nc io.Reader) {
 	b.rc = rc
 	b.tryFn = b.try
 	b.writeFn = b.tryWrite
+	b.sendFn = b.trySend
+	b.intoFn = b.tryInto
 }
 
 // try is called by the poller whenever the connection may be readable.
@@ -206,6 +235,92 @@ func (b *reader) tryWrite(fd uintptr) bool {
 			return true
 		}
 		b.wp = b.wp[n:]
+	}
+	return true
+}
+
+// sendThenFill writes p, a request, and then reads the first bytes of its
+// answer into the empty buffer, without the read that fill tries before it
+// waits: that read would find nothing, as the answer cannot be there yet.
+// Both happen inside one RawConn.Read, whose start resets the poller's
+// readiness: every byte of the answer arrives after it, as the request is
+// written after it, so its arrival wakes the wait; a wait started in a
+// RawConn.Read of its own could miss an answer that came before it.
+//
+// It returns what is left of p when the socket would not take it all (then
+// nothing was read and the caller writes the rest and fills as usual), or
+// all of p when nothing could be tried. A write error is returned as is; a
+// read deadline that passed after p was sent returns the timeout.
+func (b *reader) sendThenFill(p []byte) (rest []byte, err error) {
+	b.send, b.sending, b.werr = p, true, nil
+	b.rn, b.rerr = 0, nil
+	err = b.rc.Read(b.sendFn)
+	rest, werr, sent := b.send, b.werr, !b.sending
+	b.send, b.sending, b.werr = nil, false, nil
+	switch {
+	case werr != nil:
+		b.release()
+		return nil, werr
+	case len(rest) > 0:
+		return rest, nil
+	case err != nil:
+		b.release()
+		if !sent {
+			return p, nil
+		}
+		return nil, err
+	}
+	return nil, b.advance(b.rn, b.rerr)
+}
+
+// trySend writes the request of sendThenFill, and then, when the poller
+// says the socket is readable, reads.
+func (b *reader) trySend(fd uintptr) bool {
+	if !b.sending {
+		return b.try(fd)
+	}
+	for len(b.send) > 0 {
+		n, err := writeNow(fd, b.send)
+		switch {
+		case err == syscall.EAGAIN:
+			return true
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			b.werr = err
+			return true
+		}
+		b.send = b.send[n:]
+	}
+	b.sending = false
+	return false
+}
+
+// readInto reads once into p, past the buffer, waiting for bytes as fill
+// does and with the same raw system call. A reader over a connection
+// without a descriptor reads from it.
+func (b *reader) readInto(p []byte) (int, error) {
+	if b.rc == nil {
+		return b.rd.Read(p)
+	}
+	b.into, b.rn, b.rerr = p, 0, nil
+	err := b.rc.Read(b.intoFn)
+	b.into = nil
+	if err != nil {
+		return 0, err
+	}
+	return b.rn, b.rerr
+}
+
+// tryInto is readInto's try.
+func (b *reader) tryInto(fd uintptr) bool {
+	n, err := readNow(fd, b.into)
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		return false
+	}
+	b.rn, b.rerr = max(n, 0), err
+	if n == 0 && err == nil {
+		b.rerr = io.EOF
 	}
 	return true
 }

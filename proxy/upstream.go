@@ -165,7 +165,7 @@ func (p *pool) dial(check time.Duration, cancel func() error) (*upConn, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	return &upConn{nc: r.nc, br: newReader(r.nc)}, nil
+	return &upConn{nc: r.nc, br: newAppReader(r.nc)}, nil
 }
 
 // waitSlot waits for a dial slot: the slow path of dial.

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Counts the system calls a proxy makes per request, by kind: a figure that,
+# unlike throughput, does not depend on how busy the machine is. The sample
+# app (bin/echo) runs behind the proxy on 127.0.0.1; wrk sends small
+# keep-alive requests for DURATION while the proxy's system calls are
+# counted, and the counts are divided by the requests the proxy forwarded
+# (outrider: outrider_http_requests_total on its /metrics; nginx: wrk's
+# count). See docs/benchmarks.md.
+#
+# Knobs (environment):
+#   TARGET=outrider     outrider or nginx (1 worker, upstream keepalive)
+#   TOOL=perf           perf (syscall tracepoints, does not slow the proxy)
+#                       or strace (strace -f -c; slows every call, so the
+#                       proxy finds data waiting more often than it would)
+#                       or callgrind (outrider only: instructions per request,
+#                       under valgrind, for REQUESTS requests sent by h2load)
+#   DURATION=5s         length of the counted wrk run
+#   REQUESTS=5000       requests of the callgrind run
+#   CALLGRIND_OUT=      a file to keep the callgrind profile in
+#   CONNECTIONS=32      wrk connections (wrk -t1)
+#   URLPATH=/           the request path (/bytes?n=16384 for 16 KiB answers)
+#   GOMAXPROCS=1        outrider's GOMAXPROCS (its default)
+#   OUTRIDER_BIN=bin/outrider   the outrider binary to measure
+#   BASE_PORT=19080     first loopback port tried
+#
+# It needs wrk and perf or strace (Debian packages wrk, linux-perf, strace)
+# and reads syscall tracepoints, so it runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=${TARGET:-outrider}
+TOOL=${TOOL:-perf}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-32}
+URLPATH=${URLPATH:-/}
+GOMAXPROCS=${GOMAXPROCS:-1}
+OUTRIDER_BIN=${OUTRIDER_BIN:-bin/outrider}
+BASE_PORT=${BASE_PORT:-19080}
+
+die() { printf 'syscalls: %s\n' "$*" >&2; exit 1; }
+
+case $TARGET in outrider | nginx) ;; *) die "TARGET=$TARGET: want outrider or nginx" ;; esac
+case $TOOL in perf | strace | callgrind) ;; *) die "TOOL=$TOOL: want perf, strace or callgrind" ;; esac
+[ "$TOOL" != callgrind ] || [ "$TARGET" = outrider ] || die "TOOL=callgrind measures outrider only"
+REQUESTS=${REQUESTS:-5000}
+[[ $REQUESTS =~ ^[1-9][0-9]*$ ]] || die "REQUESTS=$REQUESTS: want a positive integer"
+[[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 5s"
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS=$CONNECTIONS: want a positive integer"
+tools=(wrk "$TOOL")
+[ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
+for t in "${tools[@]}"; do
+	command -v "$t" >/dev/null || die "$t is not installed"
+done
+[ "$TARGET" != nginx ] || command -v nginx >/dev/null || die "nginx is not installed"
+[ -x bin/echo ] || make -s echo
+[ "$TARGET" != outrider ] || [ -x "$OUTRIDER_BIN" ] || make -s outrider
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/outrider-syscalls.XXXXXX")
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+	local status=$? pid
+	trap - EXIT INT TERM
+	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	rm -rf "$TMP"
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+next_port=$BASE_PORT
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+take_port() {
+	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+	printf -v "$1" '%s' "$next_port"
+	next_port=$((next_port + 1))
+}
+wait_port() {
+	local i
+	for i in $(seq 100); do
+		port_free "$1" || return 0
+		sleep 0.1
+	done
+	die "nothing answers on 127.0.0.1:$1"
+}
+
+take_port app
+bin/echo -listen "127.0.0.1:$app" >"$TMP/echo.log" 2>&1 &
+PIDS+=($!)
+wait_port "$app"
+
+take_port port
+if [ "$TARGET" = outrider ]; then
+	take_port metrics
+	take_port admin
+	VALGRIND=
+	# Go's asynchronous preemption signals are noise under valgrind.
+	[ "$TOOL" != callgrind ] || VALGRIND="env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind"
+	env OUTRIDER_REGISTRY=none \
+		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
+		"OUTRIDER_APP_ADDR=127.0.0.1:$app" \
+		"OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics" \
+		"OUTRIDER_ADMIN_LISTEN=127.0.0.1:$admin" \
+		OUTRIDER_LOG_LEVEL=warn OUTRIDER_DRAIN_DELAY=0s \
+		"GOMAXPROCS=$GOMAXPROCS" \
+		${VALGRIND:+$VALGRIND "--callgrind-out-file=$TMP/callgrind.out"} \
+		"$OUTRIDER_BIN" >"$TMP/outrider.log" 2>&1 &
+	PIDS+=($!)
+	procs=$!
+else
+	mkdir -p "$TMP/logs"
+	cat >"$TMP/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/client_body;
+    proxy_temp_path $TMP/proxy;
+    fastcgi_temp_path $TMP/fastcgi;
+    uwsgi_temp_path $TMP/uwsgi;
+    scgi_temp_path $TMP/scgi;
+    upstream app { server 127.0.0.1:$app; keepalive 64; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+	nginx -p "$TMP" -e "$TMP/logs/error.log" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
+	PIDS+=($!)
+fi
+wait_port "$port"
+if [ "$TARGET" = nginx ]; then
+	# The workers, where the requests are served.
+	procs=$(pgrep -d, -P "${PIDS[1]}")
+fi
+
+# requests_total sums outrider_http_requests_total over its labels.
+requests_total() {
+	curl -fsS "http://127.0.0.1:$metrics/metrics" |
+		awk '/^outrider_http_requests_total[{ ]/ { n += $NF } END { printf "%d\n", n }'
+}
+
+url="http://127.0.0.1:$port$URLPATH"
+if [ "$TOOL" = callgrind ]; then
+	h2load --h1 -n 1000 -c "$CONNECTIONS" "$url" >/dev/null
+	before=$(requests_total)
+	callgrind_control -z "${PIDS[1]}" >/dev/null 2>&1
+	h2load --h1 -n "$REQUESTS" -c "$CONNECTIONS" "$url" >"$TMP/h2load.out"
+	callgrind_control -d "${PIDS[1]}" >/dev/null 2>&1
+	requests=$(($(requests_total) - before))
+	ir=$(cat "$TMP"/callgrind.out.* | awk '/^totals:/ { n += $2 } END { print n + 0 }')
+	printf '# %s, callgrind, GOMAXPROCS=%s, h2load --h1 -n %s -c %s %s\n' "$TARGET" "$GOMAXPROCS" "$REQUESTS" "$CONNECTIONS" "$URLPATH"
+	printf '# requests %d\n' "$requests"
+	printf '%d instructions per request (user space, every thread)\n' $((ir / requests))
+	if [ -n "${CALLGRIND_OUT:-}" ]; then
+		cat "$TMP"/callgrind.out.* >"$CALLGRIND_OUT"
+		printf '# the profile is in %s: callgrind_annotate %s (an OUTRIDER_BIN built without -s -w has symbols)\n' "$CALLGRIND_OUT" "$CALLGRIND_OUT"
+	fi
+	exit 0
+fi
+# A warm-up: connections to the app made, buffers pooled, stacks grown.
+wrk -t1 -c"$CONNECTIONS" -d1s "$url" >/dev/null
+
+before=0
+[ "$TARGET" != outrider ] || before=$(requests_total)
+secs=${DURATION%s}
+counted=$TMP/counts
+if [ "$TOOL" = perf ]; then
+	perf stat -x, -o "$counted" -p "$procs" \
+		-e 'syscalls:sys_enter_*' \
+		-e syscalls:sys_exit_read --filter 'ret == -11' \
+		-e syscalls:sys_exit_recvfrom --filter 'ret == -11' \
+		-- sleep $((secs + 1)) &
+else
+	attach=()
+	for pid in ${procs//,/ }; do attach+=(-p "$pid"); done
+	strace -f -c -o "$counted" "${attach[@]}" &
+fi
+counter=$!
+sleep 0.5
+wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$url" >"$TMP/wrk.out"
+if [ "$TOOL" = strace ]; then
+	kill -INT "$counter"
+fi
+wait "$counter" || true
+
+if [ "$TARGET" = outrider ]; then
+	requests=$(($(requests_total) - before))
+else
+	requests=$(awk '/requests in/ { print $1 }' "$TMP/wrk.out")
+fi
+[ "$requests" -gt 0 ] || die "no request was counted"
+
+printf '# %s, %s, GOMAXPROCS=%s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$GOMAXPROCS" "$CONNECTIONS" "$DURATION" "$URLPATH"
+printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
+printf '%11s  %s\n' "per request" "call"
+if [ "$TOOL" = perf ]; then
+	# CSV lines: count,,event,...; the filtered exit events are the reads
+	# that found nothing (EAGAIN).
+	awk -F, -v n="$requests" '
+		$3 ~ /^syscalls:sys_exit_/ { if ($1 ~ /^[0-9]+$/) eagain += $1; next }
+		$3 ~ /^syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ && $1 > 0 {
+			name = $3; sub(/^syscalls:sys_enter_/, "", name)
+			total += $1
+			printf "%11.2f  %s\n", $1 / n, name
+		}
+		END {
+			printf "%11.2f  %s\n", eagain / n, "of which reads that found nothing (EAGAIN)"
+			printf "%11.2f  %s\n", total / n, "total"
+		}' "$counted" | sort -rn
+else
+	awk -v n="$requests" '
+		$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {
+			name = $NF; calls = $4; errors = (NF == 6) ? $5 : 0
+			total += calls
+			printf "%11.2f  %s\n", calls / n, name
+			if (errors > 0) printf "%11.2f  %s\n", errors / n, "of which " name " that failed (EAGAIN for reads)"
+		}
+		END { printf "%11.2f  %s\n", total / n, "total" }' "$counted" | sort -rn
+fi
