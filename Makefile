@@ -45,7 +45,7 @@ bin/kube-apiserver: tools/kube/go.mod tools/kube/go.sum
 bin/kube-controller-manager: tools/kube/go.mod tools/kube/go.sum
 	bash scripts/build-tool.sh tools/kube $@ k8s.io/kubernetes/cmd/kube-controller-manager '$(KUBE_LDFLAGS)'
 
-test: consul build
+test: consul etcd kube build
 	bash scripts/test.sh
 
 demo: consul build

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, vet, unit, integration (against a
-# real Consul from bin/consul) and end-to-end tests. `make test` calls it
-# after building bin/consul, bin/outrider and bin/echo.
+# real Consul from bin/consul) and end-to-end tests, then the scaling-loop
+# module (loop/, against a real control plane from bin/etcd,
+# bin/kube-apiserver and bin/kube-controller-manager). `make test` calls it
+# after building those, bin/outrider and bin/echo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,14 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+(cd loop && go vet ./...)
+# The Kubernetes libraries are for the loop's tests only: outrider's binary
+# must not link them.
+if k8s=$(go list -deps ./cmd/agent | grep -E '^(k8s\.io|sigs\.k8s\.io)/'); then
+	echo "cmd/agent depends on Kubernetes packages:" >&2
+	echo "$k8s" >&2
+	exit 1
+fi
 go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
@@ -19,6 +29,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
+(cd loop && go test -count=1 -race -v -timeout 20m ./...) 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -c -- '^\s*--- PASS' "$log" || true)
 failed=$(grep -c -- '^\s*--- FAIL' "$log" || true)
