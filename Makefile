@@ -6,7 +6,7 @@ LDFLAGS := -s -w \
 	-X github.com/outrider-sidecar/outrider/internal/version.Version=$(VERSION) \
 	-X github.com/outrider-sidecar/outrider/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build outrider echo consul etcd kube test demo bench fuzz clean
+.PHONY: all build outrider echo consul etcd kube keda test demo bench fuzz clean
 
 all: build
 
@@ -44,6 +44,15 @@ bin/kube-apiserver: tools/kube/go.mod tools/kube/go.sum
 	bash scripts/build-tool.sh tools/kube $@ k8s.io/kubernetes/cmd/kube-apiserver '$(KUBE_LDFLAGS)'
 bin/kube-controller-manager: tools/kube/go.mod tools/kube/go.sum
 	bash scripts/build-tool.sh tools/kube $@ k8s.io/kubernetes/cmd/kube-controller-manager '$(KUBE_LDFLAGS)'
+
+# KEDA's operator and metrics adapter v2.21.0, for the scaling loop's
+# ScaledObject; not used by any test yet (see docs/scaling-loop.md).
+KEDA_LDFLAGS := -X github.com/kedacore/keda/v2/version.Version=v2.21.0
+keda: bin/keda-operator bin/keda-adapter
+bin/keda-operator: tools/keda/go.mod tools/keda/go.sum
+	bash scripts/build-tool.sh tools/keda $@ github.com/kedacore/keda/v2/cmd/operator '$(KEDA_LDFLAGS)'
+bin/keda-adapter: tools/keda/go.mod tools/keda/go.sum
+	bash scripts/build-tool.sh tools/keda $@ github.com/kedacore/keda/v2/cmd/adapter '$(KEDA_LDFLAGS)'
 
 test: consul etcd kube build
 	bash scripts/test.sh
