@@ -87,9 +87,23 @@ func (w *podWorker) terminate(grace time.Duration) {
 	})
 }
 
-// kill asks for every container to be killed at once: the pod is gone
-// from the apiserver, or the runner is stopping.
+// kill asks for every container to be killed at once, for when the runner
+// stops.
 func (w *podWorker) kill() { w.killOnce.Do(func() { close(w.killed) }) }
+
+// vanished handles a pod that is gone from the apiserver (deleted with
+// grace period 0): a pod still running is stopped with grace period 0, as
+// the kubelet does (no preStop hook, SIGTERM, SIGKILL minStopWindow
+// later); a pod already stopping is killed at once, where the kubelet would
+// shorten its grace period to that minimum.
+func (w *podWorker) vanished() {
+	select {
+	case <-w.terminating:
+		w.kill()
+	default:
+		w.terminate(0)
+	}
+}
 
 func (w *podWorker) run(ctx context.Context) {
 	log := w.cfg.Log.With("pod", w.pod.Name, "ip", w.ip.String())
@@ -318,7 +332,8 @@ func (w *podWorker) stopGracefully(ctx context.Context, log interface {
 		}
 		after := w.stopsBefore(i)
 		stops.Go(func() {
-			if h := c.spec.Lifecycle; h != nil && h.PreStop != nil {
+			// As the kubelet, no hook without a grace period to run it in.
+			if h := c.spec.Lifecycle; h != nil && h.PreStop != nil && w.grace > 0 {
 				start := time.Now()
 				err := w.runHook(hookCtx, c, h.PreStop)
 				log.Info("preStop hook", "container", c.spec.Name, "took", time.Since(start), "err", err)

@@ -167,7 +167,7 @@ func (r *Runner) sync(ctx context.Context, lister corelisters.PodLister, key str
 	r.mu.Unlock()
 	if apierrors.IsNotFound(err) {
 		if w != nil {
-			w.kill() // deleted without a grace period
+			w.vanished()
 		}
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +266,87 @@ func TestGracePeriodEndsInSIGKILL(t *testing.T) {
 	want := []string{"prestop app=up", "sigterm app=down"}
 	if got := e.record(t, "stubborn"); strings.Join(got[1:], "\n") != strings.Join(want, "\n") {
 		t.Errorf("the sidecar saw %q, want %q and no exit (SIGKILL)", got, want)
+	}
+}
+
+// TestReadinessFollowsTheProbe turns the app's health check off and on:
+// the pod's Ready condition follows its readiness probe, and says why it
+// is not ready.
+func TestReadinessFollowsTheProbe(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	pods := e.client.CoreV1().Pods(ns)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "flaky", Namespace: ns}, Spec: e.podSpec(5)}
+	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod: %v", err)
+	}
+	var ip string
+	waitReady := func(want bool, why string) *corev1.Pod {
+		t.Helper()
+		var p *corev1.Pod
+		poll(t, time.Minute, why, func(ctx context.Context) (bool, error) {
+			var err error
+			p, err = pods.Get(ctx, "flaky", metav1.GetOptions{})
+			return err == nil && ready(p) == want, err
+		})
+		ip = p.Status.PodIP
+		return p
+	}
+	setHealth := func(healthy string) {
+		t.Helper()
+		resp, err := http.Post("http://"+net.JoinHostPort(ip, "8080")+"/admin/health?healthy="+healthy, "", nil)
+		if err != nil {
+			t.Fatalf("set the app's health: %v", err)
+		}
+		resp.Body.Close()
+	}
+	waitReady(true, "the pod to be ready")
+	setHealth("false")
+	p := waitReady(false, "the pod to turn unready after 3 failed probes")
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && !strings.Contains(c.Message, "app (readiness probe: GET http://"+ip+":8080/healthz: 503") {
+			t.Errorf("Ready condition message = %q, want the app's failed probe", c.Message)
+		}
+	}
+	setHealth("true")
+	waitReady(true, "the pod to be ready again")
+}
+
+// TestForcedDeletionSkipsPreStop deletes a pod with grace period 0, as
+// `kubectl delete --force` does: as the kubelet, podrunner stops its
+// containers without running the preStop hook, and its address stops
+// answering.
+func TestForcedDeletionSkipsPreStop(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	pods := e.client.CoreV1().Pods(ns)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "doomed", Namespace: ns}, Spec: e.podSpec(30)}
+	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod: %v", err)
+	}
+	var ip string
+	poll(t, time.Minute, "the pod to be ready", func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, "doomed", metav1.GetOptions{})
+		if err == nil {
+			ip = p.Status.PodIP
+		}
+		return err == nil && ready(p), err
+	})
+	if err := pods.Delete(ctx, "doomed", metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))}); err != nil {
+		t.Fatalf("delete pod: %v", err)
+	}
+	// Well within the pod's 30 s grace period: grace 0 overrides it.
+	poll(t, 10*time.Second, "the app and sidecar to stop answering", func(context.Context) (bool, error) {
+		for _, port := range []string{"8080", "15000"} {
+			conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, port), time.Second)
+			if err == nil {
+				conn.Close()
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if got := e.record(t, "doomed"); slices.Contains(got, "prestop app=up") || slices.Contains(got, "prestop app=down") {
+		t.Errorf("the sidecar saw %q, want no preStop call", got)
 	}
 }
