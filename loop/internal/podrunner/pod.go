@@ -327,8 +327,8 @@ func (w *podWorker) stopGracefully(ctx context.Context, log interface {
 	defer cancel()
 	var stops sync.WaitGroup
 	for i, c := range w.containers {
-		if c.init || c.done == nil {
-			continue
+		if c.done == nil {
+			continue // never started
 		}
 		after := w.stopsBefore(i)
 		stops.Go(func() {

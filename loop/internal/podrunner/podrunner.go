@@ -134,10 +134,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
 		return nil
 	}
-	go func() {
-		<-ctx.Done()
-		queue.ShutDown()
-	}()
+	stopQueue := context.AfterFunc(ctx, queue.ShutDown)
+	defer stopQueue()
 	for {
 		key, quit := queue.Get()
 		if quit {
