@@ -2,18 +2,11 @@ package podrunner
 
 import (
 	"context"
-	"errors"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -129,162 +122,6 @@ func TestContainerEnvErrors(t *testing.T) {
 			_, err := containerEnv(context.Background(), fake.NewClientset(), pod, c, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error = %v, want one containing %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-func TestArgv(t *testing.T) {
-	img := Image{Entrypoint: []string{"/bin/echo-app", "-v"}, Cmd: []string{"serve"}}
-	env := map[string]string{"PORT": "8080"}
-	tests := []struct {
-		name          string
-		command, args []string
-		want          string
-	}{
-		{name: "image only", want: "/bin/echo-app -v serve"},
-		{name: "args replace CMD", args: []string{"listen", "$(PORT)"}, want: "/bin/echo-app -v listen 8080"},
-		{name: "command replaces both", command: []string{"/bin/sh", "-c"}, want: "/bin/sh -c"},
-		{name: "command and args", command: []string{"/bin/sh"}, args: []string{"-c", "echo $(PORT)"}, want: "/bin/sh -c echo 8080"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := argv(img, &corev1.Container{Name: "c", Command: tt.command, Args: tt.args}, env)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Join(got, " ") != tt.want {
-				t.Errorf("argv = %q, want %q", got, tt.want)
-			}
-		})
-	}
-	if _, err := argv(Image{}, &corev1.Container{Name: "c"}, env); err == nil {
-		t.Errorf("argv with no program: no error")
-	}
-}
-
-func TestReadinessThresholds(t *testing.T) {
-	fail := errors.New("refused")
-	tests := []struct {
-		name             string
-		success, failure int32
-		results          []error
-		want             []bool
-	}{
-		{name: "defaults", results: []error{nil, fail, fail, fail, nil},
-			want: []bool{true, true, true, false, true}},
-		{name: "two to pass", success: 2, failure: 1, results: []error{nil, nil, fail, nil, nil},
-			want: []bool{false, true, false, false, true}},
-		{name: "a pass resets failures", failure: 2, results: []error{nil, fail, nil, fail, fail},
-			want: []bool{true, true, true, true, false}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := newReadiness(&corev1.Probe{SuccessThreshold: tt.success, FailureThreshold: tt.failure})
-			for i, res := range tt.results {
-				if got := r.observe(res); got != tt.want[i] {
-					t.Errorf("after result %d (%v): ready = %t, want %t", i, res, got, tt.want[i])
-				}
-			}
-		})
-	}
-}
-
-// TestStopOrder checks the native-sidecar stop order: app containers stop
-// first, each sidecar waits for the app containers and for the sidecars
-// declared after it.
-func TestStopOrder(t *testing.T) {
-	always := corev1.ContainerRestartPolicyAlways
-	pod := &corev1.Pod{Spec: corev1.PodSpec{
-		InitContainers: []corev1.Container{
-			{Name: "setup"},
-			{Name: "proxy", RestartPolicy: &always},
-			{Name: "outrider", RestartPolicy: &always},
-		},
-		Containers: []corev1.Container{{Name: "app"}, {Name: "worker"}},
-	}}
-	w := newPodWorker(Config{}, pod, nil)
-	for _, c := range w.containers {
-		c.done = make(chan struct{}) // started
-	}
-	want := map[string]string{"setup": "", "proxy": "outrider app worker", "outrider": "app worker", "app": "", "worker": ""}
-	for i, c := range w.containers {
-		var names []string
-		for _, b := range w.stopsBefore(i) {
-			names = append(names, b.spec.Name)
-		}
-		if got := strings.Join(names, " "); got != want[c.spec.Name] {
-			t.Errorf("%s waits for %q, want %q", c.spec.Name, got, want[c.spec.Name])
-		}
-	}
-}
-
-// TestUnknownImageFailsThePod checks that a pod whose image is not in the
-// table never runs, and says why in its status.
-func TestUnknownImageFailsThePod(t *testing.T) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.test/unknown"}}},
-	}
-	w := newPodWorker(Config{Client: fake.NewClientset(pod), Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}, pod, net.IPv4(127, 0, 1, 9))
-	w.startAll(context.Background(), w.cfg.Log)
-	st := w.status()
-	if st.Phase != corev1.PodFailed || !strings.Contains(st.Message, `image "example.test/unknown" is not in podrunner's image table`) {
-		t.Errorf("pod phase %s message %q, want Failed naming the image", st.Phase, st.Message)
-	}
-	if cs := st.ContainerStatuses[0]; cs.State.Waiting == nil || cs.State.Waiting.Reason != "ErrImagePull" {
-		t.Errorf("container state = %+v, want waiting with ErrImagePull", cs.State)
-	}
-	if st.PodIP != "127.0.1.9" {
-		t.Errorf("podIP = %q, want 127.0.1.9", st.PodIP)
-	}
-}
-
-// TestInitContainersRunToCompletionFirst checks that an init container
-// runs to completion before the app starts, and that one failing fails the
-// pod.
-func TestInitContainersRunToCompletionFirst(t *testing.T) {
-	tests := []struct {
-		name        string
-		initScript  string
-		wantOrder   string
-		wantPhase   corev1.PodPhase
-		wantMessage string
-	}{
-		{name: "succeeds", initScript: "sleep 0.2; echo init >> order", wantOrder: "init\napp\n", wantPhase: corev1.PodRunning},
-		{name: "fails", initScript: "echo init >> order; exit 3", wantOrder: "init\n", wantPhase: corev1.PodFailed,
-			wantMessage: `init container "setup" exited with status 3`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pod := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
-				Spec: corev1.PodSpec{
-					InitContainers: []corev1.Container{{Name: "setup", Image: "sh", Args: []string{tt.initScript}}},
-					Containers:     []corev1.Container{{Name: "app", Image: "sh", Args: []string{"echo app >> order; exec sleep 60"}}},
-				},
-			}
-			dir := t.TempDir()
-			cfg := Config{
-				Client: fake.NewClientset(pod), Dir: dir, Log: slog.New(slog.DiscardHandler),
-				Images: map[string]Image{"sh": {Entrypoint: []string{"/bin/sh", "-c"}}},
-			}
-			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
-			defer w.goroutines.Wait()
-			defer w.killAll()
-			w.startAll(context.Background(), cfg.Log)
-			st := w.status()
-			if st.Phase != tt.wantPhase || !strings.Contains(st.Message, tt.wantMessage) {
-				t.Errorf("phase %s message %q, want %s with %q", st.Phase, st.Message, tt.wantPhase, tt.wantMessage)
-			}
-			// The app's line is written once it runs; poll for it.
-			var got []byte
-			_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-				got, _ = os.ReadFile(filepath.Join(dir, "p", "order"))
-				return string(got) == tt.wantOrder, nil
-			})
-			if string(got) != tt.wantOrder {
-				t.Errorf("containers ran in order %q, want %q", got, tt.wantOrder)
 			}
 		})
 	}
