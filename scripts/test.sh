@@ -17,7 +17,8 @@ go vet ./...
 (cd loop && go vet ./...)
 # The Kubernetes libraries are for the loop's tests only: outrider's binary
 # must not link them.
-if k8s=$(go list -deps ./cmd/agent | grep -E '^(k8s\.io|sigs\.k8s\.io)/'); then
+deps=$(go list -deps ./cmd/agent)
+if k8s=$(grep -E '^(k8s\.io|sigs\.k8s\.io)/' <<<"$deps"); then
 	echo "cmd/agent depends on Kubernetes packages:" >&2
 	echo "$k8s" >&2
 	exit 1
