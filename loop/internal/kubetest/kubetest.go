@@ -31,11 +31,11 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 )
 
-// Controllers are the kube-controller-manager controllers the control plane
+// controllers are the kube-controller-manager controllers the control plane
 // runs: enough for Deployments, their ReplicaSets and Pods, the
 // HorizontalPodAutoscaler, and namespaces with their default ServiceAccount
 // (pods fail admission without it).
-var Controllers = []string{
+var controllers = []string{
 	"deployment-controller",
 	"replicaset-controller",
 	"horizontal-pod-autoscaler-controller",
@@ -312,7 +312,7 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 	args := []string{
 		"--kubeconfig", cp.Kubeconfig,
 		"--leader-elect=false",
-		"--controllers", strings.Join(Controllers, ","),
+		"--controllers", strings.Join(controllers, ","),
 		"--horizontal-pod-autoscaler-sync-period", cp.opts.hpaSync.String(),
 		"--horizontal-pod-autoscaler-downscale-stabilization", cp.opts.hpaDownscale.String(),
 		// No HTTPS endpoint: the test checks readiness through what the
