@@ -2,21 +2,27 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+BIN     ?= bin
 LDFLAGS := -s -w \
 	-X github.com/outrider-sidecar/outrider/internal/version.Version=$(VERSION) \
 	-X github.com/outrider-sidecar/outrider/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build outrider echo consul etcd kube keda test demo bench fuzz clean
+.PHONY: all build outrider echo loadgen consul prometheus etcd kube keda test demo bench fuzz clean
 
 all: build
 
-build: outrider echo
+build: outrider echo loadgen
 
+# The release build: the Dockerfile runs `make outrider` too, so these flags
+# live here only (deploy/dockerfile_test.go checks that the two agree).
 outrider:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outrider ./cmd/agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/outrider ./cmd/agent
 
 echo:
-	$(GO) build -o bin/echo ./examples/echo
+	$(GO) build -o $(BIN)/echo ./examples/echo
+
+loadgen:
+	$(GO) build -o bin/loadgen ./examples/loadgen
 
 # A real Consul for tests and the demo: v1.14.0 (MPL-2.0), built once from
 # the Go module proxy through the separate tools module.
@@ -24,6 +30,17 @@ consul: bin/consul
 bin/consul: tools/go.mod tools/go.sum
 	$(GO) build -modfile=tools/go.mod -o bin/consul github.com/hashicorp/consul
 	@touch bin/consul
+
+# A real Prometheus and its promtool for tests, built once through their own
+# tools module (Debian's prometheus has no consul_sd_configs nor
+# kubernetes_sd_configs). Both binaries come from one build.
+prometheus: bin/prometheus bin/promtool
+bin/prometheus bin/promtool &: tools/prometheus/go.mod tools/prometheus/go.sum
+	@mkdir -p bin
+	cd tools/prometheus && $(GO) build -trimpath -o ../../bin/ \
+		github.com/prometheus/prometheus/cmd/prometheus \
+		github.com/prometheus/prometheus/cmd/promtool
+	@touch bin/prometheus bin/promtool
 
 # The Kubernetes control plane for the scaling-loop tests (internal/kubetest):
 # etcd v3.7.3 and kube-apiserver + kube-controller-manager v1.37.2, each from
@@ -54,7 +71,7 @@ bin/keda-operator: tools/keda/go.mod tools/keda/go.sum
 bin/keda-adapter: tools/keda/go.mod tools/keda/go.sum
 	bash scripts/build-tool.sh tools/keda $@ github.com/kedacore/keda/v2/cmd/adapter '$(KEDA_LDFLAGS)'
 
-test: consul etcd kube build
+test: consul prometheus etcd kube build
 	bash scripts/test.sh
 
 demo: consul build

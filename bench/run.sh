@@ -1,63 +1,135 @@
 #!/usr/bin/env bash
-# Benchmarks outrider's inbound proxy against nginx, HAProxy and the app
-# itself (direct), all on 127.0.0.1. See docs/benchmarks.md.
+# Benchmarks outrider's inbound proxy against nginx, HAProxy, Caddy and the
+# app itself (direct), all on 127.0.0.1, over a matrix of workloads and core
+# budgets. See docs/benchmarks.md.
 #
 # Knobs (environment):
-#   DURATION=10s        length of one measured wrk run
-#   ROUNDS=3            interleaved rounds; each runs every target once
-#   CONNECTIONS=32      wrk connections of the measured runs (wrk -t1)
-#   TARGETS="direct nginx haproxy outrider"   subset and order of round 1
-#   WARMUP=2s           wrk warm-up before each measured run
-#   HIGH_CONNECTIONS=1000 HIGH_DURATION=5s    the memory run (wrk -t2); 0 skips it
+#   WORKLOADS="small 16k 1m upload close conns1000 fixedrate"  rows to run
+#   CORES="1 2"         core budgets; each proxy runs once per budget
+#   TARGETS="direct nginx haproxy caddy outrider"   peers, and round 1's order
+#   DURATION=10s        length of one measured run
+#   ROUNDS=5            interleaved rounds; each runs every (workload, target)
+#   WARMUP=2s           unmeasured wrk run before each measured one
+#   CONNECTIONS=32      wrk connections of the keep-alive rows (wrk -t1)
+#   HIGH_CONNECTIONS=1000   connections of the conns1000 row
+#   FIXED_RATE=5000 FIXED_CLIENTS=50   the fixedrate row (h2load, keep-alive)
+#   PIN=1               taskset each proxy to its core budget; 0 leaves
+#                       placement to the scheduler
 #   OUTRIDER_BIN=       an outrider binary to measure instead of building bin/outrider
-#   GOMAXPROCS_OUTRIDER=1 GOMAXPROCS of outrider: one core, like nginx's one
-#                       worker and HAProxy's one thread; "default" sets
-#                       nothing (outrider's own default is also one core)
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
 #
-# It installs wrk, nginx and haproxy from Debian's packages when missing,
-# runs every server un-daemonized as its child with config generated into a
-# temporary directory, and stops all of them on exit or Ctrl-C.
+# It installs wrk, nginx, haproxy, caddy and h2load (nghttp2-client) from
+# Debian's packages when missing, runs every server un-daemonized as its
+# child with config generated into a temporary directory, and stops all of
+# them on exit or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+WORKLOADS=${WORKLOADS:-small 16k 1m upload close conns1000 fixedrate}
+CORES=${CORES:-1 2}
+TARGETS=${TARGETS:-direct nginx haproxy caddy outrider}
 DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-3}
-CONNECTIONS=${CONNECTIONS:-32}
-TARGETS=${TARGETS:-direct nginx haproxy outrider}
+ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
-GOMAXPROCS_OUTRIDER=${GOMAXPROCS_OUTRIDER:-1}
+CONNECTIONS=${CONNECTIONS:-32}
 HIGH_CONNECTIONS=${HIGH_CONNECTIONS:-1000}
-HIGH_DURATION=${HIGH_DURATION:-5s}
+FIXED_RATE=${FIXED_RATE:-5000}
+FIXED_CLIENTS=${FIXED_CLIENTS:-50}
+PIN=${PIN:-1}
 BASE_PORT=${BASE_PORT:-18080}
 RESULTS=${RESULTS:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
-for knob in ROUNDS CONNECTIONS BASE_PORT; do
+# Knobs of the single-workload benchmark that the matrix replaced.
+[ -z "${GOMAXPROCS_OUTRIDER:-}" ] || die "GOMAXPROCS_OUTRIDER is gone: CORES=\"1 2\" runs outrider (and every peer) at each core budget"
+[ -z "${HIGH_DURATION:-}" ] || die "HIGH_DURATION is gone: the conns1000 row runs for DURATION like the others"
+
+for knob in ROUNDS CONNECTIONS HIGH_CONNECTIONS FIXED_RATE FIXED_CLIENTS BASE_PORT; do
 	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: want a positive integer"
 done
-[[ $GOMAXPROCS_OUTRIDER =~ ^([1-9][0-9]*|default)$ ]] ||
-	die "GOMAXPROCS_OUTRIDER=$GOMAXPROCS_OUTRIDER: want a positive integer or default"
-[[ $HIGH_CONNECTIONS =~ ^[0-9]+$ ]] || die "HIGH_CONNECTIONS=$HIGH_CONNECTIONS: want an integer (0 skips the memory run)"
-for knob in DURATION WARMUP HIGH_DURATION; do
-	[[ ${!knob} =~ ^[0-9]+[smh]?$ ]] || die "$knob=${!knob}: want a wrk duration such as 10s, 2m"
+for knob in DURATION WARMUP; do
+	[[ ${!knob} =~ ^[1-9][0-9]*[sm]$ ]] || die "$knob=${!knob}: want a duration in seconds or minutes, such as 10s or 2m"
 done
+[[ $PIN =~ ^[01]$ ]] || die "PIN=$PIN: want 1 (taskset each proxy) or 0"
+[ "$FIXED_CLIENTS" -le "$FIXED_RATE" ] || die "FIXED_CLIENTS=$FIXED_CLIENTS: want at most FIXED_RATE=$FIXED_RATE"
+
+ALL_WORKLOADS="small 16k 1m upload close conns1000 fixedrate"
+ALL_TARGETS="direct nginx haproxy caddy outrider"
+for w in $WORKLOADS; do
+	[[ " $ALL_WORKLOADS " == *" $w "* ]] || die "WORKLOADS: unknown workload $w (want some of: $ALL_WORKLOADS)"
+done
+for t in $TARGETS; do
+	[[ " $ALL_TARGETS " == *" $t "* ]] || die "TARGETS: unknown target $t (want some of: $ALL_TARGETS)"
+done
+[ -n "$WORKLOADS" ] || die "WORKLOADS is empty (want some of: $ALL_WORKLOADS)"
+[ -n "$TARGETS" ] || die "TARGETS is empty (want some of: $ALL_TARGETS)"
+NCPU=$(nproc)
+for c in $CORES; do
+	[[ $c =~ ^[1-9][0-9]*$ ]] || die "CORES: $c is not a positive integer"
+	[ "$c" -le "$NCPU" ] || die "CORES: $c cores asked, this machine has $NCPU"
+done
+[ -n "$CORES" ] || die "CORES is empty (want core budgets such as \"1 2\")"
+
+# seconds converts a duration such as 10s or 2m to seconds.
+seconds() {
+	case $1 in
+	*m) echo $((${1%m} * 60)) ;;
+	*s) echo "${1%s}" ;;
+	esac
+}
+
+wants() { [[ " $1 " == *" $2 "* ]]; }
 
 # --- tools -----------------------------------------------------------------
 
+# UNAVAILABLE lists the targets left out, each as "target<TAB>reason".
+UNAVAILABLE=()
+
+# package_of names the Debian package that ships tool $1.
+package_of() {
+	case $1 in
+	h2load) echo nghttp2-client ;;
+	*) echo "$1" ;;
+	esac
+}
+
+have() { command -v "$1" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$1" >/dev/null 2>&1; }
+
 install_tools() {
-	local missing=() tool
-	for tool in wrk nginx haproxy; do
-		command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+	local tools=(wrk) missing=() tool t
+	for t in nginx haproxy caddy; do
+		if wants "$TARGETS" "$t"; then tools+=("$t"); fi
+	done
+	if wants "$WORKLOADS" fixedrate; then tools+=(h2load); fi
+	for tool in "${tools[@]}"; do
+		have "$tool" || missing+=("$tool")
 	done
 	if [ ${#missing[@]} -eq 0 ]; then return; fi
 	command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
 	local sudo=()
 	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
-	say "installing ${missing[*]} from Debian's packages"
+	"${sudo[@]}" apt-get update -q || die "apt-get update failed"
+	# A tool that this Debian release does not ship: Caddy is left out and
+	# said so; the others are needed.
+	local packages=() pkg
+	for tool in "${missing[@]}"; do
+		pkg=$(package_of "$tool")
+		if apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: (none)' ||
+			[ -z "$(apt-cache policy "$pkg" 2>/dev/null)" ]; then
+			if [ "$tool" = caddy ]; then
+				say "caddy: Debian's package $pkg is not available here; leaving Caddy out"
+				UNAVAILABLE+=("caddy	Debian package $pkg not available")
+				continue
+			fi
+			die "$tool: Debian's package $pkg is not available here"
+		fi
+		packages+=("$pkg")
+	done
+	if [ ${#packages[@]} -eq 0 ]; then return; fi
+	say "installing ${packages[*]} from Debian's packages"
 	# Debian starts a package's service on install unless policy-rc.d says
 	# no; the benchmark wants none, so block it for the install when no
 	# policy is in place, and remove the block afterwards.
@@ -68,25 +140,20 @@ install_tools() {
 		added=1
 	fi
 	local status=0
-	"${sudo[@]}" apt-get update -q || status=$?
-	if [ "$status" -eq 0 ]; then
-		DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}" || status=$?
-	fi
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${packages[@]}" || status=$?
 	if [ -n "$added" ]; then "${sudo[@]}" rm -f "$policy"; fi
-	[ "$status" -eq 0 ] || die "apt-get failed (status $status)"
+	[ "$status" -eq 0 ] || die "apt-get install ${packages[*]} failed (status $status)"
 }
 
 install_tools
 export PATH=$PATH:/usr/sbin:/sbin
 command -v go >/dev/null 2>&1 || die "go is not installed"
 
-# UNAVAILABLE lists the targets left out, each as "target<TAB>reason".
-UNAVAILABLE=()
 say "building bin/echo"
 make -s echo
 if [ -n "${OUTRIDER_BIN:-}" ]; then
 	[ -x "$OUTRIDER_BIN" ] || die "OUTRIDER_BIN=$OUTRIDER_BIN is not an executable"
-elif [[ " $TARGETS " == *" outrider "* ]]; then
+elif wants "$TARGETS" outrider; then
 	OUTRIDER_BIN=bin/outrider
 	say "building bin/outrider"
 	if ! make -s outrider; then
@@ -133,7 +200,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # Servers such as HAProxy size their tables from the file limit, and the
-# memory run needs two descriptors per connection in each proxy.
+# conns1000 row needs two descriptors per connection in each proxy.
 hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
 ulimit -n "$hard"
@@ -197,18 +264,38 @@ cpu_ticks() {
 	echo "$total"
 }
 
-# mem_kb prints the /proc/PID/status field $1 (kB) summed over the pids.
-mem_kb() {
-	local field=$1 pid total=0 v
-	shift
+# rss_kb prints VmRSS (kB) summed over the given pids.
+rss_kb() {
+	local pid total=0 key v rest
 	for pid in "$@"; do
-		v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
-		total=$((total + ${v:-0}))
+		while read -r key v rest; do
+			if [ "$key" = VmRSS: ]; then total=$((total + v)); fi
+		done 2>/dev/null <"/proc/$pid/status" || true
 	done
 	echo "$total"
 }
 
-mkdir -p "$RESULTS"
+# cpus_for prints the CPU list that a proxy with a budget of $1 cores is
+# pinned to: the last $1 CPUs, so that the one-core proxies share CPU
+# $NCPU-1 and leave CPU 0 to the load generator and the app more often.
+cpus_for() {
+	if [ "$1" -eq 1 ]; then
+		echo "$((NCPU - 1))"
+	else
+		echo "$((NCPU - $1))-$((NCPU - 1))"
+	fi
+}
+
+# pin_prefix sets PINNED to the command prefix that pins a server to a
+# budget of $1 cores: taskset when PIN=1, nothing otherwise. A prefix, not
+# a function, so that "${PINNED[@]}" server & leaves the server's pid in $!
+# (taskset execs its command; a function would run in a subshell).
+pin_prefix() {
+	PINNED=()
+	if [ "$PIN" = 1 ]; then PINNED=(taskset -c "$(cpus_for "$1")"); fi
+}
+
+RESULTS=$(mkdir -p "$RESULTS" && cd "$RESULTS" && pwd)
 take_port APP_PORT
 declare -A PORT PROC
 
@@ -218,13 +305,16 @@ APP_PID=$!
 PIDS+=("$APP_PID")
 wait_http "$APP_PORT" 10 "$APP_PID" || die "the sample app does not answer (see $RESULTS/echo.log)"
 
+# Each start_<target> CORES starts one server with that core budget under
+# the key target:cores, or adds it to UNAVAILABLE.
+
 start_nginx() {
-	local port dir=$TMP/nginx
+	local cores=$1 key=nginx:$1 port dir=$TMP/nginx-$1 pid
 	take_port port
 	mkdir -p "$dir/logs"
 	chmod 755 "$dir"
 	cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $cores;
 worker_rlimit_nofile $hard;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
@@ -252,25 +342,26 @@ http {
     }
 }
 EOF
-	nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx.log" 2>&1 9>&- &
-	NGINX_PID=$!
-	PIDS+=("$NGINX_PID")
-	PORT[nginx]=$port
-	if ! wait_http "$port" 10 "$NGINX_PID"; then
-		cat "$dir/logs/error.log" >>"$RESULTS/nginx.log" 2>/dev/null || true
-		die "nginx does not answer (see $RESULTS/nginx.log)"
+	pin_prefix "$cores"
+	"${PINNED[@]}" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx-${cores}c.log" 2>&1 9>&- &
+	pid=$!
+	PIDS+=("$pid")
+	PORT[$key]=$port
+	if ! wait_http "$port" 10 "$pid"; then
+		cat "$dir/logs/error.log" >>"$RESULTS/nginx-${cores}c.log" 2>/dev/null || true
+		die "nginx ($cores cores) does not answer (see $RESULTS/nginx-${cores}c.log)"
 	fi
-	# The master plus its one worker.
-	PROC[nginx]="$NGINX_PID $(children "$NGINX_PID" | tr '\n' ' ')"
+	# The master plus its workers.
+	PROC[$key]="$pid $(children "$pid" | tr '\n' ' ')"
 }
 
 start_haproxy() {
-	local port dir=$TMP/haproxy
+	local cores=$1 key=haproxy:$1 port dir=$TMP/haproxy-$1 pid
 	take_port port
 	mkdir -p "$dir"
 	cat >"$dir/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $cores
     maxconn 8192
 
 defaults
@@ -288,23 +379,58 @@ frontend bench
 backend app
     server app 127.0.0.1:$APP_PORT maxconn 4096
 EOF
-	haproxy -db -f "$dir/haproxy.cfg" >"$RESULTS/haproxy.log" 2>&1 9>&- &
-	HAPROXY_PID=$!
-	PIDS+=("$HAPROXY_PID")
-	PORT[haproxy]=$port
-	wait_http "$port" 10 "$HAPROXY_PID" || die "haproxy does not answer (see $RESULTS/haproxy.log)"
-	PROC[haproxy]="$HAPROXY_PID $(children "$HAPROXY_PID" | tr '\n' ' ')"
+	pin_prefix "$cores"
+	"${PINNED[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$RESULTS/haproxy-${cores}c.log" 2>&1 9>&- &
+	pid=$!
+	PIDS+=("$pid")
+	PORT[$key]=$port
+	wait_http "$port" 10 "$pid" || die "haproxy ($cores cores) does not answer (see $RESULTS/haproxy-${cores}c.log)"
+	PROC[$key]="$pid $(children "$pid" | tr '\n' ' ')"
+}
+
+start_caddy() {
+	local cores=$1 key=caddy:$1 port dir=$TMP/caddy-$1 pid
+	take_port port
+	mkdir -p "$dir"
+	# No admin endpoint, no automatic HTTPS, HTTP/1.1 only (no UDP
+	# listener for HTTP/3), no access log (Caddy's default).
+	cat >"$dir/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	servers {
+		protocols h1
+	}
+}
+http://127.0.0.1:$port {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:$APP_PORT
+}
+EOF
+	# Caddy keeps state under HOME and the XDG directories: keep it in the
+	# temporary directory.
+	pin_prefix "$cores"
+	"${PINNED[@]}" env "GOMAXPROCS=$cores" "HOME=$dir" "XDG_DATA_HOME=$dir/data" "XDG_CONFIG_HOME=$dir/config" \
+		caddy run --config "$dir/Caddyfile" --adapter caddyfile >"$RESULTS/caddy-${cores}c.log" 2>&1 9>&- &
+	pid=$!
+	PIDS+=("$pid")
+	PORT[$key]=$port
+	if ! wait_http "$port" 10 "$pid"; then
+		say "caddy ($cores cores): not available (see $RESULTS/caddy-${cores}c.log)"
+		UNAVAILABLE+=("$key	nothing answers on its port")
+		kill -TERM "$pid" 2>/dev/null || true
+		return
+	fi
+	PROC[$key]=$pid
 }
 
 start_outrider() {
-	local port metrics admin
+	local cores=$1 key=outrider:$1 port metrics admin pid
 	take_port port
 	take_port metrics
 	take_port admin
-	local procs=()
-	if [ "$GOMAXPROCS_OUTRIDER" != default ]; then procs=("GOMAXPROCS=$GOMAXPROCS_OUTRIDER"); fi
-	# env execs outrider, so $! is outrider's pid.
-	env OUTRIDER_REGISTRY=none \
+	pin_prefix "$cores"
+	"${PINNED[@]}" env OUTRIDER_REGISTRY=none \
 		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
 		"OUTRIDER_APP_ADDR=127.0.0.1:$APP_PORT" \
 		"OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics" \
@@ -312,79 +438,136 @@ start_outrider() {
 		OUTRIDER_LOG_LEVEL=warn \
 		OUTRIDER_DRAIN_DELAY=0s \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
-		"${procs[@]}" \
-		"$OUTRIDER_BIN" >"$RESULTS/outrider.log" 2>&1 9>&- &
-	OUTRIDER_PID=$!
-	PIDS+=("$OUTRIDER_PID")
-	PORT[outrider]=$port
-	if ! wait_http "$port" 10 "$OUTRIDER_PID"; then
-		say "outrider: proxy not available (nothing answers on 127.0.0.1:$port; see $RESULTS/outrider.log)"
-		UNAVAILABLE+=("outrider	nothing answers on its proxy port")
+		"GOMAXPROCS=$cores" \
+		"$OUTRIDER_BIN" >"$RESULTS/outrider-${cores}c.log" 2>&1 9>&- &
+	pid=$!
+	PIDS+=("$pid")
+	PORT[$key]=$port
+	if ! wait_http "$port" 10 "$pid"; then
+		say "outrider ($cores cores): proxy not available (nothing answers on 127.0.0.1:$port; see $RESULTS/outrider-${cores}c.log)"
+		UNAVAILABLE+=("$key	nothing answers on its proxy port")
 		# Out of the way of the others' measurements.
-		kill -TERM "$OUTRIDER_PID" 2>/dev/null || true
+		kill -TERM "$pid" 2>/dev/null || true
 		return
 	fi
-	PROC[outrider]=$OUTRIDER_PID
+	PROC[$key]=$pid
 }
 
-# unavailable tells whether target $1 has been left out.
+# unavailable tells whether target $1 (target or target:cores) is left out.
 unavailable() {
 	local u
 	for u in "${UNAVAILABLE[@]}"; do
-		if [ "${u%%	*}" = "$1" ]; then return 0; fi
+		u=${u%%	*}
+		if [ "$u" = "$1" ] || [ "$u" = "${1%%:*}" ]; then return 0; fi
 	done
 	return 1
 }
 
+# ACTIVE lists what is measured in every workload: direct (the app alone,
+# no core budget of its own) and target:cores for each proxy and budget.
 ACTIVE=()
 for target in $TARGETS; do
-	case $target in
-	direct)
+	if [ "$target" = direct ]; then
 		PORT[direct]=$APP_PORT
-		PROC[direct]=
-		;;
-	nginx | haproxy | outrider)
-		if unavailable "$target"; then continue; fi
-		say "starting $target"
-		"start_$target"
-		;;
-	*) die "unknown target $target (want direct, nginx, haproxy, outrider)" ;;
-	esac
-	if unavailable "$target"; then continue; fi
-	ACTIVE+=("$target")
+		PROC[direct]=$APP_PID
+		ACTIVE+=(direct)
+		continue
+	fi
+	for cores in $CORES; do
+		if unavailable "$target:$cores"; then continue; fi
+		say "starting $target with $cores core(s)"
+		"start_$target" "$cores"
+		if unavailable "$target:$cores"; then continue; fi
+		ACTIVE+=("$target:$cores")
+	done
 done
 [ ${#ACTIVE[@]} -gt 0 ] || die "no target answers"
 
-# --- measured rounds --------------------------------------------------------
+# --- workloads ---------------------------------------------------------------
 
-# run_wrk FILE ARGS... runs wrk with its output in FILE. It runs in the
-# background under wait so that Ctrl-C reaches the trap at once: bash holds
-# a trap back while a foreground child that handles SIGINT itself (as wrk
-# does) is running, and then forgets it.
-run_wrk() {
-	local out=$1 pid status=0
+# The upload row's body: 64 KiB, POSTed to the app's /echo, which streams
+# it back.
+cat >"$TMP/upload.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = string.rep("a", 65536)
+wrk.headers["Content-Type"] = "application/octet-stream"
+EOF
+
+# wrk_args prints, one per line, the wrk arguments of workload $1 against
+# port $2 (without the duration). fixedrate warms up as small does.
+wrk_args() {
+	local base=http://127.0.0.1:$2
+	case $1 in
+	small | fixedrate) printf '%s\n' -t1 "-c$CONNECTIONS" "$base/" ;;
+	16k) printf '%s\n' -t1 "-c$CONNECTIONS" "$base/bytes?n=16384" ;;
+	1m) printf '%s\n' -t1 "-c$CONNECTIONS" "$base/bytes?n=1048576" ;;
+	upload) printf '%s\n' -t1 "-c$CONNECTIONS" -s "$TMP/upload.lua" "$base/echo" ;;
+	close) printf '%s\n' -t1 "-c$CONNECTIONS" -H 'Connection: close' "$base/" ;;
+	conns1000) printf '%s\n' -t1 "-c$HIGH_CONNECTIONS" "$base/" ;;
+	esac
+}
+
+# The fixedrate row: FIXED_CLIENTS keep-alive connections, each sending a
+# request every FIXED_CLIENTS/FIXED_RATE seconds from a timing script, for
+# DURATION. h2load starts the clients a few per millisecond so that they
+# do not all fire at once, and logs every request's duration in
+# microseconds.
+FIXED_INTERVAL_MS=$(awk -v c="$FIXED_CLIENTS" -v r="$FIXED_RATE" 'BEGIN { printf "%.3f", 1000 * c / r }')
+FIXED_PER_CLIENT=$(awk -v s="$(seconds "$DURATION")" -v c="$FIXED_CLIENTS" -v r="$FIXED_RATE" 'BEGIN { printf "%d", s * r / c }')
+FIXED_STAGGER=$(awk -v c="$FIXED_CLIENTS" -v i="$FIXED_INTERVAL_MS" 'BEGIN { n = c / (i < 1 ? 1 : i); printf "%d", (n == int(n)) ? n : int(n) + 1 }')
+FIXED_LIMIT=$(($(seconds "$DURATION") * 3 + 30))
+awk -v n="$FIXED_PER_CLIENT" -v i="$FIXED_INTERVAL_MS" 'BEGIN { for (k = 0; k < n; k++) printf "%.3f\t/\n", k * i }' >"$TMP/fixedrate.script"
+
+# run_bg FILE CMD... runs a load generator with its output in FILE while
+# sampling the RSS of the pids in SAMPLE_PIDS every half second; it sets
+# PEAK_RSS to the largest sum seen. It runs in the background under wait so
+# that Ctrl-C reaches the trap at once: bash holds a trap back while a
+# foreground child that handles SIGINT itself (as wrk does) is running.
+run_bg() {
+	local out=$1 pid status=0 rss
 	shift
-	wrk "$@" >"$out" 2>&1 9>&- &
+	"$@" >"$out" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
+	PEAK_RSS=0
+	while kill -0 "$pid" 2>/dev/null; do
+		# shellcheck disable=SC2086 # SAMPLE_PIDS holds a list of pids.
+		rss=$(rss_kb $SAMPLE_PIDS)
+		if [ "$rss" -gt "$PEAK_RSS" ]; then PEAK_RSS=$rss; fi
+		sleep 0.5
+	done
 	wait "$pid" || status=$?
 	unset 'PIDS[-1]'
 	return "$status"
 }
 
+# version prints the first line of a tool's version output, or "-".
+version() { "$@" 2>&1 | head -n 1 || echo -; }
+
 {
 	echo "date	$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "clk_tck	$(getconf CLK_TCK)"
-	echo "cpus	$(nproc)"
+	echo "cpus	$NCPU"
 	echo "duration	$DURATION"
+	echo "warmup	$WARMUP"
 	echo "rounds	$ROUNDS"
+	echo "workloads	$WORKLOADS"
+	echo "cores	$CORES"
 	echo "connections	$CONNECTIONS"
 	echo "high_connections	$HIGH_CONNECTIONS"
+	echo "fixed_rate	$FIXED_RATE"
+	echo "fixed_clients	$FIXED_CLIENTS"
+	if [ "$PIN" = 1 ]; then
+		for c in $CORES; do echo "pin_$c	$(cpus_for "$c")"; done
+	else
+		echo "pin	off"
+	fi
 	echo "wrk	$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)"
-	echo "nginx	$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)"
-	echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"
-	echo "outrider_gomaxprocs	$GOMAXPROCS_OUTRIDER"
-	echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"
+	if wants "$WORKLOADS" fixedrate; then echo "h2load	$(version h2load --version)"; fi
+	if wants "$TARGETS" nginx; then echo "nginx	$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)"; fi
+	if wants "$TARGETS" haproxy; then echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"; fi
+	if wants "$TARGETS" caddy && have caddy; then echo "caddy	Caddy $(version caddy version | awk '{ print $1 }')"; fi
+	if wants "$TARGETS" outrider; then echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"; fi
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "load_start	$(cut -d' ' -f1 /proc/loadavg)"
 	for u in "${UNAVAILABLE[@]}"; do
@@ -392,63 +575,66 @@ run_wrk() {
 	done
 } >"$RESULTS/info.tsv"
 
-printf 'target\tround\twrk_file\tproxy_ticks\tapp_ticks\n' >"$RESULTS/runs.tsv"
+# --- measured rounds --------------------------------------------------------
+
+printf 'workload\tcores\ttarget\tround\ttool\tfile\tlatency_file\tproxy_ticks\tapp_ticks\trss_kb\n' >"$RESULTS/runs.tsv"
 n=${#ACTIVE[@]}
 for round in $(seq "$ROUNDS"); do
-	for i in $(seq 0 $((n - 1))); do
-		target=${ACTIVE[$(((i + round - 1) % n))]}
-		url=http://127.0.0.1:${PORT[$target]}/
-		say "round $round/$ROUNDS: $target"
-		run_wrk /dev/null -t1 -c"$CONNECTIONS" -d"$WARMUP" "$url" || say "warm-up of $target failed"
-		# shellcheck disable=SC2086 # PROC holds a list of pids.
-		proxy0=$(cpu_ticks ${PROC[$target]})
-		app0=$(cpu_ticks "$APP_PID")
-		file=round$round-$target.txt
-		run_wrk "$RESULTS/$file" -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" ||
-			say "wrk failed for $target (see $RESULTS/$file)"
-		# shellcheck disable=SC2086
-		proxy1=$(cpu_ticks ${PROC[$target]})
-		app1=$(cpu_ticks "$APP_PID")
-		printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$file" \
-			$((proxy1 - proxy0)) $((app1 - app0)) >>"$RESULTS/runs.tsv"
+	for workload in $WORKLOADS; do
+		for i in $(seq 0 $((n - 1))); do
+			key=${ACTIVE[$(((i + round - 1) % n))]}
+			target=${key%%:*}
+			cores=-
+			if [ "$key" != direct ]; then cores=${key#*:}; fi
+			port=${PORT[$key]}
+			mapfile -t args < <(wrk_args "$workload" "$port")
+			label=$target
+			if [ "$cores" != - ]; then label="$target, $cores core(s)"; fi
+			say "round $round/$ROUNDS, $workload: $label"
+			SAMPLE_PIDS=${PROC[$key]}
+			run_bg /dev/null wrk "${args[@]}" -d"$WARMUP" || say "warm-up of $key failed"
+			# shellcheck disable=SC2086 # PROC holds a list of pids.
+			proxy0=$(cpu_ticks ${PROC[$key]})
+			app0=$(cpu_ticks "$APP_PID")
+			stem=round$round-$workload-$target
+			if [ "$cores" != - ]; then stem=$stem-${cores}c; fi
+			file=$stem.txt
+			latency_file=-
+			if [ "$workload" = fixedrate ]; then
+				tool=h2load
+				latency_file=$stem.log
+				# h2load has no run time limit of its own: bound it, in
+				# case a target stops answering.
+				run_bg "$RESULTS/$file" timeout "$FIXED_LIMIT" h2load --h1 -t1 -c"$FIXED_CLIENTS" -n"$FIXED_PER_CLIENT" \
+					-r"$FIXED_STAGGER" --rate-period=1ms -B "http://127.0.0.1:$port" \
+					--timing-script-file="$TMP/fixedrate.script" --log-file="$RESULTS/$latency_file" ||
+					say "h2load failed for $key (see $RESULTS/$file)"
+			else
+				tool=wrk
+				run_bg "$RESULTS/$file" wrk "${args[@]}" -d"$DURATION" --latency ||
+					say "wrk failed for $key (see $RESULTS/$file)"
+			fi
+			# shellcheck disable=SC2086
+			proxy1=$(cpu_ticks ${PROC[$key]})
+			app1=$(cpu_ticks "$APP_PID")
+			if [ "$latency_file" != - ]; then
+				gzip -f "$RESULTS/$latency_file" 2>/dev/null || touch "$RESULTS/$latency_file"
+				if [ -e "$RESULTS/$latency_file.gz" ]; then latency_file=$latency_file.gz; fi
+			fi
+			# direct's CPU is the app's own, counted once, as app_ticks.
+			ticks=$((proxy1 - proxy0))
+			if [ "$key" = direct ]; then ticks=-; fi
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$cores" "$target" "$round" "$tool" \
+				"$file" "$latency_file" "$ticks" $((app1 - app0)) "$PEAK_RSS" >>"$RESULTS/runs.tsv"
+		done
 	done
-done
-
-# --- memory ---------------------------------------------------------------
-
-printf 'target\tpeak_rss_kb\tload_rss_kb\tload_hwm_kb\twrk_file\n' >"$RESULTS/memory.tsv"
-for target in "${ACTIVE[@]}"; do
-	pids=${PROC[$target]}
-	if [ "$target" = direct ]; then pids=$APP_PID; fi
-	# shellcheck disable=SC2086
-	peak=$(mem_kb VmHWM $pids)
-	if [ "$HIGH_CONNECTIONS" -eq 0 ]; then
-		printf '%s\t%s\t-\t-\t-\n' "$target" "$peak" >>"$RESULTS/memory.tsv"
-		continue
-	fi
-	say "memory at $HIGH_CONNECTIONS connections: $target"
-	file=high-$target.txt
-	wrk -t2 -c"$HIGH_CONNECTIONS" -d"$HIGH_DURATION" --latency "http://127.0.0.1:${PORT[$target]}/" >"$RESULTS/$file" 2>&1 9>&- &
-	wrk_pid=$!
-	PIDS+=("$wrk_pid")
-	# Sample while the connections are open; keep the largest figure.
-	load=0
-	while kill -0 "$wrk_pid" 2>/dev/null; do
-		sleep 0.5
-		# shellcheck disable=SC2086
-		rss=$(mem_kb VmRSS $pids)
-		if [ "$rss" -gt "$load" ]; then load=$rss; fi
-	done
-	wait "$wrk_pid" || say "wrk at $HIGH_CONNECTIONS connections failed for $target"
-	unset 'PIDS[-1]'
-	# shellcheck disable=SC2086
-	hwm=$(mem_kb VmHWM $pids)
-	printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$peak" "$load" "$hwm" "$file" >>"$RESULTS/memory.tsv"
 done
 
 # --- summary ----------------------------------------------------------------
 
 printf 'load_end\t%s\n' "$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS/info.tsv"
 
-go run ./bench/cmd/benchsummary -dir "$RESULTS" | tee "$RESULTS/summary.txt"
-say "raw outputs and summary in $RESULTS"
+# The summary and its charts live in their own module (bench/go.mod), so
+# that the plotting library stays out of outrider's.
+(cd bench && go run ./cmd/benchsummary -dir "$RESULTS") | tee "$RESULTS/summary.txt"
+say "raw outputs, summary and charts in $RESULTS"

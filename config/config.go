@@ -26,6 +26,7 @@ type Config struct {
 	Probe    Probe
 	Registry Registry
 	Listen   Listen
+	Proxy    Proxy
 	Drain    Drain
 	// ConfigFile is the optional file of reloadable settings.
 	ConfigFile string
@@ -63,6 +64,11 @@ type Probe struct {
 	InitialDelay     time.Duration
 	FailureThreshold int
 	SuccessThreshold int
+	// EnvDeny names the variables an exec probe's command does not get
+	// from outrider's environment, beside probe.SecretEnv.
+	EnvDeny []string
+	// EnvAdd holds NAME=value pairs added to an exec probe's environment.
+	EnvAdd []string
 }
 
 // Registry selects the service registry and how outrider uses it.
@@ -91,6 +97,40 @@ type Listen struct {
 	// QPSWindow is the sliding window of outrider_http_requests_per_second.
 	QPSWindow time.Duration
 }
+
+// Proxy holds the inbound proxy's limits.
+type Proxy struct {
+	// MaxConns bounds the client connections open at once; 0 means
+	// "auto": sized from the open-file limit at start-up.
+	MaxConns int
+	// TunnelIdleTimeout closes a WebSocket or other upgraded tunnel idle
+	// that long both ways.
+	TunnelIdleTimeout time.Duration
+	// KeepUnderscoreHeaders forwards request header names that hold an
+	// underscore; they are dropped by default.
+	KeepUnderscoreHeaders bool
+}
+
+// Values of OUTRIDER_PROXY_UNDERSCORE_HEADERS.
+const (
+	UnderscoreDrop = "drop"
+	UnderscoreKeep = "keep"
+)
+
+// MetricsPort is the port of the metrics listener, which every
+// registration carries as service meta MetricsPortMeta; 0 when the
+// listener is off or its port is chosen at start (port 0).
+func (l Listen) MetricsPort() int {
+	if l.Metrics == "" {
+		return 0
+	}
+	return portOf(l.Metrics)
+}
+
+// MetricsPortMeta is the service meta key that tells Prometheus' Consul
+// discovery where outrider's /metrics is. outrider sets it; a user's
+// OUTRIDER_SERVICE_META may not.
+const MetricsPortMeta = "metrics_port"
 
 // Drain is the shutdown timing.
 type Drain struct {
@@ -180,6 +220,10 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 		r.fail("OUTRIDER_ADMIN_LISTEN", c.Listen.Admin, "is not a loopback address and OUTRIDER_ADMIN_TOKEN is empty (set a token, or listen on 127.0.0.1)")
 	}
 
+	c.Proxy.MaxConns = r.autoInt("OUTRIDER_PROXY_MAX_CONNS")
+	c.Proxy.TunnelIdleTimeout = r.duration("OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT", time.Hour, time.Second)
+	c.Proxy.KeepUnderscoreHeaders = r.oneOf("OUTRIDER_PROXY_UNDERSCORE_HEADERS", UnderscoreDrop, UnderscoreDrop, UnderscoreKeep) == UnderscoreKeep
+
 	c.Drain.Delay = r.duration("OUTRIDER_DRAIN_DELAY", 5*time.Second, 0)
 	c.Drain.Timeout = r.duration("OUTRIDER_DRAIN_TIMEOUT", 25*time.Second, 0)
 	c.Drain.AppStopTimeout = r.duration("OUTRIDER_APP_STOP_TIMEOUT", 10*time.Second, 0)
@@ -198,7 +242,8 @@ func (r *reader) probe(appAddr string) Probe {
 	}
 	spec, err := probe.ParseSpec(raw)
 	if err != nil {
-		r.fail("OUTRIDER_PROBE", raw, strings.TrimPrefix(err.Error(), probe.ErrBadSpec.Error()+": "))
+		// The value may hold a URL password: it is shown masked.
+		r.fail("OUTRIDER_PROBE", probe.RedactSpec(raw), strings.TrimPrefix(err.Error(), probe.ErrBadSpec.Error()+": "))
 	}
 	if h := r.getenv("OUTRIDER_PROBE_HEADERS"); h != "" {
 		hdr, err := probe.ParseHeaders(h)
@@ -215,6 +260,8 @@ func (r *reader) probe(appAddr string) Probe {
 	p.InitialDelay = r.duration("OUTRIDER_PROBE_INITIAL_DELAY", 0, 0)
 	p.FailureThreshold = r.positiveInt("OUTRIDER_PROBE_FAILURE_THRESHOLD", 3)
 	p.SuccessThreshold = r.positiveInt("OUTRIDER_PROBE_SUCCESS_THRESHOLD", 1)
+	p.EnvDeny = r.envNames("OUTRIDER_PROBE_ENV_DENY")
+	p.EnvAdd = r.envPairs("OUTRIDER_PROBE_ENV")
 	return p
 }
 
@@ -251,6 +298,12 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 			r.fail("OUTRIDER_SERVICE_ADDRESS", "", "is empty and no address could be found: "+err.Error()+" (set it, or POD_IP)")
 		}
 		s.Address = addr
+	}
+
+	if v, ok := s.Meta[MetricsPortMeta]; ok {
+		r.fail("OUTRIDER_SERVICE_META", MetricsPortMeta+"="+v, fmt.Sprintf(
+			"sets the key %s, which outrider sets from OUTRIDER_METRICS_LISTEN=%q (remove the pair: Prometheus finds /metrics through outrider's)",
+			MetricsPortMeta, c.Listen.Metrics))
 	}
 
 	defaultPort := portOf(c.App.Addr)
@@ -344,6 +397,50 @@ func (r *reader) positiveInt(name string, def int) int {
 		return def
 	}
 	return n
+}
+
+// autoInt reads a whole number of 1 or more, or "auto" (or nothing),
+// which is 0.
+func (r *reader) autoInt(name string) int {
+	v := r.str(name, "")
+	if v == "" || strings.EqualFold(v, "auto") {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		r.fail(name, v, "is not a whole number of 1 or more, nor auto")
+		return 0
+	}
+	return n
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// envNames reads a list of environment variable names.
+func (r *reader) envNames(name string) []string {
+	names := r.list(name)
+	for _, n := range names {
+		if !envName.MatchString(n) {
+			r.fail(name, n, "is not a variable name (want letters, digits and '_', not starting with a digit)")
+		}
+	}
+	return names
+}
+
+// envPairs reads NAME=value pairs. Values may be credentials: an error
+// names the variable only.
+func (r *reader) envPairs(name string) []string {
+	var pairs []string
+	for i, item := range r.list(name) {
+		k, v, ok := strings.Cut(item, "=")
+		k = strings.TrimSpace(k)
+		if !ok || !envName.MatchString(k) {
+			r.fail(name, "(hidden)", fmt.Sprintf("item %d is not NAME=value (want e.g. \"PGHOST=db,PGPORT=5432\")", i+1))
+			continue
+		}
+		pairs = append(pairs, k+"="+strings.TrimSpace(v))
+	}
+	return pairs
 }
 
 func (r *reader) boolean(name string, def bool) bool {

@@ -3,6 +3,8 @@ package config
 import (
 	"bufio"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -42,10 +44,16 @@ func TestDefaults(t *testing.T) {
 		{"deregister after", c.Registry.DeregisterCriticalAfter, time.Minute},
 		{"proxy", c.Listen.Proxy, ":15001"},
 		{"metrics", c.Listen.Metrics, ":15090"},
+		{"metrics port", c.Listen.MetricsPort(), 15090},
 		{"admin", c.Listen.Admin, "127.0.0.1:15000"},
 		{"qps window", c.Listen.QPSWindow, 10 * time.Second},
 		{"drain delay", c.Drain.Delay, 5 * time.Second},
 		{"drain timeout", c.Drain.Timeout, 25 * time.Second},
+		{"proxy max conns auto", c.Proxy.MaxConns, 0},
+		{"tunnel idle timeout", c.Proxy.TunnelIdleTimeout, time.Hour},
+		{"underscore headers dropped", c.Proxy.KeepUnderscoreHeaders, false},
+		{"probe env deny", c.Probe.EnvDeny, []string(nil)},
+		{"probe env add", c.Probe.EnvAdd, []string(nil)},
 		{"log format", c.Log.Format, "json"},
 		{"log level", c.Log.Level, "info"},
 	}
@@ -122,6 +130,32 @@ func TestGoodValues(t *testing.T) {
 		{"app process regexp",
 			map[string]string{"OUTRIDER_APP_PROCESS": "java .*-jar app"},
 			func(c Config) (any, any) { return c.App.Process.String(), "java .*-jar app" }},
+		{"proxy limits",
+			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "5000", "OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT": "10m", "OUTRIDER_PROXY_UNDERSCORE_HEADERS": "Keep"},
+			func(c Config) (any, any) {
+				return [3]any{c.Proxy.MaxConns, c.Proxy.TunnelIdleTimeout, c.Proxy.KeepUnderscoreHeaders},
+					[3]any{5000, 10 * time.Minute, true}
+			}},
+		{"max conns auto",
+			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "auto"},
+			func(c Config) (any, any) { return c.Proxy.MaxConns, 0 }},
+		{"exec probe environment",
+			map[string]string{"OUTRIDER_PROBE": "exec:/bin/true", "OUTRIDER_PROBE_ENV": "PGHOST=db, PGPASSWORD = pw=1", "OUTRIDER_PROBE_ENV_DENY": "AWS_SECRET_ACCESS_KEY, VAULT_TOKEN"},
+			func(c Config) (any, any) {
+				return [2]any{c.Probe.EnvAdd, c.Probe.EnvDeny},
+					[2]any{[]string{"PGHOST=db", "PGPASSWORD=pw=1"}, []string{"AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN"}}
+			}},
+		{"metrics port follows the metrics listener",
+			map[string]string{"OUTRIDER_METRICS_LISTEN": "10.0.0.7:9100"},
+			func(c Config) (any, any) { return c.Listen.MetricsPort(), 9100 }},
+		{"metrics port chosen at start is unknown",
+			map[string]string{"OUTRIDER_METRICS_LISTEN": "127.0.0.1:0"},
+			func(c Config) (any, any) { return c.Listen.MetricsPort(), 0 }},
+		{"other meta keys beside the metrics port",
+			map[string]string{"OUTRIDER_SERVICE_META": "metrics_path=/metrics,metrics_port_app=8081"},
+			func(c Config) (any, any) {
+				return c.Service.Meta, map[string]string{"metrics_path": "/metrics", "metrics_port_app": "8081"}
+			}},
 		{"zero drain delay is allowed",
 			map[string]string{"OUTRIDER_DRAIN_DELAY": "0s"},
 			func(c Config) (any, any) { return c.Drain.Delay, time.Duration(0) }},
@@ -203,6 +237,7 @@ func TestSecretsNeverPrint(t *testing.T) {
 		"OUTRIDER_ADMIN_TOKEN":   "tok-s3cr3t",
 		"OUTRIDER_PROBE":         "http://127.0.0.1:8080/healthz",
 		"OUTRIDER_PROBE_HEADERS": "Authorization: Bearer hdr-s3cr3t",
+		"OUTRIDER_PROBE_ENV":     "PROBE_TOKEN=env-s3cr3t",
 	})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -211,10 +246,13 @@ func TestSecretsNeverPrint(t *testing.T) {
 	for _, s := range c.Effective() {
 		all.WriteString(s.Var + "=" + s.Value + "\n")
 	}
-	for _, secret := range []string{"tok-s3cr3t", "hdr-s3cr3t"} {
+	for _, secret := range []string{"tok-s3cr3t", "hdr-s3cr3t", "env-s3cr3t"} {
 		if strings.Contains(all.String(), secret) {
 			t.Errorf("Effective() shows %q:\n%s", secret, all.String())
 		}
+	}
+	if !strings.Contains(all.String(), "OUTRIDER_PROBE_ENV=PROBE_TOKEN=********") {
+		t.Errorf("Effective() does not show the masked probe variable's name:\n%s", all.String())
 	}
 	if !strings.Contains(all.String(), "OUTRIDER_PROBE_HEADERS=Authorization: ********") {
 		t.Errorf("Effective() does not show the masked header name:\n%s", all.String())
@@ -241,6 +279,148 @@ func TestEffectiveListsEveryVariable(t *testing.T) {
 	for _, field := range strings.FieldsFunc(string(src), func(r rune) bool { return r == '"' }) {
 		if strings.HasPrefix(field, "OUTRIDER_") && !strings.ContainsAny(field, " =") && !seen[field] {
 			t.Errorf("%s is read but not in Effective()", field)
+		}
+	}
+}
+
+// TestLoadBadFiles reads testdata/invalid-file-*: config files whose "#
+// want:" lines (or, for JSON, the file's name with .want) hold every error
+// expected, in order.
+func TestLoadBadFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/invalid-file-*")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, ".want") {
+			continue
+		}
+		t.Run(strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)), func(t *testing.T) {
+			want := wantLines(t, f)
+			_, err := LoadWithFile(func(k string) string {
+				return map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": f}[k]
+			}, "host1", func() (string, error) { return "10.0.0.7", nil })
+			if err == nil {
+				t.Fatalf("LoadWithFile succeeded, want errors:\n%s", strings.Join(want, "\n"))
+			}
+			var got []string
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				var fe *FileError
+				if !errors.As(e, &fe) {
+					t.Errorf("error %v is not a *config.FileError", e)
+				}
+				got = append(got, e.Error())
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("errors:\n got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+// wantLines returns the "# want: " lines of path, or the lines of
+// path.want when it exists (JSON has no comments).
+func wantLines(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path + ".want")
+	prefix := ""
+	if err != nil {
+		if data, err = os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		prefix = "# want: "
+	}
+	var want []string
+	for line := range strings.Lines(string(data)) {
+		if w, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), prefix); ok && w != "" {
+			want = append(want, w)
+		}
+	}
+	return want
+}
+
+func TestLoadWithFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := map[string]string{
+		"OUTRIDER_SERVICE_NAME": "web", "OUTRIDER_SERVICE_TAGS": "from-env", "OUTRIDER_SERVICE_META": "team=env",
+		"OUTRIDER_PROBE_PERIOD": "7s", "OUTRIDER_DRAIN_TIMEOUT": "9s",
+	}
+	tests := []struct {
+		name    string
+		file    string
+		tags    []string
+		meta    map[string]string
+		period  time.Duration
+		timeout time.Duration
+		probe   string
+		level   string
+	}{
+		{"yaml lists and maps", "service_tags: [blue, v2]\nservice_meta: {team: shop, tier: gold}\nprobe: http://127.0.0.1:8080/healthz\nprobe_period: 2s\nlog_level: debug\n",
+			[]string{"blue", "v2"}, map[string]string{"team": "shop", "tier": "gold"}, 2 * time.Second, 9 * time.Second, "http://127.0.0.1:8080/healthz", "debug"},
+		{"the environment's comma forms", "service_tags: \"blue,v2\"\nservice_meta: team=shop\n",
+			[]string{"blue", "v2"}, map[string]string{"team": "shop"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"json", `{"service_tags": ["blue"], "drain_timeout": "3s"}`,
+			[]string{"blue"}, map[string]string{"team": "env"}, 7 * time.Second, 3 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"what the file leaves out comes from the environment", "drain_delay: 1s\n",
+			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"an empty list clears the environment's tags", "service_tags: []\n",
+			nil, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"an empty file", "",
+			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := maps.Clone(env)
+			e["OUTRIDER_CONFIG_FILE"] = write(fmt.Sprintf("f%d.yaml", i), tc.file)
+			c, err := LoadWithFile(func(k string) string { return e[k] }, "host1", func() (string, error) { return "10.0.0.7", nil })
+			if err != nil {
+				t.Fatalf("LoadWithFile: %v", err)
+			}
+			for _, chk := range []struct {
+				name      string
+				got, want any
+			}{
+				{"tags", c.Service.Tags, tc.tags},
+				{"meta", c.Service.Meta, tc.meta},
+				{"probe period", c.Probe.Period, tc.period},
+				{"drain timeout", c.Drain.Timeout, tc.timeout},
+				{"probe", c.Probe.Spec.String(), tc.probe},
+				{"log level", c.Log.Level, tc.level},
+				{"service id (not from the file)", c.Service.ID, "web-host1"},
+			} {
+				if !reflect.DeepEqual(chk.got, chk.want) {
+					t.Errorf("%s = %#v, want %#v", chk.name, chk.got, chk.want)
+				}
+			}
+		})
+	}
+
+	t.Run("a missing file names it", func(t *testing.T) {
+		e := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": filepath.Join(dir, "absent.yaml")}
+		_, err := LoadWithFile(func(k string) string { return e[k] }, "host1", nil)
+		if err == nil || !strings.Contains(err.Error(), "read config file (OUTRIDER_CONFIG_FILE): open "+filepath.Join(dir, "absent.yaml")) {
+			t.Errorf("LoadWithFile = %v, want the read error naming the file", err)
+		}
+	})
+}
+
+// TestReloadableKeysAreVariables checks that every reloadable setting is a
+// variable of the contract, so its key means something.
+func TestReloadableKeysAreVariables(t *testing.T) {
+	known := map[string]bool{}
+	for _, s := range (Config{}).Effective() {
+		known[s.Var] = true
+	}
+	for _, name := range Reloadable() {
+		if !known[name] {
+			t.Errorf("%s is reloadable but not a variable", name)
 		}
 	}
 }

@@ -20,6 +20,14 @@ func (c Config) Effective() []Setting {
 	if proxy == "" {
 		proxy = "off"
 	}
+	maxConns := "auto"
+	if c.Proxy.MaxConns > 0 {
+		maxConns = strconv.Itoa(c.Proxy.MaxConns)
+	}
+	underscore := UnderscoreDrop
+	if c.Proxy.KeepUnderscoreHeaders {
+		underscore = UnderscoreKeep
+	}
 	process := ""
 	if c.App.Process != nil {
 		process = c.App.Process.String()
@@ -43,6 +51,8 @@ func (c Config) Effective() []Setting {
 		{"OUTRIDER_PROBE_INITIAL_DELAY", d(c.Probe.InitialDelay)},
 		{"OUTRIDER_PROBE_FAILURE_THRESHOLD", strconv.Itoa(c.Probe.FailureThreshold)},
 		{"OUTRIDER_PROBE_SUCCESS_THRESHOLD", strconv.Itoa(c.Probe.SuccessThreshold)},
+		{"OUTRIDER_PROBE_ENV_DENY", strings.Join(c.Probe.EnvDeny, ",")},
+		{"OUTRIDER_PROBE_ENV", maskedPairs(c.Probe.EnvAdd)},
 		{"OUTRIDER_REGISTRY", c.Registry.Kind},
 		{"OUTRIDER_CHECK_TTL", d(c.Registry.CheckTTL)},
 		{"OUTRIDER_DEREGISTER_CRITICAL_AFTER", d(c.Registry.DeregisterCriticalAfter)},
@@ -51,6 +61,9 @@ func (c Config) Effective() []Setting {
 		{"OUTRIDER_ADMIN_LISTEN", c.Listen.Admin},
 		{"OUTRIDER_ADMIN_TOKEN", c.Listen.AdminToken.String()},
 		{"OUTRIDER_QPS_WINDOW", d(c.Listen.QPSWindow)},
+		{"OUTRIDER_PROXY_MAX_CONNS", maxConns},
+		{"OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT", d(c.Proxy.TunnelIdleTimeout)},
+		{"OUTRIDER_PROXY_UNDERSCORE_HEADERS", underscore},
 		{"OUTRIDER_DRAIN_DELAY", d(c.Drain.Delay)},
 		{"OUTRIDER_DRAIN_TIMEOUT", d(c.Drain.Timeout)},
 		{"OUTRIDER_APP_STOP_TIMEOUT", d(c.Drain.AppStopTimeout)},
@@ -85,4 +98,15 @@ func maskedHeaders(p Probe) string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, ",")
+}
+
+// maskedPairs shows the names of NAME=value pairs only: values may be
+// credentials.
+func maskedPairs(pairs []string) string {
+	masked := make([]string, 0, len(pairs))
+	for _, p := range pairs {
+		name, _, _ := strings.Cut(p, "=")
+		masked = append(masked, name+"=********")
+	}
+	return strings.Join(masked, ",")
 }

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -30,6 +31,11 @@ func probeExec(ctx context.Context, spec Spec) Result {
 	what := "exec " + spec.Command[0]
 	out := &headBuffer{limit: execOutputLimit}
 	cmd := exec.Command(spec.Command[0], spec.Command[1:]...)
+	// Never nil, which would hand the command outrider's secrets.
+	cmd.Env = spec.Env
+	if cmd.Env == nil {
+		cmd.Env = ExecEnv(os.Environ(), nil, nil)
+	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = execWaitDelay
@@ -85,13 +91,9 @@ func waitExited(pid int) {
 	}
 }
 
-// withOutput appends the command's output to the reason.
-func withOutput(r Result, output string) Result {
-	if output = strings.TrimSpace(output); output != "" {
-		r.Output += ": " + output
-	}
-	return r
-}
+// withOutput appends the command's output to the reason; the summary
+// keeps the reason alone.
+func withOutput(r Result, output string) Result { return withDetail(r, output) }
 
 // headBuffer keeps the first limit bytes written to it and discards the
 // rest, without failing the writer.

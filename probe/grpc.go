@@ -99,7 +99,7 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 			// a moment later, so do not wait for client to notice it.
 			p.forget(conn)
 		}
-		return result(start, Failure, "%s: %s: %s", what, st.Code(), st.Message())
+		return withDetail(result(start, Failure, "%s: %s", what, st.Code()), st.Message())
 	}
 	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
 		return result(start, Failure, "%s: %s", what, s)

@@ -115,9 +115,10 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 	case code >= 200 && code < 300:
 		return result(start, Success, "%s: %s", what, resp.Status)
 	default:
-		if s := snippet(body, 200); s != "" {
-			return result(start, Failure, "%s: %s: %s", what, resp.Status, s)
-		}
-		return result(start, Failure, "%s: %s", what, resp.Status)
+		// The summary has the code and its standard text, not the app's
+		// reason phrase or body.
+		r := result(start, Failure, "%s: %s", what, resp.Status)
+		r.Summary = fmt.Sprintf("%s: %d %s", what, code, http.StatusText(code))
+		return withDetail(r, snippet(body, 200))
 	}
 }

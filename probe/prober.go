@@ -39,8 +39,13 @@ var outcomes = []Outcome{Success, Failure, Timeout, Error}
 // Result is what one probe found.
 type Result struct {
 	Outcome Outcome
-	// Output is the reason; never empty unless Outcome is Success.
+	// Output is the reason; never empty unless Outcome is Success. It may
+	// hold what the app or the command wrote (an error body, the
+	// command's output).
 	Output string
+	// Summary is the reason without anything the app or the command
+	// wrote, for listeners anyone may read; empty means Output has none.
+	Summary string
 	// Duration is how long the probe took.
 	Duration time.Duration
 }
@@ -69,6 +74,32 @@ func newProber(kind Kind) (Prober, func(), error) {
 // result builds a Result timed from start, with a formatted output.
 func result(start time.Time, o Outcome, format string, args ...any) Result {
 	return Result{Outcome: o, Output: fmt.Sprintf(format, args...), Duration: time.Since(start)}
+}
+
+// withDetail appends what the app or the command wrote to the output,
+// keeping the summary without it.
+func withDetail(r Result, detail string) Result {
+	if r.Summary == "" {
+		r.Summary = r.Output
+	}
+	if detail = strings.TrimSpace(detail); detail != "" {
+		r.Output += ": " + detail
+	}
+	return r
+}
+
+// summarize is the one-line public account of a result: its outcome and
+// its reason without the app's or the command's own words.
+func summarize(r Result) string {
+	reason := r.Summary
+	if reason == "" {
+		reason = r.Output
+	}
+	verb := map[Outcome]string{Success: "probe passed", Failure: "probe failed", Timeout: "probe timed out", Error: "probe could not run"}[r.Outcome]
+	if reason == "" {
+		return verb
+	}
+	return verb + ": " + reason
 }
 
 // failed classifies err from a probe: timeout when ctx's deadline passed,

@@ -63,26 +63,45 @@ func WithClock(c Clock) Option { return func(r *Runner) { r.clock = c } }
 
 // WithProber makes the Runner probe with p instead of the prober for the
 // spec's kind.
-func WithProber(p Prober) Option { return func(r *Runner) { r.probe, r.release = p, func() {} } }
+func WithProber(p Prober) Option {
+	return func(r *Runner) { r.probe, r.release, r.custom = p, func() {}, true }
+}
 
 // Runner probes the app on a Schedule, one probe at a time, and keeps the
 // verdict of the threshold state machine. It is an actor: Run owns its
 // only goroutine.
 type Runner struct {
-	spec    Spec
-	sched   Schedule
 	log     *slog.Logger
 	clock   Clock
-	probe   Prober
-	release func()
+	custom  bool // the prober came from WithProber and outlives a Reconfigure
 	metrics *metrics
 	ran     atomic.Bool
+	// reconf wakes Run when Reconfigure left a new setup.
+	reconf chan struct{}
 
-	mu      sync.Mutex
-	machine *thresholds
-	last    Result
-	lastAt  time.Time
-	subs    []chan Verdict
+	// spec, sched, probe and release change only in Run's goroutine,
+	// under mu; Run reads them without it.
+	spec    Spec
+	sched   Schedule
+	probe   Prober
+	release func()
+
+	mu       sync.Mutex
+	pending  *setup // from Reconfigure, taken by Run before its next probe
+	machine  *thresholds
+	last     Result
+	lastAt   time.Time
+	subs     []chan Verdict
+	watchers []chan Verdict
+	watched  string // the output last handed to watchers
+}
+
+// setup is a spec and schedule with the prober for it.
+type setup struct {
+	spec    Spec
+	sched   Schedule
+	probe   Prober
+	release func()
 }
 
 // NewRunner returns a Runner of spec on sched, logging to log and
@@ -91,7 +110,7 @@ func NewRunner(spec Spec, sched Schedule, log *slog.Logger, reg prometheus.Regis
 	if err := sched.check(); err != nil {
 		return nil, fmt.Errorf("probe schedule: %w", err)
 	}
-	r := &Runner{spec: spec, sched: sched, log: log, clock: clock.Real{}}
+	r := &Runner{spec: spec, sched: sched, log: log, clock: clock.Real{}, reconf: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(r)
 	}
@@ -122,29 +141,116 @@ func (r *Runner) Run(ctx context.Context) error {
 	if !r.ran.CompareAndSwap(false, true) {
 		return errors.New("probe runner: Run called twice")
 	}
-	defer r.release()
-	r.log.Info("probing the app", "probe", r.spec.String(), "initial_delay", r.sched.InitialDelay.String(),
-		"period", r.sched.Period.String(), "timeout", r.sched.Timeout.String(),
-		"failure_threshold", r.sched.FailureThreshold, "success_threshold", r.sched.SuccessThreshold)
+	defer func() {
+		r.release()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.pending != nil {
+			r.pending.release()
+		}
+	}()
+	r.logSetup("probing the app", true)
 	if !r.sleep(ctx, r.sched.InitialDelay) {
 		return nil
 	}
-	period := r.sched.Period
-	next := r.clock.Now()
+	slot := r.clock.Now() // when the latest probe was due
 	for {
+		r.adopt()
 		r.probeOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		now := r.clock.Now()
-		next = next.Add(period)
-		if next.Before(now) {
-			next = next.Add((now.Sub(next) + period - 1) / period * period)
-		}
-		if !r.sleep(ctx, next.Sub(now)) {
+		var ok bool
+		if slot, ok = r.waitNextSlot(ctx, slot); !ok {
 			return nil
 		}
 	}
+}
+
+// waitNextSlot waits for the slot a period after slot, skipping the slots
+// a slow probe missed, and returns it; false means ctx ended first. A new
+// period from Reconfigure counts from slot.
+func (r *Runner) waitNextSlot(ctx context.Context, slot time.Time) (time.Time, bool) {
+	for {
+		now := r.clock.Now()
+		period := r.sched.Period
+		next := slot.Add(period)
+		if next.Before(now) {
+			next = next.Add((now.Sub(next) + period - 1) / period * period)
+		}
+		d := next.Sub(now)
+		if d <= 0 {
+			return next, ctx.Err() == nil
+		}
+		select {
+		case <-ctx.Done():
+			return next, false
+		case <-r.clock.After(d):
+			return next, true
+		case <-r.reconf:
+			r.adopt()
+		}
+	}
+}
+
+// adopt takes the setup Reconfigure left, if any, and releases the old
+// prober. Only Run's goroutine calls it.
+func (r *Runner) adopt() {
+	r.mu.Lock()
+	p := r.pending
+	r.pending = nil
+	if p == nil {
+		r.mu.Unlock()
+		return
+	}
+	old := r.release
+	r.spec, r.sched, r.probe, r.release = p.spec, p.sched, p.probe, p.release
+	r.machine.failureThreshold, r.machine.successThreshold = p.sched.FailureThreshold, p.sched.SuccessThreshold
+	r.mu.Unlock()
+	old()
+	r.logSetup("probing the app with a new setup", false)
+}
+
+func (r *Runner) logSetup(msg string, initial bool) {
+	args := []any{"probe", r.spec.String(), "period", r.sched.Period.String(), "timeout", r.sched.Timeout.String(),
+		"failure_threshold", r.sched.FailureThreshold, "success_threshold", r.sched.SuccessThreshold}
+	if initial {
+		args = append(args, "initial_delay", r.sched.InitialDelay.String())
+	}
+	r.log.Info(msg, args...)
+}
+
+// Reconfigure makes the Runner probe spec on sched from its next probe on.
+// The verdict and the results in a row are kept, so the app neither flaps
+// nor misses a probe; a probe in flight finishes with the old setup, and a
+// new period counts from the latest probe. The initial delay is not used
+// again.
+func (r *Runner) Reconfigure(spec Spec, sched Schedule) error {
+	if err := sched.check(); err != nil {
+		return fmt.Errorf("probe schedule: %w", err)
+	}
+	next := &setup{spec: spec, sched: sched}
+	r.mu.Lock()
+	custom, p, release := r.custom, r.probe, func() {}
+	r.mu.Unlock()
+	if !custom {
+		var err error
+		if p, release, err = newProber(spec.Kind); err != nil {
+			return fmt.Errorf("probe %q: %w", spec.String(), err)
+		}
+	}
+	next.probe, next.release = p, release
+	r.mu.Lock()
+	if r.pending != nil {
+		r.pending.release()
+	}
+	r.pending = next
+	r.mu.Unlock()
+	select {
+	case r.reconf <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // sleep waits d on the clock; false means ctx ended first.
@@ -185,7 +291,11 @@ func (r *Runner) probeOnce(ctx context.Context) {
 	v, changed := r.machine.observe(res, r.lastAt)
 	inARow := r.machine.run
 	if changed {
-		r.publish(v)
+		publish(r.subs, v)
+	}
+	if changed || (r.machine.decided && v.Output != r.watched) {
+		publish(r.watchers, v)
+		r.watched = v.Output
 	}
 	r.mu.Unlock()
 
@@ -199,9 +309,9 @@ func (r *Runner) probeOnce(ctx context.Context) {
 	}
 }
 
-// publish hands v to every subscriber; r.mu is held.
-func (r *Runner) publish(v Verdict) {
-	for _, ch := range r.subs {
+// publish hands v to every channel of subs; r.mu is held.
+func publish(subs []chan Verdict, v Verdict) {
+	for _, ch := range subs {
 		// Keep only the latest transition: a slow subscriber finds the
 		// newest verdict, and never blocks the probes.
 		select {
@@ -231,6 +341,18 @@ func (r *Runner) Subscribe() <-chan Verdict {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.subs = append(r.subs, ch)
+	return ch
+}
+
+// Watch is Subscribe for readers that want the latest output too: the
+// channel also receives the verdict when only its output changed (once a
+// threshold has been reached at least once). The registrar uses it, so
+// that the check's output is the latest probe's.
+func (r *Runner) Watch() <-chan Verdict {
+	ch := make(chan Verdict, 1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watchers = append(r.watchers, ch)
 	return ch
 }
 

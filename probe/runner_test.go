@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -182,9 +184,9 @@ func TestRunnerPublishesTransitions(t *testing.T) {
 		}
 	}
 	wantTransitions := []Verdict{
-		{Healthy: true, Output: "up", Since: t0},
-		{Healthy: false, Output: "broken", Since: t0.Add(25 * time.Second)},
-		{Healthy: true, Output: "back", Since: t0.Add(30 * time.Second)},
+		{Healthy: true, Output: "up", Summary: "probe passed: up", Since: t0},
+		{Healthy: false, Output: "broken", Summary: "probe could not run: broken", Since: t0.Add(25 * time.Second)},
+		{Healthy: true, Output: "back", Summary: "probe passed: back", Since: t0.Add(30 * time.Second)},
 	}
 	if !equalVerdicts(transitions, wantTransitions) {
 		t.Errorf("transitions = %+v, want %+v", transitions, wantTransitions)
@@ -264,7 +266,7 @@ func equalVerdicts(a, b []Verdict) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Healthy != b[i].Healthy || a[i].Output != b[i].Output || !a[i].Since.Equal(b[i].Since) {
+		if a[i].Healthy != b[i].Healthy || a[i].Output != b[i].Output || a[i].Summary != b[i].Summary || !a[i].Since.Equal(b[i].Since) {
 			return false
 		}
 	}
@@ -382,5 +384,112 @@ func TestRunnerStopsDuringAProbe(t *testing.T) {
 	}
 	if st := r.Status(); st.Last != nil {
 		t.Errorf("the interrupted probe was recorded: %+v", st.Last)
+	}
+}
+
+// TestRunnerWatchCarriesTheLatestOutput checks that Watch receives a new
+// output with the same health, where Subscribe receives transitions only.
+func TestRunnerWatchCarriesTheLatestOutput(t *testing.T) {
+	clk := clock.NewFake(t0)
+	script := []Result{
+		{Outcome: Failure, Output: "refused"}, // not decided yet: threshold 2
+		{Outcome: Failure, Output: "refused"}, // unhealthy
+		{Outcome: Failure, Output: "timeout"}, // same health, new output
+		{Outcome: Failure, Output: "timeout"}, // nothing new
+		{Outcome: Success, Output: "up"},      // healthy
+	}
+	var mu sync.Mutex
+	next := 0
+	p := func(context.Context, Spec) Result {
+		mu.Lock()
+		defer mu.Unlock()
+		r := script[next]
+		next++
+		return r
+	}
+	sched := Schedule{Period: time.Second, Timeout: time.Minute, FailureThreshold: 2, SuccessThreshold: 1}
+	r, err := NewRunner(tcpSpec, sched, nil, prometheus.NewRegistry(), WithClock(clk), WithProber(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, watch := r.Subscribe(), r.Watch()
+	startRunner(t, r)
+	var transitions, watched []string
+	for i := range script {
+		clk.NextWait(t)
+		for ch, got := range map[<-chan Verdict]*[]string{subs: &transitions, watch: &watched} {
+			select {
+			case v := <-ch:
+				*got = append(*got, fmt.Sprintf("%t %s", v.Healthy, v.Output))
+			default:
+			}
+		}
+		if i < len(script)-1 {
+			clk.Advance(sched.Period)
+		}
+	}
+	if want := []string{"false refused", "true up"}; !slices.Equal(transitions, want) {
+		t.Errorf("Subscribe received %q, want %q", transitions, want)
+	}
+	if want := []string{"false refused", "false timeout", "true up"}; !slices.Equal(watched, want) {
+		t.Errorf("Watch received %q, want %q", watched, want)
+	}
+}
+
+// TestRunnerReconfigure checks that a new spec and schedule take effect
+// at the next probe, the new period counting from the latest probe, and
+// that the verdict is kept across the change.
+func TestRunnerReconfigure(t *testing.T) {
+	clk := clock.NewFake(t0)
+	type call struct {
+		at   time.Duration
+		spec string
+	}
+	calls := make(chan call, 100)
+	p := func(_ context.Context, s Spec) Result {
+		calls <- call{clk.Now().Sub(t0), s.String()}
+		return Result{Outcome: Success, Output: "up"}
+	}
+	sched := Schedule{Period: 10 * time.Second, Timeout: time.Minute, FailureThreshold: 3, SuccessThreshold: 1}
+	r, err := NewRunner(tcpSpec, sched, nil, prometheus.NewRegistry(), WithClock(clk), WithProber(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRunner(t, r)
+	if got := receive(t, calls); got != (call{0, "tcp://127.0.0.1:1"}) {
+		t.Errorf("first probe = %+v, want tcp at 0s", got)
+	}
+	clk.NextWait(t) // waiting for 10s
+	clk.Advance(3 * time.Second)
+
+	httpSpec, err := ParseSpec("http://127.0.0.1:1/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched.Period = 5 * time.Second
+	if err := r.Reconfigure(httpSpec, sched); err != nil {
+		t.Fatalf("Reconfigure: %v", err)
+	}
+	if w := clk.NextWait(t); w.D != 2*time.Second {
+		t.Errorf("wait after the new period = %s, want 2s (5s from the probe at 0s)", w.D)
+	}
+	clk.Advance(2 * time.Second)
+	if got := receive(t, calls); got != (call{5 * time.Second, "http://127.0.0.1:1/healthz"}) {
+		t.Errorf("probe after Reconfigure = %+v, want http at 5s", got)
+	}
+	if w := clk.NextWait(t); w.D != 5*time.Second {
+		t.Errorf("next wait = %s, want the new period 5s", w.D)
+	}
+	if v := r.Verdict(); !v.Healthy || !v.Since.Equal(t0) {
+		t.Errorf("verdict = %+v, want healthy since the first probe", v)
+	}
+	if st := r.Status(); st.Probe != "http://127.0.0.1:1/healthz" || st.Schedule.Period != "5s" {
+		t.Errorf("status = %+v, want the new probe and period", st)
+	}
+
+	bad := sched
+	bad.Timeout = 0
+	if err := r.Reconfigure(httpSpec, bad); err == nil || !strings.Contains(err.Error(), "timeout 0s is not positive") {
+		t.Errorf("Reconfigure with timeout 0 = %v, want the schedule error", err)
 	}
 }

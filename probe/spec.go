@@ -36,6 +36,9 @@ type Spec struct {
 	Header http.Header
 	// Insecure skips TLS verification for https probes.
 	Insecure bool
+	// Env is the environment of an exec probe's command; nil means
+	// outrider's own minus SecretEnv (see ExecEnv).
+	Env []string
 }
 
 // String gives the spec back in OUTRIDER_PROBE form, without header values

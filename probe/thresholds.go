@@ -20,7 +20,7 @@ func newThresholds(failure, success int, now time.Time) *thresholds {
 	return &thresholds{
 		failureThreshold: failure,
 		successThreshold: success,
-		verdict:          Verdict{Healthy: false, Output: "no probe yet", Since: now},
+		verdict:          Verdict{Healthy: false, Output: "no probe yet", Summary: "no probe yet", Since: now},
 	}
 }
 
@@ -38,6 +38,7 @@ func (t *thresholds) observe(r Result, now time.Time) (v Verdict, changed bool) 
 	if t.verdict.Output == "" {
 		t.verdict.Output = string(r.Outcome)
 	}
+	t.verdict.Summary = summarize(r)
 	if (pass && t.run < t.successThreshold) || (!pass && t.run < t.failureThreshold) {
 		return t.verdict, false
 	}

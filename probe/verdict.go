@@ -11,6 +11,9 @@ type Verdict struct {
 	Healthy bool
 	// Output is the last result's reason or output, for the check's note.
 	Output string
+	// Summary is the last result's outcome and reason without what the app
+	// or the command wrote, for /ready on the public listener.
+	Summary string
 	// Since is when Healthy last changed.
 	Since time.Time
 }

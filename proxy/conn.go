@@ -68,6 +68,8 @@ type conn struct {
 	outBP   *[]byte
 	pp      pipe
 	upgrade bool
+	// interim is set once an interim (1xx) answer was relayed.
+	interim bool
 	// now is the time last read by this connection's goroutine: deadlines
 	// are computed from it, with slack, to spare clock reads.
 	now time.Time
@@ -243,13 +245,22 @@ func (c *conn) writeError(code int, reason string, closeConn bool) int64 {
 	if closeConn {
 		out = append(out, "\r\nConnection: close"...)
 	}
+	if code == 503 {
+		out = append(out, "\r\nRetry-After: 1"...)
+	}
 	out = append(out, "\r\n\r\n"...)
-	out = append(out, reason...)
-	out = append(out, '\n')
+	n := int64(0)
+	// An answer to HEAD has no body, whatever its Content-Length says: a
+	// client would read one as the start of the next answer.
+	if c.req.methodClass != methodHEAD {
+		out = append(out, reason...)
+		out = append(out, '\n')
+		n = int64(len(reason) + 1)
+	}
 	_ = c.writeClient(out, time.Now())
 	*bp = out
 	outBufs.Put(bp)
-	return int64(len(reason) + 1)
+	return n
 }
 
 func statusText(code int) string {
@@ -262,6 +273,8 @@ func statusText(code int) string {
 		return "Request Header Fields Too Large"
 	case 502:
 		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
 	case 505:
 		return "HTTP Version Not Supported"
 	}

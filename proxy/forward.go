@@ -39,6 +39,10 @@ func (c *conn) forward() bool {
 	c.now = p.clock(start)
 	p.m.inFlight.Add(1)
 	c.o = outcome{}
+	c.interim = false
+	if c.req.underscores > 0 && !p.cfg.KeepUnderscoreHeaders {
+		p.m.underscoreDropped.Add(float64(c.req.underscores))
+	}
 	c.exchange()
 	c.releaseOut()
 	p.m.inFlight.Add(-1)
@@ -135,8 +139,7 @@ func (c *conn) sendRequest(inline bool) *upConn {
 	for attempt := 0; ; attempt++ {
 		u, err := c.upstream(c.now, attempt > 0)
 		if err != nil {
-			c.p.cfg.Log.Debug("app unreachable", "app", c.p.cfg.Upstream, "err", err)
-			c.fail(502, "app unreachable", !inline)
+			c.upstreamFailed(err, inline)
 			return nil
 		}
 		err = writeUp(u, c.out, c.now)
@@ -156,6 +159,21 @@ func (c *conn) sendRequest(inline bool) *upConn {
 		if !c.sendFailed(err, retry, inline) {
 			return nil
 		}
+	}
+}
+
+// upstreamFailed ends an exchange that got no app connection.
+func (c *conn) upstreamFailed(err error, inline bool) {
+	switch {
+	case errors.Is(err, errClientGone):
+		c.stopBody(true)
+		c.o.code = CodeClientGone
+	case errors.Is(err, errAppBusy), errors.Is(err, errDraining):
+		c.p.cfg.Log.Debug("app busy", "app", c.p.cfg.Upstream, "err", err)
+		c.fail(503, "app busy, retry later", !inline)
+	default:
+		c.p.cfg.Log.Debug("app unreachable", "app", c.p.cfg.Upstream, "err", err)
+		c.fail(502, "app unreachable", !inline)
 	}
 }
 
@@ -221,6 +239,9 @@ func (c *conn) relayInterim(u *upConn) bool {
 			}
 		}
 		u.br.discard(c.respHeadLen)
+		// The app's framing after an interim answer is the rare path: its
+		// connection is not reused.
+		c.interim = true
 		if err := c.readResponseHead(u); err != nil {
 			c.dropUpstream()
 			c.stopBody(true)
@@ -239,16 +260,29 @@ func (c *conn) relayInterim(u *upConn) bool {
 func (c *conn) relayResponse(u *upConn) {
 	req, resp := &c.req, &c.resp
 	mode := bodyUntilClose
+	// certain is false when the answer's end is in doubt: a body may follow
+	// an answer that has none (careless apps write one after HEAD, 204 or
+	// 304, at once or a moment later), or the framing was contradictory.
+	// Such an app connection is closed, never reused: stray bytes would
+	// reach the next exchange on it, another client's.
+	certain := !resp.lengthAndCoding && !c.interim
 	switch {
 	case req.methodClass == methodHEAD || resp.status == 204 || resp.status == 304:
 		mode = bodyNone
+		certain = false
+	case resp.otherCoding:
+		// A coding other than chunked cannot be restated to the client
+		// (net/http clients refuse it) and its end is the app's close.
+		c.dropUpstream()
+		c.fail(502, "app sent a transfer coding other than chunked", true)
+		return
 	case resp.chunked:
 		mode = bodyChunked
 	case resp.contentLength >= 0:
 		mode = bodyLength
 	}
 	chunkedOut := mode == bodyChunked && req.minor == 1
-	upKeep := mode != bodyUntilClose && !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
+	upKeep := certain && mode != bodyUntilClose && !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
 	keep := req.keepAlive() && !c.p.draining.Load() &&
 		(mode == bodyNone || mode == bodyLength || chunkedOut)
 	c.out = c.appendResponseHead(c.out[:0], u.br.buffered(), !keep, mode, false)
@@ -338,12 +372,28 @@ func (c *conn) upstream(now time.Time, fresh bool) (*upConn, error) {
 	}
 	c.dropUpstream()
 	var err error
+	iv := c.p.cfg.ClientCheckInterval
 	if fresh {
-		c.up, err = c.p.pool.dial()
+		c.up, err = c.p.pool.dial(iv, c.dialWaitOver)
 	} else {
-		c.up, err = c.p.pool.get(now)
+		c.up, err = c.p.pool.get(now, iv, c.dialWaitOver)
 	}
 	return c.up, err
+}
+
+// errDraining ends a wait for the app when the proxy drains.
+var errDraining = errors.New("the proxy is draining")
+
+// dialWaitOver says why a request waiting for a dial slot should stop
+// waiting: its client left, or the proxy drains.
+func (c *conn) dialWaitOver() error {
+	if c.clientGone() {
+		return errClientGone
+	}
+	if c.p.draining.Load() {
+		return errDraining
+	}
+	return nil
 }
 
 // dropUpstream closes the pinned app connection.
@@ -382,16 +432,33 @@ func (c *conn) appendRequestHead(out, b []byte, upgrade bool) []byte {
 	h := &c.req
 	out = append(out, h.method.of(b)...)
 	out = append(out, ' ')
+	if h.rootTarget {
+		out = append(out, '/')
+	}
 	out = append(out, h.target.of(b)...)
 	out = append(out, " HTTP/1.1\r\n"...)
 	xff := false
 	var host []byte
+	if h.absolute {
+		// The target's authority is the Host the app sees (RFC 9112
+		// 3.2.2), whatever Host field came with it.
+		host = h.absHost.of(b)
+		out = appendField(out, []byte("Host"), host)
+	}
+	keepUnderscore := c.p.cfg.KeepUnderscoreHeaders
 	for i := range h.fields {
 		f := &h.fields[i]
 		switch f.kind {
 		case kindHost:
+			if h.absolute {
+				continue
+			}
 			host = f.value.of(b)
 			out = appendField(out, f.name.of(b), host)
+		case kindUnderscore:
+			if keepUnderscore {
+				out = appendField(out, f.name.of(b), f.value.of(b))
+			}
 		case kindOther, kindXForwardedProto, kindXForwardedHost:
 			out = appendField(out, f.name.of(b), f.value.of(b))
 		case kindExpect:
@@ -419,7 +486,7 @@ func (c *conn) appendRequestHead(out, b []byte, upgrade bool) []byte {
 			out = append(out, "\r\n"...)
 		}
 	}
-	if !h.hasHost {
+	if !h.hasHost && !h.absolute {
 		out = appendField(out, []byte("Host"), []byte(c.p.cfg.Upstream))
 	}
 	if !xff {
@@ -462,7 +529,7 @@ func (c *conn) appendResponseHead(out, b []byte, closeConn bool, mode int, upgra
 	for i := range h.fields {
 		f := &h.fields[i]
 		switch f.kind {
-		case kindOther, kindHost, kindExpect, kindXForwardedFor, kindXForwardedProto, kindXForwardedHost:
+		case kindOther, kindHost, kindExpect, kindXForwardedFor, kindXForwardedProto, kindXForwardedHost, kindUnderscore:
 			out = appendField(out, f.name.of(b), f.value.of(b))
 		case kindTrailer:
 			if chunkedOut {
@@ -584,44 +651,6 @@ func (c *conn) stopBody(abort bool) (bodyResult, bool) {
 		c.up.wdl = time.Time{}
 	}
 	return res, true
-}
-
-// runTunnel copies bytes both ways between the client and the app after a
-// 101 until either side closes.
-func (c *conn) runTunnel(u *upConn) {
-	c.tunnel = true
-	c.p.leaveActive()
-	_ = c.nc.SetDeadline(time.Time{})
-	_ = u.nc.SetDeadline(time.Time{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if b := c.br.buffered(); len(b) > 0 {
-			if _, err := u.nc.Write(b); err != nil {
-				closeBoth(c, u)
-				return
-			}
-			c.br.discard(len(b))
-		}
-		_, _ = io.Copy(u.nc, c.nc)
-		closeBoth(c, u)
-	}()
-	if b := u.br.buffered(); len(b) > 0 {
-		if _, err := c.nc.Write(b); err == nil {
-			u.br.discard(len(b))
-			_, _ = io.Copy(c.nc, u.nc)
-		}
-	} else {
-		_, _ = io.Copy(c.nc, u.nc)
-	}
-	closeBoth(c, u)
-	<-done
-	u.close()
-}
-
-func closeBoth(c *conn, u *upConn) {
-	_ = c.nc.Close()
-	_ = u.nc.Close()
 }
 
 // pipe copies one body from a buffered source to a destination, gathering

@@ -88,6 +88,11 @@ func FuzzRequest(f *testing.F) {
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-A\r\nX-A: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
 		"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
+		"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: X_A\r\nX_A: 1\r\n\r\n",
+		"GET http://shop.test:8080/cart?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+		"GET https://shop.test?x HTTP/1.1\r\nHost: other\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -126,8 +131,12 @@ func FuzzRequest(f *testing.F) {
 		if err != nil || n2 != len(out) {
 			t.Fatalf("forwarded head does not parse back (%v, %d of %d):\n%q", err, n2, len(out), out)
 		}
+		target := h.target.of(data)
+		if h.rootTarget {
+			target = append([]byte("/"), target...)
+		}
 		if h2.chunked != h.chunked || h2.contentLength != h.contentLength ||
-			!bytes.Equal(h2.method.of(out), h.method.of(data)) || !bytes.Equal(h2.target.of(out), h.target.of(data)) {
+			!bytes.Equal(h2.method.of(out), h.method.of(data)) || !bytes.Equal(h2.target.of(out), target) {
 			t.Fatalf("forwarded head differs:\n%q\nfrom\n%q", out, data[:n])
 		}
 
@@ -168,6 +177,9 @@ func FuzzRequest(f *testing.F) {
 		body, err := io.ReadAll(req.Body)
 		if err != nil {
 			t.Fatalf("net/http cannot read the forwarded body: %v\n%q", err, msg)
+		}
+		if h.absolute && req.Host != string(h.absHost.of(data)) {
+			t.Fatalf("absolute-form target %q forwarded with Host %q", h.target.of(data), req.Host)
 		}
 		if h.chunked != (len(req.TransferEncoding) == 1) || (h.contentLength >= 0 && req.ContentLength != h.contentLength) {
 			t.Fatalf("net/http frames the forwarded request differently: TE %v CL %d\n%q", req.TransferEncoding, req.ContentLength, msg)

@@ -43,6 +43,9 @@ func newH2Server(p *Proxy) *h2Server {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
 			setForwarded(pr)
+			if !p.cfg.KeepUnderscoreHeaders {
+				dropUnderscoreHeaders(pr.Out.Header, p.m)
+			}
 		},
 		Transport:     tr,
 		FlushInterval: -1,
@@ -95,6 +98,17 @@ func setForwarded(pr *httputil.ProxyRequest) {
 		out.Set("X-Forwarded-Host", v)
 	} else if pr.In.Host != "" {
 		out.Set("X-Forwarded-Host", pr.In.Host)
+	}
+}
+
+// dropUnderscoreHeaders removes the fields whose names hold an
+// underscore, as the HTTP/1.1 path does, and counts them.
+func dropUnderscoreHeaders(h http.Header, m *metrics) {
+	for name, values := range h {
+		if strings.IndexByte(name, '_') >= 0 {
+			delete(h, name)
+			m.underscoreDropped.Add(float64(len(values)))
+		}
 	}
 }
 

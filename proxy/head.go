@@ -101,6 +101,9 @@ const (
 	kindXForwardedHost
 	// kindHop marks a field named in Connection: dropped like the others.
 	kindHop
+	// kindUnderscore marks a name holding an underscore: dropped from
+	// requests unless Config.KeepUnderscoreHeaders, passed on in responses.
+	kindUnderscore
 )
 
 // span is a byte range [start, end) of a head.
@@ -131,10 +134,22 @@ type head struct {
 	// contentLength is -1 when the head has none.
 	contentLength int64
 	chunked       bool
-	// otherCoding is set on a response whose Transfer-Encoding does not
-	// end in chunked: its body runs until the connection closes.
+	// otherCoding is set on a response whose Transfer-Encoding is not
+	// exactly chunked.
 	otherCoding bool
-	hasHost     bool
+	// lengthAndCoding is set on a response with both Content-Length and
+	// Transfer-Encoding: Transfer-Encoding wins (RFC 9112 6.3), but the
+	// app's idea of where the body ends is in doubt.
+	lengthAndCoding bool
+	// underscores counts request fields whose names hold an underscore.
+	underscores int
+	// absHost is the authority of an absolute-form request target
+	// ("GET http://host/path"), which then replaces Host; target is then
+	// the path and query, and rootTarget says "/" goes before it.
+	absHost    span
+	absolute   bool
+	rootTarget bool
+	hasHost    bool
 	// Connection options.
 	connClose, connKeepAlive, connUpgrade bool
 	hasUpgrade                            bool
@@ -172,6 +187,24 @@ var tchar = func() (t [256]bool) {
 	for _, c := range "!#$%&'*+-.^_`|~" {
 		t[c] = true
 	}
+	return t
+}()
+
+// Classes of field-name bytes: nameChar tells a token byte from others
+// and singles out '_', at no extra cost per byte.
+const (
+	nameBad = iota
+	nameOK
+	nameUnderscore
+)
+
+var nameChar = func() (t [256]uint8) {
+	for c := range t {
+		if tchar[c] {
+			t[c] = nameOK
+		}
+	}
+	t['_'] = nameUnderscore
 	return t
 }()
 
@@ -273,6 +306,11 @@ func parseRequestLine(line []byte, off int32, h *head) error {
 	h.method = span{off, off + int32(sp)}
 	h.methodClass = methodClass(line[:sp])
 	h.target = span{off + int32(sp) + 1, off + int32(sp) + 1 + int32(sp2)}
+	if rest[0] != '/' {
+		if err := parseOddTarget(rest[:sp2], h); err != nil {
+			return err
+		}
+	}
 	switch string(rest[sp2+1:]) {
 	case "HTTP/1.1":
 		h.minor = 1
@@ -287,6 +325,37 @@ func parseRequestLine(line []byte, off int32, h *head) error {
 		}
 		return errBadRequestLine
 	}
+	return nil
+}
+
+// parseOddTarget checks a request target that is not in origin-form
+// ("/path"): "*" (OPTIONS), host:port (CONNECT, refused later), or the
+// absolute-form "http://host/path" that clients send to proxies. An
+// absolute-form target is forwarded in origin-form with its authority as
+// Host (RFC 9112 3.2.2); anything else is refused.
+func parseOddTarget(t []byte, h *head) error {
+	if string(t) == "*" || h.methodClass == methodCONNECT {
+		return nil
+	}
+	scheme := bytes.Index(t, []byte("://"))
+	if scheme <= 0 || !(foldEq(t[:scheme], "http") || foldEq(t[:scheme], "https")) {
+		return errBadTarget
+	}
+	auth := t[scheme+3:]
+	end := bytes.IndexAny(auth, "/?")
+	if end < 0 {
+		end = len(auth)
+	}
+	// userinfo ("user:pw@host") is forbidden in http(s) URIs (RFC 9110
+	// 4.2.4); "#" never belongs in a request target.
+	if end == 0 || bytes.IndexByte(auth[:end], '@') >= 0 || bytes.IndexByte(t, '#') >= 0 {
+		return errBadTarget
+	}
+	start := h.target.start + int32(scheme+3)
+	h.absolute = true
+	h.absHost = span{start, start + int32(end)}
+	h.target = span{start + int32(end), h.target.end}
+	h.rootTarget = end == len(auth) || auth[end] == '?'
 	return nil
 }
 
@@ -370,10 +439,14 @@ func parseFields(b []byte, pos int, h *head, maxFields int) (int, error) {
 			}
 			return 0, errBadFieldName
 		}
+		kind := uint8(kindOther)
 		for _, c := range line[:colon] {
-			if !tchar[c] {
-				// Includes "Name : value": no whitespace before the colon.
-				return 0, errBadFieldName
+			if nameChar[c] != nameOK {
+				if nameChar[c] == nameBad {
+					// Includes "Name : value": no whitespace before the colon.
+					return 0, errBadFieldName
+				}
+				kind = kindUnderscore
 			}
 		}
 		vs, ve := colon+1, len(line)
@@ -392,10 +465,15 @@ func parseFields(b []byte, pos int, h *head, maxFields int) (int, error) {
 			}
 		}
 		off := int32(lineStart)
+		if kind == kindOther {
+			kind = fieldKind(line[:colon])
+		} else {
+			h.underscores++
+		}
 		f := field{
 			name:  span{off, off + int32(colon)},
 			value: span{off + int32(vs), off + int32(ve)},
-			kind:  fieldKind(line[:colon]),
+			kind:  kind,
 		}
 		h.fields = append(h.fields, f)
 	}
@@ -539,6 +617,7 @@ func checkRequestFraming(b []byte, h *head) error {
 
 // checkResponseFraming reads the fields that frame a response body.
 func checkResponseFraming(b []byte, h *head) error {
+	codings := 0
 	for i := range h.fields {
 		f := &h.fields[i]
 		v := f.value.of(b)
@@ -554,8 +633,10 @@ func checkResponseFraming(b []byte, h *head) error {
 			h.contentLength = n
 		case kindTransferEncoding:
 			// RFC 9112 6.3: chunked must be the last coding; anything else
-			// runs until the connection closes.
-			if lastToken(v, "chunked") {
+			// runs until the connection closes. outrider forwards chunked
+			// alone; otherCoding makes the answer a 502.
+			codings++
+			if codings == 1 && foldEq(v, "chunked") {
 				h.chunked, h.otherCoding = true, false
 			} else {
 				h.chunked, h.otherCoding = false, true
@@ -568,6 +649,7 @@ func checkResponseFraming(b []byte, h *head) error {
 	}
 	if h.chunked || h.otherCoding {
 		// Transfer-Encoding overrides Content-Length (RFC 9112 6.3).
+		h.lengthAndCoding = h.contentLength >= 0
 		h.contentLength = -1
 	}
 	markConnectionNamed(b, h)
@@ -633,7 +715,7 @@ func markConnectionNamed(b []byte, h *head) {
 		forTokens(f.value.of(b), func(t []byte) {
 			for j := range h.fields {
 				g := &h.fields[j]
-				if g.kind == kindOther && bytes.EqualFold(g.name.of(b), t) {
+				if (g.kind == kindOther || g.kind == kindUnderscore) && bytes.EqualFold(g.name.of(b), t) {
 					g.kind = kindHop
 				}
 			}
@@ -670,13 +752,6 @@ func hasToken(v []byte, token string) bool {
 		}
 	})
 	return found
-}
-
-// lastToken reports whether the last element of the list v is token.
-func lastToken(v []byte, token string) bool {
-	last := []byte(nil)
-	forTokens(v, func(t []byte) { last = t })
-	return last != nil && foldEq(last, token)
 }
 
 // parseChunkLine parses a chunk-size line without its CRLF: hex digits,

@@ -38,9 +38,16 @@ type metrics struct {
 	reqSize  prometheus.Histogram
 	respSize prometheus.Histogram
 	rate     *rateMeter
+
+	// Connection-level events, off the per-request path.
+	acceptErrors      prometheus.Counter
+	rejected          prometheus.Counter
+	underscoreDropped prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time.Time) (*metrics, error) {
+// newMetrics registers the proxy's metrics on reg; tunnels is the count of
+// open tunnels, which the proxy keeps.
+func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time.Time, tunnels *atomic.Int64) (*metrics, error) {
 	m := &metrics{rate: newRateMeter(window)}
 	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:                            "outrider_http_request_duration_seconds",
@@ -68,6 +75,16 @@ func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time
 			Name: "outrider_http_requests_in_flight",
 			Help: "Requests outrider's proxy is forwarding now.",
 		}, func() float64 { return float64(m.inFlight.Load()) }),
+		m.newCounter(&m.acceptErrors, "outrider_proxy_accept_errors_total",
+			"Accepts on the proxy listener that failed for a reason that passes (out of file descriptors, a connection reset before it was taken); the proxy retries them with backoff."),
+		m.newCounter(&m.rejected, "outrider_proxy_connections_rejected_total",
+			"Client connections closed as soon as they were accepted because OUTRIDER_PROXY_MAX_CONNS were open."),
+		m.newCounter(&m.underscoreDropped, "outrider_proxy_header_fields_dropped_total",
+			"Request header fields not forwarded to the app because their name holds an underscore (OUTRIDER_PROXY_UNDERSCORE_HEADERS=drop)."),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outrider_proxy_tunnels",
+			Help: "Upgraded connections (WebSocket) the proxy is relaying now.",
+		}, func() float64 { return float64(tunnels.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outrider_http_requests_per_second",
 			Help: "Requests per second through outrider's proxy, over the last " + window.String() + " (OUTRIDER_QPS_WINDOW).",
@@ -81,6 +98,12 @@ func newMetrics(reg prometheus.Registerer, window time.Duration, now func() time
 	return m, nil
 }
 
+// newCounter makes a counter, stores it in *c and returns it.
+func (m *metrics) newCounter(c *prometheus.Counter, name, help string) prometheus.Counter {
+	*c = prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	return *c
+}
+
 // count records one finished request.
 func (m *metrics) count(method, code int, d time.Duration, end time.Time, reqBytes, respBytes int64) {
 	if code < minCode || code >= minCode+numCodes {
@@ -91,6 +114,17 @@ func (m *metrics) count(method, code int, d time.Duration, end time.Time, reqByt
 	m.reqSize.Observe(float64(reqBytes))
 	m.respSize.Observe(float64(respBytes))
 	m.rate.add(end)
+}
+
+// answered returns the number of requests counted so far.
+func (m *metrics) answered() uint64 {
+	var n uint64
+	for method := range m.requests {
+		for code := range m.requests[method] {
+			n += m.requests[method][code].Load()
+		}
+	}
+	return n
 }
 
 // requestsCollector exposes the request counters at scrape time; a series

@@ -53,6 +53,18 @@ type Config struct {
 	// DrainTimeout bounds the drain Serve runs itself when its context
 	// ends before anyone called Drain (default 25s).
 	DrainTimeout time.Duration
+	// MaxConns bounds the client connections open at once; past it a new
+	// connection is closed as soon as it is accepted, and counted. Zero
+	// means no bound.
+	MaxConns int
+	// TunnelIdleTimeout closes an upgraded tunnel (WebSocket) through which
+	// no byte went either way for that long (default 1h).
+	TunnelIdleTimeout time.Duration
+	// KeepUnderscoreHeaders forwards request header fields whose names hold
+	// an underscore; by default they are dropped and counted, as nginx
+	// does, because CGI-style apps read X_Forwarded_For and X-Forwarded-For
+	// (or Transfer_Encoding and Transfer-Encoding) as the same variable.
+	KeepUnderscoreHeaders bool
 	// Log receives connection-level problems at debug level; nil discards.
 	Log *slog.Logger
 	// Now is the clock of the metrics; nil means time.Now.
@@ -79,6 +91,7 @@ func (c *Config) setDefaults() {
 	def(&c.ClientCheckInterval, time.Second)
 	def(&c.QPSWindow, 10*time.Second)
 	def(&c.DrainTimeout, 25*time.Second)
+	def(&c.TunnelIdleTimeout, time.Hour)
 	if c.MaxIdleUpstream <= 0 {
 		c.MaxIdleUpstream = 128
 	}
@@ -111,12 +124,24 @@ type Proxy struct {
 	ln       net.Listener
 	conns    map[*conn]struct{}
 	draining atomic.Bool
-	// active counts connections that are not tunnels; while draining, the
-	// last one to go signals drained.
+	// active counts connections that are not tunnels, tunnels the upgraded
+	// ones; while draining, the last one to go signals drained.
 	active  atomic.Int64
+	tunnels atomic.Int64
 	drained chan struct{}
-	stop    chan struct{} // closed to stop Serve
-	wg      sync.WaitGroup
+	// drainDone is closed when the first Drain returns, with drainRep and
+	// drainErr set.
+	drainDone chan struct{}
+	drainRep  DrainReport
+	drainErr  error
+	stop      chan struct{} // closed to stop Serve
+	// acceptFailing is set while accepts fail for want of descriptors;
+	// a connection that closes meanwhile wakes the retry on acceptWake.
+	acceptFailing atomic.Bool
+	acceptWake    chan struct{}
+	// acceptQuiet overrides acceptQuiet in tests.
+	acceptQuiet time.Duration
+	wg          sync.WaitGroup
 }
 
 // New returns a proxy to cfg.Upstream whose metrics are registered on reg.
@@ -126,19 +151,22 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 	if cfg.Upstream == "" {
 		return nil, errors.New("proxy: no upstream address")
 	}
-	m, err := newMetrics(reg, cfg.QPSWindow, cfg.Now)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: register metrics: %w", err)
-	}
 	p := &Proxy{
 		cfg:       cfg,
 		realClock: realClock,
-		m:         m,
 		pool:      newPool(cfg.Upstream, cfg.DialTimeout, cfg.MaxIdleUpstream),
 		conns:     map[*conn]struct{}{},
 		drained:   make(chan struct{}, 1),
+		drainDone: make(chan struct{}),
 		stop:      make(chan struct{}),
+		// One wake-up pending is enough.
+		acceptWake: make(chan struct{}, 1),
 	}
+	m, err := newMetrics(reg, cfg.QPSWindow, cfg.Now, &p.tunnels)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: register metrics: %w", err)
+	}
+	p.m = m
 	p.h2 = newH2Server(p)
 	return p, nil
 }
@@ -166,6 +194,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 	var err error
+	retry := acceptRetry{quiet: p.acceptQuiet}
 	for {
 		nc, aerr := ln.Accept()
 		if aerr != nil {
@@ -176,12 +205,18 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			if errors.As(aerr, &ne) && ne.Timeout() {
 				continue
 			}
+			if temporaryAcceptError(aerr) {
+				p.m.acceptErrors.Inc()
+				retry.wait(ctx, p, ln, aerr)
+				continue
+			}
 			err = fmt.Errorf("proxy: accept on %s: %w", ln.Addr(), aerr)
 			p.draining.Store(true)
 			p.closeAll()
 			p.closeOnce()
 			break
 		}
+		retry.accepted(p, ln)
 		c := p.newConn(nc)
 		if c == nil {
 			continue
@@ -231,6 +266,8 @@ type Status struct {
 	Listen        string  `json:"listen"`
 	Upstream      string  `json:"upstream"`
 	Connections   int     `json:"connections"`
+	MaxConns      int     `json:"max_connections,omitempty"`
+	Tunnels       int     `json:"tunnels"`
 	InFlight      int     `json:"in_flight"`
 	QPS           float64 `json:"qps"`
 	WindowSeconds float64 `json:"window_seconds"`
@@ -252,6 +289,8 @@ func (p *Proxy) Status() Status {
 		Listen:        listen,
 		Upstream:      p.cfg.Upstream,
 		Connections:   n + p.h2.connections(),
+		MaxConns:      p.cfg.MaxConns,
+		Tunnels:       int(p.tunnels.Load()),
 		InFlight:      q.InFlight,
 		QPS:           q.QPS,
 		WindowSeconds: q.WindowSeconds,
@@ -260,67 +299,20 @@ func (p *Proxy) Status() Status {
 	}
 }
 
-// Drain stops accepting connections, closes idle keep-alive connections,
-// answers the requests in flight with "Connection: close", and waits for
-// them to finish. When ctx ends first, it closes the remaining connections
-// and returns an error naming how many requests were cut. Tunnels
-// (WebSocket, HTTP/2) are closed once the plain requests are done; HTTP/2
-// connections get a GOAWAY first.
-func (p *Proxy) Drain(ctx context.Context) error {
-	if p.draining.Swap(true) {
-		// A second call waits like the first.
-		return p.waitDrained(ctx)
-	}
-	p.mu.Lock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-	}
-	for c := range p.conns {
-		c.pokeIfIdle()
-	}
-	p.mu.Unlock()
-
-	h2done := make(chan struct{})
-	go func() {
-		defer close(h2done)
-		p.h2.shutdown(ctx)
-	}()
-	err := p.waitDrained(ctx)
-	<-h2done
-	p.closeAll()
-	p.closeOnce()
-	return err
-}
-
-// waitDrained waits until no connection but tunnels is left, or ctx ends.
-func (p *Proxy) waitDrained(ctx context.Context) error {
-	for p.active.Load() > 0 {
-		select {
-		case <-p.drained:
-		case <-ctx.Done():
-			n := p.InFlight()
-			p.closeAll()
-			return fmt.Errorf("proxy: drain: %d requests still in flight: %w", n, ctx.Err())
-		}
-	}
-	return nil
-}
-
-// closeAll closes every client connection left.
-func (p *Proxy) closeAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		_ = c.nc.Close()
-	}
-	p.h2.close()
-}
-
 func (p *Proxy) newConn(nc net.Conn) *conn {
 	c := &conn{p: p, nc: nc}
 	p.mu.Lock()
 	if p.draining.Load() {
 		p.mu.Unlock()
+		_ = nc.Close()
+		return nil
+	}
+	if max := p.cfg.MaxConns; max > 0 && len(p.conns)+p.h2.connections() >= max {
+		// Over the bound a connection is not queued: closing it at once
+		// keeps outrider's descriptors and memory bounded, and the client
+		// retries elsewhere.
+		p.mu.Unlock()
+		p.m.rejected.Inc()
 		_ = nc.Close()
 		return nil
 	}
@@ -339,15 +331,13 @@ func (p *Proxy) forget(c *conn) {
 	if !c.tunnel {
 		p.leaveActive()
 	}
-	p.wg.Done()
-}
-
-// leaveActive notes that a connection stopped being a plain one.
-func (p *Proxy) leaveActive() {
-	if p.active.Add(-1) == 0 && p.draining.Load() {
+	if p.acceptFailing.Load() {
+		// A descriptor came free: retry the accept now, not at the end of
+		// the backoff.
 		select {
-		case p.drained <- struct{}{}:
+		case p.acceptWake <- struct{}{}:
 		default:
 		}
 	}
+	p.wg.Done()
 }

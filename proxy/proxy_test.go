@@ -46,6 +46,13 @@ type testProxy struct {
 // startProxy serves a proxy to upstream until the test ends.
 func startProxy(t *testing.T, upstream string, tweak func(*Config)) *testProxy {
 	t.Helper()
+	return startProxyWith(t, upstream, tweak, nil)
+}
+
+// startProxyWith is startProxy with setup called on the proxy before it
+// serves.
+func startProxyWith(t *testing.T, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
+	t.Helper()
 	cfg := Config{Upstream: upstream}
 	if tweak != nil {
 		tweak(&cfg)
@@ -54,6 +61,9 @@ func startProxy(t *testing.T, upstream string, tweak func(*Config)) *testProxy {
 	p, err := New(cfg, reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if setup != nil {
+		setup(p)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -822,7 +832,7 @@ func TestDialsBounded(t *testing.T) {
 	errs := make(chan error, clients)
 	for range clients {
 		go func() {
-			u, err := p.dial()
+			u, err := p.dial(0, nil)
 			if err == nil {
 				u.close()
 			}
@@ -987,7 +997,7 @@ func TestH2C(t *testing.T) {
 		Protocols: &protos,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, _ := io.ReadAll(r.Body)
-			fmt.Fprintf(w, "%s %s %s xff=%s", r.Proto, r.Method, b, r.Header.Get("X-Forwarded-For"))
+			fmt.Fprintf(w, "%s %s %s xff=%s under=%s", r.Proto, r.Method, b, r.Header.Get("X-Forwarded-For"), r.Header.Get("X_Forwarded_For"))
 		}),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -1000,13 +1010,15 @@ func TestH2C(t *testing.T) {
 	tp := startProxy(t, ln.Addr().String(), nil)
 	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
 	for range 3 {
-		resp, err := client.Post("http://"+tp.addr+"/", "text/plain", strings.NewReader("ping"))
+		req, _ := http.NewRequest("POST", "http://"+tp.addr+"/", strings.NewReader("ping"))
+		req.Header.Set("X_Forwarded_For", "6.6.6.6")
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if want := "HTTP/2.0 POST ping xff=127.0.0.1"; resp.Proto != "HTTP/2.0" || string(b) != want {
+		if want := "HTTP/2.0 POST ping xff=127.0.0.1 under="; resp.Proto != "HTTP/2.0" || string(b) != want {
 			t.Errorf("got %s %q, want HTTP/2.0 %q", resp.Proto, b, want)
 		}
 	}

@@ -52,7 +52,11 @@ const (
 	peekGone         // end of stream or an error
 )
 
-// peek looks at a connection without reading from it or blocking.
+// peek looks at a connection without reading from it or blocking. It
+// goes through RawConn.Control, not Read: Read would wait behind another
+// goroutine's read (a request body being read from the same client), and
+// it fails once the read deadline has passed, which says nothing about the
+// peer.
 func peek(nc net.Conn) int {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
@@ -64,7 +68,7 @@ func peek(nc net.Conn) int {
 	}
 	state := peekEmpty
 	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	err = rc.Control(func(fd uintptr) {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
 		case n > 0:
@@ -74,7 +78,6 @@ func peek(nc net.Conn) int {
 		default:
 			state = peekGone
 		}
-		return true
 	})
 	if err != nil {
 		return peekGone
@@ -101,8 +104,9 @@ func newPool(addr string, dialTimeout time.Duration, max int) *pool {
 		dials: make(chan struct{}, maxDials)}
 }
 
-// get returns an idle connection that is still alive, or dials a new one.
-func (p *pool) get(now time.Time) (*upConn, error) {
+// get returns an idle connection that is still alive, or dials a new one
+// as dial does.
+func (p *pool) get(now time.Time, check time.Duration, cancel func() error) (*upConn, error) {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -119,27 +123,39 @@ func (p *pool) get(now time.Time) (*upConn, error) {
 		}
 		u.close()
 	}
-	return p.dial()
+	return p.dial(check, cancel)
 }
 
 // maxDials bounds the dials in flight. Each runs in its own goroutine,
 // whose stack grows to 8 KiB on the way through the dialer: a thousand
 // clients arriving at once would otherwise hold 8 MB of stacks at the same
 // moment, and the heap keeps that memory after they are gone. Past the
-// bound a dial waits for a slot, at most one dial timeout per round of
-// maxDials ahead of it.
+// bound a dial waits for a slot, at most one dial timeout (errAppBusy
+// then), and less when cancel says the wait is over.
 const maxDials = 16
+
+// errAppBusy is returned when no dial slot came free within the wait: the
+// app is accepting connections slower than clients arrive.
+var errAppBusy = errors.New("no connection to the app could be started in time: every dial slot is busy")
 
 // dial connects to the app from a short-lived goroutine: dialing runs
 // deep, and a client connection's goroutine whose stack grew for it would
-// keep the larger stack for as long as it lives.
-func (p *pool) dial() (*upConn, error) {
+// keep the larger stack for as long as it lives. When every slot is busy,
+// it waits for one until the dial timeout passes or cancel, called every
+// check interval, returns an error.
+func (p *pool) dial(check time.Duration, cancel func() error) (*upConn, error) {
 	type result struct {
 		nc  net.Conn
 		err error
 	}
+	select {
+	case p.dials <- struct{}{}:
+	default:
+		if err := p.waitSlot(check, cancel); err != nil {
+			return nil, err
+		}
+	}
 	ch := make(chan result, 1)
-	p.dials <- struct{}{}
 	go func() {
 		nc, err := p.dialer.Dial("tcp", p.addr)
 		<-p.dials
@@ -150,6 +166,30 @@ func (p *pool) dial() (*upConn, error) {
 		return nil, r.err
 	}
 	return &upConn{nc: r.nc, br: newReader(r.nc)}, nil
+}
+
+// waitSlot waits for a dial slot: the slow path of dial.
+func (p *pool) waitSlot(check time.Duration, cancel func() error) error {
+	limit := time.NewTimer(p.dialer.Timeout)
+	defer limit.Stop()
+	var tick <-chan time.Time
+	if cancel != nil && check > 0 {
+		t := time.NewTicker(check)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case p.dials <- struct{}{}:
+			return nil
+		case <-limit.C:
+			return errAppBusy
+		case <-tick:
+			if err := cancel(); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // put gives back a connection that is idle and reusable.

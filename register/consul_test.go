@@ -66,7 +66,7 @@ func TestRegistrationAgainstConsul(t *testing.T) {
 	clk := clock.NewFake(fakeEpoch)
 	svc := testService()
 	svc.Address = "127.0.0.1"
-	r, err := New(newClient(t, &consul.Config{Address: proxy.Listener.Addr().String(), Scheme: "http"}), svc, Options{
+	r, err := New(newClient(t, &consul.Config{Address: proxy.Listener.Addr().String(), Scheme: "http"}).Agent(), svc, Options{
 		Registerer: prometheus.NewRegistry(), Clock: clk,
 	})
 	if err != nil {
@@ -186,7 +186,7 @@ func healthStatus(t *testing.T, c *consul.Client, service string) string {
 // classified as such, so that it is logged as an ACL problem.
 func TestWrongTokenAgainstConsul(t *testing.T) {
 	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
-	r, err := New(newClient(t, &consul.Config{Address: srv.HTTPAddr, Token: "not-a-token"}), testService(), Options{})
+	r, err := New(newClient(t, &consul.Config{Address: srv.HTTPAddr, Token: "not-a-token"}).Agent(), testService(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

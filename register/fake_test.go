@@ -1,11 +1,11 @@
 package register
 
 import (
-	"encoding/json"
+	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
+	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,24 +14,22 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
-// fakeConsul is a loopback HTTP server that answers the four agent
-// endpoints the registrar uses, keeps what was registered, and can be told
-// to drop its state, refuse connections or answer with an error code.
+// fakeConsul is an in-memory Consul agent: it implements Agent, keeps
+// what was registered, and can be told to drop its state, fail every
+// request as if unreachable, or answer with an error code.
 type fakeConsul struct {
-	*httptest.Server
-
 	mu       sync.Mutex
 	services map[string]consul.AgentServiceRegistration
 	checks   map[string]fakeCheck
 	maint    map[string]string // service ID → reason, while in maintenance
 	calls    []string          // "register web-1", "update service:web-1 passing", …
-	down     bool              // close every connection without answering
+	down     bool              // fail every request as a refused connection
 	code     int               // when not 0, answer every request with it
 	body     string
 	regCode  int // when not 0, answer registrations with it
 	mntCode  int // when not 0, answer maintenance requests with it
 	// hanging, when set, receives every check update, which then hangs
-	// until its client gives up.
+	// until its context ends.
 	hanging chan struct{}
 }
 
@@ -39,35 +37,15 @@ type fakeCheck struct {
 	Status, Output string
 }
 
-func newFakeConsul(t *testing.T) *fakeConsul {
-	f := &fakeConsul{
+// fakeAddr is the fake's address in messages.
+const fakeAddr = "http://127.0.0.1:8500"
+
+func newFakeConsul(*testing.T) *fakeConsul {
+	return &fakeConsul{
 		services: map[string]consul.AgentServiceRegistration{},
 		checks:   map[string]fakeCheck{},
 		maint:    map[string]string{},
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /v1/agent/service/register", f.register)
-	mux.HandleFunc("PUT /v1/agent/check/update/{id...}", f.update)
-	mux.HandleFunc("PUT /v1/agent/service/deregister/{id...}", f.deregister)
-	mux.HandleFunc("PUT /v1/agent/service/maintenance/{id...}", f.maintenance)
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		down, code, body := f.down, f.code, f.body
-		f.mu.Unlock()
-		switch {
-		case down:
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				conn.Close()
-			}
-		case code != 0:
-			http.Error(w, body, code)
-		default:
-			mux.ServeHTTP(w, r)
-		}
-	}))
-	t.Cleanup(f.Close)
-	return f
 }
 
 // newClient builds a consul/api client for cfg, failing the test if it cannot.
@@ -80,88 +58,101 @@ func newClient(t *testing.T, cfg *consul.Config) *consul.Client {
 	return c
 }
 
-func (f *fakeConsul) config() *consul.Config {
-	return &consul.Config{Address: f.Listener.Addr().String(), Scheme: "http"}
+// failure is what every request gets while the fake is down or set to
+// answer an error; f.mu is held.
+func (f *fakeConsul) failure() error {
+	switch {
+	case f.down:
+		return &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	case f.code != 0:
+		return consul.StatusError{Code: f.code, Body: f.body}
+	}
+	return nil
 }
 
-func (f *fakeConsul) register(w http.ResponseWriter, r *http.Request) {
-	var reg consul.AgentServiceRegistration
-	if err := json.NewDecoder(r.Body).Decode(&reg); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
+func (f *fakeConsul) ServiceRegisterOpts(reg *consul.AgentServiceRegistration, _ consul.ServiceRegisterOpts) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.failure(); err != nil {
+		return err
+	}
 	f.calls = append(f.calls, "register "+reg.ID)
 	if f.regCode != 0 {
-		http.Error(w, "registration refused", f.regCode)
-		return
+		return consul.StatusError{Code: f.regCode, Body: "registration refused"}
 	}
-	f.services[reg.ID] = reg
+	f.services[reg.ID] = *reg
 	// Like Consul, an existing check keeps its state.
 	if _, ok := f.checks[reg.Check.CheckID]; !ok {
 		f.checks[reg.Check.CheckID] = fakeCheck{Status: reg.Check.Status}
 	}
+	return nil
 }
 
-func (f *fakeConsul) update(w http.ResponseWriter, r *http.Request) {
-	var u struct{ Status, Output string }
-	if err := json.NewDecoder(r.Body).Decode(&u); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	id := r.PathValue("id")
+func (f *fakeConsul) UpdateTTLOpts(id, output, status string, q *consul.QueryOptions) error {
 	f.mu.Lock()
 	hanging := f.hanging
 	f.mu.Unlock()
 	if hanging != nil {
 		hanging <- struct{}{}
-		<-r.Context().Done()
-		return
+		<-q.Context().Done()
+		return q.Context().Err()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls = append(f.calls, "update "+id+" "+u.Status)
-	if _, ok := f.checks[id]; !ok {
-		http.Error(w, "Unknown check ID "+id, http.StatusNotFound)
-		return
+	if err := f.failure(); err != nil {
+		return err
 	}
-	f.checks[id] = fakeCheck{Status: u.Status, Output: u.Output}
+	f.calls = append(f.calls, "update "+id+" "+status)
+	if _, ok := f.checks[id]; !ok {
+		return consul.StatusError{Code: 404, Body: "Unknown check ID " + id}
+	}
+	f.checks[id] = fakeCheck{Status: status, Output: output}
+	return nil
 }
 
-func (f *fakeConsul) deregister(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+func (f *fakeConsul) ServiceDeregisterOpts(id string, _ *consul.QueryOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.failure(); err != nil {
+		return err
+	}
 	f.calls = append(f.calls, "deregister "+id)
 	if _, ok := f.services[id]; !ok {
-		http.Error(w, "Unknown service ID "+id, http.StatusNotFound)
-		return
+		return consul.StatusError{Code: 404, Body: "Unknown service ID " + id}
 	}
 	delete(f.services, id)
 	delete(f.checks, CheckID(id))
 	delete(f.maint, id)
+	return nil
 }
 
-func (f *fakeConsul) maintenance(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	enable := r.URL.Query().Get("enable") == "true"
+func (f *fakeConsul) EnableServiceMaintenanceOpts(id, reason string, _ *consul.QueryOptions) error {
+	return f.maintenance(id, true, reason)
+}
+
+func (f *fakeConsul) DisableServiceMaintenanceOpts(id string, _ *consul.QueryOptions) error {
+	return f.maintenance(id, false, "")
+}
+
+func (f *fakeConsul) maintenance(id string, enable bool, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls = append(f.calls, "maintenance "+id+" "+r.URL.Query().Get("enable"))
+	if err := f.failure(); err != nil {
+		return err
+	}
+	f.calls = append(f.calls, fmt.Sprintf("maintenance %s %t", id, enable))
 	if f.mntCode != 0 {
-		http.Error(w, "Permission denied", f.mntCode)
-		return
+		return consul.StatusError{Code: f.mntCode, Body: "Permission denied"}
 	}
 	if _, ok := f.services[id]; !ok {
-		http.Error(w, "Unknown service ID "+id, http.StatusNotFound)
-		return
+		return consul.StatusError{Code: 404, Body: "Unknown service ID " + id}
 	}
 	if enable {
-		f.maint[id] = r.URL.Query().Get("reason")
+		f.maint[id] = reason
 	} else {
 		delete(f.maint, id)
 	}
+	return nil
 }
 
 // lose drops every registration, like a dev agent restarted empty.

@@ -65,14 +65,14 @@ func newHarnessWith(t *testing.T, jitter float64, o Options) *harness {
 	log, buf := newTestLogger()
 	h.log = buf
 	o.Log, o.Registerer, o.Clock = log, h.reg, h.clock
-	o.ConsulAddr = "http://" + h.consul.config().Address
+	o.ConsulAddr = fakeAddr
 	o.Rand = func() float64 { return jitter }
 	o.OnRegistered = func(ok bool, reason string) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.conds = append(h.conds, cond{ok, reason})
 	}
-	r, err := New(newClient(t, h.consul.config()), testService(), o)
+	r, err := New(h.consul, testService(), o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -376,7 +376,8 @@ func TestDeregisterIsIdempotentAndStopsRepairs(t *testing.T) {
 			t.Fatalf("Deregister #%d: %v", i+1, err)
 		}
 	}
-	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	// Critical first, so a health watcher sees it leave the passing set.
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 	if _, ok := h.consul.service("web-1"); ok {
 		t.Errorf("web-1 is still registered")
 	}
@@ -437,7 +438,7 @@ func TestRunDeregistersWhenItsContextEnds(t *testing.T) {
 	if err := h.stop(); err != nil {
 		t.Errorf("Run returned %v, want nil", err)
 	}
-	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 	if _, ok := h.consul.service("web-1"); ok {
 		t.Errorf("web-1 is still registered after Run returned")
 	}
@@ -448,7 +449,7 @@ func TestDeregisterOfAnUnknownServiceSucceeds(t *testing.T) {
 	if err := h.r.Deregister(context.Background()); err != nil {
 		t.Errorf("Deregister of a service consul does not have: %v, want nil", err)
 	}
-	wantCalls(t, h.consul.takeCalls(), "deregister web-1")
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
 }
 
 func TestDeregisterReportsConsulErrors(t *testing.T) {
@@ -569,7 +570,7 @@ func TestNewRejectsAnIncompleteService(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := testService()
 			tc.edit(&svc)
-			_, err := New(newClient(t, newFakeConsul(t).config()), svc, Options{})
+			_, err := New(newFakeConsul(t), svc, Options{})
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("New = %v, want %s", err, tc.want)
 			}

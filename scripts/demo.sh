@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The demo: a Consul dev server, the sample app and outrider beside it, all
-# on 127.0.0.1. Ctrl-C stops all three. `make demo` builds and runs it.
+# The demo: a Consul dev server and two replicas of the sample app, all on
+# 127.0.0.1: one with outrider beside it (the sidecar form), one started by
+# outrider (wrap mode, `outrider run -- app`). Ctrl-C stops everything.
+# `make demo` builds and runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,10 +11,16 @@ APP_ADDR=${APP_ADDR:-127.0.0.1:8080}
 PROXY_ADDR=${PROXY_ADDR:-127.0.0.1:15001}
 METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:15090}
 ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:15000}
+# The second replica, in wrap mode.
+APP2_ADDR=${APP2_ADDR:-127.0.0.1:8081}
+PROXY2_ADDR=${PROXY2_ADDR:-127.0.0.1:15011}
+METRICS2_ADDR=${METRICS2_ADDR:-127.0.0.1:15091}
+ADMIN2_ADDR=${ADMIN2_ADDR:-127.0.0.1:15010}
 
-for addr in "127.0.0.1:$CONSUL_PORT" "$APP_ADDR" "$PROXY_ADDR" "$METRICS_ADDR" "$ADMIN_ADDR"; do
+for addr in "127.0.0.1:$CONSUL_PORT" "$APP_ADDR" "$PROXY_ADDR" "$METRICS_ADDR" "$ADMIN_ADDR" \
+	"$APP2_ADDR" "$PROXY2_ADDR" "$METRICS2_ADDR" "$ADMIN2_ADDR"; do
 	if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
-		echo "demo: $addr is already in use; stop what listens there, or set CONSUL_PORT/APP_ADDR/PROXY_ADDR/METRICS_ADDR/ADMIN_ADDR" >&2
+		echo "demo: $addr is already in use; stop what listens there, or set CONSUL_PORT, APP_ADDR, PROXY_ADDR, METRICS_ADDR, ADMIN_ADDR (and the same with 2 for the second replica)" >&2
 		exit 1
 	fi
 done
@@ -22,7 +30,7 @@ pids=()
 cleanup() {
 	trap - INT TERM EXIT
 	echo
-	echo "demo: stopping outrider, echo and consul"
+	echo "demo: stopping the replicas (each drains first) and consul"
 	# outrider first, so it deregisters while Consul is still up.
 	for pid in "${pids[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
@@ -62,9 +70,28 @@ OUTRIDER_LOG_FORMAT=text \
 CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT" \
 	bin/outrider > >(tee "$logs/outrider.log") 2>&1 &
 outrider_pid=$!
-# Stop order: outrider, then the app, then Consul.
-pids=("$outrider_pid" "$echo_pid" "$consul_pid")
+
+# The second replica: outrider starts the app itself and stops it after
+# the drain.
+OUTRIDER_SERVICE_NAME=echo \
+OUTRIDER_SERVICE_ID=echo-wrapped \
+OUTRIDER_SERVICE_ADDRESS=127.0.0.1 \
+OUTRIDER_SERVICE_TAGS=demo,wrapped \
+OUTRIDER_APP_ADDR="$APP2_ADDR" \
+OUTRIDER_PROBE="http://$APP2_ADDR/healthz" \
+OUTRIDER_PROBE_PERIOD=2s \
+OUTRIDER_PROXY_LISTEN="$PROXY2_ADDR" \
+OUTRIDER_METRICS_LISTEN="$METRICS2_ADDR" \
+OUTRIDER_ADMIN_LISTEN="$ADMIN2_ADDR" \
+OUTRIDER_DRAIN_DELAY=1s \
+OUTRIDER_LOG_FORMAT=text \
+CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT" \
+	bin/outrider run -- bin/echo -listen "$APP2_ADDR" >"$logs/wrapped.log" 2>&1 &
+wrapped_pid=$!
+# Stop order: each outrider (it drains first), then the app, then Consul.
+pids=("$outrider_pid" "$wrapped_pid" "$echo_pid" "$consul_pid")
 wait_http "http://$METRICS_ADDR/healthz"
+wait_http "http://$METRICS2_ADDR/healthz"
 
 cat <<MSG
 
@@ -78,6 +105,14 @@ outrider is running beside the sample app. Look at:
   the app, proxied curl -s http://$PROXY_ADDR/
   make it sick     curl -s -X POST 'http://$APP_ADDR/admin/health?healthy=false'
 
-Press Ctrl-C to stop consul, the app and outrider.
+Scale in without losing a request: start a client that finds the replicas
+in Consul and never retries, then drain the first replica while it runs:
+  bin/loadgen -consul 127.0.0.1:$CONSUL_PORT -service echo -rate 200 -duration 15s > /tmp/load.json &
+  sleep 3; curl -s -X POST http://$ADMIN_ADDR/prestop; echo
+  wait; grep -E '"(requests|ok|failed)"' /tmp/load.json
+The drain report says how many requests the replica still served after it
+left Consul; the client's summary shows 0 failed.
+
+Press Ctrl-C to stop consul, the apps and outrider.
 MSG
 wait "$outrider_pid"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, vet, unit, integration (against a
-# real Consul from bin/consul) and end-to-end tests, then the scaling-loop
-# module (loop/, against a real control plane from bin/etcd,
-# bin/kube-apiserver and bin/kube-controller-manager). `make test` calls it
-# after building those, bin/outrider and bin/echo.
+# real Consul from bin/consul, a real Prometheus from bin/prometheus) and
+# end-to-end tests, then the scaling-loop module (loop/, against a real
+# control plane from bin/etcd, bin/kube-apiserver and
+# bin/kube-controller-manager). `make test` calls it after building those,
+# bin/consul, bin/prometheus, bin/promtool, bin/outrider and bin/echo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,14 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+# deploy/ is its own Go module (kustomize, buildkit and k8s.io/api stay out
+# of outrider's go.mod): its tests check the Dockerfile, deploy/k8s,
+# deploy/systemd and what `outrider inject` writes.
+(cd deploy && go vet ./...)
+# bench/ is its own module (the chart's plotting library stays out of
+# outrider's go.mod): vet and test it too.
+(cd bench && go vet ./...)
+# loop/ is its own module (client-go stays out of outrider's go.mod).
 (cd loop && go vet ./...)
 # The Kubernetes libraries are for the loop's tests only: outrider's binary
 # must not link them.
@@ -24,12 +33,17 @@ if k8s=$(grep -E '^(k8s\.io|sigs\.k8s\.io)/' <<<"$deps"); then
 	exit 1
 fi
 go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
+go test -run '^$' -fuzz '^FuzzResponse$' -fuzztime 30s ./proxy/
 
 export OUTRIDER_CONSUL_BIN="$PWD/bin/consul"
+export OUTRIDER_PROMETHEUS_BIN="$PWD/bin/prometheus"
+export OUTRIDER_PROMTOOL_BIN="$PWD/bin/promtool"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
+(cd deploy && go test -count=1 -v -timeout 10m ./...) 2>&1 | tee -a "$log" || status=$?
+(cd bench && go test -count=1 -race -v ./...) 2>&1 | tee -a "$log" || status=$?
 (cd loop && go test -count=1 -race -v -timeout 20m ./...) 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -c -- '^\s*--- PASS' "$log" || true)

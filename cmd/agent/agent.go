@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
-	"syscall"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -24,6 +22,8 @@ import (
 	"github.com/outrider-sidecar/outrider/proxy"
 	"github.com/outrider-sidecar/outrider/readiness"
 	"github.com/outrider-sidecar/outrider/register"
+	"github.com/outrider-sidecar/outrider/shutdown"
+	"github.com/outrider-sidecar/outrider/wrap"
 )
 
 // agent is the wiring of one outrider process: the shared pieces every
@@ -41,7 +41,8 @@ type agent struct {
 	group  run.Group
 
 	// subscribeVerdicts is set by addProbe: each call returns a channel
-	// that receives the probe's verdict on every transition.
+	// that receives the probe's verdict on every transition and on every
+	// new output (the registrar sends the latest output to Consul).
 	subscribeVerdicts func() <-chan probe.Verdict
 	// registrar is set by addRegistry (nil with OUTRIDER_REGISTRY=none);
 	// the shutdown sequence calls its Deregister.
@@ -50,8 +51,28 @@ type agent struct {
 	// cache, built by consulClient on first use.
 	consul *consul.Client
 	// proxy is set by addProxy (nil with OUTRIDER_PROXY_LISTEN=off); the
-	// shutdown sequence calls its Drain and InFlight.
+	// shutdown sequence calls its Drain.
 	proxy *proxy.Proxy
+	// drain is the shutdown sequence, set by addShutdown: /prestop, the
+	// signals and wrap mode all run it.
+	drain *shutdown.Sequence
+
+	// prober is set by addProbe; a reload reconfigures it.
+	prober *probe.Runner
+	// logLevel is the level of log, which a reload may change.
+	logLevel *slog.LevelVar
+	// getenv reads the environment on a reload; nil means os.Getenv.
+	getenv func(string) string
+	// onDrainTimings, set by addShutdown, is told of new drain timings by
+	// a reload.
+	onDrainTimings func(delay, timeout time.Duration)
+
+	// wrapMode is set for `outrider run -- CMD…`: outrider starts the app
+	// as childArgv and owns it as child; SIGHUP and friends go to it, and
+	// do not reload.
+	wrapMode  bool
+	childArgv []string
+	child     *wrap.Child
 }
 
 // Readiness conditions, in the order /ready reports them.
@@ -59,6 +80,7 @@ const (
 	condApp         = "app"
 	condRegistered  = "registered"
 	condMaintenance = "maintenance"
+	condDraining    = "draining"
 )
 
 // readinessConditions lists the conditions /ready checks for cfg.
@@ -67,24 +89,35 @@ func readinessConditions(cfg config.Config) []string {
 	if cfg.Registry.Enabled() {
 		conds = append(conds, condRegistered)
 	}
-	return append(conds, condMaintenance)
+	return append(conds, condMaintenance, condDraining)
 }
 
 // runAgent implements plain `outrider`: run as a sidecar until a signal.
 func runAgent(getenv func(string) string, stderr io.Writer) int {
-	cfg, ok := loadConfig(getenv, stderr)
+	a, ok := agentFromEnv(getenv, stderr)
 	if !ok {
 		return exitUsage
 	}
-	a := newAgent(cfg, newLogger(cfg.Log, stderr))
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)
 		return exitFailed
 	}
-	a.log.Info("outrider started", "version", version.Version, "service_id", cfg.Service.ID,
-		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String(),
-		"gomaxprocs", runtime.GOMAXPROCS(0))
+	a.logStart("sidecar")
 	return a.run()
+}
+
+// agentFromEnv loads the configuration from getenv (printing every error
+// to stderr; false then) and returns an agent logging to stderr at the
+// configured, reloadable level.
+func agentFromEnv(getenv func(string) string, stderr io.Writer) (*agent, bool) {
+	cfg, ok := loadConfig(getenv, stderr)
+	if !ok {
+		return nil, false
+	}
+	level := new(slog.LevelVar)
+	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
+	a.logLevel, a.getenv = level, getenv
+	return a, true
 }
 
 // newAgent returns an agent with its shared pieces and no actors yet.
@@ -102,13 +135,23 @@ func newAgent(cfg config.Config, log *slog.Logger) *agent {
 }
 
 // run runs every actor until the first one returns, stops the rest, and
-// maps the cause to an exit status: 0 for a signal, 1 for a failure.
+// maps the cause to an exit status: the one a stopStatus carries (0 after
+// a drain, the app's in wrap mode), 0 when every actor is done, 1 for a
+// failure.
 func (a *agent) run() int {
 	err := a.group.Run()
-	var sig run.SignalError
-	if err == nil || errors.As(err, &sig) {
+	var st stopStatus
+	switch {
+	case err == nil:
 		a.log.Info("outrider stopped", "reason", stopReason(err))
 		return exitOK
+	case errors.As(err, &st):
+		if st.code == exitOK {
+			a.log.Info("outrider stopped", "reason", st.reason, "status", st.code)
+		} else {
+			a.log.Warn("outrider stopped", "reason", st.reason, "status", st.code)
+		}
+		return st.code
 	}
 	a.log.Error("outrider stopped on an error", "err", err)
 	return exitFailed
@@ -132,11 +175,13 @@ func (a *agent) build() error {
 	a.admin.HandleFunc("GET /status", a.serveStatus)
 
 	// Each component adds its actors, handlers, metrics and conditions, in
-	// data-flow order: probe → verdict → registry and readiness.
+	// data-flow order: probe → verdict → registry and readiness; the drain
+	// sequence stands on the proxy and the registry.
 	// The signal actor comes first so that it is the one that stops the rest.
 	a.addSignals()
+	a.addReaper()
 	a.gate.Set(condMaintenance, true, "off")
-	for _, add := range []func() error{a.addProbe, a.addExporter, a.addProxy, a.addRegistry, a.addPeers} {
+	for _, add := range []func() error{a.addProbe, a.addExporter, a.addProxy, a.addRegistry, a.addPeers, a.addShutdown, a.addReload} {
 		if err := add(); err != nil {
 			return err
 		}
@@ -148,19 +193,28 @@ func (a *agent) build() error {
 	// /prestop answers only when the drain is done, so the admin server
 	// allows a write that long.
 	adminWrite := a.cfg.Drain.Delay + a.cfg.Drain.Timeout + 10*time.Second
-	return a.serve("admin", "OUTRIDER_ADMIN_LISTEN", a.cfg.Listen.Admin,
-		requireToken(a.cfg.Listen.AdminToken.Reveal(), a.admin), adminWrite)
+	if err := a.serve("admin", "OUTRIDER_ADMIN_LISTEN", a.cfg.Listen.Admin,
+		requireToken(a.cfg.Listen.AdminToken.Reveal(), a.admin), adminWrite); err != nil {
+		return err
+	}
+	if a.wrapMode {
+		// Last, once every listener is bound: a port in use must not leave
+		// an app behind.
+		return a.startChild()
+	}
+	return nil
 }
 
-// addSignals adds the actor that turns SIGINT or SIGTERM into an orderly stop.
-func (a *agent) addSignals() {
-	ctx, cancel := context.WithCancel(context.Background())
-	execute, _ := run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM)
-	a.group.Add(func() error {
-		err := execute()
-		a.log.Info("stopping", "reason", stopReason(err))
+// startChild starts the wrapped app with outrider's environment and
+// standard streams.
+func (a *agent) startChild() error {
+	child, err := wrap.Start(a.childArgv, os.Environ(), os.Stdin, os.Stdout, os.Stderr)
+	if err != nil {
 		return err
-	}, func(error) { cancel() })
+	}
+	a.child = child
+	a.log.Info("app started", "app_pid", child.Pid(), "command", a.childArgv)
+	return nil
 }
 
 // addContext adds an actor that runs until its context is cancelled.

@@ -82,7 +82,8 @@ func TestAgentCommands(t *testing.T) {
 		{[]string{"version"}, exitOK, "outrider dev (commit "},
 		{[]string{"help"}, exitOK, "check-config"},
 		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
-		{[]string{"run", "--", "true"}, exitUsage, "not built yet"},
+		{[]string{"run", "--"}, exitUsage, "no command: want outrider run -- CMD ARGS"},
+		{[]string{"run", "--", "true"}, exitUsage, "OUTRIDER_SERVICE_NAME=\"\" is required"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

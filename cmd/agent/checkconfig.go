@@ -18,7 +18,7 @@ func versionString() string { return version.String() }
 // loadConfig reads the configuration, printing every error on its own line.
 func loadConfig(getenv func(string) string, stderr io.Writer) (config.Config, bool) {
 	host, _ := os.Hostname()
-	cfg, err := config.Load(getenv, host, firstInterfaceAddr)
+	cfg, err := config.LoadWithFile(getenv, host, firstInterfaceAddr)
 	if err == nil && cfg.Registry.Enabled() {
 		err = checkConsulConfig()
 	}
@@ -60,6 +60,16 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 		for _, s := range consulSettings(consul.DefaultConfig()) {
 			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 		}
+	}
+	if fds, err := raiseFDLimit(); err == nil {
+		conns := fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d", cfg.Proxy.MaxConns)
+		if cfg.Proxy.MaxConns == 0 {
+			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", fds.maxConns())
+		}
+		fmt.Fprintf(stdout, "# open files: hard limit %d; outrider raises the soft limit to it at start-up, as Go does; %s\n", fds.hard, conns)
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "# warning: %s\n", w)
 	}
 	fmt.Fprintln(stdout, "# configuration is valid")
 	return exitOK

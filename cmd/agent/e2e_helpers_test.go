@@ -28,6 +28,8 @@ func launchOutrider(t *testing.T, env ...string) outrider {
 	base := []string{
 		"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
 		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
+		// Tests that stop outrider wait for no drain delay unless they ask.
+		"OUTRIDER_DRAIN_DELAY=0s",
 	}
 	p := testbin.Start(t, testbin.Outrider(t), append(base, env...))
 	return outrider{Proc: p, metrics: "http://" + metrics, admin: "http://" + admin}

@@ -8,10 +8,12 @@ import (
 )
 
 // newLogger builds the slog logger that OUTRIDER_LOG_FORMAT and
-// OUTRIDER_LOG_LEVEL ask for. config has validated both.
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+// OUTRIDER_LOG_LEVEL ask for, at the level held by level, which it sets
+// (a reload may change it). config has validated both.
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))

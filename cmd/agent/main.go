@@ -22,8 +22,9 @@ Commands:
   (none)          run as a sidecar beside the app (configured by OUTRIDER_* variables)
   check-config    validate the configuration and print it, secrets masked
   version         print the version
-  run -- CMD...   wrap mode: start CMD as a child and drain before stopping it (not built yet)
-  prestop         ask the local agent to drain (not built yet)
+  run -- CMD...   wrap mode: start CMD as a child, drain before stopping it, exit with its status
+  prestop         ask the agent beside this shell to drain; exit 0 once it has
+  inject [FILE]   add the outrider sidecar to Kubernetes YAML (stdin or files) and print it
 
 Configuration is read from the environment; see README.md for every variable.
 `
@@ -60,9 +61,12 @@ func dispatch(args []string, getenv func(string) string, stdout, stderr io.Write
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
-	case "run", "prestop":
-		fmt.Fprintf(stderr, "outrider %s: not built yet; it comes with the graceful-shutdown work\n", cmd)
-		return exitUsage
+	case "run":
+		return runWrapped(args[1:], getenv, stderr)
+	case "prestop":
+		return prestop(getenv, stdout, stderr)
+	case "inject":
+		return injectCmd(args[1:], os.Stdin, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "outrider: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage

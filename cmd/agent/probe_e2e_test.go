@@ -2,7 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,7 +55,7 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 
 	// Before the app runs, outrider is not ready, and once the failure
 	// threshold is reached it says why.
-	probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr)
+	probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: probe failed: GET http://"+appAddr+"/healthz: dial tcp "+appAddr)
 
 	// The app comes up: ready.
 	app := startEcho(t, appAddr, 10*time.Second)
@@ -89,7 +92,7 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 	if least := (failureThreshold-1)*period - 50*time.Millisecond; took < least {
 		t.Errorf("/ready turned 503 %s after the kill, sooner than %d failures in a row allow (%s)", took, failureThreshold, least)
 	}
-	if code, body := httpGet(t, ready); code != http.StatusServiceUnavailable || !strings.Contains(body, "app: GET http://"+appAddr+"/healthz: dial tcp "+appAddr) {
+	if code, body := httpGet(t, ready); code != http.StatusServiceUnavailable || !strings.Contains(body, "app: probe failed: GET http://"+appAddr+"/healthz: dial tcp "+appAddr) {
 		t.Errorf("/ready after the kill = %d %q, want 503 with the probe's reason", code, body)
 	}
 	if _, m := httpGet(t, outrider.metrics+"/metrics"); !strings.Contains(m, "outrider_app_healthy 0") {
@@ -124,16 +127,20 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 }
 
 // TestProbeExecVerdictInReady runs an exec probe through outrider: its
-// exit status and output reach /ready and /metrics.
+// exit status reaches /ready and /metrics, its output only the admin
+// listener's /status.
 func TestProbeExecVerdictInReady(t *testing.T) {
 	o := startOutrider(t, 10*time.Second,
 		"OUTRIDER_PROBE=exec:/bin/ls /nonexistent-outrider-probe",
 		"OUTRIDER_PROBE_PERIOD=100ms", "OUTRIDER_PROBE_FAILURE_THRESHOLD=1",
 	)
 	ready := o.metrics + "/ready"
-	body := probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: exec /bin/ls: exit status ")
-	if !strings.Contains(body, "nonexistent-outrider-probe") {
-		t.Errorf("/ready = %q, want the command's output in the reason", body)
+	body := probeWaitReady(t, ready, http.StatusServiceUnavailable, "app: probe failed: exec /bin/ls: exit status ")
+	if strings.Contains(body, "nonexistent-outrider-probe") {
+		t.Errorf("/ready = %q shows the command's output on the public listener", body)
+	}
+	if _, s := httpGet(t, o.admin+"/status"); !strings.Contains(s, "nonexistent-outrider-probe") {
+		t.Errorf("/status lacks the command's output:\n%s", s)
 	}
 	if _, m := httpGet(t, o.metrics+"/metrics"); !strings.Contains(m, `outrider_probe_total{result="failure"} `) ||
 		!strings.Contains(m, "outrider_probe_success 0") {
@@ -168,5 +175,75 @@ func TestProbeBadSpecStopsStartUp(t *testing.T) {
 				t.Errorf("output = %q, want exactly %q", out, tc.want)
 			}
 		})
+	}
+}
+
+// TestReadyHidesTheAppsHealthBody makes the app's health check fail with
+// a body that names a secret: /ready on the public metrics listener names
+// the condition and the probe's outcome, never the body, which the admin
+// listener's /status keeps.
+func TestReadyHidesTheAppsHealthBody(t *testing.T) {
+	const secret = "db-password-hunter2"
+	// An app whose health check fails and says why in its body.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "cannot reach the database with "+secret, http.StatusServiceUnavailable)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	o := startOutrider(t, 10*time.Second,
+		"OUTRIDER_APP_ADDR="+ln.Addr().String(),
+		"OUTRIDER_PROBE=http://"+ln.Addr().String()+"/healthz",
+		"OUTRIDER_PROBE_PERIOD=100ms", "OUTRIDER_PROBE_FAILURE_THRESHOLD=1",
+	)
+	body := probeWaitReady(t, o.metrics+"/ready", http.StatusServiceUnavailable,
+		"app: probe failed: GET http://"+ln.Addr().String()+"/healthz: 503 Service Unavailable")
+	if strings.Contains(body, secret) {
+		t.Errorf("/ready = %q shows the app's health body on the public listener", body)
+	}
+	if _, s := httpGet(t, o.admin+"/status"); !strings.Contains(s, secret) {
+		t.Errorf("/status on the admin listener lacks the app's health body:\n%s", s)
+	}
+}
+
+// TestExecProbeEnvironment runs an exec probe that writes its environment
+// to a file, with secrets in outrider's environment.
+func TestExecProbeEnvironment(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "probe-env")
+	secrets := map[string]string{
+		"CONSUL_HTTP_TOKEN":    "consul-s3cr3t",
+		"OUTRIDER_ADMIN_TOKEN": "admin-s3cr3t",
+		"VAULT_TOKEN":          "vault-s3cr3t",
+	}
+	env := []string{
+		"OUTRIDER_PROBE=exec:/bin/sh -c env>" + out,
+		"OUTRIDER_PROBE_PERIOD=100ms",
+		"OUTRIDER_PROBE_ENV_DENY=VAULT_TOKEN",
+		"OUTRIDER_PROBE_ENV=PROBE_TARGET=db:5432",
+		"PROBE_VISIBLE=yes",
+	}
+	for k, v := range secrets {
+		env = append(env, k+"="+v)
+	}
+	o := startOutrider(t, 10*time.Second, env...)
+	testbin.WaitHTTP(t, o.metrics+"/ready", http.StatusOK, 10*time.Second)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(b)
+	for k, v := range secrets {
+		if strings.Contains(got, v) {
+			t.Errorf("the probe's environment has %s:\n%s", k, got)
+		}
+	}
+	for _, want := range []string{"PROBE_VISIBLE=yes", "PROBE_TARGET=db:5432"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the probe's environment lacks %s:\n%s", want, got)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 
 	"github.com/outrider-sidecar/outrider/proxy"
 )
@@ -21,15 +22,27 @@ func (a *agent) addProxy() error {
 		a.status["proxy"] = func() any { return map[string]any{"enabled": false} }
 		return nil
 	}
+	fds, err := raiseFDLimit()
+	if err != nil {
+		a.log.Warn("cannot raise the open-file limit", "soft", fds.soft, "hard", fds.hard, "err", err)
+	}
+	maxConns := a.cfg.Proxy.MaxConns
+	if maxConns == 0 {
+		maxConns = fds.maxConns()
+	}
+	a.log.Info("open-file limit", "soft", fds.soft, "hard", fds.hard, "max_connections", maxConns)
 	ln, err := net.Listen("tcp", a.cfg.Listen.Proxy)
 	if err != nil {
 		return fmt.Errorf("proxy listener (OUTRIDER_PROXY_LISTEN=%s): %w", a.cfg.Listen.Proxy, err)
 	}
 	p, err := proxy.New(proxy.Config{
-		Upstream:     a.cfg.App.Addr,
-		QPSWindow:    a.cfg.Listen.QPSWindow,
-		DrainTimeout: a.cfg.Drain.Timeout,
-		Log:          a.log.With("component", "proxy"),
+		Upstream:              a.cfg.App.Addr,
+		QPSWindow:             a.cfg.Listen.QPSWindow,
+		DrainTimeout:          a.cfg.Drain.Timeout,
+		MaxConns:              maxConns,
+		TunnelIdleTimeout:     a.cfg.Proxy.TunnelIdleTimeout,
+		KeepUnderscoreHeaders: a.cfg.Proxy.KeepUnderscoreHeaders,
+		Log:                   a.log.With("component", "proxy"),
 	}, a.reg)
 	if err != nil {
 		ln.Close()
@@ -42,8 +55,52 @@ func (a *agent) addProxy() error {
 	})
 	a.status["proxy"] = func() any { return p.Status() }
 	a.log.Info("listening", "server", "proxy", "addr", ln.Addr().String(), "app", a.cfg.App.Addr)
-	// The proxy: forwards client connections to the app until interrupted,
-	// then drains within OUTRIDER_DRAIN_TIMEOUT.
-	a.addContext("proxy", func(ctx context.Context) error { return p.Serve(ctx, ln) })
+	// The proxy: forwards client connections to the app until the drain
+	// sequence drains it, or until interrupted, when it drains within
+	// OUTRIDER_DRAIN_TIMEOUT. A drained proxy waits for the stop: outrider
+	// keeps answering /ready and /metrics until it is told to exit.
+	a.addContext("proxy", func(ctx context.Context) error {
+		if err := p.Serve(ctx, ln); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	})
 	return nil
+}
+
+// fdLimit is the process's open-file limit.
+type fdLimit struct{ soft, hard uint64 }
+
+// fdReserve is the descriptors kept back from client connections for
+// outrider's own: listeners, the probe, Consul, /proc reads, logs.
+const fdReserve = 64
+
+// maxConns is OUTRIDER_PROXY_MAX_CONNS=auto: nine tenths of the soft limit
+// less fdReserve, halved because a client connection holds an app
+// connection too. Past it connections are refused before descriptors run
+// out, rather than accepts failing.
+func (l fdLimit) maxConns() int {
+	usable := l.soft - l.soft/10 // no overflow at RLIM_INFINITY
+	n := (usable - min(usable, fdReserve)) / 2
+	return int(max(1, min(n, 1<<30)))
+}
+
+// raiseFDLimit raises the soft open-file limit to the hard one and returns
+// the limit in force. Go's runtime already does so at start-up on Linux;
+// doing it here makes it explicit and tells both figures.
+func raiseFDLimit() (fdLimit, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return fdLimit{}, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
+	}
+	if rl.Cur < rl.Max {
+		want := rl
+		want.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+			return fdLimit{soft: uint64(rl.Cur), hard: uint64(rl.Max)}, fmt.Errorf("raise RLIMIT_NOFILE from %d to %d: %w", rl.Cur, rl.Max, err)
+		}
+		rl = want
+	}
+	return fdLimit{soft: uint64(rl.Cur), hard: uint64(rl.Max)}, nil
 }

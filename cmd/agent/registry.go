@@ -26,7 +26,7 @@ func (a *agent) addRegistry() error {
 	if err != nil {
 		return err
 	}
-	r, err := register.New(client, registration(a.cfg), register.Options{
+	r, err := register.New(client.Agent(), registration(a.cfg), register.Options{
 		ConsulAddr: addr,
 		Log:        a.log.With("component", "register"),
 		Registerer: a.reg,
@@ -51,12 +51,16 @@ func (a *agent) addRegistry() error {
 }
 
 // registration maps the configuration to what register sends to Consul:
-// the app's instance, with outrider's version and the pod in its meta.
+// the app's instance, with outrider's version, its metrics port (for
+// Prometheus' consul_sd_configs) and the pod in its meta.
 func registration(c config.Config) register.Service {
 	s := c.Service
-	meta := make(map[string]string, len(s.Meta)+3)
+	meta := make(map[string]string, len(s.Meta)+4)
 	maps.Copy(meta, s.Meta)
 	meta["outrider_version"] = version.Version
+	if port := c.Listen.MetricsPort(); port != 0 {
+		meta[config.MetricsPortMeta] = strconv.Itoa(port)
+	}
 	if s.PodName != "" {
 		meta["pod_name"] = s.PodName
 	}

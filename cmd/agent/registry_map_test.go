@@ -16,21 +16,38 @@ func TestRegistryMapsTheConfigToTheRegistration(t *testing.T) {
 			Address: "10.0.0.7", Port: 15001,
 		},
 		Registry: config.Registry{Kind: config.RegistryConsul, CheckTTL: 15 * time.Second, DeregisterCriticalAfter: time.Minute},
+		Listen:   config.Listen{Metrics: ":15090"},
 	}
 	for _, tc := range []struct {
 		name     string
 		podName  string
 		podNS    string
+		metrics  string
 		wantMeta map[string]string
 	}{
-		{name: "outside kubernetes", wantMeta: map[string]string{"team": "a", "outrider_version": version.Version}},
-		{name: "in a pod", podName: "web-7d9f-x2k4p", podNS: "shop", wantMeta: map[string]string{
-			"team": "a", "outrider_version": version.Version, "pod_name": "web-7d9f-x2k4p", "pod_namespace": "shop",
+		{name: "outside kubernetes", metrics: ":15090", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version, "metrics_port": "15090",
+		}},
+		{name: "in a pod", podName: "web-7d9f-x2k4p", podNS: "shop", metrics: ":15090", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version, "metrics_port": "15090",
+			"pod_name": "web-7d9f-x2k4p", "pod_namespace": "shop",
+		}},
+		{name: "metrics on another port", metrics: "10.0.0.7:9100", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version, "metrics_port": "9100",
+		}},
+		// Neither can be scraped through Consul: no metrics_port rather
+		// than a port that is not outrider's.
+		{name: "metrics listener off", metrics: "", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version,
+		}},
+		{name: "metrics port chosen at start", metrics: "127.0.0.1:0", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version,
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base
 			c.Service.PodName, c.Service.PodNamespace = tc.podName, tc.podNS
+			c.Listen.Metrics = tc.metrics
 			got := registration(c)
 			if got.ID != "web-1" || got.Name != "web" || got.Address != "10.0.0.7" || got.Port != 15001 ||
 				got.TTL != 15*time.Second || got.DeregisterCriticalAfter != time.Minute || len(got.Tags) != 1 {

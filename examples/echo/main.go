@@ -14,8 +14,8 @@
 //	GET  /ws               a WebSocket that echoes every message back
 //	GET  /headers          the request's header fields, as JSON
 //
-// It listens on -listen (default $ECHO_LISTEN, else 127.0.0.1:8080) and
-// stops gracefully on SIGTERM or SIGINT.
+// It listens on -listen (default $ECHO_LISTEN, else 127.0.0.1:8080), stops
+// gracefully on SIGTERM or SIGINT, and then exits with -exit-code.
 package main
 
 import (
@@ -49,7 +49,9 @@ func main() {
 		def = "127.0.0.1:8080"
 	}
 	listen := flag.String("listen", def, "address to listen on")
+	exitCode := flag.Int("exit-code", 0, "exit status after a graceful stop")
 	flag.Parse()
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 
 	srv := &http.Server{
 		Addr:              *listen,
@@ -60,6 +62,7 @@ func main() {
 	defer stop()
 	go func() {
 		<-ctx.Done()
+		log.Printf("echo on %s: stop signal received, stopping", *listen)
 		shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
@@ -69,6 +72,7 @@ func main() {
 		log.Fatalf("echo: %v", err)
 	}
 	log.Printf("echo stopped")
+	os.Exit(*exitCode)
 }
 
 func newMux() *http.ServeMux {

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/outrider-sidecar/outrider/inject"
+)
+
+const injectUsage = `usage: outrider inject [--all] [--image IMAGE] [--admin-token TOKEN] [FILE...]
+
+Adds outrider as a sidecar to the Kubernetes workloads in FILE (or stdin,
+or "-") whose pod template has the annotation outrider.io/inject: "true",
+and writes the YAML to stdout. Other documents pass through unchanged;
+injecting twice changes nothing. Annotations: see docs/deploy.md.
+`
+
+// injectCmd runs `outrider inject`: exit 2 on bad flags or input, 1 when
+// the output cannot be written.
+func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, injectUsage); fs.PrintDefaults() }
+	var opts inject.Options
+	fs.BoolVar(&opts.All, "all", false, "inject every workload unless its annotation says \"false\"")
+	fs.StringVar(&opts.Image, "image", inject.DefaultImage, "the sidecar's image, unless outrider.io/image names one")
+	fs.StringVar(&opts.AdminToken, "admin-token", "", "the admin listener's token (default: keep an earlier injection's, else a random one)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	for i, f := range files {
+		name, in, err := readInput(f, stdin)
+		if err != nil {
+			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
+			return exitUsage
+		}
+		if i > 0 && !bytes.HasPrefix(in, []byte("---")) {
+			// One stream out of several files: each starts a new document.
+			in = append([]byte("---\n"), in...)
+		}
+		results, err := inject.Stream(name, in, stdout, opts)
+		if err != nil {
+			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
+			if errors.Is(err, inject.ErrBadInput) {
+				return exitUsage
+			}
+			return exitFailed
+		}
+		for _, r := range results {
+			if r.Injected {
+				fmt.Fprintf(stderr, "outrider inject: %s: %s %s injected\n", name, r.Kind, r.Name)
+			} else {
+				fmt.Fprintf(stderr, "outrider inject: %s: %s %s unchanged (%s)\n", name, r.Kind, r.Name, r.Reason)
+			}
+		}
+	}
+	return exitOK
+}
+
+func readInput(file string, stdin io.Reader) (string, []byte, error) {
+	if file == "-" {
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return "stdin", nil, fmt.Errorf("read stdin: %w", err)
+		}
+		return "stdin", b, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return file, nil, fmt.Errorf("read %s: %w", file, err)
+	}
+	return file, b, nil
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestInjectCommand(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pod := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n  containers:\n    - name: app\n      image: app:1\n"
+	plain := "kind: ConfigMap\nmetadata: {name: c}\n"
+	good, bad, other := write("pod.yaml", pod), write("bad.yaml", "kind: Pod\nmetadata: [\n"), write("plain.yaml", plain)
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		stdin    string
+		code     int
+		stdout   []string // substrings
+		stderr   string   // substring
+		sameAsIn bool
+	}{
+		{name: "file", args: []string{"--admin-token", "tok", good}, code: exitOK,
+			stdout: []string{"initContainers:", "name: outrider", "Bearer tok", "shareProcessNamespace: true"}, stderr: "Pod p injected"},
+		{name: "two files are one stream", args: []string{"--admin-token", "tok", good, other}, code: exitOK,
+			stdout: []string{"name: outrider", "---\n" + plain}},
+		{name: "no annotation passes through", args: []string{other}, code: exitOK, sameAsIn: true,
+			stderr: "ConfigMap c unchanged"},
+		{name: "stdin", args: []string{"--admin-token", "tok"}, stdin: pod, code: exitOK, stdout: []string{"name: outrider"}, stderr: "stdin: Pod p injected"},
+		{name: "bad YAML", args: []string{bad}, code: exitUsage,
+			stderr: "outrider inject: " + bad + ": document 1: bad input: yaml: line 2: did not find expected node content"},
+		{name: "missing file", args: []string{filepath.Join(dir, "nope.yaml")}, code: exitUsage, stderr: "nope.yaml: no such file or directory"},
+		{name: "unknown flag", args: []string{"--nope"}, code: exitUsage, stderr: "flag provided but not defined: -nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := injectCmd(tc.args, strings.NewReader(tc.stdin), &stdout, &stderr)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
+			}
+			for _, s := range tc.stdout {
+				if !strings.Contains(stdout.String(), s) {
+					t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
+				}
+			}
+			if tc.sameAsIn && stdout.String() != plain {
+				t.Errorf("stdout %q, want the input unchanged", stdout.String())
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr %q, want it to contain %q", stderr.String(), tc.stderr)
+			}
+			if tc.code != exitOK && stdout.Len() != 0 {
+				t.Errorf("wrote %q to stdout despite the error", stdout.String())
+			}
+		})
+	}
+}
+
+// The dispatcher knows the command.
+func TestDispatchInject(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := dispatch([]string{"inject", "--help"}, func(string) string { return "" }, &stdout, &stderr); code != exitOK {
+		t.Fatalf("outrider inject --help: exit %d, stderr %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "usage: outrider inject") {
+		t.Errorf("help text %q", stderr.String())
+	}
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/shutdown"
+)
+
+// prestop implements `outrider prestop`: it asks the agent running beside
+// it to drain, through its admin listener, and waits for the end. Exit 0
+// when everything in flight finished; 1 with the reason otherwise.
+func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
+	c, err := config.LoadPrestop(getenv)
+	if err != nil {
+		for _, e := range unjoin(err) {
+			fmt.Fprintf(stderr, "outrider prestop: configuration: %v\n", e)
+		}
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Wait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "outrider prestop: %v\n", err)
+		return exitUsage
+	}
+	if tok := c.Token.Reveal(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "outrider prestop: no drain: the agent's admin listener did not answer (OUTRIDER_ADMIN_LISTEN): %v\n", err)
+		return exitFailed
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var rep shutdown.Report
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusInternalServerError || json.Unmarshal(body, &rep) != nil {
+		fmt.Fprintf(stderr, "outrider prestop: no drain: %s answered %s: %s\n", c.URL, resp.Status, firstLine(body))
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "drained in %.1fs: %d requests finished, %d cut, deregistered %v\n",
+		rep.DurationSeconds, rep.RequestsFinished, rep.RequestsCut, rep.Deregistered)
+	if !rep.OK() {
+		fmt.Fprintf(stderr, "outrider prestop: the drain had problems: %s\n", rep.Error)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func firstLine(b []byte) string {
+	for i, c := range b {
+		if c == '\n' {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}

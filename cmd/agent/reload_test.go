@@ -1,0 +1,111 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/internal/testlog"
+)
+
+// TestReloadAppliesDrainTimingsAndLogLevel runs reloads in process: the
+// drain-timings hook hears of new timings only, the log level follows the
+// file, and a bad file changes nothing and is counted.
+func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	write := func(content string) {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": file, "OUTRIDER_DRAIN_DELAY": "7s"}
+	getenv := func(k string) string { return env[k] }
+	write("drain_timeout: 20s\n")
+	cfg, err := config.LoadWithFile(getenv, "host1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testlog.Buffer{}
+	level := new(slog.LevelVar)
+	a := newAgent(cfg, newLogger(cfg.Log, level, logs))
+	a.logLevel, a.getenv = level, getenv
+	type timings struct{ delay, timeout time.Duration }
+	var heard []timings
+	a.onDrainTimings = func(delay, timeout time.Duration) { heard = append(heard, timings{delay, timeout}) }
+	r, err := newReloader(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	steps := []struct {
+		name      string
+		file      string
+		heard     []timings
+		level     slog.Level
+		successes float64
+		failures  float64
+	}{
+		{"new drain timeout", "drain_timeout: 30s\n", []timings{{7 * time.Second, 30 * time.Second}}, slog.LevelInfo, 1, 0},
+		{"the same timings: not told again", "drain_timeout: 30s\nlog_level: debug\n", []timings{{7 * time.Second, 30 * time.Second}}, slog.LevelDebug, 2, 0},
+		{"delay from the file over the environment", "drain_delay: 1s\ndrain_timeout: 30s\nlog_level: debug\n",
+			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}}, slog.LevelDebug, 3, 0},
+		{"a bad file changes nothing", "drain_delay: soon\nlog_level: error\n",
+			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}}, slog.LevelDebug, 3, 1},
+		{"a file left empty: the environment again", "",
+			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}, {7 * time.Second, 25 * time.Second}}, slog.LevelInfo, 4, 1},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			write(s.file)
+			r.reload("test")
+			if !slices.Equal(heard, s.heard) {
+				t.Errorf("drain timings heard = %v, want %v", heard, s.heard)
+			}
+			if got := level.Level(); got != s.level {
+				t.Errorf("log level = %s, want %s", got, s.level)
+			}
+			if got := testutil.ToFloat64(r.total.WithLabelValues("success")); got != s.successes {
+				t.Errorf("successes = %g, want %g", got, s.successes)
+			}
+			if got := testutil.ToFloat64(r.total.WithLabelValues("failure")); got != s.failures {
+				t.Errorf("failures = %g, want %g", got, s.failures)
+			}
+		})
+	}
+
+	t.Run("without a hook", func(t *testing.T) {
+		a.onDrainTimings = nil
+		write("drain_timeout: 3s\n")
+		r.reload("test") // must not panic
+		if got := r.status().Values["OUTRIDER_DRAIN_TIMEOUT"]; got != "3s" {
+			t.Errorf("drain timeout in force = %q, want 3s", got)
+		}
+	})
+}
+
+func TestReloadMetricsLint(t *testing.T) {
+	a := newAgent(config.Config{}, slog.New(slog.DiscardHandler))
+	r, err := newReloader(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []prometheus.Collector{r.total, r.lastSuccess} {
+		problems, err := testutil.CollectAndLint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
+	}
+	if got := testutil.ToFloat64(r.lastSuccess); got != float64(a.started.UnixNano())/1e9 {
+		t.Errorf("last success = %v, want the start time %v", got, float64(a.started.UnixNano())/1e9)
+	}
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/outrider-sidecar/outrider/internal/version"
+)
+
+// runWrapped implements `outrider run -- CMD ARGS…`: outrider starts the
+// app as its child and does everything it does as a sidecar, and on
+// SIGTERM drains before it stops the app; it exits with the app's status.
+func runWrapped(args []string, getenv func(string) string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "outrider run: no command: want outrider run -- CMD ARGS…\n")
+		return exitUsage
+	}
+	a, ok := agentFromEnv(getenv, stderr)
+	if !ok {
+		return exitUsage
+	}
+	a.wrapMode, a.childArgv = true, args
+	if err := a.build(); err != nil {
+		a.log.Error("outrider cannot start", "err", err)
+		return exitFailed
+	}
+	a.logStart("run", "app_pid", a.child.Pid())
+	return a.run()
+}
+
+// logStart logs the start of the agent, and every warning of its
+// configuration.
+func (a *agent) logStart(mode string, attrs ...any) {
+	cfg := a.cfg
+	a.log.Info("outrider started", append([]any{"mode", mode, "version", version.Version, "service_id", cfg.Service.ID,
+		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String(),
+		"gomaxprocs", runtime.GOMAXPROCS(0)}, attrs...)...)
+	for _, w := range cfg.Warnings() {
+		a.log.Warn("configuration: " + w)
+	}
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/outrider-sidecar/outrider/proxy"
+	"github.com/outrider-sidecar/outrider/shutdown"
+)
+
+// addShutdown wires the drain sequence to the registrar, the proxy and
+// readiness, and serves /prestop. It comes after addProxy and addRegistry.
+func (a *agent) addShutdown() error {
+	a.gate.Set(condDraining, true, "no")
+	o := shutdown.Options{
+		Delay:      a.cfg.Drain.Delay,
+		Timeout:    a.cfg.Drain.Timeout,
+		OnDraining: func() { a.gate.Set(condDraining, false, "drain in progress") },
+		Log:        a.log.With("component", "shutdown"),
+		Registerer: a.reg,
+	}
+	if a.registrar != nil {
+		o.Registry = a.registrar
+	}
+	if a.proxy != nil {
+		o.Traffic = proxyTraffic{a.proxy}
+	}
+	seq, err := shutdown.New(o)
+	if err != nil {
+		return err
+	}
+	a.drain = seq
+	a.onDrainTimings = seq.SetTimings
+	a.status["drain"] = func() any {
+		delay, timeout := seq.Timings()
+		return map[string]any{
+			"started":         seq.Started(),
+			"delay_seconds":   delay.Seconds(),
+			"timeout_seconds": timeout.Seconds(),
+			"report":          reportOrNil(seq),
+		}
+	}
+	a.admin.HandleFunc("GET /prestop", a.servePrestop)
+	a.admin.HandleFunc("POST /prestop", a.servePrestop)
+	return nil
+}
+
+func reportOrNil(seq *shutdown.Sequence) any {
+	select {
+	case <-seq.Done():
+		return seq.Report()
+	default:
+		return nil
+	}
+}
+
+// servePrestop answers GET|POST /prestop: it runs the drain (or joins the
+// one running) and answers when it is done, with the report as JSON: 200
+// when everything in flight finished, 500 when the drain had problems.
+// The drain goes on if the caller leaves.
+func (a *agent) servePrestop(w http.ResponseWriter, r *http.Request) {
+	rep, err := a.drain.Run(r.Context(), "prestop")
+	if err != nil {
+		return // the caller left; nobody reads an answer
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !rep.OK() {
+		w.WriteHeader(http.StatusInternalServerError)
+	}
+	_ = json.NewEncoder(w).Encode(rep)
+}
+
+// proxyTraffic adapts the proxy to what the drain sequence needs.
+type proxyTraffic struct{ p *proxy.Proxy }
+
+func (t proxyTraffic) Drain(ctx context.Context) (shutdown.Drained, error) {
+	err := t.p.Drain(ctx)
+	r := t.p.DrainReport()
+	return shutdown.Drained{Finished: r.Finished, Cut: r.Cut, TunnelsCut: r.TunnelsCut}, err
+}
+
+func (t proxyTraffic) Answered() uint64 { return t.p.Answered() }

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/outrider-sidecar/outrider/wrap"
+)
+
+// stopStatus ends the run group with an exit status and the reason for it.
+type stopStatus struct {
+	code   int
+	reason string
+}
+
+func (s stopStatus) Error() string { return s.reason }
+
+// isStop reports whether sig asks outrider to drain and stop.
+func isStop(sig os.Signal) bool { return sig == syscall.SIGTERM || sig == os.Interrupt }
+
+// forwarded are the signals wrap mode passes on to the app.
+var forwarded = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT}
+
+// addSignals adds the actor that turns SIGTERM or SIGINT into the drain
+// sequence and then an orderly stop; in wrap mode it also owns the child.
+// Signals are subscribed here, before anything runs, so none is lost.
+func (a *agent) addSignals() {
+	sigs := make(chan os.Signal, 8)
+	if a.wrapMode {
+		signal.Notify(sigs, append([]os.Signal{os.Interrupt, syscall.SIGTERM}, forwarded...)...)
+	} else {
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	}
+	stop := make(chan struct{})
+	a.group.Add(func() error {
+		defer signal.Stop(sigs)
+		if a.wrapMode {
+			return a.superviseChild(sigs, stop)
+		}
+		return a.drainOnSignal(sigs, stop)
+	}, func(error) { close(stop) })
+}
+
+// drainOnSignal waits for SIGTERM or SIGINT, runs the drain (or joins the
+// one /prestop started) and returns when it is done: exit 0, or 1 when a
+// second signal cut it short.
+func (a *agent) drainOnSignal(sigs <-chan os.Signal, stop <-chan struct{}) error {
+	var first os.Signal
+	var done <-chan struct{}
+	for {
+		select {
+		case sig := <-sigs:
+			if first == nil {
+				first = sig
+				a.log.Info("signal received: draining, then stopping", "signal", signalName(sig))
+				done = a.drain.Start(signalName(sig))
+				continue
+			}
+			a.log.Warn("second signal: cutting the drain short", "signal", signalName(sig))
+			a.drain.Abort("second signal " + signalName(sig))
+		case <-done:
+			if a.drain.Report().Aborted {
+				return stopStatus{exitFailed, "drain cut short by a second signal"}
+			}
+			return stopStatus{exitOK, "drained after " + signalName(first)}
+		case <-stop:
+			return nil
+		}
+	}
+}
+
+// superviseChild is the wrap-mode actor: it passes signals on to the app,
+// and on SIGTERM or SIGINT drains first, then stops the app and exits with
+// its status. When the app exits on its own, the instance is deregistered
+// at once and outrider exits with the app's status.
+func (a *agent) superviseChild(sigs <-chan os.Signal, stop <-chan struct{}) error {
+	child := a.child
+	var first os.Signal
+	var done <-chan struct{}
+	for {
+		select {
+		case sig := <-sigs:
+			switch {
+			case !isStop(sig):
+				if err := child.Signal(sig); err != nil {
+					a.log.Warn("could not pass a signal on to the app", "signal", signalName(sig), "err", err)
+				}
+			case first == nil:
+				first = sig
+				a.log.Info("signal received: draining, then stopping the app", "signal", signalName(sig), "app_pid", child.Pid())
+				done = a.drain.Start(signalName(sig))
+			default:
+				a.log.Warn("second signal: cutting the drain short", "signal", signalName(sig))
+				a.drain.Abort("second signal " + signalName(sig))
+			}
+		case <-done:
+			return a.stopChild(child, a.drain.Report().Aborted)
+		case <-child.Done():
+			return a.childExited(child, done)
+		case <-stop:
+			a.stopChild(child, false)
+			return nil
+		}
+	}
+}
+
+// stopChild stops the app after the drain and returns its exit status; a
+// drain cut short never exits 0.
+func (a *agent) stopChild(child *wrap.Child, aborted bool) error {
+	timeout := a.cfg.Drain.AppStopTimeout
+	a.log.Info("stopping the app", "app_pid", child.Pid(), "signal", "SIGTERM", "timeout", timeout)
+	killed := child.Stop(timeout)
+	code, how := child.Status()
+	if killed {
+		a.log.Warn("the app did not stop in time: killed its process group", "app_pid", child.Pid(),
+			"timeout", timeout, "how", how)
+	} else {
+		a.log.Info("the app stopped", "how", how)
+	}
+	reason := "the app " + how
+	if aborted && code == 0 {
+		code, reason = exitFailed, reason+", after a drain cut short by a second signal"
+	}
+	return stopStatus{code, reason}
+}
+
+// childExited handles the app exiting on its own: the instance leaves the
+// registry at once, and outrider leaves with the app's status.
+func (a *agent) childExited(child *wrap.Child, draining <-chan struct{}) error {
+	code, how := child.Status()
+	a.log.Warn("the app exited on its own: deregistering and stopping", "how", how, "status", code)
+	a.gate.Set(condApp, false, "the app "+how)
+	if draining != nil {
+		// Nothing in flight can finish now.
+		a.drain.Abort("the app " + how)
+		<-draining
+	} else if a.registrar != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.registrar.Deregister(ctx); err != nil {
+			a.log.Error("could not deregister after the app exited; consul reaps the instance after deregister_critical_after", "err", err)
+		}
+		cancel()
+	}
+	child.Stop(0) // whatever it left in its process group goes too
+	return stopStatus{code, "the app " + how}
+}
+
+// addReaper adds, when outrider is PID 1 of its namespace, the actor that
+// reaps orphaned processes the kernel hands to it.
+func (a *agent) addReaper() {
+	if os.Getpid() != 1 {
+		return
+	}
+	a.log.Info("running as PID 1: reaping orphaned processes")
+	a.addContext("reaper", func(ctx context.Context) error {
+		wrap.ReapOrphans(ctx, time.Second)
+		return nil
+	})
+}
+
+// signalName names sig the way operators write it: "SIGTERM".
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if name := unix.SignalName(s); name != "" {
+			return name
+		}
+	}
+	return fmt.Sprint(sig)
+}

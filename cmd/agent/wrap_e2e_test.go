@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+	"github.com/outrider-sidecar/outrider/internal/testlog"
+)
+
+// wrapped is `outrider run -- bin/echo …` registered in a test Consul.
+type wrapped struct {
+	*testbin.Proc
+	srv            *consultest.Server
+	id             string
+	appAddr, proxy string
+	metrics, admin string
+}
+
+func startWrapped(t *testing.T, srv *consultest.Server, id string, echoArgs ...string) *wrapped {
+	t.Helper()
+	w := &wrapped{srv: srv, id: id, appAddr: testbin.FreeAddr(t), proxy: testbin.FreeAddr(t)}
+	metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	w.metrics, w.admin = "http://"+metrics, "http://"+admin
+	env := append(replicaEnv(srv, id, w.appAddr, w.proxy),
+		"OUTRIDER_METRICS_LISTEN="+metrics, "OUTRIDER_ADMIN_LISTEN="+admin,
+		"OUTRIDER_DRAIN_DELAY=1s", "OUTRIDER_DRAIN_TIMEOUT=5s", "OUTRIDER_APP_STOP_TIMEOUT=5s")
+	args := append([]string{"run", "--", testbin.Echo(t), "-listen", w.appAddr}, echoArgs...)
+	w.Proc = testbin.Start(t, testbin.Outrider(t), env, args...)
+	waitPassing(t, srv, id, 20*time.Second)
+	return w
+}
+
+// inCatalog reports whether Consul's catalog holds the instance.
+func (w *wrapped) inCatalog(t *testing.T) bool {
+	t.Helper()
+	svcs, _, err := w.srv.Client().Catalog().Service("echo", "", nil)
+	if err != nil {
+		t.Fatalf("consul catalog: %v", err)
+	}
+	for _, s := range svcs {
+		if s.ServiceID == w.id {
+			return true
+		}
+	}
+	return false
+}
+
+// appPid reads the child's pid from outrider's "app started" log line.
+func (w *wrapped) appPid(t *testing.T) int {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(w.Output()))
+	for sc.Scan() {
+		var line struct {
+			Msg    string `json:"msg"`
+			AppPid int    `json:"app_pid"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "app started" {
+			return line.AppPid
+		}
+	}
+	t.Fatalf("no \"app started\" line in the output:\n%s", w.Output())
+	return 0
+}
+
+// TestWrapDeregistersBeforeStoppingTheApp: in wrap mode, SIGTERM makes
+// outrider leave the catalog first, serve through the drain, and only then
+// pass SIGTERM on to the app; it exits with the app's status.
+func TestWrapDeregistersBeforeStoppingTheApp(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	w := startWrapped(t, srv, "echo-wrapped", "-exit-code", "3")
+	if code, body := httpGet(t, "http://"+w.proxy+"/"); code != http.StatusOK {
+		t.Fatalf("through the proxy: got %d %q", code, body)
+	}
+	if v, _ := seriesValue(t, scrapeMetrics(t, w.metrics), "outrider_app_up"); v != 1 {
+		t.Errorf("outrider_app_up of the wrapped child: got %v, want 1", v)
+	}
+
+	gone := make(chan time.Time, 1)
+	go func() {
+		for w.inCatalog(t) {
+			<-time.After(5 * time.Millisecond)
+		}
+		gone <- time.Now()
+	}()
+	w.Signal(syscall.SIGTERM)
+	code := w.Wait(30 * time.Second)
+	goneAt := <-gone
+	if code != 3 {
+		t.Errorf("outrider's exit status: got %d, want the app's, 3", code)
+	}
+	sigAt := echoStopTime(t, w.Output())
+	t.Logf("left the catalog at %s, the app got SIGTERM at %s (%s later)", goneAt.Format(time.StampMicro), sigAt.Format(time.StampMicro), sigAt.Sub(goneAt))
+	if !goneAt.Before(sigAt) {
+		t.Errorf("the app got SIGTERM at %s, before the instance left the catalog at %s", sigAt, goneAt)
+	}
+	if d := sigAt.Sub(goneAt); d < 900*time.Millisecond {
+		t.Errorf("the app got SIGTERM %s after deregistration, want after the 1s drain delay", d)
+	}
+}
+
+// echoStopTime finds when echo logged its stop signal, in its own output
+// (passed through outrider untouched).
+func echoStopTime(t *testing.T, out string) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, "stop signal received") {
+			continue
+		}
+		at, err := time.ParseInLocation("2006/01/02 15:04:05.000000", line[:26], time.Local)
+		if err != nil {
+			t.Fatalf("echo's stop line %q: %v", line, err)
+		}
+		return at
+	}
+	t.Fatalf("echo did not log its stop signal:\n%s", out)
+	return time.Time{}
+}
+
+// TestWrapChildCrashIsDeregistered: an app that dies on its own leaves the
+// catalog within a second, and outrider exits with its status.
+func TestWrapChildCrashIsDeregistered(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	w := startWrapped(t, srv, "echo-crash")
+	pid := w.appPid(t)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	took := regEventually(t, 5*time.Second, "instance gone from the catalog", func() (bool, string) {
+		return !w.inCatalog(t), "still there"
+	})
+	t.Logf("deregistered %s after the app died", took)
+	if took > time.Second {
+		t.Errorf("deregistered %s after the app died, want within 1s", took)
+	}
+	if code := w.Wait(10 * time.Second); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("exit status: got %d, want %d (killed by SIGKILL)", code, 128+int(syscall.SIGKILL))
+	}
+}
+
+// TestWrapForwardsSignals: SIGHUP to outrider reaches the app, and
+// outrider keeps running.
+func TestWrapForwardsSignals(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "hup")
+	appAddr := testbin.FreeAddr(t)
+	script := fmt.Sprintf(`trap 'echo got-hup > %s' HUP; %s -listen %s & wait; wait`, marker, testbin.Echo(t), appAddr)
+	p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_DRAIN_DELAY=0s"}, "run", "--", "/bin/sh", "-c", script)
+	testbin.WaitHTTP(t, "http://"+appAddr+"/healthz", http.StatusOK, 20*time.Second)
+	p.Signal(syscall.SIGHUP)
+	regEventually(t, 5*time.Second, "the app got SIGHUP", func() (bool, string) {
+		b, err := os.ReadFile(marker)
+		return err == nil && strings.TrimSpace(string(b)) == "got-hup", fmt.Sprint(err)
+	})
+	if p.Exited() {
+		t.Fatalf("outrider exited on SIGHUP:\n%s", p.Output())
+	}
+	p.Signal(syscall.SIGTERM)
+	// The shell has no TERM trap: it dies of it, and outrider says so.
+	if code := p.Wait(20 * time.Second); code != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit status: got %d, want %d (the shell killed by SIGTERM)", code, 128+int(syscall.SIGTERM))
+	}
+}
+
+// TestWrapAsPID1ReapsOrphans: as PID 1 of a new PID namespace (a
+// container's entrypoint), outrider reaps the orphans the kernel hands it.
+// The app's shell leaves a short-lived orphan behind; it must turn zombie
+// under outrider (the test sees it, so the test can fail) and be reaped.
+func TestWrapAsPID1ReapsOrphans(t *testing.T) {
+	t.Parallel()
+	appAddr := testbin.FreeAddr(t)
+	script := fmt.Sprintf("(sleep 0.3 &); exec %s -listen %s", testbin.Echo(t), appAddr)
+	cmd := exec.Command(testbin.Outrider(t), "run", "--", "/bin/sh", "-c", script)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_DRAIN_DELAY=0s"}
+	out := &testlog.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start outrider in a new PID namespace: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("outrider's output:\n%s", out.String())
+		}
+	})
+	pid := cmd.Process.Pid
+	start := time.Now()
+	sawZombie := false
+	for time.Since(start) < 6*time.Second {
+		z := zombieChildren(t, pid)
+		if len(z) > 0 {
+			sawZombie = true
+		} else if sawZombie {
+			break
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	if !sawZombie {
+		t.Fatalf("no orphan ever became a zombie under outrider: the test cannot tell whether it reaps")
+	}
+	if z := zombieChildren(t, pid); len(z) > 0 {
+		t.Errorf("zombies left under outrider (PID 1 of its namespace) after %s: %v", time.Since(start), z)
+	}
+	if !strings.Contains(out.String(), "running as PID 1") {
+		t.Errorf("outrider did not say it runs as PID 1:\n%s", out.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		if c := cmd.ProcessState.ExitCode(); c != 0 {
+			t.Errorf("exit status: got %d, want the app's 0", c)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("outrider did not stop on SIGTERM")
+	}
+}
+
+// zombieChildren lists the zombie children of parent, as this (outer)
+// namespace sees them.
+func zombieChildren(t *testing.T, parent int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(parent) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

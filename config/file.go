@@ -1,0 +1,251 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Reloadable lists the variables a config file may set, which outrider
+// applies at run time; a file's keys are their names without OUTRIDER_, in
+// lower case. The rest of the contract (listeners, service name and ID,
+// the registry…) is read once at start-up from the environment.
+func Reloadable() []string { return slices.Clone(reloadable) }
+
+var reloadable = []string{
+	"OUTRIDER_SERVICE_TAGS",
+	"OUTRIDER_SERVICE_META",
+	"OUTRIDER_PROBE",
+	"OUTRIDER_PROBE_HEADERS",
+	"OUTRIDER_PROBE_INSECURE",
+	"OUTRIDER_PROBE_PERIOD",
+	"OUTRIDER_PROBE_TIMEOUT",
+	"OUTRIDER_PROBE_FAILURE_THRESHOLD",
+	"OUTRIDER_PROBE_SUCCESS_THRESHOLD",
+	"OUTRIDER_CHECK_TTL",
+	"OUTRIDER_DRAIN_DELAY",
+	"OUTRIDER_DRAIN_TIMEOUT",
+	"OUTRIDER_LOG_LEVEL",
+}
+
+// fileKey is the config-file key of the variable name.
+func fileKey(name string) string { return strings.ToLower(strings.TrimPrefix(name, "OUTRIDER_")) }
+
+// FileError is one problem in a config file, with the line it is on (0
+// when unknown) and the key, when there is one.
+type FileError struct {
+	Path string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *FileError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Path)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// File is a parsed config file: the settings it holds, as the values of
+// the variables they stand for, and the line each came from.
+type File struct {
+	Path   string
+	values map[string]fileValue // by variable name
+}
+
+type fileValue struct {
+	key, value string
+	line       int
+}
+
+// Over returns getenv with the file's settings laid over it: the file wins.
+func (f File) Over(getenv func(string) string) func(string) string {
+	return func(name string) string {
+		if v, ok := f.values[name]; ok {
+			return v.value
+		}
+		return getenv(name)
+	}
+}
+
+// ReadFile reads and parses the config file at path.
+func ReadFile(path string) (File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return File{}, fmt.Errorf("read config file (OUTRIDER_CONFIG_FILE): %w", err)
+	}
+	return ParseFile(path, data)
+}
+
+// yamlLine finds the line in the YAML parser's messages.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// ParseFile parses data, the content of the config file at path: YAML (so
+// JSON too), a map of keys to strings, lists of strings or maps of
+// strings. Every problem is reported, each as a *FileError.
+func ParseFile(path string, data []byte) (File, error) {
+	f := File{Path: path, values: map[string]fileValue{}}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		msg := err.Error()
+		line := 0
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+			// The parser's own errors (not the scanner's) count lines from
+			// 0 in this YAML library; they all begin so.
+			if strings.HasPrefix(msg, "did not find expected") {
+				line++
+			}
+		} else {
+			msg = strings.TrimPrefix(msg, "yaml: ")
+		}
+		return File{}, errors.Join(&FileError{Path: path, Line: line, Msg: "not YAML or JSON: " + msg})
+	}
+	if len(doc.Content) == 0 {
+		return f, nil // empty: no settings
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return File{}, errors.Join(&FileError{Path: path, Line: top.Line, Msg: "want a map of settings (key: value)"})
+	}
+	known := map[string]bool{}
+	for _, s := range (Config{}).Effective() {
+		known[s.Var] = true
+	}
+	var errs []error
+	fail := func(line int, key, msg string) {
+		errs = append(errs, &FileError{Path: path, Line: line, Key: key, Msg: msg})
+	}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		k, v := top.Content[i], top.Content[i+1]
+		key := k.Value
+		name := "OUTRIDER_" + strings.ToUpper(key)
+		switch {
+		case k.Kind != yaml.ScalarNode || key != strings.ToLower(key) || strings.HasPrefix(strings.ToLower(key), "outrider_"):
+			fail(k.Line, key, "is not a setting (want a key such as service_tags: the variable's name without OUTRIDER_, in lower case)")
+			continue
+		case !known[name]:
+			fail(k.Line, key, "is not a setting (want one of "+strings.Join(reloadableKeys(), ", ")+")")
+			continue
+		case !slices.Contains(reloadable, name):
+			fail(k.Line, key, "cannot change at run time (set "+name+" in the environment and restart)")
+			continue
+		}
+		if prev, dup := f.values[name]; dup {
+			fail(k.Line, key, fmt.Sprintf("is set twice (first on line %d)", prev.line))
+			continue
+		}
+		if v.Kind != yaml.ScalarNode && name != "OUTRIDER_SERVICE_TAGS" && name != "OUTRIDER_SERVICE_META" {
+			fail(v.Line, key, "want one value, not a list or a map")
+			continue
+		}
+		value, err := nodeValue(v)
+		if err != nil {
+			fail(v.Line, key, err.Error())
+			continue
+		}
+		f.values[name] = fileValue{key: key, value: value, line: v.Line}
+	}
+	if len(errs) > 0 {
+		return File{}, errors.Join(errs...)
+	}
+	return f, nil
+}
+
+func reloadableKeys() []string {
+	keys := make([]string, len(reloadable))
+	for i, name := range reloadable {
+		keys[i] = fileKey(name)
+	}
+	return keys
+}
+
+// nodeValue turns a value into the string the variable would hold: a
+// list into a,b,c and a map into k1=v1,k2=v2.
+func nodeValue(n *yaml.Node) (string, error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "", nil
+		}
+		return n.Value, nil
+	case yaml.SequenceNode:
+		items := make([]string, 0, len(n.Content))
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode {
+				return "", errors.New("is a list of something else than strings (want e.g. [a, b])")
+			}
+			if strings.Contains(item.Value, ",") {
+				return "", fmt.Errorf("item %q holds a comma, which separates items", item.Value)
+			}
+			items = append(items, item.Value)
+		}
+		return strings.Join(items, ","), nil
+	case yaml.MappingNode:
+		pairs := make([]string, 0, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
+				return "", errors.New("is a map of something else than strings (want e.g. {team: shop})")
+			}
+			if strings.ContainsAny(k.Value, ",=") || strings.Contains(v.Value, ",") {
+				return "", fmt.Errorf("pair %s: %s holds a comma or '=', which separate pairs", k.Value, v.Value)
+			}
+			pairs = append(pairs, k.Value+"="+v.Value)
+		}
+		return strings.Join(pairs, ","), nil
+	}
+	return "", errors.New("want a string, a list or a map")
+}
+
+// LoadWithFile is Load with the config file that OUTRIDER_CONFIG_FILE
+// names, if any, laid over the environment: defaults < environment <
+// file. An error about a value from the file names the file, the line and
+// the key instead of the variable.
+func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
+	c, err := Load(getenv, hostname, interfaceAddr)
+	if err != nil || c.ConfigFile == "" {
+		return c, err
+	}
+	f, err := ReadFile(c.ConfigFile)
+	if err != nil {
+		return c, err
+	}
+	c, err = Load(f.Over(getenv), hostname, interfaceAddr)
+	if err == nil {
+		return c, nil
+	}
+	var errs []error
+	for _, e := range unjoinErr(err) {
+		var ce *Error
+		if errors.As(e, &ce) {
+			if v, ok := f.values[ce.Var]; ok {
+				e = &FileError{Path: f.Path, Line: v.line, Key: v.key, Msg: fmt.Sprintf("%q %s", ce.Value, ce.Want)}
+			}
+		}
+		errs = append(errs, e)
+	}
+	return c, errors.Join(errs...)
+}
+
+func unjoinErr(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

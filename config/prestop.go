@@ -1,0 +1,63 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Prestop is what `outrider prestop` needs to reach the running agent.
+type Prestop struct {
+	// URL is the /prestop endpoint of the agent's admin listener.
+	URL   string
+	Token Secret
+	// Wait bounds the call: the drain's delay and timeout, and a margin.
+	Wait time.Duration
+}
+
+// LoadPrestop reads the variables `outrider prestop` needs from the same
+// environment as the agent: the admin listener, its token and the drain
+// timing. Other variables are not read, so that a hook never fails on a
+// setting it does not use.
+func LoadPrestop(getenv func(string) string) (Prestop, error) {
+	r := reader{getenv: getenv}
+	listen := r.listen("OUTRIDER_ADMIN_LISTEN", DefaultAdminListen, false)
+	delay := r.duration("OUTRIDER_DRAIN_DELAY", 5*time.Second, 0)
+	timeout := r.duration("OUTRIDER_DRAIN_TIMEOUT", 25*time.Second, 0)
+	p := Prestop{
+		URL:   "http://" + dialAddr(listen) + "/prestop",
+		Token: Secret(r.str("OUTRIDER_ADMIN_TOKEN", "")),
+		Wait:  delay + timeout + 15*time.Second,
+	}
+	return p, errors.Join(r.errs...)
+}
+
+// dialAddr turns a listen address into one a local client can dial: an
+// unspecified host (":15000", "0.0.0.0:15000", "[::]:15000") is loopback.
+func dialAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Warnings lists settings that are valid one by one but cannot work
+// together; outrider starts anyway and says so.
+func (c Config) Warnings() []string {
+	var w []string
+	d := c.Drain
+	if need := d.Delay + d.Timeout + d.AppStopTimeout; d.GracePeriod > 0 && need > d.GracePeriod {
+		w = append(w, fmt.Sprintf("OUTRIDER_DRAIN_DELAY (%s) + OUTRIDER_DRAIN_TIMEOUT (%s) + OUTRIDER_APP_STOP_TIMEOUT (%s) = %s does not fit in OUTRIDER_GRACE_PERIOD (%s): "+
+			"the platform kills the pod or unit before the drain and the app's stop can end; raise terminationGracePeriodSeconds (or TimeoutStopSec) or shorten the drain",
+			d.Delay, d.Timeout, d.AppStopTimeout, need, d.GracePeriod))
+	}
+	return w
+}

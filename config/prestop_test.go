@@ -1,0 +1,86 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadPrestop(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    Prestop
+		wantErr string
+	}{
+		{
+			name: "defaults",
+			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Wait: 45 * time.Second},
+		},
+		{
+			name: "all interfaces, token and timings",
+			env: map[string]string{"OUTRIDER_ADMIN_LISTEN": ":15000", "OUTRIDER_ADMIN_TOKEN": "s3cret",
+				"OUTRIDER_DRAIN_DELAY": "2s", "OUTRIDER_DRAIN_TIMEOUT": "3s"},
+			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Token: "s3cret", Wait: 20 * time.Second},
+		},
+		{
+			name: "IPv6 unspecified",
+			env:  map[string]string{"OUTRIDER_ADMIN_LISTEN": "[::]:9000"},
+			want: Prestop{URL: "http://[::1]:9000/prestop", Wait: 45 * time.Second},
+		},
+		{
+			name: "pod IP",
+			env:  map[string]string{"OUTRIDER_ADMIN_LISTEN": "10.1.2.3:15000", "OUTRIDER_ADMIN_TOKEN": "x"},
+			want: Prestop{URL: "http://10.1.2.3:15000/prestop", Token: "x", Wait: 45 * time.Second},
+		},
+		{
+			name: "unrelated bad variables are not read",
+			env:  map[string]string{"OUTRIDER_PROBE_PERIOD": "soon", "OUTRIDER_SERVICE_NAME": ""},
+			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Wait: 45 * time.Second},
+		},
+		{
+			name:    "bad drain timeout",
+			env:     map[string]string{"OUTRIDER_DRAIN_TIMEOUT": "25"},
+			wantErr: `OUTRIDER_DRAIN_TIMEOUT="25" is not a duration`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LoadPrestop(func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error: got %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		name  string
+		drain Drain
+		want  string
+	}{
+		{"no grace period set", Drain{Delay: time.Hour}, ""},
+		{"fits", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 45 * time.Second}, ""},
+		{"exactly", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 40 * time.Second}, ""},
+		{"Kubernetes default of 30s with outrider's defaults", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 30 * time.Second},
+			"OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 40s does not fit in OUTRIDER_GRACE_PERIOD (30s)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := strings.Join(Config{Drain: tt.drain}.Warnings(), "\n")
+			if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

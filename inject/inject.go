@@ -1,0 +1,164 @@
+// Package inject adds outrider as a sidecar to Kubernetes workloads in YAML,
+// offline, like `linkerd inject`: Deployments, StatefulSets, DaemonSets,
+// ReplicaSets, Pods and PodTemplates whose pod template asks for it with the annotation
+// outrider.io/inject: "true" get the sidecar, its environment, the app's
+// preStop hook and shareProcessNamespace. Every other document is copied
+// byte for byte; an injected document keeps its comments and key order but
+// is re-indented. Injecting twice changes nothing.
+//
+// It works on yaml.v3 nodes rather than on k8s.io/api types: a round trip
+// through the API types would drop comments, reorder keys, add empty fields
+// and lose fields of API versions newer than the types, and would pull
+// Kubernetes' client libraries into the outrider binary.
+package inject
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrBadInput marks input that is not YAML, or a workload that cannot be
+// injected as it is; the command exits 2 on it.
+var ErrBadInput = errors.New("bad input")
+
+// Options are the injector's settings that do not come from annotations.
+type Options struct {
+	// All injects every supported workload whose annotation does not say
+	// "false", as if each had outrider.io/inject: "true".
+	All bool
+	// Image is the sidecar's image unless outrider.io/image names one.
+	Image string
+	// AdminToken is the admin listener's bearer token. Empty: keep the
+	// token of an earlier injection, or make a random one.
+	AdminToken string
+	// Rand is the source of new tokens (crypto/rand in the command).
+	Rand io.Reader
+}
+
+// Result says what happened to one document.
+type Result struct {
+	Kind, Name string
+	Injected   bool
+	Reason     string // why it was not injected
+}
+
+// Stream injects every document of in, named name in errors, and writes the
+// stream to out.
+func Stream(name string, in []byte, out io.Writer, opts Options) ([]Result, error) {
+	var results []Result
+	var buf bytes.Buffer
+	line := 1 // where the document starts in the input
+	for i, doc := range splitDocuments(in) {
+		res, text, err := document(doc, line, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", name, i+1, err)
+		}
+		line += bytes.Count(doc, []byte("\n"))
+		if res != nil {
+			results = append(results, *res)
+		}
+		buf.Write(text)
+	}
+	_, err := out.Write(buf.Bytes())
+	return results, err
+}
+
+// splitDocuments cuts a YAML stream before each "---" line, keeping every
+// byte: the pieces joined are the input.
+func splitDocuments(in []byte) [][]byte {
+	var docs [][]byte
+	start := 0
+	for off := 0; off < len(in); {
+		end := bytes.IndexByte(in[off:], '\n')
+		next := len(in)
+		if end >= 0 {
+			next = off + end + 1
+		}
+		line := in[off:next]
+		if off > start && isDocStart(line) {
+			docs = append(docs, in[start:off])
+			start = off
+		}
+		off = next
+	}
+	return append(docs, in[start:])
+}
+
+func isDocStart(line []byte) bool {
+	l := strings.TrimRight(string(line), "\r\n")
+	return l == "---" || strings.HasPrefix(l, "--- ") || strings.HasPrefix(l, "---\t")
+}
+
+var errLine = regexp.MustCompile(`^yaml: line (\d+):`)
+
+// document injects one document, which starts on line first of the input;
+// text is what to write in its place.
+func document(doc []byte, first int, opts Options) (*Result, []byte, error) {
+	var root yaml.Node
+	err := yaml.Unmarshal(doc, &root)
+	if err != nil {
+		// yaml counts lines from the document's start; say the input's line.
+		msg := errLine.ReplaceAllStringFunc(err.Error(), func(m string) string {
+			n, _ := strconv.Atoi(errLine.FindStringSubmatch(m)[1])
+			return fmt.Sprintf("yaml: line %d:", first+n-1)
+		})
+		return nil, nil, fmt.Errorf("%w: %s", ErrBadInput, msg)
+	}
+	if root.Kind == 0 || len(root.Content) == 0 || root.Content[0].Tag == "!!null" {
+		return nil, doc, nil // comments or nothing
+	}
+	obj := root.Content[0]
+	if obj.Kind != yaml.MappingNode {
+		return nil, nil, fmt.Errorf("%w: not a Kubernetes object (a YAML mapping with kind and metadata)", ErrBadInput)
+	}
+	kind, name := str(get(obj, "kind")), str(get(get(obj, "metadata"), "name"))
+	res := &Result{Kind: kind, Name: name}
+	w := workloadOf(obj)
+	if w == nil {
+		res.Reason = "kind " + kind + " is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are)"
+		return res, doc, nil
+	}
+	want, why := w.wanted(opts.All)
+	if !want {
+		res.Reason = why
+		return res, doc, nil
+	}
+	s, err := w.settings(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
+	}
+	if err := injectPod(w.pod, s); err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
+	}
+	res.Injected = true
+	text, err := encode(doc, &root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
+	}
+	return res, text, nil
+}
+
+// encode writes root with two-space indentation, keeping the document's
+// "---" line when it had one.
+func encode(orig []byte, root *yaml.Node) ([]byte, error) {
+	var b bytes.Buffer
+	if first, _, _ := bytes.Cut(orig, []byte("\n")); isDocStart(append(first, '\n')) {
+		b.WriteString("---\n")
+	}
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(root); err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,209 @@
+package inject
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the injector's output")
+
+// fixedRand makes the token of a first injection predictable.
+func fixedRand() *strings.Reader { return strings.NewReader(strings.Repeat("k", 24*8)) }
+
+func run(t *testing.T, name string, in []byte, opts Options) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if _, err := Stream(name, in, &out, opts); err != nil {
+		t.Fatalf("inject %s: %v", name, err)
+	}
+	return out.Bytes()
+}
+
+var goldenCases = []string{"deployment", "statefulset", "daemonset", "pod", "multi"}
+
+func TestGolden(t *testing.T) {
+	for _, name := range goldenCases {
+		t.Run(name, func(t *testing.T) {
+			in, err := os.ReadFile(filepath.Join("testdata", name+".in.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := run(t, name, in, Options{Rand: fixedRand()})
+			golden := filepath.Join("testdata", name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("inject %s differs from %s (go test ./inject -update rewrites it):\n%s", name, golden, got)
+			}
+		})
+	}
+}
+
+// Injecting the output again changes nothing, and needs no new token: a
+// token source that fails proves the first injection's token is kept.
+func TestIdempotent(t *testing.T) {
+	for _, name := range goldenCases {
+		t.Run(name, func(t *testing.T) {
+			once, err := os.ReadFile(filepath.Join("testdata", name+".golden.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			twice := run(t, name, once, Options{Rand: iotest.ErrReader(errors.New("a second injection asked for a new token"))})
+			if !bytes.Equal(once, twice) {
+				t.Errorf("injecting %s twice changed it:\n%s", name, twice)
+			}
+		})
+	}
+}
+
+// Unannotated documents, and kinds without a long-lived pod, come back byte
+// for byte.
+func TestPassThrough(t *testing.T) {
+	in, err := os.ReadFile(filepath.Join("testdata", "plain.in.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	results, err := Stream("plain", in, &out, Options{Rand: fixedRand()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), in) {
+		t.Errorf("output differs from the input:\n%s", out.Bytes())
+	}
+	want := []Result{
+		{Kind: "Deployment", Name: "plain", Reason: "no outrider.io/inject annotation"},
+		{Kind: "Job", Name: "once", Reason: "kind Job is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are)"},
+	}
+	if len(results) != len(want) {
+		t.Fatalf("results %+v, want %+v", results, want)
+	}
+	for i := range want {
+		if results[i] != want[i] {
+			t.Errorf("result %d = %+v, want %+v", i, results[i], want[i])
+		}
+	}
+}
+
+// --all injects what has no annotation, but never what says "false".
+func TestAll(t *testing.T) {
+	in := []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: a
+spec:
+  containers:
+    - name: a
+      image: a:1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: b
+  annotations:
+    outrider.io/inject: "false"
+spec:
+  containers:
+    - name: b
+      image: b:1
+`)
+	var out bytes.Buffer
+	results, err := Stream("all", in, &out, Options{All: true, AdminToken: "t0k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !results[0].Injected || results[1].Injected {
+		t.Errorf("results %+v, want a injected and b not", results)
+	}
+	if !strings.Contains(out.String(), "Bearer t0k") {
+		t.Errorf("--admin-token not used:\n%s", out.String())
+	}
+	if _, b, _ := strings.Cut(out.String(), "---\n"); !strings.HasPrefix(string(in[strings.Index(string(in), "---\n")+4:]), b) {
+		t.Errorf("pod b changed:\n%s", b)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	pod := func(annotations, containers string) string {
+		return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" + annotations +
+			"spec:\n  containers:\n" + containers
+	}
+	app := "    - name: app\n      image: app:1\n"
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{name: "not YAML", in: "kind: Pod\nmetadata: [\n", want: "bad.yaml: document 1: bad input: yaml: line 2: did not find expected node content"},
+		{name: "bad YAML in the second document", in: "kind: ConfigMap\n---\nkind: Pod\n  name: x\n", want: "bad.yaml: document 2: bad input: yaml: line 4: mapping values are not allowed in this context"},
+		{name: "not a mapping", in: "- a\n- b\n", want: "bad.yaml: document 1: bad input: not a Kubernetes object (a YAML mapping with kind and metadata)"},
+		{name: "no pod spec", in: "kind: Deployment\nmetadata:\n  name: d\n  annotations: {outrider.io/inject: \"true\"}\nspec: {}\n", want: "bad.yaml: document 1: Deployment d: bad input: no pod spec"},
+		{name: "no containers", in: pod("", "    []\n"), want: "bad.yaml: document 1: Pod p: bad input: the pod has no container besides outrider"},
+		{name: "unknown app container", in: pod("    outrider.io/app-container: web\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-container: no container "web" (the pod has [app])`},
+		{name: "bad port", in: pod("    outrider.io/app-port: http\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-port: "http" is not a port number (want 1-65535)`},
+		{name: "outrider's port", in: pod("    outrider.io/app-port: \"15001\"\n", app), want: "bad.yaml: document 1: Pod p: bad input: the app port 15001 is one of outrider's own (15000, 15001, 15090); set outrider.io/app-port"},
+		{name: "bad duration", in: pod("    outrider.io/drain-delay: five\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/drain-delay: "five" is not a duration (want e.g. 5s)`},
+		{name: "bad service name", in: pod("    outrider.io/service-name: a/b\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "a/b" is not a valid service name (want letters, digits, '-', '_' and '.')`},
+		{name: "bad native-sidecar", in: pod("    outrider.io/native-sidecar: maybe\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "maybe" is neither true nor false`},
+		{name: "own preStop hook", in: pod("", app+"      lifecycle:\n        preStop:\n          exec:\n            command: [sleep, \"5\"]\n"),
+			want: `bad.yaml: document 1: Pod p: bad input: container app already has a preStop hook; outrider's drain needs it (remove the hook, or set outrider.io/inject: "false")`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			_, err := Stream("bad.yaml", []byte(tc.in), &out, Options{Rand: fixedRand()})
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("got error %v\nwant %s", err, tc.want)
+			}
+			if !errors.Is(err, ErrBadInput) {
+				t.Errorf("error %v is not ErrBadInput", err)
+			}
+			if out.Len() != 0 {
+				t.Errorf("wrote %q despite the error", out.String())
+			}
+		})
+	}
+}
+
+func TestSplitDocumentsKeepsEveryByte(t *testing.T) {
+	for _, in := range []string{"", "a: 1\n", "---\na: 1\n---\nb: 2", "a: 1\n--- # c\nb: 2\n---\n", "a: |\n  ---\n  x\n"} {
+		docs := splitDocuments([]byte(in))
+		if got := string(bytes.Join(docs, nil)); got != in {
+			t.Errorf("split %q joined back to %q", in, got)
+		}
+	}
+	if n := len(splitDocuments([]byte("a: 1\n---\nb: 2\n---\nc: 3\n"))); n != 3 {
+		t.Errorf("got %d documents, want 3", n)
+	}
+}
+
+// Changing an annotation and injecting again updates the sidecar in place:
+// here it moves between the init containers and the containers.
+func TestReinjectFollowsTheAnnotations(t *testing.T) {
+	native, err := os.ReadFile(filepath.Join("testdata", "pod.golden.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	classicIn := bytes.Replace(native, []byte(`outrider.io/inject: "true"`), []byte(`outrider.io/inject: "true"`+"\n    outrider.io/native-sidecar: \"false\""), 1)
+	classic := run(t, "classic", classicIn, Options{})
+	if bytes.Contains(classic, []byte("initContainers:")) || bytes.Count(classic, []byte("- name: outrider\n")) != 1 || bytes.Contains(classic, []byte("restartPolicy")) {
+		t.Fatalf("classic re-injection did not move the sidecar into the containers:\n%s", classic)
+	}
+	back := run(t, "native again", bytes.Replace(classic, []byte("outrider.io/native-sidecar: \"false\""), []byte("outrider.io/native-sidecar: \"true\""), 1), Options{})
+	if !bytes.Contains(back, []byte("initContainers:\n    - name: outrider\n")) || bytes.Count(back, []byte("- name: outrider\n")) != 1 {
+		t.Fatalf("native re-injection did not move the sidecar back:\n%s", back)
+	}
+	if !bytes.Contains(back, []byte("Bearer 6b6b")) {
+		t.Errorf("re-injection changed the admin token:\n%s", back)
+	}
+}

@@ -1,0 +1,79 @@
+package inject
+
+import "go.yaml.in/yaml/v3"
+
+// get is the value of key in the mapping m; nil when m is no mapping or
+// has no such key.
+func get(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// str is a scalar's value, "" for anything else.
+func str(n *yaml.Node) string {
+	if n == nil || n.Kind != yaml.ScalarNode {
+		return ""
+	}
+	return n.Value
+}
+
+// set puts value under key in m, in place when the key exists, else last.
+func set(m *yaml.Node, key string, value *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content[i+1] = value
+			return
+		}
+	}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, value)
+}
+
+// mapping is the mapping under key in m, made when missing.
+func mapping(m *yaml.Node, key string) *yaml.Node {
+	if n := get(m, key); n != nil && n.Kind == yaml.MappingNode {
+		return n
+	}
+	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	set(m, key, n)
+	return n
+}
+
+// sequence is the sequence under key in m, made when missing.
+func sequence(m *yaml.Node, key string) *yaml.Node {
+	if n := get(m, key); n != nil && n.Kind == yaml.SequenceNode {
+		return n
+	}
+	n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+	set(m, key, n)
+	return n
+}
+
+// del removes key from m.
+func del(m *yaml.Node, key string) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			return
+		}
+	}
+}
+
+func scalar(tag, value string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: value}
+}
+
+// toNode encodes v (structs with yaml tags keep their field order).
+func toNode(v any) *yaml.Node {
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
+		panic("inject: encode a literal: " + err.Error()) // only fixed Go values are encoded
+	}
+	return &n
+}

@@ -1,0 +1,296 @@
+package inject
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// outrider's listeners in an injected pod.
+const (
+	sidecarName = "outrider"
+	proxyPort   = 15001
+	metricsPort = 15090
+	adminPort   = 15000
+	// sidecarUID is the image's user (distroless nonroot); used unless the
+	// pod names its own, which then applies to outrider too so it can read
+	// the app's /proc entries.
+	sidecarUID = 65532
+)
+
+// injectPod changes the pod spec; every change is an upsert, so running it
+// on its own output changes nothing.
+func injectPod(pod *yaml.Node, s settings) error {
+	app, err := findContainer(sequence(pod, "containers"), s.appContainer)
+	if err != nil {
+		return err
+	}
+	if err := setPreStop(app, s); err != nil {
+		return err
+	}
+	set(pod, "shareProcessNamespace", scalar("!!bool", "true"))
+	grace := atoi(str(get(pod, "terminationGracePeriodSeconds")))
+	if grace < s.graceSeconds() {
+		grace = s.graceSeconds()
+		set(pod, "terminationGracePeriodSeconds", scalar("!!int", strconv.FormatInt(grace, 10)))
+	}
+	placeSidecar(pod, sidecar(s, grace, get(get(pod, "securityContext"), "runAsUser") != nil))
+	return nil
+}
+
+func atoi(s string) int64 {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func findContainer(cs *yaml.Node, name string) (*yaml.Node, error) {
+	for _, c := range cs.Content {
+		if str(get(c, "name")) == name {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: no container %q", ErrBadInput, name)
+}
+
+// placeSidecar puts the sidecar first among the init containers (native)
+// or last among the containers (classic), or where an earlier injection
+// put it.
+func placeSidecar(pod, c *yaml.Node) {
+	want, other := "initContainers", "containers"
+	if get(c, "restartPolicy") == nil {
+		want, other = other, want
+	}
+	if list := get(pod, want); list != nil {
+		for i, old := range list.Content {
+			if str(get(old, "name")) == sidecarName {
+				list.Content[i] = c
+				removeSidecar(pod, other)
+				return
+			}
+		}
+	}
+	removeSidecar(pod, other)
+	list := sequence(pod, want)
+	if want == "initContainers" {
+		list.Content = append([]*yaml.Node{c}, list.Content...)
+	} else {
+		list.Content = append(list.Content, c)
+	}
+}
+
+func removeSidecar(pod *yaml.Node, key string) {
+	list := get(pod, key)
+	if list == nil {
+		return
+	}
+	kept := list.Content[:0]
+	for _, c := range list.Content {
+		if str(get(c, "name")) != sidecarName {
+			kept = append(kept, c)
+		}
+	}
+	list.Content = kept
+	if len(kept) == 0 && key == "initContainers" {
+		del(pod, key)
+	}
+}
+
+// setPreStop makes the app container's preStop hook call outrider's
+// /prestop, which answers once the drain is done.
+func setPreStop(app *yaml.Node, s settings) error {
+	lc := mapping(app, "lifecycle")
+	if old := get(lc, "preStop"); old != nil && !isOurPreStop(old) {
+		return fmt.Errorf("%w: container %s already has a preStop hook; outrider's drain needs it (remove the hook, or set %s: \"false\")",
+			ErrBadInput, s.appContainer, AnnotationInject)
+	}
+	set(lc, "preStop", toNode(handler{HTTPGet: &httpGet{
+		Path:    "/prestop",
+		Port:    adminPort,
+		Headers: []header{{Name: "Authorization", Value: "Bearer " + s.token}},
+	}}))
+	return nil
+}
+
+func isOurPreStop(h *yaml.Node) bool {
+	g := get(h, "httpGet")
+	return str(get(g, "path")) == "/prestop" && str(get(g, "port")) == strconv.Itoa(adminPort)
+}
+
+// existingToken is the token an earlier injection put in the preStop hook.
+func existingToken(pod *yaml.Node, app string) string {
+	c, err := findContainer(sequence(pod, "containers"), app)
+	if err != nil {
+		return ""
+	}
+	h := get(get(c, "lifecycle"), "preStop")
+	if !isOurPreStop(h) {
+		return ""
+	}
+	headers := get(get(h, "httpGet"), "httpHeaders")
+	if headers == nil {
+		return ""
+	}
+	for _, hd := range headers.Content {
+		if str(get(hd, "name")) == "Authorization" {
+			return strings.TrimPrefix(str(get(hd, "value")), "Bearer ")
+		}
+	}
+	return ""
+}
+
+func newToken(r io.Reader) (string, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	b := make([]byte, 24)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("make an admin token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// The sidecar, in the field order of the Kubernetes API documentation.
+type (
+	container struct {
+		Name            string          `yaml:"name"`
+		Image           string          `yaml:"image"`
+		RestartPolicy   string          `yaml:"restartPolicy,omitempty"`
+		Env             []envVar        `yaml:"env"`
+		Ports           []port          `yaml:"ports"`
+		StartupProbe    *probe          `yaml:"startupProbe,omitempty"`
+		LivenessProbe   *probe          `yaml:"livenessProbe"`
+		ReadinessProbe  *probe          `yaml:"readinessProbe"`
+		Resources       resources       `yaml:"resources"`
+		SecurityContext securityContext `yaml:"securityContext"`
+	}
+	envVar struct {
+		Name      string     `yaml:"name"`
+		Value     string     `yaml:"value,omitempty"`
+		ValueFrom *valueFrom `yaml:"valueFrom,omitempty"`
+	}
+	valueFrom struct {
+		FieldRef     *fieldRef     `yaml:"fieldRef,omitempty"`
+		SecretKeyRef *secretKeyRef `yaml:"secretKeyRef,omitempty"`
+	}
+	fieldRef struct {
+		FieldPath string `yaml:"fieldPath"`
+	}
+	secretKeyRef struct {
+		Name     string `yaml:"name"`
+		Key      string `yaml:"key"`
+		Optional bool   `yaml:"optional"`
+	}
+	port struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+		Protocol      string `yaml:"protocol"`
+	}
+	probe struct {
+		HTTPGet          httpGet `yaml:"httpGet"`
+		PeriodSeconds    int     `yaml:"periodSeconds"`
+		FailureThreshold int     `yaml:"failureThreshold"`
+	}
+	handler struct {
+		HTTPGet *httpGet `yaml:"httpGet"`
+	}
+	httpGet struct {
+		Path    string   `yaml:"path"`
+		Port    int      `yaml:"port"`
+		Headers []header `yaml:"httpHeaders,omitempty"`
+	}
+	header struct {
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
+	}
+	resources struct {
+		Requests map[string]string `yaml:"requests"`
+		Limits   map[string]string `yaml:"limits"`
+	}
+	securityContext struct {
+		AllowPrivilegeEscalation bool         `yaml:"allowPrivilegeEscalation"`
+		ReadOnlyRootFilesystem   bool         `yaml:"readOnlyRootFilesystem"`
+		RunAsNonRoot             bool         `yaml:"runAsNonRoot"`
+		RunAsUser                int          `yaml:"runAsUser,omitempty"`
+		RunAsGroup               int          `yaml:"runAsGroup,omitempty"`
+		Capabilities             capabilities `yaml:"capabilities"`
+		SeccompProfile           seccomp      `yaml:"seccompProfile"`
+	}
+	capabilities struct {
+		Drop []string `yaml:"drop"`
+	}
+	seccomp struct {
+		Type string `yaml:"type"`
+	}
+)
+
+// sidecar is outrider's container for s in a pod with grace seconds to
+// stop; podUser says the pod sets runAsUser, which outrider then shares
+// with the app.
+func sidecar(s settings, grace int64, podUser bool) *yaml.Node {
+	field := func(name, path string) envVar {
+		return envVar{Name: name, ValueFrom: &valueFrom{FieldRef: &fieldRef{FieldPath: path}}}
+	}
+	env := []envVar{
+		field("POD_NAME", "metadata.name"),
+		field("POD_NAMESPACE", "metadata.namespace"),
+		field("POD_IP", "status.podIP"),
+		field("HOST_IP", "status.hostIP"),
+		{Name: "CONSUL_HTTP_ADDR", Value: "$(HOST_IP):8500"},
+		{Name: "CONSUL_HTTP_TOKEN", ValueFrom: &valueFrom{SecretKeyRef: &secretKeyRef{Name: s.consulSecret, Key: "token", Optional: true}}},
+		{Name: "OUTRIDER_SERVICE_NAME", Value: s.service},
+		{Name: "OUTRIDER_SERVICE_ID", Value: "$(POD_NAME)"},
+		{Name: "OUTRIDER_SERVICE_META", Value: "k8s_namespace=$(POD_NAMESPACE),k8s_pod=$(POD_NAME)"},
+		{Name: "OUTRIDER_APP_ADDR", Value: "127.0.0.1:" + strconv.Itoa(s.appPort)},
+	}
+	if s.probe != "" {
+		env = append(env, envVar{Name: "OUTRIDER_PROBE", Value: s.probe})
+	}
+	env = append(env,
+		envVar{Name: "OUTRIDER_PROXY_LISTEN", Value: ":" + strconv.Itoa(proxyPort)},
+		envVar{Name: "OUTRIDER_METRICS_LISTEN", Value: ":" + strconv.Itoa(metricsPort)},
+		envVar{Name: "OUTRIDER_ADMIN_LISTEN", Value: ":" + strconv.Itoa(adminPort)},
+		envVar{Name: "OUTRIDER_ADMIN_TOKEN", Value: s.token},
+		envVar{Name: "OUTRIDER_DRAIN_DELAY", Value: s.drainDelay.String()},
+		envVar{Name: "OUTRIDER_DRAIN_TIMEOUT", Value: s.drainTimeout.String()},
+		envVar{Name: "OUTRIDER_GRACE_PERIOD", Value: strconv.FormatInt(grace, 10) + "s"},
+	)
+	c := container{
+		Name:  sidecarName,
+		Image: s.image,
+		Env:   env,
+		Ports: []port{
+			{Name: "outrider-proxy", ContainerPort: proxyPort, Protocol: "TCP"},
+			{Name: "outrider-metric", ContainerPort: metricsPort, Protocol: "TCP"},
+			{Name: "outrider-admin", ContainerPort: adminPort, Protocol: "TCP"},
+		},
+		LivenessProbe:  &probe{HTTPGet: httpGet{Path: "/healthz", Port: metricsPort}, PeriodSeconds: 10, FailureThreshold: 3},
+		ReadinessProbe: &probe{HTTPGet: httpGet{Path: "/ready", Port: metricsPort}, PeriodSeconds: 2, FailureThreshold: 1},
+		Resources: resources{
+			Requests: map[string]string{"cpu": "50m", "memory": "32Mi"},
+			Limits:   map[string]string{"memory": "128Mi"},
+		},
+		SecurityContext: securityContext{
+			ReadOnlyRootFilesystem: true,
+			RunAsNonRoot:           true,
+			Capabilities:           capabilities{Drop: []string{"ALL"}},
+			SeccompProfile:         seccomp{Type: "RuntimeDefault"},
+		},
+	}
+	if !podUser {
+		c.SecurityContext.RunAsUser, c.SecurityContext.RunAsGroup = sidecarUID, sidecarUID
+	}
+	if s.native {
+		c.RestartPolicy = "Always"
+		// The app starts once outrider answers.
+		c.StartupProbe = &probe{HTTPGet: httpGet{Path: "/healthz", Port: metricsPort}, PeriodSeconds: 1, FailureThreshold: 30}
+	}
+	return toNode(c)
+}

@@ -1,0 +1,225 @@
+package inject
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Annotations the injector reads, on the pod template (or, for a Pod, on
+// the Pod); the pod template's value wins over the workload's own.
+const (
+	AnnotationInject        = "outrider.io/inject"         // "true" to inject, "false" never to
+	AnnotationServiceName   = "outrider.io/service-name"   // OUTRIDER_SERVICE_NAME; default: label app.kubernetes.io/name, app, or the workload's name
+	AnnotationAppContainer  = "outrider.io/app-container"  // the container outrider fronts; default: the first
+	AnnotationAppPort       = "outrider.io/app-port"       // the app's port; default: the app container's first port, else 8080
+	AnnotationProbe         = "outrider.io/probe"          // OUTRIDER_PROBE; default: tcp to the app port
+	AnnotationDrainDelay    = "outrider.io/drain-delay"    // OUTRIDER_DRAIN_DELAY; default 5s
+	AnnotationDrainTimeout  = "outrider.io/drain-timeout"  // OUTRIDER_DRAIN_TIMEOUT; default 25s
+	AnnotationImage         = "outrider.io/image"          // the sidecar's image; default: the --image flag
+	AnnotationNativeSidecar = "outrider.io/native-sidecar" // "false" for clusters older than 1.29: a regular container
+	AnnotationConsulSecret  = "outrider.io/consul-token-secret"
+)
+
+// Defaults of the injected sidecar.
+const (
+	DefaultImage        = "outrider:dev"
+	DefaultConsulSecret = "outrider-consul-token"
+	defaultAppPort      = 8080
+	defaultDrainDelay   = 5 * time.Second
+	defaultDrainTimeout = 25 * time.Second
+	// appStopAllowance is the app's own stop time, added to the pod's
+	// grace period on top of the drain and the 5s margin.
+	appStopAllowance = 10 * time.Second
+)
+
+// workload is the part of an object the injector changes.
+type workload struct {
+	obj, pod     *yaml.Node // the object; its pod spec
+	podMeta      *yaml.Node // the pod template's metadata (or the Pod's)
+	name, labels string
+}
+
+// workloadOf finds the pod template; nil for kinds that have none. The pod
+// spec may be missing: that is an error only if the object is to be
+// injected.
+func workloadOf(obj *yaml.Node) *workload {
+	w := &workload{obj: obj, name: str(get(get(obj, "metadata"), "name"))}
+	switch str(get(obj, "kind")) {
+	case "Pod":
+		w.podMeta, w.pod = get(obj, "metadata"), get(obj, "spec")
+	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
+		tmpl := get(get(obj, "spec"), "template")
+		w.podMeta, w.pod = get(tmpl, "metadata"), get(tmpl, "spec")
+	case "PodTemplate":
+		tmpl := get(obj, "template")
+		w.podMeta, w.pod = get(tmpl, "metadata"), get(tmpl, "spec")
+	default:
+		return nil
+	}
+	return w
+}
+
+// annotation reads key from the pod template, then from the workload.
+func (w *workload) annotation(key string) string {
+	if v := get(get(w.podMeta, "annotations"), key); v != nil {
+		return str(v)
+	}
+	return str(get(get(get(w.obj, "metadata"), "annotations"), key))
+}
+
+func (w *workload) wanted(all bool) (bool, string) {
+	switch v := w.annotation(AnnotationInject); v {
+	case "true", "enabled":
+		return true, ""
+	case "false", "disabled":
+		return false, AnnotationInject + ": " + v
+	case "":
+		if all {
+			return true, ""
+		}
+		return false, "no " + AnnotationInject + " annotation"
+	default:
+		return false, fmt.Sprintf("%s: %q is neither true nor false", AnnotationInject, v)
+	}
+}
+
+// settings is what the sidecar is made from.
+type settings struct {
+	service, appContainer, probe, image, consulSecret string
+	appPort                                           int
+	drainDelay, drainTimeout                          time.Duration
+	native                                            bool
+	token                                             string
+}
+
+// graceSeconds is the pod's stop budget the drain needs.
+func (s settings) graceSeconds() int64 {
+	return int64((s.drainDelay + s.drainTimeout + 5*time.Second + appStopAllowance + time.Second - 1) / time.Second)
+}
+
+var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+func (w *workload) settings(opts Options) (settings, error) {
+	if w.pod == nil || w.pod.Kind != yaml.MappingNode {
+		return settings{}, fmt.Errorf("%w: no pod spec", ErrBadInput)
+	}
+	s := settings{
+		service:      w.annotation(AnnotationServiceName),
+		appContainer: w.annotation(AnnotationAppContainer),
+		probe:        w.annotation(AnnotationProbe),
+		image:        w.annotation(AnnotationImage),
+		consulSecret: w.annotation(AnnotationConsulSecret),
+		native:       true,
+		drainDelay:   defaultDrainDelay,
+		drainTimeout: defaultDrainTimeout,
+	}
+	bad := func(key, value, want string) error {
+		return fmt.Errorf("%w: annotation %s: %q %s", ErrBadInput, key, value, want)
+	}
+	if s.service == "" {
+		for _, l := range []string{"app.kubernetes.io/name", "app"} {
+			if v := str(get(get(w.podMeta, "labels"), l)); v != "" {
+				s.service = v
+				break
+			}
+		}
+	}
+	if s.service == "" {
+		s.service = w.name
+	}
+	if !serviceName.MatchString(s.service) {
+		return s, bad(AnnotationServiceName, s.service, "is not a valid service name (want letters, digits, '-', '_' and '.')")
+	}
+	if s.image == "" {
+		s.image = opts.Image
+	}
+	if s.image == "" {
+		s.image = DefaultImage
+	}
+	if s.consulSecret == "" {
+		s.consulSecret = DefaultConsulSecret
+	}
+	switch v := w.annotation(AnnotationNativeSidecar); v {
+	case "", "true":
+	case "false":
+		s.native = false
+	default:
+		return s, bad(AnnotationNativeSidecar, v, "is neither true nor false")
+	}
+	for _, d := range []struct {
+		key string
+		to  *time.Duration
+	}{{AnnotationDrainDelay, &s.drainDelay}, {AnnotationDrainTimeout, &s.drainTimeout}} {
+		v := w.annotation(d.key)
+		if v == "" {
+			continue
+		}
+		dur, err := time.ParseDuration(v)
+		if err != nil || dur < 0 {
+			return s, bad(d.key, v, "is not a duration (want e.g. 5s)")
+		}
+		*d.to = dur
+	}
+	app, err := w.appContainer(s.appContainer)
+	if err != nil {
+		return s, err
+	}
+	s.appContainer = str(get(app, "name"))
+	if v := w.annotation(AnnotationAppPort); v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			return s, bad(AnnotationAppPort, v, "is not a port number (want 1-65535)")
+		}
+		s.appPort = p
+	} else if ports := get(app, "ports"); ports != nil && len(ports.Content) > 0 {
+		p, err := strconv.Atoi(str(get(ports.Content[0], "containerPort")))
+		if err != nil {
+			return s, fmt.Errorf("%w: container %s: first containerPort is not a number", ErrBadInput, s.appContainer)
+		}
+		s.appPort = p
+	} else {
+		s.appPort = defaultAppPort
+	}
+	if reserved[s.appPort] {
+		return s, fmt.Errorf("%w: the app port %d is one of outrider's own (15000, 15001, 15090); set %s", ErrBadInput, s.appPort, AnnotationAppPort)
+	}
+	s.token = opts.AdminToken
+	if s.token == "" {
+		s.token = existingToken(w.pod, s.appContainer)
+	}
+	if s.token == "" {
+		if s.token, err = newToken(opts.Rand); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+var reserved = map[int]bool{adminPort: true, proxyPort: true, metricsPort: true}
+
+// appContainer is the named container, or the first that is not outrider.
+func (w *workload) appContainer(name string) (*yaml.Node, error) {
+	cs := get(w.pod, "containers")
+	if cs == nil || cs.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("%w: the pod has no containers", ErrBadInput)
+	}
+	var names []string
+	for _, c := range cs.Content {
+		n := str(get(c, "name"))
+		if n == sidecarName {
+			continue
+		}
+		if name == "" || n == name {
+			return c, nil
+		}
+		names = append(names, n)
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%w: the pod has no container besides %s", ErrBadInput, sidecarName)
+	}
+	return nil, fmt.Errorf("%w: annotation %s: no container %q (the pod has %v)", ErrBadInput, AnnotationAppContainer, name, names)
+}

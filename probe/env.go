@@ -1,0 +1,63 @@
+package probe
+
+import (
+	"slices"
+	"strings"
+)
+
+// SecretEnv names the variables of outrider's environment that an exec
+// probe's command never gets: the Consul and admin credentials, and probe
+// headers, which may carry one.
+var SecretEnv = []string{
+	"CONSUL_HTTP_TOKEN",
+	"CONSUL_HTTP_AUTH",
+	"OUTRIDER_ADMIN_TOKEN",
+	"OUTRIDER_PROBE_HEADERS",
+	"OUTRIDER_PROBE_ENV",
+}
+
+// ExecEnv returns the environment of an exec probe's command: environ
+// (outrider's own, as os.Environ gives it) minus SecretEnv and the names in
+// deny, plus the NAME=value pairs of add, which win over inherited ones.
+func ExecEnv(environ, deny, add []string) []string {
+	drop := func(name string) bool {
+		if slices.Contains(SecretEnv, name) || slices.Contains(deny, name) {
+			return true
+		}
+		for _, p := range add {
+			if n, _, _ := strings.Cut(p, "="); n == name {
+				return true
+			}
+		}
+		return false
+	}
+	env := make([]string, 0, len(environ)+len(add))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !drop(name) {
+			env = append(env, kv)
+		}
+	}
+	return append(env, add...)
+}
+
+// RedactSpec masks the password of a URL in an OUTRIDER_PROBE value that
+// may not parse, so that an error can show the value: the text between
+// the first ':' after "://" and the last '@' becomes "xxxxx", as
+// url.URL.Redacted does.
+func RedactSpec(raw string) string {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return raw
+	}
+	rest := raw[i+3:]
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return raw
+	}
+	colon := strings.IndexByte(rest[:at], ':')
+	if colon < 0 {
+		return raw
+	}
+	return raw[:i+3] + rest[:colon] + ":xxxxx" + rest[at:]
+}

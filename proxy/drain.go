@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+)
+
+// DrainReport is what a drain came to.
+type DrainReport struct {
+	// InFlight is the requests in flight when the drain began.
+	InFlight int `json:"in_flight_at_start"`
+	// Finished is the requests answered while draining.
+	Finished int `json:"finished"`
+	// Cut is the requests still in flight at the deadline, whose
+	// connections were closed.
+	Cut int `json:"cut"`
+	// TunnelsCut is the upgraded (WebSocket) tunnels still open at the
+	// deadline, closed then.
+	TunnelsCut int `json:"tunnels_cut"`
+}
+
+// Drain stops accepting connections, closes idle keep-alive connections,
+// answers the requests in flight with "Connection: close", sends GOAWAY on
+// HTTP/2 connections, and waits for the requests, the HTTP/2 streams and
+// the upgraded tunnels to finish. When ctx ends first it closes whatever is
+// left and returns an error naming what it cut. Drain runs once: a later
+// or concurrent call waits for the first and returns its result.
+func (p *Proxy) Drain(ctx context.Context) error {
+	if p.draining.Swap(true) {
+		select {
+		case <-p.drainDone:
+			return p.drainErr
+		case <-ctx.Done():
+			return fmt.Errorf("proxy: drain: %w", ctx.Err())
+		}
+	}
+	rep := DrainReport{InFlight: p.InFlight()}
+	before := p.m.answered()
+	p.mu.Lock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+	}
+	for c := range p.conns {
+		c.pokeIfIdle()
+	}
+	p.mu.Unlock()
+
+	h2done := make(chan struct{})
+	go func() {
+		defer close(h2done)
+		p.h2.shutdown(ctx)
+	}()
+	err := p.waitDrained(ctx)
+	if err == nil {
+		select {
+		case <-h2done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
+		// What is left now is cut: count it before closing makes the
+		// cut requests count as answered (499 or 502).
+		rep.Cut, rep.TunnelsCut = p.InFlight(), int(p.tunnels.Load())
+		err = fmt.Errorf("proxy: drain: %d requests still in flight and %d tunnels open: %w", rep.Cut, rep.TunnelsCut, err)
+	}
+	rep.Finished = int(p.m.answered() - before)
+	p.closeAll()
+	<-h2done
+	p.closeOnce()
+	p.drainRep, p.drainErr = rep, err
+	close(p.drainDone)
+	return err
+}
+
+// Answered returns the number of requests answered so far.
+func (p *Proxy) Answered() uint64 { return p.m.answered() }
+
+// DrainReport returns what the drain came to; the zero report until the
+// first Drain returns.
+func (p *Proxy) DrainReport() DrainReport {
+	select {
+	case <-p.drainDone:
+		return p.drainRep
+	default:
+		return DrainReport{}
+	}
+}
+
+// waitDrained waits until no plain connection and no tunnel is left, or
+// ctx ends.
+func (p *Proxy) waitDrained(ctx context.Context) error {
+	for p.active.Load() > 0 || p.tunnels.Load() > 0 {
+		select {
+		case <-p.drained:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// closeAll closes every client connection left.
+func (p *Proxy) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.nc.Close()
+	}
+	p.h2.close()
+}
+
+// leaveActive notes that a connection stopped being a plain one.
+func (p *Proxy) leaveActive() {
+	if p.active.Add(-1) == 0 && p.draining.Load() {
+		p.signalDrained()
+	}
+}
+
+// leaveTunnel notes that a tunnel closed.
+func (p *Proxy) leaveTunnel() {
+	if p.tunnels.Add(-1) == 0 && p.draining.Load() {
+		p.signalDrained()
+	}
+}
+
+func (p *Proxy) signalDrained() {
+	select {
+	case p.drained <- struct{}{}:
+	default:
+	}
+}

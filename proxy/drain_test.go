@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// openTunnel upgrades a client connection to a WebSocket through tp.
+func openTunnel(t *testing.T, tp *testProxy) *rawConn {
+	t.Helper()
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	if resp := rc.response("GET"); resp.StatusCode != 101 {
+		t.Fatalf("handshake: got %d, want 101", resp.StatusCode)
+	}
+	rc.send(string(wsFrame("hello")))
+	if got := readWSFrame(t, rc.br); got != "hello" {
+		t.Fatalf("echo before the drain: got %q", got)
+	}
+	return rc
+}
+
+func TestDrainTunnels(t *testing.T) {
+	t.Run("a tunnel that closes before the deadline is not cut", func(t *testing.T) {
+		tp := startProxy(t, startEcho(t), nil)
+		rc := openTunnel(t, tp)
+		drained := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			drained <- tp.Drain(ctx)
+		}()
+		// The tunnel still carries messages while the drain waits for it.
+		rc.send(string(wsFrame("during")))
+		if got := readWSFrame(t, rc.br); got != "during" {
+			t.Errorf("echo while draining: got %q, want %q", got, "during")
+		}
+		select {
+		case err := <-drained:
+			t.Fatalf("Drain returned %v with a tunnel open", err)
+		default:
+		}
+		rc.nc.Close()
+		if err := <-drained; err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+		if got := tp.DrainReport(); got.Cut != 0 || got.TunnelsCut != 0 {
+			t.Errorf("report: got %+v, want nothing cut", got)
+		}
+	})
+	t.Run("a tunnel open at the deadline is closed and counted", func(t *testing.T) {
+		tp := startProxy(t, startEcho(t), nil)
+		rc := openTunnel(t, tp)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		err := tp.Drain(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Drain: got %v, want the deadline", err)
+		}
+		if got := tp.DrainReport(); got.TunnelsCut != 1 || got.Cut != 0 {
+			t.Errorf("report: got %+v, want 1 tunnel cut and no request", got)
+		}
+		if b, _ := io.ReadAll(rc.br); len(b) != 0 {
+			t.Errorf("cut tunnel: got %q, want it closed", b)
+		}
+	})
+}
+
+func TestDrainReportsFinished(t *testing.T) {
+	app, held, _, release := holdingApp(t)
+	tp := startProxy(t, app, nil)
+	busy := dialRaw(t, tp.addr)
+	busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-held
+	drained := make(chan error, 1)
+	go func() { drained <- tp.Drain(context.Background()) }()
+	// A second, concurrent Drain joins the first and gets its result.
+	second := make(chan error, 1)
+	go func() { second <- tp.Drain(context.Background()) }()
+	close(release)
+	if resp := busy.response("GET"); resp.StatusCode != 200 {
+		t.Errorf("request in flight: got %d, want 200", resp.StatusCode)
+	}
+	for _, ch := range []chan error{drained, second} {
+		if err := <-ch; err != nil {
+			t.Errorf("Drain: %v", err)
+		}
+	}
+	want := DrainReport{InFlight: 1, Finished: 1}
+	if got := tp.DrainReport(); got != want {
+		t.Errorf("report: got %+v, want %+v", got, want)
+	}
+}
+
+// TestDrainHTTP2: a stream in flight on an HTTP/2 connection when the
+// drain starts is answered; the connection gets GOAWAY, and the drain ends
+// once the stream is done.
+func TestDrainHTTP2(t *testing.T) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	held, release := make(chan struct{}), make(chan struct{})
+	app := &http.Server{
+		Protocols: &protos,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hold" {
+				close(held)
+				<-release
+			}
+			io.WriteString(w, "ok")
+		}),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	tp := startProxy(t, ln.Addr().String(), nil)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := client.Get("http://" + tp.addr + "/hold")
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- answer{resp.StatusCode, string(b), err}
+	}()
+	<-held
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- tp.Drain(ctx)
+	}()
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned %v with an HTTP/2 stream in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if a := <-got; a.err != nil || a.code != 200 || a.body != "ok" {
+		t.Errorf("stream in flight: got %d %q %v, want 200 ok", a.code, a.body, a.err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if rep := tp.DrainReport(); rep.Cut != 0 || rep.InFlight != 1 {
+		t.Errorf("report: got %+v, want 1 in flight at the start and nothing cut", rep)
+	}
+}

@@ -1,0 +1,421 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/internal/testlog"
+)
+
+// flakyListener fails the next fail accepts with EMFILE, as a process out
+// of file descriptors does.
+type flakyListener struct {
+	net.Listener
+	fail atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	for n := l.fail.Load(); n > 0; n = l.fail.Load() {
+		if l.fail.CompareAndSwap(n, n-1) {
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+		}
+	}
+	return l.Listener.Accept()
+}
+
+func TestAcceptErrorsAreRetried(t *testing.T) {
+	app := startEcho(t)
+	logs := &testlog.Buffer{}
+	reg := prometheus.NewRegistry()
+	p, err := New(Config{Upstream: app, Log: slog.New(slog.NewTextHandler(logs, nil))}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const quiet = 50 * time.Millisecond
+	p.acceptQuiet = quiet
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &flakyListener{Listener: inner}
+	ln.fail.Store(5)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	tp := &testProxy{Proxy: p, addr: inner.Addr().String(), reg: reg}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	get := func() {
+		t.Helper()
+		resp, err := client.Get("http://" + tp.addr + "/")
+		if err != nil {
+			t.Fatalf("GET through the proxy: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET through the proxy: got %d, want 200", resp.StatusCode)
+		}
+	}
+	// recoverEpisode serves requests, one connection each, until the episode is
+	// logged as over: accepts went the quiet time without failing.
+	recoverEpisode := func(episodes int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for logs.Count("proxy accepting connections again") < episodes {
+			if time.Now().After(deadline) {
+				t.Fatalf("episode %d never logged as over:\n%s", episodes, logs.String())
+			}
+			get()
+			time.Sleep(quiet / 5)
+		}
+	}
+	// Two episodes of failures, each followed by requests served. The
+	// second starts after the accept already waiting takes one.
+	get()
+	recoverEpisode(1)
+	ln.fail.Store(7)
+	get()
+	recoverEpisode(2)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if got := tp.metric(t, "outrider_proxy_accept_errors_total").GetCounter().GetValue(); got != 12 {
+		t.Errorf("outrider_proxy_accept_errors_total: got %v, want 12", got)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "proxy cannot accept connections"); n != 2 {
+		t.Errorf("episode start logged %d times, want once per episode (2):\n%s", n, out)
+	}
+	if n := strings.Count(out, "proxy accepting connections again"); n != 2 {
+		t.Errorf("episode end logged %d times, want 2:\n%s", n, out)
+	}
+	if !strings.Contains(out, "too many open files") {
+		t.Errorf("the log does not name the error:\n%s", out)
+	}
+}
+
+func TestMaxConns(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, func(c *Config) { c.MaxConns = 2 })
+	var open []*rawConn
+	for range 2 {
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		io.Copy(io.Discard, rc.response("GET").Body)
+		open = append(open, rc)
+	}
+	over := dialRaw(t, tp.addr)
+	over.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if b, err := io.ReadAll(over.br); len(b) != 0 {
+		t.Fatalf("a connection over the bound: got %q (%v), want it closed unanswered", b, err)
+	}
+	if got := tp.metric(t, "outrider_proxy_connections_rejected_total").GetCounter().GetValue(); got != 1 {
+		t.Errorf("outrider_proxy_connections_rejected_total: got %v, want 1", got)
+	}
+	if st := tp.Status(); st.Connections != 2 || st.MaxConns != 2 {
+		t.Errorf("status: got %d connections of at most %d, want 2 of 2", st.Connections, st.MaxConns)
+	}
+	// Once one leaves, a new one is served.
+	open[0].nc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for tp.Status().Connections > 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the closed connection was never forgotten")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp := rc.response("GET"); resp.StatusCode != 200 {
+		t.Errorf("after one left: got %d, want 200", resp.StatusCode)
+	}
+}
+
+// blockingProxy is a proxy whose dials all wait until the test ends;
+// blocked reports each dial as it starts waiting.
+func blockingProxy(t *testing.T, upstream string, tweak func(*Config)) (tp *testProxy, blocked chan struct{}) {
+	blocked = make(chan struct{}, 64)
+	release := make(chan struct{})
+	tp = startProxyWith(t, upstream, tweak, func(p *Proxy) {
+		p.pool.dialer.Control = func(string, string, syscall.RawConn) error {
+			blocked <- struct{}{}
+			<-release
+			return nil
+		}
+	})
+	// Registered after startProxyWith's cleanup, so run before it.
+	t.Cleanup(func() { close(release) })
+	return tp, blocked
+}
+
+// fillDialSlots starts maxDials requests that wait in their dials.
+func fillDialSlots(t *testing.T, tp *testProxy, blocked chan struct{}) {
+	for range maxDials {
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	}
+	for range maxDials {
+		select {
+		case <-blocked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the dials did not start")
+		}
+	}
+}
+
+func TestWaitForTheAppIsBounded(t *testing.T) {
+	app := startEcho(t)
+	t.Run("a full budget answers 503 with Retry-After", func(t *testing.T) {
+		tp, blocked := blockingProxy(t, app, func(c *Config) { c.DialTimeout = 300 * time.Millisecond })
+		fillDialSlots(t, tp, blocked)
+		rc := dialRaw(t, tp.addr)
+		start := time.Now()
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp := rc.response("GET")
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" {
+			t.Errorf("got %d Retry-After %q, want 503 Retry-After 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("the answer took %v, want about the dial timeout", took)
+		}
+	})
+	t.Run("a client that leaves ends its wait", func(t *testing.T) {
+		tp, blocked := blockingProxy(t, app, func(c *Config) {
+			c.DialTimeout = time.Minute
+			c.ClientCheckInterval = 20 * time.Millisecond
+		})
+		fillDialSlots(t, tp, blocked)
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		for tp.InFlight() < maxDials+1 {
+			time.Sleep(time.Millisecond)
+		}
+		rc.nc.Close()
+		deadline := time.Now().Add(10 * time.Second)
+		for tp.counts(t)["GET 499"] != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("counts: got %v, want one GET 499 while the dial slots are still full", tp.counts(t))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	t.Run("a drain ends the wait", func(t *testing.T) {
+		tp, blocked := blockingProxy(t, app, func(c *Config) {
+			c.DialTimeout = time.Minute
+			c.ClientCheckInterval = 20 * time.Millisecond
+		})
+		fillDialSlots(t, tp, blocked)
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		for tp.InFlight() < maxDials+1 {
+			time.Sleep(time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		go tp.Drain(ctx)
+		if resp := rc.response("GET"); resp.StatusCode != 503 || !resp.Close {
+			t.Errorf("got %d (close %v), want 503 and the connection closed", resp.StatusCode, resp.Close)
+		}
+	})
+}
+
+func TestAppAnswersWhileTheBodyIsRead(t *testing.T) {
+	// The app answers before reading a body the client is slow to send:
+	// the answer must reach the client at once, not after the body read's
+	// timeout (the client check used to wait behind that read).
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		// Long enough for the proxy to check on its client a few times.
+		<-time.After(200 * time.Millisecond)
+		io.WriteString(nc, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig\n")
+	})
+	tp := startProxy(t, app, func(c *Config) {
+		c.IOTimeout = 30 * time.Second
+		c.ClientCheckInterval = 20 * time.Millisecond
+	})
+	rc := dialRaw(t, tp.addr)
+	start := time.Now()
+	rc.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("x", 20000))
+	resp := rc.response("POST")
+	if resp.StatusCode != 413 {
+		t.Errorf("got %d, want the app's 413", resp.StatusCode)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the answer took %v: it waited for the body read's timeout", took)
+	}
+}
+
+// headApp answers every request with its own head as the body.
+func headApp(t *testing.T) string {
+	return fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			var head bytes.Buffer
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				head.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+			}
+			fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", head.Len(), head.Bytes())
+		}
+	})
+}
+
+func TestUnderscoreHeaders(t *testing.T) {
+	req := "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nTransfer_Encoding: chunked\r\nX-Fine: 1\r\n\r\n"
+	cases := []struct {
+		name        string
+		keep        bool
+		wantPresent bool
+		wantDropped float64
+	}{
+		{name: "dropped by default", keep: false, wantPresent: false, wantDropped: 2},
+		{name: "kept when asked", keep: true, wantPresent: true, wantDropped: 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := startProxy(t, headApp(t), func(c *Config) { c.KeepUnderscoreHeaders = tc.keep })
+			rc := dialRaw(t, tp.addr)
+			rc.send(req)
+			b, _ := io.ReadAll(rc.response("GET").Body)
+			got := string(b)
+			for _, name := range []string{"X_Forwarded_For", "Transfer_Encoding"} {
+				if strings.Contains(got, name) != tc.wantPresent {
+					t.Errorf("%s reached the app: %v, want %v; the app got:\n%s", name, !tc.wantPresent, tc.wantPresent, got)
+				}
+			}
+			if !strings.Contains(got, "X-Fine: 1") {
+				t.Errorf("the app did not get X-Fine:\n%s", got)
+			}
+			if v := tp.metric(t, "outrider_proxy_header_fields_dropped_total").GetCounter().GetValue(); v != tc.wantDropped {
+				t.Errorf("outrider_proxy_header_fields_dropped_total: got %v, want %v", v, tc.wantDropped)
+			}
+		})
+	}
+}
+
+func TestAbsoluteFormTarget(t *testing.T) {
+	tp := startProxy(t, headApp(t), nil)
+	cases := []struct {
+		name      string
+		target    string
+		wantCode  int
+		wantLines []string
+	}{
+		{name: "path and query", target: "http://shop.test:8080/cart?id=1", wantCode: 200,
+			wantLines: []string{"GET /cart?id=1 HTTP/1.1", "Host: shop.test:8080", "X-Forwarded-Host: shop.test:8080"}},
+		{name: "no path", target: "HTTP://shop.test", wantCode: 200,
+			wantLines: []string{"GET / HTTP/1.1", "Host: shop.test", "X-Forwarded-Host: shop.test"}},
+		{name: "query only", target: "https://shop.test?x", wantCode: 200,
+			wantLines: []string{"GET /?x HTTP/1.1", "Host: shop.test"}},
+		{name: "userinfo", target: "http://user:pw@shop.test/", wantCode: 400},
+		{name: "no authority", target: "http:///x", wantCode: 400},
+		{name: "other scheme", target: "ftp://shop.test/", wantCode: 400},
+		{name: "relative", target: "cart", wantCode: 400},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET " + tc.target + " HTTP/1.1\r\nHost: ignored.test\r\n\r\n")
+			resp := rc.response("GET")
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.wantCode {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, b, tc.wantCode)
+			}
+			lines := strings.Split(string(b), "\r\n")
+			for _, want := range tc.wantLines {
+				found := false
+				for _, l := range lines {
+					found = found || l == want
+				}
+				if !found {
+					t.Errorf("the app did not get %q; it got:\n%s", want, b)
+				}
+			}
+			if tc.wantCode == 200 && strings.Contains(string(b), "ignored.test") {
+				t.Errorf("the Host field reached the app beside the target's:\n%s", b)
+			}
+		})
+	}
+}
+
+func TestTunnelIdleTimeout(t *testing.T) {
+	const ticks = 8
+	var appDone sync.WaitGroup
+	appDone.Add(1)
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		defer appDone.Done()
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+		// Bytes one way only, more often than the idle timeout and for
+		// longer than it, then silence.
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := range ticks {
+			<-tick.C
+			if _, err := fmt.Fprintf(nc, "tick %d\n", i); err != nil {
+				return
+			}
+		}
+		io.Copy(io.Discard, nc)
+	})
+	tp := startProxy(t, app, func(c *Config) { c.TunnelIdleTimeout = 300 * time.Millisecond })
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /t HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+	if resp := rc.response("GET"); resp.StatusCode != 101 {
+		t.Fatalf("got %d, want 101", resp.StatusCode)
+	}
+	// The tunnel is counted once its relay starts, a moment after the 101.
+	deadline := time.Now().Add(5 * time.Second)
+	for tp.Status().Tunnels != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("status while open: got %d tunnels, want 1", tp.Status().Tunnels)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range ticks {
+		line, err := rc.br.ReadString('\n')
+		if want := fmt.Sprintf("tick %d\n", i); err != nil || line != want {
+			t.Fatalf("got %q (%v), want %q: the tunnel closed while bytes went through it", line, err, want)
+		}
+	}
+	quiet := time.Now()
+	if b, err := io.ReadAll(rc.br); len(b) != 0 || err != nil {
+		t.Fatalf("after the ticks: got %q (%v), want the tunnel closed", b, err)
+	}
+	if took := time.Since(quiet); took > 5*time.Second {
+		t.Errorf("the idle tunnel closed after %v, want about 300ms", took)
+	}
+	appDone.Wait()
+	deadline = time.Now().Add(5 * time.Second)
+	for tp.Status().Tunnels != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("status after the close: got %d tunnels, want 0", tp.Status().Tunnels)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,106 @@
+package register
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	consul "github.com/hashicorp/consul/api"
+)
+
+// Registration reasons, the values of outrider_consul_registrations_total{reason}.
+const (
+	reasonStart  = "start"
+	reasonRepair = "repair"
+	reasonConfig = "config"
+)
+
+// register sends the registration in place: same ID, never a deregister
+// first, so an instance that is already there keeps its check state.
+func (r *Registrar) register(ctx context.Context, reason string) error {
+	r.mu.Lock()
+	svc := cloneService(r.svc)
+	wasRegistered := r.registered
+	r.mu.Unlock()
+
+	reg := &consul.AgentServiceRegistration{
+		ID:      svc.ID,
+		Name:    svc.Name,
+		Tags:    svc.Tags,
+		Meta:    svc.Meta,
+		Address: svc.Address,
+		Port:    svc.Port,
+		Check: &consul.AgentServiceCheck{
+			CheckID: CheckID(svc.ID),
+			Name:    "outrider probe",
+			Notes:   "TTL check heartbeated by outrider: passing while the app's probe is healthy",
+			TTL:     svc.TTL.String(),
+			// Critical until the probe says healthy; on a repair, what the
+			// probe says now, so a healthy app never flaps.
+			Status:                         r.check.status(),
+			DeregisterCriticalServiceAfter: svc.DeregisterCriticalAfter.String(),
+		},
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
+	if err := r.agent.ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{}.WithContext(cctx)); err != nil {
+		return fmt.Errorf("register service %q with consul at %s: %w", svc.ID, r.addr, err)
+	}
+	r.m.registrations.WithLabelValues(reason).Inc()
+	r.m.registered.Set(1)
+
+	r.mu.Lock()
+	r.registered = true
+	if r.pending == reason {
+		r.pending = ""
+	}
+	r.mu.Unlock()
+	r.maint.registered()
+	r.cond.update(true, "registered in consul as "+svc.ID)
+
+	switch {
+	case reason == reasonRepair:
+		r.log.Warn("registered again in consul", "service_id", svc.ID, "reason", reason)
+	case !wasRegistered || reason == reasonConfig:
+		r.log.Info("registered in consul", "service_id", svc.ID, "service", svc.Name,
+			"address", svc.Address, "port", svc.Port, "tags", svc.Tags, "reason", reason)
+	}
+	return nil
+}
+
+// heartbeat updates the TTL check with the latest verdict and its output.
+func (r *Registrar) heartbeat(ctx context.Context) error {
+	status, output := r.check.next()
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
+	if err := r.agent.UpdateTTLOpts(CheckID(r.id), output, status, (&consul.QueryOptions{}).WithContext(cctx)); err != nil {
+		return fmt.Errorf("update check %q in consul at %s: %w", CheckID(r.id), r.addr, err)
+	}
+	r.check.sent(status, r.clock.Now())
+	return nil
+}
+
+// lost records that Consul no longer has the instance.
+func (r *Registrar) lost(err error) {
+	r.mu.Lock()
+	r.registered = false
+	r.pending = reasonRepair
+	r.mu.Unlock()
+	r.maint.lost()
+	r.m.registered.Set(0)
+	r.log.Warn("consul lost the registration; registering again in place",
+		"service_id", r.id, "err", err)
+}
+
+func cloneService(s Service) Service {
+	s.Tags = slices.Clone(s.Tags)
+	s.Meta = maps.Clone(s.Meta)
+	return s
+}
+
+func sameService(a, b Service) bool {
+	return a.ID == b.ID && a.Name == b.Name && slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Meta, b.Meta) &&
+		a.Address == b.Address && a.Port == b.Port && a.TTL == b.TTL &&
+		a.DeregisterCriticalAfter == b.DeregisterCriticalAfter
+}

@@ -1,0 +1,138 @@
+// Package wrap runs the app as outrider's child process: the co-process
+// form on a VM and the container-entrypoint form, where outrider starts
+// the app, passes signals on, stops it after the drain and leaves with its
+// exit status.
+package wrap
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Child is the app started by outrider.
+type Child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	// Set before done is closed.
+	status int
+	how    string
+	err    error
+}
+
+// Start runs argv as a child in its own process group, with env and the
+// given standard streams passed through untouched.
+func Start(argv []string, env []string, stdin io.Reader, stdout, stderr io.Writer) (*Child, error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, errors.New("wrap: no command to run (usage: outrider run -- CMD ARGS…)")
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	// Its own group, so that stopping it reaches whatever it started, and
+	// a terminal's Ctrl-C reaches outrider alone, which drains first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("wrap: start %q: %w", argv[0], err)
+	}
+	c := &Child{cmd: cmd, done: make(chan struct{})}
+	go c.wait()
+	return c, nil
+}
+
+// wait reaps the child; the Child owns this goroutine and Done tells when
+// it ends.
+func (c *Child) wait() {
+	err := c.cmd.Wait()
+	c.status, c.how = exitStatus(c.cmd.ProcessState)
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		c.err = err
+	}
+	close(c.done)
+}
+
+// exitStatus maps how a process ended to a shell-style status: its exit
+// code, or 128 + the signal that killed it.
+func exitStatus(ps *os.ProcessState) (int, string) {
+	if ps == nil {
+		return 1, "unknown"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), "killed by " + signalName(ws.Signal())
+	}
+	return ps.ExitCode(), fmt.Sprintf("exited with status %d", ps.ExitCode())
+}
+
+// Pid returns the child's process ID.
+func (c *Child) Pid() int { return c.cmd.Process.Pid }
+
+// Done returns a channel closed when the child has exited and been reaped.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Exited reports whether the child has exited.
+func (c *Child) Exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Status returns the child's shell-style exit status (128 + signal when a
+// signal killed it) and how it ended, in words. Valid once Done is closed.
+func (c *Child) Status() (int, string) { return c.status, c.how }
+
+// Signal sends sig to the child.
+func (c *Child) Signal(sig os.Signal) error {
+	if c.Exited() {
+		return nil
+	}
+	if err := c.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("wrap: signal %s to pid %d: %w", sig, c.Pid(), err)
+	}
+	return nil
+}
+
+// Stop sends the child SIGTERM, waits up to timeout for it to exit, then
+// kills its whole process group, and waits for it. It reports whether the
+// kill was needed.
+func (c *Child) Stop(timeout time.Duration) (killed bool) {
+	if c.Exited() {
+		c.killGroup()
+		return false
+	}
+	_ = c.Signal(syscall.SIGTERM)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		// Whatever it left running in its group goes with it.
+		c.killGroup()
+		return false
+	case <-t.C:
+	}
+	c.killGroup()
+	<-c.done
+	return true
+}
+
+// killGroup sends SIGKILL to the child's process group.
+func (c *Child) killGroup() {
+	_ = syscall.Kill(-c.Pid(), syscall.SIGKILL)
+}
+
+// signalName names s the way operators write it: "SIGTERM".
+func signalName(s syscall.Signal) string {
+	if name := unix.SignalName(s); name != "" {
+		return name
+	}
+	return fmt.Sprintf("signal %d", int(s))
+}

@@ -1,0 +1,165 @@
+package wrap
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/outrider-sidecar/outrider/internal/testlog"
+)
+
+func startSh(t *testing.T, script string) (*Child, *testlog.Buffer) {
+	t.Helper()
+	out := &testlog.Buffer{}
+	c, err := Start([]string{"/bin/sh", "-c", script}, os.Environ(), nil, out, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(time.Second) })
+	return c, out
+}
+
+func waitExit(t *testing.T, c *Child) (int, string) {
+	t.Helper()
+	select {
+	case <-c.Done():
+		return c.Status()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the child did not exit")
+		return 0, ""
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	tests := []struct {
+		name     string
+		script   string
+		wantCode int
+		wantHow  string
+	}{
+		{"exit code", "exit 3", 3, "exited with status 3"},
+		{"success", "true", 0, "exited with status 0"},
+		{"killed by a signal", "kill -KILL $$", 137, "killed by SIGKILL"},
+		{"segfault", "kill -SEGV $$", 139, "killed by SIGSEGV"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := startSh(t, tt.script)
+			code, how := waitExit(t, c)
+			if code != tt.wantCode || how != tt.wantHow {
+				t.Errorf("got %d %q, want %d %q", code, how, tt.wantCode, tt.wantHow)
+			}
+		})
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	for _, argv := range [][]string{nil, {""}, {"/no/such/command"}} {
+		if _, err := Start(argv, nil, nil, nil, nil); err == nil {
+			t.Errorf("Start(%q): got no error", argv)
+		}
+	}
+}
+
+func TestSignalForwarded(t *testing.T) {
+	c, out := startSh(t, `trap 'echo got HUP; exit 7' HUP; echo ready; while :; do sleep 0.05; done`)
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	if err := c.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := waitExit(t, c); code != 7 || !strings.Contains(out.String(), "got HUP") {
+		t.Errorf("got status %d and output %q, want 7 after the trap ran", code, out.String())
+	}
+}
+
+func TestStop(t *testing.T) {
+	t.Run("exits on SIGTERM", func(t *testing.T) {
+		c, out := startSh(t, `trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
+		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+		if killed := c.Stop(5 * time.Second); killed {
+			t.Errorf("Stop: killed a child that exits on SIGTERM")
+		}
+		if code, _ := c.Status(); code != 0 {
+			t.Errorf("status: got %d, want 0", code)
+		}
+	})
+	t.Run("ignores SIGTERM: the group is killed at the timeout", func(t *testing.T) {
+		c, out := startSh(t, `trap '' TERM; sleep 60 & echo "ready $!"; wait`)
+		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+		grandchild, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out.String(), "ready ")))
+		start := time.Now()
+		if killed := c.Stop(300 * time.Millisecond); !killed {
+			t.Errorf("Stop: got no kill, want SIGKILL after the timeout")
+		}
+		if d := time.Since(start); d < 300*time.Millisecond {
+			t.Errorf("Stop returned after %s, before the timeout", d)
+		}
+		if code, how := c.Status(); code != 137 {
+			t.Errorf("status: got %d (%s), want 137", code, how)
+		}
+		// The grandchild was in the group, so it was killed too.
+		waitFor(t, func() bool { return syscall.Kill(grandchild, 0) != nil || isZombie(grandchild) })
+	})
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which ends at the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// TestReapOrphans makes the test process a subreaper, so that an orphaned
+// grandchild becomes its child when the middle process exits.
+func TestReapOrphans(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("PR_SET_CHILD_SUBREAPER: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ReapOrphans(ctx, 100*time.Millisecond)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// The middle shell starts a short sleep in the background and exits:
+	// the sleep is orphaned, becomes ours, and turns zombie when it ends.
+	c, out := startSh(t, `sleep 0.2 & echo $!`)
+	waitExit(t, c)
+	orphan, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("orphan pid from %q: %v", out.String(), err)
+	}
+	// Reaped: the pid is gone from /proc, not left a zombie.
+	waitFor(t, func() bool {
+		_, err := os.Stat("/proc/" + strconv.Itoa(orphan))
+		return os.IsNotExist(err)
+	})
+	// Our own child was reaped by its owner, with its status intact.
+	if code, _ := c.Status(); code != 0 {
+		t.Errorf("own child's status: got %d, want 0", code)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
