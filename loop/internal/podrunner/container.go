@@ -31,8 +31,9 @@ type container struct {
 	exitCode   int
 	ready      bool
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has exited
+	started chan struct{} // closed once its startup probe passed (at once without one)
 }
 
 // argv is the command line of c, built as a container runtime builds it

@@ -27,7 +27,9 @@ func TestMain(m *testing.M) {
 // the file $RECORD, one line each: its pod and address when it starts;
 // whether the app ($APP_ADDR) still accepts connections when the preStop
 // hook reaches it (GET /prestop on $LISTEN) and when SIGTERM does; "exit"
-// when it stops, unless $IGNORE_TERM is set.
+// when it stops, unless $IGNORE_TERM is set. With $START_DELAY it waits
+// that long before listening; with $CHECK_AT_START its first line says
+// whether $APP_ADDR accepted a connection when it started.
 func sidecar() {
 	f, err := os.OpenFile(os.Getenv("RECORD"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -45,12 +47,19 @@ func sidecar() {
 	}
 	terms := make(chan os.Signal, 1)
 	signal.Notify(terms, syscall.SIGTERM)
+	if d, err := time.ParseDuration(os.Getenv("START_DELAY")); err == nil {
+		time.Sleep(d) // a slow start, for the startup probe
+	}
 	ln, err := net.Listen("tcp", os.Getenv("LISTEN"))
 	if err != nil {
 		record("listen: %v", err)
 		os.Exit(1)
 	}
-	record("start pod=%s ip=%s node=%s", os.Getenv("POD_NAME"), os.Getenv("POD_IP"), os.Getenv("NODE_NAME"))
+	if os.Getenv("CHECK_AT_START") != "" {
+		record("start app=%s", app())
+	} else {
+		record("start pod=%s ip=%s node=%s", os.Getenv("POD_NAME"), os.Getenv("POD_IP"), os.Getenv("NODE_NAME"))
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(http.ResponseWriter, *http.Request) {})
 	mux.HandleFunc("GET /prestop", func(http.ResponseWriter, *http.Request) { record("prestop app=%s", app()) })

@@ -70,10 +70,11 @@ func newPodWorker(cfg Config, pod *corev1.Pod, ip net.IP) *podWorker {
 	}
 	for _, c := range pod.Spec.InitContainers {
 		sidecar := c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
-		w.containers = append(w.containers, &container{spec: c, sidecar: sidecar, init: !sidecar, waiting: "PodInitializing"})
+		w.containers = append(w.containers, &container{spec: c, sidecar: sidecar, init: !sidecar,
+			waiting: "PodInitializing", started: make(chan struct{})})
 	}
 	for _, c := range pod.Spec.Containers {
-		w.containers = append(w.containers, &container{spec: c, waiting: "PodInitializing"})
+		w.containers = append(w.containers, &container{spec: c, waiting: "PodInitializing", started: make(chan struct{})})
 	}
 	return w
 }
@@ -159,6 +160,21 @@ func (w *podWorker) startAll(ctx context.Context, log interface{ Info(string, ..
 			return
 		}
 		log.Info("started container", "container", c.spec.Name, "pid", c.cmd.Process.Pid)
+		if c.sidecar {
+			// The next container starts once the sidecar's startup probe
+			// has passed.
+			select {
+			case <-c.started:
+			case <-c.done:
+				return // fail() has been called, or it exited
+			case <-ctx.Done():
+				return
+			case <-w.killed:
+				return
+			case <-w.terminating:
+				return
+			}
+		}
 		if !c.init {
 			continue
 		}
@@ -180,7 +196,9 @@ func (w *podWorker) startAll(ctx context.Context, log interface{ Info(string, ..
 		}
 	}
 	w.mu.Lock()
-	w.phase = corev1.PodRunning
+	if w.phase == corev1.PodPending {
+		w.phase = corev1.PodRunning
+	}
 	w.mu.Unlock()
 	w.markDirty()
 }
@@ -240,8 +258,9 @@ func (w *podWorker) startContainer(ctx context.Context, c *container) error {
 	}
 	w.mu.Lock()
 	c.waiting, c.startedAt = "", time.Now()
-	// A container without a readiness probe is ready once it runs.
-	c.ready = c.spec.ReadinessProbe == nil && !c.init
+	// A container without a readiness probe is ready once it runs (and its
+	// startup probe, if any, has passed).
+	c.ready = c.spec.ReadinessProbe == nil && c.spec.StartupProbe == nil && !c.init
 	w.mu.Unlock()
 	w.goroutines.Go(func() {
 		code := c.wait()
@@ -252,6 +271,11 @@ func (w *podWorker) startContainer(ctx context.Context, c *container) error {
 		w.cfg.Log.Info("container exited", "pod", w.pod.Name, "container", c.spec.Name, "status", code)
 		w.markDirty()
 	})
+	if p := c.spec.StartupProbe; p != nil && !c.init {
+		w.goroutines.Go(func() { w.startup(ctx, c, p) })
+	} else {
+		close(c.started)
+	}
 	if p := c.spec.ReadinessProbe; p != nil && !c.init {
 		w.goroutines.Go(func() { w.probe(ctx, c, p) })
 	}
@@ -267,9 +291,62 @@ func (w *podWorker) podForEnv() *corev1.Pod {
 	return p
 }
 
-// probe runs c's readiness probe until the container exits or the worker
-// stops.
+// startup runs c's startup probe until it passes, then marks c started.
+// After failureThreshold failures in a row the pod fails and c is stopped:
+// the kubelet would restart it, podrunner restarts nothing.
+func (w *podWorker) startup(ctx context.Context, c *container, p *corev1.Probe) {
+	delay, period, timeout := probeTiming(p)
+	limit := int(p.FailureThreshold)
+	if limit < 1 {
+		limit = 3
+	}
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for fails := 0; ; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.killed:
+			return
+		case <-c.done:
+			return
+		case <-timer.C:
+		}
+		attempt, cancel := context.WithTimeout(ctx, timeout)
+		err := probeOnce(attempt, p, &c.spec, w.ip.String())
+		cancel()
+		if err == nil {
+			w.mu.Lock()
+			if c.spec.ReadinessProbe == nil {
+				c.ready = true
+			}
+			w.mu.Unlock()
+			close(c.started)
+			w.cfg.Log.Info("started", "pod", w.pod.Name, "container", c.spec.Name)
+			w.markDirty()
+			return
+		}
+		if fails++; fails >= limit {
+			w.fail(c, fmt.Errorf("container %q: startup probe failed %d times: %w", c.spec.Name, fails, err))
+			c.signal(syscall.SIGKILL)
+			return
+		}
+		timer.Reset(period)
+	}
+}
+
+// probe runs c's readiness probe, once its startup probe has passed, until
+// the container exits or the worker stops.
 func (w *podWorker) probe(ctx context.Context, c *container, p *corev1.Probe) {
+	select {
+	case <-c.started:
+	case <-ctx.Done():
+		return
+	case <-w.killed:
+		return
+	case <-c.done:
+		return
+	}
 	delay, period, timeout := probeTiming(p)
 	state := newReadiness(p)
 	timer := time.NewTimer(delay)
@@ -507,7 +584,7 @@ func (w *podWorker) condition(typ corev1.PodConditionType, ok bool, msg string) 
 }
 
 func (w *podWorker) containerStatus(c *container) corev1.ContainerStatus {
-	started := c.done != nil && c.running()
+	started := c.done != nil && c.running() && isClosed(c.started)
 	cs := corev1.ContainerStatus{
 		Name:    c.spec.Name,
 		Image:   c.spec.Image,
@@ -533,4 +610,13 @@ func (w *podWorker) containerStatus(c *container) corev1.ContainerStatus {
 		}
 	}
 	return cs
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

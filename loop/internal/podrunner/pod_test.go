@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -111,6 +112,80 @@ func TestInitContainersRunToCompletionFirst(t *testing.T) {
 			})
 			if string(got) != tt.wantOrder {
 				t.Errorf("containers ran in order %q, want %q", got, tt.wantOrder)
+			}
+		})
+	}
+}
+
+// TestSidecarStartupProbeGatesTheApp checks the native-sidecar start order:
+// the app starts only once the sidecar's startup probe has passed, and a
+// sidecar that never passes it fails the pod.
+func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		listen    string // where the sidecar listens; the probe checks :15000
+		wantPhase corev1.PodPhase
+		wantApp   string // the app's first record line, "" if it never starts
+	}{
+		{name: "passes", listen: "127.0.1.9:15000", wantPhase: corev1.PodRunning, wantApp: "start app=up"},
+		{name: "never passes", listen: "127.0.1.9:15999", wantPhase: corev1.PodFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			always := corev1.ContainerRestartPolicyAlways
+			env := func(kv ...string) []corev1.EnvVar {
+				var out []corev1.EnvVar
+				for i := 0; i < len(kv); i += 2 {
+					out = append(out, corev1.EnvVar{Name: kv[i], Value: kv[i+1]})
+				}
+				return out
+			}
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
+				Spec: corev1.PodSpec{
+					InitContainers: []corev1.Container{{
+						Name: "gate", Image: "helper", RestartPolicy: &always,
+						Env: env("LISTEN", tt.listen, "START_DELAY", "1s", "RECORD", filepath.Join(dir, "gate")),
+						StartupProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(15000)}},
+							PeriodSeconds: 1, FailureThreshold: 3,
+						},
+					}},
+					Containers: []corev1.Container{{
+						Name: "app", Image: "helper",
+						Env: env("LISTEN", "127.0.1.9:8080", "APP_ADDR", "127.0.1.9:15000", "CHECK_AT_START", "1",
+							"RECORD", filepath.Join(dir, "app")),
+					}},
+				},
+			}
+			cfg := Config{
+				Client: fake.NewClientset(pod), Dir: dir, Log: slog.New(slog.DiscardHandler),
+				Images: map[string]Image{"helper": {Entrypoint: []string{self}, Env: []string{"PODRUNNER_TEST_SIDECAR=1"}}},
+			}
+			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
+			defer w.goroutines.Wait()
+			defer w.killAll()
+			w.startAll(context.Background(), cfg.Log)
+			if st := w.status(); st.Phase != tt.wantPhase {
+				t.Fatalf("phase %s (%s), want %s", st.Phase, st.Message, tt.wantPhase)
+			}
+			var got string
+			if tt.wantApp != "" {
+				_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+					b, _ := os.ReadFile(filepath.Join(dir, "app"))
+					got = strings.TrimSpace(string(b))
+					return got != "", nil
+				})
+			} else if b, err := os.ReadFile(filepath.Join(dir, "app")); err == nil {
+				got = string(b)
+			}
+			if got != tt.wantApp {
+				t.Errorf("the app recorded %q at its start, want %q", got, tt.wantApp)
 			}
 		})
 	}
