@@ -42,11 +42,12 @@ bin/prometheus bin/promtool &: tools/prometheus/go.mod tools/prometheus/go.sum
 		github.com/prometheus/prometheus/cmd/promtool
 	@touch bin/prometheus bin/promtool
 
-# The Kubernetes control plane for the scaling-loop tests (internal/kubetest):
-# etcd v3.7.3 and kube-apiserver + kube-controller-manager v1.37.2, each from
-# its own tools module so their dependency sets never mix with outrider's or
-# Consul's. Built once (cold: ~1 min + ~8 min + ~2.5 min on 2 cores, ~6 GB of
-# build cache), then cached in bin/ until the tools module changes.
+# The Kubernetes control plane for the scaling-loop tests
+# (loop/internal/kubetest): etcd v3.7.3 and kube-apiserver +
+# kube-controller-manager v1.37.2, each from its own tools module so their
+# dependency sets never mix with outrider's or Consul's. Built once (cold:
+# ~26 CPU-minutes, ~13 min on 2 free cores, ~6 GB of build cache), then
+# cached in bin/ until the tools module changes.
 KUBE_VERSION  := v1.37.2
 KUBE_LDFLAGS  := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version, \
 	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=37 \
