@@ -64,7 +64,8 @@ bin/kube-controller-manager: tools/kube/go.mod tools/kube/go.sum
 	bash scripts/build-tool.sh tools/kube $@ k8s.io/kubernetes/cmd/kube-controller-manager '$(KUBE_LDFLAGS)'
 
 # KEDA's operator and metrics adapter v2.21.0, for the scaling loop's
-# ScaledObject; not used by any test yet (see docs/scaling-loop.md).
+# ScaledObject (cold: ~26 CPU-minutes plus a large module download); not
+# used by any test yet, so `make test` does not build them.
 KEDA_LDFLAGS := -X github.com/kedacore/keda/v2/version.Version=v2.21.0
 keda: bin/keda-operator bin/keda-adapter
 bin/keda-operator: tools/keda/go.mod tools/keda/go.sum
