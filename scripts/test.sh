@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, vet, unit, integration (against a
 # real Consul from bin/consul, a real Prometheus from bin/prometheus) and
-# end-to-end tests. `make test` calls it after building bin/consul,
-# bin/prometheus, bin/promtool, bin/outrider and bin/echo.
+# end-to-end tests, then the scaling-loop module (loop/, against a real
+# control plane from bin/etcd, bin/kube-apiserver and
+# bin/kube-controller-manager). `make test` calls it after building those,
+# bin/consul, bin/prometheus, bin/promtool, bin/outrider and bin/echo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,16 @@ go vet ./...
 # bench/ is its own module (the chart's plotting library stays out of
 # outrider's go.mod): vet and test it too.
 (cd bench && go vet ./...)
+# loop/ is its own module (client-go stays out of outrider's go.mod).
+(cd loop && go vet ./...)
+# The Kubernetes libraries are for the loop's tests only: outrider's binary
+# must not link them.
+deps=$(go list -deps ./cmd/agent)
+if k8s=$(grep -E '^(k8s\.io|sigs\.k8s\.io)/' <<<"$deps"); then
+	echo "cmd/agent depends on Kubernetes packages:" >&2
+	echo "$k8s" >&2
+	exit 1
+fi
 go test -run '^$' -fuzz '^FuzzRequest$' -fuzztime 30s ./proxy/
 go test -run '^$' -fuzz '^FuzzResponse$' -fuzztime 30s ./proxy/
 
@@ -32,6 +44,7 @@ status=0
 go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
 (cd deploy && go test -count=1 -v -timeout 10m ./...) 2>&1 | tee -a "$log" || status=$?
 (cd bench && go test -count=1 -race -v ./...) 2>&1 | tee -a "$log" || status=$?
+(cd loop && go test -count=1 -race -v -timeout 20m ./...) 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -c -- '^\s*--- PASS' "$log" || true)
 failed=$(grep -c -- '^\s*--- FAIL' "$log" || true)

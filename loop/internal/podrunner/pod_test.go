@@ -1,0 +1,192 @@
+package podrunner
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// TestStopOrder checks the native-sidecar stop order: app containers stop
+// first, each sidecar waits for the app containers and for the sidecars
+// declared after it.
+func TestStopOrder(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	pod := &corev1.Pod{Spec: corev1.PodSpec{
+		InitContainers: []corev1.Container{
+			{Name: "setup"},
+			{Name: "proxy", RestartPolicy: &always},
+			{Name: "outrider", RestartPolicy: &always},
+		},
+		Containers: []corev1.Container{{Name: "app"}, {Name: "worker"}},
+	}}
+	w := newPodWorker(Config{}, pod, nil)
+	for _, c := range w.containers {
+		c.done = make(chan struct{}) // started
+	}
+	want := map[string]string{"setup": "", "proxy": "outrider app worker", "outrider": "app worker", "app": "", "worker": ""}
+	for i, c := range w.containers {
+		var names []string
+		for _, b := range w.stopsBefore(i) {
+			names = append(names, b.spec.Name)
+		}
+		if got := strings.Join(names, " "); got != want[c.spec.Name] {
+			t.Errorf("%s waits for %q, want %q", c.spec.Name, got, want[c.spec.Name])
+		}
+	}
+}
+
+// TestUnknownImageFailsThePod checks that a pod whose image is not in the
+// table never runs, and says why in its status.
+func TestUnknownImageFailsThePod(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.test/unknown"}}},
+	}
+	w := newPodWorker(Config{Client: fake.NewClientset(pod), Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}, pod, net.IPv4(127, 0, 1, 9))
+	w.startAll(context.Background(), w.cfg.Log)
+	st := w.status()
+	if st.Phase != corev1.PodFailed || !strings.Contains(st.Message, `image "example.test/unknown" is not in podrunner's image table`) {
+		t.Errorf("pod phase %s message %q, want Failed naming the image", st.Phase, st.Message)
+	}
+	if cs := st.ContainerStatuses[0]; cs.State.Waiting == nil || cs.State.Waiting.Reason != "ErrImagePull" {
+		t.Errorf("container state = %+v, want waiting with ErrImagePull", cs.State)
+	}
+	if st.PodIP != "127.0.1.9" {
+		t.Errorf("podIP = %q, want 127.0.1.9", st.PodIP)
+	}
+}
+
+// TestInitContainersRunToCompletionFirst checks that an init container
+// runs to completion before the app starts, and that one failing fails the
+// pod.
+func TestInitContainersRunToCompletionFirst(t *testing.T) {
+	tests := []struct {
+		name        string
+		initScript  string
+		wantOrder   string
+		wantPhase   corev1.PodPhase
+		wantMessage string
+	}{
+		{name: "succeeds", initScript: "sleep 0.2; echo init >> order", wantOrder: "init\napp\n", wantPhase: corev1.PodRunning},
+		{name: "fails", initScript: "echo init >> order; exit 3", wantOrder: "init\n", wantPhase: corev1.PodFailed,
+			wantMessage: `init container "setup" exited with status 3`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
+				Spec: corev1.PodSpec{
+					InitContainers: []corev1.Container{{Name: "setup", Image: "sh", Args: []string{tt.initScript}}},
+					Containers:     []corev1.Container{{Name: "app", Image: "sh", Args: []string{"echo app >> order; exec sleep 60"}}},
+				},
+			}
+			dir := t.TempDir()
+			cfg := Config{
+				Client: fake.NewClientset(pod), Dir: dir, Log: slog.New(slog.DiscardHandler),
+				Images: map[string]Image{"sh": {Entrypoint: []string{"/bin/sh", "-c"}}},
+			}
+			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
+			defer w.goroutines.Wait()
+			defer w.killAll()
+			w.startAll(context.Background(), cfg.Log)
+			st := w.status()
+			if st.Phase != tt.wantPhase || !strings.Contains(st.Message, tt.wantMessage) {
+				t.Errorf("phase %s message %q, want %s with %q", st.Phase, st.Message, tt.wantPhase, tt.wantMessage)
+			}
+			// The app's line is written once it runs; poll for it.
+			var got []byte
+			_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+				got, _ = os.ReadFile(filepath.Join(dir, "p", "order"))
+				return string(got) == tt.wantOrder, nil
+			})
+			if string(got) != tt.wantOrder {
+				t.Errorf("containers ran in order %q, want %q", got, tt.wantOrder)
+			}
+		})
+	}
+}
+
+// TestSidecarStartupProbeGatesTheApp checks the native-sidecar start order:
+// the app starts only once the sidecar's startup probe has passed, and a
+// sidecar that never passes it fails the pod.
+func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		listen    string // where the sidecar listens; the probe checks :15000
+		wantPhase corev1.PodPhase
+		wantApp   string // the app's first record line, "" if it never starts
+	}{
+		{name: "passes", listen: "127.0.1.9:15000", wantPhase: corev1.PodRunning, wantApp: "start app=up"},
+		{name: "never passes", listen: "127.0.1.9:15999", wantPhase: corev1.PodFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			always := corev1.ContainerRestartPolicyAlways
+			env := func(kv ...string) []corev1.EnvVar {
+				var out []corev1.EnvVar
+				for i := 0; i < len(kv); i += 2 {
+					out = append(out, corev1.EnvVar{Name: kv[i], Value: kv[i+1]})
+				}
+				return out
+			}
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
+				Spec: corev1.PodSpec{
+					InitContainers: []corev1.Container{{
+						Name: "gate", Image: "helper", RestartPolicy: &always,
+						Env: env("LISTEN", tt.listen, "START_DELAY", "1s", "RECORD", filepath.Join(dir, "gate")),
+						StartupProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(15000)}},
+							PeriodSeconds: 1, FailureThreshold: 3,
+						},
+					}},
+					Containers: []corev1.Container{{
+						Name: "app", Image: "helper",
+						Env: env("LISTEN", "127.0.1.9:8080", "APP_ADDR", "127.0.1.9:15000", "CHECK_AT_START", "1",
+							"RECORD", filepath.Join(dir, "app")),
+					}},
+				},
+			}
+			cfg := Config{
+				Client: fake.NewClientset(pod), Dir: dir, Log: slog.New(slog.DiscardHandler),
+				Images: map[string]Image{"helper": {Entrypoint: []string{self}, Env: []string{"PODRUNNER_TEST_SIDECAR=1"}}},
+			}
+			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
+			defer w.goroutines.Wait()
+			defer w.killAll()
+			w.startAll(context.Background(), cfg.Log)
+			if st := w.status(); st.Phase != tt.wantPhase {
+				t.Fatalf("phase %s (%s), want %s", st.Phase, st.Message, tt.wantPhase)
+			}
+			var got string
+			if tt.wantApp != "" {
+				_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+					b, _ := os.ReadFile(filepath.Join(dir, "app"))
+					got = strings.TrimSpace(string(b))
+					return got != "", nil
+				})
+			} else if b, err := os.ReadFile(filepath.Join(dir, "app")); err == nil {
+				got = string(b)
+			}
+			if got != tt.wantApp {
+				t.Errorf("the app recorded %q at its start, want %q", got, tt.wantApp)
+			}
+		})
+	}
+}
