@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -13,15 +12,6 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/promtest"
-)
-
-// Grafana's built-in interval variables as the test fills them: a
-// Prometheus datasource left at Grafana's default scrape interval (15s)
-// gives $__rate_interval = max($__interval + 15s, 4 × 15s) = 1m for any
-// step under 45s.
-const (
-	grafanaStep         = time.Second
-	grafanaRateInterval = "1m"
 )
 
 // TestGrafanaDashboardQueriesReturnData runs every query of the shipped
@@ -246,64 +236,6 @@ func queryDashboard(t *testing.T, d dashboard, prom *promtest.Server, start time
 		}
 	}
 	return results
-}
-
-// expandGrafana fills a query's variables as Grafana's Prometheus
-// datasource does: a multi-value variable becomes the regex of its values,
-// (a|b), each value's regex characters escaped for a PromQL string; the
-// interval variables become step, Grafana's $__rate_interval and rng. A
-// variable it does not know is an error naming it.
-func expandGrafana(expr string, vars map[string][]string, step, rng time.Duration) (string, error) {
-	var unknown []string
-	out := grafanaVariable.ReplaceAllStringFunc(expr, func(m string) string {
-		name := strings.Trim(m, "${}[]")
-		switch name {
-		case "__interval":
-			return promDuration(step)
-		case "__rate_interval":
-			return grafanaRateInterval
-		case "__range":
-			return promDuration(rng)
-		}
-		values, ok := vars[name]
-		if !ok {
-			unknown = append(unknown, m)
-			return m
-		}
-		escaped := make([]string, len(values))
-		for i, v := range values {
-			escaped[i] = grafanaRegexEscape(v)
-		}
-		if len(escaped) == 1 {
-			return escaped[0]
-		}
-		return "(" + strings.Join(escaped, "|") + ")"
-	})
-	if len(unknown) > 0 {
-		return "", fmt.Errorf("query %q: unknown variables %v", expr, unknown)
-	}
-	return out, nil
-}
-
-// grafanaVariable is $name, ${name} or [[name]].
-var grafanaVariable = regexp.MustCompile(`\$\{\w+\}|\$\w+|\[\[\w+\]\]`)
-
-// grafanaRegexEscape escapes v's regex characters with a doubled backslash,
-// as Grafana does, so that the PromQL string holds \. for a dot.
-func grafanaRegexEscape(v string) string {
-	var b strings.Builder
-	for _, r := range v {
-		if strings.ContainsRune(`\$^*+?.()|{}[]'`, r) {
-			b.WriteString(`\\`)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// promDuration writes d in whole seconds, at least 1s, as PromQL reads it.
-func promDuration(d time.Duration) string {
-	return fmt.Sprintf("%ds", max(1, int(d.Round(time.Second)/time.Second)))
 }
 
 // waitNotTarget polls Prometheus' targets until instance is not among them.

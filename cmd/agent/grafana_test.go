@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // grafanaDashboard is the shipped dashboard, relative to this package.
@@ -19,6 +20,15 @@ const (
 	dsReference      = "${" + dsVariable + "}"
 	minSchemaVersion = 36 // Grafana 9: datasource references by uid
 	gridWidth        = 24 // Grafana's grid is 24 columns wide
+)
+
+// Grafana's built-in interval variables as the test fills them: a
+// Prometheus datasource left at Grafana's default scrape interval (15s)
+// gives $__rate_interval = max($__interval + 15s, 4 × 15s) = 1m for any
+// step under 45s.
+const (
+	grafanaStep         = time.Second
+	grafanaRateInterval = "1m"
 )
 
 // dashboard is the part of a Grafana dashboard JSON that the tests read.
@@ -206,6 +216,64 @@ func dashboardProblems(d dashboard) []string {
 	return probs
 }
 
+// expandGrafana fills a query's variables as Grafana's Prometheus
+// datasource does: a multi-value variable becomes the regex of its values,
+// (a|b), each value's regex characters escaped for a PromQL string; the
+// interval variables become step, Grafana's $__rate_interval and rng. A
+// variable it does not know is an error naming it.
+func expandGrafana(expr string, vars map[string][]string, step, rng time.Duration) (string, error) {
+	var unknown []string
+	out := grafanaVariable.ReplaceAllStringFunc(expr, func(m string) string {
+		name := strings.Trim(m, "${}[]")
+		switch name {
+		case "__interval":
+			return promDuration(step)
+		case "__rate_interval":
+			return grafanaRateInterval
+		case "__range":
+			return promDuration(rng)
+		}
+		values, ok := vars[name]
+		if !ok {
+			unknown = append(unknown, m)
+			return m
+		}
+		escaped := make([]string, len(values))
+		for i, v := range values {
+			escaped[i] = grafanaRegexEscape(v)
+		}
+		if len(escaped) == 1 {
+			return escaped[0]
+		}
+		return "(" + strings.Join(escaped, "|") + ")"
+	})
+	if len(unknown) > 0 {
+		return "", fmt.Errorf("query %q: unknown variables %v", expr, unknown)
+	}
+	return out, nil
+}
+
+// grafanaVariable is $name, ${name} or [[name]].
+var grafanaVariable = regexp.MustCompile(`\$\{\w+\}|\$\w+|\[\[\w+\]\]`)
+
+// grafanaRegexEscape escapes v's regex characters with a doubled backslash,
+// as Grafana does, so that the PromQL string holds \. for a dot.
+func grafanaRegexEscape(v string) string {
+	var b strings.Builder
+	for _, r := range v {
+		if strings.ContainsRune(`\$^*+?.()|{}[]'`, r) {
+			b.WriteString(`\\`)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// promDuration writes d in whole seconds, at least 1s, as PromQL reads it.
+func promDuration(d time.Duration) string {
+	return fmt.Sprintf("%ds", max(1, int(d.Round(time.Second)/time.Second)))
+}
+
 // labelValuesQuery is a label_values() variable query: the series
 // selector and the label.
 var labelValuesQuery = regexp.MustCompile(`^label_values\((outrider_\w+(?:\{.*\})?),\s*(\w+)\)$`)
@@ -318,6 +386,40 @@ func TestDashboardProblems(t *testing.T) {
 				}
 			}
 			t.Errorf("problems = %q, want one to be %q", got, tc.want)
+		})
+	}
+}
+
+func TestExpandGrafana(t *testing.T) {
+	vars := map[string][]string{"service": {"echo"}, "instance": {"127.0.0.1:1", "[::1]:2"}}
+	for _, tc := range []struct {
+		name, expr, want, wantErr string
+	}{
+		{name: "one value", expr: `up{service=~"$service"}`, want: `up{service=~"echo"}`},
+		{
+			name: "values as an escaped regex",
+			expr: `up{instance=~"${instance}"}`,
+			want: `up{instance=~"(127\\.0\\.0\\.1:1|\\[::1\\]:2)"}`,
+		},
+		{name: "old syntax", expr: `up{service=~"[[service]]"}`, want: `up{service=~"echo"}`},
+		{
+			name: "intervals",
+			expr: `rate(x[$__rate_interval]) + max_over_time(y[$__interval]) + increase(z[$__range])`,
+			want: `rate(x[1m]) + max_over_time(y[2s]) + increase(z[90s])`,
+		},
+		{name: "unknown", expr: `up{job="$job"}`, wantErr: `query "up{job=\"$job\"}": unknown variables [$job]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := expandGrafana(tc.expr, vars, 2*time.Second, 90*time.Second)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("expandGrafana error = %v, want %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("expandGrafana = %q, %v; want %q", got, err, tc.want)
+			}
 		})
 	}
 }
