@@ -159,6 +159,10 @@ func TestGrafanaDashboardQueriesReturnData(t *testing.T) {
 			results := queryDashboard(t, d, run.prom, start, map[string][]string{
 				"service": {"echo"}, "instance": sortedCopy(aMetrics, bMetrics),
 			})
+			if series, ok := results["Draining/A"]; ok {
+				t.Logf("echo-1 seen draining by this Prometheus: %v (its largest outrider_draining)",
+					extremesBy(series, "instance")[aMetrics].max == 1)
+			}
 			for _, c := range run.checks {
 				series, ok := results[c.query]
 				if !ok {
