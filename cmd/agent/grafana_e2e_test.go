@@ -24,8 +24,9 @@ import (
 // over the run; and the panels show what the run did.
 //
 // Two servers, because an instance found through Consul deregisters as
-// its drain starts and leaves Prometheus' targets before a scrape sees it
-// draining (under half a second here): one runs the consul job of
+// its drain starts and mostly leaves Prometheus' targets before a scrape
+// sees it draining (in most runs here within half a second, in some after
+// 3 to 9 s): one runs the consul job of
 // docs/prometheus.md, the other a static job with the same labels, which
 // keeps the drained instance a target as kubernetes_sd_configs keeps a
 // terminating pod, so that the drain panels are proven on a drain.
