@@ -41,24 +41,10 @@ const (
 // matches the load sent, and a drained instance leaves the targets within
 // two refresh intervals while the recorded figures stay finite.
 func TestPrometheusFindsOutridersThroughConsul(t *testing.T) {
-	job := promtest.DocBlock(t, promDoc, "scrape-job: consul")
-	refresh := docRefreshInterval(t, job)
-	if n := strings.Count(job, promDocServer); n != 1 {
-		t.Fatalf("%s: the consul job names %q %d times, want once", promDoc, promDocServer, n)
-	}
 	srv := consultest.Start(t)
-	job = strings.Replace(job, promDocServer, "server: "+srv.HTTPAddr, 1)
-
-	consulEnv := func(id string) []string {
-		return []string{
-			"OUTRIDER_REGISTRY=consul", "CONSUL_HTTP_ADDR=" + srv.URL(),
-			"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + id,
-			"OUTRIDER_SERVICE_TAGS=v1,blue", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1",
-			"OUTRIDER_PROBE_PERIOD=200ms", "OUTRIDER_DRAIN_DELAY=1s", "OUTRIDER_DRAIN_TIMEOUT=5s",
-		}
-	}
-	a := startProxyAgent(t, consulEnv("echo-1")...)
-	b := startProxyAgent(t, consulEnv("echo-2")...)
+	job, refresh := docConsulJob(t, srv)
+	a := startProxyAgent(t, promConsulEnv(srv, "echo-1")...)
+	b := startProxyAgent(t, promConsulEnv(srv, "echo-2")...)
 	aMetrics, bMetrics := strings.TrimPrefix(a.metrics, "http://"), strings.TrimPrefix(b.metrics, "http://")
 
 	prom := promtest.Start(t, promtest.Config{
@@ -176,6 +162,29 @@ func TestPrometheusFindsOutridersThroughConsul(t *testing.T) {
 	load.stop()
 	if n := load.failures(); n > 0 {
 		t.Errorf("%d requests of the load failed, want none", n)
+	}
+}
+
+// docConsulJob returns the consul scrape job of docs/prometheus.md pointed
+// at srv, and its refresh_interval.
+func docConsulJob(t *testing.T, srv *consultest.Server) (string, time.Duration) {
+	t.Helper()
+	job := promtest.DocBlock(t, promDoc, "scrape-job: consul")
+	refresh := docRefreshInterval(t, job)
+	if n := strings.Count(job, promDocServer); n != 1 {
+		t.Fatalf("%s: the consul job names %q %d times, want once", promDoc, promDocServer, n)
+	}
+	return strings.Replace(job, promDocServer, "server: "+srv.HTTPAddr, 1), refresh
+}
+
+// promConsulEnv is the environment of an outrider that registers the echo
+// app as service echo (tags v1, blue) with the instance id in srv.
+func promConsulEnv(srv *consultest.Server, id string) []string {
+	return []string{
+		"OUTRIDER_REGISTRY=consul", "CONSUL_HTTP_ADDR=" + srv.URL(),
+		"OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ID=" + id,
+		"OUTRIDER_SERVICE_TAGS=v1,blue", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1",
+		"OUTRIDER_PROBE_PERIOD=200ms", "OUTRIDER_DRAIN_DELAY=1s", "OUTRIDER_DRAIN_TIMEOUT=5s",
 	}
 }
 

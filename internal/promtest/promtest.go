@@ -210,7 +210,7 @@ func (s *Server) QueryAt(ctx context.Context, expr string, at time.Time) ([]Samp
 	}
 	q := url.Values{"query": {expr}}
 	if !at.IsZero() {
-		q.Set("time", strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64))
+		q.Set("time", unixSeconds(at))
 	}
 	if err := s.get(ctx, "/api/v1/query?"+q.Encode(), &data); err != nil {
 		return nil, fmt.Errorf("query %q: %w", expr, err)
@@ -220,23 +220,94 @@ func (s *Server) QueryAt(ctx context.Context, expr string, at time.Time) ([]Samp
 	}
 	out := make([]Sample, 0, len(data.Result))
 	for _, r := range data.Result {
-		ts, ok := r.Value[0].(float64)
-		str, ok2 := r.Value[1].(string)
-		if !ok || !ok2 {
-			return nil, fmt.Errorf("query %q: sample %v is not [time, \"value\"]", expr, r.Value)
-		}
-		v, err := strconv.ParseFloat(str, 64)
+		sample, err := parseSample(r.Value)
 		if err != nil {
-			return nil, fmt.Errorf("query %q: value %q: %w", expr, str, err)
+			return nil, fmt.Errorf("query %q: %w", expr, err)
 		}
-		sec := int64(ts)
-		out = append(out, Sample{
-			Labels: r.Metric,
-			Time:   time.Unix(sec, int64((ts-float64(sec))*1e9)),
-			Value:  v,
-		})
+		sample.Labels = r.Metric
+		out = append(out, sample)
 	}
 	return out, nil
+}
+
+// Series is one element of a range vector: a series' samples over time.
+type Series struct {
+	Labels map[string]string
+	// Samples are in time order; a value may be NaN or ±Inf.
+	Samples []Sample
+}
+
+// QueryRange evaluates expr from start to end every step, as a dashboard
+// panel does, and returns the range vector it gives. A query whose result
+// is not a matrix is an error.
+func (s *Server) QueryRange(ctx context.Context, expr string, start, end time.Time, step time.Duration) ([]Series, error) {
+	var data struct {
+		ResultType string `json:"resultType"`
+		Result     []struct {
+			Metric map[string]string `json:"metric"`
+			Values [][2]any          `json:"values"`
+		} `json:"result"`
+	}
+	q := url.Values{
+		"query": {expr},
+		"start": {unixSeconds(start)},
+		"end":   {unixSeconds(end)},
+		"step":  {strconv.FormatFloat(step.Seconds(), 'f', -1, 64)},
+	}
+	if err := s.get(ctx, "/api/v1/query_range?"+q.Encode(), &data); err != nil {
+		return nil, fmt.Errorf("query %q over %s: %w", expr, end.Sub(start), err)
+	}
+	if data.ResultType != "matrix" {
+		return nil, fmt.Errorf("query %q over %s: result is a %s, want a matrix", expr, end.Sub(start), data.ResultType)
+	}
+	out := make([]Series, 0, len(data.Result))
+	for _, r := range data.Result {
+		series := Series{Labels: r.Metric}
+		for _, v := range r.Values {
+			sample, err := parseSample(v)
+			if err != nil {
+				return nil, fmt.Errorf("query %q: %w", expr, err)
+			}
+			sample.Labels = r.Metric
+			series.Samples = append(series.Samples, sample)
+		}
+		out = append(out, series)
+	}
+	return out, nil
+}
+
+// LabelValues returns the values label takes on the series that match
+// selects (every series when match is empty), as Grafana's label_values()
+// asks for them.
+func (s *Server) LabelValues(ctx context.Context, label, match string) ([]string, error) {
+	q := url.Values{}
+	if match != "" {
+		q.Set("match[]", match)
+	}
+	var values []string
+	if err := s.get(ctx, "/api/v1/label/"+url.PathEscape(label)+"/values?"+q.Encode(), &values); err != nil {
+		return nil, fmt.Errorf("values of label %q on %q: %w", label, match, err)
+	}
+	return values, nil
+}
+
+// parseSample reads one [time, "value"] pair of Prometheus' API.
+func parseSample(v [2]any) (Sample, error) {
+	ts, ok := v[0].(float64)
+	str, ok2 := v[1].(string)
+	if !ok || !ok2 {
+		return Sample{}, fmt.Errorf("sample %v is not [time, \"value\"]", v)
+	}
+	f, err := strconv.ParseFloat(str, 64)
+	if err != nil {
+		return Sample{}, fmt.Errorf("value %q: %w", str, err)
+	}
+	sec := int64(ts)
+	return Sample{Time: time.Unix(sec, int64((ts-float64(sec))*1e9)), Value: f}, nil
+}
+
+func unixSeconds(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
 }
 
 // WaitFor evaluates expr every 100ms until ok accepts the answer, and

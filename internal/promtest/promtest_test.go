@@ -74,6 +74,30 @@ func TestScrapeAndRecord(t *testing.T) {
 	}
 
 	ctx := context.Background()
+	end := time.Now()
+	series, err := srv.QueryRange(ctx, "demo:doubled", end.Add(-5*time.Second), end, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(series) != 1 || len(series[0].Samples) == 0 || series[0].Labels["instance"] != addr {
+		t.Fatalf("demo:doubled over 5s = %+v, want one series of instance %s", series, addr)
+	}
+	for _, s := range series[0].Samples {
+		if s.Value != 4 || s.Time.After(end) {
+			t.Errorf("demo:doubled sample %+v, want 4 at or before %s", s, end)
+		}
+	}
+	values, err := srv.LabelValues(ctx, "instance", "demo_value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(values) != 1 || values[0] != addr {
+		t.Errorf("instance values of demo_value = %v, want [%s]", values, addr)
+	}
+	if values, err := srv.LabelValues(ctx, "instance", "absent_metric"); err != nil || len(values) != 0 {
+		t.Errorf("instance values of absent_metric = %v, %v; want none", values, err)
+	}
+
 	targets, err := srv.Targets(ctx)
 	if err != nil {
 		t.Fatal(err)
