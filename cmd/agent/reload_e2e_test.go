@@ -16,6 +16,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
+	"github.com/outrider-sidecar/outrider/internal/configmaptest"
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 )
 
@@ -328,61 +329,6 @@ func TestReloadE2E(t *testing.T) {
 	})
 }
 
-// configMapDir lays out dir as the kubelet lays out a ConfigMap volume: a
-// timestamped directory holding the file, a ..data symlink to it, and
-// outrider.yaml a symlink through ..data.
-type configMapDir struct {
-	t   *testing.T
-	dir string
-	n   int
-}
-
-func newConfigMapDir(t *testing.T, content string) *configMapDir {
-	m := &configMapDir{t: t, dir: t.TempDir()}
-	ts := m.version(content)
-	if err := os.Symlink(ts, filepath.Join(m.dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join("..data", "outrider.yaml"), m.path()); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func (m *configMapDir) path() string { return filepath.Join(m.dir, "outrider.yaml") }
-
-// version writes a new timestamped directory, as the kubelet names them,
-// and returns its name.
-func (m *configMapDir) version(content string) string {
-	m.n++
-	ts := "..2026_11_30_08_15_" + strconv.Itoa(10+m.n) + "." + strconv.Itoa(123456789+m.n)
-	if err := os.Mkdir(filepath.Join(m.dir, ts), 0o755); err != nil {
-		m.t.Fatal(err)
-	}
-	writeFile(m.t, filepath.Join(m.dir, ts, "outrider.yaml"), content)
-	return ts
-}
-
-// update does what the kubelet's atomic writer does: write the new
-// version, link ..data_tmp to it, rename ..data_tmp over ..data, and
-// remove the old version.
-func (m *configMapDir) update(content string) {
-	old, err := os.Readlink(filepath.Join(m.dir, "..data"))
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	ts := m.version(content)
-	if err := os.Symlink(ts, filepath.Join(m.dir, "..data_tmp")); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(m.dir, "..data_tmp"), filepath.Join(m.dir, "..data")); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.RemoveAll(filepath.Join(m.dir, old)); err != nil {
-		m.t.Fatal(err)
-	}
-}
-
 // TestReloadOncePerUpdate updates the config file the ways it is updated
 // in practice and checks that each update is exactly one reload: once
 // outrider runs with an update's content, the success counter has grown
@@ -396,8 +342,8 @@ func TestReloadOncePerUpdate(t *testing.T) {
 		setUp func(t *testing.T, content string) (string, func(content string))
 	}{
 		{"kubernetes configmap ..data swap", func(t *testing.T, content string) (string, func(string)) {
-			m := newConfigMapDir(t, content)
-			return m.path(), m.update
+			m := configmaptest.New(t, "outrider.yaml", content)
+			return m.Path(), m.Update
 		}},
 		{"vim: backup by rename, write a new file, remove the backup", func(t *testing.T, content string) (string, func(string)) {
 			path := filepath.Join(t.TempDir(), "outrider.yaml")

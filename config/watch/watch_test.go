@@ -13,6 +13,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/outrider-sidecar/outrider/internal/configmaptest"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
@@ -85,65 +86,11 @@ func replace(t *testing.T, path, content string) {
 	}
 }
 
-// configMap is a directory laid out as the kubelet lays out a ConfigMap
-// volume: a timestamped directory holding the files, a ..data symlink to
-// it, and each file a symlink through ..data.
-type configMap struct {
-	t   *testing.T
-	dir string
-	n   int
-}
-
-func newConfigMap(t *testing.T, content string) *configMap {
-	m := &configMap{t: t, dir: t.TempDir()}
-	ts := m.writeVersion(content)
-	if err := os.Symlink(ts, filepath.Join(m.dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(m.dir, "config.yaml")); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func (m *configMap) path() string { return filepath.Join(m.dir, "config.yaml") }
-
-// writeVersion writes a new timestamped directory and returns its name.
-func (m *configMap) writeVersion(content string) string {
-	m.n++
-	ts := "..2026_11_30_08_00_0" + string(rune('0'+m.n)) + ".00000000" + string(rune('0'+m.n))
-	if err := os.Mkdir(filepath.Join(m.dir, ts), 0o755); err != nil {
-		m.t.Fatal(err)
-	}
-	write(m.t, filepath.Join(m.dir, ts, "config.yaml"), content)
-	return ts
-}
-
-// update does what the kubelet's atomic writer does: write the new
-// version, point ..data_tmp at it, rename ..data_tmp over ..data, remove
-// the old version.
-func (m *configMap) update(content string) {
-	old, err := os.Readlink(filepath.Join(m.dir, "..data"))
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	ts := m.writeVersion(content)
-	if err := os.Symlink(ts, filepath.Join(m.dir, "..data_tmp")); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(m.dir, "..data_tmp"), filepath.Join(m.dir, "..data")); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.RemoveAll(filepath.Join(m.dir, old)); err != nil {
-		m.t.Fatal(err)
-	}
-}
-
 func TestKubernetesConfigMapUpdateReportsOnce(t *testing.T) {
-	m := newConfigMap(t, "service_tags: [v1]\n")
-	got := reports(t, m.path(), Options{Debounce: 50 * time.Millisecond}, nil)
+	m := configmaptest.New(t, "config.yaml", "service_tags: [v1]\n")
+	got := reports(t, m.Path(), Options{Debounce: 50 * time.Millisecond}, nil)
 	for _, content := range []string{"service_tags: [v2]\n", "service_tags: [v3]\n", "service_tags: [v4]\n"} {
-		m.update(content)
+		m.Update(content)
 		// Each update is one report with the new content: a second report
 		// of the same update would come before the next one and fail here.
 		if s := next(t, got); s != content {
