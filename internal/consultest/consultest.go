@@ -55,7 +55,7 @@ var seq atomic.Int64
 // ends. It fails the test (never skips it) when the binary is missing.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	ports := freePorts(t, 4)
+	ports := FreePorts(t, 4)
 	s := &Server{
 		t:        t,
 		bin:      Binary(t),
@@ -222,15 +222,16 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// freePorts returns n distinct TCP ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
+// FreePorts returns n distinct loopback TCP ports that were free a moment
+// ago, for servers that take their ports as flags.
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	var lns []net.Listener
 	for range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatalf("consultest: find a free port: %v", err)
+			t.Fatalf("find a free port: %v", err)
 		}
 		lns = append(lns, ln)
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)

@@ -138,7 +138,7 @@ func Start(t testing.TB, opts ...Option) *ControlPlane {
 	if err := cp.writeSecrets(); err != nil {
 		t.Fatalf("kubetest: %v", err)
 	}
-	ports := freePorts(t, 3)
+	ports := consultest.FreePorts(t, 3)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	cp.URL = "https://127.0.0.1:" + strconv.Itoa(ports[2])
 	if err := cp.writeKubeconfig(); err != nil {
@@ -468,23 +468,4 @@ func etcdHealthy(ctx context.Context, url string) error {
 		return errors.New(string(body))
 	}
 	return nil
-}
-
-// freePorts returns n distinct TCP ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("kubetest: find a free port: %v", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
 }
