@@ -56,14 +56,7 @@ func (a *agent) drainOnSignal(sigs <-chan os.Signal, stop <-chan struct{}) error
 	for {
 		select {
 		case sig := <-sigs:
-			if first == nil {
-				first = sig
-				a.log.Info("signal received: draining, then stopping", "signal", signalName(sig))
-				done = a.drain.Start(signalName(sig))
-				continue
-			}
-			a.log.Warn("second signal: cutting the drain short", "signal", signalName(sig))
-			a.drain.Abort("second signal " + signalName(sig))
+			done = a.stopSignal(sig, &first, "stopping")
 		case <-done:
 			if a.drain.Report().Aborted {
 				return stopStatus{exitFailed, "drain cut short by a second signal"}
@@ -73,6 +66,20 @@ func (a *agent) drainOnSignal(sigs <-chan os.Signal, stop <-chan struct{}) error
 			return nil
 		}
 	}
+}
+
+// stopSignal handles SIGTERM or SIGINT: the first (kept in first) starts
+// the drain, a later one cuts it short. It returns the channel closed when
+// the drain is done; then names what follows, for the log.
+func (a *agent) stopSignal(sig os.Signal, first *os.Signal, then string, attrs ...any) <-chan struct{} {
+	if *first == nil {
+		*first = sig
+		a.log.Info("signal received: draining, then "+then, append([]any{"signal", signalName(sig)}, attrs...)...)
+		return a.drain.Start(signalName(sig))
+	}
+	a.log.Warn("second signal: cutting the drain short", "signal", signalName(sig))
+	a.drain.Abort("second signal " + signalName(sig))
+	return a.drain.Done()
 }
 
 // superviseChild is the wrap-mode actor: it passes signals on to the app,
@@ -91,13 +98,8 @@ func (a *agent) superviseChild(sigs <-chan os.Signal, stop <-chan struct{}) erro
 				if err := child.Signal(sig); err != nil {
 					a.log.Warn("could not pass a signal on to the app", "signal", signalName(sig), "err", err)
 				}
-			case first == nil:
-				first = sig
-				a.log.Info("signal received: draining, then stopping the app", "signal", signalName(sig), "app_pid", child.Pid())
-				done = a.drain.Start(signalName(sig))
 			default:
-				a.log.Warn("second signal: cutting the drain short", "signal", signalName(sig))
-				a.drain.Abort("second signal " + signalName(sig))
+				done = a.stopSignal(sig, &first, "stopping the app", "app_pid", child.Pid())
 			}
 		case <-done:
 			return a.stopChild(child, a.drain.Report().Aborted)
