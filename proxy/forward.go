@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -749,6 +750,15 @@ func (pp *pipe) fill(limit int) bool {
 
 // copyLength copies n bytes.
 func (pp *pipe) copyLength(n int64) {
+	// A large body's copy buffer is taken once and kept to the end of the
+	// body, not taken and put back for each read.
+	var cb *[]byte
+	var bufs *sync.Pool
+	defer func() {
+		if cb != nil {
+			bufs.Put(cb)
+		}
+	}()
 	for n > 0 && pp.readErr == nil && pp.writeErr == nil {
 		if buf := pp.src.buffered(); len(buf) > 0 {
 			k := int(min(n, int64(len(buf))))
@@ -769,12 +779,14 @@ func (pp *pipe) copyLength(n int64) {
 		if pp.writeErr != nil {
 			return
 		}
-		bufs, size := &copyBufs, int64(copyBufSize)
-		if n > copyBufSize {
-			bufs, size = &bulkBufs, bulkBufSize
+		if cb == nil {
+			bufs = &copyBufs
+			if n > copyBufSize {
+				bufs = &bulkBufs
+			}
+			cb = bufs.Get().(*[]byte)
 		}
-		cb := bufs.Get().(*[]byte)
-		k, err := pp.readDirect((*cb)[:min(n, size)])
+		k, err := pp.readDirect((*cb)[:min(n, int64(len(*cb)))])
 		if err == nil {
 			if pp.fromUp {
 				err = pp.c.writeClient((*cb)[:k], pp.now)
@@ -787,7 +799,6 @@ func (pp *pipe) copyLength(n int64) {
 			n -= int64(k)
 			pp.n += int64(k)
 		}
-		bufs.Put(cb)
 	}
 }
 
