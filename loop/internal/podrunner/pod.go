@@ -29,10 +29,13 @@ const minStopWindow = 2 * time.Second
 // readiness, reports the pod's status, and on deletion stops them as the
 // kubelet does. Its run method owns every goroutine it starts.
 type podWorker struct {
-	cfg Config
-	pod *corev1.Pod // as first seen; a pod's containers do not change
-	uid types.UID
-	ip  net.IP
+	cfg    Config
+	pod    *corev1.Pod // as first seen; a pod's containers do not change
+	uid    types.UID
+	ip     net.IP
+	ns     *netns     // the pod's network namespace, once made
+	fwd    *forwarder // the pod's ports on the host, the node's in the pod
+	prober *prober    // the kubelet's probes and hooks, once the network is open
 
 	terminating chan struct{} // closed by terminate, after grace is set
 	killed      chan struct{} // closed by kill
@@ -61,6 +64,7 @@ type condition struct {
 func newPodWorker(cfg Config, pod *corev1.Pod, ip net.IP) *podWorker {
 	w := &podWorker{
 		cfg: cfg, pod: pod, uid: pod.UID, ip: ip,
+		fwd:         newForwarder(cfg.Log),
 		terminating: make(chan struct{}),
 		killed:      make(chan struct{}),
 		dirty:       make(chan struct{}, 1),
@@ -109,8 +113,13 @@ func (w *podWorker) vanished() {
 func (w *podWorker) run(ctx context.Context) {
 	log := w.cfg.Log.With("pod", w.pod.Name, "ip", w.ip.String())
 	defer w.goroutines.Wait()
+	defer w.closeNetwork()
 	w.report(ctx)
-	w.startAll(ctx, log)
+	if err := w.openNetwork(); err != nil {
+		w.fail(nil, err)
+	} else {
+		w.startAll(ctx, log)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -217,7 +226,7 @@ func (w *podWorker) fail(c *container, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.phase, w.message = corev1.PodFailed, err.Error()
-	if c.done == nil {
+	if c != nil && c.done == nil {
 		if c.waiting == "PodInitializing" {
 			c.waiting = "CreateContainerError"
 		}
@@ -253,7 +262,8 @@ func (w *podWorker) startContainer(ctx context.Context, c *container) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("container %q: %w", c.spec.Name, err)
 	}
-	if err := c.start(line, env, dir, logFile(w.cfg.Dir, w.pod.Name, c.spec.Name)); err != nil {
+	err = w.ns.do(func() error { return c.start(line, env, dir, logFile(w.cfg.Dir, w.pod.Name, c.spec.Name)) })
+	if err != nil {
 		return err
 	}
 	w.mu.Lock()
@@ -287,7 +297,7 @@ func (w *podWorker) startContainer(ctx context.Context, c *container) error {
 func (w *podWorker) podForEnv() *corev1.Pod {
 	p := w.pod.DeepCopy()
 	p.Status.PodIP, p.Status.PodIPs = w.ip.String(), []corev1.PodIP{{IP: w.ip.String()}}
-	p.Status.HostIP, p.Status.HostIPs = "127.0.0.1", []corev1.HostIP{{IP: "127.0.0.1"}}
+	p.Status.HostIP, p.Status.HostIPs = hostIP, []corev1.HostIP{{IP: hostIP}}
 	return p
 }
 
@@ -313,7 +323,7 @@ func (w *podWorker) startup(ctx context.Context, c *container, p *corev1.Probe) 
 		case <-timer.C:
 		}
 		attempt, cancel := context.WithTimeout(ctx, timeout)
-		err := probeOnce(attempt, p, &c.spec, w.ip.String())
+		err := w.prober.probeOnce(attempt, p, &c.spec)
 		cancel()
 		if err == nil {
 			w.mu.Lock()
@@ -362,7 +372,7 @@ func (w *podWorker) probe(ctx context.Context, c *container, p *corev1.Probe) {
 		case <-timer.C:
 		}
 		attempt, cancel := context.WithTimeout(ctx, timeout)
-		err := probeOnce(attempt, p, &c.spec, w.ip.String())
+		err := w.prober.probeOnce(attempt, p, &c.spec)
 		cancel()
 		ready := state.observe(err)
 		w.mu.Lock()
@@ -462,7 +472,7 @@ func (w *podWorker) stopsBefore(i int) []*container {
 func (w *podWorker) runHook(ctx context.Context, c *container, h *corev1.LifecycleHandler) error {
 	switch {
 	case h.HTTPGet != nil:
-		return httpGet(ctx, h.HTTPGet, &c.spec, w.ip.String())
+		return w.prober.httpGet(ctx, h.HTTPGet, &c.spec)
 	case h.Sleep != nil:
 		t := time.NewTimer(time.Duration(h.Sleep.Seconds) * time.Second)
 		defer t.Stop()
@@ -530,8 +540,8 @@ func (w *podWorker) status() corev1.PodStatus {
 	st := corev1.PodStatus{
 		Phase:     w.phase,
 		Message:   w.message,
-		HostIP:    "127.0.0.1",
-		HostIPs:   []corev1.HostIP{{IP: "127.0.0.1"}},
+		HostIP:    hostIP,
+		HostIPs:   []corev1.HostIP{{IP: hostIP}},
 		PodIP:     ip,
 		PodIPs:    []corev1.PodIP{{IP: ip}},
 		StartTime: &w.startTime,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,7 @@ func TestUnknownImageFailsThePod(t *testing.T) {
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.test/unknown"}}},
 	}
 	w := newPodWorker(Config{Client: fake.NewClientset(pod), Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}, pod, net.IPv4(127, 0, 1, 9))
-	w.startAll(context.Background(), w.cfg.Log)
+	startPod(t, w)
 	st := w.status()
 	if st.Phase != corev1.PodFailed || !strings.Contains(st.Message, `image "example.test/unknown" is not in podrunner's image table`) {
 		t.Errorf("pod phase %s message %q, want Failed naming the image", st.Phase, st.Message)
@@ -99,7 +100,7 @@ func TestInitContainersRunToCompletionFirst(t *testing.T) {
 			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
 			defer w.goroutines.Wait()
 			defer w.killAll()
-			w.startAll(context.Background(), cfg.Log)
+			startPod(t, w)
 			st := w.status()
 			if st.Phase != tt.wantPhase || !strings.Contains(st.Message, tt.wantMessage) {
 				t.Errorf("phase %s message %q, want %s with %q", st.Phase, st.Message, tt.wantPhase, tt.wantMessage)
@@ -170,7 +171,7 @@ func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
 			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
 			defer w.goroutines.Wait()
 			defer w.killAll()
-			w.startAll(context.Background(), cfg.Log)
+			startPod(t, w)
 			if st := w.status(); st.Phase != tt.wantPhase {
 				t.Fatalf("phase %s (%s), want %s", st.Phase, st.Message, tt.wantPhase)
 			}
@@ -188,5 +189,114 @@ func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
 				t.Errorf("the app recorded %q at its start, want %q", got, tt.wantApp)
 			}
 		})
+	}
+}
+
+// startPod opens w's network and starts its containers, as run does.
+func startPod(t *testing.T, w *podWorker) {
+	t.Helper()
+	t.Cleanup(w.closeNetwork)
+	if err := w.openNetwork(); err != nil {
+		t.Fatal(err)
+	}
+	w.startAll(context.Background(), w.cfg.Log)
+}
+
+// TestPodsHaveTheirOwnNetwork runs two pods whose containers listen on the
+// same ports, one of them on 127.0.0.1 only: each pod binds them in its own
+// network namespace, its declared port answers at its own IP on the host,
+// its loopback-only port does not, and the node's port of
+// Config.HostPorts answers inside each pod at $(HOST_IP).
+func TestPodsHaveTheirOwnNetwork(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	go func() {
+		for {
+			c, err := node.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dir := t.TempDir()
+	helper := func(name, listen string, extra ...corev1.EnvVar) corev1.Container {
+		return corev1.Container{Name: name, Image: "helper", Env: append([]corev1.EnvVar{
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "LISTEN", Value: listen},
+			{Name: "RECORD", Value: filepath.Join(dir, "$(POD_NAME)-"+name)},
+		}, extra...)}
+	}
+	var ips []string
+	for i, name := range []string{"a", "b"} {
+		web := helper("web", ":15000",
+			corev1.EnvVar{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+			corev1.EnvVar{Name: "APP_ADDR", Value: "$(HOST_IP):8500"},
+			corev1.EnvVar{Name: "CHECK_AT_START", Value: "1"})
+		web.Ports = []corev1.ContainerPort{{ContainerPort: 15000}}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{web, helper("local", "127.0.0.1:8080")}},
+		}
+		cfg := Config{
+			Client: fake.NewClientset(pod), Dir: dir, Log: slog.New(slog.DiscardHandler),
+			Images:    map[string]Image{"helper": {Entrypoint: []string{self}, Env: []string{"PODRUNNER_TEST_SIDECAR=1"}}},
+			HostPorts: map[int]string{8500: node.Addr().String()},
+		}
+		ip := net.IPv4(127, 0, 1, byte(201+i))
+		ips = append(ips, ip.String())
+		w := newPodWorker(cfg, pod, ip)
+		defer w.goroutines.Wait()
+		defer w.killAll()
+		startPod(t, w)
+		defer func() {
+			if t.Failed() {
+				st := w.status()
+				for _, cs := range st.ContainerStatuses {
+					log, _ := os.ReadFile(logFile(dir, pod.Name, cs.Name))
+					t.Logf("pod %s container %s: %+v; log: %s", pod.Name, cs.Name, cs.State, log)
+				}
+			}
+		}()
+	}
+	for _, name := range []string{"a", "b"} {
+		for file, want := range map[string]string{name + "-web": "start app=up", name + "-local": "start pod=" + name} {
+			var got string
+			_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+				b, _ := os.ReadFile(filepath.Join(dir, file))
+				got = strings.TrimSpace(string(b))
+				return got != "", nil
+			})
+			if !strings.HasPrefix(got, want) {
+				t.Errorf("%s recorded %q, want %q", file, got, want)
+			}
+		}
+	}
+	for _, ip := range ips {
+		var status string
+		_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			resp, err := http.Get("http://" + net.JoinHostPort(ip, "15000") + "/ready")
+			if err != nil {
+				status = err.Error()
+				return false, nil
+			}
+			resp.Body.Close()
+			status = resp.Status
+			return resp.StatusCode == http.StatusOK, nil
+		})
+		if status != "200 OK" {
+			t.Errorf("GET %s:15000/ready from the host: %s, want 200 OK", ip, status)
+		}
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), time.Second); err == nil {
+			c.Close()
+			t.Errorf("the pod's loopback-only port answered at %s:8080 on the host", ip)
+		}
 	}
 }

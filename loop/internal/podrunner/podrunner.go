@@ -6,13 +6,19 @@
 // It exists so that tests can run real Deployments, ReplicaSets and the
 // HorizontalPodAutoscaler on a real control plane (internal/kubetest)
 // without containers. Images are not pulled: each image name maps to a
-// local command through Config.Images, which the test supplies. Each pod
-// gets its own loopback address (127.0.1.N), so every pod can listen on the
-// same ports as real pods do on their own IPs; there are no network, mount
-// or PID namespaces, no volumes, no resource limits, no liveness or startup
-// probes, and no container restarts (a container that exits stays exited
-// and its status says so). docs/scaling-loop.md lists what it does and
-// does not do.
+// local command through Config.Images, which the test supplies.
+//
+// Each pod has a network namespace of its own, so its containers share a
+// loopback of their own and listen on the same ports as every other pod.
+// The pod's IP is a loopback address of the host (127.0.1.N), where the
+// runner forwards each port the pod declares into the namespace; inside
+// the pod, the node's address (127.0.0.1) answers the ports of
+// Config.HostPorts. So every address anything connects to is a loopback
+// address, and no interface, route or sysctl of the host is touched.
+// There are no mount or PID namespaces, no volumes, no resource limits, no
+// liveness probes, and no container restarts (a container that exits stays
+// exited and its status says so). docs/scaling-loop.md lists what it does
+// and does not do.
 package podrunner
 
 import (
@@ -61,6 +67,11 @@ type Config struct {
 	// pod with an image not in it gets a container status saying so, and
 	// never runs.
 	Images map[string]Image
+	// HostPorts maps a port of the node's address (status.hostIP, which
+	// is 127.0.0.1) as the pods see it to the address on the runner's host
+	// that answers it: {8500: consul} for pods that reach a node-local
+	// Consul agent at $(HOST_IP):8500.
+	HostPorts map[int]string
 	// Dir holds one log file per container, <pod>_<container>.log.
 	Dir string
 	// Log receives what the runner does (default: discarded).
@@ -267,7 +278,7 @@ func (r *Runner) registerNode(ctx context.Context) error {
 			Message: "podrunner, a test stand-in for the kubelet", LastHeartbeatTime: now, LastTransitionTime: now,
 		}},
 		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: "127.0.0.1"},
+			{Type: corev1.NodeInternalIP, Address: hostIP},
 			{Type: corev1.NodeHostName, Address: r.cfg.NodeName},
 		},
 		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "podrunner", OperatingSystem: "linux", Architecture: "amd64"},

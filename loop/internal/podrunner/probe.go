@@ -15,22 +15,34 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// httpClient is the kubelet's probe client: no keep-alive, no redirects
-// to other hosts matter here, and no certificate checks, as the kubelet.
-var httpClient = &http.Client{
-	Transport: &http.Transport{
-		DisableKeepAlives: true,
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet's prober
-	},
+// prober sends the kubelet's probes and hook requests to one pod. It
+// connects from inside the pod's network, as the kubelet reaches a pod's
+// IP directly: a port nobody listens on refuses the connection (the
+// forwarder on the host side would accept it first).
+type prober struct {
+	podIP  string
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	client *http.Client
 }
 
-// probeOnce runs one readiness check of probe against container c of a pod
-// at podIP, as the kubelet does: an httpGet passes on a status from 200 to
-// 399, a tcpSocket on a connection.
-func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, podIP string) error {
+func newProber(podIP string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *prober {
+	return &prober{podIP: podIP, dial: dial, client: &http.Client{
+		// As the kubelet's prober: no keep-alive, no certificate checks.
+		Transport: &http.Transport{
+			DialContext:       dial,
+			DisableKeepAlives: true,
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet's prober
+		},
+	}}
+}
+
+// probeOnce runs one check of probe against container c, as the kubelet
+// does: an httpGet passes on a status from 200 to 399, a tcpSocket on a
+// connection.
+func (pr *prober) probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container) error {
 	switch {
 	case p.HTTPGet != nil:
-		return httpGet(ctx, p.HTTPGet, c, podIP)
+		return pr.httpGet(ctx, p.HTTPGet, c)
 	case p.TCPSocket != nil:
 		port, err := resolvePort(p.TCPSocket.Port, c)
 		if err != nil {
@@ -38,9 +50,9 @@ func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, podIP 
 		}
 		host := p.TCPSocket.Host
 		if host == "" {
-			host = podIP
+			host = pr.podIP
 		}
-		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		conn, err := pr.dial(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			return err
 		}
@@ -54,14 +66,14 @@ func probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, podIP 
 }
 
 // httpGet sends the request of a probe or lifecycle hook.
-func httpGet(ctx context.Context, h *corev1.HTTPGetAction, c *corev1.Container, podIP string) error {
+func (pr *prober) httpGet(ctx context.Context, h *corev1.HTTPGetAction, c *corev1.Container) error {
 	port, err := resolvePort(h.Port, c)
 	if err != nil {
 		return err
 	}
 	host := h.Host
 	if host == "" {
-		host = podIP
+		host = pr.podIP
 	}
 	scheme := "http"
 	if h.Scheme == corev1.URISchemeHTTPS {
@@ -85,7 +97,7 @@ func httpGet(ctx context.Context, h *corev1.HTTPGetAction, c *corev1.Container, 
 		}
 		req.Header.Add(hd.Name, hd.Value)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := pr.client.Do(req)
 	if err != nil {
 		return err
 	}
