@@ -114,8 +114,9 @@ func Start(t testing.TB, cp *kubetest.ControlPlane) *KEDA {
 	probeAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
 	adapterPort := ports[2]
 	// KEDA's processes find their namespace as a pod would, and watch
-	// every namespace.
-	env := []string{"POD_NAMESPACE=" + Namespace, "WATCH_NAMESPACE="}
+	// every namespace. Without KEDA_CLUSTER_OBJECT_NAMESPACE the operator
+	// reads its namespace from a pod's service-account volume, and exits.
+	env := []string{"POD_NAMESPACE=" + Namespace, "WATCH_NAMESPACE=", "KEDA_CLUSTER_OBJECT_NAMESPACE=" + Namespace}
 
 	k.operator = k.start("keda-operator", operatorBin, []string{
 		"--kubeconfig=" + cp.Kubeconfig,

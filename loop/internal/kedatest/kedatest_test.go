@@ -2,6 +2,7 @@ package kedatest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -129,12 +131,17 @@ scrape_configs:
 
 	waitReplicas(4, 2*time.Minute)
 	t.Logf("Deployment at 4 replicas %s after the ScaledObject", time.Since(created).Round(time.Millisecond))
+	// The HPA reports an AverageValue external metric per replica: the
+	// total KEDA served is that times the replicas it divided by.
+	waitHPAMetric(t, client, ns, hpaName, 4, 350, 35)
 	if got := slices.Max(replicas.seen()); got != 4 {
 		t.Errorf("Deployment replicas seen %v, want at most 4 (350/s at 100/s each)", replicas.seen())
 	}
-	// The HPA reports an AverageValue external metric per replica: the
-	// total KEDA served is that times the replicas it divided by.
-	waitHPAMetric(t, client, ns, hpaName, 350, 35)
+	// The apiserver serves the adapter's answer itself, as the HPA
+	// controller reads it.
+	if got := externalMetric(t, cp, ns, "s0-prometheus", "scaledobject.keda.sh/name=echo"); math.Abs(got-350) > 35 {
+		t.Errorf("external metric s0-prometheus through the apiserver = %.2f, want 350 ± 35", got)
+	}
 	if err := conditionOf(ctx, dyn, ns, "echo", "Ready"); err != nil {
 		t.Errorf("ScaledObject: %v", err)
 	}
@@ -142,8 +149,9 @@ scrape_configs:
 	requests.setRate(0)
 	stopped := time.Now()
 	waitReplicas(1, 2*time.Minute)
-	t.Logf("Deployment back at 1 replica %s after the load stopped", time.Since(stopped).Round(time.Millisecond))
-	waitHPAMetric(t, client, ns, hpaName, 0, 0.5)
+	t.Logf("Deployment back at 1 replica %s after the load stopped; spec.replicas went %v",
+		time.Since(stopped).Round(time.Millisecond), replicas.seen())
+	waitHPAMetric(t, client, ns, hpaName, 1, 0, 0.5)
 }
 
 // scaledObject is the ScaledObject of the test: a prometheus trigger on
@@ -187,9 +195,10 @@ spec:
 	return obj
 }
 
-// waitHPAMetric waits until the HPA's status shows its external metric at
-// want (± tolerance) in total: the per-replica average times the replicas.
-func waitHPAMetric(t *testing.T, client kubernetes.Interface, ns, name string, want, tolerance float64) {
+// waitHPAMetric waits until the HPA's status shows replicas current
+// replicas and its external metric at want (± tolerance) in total: the
+// per-replica average times the replicas it was divided by.
+func waitHPAMetric(t *testing.T, client kubernetes.Interface, ns, name string, replicas int32, want, tolerance float64) {
 	t.Helper()
 	var last string
 	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -207,12 +216,40 @@ func waitHPAMetric(t *testing.T, client kubernetes.Interface, ns, name string, w
 		}
 		total := ext.Current.AverageValue.AsApproximateFloat64() * float64(hpa.Status.CurrentReplicas)
 		last = fmt.Sprintf("%s: average %s x %d replicas = %.2f", ext.Metric.Name, ext.Current.AverageValue, hpa.Status.CurrentReplicas, total)
-		return math.Abs(total-want) <= tolerance, nil
+		return hpa.Status.CurrentReplicas == replicas && math.Abs(total-want) <= tolerance, nil
 	})
 	if err != nil {
-		t.Fatalf("HPA %s: external metric never %.1f ± %.1f within a minute; last: %s", name, want, tolerance, last)
+		t.Fatalf("HPA %s: never %d replicas with its external metric at %.1f ± %.1f within a minute; last: %s",
+			name, replicas, want, tolerance, last)
 	}
 	t.Logf("HPA %s status: %s", name, last)
+}
+
+// externalMetric reads one external metric through the apiserver's
+// external.metrics.k8s.io API (the aggregated adapter) and returns the sum
+// of its values.
+func externalMetric(t *testing.T, cp *kubetest.ControlPlane, ns, name, selector string) float64 {
+	t.Helper()
+	body, err := cp.Client().Discovery().RESTClient().Get().
+		AbsPath("/apis/external.metrics.k8s.io/v1beta1/namespaces", ns, name).
+		Param("labelSelector", selector).DoRaw(context.Background())
+	if err != nil {
+		t.Fatalf("GET external metric %s/%s: %v: %s", ns, name, err, body)
+	}
+	// The fields of k8s.io/metrics' ExternalMetricValueList this reads.
+	var list struct {
+		Items []struct {
+			Value resource.Quantity `json:"value"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatalf("decode external metric %s/%s: %v: %s", ns, name, err, body)
+	}
+	var sum float64
+	for _, item := range list.Items {
+		sum += item.Value.AsApproximateFloat64()
+	}
+	return sum
 }
 
 // conditionOf is nil when the ScaledObject has condition typ True.
@@ -244,8 +281,8 @@ func hpaState(ctx context.Context, client kubernetes.Interface, ns string) strin
 // a rate the test sets, as outrider's proxy would under that load.
 type counter struct {
 	mu    sync.Mutex
-	base  float64   // the value at since
-	rate  float64   // per second, from since on
+	base  float64 // the value at since
+	rate  float64 // per second, from since on
 	since time.Time
 }
 
