@@ -36,8 +36,8 @@ const (
 	// adapterService is the Service the APIService points at, the name
 	// KEDA's own manifests give it.
 	adapterService = "keda-metrics-apiserver"
-	// APIService is the name of the external metrics APIService.
-	APIService = "v1beta1.external.metrics.k8s.io"
+	// apiServiceName is the name of the external metrics APIService.
+	apiServiceName = "v1beta1.external.metrics.k8s.io"
 )
 
 var (
@@ -155,7 +155,7 @@ func Start(t testing.TB, cp *kubetest.ControlPlane) *KEDA {
 	if err := k.registerAdapter(ctx, adapterPort, caPEM); err != nil {
 		t.Fatalf("kedatest: %v", err)
 	}
-	k.waitFor("APIService "+APIService+" Available", k.apiServiceAvailable)
+	k.waitFor("APIService "+apiServiceName+" Available", k.apiServiceAvailable)
 	t.Logf("kedatest: KEDA ready in %s", time.Since(started).Round(time.Millisecond))
 	return k
 }
@@ -210,7 +210,7 @@ func (k *KEDA) registerAdapter(ctx context.Context, port int, caPEM []byte) erro
 	apiService := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apiregistration.k8s.io/v1",
 		"kind":       "APIService",
-		"metadata":   map[string]any{"name": APIService},
+		"metadata":   map[string]any{"name": apiServiceName},
 		"spec": map[string]any{
 			"group":                "external.metrics.k8s.io",
 			"version":              "v1beta1",
@@ -225,7 +225,7 @@ func (k *KEDA) registerAdapter(ctx context.Context, port int, caPEM []byte) erro
 		},
 	}}
 	if _, err := k.dynamic.Resource(apiServiceResource).Create(ctx, apiService, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create APIService %s: %w", APIService, err)
+		return fmt.Errorf("create APIService %s: %w", apiServiceName, err)
 	}
 	return nil
 }
@@ -233,7 +233,7 @@ func (k *KEDA) registerAdapter(ctx context.Context, port int, caPEM []byte) erro
 // apiServiceAvailable is nil once the apiserver reports the external
 // metrics APIService Available, i.e. it reached the adapter.
 func (k *KEDA) apiServiceAvailable(ctx context.Context) error {
-	got, err := k.dynamic.Resource(apiServiceResource).Get(ctx, APIService, metav1.GetOptions{})
+	got, err := k.dynamic.Resource(apiServiceResource).Get(ctx, apiServiceName, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
@@ -284,11 +284,12 @@ func (k *KEDA) waitFor(what string, check func(ctx context.Context) error) {
 // asking a server that is going away), then stops the adapter and the
 // operator.
 func (k *KEDA) stop() {
+	started := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	err := k.dynamic.Resource(apiServiceResource).Delete(ctx, APIService, metav1.DeleteOptions{})
+	err := k.dynamic.Resource(apiServiceResource).Delete(ctx, apiServiceName, metav1.DeleteOptions{})
 	cancel()
 	if err != nil && !apierrors.IsNotFound(err) {
-		k.t.Logf("kedatest: delete APIService %s: %v", APIService, err)
+		k.t.Logf("kedatest: delete APIService %s: %v", apiServiceName, err)
 	}
 	for _, p := range []*process{k.adapter, k.operator} {
 		if p == nil {
@@ -298,6 +299,7 @@ func (k *KEDA) stop() {
 			k.t.Logf("kedatest: %v", err)
 		}
 	}
+	k.t.Logf("kedatest: KEDA stopped in %s", time.Since(started).Round(time.Millisecond))
 	if k.t.Failed() {
 		k.t.Log(k.Log(4000))
 	}
