@@ -110,54 +110,78 @@ func Start(t testing.TB, cp *kubetest.ControlPlane) *KEDA {
 	}
 
 	ports := consultest.FreePorts(t, 4)
-	grpcAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	probeAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
-	adapterPort := ports[2]
+	cfg := setup{
+		kubeconfig:  cp.Kubeconfig,
+		certDir:     certDir,
+		caDir:       caDir,
+		grpc:        "127.0.0.1:" + strconv.Itoa(ports[0]),
+		probe:       "127.0.0.1:" + strconv.Itoa(ports[1]),
+		adapterPort: ports[2],
+		metricsPort: ports[3],
+	}
 	// KEDA's processes find their namespace as a pod would, and watch
 	// every namespace. Without KEDA_CLUSTER_OBJECT_NAMESPACE the operator
 	// reads its namespace from a pod's service-account volume, and exits.
 	env := []string{"POD_NAMESPACE=" + Namespace, "WATCH_NAMESPACE=", "KEDA_CLUSTER_OBJECT_NAMESPACE=" + Namespace}
 
-	k.operator = k.start("keda-operator", operatorBin, []string{
-		"--kubeconfig=" + cp.Kubeconfig,
-		"--leader-elect=false",
-		"--metrics-service-bind-address=" + grpcAddr,
-		"--health-probe-bind-address=" + probeAddr,
-		"--metrics-bind-address=0", // no Prometheus endpoint of its own
-		"--cert-dir=" + certDir,
-		"--enable-cert-rotation=false",
-		"--ca-dir=" + caDir,
-		"--kube-api-qps=100", "--kube-api-burst=200",
-		"--zap-encoder=console", "--zap-time-encoding=rfc3339nano", "--zap-log-level=info",
-	}, env)
+	k.operator = k.start("keda-operator", operatorBin, operatorArgs(cfg), env)
 	k.waitFor("keda-operator /readyz", func(ctx context.Context) error {
-		return httpOK(ctx, &http.Client{}, "http://"+probeAddr+"/readyz")
+		return httpOK(ctx, &http.Client{}, "http://"+cfg.probe+"/readyz")
 	})
-
-	k.adapter = k.start("keda-adapter", adapterBin, []string{
-		"--kubeconfig=" + cp.Kubeconfig,
-		"--lister-kubeconfig=" + cp.Kubeconfig,
-		"--authentication-kubeconfig=" + cp.Kubeconfig,
-		"--authorization-kubeconfig=" + cp.Kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(adapterPort),
-		"--cert-dir=" + certDir,
-		"--tls-cert-file=" + filepath.Join(certDir, "tls.crt"),
-		"--tls-private-key-file=" + filepath.Join(certDir, "tls.key"),
-		"--metrics-service-address=" + grpcAddr,
-		// Its Prometheus endpoint has no bind-address flag: it listens on
-		// all addresses of a free port.
-		"--port=" + strconv.Itoa(ports[3]),
-		"--profiling=false",
-		"--kube-api-qps=100", "--kube-api-burst=200",
-		"--zap-encoder=console", "--zap-time-encoding=rfc3339nano", "--zap-log-level=info",
-	}, env)
-	if err := k.registerAdapter(ctx, adapterPort, caPEM); err != nil {
+	k.adapter = k.start("keda-adapter", adapterBin, adapterArgs(cfg), env)
+	if err := k.registerAdapter(ctx, cfg.adapterPort, caPEM); err != nil {
 		t.Fatalf("kedatest: %v", err)
 	}
 	k.waitFor("APIService "+apiServiceName+" Available", k.apiServiceAvailable)
 	t.Logf("kedatest: KEDA ready in %s", time.Since(started).Round(time.Millisecond))
 	return k
+}
+
+// setup is the files and loopback addresses the two processes are
+// started with.
+type setup struct {
+	kubeconfig, certDir, caDir string
+	grpc, probe                string // host:port of the operator's gRPC service and health probes
+	adapterPort, metricsPort   int    // the adapter's secure port and its Prometheus endpoint
+}
+
+func operatorArgs(a setup) []string {
+	return []string{
+		"--kubeconfig=" + a.kubeconfig,
+		"--leader-elect=false",
+		"--metrics-service-bind-address=" + a.grpc,
+		"--health-probe-bind-address=" + a.probe,
+		"--metrics-bind-address=0", // no Prometheus endpoint of its own
+		"--cert-dir=" + a.certDir,
+		"--enable-cert-rotation=false",
+		"--ca-dir=" + a.caDir,
+		"--kube-api-qps=100", "--kube-api-burst=200",
+		"--zap-encoder=console", "--zap-time-encoding=rfc3339nano", "--zap-log-level=info",
+	}
+}
+
+func adapterArgs(a setup) []string {
+	return []string{
+		"--kubeconfig=" + a.kubeconfig,
+		// Outside a pod each of these defaults to the in-cluster
+		// configuration, which does not exist.
+		"--lister-kubeconfig=" + a.kubeconfig,
+		"--authentication-kubeconfig=" + a.kubeconfig,
+		"--authorization-kubeconfig=" + a.kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(a.adapterPort),
+		"--tls-cert-file=" + filepath.Join(a.certDir, "tls.crt"),
+		"--tls-private-key-file=" + filepath.Join(a.certDir, "tls.key"),
+		// Where the gRPC client finds ca.crt, tls.crt and tls.key.
+		"--cert-dir=" + a.certDir,
+		"--metrics-service-address=" + a.grpc,
+		// Its Prometheus endpoint has no bind-address flag: it listens on
+		// all addresses of a free port.
+		"--port=" + strconv.Itoa(a.metricsPort),
+		"--profiling=false",
+		"--kube-api-qps=100", "--kube-api-burst=200",
+		"--zap-encoder=console", "--zap-time-encoding=rfc3339nano", "--zap-log-level=info",
+	}
 }
 
 // Log returns the last n bytes of the operator's and of the adapter's log.
