@@ -64,8 +64,9 @@ bin/kube-controller-manager: tools/kube/go.mod tools/kube/go.sum
 	bash scripts/build-tool.sh tools/kube $@ k8s.io/kubernetes/cmd/kube-controller-manager '$(KUBE_LDFLAGS)'
 
 # KEDA's operator and metrics adapter v2.21.0, for the scaling loop's
-# ScaledObject (cold: ~26 CPU-minutes plus a large module download); not
-# used by any test yet, so `make test` does not build them.
+# ScaledObject (cold: ~26 CPU-minutes plus a large module download); the
+# tests of loop/internal/kedatest run them, and read KEDA's CRDs from the
+# module source this download leaves in the Go module cache.
 KEDA_LDFLAGS := -X github.com/kedacore/keda/v2/version.Version=v2.21.0
 keda: bin/keda-operator bin/keda-adapter
 bin/keda-operator: tools/keda/go.mod tools/keda/go.sum
@@ -73,7 +74,7 @@ bin/keda-operator: tools/keda/go.mod tools/keda/go.sum
 bin/keda-adapter: tools/keda/go.mod tools/keda/go.sum
 	bash scripts/build-tool.sh tools/keda $@ github.com/kedacore/keda/v2/cmd/adapter '$(KEDA_LDFLAGS)'
 
-test: consul prometheus etcd kube build
+test: consul prometheus etcd kube keda build
 	bash scripts/test.sh
 
 demo: consul build

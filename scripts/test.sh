@@ -3,7 +3,8 @@
 # real Consul from bin/consul, a real Prometheus from bin/prometheus) and
 # end-to-end tests, then the scaling-loop module (loop/, against a real
 # control plane from bin/etcd, bin/kube-apiserver and
-# bin/kube-controller-manager). `make test` calls it after building those,
+# bin/kube-controller-manager, and KEDA from bin/keda-operator and
+# bin/keda-adapter). `make test` calls it after building those,
 # bin/consul, bin/prometheus, bin/promtool, bin/outrider and bin/echo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
