@@ -693,11 +693,23 @@ func TestPodMonitorScrapesTheMetricsPort(t *testing.T) {
 			if n != portOf(t, a.cfg.Listen.Metrics) || path != "/metrics" {
 				t.Errorf("PodMonitor scrapes port %v (%d) path %v, want the metrics port %d /metrics", port, n, path, portOf(t, a.cfg.Listen.Metrics))
 			}
+			// The recording rules and KEDA's query group by service.
+			relabel, _ := ep["relabelings"].([]any)
+			var service bool
+			for _, r := range relabel {
+				r, _ := r.(map[string]any)
+				src, _ := r["sourceLabels"].([]any)
+				service = service || r["targetLabel"] == "service" && len(src) == 1 &&
+					src[0] == "__meta_kubernetes_pod_label_app_kubernetes_io_name"
+			}
+			if !service {
+				t.Errorf("PodMonitor relabelings %v: none sets service from the pod's app.kubernetes.io/name", relabel)
+			}
 		})
 	}
 }
 
-func TestKEDAScaledObjectReadsQPS(t *testing.T) {
+func TestKEDAScaledObjectReadsTheRequestRate(t *testing.T) {
 	m := build(t, "overlays/keda")
 	a := m.app(t)
 	if len(m.hpas) != 0 {
@@ -725,25 +737,22 @@ func TestKEDAScaledObjectReadsQPS(t *testing.T) {
 	}
 	tr := triggers[0].(map[string]any)
 	md, _ := tr["metadata"].(map[string]any)
-	if tr["type"] != "metrics-api" || tr["metricType"] != "Value" || md["valueLocation"] != "qps" || md["targetValue"] == "" {
-		t.Errorf("trigger %v, want metrics-api with metricType Value, valueLocation qps and a targetValue", tr)
+	if tr["type"] != "prometheus" || tr["metricType"] != "AverageValue" {
+		t.Errorf("trigger %v, want prometheus with metricType AverageValue (replicas = total rate / threshold)", tr)
 	}
-	u, err := url.Parse(fmt.Sprint(md["url"]))
-	if err != nil {
-		t.Fatalf("trigger url: %v", err)
+	if v, err := strconv.ParseFloat(fmt.Sprint(md["threshold"]), 64); err != nil || v <= 0 {
+		t.Errorf("trigger threshold %v, want a positive number", md["threshold"])
 	}
-	if u.Path != "/v1/qps" || u.Port() != strconv.Itoa(int(portOf(t, a.cfg.Listen.Metrics))) {
-		t.Errorf("trigger url %s, want /v1/qps on the metrics port", u)
+	if u, err := url.Parse(fmt.Sprint(md["serverAddress"])); err != nil || u.Scheme == "" || u.Host == "" {
+		t.Errorf("trigger serverAddress %v, want a URL", md["serverAddress"])
 	}
-	svcName := strings.SplitN(u.Hostname(), ".", 2)[0]
-	var svc *corev1.Service
-	for _, s := range m.services {
-		if s.Name == svcName {
-			svc = s
+	// The service's total rate, from the counter, by the labels both the
+	// PodMonitor and the kubernetes job of docs/prometheus.md set.
+	service := a.deploy.Spec.Template.Labels["app.kubernetes.io/name"]
+	query := fmt.Sprint(md["query"])
+	for _, want := range []string{"sum(rate(outrider_http_requests_total{", `service="` + service + `"`, `namespace="`} {
+		if !strings.Contains(query, want) {
+			t.Errorf("trigger query %q lacks %q", query, want)
 		}
-	}
-	if svc == nil || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != portOf(t, a.cfg.Listen.Metrics) ||
-		svc.Spec.Ports[0].TargetPort.IntValue() != int(portOf(t, a.cfg.Listen.Metrics)) {
-		t.Errorf("trigger url host %s: want a Service of that name on the metrics port, got %+v", u.Host, svc)
 	}
 }
