@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"net/http"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/grafanatest"
 	"github.com/outrider-sidecar/outrider/internal/promtest"
 )
 
@@ -31,7 +30,7 @@ import (
 // keeps the drained instance a target as kubernetes_sd_configs keeps a
 // terminating pod, so that the drain panels are proven on a drain.
 func TestGrafanaDashboardQueriesReturnData(t *testing.T) {
-	d, err := readDashboard(grafanaDashboard)
+	d, err := grafanatest.Read(grafanaDashboard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,22 +104,22 @@ func TestGrafanaDashboardQueriesReturnData(t *testing.T) {
 	type check struct {
 		query string
 		label string
-		want  func(map[string]extremes) error
+		want  func(map[string]grafanatest.Extremes) error
 	}
 	served := []check{
-		{"Request rate by service/A", "service", largestAtLeast(map[string]float64{"echo": 1})},
+		{"Request rate by service/A", "service", grafanatest.LargestAtLeast(map[string]float64{"echo": 1})},
 		// Above 1 req/s each when the drain began; the range's steps may
 		// fall a second either side of that.
-		{"Request rate by instance/A", "instance", largestAtLeast(map[string]float64{aMetrics: 0.5, bMetrics: 0.5})},
-		{"Error ratio by service/A", "service", largestAtLeast(map[string]float64{"echo": 0.001})},
-		{"Responses by status code/A", "code", largestAtLeast(map[string]float64{"200": 1, "503": 0.01})},
-		{"Latency quantiles by service/A", "quantile", largestAtLeast(map[string]float64{"0.5": 1e-6, "0.9": 1e-6, "0.99": 1e-6})},
-		{"Latency quantiles by instance/C", "instance", largestAtLeast(map[string]float64{aMetrics: 1e-6, bMetrics: 1e-6})},
-		{"App CPU/A", "instance", largestAtLeast(map[string]float64{aMetrics: 0, bMetrics: 0})},
-		{"App resident memory/A", "instance", largestAtLeast(map[string]float64{aMetrics: 1 << 20, bMetrics: 1 << 20})},
-		{"Registration/C", "instance", largestAtLeast(map[string]float64{aMetrics: 1, bMetrics: 1})},
-		{"Draining/A", "instance", func(e map[string]extremes) error {
-			if e[bMetrics].max != 0 {
+		{"Request rate by instance/A", "instance", grafanatest.LargestAtLeast(map[string]float64{aMetrics: 0.5, bMetrics: 0.5})},
+		{"Error ratio by service/A", "service", grafanatest.LargestAtLeast(map[string]float64{"echo": 0.001})},
+		{"Responses by status code/A", "code", grafanatest.LargestAtLeast(map[string]float64{"200": 1, "503": 0.01})},
+		{"Latency quantiles by service/A", "quantile", grafanatest.LargestAtLeast(map[string]float64{"0.5": 1e-6, "0.9": 1e-6, "0.99": 1e-6})},
+		{"Latency quantiles by instance/C", "instance", grafanatest.LargestAtLeast(map[string]float64{aMetrics: 1e-6, bMetrics: 1e-6})},
+		{"App CPU/A", "instance", grafanatest.LargestAtLeast(map[string]float64{aMetrics: 0, bMetrics: 0})},
+		{"App resident memory/A", "instance", grafanatest.LargestAtLeast(map[string]float64{aMetrics: 1 << 20, bMetrics: 1 << 20})},
+		{"Registration/C", "instance", grafanatest.LargestAtLeast(map[string]float64{aMetrics: 1, bMetrics: 1})},
+		{"Draining/A", "instance", func(e map[string]grafanatest.Extremes) error {
+			if e[bMetrics].Max != 0 {
 				return fmt.Errorf("%s drained (%v), want it at 0 all along", bMetrics, e[bMetrics])
 			}
 			return nil
@@ -129,20 +128,20 @@ func TestGrafanaDashboardQueriesReturnData(t *testing.T) {
 	drain := []check{
 		// Deregistered, draining, and how long the drain took (its delay
 		// of 1s, nothing in flight), for echo-1 only.
-		{"Registration/C", "instance", func(e map[string]extremes) error {
-			if e[aMetrics].last != 0 || e[bMetrics].last != 1 {
+		{"Registration/C", "instance", func(e map[string]grafanatest.Extremes) error {
+			if e[aMetrics].Last != 0 || e[bMetrics].Last != 1 {
 				return fmt.Errorf("extremes %v, want %s deregistered (0) and %s registered (1) at the end", e, aMetrics, bMetrics)
 			}
 			return nil
 		}},
-		{"Draining/A", "instance", func(e map[string]extremes) error {
-			if e[aMetrics].max != 1 || e[bMetrics].max != 0 {
+		{"Draining/A", "instance", func(e map[string]grafanatest.Extremes) error {
+			if e[aMetrics].Max != 1 || e[bMetrics].Max != 0 {
 				return fmt.Errorf("extremes %v, want %s draining (1) and %s not (0)", e, aMetrics, bMetrics)
 			}
 			return nil
 		}},
-		{"Drain duration/A", "instance", func(e map[string]extremes) error {
-			if got := e[aMetrics].max; got < 1 || got > 5 || e[bMetrics].max != 0 {
+		{"Drain duration/A", "instance", func(e map[string]grafanatest.Extremes) error {
+			if got := e[aMetrics].Max; got < 1 || got > 5 || e[bMetrics].Max != 0 {
 				return fmt.Errorf("extremes %v, want %s's drain between its 1s delay and 5s, %s at 0", e, aMetrics, bMetrics)
 			}
 			return nil
@@ -157,12 +156,12 @@ func TestGrafanaDashboardQueriesReturnData(t *testing.T) {
 		{"static job keeping the drained instance", staticProm, append(served, drain...)},
 	} {
 		t.Run(run.name, func(t *testing.T) {
-			results := queryDashboard(t, d, run.prom, start, map[string][]string{
-				"service": {"echo"}, "instance": sortedCopy(aMetrics, bMetrics),
+			results := grafanatest.Query(t, d, run.prom, start, map[string][]string{
+				"service": {"echo"}, "instance": {aMetrics, bMetrics},
 			})
 			if series, ok := results["Draining/A"]; ok {
 				t.Logf("echo-1 seen draining by this Prometheus: %v (its largest outrider_draining)",
-					extremesBy(series, "instance")[aMetrics].max == 1)
+					grafanatest.ExtremesBy(series, "instance")[aMetrics].Max == 1)
 			}
 			for _, c := range run.checks {
 				series, ok := results[c.query]
@@ -170,7 +169,7 @@ func TestGrafanaDashboardQueriesReturnData(t *testing.T) {
 					t.Errorf("%s: no such panel query in the dashboard, or it failed", c.query)
 					continue
 				}
-				if err := c.want(extremesBy(series, c.label)); err != nil {
+				if err := c.want(grafanatest.ExtremesBy(series, c.label)); err != nil {
 					t.Errorf("%s: %v", c.query, err)
 				}
 			}
@@ -181,68 +180,6 @@ func TestGrafanaDashboardQueriesReturnData(t *testing.T) {
 	if n := load.failures(); n > 0 {
 		t.Errorf("%d requests of the load failed, want none", n)
 	}
-}
-
-// queryDashboard asks prom what Grafana asks it to draw d over the time
-// from start to now: each template variable's label_values(), which must
-// give wantVars, and then every panel's queries as range queries with the
-// variables filled in. Each query must return a series with a finite
-// value. It returns the answers by panel title/refId.
-func queryDashboard(t *testing.T, d dashboard, prom *promtest.Server, start time.Time, wantVars map[string][]string) map[string][]promtest.Series {
-	t.Helper()
-	ctx := context.Background()
-	vars := map[string][]string{}
-	for _, v := range d.Templating.List {
-		if v.Type != "query" {
-			continue
-		}
-		m := labelValuesQuery.FindStringSubmatch(v.queryText())
-		if m == nil {
-			t.Fatalf("variable %q: query %q is not label_values(selector, label)", v.Name, v.queryText())
-		}
-		match, err := expandGrafana(m[1], vars, grafanaStep, 0)
-		if err != nil {
-			t.Fatalf("variable %q: %v", v.Name, err)
-		}
-		values, err := prom.LabelValues(ctx, m[2], match)
-		if err != nil {
-			t.Fatalf("variable %q: %v", v.Name, err)
-		}
-		t.Logf("variable %s: label_values(%s, %s) = %v", v.Name, match, m[2], values)
-		if got, want := sortedCopy(values...), wantVars[v.Name]; strings.Join(got, " ") != strings.Join(want, " ") {
-			t.Errorf("variable %s = %v, want %v", v.Name, got, want)
-		}
-		vars[v.Name] = values
-	}
-
-	end := time.Now()
-	results := map[string][]promtest.Series{}
-	for _, p := range d.allPanels() {
-		for _, tg := range p.Targets {
-			name := p.Title + "/" + tg.RefID
-			expr, err := expandGrafana(tg.Expr, vars, grafanaStep, end.Sub(start))
-			if err != nil {
-				t.Errorf("panel %q, query %s: %v", p.Title, tg.RefID, err)
-				continue
-			}
-			series, err := prom.QueryRange(ctx, expr, start, end, grafanaStep)
-			if err != nil {
-				t.Errorf("panel %q, query %s: %v", p.Title, tg.RefID, err)
-				continue
-			}
-			results[name] = series
-			finite := 0
-			for _, s := range series {
-				finite += len(finiteValues(s))
-			}
-			t.Logf("%-42s %d series, %3d finite samples: %s", name, len(series), finite, summarize(series))
-			if finite == 0 {
-				t.Errorf("panel %q, query %s: %s gave %d series and no finite value over the run's %s, want data",
-					p.Title, tg.RefID, expr, len(series), end.Sub(start).Round(time.Second))
-			}
-		}
-	}
-	return results
 }
 
 // waitNotTarget polls Prometheus' targets until instance is not among them.
@@ -264,75 +201,4 @@ func waitNotTarget(t *testing.T, prom *promtest.Server, instance string, limit t
 		}
 		<-tick.C
 	}
-}
-
-func finiteValues(s promtest.Series) []float64 {
-	var out []float64
-	for _, sample := range s.Samples {
-		if !math.IsNaN(sample.Value) && !math.IsInf(sample.Value, 0) {
-			out = append(out, sample.Value)
-		}
-	}
-	return out
-}
-
-// extremes are the smallest, largest and last finite values of a series.
-type extremes struct{ min, max, last float64 }
-
-// extremesBy is the extremes of each series over the range, keyed by the
-// series' label; a series with no finite value is left out.
-func extremesBy(series []promtest.Series, label string) map[string]extremes {
-	out := map[string]extremes{}
-	for _, s := range series {
-		for _, v := range finiteValues(s) {
-			key := s.Labels[label]
-			e, ok := out[key]
-			if !ok {
-				e = extremes{v, v, v}
-			}
-			e.min, e.max, e.last = min(e.min, v), max(e.max, v), v
-			out[key] = e
-		}
-	}
-	return out
-}
-
-// largestAtLeast wants a series for each key whose largest value reaches
-// the key's figure.
-func largestAtLeast(want map[string]float64) func(map[string]extremes) error {
-	return func(got map[string]extremes) error {
-		for key, least := range want {
-			e, ok := got[key]
-			if !ok || e.max < least {
-				return fmt.Errorf("extremes %v, want %s to reach %g", got, key, least)
-			}
-		}
-		return nil
-	}
-}
-
-// summarize shows each series' labels that vary and its last finite value.
-func summarize(series []promtest.Series) string {
-	var parts []string
-	for _, s := range series {
-		var labels []string
-		for _, k := range []string{"instance", "code", "quantile"} {
-			if v, ok := s.Labels[k]; ok {
-				labels = append(labels, k+"="+v)
-			}
-		}
-		last := "none"
-		if f := finiteValues(s); len(f) > 0 {
-			last = fmt.Sprintf("%.4g", f[len(f)-1])
-		}
-		parts = append(parts, fmt.Sprintf("{%s} last %s", strings.Join(labels, ","), last))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, "; ")
-}
-
-func sortedCopy(s ...string) []string {
-	out := append([]string(nil), s...)
-	sort.Strings(out)
-	return out
 }
