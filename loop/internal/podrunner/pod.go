@@ -266,8 +266,12 @@ func (w *podWorker) startContainer(ctx context.Context, c *container) error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
+	if w.cfg.Started != nil {
+		w.cfg.Started(w.pod.Name, c.spec.Name, now)
+	}
 	w.mu.Lock()
-	c.waiting, c.startedAt = "", time.Now()
+	c.waiting, c.startedAt = "", now
 	// A container without a readiness probe is ready once it runs (and its
 	// startup probe, if any, has passed).
 	c.ready = c.spec.ReadinessProbe == nil && c.spec.StartupProbe == nil && !c.init

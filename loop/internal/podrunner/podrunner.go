@@ -74,6 +74,8 @@ type Config struct {
 	HostPorts map[int]string
 	// Dir holds one log file per container, <pod>_<container>.log.
 	Dir string
+	// Started, when set, is called as each container's process starts.
+	Started func(pod, container string, at time.Time)
 	// Log receives what the runner does (default: discarded).
 	Log *slog.Logger
 }

@@ -1,0 +1,586 @@
+package scaleloop_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/grafanatest"
+	"github.com/outrider-sidecar/outrider/internal/promtest"
+	"github.com/outrider-sidecar/outrider/internal/testbin"
+	"github.com/outrider-sidecar/outrider/internal/testlog"
+	"github.com/outrider-sidecar/outrider/loop/internal/kedatest"
+	"github.com/outrider-sidecar/outrider/loop/internal/kubetest"
+	"github.com/outrider-sidecar/outrider/loop/internal/podrunner"
+	"github.com/outrider-sidecar/outrider/loop/scaleloop"
+)
+
+// The project's files this test runs, relative to this package.
+const (
+	overlay      = "testdata/local"
+	promDoc      = "../../docs/prometheus.md"
+	promRules    = "../../deploy/prometheus/rules.yml"
+	adapterRules = "../../deploy/k8s/prometheus-adapter/config.yaml"
+	dashboard    = "../../deploy/grafana/outrider.json"
+)
+
+const (
+	namespace = "default" // the namespace in the shipped trigger's query
+	service   = "echo"
+	// ciProfile is the load of the CI run: a low rate for one replica, a
+	// rate for four (the threshold is 100 requests/s per replica), then the
+	// low rate again until the HPA is back at one replica. 33,200 requests.
+	ciProfile = "40:20s,400:70s,40:110s"
+)
+
+func TestMain(m *testing.M) { testbin.Main(m) }
+
+// TestScalingLoop closes the loop on real components: the kustomize output
+// of deploy/k8s (the KEDA overlay, through the local overlay of testdata)
+// applied to a real kube-apiserver; KEDA's operator and metrics adapter
+// turning the shipped ScaledObject into an HPA that the real HPA controller
+// runs, on the request rate a real Prometheus scrapes from outrider through
+// the kubernetes job of docs/prometheus.md; pods of bin/outrider and
+// bin/echo run by podrunner (the one stand-in, for the kubelet), registered
+// in a real Consul; and examples/loadgen finding them there and sending
+// each request once, as the rate profile says.
+//
+// It asserts the loop's promise: the HPA takes the Deployment from 1 to at
+// least 3 replicas and back to 1; every new pod is passing in Consul and
+// serves its first request within the probe period + 1 s of its app
+// starting; not one of at least 20,000 requests fails. It also evaluates
+// the shipped prometheus-adapter rule per pod, and every panel of the
+// shipped Grafana dashboard, against the run's Prometheus.
+//
+// SCALE_PROFILE replaces the load profile; SCALE_RESULTS names a directory
+// for the chart, the summary and the load client's timeline (make scale).
+func TestScalingLoop(t *testing.T) {
+	profile := envOr("SCALE_PROFILE", ciProfile)
+	results := os.Getenv("SCALE_RESULTS")
+	began := time.Now()
+	progress := func(format string, args ...any) {
+		t.Logf("[%5.1fs] %s", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	}
+
+	outrider, echo := testbin.Outrider(t), testbin.Echo(t)
+	loadgen := testbin.Build(t, "./examples/loadgen", "loadgen")
+	cp := kubetest.Start(t, kubetest.WithHPASyncPeriod(5*time.Second))
+	progress("control plane up: etcd, kube-apiserver, kube-controller-manager")
+	keda := kedatest.Start(t, cp)
+	progress("KEDA up: operator, metrics adapter behind the APIService")
+	consul := consultest.Start(t)
+	prom := promtest.Start(t, promtest.Config{
+		ScrapeConfigs: kubernetesJob(t, cp.Kubeconfig),
+		RuleFiles:     []string{promRules},
+		Interval:      2 * time.Second,
+	})
+	progress("Consul and Prometheus up")
+
+	// The stand-in kubelet, and when each app started.
+	var mu sync.Mutex
+	appStarted := map[string]time.Time{}
+	var runnerLog testlog.Buffer
+	runner, err := podrunner.New(podrunner.Config{
+		Client:    cp.Client(),
+		Namespace: namespace,
+		Images: map[string]podrunner.Image{
+			"outrider:dev":      {Entrypoint: []string{outrider}},
+			"outrider-echo:dev": {Entrypoint: []string{echo}},
+		},
+		HostPorts: map[int]string{8500: consul.HTTPAddr},
+		Dir:       t.TempDir(),
+		Started: func(pod, container string, at time.Time) {
+			if container == "app" {
+				mu.Lock()
+				appStarted[pod] = at
+				mu.Unlock()
+			}
+		},
+		Log: slog.New(slog.NewTextHandler(&runnerLog, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stopRunner := context.WithCancel(context.Background())
+	runnerDone := make(chan error, 1)
+	go func() { runnerDone <- runner.Run(ctx) }()
+	t.Cleanup(func() {
+		stopRunner()
+		if err := <-runnerDone; err != nil {
+			t.Errorf("podrunner: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("podrunner log:\n%s", runnerLog.String())
+			t.Logf("KEDA log:\n%s", keda.Log(40))
+			t.Logf("Prometheus log:\n%s", prom.Log(20))
+		}
+	})
+
+	objs, err := scaleloop.Render(overlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	so, err := scaleloop.Find(objs, "ScaledObject", service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setServerAddress(t, so, prom.URL)
+	probePeriod := settingDuration(t, objs, "OUTRIDER_PROBE_PERIOD")
+	if err := scaleloop.Apply(context.Background(), cp.Config(), namespace, objs); err != nil {
+		t.Fatal(err)
+	}
+	progress("applied %d objects of %s (kustomize of deploy/k8s/overlays/keda)", len(objs), overlay)
+
+	client := cp.Client()
+	first := waitPassing(t, consul, 1, 2*time.Minute)
+	progress("first pod %s passing in Consul", first[0])
+	loadStart := time.Now()
+	load := exec.Command(loadgen, "-consul", consul.HTTPAddr, "-service", service, "-profile", profile)
+	var loadOut, loadErr bytes.Buffer
+	load.Stdout, load.Stderr = &loadOut, &loadErr
+	if err := load.Start(); err != nil {
+		t.Fatal(err)
+	}
+	loadDone := make(chan error, 1)
+	go func() { loadDone <- load.Wait() }()
+	t.Cleanup(func() {
+		if load.ProcessState == nil {
+			_ = load.Process.Kill()
+			<-loadDone
+		}
+	})
+	progress("load started: %s", profile)
+
+	// Every second, what the HPA wants, what is ready and what it saw;
+	// at the peak, the pods' registrations and the adapter rule.
+	run := scaleloop.Run{Start: loadStart}
+	podIPs := map[string]string{}
+	var peakChecked bool
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var loadErrExit error
+sampling:
+	for {
+		select {
+		case loadErrExit = <-loadDone:
+			break sampling
+		case <-tick.C:
+		}
+		s := sample(t, client)
+		run.Samples = append(run.Samples, s)
+		if len(run.Samples)%10 == 0 || s.Desired != run.Samples[max(0, len(run.Samples)-2)].Desired {
+			progress("replicas desired %d, ready %d; rate seen by the HPA %.0f/s", s.Desired, s.Ready, s.Metric)
+		}
+		for name, ip := range readyPods(t, client) {
+			podIPs[name] = ip
+		}
+		if !peakChecked && s.Ready >= 3 {
+			peakChecked = true
+			ready := readyPods(t, client)
+			progress("%d pods ready: checking Consul and the prometheus-adapter rule", len(ready))
+			waitPassing(t, consul, len(ready), 30*time.Second, slices.Sorted(mapKeys(ready))...)
+			checkAdapterRule(t, prom, ready)
+		}
+	}
+	if loadErrExit != nil {
+		t.Fatalf("loadgen: %v\n%s", loadErrExit, tailString(loadErr.String(), 2000))
+	}
+	sum := parseLoad(t, loadOut.Bytes())
+	for _, s := range sum.PerSecond {
+		run.Load = append(run.Load, scaleloop.LoadSecond{
+			At: loadStart.Add(time.Duration(s.Second) * time.Second), Offered: s.Offered, OK: s.OK, Failed: s.Failed,
+		})
+	}
+	progress("load done: %d requests, %d failed, %d skipped", sum.Requests, sum.Failed, sum.Skipped)
+
+	// The HPA should be at one replica by now; give it the scale-in's time
+	// if not, sampling on.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		s := sample(t, client)
+		run.Samples = append(run.Samples, s)
+		if (s.Desired == 1 && s.Ready == 1) || time.Now().After(deadline) {
+			break
+		}
+		<-tick.C
+	}
+	final := run.Samples[len(run.Samples)-1]
+
+	// The first new pod, and how soon each new pod served.
+	mu.Lock()
+	started := maps(appStarted)
+	mu.Unlock()
+	var newPods []string
+	for pod, at := range started {
+		if pod != first[0] && at.After(loadStart) {
+			newPods = append(newPods, pod)
+		}
+	}
+	slices.SortFunc(newPods, func(a, b string) int { return started[a].Compare(started[b]) })
+	summary := scaleloop.Summary{
+		Requests: sum.Requests, Failed: sum.Failed + sum.Skipped,
+		PeakReplicas: run.Peak(), FinalReplicas: final.Desired,
+	}
+	bound := probePeriod + time.Second
+	for i, pod := range newPods {
+		in, ok := sum.Instances[pod]
+		if !ok || in.FirstRequest.IsZero() {
+			t.Errorf("new pod %s (app started %s after the load) never served a request", pod, started[pod].Sub(loadStart).Round(time.Millisecond))
+			continue
+		}
+		after := in.FirstRequest.Sub(started[pod])
+		if i == 0 {
+			summary.FirstServed = after
+		}
+		progress("new pod %s: app started at %.1fs, first request %s later, %d requests", pod, started[pod].Sub(loadStart).Seconds(), after.Round(time.Millisecond), in.Requests)
+		if after > bound {
+			t.Errorf("new pod %s served its first request %s after its app started, want within the probe period + 1s (%s)", pod, after.Round(time.Millisecond), bound)
+		}
+	}
+
+	line := summary.String()
+	t.Log(line)
+	fmt.Println(line)
+	if results != "" {
+		writeResults(t, results, run, line, loadOut.Bytes())
+	}
+
+	if summary.Requests < 20000 {
+		t.Errorf("%d requests, want at least 20,000", summary.Requests)
+	}
+	if sum.Failed != 0 || sum.Skipped != 0 {
+		t.Errorf("%d requests failed and %d were skipped, want none: %v", sum.Failed, sum.Skipped, sum.Errors)
+	}
+	if summary.PeakReplicas < 3 {
+		t.Errorf("peak replicas %d, want the HPA to reach at least 3", summary.PeakReplicas)
+	}
+	if final.Desired != 1 || final.Ready != 1 {
+		t.Errorf("final replicas desired %d, ready %d, want 1 and 1", final.Desired, final.Ready)
+	}
+	if len(newPods) < 2 {
+		t.Errorf("%d new pods started under load, want at least 2", len(newPods))
+	}
+
+	// Every panel of the shipped dashboard has data from the run.
+	d, err := grafanatest.Read(dashboard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var instances []string
+	for _, ip := range podIPs {
+		instances = append(instances, ip+":15090")
+	}
+	slices.Sort(instances)
+	grafanatest.Query(t, d, prom, loadStart, map[string][]string{"service": {service}, "instance": slices.Compact(instances)})
+}
+
+// kubernetesJob is the kubernetes scrape job of docs/prometheus.md, told
+// where the apiserver is through kubeconfig.
+func kubernetesJob(t *testing.T, kubeconfig string) string {
+	t.Helper()
+	job := promtest.DocBlock(t, promDoc, "scrape-job: kubernetes")
+	const role = "      - role: pod\n"
+	if strings.Count(job, role) != 1 {
+		t.Fatalf("%s: the kubernetes job has no one %q", promDoc, strings.TrimSpace(role))
+	}
+	return strings.Replace(job, role, role+"        kubeconfig_file: "+kubeconfig+"\n", 1)
+}
+
+// setServerAddress points the ScaledObject's prometheus trigger at the
+// run's Prometheus.
+func setServerAddress(t *testing.T, so *unstructured.Unstructured, url string) {
+	t.Helper()
+	triggers, _, _ := unstructured.NestedSlice(so.Object, "spec", "triggers")
+	if len(triggers) != 1 {
+		t.Fatalf("ScaledObject triggers %v, want one", triggers)
+	}
+	tr := triggers[0].(map[string]any)
+	if tr["type"] != "prometheus" {
+		t.Fatalf("ScaledObject trigger type %v, want prometheus", tr["type"])
+	}
+	md := tr["metadata"].(map[string]any)
+	md["serverAddress"] = url
+	if err := unstructured.SetNestedSlice(so.Object, triggers, "spec", "triggers"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// settingDuration reads a duration from outrider's rendered ConfigMap.
+func settingDuration(t *testing.T, objs []*unstructured.Unstructured, key string) time.Duration {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() != "ConfigMap" || !strings.HasPrefix(o.GetName(), "outrider-settings") {
+			continue
+		}
+		v, _, _ := unstructured.NestedString(o.Object, "data", key)
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("ConfigMap %s: %s=%q: %v", o.GetName(), key, v, err)
+		}
+		return d
+	}
+	t.Fatalf("no outrider-settings ConfigMap among the rendered manifests")
+	return 0
+}
+
+// sample reads the Deployment and the HPA KEDA made.
+func sample(t *testing.T, client kubernetes.Interface) scaleloop.Sample {
+	t.Helper()
+	ctx := context.Background()
+	s := scaleloop.Sample{At: time.Now(), Metric: -1}
+	dep, err := client.AppsV1().Deployments(namespace).Get(ctx, service, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("read Deployment %s: %v", service, err)
+	}
+	if dep.Spec.Replicas != nil {
+		s.Desired = int(*dep.Spec.Replicas)
+	}
+	s.Ready = int(dep.Status.ReadyReplicas)
+	hpa, err := client.AutoscalingV2().HorizontalPodAutoscalers(namespace).Get(ctx, "keda-hpa-"+service, metav1.GetOptions{})
+	if err == nil {
+		s.Metric = externalTotal(hpa)
+	}
+	return s
+}
+
+// externalTotal is the rate the HPA saw: its external metric's current
+// average times the replicas it averaged over.
+func externalTotal(hpa *autoscalingv2.HorizontalPodAutoscaler) float64 {
+	for _, m := range hpa.Status.CurrentMetrics {
+		if m.External == nil {
+			continue
+		}
+		switch {
+		case m.External.Current.AverageValue != nil:
+			return m.External.Current.AverageValue.AsApproximateFloat64() * float64(hpa.Status.CurrentReplicas)
+		case m.External.Current.Value != nil:
+			return m.External.Current.Value.AsApproximateFloat64()
+		}
+	}
+	return -1
+}
+
+// readyPods lists the Ready pods of the Deployment, name to IP.
+func readyPods(t *testing.T, client kubernetes.Interface) map[string]string {
+	t.Helper()
+	pods, err := client.CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{
+		LabelSelector: labels.Set{"app.kubernetes.io/name": service}.String(),
+	})
+	if err != nil {
+		t.Fatalf("list pods: %v", err)
+	}
+	ready := map[string]string{}
+	for _, p := range pods.Items {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+				ready[p.Name] = p.Status.PodIP
+			}
+		}
+	}
+	return ready
+}
+
+// waitPassing waits until Consul has at least n passing instances of the
+// service, including each of want, and returns their IDs.
+func waitPassing(t *testing.T, srv *consultest.Server, n int, limit time.Duration, want ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var ids []string
+	for {
+		entries, _, err := srv.Client().Health().Service(service, "", true, nil)
+		if err == nil {
+			ids = ids[:0]
+			for _, e := range entries {
+				ids = append(ids, e.Service.ID)
+			}
+			missing := slices.DeleteFunc(slices.Clone(want), func(id string) bool { return slices.Contains(ids, id) })
+			if len(ids) >= n && len(missing) == 0 {
+				slices.Sort(ids)
+				return ids
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s Consul has passing instances %v of %s (err %v), want %d including %v", limit, ids, service, err, n, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// checkAdapterRule evaluates the shipped prometheus-adapter rule as the
+// adapter does for the HPA's Pods metric over the ready pods: its
+// seriesQuery finds each pod's series, and its metricsQuery, templates
+// filled, gives each pod a rate above 0.
+func checkAdapterRule(t *testing.T, prom *promtest.Server, ready map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile(adapterRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Rules []struct {
+			SeriesQuery  string `json:"seriesQuery"`
+			MetricsQuery string `json:"metricsQuery"`
+			Name         struct {
+				Matches string `json:"matches"`
+			} `json:"name"`
+		} `json:"rules"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatalf("%s: %v", adapterRules, err)
+	}
+	if len(cfg.Rules) != 1 {
+		t.Fatalf("%s: %d rules, want one", adapterRules, len(cfg.Rules))
+	}
+	rule := cfg.Rules[0]
+	series := strings.Trim(regexp.MustCompile(`[\^$]`).ReplaceAllString(rule.Name.Matches, ""), " ")
+	pods := slices.Sorted(mapKeys(ready))
+	tmpl, err := template.New("metricsQuery").Delims("<<", ">>").Parse(rule.MetricsQuery)
+	if err != nil {
+		t.Fatalf("%s: metricsQuery: %v", adapterRules, err)
+	}
+	var q strings.Builder
+	err = tmpl.Execute(&q, map[string]string{
+		"Series":        series,
+		"LabelMatchers": fmt.Sprintf(`namespace=%q,pod=~%q`, namespace, strings.Join(pods, "|")),
+		"GroupBy":       "pod",
+	})
+	if err != nil {
+		t.Fatalf("%s: metricsQuery: %v", adapterRules, err)
+	}
+	ctx := context.Background()
+	found, err := prom.Query(ctx, fmt.Sprintf("count by (pod) (%s)", rule.SeriesQuery))
+	if err != nil {
+		t.Fatalf("seriesQuery: %v", err)
+	}
+	havePods := map[string]bool{}
+	for _, s := range found {
+		havePods[s.Labels["pod"]] = true
+	}
+	// A pod's rate needs two scrapes of it; a new pod's may take a few.
+	var got []promtest.Sample
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err = prom.Query(ctx, q.String())
+		if err != nil {
+			t.Fatalf("metricsQuery %s: %v", q.String(), err)
+		}
+		if len(got) == len(pods) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	rates := map[string]float64{}
+	for _, s := range got {
+		rates[s.Labels["pod"]] = s.Value
+	}
+	for _, pod := range pods {
+		if !havePods[pod] {
+			t.Errorf("adapter seriesQuery %s finds no series of pod %s", rule.SeriesQuery, pod)
+		}
+		if rates[pod] <= 0 {
+			t.Errorf("adapter metricsQuery %s gives pod %s %v, want a rate above 0", q.String(), pod, rates[pod])
+		}
+	}
+	t.Logf("prometheus-adapter rule, per pod: %v", rates)
+}
+
+// loadSummary is the part of loadgen's summary the test reads.
+type loadSummary struct {
+	Requests  int            `json:"requests"`
+	OK        int            `json:"ok"`
+	Failed    int            `json:"failed"`
+	Skipped   int            `json:"skipped"`
+	Errors    map[string]int `json:"errors"`
+	Instances map[string]struct {
+		Requests     int       `json:"requests"`
+		Failed       int       `json:"failed"`
+		FirstRequest time.Time `json:"first_request"`
+	} `json:"instances"`
+	PerSecond []struct {
+		Second  int64   `json:"second"`
+		Offered float64 `json:"offered_rate"`
+		OK      int     `json:"ok"`
+		Failed  int     `json:"failed"`
+	} `json:"per_second"`
+}
+
+func parseLoad(t *testing.T, out []byte) loadSummary {
+	t.Helper()
+	var s loadSummary
+	if err := json.Unmarshal(out, &s); err != nil {
+		t.Fatalf("loadgen summary: %v\n%s", err, tailString(string(out), 2000))
+	}
+	return s
+}
+
+// writeResults puts the chart, the summary line and the load client's
+// summary into dir.
+func writeResults(t *testing.T, dir string, run scaleloop.Run, line string, load []byte) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chart := filepath.Join(dir, "scaling-loop.png")
+	if err := scaleloop.WriteChart(chart, run); err != nil {
+		t.Error(err)
+	}
+	for name, data := range map[string][]byte{"summary.txt": []byte(line + "\n"), "loadgen.json": load} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("results in %s", dir)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func maps(m map[string]time.Time) map[string]time.Time {
+	out := make(map[string]time.Time, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
