@@ -97,7 +97,15 @@ func TestScalingLoop(t *testing.T) {
 	})
 	progress("Consul and Prometheus up")
 
-	// The stand-in kubelet, and when each app started.
+	// The stand-in kubelet, and when each app started. Its containers'
+	// logs are kept with the results when there are results.
+	podLogs := t.TempDir()
+	if results != "" {
+		podLogs = filepath.Join(results, "pods")
+		if err := os.MkdirAll(podLogs, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var mu sync.Mutex
 	appStarted := map[string]time.Time{}
 	var runnerLog testlog.Buffer
@@ -109,7 +117,7 @@ func TestScalingLoop(t *testing.T) {
 			"outrider-echo:dev": {Entrypoint: []string{echo}},
 		},
 		HostPorts: map[int]string{8500: consul.HTTPAddr},
-		Dir:       t.TempDir(),
+		Dir:       podLogs,
 		Started: func(pod, container string, at time.Time) {
 			if container == "app" {
 				mu.Lock()
@@ -192,12 +200,12 @@ sampling:
 		if len(run.Samples)%10 == 0 || s.Desired != run.Samples[max(0, len(run.Samples)-2)].Desired {
 			progress("replicas desired %d, ready %d; rate seen by the HPA %.0f/s", s.Desired, s.Ready, s.Metric)
 		}
-		for name, ip := range readyPods(t, client) {
+		for name, ip := range podsOf(t, client, false) {
 			podIPs[name] = ip
 		}
 		if !peakChecked && s.Ready >= 3 {
 			peakChecked = true
-			ready := readyPods(t, client)
+			ready := podsOf(t, client, true)
 			progress("%d pods ready: checking Consul and the prometheus-adapter rule", len(ready))
 			waitPassing(t, consul, len(ready), 30*time.Second, slices.Sorted(mapKeys(ready))...)
 			checkAdapterRule(t, prom, ready)
@@ -244,7 +252,7 @@ sampling:
 	}
 	bound := probePeriod + time.Second
 	for i, pod := range newPods {
-		in, ok := sum.Instances[pod]
+		in, ok := sum.Instances[podIPs[pod]+":15001"]
 		if !ok || in.FirstRequest.IsZero() {
 			t.Errorf("new pod %s (app started %s after the load) never served a request", pod, started[pod].Sub(loadStart).Round(time.Millisecond))
 			continue
@@ -381,8 +389,9 @@ func externalTotal(hpa *autoscalingv2.HorizontalPodAutoscaler) float64 {
 	return -1
 }
 
-// readyPods lists the Ready pods of the Deployment, name to IP.
-func readyPods(t *testing.T, client kubernetes.Interface) map[string]string {
+// podsOf lists the pods of the Deployment that have an IP, or only the
+// Ready ones, name to IP.
+func podsOf(t *testing.T, client kubernetes.Interface, onlyReady bool) map[string]string {
 	t.Helper()
 	pods, err := client.CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{
 		LabelSelector: labels.Set{"app.kubernetes.io/name": service}.String(),
@@ -392,6 +401,9 @@ func readyPods(t *testing.T, client kubernetes.Interface) map[string]string {
 	}
 	ready := map[string]string{}
 	for _, p := range pods.Items {
+		if !onlyReady && p.Status.PodIP != "" {
+			ready[p.Name] = p.Status.PodIP
+		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
 				ready[p.Name] = p.Status.PodIP
@@ -468,31 +480,35 @@ func checkAdapterRule(t *testing.T, prom *promtest.Server, ready map[string]stri
 	if err != nil {
 		t.Fatalf("%s: metricsQuery: %v", adapterRules, err)
 	}
+	// A new pod's series needs Prometheus to find and scrape it, and its
+	// rate two scrapes: poll, within a bound.
 	ctx := context.Background()
-	found, err := prom.Query(ctx, fmt.Sprintf("count by (pod) (%s)", rule.SeriesQuery))
-	if err != nil {
-		t.Fatalf("seriesQuery: %v", err)
-	}
-	havePods := map[string]bool{}
-	for _, s := range found {
-		havePods[s.Labels["pod"]] = true
-	}
-	// A pod's rate needs two scrapes of it; a new pod's may take a few.
-	var got []promtest.Sample
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got, err = prom.Query(ctx, q.String())
+	var havePods map[string]bool
+	var rates map[string]float64
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		found, err := prom.Query(ctx, fmt.Sprintf("count by (pod) (%s)", rule.SeriesQuery))
+		if err != nil {
+			t.Fatalf("seriesQuery: %v", err)
+		}
+		got, err := prom.Query(ctx, q.String())
 		if err != nil {
 			t.Fatalf("metricsQuery %s: %v", q.String(), err)
 		}
-		if len(got) == len(pods) || time.Now().After(deadline) {
+		havePods, rates = map[string]bool{}, map[string]float64{}
+		for _, s := range found {
+			havePods[s.Labels["pod"]] = true
+		}
+		complete := true
+		for _, s := range got {
+			rates[s.Labels["pod"]] = s.Value
+		}
+		for _, pod := range pods {
+			complete = complete && havePods[pod] && rates[pod] > 0
+		}
+		if complete || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Second)
-	}
-	rates := map[string]float64{}
-	for _, s := range got {
-		rates[s.Labels["pod"]] = s.Value
 	}
 	for _, pod := range pods {
 		if !havePods[pod] {

@@ -300,3 +300,30 @@ func TestPodsHaveTheirOwnNetwork(t *testing.T) {
 		}
 	}
 }
+
+// TestAddressesAreNotReusedAtOnce checks that a freed pod address is
+// handed out again only after every other free one.
+func TestAddressesAreNotReusedAtOnce(t *testing.T) {
+	a := newAddresses()
+	take := func() string {
+		ip, err := a.take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ip.String()
+	}
+	first, second := take(), take()
+	a.give(net.ParseIP(first))
+	if got := take(); got != "127.0.1.3" {
+		t.Errorf("after %s and %s, with %s given back, took %s, want 127.0.1.3", first, second, first, got)
+	}
+	for range 251 {
+		take()
+	}
+	if got := take(); got != first {
+		t.Errorf("the last free address: took %s, want %s", got, first)
+	}
+	if _, err := a.take(); err == nil || !strings.Contains(err.Error(), "all 254 pod addresses") {
+		t.Errorf("255th address: err %v, want all 254 in use", err)
+	}
+}

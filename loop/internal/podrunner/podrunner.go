@@ -291,10 +291,14 @@ func (r *Runner) registerNode(ctx context.Context) error {
 	return nil
 }
 
-// addresses hands out the pod IPs 127.0.1.1 … 127.0.1.254.
+// addresses hands out the pod IPs 127.0.1.1 … 127.0.1.254, each time the
+// next free one after the last handed out, so that an address is not
+// reused as soon as its pod is gone (a client still holding it should
+// find nothing there, not the next pod).
 type addresses struct {
 	mu   sync.Mutex
 	used map[byte]bool
+	last byte
 }
 
 func newAddresses() *addresses { return &addresses{used: map[byte]bool{}} }
@@ -302,10 +306,11 @@ func newAddresses() *addresses { return &addresses{used: map[byte]bool{}} }
 func (a *addresses) take() (net.IP, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for n := 1; n <= 254; n++ {
-		if !a.used[byte(n)] {
-			a.used[byte(n)] = true
-			return net.IPv4(127, 0, 1, byte(n)).To4(), nil
+	for i := 1; i <= 254; i++ {
+		n := byte((int(a.last)+i-1)%254 + 1)
+		if !a.used[n] {
+			a.used[n], a.last = true, n
+			return net.IPv4(127, 0, 1, n).To4(), nil
 		}
 	}
 	return nil, errors.New("all 254 pod addresses in 127.0.1.0/24 are in use")
