@@ -7,7 +7,7 @@ LDFLAGS := -s -w \
 	-X github.com/outrider-sidecar/outrider/internal/version.Version=$(VERSION) \
 	-X github.com/outrider-sidecar/outrider/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build outrider echo loadgen consul prometheus etcd kube keda test demo bench fuzz clean
+.PHONY: all build outrider echo loadgen consul prometheus etcd kube keda test demo scale bench fuzz clean
 
 all: build
 
@@ -79,6 +79,13 @@ test: consul prometheus etcd kube keda build
 
 demo: consul build
 	bash scripts/demo.sh
+
+# The whole scaling loop on a real control plane, KEDA, Prometheus and
+# Consul: one summary line, and a chart in loop/results/<time>/. The first
+# run builds the servers (about 40 minutes on 2 cores, see
+# docs/scaling-loop.md); later runs take about 6 minutes.
+scale: consul prometheus etcd kube keda build
+	bash scripts/scale.sh
 
 bench: build
 	bash bench/run.sh

@@ -23,6 +23,7 @@ type generator struct {
 	path    string
 	workers int
 	timeout time.Duration
+	idle    time.Duration // a connection idle longer is not reused
 	rr      atomic.Uint64
 	start   time.Time // set before the workers start
 
@@ -66,8 +67,8 @@ type Second struct {
 	Instances int     `json:"instances"`
 }
 
-func newGenerator(d *discovery, path string, workers int, timeout time.Duration) *generator {
-	return &generator{disc: d, path: path, workers: workers, timeout: timeout,
+func newGenerator(d *discovery, path string, workers int, timeout, idle time.Duration) *generator {
+	return &generator{disc: d, path: path, workers: workers, timeout: timeout, idle: idle,
 		sum:     Summary{Errors: map[string]int{}, Instances: map[string]*Instance{}},
 		seconds: map[int64]*Second{}}
 }
@@ -216,8 +217,9 @@ type worker struct {
 }
 
 type clientConn struct {
-	nc net.Conn
-	br *bufio.Reader
+	nc       net.Conn
+	br       *bufio.Reader
+	lastUsed time.Time // when its last answer was read
 }
 
 func (w *worker) request() {
@@ -262,6 +264,7 @@ func (w *worker) send(addr string) string {
 	if resp.Close {
 		w.drop(addr)
 	}
+	c.lastUsed = time.Now()
 	if resp.StatusCode != http.StatusOK {
 		return "status " + resp.Status
 	}
@@ -270,13 +273,16 @@ func (w *worker) send(addr string) string {
 
 func (w *worker) conn(addr string) (*clientConn, error) {
 	if c, ok := w.conns[addr]; ok {
-		return c, nil
+		if w.g.idle <= 0 || time.Since(c.lastUsed) < w.g.idle {
+			return c, nil
+		}
+		w.drop(addr)
 	}
 	nc, err := net.DialTimeout("tcp", addr, w.g.timeout)
 	if err != nil {
 		return nil, err
 	}
-	c := &clientConn{nc: nc, br: bufio.NewReader(nc)}
+	c := &clientConn{nc: nc, br: bufio.NewReader(nc), lastUsed: time.Now()}
 	w.conns[addr] = c
 	return c, nil
 }

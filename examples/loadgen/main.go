@@ -3,7 +3,11 @@
 // discovers the passing instances of a service through a Consul blocking
 // query, sends requests at a steady rate (or a rate profile), round-robin
 // over the instances, on keep-alive connections, and sends each request
-// exactly once: a request that fails is counted, never retried.
+// exactly once: a request that fails is counted, never retried. Like a
+// client configured to go with its servers, it does not reuse a connection
+// that has been idle longer than -idle-timeout (30s), below the time after
+// which servers close idle connections (outrider's proxy: 60s), since a
+// request sent as the server closes it would fail.
 //
 //	loadgen -consul 127.0.0.1:8500 -service echo -rate 500 -duration 40s
 //	loadgen -consul 127.0.0.1:8500 -service echo -profile 100:20s,3000:60s,100:60s
@@ -36,6 +40,7 @@ func main() {
 	path := flag.String("path", "/", "request path")
 	workers := flag.Int("workers", 256, "concurrent requests at most")
 	timeout := flag.Duration("timeout", 10*time.Second, "one request's limit")
+	idle := flag.Duration("idle-timeout", 30*time.Second, "close rather than reuse a connection idle this long (keep it below the server's keep-alive timeout)")
 	flag.Parse()
 
 	if *service == "" {
@@ -56,7 +61,7 @@ func main() {
 	if err := disc.waitFirst(ctx, 30*time.Second); err != nil {
 		fail("loadgen: %v", err)
 	}
-	g := newGenerator(disc, *path, *workers, *timeout)
+	g := newGenerator(disc, *path, *workers, *timeout, *idle)
 	sum := g.run(ctx, steps)
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
