@@ -45,7 +45,7 @@ status=0
 go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
 (cd deploy && go test -count=1 -v -timeout 10m ./...) 2>&1 | tee -a "$log" || status=$?
 (cd bench && go test -count=1 -race -v ./...) 2>&1 | tee -a "$log" || status=$?
-(cd loop && go test -count=1 -race -v -timeout 20m ./...) 2>&1 | tee -a "$log" || status=$?
+(cd loop && go test -count=1 -race -v -p 1 -timeout 30m ./...) 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -c -- '^\s*--- PASS' "$log" || true)
 failed=$(grep -c -- '^\s*--- FAIL' "$log" || true)

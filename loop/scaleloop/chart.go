@@ -3,7 +3,9 @@ package scaleloop
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -24,7 +26,7 @@ func WriteChart(path string, r Run) error {
 	rate := plot.New()
 	rate.Title.Text = "outrider scaling loop: load, and the rate the HPA saw"
 	rate.Y.Label.Text = "requests per second"
-	rate.Legend.Top, rate.Legend.Left = true, true
+	rate.Legend.Top = true // the right-hand end is the quiet end of a run
 	offered, answered, failed := plotter.XYs{}, plotter.XYs{}, plotter.XYs{}
 	for _, l := range r.Load {
 		x := l.At.Sub(r.Start).Seconds()
@@ -54,7 +56,8 @@ func WriteChart(path string, r Run) error {
 	replicas.X.Label.Text = "seconds since the load began"
 	replicas.Y.Label.Text = "replicas"
 	replicas.Y.Min = 0
-	replicas.Legend.Top, replicas.Legend.Left = true, true
+	replicas.Legend.Top = true
+	replicas.Y.Tick.Marker = wholeTicks{}
 	if err := addLines(replicas, []line{
 		{"desired (HPA)", desired, plotutil.Color(3), nil},
 		{"ready", ready, plotutil.Color(4), []vg.Length{vg.Points(4), vg.Points(2)}},
@@ -106,4 +109,20 @@ func addLines(p *plot.Plot, lines []line) error {
 		p.Legend.Add(l.name, ln)
 	}
 	return nil
+}
+
+// wholeTicks marks whole numbers only, one per unit up to ten, then every
+// other.
+type wholeTicks struct{}
+
+func (wholeTicks) Ticks(lo, hi float64) []plot.Tick {
+	step := 1
+	if hi-lo > 10 {
+		step = 2
+	}
+	var ticks []plot.Tick
+	for v := int(math.Ceil(lo)); float64(v) <= hi; v += step {
+		ticks = append(ticks, plot.Tick{Value: float64(v), Label: strconv.Itoa(v)})
+	}
+	return ticks
 }

@@ -23,9 +23,14 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// Render builds the kustomization in dir, as `kubectl kustomize dir` does.
+// Render builds the kustomization in dir, as `kubectl kustomize dir` does,
+// in the order kubectl applies it.
 func Render(dir string) ([]*unstructured.Unstructured, error) {
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	opts := krusty.MakeDefaultOptions()
+	// kubectl's order: namespaces, ConfigMaps and Secrets before the
+	// workloads that name them.
+	opts.Reorder = krusty.ReorderOptionLegacy
+	k := krusty.MakeKustomizer(opts)
 	res, err := k.Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize %s: %w", dir, err)

@@ -2,6 +2,7 @@ package podrunner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -250,7 +251,7 @@ func (w *podWorker) startContainer(ctx context.Context, c *container) error {
 	if !slices.ContainsFunc(imageEnv, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
 		imageEnv = append([]string{defaultPath}, imageEnv...)
 	}
-	env, err := containerEnv(ctx, w.cfg.Client, w.podForEnv(), &c.spec, imageEnv)
+	env, err := w.environment(ctx, c, imageEnv)
 	if err != nil {
 		return err
 	}
@@ -295,6 +296,43 @@ func (w *podWorker) startContainer(ctx context.Context, c *container) error {
 	}
 	w.markDirty()
 	return nil
+}
+
+// configRetry is how often a container whose environment cannot be built
+// yet (a ConfigMap or Secret it names is missing) is tried again.
+const configRetry = time.Second
+
+// environment builds c's environment. Like the kubelet, it waits while a
+// ConfigMap or Secret the container needs is missing, its status saying
+// CreateContainerConfigError and why, and tries again every configRetry:
+// applying a Deployment before its ConfigMap is no error.
+func (w *podWorker) environment(ctx context.Context, c *container, imageEnv []string) ([]string, error) {
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-retry.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-w.killed:
+			return nil, errors.New("pod killed while its container waited for its configuration")
+		case <-w.terminating:
+			return nil, errors.New("pod deleted while its container waited for its configuration")
+		}
+		env, err := containerEnv(ctx, w.cfg.Client, w.podForEnv(), &c.spec, imageEnv)
+		if err == nil || !apierrors.IsNotFound(err) {
+			return env, err
+		}
+		w.mu.Lock()
+		changed := c.message != err.Error()
+		c.waiting, c.message = "CreateContainerConfigError", err.Error()
+		w.mu.Unlock()
+		if changed {
+			w.cfg.Log.Info("waiting for the container's configuration", "pod", w.pod.Name, "container", c.spec.Name, "err", err)
+			w.markDirty()
+		}
+		retry.Reset(configRetry)
+	}
 }
 
 // podForEnv is the pod with the status fields the downward API reads.

@@ -327,3 +327,64 @@ func TestAddressesAreNotReusedAtOnce(t *testing.T) {
 		t.Errorf("255th address: err %v, want all 254 in use", err)
 	}
 }
+
+// TestContainerWaitsForItsConfigMap checks the kubelet's behaviour for a
+// container whose ConfigMap does not exist yet: it waits, its status says
+// CreateContainerConfigError and names the ConfigMap, and it starts once
+// the ConfigMap is created.
+func TestContainerWaitsForItsConfigMap(t *testing.T) {
+	dir := t.TempDir()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "app", Image: "sh",
+			Command: []string{"/bin/sh", "-c", "echo \"$GREETING\" > " + filepath.Join(dir, "out") + "; exec sleep 60"},
+			EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "settings"},
+			}}},
+		}}},
+	}
+	client := fake.NewClientset(pod)
+	cfg := Config{Client: client, Dir: dir, Log: slog.New(slog.DiscardHandler), Images: map[string]Image{"sh": {}}}
+	w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
+	defer w.goroutines.Wait()
+	defer w.killAll()
+	t.Cleanup(w.closeNetwork)
+	if err := w.openNetwork(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		w.startAll(context.Background(), w.cfg.Log)
+	}()
+
+	var waiting *corev1.ContainerStateWaiting
+	_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		waiting = w.status().ContainerStatuses[0].State.Waiting
+		return waiting != nil && waiting.Reason == "CreateContainerConfigError", nil
+	})
+	if waiting == nil || waiting.Reason != "CreateContainerConfigError" || !strings.Contains(waiting.Message, `configmap "settings"`) {
+		t.Fatalf("container waiting %+v, want CreateContainerConfigError naming configmap \"settings\"", waiting)
+	}
+	if st := w.status(); st.Phase != corev1.PodPending {
+		t.Errorf("phase %s while the ConfigMap is missing, want Pending", st.Phase)
+	}
+
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings", Namespace: "shop"}, Data: map[string]string{"GREETING": "hello"}}
+	if _, err := client.CoreV1().ConfigMaps("shop").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	var got []byte
+	_ = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		got, _ = os.ReadFile(filepath.Join(dir, "out"))
+		return len(got) > 0, nil
+	})
+	if strings.TrimSpace(string(got)) != "hello" {
+		t.Errorf("the container printed %q, want the ConfigMap's hello", got)
+	}
+	if st := w.status(); st.Phase != corev1.PodRunning {
+		t.Errorf("phase %s once the ConfigMap exists, want Running", st.Phase)
+	}
+}
