@@ -27,6 +27,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/loop/internal/kubetest"
+	"github.com/outrider-sidecar/outrider/loop/internal/server"
 )
 
 const (
@@ -54,8 +55,8 @@ type KEDA struct {
 	cp       *kubetest.ControlPlane
 	dynamic  dynamic.Interface
 	dir      string
-	operator *process
-	adapter  *process
+	operator *server.Process
+	adapter  *server.Process
 }
 
 // Start applies KEDA's CRDs to the control plane, runs the operator and
@@ -187,9 +188,9 @@ func adapterArgs(a setup) []string {
 // Log returns the last n bytes of the operator's and of the adapter's log.
 func (k *KEDA) Log(n int) string {
 	var s string
-	for _, p := range []*process{k.operator, k.adapter} {
+	for _, p := range []*server.Process{k.operator, k.adapter} {
 		if p != nil {
-			s += fmt.Sprintf("%s log (tail):\n%s\n", p.name, p.tail(n))
+			s += fmt.Sprintf("%s log (tail):\n%s\n", p.Name, p.Tail(n))
 		}
 	}
 	return s
@@ -264,9 +265,9 @@ func (k *KEDA) apiServiceAvailable(ctx context.Context) error {
 	return conditionTrue(got, "Available")
 }
 
-func (k *KEDA) start(name, bin string, args, env []string) *process {
+func (k *KEDA) start(name, bin string, args, env []string) *server.Process {
 	k.t.Helper()
-	p, err := startProcess(name, bin, args, env, filepath.Join(k.dir, name+".log"))
+	p, err := server.Start(name, bin, args, env, filepath.Join(k.dir, name+".log"))
 	if err != nil {
 		k.t.Fatalf("kedatest: %v", err)
 	}
@@ -282,12 +283,12 @@ func (k *KEDA) waitFor(what string, check func(ctx context.Context) error) {
 	defer cancel()
 	var last error
 	for {
-		for _, p := range []*process{k.operator, k.adapter} {
+		for _, p := range []*server.Process{k.operator, k.adapter} {
 			if p == nil {
 				continue
 			}
-			if done, err := p.exited(); done {
-				k.t.Fatalf("kedatest: %s exited (%v) while waiting for %s; log:\n%s", p.name, err, what, p.tail(4000))
+			if done, err := p.Exited(); done {
+				k.t.Fatalf("kedatest: %s exited (%v) while waiting for %s; log:\n%s", p.Name, err, what, p.Tail(4000))
 			}
 		}
 		attempt, cancelAttempt := context.WithTimeout(ctx, 5*time.Second)
@@ -315,11 +316,11 @@ func (k *KEDA) stop() {
 	if err != nil && !apierrors.IsNotFound(err) {
 		k.t.Logf("kedatest: delete APIService %s: %v", apiServiceName, err)
 	}
-	for _, p := range []*process{k.adapter, k.operator} {
+	for _, p := range []*server.Process{k.adapter, k.operator} {
 		if p == nil {
 			continue
 		}
-		if err := p.stop(10 * time.Second); err != nil {
+		if err := p.Stop(10 * time.Second); err != nil {
 			k.t.Logf("kedatest: %v", err)
 		}
 	}

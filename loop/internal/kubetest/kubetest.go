@@ -29,6 +29,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/loop/internal/server"
 )
 
 // controllers are the kube-controller-manager controllers the control plane
@@ -63,7 +64,7 @@ type ControlPlane struct {
 	t     testing.TB
 	opts  options
 	dir   string
-	procs []*process // in start order; stopped in reverse
+	procs []*server.Process // in start order; stopped in reverse
 }
 
 // FrontProxy names the requestheader CA and the client certificate the
@@ -131,7 +132,7 @@ func Start(t testing.TB, opts ...Option) *ControlPlane {
 		cp.stop()
 		if t.Failed() {
 			for _, p := range cp.procs {
-				t.Logf("%s log (tail):\n%s", p.name, tailFile(p.logFile, 3000))
+				t.Logf("%s log (tail):\n%s", p.Name, server.TailFile(p.LogFile, 3000))
 			}
 		}
 	})
@@ -212,7 +213,7 @@ func (cp *ControlPlane) Namespace(name string) {
 
 func (cp *ControlPlane) start(name, bin string, args []string) {
 	cp.t.Helper()
-	p, err := startProcess(name, bin, args, filepath.Join(cp.dir, name+".log"))
+	p, err := server.Start(name, bin, args, nil, filepath.Join(cp.dir, name+".log"))
 	if err != nil {
 		cp.t.Fatalf("kubetest: %v", err)
 	}
@@ -228,9 +229,9 @@ func (cp *ControlPlane) waitFor(what string, check func(ctx context.Context) err
 	var last error
 	for {
 		for _, p := range cp.procs {
-			if done, err := p.exited(); done {
+			if done, err := p.Exited(); done {
 				cp.t.Fatalf("kubetest: %s exited (%v) while waiting for %s; log:\n%s",
-					p.name, err, what, tailFile(p.logFile, 4000))
+					p.Name, err, what, server.TailFile(p.LogFile, 4000))
 			}
 		}
 		attempt, cancelAttempt := context.WithTimeout(ctx, 5*time.Second)
@@ -252,7 +253,7 @@ func (cp *ControlPlane) waitFor(what string, check func(ctx context.Context) err
 // over a minute for its clients on SIGTERM.
 func (cp *ControlPlane) stop() {
 	for i := len(cp.procs) - 1; i >= 0; i-- {
-		if err := cp.procs[i].stop(10 * time.Second); err != nil {
+		if err := cp.procs[i].Stop(10 * time.Second); err != nil {
 			cp.t.Logf("kubetest: %v", err)
 		}
 	}
