@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile=${SCALE_PROFILE:-100:30s,1000:120s,100:150s}
+profile=${SCALE_PROFILE:-50:30s,1000:120s,50:150s}
 results=$PWD/loop/results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$results"
 echo "scale: load profile $profile (requests/s:duration); the HPA's target is 100 requests/s per pod"
@@ -31,6 +31,6 @@ if [[ -f $results/summary.txt ]]; then
 fi
 if [[ $status -ne 0 ]]; then
 	echo "scale: the loop test failed; its log is $results/test.log" >&2
-	grep -E '^\s+scaleloop_test.go:[0-9]+: [^[]' "$results/test.log" | head -20 >&2 || true
+	grep -E 'want|^\s+scaleloop_test.go:[0-9]+: .*(failed|skipped)' "$results/test.log" | head -20 >&2 || true
 fi
 exit "$status"
