@@ -615,6 +615,25 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 			}
 		}
 	})
+	t.Run("pipelined while the first is at the app", func(t *testing.T) {
+		// The second request arrives while the connection's goroutine
+		// forwards the first: the poller's word that it came must not be
+		// lost, or it would wait for the idle timeout.
+		app, held, _, release := holdingApp(t)
+		tp := startProxy(t, app, func(c *Config) { c.IdleTimeout = time.Hour })
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		rc.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+		close(release)
+		for _, path := range []string{"/hold", "/next"} {
+			resp := rc.response("GET")
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(b) != "ok\n" {
+				t.Errorf("%s: got %d %q, want 200 \"ok\\n\"", path, resp.StatusCode, b)
+			}
+		}
+	})
 	t.Run("1.0 keep-alive", func(t *testing.T) {
 		rc := dialRaw(t, tp.addr)
 		for range 2 {
@@ -770,6 +789,34 @@ func TestDrain(t *testing.T) {
 		if b, _ := io.ReadAll(busy.br); len(b) != 0 {
 			t.Errorf("cut connection: got %q, want it closed without an answer", b)
 		}
+	})
+	t.Run("deadline, the app never answering", func(t *testing.T) {
+		// The request waits for the app, which checks its client only
+		// every hour: the cut must not wait for that check.
+		app, held, _, release := holdingApp(t)
+		tp := startProxy(t, app, func(c *Config) { c.ClientCheckInterval = time.Hour })
+		busy := dialRaw(t, tp.addr)
+		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		drained := make(chan error, 1)
+		go func() { drained <- tp.Drain(ctx) }()
+		select {
+		case err := <-drained:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Drain: got %v, want the cut", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Drain did not return after cutting the request")
+		}
+		if b, _ := io.ReadAll(busy.br); len(b) != 0 {
+			t.Errorf("cut connection: got %q, want it closed without an answer", b)
+		}
+		if got := tp.DrainReport(); got.Cut != 1 {
+			t.Errorf("report: got %+v, want 1 request cut", got)
+		}
+		close(release)
 	})
 }
 

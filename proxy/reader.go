@@ -202,6 +202,39 @@ func (b *reader) fillEmpty() error {
 	return b.advance(b.rn, b.rerr)
 }
 
+// readFd reads once from fd into the buffer, growing it up to limit when
+// it is full, as fill does; it is called with the descriptor in hand, from
+// inside a RawConn.Read. It reports whether the read emptied the socket
+// (it returned less than there was room for): then only bytes that arrive
+// later are left, and the poller announces those. Nothing there is
+// syscall.EAGAIN; the end of the stream is io.EOF.
+func (b *reader) readFd(fd uintptr, limit int) (emptied bool, err error) {
+	b.acquire()
+	if !b.makeRoom(limit) {
+		return false, errHeadTooLarge
+	}
+	room := b.buf[b.w:]
+	for {
+		n, err := readNow(fd, room)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			if b.w == b.r {
+				b.release()
+			}
+			return err == syscall.EAGAIN, err
+		case n == 0:
+			if b.w == b.r {
+				b.release()
+			}
+			return true, io.EOF
+		}
+		b.w += n
+		return n < len(room), nil
+	}
+}
+
 // write writes all of p to the connection, waiting for room when the
 // socket is full, within the connection's write deadline. It writes with
 // writeNow rather than through nc.Write for the reason given there. A nil
