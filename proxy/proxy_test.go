@@ -44,14 +44,14 @@ type testProxy struct {
 }
 
 // startProxy serves a proxy to upstream until the test ends.
-func startProxy(t *testing.T, upstream string, tweak func(*Config)) *testProxy {
+func startProxy(t testing.TB, upstream string, tweak func(*Config)) *testProxy {
 	t.Helper()
 	return startProxyWith(t, upstream, tweak, nil)
 }
 
 // startProxyWith is startProxy with setup called on the proxy before it
 // serves.
-func startProxyWith(t *testing.T, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
+func startProxyWith(t testing.TB, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
 	t.Helper()
 	cfg := Config{Upstream: upstream}
 	if tweak != nil {
@@ -657,7 +657,7 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 }
 
 // fakeApp is an app written by hand: serve runs for each connection.
-func fakeApp(t *testing.T, serve func(nc net.Conn, br *bufio.Reader)) string {
+func fakeApp(t testing.TB, serve func(nc net.Conn, br *bufio.Reader)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
