@@ -420,10 +420,12 @@ func (c *conn) fillClient(now time.Time) error {
 	return c.br.fill(bufSize)
 }
 
+// readClient reads a request body from the client straight into p,
+// bypassing the buffer, with the raw read call (see readNow).
 func (c *conn) readClient(p []byte, now time.Time) (int, error) {
 	d := c.p.cfg.IOTimeout
 	c.setReadDeadline(now.Add(d), d/8)
-	n, err := c.nc.Read(p)
+	n, err := c.br.readInto(p)
 	if n > 0 {
 		return n, nil
 	}

@@ -1075,3 +1075,52 @@ func TestH2C(t *testing.T) {
 		t.Errorf("counts: got %v, want three POST 200", got)
 	}
 }
+
+// TestIdleAppConnectionHoldsNoBuffer: an app connection back in the pool
+// after an answer holds no read buffer, whatever the answer's framing.
+func TestIdleAppConnectionHoldsNoBuffer(t *testing.T) {
+	cases := []struct {
+		name, answer string
+	}{
+		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"chunked with trailers", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if _, err := io.WriteString(nc, tc.answer); err != nil {
+						return
+					}
+				}
+			})
+			tp := startProxy(t, app, nil)
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp := rc.response("GET")
+			if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "abc" {
+				t.Fatalf("answer: got %d %q, want 200 \"abc\"", resp.StatusCode, b)
+			}
+			// The client leaves: its pinned app connection goes back to
+			// the pool.
+			rc.nc.Close()
+			deadline := time.Now().Add(10 * time.Second)
+			for tp.pool.idleCount() != 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("idle app connections: got %d, want 1", tp.pool.idleCount())
+				}
+				runtime.Gosched()
+			}
+			tp.pool.mu.Lock()
+			held := tp.pool.idle[0].br.buf != nil
+			tp.pool.mu.Unlock()
+			if held {
+				t.Errorf("idle app connection: holds a read buffer, want none")
+			}
+		})
+	}
+}
