@@ -349,9 +349,10 @@ func (b *reader) trySend(fd uintptr) bool {
 	return false
 }
 
-// readInto reads once into p, past the buffer, waiting for bytes as fill
-// does and with the same raw system call. A reader over a connection
-// without a descriptor reads from it.
+// readInto reads once into p, waiting for bytes in a RawConn.Read and
+// reading them with the raw read call (see readNow); fill reads into the
+// buffer through it. A reader over a connection without a descriptor
+// reads from it.
 func (b *reader) readInto(p []byte) (int, error) {
 	if b.rc == nil {
 		return b.rd.Read(p)
