@@ -18,7 +18,12 @@
 #   REQUESTS=5000       requests of the callgrind run
 #   CALLGRIND_OUT=      a file to keep the callgrind profile in
 #   CONNECTIONS=32      wrk connections (wrk -t1)
-#   URLPATH=/           the request path (/bytes?n=16384 for 16 KiB answers)
+#   URLPATH=/           the request path (/bytes?n=16384 for 16 KiB answers;
+#                       /echo when BODY_BYTES is set)
+#   BODY_BYTES=0        POST a body of that many bytes (65536: the upload row;
+#                       bin/echo's /echo streams it back)
+#   HEADER=             one more request header, e.g. 'Connection: close'
+#                       for a new connection per request
 #   GOMAXPROCS=1        outrider's GOMAXPROCS (its default)
 #   OUTRIDER_BIN=bin/outrider   the outrider binary to measure
 #   BASE_PORT=19080     first loopback port tried
@@ -32,7 +37,9 @@ TARGET=${TARGET:-outrider}
 TOOL=${TOOL:-perf}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-32}
-URLPATH=${URLPATH:-/}
+BODY_BYTES=${BODY_BYTES:-0}
+HEADER=${HEADER:-}
+if [ "$BODY_BYTES" != 0 ]; then URLPATH=${URLPATH:-/echo}; else URLPATH=${URLPATH:-/}; fi
 GOMAXPROCS=${GOMAXPROCS:-1}
 OUTRIDER_BIN=${OUTRIDER_BIN:-bin/outrider}
 BASE_PORT=${BASE_PORT:-19080}
@@ -46,6 +53,7 @@ REQUESTS=${REQUESTS:-5000}
 [[ $REQUESTS =~ ^[1-9][0-9]*$ ]] || die "REQUESTS=$REQUESTS: want a positive integer"
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 5s"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS=$CONNECTIONS: want a positive integer"
+[[ $BODY_BYTES =~ ^[0-9]+$ ]] || die "BODY_BYTES=$BODY_BYTES: want a number of bytes"
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
 for t in "${tools[@]}"; do
@@ -150,11 +158,27 @@ requests_total() {
 }
 
 url="http://127.0.0.1:$port$URLPATH"
+# The request's options, for wrk and for h2load.
+wrkopts=() h2opts=()
+if [ -n "$HEADER" ]; then
+	wrkopts+=(-H "$HEADER")
+	h2opts+=(-H "$HEADER")
+fi
+if [ "$BODY_BYTES" != 0 ]; then
+	head -c "$BODY_BYTES" /dev/zero | tr '\0' x >"$TMP/body"
+	cat >"$TMP/body.lua" <<EOF
+wrk.method = "POST"
+wrk.body = string.rep("x", $BODY_BYTES)
+wrk.headers["Content-Type"] = "application/octet-stream"
+EOF
+	wrkopts+=(-s "$TMP/body.lua")
+	h2opts+=(-d "$TMP/body" -H 'Content-Type: application/octet-stream')
+fi
 if [ "$TOOL" = callgrind ]; then
-	h2load --h1 -n 1000 -c "$CONNECTIONS" "$url" >/dev/null
+	h2load --h1 -n 1000 -c "$CONNECTIONS" "${h2opts[@]}" "$url" >/dev/null
 	before=$(requests_total)
 	callgrind_control -z "${PIDS[1]}" >/dev/null 2>&1
-	h2load --h1 -n "$REQUESTS" -c "$CONNECTIONS" "$url" >"$TMP/h2load.out"
+	h2load --h1 -n "$REQUESTS" -c "$CONNECTIONS" "${h2opts[@]}" "$url" >"$TMP/h2load.out"
 	callgrind_control -d "${PIDS[1]}" >/dev/null 2>&1
 	requests=$(($(requests_total) - before))
 	ir=$(cat "$TMP"/callgrind.out.* | awk '/^totals:/ { n += $2 } END { print n + 0 }')
@@ -168,7 +192,7 @@ if [ "$TOOL" = callgrind ]; then
 	exit 0
 fi
 # A warm-up: connections to the app made, buffers pooled, stacks grown.
-wrk -t1 -c"$CONNECTIONS" -d1s "$url" >/dev/null
+wrk -t1 -c"$CONNECTIONS" -d1s "${wrkopts[@]}" "$url" >/dev/null
 
 before=0
 [ "$TARGET" != outrider ] || before=$(requests_total)
@@ -187,7 +211,7 @@ else
 fi
 counter=$!
 sleep 0.5
-wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$url" >"$TMP/wrk.out"
+wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${wrkopts[@]}" "$url" >"$TMP/wrk.out"
 if [ "$TOOL" = strace ]; then
 	kill -INT "$counter"
 fi
@@ -200,7 +224,11 @@ else
 fi
 [ "$requests" -gt 0 ] || die "no request was counted"
 
-printf '# %s, %s, GOMAXPROCS=%s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$GOMAXPROCS" "$CONNECTIONS" "$DURATION" "$URLPATH"
+request=$URLPATH
+[ "$BODY_BYTES" = 0 ] || request="POST $URLPATH, $BODY_BYTES-byte body"
+[ -z "$HEADER" ] || request="$request, $HEADER"
+printf '# %s, %s, GOMAXPROCS=%s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$GOMAXPROCS" "$CONNECTIONS" "$DURATION" "$request"
+
 printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
 printf '%11s  %s\n' "per request" "call"
 if [ "$TOOL" = perf ]; then

@@ -73,6 +73,12 @@ type conn struct {
 	// now is the time last read by this connection's goroutine: deadlines
 	// are computed from it, with slack, to spare clock reads.
 	now time.Time
+	// rl is the state of the read loop (readloop.go); inLoop is set while
+	// the goroutine holds the descriptor in it, cut once the drain cut the
+	// connection off.
+	rl     readLoop
+	inLoop atomic.Bool
+	cut    atomic.Bool
 }
 
 func (c *conn) serve() {
@@ -81,6 +87,10 @@ func (c *conn) serve() {
 	c.clientIP = hostOf(c.nc.RemoteAddr())
 	c.now = time.Now()
 	defer c.close()
+	if c.br.rc != nil {
+		c.serveLoop()
+		return
+	}
 	for first := true; ; first = false {
 		if !c.readRequest(first) {
 			return
@@ -162,52 +172,25 @@ func (c *conn) setReadDeadline(t time.Time, slack time.Duration) {
 
 // readRequest reads and checks the next request head. It returns false
 // when the connection should close: the client left, timed out, sent a
-// head that was refused (and answered), or the proxy is draining.
+// head that was refused (and answered), or the proxy is draining. It
+// serves connections without a descriptor; the others are read by the
+// read loop.
 func (c *conn) readRequest(first bool) bool {
-	cfg := &c.p.cfg
-	// c.now is when the last response ended, or the connection came.
-	now := c.now
-	started := len(c.br.buffered()) > 0
-	if started {
-		c.setReadDeadline(now.Add(cfg.ReadHeaderTimeout), cfg.ReadHeaderTimeout/8)
-	} else {
-		c.setReadDeadline(now.Add(cfg.IdleTimeout), cfg.IdleTimeout/8)
-	}
-	// The deadline is set before the state is published, so that a poke
-	// from Drain is never overwritten.
-	c.state.Store(stateIdle)
-	if !started && c.p.draining.Load() {
+	if !c.idle() {
 		return false
 	}
 	for {
-		buf := c.br.buffered()
-		if len(buf) > 0 {
-			if first && buf[0] == 'P' {
-				if len(buf) < len(h2Preface) && string(buf) == h2Preface[:len(buf)] {
-					goto more
-				}
-				if len(buf) >= len(h2Preface) && string(buf[:len(h2Preface)]) == h2Preface {
-					c.handOffH2()
-					return false
-				}
-			}
-			n, err := parseRequest(buf, &c.req, cfg.MaxHeaderFields)
-			if err == nil {
-				c.headLen = n
-				c.state.Store(stateActive)
-				return true
-			}
-			if err != errNeedMore {
-				c.reject(err)
-				return false
-			}
+		switch c.checkHead(first) {
+		case headDone:
+			return true
+		case headH2:
+			c.handOffH2()
+			return false
+		case headBad:
+			return false
 		}
-	more:
-		if !started && len(c.br.buffered()) > 0 {
-			started = true
-			c.setReadDeadline(time.Now().Add(cfg.ReadHeaderTimeout), 0)
-		}
-		if err := c.br.fill(cfg.MaxHeaderBytes); err != nil {
+		c.headStarted()
+		if err := c.br.fill(c.p.cfg.MaxHeaderBytes); err != nil {
 			if err == errHeadTooLarge {
 				c.req.reset()
 				c.reject(err)
@@ -216,6 +199,71 @@ func (c *conn) readRequest(first bool) bool {
 			return false
 		}
 	}
+}
+
+// idle readies the connection for its next request: the idle deadline,
+// or the head's when bytes of it are buffered already. It returns false
+// when the proxy drains and no next request has begun.
+func (c *conn) idle() bool {
+	cfg := &c.p.cfg
+	// c.now is when the last response ended, or the connection came.
+	now := c.now
+	c.rl.started = len(c.br.buffered()) > 0
+	if c.rl.started {
+		c.setReadDeadline(now.Add(cfg.ReadHeaderTimeout), cfg.ReadHeaderTimeout/8)
+	} else {
+		c.setReadDeadline(now.Add(cfg.IdleTimeout), cfg.IdleTimeout/8)
+	}
+	// The deadline is set before the state is published, so that a poke
+	// from Drain is never overwritten.
+	c.state.Store(stateIdle)
+	return c.rl.started || !c.p.draining.Load()
+}
+
+// headStarted moves the deadline from the idle one to the head's once the
+// first bytes of a head came and did not complete it: a head that comes
+// whole in one read sets no timer.
+func (c *conn) headStarted() {
+	if !c.rl.started && len(c.br.buffered()) > 0 {
+		c.rl.started = true
+		c.setReadDeadline(time.Now().Add(c.p.cfg.ReadHeaderTimeout), 0)
+	}
+}
+
+// What the bytes buffered so far come to, for checkHead.
+const (
+	headMore = iota // not a whole head yet
+	headDone        // a request head, parsed into c.req
+	headH2          // the HTTP/2 preface
+	headBad         // a head that was refused, and answered
+)
+
+// checkHead parses the buffered bytes as a request head; the first
+// request of a connection may be the HTTP/2 preface instead.
+func (c *conn) checkHead(first bool) int {
+	buf := c.br.buffered()
+	if len(buf) == 0 {
+		return headMore
+	}
+	if first && buf[0] == 'P' {
+		if len(buf) < len(h2Preface) && string(buf) == h2Preface[:len(buf)] {
+			return headMore
+		}
+		if len(buf) >= len(h2Preface) && string(buf[:len(h2Preface)]) == h2Preface {
+			return headH2
+		}
+	}
+	n, err := parseRequest(buf, &c.req, c.p.cfg.MaxHeaderFields)
+	if err == nil {
+		c.headLen = n
+		c.state.Store(stateActive)
+		return headDone
+	}
+	if err != errNeedMore {
+		c.reject(err)
+		return headBad
+	}
+	return headMore
 }
 
 // reject answers a refused head and counts it.
@@ -372,10 +420,12 @@ func (c *conn) fillClient(now time.Time) error {
 	return c.br.fill(bufSize)
 }
 
+// readClient reads a request body from the client straight into p,
+// bypassing the buffer, with the raw read call (see readNow).
 func (c *conn) readClient(p []byte, now time.Time) (int, error) {
 	d := c.p.cfg.IOTimeout
 	c.setReadDeadline(now.Add(d), d/8)
-	n, err := c.nc.Read(p)
+	n, err := c.br.readInto(p)
 	if n > 0 {
 		return n, nil
 	}

@@ -105,7 +105,7 @@ func (p *Proxy) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for c := range p.conns {
-		_ = c.nc.Close()
+		c.cutOff()
 	}
 	p.h2.close()
 }

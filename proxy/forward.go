@@ -143,8 +143,8 @@ func (c *conn) sendRequest(inline bool) *upConn {
 			c.upstreamFailed(err, inline)
 			return nil
 		}
-		if inline && u.br.rc != nil && len(u.br.buffered()) == 0 {
-			err = c.sendThenReadHead(u)
+		if u.br.rc != nil && len(u.br.buffered()) == 0 {
+			err = c.sendThenReadHead(u, inline)
 		} else {
 			err = writeUp(u, c.out, c.now)
 			if err == nil {
@@ -330,6 +330,7 @@ func (c *conn) relayResponse(u *upConn) {
 		// Bytes the app sent past its response: it is out of step.
 		upKeep = false
 	}
+	u.br.releaseIfEmpty()
 	if upKeep {
 		u.reused = true
 		u.lastUsed = c.now
@@ -409,20 +410,28 @@ func (c *conn) dropUpstream() {
 	}
 }
 
-// sendThenReadHead sends a request that has no body to stream and reads
-// the head of the answer, with one read system call fewer than writeUp and
-// readResponseHead: see reader.sendThenFill.
-func (c *conn) sendThenReadHead(u *upConn) error {
+// sendThenReadHead sends a request head, with its body when inline, and
+// reads the head of the answer, with one read system call fewer than
+// writeUp and readResponseHead: see reader.sendThenFill. A body that is
+// not inline starts streaming as soon as the head is written.
+func (c *conn) sendThenReadHead(u *upConn, inline bool) error {
 	iv := c.p.cfg.ClientCheckInterval
 	if u.rdl.Before(c.now.Add(iv / 2)) {
 		u.rdl = c.now.Add(iv)
 		_ = u.nc.SetReadDeadline(u.rdl)
 	}
-	rest, err := u.br.sendThenFill(c.out)
+	var then func()
+	if !inline {
+		then = func() { c.startBody(u) }
+	}
+	rest, err := u.br.sendThenFill(c.out, then)
 	switch {
 	case len(rest) > 0:
 		if err := writeUp(u, rest, c.now); err != nil {
 			return err
+		}
+		if then != nil {
+			then()
 		}
 	case err == nil:
 	case !isTimeout(err):
@@ -672,6 +681,7 @@ func (c *conn) stopBody(abort bool) (bodyResult, bool) {
 	}
 	res := <-c.bodyDone
 	c.bodyDone = nil
+	c.br.releaseIfEmpty()
 	if abort {
 		// The deadline may have been moved to the past behind c.rdl.
 		c.rdl = aLongTimeAgo

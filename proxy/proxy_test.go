@@ -44,14 +44,14 @@ type testProxy struct {
 }
 
 // startProxy serves a proxy to upstream until the test ends.
-func startProxy(t *testing.T, upstream string, tweak func(*Config)) *testProxy {
+func startProxy(t testing.TB, upstream string, tweak func(*Config)) *testProxy {
 	t.Helper()
 	return startProxyWith(t, upstream, tweak, nil)
 }
 
 // startProxyWith is startProxy with setup called on the proxy before it
 // serves.
-func startProxyWith(t *testing.T, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
+func startProxyWith(t testing.TB, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
 	t.Helper()
 	cfg := Config{Upstream: upstream}
 	if tweak != nil {
@@ -615,6 +615,25 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 			}
 		}
 	})
+	t.Run("pipelined while the first is at the app", func(t *testing.T) {
+		// The second request arrives while the connection's goroutine
+		// forwards the first: the poller's word that it came must not be
+		// lost, or it would wait for the idle timeout.
+		app, held, _, release := holdingApp(t)
+		tp := startProxy(t, app, func(c *Config) { c.IdleTimeout = time.Hour })
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		rc.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+		close(release)
+		for _, path := range []string{"/hold", "/next"} {
+			resp := rc.response("GET")
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(b) != "ok\n" {
+				t.Errorf("%s: got %d %q, want 200 \"ok\\n\"", path, resp.StatusCode, b)
+			}
+		}
+	})
 	t.Run("1.0 keep-alive", func(t *testing.T) {
 		rc := dialRaw(t, tp.addr)
 		for range 2 {
@@ -638,7 +657,7 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 }
 
 // fakeApp is an app written by hand: serve runs for each connection.
-func fakeApp(t *testing.T, serve func(nc net.Conn, br *bufio.Reader)) string {
+func fakeApp(t testing.TB, serve func(nc net.Conn, br *bufio.Reader)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -770,6 +789,34 @@ func TestDrain(t *testing.T) {
 		if b, _ := io.ReadAll(busy.br); len(b) != 0 {
 			t.Errorf("cut connection: got %q, want it closed without an answer", b)
 		}
+	})
+	t.Run("deadline, the app never answering", func(t *testing.T) {
+		// The request waits for the app, which checks its client only
+		// every hour: the cut must not wait for that check.
+		app, held, _, release := holdingApp(t)
+		tp := startProxy(t, app, func(c *Config) { c.ClientCheckInterval = time.Hour })
+		busy := dialRaw(t, tp.addr)
+		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		drained := make(chan error, 1)
+		go func() { drained <- tp.Drain(ctx) }()
+		select {
+		case err := <-drained:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Drain: got %v, want the cut", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Drain did not return after cutting the request")
+		}
+		if b, _ := io.ReadAll(busy.br); len(b) != 0 {
+			t.Errorf("cut connection: got %q, want it closed without an answer", b)
+		}
+		if got := tp.DrainReport(); got.Cut != 1 {
+			t.Errorf("report: got %+v, want 1 request cut", got)
+		}
+		close(release)
 	})
 }
 
@@ -1026,5 +1073,54 @@ func TestH2C(t *testing.T) {
 	tp.settle(t)
 	if got := tp.counts(t); got["POST 200"] != 3 || len(got) != 1 {
 		t.Errorf("counts: got %v, want three POST 200", got)
+	}
+}
+
+// TestIdleAppConnectionHoldsNoBuffer: an app connection back in the pool
+// after an answer holds no read buffer, whatever the answer's framing.
+func TestIdleAppConnectionHoldsNoBuffer(t *testing.T) {
+	cases := []struct {
+		name, answer string
+	}{
+		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"chunked with trailers", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if _, err := io.WriteString(nc, tc.answer); err != nil {
+						return
+					}
+				}
+			})
+			tp := startProxy(t, app, nil)
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp := rc.response("GET")
+			if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "abc" {
+				t.Fatalf("answer: got %d %q, want 200 \"abc\"", resp.StatusCode, b)
+			}
+			// The client leaves: its pinned app connection goes back to
+			// the pool.
+			rc.nc.Close()
+			deadline := time.Now().Add(10 * time.Second)
+			for tp.pool.idleCount() != 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("idle app connections: got %d, want 1", tp.pool.idleCount())
+				}
+				runtime.Gosched()
+			}
+			tp.pool.mu.Lock()
+			held := tp.pool.idle[0].br.buf != nil
+			tp.pool.mu.Unlock()
+			if held {
+				t.Errorf("idle app connection: holds a read buffer, want none")
+			}
+		})
 	}
 }

@@ -44,10 +44,13 @@ type reader struct {
 	rerr    error
 	writeFn func(fd uintptr) bool
 	// sendFn and the fields below serve sendThenFill: send is what is left
-	// to write, sending is set until it is all written.
+	// to write, sending is set until it is all written, then is called
+	// once it is, serr is the write's error.
 	sendFn  func(fd uintptr) bool
 	send    []byte
 	sending bool
+	then    func()
+	serr    error
 	// intoFn and into serve readInto.
 	intoFn func(fd uintptr) bool
 	into   []byte
@@ -97,6 +100,15 @@ func (b *reader) release() {
 // buffered returns the unread bytes.
 func (b *reader) buffered() []byte { return b.buf[b.r:b.w] }
 
+// releaseIfEmpty gives the buffer back when nothing is left in it. A
+// chunked body's lines are read in place, without discard, so the end of
+// such a body leaves an empty buffer held.
+func (b *reader) releaseIfEmpty() {
+	if b.r == b.w {
+		b.release()
+	}
+}
+
 // discard drops n buffered bytes.
 func (b *reader) discard(n int) {
 	b.r += n
@@ -115,7 +127,7 @@ func (b *reader) fill(limit int) error {
 	if !b.makeRoom(limit) {
 		return errHeadTooLarge
 	}
-	n, err := b.rd.Read(b.buf[b.w:])
+	n, err := b.readInto(b.buf[b.w:])
 	return b.advance(n, err)
 }
 
@@ -202,6 +214,39 @@ func (b *reader) fillEmpty() error {
 	return b.advance(b.rn, b.rerr)
 }
 
+// readFd reads once from fd into the buffer, growing it up to limit when
+// it is full, as fill does; it is called with the descriptor in hand, from
+// inside a RawConn.Read. It reports whether the read emptied the socket
+// (it returned less than there was room for): then only bytes that arrive
+// later are left, and the poller announces those. Nothing there is
+// syscall.EAGAIN; the end of the stream is io.EOF.
+func (b *reader) readFd(fd uintptr, limit int) (emptied bool, err error) {
+	b.acquire()
+	if !b.makeRoom(limit) {
+		return false, errHeadTooLarge
+	}
+	room := b.buf[b.w:]
+	for {
+		n, err := readNow(fd, room)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			if b.w == b.r {
+				b.release()
+			}
+			return err == syscall.EAGAIN, err
+		case n == 0:
+			if b.w == b.r {
+				b.release()
+			}
+			return true, io.EOF
+		}
+		b.w += n
+		return n < len(room), nil
+	}
+}
+
 // write writes all of p to the connection, waiting for room when the
 // socket is full, within the connection's write deadline. It writes with
 // writeNow rather than through nc.Write for the reason given there. A nil
@@ -247,20 +292,25 @@ func (b *reader) tryWrite(fd uintptr) bool {
 // written after it, so its arrival wakes the wait; a wait started in a
 // RawConn.Read of its own could miss an answer that came before it.
 //
+// then, when not nil, is called as soon as all of p is written, before the
+// wait: it starts the goroutine that streams the request's body, whose
+// writes go through write and do not touch the fields used here.
+//
 // It returns what is left of p when the socket would not take it all (then
-// nothing was read and the caller writes the rest and fills as usual), or
-// all of p when nothing could be tried. A write error is returned as is; a
-// read deadline that passed after p was sent returns the timeout.
-func (b *reader) sendThenFill(p []byte) (rest []byte, err error) {
-	b.send, b.sending, b.werr = p, true, nil
+// nothing was read, then was not called, and the caller writes the rest
+// and fills as usual), or all of p when nothing could be tried. A write
+// error is returned as is; a read deadline that passed after p was sent
+// returns the timeout.
+func (b *reader) sendThenFill(p []byte, then func()) (rest []byte, err error) {
+	b.send, b.sending, b.then, b.serr = p, true, then, nil
 	b.rn, b.rerr = 0, nil
 	err = b.rc.Read(b.sendFn)
-	rest, werr, sent := b.send, b.werr, !b.sending
-	b.send, b.sending, b.werr = nil, false, nil
+	rest, serr, sent := b.send, b.serr, !b.sending
+	b.send, b.sending, b.then, b.serr = nil, false, nil, nil
 	switch {
-	case werr != nil:
+	case serr != nil:
 		b.release()
-		return nil, werr
+		return nil, serr
 	case len(rest) > 0:
 		return rest, nil
 	case err != nil:
@@ -287,18 +337,22 @@ func (b *reader) trySend(fd uintptr) bool {
 		case err == syscall.EINTR:
 			continue
 		case err != nil:
-			b.werr = err
+			b.serr = err
 			return true
 		}
 		b.send = b.send[n:]
 	}
 	b.sending = false
+	if b.then != nil {
+		b.then()
+	}
 	return false
 }
 
-// readInto reads once into p, past the buffer, waiting for bytes as fill
-// does and with the same raw system call. A reader over a connection
-// without a descriptor reads from it.
+// readInto reads once into p, waiting for bytes in a RawConn.Read and
+// reading them with the raw read call (see readNow); fill reads into the
+// buffer through it. A reader over a connection without a descriptor
+// reads from it.
 func (b *reader) readInto(p []byte) (int, error) {
 	if b.rc == nil {
 		return b.rd.Read(p)

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"fmt"
+	"net"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -34,4 +37,31 @@ func writeNow(fd uintptr, p []byte) (int, error) {
 		return -1, e
 	}
 	return int(r), nil
+}
+
+// listenConfig sets TCP keep-alive on the listening socket, which the
+// sockets it accepts inherit (with their keep-alive timer started), and
+// turns off net's own setting of it on each accepted connection.
+func listenConfig() net.ListenConfig {
+	return net.ListenConfig{KeepAlive: -1, Control: setKeepAlive}
+}
+
+func setKeepAlive(_, _ string, c syscall.RawConn) error {
+	var err error
+	cerr := c.Control(func(fd uintptr) {
+		for _, o := range []struct{ level, name, value int }{
+			{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+			{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, int(keepAliveIdle / time.Second)},
+			{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, int(keepAliveInterval / time.Second)},
+			{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, keepAliveCount},
+		} {
+			if e := syscall.SetsockoptInt(int(fd), o.level, o.name, o.value); e != nil && err == nil {
+				err = fmt.Errorf("set TCP keep-alive on the listening socket: %w", e)
+			}
+		}
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
 }

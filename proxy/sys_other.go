@@ -2,10 +2,17 @@
 
 package proxy
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
 // readNow reads from a non-blocking socket; see sys_linux.go.
 func readNow(fd uintptr, p []byte) (int, error) { return syscall.Read(int(fd), p) }
 
 // writeNow writes to a non-blocking socket; see sys_linux.go.
 func writeNow(fd uintptr, p []byte) (int, error) { return syscall.Write(int(fd), p) }
+
+// listenConfig is net.Listen's: it sets keep-alive on each accepted
+// connection, with the defaults keepAliveIdle and the others restate.
+func listenConfig() net.ListenConfig { return net.ListenConfig{} }

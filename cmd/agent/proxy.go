@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"syscall"
 
@@ -31,7 +30,7 @@ func (a *agent) addProxy() error {
 		maxConns = fds.maxConns()
 	}
 	a.log.Info("open-file limit", "soft", fds.soft, "hard", fds.hard, "max_connections", maxConns)
-	ln, err := net.Listen("tcp", a.cfg.Listen.Proxy)
+	ln, err := proxy.Listen(context.Background(), a.cfg.Listen.Proxy)
 	if err != nil {
 		return fmt.Errorf("proxy listener (OUTRIDER_PROXY_LISTEN=%s): %w", a.cfg.Listen.Proxy, err)
 	}
