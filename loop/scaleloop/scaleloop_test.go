@@ -164,9 +164,7 @@ func TestScalingLoop(t *testing.T) {
 	first := waitPassing(t, consul, 1, 2*time.Minute)
 	progress("first pod %s passing in Consul", first[0])
 	loadStart := time.Now()
-	// 512 workers: a request is skipped (never sent) only when every one
-	// of them has waited half a second for its answer.
-	load := exec.Command(loadgen, "-consul", consul.HTTPAddr, "-service", service, "-profile", profile, "-workers", "512")
+	load := exec.Command(loadgen, "-consul", consul.HTTPAddr, "-service", service, "-profile", profile)
 	var loadOut, loadErr bytes.Buffer
 	load.Stdout, load.Stderr = &loadOut, &loadErr
 	if err := load.Start(); err != nil {

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -363,10 +362,10 @@ func httpOK(ctx context.Context, client *http.Client, url string) error {
 	return nil
 }
 
-// binaryEnv names the environment variable that overrides each binary.
-var binaryEnv = map[string]string{
-	"keda-operator": "OUTRIDER_KEDA_OPERATOR_BIN",
-	"keda-adapter":  "OUTRIDER_KEDA_ADAPTER_BIN",
+// binaries are the servers this package runs, by name.
+var binaries = map[string]server.Binary{
+	"keda-operator": {Name: "keda-operator", EnvVar: "OUTRIDER_KEDA_OPERATOR_BIN", Make: "keda"},
+	"keda-adapter":  {Name: "keda-adapter", EnvVar: "OUTRIDER_KEDA_ADAPTER_BIN", Make: "keda"},
 }
 
 // Binary finds a KEDA binary: the environment variable named in the
@@ -375,31 +374,13 @@ var binaryEnv = map[string]string{
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	root, _ := consultest.ModuleRoot()
-	p, err := findBinary(name, os.Getenv(binaryEnv[name]), root)
+	b, ok := binaries[name]
+	if !ok {
+		t.Fatalf("kedatest: no binary named %q", name)
+	}
+	p, err := b.Find(root)
 	if err != nil {
 		t.Fatalf("kedatest: %v", err)
 	}
 	return p
-}
-
-// findBinary looks for name as Binary does, with outrider's module root
-// (empty when unknown) passed in.
-func findBinary(name, override, root string) (string, error) {
-	if override != "" {
-		if _, err := os.Stat(override); err != nil {
-			return "", fmt.Errorf("%s binary from %s=%s: %w", name, binaryEnv[name], override, err)
-		}
-		return override, nil
-	}
-	if root != "" {
-		p := filepath.Join(root, "bin", name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("%s binary not found: run `make keda` (it builds bin/%s from tools/keda/go.mod), or set %s",
-		name, name, binaryEnv[name])
 }

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -404,11 +403,11 @@ func randomToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// binaryEnv names the environment variable that overrides each binary.
-var binaryEnv = map[string]string{
-	"etcd":                    "OUTRIDER_ETCD_BIN",
-	"kube-apiserver":          "OUTRIDER_KUBE_APISERVER_BIN",
-	"kube-controller-manager": "OUTRIDER_KUBE_CONTROLLER_MANAGER_BIN",
+// binaries are the servers this package runs, by name.
+var binaries = map[string]server.Binary{
+	"etcd":                    {Name: "etcd", EnvVar: "OUTRIDER_ETCD_BIN", Make: "etcd"},
+	"kube-apiserver":          {Name: "kube-apiserver", EnvVar: "OUTRIDER_KUBE_APISERVER_BIN", Make: "kube"},
+	"kube-controller-manager": {Name: "kube-controller-manager", EnvVar: "OUTRIDER_KUBE_CONTROLLER_MANAGER_BIN", Make: "kube"},
 }
 
 // Binary finds a control-plane binary: the environment variable named in
@@ -417,37 +416,15 @@ var binaryEnv = map[string]string{
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	root, _ := consultest.ModuleRoot()
-	p, err := findBinary(name, os.Getenv(binaryEnv[name]), root)
+	b, ok := binaries[name]
+	if !ok {
+		t.Fatalf("kubetest: no binary named %q", name)
+	}
+	p, err := b.Find(root)
 	if err != nil {
 		t.Fatalf("kubetest: %v", err)
 	}
 	return p
-}
-
-// findBinary looks for name as Binary does, with outrider's module root
-// (empty when unknown) passed in.
-func findBinary(name, override, root string) (string, error) {
-	target := "kube"
-	if name == "etcd" {
-		target = "etcd"
-	}
-	if override != "" {
-		if _, err := os.Stat(override); err != nil {
-			return "", fmt.Errorf("%s binary from %s=%s: %w", name, binaryEnv[name], override, err)
-		}
-		return override, nil
-	}
-	if root != "" {
-		p := filepath.Join(root, "bin", name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("%s binary not found: run `make %s` (it builds bin/%s from tools/%s/go.mod), or set %s",
-		name, target, name, target, binaryEnv[name])
 }
 
 // etcdHealthy reports whether etcd answers its /health with health true.

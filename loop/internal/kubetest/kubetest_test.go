@@ -3,7 +3,6 @@ package kubetest
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,45 +58,5 @@ func TestControlPlaneRunsControllers(t *testing.T) {
 	}
 	if b, err := os.ReadFile(cp.Kubeconfig); err != nil || !strings.Contains(string(b), cp.URL) {
 		t.Errorf("kubeconfig %s does not name %s (err %v)", cp.Kubeconfig, cp.URL, err)
-	}
-}
-
-func TestFindBinary(t *testing.T) {
-	root := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	built := filepath.Join(root, "bin", "kube-apiserver")
-	if err := os.WriteFile(built, []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", t.TempDir())
-	tests := []struct {
-		name, binary, override string
-		want, wantErr          string
-	}{
-		{name: "override", binary: "kube-apiserver", override: built, want: built},
-		{name: "missing override", binary: "etcd", override: "/nonexistent/etcd",
-			wantErr: "etcd binary from OUTRIDER_ETCD_BIN=/nonexistent/etcd"},
-		{name: "bin of the module root", binary: "kube-apiserver", want: built},
-		{name: "not built", binary: "kube-controller-manager",
-			wantErr: "kube-controller-manager binary not found: run `make kube` (it builds bin/kube-controller-manager from tools/kube/go.mod), or set OUTRIDER_KUBE_CONTROLLER_MANAGER_BIN"},
-		{name: "etcd not built", binary: "etcd",
-			wantErr: "etcd binary not found: run `make etcd` (it builds bin/etcd from tools/etcd/go.mod), or set OUTRIDER_ETCD_BIN"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := findBinary(tt.binary, tt.override, root)
-			switch {
-			case tt.wantErr != "":
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Errorf("findBinary(%q) error = %v, want one containing %q", tt.binary, err, tt.wantErr)
-				}
-			case err != nil:
-				t.Errorf("findBinary(%q): %v", tt.binary, err)
-			case got != tt.want:
-				t.Errorf("findBinary(%q) = %q, want %q", tt.binary, got, tt.want)
-			}
-		})
 	}
 }

@@ -46,14 +46,23 @@ func (f *forwarder) serve(ln net.Listener, dial func() (net.Conn, error)) {
 	f.listeners = append(f.listeners, ln)
 	f.mu.Unlock()
 	f.wg.Go(func() {
+		// A failed accept (out of file descriptors, say) is waited out, as
+		// a server does, not taken for the end: only close ends the loop.
+		backoff := time.Duration(0)
 		for {
 			in, err := ln.Accept()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					f.log.Error("forwarder stopped accepting", "addr", ln.Addr().String(), "err", err)
-				}
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			if err != nil {
+				if backoff == 0 {
+					f.log.Error("forwarder cannot accept; retrying", "addr", ln.Addr().String(), "err", err)
+				}
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			backoff = 0
 			f.wg.Go(func() { f.join(in, dial) })
 		}
 	})
