@@ -373,14 +373,9 @@ var binaries = map[string]server.Binary{
 // It fails the test when none is.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	root, _ := consultest.ModuleRoot()
 	b, ok := binaries[name]
 	if !ok {
 		t.Fatalf("kedatest: no binary named %q", name)
 	}
-	p, err := b.Find(root)
-	if err != nil {
-		t.Fatalf("kedatest: %v", err)
-	}
-	return p
+	return b.Path(t)
 }

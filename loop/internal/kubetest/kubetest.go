@@ -415,16 +415,11 @@ var binaries = map[string]server.Binary{
 // PATH. It fails the test when none is.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	root, _ := consultest.ModuleRoot()
 	b, ok := binaries[name]
 	if !ok {
 		t.Fatalf("kubetest: no binary named %q", name)
 	}
-	p, err := b.Find(root)
-	if err != nil {
-		t.Fatalf("kubetest: %v", err)
-	}
-	return p
+	return b.Path(t)
 }
 
 // etcdHealthy reports whether etcd answers its /health with health true.

@@ -5,6 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
+
+	"github.com/outrider-sidecar/outrider/internal/consultest"
 )
 
 // Binary says where a test's server program comes from.
@@ -35,4 +38,16 @@ func (b Binary) Find(root string) (string, error) {
 	}
 	return "", fmt.Errorf("%s binary not found: run `make %s` (it builds bin/%s from tools/%s/go.mod), or set %s",
 		b.Name, b.Make, b.Name, b.Make, b.EnvVar)
+}
+
+// Path is Find from outrider's module root, failing the test (never
+// skipping it) with how to build the program when it is missing.
+func (b Binary) Path(t testing.TB) string {
+	t.Helper()
+	root, _ := consultest.ModuleRoot()
+	p, err := b.Find(root)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return p
 }
