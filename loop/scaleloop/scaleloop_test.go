@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,7 +208,7 @@ sampling:
 			peakChecked = true
 			ready := podsOf(t, client, true)
 			progress("%d pods ready: checking Consul and the prometheus-adapter rule", len(ready))
-			waitPassing(t, consul, len(ready), 30*time.Second, slices.Sorted(mapKeys(ready))...)
+			waitPassing(t, consul, len(ready), 30*time.Second, slices.Sorted(maps.Keys(ready))...)
 			checkAdapterRule(t, prom, ready)
 		}
 	}
@@ -237,7 +238,7 @@ sampling:
 
 	// The first new pod, and how soon each new pod served.
 	mu.Lock()
-	started := maps(appStarted)
+	started := maps.Clone(appStarted)
 	mu.Unlock()
 	var newPods []string
 	for pod, at := range started {
@@ -472,7 +473,7 @@ func checkAdapterRule(t *testing.T, prom *promtest.Server, ready map[string]stri
 	}
 	rule := cfg.Rules[0]
 	series := strings.Trim(regexp.MustCompile(`[\^$]`).ReplaceAllString(rule.Name.Matches, ""), " ")
-	pods := slices.Sorted(mapKeys(ready))
+	pods := slices.Sorted(maps.Keys(ready))
 	tmpl, err := template.New("metricsQuery").Delims("<<", ">>").Parse(rule.MetricsQuery)
 	if err != nil {
 		t.Fatalf("%s: metricsQuery: %v", adapterRules, err)
@@ -587,22 +588,4 @@ func tailString(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
-func maps(m map[string]time.Time) map[string]time.Time {
-	out := make(map[string]time.Time, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
