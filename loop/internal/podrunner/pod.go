@@ -343,64 +343,11 @@ func (w *podWorker) podForEnv() *corev1.Pod {
 	return p
 }
 
-// startup runs c's startup probe until it passes, then marks c started.
-// After failureThreshold failures in a row the pod fails and c is stopped:
-// the kubelet would restart it, podrunner restarts nothing.
-func (w *podWorker) startup(ctx context.Context, c *container, p *corev1.Probe) {
+// probeLoop runs probe p against container c after the probe's initial
+// delay and then every period, handing each result to handle, until
+// handle says to stop, c exits or the worker stops.
+func (w *podWorker) probeLoop(ctx context.Context, c *container, p *corev1.Probe, handle func(err error) (stop bool)) {
 	delay, period, timeout := probeTiming(p)
-	limit := int(p.FailureThreshold)
-	if limit < 1 {
-		limit = 3
-	}
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	for fails := 0; ; {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.killed:
-			return
-		case <-c.done:
-			return
-		case <-timer.C:
-		}
-		attempt, cancel := context.WithTimeout(ctx, timeout)
-		err := w.prober.probeOnce(attempt, p, &c.spec)
-		cancel()
-		if err == nil {
-			w.mu.Lock()
-			if c.spec.ReadinessProbe == nil {
-				c.ready = true
-			}
-			w.mu.Unlock()
-			close(c.started)
-			w.cfg.Log.Info("started", "pod", w.pod.Name, "container", c.spec.Name)
-			w.markDirty()
-			return
-		}
-		if fails++; fails >= limit {
-			w.fail(c, fmt.Errorf("container %q: startup probe failed %d times: %w", c.spec.Name, fails, err))
-			c.signal(syscall.SIGKILL)
-			return
-		}
-		timer.Reset(period)
-	}
-}
-
-// probe runs c's readiness probe, once its startup probe has passed, until
-// the container exits or the worker stops.
-func (w *podWorker) probe(ctx context.Context, c *container, p *corev1.Probe) {
-	select {
-	case <-c.started:
-	case <-ctx.Done():
-		return
-	case <-w.killed:
-		return
-	case <-c.done:
-		return
-	}
-	delay, period, timeout := probeTiming(p)
-	state := newReadiness(p)
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	for {
@@ -416,6 +363,57 @@ func (w *podWorker) probe(ctx context.Context, c *container, p *corev1.Probe) {
 		attempt, cancel := context.WithTimeout(ctx, timeout)
 		err := w.prober.probeOnce(attempt, p, &c.spec)
 		cancel()
+		if handle(err) {
+			return
+		}
+		timer.Reset(period)
+	}
+}
+
+// startup runs c's startup probe until it passes, then marks c started.
+// After failureThreshold failures in a row the pod fails and c is stopped:
+// the kubelet would restart it, podrunner restarts nothing.
+func (w *podWorker) startup(ctx context.Context, c *container, p *corev1.Probe) {
+	limit := int(p.FailureThreshold)
+	if limit < 1 {
+		limit = 3
+	}
+	fails := 0
+	w.probeLoop(ctx, c, p, func(err error) bool {
+		if err == nil {
+			w.mu.Lock()
+			if c.spec.ReadinessProbe == nil {
+				c.ready = true
+			}
+			w.mu.Unlock()
+			close(c.started)
+			w.cfg.Log.Info("started", "pod", w.pod.Name, "container", c.spec.Name)
+			w.markDirty()
+			return true
+		}
+		if fails++; fails >= limit {
+			w.fail(c, fmt.Errorf("container %q: startup probe failed %d times: %w", c.spec.Name, fails, err))
+			c.signal(syscall.SIGKILL)
+			return true
+		}
+		return false
+	})
+}
+
+// probe runs c's readiness probe, once its startup probe has passed, until
+// the container exits or the worker stops.
+func (w *podWorker) probe(ctx context.Context, c *container, p *corev1.Probe) {
+	select {
+	case <-c.started:
+	case <-ctx.Done():
+		return
+	case <-w.killed:
+		return
+	case <-c.done:
+		return
+	}
+	state := newReadiness(p)
+	w.probeLoop(ctx, c, p, func(err error) bool {
 		ready := state.observe(err)
 		w.mu.Lock()
 		changed := ready != c.ready && c.running()
@@ -431,8 +429,8 @@ func (w *podWorker) probe(ctx context.Context, c *container, p *corev1.Probe) {
 			w.cfg.Log.Info("readiness changed", "pod", w.pod.Name, "container", c.spec.Name, "ready", ready, "err", err)
 			w.markDirty()
 		}
-		timer.Reset(period)
-	}
+		return false
+	})
 }
 
 func (w *podWorker) markDirty() {
