@@ -141,7 +141,9 @@ type Proxy struct {
 	acceptWake    chan struct{}
 	// acceptQuiet overrides acceptQuiet in tests.
 	acceptQuiet time.Duration
-	wg          sync.WaitGroup
+	// workers serve the client connections (workers.go).
+	workers workers
+	wg      sync.WaitGroup
 }
 
 // New returns a proxy to cfg.Upstream whose metrics are registered on reg.
@@ -221,9 +223,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		if c == nil {
 			continue
 		}
-		go c.serve()
+		p.workers.serve(c)
 	}
 	p.wg.Wait()
+	p.workers.stop()
 	p.pool.close()
 	return err
 }

@@ -1,0 +1,115 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// getClose sends one request on a new connection and reads the answer.
+func getClose(t *testing.T, addr string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	resp, err := client.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET through the proxy: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET through the proxy: got %d, want 200", resp.StatusCode)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestConnectionGoroutinesAreReused(t *testing.T) {
+	app := startEcho(t)
+	tests := []struct {
+		name string
+		// clients connections are open at once, rounds times.
+		clients, rounds int
+	}{
+		{"one connection after another", 1, 20},
+		{"8 connections at once", 8, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tp := startProxyWith(t, app, nil, func(p *Proxy) { p.workers.idleFor = 300 * time.Millisecond })
+			ws := &tp.workers
+			for range tt.rounds {
+				conns := make([]*rawConn, tt.clients)
+				for i := range conns {
+					conns[i] = dialRaw(t, tp.addr)
+					conns[i].send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+					if resp := conns[i].response("GET"); resp.StatusCode != 200 {
+						t.Fatalf("GET through the proxy: got %d, want 200", resp.StatusCode)
+					}
+				}
+				for _, rc := range conns {
+					rc.nc.Close()
+				}
+				// Every goroutine is back on the idle list before the next round.
+				waitFor(t, "the connections' goroutines to go idle", func() bool {
+					return tp.Status().Connections == 0 && ws.idleCount() == int(ws.started.Load())
+				})
+			}
+			if got, want := ws.started.Load(), int64(tt.clients); got != want {
+				t.Errorf("%d connections were served by %d goroutines, want %d", tt.clients*tt.rounds, got, want)
+			}
+			// Idle goroutines exit after the idle time.
+			waitFor(t, "the idle goroutines to exit", func() bool { return ws.idleCount() == 0 })
+			getClose(t, tp.addr)
+			if got, want := ws.started.Load(), int64(tt.clients+1); got != want {
+				t.Errorf("after the idle time, %d goroutines were started, want %d (a new one)", got, want)
+			}
+		})
+	}
+}
+
+func TestServeLeavesNoIdleGoroutines(t *testing.T) {
+	app := startEcho(t)
+	p, err := New(Config{Upstream: app}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { getClose(t, ln.Addr().String()) })
+	}
+	wg.Wait()
+	waitFor(t, "the connections' goroutines to go idle", func() bool { return p.workers.idleCount() > 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if n := p.workers.idleCount(); n != 0 {
+		t.Errorf("after Serve returned, %d goroutines wait for connections, want 0", n)
+	}
+	// The goroutines that waited exit (the HTTP client's may take a moment).
+	waitFor(t, "the goroutine count to come back", func() bool { return runtime.NumGoroutine() <= before })
+}
