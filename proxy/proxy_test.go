@@ -375,6 +375,13 @@ func TestStreamsLargeBodies(t *testing.T) {
 
 	measure := func(t *testing.T, run func()) {
 		t.Helper()
+		if raceEnabled {
+			// The race detector's sync.Pool drops a quarter of the buffers
+			// put back, at random, so allocations there say nothing about
+			// buffering: scripts/test.sh runs this test without it too.
+			run()
+			return
+		}
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -382,13 +389,8 @@ func TestStreamsLargeBodies(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		// Client and proxy share this process: everything they allocated
 		// during the transfer, garbage included, stays far below the body.
-		// Buffering it would allocate at least the body's size, which is
-		// the bound under the race detector (it drops pooled buffers).
-		limit := uint64(size / 4)
-		if raceEnabled {
-			limit = size
-		}
-		if grew := after.TotalAlloc - before.TotalAlloc; grew > limit {
+		// Buffering it would allocate at least the body's size.
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > size/4 {
 			t.Errorf("allocated %d bytes moving %d: the body was buffered", grew, size)
 		}
 	}
