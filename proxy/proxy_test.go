@@ -868,13 +868,17 @@ func TestDialsBounded(t *testing.T) {
 	}
 	defer ln.Close()
 	p := newPool(ln.Addr().String(), 5*time.Second, 1)
+	// Each dial is held in the dialer until release is closed, once as many
+	// dials as the bound allows are in flight: the others must wait for a
+	// slot meanwhile, however the goroutines are scheduled.
 	var now, most atomic.Int32
+	release := make(chan struct{})
 	p.dialer.Control = func(string, string, syscall.RawConn) error {
 		n := now.Add(1)
 		defer now.Add(-1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-release
 		return nil
 	}
 	const clients = 4 * maxDials
@@ -888,6 +892,14 @@ func TestDialsBounded(t *testing.T) {
 			errs <- err
 		}()
 	}
+	for deadline := time.Now().Add(3 * time.Second); now.Load() < maxDials; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("dials in flight: %d after 3 s, want %d", now.Load(), maxDials)
+		}
+	}
+	// Past the bound, no dial starts while the slots stay full.
+	time.Sleep(50 * time.Millisecond)
+	close(release)
 	for range clients {
 		if err := <-errs; err != nil {
 			t.Errorf("dial: %v", err)

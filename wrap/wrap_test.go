@@ -68,12 +68,14 @@ func TestStartErrors(t *testing.T) {
 }
 
 func TestSignalForwarded(t *testing.T) {
-	c, out := startSh(t, `trap 'echo got HUP; exit 7' HUP; echo ready; while :; do sleep 0.05; done`)
+	// SIGUSR1, not SIGHUP: under nohup the child would start with SIGHUP
+	// ignored, and a shell cannot trap a signal ignored on entry.
+	c, out := startSh(t, `trap 'echo got USR1; exit 7' USR1; echo ready; while :; do sleep 0.05; done`)
 	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
-	if err := c.Signal(syscall.SIGHUP); err != nil {
+	if err := c.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := waitExit(t, c); code != 7 || !strings.Contains(out.String(), "got HUP") {
+	if code, _ := waitExit(t, c); code != 7 || !strings.Contains(out.String(), "got USR1") {
 		t.Errorf("got status %d and output %q, want 7 after the trap ran", code, out.String())
 	}
 }
