@@ -136,9 +136,9 @@ func (p *pool) get(now time.Time, check time.Duration, cancel func() error) (*up
 // Why 128 and not fewer: every new client connection without an idle app
 // connection to take dials, and the first requests of a burst wait for
 // those dials. With 1,000 clients arriving at once (bench/run.sh's
-// conns1000 row, one core), a bound of 16 put their p99 at 2.8-3.1 times
-// nginx's; 64 at 1.1-1.2 times; 128 at 0.85-0.97 times, for 2.6 MB more
-// peak RSS than 16.
+// conns1000 row), a bound of 16 put their p99 at 2.8-3.1 times nginx's;
+// 64 at 1.1-1.2 times; 128 at 0.82-1.05 times (four runs, one and two
+// cores), for 2.6 MB more peak RSS than 16 at one core.
 const maxDials = 128
 
 // errAppBusy is returned when no dial slot came free within the wait: the
