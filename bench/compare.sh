@@ -51,35 +51,10 @@ done
 [ -x bin/echo ] || make -s echo
 clk_tck=$(getconf CLK_TCK)
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/outrider-compare.XXXXXX")
-PIDS=()
-cleanup() {
-	local status=$? pid
-	trap - EXIT INT TERM
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$TMP"
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
+# shellcheck source=bench/procs.sh
+. bench/procs.sh
+start_scratch compare
 next_port=$BASE_PORT
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-take_port() {
-	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-	printf -v "$1" '%s' "$next_port"
-	next_port=$((next_port + 1))
-}
-wait_port() {
-	local i
-	for i in $(seq 100); do
-		port_free "$1" || return 0
-		sleep 0.1
-	done
-	die "nothing answers on 127.0.0.1:$1"
-}
 # cpu_ticks prints the user + system time of a process, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 

@@ -63,36 +63,11 @@ done
 [ -x bin/echo ] || make -s echo
 [ "$TARGET" != outrider ] || [ -x "$OUTRIDER_BIN" ] || make -s outrider
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/outrider-syscalls.XXXXXX")
+# shellcheck source=bench/procs.sh
+. bench/procs.sh
+start_scratch syscalls
 chmod 755 "$TMP"
-PIDS=()
-cleanup() {
-	local status=$? pid
-	trap - EXIT INT TERM
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$TMP"
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 next_port=$BASE_PORT
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-take_port() {
-	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-	printf -v "$1" '%s' "$next_port"
-	next_port=$((next_port + 1))
-}
-wait_port() {
-	local i
-	for i in $(seq 100); do
-		port_free "$1" || return 0
-		sleep 0.1
-	done
-	die "nothing answers on 127.0.0.1:$1"
-}
 
 take_port app
 bin/echo -listen "127.0.0.1:$app" >"$TMP/echo.log" 2>&1 &
