@@ -65,6 +65,7 @@ wait_port "$app"
 take_port port
 take_port metrics
 take_port admin
+outrider_env "$app" "$port" "$metrics" "$admin"
 
 wrkopts=(-t1 -c"$CONNECTIONS")
 [ -z "$HEADER" ] || wrkopts+=(-H "$HEADER")
@@ -80,12 +81,7 @@ for round in $(seq "$ROUNDS"); do
 	order=(0 1)
 	[ $((round % 2)) -eq 1 ] || order=(1 0)
 	for i in "${order[@]}"; do
-		env OUTRIDER_REGISTRY=none \
-			"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
-			"OUTRIDER_APP_ADDR=127.0.0.1:$app" \
-			"OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics" \
-			"OUTRIDER_ADMIN_LISTEN=127.0.0.1:$admin" \
-			OUTRIDER_LOG_LEVEL=warn OUTRIDER_DRAIN_DELAY=0s \
+		env "${OUTRIDER_ENV[@]}" \
 			"GOMAXPROCS=$GOMAXPROCS" \
 			taskset -c "$CPUS" "${BINS[$i]}" >"$TMP/outrider-$i.log" 2>&1 &
 		pid=$!

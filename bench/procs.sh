@@ -40,3 +40,15 @@ wait_port() {
 	done
 	die "nothing answers on 127.0.0.1:$1"
 }
+
+# outrider_env sets OUTRIDER_ENV to the environment of an outrider that
+# proxies 127.0.0.1:$2 to the app on 127.0.0.1:$1, with its metrics on
+# port $3 and its admin endpoints on port $4, no registry and no drain delay.
+outrider_env() {
+	OUTRIDER_ENV=(OUTRIDER_REGISTRY=none
+		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$2"
+		"OUTRIDER_APP_ADDR=127.0.0.1:$1"
+		"OUTRIDER_METRICS_LISTEN=127.0.0.1:$3"
+		"OUTRIDER_ADMIN_LISTEN=127.0.0.1:$4"
+		OUTRIDER_LOG_LEVEL=warn OUTRIDER_DRAIN_DELAY=0s)
+}

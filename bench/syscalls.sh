@@ -78,15 +78,11 @@ take_port port
 if [ "$TARGET" = outrider ]; then
 	take_port metrics
 	take_port admin
+	outrider_env "$app" "$port" "$metrics" "$admin"
 	VALGRIND=
 	# Go's asynchronous preemption signals are noise under valgrind.
 	[ "$TOOL" != callgrind ] || VALGRIND="env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind"
-	env OUTRIDER_REGISTRY=none \
-		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
-		"OUTRIDER_APP_ADDR=127.0.0.1:$app" \
-		"OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics" \
-		"OUTRIDER_ADMIN_LISTEN=127.0.0.1:$admin" \
-		OUTRIDER_LOG_LEVEL=warn OUTRIDER_DRAIN_DELAY=0s \
+	env "${OUTRIDER_ENV[@]}" \
 		"GOMAXPROCS=$GOMAXPROCS" \
 		${VALGRIND:+$VALGRIND "--callgrind-out-file=$TMP/callgrind.out"} \
 		"$OUTRIDER_BIN" >"$TMP/outrider.log" 2>&1 &
