@@ -58,19 +58,6 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, ln) }()
 	tp := &testProxy{Proxy: p, addr: inner.Addr().String(), reg: reg}
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
-	get := func() {
-		t.Helper()
-		resp, err := client.Get("http://" + tp.addr + "/")
-		if err != nil {
-			t.Fatalf("GET through the proxy: %v", err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("GET through the proxy: got %d, want 200", resp.StatusCode)
-		}
-	}
 	// recoverEpisode serves requests, one connection each, until the episode is
 	// logged as over: accepts went the quiet time without failing.
 	recoverEpisode := func(episodes int) {
@@ -80,16 +67,16 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("episode %d never logged as over:\n%s", episodes, logs.String())
 			}
-			get()
+			getClose(t, tp.addr)
 			time.Sleep(quiet / 5)
 		}
 	}
 	// Two episodes of failures, each followed by requests served. The
 	// second starts after the accept already waiting takes one.
-	get()
+	getClose(t, tp.addr)
 	recoverEpisode(1)
 	ln.fail.Store(7)
-	get()
+	getClose(t, tp.addr)
 	recoverEpisode(2)
 	cancel()
 	if err := <-done; err != nil {
