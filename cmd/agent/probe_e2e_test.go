@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 )
 
@@ -245,5 +249,41 @@ func TestExecProbeEnvironment(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("the probe's environment lacks %s:\n%s", want, got)
 		}
+	}
+}
+
+// TestProbeGRPCFollowsTheHealthService probes a gRPC health service
+// through the binary as released (built without gRPC's tracing, see the
+// Makefile's TAGS): SERVING makes /ready 200, NOT_SERVING 503 with the
+// status as the reason.
+func TestProbeGRPCFollowsTheHealthService(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	addr := ln.Addr().String()
+
+	outrider := startOutrider(t, 10*time.Second,
+		"OUTRIDER_APP_ADDR="+addr,
+		"OUTRIDER_PROBE=grpc://"+addr,
+		"OUTRIDER_PROBE_PERIOD=200ms",
+		"OUTRIDER_PROBE_FAILURE_THRESHOLD=1",
+	)
+	ready := outrider.metrics + "/ready"
+	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
+
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	probeWaitReady(t, ready, http.StatusServiceUnavailable, "grpc health check of "+addr+": NOT_SERVING")
+
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
+	if _, m := httpGet(t, outrider.metrics+"/metrics"); !strings.Contains(m, "outrider_app_healthy 1") {
+		t.Errorf("/metrics lacks outrider_app_healthy 1 with the service SERVING again")
 	}
 }
