@@ -103,6 +103,9 @@ type Proxy struct {
 	// MaxConns bounds the client connections open at once; 0 means
 	// "auto": sized from the open-file limit at start-up.
 	MaxConns int
+	// MaxIdleAppConns bounds the keep-alive connections to the app kept
+	// idle for the next requests.
+	MaxIdleAppConns int
 	// TunnelIdleTimeout closes a WebSocket or other upgraded tunnel idle
 	// that long both ways.
 	TunnelIdleTimeout time.Duration
@@ -183,11 +186,14 @@ func (e *Error) Error() string {
 
 // Defaults that are not derived from other settings.
 const (
-	DefaultAppAddr        = "127.0.0.1:8080"
-	DefaultMetricsListen  = ":15090"
-	DefaultAdminListen    = "127.0.0.1:15000"
-	DefaultProxyListen    = ":15001"
-	minDeregisterCritical = time.Minute
+	DefaultAppAddr       = "127.0.0.1:8080"
+	DefaultMetricsListen = ":15090"
+	DefaultAdminListen   = "127.0.0.1:15000"
+	DefaultProxyListen   = ":15001"
+	// DefaultMaxIdleAppConns: enough idle app connections that a burst of
+	// new clients seldom waits for dials (see docs/proxy.md).
+	DefaultMaxIdleAppConns = 128
+	minDeregisterCritical  = time.Minute
 )
 
 // Load reads the configuration from getenv (os.Getenv in production).
@@ -221,6 +227,7 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	}
 
 	c.Proxy.MaxConns = r.autoInt("OUTRIDER_PROXY_MAX_CONNS")
+	c.Proxy.MaxIdleAppConns = r.positiveInt("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS", DefaultMaxIdleAppConns)
 	c.Proxy.TunnelIdleTimeout = r.duration("OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT", time.Hour, time.Second)
 	c.Proxy.KeepUnderscoreHeaders = r.oneOf("OUTRIDER_PROXY_UNDERSCORE_HEADERS", UnderscoreDrop, UnderscoreDrop, UnderscoreKeep) == UnderscoreKeep
 

@@ -50,6 +50,7 @@ func TestDefaults(t *testing.T) {
 		{"drain delay", c.Drain.Delay, 5 * time.Second},
 		{"drain timeout", c.Drain.Timeout, 25 * time.Second},
 		{"proxy max conns auto", c.Proxy.MaxConns, 0},
+		{"idle app connections", c.Proxy.MaxIdleAppConns, 128},
 		{"tunnel idle timeout", c.Proxy.TunnelIdleTimeout, time.Hour},
 		{"underscore headers dropped", c.Proxy.KeepUnderscoreHeaders, false},
 		{"probe env deny", c.Probe.EnvDeny, []string(nil)},
@@ -131,10 +132,10 @@ func TestGoodValues(t *testing.T) {
 			map[string]string{"OUTRIDER_APP_PROCESS": "java .*-jar app"},
 			func(c Config) (any, any) { return c.App.Process.String(), "java .*-jar app" }},
 		{"proxy limits",
-			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "5000", "OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT": "10m", "OUTRIDER_PROXY_UNDERSCORE_HEADERS": "Keep"},
+			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "5000", "OUTRIDER_PROXY_MAX_IDLE_APP_CONNS": "1024", "OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT": "10m", "OUTRIDER_PROXY_UNDERSCORE_HEADERS": "Keep"},
 			func(c Config) (any, any) {
-				return [3]any{c.Proxy.MaxConns, c.Proxy.TunnelIdleTimeout, c.Proxy.KeepUnderscoreHeaders},
-					[3]any{5000, 10 * time.Minute, true}
+				return [4]any{c.Proxy.MaxConns, c.Proxy.MaxIdleAppConns, c.Proxy.TunnelIdleTimeout, c.Proxy.KeepUnderscoreHeaders},
+					[4]any{5000, 1024, 10 * time.Minute, true}
 			}},
 		{"max conns auto",
 			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "auto"},

@@ -62,6 +62,7 @@ func (c Config) Effective() []Setting {
 		{"OUTRIDER_ADMIN_TOKEN", c.Listen.AdminToken.String()},
 		{"OUTRIDER_QPS_WINDOW", d(c.Listen.QPSWindow)},
 		{"OUTRIDER_PROXY_MAX_CONNS", maxConns},
+		{"OUTRIDER_PROXY_MAX_IDLE_APP_CONNS", strconv.Itoa(c.Proxy.MaxIdleAppConns)},
 		{"OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT", d(c.Proxy.TunnelIdleTimeout)},
 		{"OUTRIDER_PROXY_UNDERSCORE_HEADERS", underscore},
 		{"OUTRIDER_DRAIN_DELAY", d(c.Drain.Delay)},

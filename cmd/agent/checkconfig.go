@@ -64,7 +64,7 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 	if fds, err := raiseFDLimit(); err == nil {
 		conns := fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d", cfg.Proxy.MaxConns)
 		if cfg.Proxy.MaxConns == 0 {
-			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", fds.maxConns())
+			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", fds.maxConns(cfg.Proxy.MaxIdleAppConns))
 		}
 		fmt.Fprintf(stdout, "# open files: hard limit %d; outrider raises the soft limit to it at start-up, as Go does; %s\n", fds.hard, conns)
 	}

@@ -27,7 +27,7 @@ func (a *agent) addProxy() error {
 	}
 	maxConns := a.cfg.Proxy.MaxConns
 	if maxConns == 0 {
-		maxConns = fds.maxConns()
+		maxConns = fds.maxConns(a.cfg.Proxy.MaxIdleAppConns)
 	}
 	a.log.Info("open-file limit", "soft", fds.soft, "hard", fds.hard, "max_connections", maxConns)
 	ln, err := proxy.Listen(context.Background(), a.cfg.Listen.Proxy)
@@ -39,6 +39,7 @@ func (a *agent) addProxy() error {
 		QPSWindow:             a.cfg.Listen.QPSWindow,
 		DrainTimeout:          a.cfg.Drain.Timeout,
 		MaxConns:              maxConns,
+		MaxIdleUpstream:       a.cfg.Proxy.MaxIdleAppConns,
 		TunnelIdleTimeout:     a.cfg.Proxy.TunnelIdleTimeout,
 		KeepUnderscoreHeaders: a.cfg.Proxy.KeepUnderscoreHeaders,
 		Log:                   a.log.With("component", "proxy"),
@@ -76,12 +77,14 @@ type fdLimit struct{ soft, hard uint64 }
 const fdReserve = 64
 
 // maxConns is OUTRIDER_PROXY_MAX_CONNS=auto: nine tenths of the soft limit
-// less fdReserve, halved because a client connection holds an app
-// connection too. Past it connections are refused before descriptors run
-// out, rather than accepts failing.
-func (l fdLimit) maxConns() int {
+// less fdReserve and the idle app connections kept (maxIdle), halved
+// because a client connection holds an app connection too. Past it
+// connections are refused before descriptors run out, rather than accepts
+// failing.
+func (l fdLimit) maxConns(maxIdle int) int {
 	usable := l.soft - l.soft/10 // no overflow at RLIM_INFINITY
-	n := (usable - min(usable, fdReserve)) / 2
+	reserve := fdReserve + uint64(max(maxIdle, 0))
+	n := (usable - min(usable, reserve)) / 2
 	return int(max(1, min(n, 1<<30)))
 }
 

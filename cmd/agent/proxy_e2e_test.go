@@ -166,3 +166,63 @@ func TestProxyE2EOff(t *testing.T) {
 		t.Errorf("/v1/qps with the proxy off: got %d %q, want 404 saying why", code, body)
 	}
 }
+
+// TestProxyKeepsAtMostMaxIdleAppConns sends requests that overlap at the
+// app, each from its own client, and reads /status once they are done:
+// the proxy keeps OUTRIDER_PROXY_MAX_IDLE_APP_CONNS of the app
+// connections they opened, and all of them below that bound.
+func TestProxyKeepsAtMostMaxIdleAppConns(t *testing.T) {
+	const clients = 12
+	for _, tc := range []struct {
+		env  []string
+		want int
+	}{
+		{nil, clients}, // below the default of 128
+		{[]string{"OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=3"}, 3},
+	} {
+		t.Run(fmt.Sprint(tc.env), func(t *testing.T) {
+			pa := startProxyAgent(t, tc.env...)
+			errs := make(chan error, clients)
+			for range clients {
+				go func() {
+					// Its own transport: a connection of its own.
+					c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+					resp, err := c.Get("http://" + pa.proxy + "/slow?delay=500ms")
+					if err == nil {
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if err == nil && resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("status %d", resp.StatusCode)
+						}
+					}
+					errs <- err
+				}()
+			}
+			for range clients {
+				if err := <-errs; err != nil {
+					t.Fatalf("GET /slow through the proxy: %v", err)
+				}
+			}
+			var status struct {
+				Proxy struct {
+					UpstreamIdle int `json:"upstream_idle"`
+					InFlight     int `json:"in_flight"`
+				} `json:"proxy"`
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				_, body := httpGet(t, pa.admin+"/status")
+				if err := json.Unmarshal([]byte(body), &status); err != nil {
+					t.Fatalf("/status: %v\n%s", err, body)
+				}
+				if status.Proxy.UpstreamIdle == tc.want && status.Proxy.InFlight == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("/status proxy: %d idle app connections, %d in flight; want %d idle, 0 in flight", status.Proxy.UpstreamIdle, status.Proxy.InFlight, tc.want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}

@@ -4,19 +4,21 @@ import "testing"
 
 func TestMaxConnsFromTheOpenFileLimit(t *testing.T) {
 	tests := []struct {
-		name string
-		soft uint64
-		want int
+		name    string
+		soft    uint64
+		maxIdle int
+		want    int
 	}{
-		{name: "a common container limit", soft: 1 << 20, want: 471827},
-		{name: "a small limit", soft: 20000, want: 8968},
-		{name: "below the reserve", soft: 32, want: 1},
-		{name: "unlimited", soft: ^uint64(0), want: 1 << 30},
+		{name: "a common container limit", soft: 1 << 20, maxIdle: 128, want: 471763},
+		{name: "a small limit", soft: 20000, maxIdle: 128, want: 8904},
+		{name: "a large idle pool", soft: 20000, maxIdle: 4096, want: 6920},
+		{name: "below the reserve", soft: 32, maxIdle: 128, want: 1},
+		{name: "unlimited", soft: ^uint64(0), maxIdle: 128, want: 1 << 30},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := (fdLimit{soft: tc.soft, hard: tc.soft}).maxConns(); got != tc.want {
-				t.Errorf("maxConns at a soft limit of %d: got %d, want %d", tc.soft, got, tc.want)
+			if got := (fdLimit{soft: tc.soft, hard: tc.soft}).maxConns(tc.maxIdle); got != tc.want {
+				t.Errorf("maxConns at a soft limit of %d with %d idle app connections: got %d, want %d", tc.soft, tc.maxIdle, got, tc.want)
 			}
 		})
 	}
