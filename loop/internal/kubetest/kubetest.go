@@ -29,6 +29,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/loop/internal/server"
+	"github.com/outrider-sidecar/outrider/loop/internal/testca"
 )
 
 // controllers are the kube-controller-manager controllers the control plane
@@ -327,22 +328,22 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 // kubeconfig of one control plane into its directory.
 func (cp *ControlPlane) writeSecrets() error {
 	f := func(name string) string { return filepath.Join(cp.dir, name) }
-	ca, err := newAuthority("kubetest-ca")
+	ca, err := testca.New("kubetest-ca")
 	if err != nil {
 		return err
 	}
-	serverCert, serverKey, err := ca.issue("kube-apiserver",
+	serverCert, serverKey, err := ca.Issue("kube-apiserver",
 		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
 	if err != nil {
 		return err
 	}
-	frontCA, err := newAuthority("kubetest-front-proxy-ca")
+	frontCA, err := testca.New("kubetest-front-proxy-ca")
 	if err != nil {
 		return err
 	}
 	const proxyClient = "front-proxy-client"
-	proxyCert, proxyKey, err := frontCA.issue(proxyClient, nil, nil)
+	proxyCert, proxyKey, err := frontCA.Issue(proxyClient, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -354,11 +355,11 @@ func (cp *ControlPlane) writeSecrets() error {
 	if err != nil {
 		return err
 	}
-	err = writeFiles(cp.dir, map[string][]byte{
-		"ca.crt":                 ca.pem,
+	err = testca.WriteFiles(cp.dir, map[string][]byte{
+		"ca.crt":                 ca.PEM,
 		"apiserver.crt":          serverCert,
 		"apiserver.key":          serverKey,
-		"front-proxy-ca.crt":     frontCA.pem,
+		"front-proxy-ca.crt":     frontCA.PEM,
 		"front-proxy-client.crt": proxyCert,
 		"front-proxy-client.key": proxyKey,
 		"service-account.key":    saKey,

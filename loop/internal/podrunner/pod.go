@@ -154,6 +154,20 @@ func (w *podWorker) interrupted(ctx context.Context) bool {
 	}
 }
 
+// await waits for ready and reports whether it came before gone (nil for
+// none) or before starting should give up, as interrupted says.
+func (w *podWorker) await(ctx context.Context, ready, gone <-chan struct{}) bool {
+	select {
+	case <-ready:
+		return true
+	case <-gone:
+	case <-ctx.Done():
+	case <-w.killed:
+	case <-w.terminating:
+	}
+	return false
+}
+
 // startAll starts the containers in the kubelet's order: each init
 // container in turn (a sidecar is left running, any other must exit 0
 // first), then the app containers.
@@ -173,28 +187,15 @@ func (w *podWorker) startAll(ctx context.Context, log interface{ Info(string, ..
 		if c.sidecar {
 			// The next container starts once the sidecar's startup probe
 			// has passed.
-			select {
-			case <-c.started:
-			case <-c.done:
-				return // fail() has been called, or it exited
-			case <-ctx.Done():
-				return
-			case <-w.killed:
-				return
-			case <-w.terminating:
+			// c.done: fail() has been called, or it exited.
+			if !w.await(ctx, c.started, c.done) {
 				return
 			}
 		}
 		if !c.init {
 			continue
 		}
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			return
-		case <-w.killed:
-			return
-		case <-w.terminating:
+		if !w.await(ctx, c.done, nil) {
 			return
 		}
 		w.mu.Lock()
