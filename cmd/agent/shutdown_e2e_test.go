@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/loadreport"
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/shutdown"
 )
@@ -128,20 +129,6 @@ func mustRequest(t *testing.T, method, url string) *http.Request {
 	return req
 }
 
-// loadSummary is the part of loadgen's summary the tests read.
-type loadSummary struct {
-	Requests  int            `json:"requests"`
-	OK        int            `json:"ok"`
-	Failed    int            `json:"failed"`
-	Skipped   int            `json:"skipped"`
-	Errors    map[string]int `json:"errors"`
-	Instances map[string]struct {
-		Requests     int       `json:"requests"`
-		Failed       int       `json:"failed"`
-		FirstRequest time.Time `json:"first_request"`
-	} `json:"instances"`
-}
-
 // startLoad runs examples/loadgen against service echo in srv.
 func startLoad(t *testing.T, srv *consultest.Server, rate int, d time.Duration) *testbin.Proc {
 	t.Helper()
@@ -150,12 +137,12 @@ func startLoad(t *testing.T, srv *consultest.Server, rate int, d time.Duration) 
 		"-rate", fmt.Sprint(rate), "-duration", d.String())
 }
 
-func loadResult(t *testing.T, p *testbin.Proc, limit time.Duration) loadSummary {
+func loadResult(t *testing.T, p *testbin.Proc, limit time.Duration) loadreport.Summary {
 	t.Helper()
 	if code := p.Wait(limit); code != 0 {
 		t.Fatalf("loadgen exit status %d:\n%s", code, p.Output())
 	}
-	var s loadSummary
+	var s loadreport.Summary
 	out := p.Output()
 	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &s); err != nil {
 		t.Fatalf("loadgen summary: %v\n%s", err, out)
@@ -215,14 +202,15 @@ func TestShutdownZeroLossScaleIn(t *testing.T) {
 	}
 	// Each scaled-in replica served through its drain delay: it had traffic.
 	for _, in := range ins[:2] {
-		if s.Instances[in.proxy].Requests == 0 {
+		if got := s.Instances[in.proxy]; got == nil || got.Requests == 0 {
 			t.Errorf("%s got no request", in.id)
 		}
 	}
-	first := s.Instances[late.proxy].FirstRequest
-	if first.IsZero() {
+	lateIn := s.Instances[late.proxy]
+	if lateIn == nil || lateIn.FirstRequest.IsZero() {
 		t.Fatalf("the scaled-out replica got no request")
 	}
+	first := lateIn.FirstRequest
 	bound := scalePeriod + time.Second
 	if d := first.Sub(late.appStarted); d > bound {
 		t.Errorf("scale-out: first request %s after the app started, want within probe period + 1s = %s", d, bound)

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/loadreport"
 )
 
 // generator sends the requests: a pacer hands out one token per request
@@ -28,54 +30,19 @@ type generator struct {
 	start   time.Time // set before the workers start
 
 	mu      sync.Mutex
-	sum     Summary
-	seconds map[int64]*Second
-}
-
-// Summary is what loadgen prints when it is done.
-type Summary struct {
-	Requests int `json:"requests"`
-	OK       int `json:"ok"`
-	Failed   int `json:"failed"`
-	// Skipped counts requests the pacer could not hand to a worker in
-	// time (every worker busy): the client's limit, not the server's.
-	Skipped         int                  `json:"skipped"`
-	Errors          map[string]int       `json:"errors"`
-	Instances       map[string]*Instance `json:"instances"`
-	DurationSeconds float64              `json:"duration_seconds"`
-	// PerSecond is the timeline: what was sent and how it went, second by
-	// second from the start.
-	PerSecond []*Second `json:"per_second"`
-}
-
-// Instance is what one instance got.
-type Instance struct {
-	Requests     int       `json:"requests"`
-	Failed       int       `json:"failed"`
-	FirstSeen    time.Time `json:"first_seen"`
-	FirstRequest time.Time `json:"first_request"`
-	FirstOK      time.Time `json:"first_ok"`
-}
-
-// Second is one second of the timeline.
-type Second struct {
-	Second    int64   `json:"second"`
-	Offered   float64 `json:"offered_rate"`
-	Sent      int     `json:"sent"`
-	OK        int     `json:"ok"`
-	Failed    int     `json:"failed"`
-	Instances int     `json:"instances"`
+	sum     loadreport.Summary
+	seconds map[int64]*loadreport.Second
 }
 
 func newGenerator(d *discovery, path string, workers int, timeout, idle time.Duration) *generator {
 	return &generator{disc: d, path: path, workers: workers, timeout: timeout, idle: idle,
-		sum:     Summary{Errors: map[string]int{}, Instances: map[string]*Instance{}},
-		seconds: map[int64]*Second{}}
+		sum:     loadreport.Summary{Errors: map[string]int{}, Instances: map[string]*loadreport.Instance{}},
+		seconds: map[int64]*loadreport.Second{}}
 }
 
 // run sends the profile's requests and returns the summary once every
 // request sent has been answered or has failed.
-func (g *generator) run(ctx context.Context, steps []step) Summary {
+func (g *generator) run(ctx context.Context, steps []step) loadreport.Summary {
 	g.start = time.Now()
 	start := g.start
 	tokens := make(chan struct{}, g.workers)
@@ -159,22 +126,22 @@ func (g *generator) pace(ctx context.Context, start time.Time, steps []step, tok
 	}
 }
 
-func (g *generator) second(since time.Duration) *Second {
+func (g *generator) second(since time.Duration) *loadreport.Second {
 	s := int64(since / time.Second)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	sec, ok := g.seconds[s]
 	if !ok {
-		sec = &Second{Second: s, Instances: len(g.disc.current.Load().addrs)}
+		sec = &loadreport.Second{Second: s, Instances: len(g.disc.current.Load().addrs)}
 		g.seconds[s] = sec
 	}
 	return sec
 }
 
-func (g *generator) instance(addr string) *Instance {
+func (g *generator) instance(addr string) *loadreport.Instance {
 	in, ok := g.sum.Instances[addr]
 	if !ok {
-		in = &Instance{}
+		in = &loadreport.Instance{}
 		g.sum.Instances[addr] = in
 	}
 	return in

@@ -28,6 +28,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/grafanatest"
+	"github.com/outrider-sidecar/outrider/internal/loadreport"
 	"github.com/outrider-sidecar/outrider/internal/promtest"
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
@@ -253,8 +254,8 @@ sampling:
 	}
 	bound := probePeriod + time.Second
 	for i, pod := range newPods {
-		in, ok := sum.Instances[podIPs[pod]+":15001"]
-		if !ok || in.FirstRequest.IsZero() {
+		in := sum.Instances[podIPs[pod]+":15001"]
+		if in == nil || in.FirstRequest.IsZero() {
 			t.Errorf("new pod %s (app started %s after the load) never served a request", pod, started[pod].Sub(loadStart).Round(time.Millisecond))
 			continue
 		}
@@ -528,29 +529,9 @@ func checkAdapterRule(t *testing.T, prom *promtest.Server, ready map[string]stri
 	t.Logf("prometheus-adapter rule, per pod: %v", rates)
 }
 
-// loadSummary is the part of loadgen's summary the test reads.
-type loadSummary struct {
-	Requests  int            `json:"requests"`
-	OK        int            `json:"ok"`
-	Failed    int            `json:"failed"`
-	Skipped   int            `json:"skipped"`
-	Errors    map[string]int `json:"errors"`
-	Instances map[string]struct {
-		Requests     int       `json:"requests"`
-		Failed       int       `json:"failed"`
-		FirstRequest time.Time `json:"first_request"`
-	} `json:"instances"`
-	PerSecond []struct {
-		Second  int64   `json:"second"`
-		Offered float64 `json:"offered_rate"`
-		OK      int     `json:"ok"`
-		Failed  int     `json:"failed"`
-	} `json:"per_second"`
-}
-
-func parseLoad(t *testing.T, out []byte) loadSummary {
+func parseLoad(t *testing.T, out []byte) loadreport.Summary {
 	t.Helper()
-	var s loadSummary
+	var s loadreport.Summary
 	if err := json.Unmarshal(out, &s); err != nil {
 		t.Fatalf("loadgen summary: %v\n%s", err, tailString(string(out), 2000))
 	}
