@@ -1,24 +1,73 @@
-# Sourced by bench/syscalls.sh and bench/compare.sh: a temporary directory
-# and the processes started into PIDS, both gone on exit, failure or
-# Ctrl-C; free loopback ports from next_port up. The caller defines die.
+# Sourced by the bench scripts: a temporary directory and the processes
+# started into PIDS, both gone on exit, failure or Ctrl-C; free loopback
+# ports from next_port up; nginx's configuration. The caller defines die.
 
 # start_scratch makes TMP, a temporary directory named after $1, and sets
 # the traps that stop every process in PIDS and remove TMP on exit.
 start_scratch() {
 	TMP=$(mktemp -d "${TMPDIR:-/tmp}/outrider-$1.XXXXXX")
+	# nginx's worker drops to an unprivileged user when run as root; it
+	# must be able to enter its prefix directory.
+	chmod 755 "$TMP"
 	PIDS=()
 	trap stop_scratch EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 }
 
+# stop_scratch stops every process in PIDS (TERM, then KILL after 5 s) and
+# removes TMP.
 stop_scratch() {
-	local status=$? pid
+	local status=$? pid i
 	trap - EXIT INT TERM
 	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do
+		for i in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 	rm -rf "$TMP"
 	exit "$status"
+}
+
+# nginx_conf writes $1/nginx.conf: nginx with $4 workers (and at most $5
+# open files each) on 127.0.0.1:$2, proxying to the app on 127.0.0.1:$3
+# with up to 64 idle keep-alive connections, everything under $1.
+nginx_conf() {
+	local dir=$1 port=$2 app=$3 workers=$4 nofile=$5
+	mkdir -p "$dir/logs"
+	cat >"$dir/nginx.conf" <<EOF
+worker_processes $workers;
+worker_rlimit_nofile $nofile;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events {
+    worker_connections 8192;
+}
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    upstream app {
+        server 127.0.0.1:$app;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
 }
 
 # port_free tells whether nothing accepts on 127.0.0.1:$1.

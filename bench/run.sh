@@ -172,32 +172,9 @@ if ! flock -n 9; then
 	flock 9
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/outrider-bench.XXXXXX")
-# nginx's worker drops to an unprivileged user when run as root; it must be
-# able to enter its prefix directory.
-chmod 755 "$TMP"
-PIDS=()
-
-cleanup() {
-	local status=$? pid i
-	trap - EXIT INT TERM
-	for pid in "${PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		for i in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=bench/procs.sh
+. bench/procs.sh
+start_scratch bench
 
 # Servers such as HAProxy size their tables from the file limit, and the
 # conns1000 row needs two descriptors per connection in each proxy.
@@ -207,17 +184,7 @@ ulimit -n "$hard"
 [ "$hard" -ge $((HIGH_CONNECTIONS * 2 + 256)) ] ||
 	say "warning: ulimit -n is $hard, low for $HIGH_CONNECTIONS connections"
 
-# port_free tells whether nothing accepts on 127.0.0.1:$1.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 next_port=$BASE_PORT
-# take_port sets variable $1 to the next free loopback port (not in a
-# subshell, so that two calls never hand out the same port).
-take_port() {
-	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-	printf -v "$1" '%s' "$next_port"
-	next_port=$((next_port + 1))
-}
 
 # http_ok tells whether GET / on 127.0.0.1:$1 answers 200.
 http_ok() (
@@ -311,37 +278,7 @@ wait_http "$APP_PORT" 10 "$APP_PID" || die "the sample app does not answer (see 
 start_nginx() {
 	local cores=$1 key=nginx:$1 port dir=$TMP/nginx-$1 pid
 	take_port port
-	mkdir -p "$dir/logs"
-	chmod 755 "$dir"
-	cat >"$dir/nginx.conf" <<EOF
-worker_processes $cores;
-worker_rlimit_nofile $hard;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events {
-    worker_connections 8192;
-}
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    upstream app {
-        server 127.0.0.1:$APP_PORT;
-        keepalive 64;
-    }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
+	nginx_conf "$dir" "$port" "$APP_PORT" "$cores" "$hard"
 	pin_prefix "$cores"
 	"${PINNED[@]}" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx-${cores}c.log" 2>&1 9>&- &
 	pid=$!

@@ -66,7 +66,6 @@ done
 # shellcheck source=bench/procs.sh
 . bench/procs.sh
 start_scratch syscalls
-chmod 755 "$TMP"
 next_port=$BASE_PORT
 
 take_port app
@@ -89,30 +88,7 @@ if [ "$TARGET" = outrider ]; then
 	PIDS+=($!)
 	procs=$!
 else
-	mkdir -p "$TMP/logs"
-	cat >"$TMP/nginx.conf" <<EOF
-worker_processes 1;
-pid $TMP/nginx.pid;
-error_log $TMP/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/client_body;
-    proxy_temp_path $TMP/proxy;
-    fastcgi_temp_path $TMP/fastcgi;
-    uwsgi_temp_path $TMP/uwsgi;
-    scgi_temp_path $TMP/scgi;
-    upstream app { server 127.0.0.1:$app; keepalive 64; }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
+	nginx_conf "$TMP" "$port" "$app" 1 "$(ulimit -n)"
 	nginx -p "$TMP" -e "$TMP/logs/error.log" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
 	PIDS+=($!)
 fi
