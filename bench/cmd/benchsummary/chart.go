@@ -95,7 +95,7 @@ func writeChart(path string, s summary) (bool, error) {
 	p.Add(parity)
 	p.Legend.Top = true
 	p.NominalX(d.Labels...)
-	w := max(vg.Length(len(d.Labels))*vg.Points(float64(n)*10+24), 7*vg.Inch)
+	w := max(vg.Length(len(d.Labels))*vg.Points(float64(n)*10+40), 7*vg.Inch)
 	if err := p.Save(w, 4*vg.Inch, path); err != nil {
 		return false, fmt.Errorf("write chart %s: %w", path, err)
 	}
