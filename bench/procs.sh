@@ -39,6 +39,8 @@ stop_scratch() {
 nginx_conf() {
 	local dir=$1 port=$2 app=$3 workers=$4 nofile=$5
 	mkdir -p "$dir/logs"
+	# Its worker, unprivileged when nginx runs as root, enters $dir.
+	chmod 755 "$dir"
 	cat >"$dir/nginx.conf" <<EOF
 worker_processes $workers;
 worker_rlimit_nofile $nofile;
