@@ -55,8 +55,6 @@ clk_tck=$(getconf CLK_TCK)
 . bench/procs.sh
 start_scratch compare
 next_port=$BASE_PORT
-# cpu_ticks prints the user + system time of a process, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 take_port app
 bin/echo -listen "127.0.0.1:$app" >"$TMP/echo.log" 2>&1 &

@@ -1,6 +1,7 @@
 # Sourced by the bench scripts: a temporary directory and the processes
 # started into PIDS, both gone on exit, failure or Ctrl-C; free loopback
-# ports from next_port up; nginx's configuration. The caller defines die.
+# ports from next_port up; CPU time of processes; nginx's and outrider's
+# configuration. The caller defines die.
 
 # start_scratch makes TMP, a temporary directory named after $1, and sets
 # the traps that stop every process in PIDS and remove TMP on exit.
@@ -90,6 +91,18 @@ wait_port() {
 		sleep 0.1
 	done
 	die "nothing answers on 127.0.0.1:$1"
+}
+
+# cpu_ticks prints utime+stime summed over the given pids.
+cpu_ticks() {
+	local pid rest total=0 f
+	for pid in "$@"; do
+		read -r rest 2>/dev/null <"/proc/$pid/stat" || continue
+		# Fields after "comm) " start at 3 (state); utime is 14, stime 15.
+		read -r -a f <<<"${rest##*") "}"
+		total=$((total + f[11] + f[12]))
+	done
+	echo "$total"
 }
 
 # outrider_env sets OUTRIDER_ENV to the environment of an outrider that

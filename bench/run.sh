@@ -219,18 +219,6 @@ children() {
 	done
 }
 
-# cpu_ticks prints utime+stime summed over the given pids.
-cpu_ticks() {
-	local pid rest total=0 f
-	for pid in "$@"; do
-		read -r rest 2>/dev/null <"/proc/$pid/stat" || continue
-		# Fields after "comm) " start at 3 (state); utime is 14, stime 15.
-		read -r -a f <<<"${rest##*") "}"
-		total=$((total + f[11] + f[12]))
-	done
-	echo "$total"
-}
-
 # rss_kb prints VmRSS (kB) summed over the given pids.
 rss_kb() {
 	local pid total=0 key v rest
@@ -367,13 +355,8 @@ start_outrider() {
 	take_port metrics
 	take_port admin
 	pin_prefix "$cores"
-	"${PINNED[@]}" env OUTRIDER_REGISTRY=none \
-		"OUTRIDER_PROXY_LISTEN=127.0.0.1:$port" \
-		"OUTRIDER_APP_ADDR=127.0.0.1:$APP_PORT" \
-		"OUTRIDER_METRICS_LISTEN=127.0.0.1:$metrics" \
-		"OUTRIDER_ADMIN_LISTEN=127.0.0.1:$admin" \
-		OUTRIDER_LOG_LEVEL=warn \
-		OUTRIDER_DRAIN_DELAY=0s \
+	outrider_env "$APP_PORT" "$port" "$metrics" "$admin"
+	"${PINNED[@]}" env "${OUTRIDER_ENV[@]}" \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
 		"GOMAXPROCS=$cores" \
 		"$OUTRIDER_BIN" >"$RESULTS/outrider-${cores}c.log" 2>&1 9>&- &
