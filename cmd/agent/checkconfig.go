@@ -61,14 +61,23 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 		}
 	}
-	if fds, err := raiseFDLimit(); err == nil {
+	warnings := cfg.Warnings()
+	if fds, err := raiseFDLimit(); err == nil && cfg.Listen.Proxy != "" {
 		conns := fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d", cfg.Proxy.MaxConns)
 		if cfg.Proxy.MaxConns == 0 {
-			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", fds.maxConns(cfg.Proxy.MaxIdleAppConns))
+			n, err := fds.maxConns(cfg.Proxy.MaxIdleAppConns)
+			if err != nil {
+				fmt.Fprintf(stderr, "outrider: %v\n", err)
+				return exitUsage
+			}
+			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", n)
+			if n < cfg.Proxy.MaxIdleAppConns {
+				warnings = append(warnings, idlePoolTooLarge(cfg.Proxy.MaxIdleAppConns, n, fds.soft))
+			}
 		}
 		fmt.Fprintf(stdout, "# open files: hard limit %d; outrider raises the soft limit to it at start-up, as Go does; %s\n", fds.hard, conns)
 	}
-	for _, w := range cfg.Warnings() {
+	for _, w := range warnings {
 		fmt.Fprintf(stdout, "# warning: %s\n", w)
 	}
 	fmt.Fprintln(stdout, "# configuration is valid")

@@ -27,7 +27,13 @@ func (a *agent) addProxy() error {
 	}
 	maxConns := a.cfg.Proxy.MaxConns
 	if maxConns == 0 {
-		maxConns = fds.maxConns(a.cfg.Proxy.MaxIdleAppConns)
+		maxIdle := a.cfg.Proxy.MaxIdleAppConns
+		if maxConns, err = fds.maxConns(maxIdle); err != nil {
+			return err
+		}
+		if maxConns < maxIdle {
+			a.log.Warn(idlePoolTooLarge(maxIdle, maxConns, fds.soft))
+		}
 	}
 	a.log.Info("open-file limit", "soft", fds.soft, "hard", fds.hard, "max_connections", maxConns)
 	ln, err := proxy.Listen(context.Background(), a.cfg.Listen.Proxy)
@@ -80,12 +86,25 @@ const fdReserve = 64
 // less fdReserve and the idle app connections kept (maxIdle), halved
 // because a client connection holds an app connection too. Past it
 // connections are refused before descriptors run out, rather than accepts
-// failing.
-func (l fdLimit) maxConns(maxIdle int) int {
+// failing. A limit that leaves no client connection at all is an error.
+func (l fdLimit) maxConns(maxIdle int) (int, error) {
 	usable := l.soft - l.soft/10 // no overflow at RLIM_INFINITY
 	reserve := fdReserve + uint64(max(maxIdle, 0))
 	n := (usable - min(usable, reserve)) / 2
-	return int(max(1, min(n, 1<<30)))
+	if n == 0 {
+		return 0, fmt.Errorf("the open-file limit (%d) leaves no descriptors for client connections once %d are kept for outrider "+
+			"and %d for idle app connections (OUTRIDER_PROXY_MAX_IDLE_APP_CONNS): raise the limit (ulimit -n), "+
+			"lower OUTRIDER_PROXY_MAX_IDLE_APP_CONNS, or set OUTRIDER_PROXY_MAX_CONNS", l.soft, fdReserve, max(maxIdle, 0))
+	}
+	return int(min(n, 1<<30)), nil
+}
+
+// idlePoolTooLarge explains an idle pool larger than the client
+// connections allowed: each client holds at most one app connection, so
+// the pool never fills, and its share of descriptors is lost to clients.
+func idlePoolTooLarge(maxIdle, maxConns int, soft uint64) string {
+	return fmt.Sprintf("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=%d is more than the %d client connections the open-file limit (%d) allows "+
+		"with it; the pool never fills and takes descriptors from clients: lower it or raise the limit", maxIdle, maxConns, soft)
 }
 
 // raiseFDLimit raises the soft open-file limit to the hard one and returns

@@ -226,3 +226,49 @@ func TestProxyKeepsAtMostMaxIdleAppConns(t *testing.T) {
 		})
 	}
 }
+
+// TestProxyIdlePoolAgainstTheOpenFileLimit runs bin/outrider under an
+// open-file limit of 200: the idle app pool must leave client connections
+// some descriptors, or outrider refuses to start and says which variable
+// to change; a pool larger than the clients it leaves room for is a
+// warning.
+func TestProxyIdlePoolAgainstTheOpenFileLimit(t *testing.T) {
+	tests := []struct {
+		name    string
+		maxIdle string // OUTRIDER_PROXY_MAX_IDLE_APP_CONNS; "" for the default, 128
+		args    []string
+		code    int
+		want    string
+	}{
+		{"check-config, the default pool", "", []string{"check-config"}, exitUsage,
+			"the open-file limit (200) leaves no descriptors for client connections once 64 are kept for outrider and 128 for idle app connections (OUTRIDER_PROXY_MAX_IDLE_APP_CONNS)"},
+		{"check-config, a pool of 100", "100", []string{"check-config"}, exitOK,
+			"# warning: OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=100 is more than the 8 client connections the open-file limit (200) allows"},
+		{"check-config, a pool of 8", "8", []string{"check-config"}, exitOK,
+			"OUTRIDER_PROXY_MAX_CONNS=auto allows 54 client connections"},
+		{"the agent, the default pool", "", nil, exitFailed,
+			"open-file limit (200) leaves no descriptors for client connections"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := []string{
+				"OUTRIDER_REGISTRY=none",
+				"OUTRIDER_PROXY_LISTEN=" + testbin.FreeAddr(t),
+				"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t),
+				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
+				"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+			}
+			if tc.maxIdle != "" {
+				env = append(env, "OUTRIDER_PROXY_MAX_IDLE_APP_CONNS="+tc.maxIdle)
+			}
+			// The shell lowers both limits; Go raises the soft one to the hard.
+			args := append([]string{"-c", `ulimit -n 200 && exec "$0" "$@"`, testbin.Outrider(t)}, tc.args...)
+			p := testbin.Start(t, "/bin/sh", env, args...)
+			code := p.Wait(30 * time.Second)
+			out := p.Output()
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, want %d with %q:\n%s", code, tc.code, tc.want, out)
+			}
+		})
+	}
+}
