@@ -14,6 +14,10 @@
 #                       proxy finds data waiting more often than it would)
 #                       or callgrind (outrider only: instructions per request,
 #                       under valgrind, for REQUESTS requests sent by h2load)
+#                       or threads (no system calls counted: each thread's
+#                       CPU time and context switches per request, from
+#                       /proc; in outrider, Go's scheduler monitor (sysmon)
+#                       is the thread that switches most and does no I/O)
 #   DURATION=5s         length of the counted wrk run
 #   REQUESTS=5000       requests of the callgrind run
 #   CALLGRIND_OUT=      a file to keep the callgrind profile in
@@ -47,7 +51,7 @@ BASE_PORT=${BASE_PORT:-19080}
 die() { printf 'syscalls: %s\n' "$*" >&2; exit 1; }
 
 case $TARGET in outrider | nginx) ;; *) die "TARGET=$TARGET: want outrider or nginx" ;; esac
-case $TOOL in perf | strace | callgrind) ;; *) die "TOOL=$TOOL: want perf, strace or callgrind" ;; esac
+case $TOOL in perf | strace | callgrind | threads) ;; *) die "TOOL=$TOOL: want perf, strace, callgrind or threads" ;; esac
 [ "$TOOL" != callgrind ] || [ "$TARGET" = outrider ] || die "TOOL=callgrind measures outrider only"
 REQUESTS=${REQUESTS:-5000}
 [[ $REQUESTS =~ ^[1-9][0-9]*$ ]] || die "REQUESTS=$REQUESTS: want a positive integer"
@@ -56,6 +60,7 @@ REQUESTS=${REQUESTS:-5000}
 [[ $BODY_BYTES =~ ^[0-9]+$ ]] || die "BODY_BYTES=$BODY_BYTES: want a number of bytes"
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
+[ "$TOOL" != threads ] || tools=(wrk)
 for t in "${tools[@]}"; do
 	command -v "$t" >/dev/null || die "$t is not installed"
 done
@@ -145,7 +150,22 @@ before=0
 [ "$TARGET" != outrider ] || before=$(requests_total)
 secs=${DURATION%s}
 counted=$TMP/counts
-if [ "$TOOL" = perf ]; then
+# thread_times prints, per thread of the measured processes, its id, CPU
+# clock ticks (user + system) and voluntary and involuntary context
+# switches.
+thread_times() {
+	local pid t
+	for pid in ${procs//,/ }; do
+		for t in /proc/"$pid"/task/*; do
+			printf '%s %s %s\n' "${t##*/}" "$(awk '{ print $14 + $15 }' "$t/stat")" \
+				"$(awk '/^(non)?voluntary_ctxt_switches/ { printf "%s ", $2 }' "$t/status")"
+		done
+	done | sort
+}
+if [ "$TOOL" = threads ]; then
+	thread_times >"$TMP/threads.before"
+	counter=
+elif [ "$TOOL" = perf ]; then
 	perf stat -x, -o "$counted" -p "$procs" \
 		-e 'syscalls:sys_enter_*' \
 		-e syscalls:sys_exit_read --filter 'ret == -11' \
@@ -162,7 +182,11 @@ wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${wrkopts[@]}" "$url" >"$TMP/wrk.out"
 if [ "$TOOL" = strace ]; then
 	kill -INT "$counter"
 fi
-wait "$counter" || true
+if [ "$TOOL" = threads ]; then
+	thread_times >"$TMP/threads.after"
+else
+	wait "$counter" || true
+fi
 
 if [ "$TARGET" = outrider ]; then
 	requests=$(($(requests_total) - before))
@@ -177,6 +201,20 @@ request=$URLPATH
 printf '# %s, %s, GOMAXPROCS=%s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$GOMAXPROCS" "$CONNECTIONS" "$DURATION" "$request"
 
 printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
+if [ "$TOOL" = threads ]; then
+	# Threads started during the run count from zero.
+	printf '%8s %18s %22s %24s\n' thread "CPU µs per request" "voluntary switches" "involuntary switches"
+	join -a2 -e0 -o 0,1.2,1.3,1.4,2.2,2.3,2.4 "$TMP/threads.before" "$TMP/threads.after" |
+		awk -v n="$requests" -v hz="$(getconf CLK_TCK)" '
+			{
+				cpu = ($5 - $2) / hz * 1e6 / n; v = ($6 - $3) / n; nv = ($7 - $4) / n
+				if (cpu == 0 && v < 0.01) next
+				tc += cpu; tv += v; tn += nv
+				printf "%8s %18.2f %22.3f %24.3f\n", $1, cpu, v, nv
+			}
+			END { printf "%8s %18.2f %22.3f %24.3f\n", "total", tc, tv, tn }'
+	exit 0
+fi
 printf '%11s  %s\n' "per request" "call"
 if [ "$TOOL" = perf ]; then
 	# CSV lines: count,,event,...; the filtered exit events are the reads
