@@ -177,6 +177,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 // is called; then it drains, waiting at most DrainTimeout for requests in
 // flight, and returns when every connection goroutine is done.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	ln, stopPoller := rawListen(ln)
 	p.mu.Lock()
 	p.ln = ln
 	if p.draining.Load() {
@@ -226,6 +227,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		p.workers.serve(c)
 	}
 	p.wg.Wait()
+	stopPoller()
 	p.workers.stop()
 	p.pool.close()
 	return err
