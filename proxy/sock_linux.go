@@ -110,6 +110,7 @@ func (pl *poller) dispatch(events []syscall.EpollEvent) {
 			continue
 		}
 		if ev.Events&evRead != 0 {
+			s.readable.Store(true)
 			s.rready.Store(true)
 			wake(s.rch)
 		}
@@ -195,8 +196,9 @@ type sock struct {
 	borrowed bool
 
 	// Readiness since the last attempt, set by the poller; the channels
-	// carry its wake-ups.
+	// carry its wake-ups. readable is set with the first read event.
 	rready, wready atomic.Bool
+	readable       atomic.Bool
 	rch, wch       chan struct{}
 
 	// Deadlines in Unix nanoseconds (0: none), and whether they passed.
@@ -206,6 +208,10 @@ type sock struct {
 	mu     sync.Mutex // guards refs and the timers
 	refs   int        // calls holding the descriptor
 	rt, wt *time.Timer
+
+	// One reader and one writer at a time, as Go's poller allows: a
+	// second waiter would share the first one's wake-ups.
+	rmu, wmu sync.Mutex
 }
 
 var (
@@ -310,12 +316,16 @@ func (r *rawSock) Control(f func(fd uintptr)) error {
 // readable after each false, as syscall.RawConn's Read does.
 func (r *rawSock) Read(f func(fd uintptr) bool) error {
 	s := (*sock)(r)
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
 	return s.rawIO(f, &s.rready, &s.rexpired, s.rch)
 }
 
 // Write is Read for writability.
 func (r *rawSock) Write(f func(fd uintptr) bool) error {
 	s := (*sock)(r)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	return s.rawIO(f, &s.wready, &s.wexpir, s.wch)
 }
 
@@ -611,4 +621,14 @@ func (l *rawListener) Accept() (net.Conn, error) {
 func (l *rawListener) Close() error {
 	_ = l.ls.Close()
 	return l.Listener.Close()
+}
+
+// nothingSent reports whether the client has sent nothing yet, so that
+// a read would find nothing: the poller has not announced a byte since
+// the socket was accepted (an accepted socket with bytes already waiting
+// is announced when it is registered). Called from inside a RawConn.Read,
+// after it reset the readiness, so a byte that comes meanwhile wakes it.
+func nothingSent(nc net.Conn) bool {
+	s, ok := nc.(*sock)
+	return ok && !s.readable.Load()
 }

@@ -148,7 +148,11 @@ func TestConnectionFlood(t *testing.T) {
 		}
 	})
 	t.Run("the default connection bound refuses the excess", func(t *testing.T) {
-		o, proxyAddr := startLimitedOutrider(t)
+		// The default idle pool (128) would leave no descriptors for
+		// clients under this limit, which outrider refuses to start with
+		// (TestProxyIdlePoolAgainstTheOpenFileLimit); with 16 the bound
+		// is (180 - 64 - 16) / 2 = 50 client connections.
+		o, proxyAddr := startLimitedOutrider(t, "OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=16")
 		end := flood(t, proxyAddr)
 		rejected := waitSeries(t, o.metrics, "outrider_proxy_connections_rejected_total", 20*time.Second)
 		end()
