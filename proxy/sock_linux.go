@@ -430,16 +430,21 @@ func (s *sock) RemoteAddr() net.Addr { return s.raddr }
 // LocalAddr asks the socket, the first time.
 func (s *sock) LocalAddr() net.Addr {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.laddr == nil && !s.closed.Load() {
-		if sa, err := syscall.Getsockname(s.fd); err == nil {
-			s.laddr = tcpAddr(sa)
-		}
+	laddr := s.laddr
+	s.mu.Unlock()
+	if laddr != nil {
+		return laddr
 	}
-	if s.laddr == nil {
+	var sa syscall.Sockaddr
+	var err error
+	if cerr := (*rawSock)(s).Control(func(fd uintptr) { sa, err = syscall.Getsockname(int(fd)) }); cerr != nil || err != nil {
 		return &net.TCPAddr{}
 	}
-	return s.laddr
+	laddr = tcpAddr(sa)
+	s.mu.Lock()
+	s.laddr = laddr
+	s.mu.Unlock()
+	return laddr
 }
 
 func (s *sock) SetDeadline(t time.Time) error {
