@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // rawPair returns a socket accepted through rawListen and the client
@@ -188,25 +185,11 @@ func TestServeTakesClientSocketsOnOneP(t *testing.T) {
 	for _, procs := range []int{1, 2} {
 		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
-			p, err := New(Config{Upstream: app}, prometheus.NewRegistry())
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan error, 1)
-			go func() { done <- p.Serve(ctx, ln) }()
-			getClose(t, ln.Addr().String())
-			p.mu.Lock()
-			_, raw := p.ln.(*rawListener)
-			p.mu.Unlock()
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatalf("Serve: %v", err)
-			}
+			tp := startProxy(t, app, nil)
+			getClose(t, tp.addr)
+			tp.mu.Lock()
+			_, raw := tp.ln.(*rawListener)
+			tp.mu.Unlock()
 			if want := procs == 1; raw != want {
 				t.Errorf("client sockets on the proxy's poller: %v, want %v", raw, want)
 			}
