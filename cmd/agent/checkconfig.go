@@ -65,14 +65,14 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 	if fds, err := raiseFDLimit(); err == nil && cfg.Listen.Proxy != "" {
 		conns := fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d", cfg.Proxy.MaxConns)
 		if cfg.Proxy.MaxConns == 0 {
-			n, err := fds.maxConns(cfg.Proxy.MaxIdleAppConns)
+			n, warning, err := fds.autoMaxConns(cfg.Proxy.MaxIdleAppConns)
 			if err != nil {
 				fmt.Fprintf(stderr, "outrider: %v\n", err)
 				return exitUsage
 			}
 			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", n)
-			if n < cfg.Proxy.MaxIdleAppConns {
-				warnings = append(warnings, idlePoolTooLarge(cfg.Proxy.MaxIdleAppConns, n, fds.soft))
+			if warning != "" {
+				warnings = append(warnings, warning)
 			}
 		}
 		fmt.Fprintf(stdout, "# open files: hard limit %d; outrider raises the soft limit to it at start-up, as Go does; %s\n", fds.hard, conns)

@@ -27,12 +27,12 @@ func (a *agent) addProxy() error {
 	}
 	maxConns := a.cfg.Proxy.MaxConns
 	if maxConns == 0 {
-		maxIdle := a.cfg.Proxy.MaxIdleAppConns
-		if maxConns, err = fds.maxConns(maxIdle); err != nil {
+		var warning string
+		if maxConns, warning, err = fds.autoMaxConns(a.cfg.Proxy.MaxIdleAppConns); err != nil {
 			return err
 		}
-		if maxConns < maxIdle {
-			a.log.Warn(idlePoolTooLarge(maxIdle, maxConns, fds.soft))
+		if warning != "" {
+			a.log.Warn(warning)
 		}
 	}
 	a.log.Info("open-file limit", "soft", fds.soft, "hard", fds.hard, "max_connections", maxConns)
@@ -99,12 +99,16 @@ func (l fdLimit) maxConns(maxIdle int) (int, error) {
 	return int(min(n, 1<<30)), nil
 }
 
-// idlePoolTooLarge explains an idle pool larger than the client
-// connections allowed: each client holds at most one app connection, so
-// the pool never fills, and its share of descriptors is lost to clients.
-func idlePoolTooLarge(maxIdle, maxConns int, soft uint64) string {
-	return fmt.Sprintf("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=%d is more than the %d client connections the open-file limit (%d) allows "+
-		"with it; the pool never fills and takes descriptors from clients: lower it or raise the limit", maxIdle, maxConns, soft)
+// autoMaxConns is maxConns with a warning when the idle pool is larger
+// than the client connections allowed: each client holds at most one app
+// connection, so the pool never fills, and its share of descriptors is
+// lost to clients.
+func (l fdLimit) autoMaxConns(maxIdle int) (n int, warning string, err error) {
+	if n, err = l.maxConns(maxIdle); err != nil || n >= maxIdle {
+		return n, "", err
+	}
+	return n, fmt.Sprintf("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=%d is more than the %d client connections the open-file limit (%d) allows "+
+		"with it; the pool never fills and takes descriptors from clients: lower it or raise the limit", maxIdle, n, l.soft), nil
 }
 
 // raiseFDLimit raises the soft open-file limit to the hard one and returns
