@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -109,13 +110,33 @@ func WaitHTTP(t testing.TB, url string, want int, limit time.Duration) {
 	t.Fatalf("GET %s: want %d within %s, last: %s", url, want, limit, last)
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago.
+// FreeAddr returns a loopback host:port that was free a moment ago and
+// that no earlier call in this process returned: the kernel may hand a
+// port just closed out again, and two listeners of one test given the
+// same port fail to start.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		givenMu.Lock()
+		seen := given[port]
+		given[port] = true
+		givenMu.Unlock()
+		if !seen {
+			return "127.0.0.1:" + strconv.Itoa(port)
+		}
 	}
-	defer ln.Close()
-	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	t.Fatalf("find a free port: 100 tries gave only ports handed out before")
+	return ""
 }
+
+// given holds the ports FreeAddr returned.
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{}
+)
