@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,15 +177,6 @@ func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 // is called; then it drains, waiting at most DrainTimeout for requests in
 // flight, and returns when every connection goroutine is done.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
-	stopPoller := func() {}
-	if runtime.GOMAXPROCS(0) == 1 {
-		// Client sockets on the proxy's own poller (sock_linux.go). With
-		// more Ps, waking each connection's goroutine from the poller's
-		// costs more than Go's poller does, which hands goroutines to Ps
-		// itself: 26-27 -> 29-36 µs of CPU per small keep-alive request
-		// at GOMAXPROCS=2 (TOOL=threads bash bench/syscalls.sh).
-		ln, stopPoller = rawListen(ln)
-	}
 	p.mu.Lock()
 	p.ln = ln
 	if p.draining.Load() {
@@ -236,7 +226,6 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		p.workers.serve(c)
 	}
 	p.wg.Wait()
-	stopPoller()
 	p.workers.stop()
 	p.pool.close()
 	return err

@@ -84,11 +84,6 @@ func (c *conn) step(fd uintptr) bool {
 			return true
 		}
 		if rl.read {
-			if rl.first && nothingSent(c.nc) {
-				// A new connection whose first bytes have not come:
-				// wait for them rather than read nothing.
-				return false
-			}
 			emptied, err := c.br.readFd(fd, c.p.cfg.MaxHeaderBytes)
 			switch {
 			case err == syscall.EAGAIN:

@@ -52,9 +52,6 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 go test -count=1 -race -v -timeout 30m ./... 2>&1 | tee "$log" || status=$?
-# The proxy again on one P, where Serve puts client sockets on its own
-# poller (outrider's default; go test runs on every CPU).
-go test -count=1 -race -v -cpu 1 ./proxy/ 2>&1 | tee -a "$log" || status=$?
 # Allocation bounds are measured without the race detector, whose
 # sync.Pool drops a quarter of the buffers put back, at random.
 go test -count=1 -v -run '^TestStreamsLargeBodies$' ./proxy/ 2>&1 | tee -a "$log" || status=$?
