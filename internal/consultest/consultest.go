@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -223,24 +224,45 @@ func ModuleRoot() (string, error) {
 }
 
 // FreePorts returns n distinct loopback TCP ports that were free a moment
-// ago, for servers that take their ports as flags.
+// ago, for servers that take their ports as flags, and that no earlier
+// call in this process returned: the kernel may hand a port just closed
+// out again, and two servers of one test given the same port fail to
+// start.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	var lns []net.Listener
-	for range n {
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 100*n {
+			t.Fatalf("find a free port: %d tries gave only ports handed out before", tries)
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("find a free port: %v", err)
 		}
 		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
+		port := ln.Addr().(*net.TCPAddr).Port
+		givenMu.Lock()
+		seen := given[port]
+		given[port] = true
+		givenMu.Unlock()
+		if !seen {
+			ports = append(ports, port)
+		}
 	}
 	return ports
 }
+
+// given holds the ports FreePorts returned.
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{}
+)
 
 func tail(b []byte, n int) []byte {
 	if len(b) > n {

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/testbin"
 )
 
 // Config is what the test's Prometheus scrapes and evaluates.
@@ -73,7 +73,7 @@ func Start(t testing.TB, cfg Config) *Server {
 	dir := t.TempDir()
 	s := &Server{
 		t:          t,
-		URL:        "http://" + freeAddr(t),
+		URL:        "http://" + testbin.FreeAddr(t),
 		ConfigFile: filepath.Join(dir, "prometheus.yml"),
 		logFile:    filepath.Join(dir, "prometheus.log"),
 		done:       make(chan struct{}),
@@ -462,17 +462,6 @@ func docBlock(path, marker string) (string, error) {
 		return "", fmt.Errorf("%s: the block after %q has no closing ``` fence", path, tag)
 	}
 	return block + "\n", nil
-}
-
-// freeAddr returns a loopback host:port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("promtest: find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func firstLine(s string) string {

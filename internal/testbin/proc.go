@@ -2,16 +2,15 @@ package testbin
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
@@ -111,32 +110,8 @@ func WaitHTTP(t testing.TB, url string, want int, limit time.Duration) {
 }
 
 // FreeAddr returns a loopback host:port that was free a moment ago and
-// that no earlier call in this process returned: the kernel may hand a
-// port just closed out again, and two listeners of one test given the
-// same port fail to start.
+// that no earlier call in this process returned (consultest.FreePorts).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("find a free port: %v", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		givenMu.Lock()
-		seen := given[port]
-		given[port] = true
-		givenMu.Unlock()
-		if !seen {
-			return "127.0.0.1:" + strconv.Itoa(port)
-		}
-	}
-	t.Fatalf("find a free port: 100 tries gave only ports handed out before")
-	return ""
+	return "127.0.0.1:" + strconv.Itoa(consultest.FreePorts(t, 1)[0])
 }
-
-// given holds the ports FreeAddr returned.
-var (
-	givenMu sync.Mutex
-	given   = map[int]bool{}
-)
