@@ -6,7 +6,9 @@
 # Knobs (environment):
 #   WORKLOADS="small 16k 1m upload close conns1000 fixedrate"  rows to run
 #   CORES="1 2"         core budgets; each proxy runs once per budget
-#   TARGETS="direct nginx haproxy caddy outrider"   peers, and round 1's order
+#   TARGETS="direct nginx haproxy caddy outrider"   peers, and round 1's order;
+#                       add goloop (bench/cmd/goloop, a minimal event-loop
+#                       proxy in Go) to see the floor of that design
 #   DURATION=10s        length of one measured run
 #   ROUNDS=5            interleaved rounds; each runs every (workload, target)
 #   WARMUP=2s           unmeasured wrk run before each measured one
@@ -159,6 +161,14 @@ elif wants "$TARGETS" outrider; then
 	if ! make -s outrider; then
 		say "outrider: proxy not available (bin/outrider does not build)"
 		UNAVAILABLE+=("outrider	bin/outrider does not build")
+	fi
+fi
+
+if wants "$TARGETS" goloop; then
+	say "building bin/goloop"
+	if ! (cd bench && go build -o ../bin/goloop ./cmd/goloop); then
+		say "goloop: not available (bench/cmd/goloop does not build)"
+		UNAVAILABLE+=("goloop	bench/cmd/goloop does not build")
 	fi
 fi
 
@@ -373,6 +383,20 @@ start_outrider() {
 	PROC[$key]=$pid
 }
 
+# goloop is the bench's own event-loop proxy: a floor, not a product.
+start_goloop() {
+	local cores=$1 key=goloop:$1 port pid
+	take_port port
+	pin_prefix "$cores"
+	"${PINNED[@]}" env "GOMAXPROCS=$cores" bin/goloop -listen "127.0.0.1:$port" -app "127.0.0.1:$APP_PORT" \
+		>"$RESULTS/goloop-${cores}c.log" 2>&1 9>&- &
+	pid=$!
+	PIDS+=("$pid")
+	PORT[$key]=$port
+	wait_http "$port" 10 "$pid" || die "goloop ($cores cores) does not answer (see $RESULTS/goloop-${cores}c.log)"
+	PROC[$key]=$pid
+}
+
 # unavailable tells whether target $1 (target or target:cores) is left out.
 unavailable() {
 	local u
@@ -487,6 +511,7 @@ version() { "$@" 2>&1 | head -n 1 || echo -; }
 	if wants "$TARGETS" nginx; then echo "nginx	$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)"; fi
 	if wants "$TARGETS" haproxy; then echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"; fi
 	if wants "$TARGETS" caddy && have caddy; then echo "caddy	Caddy $(version caddy version | awk '{ print $1 }')"; fi
+	if wants "$TARGETS" goloop; then echo "goloop	goloop (bench/cmd/goloop)"; fi
 	if wants "$TARGETS" outrider; then echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"; fi
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "load_start	$(cut -d' ' -f1 /proc/loadavg)"

@@ -286,10 +286,12 @@ func targetRank(t string) int {
 		return 2
 	case "caddy":
 		return 3
+	case "goloop":
+		return 4
 	case "outrider":
-		return 5
+		return 6
 	}
-	return 4
+	return 5
 }
 
 func per100k(seconds float64, requests int64) float64 {

@@ -8,8 +8,9 @@ import (
 )
 
 // peers are the targets outrider is compared with, in the ratio tables'
-// and the chart's order.
-var peers = []string{"nginx", "haproxy", "caddy", "direct"}
+// and the chart's order. goloop is the bench's own minimal event-loop
+// proxy (bench/cmd/goloop): a floor for that design in Go, not a product.
+var peers = []string{"nginx", "haproxy", "caddy", "goloop", "direct"}
 
 // describe says what a workload's load generator does, from info.tsv.
 func describe(workload string, info map[string]string) string {
@@ -43,7 +44,7 @@ func budget(cores string) string {
 	if cores == "1" {
 		workers = "worker"
 	}
-	return fmt.Sprintf("%s core(s): nginx %s %s, HAProxy nbthread %s, Caddy and outrider GOMAXPROCS %s",
+	return fmt.Sprintf("%s core(s): nginx %s %s, HAProxy nbthread %s, Caddy, goloop and outrider GOMAXPROCS %s",
 		cores, cores, workers, cores, cores)
 }
 
@@ -52,7 +53,7 @@ func render(w io.Writer, s summary) {
 	info := s.Info
 	fmt.Fprintf(w, "outrider bench %s  commit %s  %s CPUs\n", info["date"], info["commit"], info["cpus"])
 	var tools []string
-	for _, k := range []string{"wrk", "h2load", "nginx", "haproxy", "caddy"} {
+	for _, k := range []string{"wrk", "h2load", "nginx", "haproxy", "caddy", "goloop"} {
 		if v := info[k]; v != "" {
 			tools = append(tools, v)
 		}
@@ -117,12 +118,15 @@ func render(w io.Writer, s summary) {
 	}
 }
 
-// ratioTable holds outrider over each peer in a row. CPU and RSS have no
-// ratio against direct, which has no proxy.
+// ratioTable holds outrider over each peer in a row, then goloop over
+// nginx: how far the floor of an event loop in Go is from nginx. CPU and
+// RSS have no ratio against direct, which has no proxy.
 func ratioTable(rw row, fixed bool) *table {
 	byName := map[string]targetSummary{}
 	for _, t := range rw.Targets {
-		byName[t.Target] = t
+		if t.Rounds > t.FailedRuns {
+			byName[t.Target] = t
+		}
 	}
 	head := []string{"ratio", "throughput", "p50", "p99"}
 	if fixed {
@@ -130,27 +134,29 @@ func ratioTable(rw row, fixed bool) *table {
 	}
 	head = append(head, "CPU", "RSS")
 	rt := newTable(head...)
-	o, ok := byName["outrider"]
-	if !ok || o.Rounds == o.FailedRuns {
-		return rt
-	}
+	var pairs [][2]string
 	for _, p := range peers {
-		b, ok := byName[p]
-		if !ok || b.Rounds == b.FailedRuns {
+		pairs = append(pairs, [2]string{"outrider", p})
+	}
+	pairs = append(pairs, [2]string{"goloop", "nginx"})
+	for _, pair := range pairs {
+		a, okA := byName[pair[0]]
+		b, okB := byName[pair[1]]
+		if !okA || !okB {
 			continue
 		}
-		cells := []string{"outrider/" + p, ratio(o.RequestsPerSec, b.RequestsPerSec), ratio(o.P50ms, b.P50ms), ratio(o.P99ms, b.P99ms)}
+		cells := []string{pair[0] + "/" + pair[1], ratio(a.RequestsPerSec, b.RequestsPerSec), ratio(a.P50ms, b.P50ms), ratio(a.P99ms, b.P99ms)}
 		if fixed {
-			if p == "direct" {
+			if pair[1] == "direct" {
 				cells = append(cells, "-", "-")
 			} else {
-				cells = append(cells, ratioOf(o.AddedP50ms, b.AddedP50ms), ratioOf(o.AddedP99ms, b.AddedP99ms))
+				cells = append(cells, ratioOf(a.AddedP50ms, b.AddedP50ms), ratioOf(a.AddedP99ms, b.AddedP99ms))
 			}
 		}
-		if p == "direct" {
+		if pair[1] == "direct" {
 			cells = append(cells, "-", "-")
 		} else {
-			cells = append(cells, ratioOf(o.ProxyCPU, b.ProxyCPU), ratio(o.RSSMB, b.RSSMB))
+			cells = append(cells, ratioOf(a.ProxyCPU, b.ProxyCPU), ratio(a.RSSMB, b.RSSMB))
 		}
 		rt.row(cells...)
 	}

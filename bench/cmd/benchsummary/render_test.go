@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestBelowRate(t *testing.T) {
 	tests := []struct {
@@ -20,5 +23,28 @@ func TestBelowRate(t *testing.T) {
 				t.Errorf("belowRate(%v, %q): want %v, got %v", tt.got, tt.want, tt.low, got)
 			}
 		})
+	}
+}
+
+func TestRatioTableGoloop(t *testing.T) {
+	cpu := func(v float64) *float64 { return &v }
+	rw := row{Workload: "small", Cores: "1", Targets: []targetSummary{
+		{Target: "nginx", Rounds: 3, RequestsPerSec: 1000, P50ms: 2, P99ms: 4, ProxyCPU: cpu(4), RSSMB: 20},
+		{Target: "goloop", Rounds: 3, RequestsPerSec: 1250, P50ms: 1, P99ms: 4, ProxyCPU: cpu(3), RSSMB: 5},
+		{Target: "outrider", Rounds: 3, RequestsPerSec: 1100, P50ms: 2, P99ms: 2, ProxyCPU: cpu(3.3), RSSMB: 22},
+	}}
+	var out strings.Builder
+	ratioTable(rw, false).write(&out)
+	for _, want := range []string{
+		"outrider/nginx        1.10x  1.00x  0.50x  0.82x  1.10x",
+		"outrider/goloop       0.88x  2.00x  0.50x  1.10x  4.40x",
+		"goloop/nginx          1.25x  0.50x  1.00x  0.75x  0.25x",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("ratio table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "outrider/direct") {
+		t.Errorf("ratio table has a row for direct, which did not run:\n%s", out.String())
 	}
 }
