@@ -59,7 +59,7 @@ done
 [ "$FIXED_CLIENTS" -le "$FIXED_RATE" ] || die "FIXED_CLIENTS=$FIXED_CLIENTS: want at most FIXED_RATE=$FIXED_RATE"
 
 ALL_WORKLOADS="small 16k 1m upload close conns1000 fixedrate"
-ALL_TARGETS="direct nginx haproxy caddy outrider"
+ALL_TARGETS="direct nginx haproxy caddy goloop outrider"
 for w in $WORKLOADS; do
 	[[ " $ALL_WORKLOADS " == *" $w "* ]] || die "WORKLOADS: unknown workload $w (want some of: $ALL_WORKLOADS)"
 done
