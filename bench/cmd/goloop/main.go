@@ -208,7 +208,10 @@ func (l *loop) dial() *end {
 }
 
 // readable reads e until the socket is empty, relaying what it reads to
-// the peer; it stops early when the peer cannot take more yet.
+// the peer; it stops early when the peer cannot take more yet. A read
+// that did not fill the buffer emptied the socket, as nginx assumes: bytes
+// that come later raise a new edge. So a request costs one read a side,
+// not a second that finds nothing.
 func (l *loop) readable(e *end) {
 	for !e.dead {
 		if e.peer != nil && len(e.peer.out) > 0 {
@@ -224,6 +227,9 @@ func (l *loop) readable(e *end) {
 			return
 		}
 		l.relay(e, l.scratch[:n])
+		if n < len(l.scratch) {
+			return
+		}
 	}
 }
 
