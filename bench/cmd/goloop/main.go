@@ -265,7 +265,7 @@ func (l *loop) relay(e *end, b []byte) {
 	}
 	l.send(c, b)
 	if c.waiting == 0 && c.closeAfter && len(c.out) == 0 {
-		l.finish(c)
+		l.release(c)
 	}
 }
 
@@ -317,7 +317,7 @@ func (l *loop) flush(e *end) {
 		}
 	}
 	if !e.app && e.waiting == 0 && e.closeAfter {
-		l.finish(e)
+		l.release(e)
 		return
 	}
 	if p := e.peer; p != nil && p.stall {
@@ -326,31 +326,29 @@ func (l *loop) flush(e *end) {
 	}
 }
 
-// finish closes a client connection whose last answer was written, and
-// keeps its app connection.
-func (l *loop) finish(c *end) {
+// release closes client connection c and keeps its app connection when
+// no answer is owed on it and it is between messages.
+func (l *loop) release(c *end) {
 	u := c.peer
 	c.peer = nil
 	l.close(c)
-	if u != nil {
-		u.peer = nil
-		if u.f.clean() && len(u.out) == 0 {
-			l.idle = append(l.idle, u)
-		} else {
-			l.close(u)
-		}
+	if u == nil {
+		return
+	}
+	u.peer = nil
+	if c.waiting == 0 && u.f.clean() && len(u.out) == 0 {
+		l.idle = append(l.idle, u)
+	} else {
+		l.close(u)
 	}
 }
 
-// hangUp ends the pair that e belongs to.
+// hangUp ends e: a client's end as release does, an app's end with its
+// client.
 func (l *loop) hangUp(e *end) {
-	if p := e.peer; p != nil {
-		if !e.app && p.f.clean() && e.waiting == 0 && len(p.out) == 0 {
-			e.peer, p.peer = nil, nil
-			l.idle = append(l.idle, p)
-		} else {
-			l.close(p)
-		}
+	if !e.app {
+		l.release(e)
+		return
 	}
 	l.close(e)
 }
