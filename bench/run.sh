@@ -8,7 +8,9 @@
 #   CORES="1 2"         core budgets; each proxy runs once per budget
 #   TARGETS="direct nginx haproxy caddy outrider"   peers, and round 1's order;
 #                       add goloop (bench/cmd/goloop, a minimal event-loop
-#                       proxy in Go) to see the floor of that design
+#                       proxy in Go) to see the floor of that design, and
+#                       gnetloop (bench/cmd/gnetloop, the same on the gnet
+#                       library) to see what that library costs on it
 #   DURATION=10s        length of one measured run
 #   ROUNDS=5            interleaved rounds; each runs every (workload, target)
 #   WARMUP=2s           unmeasured wrk run before each measured one
@@ -59,7 +61,7 @@ done
 [ "$FIXED_CLIENTS" -le "$FIXED_RATE" ] || die "FIXED_CLIENTS=$FIXED_CLIENTS: want at most FIXED_RATE=$FIXED_RATE"
 
 ALL_WORKLOADS="small 16k 1m upload close conns1000 fixedrate"
-ALL_TARGETS="direct nginx haproxy caddy goloop outrider"
+ALL_TARGETS="direct nginx haproxy caddy goloop gnetloop outrider"
 for w in $WORKLOADS; do
 	[[ " $ALL_WORKLOADS " == *" $w "* ]] || die "WORKLOADS: unknown workload $w (want some of: $ALL_WORKLOADS)"
 done
@@ -164,13 +166,15 @@ elif wants "$TARGETS" outrider; then
 	fi
 fi
 
-if wants "$TARGETS" goloop; then
-	say "building bin/goloop"
-	if ! (cd bench && go build -o ../bin/goloop ./cmd/goloop); then
-		say "goloop: not available (bench/cmd/goloop does not build)"
-		UNAVAILABLE+=("goloop	bench/cmd/goloop does not build")
+for loop in goloop gnetloop; do
+	if wants "$TARGETS" "$loop"; then
+		say "building bin/$loop"
+		if ! (cd bench && go build -o "../bin/$loop" "./cmd/$loop"); then
+			say "$loop: not available (bench/cmd/$loop does not build)"
+			UNAVAILABLE+=("$loop	bench/cmd/$loop does not build")
+		fi
 	fi
-fi
+done
 
 # --- processes -------------------------------------------------------------
 
@@ -383,19 +387,22 @@ start_outrider() {
 	PROC[$key]=$pid
 }
 
-# goloop is the bench's own event-loop proxy: a floor, not a product.
-start_goloop() {
-	local cores=$1 key=goloop:$1 port pid
+# goloop and gnetloop are the bench's own event-loop proxies: floors, not
+# products. start_loop starts bin/$1 with $2 cores.
+start_loop() {
+	local name=$1 cores=$2 key=$1:$2 port pid
 	take_port port
 	pin_prefix "$cores"
-	"${PINNED[@]}" env "GOMAXPROCS=$cores" bin/goloop -listen "127.0.0.1:$port" -app "127.0.0.1:$APP_PORT" \
-		>"$RESULTS/goloop-${cores}c.log" 2>&1 9>&- &
+	"${PINNED[@]}" env "GOMAXPROCS=$cores" "bin/$name" -listen "127.0.0.1:$port" -app "127.0.0.1:$APP_PORT" \
+		>"$RESULTS/$name-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
-	wait_http "$port" 10 "$pid" || die "goloop ($cores cores) does not answer (see $RESULTS/goloop-${cores}c.log)"
+	wait_http "$port" 10 "$pid" || die "$name ($cores cores) does not answer (see $RESULTS/$name-${cores}c.log)"
 	PROC[$key]=$pid
 }
+start_goloop() { start_loop goloop "$1"; }
+start_gnetloop() { start_loop gnetloop "$1"; }
 
 # unavailable tells whether target $1 (target or target:cores) is left out.
 unavailable() {
@@ -512,6 +519,7 @@ version() { "$@" 2>&1 | head -n 1 || echo -; }
 	if wants "$TARGETS" haproxy; then echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"; fi
 	if wants "$TARGETS" caddy && have caddy; then echo "caddy	Caddy $(version caddy version | awk '{ print $1 }')"; fi
 	if wants "$TARGETS" goloop; then echo "goloop	goloop (bench/cmd/goloop)"; fi
+	if wants "$TARGETS" gnetloop; then echo "gnetloop	gnetloop (bench/cmd/gnetloop, gnet $(cd bench && go list -m -f '{{.Version}}' github.com/panjf2000/gnet/v2))"; fi
 	if wants "$TARGETS" outrider; then echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"; fi
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "load_start	$(cut -d' ' -f1 /proc/loadavg)"

@@ -107,7 +107,7 @@ func writeChart(path string, s summary) (bool, error) {
 func addedLatency(s summary) chartData {
 	d := chartData{Ratios: map[string][]float64{}}
 	present := map[string]bool{}
-	proxies := []string{"nginx", "haproxy", "caddy", "goloop", "outrider"}
+	proxies := []string{"nginx", "haproxy", "caddy", "goloop", "gnetloop", "outrider"}
 	for _, rw := range s.Rows {
 		if rw.Workload != "fixedrate" {
 			continue

@@ -288,10 +288,12 @@ func targetRank(t string) int {
 		return 3
 	case "goloop":
 		return 4
+	case "gnetloop":
+		return 5
 	case "outrider":
-		return 6
+		return 7
 	}
-	return 5
+	return 6
 }
 
 func per100k(seconds float64, requests int64) float64 {

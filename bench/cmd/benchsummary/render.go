@@ -9,8 +9,9 @@ import (
 
 // peers are the targets outrider is compared with, in the ratio tables'
 // and the chart's order. goloop is the bench's own minimal event-loop
-// proxy (bench/cmd/goloop): a floor for that design in Go, not a product.
-var peers = []string{"nginx", "haproxy", "caddy", "goloop", "direct"}
+// proxy (bench/cmd/goloop): a floor for that design in Go, not a product;
+// gnetloop is the same proxy on the gnet library (bench/cmd/gnetloop).
+var peers = []string{"nginx", "haproxy", "caddy", "goloop", "gnetloop", "direct"}
 
 // describe says what a workload's load generator does, from info.tsv.
 func describe(workload string, info map[string]string) string {
@@ -44,7 +45,7 @@ func budget(cores string) string {
 	if cores == "1" {
 		workers = "worker"
 	}
-	return fmt.Sprintf("%s core(s): nginx %s %s, HAProxy nbthread %s, Caddy, goloop and outrider GOMAXPROCS %s",
+	return fmt.Sprintf("%s core(s): nginx %s %s, HAProxy nbthread %s, Caddy, goloop, gnetloop and outrider GOMAXPROCS %s",
 		cores, cores, workers, cores, cores)
 }
 
@@ -53,7 +54,7 @@ func render(w io.Writer, s summary) {
 	info := s.Info
 	fmt.Fprintf(w, "outrider bench %s  commit %s  %s CPUs\n", info["date"], info["commit"], info["cpus"])
 	var tools []string
-	for _, k := range []string{"wrk", "h2load", "nginx", "haproxy", "caddy", "goloop"} {
+	for _, k := range []string{"wrk", "h2load", "nginx", "haproxy", "caddy", "goloop", "gnetloop"} {
 		if v := info[k]; v != "" {
 			tools = append(tools, v)
 		}
@@ -119,7 +120,8 @@ func render(w io.Writer, s summary) {
 }
 
 // ratioTable holds outrider over each peer in a row, then goloop over
-// nginx: how far the floor of an event loop in Go is from nginx. CPU and
+// nginx (how far the floor of an event loop in Go is from nginx) and
+// gnetloop over goloop (what the gnet library costs on that floor). CPU and
 // RSS have no ratio against direct, which has no proxy.
 func ratioTable(rw row, fixed bool) *table {
 	byName := map[string]targetSummary{}
@@ -138,7 +140,7 @@ func ratioTable(rw row, fixed bool) *table {
 	for _, p := range peers {
 		pairs = append(pairs, [2]string{"outrider", p})
 	}
-	pairs = append(pairs, [2]string{"goloop", "nginx"})
+	pairs = append(pairs, [2]string{"goloop", "nginx"}, [2]string{"gnetloop", "nginx"}, [2]string{"gnetloop", "goloop"})
 	for _, pair := range pairs {
 		a, okA := byName[pair[0]]
 		b, okB := byName[pair[1]]

@@ -26,19 +26,23 @@ func TestBelowRate(t *testing.T) {
 	}
 }
 
-func TestRatioTableGoloop(t *testing.T) {
+func TestRatioTableEventLoops(t *testing.T) {
 	cpu := func(v float64) *float64 { return &v }
 	rw := row{Workload: "small", Cores: "1", Targets: []targetSummary{
 		{Target: "nginx", Rounds: 3, RequestsPerSec: 1000, P50ms: 2, P99ms: 4, ProxyCPU: cpu(4), RSSMB: 20},
 		{Target: "goloop", Rounds: 3, RequestsPerSec: 1250, P50ms: 1, P99ms: 4, ProxyCPU: cpu(3), RSSMB: 5},
+		{Target: "gnetloop", Rounds: 3, RequestsPerSec: 1000, P50ms: 2, P99ms: 8, ProxyCPU: cpu(4.5), RSSMB: 10},
 		{Target: "outrider", Rounds: 3, RequestsPerSec: 1100, P50ms: 2, P99ms: 2, ProxyCPU: cpu(3.3), RSSMB: 22},
 	}}
 	var out strings.Builder
 	ratioTable(rw, false).write(&out)
 	for _, want := range []string{
-		"outrider/nginx        1.10x  1.00x  0.50x  0.82x  1.10x",
-		"outrider/goloop       0.88x  2.00x  0.50x  1.10x  4.40x",
-		"goloop/nginx          1.25x  0.50x  1.00x  0.75x  0.25x",
+		"outrider/nginx          1.10x  1.00x  0.50x  0.82x  1.10x",
+		"outrider/goloop         0.88x  2.00x  0.50x  1.10x  4.40x",
+		"outrider/gnetloop       1.10x  1.00x  0.25x  0.73x  2.20x",
+		"goloop/nginx            1.25x  0.50x  1.00x  0.75x  0.25x",
+		"gnetloop/nginx          1.00x  1.00x  2.00x  1.12x  0.50x",
+		"gnetloop/goloop         0.80x  2.00x  2.00x  1.50x  2.00x",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("ratio table lacks %q:\n%s", want, out.String())

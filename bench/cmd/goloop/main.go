@@ -22,7 +22,6 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -31,6 +30,8 @@ import (
 	"runtime"
 	"syscall"
 	"unsafe"
+
+	"github.com/outrider-sidecar/outrider/bench/internal/h1"
 )
 
 // Constants package syscall lacks or spells as a negative number.
@@ -86,7 +87,7 @@ type end struct {
 	out   []byte // bytes for this end that a write could not take yet
 	stall bool   // reading this end waits until the peer's out is written
 	dead  bool
-	f     framer // the heads and bodies read from this end
+	f     h1.Framer // the heads and bodies read from this end
 	// Client ends only: requests sent on whose answers have not ended,
 	// and whether the last one asked for the connection to close.
 	waiting    int
@@ -202,7 +203,7 @@ func (l *loop) dial() *end {
 		syscall.Close(fd)
 		return nil
 	}
-	u := &end{fd: fd, app: true, f: framer{resp: true}}
+	u := &end{fd: fd, app: true, f: h1.Framer{Resp: true}}
 	l.add(u)
 	return u
 }
@@ -244,10 +245,10 @@ func (l *loop) relay(e *end, b []byte) {
 			}
 			e.peer, u.peer = u, e
 		}
-		heads, _ := e.f.scan(b)
+		heads, _ := e.f.Scan(b)
 		if heads > 0 {
 			e.waiting += heads
-			e.closeAfter = e.f.closed
+			e.closeAfter = e.f.Closed
 		}
 		l.send(e.peer, b)
 		return
@@ -258,10 +259,10 @@ func (l *loop) relay(e *end, b []byte) {
 		l.close(e)
 		return
 	}
-	_, ends := e.f.scan(b)
+	_, ends := e.f.Scan(b)
 	c.waiting -= ends
-	if c.closeAfter && e.f.headAt >= 0 {
-		b = l.sayClose(b, e.f.headAt)
+	if c.closeAfter && e.f.HeadAt >= 0 {
+		b = l.sayClose(b, e.f.HeadAt)
 	}
 	l.send(c, b)
 	if c.waiting == 0 && c.closeAfter && len(c.out) == 0 {
@@ -270,18 +271,12 @@ func (l *loop) relay(e *end, b []byte) {
 }
 
 // sayClose returns b with "Connection: close" added to the response head
-// at b[at:], so that the client expects the close that follows the
-// answer; the app was asked to keep its connection (blankClose).
+// at b[at:] (see h1.SayClose), in a buffer the loop keeps.
 func (l *loop) sayClose(b []byte, at int) []byte {
-	i := bytes.Index(b[at:], []byte("\r\n"))
-	if i < 0 {
-		return b
+	out := h1.SayClose(l.spare[:0], b, at)
+	if len(out) > 0 && &out[0] != &b[0] {
+		l.spare = out
 	}
-	i += at + 2
-	out := append(l.spare[:0], b[:i]...)
-	out = append(out, "Connection: close\r\n"...)
-	out = append(out, b[i:]...)
-	l.spare = out
 	return out
 }
 
@@ -336,7 +331,7 @@ func (l *loop) release(c *end) {
 		return
 	}
 	u.peer = nil
-	if c.waiting == 0 && u.f.clean() && len(u.out) == 0 {
+	if c.waiting == 0 && u.f.Clean() && len(u.out) == 0 {
 		l.idle = append(l.idle, u)
 	} else {
 		l.close(u)

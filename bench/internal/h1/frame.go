@@ -1,8 +1,11 @@
-package main
+// Package h1 follows HTTP/1.1 framing for the bench's minimal event-loop
+// proxies (cmd/goloop, cmd/gnetloop): where each head and body ends, and
+// the one rewrite they make to keep app connections open.
+package h1
 
 import "bytes"
 
-// What a framer is reading.
+// What a Framer is reading.
 const (
 	inHead = iota
 	inBody
@@ -14,32 +17,32 @@ const (
 	inTrailer
 )
 
-// framer follows the messages on one side of a connection: where each
+// Framer follows the messages on one side of a connection: where each
 // head and body ends. It keeps a head that came in pieces until it is
 // whole; every other byte it only looks at.
-type framer struct {
-	resp  bool // responses; requests otherwise
+type Framer struct {
+	Resp  bool // responses; requests otherwise
 	state int
 	head  []byte // a head's first pieces
 	left  int64  // body or chunk bytes left; the chunk size being read
-	// closed is set when the last request head asked to close the
+	// Closed is set when the last request head asked to close the
 	// connection (its "close" is blanked, see blankClose).
-	closed bool
+	Closed bool
 	// line is set while a trailer line has bytes other than CR.
 	line bool
-	// headAt is where in the bytes of the last scan the last head that
+	// HeadAt is where in the bytes of the last scan the last head that
 	// came whole in them began, or -1.
-	headAt int
+	HeadAt int
 }
 
-// clean reports whether the framer is between messages, so that its
+// Clean reports whether the Framer is between messages, so that its
 // connection can carry another.
-func (f *framer) clean() bool { return f.state == inHead && len(f.head) == 0 }
+func (f *Framer) Clean() bool { return f.state == inHead && len(f.head) == 0 }
 
-// scan reads b, in order, and returns how many heads began in it and how
+// Scan reads b, in order, and returns how many heads began in it and how
 // many messages ended.
-func (f *framer) scan(b []byte) (heads, ends int) {
-	f.headAt = -1
+func (f *Framer) Scan(b []byte) (heads, ends int) {
+	f.HeadAt = -1
 	all := len(b)
 	for len(b) > 0 {
 		switch f.state {
@@ -53,7 +56,7 @@ func (f *framer) scan(b []byte) (heads, ends int) {
 					return heads, ends
 				}
 				h, n = b[:i+4], i+4
-				f.headAt = all - len(b)
+				f.HeadAt = all - len(b)
 			} else {
 				had := len(f.head)
 				f.head = append(f.head, b...)
@@ -124,12 +127,12 @@ func (f *framer) scan(b []byte) (heads, ends int) {
 
 // headDone sets the state that follows head h, and reports whether its
 // message ended with it (no body).
-func (f *framer) headDone(h []byte) bool {
+func (f *Framer) headDone(h []byte) bool {
 	f.left = 0
-	if !f.resp {
-		f.closed = blankClose(h)
+	if !f.Resp {
+		f.Closed = blankClose(h)
 	}
-	if f.resp {
+	if f.Resp {
 		code := 0
 		if len(h) >= 12 {
 			code = int(h[9]-'0')*100 + int(h[10]-'0')*10 + int(h[11]-'0')
@@ -159,7 +162,7 @@ func (f *framer) headDone(h []byte) bool {
 		}
 		return true
 	}
-	if f.resp {
+	if f.Resp {
 		f.state = inUntilClose
 		return false
 	}
@@ -204,4 +207,20 @@ func toLower(c byte) byte {
 		return c + 'a' - 'A'
 	}
 	return c
+}
+
+// SayClose returns b, appended to dst, with "Connection: close" added to
+// the response head at b[at:], so that the client expects the close that
+// follows the answer; the app was asked to keep its connection
+// (blankClose). b is returned as is when the head's first line is not
+// whole in it.
+func SayClose(dst, b []byte, at int) []byte {
+	i := bytes.Index(b[at:], []byte("\r\n"))
+	if i < 0 {
+		return b
+	}
+	i += at + 2
+	dst = append(dst, b[:i]...)
+	dst = append(dst, "Connection: close\r\n"...)
+	return append(dst, b[i:]...)
 }

@@ -1,4 +1,4 @@
-package main
+package h1
 
 import "testing"
 
@@ -27,15 +27,15 @@ func TestFramerScan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := framer{resp: tt.resp}
+			f := Framer{Resp: tt.resp}
 			var heads, ends int
 			for _, p := range tt.pieces {
-				h, e := f.scan([]byte(p))
+				h, e := f.Scan([]byte(p))
 				heads, ends = heads+h, ends+e
 			}
-			if heads != tt.heads || ends != tt.ends || f.clean() != tt.clean || f.closed != tt.closed {
+			if heads != tt.heads || ends != tt.ends || f.Clean() != tt.clean || f.Closed != tt.closed {
 				t.Errorf("heads %d, ends %d, clean %v, closed %v; want %d, %d, %v, %v",
-					heads, ends, f.clean(), f.closed, tt.heads, tt.ends, tt.clean, tt.closed)
+					heads, ends, f.Clean(), f.Closed, tt.heads, tt.ends, tt.clean, tt.closed)
 			}
 		})
 	}
