@@ -149,8 +149,8 @@ func (r *relay) OnTraffic(c gnet.Conn) gnet.Action {
 	_, ends := s.f.Scan(b)
 	cl.waiting -= ends
 	if cl.closeAfter && s.f.HeadAt >= 0 {
-		if out := h1.SayClose(cl.spare[:0], b, s.f.HeadAt); len(out) != len(b) {
-			b, cl.spare = out, out[:0]
+		if out, ok := h1.SayClose(cl.spare[:0], b, s.f.HeadAt); ok {
+			b, cl.spare = out, out
 		}
 	}
 	_, _ = cl.c.Write(b)

@@ -273,10 +273,11 @@ func (l *loop) relay(e *end, b []byte) {
 // sayClose returns b with "Connection: close" added to the response head
 // at b[at:] (see h1.SayClose), in a buffer the loop keeps.
 func (l *loop) sayClose(b []byte, at int) []byte {
-	out := h1.SayClose(l.spare[:0], b, at)
-	if len(out) > 0 && &out[0] != &b[0] {
-		l.spare = out
+	out, ok := h1.SayClose(l.spare[:0], b, at)
+	if !ok {
+		return b
 	}
+	l.spare = out
 	return out
 }
 

@@ -209,18 +209,18 @@ func toLower(c byte) byte {
 	return c
 }
 
-// SayClose returns b, appended to dst, with "Connection: close" added to
-// the response head at b[at:], so that the client expects the close that
+// SayClose appends to dst b with "Connection: close" added to the
+// response head at b[at:], so that the client expects the close that
 // follows the answer; the app was asked to keep its connection
-// (blankClose). b is returned as is when the head's first line is not
-// whole in it.
-func SayClose(dst, b []byte, at int) []byte {
+// (blankClose). It reports false, and leaves dst, when the head's first
+// line is not whole in b.
+func SayClose(dst, b []byte, at int) ([]byte, bool) {
 	i := bytes.Index(b[at:], []byte("\r\n"))
 	if i < 0 {
-		return b
+		return dst, false
 	}
 	i += at + 2
 	dst = append(dst, b[:i]...)
 	dst = append(dst, "Connection: close\r\n"...)
-	return append(dst, b[i:]...)
+	return append(dst, b[i:]...), true
 }

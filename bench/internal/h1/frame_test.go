@@ -50,3 +50,25 @@ func TestBlankClose(t *testing.T) {
 		t.Errorf("head %q, want %q", h, want)
 	}
 }
+
+func TestSayClose(t *testing.T) {
+	tests := []struct {
+		name string
+		b    string
+		at   int
+		want string
+		ok   bool
+	}{
+		{name: "head at the start", b: "HTTP/1.1 200 OK\r\nA: b\r\n\r\nhi", want: "HTTP/1.1 200 OK\r\nConnection: close\r\nA: b\r\n\r\nhi", ok: true},
+		{name: "head after a body's end", b: "xyHTTP/1.1 204 No Content\r\n\r\n", at: 2, want: "xyHTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", ok: true},
+		{name: "first line not whole", b: "HTTP/1.1 200", ok: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := SayClose(nil, []byte(tt.b), tt.at)
+			if ok != tt.ok || string(got) != tt.want {
+				t.Errorf("SayClose(%q, %d) = %q, %v; want %q, %v", tt.b, tt.at, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
