@@ -515,7 +515,7 @@ func TestParseListeners(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseListeners(tt.text, tt.port)
+			got, err := parseListeners(strings.NewReader(tt.text), tt.port)
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("want error %q, got %v", tt.wantErr, err)
@@ -529,6 +529,34 @@ func TestParseListeners(t *testing.T) {
 				t.Errorf("want %v, got %v", tt.want, got)
 			}
 		})
+	}
+}
+
+// TestParseListenersBusyNamespace reads a /proc/net/tcp of a busy pod:
+// tens of thousands of connections, one listener. The file is read at every
+// scrape until the app is found, so it must not cost memory in proportion.
+func TestParseListenersBusyNamespace(t *testing.T) {
+	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	var b strings.Builder
+	b.WriteString(header)
+	for i := range 20000 {
+		fmt.Fprintf(&b, "%4d: 0100007F:1F90 0100007F:%04X 01 00000000:00000000 00:00000000 00000000  1000        0 %d 1 0 20 4 30 10 -1\n", i, i%0xFFFF, 1000+i)
+	}
+	b.WriteString("20000: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n")
+	text := b.String()
+	var got []uint64
+	allocs := testing.AllocsPerRun(5, func() {
+		var err error
+		if got, err = parseListeners(strings.NewReader(text), 8080); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if fmt.Sprint(got) != "[77]" {
+		t.Errorf("want [77], got %v", got)
+	}
+	// The scanner's buffer and the one match; not a string per line.
+	if allocs > 10 {
+		t.Errorf("%.0f allocations for %d lines, want at most 10", allocs, 20001)
 	}
 }
 

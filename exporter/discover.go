@@ -1,8 +1,11 @@
 package exporter
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -127,14 +130,15 @@ func (c *AppCollector) listeners(port int) (map[uint64]bool, error) {
 	inodes := map[uint64]bool{}
 	for _, name := range []string{"tcp", "tcp6"} {
 		path := filepath.Join(c.root, "net", name)
-		data, err := os.ReadFile(path)
+		f, err := os.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read listening sockets: %w", err)
 		}
-		found, err := parseListeners(string(data), port)
+		found, err := parseListeners(f, port)
+		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -149,38 +153,96 @@ func (c *AppCollector) listeners(port int) (map[uint64]bool, error) {
 const tcpListen = "0A"
 
 // parseListeners returns the inodes of the sockets in the LISTEN state on
-// port, from the text of /proc/net/tcp or /proc/net/tcp6.
-func parseListeners(s string, port int) ([]uint64, error) {
-	var inodes []uint64
-	for i, line := range strings.Split(s, "\n") {
-		f := strings.Fields(line)
-		if i == 0 || len(f) == 0 {
-			continue // the header, or the end
+// port, from /proc/net/tcp or /proc/net/tcp6. It reads line by line and
+// keeps nothing of a line that does not match: the file lists every socket
+// of the network namespace, tens of thousands in a busy pod, and it is read
+// at every scrape until the app is found.
+func parseListeners(r io.Reader, port int) ([]uint64, error) {
+	var (
+		inodes []uint64
+		fields [10][]byte
+	)
+	sc := bufio.NewScanner(r)
+	for i := 1; sc.Scan(); i++ {
+		n := splitFields(sc.Bytes(), fields[:])
+		if i == 1 || n == 0 {
+			continue // the header, or an empty line
 		}
-		if len(f) < 10 {
-			return nil, fmt.Errorf("line %d: %d fields, want at least 10", i+1, len(f))
+		if n < len(fields) {
+			return nil, fmt.Errorf("line %d: %d fields, want at least 10", i, n)
 		}
-		local := f[1]
-		colon := strings.LastIndexByte(local, ':')
+		local := fields[1]
+		colon := bytes.LastIndexByte(local, ':')
 		if colon < 0 {
-			return nil, fmt.Errorf("line %d: local address %q has no port", i+1, local)
+			return nil, fmt.Errorf("line %d: local address %q has no port", i, local)
 		}
-		p, err := strconv.ParseUint(local[colon+1:], 16, 16)
-		if err != nil {
-			return nil, fmt.Errorf("line %d: local address %q: bad port", i+1, local)
+		p, ok := parseHex16(local[colon+1:])
+		if !ok {
+			return nil, fmt.Errorf("line %d: local address %q: bad port", i, local)
 		}
-		if f[3] != tcpListen || int(p) != port {
+		if string(fields[3]) != tcpListen || int(p) != port {
 			continue
 		}
-		ino, err := strconv.ParseUint(f[9], 10, 64)
+		ino, err := strconv.ParseUint(string(fields[9]), 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: inode %q is not a number", i+1, f[9])
+			return nil, fmt.Errorf("line %d: inode %q is not a number", i, fields[9])
 		}
 		if ino != 0 {
 			inodes = append(inodes, ino)
 		}
 	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
 	return inodes, nil
+}
+
+// splitFields puts the first len(dst) space-separated fields of line in
+// dst, without copying, and returns how many there are, counting at most
+// len(dst) plus one when more follow.
+func splitFields(line []byte, dst [][]byte) int {
+	n := 0
+	for len(line) > 0 {
+		line = bytes.TrimLeft(line, " \t")
+		if len(line) == 0 {
+			break
+		}
+		end := bytes.IndexAny(line, " \t")
+		if end < 0 {
+			end = len(line)
+		}
+		if n < len(dst) {
+			dst[n] = line[:end]
+		}
+		n++
+		if n > len(dst) {
+			break
+		}
+		line = line[end:]
+	}
+	return n
+}
+
+// parseHex16 parses a port written in hexadecimal, as /proc/net/tcp does.
+func parseHex16(b []byte) (uint16, bool) {
+	if len(b) == 0 || len(b) > 4 {
+		return 0, false
+	}
+	var v uint16
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint16(c)
+	}
+	return v, true
 }
 
 // parseSocketInode returns the inode of an fd link "socket:[12345]".
