@@ -176,8 +176,8 @@ func parseListeners(r io.Reader, port int) ([]uint64, error) {
 		if colon < 0 {
 			return nil, fmt.Errorf("line %d: local address %q has no port", i, local)
 		}
-		p, ok := parseHex16(local[colon+1:])
-		if !ok {
+		p, err := strconv.ParseUint(string(local[colon+1:]), 16, 16)
+		if err != nil {
 			return nil, fmt.Errorf("line %d: local address %q: bad port", i, local)
 		}
 		if string(fields[3]) != tcpListen || int(p) != port {
@@ -221,28 +221,6 @@ func splitFields(line []byte, dst [][]byte) int {
 		line = line[end:]
 	}
 	return n
-}
-
-// parseHex16 parses a port written in hexadecimal, as /proc/net/tcp does.
-func parseHex16(b []byte) (uint16, bool) {
-	if len(b) == 0 || len(b) > 4 {
-		return 0, false
-	}
-	var v uint16
-	for _, c := range b {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'A' <= c && c <= 'F':
-			c -= 'A' - 10
-		case 'a' <= c && c <= 'f':
-			c -= 'a' - 10
-		default:
-			return 0, false
-		}
-		v = v<<4 | uint16(c)
-	}
-	return v, true
 }
 
 // parseSocketInode returns the inode of an fd link "socket:[12345]".
