@@ -198,11 +198,10 @@ func parseListeners(r io.Reader, port int) ([]uint64, error) {
 }
 
 // splitFields puts the first len(dst) space-separated fields of line in
-// dst, without copying, and returns how many there are, counting at most
-// len(dst) plus one when more follow.
+// dst, without copying, and returns how many it put.
 func splitFields(line []byte, dst [][]byte) int {
 	n := 0
-	for len(line) > 0 {
+	for n < len(dst) {
 		line = bytes.TrimLeft(line, " \t")
 		if len(line) == 0 {
 			break
@@ -211,13 +210,8 @@ func splitFields(line []byte, dst [][]byte) int {
 		if end < 0 {
 			end = len(line)
 		}
-		if n < len(dst) {
-			dst[n] = line[:end]
-		}
+		dst[n] = line[:end]
 		n++
-		if n > len(dst) {
-			break
-		}
 		line = line[end:]
 	}
 	return n
