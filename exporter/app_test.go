@@ -486,8 +486,10 @@ func TestNewAppCollectorErrors(t *testing.T) {
 	}
 }
 
+// netTCPHeader is the first line of /proc/net/tcp.
+const netTCPHeader = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+
 func TestParseListeners(t *testing.T) {
-	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 	tests := []struct {
 		name    string
 		text    string
@@ -496,21 +498,21 @@ func TestParseListeners(t *testing.T) {
 		wantErr string
 	}{
 		{name: "ipv4 listener", port: 8080,
-			text: header + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n",
+			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n",
 			want: []uint64{77}},
 		{name: "ipv6 listener", port: 8080,
-			text: header + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n",
+			text: netTCPHeader + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n",
 			want: []uint64{78}},
 		{name: "established is not listening", port: 8080,
-			text: header + "   0: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 20 4 30 10 -1\n"},
+			text: netTCPHeader + "   0: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 20 4 30 10 -1\n"},
 		{name: "other port", port: 8081,
-			text: header + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"},
-		{name: "header only", port: 8080, text: header},
-		{name: "short line", port: 8080, text: header + "   0: 0100007F:1F90 00000000:0000 0A\n",
+			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"},
+		{name: "netTCPHeader only", port: 8080, text: netTCPHeader},
+		{name: "short line", port: 8080, text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A\n",
 			wantErr: "line 2: 4 fields, want at least 10"},
-		{name: "bad port", port: 8080, text: header + "   0: 0100007F:XYZ 00000000:0000 0A 0 0 0 0 0 77\n",
+		{name: "bad port", port: 8080, text: netTCPHeader + "   0: 0100007F:XYZ 00000000:0000 0A 0 0 0 0 0 77\n",
 			wantErr: `line 2: local address "0100007F:XYZ": bad port`},
-		{name: "bad inode", port: 8080, text: header + "   0: 0100007F:1F90 00000000:0000 0A 0 0 0 0 0 x\n",
+		{name: "bad inode", port: 8080, text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 0 0 0 0 0 x\n",
 			wantErr: `line 2: inode "x" is not a number`},
 	}
 	for _, tt := range tests {
@@ -536,9 +538,8 @@ func TestParseListeners(t *testing.T) {
 // tens of thousands of connections, one listener. The file is read at every
 // scrape until the app is found, so it must not cost memory in proportion.
 func TestParseListenersBusyNamespace(t *testing.T) {
-	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 	var b strings.Builder
-	b.WriteString(header)
+	b.WriteString(netTCPHeader)
 	for i := range 20000 {
 		fmt.Fprintf(&b, "%4d: 0100007F:1F90 0100007F:%04X 01 00000000:00000000 00:00000000 00000000  1000        0 %d 1 0 20 4 30 10 -1\n", i, i%0xFFFF, 1000+i)
 	}
