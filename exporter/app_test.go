@@ -507,7 +507,7 @@ func TestParseListeners(t *testing.T) {
 			text: netTCPHeader + "   0: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 20 4 30 10 -1\n"},
 		{name: "other port", port: 8081,
 			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"},
-		{name: "netTCPHeader only", port: 8080, text: netTCPHeader},
+		{name: "header only", port: 8080, text: netTCPHeader},
 		{name: "short line", port: 8080, text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A\n",
 			wantErr: "line 2: 4 fields, want at least 10"},
 		{name: "bad port", port: 8080, text: netTCPHeader + "   0: 0100007F:XYZ 00000000:0000 0A 0 0 0 0 0 77\n",
