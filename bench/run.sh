@@ -19,6 +19,10 @@
 #   FIXED_RATE=5000 FIXED_CLIENTS=50   the fixedrate row (h2load, keep-alive)
 #   PIN=1               taskset each proxy to its core budget; 0 leaves
 #                       placement to the scheduler
+#   FRESH=1             start each proxy anew before each of its runs, so
+#                       that a row's RSS is that row's own; 0 keeps one
+#                       process per proxy and budget for the whole matrix,
+#                       and a row's RSS then carries what earlier rows left
 #   OUTRIDER_BIN=       an outrider binary to measure instead of building bin/outrider
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
@@ -41,6 +45,7 @@ HIGH_CONNECTIONS=${HIGH_CONNECTIONS:-1000}
 FIXED_RATE=${FIXED_RATE:-5000}
 FIXED_CLIENTS=${FIXED_CLIENTS:-50}
 PIN=${PIN:-1}
+FRESH=${FRESH:-1}
 BASE_PORT=${BASE_PORT:-18080}
 RESULTS=${RESULTS:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 
@@ -58,6 +63,7 @@ for knob in DURATION WARMUP; do
 	[[ ${!knob} =~ ^[1-9][0-9]*[sm]$ ]] || die "$knob=${!knob}: want a duration in seconds or minutes, such as 10s or 2m"
 done
 [[ $PIN =~ ^[01]$ ]] || die "PIN=$PIN: want 1 (taskset each proxy) or 0"
+[[ $FRESH =~ ^[01]$ ]] || die "FRESH=$FRESH: want 1 (each proxy started anew before each run) or 0 (one process for the whole run)"
 [ "$FIXED_CLIENTS" -le "$FIXED_RATE" ] || die "FIXED_CLIENTS=$FIXED_CLIENTS: want at most FIXED_RATE=$FIXED_RATE"
 
 ALL_WORKLOADS="small 16k 1m upload close conns1000 fixedrate"
@@ -282,7 +288,7 @@ start_nginx() {
 	take_port port
 	nginx_conf "$dir" "$port" "$APP_PORT" "$cores" "$hard"
 	pin_prefix "$cores"
-	"${PINNED[@]}" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >"$RESULTS/nginx-${cores}c.log" 2>&1 9>&- &
+	"${PINNED[@]}" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' >>"$RESULTS/nginx-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
@@ -319,7 +325,7 @@ backend app
     server app 127.0.0.1:$APP_PORT maxconn 4096
 EOF
 	pin_prefix "$cores"
-	"${PINNED[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$RESULTS/haproxy-${cores}c.log" 2>&1 9>&- &
+	"${PINNED[@]}" haproxy -db -f "$dir/haproxy.cfg" >>"$RESULTS/haproxy-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
@@ -350,7 +356,7 @@ EOF
 	# temporary directory.
 	pin_prefix "$cores"
 	"${PINNED[@]}" env "GOMAXPROCS=$cores" "HOME=$dir" "XDG_DATA_HOME=$dir/data" "XDG_CONFIG_HOME=$dir/config" \
-		caddy run --config "$dir/Caddyfile" --adapter caddyfile >"$RESULTS/caddy-${cores}c.log" 2>&1 9>&- &
+		caddy run --config "$dir/Caddyfile" --adapter caddyfile >>"$RESULTS/caddy-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
@@ -373,7 +379,7 @@ start_outrider() {
 	"${PINNED[@]}" env "${OUTRIDER_ENV[@]}" \
 		OUTRIDER_DRAIN_TIMEOUT=2s \
 		"GOMAXPROCS=$cores" \
-		"$OUTRIDER_BIN" >"$RESULTS/outrider-${cores}c.log" 2>&1 9>&- &
+		"$OUTRIDER_BIN" >>"$RESULTS/outrider-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
@@ -394,7 +400,7 @@ start_loop() {
 	take_port port
 	pin_prefix "$cores"
 	"${PINNED[@]}" env "GOMAXPROCS=$cores" "bin/$name" -listen "127.0.0.1:$port" -app "127.0.0.1:$APP_PORT" \
-		>"$RESULTS/$name-${cores}c.log" 2>&1 9>&- &
+		>>"$RESULTS/$name-${cores}c.log" 2>&1 9>&- &
 	pid=$!
 	PIDS+=("$pid")
 	PORT[$key]=$port
@@ -403,6 +409,33 @@ start_loop() {
 }
 start_goloop() { start_loop goloop "$1"; }
 start_gnetloop() { start_loop gnetloop "$1"; }
+
+# restart stops target:cores $1 and starts it again, on new ports, for
+# FRESH=1. TERM, as every server here stops at once on it with nothing in
+# flight (nginx's master takes its workers along; a KILLed master would
+# leave them serving); KILL after 5 s.
+restart() {
+	local key=$1 pid i left keep=()
+	# shellcheck disable=SC2086 # PROC holds a list of pids.
+	kill -TERM ${PROC[$key]} 2>/dev/null || true
+	for i in $(seq 50); do
+		left=0
+		for pid in ${PROC[$key]}; do
+			if kill -0 "$pid" 2>/dev/null; then left=1; fi
+		done
+		[ "$left" = 1 ] || break
+		sleep 0.1
+	done
+	# shellcheck disable=SC2086
+	kill -KILL ${PROC[$key]} 2>/dev/null || true
+	# The old pids leave PIDS: the exit trap must not signal a stranger that
+	# inherits one.
+	for pid in "${PIDS[@]}"; do
+		[[ " ${PROC[$key]} " == *" $pid "* ]] || keep+=("$pid")
+	done
+	PIDS=("${keep[@]}")
+	"start_${key%%:*}" "${key#*:}"
+}
 
 # unavailable tells whether target $1 (target or target:cores) is left out.
 unavailable() {
@@ -502,6 +535,7 @@ version() { "$@" 2>&1 | head -n 1 || echo -; }
 	echo "duration	$DURATION"
 	echo "warmup	$WARMUP"
 	echo "rounds	$ROUNDS"
+	echo "fresh	$FRESH"
 	echo "workloads	$WORKLOADS"
 	echo "cores	$CORES"
 	echo "connections	$CONNECTIONS"
@@ -544,6 +578,16 @@ for round in $(seq "$ROUNDS"); do
 			label=$target
 			if [ "$cores" != - ]; then label="$target, $cores core(s)"; fi
 			say "round $round/$ROUNDS, $workload: $label"
+			if [ "$FRESH" = 1 ] && [ "$key" != direct ]; then
+				if unavailable "$key"; then continue; fi
+				restart "$key"
+				if unavailable "$key"; then
+					say "$label did not start again; left out from here on"
+					continue
+				fi
+				port=${PORT[$key]}
+				mapfile -t args < <(wrk_args "$workload" "$port")
+			fi
 			SAMPLE_PIDS=${PROC[$key]}
 			run_bg /dev/null wrk "${args[@]}" -d"$WARMUP" || say "warm-up of $key failed"
 			# shellcheck disable=SC2086 # PROC holds a list of pids.

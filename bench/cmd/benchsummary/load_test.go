@@ -67,7 +67,7 @@ func writeResults(t *testing.T, files map[string]string) string {
 
 const testInfo = "date\t2026-01-01T00:00:00Z\nclk_tck\t100\ncpus\t2\nduration\t2s\nwarmup\t1s\nrounds\t3\n" +
 	"workloads\tsmall fixedrate\ncores\t1 2\nconnections\t32\nhigh_connections\t1000\nfixed_rate\t5000\nfixed_clients\t50\n" +
-	"pin_1\t1-1\npin_2\t0-1\nload_start\t0.50\nload_end\t7.20\n" +
+	"pin_1\t1-1\npin_2\t0-1\nfresh\t1\nload_start\t0.50\nload_end\t7.20\n" +
 	"unavailable\tcaddy:2\tnothing answers on its port\n"
 
 // TestLoad summarizes a results directory with two workloads, two core
@@ -169,6 +169,7 @@ func TestLoad(t *testing.T) {
 		"== fixedrate, 1 core(s)",
 		"GET / at a fixed 5000 req/s over 50 keep-alive connections",
 		"proxies pinned with taskset: 1 core(s) on CPUs 1-1, 2 core(s) on CPUs 0-1",
+		"each proxy started anew before each of its runs: a row's RSS is that row's own",
 		"outrider/nginx        2.00x  1.00x  0.50x  0.75x  2.00x", // small at one core
 		"outrider/nginx        1.00x  1.00x  1.00x  1.00x  2.00x", // small at two cores
 		"outrider/direct",

@@ -70,6 +70,9 @@ func render(w io.Writer, s summary) {
 	if pins := pinning(info); pins != "" {
 		fmt.Fprintf(w, "proxies pinned with taskset: %s; the app and the load generator float\n", pins)
 	}
+	if note := processes(info); note != "" {
+		fmt.Fprintln(w, note)
+	}
 	if info["load_start"] != "" {
 		fmt.Fprintf(w, "load average (1 min): %s at the start, %s at the end", info["load_start"], info["load_end"])
 		if busy(info["load_start"], info["cpus"]) || busy(info["load_end"], info["cpus"]) {
@@ -163,6 +166,18 @@ func ratioTable(rw row, fixed bool) *table {
 		rt.row(cells...)
 	}
 	return rt
+}
+
+// processes says whether each run had a proxy process of its own, from
+// info.tsv's fresh (absent in results from before the knob).
+func processes(info map[string]string) string {
+	switch info["fresh"] {
+	case "1":
+		return "each proxy started anew before each of its runs: a row's RSS is that row's own"
+	case "0":
+		return "one process per proxy and budget for the whole run: a row's RSS carries what earlier rows left"
+	}
+	return ""
 }
 
 // pinning describes the taskset pinning recorded in info.tsv.

@@ -52,3 +52,23 @@ func TestRatioTableEventLoops(t *testing.T) {
 		t.Errorf("ratio table has a row for direct, which did not run:\n%s", out.String())
 	}
 }
+
+func TestProcesses(t *testing.T) {
+	tests := []struct {
+		fresh string
+		want  string
+	}{
+		{"1", "each proxy started anew before each of its runs: a row's RSS is that row's own"},
+		{"0", "one process per proxy and budget for the whole run: a row's RSS carries what earlier rows left"},
+		{"", ""}, // results from before the knob say nothing
+	}
+	for _, tt := range tests {
+		info := map[string]string{}
+		if tt.fresh != "" {
+			info["fresh"] = tt.fresh
+		}
+		if got := processes(info); got != tt.want {
+			t.Errorf("fresh=%q: want %q, got %q", tt.fresh, tt.want, got)
+		}
+	}
+}
