@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -89,10 +90,50 @@ type conn struct {
 	cut    atomic.Bool
 }
 
+// conns holds the state of finished connections for new ones: the conn,
+// its reader and the fields of its heads. A connection then allocates
+// only what Go's net package does for its socket, and a burst of new
+// connections after the last one ended leaves no garbage of this package.
+var conns sync.Pool
+
+// maxKeptFields bounds the fields slice that a kept conn keeps per head: a
+// rare head with hundreds of fields does not stay in the pool.
+const maxKeptFields = 64
+
+// reuseConn returns a conn for nc, a kept one when there is one.
+func reuseConn(p *Proxy, nc net.Conn) *conn {
+	c, _ := conns.Get().(*conn)
+	if c == nil {
+		return &conn{p: p, nc: nc}
+	}
+	*c = conn{p: p, nc: nc, br: c.br, clientIP: c.clientIP[:0],
+		req: head{fields: c.req.fields[:0]}, resp: head{fields: c.resp.fields[:0]},
+		rl: readLoop{step: c.rl.step}}
+	return c
+}
+
+// recycle keeps c for a later connection once its goroutine is done with
+// it. A conn whose request body goroutine may still run is not kept.
+func (c *conn) recycle() {
+	if c.bodyDone != nil || cap(c.req.fields) > maxKeptFields || cap(c.resp.fields) > maxKeptFields {
+		return
+	}
+	// Nothing kept in the pool holds a socket or the proxy.
+	c.p, c.nc, c.up = nil, nil, nil
+	if c.br != nil {
+		c.br.rd, c.br.rc = nil, nil
+	}
+	conns.Put(c)
+}
+
 func (c *conn) serve() {
 	defer c.p.forget(c)
-	c.br = newReader(c.nc)
-	c.clientIP = hostOf(c.nc.RemoteAddr())
+	if c.br == nil {
+		c.br = newReader(c.nc)
+	} else {
+		c.br.reset(c.nc)
+	}
+	c.clientIP = appendHost(c.clientIP[:0], c.nc.RemoteAddr())
 	c.now = time.Now()
 	defer c.close()
 	if c.br.rc != nil {
@@ -158,15 +199,19 @@ func (c *conn) pokeIfIdle() {
 	}
 }
 
-func hostOf(a net.Addr) []byte {
+// appendHost appends the host part of a, the client's address, to b.
+func appendHost(b []byte, a net.Addr) []byte {
 	if ta, ok := a.(*net.TCPAddr); ok {
-		return []byte(ta.IP.String())
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap().AppendTo(b)
+		}
+		return append(b, ta.IP.String()...)
 	}
 	host, _, err := net.SplitHostPort(a.String())
 	if err != nil {
-		return []byte(a.String())
+		return append(b, a.String()...)
 	}
-	return []byte(host)
+	return append(b, host...)
 }
 
 // setReadDeadline sets nc's read deadline to t unless the one set is

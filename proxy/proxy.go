@@ -303,7 +303,6 @@ func (p *Proxy) Status() Status {
 }
 
 func (p *Proxy) newConn(nc net.Conn) *conn {
-	c := &conn{p: p, nc: nc}
 	p.mu.Lock()
 	if p.draining.Load() {
 		p.mu.Unlock()
@@ -319,6 +318,7 @@ func (p *Proxy) newConn(nc net.Conn) *conn {
 		_ = nc.Close()
 		return nil
 	}
+	c := reuseConn(p, nc)
 	p.conns[c] = struct{}{}
 	p.active.Add(1)
 	p.wg.Add(1)

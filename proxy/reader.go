@@ -167,6 +167,15 @@ func (b *reader) advance(n int, err error) error {
 	return err
 }
 
+// reset makes b a reader over rd, as newReader would, keeping the
+// functions it made for RawConn.Read and Write, which are bound to b. It
+// holds no buffer: release gave it back.
+func (b *reader) reset(rd io.Reader) {
+	*b = reader{rd: rd, pool: b.pool,
+		tryFn: b.tryFn, writeFn: b.writeFn, sendFn: b.sendFn, intoFn: b.intoFn}
+	b.rawWait(rd)
+}
+
 // rawWait sets up fill to wait for a socket to become readable without
 // holding a buffer: the buffer is taken from the pool only once bytes are
 // there. That is what keeps a thousand idle keep-alive connections, and
@@ -181,10 +190,12 @@ func (b *reader) rawWait(nc io.Reader) {
 		return
 	}
 	b.rc = rc
-	b.tryFn = b.try
-	b.writeFn = b.tryWrite
-	b.sendFn = b.trySend
-	b.intoFn = b.tryInto
+	if b.tryFn == nil {
+		b.tryFn = b.try
+		b.writeFn = b.tryWrite
+		b.sendFn = b.trySend
+		b.intoFn = b.tryInto
+	}
 }
 
 // try is called by the poller whenever the connection may be readable.

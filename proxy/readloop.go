@@ -47,7 +47,11 @@ type readLoop struct {
 // forwarding plain requests inside the read loop and the others outside.
 func (c *conn) serveLoop() {
 	rl := &c.rl
-	rl.step = c.step
+	if rl.step == nil {
+		// Bound to c, which a later connection may reuse (see recycle):
+		// made once.
+		rl.step = c.step
+	}
 	rl.first = true
 	for {
 		if !c.idle() {

@@ -58,6 +58,7 @@ func (ws *workers) serve(c *conn) {
 func (ws *workers) run(w *worker, c *conn) {
 	for c != nil {
 		c.serve()
+		c.recycle()
 		c = ws.wait(w)
 	}
 	if w.timer != nil {
