@@ -76,3 +76,48 @@ func BenchmarkSmallKeepAlive(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNewConnection forwards one small GET per client connection
+// (Connection: close), as a client without keep-alive does. Its
+// allocations per request include the benchmark's own dial and Go's net
+// package's for the accepted socket, besides the proxy's.
+func BenchmarkNewConnection(b *testing.B) {
+	app := fakeApp(b, func(nc net.Conn, _ *bufio.Reader) {
+		buf, answer := make([]byte, 4<<10), []byte(smallAnswer)
+		for {
+			if _, err := readHead(nc, buf); err != nil {
+				return
+			}
+			if _, err := nc.Write(answer); err != nil {
+				return
+			}
+		}
+	})
+	tp := startProxy(b, app, nil)
+	req := []byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	buf := make([]byte, 4<<10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		nc, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := nc.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		// The proxy closes the connection after its answer.
+		n := 0
+		for {
+			k, err := nc.Read(buf[n:])
+			n += k
+			if err != nil {
+				break
+			}
+		}
+		nc.Close()
+		if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200 ")) {
+			b.Fatalf("answer %q", buf[:n])
+		}
+	}
+}
