@@ -90,11 +90,11 @@ type conn struct {
 	cut    atomic.Bool
 }
 
-// conns holds the state of finished connections for new ones: the conn,
+// keptConns holds the state of finished connections for new ones: the conn,
 // its reader and the fields of its heads. A connection then allocates
 // only what Go's net package does for its socket, and a burst of new
 // connections after the last one ended leaves no garbage of this package.
-var conns sync.Pool
+var keptConns sync.Pool
 
 // maxKeptFields bounds the fields slice that a kept conn keeps per head: a
 // rare head with hundreds of fields does not stay in the pool.
@@ -102,7 +102,7 @@ const maxKeptFields = 64
 
 // reuseConn returns a conn for nc, a kept one when there is one.
 func reuseConn(p *Proxy, nc net.Conn) *conn {
-	c, _ := conns.Get().(*conn)
+	c, _ := keptConns.Get().(*conn)
 	if c == nil {
 		return &conn{p: p, nc: nc}
 	}
@@ -123,7 +123,7 @@ func (c *conn) recycle() {
 	if c.br != nil {
 		c.br.rd, c.br.rc = nil, nil
 	}
-	conns.Put(c)
+	keptConns.Put(c)
 }
 
 func (c *conn) serve() {
