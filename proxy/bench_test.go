@@ -33,12 +33,10 @@ func readHead(nc net.Conn, buf []byte) (int, error) {
 	}
 }
 
-// BenchmarkSmallKeepAlive forwards small GET requests one after another on
-// one keep-alive client connection, over loopback, to an app that answers
-// smallAnswer. Its time per request depends on the machine and how busy it
-// is; its allocations per request do not.
-func BenchmarkSmallKeepAlive(b *testing.B) {
-	app := fakeApp(b, func(nc net.Conn, _ *bufio.Reader) {
+// smallApp starts the benchmarks' app, which answers every request with
+// smallAnswer, and returns its address.
+func smallApp(b *testing.B) string {
+	return fakeApp(b, func(nc net.Conn, _ *bufio.Reader) {
 		buf, answer := make([]byte, 4<<10), []byte(smallAnswer)
 		for {
 			if _, err := readHead(nc, buf); err != nil {
@@ -49,7 +47,14 @@ func BenchmarkSmallKeepAlive(b *testing.B) {
 			}
 		}
 	})
-	tp := startProxy(b, app, nil)
+}
+
+// BenchmarkSmallKeepAlive forwards small GET requests one after another on
+// one keep-alive client connection, over loopback, to an app that answers
+// smallAnswer. Its time per request depends on the machine and how busy it
+// is; its allocations per request do not.
+func BenchmarkSmallKeepAlive(b *testing.B) {
+	tp := startProxy(b, smallApp(b), nil)
 	nc, err := net.Dial("tcp", tp.addr)
 	if err != nil {
 		b.Fatal(err)
@@ -82,18 +87,7 @@ func BenchmarkSmallKeepAlive(b *testing.B) {
 // allocations per request include the benchmark's own dial and Go's net
 // package's for the accepted socket, besides the proxy's.
 func BenchmarkNewConnection(b *testing.B) {
-	app := fakeApp(b, func(nc net.Conn, _ *bufio.Reader) {
-		buf, answer := make([]byte, 4<<10), []byte(smallAnswer)
-		for {
-			if _, err := readHead(nc, buf); err != nil {
-				return
-			}
-			if _, err := nc.Write(answer); err != nil {
-				return
-			}
-		}
-	})
-	tp := startProxy(b, app, nil)
+	tp := startProxy(b, smallApp(b), nil)
 	req := []byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 	buf := make([]byte, 4<<10)
 	b.ReportAllocs()
