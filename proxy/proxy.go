@@ -303,10 +303,14 @@ func (p *Proxy) Status() Status {
 }
 
 func (p *Proxy) newConn(nc net.Conn) *conn {
+	// Taken before the lock, which every connection's end and the drain
+	// also take: the lock guards only the set.
+	c := reuseConn(p, nc)
 	p.mu.Lock()
 	if p.draining.Load() {
 		p.mu.Unlock()
 		_ = nc.Close()
+		c.recycle()
 		return nil
 	}
 	if max := p.cfg.MaxConns; max > 0 && len(p.conns)+p.h2.connections() >= max {
@@ -316,9 +320,9 @@ func (p *Proxy) newConn(nc net.Conn) *conn {
 		p.mu.Unlock()
 		p.m.rejected.Inc()
 		_ = nc.Close()
+		c.recycle()
 		return nil
 	}
-	c := reuseConn(p, nc)
 	p.conns[c] = struct{}{}
 	p.active.Add(1)
 	p.wg.Add(1)
