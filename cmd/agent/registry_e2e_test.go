@@ -341,6 +341,14 @@ func TestRegistrySurvivesAConsulOutage(t *testing.T) {
 	srv.Start()
 	took := a.waitHealth("passing", 30*time.Second)
 	t.Logf("passing again %s after consul answered", took.Round(time.Millisecond))
+	// Consul shows the instance passing as soon as the repair registers it
+	// again, before the heartbeat that follows returns and outrider logs
+	// the recovery: wait for the line, then count it.
+	regEventually(t, 5*time.Second, "the recovery logged", func() (bool, string) {
+		n := strings.Count(a.outrider.Output(), "consul answers again")
+		return n > 0, strconv.Itoa(n) + " times"
+	})
+	<-time.After(2 * regHeartbeat) // two more heartbeats, which must not log it again
 	if n := strings.Count(a.outrider.Output(), "consul answers again"); n != 1 {
 		t.Errorf("logged the recovery %d times, want once", n)
 	}
