@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -57,9 +59,12 @@ func throughputRatios(s summary) chartData {
 }
 
 // writeChart draws outrider/peer throughput per workload and core budget
-// as grouped bars, with a line at 1.0, to path (.svg, .png or any other
-// format gonum/plot knows by its extension). It draws nothing, and says
-// false, when the summary has no ratio to show.
+// as grouped bars to path (.svg, .png or any other format gonum/plot
+// knows by its extension). The axis is logarithmic, so that 0.5× and 2×
+// lie as far from parity and a peer six times slower does not flatten the
+// bars near 1.0×: a bar rises from the dashed line at 1.0× when outrider
+// is faster and falls below it when it is slower. It draws nothing, and
+// says false, when the summary has no ratio to show.
 func writeChart(path string, s summary) (bool, error) {
 	d := throughputRatios(s)
 	if len(d.Labels) == 0 || len(d.Peers) == 0 {
@@ -67,20 +72,30 @@ func writeChart(path string, s summary) (bool, error) {
 	}
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("outrider / peer throughput, medians over rounds (rounds: %s, %s)", s.Info["rounds"], s.Info["date"])
-	p.Y.Label.Text = "outrider req/s ÷ peer req/s (above 1: outrider faster)"
-	p.Y.Min = 0
-	// Headroom above the tallest bar for the legend, which sits at the top.
-	top := 1.0
-	for _, vs := range d.Ratios {
-		for _, v := range vs {
-			top = max(top, v)
+	p.Y.Label.Text = "outrider req/s ÷ peer req/s (above 1×: outrider faster)"
+	// Bars are drawn from 0 = log2(1×); a peer that did not run (ratio 0)
+	// gets none.
+	bottom, top := 0.0, 0.0
+	heights := map[string]plotter.Values{}
+	for _, peer := range d.Peers {
+		for _, v := range d.Ratios[peer] {
+			h := 0.0
+			if v > 0 {
+				h = math.Log2(v)
+			}
+			heights[peer] = append(heights[peer], h)
+			bottom, top = min(bottom, h), max(top, h)
 		}
 	}
-	p.Y.Max = top * 1.35
+	// Room below for the smallest bar and above for the legend, which sits
+	// at the top.
+	p.Y.Min = min(bottom, -0.5) - 0.25
+	p.Y.Max = top + 0.4*(top-p.Y.Min) + 0.25
+	p.Y.Tick.Marker = ratioTicks{}
 	width := vg.Points(10)
 	n := len(d.Peers)
 	for i, peer := range d.Peers {
-		bars, err := plotter.NewBarChart(plotter.Values(d.Ratios[peer]), width)
+		bars, err := plotter.NewBarChart(heights[peer], width)
 		if err != nil {
 			return false, fmt.Errorf("chart bars for %s: %w", peer, err)
 		}
@@ -90,7 +105,7 @@ func writeChart(path string, s summary) (bool, error) {
 		p.Add(bars)
 		p.Legend.Add("outrider/"+peer, bars)
 	}
-	parity := plotter.NewFunction(func(float64) float64 { return 1 })
+	parity := plotter.NewFunction(func(float64) float64 { return 0 })
 	parity.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 	p.Add(parity)
 	p.Legend.Top = true
@@ -100,6 +115,31 @@ func writeChart(path string, s summary) (bool, error) {
 		return false, fmt.Errorf("write chart %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// ratioTicks marks an axis of log2(ratio) in ratios: a labelled tick at
+// each power of two (0.5×, 1×, 2×, …) and unlabelled ones at a quarter
+// and a half past it (0.625×, 0.75×, 1.25×, 1.5×, 2.5×, 3×, …).
+type ratioTicks struct{}
+
+func (ratioTicks) Ticks(min, max float64) []plot.Tick {
+	var ticks []plot.Tick
+	for e := math.Floor(min); e <= math.Ceil(max); e++ {
+		if e >= min && e <= max {
+			ticks = append(ticks, plot.Tick{Value: e, Label: ratioLabel(math.Exp2(e))})
+		}
+		for _, f := range []float64{1.25, 1.5} {
+			if v := e + math.Log2(f); v >= min && v <= max {
+				ticks = append(ticks, plot.Tick{Value: v})
+			}
+		}
+	}
+	return ticks
+}
+
+// ratioLabel writes a ratio as 0.25×, 0.5×, 1×, 2×, 16×.
+func ratioLabel(r float64) string {
+	return strconv.FormatFloat(r, 'f', -1, 64) + "×"
 }
 
 // addedLatency collects the latency chart's values: for each fixedrate row,

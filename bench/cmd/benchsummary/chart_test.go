@@ -56,7 +56,7 @@ func TestWriteChart(t *testing.T) {
 			file:      "chart.svg",
 			s:         chartSummary(),
 			wantDrawn: true,
-			wantIn:    []string{"<svg", "small 1c", "1m 2c", "outrider/nginx", "outrider/haproxy", "outrider/direct"},
+			wantIn:    []string{"<svg", "small 1c", "1m 2c", "outrider/nginx", "outrider/haproxy", "outrider/direct", "0.5×", "1×", "2×"},
 		},
 		{
 			name:      "png",
@@ -103,6 +103,37 @@ func TestWriteChart(t *testing.T) {
 				t.Errorf("want a file starting %q, got %q", tt.wantMagic, b[:min(len(b), 8)])
 			}
 		})
+	}
+}
+
+func TestRatioTicks(t *testing.T) {
+	tests := []struct {
+		min, max   float64
+		wantLabels string
+		wantMinor  int
+	}{
+		{min: -1.2, max: 2.8, wantLabels: "0.5× 1× 2× 4×", wantMinor: 8},
+		{min: -0.75, max: 0.5, wantLabels: "1×", wantMinor: 3},     // 0.625×, 1.25×, … no 0.5× or 2×
+		{min: 3.5, max: 4.2, wantLabels: "16×", wantMinor: 1},      // 12×; 10× and 20× fall outside
+		{min: -3.1, max: -2.9, wantLabels: "0.125×", wantMinor: 0}, // no room for minor ticks
+	}
+	for _, tt := range tests {
+		var labels []string
+		minor := 0
+		for _, tk := range (ratioTicks{}).Ticks(tt.min, tt.max) {
+			if tk.Value < tt.min || tk.Value > tt.max {
+				t.Errorf("Ticks(%v, %v): tick at %v is outside the axis", tt.min, tt.max, tk.Value)
+			}
+			if tk.IsMinor() {
+				minor++
+			} else {
+				labels = append(labels, tk.Label)
+			}
+		}
+		if got := strings.Join(labels, " "); got != tt.wantLabels || minor != tt.wantMinor {
+			t.Errorf("Ticks(%v, %v): labels %q and %d minor ticks, want %q and %d",
+				tt.min, tt.max, got, minor, tt.wantLabels, tt.wantMinor)
+		}
 	}
 }
 
