@@ -156,24 +156,38 @@ func get(t *testing.T, url, auth string, want int) string {
 	return body
 }
 
-// TestAgentUsesOneCoreUnlessTold: outrider sets GOMAXPROCS to 1 unless the
-// environment sets it.
-func TestAgentUsesOneCoreUnlessTold(t *testing.T) {
+// TestAgentRuntimeDefaults: outrider runs on one core with GOGC 25 unless
+// the environment sets GOMAXPROCS or GOGC; the start-up log says which,
+// and /metrics shows the collector's setting.
+func TestAgentRuntimeDefaults(t *testing.T) {
 	tests := []struct {
-		name string
-		env  []string
-		want string
+		name       string
+		env        []string
+		wantProcs  string
+		wantGOGC   string
+		gogcMetric float64 // 0: not checked (off shows as 2^64-1 there)
 	}{
-		{"unset", nil, `"gomaxprocs":1`},
-		{"set", []string{"GOMAXPROCS=2"}, `"gomaxprocs":2`},
+		{"unset", nil, `"gomaxprocs":1`, `"gogc":25`, 25},
+		{"GOMAXPROCS set", []string{"GOMAXPROCS=2"}, `"gomaxprocs":2`, `"gogc":25`, 25},
+		{"GOGC set", []string{"GOGC=100"}, `"gomaxprocs":1`, `"gogc":100`, 100},
+		{"GOGC off", []string{"GOGC=off"}, `"gomaxprocs":1`, `"gogc":-1`, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startOutrider(t, 10*time.Second, tc.env...)
+			body := scrapeMetrics(t, p.metrics)
 			p.Signal(syscall.SIGTERM)
 			p.Wait(10 * time.Second)
-			if !strings.Contains(p.Output(), tc.want) {
-				t.Errorf("start-up log lacks %s:\n%s", tc.want, p.Output())
+			for _, want := range []string{tc.wantProcs, tc.wantGOGC} {
+				if !strings.Contains(p.Output(), want) {
+					t.Errorf("start-up log lacks %s:\n%s", want, p.Output())
+				}
+			}
+			if tc.gogcMetric == 0 {
+				return
+			}
+			if v, ok := seriesValue(t, body, "go_gc_gogc_percent"); !ok || v != tc.gogcMetric {
+				t.Errorf("/metrics go_gc_gogc_percent = %v (present %v), want %v", v, ok, tc.gogcMetric)
 			}
 		})
 	}

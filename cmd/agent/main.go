@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 )
 
 // Exit statuses.
@@ -30,17 +31,30 @@ Configuration is read from the environment; see README.md for every variable.
 `
 
 func main() {
-	limitProcs(os.Getenv)
+	sidecarRuntime(os.Getenv)
 	os.Exit(dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-// limitProcs runs outrider on one core unless GOMAXPROCS says otherwise.
-// A sidecar should not compete with its app for CPU, and Go would round a
-// container CPU limit below 2 up to 2 threads; on one core the proxy also
-// does less cross-thread hand-off per request (see docs/proxy.md).
-func limitProcs(getenv func(string) string) {
+// gcPercent is outrider's GOGC unless the environment sets one. Its
+// requests allocate nothing, so collections come only from new
+// connections, and collecting at 25% growth instead of Go's 100% costs no
+// measurable CPU even with a new connection per request, while the heap
+// left by bursts of connections stays about 5 MB smaller at 1,000 of them
+// (see docs/proxy.md). Prometheus sets its own default the same way.
+const gcPercent = 25
+
+// sidecarRuntime sets the Go runtime for a sidecar unless the environment
+// says otherwise: one core (GOMAXPROCS) and a lean heap (GOGC). A sidecar
+// should not compete with its app for CPU, and Go would round a container
+// CPU limit below 2 up to 2 threads; on one core the proxy also does less
+// cross-thread hand-off per request (see docs/proxy.md). Only this
+// process is set: a wrapped app's environment is its own.
+func sidecarRuntime(getenv func(string) string) {
 	if getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
+	}
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
 	}
 }
 

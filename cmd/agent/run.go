@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/metrics"
 
 	"github.com/outrider-sidecar/outrider/internal/version"
 )
@@ -38,8 +39,19 @@ func (a *agent) logStart(mode string, attrs ...any) {
 	cfg := a.cfg
 	a.log.Info("outrider started", append([]any{"mode", mode, "version", version.Version, "service_id", cfg.Service.ID,
 		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String(),
-		"gomaxprocs", runtime.GOMAXPROCS(0)}, attrs...)...)
+		"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gogc()}, attrs...)...)
 	for _, w := range cfg.Warnings() {
 		a.log.Warn("configuration: " + w)
 	}
+}
+
+// gogc returns the collector's target heap growth in percent, as GOGC or
+// sidecarRuntime set it; -1 when collection is off (GOGC=off).
+func gogc() int64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
 }
