@@ -47,9 +47,6 @@ BASE_PORT=${BASE_PORT:-19380}
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 3s"
 [[ $PAUSE =~ ^[0-9]+$ ]] || die "PAUSE=$PAUSE: want whole seconds"
 [[ $GOMAXPROCS =~ ^[1-9][0-9]*$ ]] || die "GOMAXPROCS=$GOMAXPROCS: want a positive integer"
-ncpu=$(nproc)
-[ "$GOMAXPROCS" -le "$ncpu" ] || die "GOMAXPROCS=$GOMAXPROCS: this machine has $ncpu CPUs"
-CPUS=${CPUS:-$((ncpu - GOMAXPROCS))-$((ncpu - 1))}
 for t in wrk taskset; do
 	command -v "$t" >/dev/null || die "$t is not installed"
 done
@@ -57,17 +54,11 @@ done
 
 # shellcheck source=bench/procs.sh
 . bench/procs.sh
+pin_cpus
 start_scratch bursts
 next_port=$BASE_PORT
-
-take_port app
-bin/echo -listen "127.0.0.1:$app" >"$TMP/echo.log" 2>&1 &
-PIDS+=($!)
-wait_port "$app"
-take_port port
-take_port metrics
-take_port admin
-outrider_env "$app" "$port" "$metrics" "$admin"
+start_app
+outrider_ports
 url="http://127.0.0.1:$port/"
 
 rss_of() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }

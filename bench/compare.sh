@@ -42,9 +42,6 @@ BASE_PORT=${BASE_PORT:-19280}
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 4s"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS=$CONNECTIONS: want a positive integer"
 [[ $GOMAXPROCS =~ ^[1-9][0-9]*$ ]] || die "GOMAXPROCS=$GOMAXPROCS: want a positive integer"
-ncpu=$(nproc)
-[ "$GOMAXPROCS" -le "$ncpu" ] || die "GOMAXPROCS=$GOMAXPROCS: this machine has $ncpu CPUs"
-CPUS=${CPUS:-$((ncpu - GOMAXPROCS))-$((ncpu - 1))}
 for t in wrk taskset; do
 	command -v "$t" >/dev/null || die "$t is not installed"
 done
@@ -53,17 +50,11 @@ clk_tck=$(getconf CLK_TCK)
 
 # shellcheck source=bench/procs.sh
 . bench/procs.sh
+pin_cpus
 start_scratch compare
 next_port=$BASE_PORT
-
-take_port app
-bin/echo -listen "127.0.0.1:$app" >"$TMP/echo.log" 2>&1 &
-PIDS+=($!)
-wait_port "$app"
-take_port port
-take_port metrics
-take_port admin
-outrider_env "$app" "$port" "$metrics" "$admin"
+start_app
+outrider_ports
 
 wrkopts=(-t1 -c"$CONNECTIONS")
 [ -z "$HEADER" ] || wrkopts+=(-H "$HEADER")

@@ -93,6 +93,33 @@ wait_port() {
 	die "nothing answers on 127.0.0.1:$1"
 }
 
+# start_app starts the sample app (bin/echo) on a free loopback port, which
+# it leaves in app, and waits until it accepts; its log is $TMP/echo.log.
+start_app() {
+	take_port app
+	bin/echo -listen "127.0.0.1:$app" >"$TMP/echo.log" 2>&1 &
+	PIDS+=($!)
+	wait_port "$app"
+}
+
+# outrider_ports takes free ports for one outrider in front of the app
+# (port, metrics and admin) and sets OUTRIDER_ENV for them.
+outrider_ports() {
+	take_port port
+	take_port metrics
+	take_port admin
+	outrider_env "$app" "$port" "$metrics" "$admin"
+}
+
+# pin_cpus checks GOMAXPROCS against this machine's CPUs and sets CPUS,
+# unless set, to the last GOMAXPROCS of them, as bench/run.sh pins a proxy.
+pin_cpus() {
+	local ncpu
+	ncpu=$(nproc)
+	[ "$GOMAXPROCS" -le "$ncpu" ] || die "GOMAXPROCS=$GOMAXPROCS: this machine has $ncpu CPUs"
+	CPUS=${CPUS:-$((ncpu - GOMAXPROCS))-$((ncpu - 1))}
+}
+
 # cpu_ticks prints utime+stime summed over the given pids.
 cpu_ticks() {
 	local pid rest total=0 f

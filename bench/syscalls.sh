@@ -72,17 +72,10 @@ done
 . bench/procs.sh
 start_scratch syscalls
 next_port=$BASE_PORT
+start_app
 
-take_port app
-bin/echo -listen "127.0.0.1:$app" >"$TMP/echo.log" 2>&1 &
-PIDS+=($!)
-wait_port "$app"
-
-take_port port
 if [ "$TARGET" = outrider ]; then
-	take_port metrics
-	take_port admin
-	outrider_env "$app" "$port" "$metrics" "$admin"
+	outrider_ports
 	VALGRIND=
 	# Go's asynchronous preemption signals are noise under valgrind.
 	[ "$TOOL" != callgrind ] || VALGRIND="env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind"
@@ -93,6 +86,7 @@ if [ "$TARGET" = outrider ]; then
 	PIDS+=($!)
 	procs=$!
 else
+	take_port port
 	nginx_conf "$TMP" "$port" "$app" 1 "$(ulimit -n)"
 	nginx -p "$TMP" -e "$TMP/logs/error.log" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
 	PIDS+=($!)
