@@ -85,6 +85,7 @@ for round in $(seq "$ROUNDS"); do
 			w=$!
 			peak=0
 			while kill -0 "$w" 2>/dev/null; do
+				kill -0 "$pid" 2>/dev/null || die "${BINS[$i]} exited during a burst: $(tail -5 "$TMP/outrider-$i.log")"
 				rss=$(rss_of "$pid")
 				[ "$rss" -le "$peak" ] || peak=$rss
 				sleep 0.25

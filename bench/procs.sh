@@ -1,7 +1,7 @@
 # Sourced by the bench scripts: a temporary directory and the processes
 # started into PIDS, both gone on exit, failure or Ctrl-C; free loopback
-# ports from next_port up; CPU time of processes; nginx's and outrider's
-# configuration. The caller defines die.
+# ports from next_port up; the sample app; CPU pinning and CPU time of
+# processes; nginx's and outrider's configuration. The caller defines die.
 
 # start_scratch makes TMP, a temporary directory named after $1, and sets
 # the traps that stop every process in PIDS and remove TMP on exit.
