@@ -61,8 +61,6 @@ start_app
 outrider_ports
 url="http://127.0.0.1:$port/"
 
-rss_of() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
-
 printf '# GET /, %s bursts of wrk -t1 -c%s -d%s, %s s apart, GOMAXPROCS=%s on CPUs %s, %s rounds\n' \
 	"$BURSTS" "$CONNECTIONS" "$DURATION" "$PAUSE" "$GOMAXPROCS" "$CPUS" "$ROUNDS"
 printf '# load average (1 min) at the start: %s\n' "$(cut -d' ' -f1 /proc/loadavg)"
@@ -86,7 +84,7 @@ for round in $(seq "$ROUNDS"); do
 			peak=0
 			while kill -0 "$w" 2>/dev/null; do
 				kill -0 "$pid" 2>/dev/null || die "${BINS[$i]} exited during a burst: $(tail -5 "$TMP/outrider-$i.log")"
-				rss=$(rss_of "$pid")
+				rss=$(rss_kb "$pid")
 				[ "$rss" -le "$peak" ] || peak=$rss
 				sleep 0.25
 			done

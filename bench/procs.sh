@@ -1,7 +1,8 @@
 # Sourced by the bench scripts: a temporary directory and the processes
 # started into PIDS, both gone on exit, failure or Ctrl-C; free loopback
-# ports from next_port up; the sample app; CPU pinning and CPU time of
-# processes; nginx's and outrider's configuration. The caller defines die.
+# ports from next_port up; the sample app; CPU pinning, and CPU time and
+# RSS of processes; nginx's and outrider's configuration. The caller
+# defines die.
 
 # start_scratch makes TMP, a temporary directory named after $1, and sets
 # the traps that stop every process in PIDS and remove TMP on exit.
@@ -118,6 +119,17 @@ pin_cpus() {
 	ncpu=$(nproc)
 	[ "$GOMAXPROCS" -le "$ncpu" ] || die "GOMAXPROCS=$GOMAXPROCS: this machine has $ncpu CPUs"
 	CPUS=${CPUS:-$((ncpu - GOMAXPROCS))-$((ncpu - 1))}
+}
+
+# rss_kb prints VmRSS (kB) summed over the given pids.
+rss_kb() {
+	local pid total=0 key v rest
+	for pid in "$@"; do
+		while read -r key v rest; do
+			if [ "$key" = VmRSS: ]; then total=$((total + v)); fi
+		done 2>/dev/null <"/proc/$pid/status" || true
+	done
+	echo "$total"
 }
 
 # cpu_ticks prints utime+stime summed over the given pids.

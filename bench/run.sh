@@ -239,17 +239,6 @@ children() {
 	done
 }
 
-# rss_kb prints VmRSS (kB) summed over the given pids.
-rss_kb() {
-	local pid total=0 key v rest
-	for pid in "$@"; do
-		while read -r key v rest; do
-			if [ "$key" = VmRSS: ]; then total=$((total + v)); fi
-		done 2>/dev/null <"/proc/$pid/status" || true
-	done
-	echo "$total"
-}
-
 # cpus_for prints the CPU list that a proxy with a budget of $1 cores is
 # pinned to: the last $1 CPUs, so that the one-core proxies share CPU
 # $NCPU-1 and leave CPU 0 to the load generator and the app more often.
