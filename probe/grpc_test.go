@@ -1,8 +1,15 @@
 package probe
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,7 +102,7 @@ func TestGRPCProber(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &grpcProber{}
+			p := newGRPCProber()
 			t.Cleanup(p.close)
 			checkResult(t, probeWithin(p.probe, tc.spec, tc.timeout), tc.want, tc.wantOutput...)
 		})
@@ -105,7 +112,7 @@ func TestGRPCProber(t *testing.T) {
 func TestGRPCProberReusesItsConnection(t *testing.T) {
 	hs := health.NewServer()
 	_, ln := startGRPC(t, "127.0.0.1:0", hs)
-	p := &grpcProber{}
+	p := newGRPCProber()
 	t.Cleanup(p.close)
 	spec := mustSpec(t, "grpc://"+ln.Addr().String())
 	for range 5 {
@@ -121,7 +128,7 @@ func TestGRPCProberReusesItsConnection(t *testing.T) {
 func TestGRPCProberSeesARestartAtOnce(t *testing.T) {
 	srv, ln := startGRPC(t, "127.0.0.1:0", health.NewServer())
 	addr := ln.Addr().String()
-	p := &grpcProber{}
+	p := newGRPCProber()
 	t.Cleanup(p.close)
 	spec := mustSpec(t, "grpc://"+addr)
 	checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Success)
@@ -136,5 +143,133 @@ func TestGRPCProberSeesARestartAtOnce(t *testing.T) {
 	checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Success)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("the first probe after the restart took %s", d)
+	}
+}
+
+// startH2C serves h with plaintext HTTP/2 (prior knowledge), as a gRPC
+// server would, for answers that grpc-go's server never gives.
+func startH2C(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// grpcAnswer writes a unary gRPC answer: msg, framed with flag, then the
+// trailers.
+func grpcAnswer(flag byte, msg []byte, status, message string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
+		if msg != nil {
+			prefix := []byte{flag, 0, 0, 0, 0}
+			binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
+			_, _ = w.Write(append(prefix, msg...))
+		}
+		w.Header().Set("Grpc-Status", status)
+		if message != "" {
+			w.Header().Set("Grpc-Message", message)
+		}
+	}
+}
+
+func TestGRPCProberAnswers(t *testing.T) {
+	http1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(http1.Close)
+	tests := []struct {
+		name       string
+		h          http.HandlerFunc
+		want       Outcome
+		wantOutput []string
+	}{
+		{name: "SERVING with fields it does not know", want: Success,
+			// status 1, then a string field 2 and a fixed64 field 3.
+			h: grpcAnswer(0, []byte{0x08, 0x01, 0x12, 0x02, 'h', 'i', 0x19, 1, 2, 3, 4, 5, 6, 7, 8}, "0", "")},
+		{name: "SERVICE_UNKNOWN", want: Failure, wantOutput: []string{"SERVICE_UNKNOWN"},
+			h: grpcAnswer(0, []byte{0x08, 0x03}, "0", "")},
+		{name: "empty message is UNKNOWN", want: Failure, wantOutput: []string{": UNKNOWN"},
+			h: grpcAnswer(0, []byte{}, "0", "")},
+		{name: "status with a message", want: Failure, wantOutput: []string{"Unavailable: shutting down: 50%"},
+			h: grpcAnswer(0, nil, "14", "shutting down: 50%25")},
+		{name: "a code without a name", want: Failure, wantOutput: []string{"Code(99)"},
+			h: grpcAnswer(0, nil, "99", "")},
+		{name: "no status", want: Failure, wantOutput: []string{"no valid grpc-status"},
+			h: grpcAnswer(0, []byte{0x08, 0x01}, "", "")},
+		{name: "compressed", want: Failure, wantOutput: []string{"compressed"},
+			h: grpcAnswer(1, []byte{0x08, 0x01}, "0", "")},
+		{name: "truncated field", want: Failure, wantOutput: []string{"not a HealthCheckResponse"},
+			h: grpcAnswer(0, []byte{0x08}, "0", "")},
+		{name: "OK without a message", want: Failure, wantOutput: []string{"OK without an answer"},
+			h: grpcAnswer(0, nil, "0", "")},
+		{name: "not gRPC", want: Failure, wantOutput: []string{`answered HTTP 404 "text/plain; charset=utf-8", not gRPC`},
+			h: http.NotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newGRPCProber()
+			t.Cleanup(p.close)
+			spec := mustSpec(t, "grpc://"+startH2C(t, tc.h))
+			checkResult(t, probeWithin(p.probe, spec, 10*time.Second), tc.want, tc.wantOutput...)
+		})
+	}
+	t.Run("an HTTP/1 server", func(t *testing.T) {
+		p := newGRPCProber()
+		t.Cleanup(p.close)
+		spec := mustSpec(t, "grpc://"+http1.Listener.Addr().String())
+		checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Failure, "Unavailable")
+	})
+}
+
+// TestGRPCProberRequest checks the request's bytes: the method, the
+// framing, the service and the deadline the app is told.
+func TestGRPCProberRequest(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	body := make(chan []byte, 1)
+	addr := startH2C(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r
+		body <- b
+		grpcAnswer(0, []byte{0x08, 0x01}, "0", "")(w, r)
+	})
+	p := newGRPCProber()
+	t.Cleanup(p.close)
+	checkResult(t, probeWithin(p.probe, mustSpec(t, "grpc://"+addr+"/ready.v1"), 5*time.Second), Success)
+	r, b := <-got, <-body
+	if r.Method != http.MethodPost || r.URL.Path != "/grpc.health.v1.Health/Check" || r.ProtoMajor != 2 {
+		t.Errorf("request %s %s %s, want POST /grpc.health.v1.Health/Check HTTP/2.0", r.Method, r.URL.Path, r.Proto)
+	}
+	for name, want := range map[string]string{"Content-Type": "application/grpc", "Te": "trailers"} {
+		if v := r.Header.Get(name); v != want {
+			t.Errorf("%s = %q, want %q", name, v, want)
+		}
+	}
+	if ms, err := strconv.Atoi(strings.TrimSuffix(r.Header.Get("Grpc-Timeout"), "m")); err != nil || ms <= 0 || ms > 5000 {
+		t.Errorf("Grpc-Timeout = %q, want at most 5000m", r.Header.Get("Grpc-Timeout"))
+	}
+	want := []byte{0, 0, 0, 0, 10, 0x0a, 8, 'r', 'e', 'a', 'd', 'y', '.', 'v', '1'}
+	if !bytes.Equal(b, want) {
+		t.Errorf("body = %v, want %v", b, want)
+	}
+}
+
+func TestGRPCTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "1n"},
+		{-time.Second, "1n"},
+		{time.Microsecond, "1m"},
+		{1500 * time.Millisecond, "1500m"},
+		{99999999 * time.Millisecond, "99999999m"},
+		{100000000 * time.Millisecond, "100000S"},
+		{1000 * time.Hour * 1000, "99999999S"},
+	} {
+		if got := grpcTimeout(tc.d); got != tc.want {
+			t.Errorf("grpcTimeout(%s) = %q, want %q", tc.d, got, tc.want)
+		}
 	}
 }

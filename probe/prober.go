@@ -54,7 +54,7 @@ type Result struct {
 var ErrNoProber = errors.New("no prober for this kind of probe")
 
 // newProber returns the prober for kind and a func that releases what the
-// prober keeps between probes (idle connections, a gRPC client).
+// prober keeps between probes (idle connections).
 func newProber(kind Kind) (Prober, func(), error) {
 	switch kind {
 	case KindHTTP, KindHTTPS:
@@ -63,7 +63,7 @@ func newProber(kind Kind) (Prober, func(), error) {
 	case KindTCP:
 		return probeTCP, func() {}, nil
 	case KindGRPC:
-		p := &grpcProber{}
+		p := newGRPCProber()
 		return p.probe, p.close, nil
 	case KindExec:
 		return probeExec, func() {}, nil

@@ -253,9 +253,9 @@ func TestExecProbeEnvironment(t *testing.T) {
 }
 
 // TestProbeGRPCFollowsTheHealthService probes a gRPC health service
-// through the binary as released (built without gRPC's tracing, see the
-// Makefile's TAGS): SERVING makes /ready 200, NOT_SERVING 503 with the
-// status as the reason.
+// through the binary, which speaks the protocol without a gRPC library,
+// against grpc-go's server: SERVING makes /ready 200, NOT_SERVING 503 with
+// the status as the reason.
 func TestProbeGRPCFollowsTheHealthService(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -36,9 +36,6 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildTags are the Makefile's TAGS, so that tests run the binary users get.
-const buildTags = "grpcnotrace"
-
 // Outrider returns the path of a freshly built outrider binary.
 func Outrider(t testing.TB) string { return Build(t, "./cmd/agent", "outrider") }
 
@@ -62,7 +59,7 @@ func Build(t testing.TB, pkg, name string) string {
 		t.Fatalf("testbin: %v", err)
 	}
 	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-tags", buildTags, "-o", out, pkg)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("testbin: go build %s: %v\n%s", pkg, err, b)
