@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -34,18 +33,9 @@ type grpcProber struct {
 const grpcMaxAnswer = 4 << 10
 
 func newGRPCProber() *grpcProber {
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	t := &http.Transport{
-		// The app is beside outrider: a proxy from the environment must
-		// not sit between them.
-		Proxy:              nil,
-		DialContext:        (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		Protocols:          &protocols,
-		MaxIdleConns:       1,
-		IdleConnTimeout:    90 * time.Second,
-		DisableCompression: true,
-	}
+	t := appTransport()
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
 	return &grpcProber{client: &http.Client{Transport: t}}
 }
 

@@ -34,18 +34,24 @@ func newHTTPProber() *httpProber {
 }
 
 func newHTTPClient(insecure bool) *http.Client {
-	t := &http.Transport{
+	t := appTransport()
+	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: insecure}
+	t.MaxIdleConnsPerHost = 2
+	return &http.Client{Transport: t, CheckRedirect: sameHostRedirects}
+}
+
+// appTransport is the base of the http and grpc probes' transports: its
+// idle connections are kept for the next probe.
+func appTransport() *http.Transport {
+	return &http.Transport{
 		// The app is beside outrider: a proxy from the environment must
 		// not sit between them.
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     &tls.Config{InsecureSkipVerify: insecure},
-		MaxIdleConns:        2,
-		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+		Proxy:              nil,
+		DialContext:        (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:       2,
+		IdleConnTimeout:    90 * time.Second,
+		DisableCompression: true,
 	}
-	return &http.Client{Transport: t, CheckRedirect: sameHostRedirects}
 }
 
 // sameHostRedirects follows redirects to the probed host only. A redirect
