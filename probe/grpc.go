@@ -80,11 +80,10 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 		return result(start, Failure, "%s: the server answered HTTP %d %q, not gRPC", what, resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	// A "trailers-only" answer, an error without a message, carries its
-	// status in the head.
-	code, msg, trailersOnly := resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message"), true
+	// status in the head; message then stays nil.
+	code, msg := resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
 	var message []byte
 	if code == "" {
-		trailersOnly = false
 		message, err = readGRPCMessage(resp.Body)
 		if err != nil {
 			return failed(ctx, start, what+": reading the answer", err)
@@ -107,9 +106,6 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 		fallthrough
 	default:
 		return withDetail(result(start, Failure, "%s: %s", what, grpcCodeName(status)), decodeGRPCMessage(msg))
-	}
-	if trailersOnly {
-		return result(start, Failure, "%s: OK without an answer", what)
 	}
 	serving, err := healthStatus(message)
 	if err != nil {
@@ -212,7 +208,8 @@ func readGRPCMessage(body io.Reader) ([]byte, error) {
 }
 
 // healthStatus decodes a HealthCheckResponse: field 1, a varint, is the
-// status; other fields are skipped, as protobuf readers do.
+// status; other fields are skipped, as protobuf readers do. A nil msg is
+// an answer without a message.
 func healthStatus(msg []byte) (uint64, error) {
 	if msg == nil {
 		return 0, errors.New("OK without an answer")
