@@ -631,18 +631,24 @@ func (c *conn) startBody(u *upConn) {
 	bp := outBufs.Get().(*[]byte)
 	go func() {
 		pp := pipe{c: c, src: c.br, u: u, out: (*bp)[:0], state: &c.bodyState, now: time.Now()}
+		// The body is read to its end, or the copy stopped early: on a
+		// failed read, or on a failed write to the app (which stopBody
+		// forces when the app answered first). The client's connection is
+		// in step only when the body was read to its end; otherwise what
+		// it still sends is body, not the next request.
+		var readAll bool
 		if c.req.chunked {
-			pp.copyChunked(true, false)
+			readAll = pp.copyChunked(true, false)
 		} else {
-			pp.copyLength(c.req.contentLength)
+			readAll = pp.copyLength(c.req.contentLength) == 0
 		}
-		if pp.readErr == nil {
+		if readAll {
 			c.bodyState.Store(bodyRead)
 		}
 		pp.flush()
 		res := bodyResult{n: pp.n, readErr: pp.readErr, writeErr: pp.writeErr}
-		res.readAll = pp.readErr == nil
-		res.written = res.readAll && pp.writeErr == nil
+		res.readAll = readAll
+		res.written = readAll && pp.writeErr == nil
 		if res.written {
 			c.bodyState.Store(bodyWritten)
 		}
@@ -758,8 +764,9 @@ func (pp *pipe) fill(limit int) bool {
 	return true
 }
 
-// copyLength copies n bytes.
-func (pp *pipe) copyLength(n int64) {
+// copyLength copies n bytes and returns how many of them it did not read:
+// 0 unless a read or a write failed.
+func (pp *pipe) copyLength(n int64) int64 {
 	// A large body's copy buffer is taken once and kept to the end of the
 	// body, not taken and put back for each read.
 	var cb *[]byte
@@ -780,14 +787,14 @@ func (pp *pipe) copyLength(n int64) {
 		}
 		if n < bufSize {
 			if !pp.fill(bufSize) {
-				return
+				return n
 			}
 			continue
 		}
 		// Large bodies bypass the small buffer.
 		pp.flush()
 		if pp.writeErr != nil {
-			return
+			return n
 		}
 		if cb == nil {
 			bufs = &copyBufs
@@ -810,6 +817,7 @@ func (pp *pipe) copyLength(n int64) {
 			pp.n += int64(k)
 		}
 	}
+	return n
 }
 
 func (pp *pipe) readDirect(b []byte) (int, error) {
@@ -884,46 +892,47 @@ func (pp *pipe) readLine(limit int) []byte {
 
 // copyChunked copies a chunked body, re-encoding its framing canonically
 // when chunkedOut (extensions dropped) or decoding it otherwise. Trailer
-// fields are passed on only when keepTrailers.
-func (pp *pipe) copyChunked(chunkedOut, keepTrailers bool) {
+// fields are passed on only when keepTrailers. It reports whether it read
+// the body to its end, the last chunk and the trailer section.
+func (pp *pipe) copyChunked(chunkedOut, keepTrailers bool) bool {
 	var hex [20]byte
 	for pp.readErr == nil && pp.writeErr == nil {
 		line := pp.readLine(maxChunkLine)
 		if line == nil {
-			return
+			return false
 		}
 		size, err := parseChunkLine(line)
 		if err != nil {
 			pp.readErr = err
-			return
+			return false
 		}
 		if size == 0 {
-			pp.copyTrailers(chunkedOut && keepTrailers, chunkedOut)
-			return
+			return pp.copyTrailers(chunkedOut && keepTrailers, chunkedOut)
 		}
 		if chunkedOut {
 			h := strconv.AppendInt(hex[:0], size, 16)
 			pp.emit(append(h, '\r', '\n'))
 		}
-		pp.copyLength(size)
-		if pp.readErr != nil || pp.writeErr != nil {
-			return
+		if pp.copyLength(size) != 0 {
+			return false
 		}
 		if crlf := pp.readLine(2); crlf == nil {
-			return
+			return false
 		} else if len(crlf) != 0 {
 			pp.readErr = errBadChunk
-			return
+			return false
 		}
 		if chunkedOut {
 			pp.emit([]byte("\r\n"))
 		}
 	}
+	return false
 }
 
 // copyTrailers reads the trailer section after the last chunk and, when
-// chunkedOut, ends the body with it (keep) or without it.
-func (pp *pipe) copyTrailers(keep, chunkedOut bool) {
+// chunkedOut, ends the body with it (keep) or without it. It reports
+// whether it read the section to its end.
+func (pp *pipe) copyTrailers(keep, chunkedOut bool) bool {
 	if chunkedOut {
 		pp.emit([]byte("0\r\n"))
 	}
@@ -932,7 +941,7 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) {
 	for {
 		line := pp.readLine(limit)
 		if line == nil {
-			return
+			return false
 		}
 		if len(line) == 0 {
 			break
@@ -940,7 +949,7 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) {
 		total += len(line) + 2
 		if total > limit || !validField(line) {
 			pp.readErr = errBadChunk
-			return
+			return false
 		}
 		if keep {
 			pp.emit(line)
@@ -953,6 +962,7 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) {
 	if pp.state != nil {
 		pp.state.Store(bodyRead)
 	}
+	return true
 }
 
 // validField reports whether line is a well-formed field line.

@@ -406,3 +406,89 @@ func TestTunnelIdleTimeout(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestUnreadBodyIsNotTakenForRequests(t *testing.T) {
+	// The app answers at once without reading a large body, as an app
+	// refusing an upload does. The rest of the body the client sends is
+	// body, never the next request: the client gets the one answer and
+	// then its connection closed, and the requests hidden in the body
+	// never reach the app.
+	block := strings.Repeat("a", 8000) + " /smuggled HTTP/1.1\r\nHost: s\r\n\r\n"
+	for _, tc := range []struct {
+		name, head string
+		body       func(w io.Writer)
+	}{
+		{"content-length", fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", 4000*len(block)),
+			func(w io.Writer) {
+				for range 4000 {
+					if _, err := io.WriteString(w, block); err != nil {
+						return
+					}
+				}
+			}},
+		{"chunked", "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+			func(w io.Writer) {
+				for range 4000 {
+					if _, err := fmt.Fprintf(w, "%x\r\n%s\r\n", len(block), block); err != nil {
+						return
+					}
+				}
+				io.WriteString(w, "0\r\n\r\n")
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var paths []string
+			hold := make(chan struct{})
+			defer close(hold)
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					paths = append(paths, req.URL.Path)
+					mu.Unlock()
+					io.WriteString(nc, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+					if req.URL.Path == "/upload" {
+						// Keep the connection open and its body unread.
+						<-hold
+						return
+					}
+				}
+			})
+			tp := startProxy(t, app, nil)
+			rc := dialRaw(t, tp.addr)
+			go func() {
+				io.WriteString(rc.nc, tc.head)
+				tc.body(rc.nc)
+			}()
+			if resp := rc.response("POST"); resp.StatusCode != 404 {
+				t.Fatalf("got %d, want the app's 404", resp.StatusCode)
+			}
+			rc.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			rest, err := io.ReadAll(rc.br)
+			if len(rest) != 0 || isTimeout(err) {
+				t.Errorf("after the answer the client got %q (%v), want its connection closed", trim(rest), err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(paths) != 1 {
+				t.Errorf("the app got %d requests, the first %v, want only /upload", len(paths), paths[:min(len(paths), 3)])
+			}
+			tp.settle(t)
+			if got := tp.counts(t); len(got) != 1 || got["POST 404"] != 1 {
+				t.Errorf("counts = %v, want one POST 404", got)
+			}
+		})
+	}
+}
+
+// trim shortens b for a failure message.
+func trim(b []byte) []byte {
+	if len(b) > 200 {
+		return b[:200]
+	}
+	return b
+}
