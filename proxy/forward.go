@@ -9,8 +9,14 @@ import (
 	"time"
 )
 
-// maxResponseHead bounds a response head from the app.
-const maxResponseHead = 64 << 10
+// maxResponseHead bounds a response head from the app, and
+// maxResponseFields its fields. The request's bounds (MaxHeaderBytes,
+// MaxHeaderFields) guard against clients; an app's answer may carry more,
+// such as many Set-Cookie fields.
+const (
+	maxResponseHead   = 64 << 10
+	maxResponseFields = 1000
+)
 
 // maxInline is the largest body sent in the same write as its head.
 const maxInline = 16 << 10
@@ -445,7 +451,7 @@ func (c *conn) sendThenReadHead(u *upConn, inline bool) error {
 func (c *conn) readResponseHead(u *upConn) error {
 	for {
 		if buf := u.br.buffered(); len(buf) > 0 {
-			n, err := parseResponse(buf, &c.resp, c.p.cfg.MaxHeaderFields)
+			n, err := parseResponse(buf, &c.resp, maxResponseFields)
 			if err == nil {
 				c.respHeadLen = n
 				return nil

@@ -28,7 +28,7 @@ type Config struct {
 	Upstream string
 	// MaxHeaderBytes bounds a request head (default 16 KiB): larger is 431.
 	MaxHeaderBytes int
-	// MaxHeaderFields bounds the fields of a head (default 100).
+	// MaxHeaderFields bounds the fields of a request head (default 100).
 	MaxHeaderFields int
 	// ReadHeaderTimeout bounds reading a head once its first byte came
 	// (default 10s): the slowloris guard.

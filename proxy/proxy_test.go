@@ -603,6 +603,47 @@ func TestHeadLimits(t *testing.T) {
 	})
 }
 
+func TestResponseHeadLimits(t *testing.T) {
+	// An app's answer may carry more fields than a client's request may
+	// (many Set-Cookie fields); past its own bound it is a 502.
+	cases := []struct {
+		fields   int
+		wantCode int
+	}{
+		{120, 200},
+		{maxResponseFields, 200},
+		{maxResponseFields + 1, 502},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.fields, " fields"), func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				var b strings.Builder
+				b.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
+				for i := 1; i < tc.fields; i++ {
+					fmt.Fprintf(&b, "Set-Cookie: c%d=v\r\n", i)
+				}
+				b.WriteString("\r\nok")
+				io.WriteString(nc, b.String())
+			})
+			tp := startProxy(t, app, nil)
+			resp, err := newClient().Get("http://" + tp.addr + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantCode {
+				t.Fatalf("status: got %d, want %d", resp.StatusCode, tc.wantCode)
+			}
+			if n := len(resp.Header.Values("Set-Cookie")); tc.wantCode == 200 && n != tc.fields-1 {
+				t.Errorf("the client got %d Set-Cookie fields, want %d", n, tc.fields-1)
+			}
+		})
+	}
+}
+
 func TestPipelinedAndHTTP10(t *testing.T) {
 	app := startEcho(t)
 	tp := startProxy(t, app, nil)
