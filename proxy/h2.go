@@ -121,17 +121,28 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		body := &countingBody{ReadCloser: r.Body}
 		r.Body = body
+		// ReverseProxy aborts a stream whose answer fails mid-body by
+		// panicking with http.ErrAbortHandler: count it, then let the
+		// panic reach the server, which resets the stream.
+		defer func() {
+			aborted := recover()
+			m.inFlight.Add(-1)
+			code := sw.code
+			switch {
+			case r.Context().Err() != nil:
+				code = CodeClientGone
+			case aborted != nil:
+				code = 502
+			case code == 0:
+				code = 200
+			}
+			end := s.p.cfg.Now()
+			m.count(methodClass([]byte(r.Method)), code, end.Sub(start), end, body.n, sw.n)
+			if aborted != nil {
+				panic(aborted)
+			}
+		}()
 		next.ServeHTTP(sw, r)
-		m.inFlight.Add(-1)
-		code := sw.code
-		if code == 0 {
-			code = 200
-		}
-		if r.Context().Err() != nil {
-			code = CodeClientGone
-		}
-		end := s.p.cfg.Now()
-		m.count(methodClass([]byte(r.Method)), code, end.Sub(start), end, body.n, sw.n)
 	})
 }
 

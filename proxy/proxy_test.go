@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"runtime"
@@ -1128,6 +1129,72 @@ func TestH2C(t *testing.T) {
 	tp.settle(t)
 	if got := tp.counts(t); got["POST 200"] != 3 || len(got) != 1 {
 		t.Errorf("counts: got %v, want three POST 200", got)
+	}
+}
+
+func TestH2CStreamCutShortIsCounted(t *testing.T) {
+	// An HTTP/2 stream whose answer is cut short, by the app failing
+	// mid-body or by the client resetting the stream, is counted (502 and
+	// 499) and leaves nothing in flight.
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	app := &http.Server{
+		Protocols: &protos,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/fail":
+				w.Header().Set("Content-Length", "100")
+				io.WriteString(w, "ten bytes!")
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler)
+			case "/slow":
+				for range 200 {
+					io.WriteString(w, strings.Repeat("x", 1024))
+					w.(http.Flusher).Flush()
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}),
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	tp := startProxy(t, ln.Addr().String(), nil)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
+
+	for range 3 {
+		resp, err := client.Get("http://" + tp.addr + "/fail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err == nil {
+			t.Errorf("/fail: the client read the whole answer, want it cut short")
+		}
+		resp.Body.Close()
+
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+tp.addr+"/slow", nil)
+		resp, err = client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(resp.Body, make([]byte, 2048)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		resp.Body.Close()
+	}
+	tp.settle(t) // fails if a stream is left in flight
+	if got := tp.metric(t, "outrider_http_requests_in_flight").GetGauge().GetValue(); got != 0 {
+		t.Errorf("outrider_http_requests_in_flight: got %v, want 0", got)
+	}
+	if got := tp.counts(t); got["GET 502"] != 3 || got["GET 499"] != 3 || len(got) != 2 {
+		t.Errorf("counts: got %v, want three GET 502 and three GET 499", got)
 	}
 }
 
