@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -162,5 +163,47 @@ func TestDrainHTTP2(t *testing.T) {
 	}
 	if rep := tp.DrainReport(); rep.Cut != 0 || rep.InFlight != 1 {
 		t.Errorf("report: got %+v, want 1 in flight at the start and nothing cut", rep)
+	}
+}
+
+func TestDrainWithNothingLeftAtAnExpiredDeadline(t *testing.T) {
+	// A drain timeout of 0: the deadline has passed when the drain
+	// begins, but nothing is in flight, so nothing is cut and the drain
+	// succeeds; with the HTTP/2 server started too.
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprint("http2 started: ", h2), func(t *testing.T) {
+			for range 20 {
+				tp := startProxy(t, startEcho(t), nil)
+				resp, err := newClient().Get("http://" + tp.addr + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if h2 {
+					var protos http.Protocols
+					protos.SetUnencryptedHTTP2(true)
+					tr := &http.Transport{Protocols: &protos}
+					if resp, err := (&http.Client{Transport: tr}).Get("http://" + tp.addr + "/"); err == nil {
+						resp.Body.Close()
+					}
+					tr.CloseIdleConnections()
+				}
+				// The answer's last byte may reach the client before the
+				// proxy counts it as answered.
+				for deadline := time.Now().Add(10 * time.Second); tp.InFlight() > 0 && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 0)
+				err = tp.Drain(ctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("Drain: %v, want nil with nothing in flight", err)
+				}
+				if got := tp.DrainReport(); got.Cut != 0 || got.TunnelsCut != 0 {
+					t.Fatalf("report: got %+v, want nothing cut", got)
+				}
+			}
+		})
 	}
 }
