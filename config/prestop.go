@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"time"
 )
 
 // Prestop is what `outrider prestop` needs to reach the running agent.
@@ -12,23 +11,20 @@ type Prestop struct {
 	// URL is the /prestop endpoint of the agent's admin listener.
 	URL   string
 	Token Secret
-	// Wait bounds the call: the drain's delay and timeout, and a margin.
-	Wait time.Duration
 }
 
 // LoadPrestop reads the variables `outrider prestop` needs from the same
-// environment as the agent: the admin listener, its token and the drain
-// timing. Other variables are not read, so that a hook never fails on a
-// setting it does not use.
+// environment as the agent: the admin listener and its token. Other
+// variables are not read, so that a hook never fails on a setting it does
+// not use. The drain's timings are the agent's: a config file may have
+// changed them since the environment was written, and the agent answers
+// when its drain is done.
 func LoadPrestop(getenv func(string) string) (Prestop, error) {
 	r := reader{getenv: getenv}
 	listen := r.listen("OUTRIDER_ADMIN_LISTEN", DefaultAdminListen, false)
-	delay := r.duration("OUTRIDER_DRAIN_DELAY", 5*time.Second, 0)
-	timeout := r.duration("OUTRIDER_DRAIN_TIMEOUT", 25*time.Second, 0)
 	p := Prestop{
 		URL:   "http://" + dialAddr(listen) + "/prestop",
 		Token: Secret(r.str("OUTRIDER_ADMIN_TOKEN", "")),
-		Wait:  delay + timeout + 15*time.Second,
 	}
 	return p, errors.Join(r.errs...)
 }

@@ -15,33 +15,38 @@ func TestLoadPrestop(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Wait: 45 * time.Second},
+			want: Prestop{URL: "http://127.0.0.1:15000/prestop"},
 		},
 		{
-			name: "all interfaces, token and timings",
+			name: "all interfaces and token",
 			env: map[string]string{"OUTRIDER_ADMIN_LISTEN": ":15000", "OUTRIDER_ADMIN_TOKEN": "s3cret",
 				"OUTRIDER_DRAIN_DELAY": "2s", "OUTRIDER_DRAIN_TIMEOUT": "3s"},
-			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Token: "s3cret", Wait: 20 * time.Second},
+			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Token: "s3cret"},
 		},
 		{
 			name: "IPv6 unspecified",
 			env:  map[string]string{"OUTRIDER_ADMIN_LISTEN": "[::]:9000"},
-			want: Prestop{URL: "http://[::1]:9000/prestop", Wait: 45 * time.Second},
+			want: Prestop{URL: "http://[::1]:9000/prestop"},
 		},
 		{
 			name: "pod IP",
 			env:  map[string]string{"OUTRIDER_ADMIN_LISTEN": "10.1.2.3:15000", "OUTRIDER_ADMIN_TOKEN": "x"},
-			want: Prestop{URL: "http://10.1.2.3:15000/prestop", Token: "x", Wait: 45 * time.Second},
+			want: Prestop{URL: "http://10.1.2.3:15000/prestop", Token: "x"},
 		},
 		{
 			name: "unrelated bad variables are not read",
 			env:  map[string]string{"OUTRIDER_PROBE_PERIOD": "soon", "OUTRIDER_SERVICE_NAME": ""},
-			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Wait: 45 * time.Second},
+			want: Prestop{URL: "http://127.0.0.1:15000/prestop"},
 		},
 		{
-			name:    "bad drain timeout",
-			env:     map[string]string{"OUTRIDER_DRAIN_TIMEOUT": "25"},
-			wantErr: `OUTRIDER_DRAIN_TIMEOUT="25" is not a duration`,
+			name: "the drain timings are the agent's, not read",
+			env:  map[string]string{"OUTRIDER_DRAIN_TIMEOUT": "25"},
+			want: Prestop{URL: "http://127.0.0.1:15000/prestop"},
+		},
+		{
+			name:    "bad admin listener",
+			env:     map[string]string{"OUTRIDER_ADMIN_LISTEN": "15000"},
+			wantErr: "OUTRIDER_ADMIN_LISTEN",
 		},
 	}
 	for _, tt := range tests {

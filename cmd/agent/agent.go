@@ -190,11 +190,10 @@ func (a *agent) build() error {
 	if err := a.serve("metrics", "OUTRIDER_METRICS_LISTEN", a.cfg.Listen.Metrics, a.metrics, 30*time.Second); err != nil {
 		return err
 	}
-	// /prestop answers only when the drain is done, so the admin server
-	// allows a write that long.
-	adminWrite := a.cfg.Drain.Delay + a.cfg.Drain.Timeout + 10*time.Second
+	// /prestop, which answers when the drain is done, lifts the write
+	// deadline for itself.
 	if err := a.serve("admin", "OUTRIDER_ADMIN_LISTEN", a.cfg.Listen.Admin,
-		requireToken(a.cfg.Listen.AdminToken.Reveal(), a.admin), adminWrite); err != nil {
+		requireToken(a.cfg.Listen.AdminToken.Reveal(), a.admin), 30*time.Second); err != nil {
 		return err
 	}
 	if a.wrapMode {

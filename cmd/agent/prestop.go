@@ -1,11 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"time"
 
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/shutdown"
@@ -22,9 +24,7 @@ func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.Wait)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, nil)
+	req, err := http.NewRequest(http.MethodPost, c.URL, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "outrider prestop: %v\n", err)
 		return exitUsage
@@ -32,9 +32,21 @@ func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
 	if tok := c.Token.Reveal(); tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// No deadline on the answer: the agent answers when its drain is done,
+	// after the timings in force there (a config file may have changed
+	// them), and the platform bounds the hook (the pod's grace period,
+	// systemd's TimeoutStopSec). Only the connection is bounded.
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: (&net.Dialer{Timeout: prestopDialTimeout}).DialContext,
+	}}
+	resp, err := client.Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "outrider prestop: no drain: the agent's admin listener did not answer (OUTRIDER_ADMIN_LISTEN): %v\n", err)
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			fmt.Fprintf(stderr, "outrider prestop: no drain: cannot reach the agent's admin listener (OUTRIDER_ADMIN_LISTEN): %v\n", err)
+		} else {
+			fmt.Fprintf(stderr, "outrider prestop: the agent stopped answering before its drain was done: %v\n", err)
+		}
 		return exitFailed
 	}
 	defer resp.Body.Close()
@@ -52,6 +64,9 @@ func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
 	}
 	return exitOK
 }
+
+// prestopDialTimeout bounds the connection to the agent's admin listener.
+const prestopDialTimeout = 5 * time.Second
 
 func firstLine(b []byte) string {
 	for i, c := range b {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/outrider-sidecar/outrider/proxy"
 	"github.com/outrider-sidecar/outrider/shutdown"
@@ -60,6 +61,10 @@ func reportOrNil(seq *shutdown.Sequence) any {
 // when everything in flight finished, 500 when the drain had problems.
 // The drain goes on if the caller leaves.
 func (a *agent) servePrestop(w http.ResponseWriter, r *http.Request) {
+	// The answer waits for the drain, whose timings a config file may
+	// have lengthened since the admin server was set up: no write deadline
+	// for it.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	rep, err := a.drain.Run(r.Context(), "prestop")
 	if err != nil {
 		return // the caller left; nobody reads an answer

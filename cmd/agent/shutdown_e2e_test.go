@@ -439,7 +439,7 @@ func TestShutdownTriggersJoinOneDrain(t *testing.T) {
 func TestShutdownPrestopWithoutAgent(t *testing.T) {
 	t.Parallel()
 	code, out := runOutrider(t, []string{"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t)}, "prestop")
-	if code != exitFailed || !strings.Contains(out, "no drain: the agent's admin listener did not answer") {
+	if code != exitFailed || !strings.Contains(out, "no drain: cannot reach the agent's admin listener") {
 		t.Errorf("exit %d, output %q; want exit 1 and the reason", code, out)
 	}
 }
@@ -490,5 +490,27 @@ func TestShutdownTakesReloadedTimings(t *testing.T) {
 	}
 	if rep.DelaySeconds < 1.5 || rep.DelaySeconds > 3 {
 		t.Errorf("drain delay served: got %.2fs, want the reloaded 1.5s", rep.DelaySeconds)
+	}
+}
+
+// TestShutdownPrestopWaitsForALengthenedDrain: a drain lengthened by the
+// config file past what the environment gives is waited for to its end,
+// by the admin server's answer and by `outrider prestop`.
+func TestShutdownPrestopWaitsForALengthenedDrain(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	writeFile(t, file, "log_level: info\n")
+	env := []string{"OUTRIDER_CONFIG_FILE=" + file, "OUTRIDER_DRAIN_DELAY=0s", "OUTRIDER_DRAIN_TIMEOUT=0s"}
+	o := startOutrider(t, 20*time.Second, env...)
+	// Longer than the environment's timings with any margin an answer's
+	// deadline was given from them (10 s on the server, 15 s in the hook).
+	replaceFile(t, file, "drain_delay: 16s\n")
+	waitMetric(t, o.metrics, `outrider_config_reload_total{result="success"}`, 1, 10*time.Second)
+	cmd := exec.Command(testbin.Outrider(t), "prestop")
+	cmd.Env = append(env, "OUTRIDER_ADMIN_LISTEN="+strings.TrimPrefix(o.admin, "http://"))
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "drained in 16.") {
+		t.Errorf("outrider prestop after %s: %v, output %q; want exit 0 and the 16 s drain's report", time.Since(start).Round(time.Second), err, out)
 	}
 }
