@@ -1,14 +1,14 @@
 package wrap
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // ReapOrphans reaps the zombies that the kernel hands to outrider when it
@@ -25,9 +25,10 @@ func ReapOrphans(ctx context.Context, grace time.Duration) {
 	defer signal.Stop(sigs)
 	tick := time.NewTicker(grace / 2)
 	defer tick.Stop()
-	seen := map[int]time.Time{}
+	seen := map[zombie]time.Time{}
+	self := os.Getpid()
 	for {
-		reapOld(seen, grace, time.Now())
+		reapOld(seen, zombieChildren(self), grace, time.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -37,41 +38,80 @@ func ReapOrphans(ctx context.Context, grace time.Duration) {
 	}
 }
 
-// reapOld reaps the waitable children that have been zombies for grace,
-// and notes the time it first saw the others.
-func reapOld(seen map[int]time.Time, grace time.Duration, now time.Time) {
-	for {
-		pid := peekZombie()
-		if pid <= 0 {
-			return
-		}
-		first, ok := seen[pid]
+// zombie is a child that has exited and is not yet reaped. Its start time
+// tells it from a later process given the same pid.
+type zombie struct {
+	pid   int
+	start uint64
+}
+
+// reapOld reaps the zombies that have been zombies for grace, notes the
+// time it first saw the others, and forgets those that are gone (their
+// owner reaped them).
+func reapOld(seen map[zombie]time.Time, zombies []zombie, grace time.Duration, now time.Time) {
+	current := make(map[zombie]bool, len(zombies))
+	for _, z := range zombies {
+		current[z] = true
+		first, ok := seen[z]
 		if !ok {
-			seen[pid] = now
-			return
+			seen[z] = now
+			continue
 		}
 		if now.Sub(first) < grace {
-			return
+			continue
 		}
 		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
-		delete(seen, pid)
+		_, _ = syscall.Wait4(z.pid, &ws, syscall.WNOHANG, nil)
+		delete(seen, z)
+	}
+	for z := range seen {
+		if !current[z] {
+			delete(seen, z)
+		}
 	}
 }
 
-// peekZombie returns the pid of a child that has exited, without reaping
-// it, or 0 when there is none.
-func peekZombie() int {
-	var info unix.Siginfo
-	if err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
-		return 0
+// zombieChildren lists the children of process parent that are zombies,
+// from /proc.
+func zombieChildren(parent int) []zombie {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
 	}
-	return siginfoPid(&info)
+	var zs []zombie
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if ppid, state, start, ok := parseStat(stat); ok && ppid == parent && state == 'Z' {
+			zs = append(zs, zombie{pid: pid, start: start})
+		}
+	}
+	return zs
 }
 
-// siginfoPid reads si_pid, which x/sys/unix leaves in the padding of
-// Siginfo: on 64-bit Linux it follows si_signo, si_errno, si_code and a
-// 4-byte hole, at offset 16. WNOHANG with nothing to report leaves it 0.
-func siginfoPid(info *unix.Siginfo) int {
-	return int(*(*int32)(unsafe.Add(unsafe.Pointer(info), 16)))
+// parseStat reads the parent pid, the state and the start time from the
+// contents of /proc/PID/stat. The command name, in parentheses, may hold
+// spaces and parentheses, so the fields are counted from its last ')'.
+func parseStat(stat []byte) (ppid int, state byte, start uint64, ok bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, 0, false
+	}
+	// After the name: state (field 3), ppid (4), ..., starttime (22).
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	start, err2 := strconv.ParseUint(f[19], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, 0, false
+	}
+	return ppid, f[0][0], start, true
 }

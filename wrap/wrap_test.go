@@ -153,6 +153,84 @@ func TestReapOrphans(t *testing.T) {
 	if code, _ := c.Status(); code != 0 {
 		t.Errorf("own child's status: got %d, want 0", code)
 	}
+
+	// Many orphans that end together are all reaped about a grace later,
+	// not one a grace after another (40 × 100 ms).
+	c, out = startSh(t, `for i in $(seq 40); do sleep 0.2 & echo $!; done`)
+	waitExit(t, c)
+	orphans := strings.Fields(out.String())
+	if len(orphans) != 40 {
+		t.Fatalf("orphan pids: got %q", out.String())
+	}
+	start := time.Now()
+	waitFor(t, func() bool {
+		for _, pid := range orphans {
+			if _, err := os.Stat("/proc/" + pid); err == nil {
+				return false
+			}
+		}
+		return true
+	})
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("40 orphans reaped in %v, want all within a few graces", took)
+	}
+}
+
+func TestReapOldWaitsForOwnersAndForgetsWhatTheyReaped(t *testing.T) {
+	const grace = time.Second
+	t0 := time.Unix(1_800_000_000, 0)
+	// The pids are not our children: a reap attempt fails harmlessly,
+	// and what the test checks is what reapOld remembers.
+	a, b := zombie{pid: 1 << 30, start: 7}, zombie{pid: 1<<30 + 1, start: 9}
+	reused := zombie{pid: a.pid, start: 8}
+	seen := map[zombie]time.Time{}
+	steps := []struct {
+		at      time.Duration
+		zombies []zombie
+		want    map[zombie]time.Time
+	}{
+		{0, []zombie{a, b}, map[zombie]time.Time{a: t0, b: t0}},
+		// Not yet a grace: kept.
+		{500 * time.Millisecond, []zombie{a, b}, map[zombie]time.Time{a: t0, b: t0}},
+		// b's owner reaped it: forgotten.
+		{600 * time.Millisecond, []zombie{a}, map[zombie]time.Time{a: t0}},
+		// a's pid now names another process: a new zombie, seen afresh.
+		{700 * time.Millisecond, []zombie{reused}, map[zombie]time.Time{reused: t0.Add(700 * time.Millisecond)}},
+		// A grace after it was first seen: reaped, so forgotten.
+		{1700 * time.Millisecond, []zombie{reused}, map[zombie]time.Time{}},
+	}
+	for _, st := range steps {
+		reapOld(seen, st.zombies, grace, t0.Add(st.at))
+		if len(seen) != len(st.want) {
+			t.Fatalf("at %v: seen %v, want %v", st.at, seen, st.want)
+		}
+		for z, first := range st.want {
+			if !seen[z].Equal(first) {
+				t.Fatalf("at %v: seen %v, want %v", st.at, seen, st.want)
+			}
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		stat      string
+		ppid      int
+		state     byte
+		start     uint64
+		wantValid bool
+	}{
+		{"42 (sleep) Z 1 42 42 0 -1 4194564 90 0 0 0 0 0 0 0 20 0 1 0 12345 0 0", 1, 'Z', 12345, true},
+		{"43 (a) b (c)) S 7 43 43 0 -1 4194564 90 0 0 0 0 0 0 0 20 0 1 0 99 0 0", 7, 'S', 99, true},
+		{"44 (x) Z 1", 0, 0, 0, false},
+		{"garbage", 0, 0, 0, false},
+	}
+	for _, tt := range tests {
+		ppid, state, start, ok := parseStat([]byte(tt.stat))
+		if ok != tt.wantValid || ppid != tt.ppid || state != tt.state || start != tt.start {
+			t.Errorf("parseStat(%q) = %d %q %d %v, want %d %q %d %v", tt.stat, ppid, state, start, ok, tt.ppid, tt.state, tt.start, tt.wantValid)
+		}
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {
