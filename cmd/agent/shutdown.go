@@ -44,6 +44,7 @@ func (a *agent) addShutdown() error {
 	}
 	a.admin.HandleFunc("GET /prestop", a.servePrestop)
 	a.admin.HandleFunc("POST /prestop", a.servePrestop)
+	a.admin.HandleFunc("POST /drain", a.serveDrain)
 	return nil
 }
 
@@ -74,6 +75,18 @@ func (a *agent) servePrestop(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 	}
 	_ = json.NewEncoder(w).Encode(rep)
+}
+
+// serveDrain answers POST /drain: it starts the drain (or finds it
+// running) and answers 202 at once, for an operator or a script that takes
+// an instance out without waiting; /status shows the drain and, once it is
+// done, its report, and /prestop joins it. outrider keeps running after
+// the drain until it is stopped, as after /prestop.
+func (a *agent) serveDrain(w http.ResponseWriter, r *http.Request) {
+	a.drain.Start("drain")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(map[string]any{"draining": true})
 }
 
 // proxyTraffic adapts the proxy to what the drain sequence needs.

@@ -514,3 +514,27 @@ func TestShutdownPrestopWaitsForALengthenedDrain(t *testing.T) {
 		t.Errorf("outrider prestop after %s: %v, output %q; want exit 0 and the 16 s drain's report", time.Since(start).Round(time.Second), err, out)
 	}
 }
+
+// TestShutdownDrainEndpointAnswersAtOnce: POST /drain starts the drain and
+// answers 202 before it is done; /ready turns 503, and /prestop joins the
+// same drain and gives its report.
+func TestShutdownDrainEndpointAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	o := startOutrider(t, 20*time.Second, "OUTRIDER_DRAIN_DELAY=2s")
+	start := time.Now()
+	code, body := httpDo(t, mustRequest(t, http.MethodPost, o.admin+"/drain"))
+	if took := time.Since(start); code != http.StatusAccepted || took > time.Second {
+		t.Fatalf("POST /drain: %d %q after %v, want 202 at once", code, body, took)
+	}
+	if code, _ := httpGet(t, o.metrics+"/ready"); code != http.StatusServiceUnavailable {
+		t.Errorf("/ready while draining: got %d, want 503", code)
+	}
+	code, body = httpDo(t, mustRequest(t, http.MethodPost, o.admin+"/prestop"))
+	var rep shutdown.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil || code != http.StatusOK || rep.Trigger != "drain" {
+		t.Errorf("/prestop after /drain: %d %q, want 200 and the report of the drain /drain started", code, body)
+	}
+	if n := strings.Count(o.Output(), "drain started"); n != 1 {
+		t.Errorf("drains started: got %d, want 1", n)
+	}
+}
