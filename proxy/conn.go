@@ -343,8 +343,13 @@ func (c *conn) writeError(code int, reason string, closeConn bool) int64 {
 	out = append(out, statusText(code)...)
 	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(reason)+1), 10)
-	if closeConn {
+	switch {
+	case closeConn:
 		out = append(out, "\r\nConnection: close"...)
+	case c.req.minor == 0:
+		// An HTTP/1.0 client keeps the connection only when told so, as
+		// appendResponseHead tells it.
+		out = append(out, "\r\nConnection: keep-alive"...)
 	}
 	if code == 503 {
 		out = append(out, "\r\nRetry-After: 1"...)
