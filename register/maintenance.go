@@ -93,6 +93,13 @@ func (r *Registrar) SetMaintenance(ctx context.Context, enable bool, reason stri
 	return nil
 }
 
+// holdsBack reports whether maintenance is wanted and Consul does not hold
+// it yet: until it does, the check must not show the instance passing.
+func (m *maintenance) holdsBack() bool {
+	want, todo := m.todo()
+	return want.enabled && todo
+}
+
 // applyMaintenance makes Consul's maintenance mode what is wanted. The
 // caller holds op.
 func (r *Registrar) applyMaintenance(ctx context.Context) error {

@@ -95,7 +95,8 @@ type Registrar struct {
 
 	mu           sync.Mutex
 	svc          Service
-	pending      string // registration reason to send, "" when none
+	accepted     Service // the last registration Consul took
+	pending      string  // registration reason to send, "" when none
 	registered   bool
 	deregistered bool
 	stopped      bool
@@ -232,7 +233,13 @@ func (r *Registrar) step(ctx context.Context) time.Duration {
 		return time.Hour
 	}
 	if reason != "" {
-		if err := r.register(ctx, reason); err != nil {
+		err := r.register(ctx, reason)
+		switch {
+		case err != nil && reason == reasonConfig && classify(err) == linkRejected:
+			// Consul refused the reloaded settings and still holds the
+			// last ones it took: keep those, and keep heartbeating them.
+			r.rejected(err)
+		case err != nil:
 			return r.fail(ctx, "register", err)
 		}
 	}

@@ -591,3 +591,76 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("%d series before any traffic, want %d (every label value present from the start)", n, 1+3+3+4)
 	}
 }
+
+func TestRejectedReloadKeepsTheRegistrationConsulHolds(t *testing.T) {
+	// Consul refuses a reloaded registration (a 400: too many meta pairs,
+	// say). The instance it holds keeps its settings and its heartbeats,
+	// and outrider says so once, rather than retry the refused settings
+	// forever while the check's TTL runs out.
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	h.verdict(true, "")
+	h.consul.takeCalls()
+
+	h.consul.setRegisterError(400)
+	changed := testService()
+	changed.Tags = []string{"refused"}
+	if err := h.r.Update(changed); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	d := h.clock.NextWait(t).D
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 passing")
+	for range 3 {
+		d = h.step(d)
+	}
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing", "update service:web-1 passing", "update service:web-1 passing")
+	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, testService().Tags) {
+		t.Errorf("tags in consul = %q, want the ones it took before, %q", reg.Tags, testService().Tags)
+	}
+	if n := h.log.Count("consul rejected the reloaded registration"); n != 1 {
+		t.Errorf("logged the refusal %d times, want once", n)
+	}
+	if got := h.counter(h.r.m.errors, "register"); got != 1 {
+		t.Errorf("errors{op=register} = %v, want 1", got)
+	}
+	if c := h.lastCond(); !c.ok {
+		t.Errorf("registered condition = %+v, want true: the instance is registered", c)
+	}
+
+	// The next reload Consul takes is registered.
+	h.consul.setRegisterError(0)
+	fixed := testService()
+	fixed.Tags = []string{"fixed"}
+	if err := h.r.Update(fixed); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	h.clock.NextWait(t)
+	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, []string{"fixed"}) {
+		t.Errorf("tags in consul = %q, want [fixed]", reg.Tags)
+	}
+}
+
+func TestMaintenanceHoldsTheCheckCriticalUntilConsulHasIt(t *testing.T) {
+	// A healthy instance in maintenance is lost and registered again: it
+	// must not show passing, even for a moment, before Consul holds its
+	// maintenance mode again.
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	d := h.verdict(true, "")
+	if err := h.r.SetMaintenance(context.Background(), true, "disk"); err != nil {
+		t.Fatalf("SetMaintenance: %v", err)
+	}
+	h.consul.lose()
+	h.consul.takeCalls()
+	d = h.step(d)
+	calls := h.consul.takeCalls()
+	wantCalls(t, calls, "update service:web-1 passing", "register web-1", "update service:web-1 critical", "maintenance web-1 true")
+	if reg, _ := h.consul.service("web-1"); reg.Check.Status != "critical" {
+		t.Errorf("registered with check status %q, want critical while maintenance is wanted", reg.Check.Status)
+	}
+	// Once Consul holds the maintenance mode, the check follows the probe.
+	h.step(d)
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing")
+}

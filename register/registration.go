@@ -37,8 +37,9 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 			Notes:   "TTL check heartbeated by outrider: passing while the app's probe is healthy",
 			TTL:     svc.TTL.String(),
 			// Critical until the probe says healthy; on a repair, what the
-			// probe says now, so a healthy app never flaps.
-			Status:                         r.check.status(),
+			// probe says now, so a healthy app never flaps. Critical while
+			// maintenance is wanted, until Consul holds it.
+			Status:                         r.registerStatus(),
 			DeregisterCriticalServiceAfter: svc.DeregisterCriticalAfter.String(),
 		},
 	}
@@ -52,6 +53,7 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 
 	r.mu.Lock()
 	r.registered = true
+	r.accepted = svc
 	if r.pending == reason {
 		r.pending = ""
 	}
@@ -69,9 +71,35 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 	return nil
 }
 
+// registerStatus is the check status a registration carries: the probe's,
+// or critical while maintenance is wanted and Consul does not hold it, so
+// that the instance never shows passing before its maintenance mode.
+func (r *Registrar) registerStatus() string {
+	if r.maint.holdsBack() {
+		return consul.HealthCritical
+	}
+	return r.check.status()
+}
+
+// rejected records that Consul refused a reloaded registration (a 4xx,
+// such as too many meta pairs): the settings go back to the ones Consul
+// holds, which outrider keeps heartbeating, until the next reload.
+func (r *Registrar) rejected(err error) {
+	r.m.errors.WithLabelValues("register").Inc()
+	r.mu.Lock()
+	r.svc = cloneService(r.accepted)
+	r.pending = ""
+	r.mu.Unlock()
+	r.log.Error("consul rejected the reloaded registration; the instance stays registered with its previous settings until the configuration is fixed",
+		"service_id", r.id, "err", err)
+}
+
 // heartbeat updates the TTL check with the latest verdict and its output.
 func (r *Registrar) heartbeat(ctx context.Context) error {
 	status, output := r.check.next()
+	if r.maint.holdsBack() {
+		status, output = consul.HealthCritical, "outrider: maintenance mode wanted; consul does not hold it yet"
+	}
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
 	if err := r.agent.UpdateTTLOpts(CheckID(r.id), output, status, (&consul.QueryOptions{}).WithContext(cctx)); err != nil {
