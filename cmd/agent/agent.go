@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -248,12 +249,27 @@ func (a *agent) serve(name, envVar, addr string, h http.Handler, writeTimeout ti
 	return nil
 }
 
+// consulURL is the Consul agent's address as consul/api will use it:
+// CONSUL_HTTP_ADDR may carry its own scheme (http://, https://, unix://),
+// which the client takes in place of the default one.
+func consulURL(c *consul.Config) string {
+	scheme, addr := c.Scheme, c.Address
+	if s, rest, ok := strings.Cut(addr, "://"); ok {
+		addr = rest
+		switch s {
+		case "https", "unix":
+			scheme = s
+		}
+	}
+	return scheme + "://" + addr
+}
+
 // consulClient returns the agent's Consul client, built once from the
 // CONSUL_* variables the way the Consul CLI reads them, and the agent's URL
 // for messages.
 func (a *agent) consulClient() (*consul.Client, string, error) {
 	cfg := consul.DefaultConfig()
-	url := cfg.Scheme + "://" + cfg.Address
+	url := consulURL(cfg)
 	if a.consul != nil {
 		return a.consul, url, nil
 	}

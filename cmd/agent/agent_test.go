@@ -1,6 +1,8 @@
 package main
 
 import (
+	consul "github.com/hashicorp/consul/api"
+
 	"bytes"
 	"context"
 	"errors"
@@ -54,5 +56,22 @@ func TestAgentCleanStopIsZero(t *testing.T) {
 	a.addContext("done at once", func(context.Context) error { return nil })
 	if code := a.run(); code != exitOK {
 		t.Errorf("exit status = %d, want %d", code, exitOK)
+	}
+}
+
+func TestConsulURL(t *testing.T) {
+	tests := []struct {
+		scheme, addr, want string
+	}{
+		{"http", "127.0.0.1:8500", "http://127.0.0.1:8500"},
+		{"http", "http://127.0.0.1:8500", "http://127.0.0.1:8500"},
+		{"http", "https://consul.service:8501", "https://consul.service:8501"},
+		{"https", "http://127.0.0.1:8501", "https://127.0.0.1:8501"}, // CONSUL_HTTP_SSL=true wins
+		{"http", "unix:///run/consul.sock", "unix:///run/consul.sock"},
+	}
+	for _, tt := range tests {
+		if got := consulURL(&consul.Config{Scheme: tt.scheme, Address: tt.addr}); got != tt.want {
+			t.Errorf("consulURL(%s, %s) = %q, want %q", tt.scheme, tt.addr, got, tt.want)
+		}
 	}
 }

@@ -87,7 +87,7 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 // consulSettings shows what consul/api read from the CONSUL_* variables.
 func consulSettings(c *consul.Config) []config.Setting {
 	return []config.Setting{
-		{Var: "CONSUL_HTTP_ADDR", Value: c.Scheme + "://" + c.Address},
+		{Var: "CONSUL_HTTP_ADDR", Value: consulURL(c)},
 		{Var: "CONSUL_HTTP_TOKEN", Value: config.Secret(c.Token).String()},
 		{Var: "CONSUL_HTTP_TOKEN_FILE", Value: c.TokenFile},
 		{Var: "CONSUL_CACERT", Value: c.TLSConfig.CAFile},
