@@ -1,8 +1,6 @@
 package main
 
 import (
-	consul "github.com/hashicorp/consul/api"
-
 	"bytes"
 	"context"
 	"errors"
@@ -10,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	consul "github.com/hashicorp/consul/api"
 
 	"github.com/outrider-sidecar/outrider/config"
 )
