@@ -476,20 +476,26 @@ func (r *reader) port(name string, def int) int {
 	return n
 }
 
-// hostPort reads host:port; a dial address needs a host.
-func (r *reader) hostPort(name, def string, needHost bool) string {
+// hostPort reads host:port. A dial address needs a host and a port of
+// 1-65535; a listen address may leave the host empty (every address) and
+// may have port 0 (chosen at start).
+func (r *reader) hostPort(name, def string, dial bool) string {
 	v := r.str(name, def)
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
 		r.fail(name, v, "is not host:port (want e.g. 127.0.0.1:8080)")
 		return def
 	}
-	if needHost && host == "" {
+	if dial && host == "" {
 		r.fail(name, v, "has no host (want e.g. 127.0.0.1:8080)")
 		return def
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		r.fail(name, v, "has a bad port (want 0-65535)")
+	low := 0
+	if dial {
+		low = 1
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < low || n > 65535 {
+		r.fail(name, v, fmt.Sprintf("has a bad port (want %d-65535)", low))
 		return def
 	}
 	return v

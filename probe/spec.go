@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -68,7 +69,8 @@ var ErrBadSpec = errors.New("bad probe spec")
 
 // ParseSpec parses an OUTRIDER_PROBE value: http://host:port/path,
 // https://…, tcp://host:port, grpc://host:port[/service] or exec:/cmd arg….
-// An exec command is split on white space; there is no shell and no quoting.
+// An exec command is split on white space; there is no shell and no
+// quoting. A port, when given, is 1-65535.
 func ParseSpec(raw string) (Spec, error) {
 	raw = strings.TrimSpace(raw)
 	if rest, ok := strings.CutPrefix(raw, "exec:"); ok {
@@ -91,6 +93,9 @@ func ParseSpec(raw string) (Spec, error) {
 		if u.Host == "" || u.Hostname() == "" {
 			return Spec{}, fmt.Errorf("%w: %s URL has no host (want e.g. http://127.0.0.1:8080/healthz)", ErrBadSpec, u.Scheme)
 		}
+		if p := u.Port(); p != "" && !dialPort(p) {
+			return Spec{}, fmt.Errorf("%w: %s URL has a bad port %q (want 1-65535)", ErrBadSpec, u.Scheme, p)
+		}
 		if u.Path == "" {
 			u.Path = "/"
 		}
@@ -98,6 +103,9 @@ func ParseSpec(raw string) (Spec, error) {
 	case KindTCP, KindGRPC:
 		if err := checkHostPort(u.Host); err != nil {
 			return Spec{}, fmt.Errorf("%w: %s target %v (want %s://host:port)", ErrBadSpec, u.Scheme, err, u.Scheme)
+		}
+		if _, p, _ := net.SplitHostPort(u.Host); !dialPort(p) {
+			return Spec{}, fmt.Errorf("%w: %s target %q has a bad port (want 1-65535)", ErrBadSpec, u.Scheme, u.Host)
 		}
 		s := Spec{Kind: Kind(u.Scheme), Address: u.Host}
 		if s.Kind == KindGRPC {
@@ -148,4 +156,11 @@ func checkHostPort(hostport string) error {
 		return fmt.Errorf("%q has no port", hostport)
 	}
 	return nil
+}
+
+// dialPort reports whether port is one a probe can connect to: 1-65535.
+// Port 0 only means "any" to a listener.
+func dialPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }

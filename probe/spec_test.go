@@ -23,6 +23,9 @@ func TestParseSpec(t *testing.T) {
 		{raw: "grpc://app:9090/pkg.Service", wantKind: KindGRPC, wantString: "grpc://app:9090/pkg.Service", wantAddr: "app:9090", wantSvc: "pkg.Service"},
 		{raw: "  exec:/bin/check  --quick   now ", wantKind: KindExec, wantString: "exec:/bin/check --quick now",
 			wantCmd: []string{"/bin/check", "--quick", "now"}},
+		// The ends of the port range.
+		{raw: "tcp://127.0.0.1:1", wantKind: KindTCP, wantString: "tcp://127.0.0.1:1", wantAddr: "127.0.0.1:1"},
+		{raw: "http://127.0.0.1:65535/healthz", wantKind: KindHTTP, wantString: "http://127.0.0.1:65535/healthz"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.raw, func(t *testing.T) {
@@ -57,6 +60,14 @@ func TestParseSpecRefuses(t *testing.T) {
 		{raw: "tcp://:8080", wantErr: `bad probe spec: tcp target ":8080" has no host (want tcp://host:port)`},
 		{raw: "tcp://app:80/x", wantErr: `bad probe spec: tcp target has a path "/x" (want tcp://host:port)`},
 		{raw: "grpc://", wantErr: "bad probe spec: grpc target is empty (want grpc://host:port)"},
+		// A probe dials: port 0 and ports past 65535 cannot be reached.
+		{raw: "tcp://127.0.0.1:99999", wantErr: `bad probe spec: tcp target "127.0.0.1:99999" has a bad port (want 1-65535)`},
+		{raw: "tcp://127.0.0.1:0", wantErr: `bad probe spec: tcp target "127.0.0.1:0" has a bad port (want 1-65535)`},
+		{raw: "grpc://app:65536/pkg.Service", wantErr: `bad probe spec: grpc target "app:65536" has a bad port (want 1-65535)`},
+		{raw: "grpc://[::1]:0", wantErr: `bad probe spec: grpc target "[::1]:0" has a bad port (want 1-65535)`},
+		{raw: "http://127.0.0.1:99999/healthz", wantErr: `bad probe spec: http URL has a bad port "99999" (want 1-65535)`},
+		{raw: "https://app:0/", wantErr: `bad probe spec: https URL has a bad port "0" (want 1-65535)`},
+		{raw: "http://u:secret@app:123456789012345678901234567890/x", wantErr: `bad probe spec: http URL has a bad port "123456789012345678901234567890" (want 1-65535)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.raw, func(t *testing.T) {
