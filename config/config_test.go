@@ -146,6 +146,9 @@ func TestGoodValues(t *testing.T) {
 				return [2]any{c.Probe.EnvAdd, c.Probe.EnvDeny},
 					[2]any{[]string{"PGHOST=db", "PGPASSWORD=pw=1"}, []string{"AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN"}}
 			}},
+		{"probe schemes are case-insensitive, exec: too",
+			map[string]string{"OUTRIDER_PROBE": "EXEC:/bin/true"},
+			func(c Config) (any, any) { return c.Probe.Spec.String(), "exec:/bin/true" }},
 		{"metrics port follows the metrics listener",
 			map[string]string{"OUTRIDER_METRICS_LISTEN": "10.0.0.7:9100"},
 			func(c Config) (any, any) { return c.Listen.MetricsPort(), 9100 }},

@@ -69,11 +69,12 @@ var ErrBadSpec = errors.New("bad probe spec")
 
 // ParseSpec parses an OUTRIDER_PROBE value: http://host:port/path,
 // https://…, tcp://host:port, grpc://host:port[/service] or exec:/cmd arg….
-// An exec command is split on white space; there is no shell and no
-// quoting. A port, when given, is 1-65535.
+// Schemes are case-insensitive, as URL schemes are. An exec command is
+// split on white space; there is no shell and no quoting. A port, when
+// given, is 1-65535.
 func ParseSpec(raw string) (Spec, error) {
 	raw = strings.TrimSpace(raw)
-	if rest, ok := strings.CutPrefix(raw, "exec:"); ok {
+	if rest, ok := cutPrefixFold(raw, "exec:"); ok {
 		argv := strings.Fields(rest)
 		if len(argv) == 0 {
 			return Spec{}, fmt.Errorf("%w: exec: names no command (want exec:/path/to/cmd arg…)", ErrBadSpec)
@@ -163,4 +164,12 @@ func checkHostPort(hostport string) error {
 func dialPort(port string) bool {
 	n, err := strconv.Atoi(port)
 	return err == nil && n >= 1 && n <= 65535
+}
+
+// cutPrefixFold is strings.CutPrefix ignoring case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return s, false
+	}
+	return s[len(prefix):], true
 }

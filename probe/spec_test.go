@@ -23,6 +23,13 @@ func TestParseSpec(t *testing.T) {
 		{raw: "grpc://app:9090/pkg.Service", wantKind: KindGRPC, wantString: "grpc://app:9090/pkg.Service", wantAddr: "app:9090", wantSvc: "pkg.Service"},
 		{raw: "  exec:/bin/check  --quick   now ", wantKind: KindExec, wantString: "exec:/bin/check --quick now",
 			wantCmd: []string{"/bin/check", "--quick", "now"}},
+		// Schemes are case-insensitive, exec: as much as the URL ones.
+		{raw: "EXEC:/bin/true", wantKind: KindExec, wantString: "exec:/bin/true", wantCmd: []string{"/bin/true"}},
+		{raw: "Exec:/bin/check now", wantKind: KindExec, wantString: "exec:/bin/check now", wantCmd: []string{"/bin/check", "now"}},
+		{raw: "HTTP://127.0.0.1:8080/healthz", wantKind: KindHTTP, wantString: "http://127.0.0.1:8080/healthz"},
+		{raw: "Https://app:8443", wantKind: KindHTTPS, wantString: "https://app:8443/"},
+		{raw: "TCP://127.0.0.1:8080", wantKind: KindTCP, wantString: "tcp://127.0.0.1:8080", wantAddr: "127.0.0.1:8080"},
+		{raw: "gRPC://app:9090/pkg.Service", wantKind: KindGRPC, wantString: "grpc://app:9090/pkg.Service", wantAddr: "app:9090", wantSvc: "pkg.Service"},
 		// The ends of the port range.
 		{raw: "tcp://127.0.0.1:1", wantKind: KindTCP, wantString: "tcp://127.0.0.1:1", wantAddr: "127.0.0.1:1"},
 		{raw: "http://127.0.0.1:65535/healthz", wantKind: KindHTTP, wantString: "http://127.0.0.1:65535/healthz"},
@@ -60,6 +67,8 @@ func TestParseSpecRefuses(t *testing.T) {
 		{raw: "tcp://:8080", wantErr: `bad probe spec: tcp target ":8080" has no host (want tcp://host:port)`},
 		{raw: "tcp://app:80/x", wantErr: `bad probe spec: tcp target has a path "/x" (want tcp://host:port)`},
 		{raw: "grpc://", wantErr: "bad probe spec: grpc target is empty (want grpc://host:port)"},
+		{raw: "FTP://x", wantErr: `bad probe spec: unknown scheme "ftp" (want http, https, tcp, grpc or exec)`},
+		{raw: "EXEC:", wantErr: "bad probe spec: exec: names no command (want exec:/path/to/cmd arg…)"},
 		// A probe dials: port 0 and ports past 65535 cannot be reached.
 		{raw: "tcp://127.0.0.1:99999", wantErr: `bad probe spec: tcp target "127.0.0.1:99999" has a bad port (want 1-65535)`},
 		{raw: "tcp://127.0.0.1:0", wantErr: `bad probe spec: tcp target "127.0.0.1:0" has a bad port (want 1-65535)`},
