@@ -225,6 +225,7 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	if c.Listen.Admin != "" && c.Listen.AdminToken == "" && !isLoopback(c.Listen.Admin) {
 		r.fail("OUTRIDER_ADMIN_LISTEN", c.Listen.Admin, "is not a loopback address and OUTRIDER_ADMIN_TOKEN is empty (set a token, or listen on 127.0.0.1)")
 	}
+	r.portClashes(c)
 
 	c.Proxy.MaxConns = r.autoInt("OUTRIDER_PROXY_MAX_CONNS")
 	c.Proxy.MaxIdleAppConns = r.positiveInt("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS", DefaultMaxIdleAppConns)
@@ -321,13 +322,92 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 	return s
 }
 
+// portClashes refuses listeners that would take the app's port, or one
+// another's. outrider binds before the app is up, so a proxy on the app's
+// port would answer the probe and proxy to itself; two of its own
+// listeners on one port fail only at start, with "address already in use".
+func (r *reader) portClashes(c Config) {
+	type addr struct{ name, value string }
+	app := addr{"OUTRIDER_APP_ADDR", c.App.Addr}
+	var listeners []addr
+	for _, l := range []addr{
+		{"OUTRIDER_PROXY_LISTEN", c.Listen.Proxy},
+		{"OUTRIDER_METRICS_LISTEN", c.Listen.Metrics},
+		{"OUTRIDER_ADMIN_LISTEN", c.Listen.Admin},
+	} {
+		// Off, or already refused: there is nothing to compare.
+		if l.value != "" && !r.failed(l.name) {
+			listeners = append(listeners, l)
+		}
+	}
+	for i, l := range listeners {
+		if !r.failed(app.name) && samePort(l.value, app.value, true) {
+			r.fail(l.name, l.value, fmt.Sprintf("is on the app's port, %s=%q: outrider would answer in the app's place (pick another port)", app.name, app.value))
+			continue
+		}
+		for _, prev := range listeners[:i] {
+			if samePort(l.value, prev.value, false) {
+				r.fail(l.name, l.value, fmt.Sprintf("is on the port of %s=%q (pick another port)", prev.name, prev.value))
+				break
+			}
+		}
+	}
+}
+
+// samePort reports whether host:port a and b take one port: the same port,
+// not 0 (chosen at start, it never clashes), and a host that is empty or
+// unspecified (every address) on either side, or the same host, localhost
+// counting as every loopback address. With anyLoopback, any two loopback
+// addresses count as the same: outrider reaches the app on one, but the
+// app may listen on others too (localhost is 127.0.0.1 and ::1).
+func samePort(a, b string, anyLoopback bool) bool {
+	ha, _, errA := net.SplitHostPort(a)
+	hb, _, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil {
+		return false
+	}
+	if na, nb := portOf(a), portOf(b); na == 0 || na != nb {
+		return false
+	}
+	if everyAddress(ha) || everyAddress(hb) || strings.EqualFold(ha, hb) {
+		return true
+	}
+	if ia, ib := net.ParseIP(ha), net.ParseIP(hb); ia != nil && ib != nil && ia.Equal(ib) {
+		return true
+	}
+	if !loopbackHost(ha) || !loopbackHost(hb) {
+		return false
+	}
+	return anyLoopback || strings.EqualFold(ha, "localhost") || strings.EqualFold(hb, "localhost")
+}
+
+// everyAddress reports whether a listener on host takes its port on every
+// address: an empty host, 0.0.0.0 or ::.
+func everyAddress(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
+}
+
+// failed reports whether the variable has been refused already.
+func (r *reader) failed(name string) bool {
+	for _, e := range r.errs {
+		if ce, ok := e.(*Error); ok && ce.Var == name {
+			return true
+		}
+	}
+	return false
+}
+
 // isLoopback reports whether a listen address only accepts local clients.
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
+	return err == nil && loopbackHost(host)
+}
+
+// loopbackHost reports whether host is localhost or a loopback address
+// (127.0.0.0/8, ::1).
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -160,6 +160,22 @@ func TestGoodValues(t *testing.T) {
 			func(c Config) (any, any) {
 				return c.Service.Meta, map[string]string{"metrics_path": "/metrics", "metrics_port_app": "8081"}
 			}},
+		{"proxy on the app's port on another address",
+			map[string]string{"OUTRIDER_APP_ADDR": "10.0.0.8:8080", "OUTRIDER_PROXY_LISTEN": "10.0.0.7:8080"},
+			func(c Config) (any, any) { return c.Listen.Proxy, "10.0.0.7:8080" }},
+		{"proxy off leaves the app's port free",
+			map[string]string{"OUTRIDER_APP_ADDR": "127.0.0.1:15001", "OUTRIDER_PROXY_LISTEN": "off"},
+			func(c Config) (any, any) { return c.Service.Port, 15001 }},
+		{"listeners on one port of two loopback addresses",
+			map[string]string{"OUTRIDER_METRICS_LISTEN": "127.0.0.1:9100", "OUTRIDER_ADMIN_LISTEN": "127.0.0.2:9100"},
+			func(c Config) (any, any) {
+				return [2]any{c.Listen.Metrics, c.Listen.Admin}, [2]any{"127.0.0.1:9100", "127.0.0.2:9100"}
+			}},
+		{"port 0 never clashes",
+			map[string]string{"OUTRIDER_PROXY_LISTEN": ":0", "OUTRIDER_METRICS_LISTEN": "127.0.0.1:0", "OUTRIDER_ADMIN_LISTEN": "127.0.0.1:0"},
+			func(c Config) (any, any) {
+				return [3]any{c.Listen.Proxy, c.Listen.Metrics, c.Listen.Admin}, [3]any{":0", "127.0.0.1:0", "127.0.0.1:0"}
+			}},
 		{"zero drain delay is allowed",
 			map[string]string{"OUTRIDER_DRAIN_DELAY": "0s"},
 			func(c Config) (any, any) { return c.Drain.Delay, time.Duration(0) }},
