@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"slices"
@@ -99,8 +101,8 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // strings. Every problem is reported, each as a *FileError.
 func ParseFile(path string, data []byte) (File, error) {
 	f := File{Path: path, values: map[string]fileValue{}}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	docs, err := yamlDocuments(data)
+	if err != nil {
 		msg := err.Error()
 		line := 0
 		if m := yamlLine.FindStringSubmatch(msg); m != nil {
@@ -116,12 +118,24 @@ func ParseFile(path string, data []byte) (File, error) {
 		}
 		return File{}, errors.Join(&FileError{Path: path, Line: line, Msg: "not YAML or JSON: " + msg})
 	}
-	if len(doc.Content) == 0 {
+	// Settings in a later document would be ignored: it is refused. A
+	// document with nothing in it (a trailing ---) holds no setting.
+	var later error
+	for _, d := range docs[min(1, len(docs)):] {
+		if len(d.Content) > 0 && !isNull(d.Content[0]) {
+			later = &FileError{Path: path, Line: d.Line, Msg: "another YAML document starts here; outrider reads only the first (put every setting in it and remove the ---)"}
+			break
+		}
+	}
+	if len(docs) == 0 || len(docs[0].Content) == 0 {
+		if later != nil {
+			return File{}, errors.Join(later)
+		}
 		return f, nil // empty: no settings
 	}
-	top := doc.Content[0]
+	top := docs[0].Content[0]
 	if top.Kind != yaml.MappingNode {
-		return File{}, errors.Join(&FileError{Path: path, Line: top.Line, Msg: "want a map of settings (key: value)"})
+		return File{}, errors.Join(&FileError{Path: path, Line: top.Line, Msg: "want a map of settings (key: value)"}, later)
 	}
 	known := map[string]bool{}
 	for _, s := range (Config{}).Effective() {
@@ -161,11 +175,32 @@ func ParseFile(path string, data []byte) (File, error) {
 		}
 		f.values[name] = fileValue{key: key, value: value, line: v.Line}
 	}
+	if later != nil {
+		errs = append(errs, later)
+	}
 	if len(errs) > 0 {
 		return File{}, errors.Join(errs...)
 	}
 	return f, nil
 }
+
+// yamlDocuments parses every document of data; none when it is empty.
+func yamlDocuments(data []byte) ([]*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []*yaml.Node
+	for {
+		var doc yaml.Node
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			return docs, nil
+		} else if err != nil {
+			return nil, err
+		}
+		docs = append(docs, &doc)
+	}
+}
+
+// isNull reports whether n is a YAML null: ~, null or nothing at all.
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
 
 func reloadableKeys() []string {
 	keys := make([]string, len(reloadable))
