@@ -392,6 +392,8 @@ func TestLoadWithFile(t *testing.T) {
 			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
 		{"an empty list clears the environment's tags", "service_tags: []\n",
 			nil, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"quoted nulls are strings", "service_tags: [a, \"null\"]\nservice_meta: {team: \"~\"}\n",
+			[]string{"a", "null"}, map[string]string{"team": "~"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
 		{"documents with nothing in them", "---\nprobe_period: 2s\n---\n# nothing\n---\n",
 			[]string{"from-env"}, map[string]string{"team": "env"}, 2 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
 		{"an empty file", "",

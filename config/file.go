@@ -170,7 +170,11 @@ func ParseFile(path string, data []byte) (File, error) {
 		}
 		value, err := nodeValue(v)
 		if err != nil {
-			fail(v.Line, key, err.Error())
+			line := v.Line
+			if ie := (*itemError)(nil); errors.As(err, &ie) {
+				line = ie.line
+			}
+			fail(line, key, err.Error())
 			continue
 		}
 		f.values[name] = fileValue{key: key, value: value, line: v.Line}
@@ -210,20 +214,33 @@ func reloadableKeys() []string {
 	return keys
 }
 
+// itemError is a problem with one item of a list or a map, on its own line.
+type itemError struct {
+	line int
+	msg  string
+}
+
+func (e *itemError) Error() string { return e.msg }
+
 // nodeValue turns a value into the string the variable would hold: a
-// list into a,b,c and a map into k1=v1,k2=v2.
+// list into a,b,c and a map into k1=v1,k2=v2. A null alone is the empty
+// value; inside a list or a map it has no string to stand for, and is
+// refused rather than read as "~" or "null".
 func nodeValue(n *yaml.Node) (string, error) {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
+		if isNull(n) {
 			return "", nil
 		}
 		return n.Value, nil
 	case yaml.SequenceNode:
 		items := make([]string, 0, len(n.Content))
-		for _, item := range n.Content {
+		for i, item := range n.Content {
 			if item.Kind != yaml.ScalarNode {
 				return "", errors.New("is a list of something else than strings (want e.g. [a, b])")
+			}
+			if isNull(item) {
+				return "", &itemError{item.Line, fmt.Sprintf("item %d is null, which is not a value (remove it, or quote it)", i+1)}
 			}
 			if strings.Contains(item.Value, ",") {
 				return "", fmt.Errorf("item %q holds a comma, which separates items", item.Value)
@@ -237,6 +254,12 @@ func nodeValue(n *yaml.Node) (string, error) {
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
 				return "", errors.New("is a map of something else than strings (want e.g. {team: shop})")
+			}
+			if isNull(k) {
+				return "", &itemError{k.Line, "a key is null, which is not a key (remove the pair, or quote the key)"}
+			}
+			if isNull(v) {
+				return "", &itemError{v.Line, fmt.Sprintf("the value of %s is null, which is not a value (remove the pair, or quote the value)", k.Value)}
 			}
 			if strings.ContainsAny(k.Value, ",=") || strings.Contains(v.Value, ",") {
 				return "", fmt.Errorf("pair %s: %s holds a comma or '=', which separate pairs", k.Value, v.Value)
