@@ -292,8 +292,14 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		host = s.PodName
 	}
 	s.ID = r.str("OUTRIDER_SERVICE_ID", "")
-	if s.ID == "" && s.Name != "" {
+	switch {
+	case s.ID != "" && !serviceID.MatchString(s.ID):
+		r.fail("OUTRIDER_SERVICE_ID", s.ID, "is not a valid service ID (want letters, digits, '-', '_', '.', ':' and '@'): Consul takes the ID into the paths of its API")
+	case s.ID == "" && s.Name != "":
 		s.ID = s.Name + "-" + host
+		if servicename.Valid(s.Name) && !serviceID.MatchString(s.ID) {
+			r.fail("OUTRIDER_SERVICE_ID", "", fmt.Sprintf("is empty and the ID made from the service name and the host name, %q, is not a valid service ID (set OUTRIDER_SERVICE_ID)", s.ID))
+		}
 	}
 
 	s.Address = r.str("OUTRIDER_SERVICE_ADDRESS", "")
@@ -313,6 +319,7 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 			"sets the key %s, which outrider sets from OUTRIDER_METRICS_LISTEN=%q (remove the pair: Prometheus finds /metrics through outrider's)",
 			MetricsPortMeta, c.Listen.Metrics))
 	}
+	r.ownMeta(c, s)
 
 	defaultPort := portOf(c.App.Addr)
 	if c.Listen.Proxy != "" {
@@ -606,6 +613,43 @@ func (r *reader) list(name string) []string {
 
 var metaKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
+// serviceID is what a service ID may hold: Consul puts the ID in the paths
+// of its API (/v1/agent/check/update/service:<ID>), where a '/' or a '?'
+// would name something else.
+var serviceID = regexp.MustCompile(`^[A-Za-z0-9_.:@-]+$`)
+
+// maxMeta is Consul's bound on a service's meta pairs, outrider's own
+// included.
+const maxMeta = 64
+
+// ownMeta checks the user's meta against the pairs outrider adds to it:
+// outrider_version, metrics_port (checked above), and pod_name and
+// pod_namespace when POD_NAME and POD_NAMESPACE are set. A user's pair
+// with one of those keys would be replaced without a word, and Consul
+// counts outrider's pairs against its 64.
+func (r *reader) ownMeta(c Config, s Service) {
+	own := []string{"outrider_version"}
+	if c.Listen.MetricsPort() != 0 {
+		own = append(own, MetricsPortMeta)
+	}
+	if s.PodName != "" {
+		own = append(own, "pod_name")
+	}
+	if s.PodNamespace != "" {
+		own = append(own, "pod_namespace")
+	}
+	for _, k := range own {
+		if v, ok := s.Meta[k]; ok && k != MetricsPortMeta {
+			r.fail("OUTRIDER_SERVICE_META", k+"="+v, fmt.Sprintf("sets the key %s, which outrider sets itself (remove the pair)", k))
+		}
+	}
+	if n := len(s.Meta); n > maxMeta-len(own) {
+		r.fail("OUTRIDER_SERVICE_META", fmt.Sprintf("(%d pairs)", n), fmt.Sprintf(
+			"has more pairs than fit beside outrider's %d (%s) in Consul's %d: at most %d",
+			len(own), strings.Join(own, ", "), maxMeta, maxMeta-len(own)))
+	}
+}
+
 // meta reads k=v pairs under Consul's rules for service meta.
 func (r *reader) meta(name string) map[string]string {
 	items := r.list(name)
@@ -628,9 +672,6 @@ func (r *reader) meta(name string) map[string]string {
 		default:
 			m[k] = v
 		}
-	}
-	if len(m) > 64 {
-		r.fail(name, fmt.Sprintf("(%d pairs)", len(m)), "has more than Consul's 64 pairs")
 	}
 	return m
 }
