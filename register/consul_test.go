@@ -110,8 +110,8 @@ func TestRegistrationAgainstConsul(t *testing.T) {
 	if n := proxy.n("/v1/agent/service/register"); n != 1 {
 		t.Errorf("registrations after 6 heartbeats = %d, want 1", n)
 	}
-	if n := proxy.n("/v1/agent/check/update/"); n != 7 {
-		t.Errorf("check updates = %d, want 7", n)
+	if n := proxy.n("/v1/agent/check/update/"); n != 14 {
+		t.Errorf("check updates = %d, want 14: the probe's check and outrider's at each of 7 heartbeats", n)
 	}
 
 	// Idempotence: the same registration again leaves the catalog entry
@@ -175,7 +175,7 @@ func healthStatus(t *testing.T, c *consul.Client, service string) string {
 		t.Fatalf("checks of %s: %v", service, err)
 	}
 	for _, hc := range checks {
-		if strings.HasPrefix(hc.CheckID, "service:") {
+		if hc.CheckID == CheckID(hc.ServiceID) {
 			return hc.Status
 		}
 	}

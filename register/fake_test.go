@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,6 +29,8 @@ type fakeConsul struct {
 	body     string
 	regCode  int // when not 0, answer registrations with it
 	mntCode  int // when not 0, answer maintenance requests with it
+	// aliveBeats counts the updates of liveness checks, which calls leaves out.
+	aliveBeats int
 	// hanging, when set, receives every check update, which then hangs
 	// until its context ends.
 	hanging chan struct{}
@@ -82,8 +85,10 @@ func (f *fakeConsul) ServiceRegisterOpts(reg *consul.AgentServiceRegistration, _
 	}
 	f.services[reg.ID] = *reg
 	// Like Consul, an existing check keeps its state.
-	if _, ok := f.checks[reg.Check.CheckID]; !ok {
-		f.checks[reg.Check.CheckID] = fakeCheck{Status: reg.Check.Status}
+	for _, c := range reg.Checks {
+		if _, ok := f.checks[c.CheckID]; !ok {
+			f.checks[c.CheckID] = fakeCheck{Status: c.Status}
+		}
 	}
 	return nil
 }
@@ -102,7 +107,13 @@ func (f *fakeConsul) UpdateTTLOpts(id, output, status string, q *consul.QueryOpt
 	if err := f.failure(); err != nil {
 		return err
 	}
-	f.calls = append(f.calls, "update "+id+" "+status)
+	if strings.HasSuffix(id, ":outrider") {
+		// The liveness check goes with every heartbeat: counted apart, so
+		// that the calls tell the probe's check's story.
+		f.aliveBeats++
+	} else {
+		f.calls = append(f.calls, "update "+id+" "+status)
+	}
 	if _, ok := f.checks[id]; !ok {
 		return consul.StatusError{Code: 404, Body: "Unknown check ID " + id}
 	}
@@ -122,6 +133,7 @@ func (f *fakeConsul) ServiceDeregisterOpts(id string, _ *consul.QueryOptions) er
 	}
 	delete(f.services, id)
 	delete(f.checks, CheckID(id))
+	delete(f.checks, AliveCheckID(id))
 	delete(f.maint, id)
 	return nil
 }
@@ -194,6 +206,15 @@ func (f *fakeConsul) setRegisterError(code int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.regCode = code
+}
+
+// takeAliveBeats returns the liveness check updates since the last call.
+func (f *fakeConsul) takeAliveBeats() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.aliveBeats
+	f.aliveBeats = 0
+	return n
 }
 
 // takeCalls returns the calls since the last takeCalls.

@@ -31,13 +31,20 @@ type Service struct {
 	Port    int
 	// TTL is the check's time to live; heartbeats go at a third of it.
 	TTL time.Duration
-	// DeregisterCriticalAfter makes Consul reap the instance once its
-	// check has been critical that long, which covers outrider dying.
+	// DeregisterCriticalAfter makes Consul reap the instance once outrider
+	// has stopped heartbeating it that long (outrider died): it is set on
+	// the liveness check only, so an unhealthy app is never reaped.
 	DeregisterCriticalAfter time.Duration
 }
 
-// CheckID is the ID of the TTL check of the service serviceID.
+// CheckID is the ID of the TTL check that mirrors the app's probe, of the
+// service serviceID.
 func CheckID(serviceID string) string { return "service:" + serviceID }
+
+// AliveCheckID is the ID of the TTL check that says outrider is running
+// beside the instance: passing at every heartbeat, and the one that makes
+// Consul reap the instance when outrider dies.
+func AliveCheckID(serviceID string) string { return "service:" + serviceID + ":outrider" }
 
 // Clock is the registrar's time source; tests pass a fake one.
 type Clock = clock.Clock

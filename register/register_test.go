@@ -159,9 +159,22 @@ func TestRegistersCriticalThenHeartbeatsWithoutRegisteringAgain(t *testing.T) {
 		!slices.Equal(reg.Tags, []string{"v1", "blue"}) || reg.Meta["team"] != "a" {
 		t.Errorf("registration = %+v, want web at 10.0.0.7:8080 tags [v1 blue] meta team=a", reg)
 	}
-	if c := reg.Check; c == nil || c.CheckID != "service:web-1" || c.TTL != "15s" ||
-		c.DeregisterCriticalServiceAfter != "1m0s" || c.Status != "critical" {
-		t.Errorf("check = %+v, want service:web-1, TTL 15s, deregister after 1m0s, critical", c)
+	// Two checks: the probe's, which an unhealthy app keeps critical for
+	// as long as it lasts, and outrider's own, which makes Consul reap the
+	// instance only when outrider stops heartbeating it.
+	if len(reg.Checks) != 2 {
+		t.Fatalf("checks = %+v, want the probe's and outrider's", reg.Checks)
+	}
+	if c := reg.Checks[0]; c.CheckID != "service:web-1" || c.TTL != "15s" ||
+		c.DeregisterCriticalServiceAfter != "" || c.Status != "critical" {
+		t.Errorf("probe check = %+v, want service:web-1, TTL 15s, never deregistered, critical", c)
+	}
+	if c := reg.Checks[1]; c.CheckID != "service:web-1:outrider" || c.TTL != "15s" ||
+		c.DeregisterCriticalServiceAfter != "1m0s" || c.Status != "passing" {
+		t.Errorf("outrider check = %+v, want service:web-1:outrider, TTL 15s, deregister after 1m0s, passing", c)
+	}
+	if n := h.consul.takeAliveBeats(); n != 1 {
+		t.Errorf("outrider check heartbeats = %d, want 1 with the first heartbeat", n)
 	}
 	if got := h.lastCond(); !got.ok || got.reason != "registered in consul as web-1" {
 		t.Errorf("condition = %+v, want ok, registered in consul as web-1", got)
@@ -213,8 +226,8 @@ func TestRepairsInPlaceWhenConsulLosesTheInstance(t *testing.T) {
 	// registered passing at once, and the status is pushed right after.
 	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing", "register web-1", "update service:web-1 passing")
 	reg, _ := h.consul.service("web-1")
-	if reg.Check == nil || reg.Check.Status != "passing" {
-		t.Errorf("repair registered the check as %+v, want passing", reg.Check)
+	if len(reg.Checks) == 0 || reg.Checks[0].Status != "passing" {
+		t.Errorf("repair registered the checks as %+v, want the probe's passing", reg.Checks)
 	}
 	for label, want := range map[string]float64{"start": 1, "repair": 1, "config": 0} {
 		if got := h.counter(h.r.m.registrations, label); got != want {
@@ -657,8 +670,8 @@ func TestMaintenanceHoldsTheCheckCriticalUntilConsulHasIt(t *testing.T) {
 	d = h.step(d)
 	calls := h.consul.takeCalls()
 	wantCalls(t, calls, "update service:web-1 passing", "register web-1", "update service:web-1 critical", "maintenance web-1 true")
-	if reg, _ := h.consul.service("web-1"); reg.Check.Status != "critical" {
-		t.Errorf("registered with check status %q, want critical while maintenance is wanted", reg.Check.Status)
+	if reg, _ := h.consul.service("web-1"); reg.Checks[0].Status != "critical" {
+		t.Errorf("registered with check status %q, want critical while maintenance is wanted", reg.Checks[0].Status)
 	}
 	// Once Consul holds the maintenance mode, the check follows the probe.
 	h.step(d)

@@ -31,16 +31,28 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 		Meta:    svc.Meta,
 		Address: svc.Address,
 		Port:    svc.Port,
-		Check: &consul.AgentServiceCheck{
-			CheckID: CheckID(svc.ID),
-			Name:    "outrider probe",
-			Notes:   "TTL check heartbeated by outrider: passing while the app's probe is healthy",
-			TTL:     svc.TTL.String(),
-			// Critical until the probe says healthy; on a repair, what the
-			// probe says now, so a healthy app never flaps. Critical while
-			// maintenance is wanted, until Consul holds it.
-			Status:                         r.registerStatus(),
-			DeregisterCriticalServiceAfter: svc.DeregisterCriticalAfter.String(),
+		Checks: consul.AgentServiceChecks{
+			{
+				CheckID: CheckID(svc.ID),
+				Name:    "outrider probe",
+				Notes:   "TTL check heartbeated by outrider: passing while the app's probe is healthy",
+				TTL:     svc.TTL.String(),
+				// Critical until the probe says healthy; on a repair, what
+				// the probe says now, so a healthy app never flaps.
+				// Critical while maintenance is wanted, until Consul holds
+				// it.
+				Status: r.registerStatus(),
+			},
+			{
+				// Apart from the probe's check, so that an app that stays
+				// unhealthy is not reaped: only outrider's death is.
+				CheckID:                        AliveCheckID(svc.ID),
+				Name:                           "outrider",
+				Notes:                          "TTL check heartbeated by outrider: passing while outrider runs beside the app",
+				TTL:                            svc.TTL.String(),
+				Status:                         consul.HealthPassing,
+				DeregisterCriticalServiceAfter: svc.DeregisterCriticalAfter.String(),
+			},
 		},
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
@@ -102,10 +114,16 @@ func (r *Registrar) heartbeat(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
-	if err := r.agent.UpdateTTLOpts(CheckID(r.id), output, status, (&consul.QueryOptions{}).WithContext(cctx)); err != nil {
+	q := (&consul.QueryOptions{}).WithContext(cctx)
+	if err := r.agent.UpdateTTLOpts(CheckID(r.id), output, status, q); err != nil {
 		return fmt.Errorf("update check %q in consul at %s: %w", CheckID(r.id), r.addr, err)
 	}
 	r.check.sent(status, r.clock.Now())
+	// No output: the registration has none either, so registering the
+	// same settings again changes nothing in the catalog.
+	if err := r.agent.UpdateTTLOpts(AliveCheckID(r.id), "", consul.HealthPassing, q); err != nil {
+		return fmt.Errorf("update check %q in consul at %s: %w", AliveCheckID(r.id), r.addr, err)
+	}
 	return nil
 }
 

@@ -361,10 +361,15 @@ func TestRegistrySurvivesAConsulOutage(t *testing.T) {
 // TestRegistrySIGKILLIsReapedByConsul: with outrider killed, nothing
 // deregisters the instance; its check turns critical after the TTL and
 // Consul reaps it after DeregisterCriticalServiceAfter (1 m, the minimum),
-// which its 30 s reaper makes up to 30 s later.
+// which its 30 s reaper makes up to 30 s later. An instance whose app is
+// unhealthy all that time, with its outrider running, is not reaped.
 func TestRegistrySIGKILLIsReapedByConsul(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t)
+	sick := regStart(t, srv, "OUTRIDER_SERVICE_ID=echo-sick")
+	sick.id = "echo-sick"
+	sick.setHealthy(false)
+	sick.waitHealth("critical", 20*time.Second)
 	a := regStart(t, srv)
 	a.waitHealth("passing", 20*time.Second)
 
@@ -376,6 +381,14 @@ func TestRegistrySIGKILLIsReapedByConsul(t *testing.T) {
 		critical.Round(time.Millisecond), regTTL, gone.Round(time.Second))
 	if gone < time.Minute {
 		t.Errorf("reaped %s after the kill, want no sooner than DeregisterCriticalServiceAfter (1m)", gone)
+	}
+	// The reaper's pass that took the dead instance saw the sick one
+	// critical for longer still.
+	if got := sick.health(); got != "critical" {
+		t.Errorf("the instance with an unhealthy app and a live outrider is %s, want still registered, critical", got)
+	}
+	if strings.Contains(sick.outrider.Output(), "consul lost the registration") {
+		t.Errorf("consul reaped the instance whose app is unhealthy:\n%s", sick.outrider.Output())
 	}
 }
 

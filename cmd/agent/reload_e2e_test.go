@@ -18,6 +18,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/configmaptest"
 	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/register"
 )
 
 // reloadDebounce is the config watcher's default quiet time plus its
@@ -169,7 +170,7 @@ func (a *regApp) checkOutput() string {
 		return "error: " + err.Error()
 	}
 	for _, c := range checks {
-		if c.ServiceID == a.id {
+		if c.CheckID == register.CheckID(a.id) {
 			return c.Output
 		}
 	}
