@@ -3,22 +3,33 @@
 // It watches the file's directory, not the file: editors replace a file by
 // renaming a new one over it, and Kubernetes updates a mounted ConfigMap
 // by swapping its ..data symlink, and a watch on the file itself would
-// stay on the old inode. Bursts of events are debounced, the content is
-// read twice a moment apart and must agree (a file caught between a
-// truncate and a write is not a change), and a change is reported only
-// when the content differs from what was last reported, so one update
-// gives one report however many events it took. When the
-// directory cannot be watched (inotify limits), it polls the content
+// stay on the old inode. A watch of a directory stays on its inode too, so
+// it also watches the directories where the directory could be replaced:
+// its parent and the directory of each symlink on the way to the file
+// (the kubelet's conf -> ..data/conf, a release's current -> release-2);
+// after each event that may concern the file it watches again each
+// directory that is not the one watched any more. Only such events count:
+// an app's log written beside the file does not hold a look off. Bursts
+// of events are debounced, the content is read twice a moment apart and
+// must agree (a file caught between a truncate and a write is not a
+// change), and a change is reported only when the content differs from
+// what was last reported, so one update gives one report however many
+// events it took. Every poll interval it also checks the directories and
+// the file, so a change whose events were lost is still reported. When
+// the directory cannot be watched (inotify limits), it polls the content
 // instead and says so once in the log.
 package watch
 
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -27,10 +38,12 @@ import (
 // Options tunes a Watcher; the zero value of each field picks a default.
 type Options struct {
 	// Debounce is how long the directory must stay quiet after an event
-	// before the file is read; default 200ms.
+	// before the file is read; default 200ms. A burst of events that
+	// does not stop is read every 5 debounces.
 	Debounce time.Duration
 	// PollInterval is how often the file is read when the directory
-	// cannot be watched; default 2s.
+	// cannot be watched, and how often the watches and the file are
+	// checked when it can; default 2s.
 	PollInterval time.Duration
 	Log          *slog.Logger
 }
@@ -45,19 +58,29 @@ type Watcher struct {
 	log      *slog.Logger
 	// watchDir starts a watch of dir; tests replace it to make it fail.
 	watchDir func(dir string) (*fsnotify.Watcher, error)
+	// addWatch adds dir to a watch; tests replace it to lose events.
+	addWatch func(fw *fsnotify.Watcher, dir string) error
 	// started, when set, is called once the watch or the polling is set
 	// up; tests wait for it before they change the file.
 	started func()
 
 	seen      string // the content's hash, or the read error, last reported
 	candidate string // a different state seen once, to be confirmed
+
+	names   map[string]bool        // the paths on the way to the file
+	watched map[string]os.FileInfo // each directory watched, as stat saw it
+	warned  bool                   // the log said the directory is unwatched
 }
 
 // New returns a watcher of the file at path that calls onChange, from
 // Run's goroutine, each time the content differs from what it was. The
 // content now is the baseline: create the watcher right after reading the
-// file, and a change before Run starts is still reported.
+// file, and a change before Run starts is still reported. A relative path
+// is taken from the current directory now.
 func New(path string, onChange func(), o Options) *Watcher {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	if o.Debounce <= 0 {
 		o.Debounce = 200 * time.Millisecond
 	}
@@ -67,7 +90,8 @@ func New(path string, onChange func(), o Options) *Watcher {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{path: path, onChange: onChange, debounce: o.Debounce, poll: o.PollInterval, log: o.Log, watchDir: watchDir}
+	w := &Watcher{path: path, onChange: onChange, debounce: o.Debounce, poll: o.PollInterval, log: o.Log,
+		watchDir: watchDir, addWatch: (*fsnotify.Watcher).Add, watched: make(map[string]os.FileInfo)}
 	w.seen = w.state()
 	return w
 }
@@ -92,41 +116,182 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return w.runPoll(ctx, dir, err.Error())
 	}
 	defer fw.Close()
+	w.rewatch(fw)
 	w.setUp()
 
 	// Look once a quiet time after the watch is set up, for a change
 	// between New and now; a write may be under way.
-	timer := time.NewTimer(w.debounce)
-	defer timer.Stop()
-	quiet := timer.C
+	q := newQuiet(w.debounce, 5*w.debounce)
+	defer q.timer.Stop()
+	q.after(w.debounce, q.maxWait)
+	tick := time.NewTicker(w.poll)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-fw.Events:
+		case ev, ok := <-fw.Events:
 			if !ok {
 				return w.runPoll(ctx, dir, "the watch ended")
 			}
-			timer.Reset(w.debounce)
-			quiet = timer.C
+			if w.matters(ev.Name) {
+				q.event()
+			}
 		case err, ok := <-fw.Errors:
 			if !ok {
 				return w.runPoll(ctx, dir, "the watch ended")
 			}
 			// An overflow loses events: look at the content soon.
 			w.log.Warn("config file watch error; checking the file", "dir", dir, "err", err)
-			timer.Reset(w.debounce)
-			quiet = timer.C
-		case <-quiet:
-			quiet = nil
-			if !w.look() {
-				// Look again before reporting: the event of a write in
-				// progress may not have arrived yet.
-				timer.Reset(w.debounce / 2)
-				quiet = timer.C
-			}
+			q.event()
+		case <-q.c:
+			q.fired()
+			w.check(fw, q)
+		case <-tick.C:
+			// The safety net, for events lost or never sent.
+			w.check(fw, q)
 		}
 	}
+}
+
+// check watches again what needs it, then looks at the file; when the
+// look wants another, q gives it.
+func (w *Watcher) check(fw *fsnotify.Watcher, q *quiet) {
+	w.rewatch(fw)
+	if !w.look() {
+		// Look again before reporting: the event of a write in progress
+		// may not have arrived yet. Events may put the look off, but by
+		// no more than a debounce, however busy the file.
+		q.after(w.debounce/2, w.debounce)
+	}
+}
+
+// matters tells whether an event about name may concern the file: the
+// file, a directory or symlink on the way to it, or one of the kubelet's
+// ..data and timestamped entries. Another file in the same directory,
+// such as an app's log written all the time, does not.
+func (w *Watcher) matters(name string) bool {
+	name = filepath.Clean(name)
+	return w.names[name] || strings.HasPrefix(filepath.Base(name), "..")
+}
+
+// rewatch watches the directories of the file's trail, again where a
+// directory was replaced or came back since it was watched (inotify
+// follows the inode, and drops the watch of a directory removed), and
+// stops watching those no longer on the trail. A directory that is
+// missing is left to an event or the next tick.
+func (w *Watcher) rewatch(fw *fsnotify.Watcher) {
+	t := trailOf(w.path)
+	w.names = t.names
+	live := make(map[string]bool)
+	for _, dir := range fw.WatchList() {
+		live[dir] = true
+	}
+	// Stat before the watch is added: a directory replaced in between is
+	// then seen as changed at the next check.
+	want := make(map[string]os.FileInfo)
+	var order []string
+	for _, dir := range t.dirs {
+		fi, err := os.Stat(dir)
+		if err != nil || sameAsOne(want, fi) {
+			// Missing, or wanted already under another name: inotify
+			// has one watch per directory.
+			continue
+		}
+		want[dir] = fi
+		order = append(order, dir)
+	}
+	// Drop first, so that a stale watch cannot stand in for a new one
+	// of the same directory under another name.
+	for dir, was := range w.watched {
+		if fi, ok := want[dir]; !ok || !live[dir] || !os.SameFile(was, fi) {
+			_ = fw.Remove(dir) // fails when inotify dropped it already
+			delete(w.watched, dir)
+			delete(live, dir)
+		}
+	}
+	for _, dir := range order {
+		if _, ok := w.watched[dir]; ok {
+			continue
+		}
+		if live[dir] {
+			_ = fw.Remove(dir) // set up before it was tracked
+		}
+		if err := w.addWatch(fw, dir); err != nil {
+			w.watchFailed(dir, dir == filepath.Dir(w.path), err)
+			continue
+		}
+		w.watched[dir] = want[dir]
+	}
+}
+
+// watchFailed logs that dir could not be watched: at debug level, but
+// once as a warning for the file's own directory when it exists, since
+// then a change is seen only at the next poll interval.
+func (w *Watcher) watchFailed(dir string, own bool, err error) {
+	if !own || w.warned || errors.Is(err, fs.ErrNotExist) {
+		w.log.Debug("cannot watch a directory on the way to the config file", "dir", dir, "err", err)
+		return
+	}
+	w.warned = true
+	w.log.Warn("cannot watch the config file's directory again; checking the file every poll interval",
+		"dir", dir, "file", w.path, "interval", w.poll.String(), "err", err)
+}
+
+// sameAsOne tells whether fi is the same directory as one in m.
+func sameAsOne(m map[string]os.FileInfo, fi os.FileInfo) bool {
+	for _, o := range m {
+		if os.SameFile(o, fi) {
+			return true
+		}
+	}
+	return false
+}
+
+// quiet is the debounce timer: it fires once events have stopped for
+// the debounce time, but no later than maxWait after the first of them,
+// so that a burst that never stops still gets a look.
+type quiet struct {
+	timer    *time.Timer
+	c        <-chan time.Time // the timer's channel when armed, else nil
+	debounce time.Duration
+	maxWait  time.Duration
+	deadline time.Time // the latest look for the burst under way, or zero
+}
+
+// newQuiet returns a quiet timer, not armed.
+func newQuiet(debounce, maxWait time.Duration) *quiet {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &quiet{timer: t, debounce: debounce, maxWait: maxWait}
+}
+
+// event arms the timer for an event of a burst.
+func (q *quiet) event() {
+	now := time.Now()
+	if q.deadline.IsZero() {
+		q.deadline = now.Add(q.maxWait)
+	}
+	q.arm(min(q.debounce, q.deadline.Sub(now)))
+}
+
+// after arms the timer to fire in d; events until then may put the firing
+// off until bound from now.
+func (q *quiet) after(d, bound time.Duration) {
+	q.deadline = time.Now().Add(bound)
+	q.arm(d)
+}
+
+// arm sets the timer to fire in d.
+func (q *quiet) arm(d time.Duration) {
+	q.timer.Reset(d)
+	q.c = q.timer.C
+}
+
+// fired disarms the timer once it fired; the burst is over.
+func (q *quiet) fired() {
+	q.c = nil
+	q.deadline = time.Time{}
 }
 
 // runPoll reads the file every poll interval, after saying once why.

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
 // Dir is a ConfigMap volume holding one file: a timestamped directory with
-// the file, a ..data symlink to it, and the file a symlink through ..data.
+// the file, a ..data symlink to it, and the file's first path component a
+// symlink through ..data.
 type Dir struct {
 	t    testing.TB
 	dir  string
@@ -20,15 +22,19 @@ type Dir struct {
 }
 
 // New makes a ConfigMap volume in a temporary directory with one file,
-// name, holding content.
+// name, holding content. name is the item's path and may have a
+// directory, as in "conf/config.yaml": the kubelet then puts the file in
+// conf in each timestamped directory and makes conf, not the file, the
+// symlink through ..data.
 func New(t testing.TB, name, content string) *Dir {
 	t.Helper()
-	d := &Dir{t: t, dir: t.TempDir(), name: name}
+	d := &Dir{t: t, dir: t.TempDir(), name: filepath.FromSlash(name)}
 	ts := d.version(content)
 	if err := os.Symlink(ts, filepath.Join(d.dir, "..data")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(filepath.Join("..data", name), d.Path()); err != nil {
+	top, _, _ := strings.Cut(d.name, string(filepath.Separator))
+	if err := os.Symlink(filepath.Join("..data", top), filepath.Join(d.dir, top)); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -43,10 +49,11 @@ func (d *Dir) version(content string) string {
 	d.t.Helper()
 	d.n++
 	ts := fmt.Sprintf("..2026_11_30_08_15_%02d.%09d", 10+d.n, 123456789+d.n)
-	if err := os.Mkdir(filepath.Join(d.dir, ts), 0o755); err != nil {
+	file := filepath.Join(d.dir, ts, d.name)
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		d.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(d.dir, ts, d.name), []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
 		d.t.Fatal(err)
 	}
 	return ts
