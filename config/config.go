@@ -3,7 +3,8 @@
 // Every OUTRIDER_* variable is parsed, defaulted and validated here, and all
 // bad values are reported together. Consul's own variables (CONSUL_HTTP_ADDR,
 // CONSUL_HTTP_TOKEN, the TLS ones…) are left to consul/api's DefaultConfig,
-// which reads them exactly as the Consul CLI does.
+// which reads them exactly as the Consul CLI does; only its two booleans
+// are checked here, since it takes a bad one without an error.
 package config
 
 import (
@@ -216,6 +217,12 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	c.Registry.Kind = r.oneOf("OUTRIDER_REGISTRY", RegistryConsul, RegistryConsul, RegistryNone)
 	c.Registry.CheckTTL = r.duration("OUTRIDER_CHECK_TTL", 15*time.Second, time.Second)
 	c.Registry.DeregisterCriticalAfter = r.duration("OUTRIDER_DEREGISTER_CRITICAL_AFTER", time.Minute, minDeregisterCritical)
+	// consul/api reads these two itself, and on a bad value only prints a
+	// warning and goes on without TLS, or with verification: a typo would
+	// change how outrider talks to Consul without a word.
+	for _, name := range []string{"CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY"} {
+		r.boolean(name, false)
+	}
 
 	c.Listen.Proxy = r.listen("OUTRIDER_PROXY_LISTEN", DefaultProxyListen, true)
 	c.Listen.Metrics = r.listen("OUTRIDER_METRICS_LISTEN", DefaultMetricsListen, false)

@@ -33,7 +33,7 @@ func (u unit) get(section, key string) string {
 var serviceKeys = map[string][]string{
 	"Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires", "BindsTo", "PartOf"},
 	"Service": {"Type", "EnvironmentFile", "Environment", "ExecStart", "ExecStop", "KillMode", "KillSignal",
-		"Restart", "RestartSec", "TimeoutStopSec", "User", "Group", "NoNewPrivileges", "CapabilityBoundingSet",
+		"Restart", "RestartSec", "TimeoutStopSec", "SuccessExitStatus", "User", "Group", "NoNewPrivileges", "CapabilityBoundingSet",
 		"AmbientCapabilities", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
 		"ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",
 		"RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute",
@@ -184,6 +184,8 @@ func TestSystemdUnitsParse(t *testing.T) {
 			if tc.wrap {
 				want["Service/ExecStart"] = "/usr/local/bin/outrider run -- $APP_COMMAND"
 				want["Service/KillMode"] = "mixed"
+				// The app's own end on the stop's SIGTERM is a clean stop.
+				want["Service/SuccessExitStatus"] = "143"
 			} else {
 				want["Service/ExecStart"] = "/usr/local/bin/outrider"
 				want["Service/ExecStop"] = "/usr/local/bin/outrider prestop"

@@ -116,6 +116,8 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 		return failed(ctx, start, what+": reading the body", err)
 	}
 	switch code := resp.StatusCode; {
+	case code >= 300 && code < 400 && resp.Header.Get("Location") == "":
+		return result(start, Success, "%s: %s", what, resp.Status)
 	case code >= 300 && code < 400:
 		return result(start, Success, "%s: %s (redirect to %s not followed)", what, resp.Status, resp.Header.Get("Location"))
 	case code >= 200 && code < 300:

@@ -279,3 +279,19 @@ func TestHTTPSProber(t *testing.T) {
 		})
 	}
 }
+
+func TestHTTPProber3xxWithoutLocation(t *testing.T) {
+	// A 304 or another 3xx without Location is a success that names no
+	// redirect.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNotModified)
+	}))
+	t.Cleanup(srv.Close)
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	got := probeWithin(p.probe, mustSpec(t, srv.URL+"/"), 10*time.Second)
+	checkResult(t, got, Success, "304 Not Modified")
+	if strings.Contains(got.Output, "redirect") {
+		t.Errorf("output = %q, want no redirect named", got.Output)
+	}
+}

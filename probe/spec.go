@@ -137,10 +137,35 @@ func ParseHeaders(raw string) (http.Header, error) {
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return nil, fmt.Errorf("item %d is not \"Name: value\"", n)
 		}
-		h.Add(name, strings.TrimSpace(value))
+		value = strings.TrimSpace(value)
+		if !validFieldName(name) {
+			return nil, fmt.Errorf("item %d has a name that is not a header field name (letters, digits and !#$%%&'*+-.^_`|~)", n)
+		}
+		if strings.ContainsFunc(value, isCTL) {
+			return nil, fmt.Errorf("item %d has a control character in its value", n)
+		}
+		h.Add(name, value)
 	}
 	return h, nil
 }
+
+// validFieldName reports whether name is an HTTP field name: a token
+// (RFC 9110 5.1).
+func validFieldName(name string) bool {
+	for _, c := range []byte(name) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return name != ""
+}
+
+// isCTL reports whether r is a control character other than a tab, which
+// a field value may not hold.
+func isCTL(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }
 
 func checkHostPort(hostport string) error {
 	if hostport == "" {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 
 	consul "github.com/hashicorp/consul/api"
 
@@ -90,7 +91,9 @@ func consulSettings(c *consul.Config) []config.Setting {
 		{Var: "CONSUL_HTTP_ADDR", Value: consulURL(c)},
 		{Var: "CONSUL_HTTP_TOKEN", Value: config.Secret(c.Token).String()},
 		{Var: "CONSUL_HTTP_TOKEN_FILE", Value: c.TokenFile},
+		{Var: "CONSUL_HTTP_SSL_VERIFY", Value: strconv.FormatBool(!c.TLSConfig.InsecureSkipVerify)},
 		{Var: "CONSUL_CACERT", Value: c.TLSConfig.CAFile},
+		{Var: "CONSUL_CAPATH", Value: c.TLSConfig.CAPath},
 		{Var: "CONSUL_CLIENT_CERT", Value: c.TLSConfig.CertFile},
 		{Var: "CONSUL_CLIENT_KEY", Value: c.TLSConfig.KeyFile},
 		{Var: "CONSUL_TLS_SERVER_NAME", Value: c.TLSConfig.Address},
