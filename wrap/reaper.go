@@ -72,8 +72,17 @@ func reapOld(seen map[zombie]time.Time, zombies []zombie, grace time.Duration, n
 }
 
 // zombieChildren lists the children of process parent that are zombies,
-// from /proc.
+// from /proc. /proc may show another PID namespace than outrider's (one
+// made without a /proc of its own, as a test does): /proc/self then gives
+// outrider's number there, and a child's NSpid its number in outrider's
+// namespace, the one wait takes.
 func zombieChildren(parent int) []zombie {
+	procParent := parent
+	if self, err := os.Readlink("/proc/self"); err == nil {
+		if n, err := strconv.Atoi(self); err == nil {
+			procParent = n
+		}
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -88,11 +97,38 @@ func zombieChildren(parent int) []zombie {
 		if err != nil {
 			continue // gone meanwhile
 		}
-		if ppid, state, start, ok := parseStat(stat); ok && ppid == parent && state == 'Z' {
-			zs = append(zs, zombie{pid: pid, start: start})
+		ppid, state, start, ok := parseStat(stat)
+		if !ok || ppid != procParent || state != 'Z' {
+			continue
 		}
+		if procParent != parent {
+			if pid = innermostPid(e.Name()); pid <= 0 {
+				continue
+			}
+		}
+		zs = append(zs, zombie{pid: pid, start: start})
 	}
 	return zs
+}
+
+// innermostPid reads the number of /proc/<name>'s process in its own, the
+// innermost, PID namespace: the last field of NSpid in its status.
+func innermostPid(name string) int {
+	status, err := os.ReadFile("/proc/" + name + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return 0
+			}
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return 0
 }
 
 // parseStat reads the parent pid, the state and the start time from the
