@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -103,28 +102,16 @@ func TestDrainReportsFinished(t *testing.T) {
 // drain starts is answered; the connection gets GOAWAY, and the drain ends
 // once the stream is done.
 func TestDrainHTTP2(t *testing.T) {
-	var protos http.Protocols
-	protos.SetUnencryptedHTTP2(true)
 	held, release := make(chan struct{}), make(chan struct{})
-	app := &http.Server{
-		Protocols: &protos,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/hold" {
-				close(held)
-				<-release
-			}
-			io.WriteString(w, "ok")
-		}),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-	tp := startProxy(t, ln.Addr().String(), nil)
-	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
-	t.Cleanup(client.CloseIdleConnections)
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			close(held)
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	tp := startProxy(t, app, nil)
+	client := h2cClient(t)
 
 	type answer struct {
 		code int
@@ -181,13 +168,11 @@ func TestDrainWithNothingLeftAtAnExpiredDeadline(t *testing.T) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if h2 {
-					var protos http.Protocols
-					protos.SetUnencryptedHTTP2(true)
-					tr := &http.Transport{Protocols: &protos}
-					if resp, err := (&http.Client{Transport: tr}).Get("http://" + tp.addr + "/"); err == nil {
+					c := h2cClient(t)
+					if resp, err := c.Get("http://" + tp.addr + "/"); err == nil {
 						resp.Body.Close()
 					}
-					tr.CloseIdleConnections()
+					c.CloseIdleConnections()
 				}
 				// The answer's last byte may reach the client before the
 				// proxy counts it as answered.

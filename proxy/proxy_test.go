@@ -1114,24 +1114,12 @@ func TestRateMeter(t *testing.T) {
 
 func TestH2C(t *testing.T) {
 	// A gRPC-style app: HTTP/2 cleartext only.
-	var protos http.Protocols
-	protos.SetUnencryptedHTTP2(true)
-	app := &http.Server{
-		Protocols: &protos,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			fmt.Fprintf(w, "%s %s %s xff=%s under=%s", r.Proto, r.Method, b, r.Header.Get("X-Forwarded-For"), r.Header.Get("X_Forwarded_For"))
-		}),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-
-	tp := startProxy(t, ln.Addr().String(), nil)
-	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s xff=%s under=%s", r.Proto, r.Method, b, r.Header.Get("X-Forwarded-For"), r.Header.Get("X_Forwarded_For"))
+	}))
+	tp := startProxy(t, app, nil)
+	client := h2cClient(t)
 	for range 3 {
 		req, _ := http.NewRequest("POST", "http://"+tp.addr+"/", strings.NewReader("ping"))
 		req.Header.Set("X_Forwarded_For", "6.6.6.6")
@@ -1156,36 +1144,23 @@ func TestH2CStreamCutShortIsCounted(t *testing.T) {
 	// An HTTP/2 stream whose answer is cut short, by the app failing
 	// mid-body or by the client resetting the stream, is counted (502 and
 	// 499) and leaves nothing in flight.
-	var protos http.Protocols
-	protos.SetUnencryptedHTTP2(true)
-	app := &http.Server{
-		Protocols: &protos,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			switch r.URL.Path {
-			case "/fail":
-				w.Header().Set("Content-Length", "100")
-				io.WriteString(w, "ten bytes!")
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fail":
+			w.Header().Set("Content-Length", "100")
+			io.WriteString(w, "ten bytes!")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case "/slow":
+			for range 200 {
+				io.WriteString(w, strings.Repeat("x", 1024))
 				w.(http.Flusher).Flush()
-				panic(http.ErrAbortHandler)
-			case "/slow":
-				for range 200 {
-					io.WriteString(w, strings.Repeat("x", 1024))
-					w.(http.Flusher).Flush()
-					time.Sleep(10 * time.Millisecond)
-				}
+				time.Sleep(10 * time.Millisecond)
 			}
-		}),
-		ErrorLog: log.New(io.Discard, "", 0),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go app.Serve(ln)
-	t.Cleanup(func() { app.Close() })
-	tp := startProxy(t, ln.Addr().String(), nil)
-	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
-	defer client.CloseIdleConnections()
+		}
+	}))
+	tp := startProxy(t, app, nil)
+	client := h2cClient(t)
 
 	for range 3 {
 		resp, err := client.Get("http://" + tp.addr + "/fail")
@@ -1216,6 +1191,32 @@ func TestH2CStreamCutShortIsCounted(t *testing.T) {
 	if got := tp.counts(t); got["GET 502"] != 3 || got["GET 499"] != 3 || len(got) != 2 {
 		t.Errorf("counts: got %v, want three GET 502 and three GET 499", got)
 	}
+}
+
+// startH2CApp serves handler over HTTP/2 cleartext only, as a gRPC app
+// without TLS does, and returns its address.
+func startH2CApp(t *testing.T, handler http.Handler) string {
+	t.Helper()
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	app := &http.Server{Protocols: &protos, Handler: handler, ErrorLog: log.New(io.Discard, "", 0)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	return ln.Addr().String()
+}
+
+// h2cClient speaks HTTP/2 cleartext with prior knowledge, as gRPC
+// clients do without TLS.
+func h2cClient(t *testing.T) *http.Client {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 30 * time.Second}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
 }
 
 // TestIdleAppConnectionHoldsNoBuffer: an app connection back in the pool
