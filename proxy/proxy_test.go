@@ -678,36 +678,24 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 			}
 		}
 	})
-	t.Run("1.0 keep-alive", func(t *testing.T) {
-		rc := dialRaw(t, tp.addr)
+	// keepAlive10 sends two HTTP/1.0 keep-alive requests on one
+	// connection; each answer must say the connection stays.
+	keepAlive10 := func(t *testing.T, addr string, wantCode int) {
+		rc := dialRaw(t, addr)
 		for range 2 {
 			rc.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
 			resp := rc.response("GET")
 			io.Copy(io.Discard, resp.Body)
-			if resp.StatusCode != 200 || resp.Header.Get("Connection") != "keep-alive" {
-				t.Errorf("got %d Connection=%q, want 200 keep-alive", resp.StatusCode, resp.Header.Get("Connection"))
+			if resp.StatusCode != wantCode || resp.Header.Get("Connection") != "keep-alive" {
+				t.Errorf("got %d Connection=%q, want %d keep-alive", resp.StatusCode, resp.Header.Get("Connection"), wantCode)
 			}
 		}
-	})
+	}
+	t.Run("1.0 keep-alive", func(t *testing.T) { keepAlive10(t, tp.addr, 200) })
 	t.Run("1.0 keep-alive with the proxy's own answer", func(t *testing.T) {
 		// The app is down: outrider's own 502 tells the 1.0 client the
 		// connection stays, as the app's answers do.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		down := ln.Addr().String()
-		ln.Close()
-		tp := startProxy(t, down, nil)
-		rc := dialRaw(t, tp.addr)
-		for range 2 {
-			rc.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-			resp := rc.response("GET")
-			io.Copy(io.Discard, resp.Body)
-			if resp.StatusCode != 502 || resp.Header.Get("Connection") != "keep-alive" {
-				t.Errorf("got %d Connection=%q, want 502 keep-alive", resp.StatusCode, resp.Header.Get("Connection"))
-			}
-		}
+		keepAlive10(t, startProxy(t, testbin.FreeAddr(t), nil).addr, 502)
 	})
 	t.Run("1.0 closes", func(t *testing.T) {
 		rc := dialRaw(t, tp.addr)
