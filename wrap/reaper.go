@@ -1,14 +1,13 @@
 package wrap
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // ReapOrphans reaps the zombies that the kernel hands to outrider when it
@@ -77,77 +76,33 @@ func reapOld(seen map[zombie]time.Time, zombies []zombie, grace time.Duration, n
 // outrider's number there, and a child's NSpid its number in outrider's
 // namespace, the one wait takes.
 func zombieChildren(parent int) []zombie {
-	procParent := parent
-	if self, err := os.Readlink("/proc/self"); err == nil {
-		if n, err := strconv.Atoi(self); err == nil {
-			procParent = n
-		}
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return nil
 	}
-	entries, err := os.ReadDir("/proc")
+	procParent := parent
+	if self, err := fs.Self(); err == nil {
+		procParent = self.PID
+	}
+	procs, err := fs.AllProcs()
 	if err != nil {
 		return nil
 	}
 	var zs []zombie
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+	for _, p := range procs {
+		st, err := p.Stat()
+		if err != nil || st.PPID != procParent || st.State != "Z" {
+			continue // gone meanwhile, or not a zombie child
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone meanwhile
-		}
-		ppid, state, start, ok := parseStat(stat)
-		if !ok || ppid != procParent || state != 'Z' {
-			continue
-		}
+		pid := p.PID
 		if procParent != parent {
-			if pid = innermostPid(e.Name()); pid <= 0 {
+			status, err := p.NewStatus()
+			if err != nil || len(status.NSpids) == 0 {
 				continue
 			}
+			pid = int(status.NSpids[len(status.NSpids)-1])
 		}
-		zs = append(zs, zombie{pid: pid, start: start})
+		zs = append(zs, zombie{pid: pid, start: st.Starttime})
 	}
 	return zs
-}
-
-// innermostPid reads the number of /proc/<name>'s process in its own, the
-// innermost, PID namespace: the last field of NSpid in its status.
-func innermostPid(name string) int {
-	status, err := os.ReadFile("/proc/" + name + "/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(status)) {
-		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				return 0
-			}
-			n, _ := strconv.Atoi(f[len(f)-1])
-			return n
-		}
-	}
-	return 0
-}
-
-// parseStat reads the parent pid, the state and the start time from the
-// contents of /proc/PID/stat. The command name, in parentheses, may hold
-// spaces and parentheses, so the fields are counted from its last ')'.
-func parseStat(stat []byte) (ppid int, state byte, start uint64, ok bool) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, 0, 0, false
-	}
-	// After the name: state (field 3), ppid (4), ..., starttime (22).
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 20 || len(f[0]) != 1 {
-		return 0, 0, 0, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	start, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, 0, false
-	}
-	return ppid, f[0][0], start, true
 }

@@ -212,27 +212,6 @@ func TestReapOldWaitsForOwnersAndForgetsWhatTheyReaped(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	tests := []struct {
-		stat      string
-		ppid      int
-		state     byte
-		start     uint64
-		wantValid bool
-	}{
-		{"42 (sleep) Z 1 42 42 0 -1 4194564 90 0 0 0 0 0 0 0 20 0 1 0 12345 0 0", 1, 'Z', 12345, true},
-		{"43 (a) b (c)) S 7 43 43 0 -1 4194564 90 0 0 0 0 0 0 0 20 0 1 0 99 0 0", 7, 'S', 99, true},
-		{"44 (x) Z 1", 0, 0, 0, false},
-		{"garbage", 0, 0, 0, false},
-	}
-	for _, tt := range tests {
-		ppid, state, start, ok := parseStat([]byte(tt.stat))
-		if ok != tt.wantValid || ppid != tt.ppid || state != tt.state || start != tt.start {
-			t.Errorf("parseStat(%q) = %d %q %d %v, want %d %q %d %v", tt.stat, ppid, state, start, ok, tt.ppid, tt.state, tt.start, tt.wantValid)
-		}
-	}
-}
-
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
