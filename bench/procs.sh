@@ -37,7 +37,10 @@ stop_scratch() {
 
 # nginx_conf writes $1/nginx.conf: nginx with $4 workers (and at most $5
 # open files each) on 127.0.0.1:$2, proxying to the app on 127.0.0.1:$3
-# with up to 64 idle keep-alive connections, everything under $1.
+# with up to 64 idle keep-alive connections, everything under $1. Like
+# outrider, it tells the app the client's address, scheme and Host in
+# X-Forwarded-For, -Proto and -Host: the app parses those fields, and a
+# peer that left them out would hand the app less work than a sidecar must.
 nginx_conf() {
 	local dir=$1 port=$2 app=$3 workers=$4 nofile=$5
 	mkdir -p "$dir/logs"
@@ -68,6 +71,9 @@ http {
             proxy_pass http://app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
         }
     }
 }

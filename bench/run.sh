@@ -293,6 +293,7 @@ start_haproxy() {
 	local cores=$1 key=haproxy:$1 port dir=$TMP/haproxy-$1 pid
 	take_port port
 	mkdir -p "$dir"
+	# X-Forwarded-For, -Proto and -Host, as outrider and nginx_conf send.
 	cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread $cores
@@ -308,6 +309,9 @@ defaults
 
 frontend bench
     bind 127.0.0.1:$port
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
     default_backend app
 
 backend app
@@ -327,7 +331,8 @@ start_caddy() {
 	take_port port
 	mkdir -p "$dir"
 	# No admin endpoint, no automatic HTTPS, HTTP/1.1 only (no UDP
-	# listener for HTTP/3), no access log (Caddy's default).
+	# listener for HTTP/3), no access log (Caddy's default). Its
+	# reverse_proxy sends X-Forwarded-For, -Proto and -Host by default.
 	cat >"$dir/Caddyfile" <<EOF
 {
 	admin off
