@@ -23,8 +23,8 @@ const (
 // link follows whether Consul answers: the state, the failures in a row
 // and when the outage began, and the delay before the next attempt.
 type link struct {
-	base, max time.Duration
-	rand      func() float64
+	base time.Duration
+	rand func() float64
 
 	mu        sync.Mutex
 	state     linkState
@@ -34,8 +34,8 @@ type link struct {
 	lastErrAt time.Time
 }
 
-func newLink(base, max time.Duration, rand func() float64) *link {
-	return &link{base: base, max: max, rand: rand, state: linkStarting}
+func newLink(base time.Duration, rand func() float64) *link {
+	return &link{base: base, rand: rand, state: linkStarting}
 }
 
 // linkChange is what a failure or a success did to the link.
@@ -46,8 +46,8 @@ type linkChange struct {
 }
 
 // fail records a failed request at now and returns the change and the
-// backoff before the next attempt.
-func (l *link) fail(err error, now time.Time) (linkChange, time.Duration) {
+// backoff before the next attempt, at most max.
+func (l *link) fail(err error, now time.Time, max time.Duration) (linkChange, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := linkChange{prev: l.state, state: classify(err)}
@@ -58,7 +58,7 @@ func (l *link) fail(err error, now time.Time) (linkChange, time.Duration) {
 	l.state = c.state
 	l.lastErr, l.lastErrAt = err.Error(), now
 	c.failures, c.downSince = l.failures, l.downSince
-	return c, backoff(l.failures, l.base, l.max, l.rand())
+	return c, backoff(l.failures, l.base, max, l.rand())
 }
 
 // succeed records an answer; the change carries the failures before it.

@@ -62,8 +62,9 @@ type Options struct {
 	Clock        Clock
 	// Rand returns a number in [0, 1) for the backoff jitter.
 	Rand func() float64
-	// BackoffBase and BackoffMax bound the retry delay while Consul fails;
-	// they default to 500ms and the heartbeat interval.
+	// BackoffBase and BackoffMax bound the retry delay while Consul fails.
+	// BackoffBase defaults to 500ms; BackoffMax, when 0, is the heartbeat
+	// interval and follows a reload of the TTL.
 	BackoffBase, BackoffMax time.Duration
 	// CallTimeout bounds one request to Consul; default 5s.
 	CallTimeout time.Duration
@@ -86,6 +87,7 @@ type Registrar struct {
 	clock       Clock
 	callTimeout time.Duration
 	stopTimeout time.Duration
+	backoffMax  time.Duration // 0: follow the TTL
 	m           *metrics
 
 	check *check
@@ -136,11 +138,8 @@ func New(agent Agent, svc Service, o Options) (*Registrar, error) {
 	if o.OnRegistered == nil {
 		o.OnRegistered = func(bool, string) {}
 	}
-	if o.BackoffMax <= 0 {
-		o.BackoffMax = svc.TTL / 3
-	}
 	if o.BackoffBase <= 0 {
-		o.BackoffBase = min(500*time.Millisecond, o.BackoffMax)
+		o.BackoffBase = 500 * time.Millisecond
 	}
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = 5 * time.Second
@@ -163,9 +162,10 @@ func New(agent Agent, svc Service, o Options) (*Registrar, error) {
 		clock:       o.Clock,
 		callTimeout: o.CallTimeout,
 		stopTimeout: o.StopTimeout,
+		backoffMax:  o.BackoffMax,
 		m:           m,
 		check:       &check{},
-		link:        newLink(o.BackoffBase, o.BackoffMax, o.Rand),
+		link:        newLink(o.BackoffBase, o.Rand),
 		maint:       &maintenance{known: true},
 		cond:        &condition{notify: o.OnRegistered},
 		op:          make(chan struct{}, 1),
@@ -183,6 +183,23 @@ func (r *Registrar) interval() time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.svc.TTL / 3
+}
+
+// retryMax is the longest wait between two attempts while Consul fails:
+// the heartbeat interval of the shorter of the TTL Consul holds and the
+// one a reload is about to send, so that no check expires between two
+// attempts, whatever the reload changed.
+func (r *Registrar) retryMax() time.Duration {
+	if r.backoffMax > 0 {
+		return r.backoffMax
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ttl := r.svc.TTL
+	if r.accepted.TTL > 0 {
+		ttl = min(ttl, r.accepted.TTL)
+	}
+	return ttl / 3
 }
 
 // Run registers the service, then heartbeats its check until ctx ends,
@@ -294,7 +311,7 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 		return 0 // stopping: the error is ours, not Consul's
 	}
 	r.m.errors.WithLabelValues(op).Inc()
-	c, wait := r.link.fail(err, r.clock.Now())
+	c, wait := r.link.fail(err, r.clock.Now(), r.retryMax())
 
 	r.mu.Lock()
 	registered, repairing, name := r.registered, r.pending == reasonRepair, r.svc.Name

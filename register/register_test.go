@@ -303,6 +303,58 @@ func TestBacksOffAndLogsOncePerStateChange(t *testing.T) {
 	}
 }
 
+func TestBackoffFollowsAReloadedTTL(t *testing.T) {
+	// A reload during an outage changes the TTL: the retries must come at
+	// least as often as the heartbeats of the shorter of the TTL Consul
+	// holds and the one to be sent, or a check could expire between two.
+	// Waits are 3/4 of the cap once capped, with jitter 0.5.
+	for _, tc := range []struct {
+		name       string
+		registered bool // Consul took the registration before the outage
+		ttl        time.Duration
+		want       time.Duration
+	}{
+		{name: "down since the start, shorter TTL", ttl: 3 * time.Second, want: 750 * time.Millisecond},
+		{name: "down since the start, longer TTL", ttl: time.Minute, want: 15 * time.Second},
+		{name: "down after a registration, shorter TTL", registered: true, ttl: 3 * time.Second, want: 750 * time.Millisecond},
+		{name: "down after a registration, longer TTL, consul holds the shorter", registered: true, ttl: time.Minute, want: 3750 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 0.5)
+			h.consul.setDown(!tc.registered)
+			h.start()
+			d := h.clock.NextWait(t).D
+			h.consul.setDown(true)
+			for range 8 {
+				d = h.step(d)
+			}
+			if d != 3750*time.Millisecond {
+				t.Fatalf("wait while consul is down = %s, want 3.75s, capped by the TTL of 15s", d)
+			}
+
+			reloaded := testService()
+			reloaded.TTL = tc.ttl
+			if err := h.r.Update(reloaded); err != nil {
+				t.Fatalf("Update: %v", err)
+			}
+			// The reload is tried at once; its failure and the ones after it
+			// wait for the new cap.
+			got := []time.Duration{h.clock.NextWait(t).D}
+			for range 2 {
+				got = append(got, h.step(got[len(got)-1]))
+			}
+			if want := []time.Duration{tc.want, tc.want, tc.want}; !slices.Equal(got, want) {
+				t.Errorf("waits after reloading a TTL of %s = %v, want %v", tc.ttl, got, want)
+			}
+
+			h.consul.setDown(false)
+			if d := h.step(got[len(got)-1]); d != tc.ttl/3 {
+				t.Errorf("wait once consul answers = %s, want the new heartbeat %s", d, tc.ttl/3)
+			}
+		})
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	base, maxWait := 500*time.Millisecond, 5*time.Second
 	for _, tc := range []struct {
