@@ -2,6 +2,7 @@ package register
 
 import (
 	"errors"
+	"net"
 
 	consul "github.com/hashicorp/consul/api"
 )
@@ -20,4 +21,17 @@ type Agent interface {
 func isNotFound(err error) bool {
 	var se consul.StatusError
 	return errors.As(err, &se) && se.Code == 404
+}
+
+// notTaken reports whether err shows that Consul did not take a request:
+// outrider could not connect, or Consul refused it with a 4xx. Any other
+// failure (a timeout, a cut connection, a 5xx) may have come after Consul
+// took it.
+func notTaken(err error) bool {
+	var se consul.StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 400 && se.Code < 500
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }

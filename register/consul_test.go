@@ -3,6 +3,7 @@ package register
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/clock"
 	"github.com/outrider-sidecar/outrider/internal/consultest"
+	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/probe"
 )
 
@@ -200,5 +202,53 @@ func TestWrongTokenAgainstConsul(t *testing.T) {
 	var se consul.StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusForbidden {
 		t.Errorf("error = %v, want Consul's 403", err)
+	}
+	if !notTaken(err) {
+		t.Errorf("notTaken(%v) = false, want true: Consul refused the registration", err)
+	}
+}
+
+// TestNotTaken checks, with consul/api's own errors, which failures of a
+// registration prove that Consul does not hold it.
+func TestNotTaken(t *testing.T) {
+	reg := &consul.AgentServiceRegistration{ID: "web-1", Name: "web"}
+	for _, tc := range []struct {
+		name string
+		err  func(t *testing.T) error
+		want bool
+	}{
+		{name: "nothing listens", want: true, err: func(t *testing.T) error {
+			a := newClient(t, &consul.Config{Address: testbin.FreeAddr(t)}).Agent()
+			return a.ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{})
+		}},
+		{name: "refused with a 4xx", want: true, err: func(*testing.T) error {
+			return consul.StatusError{Code: http.StatusBadRequest, Body: "Invalid Service Meta"}
+		}},
+		{name: "a 5xx", want: false, err: func(*testing.T) error {
+			return consul.StatusError{Code: http.StatusInternalServerError, Body: "No cluster leader"}
+		}},
+		{name: "no answer after the request arrived", want: false, err: func(t *testing.T) error {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+				// Read whole, so that the server notices the client leave.
+				_, _ = io.Copy(io.Discard, r.Body)
+				cancel()
+				<-r.Context().Done()
+			}))
+			t.Cleanup(srv.Close)
+			a := newClient(t, &consul.Config{Address: srv.URL}).Agent()
+			return a.ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{}.WithContext(ctx))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.err(t)
+			if err == nil {
+				t.Fatalf("registration succeeded, want an error")
+			}
+			if got := notTaken(err); got != tc.want {
+				t.Errorf("notTaken(%v) = %t, want %t", err, got, tc.want)
+			}
+		})
 	}
 }

@@ -13,8 +13,9 @@ const criticalTimeout = 2 * time.Second
 
 // Deregister sets the check critical, removes the service from Consul
 // through the agent API (a catalog delete would be undone by the agent's
-// anti-entropy) and stops every later heartbeat and repair. Calling it
-// again is harmless.
+// anti-entropy) and stops every later heartbeat and repair. It sends
+// nothing when Consul never took a registration. Calling it again is
+// harmless.
 func (r *Registrar) Deregister(ctx context.Context) error {
 	// Stop repairs first, so that a step in flight cannot bring it back.
 	r.mu.Lock()
@@ -29,9 +30,18 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	defer r.unlock()
 
 	r.mu.Lock()
-	done, id := r.deregistered, r.id
+	done, id, held := r.deregistered, r.id, r.mayHold
+	if !held {
+		// Consul was unreachable or refused the instance since the start:
+		// there is nothing to deregister, and nothing for it to reap.
+		r.deregistered = true
+	}
 	r.mu.Unlock()
 	if done {
+		return nil
+	}
+	if !held {
+		r.log.Info("nothing to deregister: consul never took the registration", "service_id", id)
 		return nil
 	}
 	// Critical first: a watcher that reads the health before the

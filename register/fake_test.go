@@ -1,9 +1,11 @@
 package register
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,7 +19,8 @@ import (
 
 // fakeConsul is an in-memory Consul agent: it implements Agent, keeps
 // what was registered, and can be told to drop its state, fail every
-// request as if unreachable, or answer with an error code.
+// request as if unreachable, answer with an error code, or take a
+// registration and lose its answer.
 type fakeConsul struct {
 	mu       sync.Mutex
 	services map[string]consul.AgentServiceRegistration
@@ -29,6 +32,8 @@ type fakeConsul struct {
 	body     string
 	regCode  int // when not 0, answer registrations with it
 	mntCode  int // when not 0, answer maintenance requests with it
+	// lostAnswers makes registrations time out after the fake took them.
+	lostAnswers bool
 	// aliveBeats counts the updates of liveness checks, which calls leaves out.
 	aliveBeats int
 	// hanging, when set, receives every check update, which then hangs
@@ -89,6 +94,9 @@ func (f *fakeConsul) ServiceRegisterOpts(reg *consul.AgentServiceRegistration, _
 		if _, ok := f.checks[c.CheckID]; !ok {
 			f.checks[c.CheckID] = fakeCheck{Status: c.Status}
 		}
+	}
+	if f.lostAnswers {
+		return &url.Error{Op: "Put", URL: fakeAddr + "/v1/agent/service/register", Err: context.DeadlineExceeded}
 	}
 	return nil
 }
@@ -194,6 +202,13 @@ func (f *fakeConsul) hangUpdates() <-chan struct{} {
 	defer f.mu.Unlock()
 	f.hanging = make(chan struct{}, 10)
 	return f.hanging
+}
+
+// loseRegisterAnswers makes registrations time out after the fake took them.
+func (f *fakeConsul) loseRegisterAnswers() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lostAnswers = true
 }
 
 func (f *fakeConsul) setMaintenanceError(code int) {

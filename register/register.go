@@ -107,6 +107,7 @@ type Registrar struct {
 	accepted     Service // the last registration Consul took
 	pending      string  // registration reason to send, "" when none
 	registered   bool
+	mayHold      bool // Consul took a registration, or may have (see notTaken)
 	deregistered bool
 	stopped      bool
 	cancelStep   context.CancelFunc // cancels the step in flight

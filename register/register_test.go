@@ -509,8 +509,62 @@ func TestRunDeregistersWhenItsContextEnds(t *testing.T) {
 	}
 }
 
+func TestStopDeregistersOnlyWhatConsulMayHold(t *testing.T) {
+	// An instance Consul never took has nothing to deregister, and no
+	// error to report when Consul is still away at the stop; one it took,
+	// or may have taken, is deregistered as ever.
+	messages := []string{"nothing to deregister", "could not deregister", "deregistered from consul"}
+	for _, tc := range []struct {
+		name   string
+		before func(*fakeConsul) // before the start
+		after  func(*fakeConsul) // after the first step
+		// wantLog is the one of messages logged at the stop.
+		wantLog string
+	}{
+		{name: "unreachable since the start", before: func(f *fakeConsul) { f.setDown(true) },
+			wantLog: "nothing to deregister"},
+		{name: "token refused since the start", before: func(f *fakeConsul) { f.setError(403, "ACL not found") },
+			wantLog: "nothing to deregister"},
+		{name: "registered, then unreachable", after: func(f *fakeConsul) { f.setDown(true) },
+			wantLog: "could not deregister"},
+		{name: "taken, but the answer lost", before: (*fakeConsul).loseRegisterAnswers,
+			wantLog: "deregistered from consul"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 0.5)
+			if tc.before != nil {
+				tc.before(h.consul)
+			}
+			h.start()
+			d := h.clock.NextWait(t).D
+			if tc.after != nil {
+				tc.after(h.consul)
+			}
+			for range 3 {
+				d = h.step(d)
+			}
+			if err := h.stop(); err != nil {
+				t.Errorf("Run returned %v, want nil", err)
+			}
+			for _, m := range messages {
+				want := 0
+				if m == tc.wantLog {
+					want = 1
+				}
+				if got := h.log.Count(m); got != want {
+					t.Errorf("logged %q %d times at the stop, want %d", m, got, want)
+				}
+			}
+		})
+	}
+}
+
 func TestDeregisterOfAnUnknownServiceSucceeds(t *testing.T) {
 	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	h.consul.lose()
+	h.consul.takeCalls()
 	if err := h.r.Deregister(context.Background()); err != nil {
 		t.Errorf("Deregister of a service consul does not have: %v, want nil", err)
 	}
@@ -519,6 +573,8 @@ func TestDeregisterOfAnUnknownServiceSucceeds(t *testing.T) {
 
 func TestDeregisterReportsConsulErrors(t *testing.T) {
 	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
 	h.consul.setError(500, "boom")
 	err := h.r.Deregister(context.Background())
 	if err == nil || !strings.Contains(err.Error(), `deregister service "web-1" from consul at http://127.0.0.1:`) ||

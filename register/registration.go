@@ -58,13 +58,18 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
 	if err := r.agent.ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{}.WithContext(cctx)); err != nil {
+		if !notTaken(err) {
+			r.mu.Lock()
+			r.mayHold = true
+			r.mu.Unlock()
+		}
 		return fmt.Errorf("register service %q with consul at %s: %w", svc.ID, r.addr, err)
 	}
 	r.m.registrations.WithLabelValues(reason).Inc()
 	r.m.registered.Set(1)
 
 	r.mu.Lock()
-	r.registered = true
+	r.registered, r.mayHold = true, true
 	r.accepted = svc
 	if r.pending == reason {
 		r.pending = ""
