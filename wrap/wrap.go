@@ -5,13 +5,13 @@
 package wrap
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -101,23 +101,22 @@ func (c *Child) Signal(sig os.Signal) error {
 	return nil
 }
 
-// Stop sends the child SIGTERM, waits up to timeout for it to exit, then
-// kills its whole process group, and waits for it. It reports whether the
-// kill was needed.
-func (c *Child) Stop(timeout time.Duration) (killed bool) {
+// Stop sends the child SIGTERM and waits for it to exit until ctx is done,
+// then kills its whole process group, and waits for it. It reports whether
+// the kill was needed. ctx's deadline is the app's time to stop; cancelling
+// ctx cuts that time short.
+func (c *Child) Stop(ctx context.Context) (killed bool) {
 	if c.Exited() {
 		c.killGroup()
 		return false
 	}
 	_ = c.Signal(syscall.SIGTERM)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
 	select {
 	case <-c.done:
 		// Whatever it left running in its group goes with it.
 		c.killGroup()
 		return false
-	case <-t.C:
+	case <-ctx.Done():
 	}
 	c.killGroup()
 	<-c.done

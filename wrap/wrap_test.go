@@ -21,8 +21,15 @@ func startSh(t *testing.T, script string) (*Child, *testlog.Buffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Stop(time.Second) })
+	t.Cleanup(func() { stop(c, time.Second) })
 	return c, out
+}
+
+// stop stops c, giving it timeout to exit.
+func stop(c *Child, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.Stop(ctx)
 }
 
 func waitExit(t *testing.T, c *Child) (int, string) {
@@ -84,7 +91,7 @@ func TestStop(t *testing.T) {
 	t.Run("exits on SIGTERM", func(t *testing.T) {
 		c, out := startSh(t, `trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
 		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
-		if killed := c.Stop(5 * time.Second); killed {
+		if killed := stop(c, 5*time.Second); killed {
 			t.Errorf("Stop: killed a child that exits on SIGTERM")
 		}
 		if code, _ := c.Status(); code != 0 {
@@ -96,7 +103,7 @@ func TestStop(t *testing.T) {
 		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
 		grandchild, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out.String(), "ready ")))
 		start := time.Now()
-		if killed := c.Stop(300 * time.Millisecond); !killed {
+		if killed := stop(c, 300*time.Millisecond); !killed {
 			t.Errorf("Stop: got no kill, want SIGKILL after the timeout")
 		}
 		if d := time.Since(start); d < 300*time.Millisecond {
@@ -107,6 +114,27 @@ func TestStop(t *testing.T) {
 		}
 		// The grandchild was in the group, so it was killed too.
 		waitFor(t, func() bool { return syscall.Kill(grandchild, 0) != nil || isZombie(grandchild) })
+	})
+	t.Run("ignores SIGTERM: a cancelled wait kills the group at once", func(t *testing.T) {
+		c, out := startSh(t, `trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done`)
+		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		killed := make(chan bool, 1)
+		go func() { killed <- c.Stop(ctx) }()
+		waitFor(t, func() bool { return strings.Contains(out.String(), "got TERM") })
+		cancel()
+		select {
+		case k := <-killed:
+			if !k {
+				t.Errorf("Stop: got no kill, want SIGKILL once the wait was cancelled")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Stop still waits 5s after its context was cancelled")
+		}
+		if code, how := c.Status(); code != 137 {
+			t.Errorf("status: got %d (%s), want 137", code, how)
+		}
 	})
 }
 

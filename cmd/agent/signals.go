@@ -93,39 +93,71 @@ func (a *agent) superviseChild(sigs <-chan os.Signal, stop <-chan struct{}) erro
 	for {
 		select {
 		case sig := <-sigs:
-			switch {
-			case !isStop(sig):
-				if err := child.Signal(sig); err != nil {
-					a.log.Warn("could not pass a signal on to the app", "signal", signalName(sig), "err", err)
-				}
-			default:
+			if isStop(sig) {
 				done = a.stopSignal(sig, &first, "stopping the app", "app_pid", child.Pid())
+			} else {
+				a.passOn(child, sig)
 			}
 		case <-done:
-			return a.stopChild(child, a.drain.Report().Aborted)
+			return a.stopChild(child, sigs, a.drain.Report().Aborted)
 		case <-child.Done():
 			return a.childExited(child, done)
 		case <-stop:
-			a.stopChild(child, false)
+			a.stopChild(child, sigs, false)
 			return nil
 		}
 	}
 }
 
+// passOn sends sig on to the app.
+func (a *agent) passOn(child *wrap.Child, sig os.Signal) {
+	if err := child.Signal(sig); err != nil {
+		a.log.Warn("could not pass a signal on to the app", "signal", signalName(sig), "err", err)
+	}
+}
+
 // stopChild stops the app after the drain and returns its exit status; a
-// drain cut short never exits 0.
-func (a *agent) stopChild(child *wrap.Child, aborted bool) error {
+// drain cut short never exits 0. While the app has its time to stop,
+// signals still count: SIGTERM or SIGINT again kills the app's group at
+// once, as a second one cuts the drain short; the others are passed on.
+func (a *agent) stopChild(child *wrap.Child, sigs <-chan os.Signal, aborted bool) error {
 	timeout := a.cfg.Drain.AppStopTimeout
 	a.log.Info("stopping the app", "app_pid", child.Pid(), "signal", "SIGTERM", "timeout", timeout)
-	killed := child.Stop(timeout)
+	ctx, cut := context.WithTimeout(context.Background(), timeout)
+	defer cut()
+	stopped := make(chan bool, 1)
+	// Stop blocks until the app is gone; the loop below hears signals
+	// meanwhile and waits for it.
+	go func() { stopped <- child.Stop(ctx) }()
+	var killed bool
+	var cutBy os.Signal
+	for waiting := true; waiting; {
+		select {
+		case killed = <-stopped:
+			waiting = false
+		case sig := <-sigs:
+			switch {
+			case !isStop(sig):
+				a.passOn(child, sig)
+			case cutBy == nil:
+				cutBy = sig
+				a.log.Warn("signal received while the app stops: killing its process group now",
+					"signal", signalName(sig), "app_pid", child.Pid())
+				cut()
+			}
+		}
+	}
 	code, how := child.Status()
-	if killed {
+	if killed && cutBy == nil {
 		a.log.Warn("the app did not stop in time: killed its process group", "app_pid", child.Pid(),
 			"timeout", timeout, "how", how)
 	} else {
 		a.log.Info("the app stopped", "how", how)
 	}
 	reason := "the app " + how
+	if killed && cutBy != nil {
+		reason += ", at a further " + signalName(cutBy)
+	}
 	if aborted && code == 0 {
 		code, reason = exitFailed, reason+", after a drain cut short by a second signal"
 	}
@@ -149,7 +181,7 @@ func (a *agent) childExited(child *wrap.Child, draining <-chan struct{}) error {
 		}
 		cancel()
 	}
-	child.Stop(0) // whatever it left in its process group goes too
+	child.Stop(context.Background()) // whatever it left in its process group goes too
 	return stopStatus{code, "the app " + how}
 }
 

@@ -178,6 +178,63 @@ func TestWrapForwardsSignals(t *testing.T) {
 	}
 }
 
+// TestWrapSignalDuringAppStop: while outrider gives an app that ignores
+// SIGTERM its OUTRIDER_APP_STOP_TIMEOUT, a further SIGTERM or SIGINT kills
+// the app's group at once, and other signals still reach the app.
+func TestWrapSignalDuringAppStop(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		sig      syscall.Signal
+		wantCode int
+	}{
+		{"SIGTERM again: killed at once", syscall.SIGTERM, 128 + int(syscall.SIGKILL)},
+		{"SIGINT (Ctrl-C twice): killed at once", syscall.SIGINT, 128 + int(syscall.SIGKILL)},
+		{"SIGUSR1: passed on to the app", syscall.SIGUSR1, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			script := `trap 'echo app-got-term' TERM; trap 'exit 7' USR1; echo app-ready $$; while :; do sleep 0.05; done`
+			p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+				"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), "OUTRIDER_DRAIN_DELAY=0s", "OUTRIDER_APP_STOP_TIMEOUT=60s"},
+				"run", "--", "/bin/sh", "-c", script)
+			var ready string
+			regEventually(t, 20*time.Second, "the app started", func() (bool, string) {
+				ready = outputLine(p.Output(), "app-ready ")
+				return ready != "", "no app-ready line"
+			})
+			// Should outrider leave the app behind, the app must not
+			// outlive the test: it holds the output pipe open.
+			if app, err := strconv.Atoi(strings.TrimPrefix(ready, "app-ready ")); err == nil {
+				t.Cleanup(func() { _ = syscall.Kill(-app, syscall.SIGKILL) })
+			}
+			p.Signal(syscall.SIGTERM)
+			regEventually(t, 10*time.Second, "the app got SIGTERM after the drain", func() (bool, string) {
+				return outputLine(p.Output(), "app-got-term") != "", "no app-got-term line"
+			})
+			p.Signal(tt.sig)
+			// Far less than the 60s the app has to stop.
+			if code := p.Wait(10 * time.Second); code != tt.wantCode {
+				t.Errorf("exit status: got %d, want %d", code, tt.wantCode)
+			}
+		})
+	}
+}
+
+// outputLine returns the first line of out that starts with prefix, or "".
+// A marker is matched at the start of a line because outrider's log
+// quotes the app's command, markers and all.
+func outputLine(out, prefix string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	return ""
+}
+
 // TestWrapAsPID1ReapsOrphans: as PID 1 of a new PID namespace (a
 // container's entrypoint), outrider reaps the orphans the kernel hands it.
 // The app's shell leaves a short-lived orphan behind; it must turn zombie
