@@ -139,6 +139,7 @@ func (r *reloader) reload(trigger string) {
 	r.total.WithLabelValues("success").Inc()
 	r.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
 	r.log.Info("config reloaded", "trigger", trigger, "file", file, "changed", changed)
+	logWarnings(r.log, next)
 }
 
 // reloadable is cur with the settings that may change at run time taken

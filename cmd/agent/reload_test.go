@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +90,67 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 			t.Errorf("drain timeout in force = %q, want 3s", got)
 		}
 	})
+}
+
+// TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod: a reload checks the
+// drain timings against OUTRIDER_GRACE_PERIOD as start-up does, and warns
+// while they do not fit.
+func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	write := func(content string) {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": file, "OUTRIDER_GRACE_PERIOD": "30s"}
+	getenv := func(k string) string { return env[k] }
+	write("drain_timeout: 10s\n")
+	cfg, err := config.LoadWithFile(getenv, "host1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testlog.Buffer{}
+	a := newAgent(cfg, newLogger(cfg.Log, new(slog.LevelVar), logs))
+	a.getenv = getenv
+	r, err := newReloader(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	steps := []struct {
+		name string
+		file string
+		// warn is the warning the reload must log, "" for none.
+		warn string
+	}{
+		{"fits exactly: no warning", "drain_timeout: 15s\n", ""},
+		{"outgrows the grace period", "drain_timeout: 25s\n",
+			"configuration: OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 40s does not fit in OUTRIDER_GRACE_PERIOD (30s): "},
+		{"fits again", "drain_delay: 1s\ndrain_timeout: 15s\n", ""},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			before := len(logs.String())
+			write(s.file)
+			r.reload("test")
+			var warns []string
+			for line := range strings.Lines(logs.String()[before:]) {
+				var entry struct{ Level, Msg string }
+				if err := json.Unmarshal([]byte(line), &entry); err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				if entry.Level == "WARN" {
+					warns = append(warns, entry.Msg)
+				}
+			}
+			switch {
+			case s.warn == "" && len(warns) > 0:
+				t.Errorf("got warnings %q, want none", warns)
+			case s.warn != "" && (len(warns) != 1 || !strings.HasPrefix(warns[0], s.warn)):
+				t.Errorf("got warnings %q, want one starting %q", warns, s.warn)
+			}
+		})
+	}
 }
 
 func TestReloadMetricsLint(t *testing.T) {

@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"runtime/metrics"
 
+	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/internal/version"
 )
 
@@ -40,8 +42,14 @@ func (a *agent) logStart(mode string, attrs ...any) {
 	a.log.Info("outrider started", append([]any{"mode", mode, "version", version.Version, "service_id", cfg.Service.ID,
 		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String(),
 		"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gogc()}, attrs...)...)
+	logWarnings(a.log, cfg)
+}
+
+// logWarnings logs every warning of cfg, at start-up and after each
+// reload: a reload may change the drain timings the warnings check.
+func logWarnings(log *slog.Logger, cfg config.Config) {
 	for _, w := range cfg.Warnings() {
-		a.log.Warn("configuration: " + w)
+		log.Warn("configuration: " + w)
 	}
 }
 
