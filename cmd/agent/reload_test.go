@@ -21,23 +21,8 @@ import (
 // drain-timings hook hears of new timings only, the log level follows the
 // file, and a bad file changes nothing and is counted.
 func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "outrider.yaml")
-	write := func(content string) {
-		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": file, "OUTRIDER_DRAIN_DELAY": "7s"}
-	getenv := func(k string) string { return env[k] }
-	write("drain_timeout: 20s\n")
-	cfg, err := config.LoadWithFile(getenv, "host1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &testlog.Buffer{}
-	level := new(slog.LevelVar)
-	a := newAgent(cfg, newLogger(cfg.Log, level, logs))
-	a.logLevel, a.getenv = level, getenv
+	a, _, write := reloadingAgent(t, map[string]string{"OUTRIDER_DRAIN_DELAY": "7s"}, "drain_timeout: 20s\n")
+	level := a.logLevel
 	type timings struct{ delay, timeout time.Duration }
 	var heard []timings
 	a.onDrainTimings = func(delay, timeout time.Duration) { heard = append(heard, timings{delay, timeout}) }
@@ -96,22 +81,7 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 // drain timings against OUTRIDER_GRACE_PERIOD as start-up does, and warns
 // while they do not fit.
 func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "outrider.yaml")
-	write := func(content string) {
-		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": file, "OUTRIDER_GRACE_PERIOD": "30s"}
-	getenv := func(k string) string { return env[k] }
-	write("drain_timeout: 10s\n")
-	cfg, err := config.LoadWithFile(getenv, "host1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &testlog.Buffer{}
-	a := newAgent(cfg, newLogger(cfg.Log, new(slog.LevelVar), logs))
-	a.getenv = getenv
+	a, logs, write := reloadingAgent(t, map[string]string{"OUTRIDER_GRACE_PERIOD": "30s"}, "drain_timeout: 10s\n")
 	r, err := newReloader(a)
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +121,31 @@ func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reloadingAgent makes an agent whose config file (first holding content)
+// and environment (env, without a registry) tests reload in process. It
+// returns the agent, its log and a function that rewrites the file.
+func reloadingAgent(t *testing.T, env map[string]string, content string) (*agent, *testlog.Buffer, func(string)) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	write := func(content string) {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env["OUTRIDER_REGISTRY"], env["OUTRIDER_CONFIG_FILE"] = "none", file
+	getenv := func(k string) string { return env[k] }
+	write(content)
+	cfg, err := config.LoadWithFile(getenv, "host1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testlog.Buffer{}
+	level := new(slog.LevelVar)
+	a := newAgent(cfg, newLogger(cfg.Log, level, logs))
+	a.logLevel, a.getenv = level, getenv
+	return a, logs, write
 }
 
 func TestReloadMetricsLint(t *testing.T) {
