@@ -21,15 +21,11 @@ import (
 // drain-timings hook hears of new timings only, the log level follows the
 // file, and a bad file changes nothing and is counted.
 func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
-	a, _, write := reloadingAgent(t, map[string]string{"OUTRIDER_DRAIN_DELAY": "7s"}, "drain_timeout: 20s\n")
-	level := a.logLevel
+	r, _, write := reloadingAgent(t, map[string]string{"OUTRIDER_DRAIN_DELAY": "7s"}, "drain_timeout: 20s\n")
+	a, level := r.a, r.a.logLevel
 	type timings struct{ delay, timeout time.Duration }
 	var heard []timings
 	a.onDrainTimings = func(delay, timeout time.Duration) { heard = append(heard, timings{delay, timeout}) }
-	r, err := newReloader(a)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	steps := []struct {
 		name      string
@@ -81,11 +77,7 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 // drain timings against OUTRIDER_GRACE_PERIOD as start-up does, and warns
 // while they do not fit.
 func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
-	a, logs, write := reloadingAgent(t, map[string]string{"OUTRIDER_GRACE_PERIOD": "30s"}, "drain_timeout: 10s\n")
-	r, err := newReloader(a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, logs, write := reloadingAgent(t, map[string]string{"OUTRIDER_GRACE_PERIOD": "30s"}, "drain_timeout: 10s\n")
 
 	steps := []struct {
 		name string
@@ -125,8 +117,9 @@ func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
 
 // reloadingAgent makes an agent whose config file (first holding content)
 // and environment (env, without a registry) tests reload in process. It
-// returns the agent, its log and a function that rewrites the file.
-func reloadingAgent(t *testing.T, env map[string]string, content string) (*agent, *testlog.Buffer, func(string)) {
+// returns the agent's reloader, its log and a function that rewrites the
+// file.
+func reloadingAgent(t *testing.T, env map[string]string, content string) (*reloader, *testlog.Buffer, func(string)) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "outrider.yaml")
 	write := func(content string) {
@@ -145,7 +138,11 @@ func reloadingAgent(t *testing.T, env map[string]string, content string) (*agent
 	level := new(slog.LevelVar)
 	a := newAgent(cfg, newLogger(cfg.Log, level, logs))
 	a.logLevel, a.getenv = level, getenv
-	return a, logs, write
+	r, err := newReloader(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, logs, write
 }
 
 func TestReloadMetricsLint(t *testing.T) {
