@@ -462,7 +462,7 @@ func TestAppClosesMidResponse(t *testing.T) {
 }
 
 func TestAppDown(t *testing.T) {
-	tp := startProxy(t, testbin.FreeAddr(t), nil)
+	tp := startProxy(t, testbin.RefusingAddr(t), nil)
 	resp, err := newClient().Get("http://" + tp.addr + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -695,7 +695,7 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 	t.Run("1.0 keep-alive with the proxy's own answer", func(t *testing.T) {
 		// The app is down: outrider's own 502 tells the 1.0 client the
 		// connection stays, as the app's answers do.
-		keepAlive10(t, startProxy(t, testbin.FreeAddr(t), nil).addr, 502)
+		keepAlive10(t, startProxy(t, testbin.RefusingAddr(t), nil).addr, 502)
 	})
 	t.Run("1.0 closes", func(t *testing.T) {
 		rc := dialRaw(t, tp.addr)

@@ -218,7 +218,7 @@ func TestNotTaken(t *testing.T) {
 		want bool
 	}{
 		{name: "nothing listens", want: true, err: func(t *testing.T) error {
-			a := newClient(t, &consul.Config{Address: testbin.FreeAddr(t)}).Agent()
+			a := newClient(t, &consul.Config{Address: testbin.RefusingAddr(t)}).Agent()
 			return a.ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{})
 		}},
 		{name: "refused with a 4xx", want: true, err: func(*testing.T) error {

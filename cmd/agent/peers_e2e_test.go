@@ -48,7 +48,7 @@ func TestPeersE2E(t *testing.T) {
 	outrider := startOutrider(t, 10*time.Second,
 		"OUTRIDER_REGISTRY=consul",
 		"OUTRIDER_SERVICE_NAME=peers-e2e", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1",
-		"OUTRIDER_APP_ADDR="+testbin.FreeAddr(t), // no app: outrider's own instance stays critical
+		"OUTRIDER_APP_ADDR="+testbin.RefusingAddr(t), // no app: outrider's own instance stays critical
 		"CONSUL_HTTP_ADDR="+srv.URL(),
 	)
 	peersURL := outrider.admin + "/v1/peers/"

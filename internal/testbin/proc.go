@@ -115,3 +115,25 @@ func FreeAddr(t testing.TB) string {
 	t.Helper()
 	return "127.0.0.1:" + strconv.Itoa(consultest.FreePorts(t, 1)[0])
 }
+
+// RefusingAddr returns a loopback host:port where every connection is
+// refused until the test ends. It holds a socket bound to the port but not
+// listening, so no listener of this or another process can be given the
+// port meanwhile: with FreeAddr, a proxy could be handed the "dead" app's
+// port for itself and forward to itself.
+func RefusingAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("refusing address: socket: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("refusing address: bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("refusing address: getsockname: %v", err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+}
