@@ -211,19 +211,25 @@ if [ "$TOOL" = threads ]; then
 fi
 printf '%11s  %s\n' "per request" "call"
 if [ "$TOOL" = perf ]; then
-	# CSV lines: count,,event,...; the filtered exit events are the reads
-	# that found nothing (EAGAIN).
+	# CSV lines: count,,event,...; the filtered exit events are the calls
+	# that found nothing (EAGAIN). outrider reads with read; its recvfrom is
+	# the peek (MSG_PEEK) that checks an app connection before reusing it,
+	# which finds nothing when the connection is clean. nginx reads with
+	# recvfrom.
 	awk -F, -v n="$requests" '
-		$3 ~ /^syscalls:sys_exit_/ { if ($1 ~ /^[0-9]+$/) eagain += $1; next }
+		$3 ~ /^syscalls:sys_exit_/ {
+			if ($1 ~ /^[0-9]+$/) {
+				name = $3; sub(/^syscalls:sys_exit_/, "", name)
+				printf "%11.2f  %s\n", $1 / n, "of which " name " found nothing (EAGAIN)"
+			}
+			next
+		}
 		$3 ~ /^syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ && $1 > 0 {
 			name = $3; sub(/^syscalls:sys_enter_/, "", name)
 			total += $1
 			printf "%11.2f  %s\n", $1 / n, name
 		}
-		END {
-			printf "%11.2f  %s\n", eagain / n, "of which reads that found nothing (EAGAIN)"
-			printf "%11.2f  %s\n", total / n, "total"
-		}' "$counted" | sort -rn
+		END { printf "%11.2f  %s\n", total / n, "total" }' "$counted" | sort -rn
 else
 	awk -v n="$requests" '
 		$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {

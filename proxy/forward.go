@@ -144,7 +144,7 @@ func (c *conn) releaseOut() {
 // returns nil when the exchange ended there, with c.o set.
 func (c *conn) sendRequest(inline bool) *upConn {
 	for attempt := 0; ; attempt++ {
-		u, err := c.upstream(c.now, attempt > 0)
+		u, err := c.upstream(attempt > 0)
 		if err != nil {
 			c.upstreamFailed(err, inline)
 			return nil
@@ -339,7 +339,6 @@ func (c *conn) relayResponse(u *upConn) {
 	u.br.releaseIfEmpty()
 	if upKeep {
 		u.reused = true
-		u.lastUsed = c.now
 	} else {
 		c.dropUpstream()
 	}
@@ -378,8 +377,8 @@ func (c *conn) failBody(err error) {
 
 // upstream returns the pinned app connection if it is still usable, or
 // one from the pool; fresh forces a new one.
-func (c *conn) upstream(now time.Time, fresh bool) (*upConn, error) {
-	if c.up != nil && !fresh && c.up.alive(now) {
+func (c *conn) upstream(fresh bool) (*upConn, error) {
+	if c.up != nil && !fresh && c.up.alive() {
 		return c.up, nil
 	}
 	c.dropUpstream()
@@ -388,7 +387,7 @@ func (c *conn) upstream(now time.Time, fresh bool) (*upConn, error) {
 	if fresh {
 		c.up, err = c.p.pool.dial(iv, c.dialWaitOver)
 	} else {
-		c.up, err = c.p.pool.get(now, iv, c.dialWaitOver)
+		c.up, err = c.p.pool.get(iv, c.dialWaitOver)
 	}
 	return c.up, err
 }

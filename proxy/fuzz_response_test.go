@@ -30,7 +30,7 @@ func exchangeOnce(t *testing.T, p *Proxy, method string, app []byte) exchangeRes
 		t.Fatalf("the %s request was not read", method)
 	}
 	ac := newMemConn(app)
-	u := &upConn{nc: ac, br: newReader(ac), lastUsed: c.now}
+	u := &upConn{nc: ac, br: newReader(ac)}
 	c.up = u
 	keep := c.forward()
 	r := exchangeResult{client: cc.w.Bytes(), keep: keep, kept: c.up == u}

@@ -145,3 +145,55 @@ func TestMisbehavingAppKeepsOthersApart(t *testing.T) {
 		})
 	}
 }
+
+// TestAnswerNobodyAskedFor has the app write a second answer after a
+// complete one, once the proxy is done with the exchange: the next request
+// on that app connection, from the same client or from another one the
+// pool hands it to, must get its own answer, never the one nobody asked for.
+func TestAnswerNobodyAskedFor(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		sameClient bool
+	}{
+		{"the same client", true},
+		{"the next client", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			answered, strayed := make(chan struct{}), make(chan struct{})
+			app := rawApp(t, func(nc net.Conn, _ *http.Request) bool {
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+				<-answered
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
+				close(strayed)
+				return true
+			})
+			tp := startProxy(t, app, nil)
+			first := dialRaw(t, tp.addr)
+			if tc.sameClient {
+				first.send("GET /bad HTTP/1.1\r\nHost: a\r\n\r\n")
+			} else {
+				first.send("GET /bad HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+			}
+			resp := first.response("GET")
+			if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "first" {
+				t.Fatalf("first request: got %d %q (%v), want 200 \"first\"", resp.StatusCode, b, err)
+			}
+			next := first
+			if !tc.sameClient {
+				// Closed by the proxy, which gave the app connection back
+				// to the pool first.
+				first.closed()
+				next = dialRaw(t, tp.addr)
+			}
+			close(answered)
+			<-strayed
+			// On loopback the stray bytes are in the proxy's socket once
+			// the app's write returned; the next request comes after them.
+			next.send("GET /ok/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp = next.response("GET")
+			if b, err := io.ReadAll(resp.Body); err != nil || resp.StatusCode != 200 || string(b) != "ok 1" {
+				t.Errorf("next request: got %d %q (%v), want 200 \"ok 1\"", resp.StatusCode, b, err)
+			}
+		})
+	}
+}

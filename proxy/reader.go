@@ -54,6 +54,9 @@ type reader struct {
 	// intoFn and into serve readInto.
 	intoFn func(fd uintptr) bool
 	into   []byte
+	// peekFn and peeked serve peek.
+	peekFn func(fd uintptr)
+	peeked int
 	// The write in progress, set by write; the body's goroutine may write
 	// to the app while the connection's goroutine reads from it, so these
 	// are apart from the read side's fields.
@@ -195,8 +198,25 @@ func (b *reader) rawWait(nc io.Reader) {
 		b.writeFn = b.tryWrite
 		b.sendFn = b.trySend
 		b.intoFn = b.tryInto
+		b.peekFn = b.tryPeek
 	}
 }
+
+// peek looks at the connection without reading from it or blocking, as
+// the function peek does, with no allocation: peekEmpty, peekData or
+// peekGone. A reader over a connection without a descriptor finds it empty.
+func (b *reader) peek() int {
+	if b.rc == nil {
+		return peekEmpty
+	}
+	b.peeked = peekGone
+	if err := b.rc.Control(b.peekFn); err != nil {
+		return peekGone
+	}
+	return b.peeked
+}
+
+func (b *reader) tryPeek(fd uintptr) { b.peeked = peekState(peekNow(fd)) }
 
 // try is called by the poller whenever the connection may be readable.
 func (b *reader) try(fd uintptr) bool {

@@ -14,8 +14,6 @@ type upConn struct {
 	br *reader
 	// rdl and wdl are the deadlines last set on nc.
 	rdl, wdl time.Time
-	// lastUsed is when the last exchange on it ended.
-	lastUsed time.Time
 	// reused is set once it has carried a request: a failure before the
 	// first response byte may then be a close the app sent meanwhile.
 	reused bool
@@ -29,20 +27,13 @@ func (u *upConn) close() {
 	}
 }
 
-// staleAfter is how long a connection may sit idle before it is checked
-// for a close the app sent meanwhile.
-const staleAfter = time.Second
-
 // alive reports whether an idle connection is still usable: not closed by
-// the app and with no unexpected bytes waiting.
-func (u *upConn) alive(now time.Time) bool {
-	if now.Sub(u.lastUsed) < staleAfter {
-		return true
-	}
-	if len(u.br.buffered()) > 0 {
-		return false
-	}
-	return peek(u.nc) == peekEmpty
+// the app and with no bytes waiting that no request asked for. It is
+// checked at every reuse, with one non-blocking peek: bytes an app sends
+// after a complete answer would otherwise be read as the next request's
+// answer, and that may be another client's.
+func (u *upConn) alive() bool {
+	return len(u.br.buffered()) == 0 && u.br.peek() == peekEmpty
 }
 
 // Results of peek.
@@ -66,23 +57,23 @@ func peek(nc net.Conn) int {
 	if err != nil {
 		return peekGone
 	}
-	state := peekEmpty
-	var b [1]byte
-	err = rc.Control(func(fd uintptr) {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case n > 0:
-			state = peekData
-		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
-			state = peekEmpty
-		default:
-			state = peekGone
-		}
-	})
-	if err != nil {
+	state := peekGone
+	if err := rc.Control(func(fd uintptr) { state = peekState(peekNow(fd)) }); err != nil {
 		return peekGone
 	}
 	return state
+}
+
+// peekState classifies what peekNow found.
+func peekState(n int, err error) int {
+	switch {
+	case n > 0:
+		return peekData
+	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
+		return peekEmpty
+	default:
+		return peekGone
+	}
 }
 
 // pool holds idle keep-alive connections to the app, at most max of them;
@@ -106,7 +97,7 @@ func newPool(addr string, dialTimeout time.Duration, max int) *pool {
 
 // get returns an idle connection that is still alive, or dials a new one
 // as dial does.
-func (p *pool) get(now time.Time, check time.Duration, cancel func() error) (*upConn, error) {
+func (p *pool) get(check time.Duration, cancel func() error) (*upConn, error) {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -118,7 +109,7 @@ func (p *pool) get(now time.Time, check time.Duration, cancel func() error) (*up
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if u.alive(now) {
+		if u.alive() {
 			return u, nil
 		}
 		u.close()
