@@ -28,6 +28,17 @@ func readNow(fd uintptr, p []byte) (int, error) {
 	return int(r), nil
 }
 
+func writeNow(fd uintptr, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
 // peekNow looks at a non-blocking socket without taking anything from it
 // (recv with MSG_PEEK): 1 when bytes wait, 0 at the end of the stream,
 // EAGAIN when there is nothing yet.
@@ -35,17 +46,6 @@ func peekNow(fd uintptr) (int, error) {
 	var b [1]byte
 	r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}
-
-func writeNow(fd uintptr, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return -1, e
 	}
