@@ -464,7 +464,7 @@ func (c *conn) clientGone() bool {
 	if c.bodyDone == nil && len(c.br.buffered()) > 0 {
 		return false
 	}
-	return peek(c.nc) == peekGone
+	return c.br.peek() == peekGone
 }
 
 func isTimeout(err error) bool {

@@ -175,7 +175,7 @@ func (b *reader) advance(n int, err error) error {
 // holds no buffer: release gave it back.
 func (b *reader) reset(rd io.Reader) {
 	*b = reader{rd: rd, pool: b.pool,
-		tryFn: b.tryFn, writeFn: b.writeFn, sendFn: b.sendFn, intoFn: b.intoFn}
+		tryFn: b.tryFn, writeFn: b.writeFn, sendFn: b.sendFn, intoFn: b.intoFn, peekFn: b.peekFn}
 	b.rawWait(rd)
 }
 
@@ -202,9 +202,19 @@ func (b *reader) rawWait(nc io.Reader) {
 	}
 }
 
-// peek looks at the connection without reading from it or blocking, as
-// the function peek does, with no allocation: peekEmpty, peekData or
-// peekGone. A reader over a connection without a descriptor finds it empty.
+// Results of reader.peek.
+const (
+	peekEmpty = iota // nothing to read yet: the peer is there
+	peekData         // bytes wait
+	peekGone         // end of stream or an error
+)
+
+// peek looks at the connection without reading from it or blocking, and
+// without allocating: peekEmpty, peekData or peekGone. It goes through
+// RawConn.Control, not Read: Read would wait behind another goroutine's
+// read (a request body being read from the same client), and it fails once
+// the read deadline has passed, which says nothing about the peer. A
+// reader over a connection without a descriptor finds it empty.
 func (b *reader) peek() int {
 	if b.rc == nil {
 		return peekEmpty
@@ -216,7 +226,17 @@ func (b *reader) peek() int {
 	return b.peeked
 }
 
-func (b *reader) tryPeek(fd uintptr) { b.peeked = peekState(peekNow(fd)) }
+func (b *reader) tryPeek(fd uintptr) {
+	n, err := peekNow(fd)
+	switch {
+	case n > 0:
+		b.peeked = peekData
+	case err == syscall.EAGAIN, err == syscall.EINTR:
+		b.peeked = peekEmpty
+	default:
+		b.peeked = peekGone
+	}
+}
 
 // try is called by the poller whenever the connection may be readable.
 func (b *reader) try(fd uintptr) bool {

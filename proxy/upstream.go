@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -34,46 +33,6 @@ func (u *upConn) close() {
 // answer, and that may be another client's.
 func (u *upConn) alive() bool {
 	return len(u.br.buffered()) == 0 && u.br.peek() == peekEmpty
-}
-
-// Results of peek.
-const (
-	peekEmpty = iota // nothing to read yet: the peer is there
-	peekData         // bytes wait
-	peekGone         // end of stream or an error
-)
-
-// peek looks at a connection without reading from it or blocking. It
-// goes through RawConn.Control, not Read: Read would wait behind another
-// goroutine's read (a request body being read from the same client), and
-// it fails once the read deadline has passed, which says nothing about the
-// peer.
-func peek(nc net.Conn) int {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return peekEmpty
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return peekGone
-	}
-	state := peekGone
-	if err := rc.Control(func(fd uintptr) { state = peekState(peekNow(fd)) }); err != nil {
-		return peekGone
-	}
-	return state
-}
-
-// peekState classifies what peekNow found.
-func peekState(n int, err error) int {
-	switch {
-	case n > 0:
-		return peekData
-	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
-		return peekEmpty
-	default:
-		return peekGone
-	}
 }
 
 // pool holds idle keep-alive connections to the app, at most max of them;
