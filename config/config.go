@@ -113,12 +113,21 @@ type Proxy struct {
 	// KeepUnderscoreHeaders forwards request header names that hold an
 	// underscore; they are dropped by default.
 	KeepUnderscoreHeaders bool
+	// EventLoop serves keep-alive connections between and during plain
+	// requests from event loops rather than a goroutine each (Linux).
+	EventLoop bool
 }
 
 // Values of OUTRIDER_PROXY_UNDERSCORE_HEADERS.
 const (
 	UnderscoreDrop = "drop"
 	UnderscoreKeep = "keep"
+)
+
+// Values of OUTRIDER_PROXY_EVENT_LOOP.
+const (
+	EventLoopOn  = "on"
+	EventLoopOff = "off"
 )
 
 // MetricsPort is the port of the metrics listener, which every
@@ -238,6 +247,7 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	c.Proxy.MaxIdleAppConns = r.positiveInt("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS", DefaultMaxIdleAppConns)
 	c.Proxy.TunnelIdleTimeout = r.duration("OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT", time.Hour, time.Second)
 	c.Proxy.KeepUnderscoreHeaders = r.oneOf("OUTRIDER_PROXY_UNDERSCORE_HEADERS", UnderscoreDrop, UnderscoreDrop, UnderscoreKeep) == UnderscoreKeep
+	c.Proxy.EventLoop = r.oneOf("OUTRIDER_PROXY_EVENT_LOOP", EventLoopOn, EventLoopOn, EventLoopOff) == EventLoopOn
 
 	c.Drain.Delay = r.duration("OUTRIDER_DRAIN_DELAY", 5*time.Second, 0)
 	c.Drain.Timeout = r.duration("OUTRIDER_DRAIN_TIMEOUT", 25*time.Second, 0)

@@ -132,11 +132,14 @@ func TestGoodValues(t *testing.T) {
 			map[string]string{"OUTRIDER_APP_PROCESS": "java .*-jar app"},
 			func(c Config) (any, any) { return c.App.Process.String(), "java .*-jar app" }},
 		{"proxy limits",
-			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "5000", "OUTRIDER_PROXY_MAX_IDLE_APP_CONNS": "1024", "OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT": "10m", "OUTRIDER_PROXY_UNDERSCORE_HEADERS": "Keep"},
+			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "5000", "OUTRIDER_PROXY_MAX_IDLE_APP_CONNS": "1024", "OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT": "10m", "OUTRIDER_PROXY_UNDERSCORE_HEADERS": "Keep", "OUTRIDER_PROXY_EVENT_LOOP": "Off"},
 			func(c Config) (any, any) {
-				return [4]any{c.Proxy.MaxConns, c.Proxy.MaxIdleAppConns, c.Proxy.TunnelIdleTimeout, c.Proxy.KeepUnderscoreHeaders},
-					[4]any{5000, 1024, 10 * time.Minute, true}
+				return [5]any{c.Proxy.MaxConns, c.Proxy.MaxIdleAppConns, c.Proxy.TunnelIdleTimeout, c.Proxy.KeepUnderscoreHeaders, c.Proxy.EventLoop},
+					[5]any{5000, 1024, 10 * time.Minute, true, false}
 			}},
+		{"proxy event loop on by default",
+			map[string]string{},
+			func(c Config) (any, any) { return c.Proxy.EventLoop, true }},
 		{"max conns auto",
 			map[string]string{"OUTRIDER_PROXY_MAX_CONNS": "auto"},
 			func(c Config) (any, any) { return c.Proxy.MaxConns, 0 }},

@@ -28,6 +28,10 @@ func (c Config) Effective() []Setting {
 	if c.Proxy.KeepUnderscoreHeaders {
 		underscore = UnderscoreKeep
 	}
+	eventLoop := EventLoopOff
+	if c.Proxy.EventLoop {
+		eventLoop = EventLoopOn
+	}
 	process := ""
 	if c.App.Process != nil {
 		process = c.App.Process.String()
@@ -65,6 +69,7 @@ func (c Config) Effective() []Setting {
 		{"OUTRIDER_PROXY_MAX_IDLE_APP_CONNS", strconv.Itoa(c.Proxy.MaxIdleAppConns)},
 		{"OUTRIDER_PROXY_TUNNEL_IDLE_TIMEOUT", d(c.Proxy.TunnelIdleTimeout)},
 		{"OUTRIDER_PROXY_UNDERSCORE_HEADERS", underscore},
+		{"OUTRIDER_PROXY_EVENT_LOOP", eventLoop},
 		{"OUTRIDER_DRAIN_DELAY", d(c.Drain.Delay)},
 		{"OUTRIDER_DRAIN_TIMEOUT", d(c.Drain.Timeout)},
 		{"OUTRIDER_APP_STOP_TIMEOUT", d(c.Drain.AppStopTimeout)},

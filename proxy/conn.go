@@ -88,7 +88,32 @@ type conn struct {
 	rl     readLoop
 	inLoop atomic.Bool
 	cut    atomic.Bool
+
+	// start is when the exchange in progress began, for its duration.
+	start time.Time
+	// parked is set while an event loop holds the connection, and ev is
+	// its state there (evloop_linux.go); resumeFrom is the step a
+	// goroutine resumes it at when the loop hands it back.
+	parked     atomic.Bool
+	ev         connEv
+	resumeFrom int
+	// unparked counts the next waits for a request that its goroutine
+	// keeps, after a loop handed the connection back for a request or an
+	// answer it does not serve: a connection that streams bodies would
+	// otherwise go to the loop and back on every request.
+	unparked int
 }
+
+// keepUnparked is unparked after such a hand-back.
+const keepUnparked = 8
+
+// How a connection handed back by an event loop resumes in a goroutine.
+const (
+	resumeNone   = iota
+	resumeServe  // between exchanges: serve the next request, whose head may be partly buffered
+	resumeAnswer // the request was sent on c.up up to c.ev.sent: send the rest, read the answer
+	resumeWrite  // the answer was relayed up to c.ev.pend, which is left to write
+)
 
 // keptConns holds the state of finished connections for new ones: the conn,
 // its reader and the fields of its heads. A connection then allocates
@@ -126,28 +151,66 @@ func (c *conn) recycle() {
 	keptConns.Put(c)
 }
 
-func (c *conn) serve() {
-	defer c.p.forget(c)
-	if c.br == nil {
-		c.br = newReader(c.nc)
+func (c *conn) serve() (parked bool) {
+	first := true
+	if from := c.resumeFrom; from != resumeNone {
+		// Handed back by an event loop.
+		c.resumeFrom = resumeNone
+		first = false
+		c.now = time.Now()
+		if !c.resume(from) {
+			c.end()
+			return false
+		}
 	} else {
-		c.br.reset(c.nc)
+		if c.br == nil {
+			c.br = newReader(c.nc)
+		} else {
+			c.br.reset(c.nc)
+		}
+		c.clientIP = appendHost(c.clientIP[:0], c.nc.RemoteAddr())
+		c.now = time.Now()
 	}
-	c.clientIP = appendHost(c.clientIP[:0], c.nc.RemoteAddr())
-	c.now = time.Now()
-	defer c.close()
 	if c.br.rc != nil {
-		c.serveLoop()
-		return
-	}
-	for first := true; ; first = false {
-		if !c.readRequest(first) {
-			return
+		if c.serveLoop(first) {
+			return true
 		}
-		if !c.forward() || c.p.draining.Load() {
-			return
+		c.end()
+		return false
+	}
+	for ; ; first = false {
+		if !c.readRequest(first) || !c.forward() || c.p.draining.Load() {
+			c.end()
+			return false
 		}
 	}
+}
+
+// resume goes on with a connection an event loop handed back, from the
+// step it reached, and reports whether the connection stays open for
+// its next request.
+func (c *conn) resume(from int) bool {
+	switch from {
+	case resumeAnswer:
+		if u := c.sendRequest(true, c.up, c.ev.sent); u != nil {
+			c.relayAnswer(u)
+		}
+		return c.endForward() && !c.p.draining.Load()
+	case resumeWrite:
+		if err := c.writePend(); err != nil {
+			c.o.code = CodeClientGone
+			c.o.keep = false
+			c.dropUpstream()
+		}
+		return c.endForward() && !c.p.draining.Load()
+	}
+	return true
+}
+
+// end closes the connection and lets the proxy forget it.
+func (c *conn) end() {
+	c.close()
+	c.p.forget(c)
 }
 
 func (c *conn) close() {
@@ -159,6 +222,9 @@ func (c *conn) close() {
 	}
 	c.br.release()
 	if c.up != nil {
+		if c.up.br != nil {
+			c.up.br.unregister()
+		}
 		c.p.pool.put(c.up)
 		c.up = nil
 	}
@@ -194,6 +260,10 @@ const (
 // pokeIfIdle interrupts a connection waiting for its next request; it then
 // sees that the proxy is draining and closes. Called with p.mu held.
 func (c *conn) pokeIfIdle() {
+	if c.parked.Load() {
+		// Its loop closes it (see Drain).
+		return
+	}
 	if c.state.Load() == stateIdle {
 		_ = c.nc.SetReadDeadline(aLongTimeAgo)
 	}
@@ -389,6 +459,9 @@ func statusText(code int) string {
 
 // writeClient writes b to the client within IOTimeout.
 func (c *conn) writeClient(b []byte, now time.Time) error {
+	if c.ev.writing {
+		return c.writeNowPend(b)
+	}
 	d := c.p.cfg.IOTimeout
 	if c.wdl.Before(now.Add(d - d/8)) {
 		c.wdl = now.Add(d)

@@ -44,6 +44,8 @@ func (p *Proxy) Drain(ctx context.Context) error {
 		c.pokeIfIdle()
 	}
 	p.mu.Unlock()
+	// The event loops close their idle connections.
+	p.evl.Load().wake()
 
 	h2done := make(chan struct{})
 	go func() {
@@ -113,6 +115,7 @@ func (p *Proxy) closeAll() {
 	for c := range p.conns {
 		c.cutOff()
 	}
+	p.evl.Load().wake()
 	p.h2.close()
 }
 

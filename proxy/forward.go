@@ -41,29 +41,47 @@ type outcome struct {
 // forward forwards the request just read, counts it, and reports whether
 // the connection stays open for another.
 func (c *conn) forward() bool {
+	c.startForward()
+	c.exchange()
+	return c.endForward()
+}
+
+// startForward starts the exchange of the request just read: its clock,
+// and the requests in flight.
+func (c *conn) startForward() {
 	p := c.p
-	start := p.cfg.Now()
-	c.now = p.clock(start)
+	c.start = p.cfg.Now()
+	c.now = p.clock(c.start)
 	p.m.inFlight.Add(1)
 	c.o = outcome{}
 	c.interim = false
 	if c.req.underscores > 0 && !p.cfg.KeepUnderscoreHeaders {
 		p.m.underscoreDropped.Add(float64(c.req.underscores))
 	}
-	c.exchange()
+}
+
+// finishForward counts the exchange that ended and reports whether the
+// connection stays open for another.
+func (c *conn) finishForward() bool {
+	p := c.p
 	c.releaseOut()
 	p.m.inFlight.Add(-1)
 	end := p.cfg.Now()
 	c.now = p.clock(end)
 	o := &c.o
-	p.m.count(c.req.methodClass, o.code, end.Sub(start), end, o.reqN, o.respN)
-	if o.tunnel != nil {
-		u := o.tunnel
-		o.tunnel = nil
+	p.m.count(c.req.methodClass, o.code, end.Sub(c.start), end, o.reqN, o.respN)
+	return o.keep
+}
+
+// endForward is finishForward, then the tunnel of an upgraded exchange.
+func (c *conn) endForward() bool {
+	keep := c.finishForward()
+	if u := c.o.tunnel; u != nil {
+		c.o.tunnel = nil
 		c.runTunnel(u)
 		return false
 	}
-	return o.keep
+	return keep
 }
 
 // exchange sends the request to the app and its answer to the client,
@@ -78,10 +96,14 @@ func (c *conn) exchange() {
 		return
 	}
 	inline := c.prepareRequest()
-	u := c.sendRequest(inline)
-	if u == nil {
-		return
+	if u := c.sendRequest(inline, nil, 0); u != nil {
+		c.relayAnswer(u)
 	}
+}
+
+// relayAnswer passes the answer whose head was read on, interim answers
+// first.
+func (c *conn) relayAnswer(u *upConn) {
 	// The request's bytes were kept until the answer started, to resend
 	// them once; the answer is written from a larger buffer.
 	c.releaseOut()
@@ -141,23 +163,38 @@ func (c *conn) releaseOut() {
 }
 
 // sendRequest sends the request and reads the head of the answer. It
-// returns nil when the exchange ended there, with c.o set.
-func (c *conn) sendRequest(inline bool) *upConn {
+// returns nil when the exchange ended there, with c.o set. sent, when not
+// nil, is the app connection an event loop sent the request on, up to
+// off: the rest is sent on it first.
+func (c *conn) sendRequest(inline bool, sent *upConn, off int) *upConn {
 	for attempt := 0; ; attempt++ {
-		u, err := c.upstream(attempt > 0)
-		if err != nil {
-			c.upstreamFailed(err, inline)
-			return nil
-		}
-		if u.br.rc != nil && len(u.br.buffered()) == 0 {
-			err = c.sendThenReadHead(u, inline)
-		} else {
-			err = writeUp(u, c.out, c.now)
+		var u *upConn
+		var err error
+		switch {
+		case sent != nil && attempt == 0:
+			u = sent
+			if off < len(c.out) {
+				err = writeUp(u, c.out[off:], c.now)
+			}
 			if err == nil {
-				if !inline {
-					c.startBody(u)
-				}
 				err = c.readResponseHead(u)
+			}
+		default:
+			u, err = c.upstream(attempt > 0)
+			if err != nil {
+				c.upstreamFailed(err, inline)
+				return nil
+			}
+			if u.br.rc != nil && len(u.br.buffered()) == 0 {
+				err = c.sendThenReadHead(u, inline)
+			} else {
+				err = writeUp(u, c.out, c.now)
+				if err == nil {
+					if !inline {
+						c.startBody(u)
+					}
+					err = c.readResponseHead(u)
+				}
 			}
 		}
 		if err == nil {

@@ -54,9 +54,13 @@ type reader struct {
 	// intoFn and into serve readInto.
 	intoFn func(fd uintptr) bool
 	into   []byte
-	// peekFn and peeked serve peek.
+	// peekFn and peeked serve peek; fdFn and sysFd serve fd.
 	peekFn func(fd uintptr)
 	peeked int
+	fdFn   func(fd uintptr)
+	sysFd  int
+	// evl is the event loop whose epoll instance has the socket.
+	evl *evLoop
 	// The write in progress, set by write; the body's goroutine may write
 	// to the app while the connection's goroutine reads from it, so these
 	// are apart from the read side's fields.
@@ -175,7 +179,7 @@ func (b *reader) advance(n int, err error) error {
 // holds no buffer: release gave it back.
 func (b *reader) reset(rd io.Reader) {
 	*b = reader{rd: rd, pool: b.pool,
-		tryFn: b.tryFn, writeFn: b.writeFn, sendFn: b.sendFn, intoFn: b.intoFn, peekFn: b.peekFn}
+		tryFn: b.tryFn, writeFn: b.writeFn, sendFn: b.sendFn, intoFn: b.intoFn, peekFn: b.peekFn, fdFn: b.fdFn}
 	b.rawWait(rd)
 }
 
@@ -193,14 +197,27 @@ func (b *reader) rawWait(nc io.Reader) {
 		return
 	}
 	b.rc = rc
+	b.sysFd = -1
 	if b.tryFn == nil {
 		b.tryFn = b.try
 		b.writeFn = b.tryWrite
 		b.sendFn = b.trySend
 		b.intoFn = b.tryInto
 		b.peekFn = b.tryPeek
+		b.fdFn = b.setFd
 	}
 }
+
+// fd returns the descriptor of the reader's socket, which an event loop
+// reads and writes while no goroutine does.
+func (b *reader) fd() int {
+	if b.sysFd < 0 {
+		_ = b.rc.Control(b.fdFn)
+	}
+	return b.sysFd
+}
+
+func (b *reader) setFd(fd uintptr) { b.sysFd = int(fd) }
 
 // Results of reader.peek.
 const (

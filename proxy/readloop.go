@@ -27,6 +27,7 @@ const (
 	leaveClose   = iota // the connection closes: its end, an error, a refused head, the drain
 	leaveForward        // a request that needs the descriptor free: forwarded outside the loop
 	leaveH2             // the HTTP/2 preface: the connection is handed off
+	leavePark           // nothing to read: the connection waits in an event loop
 )
 
 // readLoop is the state of a connection's read loop.
@@ -43,19 +44,21 @@ type readLoop struct {
 	leave         int
 }
 
-// serveLoop serves the connection until it closes or is handed off,
-// forwarding plain requests inside the read loop and the others outside.
-func (c *conn) serveLoop() {
+// serveLoop serves the connection until it closes, is handed off or is
+// parked in an event loop, forwarding plain requests inside the read loop
+// and the others outside. It reports whether it parked the connection,
+// after which the caller must not touch c.
+func (c *conn) serveLoop(first bool) (parked bool) {
 	rl := &c.rl
 	if rl.step == nil {
 		// Bound to c, which a later connection may reuse (see recycle):
 		// made once.
 		rl.step = c.step
 	}
-	rl.first = true
+	rl.first = first
 	for {
 		if !c.idle() {
-			return
+			return false
 		}
 		// A new Read starts without the poller's readiness: try first.
 		rl.read = len(c.br.buffered()) == 0
@@ -67,13 +70,17 @@ func (c *conn) serveLoop() {
 		switch {
 		case err != nil || rl.leave == leaveClose:
 			// A timeout, a reset, the end, or the drain.
-			return
+			return false
 		case rl.leave == leaveH2:
 			c.handOffH2()
-			return
+			return false
+		case rl.leave == leavePark:
+			c.parked.Store(true)
+			c.p.evl.Load().park(c)
+			return true
 		}
 		if !c.forward() || c.p.draining.Load() {
-			return
+			return false
 		}
 	}
 }
@@ -91,7 +98,7 @@ func (c *conn) step(fd uintptr) bool {
 			emptied, err := c.br.readFd(fd, c.p.cfg.MaxHeaderBytes)
 			switch {
 			case err == syscall.EAGAIN:
-				return false
+				return c.wouldWait()
 			case err == errHeadTooLarge:
 				c.req.reset()
 				c.reject(err)
@@ -107,7 +114,7 @@ func (c *conn) step(fd uintptr) bool {
 			c.headStarted()
 			rl.read = true
 			if rl.emptied {
-				return false
+				return c.wouldWait()
 			}
 			continue
 		case headH2:
@@ -150,6 +157,10 @@ func (c *conn) plain() bool {
 // client gone); the goroutine then closes it. Called with p.mu held.
 func (c *conn) cutOff() {
 	c.cut.Store(true)
+	if c.parked.Load() {
+		// Its event loop closes it, woken by closeAll.
+		return
+	}
 	if !c.inLoop.Load() {
 		// Not in the loop, and if it enters now it sees cut and leaves at
 		// once: Close does not wait long.
@@ -163,4 +174,21 @@ func (c *conn) cutOff() {
 		_ = sc.CloseRead()
 		_ = sc.CloseWrite()
 	}
+}
+
+// wouldWait is step's answer when the connection has nothing to read: wait
+// for the poller (false), or leave to park the connection in an event
+// loop (true) when it is between requests with an app connection pinned.
+func (c *conn) wouldWait() bool {
+	rl := &c.rl
+	if c.p.evl.Load() == nil || rl.first || len(c.br.buffered()) > 0 || c.linger || c.cut.Load() ||
+		c.p.draining.Load() || c.up == nil || c.up.br == nil || c.up.br.rc == nil || len(c.up.br.buffered()) > 0 {
+		return false
+	}
+	if c.unparked > 0 {
+		c.unparked--
+		return false
+	}
+	rl.leave = leavePark
+	return true
 }

@@ -18,48 +18,69 @@ import (
 )
 
 // stackChild is set in the environment of the process that
-// TestConnectionStack starts to measure in.
+// TestConnectionStack starts to measure in: "1" for connections served by
+// goroutines, "loop" for the event loop.
 const stackChild = "OUTRIDER_TEST_STACK_CHILD"
 
 // TestConnectionStack holds many client connections, each in the middle
-// of its second exchange, and reads the goroutine stack the proxy keeps
-// for them. A connection's goroutine runs every step of an exchange on a
-// 4 KiB stack (see exchange); a frame that grew on that path would double
-// it to 8 KiB, and at a thousand connections that is 4 MB more resident.
+// of its second exchange, and reads the goroutines and the goroutine stack
+// the proxy keeps for them.
+//
+// Served by goroutines (the event loop off, and every connection's first
+// request, and any request that is not plain), a connection's goroutine
+// runs every step of an exchange on a 4 KiB stack (see exchange); a frame
+// that grew on that path would double it to 8 KiB, and at a thousand
+// connections that is 4 MB more resident. In the event loop, a connection
+// waiting for the app's answer holds no goroutine at all.
 //
 // It measures in a new process running only this test: stacks that other
 // tests' goroutines left free would be reused and hide a growth. Not
 // under the race detector, whose instrumentation deepens every frame
 // (scripts/test.sh runs it without).
 func TestConnectionStack(t *testing.T) {
-	if os.Getenv(stackChild) == "1" {
-		fmt.Printf("stack per connection: %d\n", connectionStack(t))
+	if mode := os.Getenv(stackChild); mode != "" {
+		stack, goroutines := connectionStack(t, mode == "loop")
+		fmt.Printf("stack per connection: %d, goroutines per connection: %.2f\n", stack, goroutines)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestConnectionStack$", "-test.count=1")
-	cmd.Env = append(os.Environ(), stackChild+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the measuring process failed: %v\n%s", err, out)
-	}
-	var perConn int
-	const said = "stack per connection: "
-	at := strings.Index(string(out), said)
-	if at < 0 {
-		t.Fatalf("the measuring process said no figure:\n%s", out)
-	}
-	if _, err := fmt.Sscanf(string(out[at:]), said+"%d", &perConn); err != nil {
-		t.Fatalf("the measuring process said no figure (%v):\n%s", err, out)
-	}
-	t.Logf("goroutine stack per connection held mid-exchange: %d bytes", perConn)
-	if perConn > 6<<10 {
-		t.Errorf("each connection held mid-exchange costs %d bytes of goroutine stack, want at most 4 KiB and some slack (6 KiB): a frame on the exchange's path grew; find it with go build -gcflags=-S, see exchange", perConn)
+	for _, tt := range []struct {
+		mode          string
+		maxStack      int64
+		maxGoroutines float64
+	}{
+		{"1", 6 << 10, 1.05},
+		{"loop", 512, 0.05},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestConnectionStack$", "-test.count=1")
+		cmd.Env = append(os.Environ(), stackChild+"="+tt.mode)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the measuring process (%s) failed: %v\n%s", tt.mode, err, out)
+		}
+		var stack int64
+		var goroutines float64
+		const said = "stack per connection: "
+		at := strings.Index(string(out), said)
+		if at < 0 {
+			t.Fatalf("the measuring process (%s) said no figure:\n%s", tt.mode, out)
+		}
+		if _, err := fmt.Sscanf(string(out[at:]), said+"%d, goroutines per connection: %f", &stack, &goroutines); err != nil {
+			t.Fatalf("the measuring process (%s) said no figure (%v):\n%s", tt.mode, err, out)
+		}
+		t.Logf("%s: goroutine stack per connection held mid-exchange: %d bytes, goroutines per connection: %.2f", tt.mode, stack, goroutines)
+		if stack > tt.maxStack {
+			t.Errorf("%s: each connection held mid-exchange costs %d bytes of goroutine stack, want at most %d: a frame on the exchange's path grew (find it with go build -gcflags=-S, see exchange), or a connection in the event loop kept its goroutine", tt.mode, stack, tt.maxStack)
+		}
+		if goroutines > tt.maxGoroutines {
+			t.Errorf("%s: %.2f goroutines per connection held mid-exchange, want at most %.2f", tt.mode, goroutines, tt.maxGoroutines)
+		}
 	}
 }
 
-// connectionStack returns the goroutine stack, in bytes, that the proxy
-// holds per connection waiting for the app's answer to its second request.
-func connectionStack(t *testing.T) int64 {
+// connectionStack returns the goroutine stack, in bytes, and the
+// goroutines that the proxy holds per connection waiting for the app's
+// answer to its second request, with the event loop or without.
+func connectionStack(t *testing.T, loop bool) (int64, float64) {
 	const n = 200
 	// The app, one goroutine: for each connection the proxy opens, it
 	// answers the first request and holds the second. The test's clients
@@ -100,7 +121,7 @@ func connectionStack(t *testing.T) int64 {
 			nc.Close()
 		}
 	})
-	tp := startProxy(t, ln.Addr().String(), nil)
+	tp := startProxy(t, ln.Addr().String(), func(c *Config) { c.DisableEventLoop = !loop })
 
 	// Stacks grown now stay grown: no collection shrinks them.
 	runtime.GC()
@@ -136,10 +157,11 @@ func connectionStack(t *testing.T) int64 {
 	}
 
 	runtime.ReadMemStats(&after)
-	if got := runtime.NumGoroutine() - goroutines; got < n {
-		t.Fatalf("%d goroutines more for %d connections held; the measure assumes one each", got, n)
+	more := runtime.NumGoroutine() - goroutines
+	if !loop && more < n {
+		t.Fatalf("%d goroutines more for %d connections held; the measure assumes one each", more, n)
 	}
-	return (int64(after.StackInuse) - int64(before.StackInuse)) / n
+	return (int64(after.StackInuse) - int64(before.StackInuse)) / n, float64(more) / n
 }
 
 // readBodiless reads one request without a body.

@@ -57,8 +57,9 @@ func (ws *workers) serve(c *conn) {
 // the idle time or the workers stop.
 func (ws *workers) run(w *worker, c *conn) {
 	for c != nil {
-		c.serve()
-		c.recycle()
+		if !c.serve() {
+			c.recycle()
+		}
 		c = ws.wait(w)
 	}
 	if w.timer != nil {

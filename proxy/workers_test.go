@@ -39,6 +39,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// TestConnectionGoroutinesAreReused serves connections from goroutines
+// only (the event loop off): with it, a goroutine is free again as soon as
+// its connection's first request is answered (see TestConnectionStack).
 func TestConnectionGoroutinesAreReused(t *testing.T) {
 	app := startEcho(t)
 	tests := []struct {
@@ -51,7 +54,8 @@ func TestConnectionGoroutinesAreReused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tp := startProxyWith(t, app, nil, func(p *Proxy) { p.workers.idleFor = 300 * time.Millisecond })
+			tp := startProxyWith(t, app, func(c *Config) { c.DisableEventLoop = true },
+				func(p *Proxy) { p.workers.idleFor = 300 * time.Millisecond })
 			ws := &tp.workers
 			for range tt.rounds {
 				conns := make([]*rawConn, tt.clients)

@@ -45,6 +45,7 @@ func (a *agent) addProxy() error {
 		QPSWindow:             a.cfg.Listen.QPSWindow,
 		DrainTimeout:          a.cfg.Drain.Timeout,
 		MaxConns:              maxConns,
+		DisableEventLoop:      !a.cfg.Proxy.EventLoop,
 		MaxIdleUpstream:       a.cfg.Proxy.MaxIdleAppConns,
 		TunnelIdleTimeout:     a.cfg.Proxy.TunnelIdleTimeout,
 		KeepUnderscoreHeaders: a.cfg.Proxy.KeepUnderscoreHeaders,

@@ -1,0 +1,445 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// parked returns how many client connections wait in an event loop.
+func (tp *testProxy) parked() int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	n := 0
+	for c := range tp.conns {
+		if c.parked.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// parkedConn opens a connection, has its first request answered (by a
+// goroutine) and waits until the connection is parked in an event loop,
+// so that what the test sends next is the loop's.
+func parkedConn(t *testing.T, tp *testProxy) *rawConn {
+	t.Helper()
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /ok/first HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp := rc.response("GET")
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("first request: got %d, want 200", resp.StatusCode)
+	}
+	local := rc.nc.LocalAddr().String()
+	waitFor(t, "the connection to be parked in an event loop", func() bool {
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		for c := range tp.conns {
+			if c.parked.Load() && c.nc.RemoteAddr().String() == local {
+				return true
+			}
+		}
+		return false
+	})
+	return rc
+}
+
+// answer reads an answer, its body, and whether it said
+// "Connection: close".
+func (rc *rawConn) answer(method string) (code int, body string, closing bool) {
+	rc.t.Helper()
+	resp := rc.response(method)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		rc.t.Fatalf("read body: %v", err)
+	}
+	return resp.StatusCode, string(b), resp.Close
+}
+
+// pathApp answers every request with its path as the body, or, for the
+// paths below, otherwise:
+//
+//	/chunked/N   N chunks of "chunk\n", chunked
+//	/bytes/N     N bytes
+//	/early       103 Early Hints, then 200 "early"
+//	/head        (HEAD) Content-Length: 1000 and no body
+//	/close       Connection: close
+func pathApp(t *testing.T) string {
+	return fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			p := req.URL.Path
+			var n int
+			switch {
+			case req.Method == "POST":
+				fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(len(body))), len(body))
+			case p == "/head":
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+			case p == "/early":
+				io.WriteString(nc, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+			case p == "/close":
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nclose")
+				return
+			case sscan(p, "/chunked/%d", &n):
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				for range n {
+					io.WriteString(nc, "6\r\nchunk\n\r\n")
+				}
+				io.WriteString(nc, "0\r\n\r\n")
+			case sscan(p, "/bytes/%d", &n):
+				// In one write, so that an answer that fits the proxy's
+				// buffer comes whole to its loop.
+				nc.Write(append(fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", n), bytes.Repeat([]byte("b"), n)...))
+			default:
+				fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(p), p)
+			}
+		}
+	})
+}
+
+func sscan(s, format string, n *int) bool {
+	_, err := fmt.Sscanf(s, format, n)
+	return err == nil
+}
+
+// TestEventLoopExchanges sends each kind of request on a connection parked
+// in an event loop: the loop serves the plain ones itself and hands the
+// others back to a goroutine at the step it reached; either way the client
+// gets the app's answer, and the connection goes on.
+func TestEventLoopExchanges(t *testing.T) {
+	tp := startProxy(t, pathApp(t), nil)
+	cases := []struct {
+		name, req, method string
+		code              int
+		body              string
+	}{
+		{"plain", "GET /a HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 200, "/a"},
+		{"body with its head", "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", "POST", 200, "5"},
+		{"body larger than one read", "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("x", 70000), "POST", 200, "70000"},
+		{"chunked body", "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "POST", 200, "3"},
+		{"chunked answer", "GET /chunked/3 HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 200, "chunk\nchunk\nchunk\n"},
+		{"answer larger than one read", "GET /bytes/200000 HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 200, strings.Repeat("b", 200000)},
+		{"answer of 20 KiB", "GET /bytes/20480 HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 200, strings.Repeat("b", 20480)},
+		{"HEAD", "HEAD /head HTTP/1.1\r\nHost: a\r\n\r\n", "HEAD", 200, ""},
+		{"interim answer", "GET /early HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 103, ""},
+		{"refused head", "GET /a HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", "GET", 400, ""},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := parkedConn(t, tp)
+			rc.send(tt.req)
+			code, body, _ := rc.answer(tt.method)
+			if code != tt.code || (tt.body != "" && body != tt.body) {
+				t.Fatalf("got %d %.40q, want %d %.40q", code, body, tt.code, tt.body)
+			}
+			switch tt.code {
+			case 103:
+				if code, body, _ := rc.answer("GET"); code != 200 || body != "early" {
+					t.Fatalf("after the interim answer: got %d %q, want 200 \"early\"", code, body)
+				}
+			case 400:
+				if !rc.closed() {
+					t.Fatal("the connection stayed open after a refused head")
+				}
+				return
+			}
+			// The connection goes on, back in the loop.
+			rc.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+			if code, body, _ := rc.answer("GET"); code != 200 || body != "/next" {
+				t.Fatalf("next request: got %d %q, want 200 \"/next\"", code, body)
+			}
+		})
+	}
+}
+
+func TestEventLoopPipelinedAndSplitRequests(t *testing.T) {
+	tp := startProxy(t, pathApp(t), nil)
+	t.Run("pipelined", func(t *testing.T) {
+		rc := parkedConn(t, tp)
+		var reqs strings.Builder
+		for i := range 20 {
+			fmt.Fprintf(&reqs, "GET /p%d HTTP/1.1\r\nHost: a\r\n\r\n", i)
+		}
+		rc.send(reqs.String())
+		for i := range 20 {
+			if code, body, _ := rc.answer("GET"); code != 200 || body != fmt.Sprintf("/p%d", i) {
+				t.Fatalf("answer %d: got %d %q", i, code, body)
+			}
+		}
+	})
+	t.Run("head in pieces", func(t *testing.T) {
+		rc := parkedConn(t, tp)
+		for _, piece := range []string{"GET /pie", "ces HTTP/1.1\r\nHo", "st: a\r\n", "\r\n"} {
+			rc.send(piece)
+			time.Sleep(10 * time.Millisecond)
+		}
+		if code, body, _ := rc.answer("GET"); code != 200 || body != "/pieces" {
+			t.Fatalf("got %d %q, want 200 \"/pieces\"", code, body)
+		}
+	})
+	t.Run("many requests", func(t *testing.T) {
+		rc := parkedConn(t, tp)
+		for i := range 200 {
+			rc.send(fmt.Sprintf("GET /n%d HTTP/1.1\r\nHost: a\r\n\r\n", i))
+			if code, body, _ := rc.answer("GET"); code != 200 || body != fmt.Sprintf("/n%d", i) {
+				t.Fatalf("request %d: got %d %q", i, code, body)
+			}
+		}
+		if tp.parked() == 0 {
+			t.Error("the connection left the event loop")
+		}
+	})
+	t.Run("client asks to close", func(t *testing.T) {
+		rc := parkedConn(t, tp)
+		rc.send("GET /bye HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		code, body, closing := rc.answer("GET")
+		if code != 200 || body != "/bye" || !closing || !rc.closed() {
+			t.Fatalf("got %d %q close=%v, want 200 \"/bye\", Connection: close, and the connection closed", code, body, closing)
+		}
+	})
+	t.Run("app closes after answering", func(t *testing.T) {
+		rc := parkedConn(t, tp)
+		rc.send("GET /close HTTP/1.1\r\nHost: a\r\n\r\n")
+		if code, body, _ := rc.answer("GET"); code != 200 || body != "close" {
+			t.Fatalf("got %d %q", code, body)
+		}
+		rc.send("GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+		if code, body, _ := rc.answer("GET"); code != 200 || body != "/again" {
+			t.Fatalf("after the app closed: got %d %q", code, body)
+		}
+	})
+}
+
+// TestEventLoopAppMisbehavesWhileIdle: the app connection pinned to a
+// parked client is closed by the app, or gets bytes nobody asked for,
+// while idle. The loop sees it and the next request goes to another app
+// connection; nothing the app sent unasked reaches the client.
+func TestEventLoopAppMisbehavesWhileIdle(t *testing.T) {
+	cases := []struct {
+		name  string
+		after func(nc net.Conn) (keep bool)
+	}{
+		{"closes", func(nc net.Conn) bool { return false }},
+		{"sends stray bytes", func(nc net.Conn) bool {
+			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+			return true
+		}},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+					if req.URL.Path == "/ok/first" {
+						continue
+					}
+					// Once the answer went back and the client connection
+					// is idle in its loop again.
+					time.Sleep(50 * time.Millisecond)
+					if !tt.after(nc) {
+						return
+					}
+				}
+			})
+			tp := startProxy(t, app, nil)
+			rc := parkedConn(t, tp)
+			rc.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+			if code, body, _ := rc.answer("GET"); code != 200 || body != "/second" {
+				t.Fatalf("got %d %q", code, body)
+			}
+			time.Sleep(150 * time.Millisecond)
+			rc.send("GET /third HTTP/1.1\r\nHost: a\r\n\r\n")
+			if code, body, _ := rc.answer("GET"); code != 200 || body != "/third" {
+				t.Fatalf("after the app's misdeed: got %d %q, want 200 \"/third\"", code, body)
+			}
+		})
+	}
+}
+
+// TestEventLoopRetriesAppThatClosedAtTheSend: the app closes its pinned
+// connection on reading the next request, without answering. The request
+// was sent by the loop; it is resent once on a new app connection.
+func TestEventLoopRetriesAppThatClosedAtTheSend(t *testing.T) {
+	var conns atomic.Int32
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		first := conns.Add(1) == 1
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if first && req.URL.Path != "/ok/first" {
+				return
+			}
+			fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		}
+	})
+	tp := startProxy(t, app, nil)
+	rc := parkedConn(t, tp)
+	rc.send("GET /retried HTTP/1.1\r\nHost: a\r\n\r\n")
+	if code, body, _ := rc.answer("GET"); code != 200 || body != "/retried" {
+		t.Fatalf("got %d %q, want 200 \"/retried\"", code, body)
+	}
+}
+
+// TestEventLoopSlowReader pipelines requests for more answers than the
+// client's socket and the proxy's take, reading none until all are sent:
+// the loop's write would wait, so a goroutine finishes it, and every
+// answer arrives whole and in order.
+func TestEventLoopSlowReader(t *testing.T) {
+	tp := startProxy(t, pathApp(t), nil)
+	// A small receive buffer, set before connecting (shrinking it on an
+	// open connection stalls TCP for seconds).
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+	}}
+	nc, err := d.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+	rc := &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+	rc.send("GET /ok/first HTTP/1.1\r\nHost: a\r\n\r\n")
+	if code, _, _ := rc.answer("GET"); code != 200 {
+		t.Fatalf("first request: got %d", code)
+	}
+	waitFor(t, "the connection to be parked", func() bool { return tp.parked() == 1 })
+	const n, size = 200, 24 << 10
+	go func() {
+		for range n {
+			if _, err := fmt.Fprintf(nc, "GET /bytes/%d HTTP/1.1\r\nHost: a\r\n\r\n", size); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	for i := range n {
+		code, body, _ := rc.answer("GET")
+		if code != 200 || len(body) != size || strings.Trim(body, "b") != "" {
+			t.Fatalf("answer %d: got %d and %d bytes, want 200 and %d bytes of b", i, code, len(body), size)
+		}
+	}
+}
+
+// TestEventLoopClientGoneWhileWaiting: a client that leaves while its
+// request waits in the loop for the app is counted 499, and its request
+// to the app is dropped.
+func TestEventLoopClientGoneWhileWaiting(t *testing.T) {
+	app, held, gone, _ := holdingApp(t)
+	tp := startProxy(t, app, func(c *Config) { c.ClientCheckInterval = 50 * time.Millisecond })
+	rc := parkedConn(t, tp)
+	rc.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-held
+	rc.nc.Close()
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app's request was not dropped after the client left")
+	}
+	tp.settle(t)
+	if got := tp.counts(t)["GET 499"]; got != 1 {
+		t.Errorf("GET 499 counted %v times, want 1 (counts %v)", got, tp.counts(t))
+	}
+}
+
+func TestEventLoopIdleTimeout(t *testing.T) {
+	tp := startProxy(t, pathApp(t), func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	rc := parkedConn(t, tp)
+	start := time.Now()
+	if !rc.closed() {
+		t.Fatal("the proxy sent bytes on an idle connection")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("an idle parked connection was closed after %v, want about the idle timeout (200ms)", d)
+	}
+	waitFor(t, "the proxy to forget the connection", func() bool { return tp.Status().Connections == 0 })
+}
+
+// TestEventLoopDrain: the drain closes parked idle connections at once,
+// lets a request waiting in a loop finish with "Connection: close", and
+// when it runs out of time cuts one still waiting.
+func TestEventLoopDrain(t *testing.T) {
+	t.Run("idle closed, waiting finished", func(t *testing.T) {
+		app, held, _, release := holdingApp(t)
+		tp := startProxy(t, app, nil)
+		idle := parkedConn(t, tp)
+		busy := parkedConn(t, tp)
+		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			done <- tp.Drain(ctx)
+		}()
+		if !idle.closed() {
+			t.Fatal("the drain left an idle parked connection open")
+		}
+		close(release)
+		code, _, closing := busy.answer("GET")
+		if code != 200 || !closing || !busy.closed() {
+			t.Fatalf("waiting request: got %d close=%v, want 200, Connection: close, and the connection closed", code, closing)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	})
+	t.Run("cut when out of time", func(t *testing.T) {
+		app, held, _, _ := holdingApp(t)
+		tp := startProxy(t, app, nil)
+		busy := parkedConn(t, tp)
+		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+		<-held
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		err := tp.Drain(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Drain: got %v, want the deadline", err)
+		}
+		if rep := tp.DrainReport(); rep.Cut != 1 {
+			t.Errorf("drain report: %+v, want 1 request cut", rep)
+		}
+		if !busy.closed() {
+			t.Error("the cut connection stayed open")
+		}
+		waitFor(t, "the cut request to be counted", func() bool { return tp.counts(t)["GET 499"] == 1 })
+		if g := tp.metric(t, "outrider_http_requests_in_flight").GetGauge().GetValue(); g != 0 {
+			t.Errorf("in flight after the cut: %v, want 0", g)
+		}
+	})
+}
+
+// TestEventLoopOff: with the loop disabled no connection is parked.
+func TestEventLoopOff(t *testing.T) {
+	tp := startProxy(t, pathApp(t), func(c *Config) { c.DisableEventLoop = true })
+	rc := dialRaw(t, tp.addr)
+	for i := range 3 {
+		rc.send("GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+		if code, _, _ := rc.answer("GET"); code != 200 {
+			t.Fatalf("request %d: got %d", i, code)
+		}
+	}
+	if n := tp.parked(); n != 0 {
+		t.Errorf("%d connections parked with the event loop off", n)
+	}
+}
