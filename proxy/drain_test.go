@@ -30,12 +30,7 @@ func TestDrainTunnels(t *testing.T) {
 	t.Run("a tunnel that closes before the deadline is not cut", func(t *testing.T) {
 		tp := startProxy(t, startEcho(t), nil)
 		rc := openTunnel(t, tp)
-		drained := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			drained <- tp.Drain(ctx)
-		}()
+		drained := tp.drainInBackground()
 		// The tunnel still carries messages while the drain waits for it.
 		rc.send(string(wsFrame("during")))
 		if got := readWSFrame(t, rc.br); got != "during" {
@@ -130,12 +125,7 @@ func TestDrainHTTP2(t *testing.T) {
 		got <- answer{resp.StatusCode, string(b), err}
 	}()
 	<-held
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		drained <- tp.Drain(ctx)
-	}()
+	drained := tp.drainInBackground()
 	select {
 	case err := <-drained:
 		t.Fatalf("Drain returned %v with an HTTP/2 stream in flight", err)

@@ -407,8 +407,7 @@ func (l *evLoop) forgetApp(c *conn) {
 func (l *evLoop) drop(c *conn) {
 	l.release(c)
 	c.parked.Store(false)
-	c.close()
-	c.p.forget(c)
+	c.end()
 	c.recycle()
 }
 
@@ -429,8 +428,7 @@ func endCut(c *conn) {
 	}
 	c.linger = false
 	c.dropPend()
-	c.close()
-	c.p.forget(c)
+	c.end()
 	c.recycle()
 }
 

@@ -386,12 +386,7 @@ func TestEventLoopDrain(t *testing.T) {
 		busy := parkedConn(t, tp)
 		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
 		<-held
-		done := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			done <- tp.Drain(ctx)
-		}()
+		done := tp.drainInBackground()
 		if !idle.closed() {
 			t.Fatal("the drain left an idle parked connection open")
 		}

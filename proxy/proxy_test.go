@@ -87,6 +87,18 @@ func startProxyWith(t testing.TB, upstream string, tweak func(*Config), setup fu
 	return &testProxy{Proxy: p, addr: ln.Addr().String(), reg: reg}
 }
 
+// drainInBackground starts a drain of up to 20 s and returns where its
+// result comes.
+func (tp *testProxy) drainInBackground() <-chan error {
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- tp.Drain(ctx)
+	}()
+	return drained
+}
+
 // settle drains the proxy so that every request it took is counted.
 func (tp *testProxy) settle(t *testing.T) {
 	t.Helper()
@@ -788,12 +800,7 @@ func TestDrain(t *testing.T) {
 		busy := dialRaw(t, tp.addr)
 		busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
 		<-held
-		drained := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			drained <- tp.Drain(ctx)
-		}()
+		drained := tp.drainInBackground()
 		if !idle.closed() {
 			t.Errorf("idle keep-alive connection: got open, want closed")
 		}
