@@ -19,7 +19,9 @@ const (
 // the TCP keep-alive net.Listen gives them (probes after 15 s of silence,
 // every 15 s, 9 of them). On Linux, where accepted sockets inherit it,
 // keep-alive is set once on the listening socket rather than with four
-// system calls on each accepted connection.
+// system calls on each accepted connection. On Linux a connection is
+// accepted once its client has sent something (TCP_DEFER_ACCEPT), or
+// after a second if it sends nothing.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	lc := listenConfig()
 	ln, err := lc.Listen(ctx, "tcp", addr)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // acceptedKeepAlive returns the keep-alive options of a connection
@@ -18,6 +19,10 @@ func acceptedKeepAlive(t *testing.T, ln net.Listener) map[string]int {
 		t.Fatal(err)
 	}
 	defer client.Close()
+	// A byte, so that a deferred accept does not wait.
+	if _, err := client.Write([]byte("G")); err != nil {
+		t.Fatal(err)
+	}
 	nc, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +78,60 @@ func TestListenKeepAlive(t *testing.T) {
 	}
 	if want["SO_KEEPALIVE"] != 1 || want["TCP_KEEPIDLE"] != 15 || want["TCP_KEEPINTVL"] != 15 || want["TCP_KEEPCNT"] != 9 {
 		t.Errorf("net.Listen's keep-alive: got %v, want on, 15 s, 15 s, 9 probes (keepAliveIdle and the others restate it)", want)
+	}
+}
+
+// TestListenDefersAccept: a connection is accepted once its client has
+// sent something, not when it connects; one that sends nothing is
+// accepted after deferAccept.
+func TestListenDefersAccept(t *testing.T) {
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tl := ln.(*net.TCPListener)
+	accept := func(wait time.Duration) (net.Conn, error) {
+		_ = tl.SetDeadline(time.Now().Add(wait))
+		return tl.Accept()
+	}
+
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if nc, err := accept(300 * time.Millisecond); err == nil {
+		nc.Close()
+		t.Fatal("a connection that sent nothing was accepted at once, want it deferred")
+	}
+	start := time.Now()
+	nc, err := accept(deferAccept + 5*time.Second)
+	if err != nil {
+		t.Fatalf("a connection that sent nothing was not accepted %v later: %v", deferAccept, err)
+	}
+	nc.Close()
+	if waited := time.Since(start) + 300*time.Millisecond; waited < deferAccept/2 {
+		t.Errorf("a connection that sent nothing was accepted after %v, want about %v", waited, deferAccept)
+	}
+
+	talker, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer talker.Close()
+	if _, err := talker.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	nc, err = accept(500 * time.Millisecond)
+	if err != nil {
+		t.Fatalf("a connection that sent its request was not accepted at once: %v", err)
+	}
+	defer nc.Close()
+	b := make([]byte, 64)
+	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := nc.Read(b); err != nil || string(b[:n]) != "GET / HTTP/1.1\r\n" {
+		t.Errorf("first read of an accepted connection: %q, %v; want the request sent before the accept", b[:n], err)
 	}
 }
 

@@ -54,12 +54,22 @@ func peekNow(fd uintptr) (int, error) {
 
 // listenConfig sets TCP keep-alive on the listening socket, which the
 // sockets it accepts inherit (with their keep-alive timer started), and
-// turns off net's own setting of it on each accepted connection.
+// turns off net's own setting of it on each accepted connection. It also
+// defers accepts until data comes (TCP_DEFER_ACCEPT, as nginx's listen
+// ... deferred and HAProxy's defer-accept): a client's connection is
+// accepted with its request already there, so the first read finds it
+// instead of finding nothing and waiting in Go's poller. A client that
+// connects and sends nothing is accepted after deferAccept all the same.
 func listenConfig() net.ListenConfig {
-	return net.ListenConfig{KeepAlive: -1, Control: setKeepAlive}
+	return net.ListenConfig{KeepAlive: -1, Control: setListenOptions}
 }
 
-func setKeepAlive(_, _ string, c syscall.RawConn) error {
+// deferAccept is how long a connection that sends nothing waits before
+// it is accepted: Linux rounds it up to a retransmission of its SYN-ACK,
+// and accepts the connection when the client acknowledges that.
+const deferAccept = time.Second
+
+func setListenOptions(_, _ string, c syscall.RawConn) error {
 	var err error
 	cerr := c.Control(func(fd uintptr) {
 		for _, o := range []struct{ level, name, value int }{
@@ -67,9 +77,10 @@ func setKeepAlive(_, _ string, c syscall.RawConn) error {
 			{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, int(keepAliveIdle / time.Second)},
 			{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, int(keepAliveInterval / time.Second)},
 			{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, keepAliveCount},
+			{syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, int(deferAccept / time.Second)},
 		} {
 			if e := syscall.SetsockoptInt(int(fd), o.level, o.name, o.value); e != nil && err == nil {
-				err = fmt.Errorf("set TCP keep-alive on the listening socket: %w", e)
+				err = fmt.Errorf("set TCP keep-alive and deferred accepts on the listening socket: %w", e)
 			}
 		}
 	})
