@@ -9,20 +9,30 @@ import (
 	"time"
 )
 
+// dialSending connects to ln and sends what, if anything.
+func dialSending(t *testing.T, ln net.Listener, what string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if what != "" {
+		if _, err := nc.Write([]byte(what)); err != nil {
+			nc.Close()
+			t.Fatal(err)
+		}
+	}
+	return nc
+}
+
 // acceptedKeepAlive returns the keep-alive options of a connection
 // accepted on ln.
 func acceptedKeepAlive(t *testing.T, ln net.Listener) map[string]int {
 	t.Helper()
 	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 	// A byte, so that a deferred accept does not wait.
-	if _, err := client.Write([]byte("G")); err != nil {
-		t.Fatal(err)
-	}
+	client := dialSending(t, ln, "G")
+	defer client.Close()
 	nc, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -96,10 +106,7 @@ func TestListenDefersAccept(t *testing.T) {
 		return tl.Accept()
 	}
 
-	silent, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	silent := dialSending(t, ln, "")
 	defer silent.Close()
 	if nc, err := accept(300 * time.Millisecond); err == nil {
 		nc.Close()
@@ -115,14 +122,8 @@ func TestListenDefersAccept(t *testing.T) {
 		t.Errorf("a connection that sent nothing was accepted after %v, want about %v", waited, deferAccept)
 	}
 
-	talker, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	talker := dialSending(t, ln, "GET / HTTP/1.1\r\n")
 	defer talker.Close()
-	if _, err := talker.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
-		t.Fatal(err)
-	}
 	nc, err = accept(500 * time.Millisecond)
 	if err != nil {
 		t.Fatalf("a connection that sent its request was not accepted at once: %v", err)
