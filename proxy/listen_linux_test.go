@@ -9,30 +9,13 @@ import (
 	"time"
 )
 
-// dialSending connects to ln and sends what, if anything.
-func dialSending(t *testing.T, ln net.Listener, what string) net.Conn {
-	t.Helper()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if what != "" {
-		if _, err := nc.Write([]byte(what)); err != nil {
-			nc.Close()
-			t.Fatal(err)
-		}
-	}
-	return nc
-}
-
 // acceptedKeepAlive returns the keep-alive options of a connection
 // accepted on ln.
 func acceptedKeepAlive(t *testing.T, ln net.Listener) map[string]int {
 	t.Helper()
 	defer ln.Close()
 	// A byte, so that a deferred accept does not wait.
-	client := dialSending(t, ln, "G")
-	defer client.Close()
+	dialRaw(t, ln.Addr().String()).send("G")
 	nc, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -106,8 +89,7 @@ func TestListenDefersAccept(t *testing.T) {
 		return tl.Accept()
 	}
 
-	silent := dialSending(t, ln, "")
-	defer silent.Close()
+	dialRaw(t, ln.Addr().String())
 	if nc, err := accept(300 * time.Millisecond); err == nil {
 		nc.Close()
 		t.Fatal("a connection that sent nothing was accepted at once, want it deferred")
@@ -122,8 +104,7 @@ func TestListenDefersAccept(t *testing.T) {
 		t.Errorf("a connection that sent nothing was accepted after %v, want about %v", waited, deferAccept)
 	}
 
-	talker := dialSending(t, ln, "GET / HTTP/1.1\r\n")
-	defer talker.Close()
+	dialRaw(t, ln.Addr().String()).send("GET / HTTP/1.1\r\n")
 	nc, err = accept(500 * time.Millisecond)
 	if err != nil {
 		t.Fatalf("a connection that sent its request was not accepted at once: %v", err)
