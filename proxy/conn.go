@@ -113,6 +113,7 @@ const (
 	resumeServe  // between exchanges: serve the next request, whose head may be partly buffered
 	resumeAnswer // the request was sent on c.up up to c.ev.sent: send the rest, read the answer
 	resumeWrite  // the answer was relayed up to c.ev.pend, which is left to write
+	resumeFirst  // accepted by the loop: serve its first request, whose head may be buffered
 )
 
 // keptConns holds the state of finished connections for new ones: the conn,
@@ -153,7 +154,21 @@ func (c *conn) recycle() {
 
 func (c *conn) serve() (parked bool) {
 	first := true
-	if from := c.resumeFrom; from != resumeNone {
+	switch from := c.resumeFrom; from {
+	case resumeNone:
+		if c.br == nil {
+			c.br = newReader(c.nc)
+		} else {
+			c.br.reset(c.nc)
+		}
+		c.clientIP = appendHost(c.clientIP[:0], c.nc.RemoteAddr())
+		c.now = time.Now()
+	case resumeFirst:
+		// Accepted by an event loop, which read its first bytes and set
+		// its address.
+		c.resumeFrom = resumeNone
+		c.now = time.Now()
+	default:
 		// Handed back by an event loop.
 		c.resumeFrom = resumeNone
 		first = false
@@ -162,14 +177,6 @@ func (c *conn) serve() (parked bool) {
 			c.end()
 			return false
 		}
-	} else {
-		if c.br == nil {
-			c.br = newReader(c.nc)
-		} else {
-			c.br.reset(c.nc)
-		}
-		c.clientIP = appendHost(c.clientIP[:0], c.nc.RemoteAddr())
-		c.now = time.Now()
 	}
 	if c.br.rc != nil {
 		if c.serveLoop(first) {
@@ -217,8 +224,13 @@ func (c *conn) close() {
 	if c.linger {
 		c.lingerClose()
 	}
-	if !c.handedOff {
+	switch {
+	case c.handedOff:
+	case c.nc != nil:
 		_ = c.nc.Close()
+	case c.ev.cfd >= 0:
+		// Accepted by an event loop and never given a net.Conn.
+		closeNow(c.ev.cfd)
 	}
 	c.br.release()
 	if c.up != nil {

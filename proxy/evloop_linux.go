@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"net"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -68,6 +70,10 @@ type connEv struct {
 	// since is when the connection last went idle, for the idle timeout.
 	since time.Time
 	idx   int // in l.conns
+	// fresh is set while a connection the loop accepted has not had its
+	// first request served: a goroutine it is handed to serves it as a
+	// new connection's (the HTTP/2 preface is looked for there).
+	fresh bool
 }
 
 var pendBufs = sync.Pool{New: func() any { b := make([]byte, 0, copyBufSize); return &b }}
@@ -76,6 +82,7 @@ var pendBufs = sync.Pool{New: func() any { b := make([]byte, 0, copyBufSize); re
 // waits for it.
 type evLoop struct {
 	p      *Proxy
+	ls     *evLoops
 	epfd   int
 	file   *os.File // epfd, for Go's poller
 	rc     syscall.RawConn
@@ -90,6 +97,14 @@ type evLoop struct {
 	// swept is when sweep last ran.
 	swept time.Time
 
+	// Accepting (evaccept_linux.go): lnOn is set while the listener is
+	// registered here; acceptFn is acceptFrom, made once; sa and acceptErr
+	// are acceptFrom's.
+	lnOn      bool
+	acceptFn  func(fd uintptr)
+	sa        syscall.RawSockaddrAny
+	acceptErr error
+
 	mu    sync.Mutex
 	in    []*conn // parked, not yet taken in by the loop
 	spare []*conn
@@ -101,14 +116,24 @@ type evLoops struct {
 	loops []*evLoop
 	next  uint32
 	mu    sync.Mutex
+	// The listener the loops accept from, once listen was called: lnFd is
+	// its descriptor (-1 before), accepting is set while the loops accept
+	// rather than Serve, and failed is where a loop tells Serve to take
+	// accepting back.
+	lnRC      syscall.RawConn
+	lnFd      int
+	accepting atomic.Bool
+	failed    chan struct{}
 }
 
-// startEvLoops starts one loop per P.
-func startEvLoops(p *Proxy) (*evLoops, error) {
+// startEvLoops starts one loop per P, which accept from ln once Serve has
+// them (see evLoops.waitFailure).
+func startEvLoops(p *Proxy, ln net.Listener) (*evLoops, error) {
 	n := runtime.GOMAXPROCS(0)
-	ls := &evLoops{}
+	ls := &evLoops{lnFd: -1, failed: make(chan struct{}, 1)}
+	ls.setListener(ln)
 	for range n {
-		l, err := newEvLoop(p)
+		l, err := newEvLoop(p, ls)
 		if err != nil {
 			ls.stop()
 			return nil, err
@@ -153,7 +178,7 @@ func (ls *evLoops) stop() {
 	}
 }
 
-func newEvLoop(p *Proxy) (*evLoop, error) {
+func newEvLoop(p *Proxy, ls *evLoops) (*evLoop, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -182,9 +207,10 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 		_ = syscall.Close(int(wfd))
 		return nil, err
 	}
-	l := &evLoop{p: p, epfd: epfd, file: f, rc: rc, wakeFd: int(wfd),
+	l := &evLoop{p: p, ls: ls, epfd: epfd, file: f, rc: rc, wakeFd: int(wfd),
 		events: make([]syscall.EpollEvent, 128), done: make(chan struct{})}
 	l.pollFn = l.poll
+	l.acceptFn = l.acceptFrom
 	// The idle timeout is kept to within an eighth.
 	l.tick = min(max(p.cfg.IdleTimeout/8, 5*time.Millisecond), time.Second)
 	go l.run()
@@ -331,10 +357,13 @@ func (l *evLoop) poll(_ uintptr) bool {
 			l.sweep()
 		}
 		events := l.events[:n]
+		listener := false
 		for _, e := range events {
 			switch c := l.owner(int(e.Fd)); {
 			case int(e.Fd) == l.wakeFd:
 				l.woken()
+			case int(e.Fd) == l.ls.lnFd:
+				listener = true
 			case c != nil && int(e.Fd) == c.ev.afd:
 				l.appEvent(c)
 			}
@@ -343,6 +372,11 @@ func (l *evLoop) poll(_ uintptr) bool {
 			if c := l.owner(int(e.Fd)); c != nil && int(e.Fd) == c.ev.cfd {
 				l.clientEvent(c, e.Events)
 			}
+		}
+		// New connections last: one may get the number of a descriptor
+		// closed in this batch, whose events above were the old one's.
+		if listener {
+			l.accept()
 		}
 		runtime.Gosched()
 	}
@@ -365,8 +399,10 @@ func (l *evLoop) woken() {
 	_, _, _ = syscall.RawSyscall(syscall.SYS_READ, uintptr(l.wakeFd), uintptr(unsafe.Pointer(&b[0])), 8)
 	l.takeIn()
 	if !l.p.draining.Load() {
+		l.listenOn()
 		return
 	}
+	l.listenOff()
 	for i := len(l.conns) - 1; i >= 0; i-- {
 		switch c := l.conns[i]; {
 		case c.cut.Load():
@@ -447,6 +483,21 @@ func endCut(c *conn) {
 // cut it as a goroutine's.
 func (l *evLoop) handBack(c *conn, from int) {
 	l.release(c)
+	if c.nc == nil && !l.adopt(c) {
+		// Out of descriptors, most likely: the connection is closed.
+		c.parked.Store(false)
+		if c.ev.state == evAwait {
+			c.dropUpstream()
+			c.o.code = CodeClientGone
+			c.finishForward()
+		}
+		c.end()
+		c.recycle()
+		return
+	}
+	if from == resumeServe && c.ev.fresh {
+		from = resumeFirst
+	}
 	p := c.p
 	p.mu.Lock()
 	c.parked.Store(false)
@@ -515,7 +566,7 @@ func (l *evLoop) serveClient(c *conn, read bool) {
 		return
 	}
 	c.headLen = n
-	if !c.plain() || h.methodClass == methodCONNECT || c.up == nil || len(c.up.br.buffered()) > 0 {
+	if !c.plain() || h.methodClass == methodCONNECT || (c.up == nil && !l.takeApp(c)) || len(c.up.br.buffered()) > 0 {
 		l.handBack(c, resumeServe)
 		return
 	}
@@ -537,6 +588,28 @@ func (l *evLoop) serveClient(c *conn, read bool) {
 		}
 		ev.sent += n
 	}
+}
+
+// takeApp gives c, a connection the loop accepted, an idle app connection
+// from the pool, registered here. It reports false when there is none: a
+// goroutine dials one.
+func (l *evLoop) takeApp(c *conn) bool {
+	if c.nc != nil {
+		return false
+	}
+	u := c.p.pool.takeIdle()
+	if u == nil {
+		return false
+	}
+	fd := u.br.fd()
+	if !l.register(u.br, fd) {
+		c.p.pool.put(u)
+		return false
+	}
+	c.up = u
+	c.ev.afd = fd
+	l.setFd(fd, c)
+	return true
 }
 
 // appEvent handles an event on c's app socket.
@@ -591,6 +664,7 @@ func (l *evLoop) appEvent(c *conn) {
 // request, in the loop or in a goroutine.
 func (l *evLoop) endExchange(c *conn) {
 	ev := &c.ev
+	ev.fresh = false
 	keep := c.finishForward()
 	switch {
 	case !keep || c.p.draining.Load():

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -46,13 +47,27 @@ func parkedConn(t *testing.T, tp *testProxy) *rawConn {
 		tp.mu.Lock()
 		defer tp.mu.Unlock()
 		for c := range tp.conns {
-			if c.parked.Load() && c.nc.RemoteAddr().String() == local {
+			if c.parked.Load() && peerAddr(c) == local {
 				return true
 			}
 		}
 		return false
 	})
 	return rc
+}
+
+// peerAddr returns the client's address of c, which may be a connection
+// an event loop accepted and served without a net.Conn. Called with the
+// proxy's lock held.
+func peerAddr(c *conn) string {
+	if c.nc != nil {
+		return c.nc.RemoteAddr().String()
+	}
+	sa, err := syscall.Getpeername(c.ev.cfd)
+	if sa, ok := sa.(*syscall.SockaddrInet4); ok && err == nil {
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)).String()
+	}
+	return ""
 }
 
 // answer reads an answer, its body, and whether it said

@@ -204,15 +204,22 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 	if !p.cfg.DisableEventLoop {
-		evl, err := startEvLoops(p)
+		evl, err := startEvLoops(p, ln)
 		if err != nil {
 			p.cfg.Log.Warn("proxy cannot start its event loops; every connection is served by a goroutine of its own", "err", err)
 		}
 		p.evl.Store(evl)
 	}
+	ls := p.evl.Load()
+	loopsAccept := ls.accepts()
 	var err error
 	retry := acceptRetry{quiet: p.acceptQuiet}
 	for {
+		// The event loops accept while accepts succeed (evaccept_linux.go);
+		// an episode of failing accepts is this loop's.
+		if loopsAccept && !retry.active && !ls.waitFailure(p.stop) {
+			break
+		}
 		nc, aerr := ln.Accept()
 		if aerr != nil {
 			if p.draining.Load() {
@@ -322,12 +329,21 @@ func (p *Proxy) newConn(nc net.Conn) *conn {
 	// Taken before the lock, which every connection's end and the drain
 	// also take: the lock guards only the set.
 	c := reuseConn(p, nc)
-	p.mu.Lock()
-	if p.draining.Load() {
-		p.mu.Unlock()
+	if !p.admit(c) {
 		_ = nc.Close()
 		c.recycle()
 		return nil
+	}
+	return c
+}
+
+// admit lists a new connection, or reports false when it is to be closed
+// at once: the proxy drains, or MaxConns are open.
+func (p *Proxy) admit(c *conn) bool {
+	p.mu.Lock()
+	if p.draining.Load() {
+		p.mu.Unlock()
+		return false
 	}
 	if max := p.cfg.MaxConns; max > 0 && len(p.conns)+p.h2.connections() >= max {
 		// Over the bound a connection is not queued: closing it at once
@@ -335,15 +351,13 @@ func (p *Proxy) newConn(nc net.Conn) *conn {
 		// retries elsewhere.
 		p.mu.Unlock()
 		p.m.rejected.Inc()
-		_ = nc.Close()
-		c.recycle()
-		return nil
+		return false
 	}
 	p.conns[c] = struct{}{}
 	p.active.Add(1)
 	p.wg.Add(1)
 	p.mu.Unlock()
-	return c
+	return true
 }
 
 // forget removes c, once its goroutine ends.

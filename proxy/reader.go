@@ -183,6 +183,13 @@ func (b *reader) reset(rd io.Reader) {
 	b.rawWait(rd)
 }
 
+// attach makes b a reader over rd, keeping what it buffered: a connection
+// an event loop accepted gets its net.Conn after its first bytes came.
+func (b *reader) attach(rd io.Reader) {
+	b.rd = rd
+	b.rawWait(rd)
+}
+
 // rawWait sets up fill to wait for a socket to become readable without
 // holding a buffer: the buffer is taken from the pool only once bytes are
 // there. That is what keeps a thousand idle keep-alive connections, and

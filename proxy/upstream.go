@@ -57,23 +57,30 @@ func newPool(addr string, dialTimeout time.Duration, max int) *pool {
 // get returns an idle connection that is still alive, or dials a new one
 // as dial does.
 func (p *pool) get(check time.Duration, cancel func() error) (*upConn, error) {
+	if u := p.takeIdle(); u != nil {
+		return u, nil
+	}
+	return p.dial(check, cancel)
+}
+
+// takeIdle returns an idle connection that is still alive, or nil.
+func (p *pool) takeIdle() *upConn {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 {
 			p.mu.Unlock()
-			break
+			return nil
 		}
 		u := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
 		if u.alive() {
-			return u, nil
+			return u
 		}
 		u.close()
 	}
-	return p.dial(check, cancel)
 }
 
 // maxDials bounds the dials in flight. Each runs in its own goroutine,

@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// The event loops accept client connections themselves (see
+// docs/proxy.md, "The event loop"). A connection accepted by a loop is
+// not Go's: it has a descriptor and no net.Conn, is registered in that
+// loop's epoll instance only, and its first request is served there when
+// it is plain and an idle app connection is at hand. Anything else gives
+// it a net.Conn (adopt) and hands it to a goroutine, as for a connection
+// parked in a loop.
+//
+// Why: with a new connection per request, Go's accept path made a
+// getsockname, a setsockopt, a registration in Go's poller and its
+// removal per connection, set a finalizer, handed the connection to a
+// goroutine, and made its accept and close calls through the scheduler's
+// bookkeeping, which woke the scheduler's monitor thread after every
+// idle moment. A loop makes none of that: one accept4, one epoll_ctl, and
+// a close.
+//
+// Accepting stays Go's (Serve's loop, with its backoff, counting and
+// logging) for an episode of failing accepts: a loop whose accept fails
+// for any reason but "nothing to accept" hands accepting back to Serve,
+// which returns it to the loops once the episode is over.
+
+// epollExclusive is EPOLLEXCLUSIVE: a new connection wakes one loop, not
+// every loop.
+const epollExclusive = 1 << 28
+
+// maxAcceptBatch bounds the connections a loop accepts from one event;
+// the listener is level-triggered, so more are announced again.
+const maxAcceptBatch = 64
+
+// setListener readies the loops to accept from ln, a TCP listener; it is
+// called before they start. They accept once waitFailure says so.
+func (ls *evLoops) setListener(ln net.Listener) {
+	sc, ok := ln.(syscall.Conn)
+	if _, tcp := ln.(*net.TCPListener); !ok || !tcp {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) {
+		fd = int(s)
+		// Sockets accepted with accept4 are not set TCP_NODELAY by Go's
+		// net, as accepted connections are; Linux copies it from the
+		// listening socket.
+		_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	}); err != nil {
+		return
+	}
+	ls.lnRC, ls.lnFd = rc, fd
+}
+
+// accepts reports whether the loops can accept from the listener.
+func (ls *evLoops) accepts() bool { return ls != nil && ls.lnRC != nil }
+
+// waitFailure hands accepting to the loops until one of them hands it back
+// (true) or the proxy stops (false).
+func (ls *evLoops) waitFailure(stop <-chan struct{}) bool {
+	ls.accepting.Store(true)
+	ls.wake()
+	select {
+	case <-ls.failed:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// listenOn registers the listener with the loop, unless it is or the
+// loops are not accepting.
+func (l *evLoop) listenOn() {
+	ls := l.ls
+	if l.lnOn || ls.lnRC == nil || !ls.accepting.Load() || l.p.draining.Load() {
+		return
+	}
+	e := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(ls.lnFd)}
+	_ = ls.lnRC.Control(func(fd uintptr) {
+		if syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, int(fd), &e) == nil {
+			l.lnOn = true
+		}
+	})
+}
+
+// listenOff takes the listener out of the loop.
+func (l *evLoop) listenOff() {
+	if !l.lnOn {
+		return
+	}
+	l.lnOn = false
+	_ = l.ls.lnRC.Control(func(fd uintptr) {
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// accept takes the connections waiting on the listener, serving each
+// one's request at once when it came with it (the listener defers
+// accepts until it has, see Listen).
+func (l *evLoop) accept() {
+	ls := l.ls
+	if !ls.accepting.Load() || l.p.draining.Load() {
+		l.listenOff()
+		return
+	}
+	l.acceptErr = nil
+	// Control keeps the descriptor from being closed, and its number
+	// reused, while the loop accepts from it.
+	if err := ls.lnRC.Control(l.acceptFn); err != nil && l.acceptErr == nil {
+		l.acceptErr = err
+	}
+	if l.acceptErr == nil {
+		return
+	}
+	// Closed by the drain, or failing: Serve's loop accepts (and counts,
+	// backs off and logs) until the episode is over.
+	l.listenOff()
+	if l.p.draining.Load() {
+		return
+	}
+	if ls.accepting.Swap(false) {
+		select {
+		case ls.failed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// acceptFrom accepts from the listening socket fd, given by Control.
+func (l *evLoop) acceptFrom(fd uintptr) {
+	for range maxAcceptBatch {
+		sl := uint32(unsafe.Sizeof(l.sa))
+		nfd, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(&l.sa)),
+			uintptr(unsafe.Pointer(&sl)), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+			l.accepted(int(nfd))
+		case syscall.EAGAIN:
+			return
+		case syscall.EINTR, syscall.ECONNABORTED:
+			// Go's accept retries these too: the listener is fine.
+		default:
+			l.acceptErr = os.NewSyscallError("accept4", e)
+			return
+		}
+	}
+}
+
+// accepted takes in a connection the loop accepted, and serves its first
+// request if it is there.
+func (l *evLoop) accepted(fd int) {
+	p := l.p
+	c := reuseConn(p, nil)
+	if c.br == nil {
+		c.br = newReader(nil)
+	} else {
+		c.br.reset(nil)
+	}
+	c.br.sysFd = fd
+	c.clientIP = appendSockaddrHost(c.clientIP[:0], &l.sa)
+	now := time.Now()
+	c.now = now
+	c.ev = connEv{home: l, cfd: fd, afd: -1, state: evIdle, fresh: true, since: now, idx: len(l.conns)}
+	c.parked.Store(true)
+	if !p.admit(c) {
+		closeNow(fd)
+		c.recycle()
+		return
+	}
+	l.conns = append(l.conns, c)
+	l.setFd(fd, c)
+	l.serveClient(c, true)
+	// Registered once read: a socket registered edge-triggered while
+	// readable is reported at once, and its bytes were read already.
+	if l.owner(fd) == c && !l.register(c.br, fd) {
+		l.handBack(c, resumeServe)
+	}
+}
+
+// appendSockaddrHost appends the address of a socket address from
+// accept4 to b, as appendHost does for a net.Addr.
+func appendSockaddrHost(b []byte, sa *syscall.RawSockaddrAny) []byte {
+	switch sa.Addr.Family {
+	case syscall.AF_INET:
+		a := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrFrom4(a.Addr).AppendTo(b)
+	case syscall.AF_INET6:
+		a := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
+		return netip.AddrFrom16(a.Addr).Unmap().AppendTo(b)
+	}
+	return b
+}
+
+// closeNow closes a descriptor without the scheduler's bookkeeping (see
+// readNow): closing a TCP socket does not wait.
+func closeNow(fd int) {
+	_, _, _ = syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// adopt gives a connection the loop accepted the net.Conn that a
+// goroutine serves it through: a copy of its descriptor, registered in
+// Go's poller. The loop's own registration goes first, or epoll would go
+// on reporting the copy's events under the old number.
+func (l *evLoop) adopt(c *conn) bool {
+	fd := c.ev.cfd
+	if c.br.evl != nil {
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		c.br.evl = nil
+	}
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	// Under the lock, for what reads the connections' state under it.
+	l.p.mu.Lock()
+	if err != nil {
+		c.ev.cfd = -1
+	} else {
+		c.nc = nc
+	}
+	l.p.mu.Unlock()
+	if err != nil {
+		return false
+	}
+	c.br.attach(nc)
+	return true
+}
