@@ -234,3 +234,88 @@ func (l *evLoop) adopt(c *conn) bool {
 	c.br.attach(nc)
 	return true
 }
+
+// takeApp gives c, a connection the loop accepted, an idle app connection
+// from the pool, registered here. It reports false when there is none: a
+// goroutine dials one.
+func (l *evLoop) takeApp(c *conn) bool {
+	if c.nc != nil {
+		return false
+	}
+	l.mu.Lock()
+	if n := len(l.idleApps); n > 0 {
+		// Registered here and watched while idle: no peek, no epoll_ctl.
+		u := l.idleApps[n-1]
+		l.idleApps[n-1] = nil
+		l.idleApps = l.idleApps[:n-1]
+		l.mu.Unlock()
+		c.p.pool.unhold()
+		fd := u.br.fd()
+		c.up = u
+		c.ev.afd = fd
+		l.setFd(fd, c)
+		return true
+	}
+	l.mu.Unlock()
+	u := c.p.pool.takeIdle()
+	if u == nil {
+		return false
+	}
+	fd := u.br.fd()
+	if !l.register(u.br, fd) {
+		c.p.pool.put(u)
+		return false
+	}
+	c.up = u
+	c.ev.afd = fd
+	l.setFd(fd, c)
+	return true
+}
+
+// keepApp keeps u, the idle app connection of a connection the loop
+// closes, for the next connection the loop accepts, when it is registered
+// here and the pool's bound has room; it reports whether it did. Watched
+// as it waits, it needs neither the pool's peek nor a registration when
+// it is taken: with a new connection per request, three system calls per
+// request fewer.
+func (l *evLoop) keepApp(u *upConn) bool {
+	if u.br == nil || u.br.evl != l || len(u.br.buffered()) > 0 || !l.p.pool.hold() {
+		return false
+	}
+	l.mu.Lock()
+	l.idleApps = append(l.idleApps, u)
+	l.mu.Unlock()
+	l.setFd(u.br.fd(), l.appMark)
+	return true
+}
+
+// idleAppEvent closes the idle app connection on fd: the app closed it or
+// sent bytes no request asked for.
+func (l *evLoop) idleAppEvent(fd int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, u := range l.idleApps {
+		if u.br.fd() == fd {
+			l.idleApps = append(l.idleApps[:i], l.idleApps[i+1:]...)
+			l.byFd[fd] = nil
+			l.p.pool.unhold()
+			u.br.evl = nil
+			u.close()
+			return
+		}
+	}
+}
+
+// closeIdleApps closes the idle app connections the loop keeps, as it
+// stops.
+func (l *evLoop) closeIdleApps() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, u := range l.idleApps {
+		l.byFd[u.br.fd()] = nil
+		l.p.pool.unhold()
+		u.br.evl = nil
+		u.close()
+	}
+	l.idleApps = nil
+}

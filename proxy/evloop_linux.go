@@ -104,11 +104,15 @@ type evLoop struct {
 	acceptFn  func(fd uintptr)
 	sa        syscall.RawSockaddrAny
 	acceptErr error
+	appMark   *conn // byFd's mark of an app connection in idleApps
 
-	mu    sync.Mutex
-	in    []*conn // parked, not yet taken in by the loop
-	spare []*conn
-	done  chan struct{}
+	mu sync.Mutex
+	// idleApps are idle app connections the loop keeps for the connections
+	// it accepts, registered here and watched (see keepApp).
+	idleApps []*upConn
+	in       []*conn // parked, not yet taken in by the loop
+	spare    []*conn
+	done     chan struct{}
 }
 
 // evLoops are a proxy's loops, one per P.
@@ -207,7 +211,7 @@ func newEvLoop(p *Proxy, ls *evLoops) (*evLoop, error) {
 		_ = syscall.Close(int(wfd))
 		return nil, err
 	}
-	l := &evLoop{p: p, ls: ls, epfd: epfd, file: f, rc: rc, wakeFd: int(wfd),
+	l := &evLoop{p: p, ls: ls, appMark: &conn{ev: connEv{cfd: -1, afd: -1}}, epfd: epfd, file: f, rc: rc, wakeFd: int(wfd),
 		events: make([]syscall.EpollEvent, 128), done: make(chan struct{})}
 	l.pollFn = l.poll
 	l.acceptFn = l.acceptFrom
@@ -224,6 +228,7 @@ const epollET = 1 << 31
 // tick closes the connections idle for too long.
 func (l *evLoop) run() {
 	defer close(l.done)
+	defer l.closeIdleApps()
 	l.swept = time.Now()
 	_ = l.file.SetReadDeadline(l.swept.Add(l.tick))
 	for {
@@ -364,6 +369,8 @@ func (l *evLoop) poll(_ uintptr) bool {
 				l.woken()
 			case int(e.Fd) == l.ls.lnFd:
 				listener = true
+			case c == l.appMark:
+				l.idleAppEvent(int(e.Fd))
 			case c != nil && int(e.Fd) == c.ev.afd:
 				l.appEvent(c)
 			}
@@ -451,6 +458,9 @@ func (l *evLoop) forgetApp(c *conn) {
 // nothing the loop does leaves it lingering or with bytes to write.
 func (l *evLoop) drop(c *conn) {
 	l.release(c)
+	if u := c.up; u != nil && !l.p.draining.Load() && l.keepApp(u) {
+		c.up = nil
+	}
 	c.parked.Store(false)
 	c.end()
 	c.recycle()
@@ -588,28 +598,6 @@ func (l *evLoop) serveClient(c *conn, read bool) {
 		}
 		ev.sent += n
 	}
-}
-
-// takeApp gives c, a connection the loop accepted, an idle app connection
-// from the pool, registered here. It reports false when there is none: a
-// goroutine dials one.
-func (l *evLoop) takeApp(c *conn) bool {
-	if c.nc != nil {
-		return false
-	}
-	u := c.p.pool.takeIdle()
-	if u == nil {
-		return false
-	}
-	fd := u.br.fd()
-	if !l.register(u.br, fd) {
-		c.p.pool.put(u)
-		return false
-	}
-	c.up = u
-	c.ev.afd = fd
-	l.setFd(fd, c)
-	return true
 }
 
 // appEvent handles an event on c's app socket.

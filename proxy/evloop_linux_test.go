@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -452,4 +453,20 @@ func TestEventLoopOff(t *testing.T) {
 	if n := tp.parked(); n != 0 {
 		t.Errorf("%d connections parked with the event loop off", n)
 	}
+}
+
+// idleAppConns returns the idle app connections: the pool's, then those
+// the event loops keep.
+func idleAppConns(tp *testProxy) []*upConn {
+	tp.pool.mu.Lock()
+	idle := slices.Clone(tp.pool.idle)
+	tp.pool.mu.Unlock()
+	if ls := tp.evl.Load(); ls != nil {
+		for _, l := range ls.loops {
+			l.mu.Lock()
+			idle = append(idle, l.idleApps...)
+			l.mu.Unlock()
+		}
+	}
+	return idle
 }

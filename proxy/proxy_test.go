@@ -1253,10 +1253,7 @@ func TestIdleAppConnectionHoldsNoBuffer(t *testing.T) {
 				}
 				runtime.Gosched()
 			}
-			tp.pool.mu.Lock()
-			held := tp.pool.idle[0].br.buf != nil
-			tp.pool.mu.Unlock()
-			if held {
+			if held := idleAppConns(tp)[0].br.buf != nil; held {
 				t.Errorf("idle app connection: holds a read buffer, want none")
 			}
 		})

@@ -44,8 +44,11 @@ type pool struct {
 	// dials holds a token per dial in flight.
 	dials chan struct{}
 
-	mu     sync.Mutex
-	idle   []*upConn
+	mu   sync.Mutex
+	idle []*upConn
+	// held counts the idle connections event loops keep for themselves
+	// (see evLoop.keepApp); max bounds them with the others.
+	held   int
 	closed bool
 }
 
@@ -159,7 +162,7 @@ func (p *pool) waitSlot(check time.Duration, cancel func() error) error {
 // put gives back a connection that is idle and reusable.
 func (p *pool) put(u *upConn) {
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= p.max {
+	if p.closed || len(p.idle)+p.held >= p.max {
 		p.mu.Unlock()
 		u.close()
 		return
@@ -171,7 +174,26 @@ func (p *pool) put(u *upConn) {
 func (p *pool) idleCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.idle)
+	return len(p.idle) + p.held
+}
+
+// hold counts an idle connection an event loop keeps for itself, and
+// reports false when the bound leaves no room for it: it is closed then.
+func (p *pool) hold() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle)+p.held >= p.max {
+		return false
+	}
+	p.held++
+	return true
+}
+
+// unhold notes that a connection counted by hold was taken or closed.
+func (p *pool) unhold() {
+	p.mu.Lock()
+	p.held--
+	p.mu.Unlock()
 }
 
 // close closes the idle connections and every one given back later.
