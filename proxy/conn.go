@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -68,6 +69,10 @@ type conn struct {
 	// goroutine; it receives the result.
 	bodyDone  chan bodyResult
 	bodyState atomic.Int32
+	// bodyStop is set by stopBody before it moves the body goroutine's
+	// deadlines to the past, and checked by that goroutine after it moves
+	// them itself: whichever comes second, the copy stops.
+	bodyStop atomic.Bool
 	// State of the exchange in progress, kept here rather than on the
 	// goroutine's stack: o is its outcome; out the write buffer, from
 	// reqBP or outBP; pp the response body's pipe.
@@ -221,6 +226,15 @@ func (c *conn) end() {
 }
 
 func (c *conn) close() {
+	// The app connection goes back first: a client that saw its
+	// connection close and connects again finds it in the pool.
+	if c.up != nil {
+		if c.up.br != nil {
+			c.up.br.unregister()
+		}
+		c.p.pool.put(c.up)
+		c.up = nil
+	}
 	if c.linger {
 		c.lingerClose()
 	}
@@ -233,13 +247,6 @@ func (c *conn) close() {
 		closeNow(c.ev.cfd)
 	}
 	c.br.release()
-	if c.up != nil {
-		if c.up.br != nil {
-			c.up.br.unregister()
-		}
-		c.p.pool.put(c.up)
-		c.up = nil
-	}
 }
 
 // lingerClose half-closes the connection and reads what the client still
@@ -272,8 +279,9 @@ const (
 // pokeIfIdle interrupts a connection waiting for its next request; it then
 // sees that the proxy is draining and closes. Called with p.mu held.
 func (c *conn) pokeIfIdle() {
-	if c.parked.Load() {
-		// Its loop closes it (see Drain).
+	if c.parked.Load() || c.nc == nil {
+		// Its loop closes it (see Drain), or is closing it: a connection
+		// a loop accepted has no net.Conn until a goroutine serves it.
 		return
 	}
 	if c.state.Load() == stateIdle {
@@ -482,16 +490,24 @@ func (c *conn) writeClient(b []byte, now time.Time) error {
 	return c.br.write(c.nc, b)
 }
 
-// writeUp writes b to the app within IOTimeout.
-func writeUp(u *upConn, b []byte, now time.Time) error {
+// writeUp writes b to the app within IOTimeout. stop, when not nil, is
+// the request body's bodyStop.
+func writeUp(u *upConn, b []byte, now time.Time, stop *atomic.Bool) error {
 	if u.wdl.IsZero() || u.wdl.Before(now.Add(30*time.Second)) {
 		// Writes to the app are bounded loosely: the app reads what it is
 		// sent, and a stuck one is also caught by the client's timeouts.
 		u.wdl = now.Add(60 * time.Second)
 		_ = u.nc.SetWriteDeadline(u.wdl)
 	}
+	if stop != nil && stop.Load() {
+		return errBodyStopped
+	}
 	return u.br.write(u.nc, b)
 }
+
+// errBodyStopped ends a request body's copy that stopBody cut off. It is
+// the deadline's error, which stopBody's past deadlines would have given.
+var errBodyStopped = fmt.Errorf("request body copy stopped: %w", os.ErrDeadlineExceeded)
 
 // fillUp reads more of the app's answer. While it waits, it checks every
 // ClientCheckInterval that the client is still there.
@@ -560,6 +576,9 @@ func isTimeout(err error) bool {
 func (c *conn) fillClient(now time.Time) error {
 	d := c.p.cfg.IOTimeout
 	c.setReadDeadline(now.Add(d), d/8)
+	if c.bodyStop.Load() {
+		return errBodyStopped
+	}
 	return c.br.fill(bufSize)
 }
 
@@ -568,6 +587,9 @@ func (c *conn) fillClient(now time.Time) error {
 func (c *conn) readClient(p []byte, now time.Time) (int, error) {
 	d := c.p.cfg.IOTimeout
 	c.setReadDeadline(now.Add(d), d/8)
+	if c.bodyStop.Load() {
+		return 0, errBodyStopped
+	}
 	n, err := c.br.readInto(p)
 	if n > 0 {
 		return n, nil

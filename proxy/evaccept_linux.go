@@ -259,6 +259,9 @@ func (l *evLoop) takeApp(c *conn) bool {
 	l.mu.Unlock()
 	u := c.p.pool.takeIdle()
 	if u == nil {
+		u = l.ls.stealApp()
+	}
+	if u == nil {
 		return false
 	}
 	fd := u.br.fd()
@@ -282,10 +285,12 @@ func (l *evLoop) keepApp(u *upConn) bool {
 	if u.br == nil || u.br.evl != l || len(u.br.buffered()) > 0 || !l.p.pool.hold() {
 		return false
 	}
+	// Marked before it is listed: once listed, another loop or a
+	// goroutine may take it (stealApp).
+	l.setFd(u.br.fd(), l.appMark)
 	l.mu.Lock()
 	l.idleApps = append(l.idleApps, u)
 	l.mu.Unlock()
-	l.setFd(u.br.fd(), l.appMark)
 	return true
 }
 
@@ -318,4 +323,35 @@ func (l *evLoop) closeIdleApps() {
 		u.close()
 	}
 	l.idleApps = nil
+}
+
+// stealApp takes an idle app connection that a loop keeps, out of that
+// loop's epoll instance, for a loop that has none of its own or for a
+// goroutine: with one loop per P, a connection closed in one loop would
+// otherwise leave its app connection out of reach of the others. The
+// loop's mark for its descriptor stays behind; an event for it finds no
+// connection in idleApps and is dropped. It is peeked at, as in the pool:
+// the loop that watched it may not have seen its last event yet.
+func (ls *evLoops) stealApp() *upConn {
+	for _, l := range ls.loops {
+		for {
+			l.mu.Lock()
+			n := len(l.idleApps)
+			if n == 0 {
+				l.mu.Unlock()
+				break
+			}
+			u := l.idleApps[n-1]
+			l.idleApps[n-1] = nil
+			l.idleApps = l.idleApps[:n-1]
+			l.mu.Unlock()
+			l.p.pool.unhold()
+			u.br.unregister()
+			if u.alive() {
+				return u
+			}
+			u.close()
+		}
+	}
+	return nil
 }

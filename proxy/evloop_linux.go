@@ -508,6 +508,7 @@ func (l *evLoop) handBack(c *conn, from int) {
 	if from == resumeServe && c.ev.fresh {
 		from = resumeFirst
 	}
+	c.ev.fresh = false
 	p := c.p
 	p.mu.Lock()
 	c.parked.Store(false)

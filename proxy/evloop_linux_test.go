@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // parked returns how many client connections wait in an event loop.
@@ -461,6 +462,12 @@ func idleAppConns(tp *testProxy) []*upConn {
 	tp.pool.mu.Lock()
 	idle := slices.Clone(tp.pool.idle)
 	tp.pool.mu.Unlock()
+	return append(idle, loopIdleApps(tp)...)
+}
+
+// loopIdleApps returns the idle app connections the event loops keep.
+func loopIdleApps(tp *testProxy) []*upConn {
+	var idle []*upConn
 	if ls := tp.evl.Load(); ls != nil {
 		for _, l := range ls.loops {
 			l.mu.Lock()
@@ -469,4 +476,142 @@ func idleAppConns(tp *testProxy) []*upConn {
 		}
 	}
 	return idle
+}
+
+// TestEventLoopServesNewConnections: connections that ask for a new
+// connection per request are accepted by a loop and served there, on the
+// idle app connection the loop kept from the one before: one goroutine
+// and one app connection serve them all, and each gets its answer with
+// its own address in X-Forwarded-For.
+func TestEventLoopServesNewConnections(t *testing.T) {
+	var appConns atomic.Int32
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		appConns.Add(1)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body := req.URL.Path + " xff=" + req.Header.Get("X-Forwarded-For")
+			fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	tp := startProxy(t, app, nil)
+	const n = 20
+	for i := range n {
+		rc := dialRaw(t, tp.addr)
+		rc.send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", i))
+		code, body, closing := rc.answer("GET")
+		if want := fmt.Sprintf("/%d xff=127.0.0.1", i); code != 200 || body != want || !closing {
+			t.Fatalf("connection %d: got %d %q (close %v), want 200 %q and Connection: close", i, code, body, closing, want)
+		}
+		if !rc.closed() {
+			t.Fatalf("connection %d: not closed after its answer", i)
+		}
+	}
+	// The first connection found no idle app connection and was handed to
+	// a goroutine, which dialled one.
+	if got := tp.workers.started.Load(); got != 1 {
+		t.Errorf("goroutines started: got %d, want 1", got)
+	}
+	if got := appConns.Load(); got != 1 {
+		t.Errorf("app connections: got %d, want 1", got)
+	}
+	waitFor(t, "the connections to be gone", func() bool { return tp.Status().Connections == 0 })
+	if st := tp.Status(); st.UpstreamIdle != 1 {
+		t.Errorf("idle app connections: got %d, want 1", st.UpstreamIdle)
+	}
+	// The last connection was a loop's: its loop kept the app connection.
+	if held := len(loopIdleApps(tp)); held != 1 {
+		t.Errorf("idle app connections kept by a loop: got %d, want 1", held)
+	}
+	if got := tp.counts(t)["GET 200"]; got != n {
+		t.Errorf("GET 200 counted: got %v, want %d", got, n)
+	}
+}
+
+// TestEventLoopIdleAppConnectionMisbehaves: the app closes, or writes to,
+// an idle connection a loop keeps for the next client. The loop closes
+// it, and the next client gets its own answer on another.
+func TestEventLoopIdleAppConnectionMisbehaves(t *testing.T) {
+	cases := []struct {
+		name  string
+		after func(nc net.Conn) (keep bool)
+	}{
+		{"closes", func(nc net.Conn) bool { return false }},
+		{"sends stray bytes", func(nc net.Conn) bool {
+			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+			return true
+		}},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+					if req.URL.Path != "/second" {
+						continue
+					}
+					time.Sleep(50 * time.Millisecond)
+					if !tt.after(nc) {
+						return
+					}
+				}
+			})
+			tp := startProxy(t, app, nil)
+			for _, path := range []string{"/first", "/second"} {
+				rc := dialRaw(t, tp.addr)
+				rc.send("GET " + path + " HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+				if code, body, _ := rc.answer("GET"); code != 200 || body != path {
+					t.Fatalf("%s: got %d %q", path, code, body)
+				}
+				// Closed once its app connection is idle again.
+				if !rc.closed() {
+					t.Fatalf("%s: not closed after its answer", path)
+				}
+			}
+			// The second was served in the loop, which kept the app
+			// connection; the app misbehaves on it now.
+			waitFor(t, "the loop to close the idle app connection", func() bool { return tp.Status().UpstreamIdle == 0 })
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET /third HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+			if code, body, _ := rc.answer("GET"); code != 200 || body != "/third" {
+				t.Fatalf("after the app's misdeed: got %d %q, want 200 \"/third\"", code, body)
+			}
+		})
+	}
+}
+
+func TestAppendSockaddrHost(t *testing.T) {
+	v4 := func(a [4]byte) *syscall.RawSockaddrAny {
+		var sa syscall.RawSockaddrAny
+		in := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		in.Family, in.Addr = syscall.AF_INET, a
+		return &sa
+	}
+	v6 := func(a netip.Addr) *syscall.RawSockaddrAny {
+		var sa syscall.RawSockaddrAny
+		in := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&sa))
+		in.Family, in.Addr = syscall.AF_INET6, a.As16()
+		return &sa
+	}
+	cases := []struct {
+		sa   *syscall.RawSockaddrAny
+		want string
+	}{
+		{v4([4]byte{127, 0, 0, 1}), "127.0.0.1"},
+		{v4([4]byte{10, 1, 2, 3}), "10.1.2.3"},
+		{v6(netip.MustParseAddr("::1")), "::1"},
+		{v6(netip.MustParseAddr("2001:db8::7")), "2001:db8::7"},
+		{v6(netip.MustParseAddr("::ffff:192.0.2.1")), "192.0.2.1"},
+	}
+	for _, tc := range cases {
+		if got := string(appendSockaddrHost(nil, tc.sa)); got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
 }

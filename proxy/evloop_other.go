@@ -27,9 +27,10 @@ func (*evLoops) accepts() bool { return false }
 
 func (*evLoops) waitFailure(<-chan struct{}) bool { return false }
 
-func closeNow(int)     {}
-func (*evLoops) wake() {}
-func (*evLoops) stop() {}
+func closeNow(int)                 {}
+func (*evLoops) wake()             {}
+func (*evLoops) stealApp() *upConn { return nil }
+func (*evLoops) stop()             {}
 
 func (c *conn) writeNowPend([]byte) error { return nil }
 func (c *conn) writePend() error          { return nil }

@@ -174,7 +174,7 @@ func (c *conn) sendRequest(inline bool, sent *upConn, off int) *upConn {
 		case sent != nil && attempt == 0:
 			u = sent
 			if off < len(c.out) {
-				err = writeUp(u, c.out[off:], c.now)
+				err = writeUp(u, c.out[off:], c.now, nil)
 			}
 			if err == nil {
 				err = c.readResponseHead(u)
@@ -188,7 +188,7 @@ func (c *conn) sendRequest(inline bool, sent *upConn, off int) *upConn {
 			if u.br.rc != nil && len(u.br.buffered()) == 0 {
 				err = c.sendThenReadHead(u, inline)
 			} else {
-				err = writeUp(u, c.out, c.now)
+				err = writeUp(u, c.out, c.now, nil)
 				if err == nil {
 					if !inline {
 						c.startBody(u)
@@ -469,7 +469,7 @@ func (c *conn) sendThenReadHead(u *upConn, inline bool) error {
 	rest, err := u.br.sendThenFill(c.out, then)
 	switch {
 	case len(rest) > 0:
-		if err := writeUp(u, rest, c.now); err != nil {
+		if err := writeUp(u, rest, c.now, nil); err != nil {
 			return err
 		}
 		if then != nil {
@@ -668,6 +668,7 @@ type bodyResult struct {
 // app may answer while it reads. stopBody collects it.
 func (c *conn) startBody(u *upConn) {
 	c.bodyState.Store(bodyReading)
+	c.bodyStop.Store(false)
 	done := make(chan bodyResult, 1)
 	c.bodyDone = done
 	bp := outBufs.Get().(*[]byte)
@@ -715,6 +716,7 @@ func (c *conn) stopBody(abort bool) (bodyResult, bool) {
 		return bodyResult{}, false
 	}
 	if abort {
+		c.bodyStop.Store(true)
 		switch c.bodyState.Load() {
 		case bodyReading:
 			_ = c.nc.SetReadDeadline(aLongTimeAgo)
@@ -774,7 +776,7 @@ func (pp *pipe) flush() {
 	if pp.fromUp {
 		err = pp.c.writeClient(pp.out, pp.now)
 	} else {
-		err = writeUp(pp.u, pp.out, pp.now)
+		err = writeUp(pp.u, pp.out, pp.now, &pp.c.bodyStop)
 	}
 	if err != nil {
 		pp.writeErr = err
@@ -850,7 +852,7 @@ func (pp *pipe) copyLength(n int64) int64 {
 			if pp.fromUp {
 				err = pp.c.writeClient((*cb)[:k], pp.now)
 			} else {
-				err = writeUp(pp.u, (*cb)[:k], pp.now)
+				err = writeUp(pp.u, (*cb)[:k], pp.now, &pp.c.bodyStop)
 			}
 			if err != nil {
 				pp.writeErr = err

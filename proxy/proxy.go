@@ -207,6 +207,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		evl, err := startEvLoops(p, ln)
 		if err != nil {
 			p.cfg.Log.Warn("proxy cannot start its event loops; every connection is served by a goroutine of its own", "err", err)
+		} else if evl != nil {
+			// Set before the first connection is accepted.
+			p.pool.steal = evl.stealApp
 		}
 		p.evl.Store(evl)
 	}

@@ -157,8 +157,9 @@ func (c *conn) plain() bool {
 // client gone); the goroutine then closes it. Called with p.mu held.
 func (c *conn) cutOff() {
 	c.cut.Store(true)
-	if c.parked.Load() {
-		// Its event loop closes it, woken by closeAll.
+	if c.parked.Load() || c.nc == nil {
+		// Its event loop closes it, woken by closeAll, or is closing it
+		// (a connection it accepted has no net.Conn).
 		return
 	}
 	if !c.inLoop.Load() {

@@ -47,9 +47,11 @@ type pool struct {
 	mu   sync.Mutex
 	idle []*upConn
 	// held counts the idle connections event loops keep for themselves
-	// (see evLoop.keepApp); max bounds them with the others.
+	// (see evLoop.keepApp); max bounds them with the others. steal takes
+	// one of those, or returns nil; it is set while the loops run.
 	held   int
 	closed bool
+	steal  func() *upConn
 }
 
 func newPool(addr string, dialTimeout time.Duration, max int) *pool {
@@ -62,6 +64,11 @@ func newPool(addr string, dialTimeout time.Duration, max int) *pool {
 func (p *pool) get(check time.Duration, cancel func() error) (*upConn, error) {
 	if u := p.takeIdle(); u != nil {
 		return u, nil
+	}
+	if p.steal != nil {
+		if u := p.steal(); u != nil {
+			return u, nil
+		}
 	}
 	return p.dial(check, cancel)
 }
