@@ -232,6 +232,10 @@ func (l *evLoop) adopt(c *conn) bool {
 		return false
 	}
 	c.br.attach(nc)
+	// Registered nowhere now: when its goroutine parks it, it goes to the
+	// next loop in turn. A new connection wakes one loop, often the same
+	// one, and keep-alive connections would all wait there.
+	c.ev.home = nil
 	return true
 }
 

@@ -15,10 +15,12 @@ import (
 // exchanges without a goroutine of their own (see docs/proxy.md, "The
 // event loop").
 //
-// A connection's first request, and every request that is not plain, is
-// served by a goroutine as before. When that goroutine would wait for the
-// connection's next request, with an app connection pinned, it parks the
-// connection in a loop and exits. The loop reads the next head, and for a
+// The loops accept client connections too, and serve a new connection's
+// first request when it is plain and an idle app connection is at hand
+// (evaccept_linux.go). Every other request is served by a goroutine as
+// before. When that goroutine would wait for the connection's next
+// request, with an app connection pinned, it parks the connection in a
+// loop and exits. The loop reads the next head, and for a
 // plain request whose body came with its head it sends the request to the
 // app, waits for the answer among its other connections, and relays an
 // answer that came whole in one read. Anything else hands the connection
@@ -39,8 +41,8 @@ import (
 //
 // Each loop's epoll instance is itself waited for through Go's poller
 // (the loop goroutine parks on its descriptor), so a loop never holds a
-// P in a blocking system call and the goroutines that serve first
-// requests and accept connections run as before.
+// P in a blocking system call and the goroutines that serve what a loop
+// hands them run as before.
 
 // States of a connection in a loop.
 const (

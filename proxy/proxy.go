@@ -3,10 +3,11 @@
 // counts and times every request, and drains on shutdown.
 //
 // The HTTP/1.1 path is purpose-built rather than net/http's server and
-// httputil.ReverseProxy: one goroutine per client connection reads request
-// heads in place from a pooled buffer, rewrites them, and forwards them on
-// an app connection pinned to the client connection while both stay
-// keep-alive. Bodies are streamed, never buffered whole.
+// httputil.ReverseProxy: request heads are read in place from a pooled
+// buffer, rewritten, and forwarded on an app connection pinned to the
+// client connection while both stay keep-alive. On Linux, event loops
+// accept connections and serve plain requests; a goroutine serves the
+// others. Bodies are streamed, never buffered whole.
 package proxy
 
 import (
