@@ -246,21 +246,14 @@ func (l *evLoop) takeApp(c *conn) bool {
 	if c.nc != nil {
 		return false
 	}
-	l.mu.Lock()
-	if n := len(l.idleApps); n > 0 {
+	if u := l.popIdleApp(); u != nil {
 		// Registered here and watched while idle: no peek, no epoll_ctl.
-		u := l.idleApps[n-1]
-		l.idleApps[n-1] = nil
-		l.idleApps = l.idleApps[:n-1]
-		l.mu.Unlock()
-		c.p.pool.unhold()
 		fd := u.br.fd()
 		c.up = u
 		c.ev.afd = fd
 		l.setFd(fd, c)
 		return true
 	}
-	l.mu.Unlock()
 	u := c.p.pool.takeIdle()
 	if u == nil {
 		u = l.ls.stealApp()
@@ -338,18 +331,7 @@ func (l *evLoop) closeIdleApps() {
 // the loop that watched it may not have seen its last event yet.
 func (ls *evLoops) stealApp() *upConn {
 	for _, l := range ls.loops {
-		for {
-			l.mu.Lock()
-			n := len(l.idleApps)
-			if n == 0 {
-				l.mu.Unlock()
-				break
-			}
-			u := l.idleApps[n-1]
-			l.idleApps[n-1] = nil
-			l.idleApps = l.idleApps[:n-1]
-			l.mu.Unlock()
-			l.p.pool.unhold()
+		for u := l.popIdleApp(); u != nil; u = l.popIdleApp() {
 			u.br.unregister()
 			if u.alive() {
 				return u
@@ -358,4 +340,15 @@ func (ls *evLoops) stealApp() *upConn {
 		}
 	}
 	return nil
+}
+
+// popIdleApp takes the idle app connection the loop kept last, or nil.
+func (l *evLoop) popIdleApp() *upConn {
+	l.mu.Lock()
+	u, ok := popLast(&l.idleApps)
+	l.mu.Unlock()
+	if ok {
+		l.p.pool.unhold()
+	}
+	return u
 }

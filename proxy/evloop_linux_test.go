@@ -242,41 +242,49 @@ func TestEventLoopPipelinedAndSplitRequests(t *testing.T) {
 	})
 }
 
+// idleMisdeeds are what an app does to one of its connections that is
+// idle: close it, or write an answer nobody asked for on it.
+var idleMisdeeds = []struct {
+	name  string
+	after func(nc net.Conn) (keep bool)
+}{
+	{"closes", func(nc net.Conn) bool { return false }},
+	{"sends stray bytes", func(nc net.Conn) bool {
+		io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+		return true
+	}},
+}
+
+// misbehavingApp answers every request with its path as the body; after
+// an answer to a path for which misbehave is true, it waits for the
+// connection to be idle in the proxy again and does after to it.
+func misbehavingApp(t *testing.T, misbehave func(path string) bool, after func(nc net.Conn) (keep bool)) string {
+	return fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+			if !misbehave(req.URL.Path) {
+				continue
+			}
+			time.Sleep(50 * time.Millisecond)
+			if !after(nc) {
+				return
+			}
+		}
+	})
+}
+
 // TestEventLoopAppMisbehavesWhileIdle: the app connection pinned to a
 // parked client is closed by the app, or gets bytes nobody asked for,
 // while idle. The loop sees it and the next request goes to another app
 // connection; nothing the app sent unasked reaches the client.
 func TestEventLoopAppMisbehavesWhileIdle(t *testing.T) {
-	cases := []struct {
-		name  string
-		after func(nc net.Conn) (keep bool)
-	}{
-		{"closes", func(nc net.Conn) bool { return false }},
-		{"sends stray bytes", func(nc net.Conn) bool {
-			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
-			return true
-		}},
-	}
-	for _, tt := range cases {
+	for _, tt := range idleMisdeeds {
 		t.Run(tt.name, func(t *testing.T) {
-			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
-					if req.URL.Path == "/ok/first" {
-						continue
-					}
-					// Once the answer went back and the client connection
-					// is idle in its loop again.
-					time.Sleep(50 * time.Millisecond)
-					if !tt.after(nc) {
-						return
-					}
-				}
-			})
+			app := misbehavingApp(t, func(path string) bool { return path != "/ok/first" }, tt.after)
 			tp := startProxy(t, app, nil)
 			rc := parkedConn(t, tp)
 			rc.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -534,34 +542,9 @@ func TestEventLoopServesNewConnections(t *testing.T) {
 // an idle connection a loop keeps for the next client. The loop closes
 // it, and the next client gets its own answer on another.
 func TestEventLoopIdleAppConnectionMisbehaves(t *testing.T) {
-	cases := []struct {
-		name  string
-		after func(nc net.Conn) (keep bool)
-	}{
-		{"closes", func(nc net.Conn) bool { return false }},
-		{"sends stray bytes", func(nc net.Conn) bool {
-			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
-			return true
-		}},
-	}
-	for _, tt := range cases {
+	for _, tt := range idleMisdeeds {
 		t.Run(tt.name, func(t *testing.T) {
-			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
-					if req.URL.Path != "/second" {
-						continue
-					}
-					time.Sleep(50 * time.Millisecond)
-					if !tt.after(nc) {
-						return
-					}
-				}
-			})
+			app := misbehavingApp(t, func(path string) bool { return path == "/second" }, tt.after)
 			tp := startProxy(t, app, nil)
 			for _, path := range []string{"/first", "/second"} {
 				rc := dialRaw(t, tp.addr)

@@ -77,15 +77,11 @@ func (p *pool) get(check time.Duration, cancel func() error) (*upConn, error) {
 func (p *pool) takeIdle() *upConn {
 	for {
 		p.mu.Lock()
-		n := len(p.idle)
-		if n == 0 {
-			p.mu.Unlock()
+		u, ok := popLast(&p.idle)
+		p.mu.Unlock()
+		if !ok {
 			return nil
 		}
-		u := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
 		if u.alive() {
 			return u
 		}

@@ -40,15 +40,12 @@ type worker struct {
 // serve has c served by an idle goroutine, or by a new one.
 func (ws *workers) serve(c *conn) {
 	ws.mu.Lock()
-	if n := len(ws.idle); n > 0 {
-		w := ws.idle[n-1]
-		ws.idle[n-1] = nil
-		ws.idle = ws.idle[:n-1]
-		ws.mu.Unlock()
+	w, ok := popLast(&ws.idle)
+	ws.mu.Unlock()
+	if ok {
 		w.next <- c
 		return
 	}
-	ws.mu.Unlock()
 	ws.started.Add(1)
 	go ws.run(&worker{next: make(chan *conn, 1)}, c)
 }
