@@ -170,13 +170,28 @@ func (l *evLoop) accepted(fd int) {
 	c.clientIP = appendSockaddrHost(c.clientIP[:0], &l.sa)
 	now := time.Now()
 	c.now = now
-	c.ev = connEv{home: l, cfd: fd, afd: -1, state: evIdle, fresh: true, since: now, idx: len(l.conns)}
+	// Served here, or by the loop with the fewest connections.
+	home := l.ls.lightest(l)
+	c.ev = connEv{home: home, cfd: fd, afd: -1, state: evIdle, fresh: true, since: now}
 	c.parked.Store(true)
 	if !p.admit(c) {
 		closeNow(fd)
 		c.recycle()
 		return
 	}
+	home.load.Add(1)
+	if home != l {
+		home.enqueue(c)
+		return
+	}
+	l.takeNew(c)
+}
+
+// takeNew lists c, a connection a loop accepted, and serves its first
+// request if it is there.
+func (l *evLoop) takeNew(c *conn) {
+	fd := c.ev.cfd
+	c.ev.idx = len(l.conns)
 	l.conns = append(l.conns, c)
 	l.setFd(fd, c)
 	l.serveClient(c, true)
@@ -233,8 +248,7 @@ func (l *evLoop) adopt(c *conn) bool {
 	}
 	c.br.attach(nc)
 	// Registered nowhere now: when its goroutine parks it, it goes to the
-	// next loop in turn. A new connection wakes one loop, often the same
-	// one, and keep-alive connections would all wait there.
+	// loop with the fewest connections.
 	c.ev.home = nil
 	return true
 }

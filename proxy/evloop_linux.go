@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"math"
 	"net"
 	"os"
 	"runtime"
@@ -53,9 +54,9 @@ const (
 // connEv is a connection's state in a loop; owned by the loop while
 // parked is set.
 type connEv struct {
-	// home is the loop the connection parks in, chosen on its first park
-	// and kept: its sockets stay registered there while a goroutine has
-	// the connection.
+	// home is the loop the connection parks in, chosen when a loop
+	// accepts it or on its first park, and kept: its sockets stay
+	// registered there while a goroutine has the connection.
 	home     *evLoop
 	cfd, afd int
 	state    int
@@ -94,8 +95,12 @@ type evLoop struct {
 	// byFd maps the descriptors registered to their connection.
 	byFd  []*conn
 	conns []*conn // every connection parked here
-	tick  time.Duration
-	now   time.Time
+	// load counts the connections parked here or on their way, from the
+	// moment they are given to the loop: read by the other loops and by
+	// park, to spread connections (lightest).
+	load atomic.Int32
+	tick time.Duration
+	now  time.Time
 	// swept is when sweep last ran.
 	swept time.Time
 
@@ -120,8 +125,6 @@ type evLoop struct {
 // evLoops are a proxy's loops, one per P.
 type evLoops struct {
 	loops []*evLoop
-	next  uint32
-	mu    sync.Mutex
 	// The listener the loops accept from, once listen was called: lnFd is
 	// its descriptor (-1 before), accepting is set while the loops accept
 	// rather than Serve, and failed is where a loop tells Serve to take
@@ -149,17 +152,33 @@ func startEvLoops(p *Proxy, ln net.Listener) (*evLoops, error) {
 	return ls, nil
 }
 
-// park hands c, whose goroutine is done with it, to its loop.
+// park hands c, whose goroutine is done with it, to its loop: on its
+// first park, the loop with the fewest connections.
 func (ls *evLoops) park(c *conn) {
 	l := c.ev.home
 	if l == nil {
-		ls.mu.Lock()
-		l = ls.loops[ls.next%uint32(len(ls.loops))]
-		ls.next++
-		ls.mu.Unlock()
+		l = ls.lightest(nil)
 		c.ev.home = l
 	}
 	l.park(c)
+}
+
+// lightest returns the loop with the fewest connections: l (which may be
+// nil) unless another has at least two fewer, so that a loop that accepts
+// a burst of connections, or that a new connection wakes time after time
+// (EPOLLEXCLUSIVE wakes the first loop waiting), serves its share of them
+// and hands the rest on.
+func (ls *evLoops) lightest(l *evLoop) *evLoop {
+	best, least := l, int32(math.MaxInt32)
+	if l != nil {
+		least = l.load.Load() - 1
+	}
+	for _, o := range ls.loops {
+		if n := o.load.Load(); n < least {
+			best, least = o, n
+		}
+	}
+	return best
 }
 
 // wake makes every loop look at the drain and at cut connections.
@@ -264,6 +283,12 @@ func (l *evLoop) park(c *conn) {
 	ev.readable = false
 	ev.since = c.now
 	c.state.Store(stateIdle)
+	l.load.Add(1)
+	l.enqueue(c)
+}
+
+// enqueue lists c for the loop to take in, and wakes the loop.
+func (l *evLoop) enqueue(c *conn) {
 	l.mu.Lock()
 	l.in = append(l.in, c)
 	l.mu.Unlock()
@@ -279,6 +304,11 @@ func (l *evLoop) takeIn() {
 	l.spare, l.in = l.in, l.spare[:0]
 	l.mu.Unlock()
 	for _, c := range l.spare {
+		if c.nc == nil {
+			// Accepted by another loop.
+			l.takeNew(c)
+			continue
+		}
 		c.ev.idx = len(l.conns)
 		l.conns = append(l.conns, c)
 		l.setFd(c.ev.cfd, c)
@@ -443,6 +473,7 @@ func (l *evLoop) release(c *conn) {
 	last.ev.idx = ev.idx
 	l.conns[len(l.conns)-1] = nil
 	l.conns = l.conns[:len(l.conns)-1]
+	l.load.Add(-1)
 	l.byFd[ev.cfd] = nil
 	l.forgetApp(c)
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -597,4 +599,63 @@ func TestAppendSockaddrHost(t *testing.T) {
 			t.Errorf("got %q, want %q", got, tc.want)
 		}
 	}
+}
+
+// TestEventLoopsShareConnections: keep-alive connections opened at once
+// are spread over the loops, whichever loop accepts them and whether a
+// loop or a goroutine serves their first request. Counted from what the
+// kernel holds: the sockets registered in each loop's epoll instance.
+func TestEventLoopsShareConnections(t *testing.T) {
+	const loops, perLoop = 4, 4
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(loops))
+	tp := startProxy(t, pathApp(t), nil)
+	open := func() []*rawConn {
+		rcs := make([]*rawConn, loops*perLoop)
+		for i := range rcs {
+			rcs[i] = dialRaw(t, tp.addr)
+		}
+		for _, rc := range rcs {
+			rc.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+		}
+		for i, rc := range rcs {
+			if code, body, _ := rc.answer("GET"); code != 200 || body != "/a" {
+				t.Fatalf("connection %d: got %d %q, want 200 %q", i, code, body, "/a")
+			}
+		}
+		return rcs
+	}
+	// The first round's first requests go to goroutines, which dial;
+	// once it is closed, its app connections are idle and the second
+	// round's are served by the loop that accepts them.
+	for _, round := range []string{"goroutines", "loops"} {
+		rcs := open()
+		waitFor(t, "the connections to be parked", func() bool { return tp.parked() == len(rcs) })
+		ls := tp.evl.Load()
+		for i, l := range ls.loops {
+			// Per connection its socket and its app connection's; and the
+			// wake-up eventfd, the listener and the idle app connections.
+			l.mu.Lock()
+			idle := len(l.idleApps)
+			l.mu.Unlock()
+			n := (epollTargets(t, l.epfd) - 2 - idle) / 2
+			if n < perLoop-1 || n > perLoop+1 {
+				t.Errorf("%s: loop %d has %d connections, want %d±1", round, i, n, perLoop)
+			}
+		}
+		for _, rc := range rcs {
+			rc.nc.Close()
+		}
+		waitFor(t, "the connections to be gone", func() bool { return tp.Status().Connections == 0 })
+	}
+}
+
+// epollTargets returns how many descriptors are registered in the epoll
+// instance epfd, from /proc/self/fdinfo.
+func epollTargets(t *testing.T, epfd int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\ntfd:")
 }
