@@ -260,29 +260,21 @@ func (l *evLoop) takeApp(c *conn) bool {
 	if c.nc != nil {
 		return false
 	}
-	if u := l.popIdleApp(); u != nil {
-		// Registered here and watched while idle: no peek, no epoll_ctl.
-		fd := u.br.fd()
-		c.up = u
-		c.ev.afd = fd
-		l.setFd(fd, c)
-		return true
-	}
-	u := c.p.pool.takeIdle()
+	// One the loop kept is registered here and was watched while idle:
+	// no peek, no epoll_ctl.
+	u := l.popIdleApp()
 	if u == nil {
-		u = l.ls.stealApp()
-	}
-	if u == nil {
-		return false
-	}
-	fd := u.br.fd()
-	if !l.register(u.br, fd) {
-		c.p.pool.put(u)
-		return false
+		if u = c.p.pool.takeAny(); u == nil {
+			return false
+		}
+		if !l.register(u.br, u.br.fd()) {
+			c.p.pool.put(u)
+			return false
+		}
 	}
 	c.up = u
-	c.ev.afd = fd
-	l.setFd(fd, c)
+	c.ev.afd = u.br.fd()
+	l.setFd(c.ev.afd, c)
 	return true
 }
 

@@ -62,15 +62,19 @@ func newPool(addr string, dialTimeout time.Duration, max int) *pool {
 // get returns an idle connection that is still alive, or dials a new one
 // as dial does.
 func (p *pool) get(check time.Duration, cancel func() error) (*upConn, error) {
-	if u := p.takeIdle(); u != nil {
+	if u := p.takeAny(); u != nil {
 		return u, nil
 	}
-	if p.steal != nil {
-		if u := p.steal(); u != nil {
-			return u, nil
-		}
-	}
 	return p.dial(check, cancel)
+}
+
+// takeAny returns an idle connection that is still alive, the pool's or
+// one an event loop keeps, or nil.
+func (p *pool) takeAny() *upConn {
+	if u := p.takeIdle(); u != nil || p.steal == nil {
+		return u
+	}
+	return p.steal()
 }
 
 // takeIdle returns an idle connection that is still alive, or nil.
@@ -165,7 +169,7 @@ func (p *pool) waitSlot(check time.Duration, cancel func() error) error {
 // put gives back a connection that is idle and reusable.
 func (p *pool) put(u *upConn) {
 	p.mu.Lock()
-	if p.closed || len(p.idle)+p.held >= p.max {
+	if p.full() {
 		p.mu.Unlock()
 		u.close()
 		return
@@ -173,6 +177,10 @@ func (p *pool) put(u *upConn) {
 	p.idle = append(p.idle, u)
 	p.mu.Unlock()
 }
+
+// full reports whether the pool takes no more idle connections: it is
+// closed, or at its bound. Called with mu held.
+func (p *pool) full() bool { return p.closed || len(p.idle)+p.held >= p.max }
 
 func (p *pool) idleCount() int {
 	p.mu.Lock()
@@ -185,7 +193,7 @@ func (p *pool) idleCount() int {
 func (p *pool) hold() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle)+p.held >= p.max {
+	if p.full() {
 		return false
 	}
 	p.held++
