@@ -171,15 +171,15 @@ func (l *evLoop) accepted(fd int) {
 	now := time.Now()
 	c.now = now
 	// Served here, or by the loop with the fewest connections.
-	home := l.ls.lightest(l)
+	home := l.ls.assign(l)
 	c.ev = connEv{home: home, cfd: fd, afd: -1, state: evIdle, fresh: true, since: now}
 	c.parked.Store(true)
 	if !p.admit(c) {
+		home.load.Add(-1)
 		closeNow(fd)
 		c.recycle()
 		return
 	}
-	home.load.Add(1)
 	if home != l {
 		home.enqueue(c)
 		return

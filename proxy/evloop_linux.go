@@ -96,8 +96,7 @@ type evLoop struct {
 	byFd  []*conn
 	conns []*conn // every connection parked here
 	// load counts the connections parked here or on their way, from the
-	// moment they are given to the loop: read by the other loops and by
-	// park, to spread connections (lightest).
+	// moment they are given to the loop (assign).
 	load atomic.Int32
 	tick time.Duration
 	now  time.Time
@@ -157,28 +156,38 @@ func startEvLoops(p *Proxy, ln net.Listener) (*evLoops, error) {
 func (ls *evLoops) park(c *conn) {
 	l := c.ev.home
 	if l == nil {
-		l = ls.lightest(nil)
+		l = ls.assign(nil)
 		c.ev.home = l
+	} else {
+		l.load.Add(1)
 	}
 	l.park(c)
 }
 
-// lightest returns the loop with the fewest connections: l (which may be
-// nil) unless another has at least two fewer, so that a loop that accepts
-// a burst of connections, or that a new connection wakes time after time
-// (EPOLLEXCLUSIVE wakes the first loop waiting), serves its share of them
-// and hands the rest on.
-func (ls *evLoops) lightest(l *evLoop) *evLoop {
-	best, least := l, int32(math.MaxInt32)
-	if l != nil {
-		least = l.load.Load() - 1
-	}
-	for _, o := range ls.loops {
-		if n := o.load.Load(); n < least {
-			best, least = o, n
+// assign picks the loop a connection is given to, and counts it there:
+// l (which may be nil) unless another loop has at least two fewer, so
+// that a loop that accepts a burst of connections, or that a new
+// connection wakes time after time (EPOLLEXCLUSIVE wakes the first loop
+// waiting), serves its share of them and hands the rest on. The count
+// is taken only if no one changed it since it was read: connections
+// assigned at the same moment do not all go to the same loop.
+func (ls *evLoops) assign(l *evLoop) *evLoop {
+	for {
+		best, least := l, int32(math.MaxInt32)
+		for _, o := range ls.loops {
+			if n := o.load.Load(); n < least {
+				best, least = o, n
+			}
+		}
+		if l != nil {
+			if n := l.load.Load(); n <= least+1 {
+				best, least = l, n
+			}
+		}
+		if best.load.CompareAndSwap(least, least+1) {
+			return best
 		}
 	}
-	return best
 }
 
 // wake makes every loop look at the drain and at cut connections.
@@ -283,7 +292,6 @@ func (l *evLoop) park(c *conn) {
 	ev.readable = false
 	ev.since = c.now
 	c.state.Store(stateIdle)
-	l.load.Add(1)
 	l.enqueue(c)
 }
 
