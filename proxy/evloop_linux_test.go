@@ -627,24 +627,26 @@ func TestEventLoopsShareConnections(t *testing.T) {
 	}
 	for _, round := range rounds {
 		rcs := make([]*rawConn, loops*perLoop)
+		send := func(i int) { rcs[i].send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n") }
+		answered := func(i int) {
+			if code, body, _ := rcs[i].answer("GET"); code != 200 || body != "/a" {
+				t.Fatalf("%s: connection %d: got %d %q, want 200 %q", round.name, i, code, body, "/a")
+			}
+		}
 		for i := range rcs {
 			rcs[i] = dialRaw(t, tp.addr)
 			if !round.atOnce {
-				rcs[i].send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-				if code, body, _ := rcs[i].answer("GET"); code != 200 || body != "/a" {
-					t.Fatalf("%s: connection %d: got %d %q, want 200 %q", round.name, i, code, body, "/a")
-				}
+				send(i)
+				answered(i)
 				waitFor(t, "the connection to be parked", func() bool { return tp.parked() == i+1 })
 			}
 		}
 		if round.atOnce {
-			for _, rc := range rcs {
-				rc.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+			for i := range rcs {
+				send(i)
 			}
-			for i, rc := range rcs {
-				if code, body, _ := rc.answer("GET"); code != 200 || body != "/a" {
-					t.Fatalf("%s: connection %d: got %d %q, want 200 %q", round.name, i, code, body, "/a")
-				}
+			for i := range rcs {
+				answered(i)
 			}
 		}
 		waitFor(t, "the connections to be parked", func() bool { return tp.parked() == len(rcs) })
