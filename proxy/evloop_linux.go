@@ -412,7 +412,7 @@ func (l *evLoop) poll(_ uintptr) bool {
 			case c == l.appMark:
 				l.idleAppEvent(int(e.Fd))
 			case c != nil && int(e.Fd) == c.ev.afd:
-				l.appEvent(c)
+				l.appEvent(c, e.Events)
 			}
 		}
 		for _, e := range events {
@@ -642,8 +642,9 @@ func (l *evLoop) serveClient(c *conn, read bool) {
 	}
 }
 
-// appEvent handles an event on c's app socket.
-func (l *evLoop) appEvent(c *conn) {
+// appEvent handles an event on c's app socket; events are the event's
+// flags.
+func (l *evLoop) appEvent(c *conn, events uint32) {
 	ev := &c.ev
 	u := c.up
 	if ev.state != evAwait {
@@ -663,14 +664,23 @@ func (l *evLoop) appEvent(c *conn) {
 		l.handBack(c, resumeAnswer)
 		return
 	}
+	// More of the answer is announced by the next event, unless the app
+	// closed or reset the connection: no event follows those, and the
+	// read that finds the end is a goroutine's.
+	more := emptied && events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0
 	n, perr := parseResponse(buf, &c.resp, maxResponseFields)
-	if perr == errNeedMore && emptied {
-		// The rest of the head is announced by the next event.
+	if perr == errNeedMore && more {
 		return
 	}
 	resp := &c.resp
+	plain := perr == nil && resp.status >= 200 && !resp.otherCoding && !resp.chunked && !resp.lengthAndCoding
 	whole := c.bodiless() || (resp.contentLength >= 0 && int64(len(buf)-n) >= resp.contentLength)
-	if perr != nil || resp.status < 200 || resp.otherCoding || resp.chunked || resp.lengthAndCoding || !whole {
+	if plain && !whole && more && resp.contentLength >= 0 && int64(n)+resp.contentLength <= int64(len(u.br.buf)) {
+		// The rest of a body the buffer holds, written by the app after
+		// the head: the head is parsed again when it comes.
+		return
+	}
+	if !plain || !whole {
 		// Read on, relay a body as it comes, pass an interim answer on,
 		// refuse a bad head: the goroutine's steps.
 		l.handBack(c, resumeAnswer)

@@ -678,3 +678,55 @@ func epollTargets(t *testing.T, epfd int) int {
 	}
 	return strings.Count(string(b), "\ntfd:")
 }
+
+// TestEventLoopAwaitsBodyAfterHead: an app that writes an answer's head
+// and then, a moment later, its body has the answer relayed by the loop
+// when the body fits the loop's buffer: the loop waits for the body's
+// event instead of handing the connection to a goroutine, and keeps the
+// app connection for the next client. A body too large for the buffer is
+// still relayed whole, by a goroutine.
+func TestEventLoopAwaitsBodyAfterHead(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			var n int
+			if !sscan(req.URL.Path, "/split/%d", &n) {
+				n = 1
+			}
+			fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", n)
+			time.Sleep(20 * time.Millisecond)
+			nc.Write(bytes.Repeat([]byte("s"), n))
+		}
+	})
+	tp := startProxy(t, app, nil)
+	get := func(path string, n int) {
+		t.Helper()
+		rc := dialRaw(t, tp.addr)
+		rc.send("GET " + path + " HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if code, body, _ := rc.answer("GET"); code != 200 || body != strings.Repeat("s", n) {
+			t.Fatalf("%s: got %d and %d bytes, want 200 and %d bytes of s", path, code, len(body), n)
+		}
+		if !rc.closed() {
+			t.Fatalf("%s: not closed after its answer", path)
+		}
+		waitFor(t, "the connection to be gone", func() bool { return tp.Status().Connections == 0 })
+	}
+	// The first dials the app in a goroutine; the next are the loop's.
+	for i := range 4 {
+		get("/split/16384", 16384)
+		if i == 0 {
+			continue
+		}
+		if held := len(loopIdleApps(tp)); held != 1 {
+			t.Fatalf("answer %d, its body after its head: idle app connections kept by a loop: got %d, want 1 (the loop handed it to a goroutine)", i, held)
+		}
+	}
+	get("/split/100000", 100000)
+	get("/split/16384", 16384)
+	if got := tp.counts(t)["GET 200"]; got != 6 {
+		t.Errorf("GET 200 counted: got %v, want 6", got)
+	}
+}

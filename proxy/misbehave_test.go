@@ -99,6 +99,11 @@ func TestMisbehavingAppKeepsOthersApart(t *testing.T) {
 				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
 				return false
 			}},
+		{name: "early close mid-head", method: "GET", wantCode: 502,
+			answer: func(nc net.Conn) bool {
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Le")
+				return false
+			}},
 		{name: "garbage", method: "GET", wantCode: 502,
 			answer: func(nc net.Conn) bool {
 				io.WriteString(nc, "garbage\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
