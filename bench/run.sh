@@ -16,7 +16,8 @@
 #   WARMUP=2s           unmeasured wrk run before each measured one
 #   CONNECTIONS=32      wrk connections of the keep-alive rows (wrk -t1)
 #   HIGH_CONNECTIONS=1000   connections of the conns1000 row
-#   FIXED_RATE=5000 FIXED_CLIENTS=50   the fixedrate row (h2load, keep-alive)
+#   FIXED_RATE=5000 FIXED_CLIENTS=50   the fixedrate row (bench/cmd/fixedrate,
+#                       keep-alive)
 #   PIN=1               taskset each proxy to its core budget; 0 leaves
 #                       placement to the scheduler
 #   FRESH=1             start each proxy anew before each of its runs, so
@@ -27,8 +28,8 @@
 #   BASE_PORT=18080     first loopback port tried; free ones are taken
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
 #
-# It installs wrk, nginx, haproxy, caddy and h2load (nghttp2-client) from
-# Debian's packages when missing, runs every server un-daemonized as its
+# It installs wrk, nginx, haproxy and caddy from Debian's packages when
+# missing, builds bench/cmd/fixedrate for the fixedrate row, runs every server un-daemonized as its
 # child with config generated into a temporary directory, and stops all of
 # them on exit or Ctrl-C.
 set -euo pipefail
@@ -98,14 +99,6 @@ wants() { [[ " $1 " == *" $2 "* ]]; }
 # UNAVAILABLE lists the targets left out, each as "target<TAB>reason".
 UNAVAILABLE=()
 
-# package_of names the Debian package that ships tool $1.
-package_of() {
-	case $1 in
-	h2load) echo nghttp2-client ;;
-	*) echo "$1" ;;
-	esac
-}
-
 have() { command -v "$1" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$1" >/dev/null 2>&1; }
 
 install_tools() {
@@ -113,7 +106,6 @@ install_tools() {
 	for t in nginx haproxy caddy; do
 		if wants "$TARGETS" "$t"; then tools+=("$t"); fi
 	done
-	if wants "$WORKLOADS" fixedrate; then tools+=(h2load); fi
 	for tool in "${tools[@]}"; do
 		have "$tool" || missing+=("$tool")
 	done
@@ -126,7 +118,7 @@ install_tools() {
 	# said so; the others are needed.
 	local packages=() pkg
 	for tool in "${missing[@]}"; do
-		pkg=$(package_of "$tool")
+		pkg=$tool # each tool's Debian package has its name
 		if apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: (none)' ||
 			[ -z "$(apt-cache policy "$pkg" 2>/dev/null)" ]; then
 			if [ "$tool" = caddy ]; then
@@ -170,6 +162,11 @@ elif wants "$TARGETS" outrider; then
 		say "outrider: proxy not available (bin/outrider does not build)"
 		UNAVAILABLE+=("outrider	bin/outrider does not build")
 	fi
+fi
+
+if wants "$WORKLOADS" fixedrate; then
+	say "building bin/fixedrate"
+	(cd bench && go build -o ../bin/fixedrate ./cmd/fixedrate) || die "bench/cmd/fixedrate does not build"
 fi
 
 for loop in goloop gnetloop; do
@@ -485,16 +482,12 @@ wrk_args() {
 	esac
 }
 
-# The fixedrate row: FIXED_CLIENTS keep-alive connections, each sending a
-# request every FIXED_CLIENTS/FIXED_RATE seconds from a timing script, for
-# DURATION. h2load starts the clients a few per millisecond so that they
-# do not all fire at once, and logs every request's duration in
-# microseconds.
-FIXED_INTERVAL_MS=$(awk -v c="$FIXED_CLIENTS" -v r="$FIXED_RATE" 'BEGIN { printf "%.3f", 1000 * c / r }')
-FIXED_PER_CLIENT=$(awk -v s="$(seconds "$DURATION")" -v c="$FIXED_CLIENTS" -v r="$FIXED_RATE" 'BEGIN { printf "%d", s * r / c }')
-FIXED_STAGGER=$(awk -v c="$FIXED_CLIENTS" -v i="$FIXED_INTERVAL_MS" 'BEGIN { n = c / (i < 1 ? 1 : i); printf "%d", (n == int(n)) ? n : int(n) + 1 }')
+# The fixedrate row: FIXED_CLIENTS keep-alive connections sending
+# FIXED_RATE requests per second between them, on schedules staggered
+# evenly, for DURATION; bench/cmd/fixedrate logs every request's duration
+# in microseconds. It has no run time limit of its own beyond a 5 s limit
+# per answer: FIXED_LIMIT bounds it, in case a target stops answering.
 FIXED_LIMIT=$(($(seconds "$DURATION") * 3 + 30))
-awk -v n="$FIXED_PER_CLIENT" -v i="$FIXED_INTERVAL_MS" 'BEGIN { for (k = 0; k < n; k++) printf "%.3f\t/\n", k * i }' >"$TMP/fixedrate.script"
 
 # run_bg FILE CMD... runs a load generator with its output in FILE while
 # sampling the RSS of the pids in SAMPLE_PIDS every half second; it sets
@@ -542,7 +535,7 @@ version() { "$@" 2>&1 | head -n 1 || echo -; }
 		echo "pin	off"
 	fi
 	echo "wrk	$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)"
-	if wants "$WORKLOADS" fixedrate; then echo "h2load	$(version h2load --version)"; fi
+	if wants "$WORKLOADS" fixedrate; then echo "fixedrate	fixedrate (bench/cmd/fixedrate)"; fi
 	if wants "$TARGETS" nginx; then echo "nginx	$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)"; fi
 	if wants "$TARGETS" haproxy; then echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"; fi
 	if wants "$TARGETS" caddy && have caddy; then echo "caddy	Caddy $(version caddy version | awk '{ print $1 }')"; fi
@@ -592,14 +585,12 @@ for round in $(seq "$ROUNDS"); do
 			file=$stem.txt
 			latency_file=-
 			if [ "$workload" = fixedrate ]; then
-				tool=h2load
+				tool=fixedrate
 				latency_file=$stem.log
-				# h2load has no run time limit of its own: bound it, in
-				# case a target stops answering.
-				run_bg "$RESULTS/$file" timeout "$FIXED_LIMIT" h2load --h1 -t1 -c"$FIXED_CLIENTS" -n"$FIXED_PER_CLIENT" \
-					-r"$FIXED_STAGGER" --rate-period=1ms -B "http://127.0.0.1:$port" \
-					--timing-script-file="$TMP/fixedrate.script" --log-file="$RESULTS/$latency_file" ||
-					say "h2load failed for $key (see $RESULTS/$file)"
+				run_bg "$RESULTS/$file" timeout "$FIXED_LIMIT" bin/fixedrate -url "http://127.0.0.1:$port/" \
+					-rate "$FIXED_RATE" -connections "$FIXED_CLIENTS" -duration "$DURATION" \
+					-log "$RESULTS/$latency_file" ||
+					say "fixedrate failed for $key (see $RESULTS/$file)"
 			else
 				tool=wrk
 				run_bg "$RESULTS/$file" wrk "${args[@]}" -d"$DURATION" --latency ||

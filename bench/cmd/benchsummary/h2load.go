@@ -15,22 +15,22 @@ import (
 // done, such as that of a run that could not connect at all.
 var errNoRequests = errors.New("no request done")
 
-// h2loadResult is what one `h2load --h1 --log-file` run reports: the
-// summary it prints and the per-request durations of its log file.
-type h2loadResult struct {
+// loggedResult is what the summary of a load generator that logs each
+// request (h2load --h1 --log-file, bench/cmd/fixedrate) reports.
+type loggedResult struct {
 	RequestsPerSec float64
-	// Total, Done and Succeeded are h2load's request counts: asked for,
-	// answered, answered with a success status.
+	// Total, Done and Succeeded are request counts: asked for, answered,
+	// answered with a success status.
 	Total, Done, Succeeded int64
 }
 
 // Errors is every request that was not answered with success: failed,
 // errored, timed out or never sent.
-func (r h2loadResult) Errors() int64 { return r.Total - r.Succeeded }
+func (r loggedResult) Errors() int64 { return r.Total - r.Succeeded }
 
 // parseH2load reads the summary text h2load prints.
-func parseH2load(text string) (h2loadResult, error) {
-	var r h2loadResult
+func parseH2load(text string) (loggedResult, error) {
+	var r loggedResult
 	var haveRate, haveCounts bool
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
@@ -53,19 +53,8 @@ func parseH2load(text string) (h2loadResult, error) {
 			r.RequestsPerSec, haveRate = v, true
 		case strings.HasPrefix(line, "requests:"):
 			// requests: 16 total, 16 started, 16 done, 16 succeeded, 0 failed, 0 errored, 0 timeout
-			counts := map[string]*int64{"total": &r.Total, "done": &r.Done, "succeeded": &r.Succeeded}
-			for _, part := range strings.Split(strings.TrimPrefix(line, "requests:"), ",") {
-				kv := strings.Fields(part)
-				if len(kv) != 2 {
-					return r, fmt.Errorf("requests line %q: want \"count name\" pairs", line)
-				}
-				v, err := strconv.ParseInt(kv[0], 10, 64)
-				if err != nil {
-					return r, fmt.Errorf("requests line %q: %w", line, err)
-				}
-				if p, ok := counts[kv[1]]; ok {
-					*p = v
-				}
+			if err := parseCounts(line, &r); err != nil {
+				return r, err
 			}
 			haveCounts = true
 		}
@@ -82,7 +71,27 @@ func parseH2load(text string) (h2loadResult, error) {
 	return r, nil
 }
 
-// parseH2loadLog reads h2load's --log-file: per request, tab-separated,
+// parseCounts reads a "requests:" line of counts into r: total, done and
+// succeeded, among others.
+func parseCounts(line string, r *loggedResult) error {
+	counts := map[string]*int64{"total": &r.Total, "done": &r.Done, "succeeded": &r.Succeeded}
+	for _, part := range strings.Split(strings.TrimPrefix(line, "requests:"), ",") {
+		kv := strings.Fields(part)
+		if len(kv) != 2 {
+			return fmt.Errorf("requests line %q: want \"count name\" pairs", line)
+		}
+		v, err := strconv.ParseInt(kv[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("requests line %q: %w", line, err)
+		}
+		if p, ok := counts[kv[1]]; ok {
+			*p = v
+		}
+	}
+	return nil
+}
+
+// parseH2loadLog reads h2load's --log-file (bench/cmd/fixedrate writes the same): per request, tab-separated,
 // the start time (µs since the epoch), the status code and the duration
 // (µs). It returns the durations in milliseconds.
 func parseH2loadLog(rd io.Reader) ([]float64, error) {

@@ -13,20 +13,20 @@ func TestParseH2load(t *testing.T) {
 	tests := []struct {
 		name       string
 		file       string
-		want       h2loadResult
+		want       loggedResult
 		wantErrors int64
 		wantErr    error
 	}{
 		{
 			name:       "timing script run",
 			file:       "h2load-ok.txt",
-			want:       h2loadResult{RequestsPerSec: 212.29, Total: 16, Done: 16, Succeeded: 16},
+			want:       loggedResult{RequestsPerSec: 212.29, Total: 16, Done: 16, Succeeded: 16},
 			wantErrors: 0,
 		},
 		{
 			name:       "server errors",
 			file:       "h2load-503.txt",
-			want:       h2loadResult{RequestsPerSec: 2803.74, Total: 6, Done: 6, Succeeded: 0},
+			want:       loggedResult{RequestsPerSec: 2803.74, Total: 6, Done: 6, Succeeded: 0},
 			wantErrors: 6,
 		},
 		{

@@ -140,10 +140,12 @@ func load(dir string) (summary, error) {
 		switch f[4] {
 		case "wrk":
 			r.m, err = readWrk(filepath.Join(dir, f[5]))
+		case "fixedrate":
+			r.m, err = readLogged(filepath.Join(dir, f[5]), filepath.Join(dir, f[6]), parseFixedrate)
 		case "h2load":
-			r.m, err = readH2load(filepath.Join(dir, f[5]), filepath.Join(dir, f[6]))
+			r.m, err = readLogged(filepath.Join(dir, f[5]), filepath.Join(dir, f[6]), parseH2load)
 		default:
-			return s, fmt.Errorf("runs.tsv line %d: tool %q: want wrk or h2load", line, f[4])
+			return s, fmt.Errorf("runs.tsv line %d: tool %q: want wrk, fixedrate or h2load", line, f[4])
 		}
 		if errors.Is(err, errNoRate) || errors.Is(err, errNoRequests) {
 			r.failed = true
@@ -330,14 +332,16 @@ func readWrk(path string) (measured, error) {
 	return measured{RequestsPerSec: r.RequestsPerSec, Requests: r.Requests, P50: r.P50, P99: r.P99, Errors: r.Errors()}, nil
 }
 
-// readH2load reads one h2load run: its printed summary and its log file
-// (gzipped when the name ends in .gz), from which come the percentiles.
-func readH2load(path, logPath string) (measured, error) {
+// readLogged reads one run of a load generator that logs each request
+// (bench/cmd/fixedrate, or h2load in older results): its printed summary,
+// read by parse, and its log file (gzipped when the name ends in .gz),
+// from which come the percentiles.
+func readLogged(path, logPath string, parse func(string) (loggedResult, error)) (measured, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return measured{}, err
 	}
-	r, err := parseH2load(string(b))
+	r, err := parse(string(b))
 	if err != nil {
 		return measured{}, fmt.Errorf("parse %s: %w", path, err)
 	}

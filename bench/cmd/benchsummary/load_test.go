@@ -213,7 +213,7 @@ func TestLoadBad(t *testing.T) {
 				"info.tsv": testInfo,
 				"runs.tsv": runsColumns + "\nsmall\t1\tnginx\t1\they\tslow.txt\t-\t1\t1\t1\n",
 			},
-			wantErr: `runs.tsv line 2: tool "hey": want wrk or h2load`,
+			wantErr: `runs.tsv line 2: tool "hey": want wrk, fixedrate or h2load`,
 		},
 		{
 			name: "short line",

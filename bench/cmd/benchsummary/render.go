@@ -30,8 +30,12 @@ func describe(workload string, info map[string]string) string {
 	case "conns1000":
 		return "GET /, keep-alive, wrk -t1 -c" + info["high_connections"]
 	case "fixedrate":
-		return fmt.Sprintf("GET / at a fixed %s req/s over %s keep-alive connections, h2load --h1 with a timing script",
-			info["fixed_rate"], info["fixed_clients"])
+		tool := "bench/cmd/fixedrate"
+		if info["h2load"] != "" {
+			tool = "h2load --h1 with a timing script" // results from before bench/cmd/fixedrate
+		}
+		return fmt.Sprintf("GET / at a fixed %s req/s over %s keep-alive connections, %s",
+			info["fixed_rate"], info["fixed_clients"], tool)
 	}
 	return workload
 }
@@ -54,7 +58,7 @@ func render(w io.Writer, s summary) {
 	info := s.Info
 	fmt.Fprintf(w, "outrider bench %s  commit %s  %s CPUs\n", info["date"], info["commit"], info["cpus"])
 	var tools []string
-	for _, k := range []string{"wrk", "h2load", "nginx", "haproxy", "caddy", "goloop", "gnetloop"} {
+	for _, k := range []string{"wrk", "fixedrate", "h2load", "nginx", "haproxy", "caddy", "goloop", "gnetloop"} {
 		if v := info[k]; v != "" {
 			tools = append(tools, v)
 		}
