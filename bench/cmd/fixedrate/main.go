@@ -257,7 +257,7 @@ func dial(addr netip.AddrPort, timeout time.Duration) (int, error) {
 		syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1),
 		syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv),
 		syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv),
-		syscall.Connect(fd, sa),
+		connect(fd, sa),
 	} {
 		if err != nil {
 			syscall.Close(fd)
@@ -265,6 +265,22 @@ func dial(addr netip.AddrPort, timeout time.Duration) (int, error) {
 		}
 	}
 	return fd, nil
+}
+
+// connect connects fd to sa. A connect interrupted by a signal (Go's
+// scheduler preempts with them) goes on in the kernel: it is asked again
+// until it is done.
+func connect(fd int, sa syscall.Sockaddr) error {
+	for {
+		switch err := syscall.Connect(fd, sa); err {
+		case syscall.EINTR, syscall.EALREADY:
+			time.Sleep(50 * time.Microsecond)
+		case syscall.EISCONN:
+			return nil
+		default:
+			return err
+		}
+	}
 }
 
 // exchange writes req on fd and reads its answer whole.
