@@ -29,9 +29,9 @@
 #   RESULTS=bench/results/<timestamp>         where raw outputs go
 #
 # It installs wrk, nginx, haproxy and caddy from Debian's packages when
-# missing, builds bench/cmd/fixedrate for the fixedrate row, runs every server un-daemonized as its
-# child with config generated into a temporary directory, and stops all of
-# them on exit or Ctrl-C.
+# missing, builds bench/cmd/fixedrate for the fixedrate row, runs every
+# server un-daemonized as its child with config generated into a
+# temporary directory, and stops all of them on exit or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -399,9 +399,9 @@ func epollNow(ep int, events []syscall.EpollEvent) int {
 // before waiting were a quarter of outrider's CPU. So the loop yields
 // after it took a batch in and before it serves it. Events taken in may
 // be stale by the time they are served (so they may with two loops
-// running at once): each handler reads the socket's state and takes
-// nothing from the event on trust, so a stale one costs at most a
-// hand-off to a goroutine or an idle app connection closed.
+// running at once). Each handler reads the socket itself; a stale hang-up
+// or readable mark costs at most a hand-off to a goroutine, which reads
+// the socket's own state, or an idle app connection closed.
 func (l *evLoop) poll(_ uintptr) bool {
 	for first := true; ; first = false {
 		n := epollNow(l.epfd, l.events)
