@@ -30,25 +30,39 @@ func (r loggedResult) Errors() int64 { return r.Total - r.Succeeded }
 
 // parseH2load reads the summary text h2load prints.
 func parseH2load(text string) (loggedResult, error) {
+	return parseSummary(text, "finished in ", `a "finished in" and a "requests:" line`, func(line string) (float64, error) {
+		// finished in 75.37ms, 212.29 req/s, 33.38KB/s
+		parts := strings.Split(line, ",")
+		if len(parts) < 2 {
+			return 0, fmt.Errorf("finish line %q: want \"finished in T, N req/s, …\"", line)
+		}
+		f := strings.Fields(parts[1])
+		if len(f) != 2 || f[1] != "req/s" {
+			return 0, fmt.Errorf("finish line %q: want \"N req/s\" after the first comma", line)
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("finish line %q: %w", line, err)
+		}
+		return v, nil
+	})
+}
+
+// parseSummary reads the summary of a load generator that logs each
+// request: a "requests:" line of counts (see parseCounts) and the line
+// that starts with ratePrefix, whose rate rate reads. want names the two
+// lines for the error when one is missing.
+func parseSummary(text, ratePrefix, want string, rate func(line string) (float64, error)) (loggedResult, error) {
 	var r loggedResult
 	var haveRate, haveCounts bool
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		switch {
-		case strings.HasPrefix(line, "finished in "):
-			// finished in 75.37ms, 212.29 req/s, 33.38KB/s
-			parts := strings.Split(line, ",")
-			if len(parts) < 2 {
-				return r, fmt.Errorf("finish line %q: want \"finished in T, N req/s, …\"", line)
-			}
-			f := strings.Fields(parts[1])
-			if len(f) != 2 || f[1] != "req/s" {
-				return r, fmt.Errorf("finish line %q: want \"N req/s\" after the first comma", line)
-			}
-			v, err := strconv.ParseFloat(f[0], 64)
+		case strings.HasPrefix(line, ratePrefix):
+			v, err := rate(line)
 			if err != nil {
-				return r, fmt.Errorf("finish line %q: %w", line, err)
+				return r, err
 			}
 			r.RequestsPerSec, haveRate = v, true
 		case strings.HasPrefix(line, "requests:"):
@@ -63,7 +77,7 @@ func parseH2load(text string) (loggedResult, error) {
 		return r, err
 	}
 	if !haveRate || !haveCounts {
-		return r, fmt.Errorf("want a \"finished in\" and a \"requests:\" line: %w", errNoRequests)
+		return r, fmt.Errorf("want %s: %w", want, errNoRequests)
 	}
 	if r.Done == 0 {
 		return r, errNoRequests
