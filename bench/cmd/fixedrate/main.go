@@ -73,9 +73,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fixedrate:", e)
 	}
 	if res.done == 0 {
-		for _, e := range res.errs {
-			fmt.Fprintln(os.Stderr, "fixedrate:", e)
-		}
 		os.Exit(1)
 	}
 }
@@ -172,8 +169,8 @@ func run(c config) result {
 		r.logs = append(r.logs, p.logs...)
 		r.errs = append(r.errs, p.errs...)
 	}
+	r.done = len(r.logs)
 	for _, e := range r.logs {
-		r.done++
 		if e.status >= 200 && e.status < 400 {
 			r.succeeded++
 		}
