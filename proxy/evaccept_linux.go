@@ -78,11 +78,13 @@ func (ls *evLoops) waitFailure(stop <-chan struct{}) bool {
 	}
 }
 
-// listenOn registers the listener with the loop, unless it is or the
-// loops are not accepting.
+// listenOn registers the listener with the loop, unless it is, the
+// loops are not accepting, or the loop is not the first and the loops do
+// not spill: a connection another loop accepts is handed to the first,
+// which costs a wake.
 func (l *evLoop) listenOn() {
 	ls := l.ls
-	if l.lnOn || ls.lnRC == nil || !ls.accepting.Load() || l.p.draining.Load() {
+	if l.lnOn || ls.lnRC == nil || !ls.accepting.Load() || l.p.draining.Load() || !l.listens() {
 		return
 	}
 	e := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(ls.lnFd)}
@@ -92,6 +94,10 @@ func (l *evLoop) listenOn() {
 		}
 	})
 }
+
+// listens reports whether the loop is one that accepts now: the first,
+// or any while the loops spill.
+func (l *evLoop) listens() bool { return l == l.ls.loops[0] || l.ls.spilling() }
 
 // listenOff takes the listener out of the loop.
 func (l *evLoop) listenOff() {
@@ -120,6 +126,10 @@ func (l *evLoop) accept() {
 		l.acceptErr = err
 	}
 	if l.acceptErr == nil {
+		if !l.listens() {
+			// The spill is over: what this loop accepted went to the first.
+			l.listenOff()
+		}
 		return
 	}
 	// Closed by the drain, or failing: Serve's loop accepts (and counts,
@@ -170,7 +180,7 @@ func (l *evLoop) accepted(fd int) {
 	c.clientIP = appendSockaddrHost(c.clientIP[:0], &l.sa)
 	now := time.Now()
 	c.now = now
-	// Served here, or by the loop with the fewest connections.
+	// Served here, or by the loop assign picks.
 	home := l.ls.assign(l)
 	c.ev = connEv{home: home, cfd: fd, afd: -1, state: evIdle, fresh: true, since: now}
 	c.parked.Store(true)
@@ -248,7 +258,7 @@ func (l *evLoop) adopt(c *conn) bool {
 	}
 	c.br.attach(nc)
 	// Registered nowhere now: when its goroutine parks it, it goes to the
-	// loop with the fewest connections.
+	// loop assign picks.
 	c.ev.home = nil
 	return true
 }
