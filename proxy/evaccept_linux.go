@@ -78,13 +78,11 @@ func (ls *evLoops) waitFailure(stop <-chan struct{}) bool {
 	}
 }
 
-// listenOn registers the listener with the loop, unless it is, the
-// loops are not accepting, or the loop is not the first and the loops do
-// not spill: a connection another loop accepts is handed to the first,
-// which costs a wake.
+// listenOn registers the listener with the loop, unless it is or the
+// loops are not accepting.
 func (l *evLoop) listenOn() {
 	ls := l.ls
-	if l.lnOn || ls.lnRC == nil || !ls.accepting.Load() || l.p.draining.Load() || !l.listens() {
+	if l.lnOn || ls.lnRC == nil || !ls.accepting.Load() || l.p.draining.Load() {
 		return
 	}
 	e := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(ls.lnFd)}
@@ -94,10 +92,6 @@ func (l *evLoop) listenOn() {
 		}
 	})
 }
-
-// listens reports whether the loop is one that accepts now: the first,
-// or any while the loops spill.
-func (l *evLoop) listens() bool { return l == l.ls.loops[0] || l.ls.spilling() }
 
 // listenOff takes the listener out of the loop.
 func (l *evLoop) listenOff() {
@@ -126,10 +120,6 @@ func (l *evLoop) accept() {
 		l.acceptErr = err
 	}
 	if l.acceptErr == nil {
-		if !l.listens() {
-			// The spill is over: what this loop accepted went to the first.
-			l.listenOff()
-		}
 		return
 	}
 	// Closed by the drain, or failing: Serve's loop accepts (and counts,
@@ -180,7 +170,7 @@ func (l *evLoop) accepted(fd int) {
 	c.clientIP = appendSockaddrHost(c.clientIP[:0], &l.sa)
 	now := time.Now()
 	c.now = now
-	// Served here, or by the loop assign picks.
+	// Served here, or by the loop with the fewest connections.
 	home := l.ls.assign(l)
 	c.ev = connEv{home: home, cfd: fd, afd: -1, state: evIdle, fresh: true, since: now}
 	c.parked.Store(true)
@@ -258,7 +248,7 @@ func (l *evLoop) adopt(c *conn) bool {
 	}
 	c.br.attach(nc)
 	// Registered nowhere now: when its goroutine parks it, it goes to the
-	// loop assign picks.
+	// loop with the fewest connections.
 	c.ev.home = nil
 	return true
 }

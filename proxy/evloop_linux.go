@@ -55,9 +55,8 @@ const (
 // parked is set.
 type connEv struct {
 	// home is the loop the connection parks in, chosen when a loop
-	// accepts it or on its first park, and kept unless a spill moves it
-	// (overloaded): its sockets stay registered there while a goroutine
-	// has the connection.
+	// accepts it or on its first park, and kept: its sockets stay
+	// registered there while a goroutine has the connection.
 	home     *evLoop
 	cfd, afd int
 	state    int
@@ -123,24 +122,8 @@ type evLoop struct {
 }
 
 // evLoops are a proxy's loops, one per P.
-//
-// Connections fill the first loop while it keeps up, and are spread over
-// every loop while one of them does not (see overloaded). One loop serves
-// a batch of connections with one wake; two loops each wake for half of
-// it, and every wake costs a thread woken by Go's scheduler. Small answers
-// at two cores cost 0.8-0.9x the CPU in one loop, at 1.04-1.06x the
-// throughput, but a loop held by a thousand busy connections serves 0.82x
-// of what two do (docs/benchmarks.md).
 type evLoops struct {
 	loops []*evLoop
-	// spillUntil is when, in Unix nanoseconds, the loops stop spreading new
-	// connections, set by a loop that does not keep up; 0 when they do not.
-	spillUntil atomic.Int64
-	// A loop does not keep up when a wake of it finds events ready
-	// spillBatches times in a row, for spillAfter at least; tests lower
-	// both.
-	spillBatches int
-	spillAfter   time.Duration
 	// The listener the loops accept from, once listen was called: lnFd is
 	// its descriptor (-1 before), accepting is set while the loops accept
 	// rather than Serve, and failed is where a loop tells Serve to take
@@ -155,7 +138,7 @@ type evLoops struct {
 // them (see evLoops.waitFailure).
 func startEvLoops(p *Proxy, ln net.Listener) (*evLoops, error) {
 	n := runtime.GOMAXPROCS(0)
-	ls := &evLoops{lnFd: -1, failed: make(chan struct{}, 1), spillBatches: spillBatches, spillAfter: spillAfter}
+	ls := &evLoops{lnFd: -1, failed: make(chan struct{}, 1)}
 	ls.setListener(ln)
 	for range n {
 		l, err := newEvLoop(p, ls)
@@ -169,7 +152,7 @@ func startEvLoops(p *Proxy, ln net.Listener) (*evLoops, error) {
 }
 
 // park hands c, whose goroutine is done with it, to its loop: on its
-// first park, the one assign picks.
+// first park, the loop with the fewest connections.
 func (ls *evLoops) park(c *conn) {
 	l := c.ev.home
 	if l == nil {
@@ -181,46 +164,14 @@ func (ls *evLoops) park(c *conn) {
 	l.park(c)
 }
 
-// Spilling: a loop that finds events ready spillBatches times in a row
-// for spillAfter has more than its P can serve. At a thousand busy
-// connections one wake of a loop serves hundreds of batches over a second
-// or more; at 32 connections, the most seen in a wake was 27 batches over
-// 6 ms. The loops spread new connections for spillFor after the last such
-// wake.
-var (
-	spillBatches = 64
-	spillAfter   = 10 * time.Millisecond
-)
-
-const spillFor = time.Second
-
-// spilling reports whether new connections are spread over the loops.
-func (ls *evLoops) spilling() bool {
-	u := ls.spillUntil.Load()
-	if u == 0 {
-		return false
-	}
-	if time.Now().UnixNano() < u {
-		return true
-	}
-	ls.spillUntil.CompareAndSwap(u, 0)
-	return false
-}
-
 // assign picks the loop a connection is given to, and counts it there:
-// the first loop unless the loops spill. While they do, l (which may be
-// nil) unless another loop has at least two fewer, so that a loop that
-// accepts a burst of connections, or that a new connection wakes time
-// after time (EPOLLEXCLUSIVE wakes the first loop waiting), serves its
-// share of them and hands the rest on. The count is taken only if no one
-// changed it since it was read: connections assigned at the same moment
-// do not all go to the same loop.
+// l (which may be nil) unless another loop has at least two fewer, so
+// that a loop that accepts a burst of connections, or that a new
+// connection wakes time after time (EPOLLEXCLUSIVE wakes the first loop
+// waiting), serves its share of them and hands the rest on. The count
+// is taken only if no one changed it since it was read: connections
+// assigned at the same moment do not all go to the same loop.
 func (ls *evLoops) assign(l *evLoop) *evLoop {
-	if len(ls.loops) == 1 || !ls.spilling() {
-		first := ls.loops[0]
-		first.load.Add(1)
-		return first
-	}
 	for {
 		best, least := l, int32(math.MaxInt32)
 		for _, o := range ls.loops {
@@ -344,13 +295,10 @@ func (l *evLoop) park(c *conn) {
 	l.enqueue(c)
 }
 
-// enqueue lists cs for the loop to take in, and wakes the loop.
-func (l *evLoop) enqueue(cs ...*conn) {
-	if len(cs) == 0 {
-		return
-	}
+// enqueue lists c for the loop to take in, and wakes the loop.
+func (l *evLoop) enqueue(c *conn) {
 	l.mu.Lock()
-	l.in = append(l.in, cs...)
+	l.in = append(l.in, c)
 	l.mu.Unlock()
 	l.wake()
 }
@@ -364,8 +312,8 @@ func (l *evLoop) takeIn() {
 	l.spare, l.in = l.in, l.spare[:0]
 	l.mu.Unlock()
 	for _, c := range l.spare {
-		if c.nc == nil && c.up == nil {
-			// Accepted by another loop, its first request not served.
+		if c.nc == nil {
+			// Accepted by another loop.
 			l.takeNew(c)
 			continue
 		}
@@ -455,25 +403,17 @@ func epollNow(ep int, events []syscall.EpollEvent) int {
 // or readable mark costs at most a hand-off to a goroutine, which reads
 // the socket's own state, or an idle app connection closed.
 func (l *evLoop) poll(_ uintptr) bool {
-	var since time.Time
-	for batches := 0; ; batches++ {
+	for first := true; ; first = false {
 		n := epollNow(l.epfd, l.events)
 		if n == 0 {
 			return false
 		}
-		if batches > 0 {
+		if !first {
 			runtime.Gosched()
 		}
 		l.now = time.Now()
 		if l.now.Sub(l.swept) > l.tick {
 			l.sweep()
-		}
-		switch {
-		case batches == 0:
-			since = l.now
-		case batches >= l.ls.spillBatches && l.now.Sub(since) >= l.ls.spillAfter:
-			l.overloaded()
-			batches, since = 0, l.now
 		}
 		events := l.events[:n]
 		listener := false
@@ -500,63 +440,6 @@ func (l *evLoop) poll(_ uintptr) bool {
 			l.accept()
 		}
 	}
-}
-
-// overloaded spreads the load of a loop that does not keep up: new
-// connections go to every loop for spillFor, and half of the difference
-// between this loop's connections and the fewest another has moves there,
-// taken from those waiting for their next request. A connection's
-// sockets move when the other loop takes it in (see register).
-//
-// Connections spread by a spill stay where they are when it ends; new
-// ones fill the first loop again.
-func (l *evLoop) overloaded() {
-	ls := l.ls
-	if len(ls.loops) == 1 || l.p.draining.Load() {
-		return
-	}
-	if ls.spillUntil.Swap(l.now.Add(spillFor).UnixNano()) == 0 {
-		// The others listen too (listenOn).
-		for _, o := range ls.loops {
-			if o != l {
-				o.wake()
-			}
-		}
-	}
-	var to *evLoop
-	for _, o := range ls.loops {
-		if o != l && (to == nil || o.load.Load() < to.load.Load()) {
-			to = o
-		}
-	}
-	move := int(l.load.Load()-to.load.Load()) / 2
-	if move < minMove {
-		return
-	}
-	var moved []*conn
-	for i := len(l.conns) - 1; i >= 0 && len(moved) < move; i-- {
-		if c := l.conns[i]; movable(c) {
-			since := c.ev.since
-			l.release(c)
-			to.load.Add(1)
-			c.ev.home = to
-			c.ev.cfd, c.ev.afd, c.ev.since = c.br.fd(), c.up.br.fd(), since
-			moved = append(moved, c)
-		}
-	}
-	to.enqueue(moved...)
-}
-
-// minMove is the fewest connections a loop that does not keep up moves.
-const minMove = 4
-
-// movable reports whether c, parked in a loop, can move to another: it
-// waits for its next request, with its app connection, and has nothing
-// read or left to write.
-func movable(c *conn) bool {
-	ev := &c.ev
-	return ev.state == evIdle && !ev.fresh && !ev.readable && ev.pendBP == nil && c.up != nil && ev.afd >= 0 &&
-		len(c.br.buffered()) == 0 && len(c.up.br.buffered()) == 0 && !c.cut.Load()
 }
 
 // owner returns the connection parked here whose socket fd is, or nil.
