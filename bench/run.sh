@@ -10,7 +10,8 @@
 #                       add goloop (bench/cmd/goloop, a minimal event-loop
 #                       proxy in Go) to see the floor of that design, and
 #                       gnetloop (bench/cmd/gnetloop, the same on the gnet
-#                       library) to see what that library costs on it
+#                       library) to see what that library costs on it, and
+#                       uringloop (bench/cmd/uringloop, the same on io_uring)
 #   DURATION=10s        length of one measured run
 #   ROUNDS=5            interleaved rounds; each runs every (workload, target)
 #   WARMUP=2s           unmeasured wrk run before each measured one
@@ -68,7 +69,7 @@ done
 [ "$FIXED_CLIENTS" -le "$FIXED_RATE" ] || die "FIXED_CLIENTS=$FIXED_CLIENTS: want at most FIXED_RATE=$FIXED_RATE"
 
 ALL_WORKLOADS="small 16k 1m upload close conns1000 fixedrate"
-ALL_TARGETS="direct nginx haproxy caddy goloop gnetloop outrider"
+ALL_TARGETS="direct nginx haproxy caddy goloop gnetloop uringloop outrider"
 for w in $WORKLOADS; do
 	[[ " $ALL_WORKLOADS " == *" $w "* ]] || die "WORKLOADS: unknown workload $w (want some of: $ALL_WORKLOADS)"
 done
@@ -169,7 +170,7 @@ if wants "$WORKLOADS" fixedrate; then
 	(cd bench && go build -o ../bin/fixedrate ./cmd/fixedrate) || die "bench/cmd/fixedrate does not build"
 fi
 
-for loop in goloop gnetloop; do
+for loop in goloop gnetloop uringloop; do
 	if wants "$TARGETS" "$loop"; then
 		say "building bin/$loop"
 		if ! (cd bench && go build -o "../bin/$loop" "./cmd/$loop"); then
@@ -384,7 +385,7 @@ start_outrider() {
 	PROC[$key]=$pid
 }
 
-# goloop and gnetloop are the bench's own event-loop proxies: floors, not
+# goloop, gnetloop and uringloop are the bench's own event-loop proxies: floors, not
 # products. start_loop starts bin/$1 with $2 cores.
 start_loop() {
 	local name=$1 cores=$2 key=$1:$2 port pid
@@ -400,6 +401,7 @@ start_loop() {
 }
 start_goloop() { start_loop goloop "$1"; }
 start_gnetloop() { start_loop gnetloop "$1"; }
+start_uringloop() { start_loop uringloop "$1"; }
 
 # restart stops target:cores $1 and starts it again, on new ports, for
 # FRESH=1. TERM, as every server here stops at once on it with nothing in
@@ -540,6 +542,7 @@ version() { "$@" 2>&1 | head -n 1 || echo -; }
 	if wants "$TARGETS" haproxy; then echo "haproxy	$(haproxy -v 2>&1 | awk 'NR == 1 { print $1, $3 }' || true)"; fi
 	if wants "$TARGETS" caddy && have caddy; then echo "caddy	Caddy $(version caddy version | awk '{ print $1 }')"; fi
 	if wants "$TARGETS" goloop; then echo "goloop	goloop (bench/cmd/goloop)"; fi
+	if wants "$TARGETS" uringloop; then echo "uringloop	uringloop (bench/cmd/uringloop, io_uring)"; fi
 	if wants "$TARGETS" gnetloop; then echo "gnetloop	gnetloop (bench/cmd/gnetloop, gnet $(cd bench && go list -m -f '{{.Version}}' github.com/panjf2000/gnet/v2))"; fi
 	if wants "$TARGETS" outrider; then echo "outrider	$("${OUTRIDER_BIN:-bin/outrider}" version 2>&1 | awk 'NR == 1 { print $2 }' || true)"; fi
 	echo "commit	$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"

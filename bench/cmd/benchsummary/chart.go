@@ -147,7 +147,7 @@ func ratioLabel(r float64) string {
 func addedLatency(s summary) chartData {
 	d := chartData{Ratios: map[string][]float64{}}
 	present := map[string]bool{}
-	proxies := []string{"nginx", "haproxy", "caddy", "goloop", "gnetloop", "outrider"}
+	proxies := []string{"nginx", "haproxy", "caddy", "goloop", "gnetloop", "uringloop", "outrider"}
 	for _, rw := range s.Rows {
 		if rw.Workload != "fixedrate" {
 			continue

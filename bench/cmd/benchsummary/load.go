@@ -292,10 +292,12 @@ func targetRank(t string) int {
 		return 4
 	case "gnetloop":
 		return 5
+	case "uringloop":
+		return 6
 	case "outrider":
-		return 7
+		return 8
 	}
-	return 6
+	return 7
 }
 
 func per100k(seconds float64, requests int64) float64 {

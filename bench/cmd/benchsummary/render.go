@@ -10,8 +10,9 @@ import (
 // peers are the targets outrider is compared with, in the ratio tables'
 // and the chart's order. goloop is the bench's own minimal event-loop
 // proxy (bench/cmd/goloop): a floor for that design in Go, not a product;
-// gnetloop is the same proxy on the gnet library (bench/cmd/gnetloop).
-var peers = []string{"nginx", "haproxy", "caddy", "goloop", "gnetloop", "direct"}
+// gnetloop is the same proxy on the gnet library (bench/cmd/gnetloop),
+// uringloop the same on io_uring (bench/cmd/uringloop).
+var peers = []string{"nginx", "haproxy", "caddy", "goloop", "gnetloop", "uringloop", "direct"}
 
 // describe says what a workload's load generator does, from info.tsv.
 func describe(workload string, info map[string]string) string {
@@ -58,7 +59,7 @@ func render(w io.Writer, s summary) {
 	info := s.Info
 	fmt.Fprintf(w, "outrider bench %s  commit %s  %s CPUs\n", info["date"], info["commit"], info["cpus"])
 	var tools []string
-	for _, k := range []string{"wrk", "fixedrate", "h2load", "nginx", "haproxy", "caddy", "goloop", "gnetloop"} {
+	for _, k := range []string{"wrk", "fixedrate", "h2load", "nginx", "haproxy", "caddy", "goloop", "gnetloop", "uringloop"} {
 		if v := info[k]; v != "" {
 			tools = append(tools, v)
 		}
@@ -128,7 +129,8 @@ func render(w io.Writer, s summary) {
 
 // ratioTable holds outrider over each peer in a row, then goloop over
 // nginx (how far the floor of an event loop in Go is from nginx) and
-// gnetloop over goloop (what the gnet library costs on that floor). CPU and
+// gnetloop and uringloop over goloop (what the gnet library, and io_uring
+// instead of epoll, change on that floor). CPU and
 // RSS have no ratio against direct, which has no proxy.
 func ratioTable(rw row, fixed bool) *table {
 	byName := map[string]targetSummary{}
@@ -147,7 +149,8 @@ func ratioTable(rw row, fixed bool) *table {
 	for _, p := range peers {
 		pairs = append(pairs, [2]string{"outrider", p})
 	}
-	pairs = append(pairs, [2]string{"goloop", "nginx"}, [2]string{"gnetloop", "nginx"}, [2]string{"gnetloop", "goloop"})
+	pairs = append(pairs, [2]string{"goloop", "nginx"}, [2]string{"gnetloop", "nginx"}, [2]string{"gnetloop", "goloop"},
+		[2]string{"uringloop", "nginx"}, [2]string{"uringloop", "goloop"})
 	for _, pair := range pairs {
 		a, okA := byName[pair[0]]
 		b, okB := byName[pair[1]]
