@@ -67,7 +67,9 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		go l.run()
+		if err := l.start(); err != nil {
+			fail(err)
+		}
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -138,13 +140,23 @@ func newLoop(la, app *syscall.SockaddrInet4) (*loop, error) {
 	return &loop{ln: ln, app: app, ends: []*end{nil}}, nil
 }
 
+// start sets the loop's ring up and runs the loop, or says why the ring
+// could not be set up (a kernel older than 6.1, io_uring disabled, or a
+// seccomp profile that refuses it).
+func (l *loop) start() error {
+	started := make(chan error)
+	go l.run(started)
+	return <-started
+}
+
 // run is the loop. The ring belongs to the thread that set it up, so the
 // loop keeps its thread.
-func (l *loop) run() {
+func (l *loop) run(started chan<- error) {
 	runtime.LockOSThread()
 	r, err := newRing(ringEntries)
+	started <- err
 	if err != nil {
-		fail(err)
+		return
 	}
 	l.r = r
 	l.acceptAll()

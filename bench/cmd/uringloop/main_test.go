@@ -24,7 +24,9 @@ func startLoop(t *testing.T, app string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go l.run()
+	if err := l.start(); err != nil {
+		t.Fatalf("uringloop needs io_uring (Linux 6.1 or later, not refused by seccomp or kernel.io_uring_disabled): %v", err)
+	}
 	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
