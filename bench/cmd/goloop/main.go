@@ -22,61 +22,27 @@
 package main
 
 import (
-	"flag"
 	"fmt"
-	"net/netip"
-	"os"
-	"os/signal"
-	"runtime"
 	"syscall"
 	"unsafe"
 
 	"github.com/outrider-sidecar/outrider/bench/internal/h1"
+	"github.com/outrider-sidecar/outrider/bench/internal/rawloop"
 )
 
-// Constants package syscall lacks or spells as a negative number.
-const (
-	soReusePort = 0xf
-	epollET     = 1 << 31
-)
+// epollET is EPOLLET, which package syscall spells as a negative number.
+const epollET = 1 << 31
 
-func main() {
-	listen := flag.String("listen", "127.0.0.1:8080", "address to serve on (IPv4)")
-	app := flag.String("app", "127.0.0.1:8081", "address of the app (IPv4)")
-	flag.Parse()
-	la, err := sockaddr(*listen)
+func main() { rawloop.Main("goloop", syscall.SOCK_NONBLOCK, startLoop) }
+
+// startLoop runs a loop on the listening socket ln.
+func startLoop(ln int, app *syscall.SockaddrInet4) error {
+	l, err := newLoop(ln, app)
 	if err != nil {
-		fail(fmt.Errorf("-listen: %w", err))
+		return err
 	}
-	aa, err := sockaddr(*app)
-	if err != nil {
-		fail(fmt.Errorf("-app: %w", err))
-	}
-	// One loop per P, each with a listening socket of its own on the same
-	// port (SO_REUSEPORT): the kernel spreads connections over them.
-	for range runtime.GOMAXPROCS(0) {
-		l, err := newLoop(la, aa)
-		if err != nil {
-			fail(err)
-		}
-		go l.run()
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "goloop:", err)
-	os.Exit(2)
-}
-
-func sockaddr(s string) (*syscall.SockaddrInet4, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil || !ap.Addr().Is4() {
-		return nil, fmt.Errorf("%q is not an IPv4 address and port", s)
-	}
-	return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
+	go l.run()
+	return nil
 }
 
 // end is one side of an exchange: the client's connection or the app's.
@@ -104,22 +70,7 @@ type loop struct {
 	events  []syscall.EpollEvent
 }
 
-func newLoop(la, app *syscall.SockaddrInet4) (*loop, error) {
-	ln, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("listening socket: %w", err)
-	}
-	for _, o := range [][2]int{{syscall.SOL_SOCKET, syscall.SO_REUSEADDR}, {syscall.SOL_SOCKET, soReusePort}, {syscall.IPPROTO_TCP, syscall.TCP_NODELAY}} {
-		if err := syscall.SetsockoptInt(ln, o[0], o[1], 1); err != nil {
-			return nil, fmt.Errorf("setsockopt: %w", err)
-		}
-	}
-	if err := syscall.Bind(ln, la); err != nil {
-		return nil, fmt.Errorf("bind: %w", err)
-	}
-	if err := syscall.Listen(ln, 4096); err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
+func newLoop(ln int, app *syscall.SockaddrInet4) (*loop, error) {
 	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll: %w", err)

@@ -1,31 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"syscall"
 	"testing"
 
 	"github.com/outrider-sidecar/outrider/bench/internal/relaytest"
 )
 
-// startLoop serves one loop in front of app and returns its address.
-func startLoop(t *testing.T, app string) string {
-	t.Helper()
-	aa, err := sockaddr(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := newLoop(&syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}, aa)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(l.ln) })
-	sa, err := syscall.Getsockname(l.ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go l.run()
-	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-}
-
-func TestLoopRelays(t *testing.T) { relaytest.Check(t, startLoop) }
+func TestLoopRelays(t *testing.T) { relaytest.CheckRaw(t, syscall.SOCK_NONBLOCK, startLoop) }

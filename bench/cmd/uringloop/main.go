@@ -20,20 +20,16 @@
 package main
 
 import (
-	"flag"
 	"fmt"
-	"net/netip"
-	"os"
-	"os/signal"
 	"runtime"
 	"syscall"
 	"unsafe"
 
 	"github.com/outrider-sidecar/outrider/bench/internal/h1"
+	"github.com/outrider-sidecar/outrider/bench/internal/rawloop"
 )
 
 const (
-	soReusePort = 0xf
 	// bufSize is each connection's receive buffer.
 	bufSize = 32 << 10
 	// ringEntries is each loop's submission queue.
@@ -48,46 +44,7 @@ const (
 	kindAccept
 )
 
-func main() {
-	listen := flag.String("listen", "127.0.0.1:8080", "address to serve on (IPv4)")
-	app := flag.String("app", "127.0.0.1:8081", "address of the app (IPv4)")
-	flag.Parse()
-	la, err := sockaddr(*listen)
-	if err != nil {
-		fail(fmt.Errorf("-listen: %w", err))
-	}
-	aa, err := sockaddr(*app)
-	if err != nil {
-		fail(fmt.Errorf("-app: %w", err))
-	}
-	// One loop per P, each with a listening socket of its own on the same
-	// port (SO_REUSEPORT): the kernel spreads connections over them.
-	for range runtime.GOMAXPROCS(0) {
-		l, err := newLoop(la, aa)
-		if err != nil {
-			fail(err)
-		}
-		if err := l.start(); err != nil {
-			fail(err)
-		}
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "uringloop:", err)
-	os.Exit(2)
-}
-
-func sockaddr(s string) (*syscall.SockaddrInet4, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil || !ap.Addr().Is4() {
-		return nil, fmt.Errorf("%q is not an IPv4 address and port", s)
-	}
-	return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
-}
+func main() { rawloop.Main("uringloop", 0, startLoop) }
 
 // end is one side of an exchange: the client's connection or the app's.
 type end struct {
@@ -121,23 +78,14 @@ type loop struct {
 	idle []*end // app connections to reuse
 }
 
-func newLoop(la, app *syscall.SockaddrInet4) (*loop, error) {
-	ln, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("listening socket: %w", err)
+// startLoop runs a loop on the listening socket ln, or says why its ring
+// could not be set up.
+func startLoop(ln int, app *syscall.SockaddrInet4) error {
+	l := &loop{ln: ln, app: app, ends: []*end{nil}}
+	if err := l.start(); err != nil {
+		return fmt.Errorf("uringloop needs io_uring (Linux 6.1 or later, not refused by seccomp or kernel.io_uring_disabled): %w", err)
 	}
-	for _, o := range [][2]int{{syscall.SOL_SOCKET, syscall.SO_REUSEADDR}, {syscall.SOL_SOCKET, soReusePort}, {syscall.IPPROTO_TCP, syscall.TCP_NODELAY}} {
-		if err := syscall.SetsockoptInt(ln, o[0], o[1], 1); err != nil {
-			return nil, fmt.Errorf("setsockopt: %w", err)
-		}
-	}
-	if err := syscall.Bind(ln, la); err != nil {
-		return nil, fmt.Errorf("bind: %w", err)
-	}
-	if err := syscall.Listen(ln, 4096); err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	return &loop{ln: ln, app: app, ends: []*end{nil}}, nil
+	return nil
 }
 
 // start sets the loop's ring up and runs the loop, or says why the ring

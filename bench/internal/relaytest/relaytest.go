@@ -3,14 +3,45 @@
 package relaytest
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+
+	"github.com/outrider-sidecar/outrider/bench/internal/rawloop"
 )
+
+// CheckRaw runs Check on a raw-socket loop (cmd/goloop, cmd/uringloop):
+// start runs one loop on a listening socket on a free loopback port, and
+// flags are added to that socket's type.
+func CheckRaw(t *testing.T, flags int, start rawloop.Start) {
+	t.Helper()
+	Check(t, func(t *testing.T, app string) string {
+		t.Helper()
+		aa, err := rawloop.Addr(app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := rawloop.Listen(&syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}, flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Close(ln) })
+		sa, err := syscall.Getsockname(ln)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := start(ln, aa); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	})
+}
 
 // Check starts an app, has start put a proxy in front of it (start
 // returns the proxy's address), and checks what a client gets through it:
