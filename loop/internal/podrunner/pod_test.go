@@ -2,6 +2,7 @@ package podrunner
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -301,10 +302,40 @@ func TestPodsHaveTheirOwnNetwork(t *testing.T) {
 	}
 }
 
+// TestRunnersClaimDifferentAddressBlocks checks that two runners on one
+// host, such as two test packages that run pods at the same time, hand out
+// addresses from different blocks.
+func TestRunnersClaimDifferentAddressBlocks(t *testing.T) {
+	a, lockA, err := claimAddressBlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lockA.Close()
+	b, lockB, err := claimAddressBlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lockB.Close()
+	if a == b {
+		t.Fatalf("two runners both claimed 127.0.%d.0/24", a)
+	}
+	ipA, errA := newAddresses(a).take()
+	ipB, errB := newAddresses(b).take()
+	if errA != nil || errB != nil {
+		t.Fatalf("take: %v, %v", errA, errB)
+	}
+	if want := fmt.Sprintf("127.0.%d.1", a); ipA.String() != want {
+		t.Errorf("first address of block %d: %s, want %s", a, ipA, want)
+	}
+	if ipA.Equal(ipB) {
+		t.Errorf("both runners handed out %s", ipA)
+	}
+}
+
 // TestAddressesAreNotReusedAtOnce checks that a freed pod address is
 // handed out again only after every other free one.
 func TestAddressesAreNotReusedAtOnce(t *testing.T) {
-	a := newAddresses()
+	a := newAddresses(1)
 	take := func() string {
 		ip, err := a.take()
 		if err != nil {

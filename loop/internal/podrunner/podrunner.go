@@ -10,7 +10,8 @@
 //
 // Each pod has a network namespace of its own, so its containers share a
 // loopback of their own and listen on the same ports as every other pod.
-// The pod's IP is a loopback address of the host (127.0.1.N), where the
+// The pod's IP is a loopback address of the host (127.0.K.N, K the
+// runner's own block, 1 unless another runner on the host holds it), where the
 // runner forwards each port the pod declares into the namespace; inside
 // the pod, the node's address (127.0.0.1) answers the ports of
 // Config.HostPorts. So every address anything connects to is a loopback
@@ -27,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -107,7 +109,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{cfg: cfg, addrs: newAddresses(), workers: map[string]*podWorker{}}, nil
+	return &Runner{cfg: cfg, workers: map[string]*podWorker{}}, nil
 }
 
 // LogFile is the file that holds the output of container in pod.
@@ -119,6 +121,12 @@ func (r *Runner) LogFile(pod, container string) string {
 // It then kills every container it started and returns once they have
 // exited.
 func (r *Runner) Run(ctx context.Context) error {
+	block, lock, err := claimAddressBlock()
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	r.addrs = newAddresses(block)
 	if err := r.registerNode(ctx); err != nil {
 		return err
 	}
@@ -134,7 +142,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			queue.Add(key)
 		}
 	}
-	_, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err = pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: enqueue,
@@ -291,17 +299,35 @@ func (r *Runner) registerNode(ctx context.Context) error {
 	return nil
 }
 
-// addresses hands out the pod IPs 127.0.1.1 … 127.0.1.254, each time the
-// next free one after the last handed out, so that an address is not
-// reused as soon as its pod is gone (a client still holding it should
-// find nothing there, not the next pod).
-type addresses struct {
-	mu   sync.Mutex
-	used map[byte]bool
-	last byte
+// claimAddressBlock claims a block of the host's loopback, 127.0.K.0/24,
+// for one runner's pods: K is the first from 1 that no other runner on the
+// host holds. go test runs packages at the same time, and two of them
+// running pods must not hand out the same address: the second pod's
+// forward would find it taken. The lock is an abstract Unix socket named
+// for the block, which the runner holds until Run returns and the kernel
+// lets go if the process dies.
+func claimAddressBlock() (block byte, lock net.Listener, err error) {
+	for k := 1; k <= 254; k++ {
+		lock, err = net.Listen("unix", "@outrider-podrunner-127.0."+strconv.Itoa(k)+".0")
+		if err == nil {
+			return byte(k), lock, nil
+		}
+	}
+	return 0, nil, fmt.Errorf("podrunner: no pod address block free from 127.0.1.0/24 to 127.0.254.0/24 (other runners on this host hold them; stop them): %w", err)
 }
 
-func newAddresses() *addresses { return &addresses{used: map[byte]bool{}} }
+// addresses hands out the pod IPs 127.0.K.1 … 127.0.K.254 of block K,
+// each time the next free one after the last handed out, so that an
+// address is not reused as soon as its pod is gone (a client still holding
+// it should find nothing there, not the next pod).
+type addresses struct {
+	mu    sync.Mutex
+	block byte
+	used  map[byte]bool
+	last  byte
+}
+
+func newAddresses(block byte) *addresses { return &addresses{block: block, used: map[byte]bool{}} }
 
 func (a *addresses) take() (net.IP, error) {
 	a.mu.Lock()
@@ -310,10 +336,10 @@ func (a *addresses) take() (net.IP, error) {
 		n := byte((int(a.last)+i-1)%254 + 1)
 		if !a.used[n] {
 			a.used[n], a.last = true, n
-			return net.IPv4(127, 0, 1, n).To4(), nil
+			return net.IPv4(127, 0, a.block, n).To4(), nil
 		}
 	}
-	return nil, errors.New("all 254 pod addresses in 127.0.1.0/24 are in use")
+	return nil, fmt.Errorf("all 254 pod addresses in 127.0.%d.0/24 are in use", a.block)
 }
 
 func (a *addresses) give(ip net.IP) {
