@@ -301,9 +301,9 @@ func (r *Runner) registerNode(ctx context.Context) error {
 
 // claimAddressBlock claims a block of the host's loopback, 127.0.K.0/24,
 // for one runner's pods: K is the first from 1 that no other runner on the
-// host holds. go test runs packages at the same time, and two of them
-// running pods must not hand out the same address: the second pod's
-// forward would find it taken. The lock is an abstract Unix socket named
+// host holds. Two runners at once (two test runs, or go test running
+// podrunner's and the scaling loop's packages in parallel) must not hand
+// out the same address: the second pod's forward would find it taken. The lock is an abstract Unix socket named
 // for the block, which the runner holds until Run returns and the kernel
 // lets go if the process dies.
 func claimAddressBlock() (block byte, lock net.Listener, err error) {
