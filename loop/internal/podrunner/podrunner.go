@@ -11,9 +11,9 @@
 // Each pod has a network namespace of its own, so its containers share a
 // loopback of their own and listen on the same ports as every other pod.
 // The pod's IP is a loopback address of the host (127.0.K.N, K the
-// runner's own block, 1 unless another runner on the host holds it), where the
-// runner forwards each port the pod declares into the namespace; inside
-// the pod, the node's address (127.0.0.1) answers the ports of
+// runner's own block, 1 unless another runner on the host holds it),
+// where the runner forwards each port the pod declares into the namespace;
+// inside the pod, the node's address (127.0.0.1) answers the ports of
 // Config.HostPorts. So every address anything connects to is a loopback
 // address, and no interface, route or sysctl of the host is touched.
 // There are no mount or PID namespaces, no volumes, no resource limits, no
@@ -303,9 +303,10 @@ func (r *Runner) registerNode(ctx context.Context) error {
 // for one runner's pods: K is the first from 1 that no other runner on the
 // host holds. Two runners at once (two test runs, or go test running
 // podrunner's and the scaling loop's packages in parallel) must not hand
-// out the same address: the second pod's forward would find it taken. The lock is an abstract Unix socket named
-// for the block, which the runner holds until Run returns and the kernel
-// lets go if the process dies.
+// out the same address: the second pod's forward would find it taken.
+// The lock is an abstract Unix socket named for the block, which the
+// runner holds until Run returns and the kernel lets go if the process
+// dies.
 func claimAddressBlock() (block byte, lock net.Listener, err error) {
 	for k := 1; k <= 254; k++ {
 		lock, err = net.Listen("unix", "@outrider-podrunner-127.0."+strconv.Itoa(k)+".0")
