@@ -5,6 +5,7 @@ package consultest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -52,14 +53,50 @@ func WithACL(token string) Option {
 
 var seq atomic.Int64
 
+// portAttempts is how many sets of free ports Start tries.
+const portAttempts = 3
+
+// errPortTaken says the agent found one of its ports taken: FreePorts
+// found it free, and another process (a client's outgoing connection, a
+// test package running beside this one) took it before the agent bound it.
+var errPortTaken = errors.New("a port was taken before consul bound it")
+
 // Start runs `consul agent -dev` on free ports and stops it when the test
-// ends. It fails the test (never skips it) when the binary is missing.
+// ends; when one of the ports was taken in the moment before the agent
+// bound it, it tries again on other ports. It fails the test (never skips
+// it) when the binary is missing.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	ports := FreePorts(t, 4)
+	bin := Binary(t)
+	var s *Server
+	for attempt := 1; ; attempt++ {
+		s = newServer(t, bin, FreePorts(t, 4), opts)
+		err := s.launch()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || attempt == portAttempts {
+			t.Fatal(err)
+		}
+		t.Logf("consultest: %v; starting again on other ports", errPortTaken)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(s.logFile); err == nil {
+				t.Logf("consul log:\n%s", tail(b, 4000))
+			}
+		}
+	})
+	return s
+}
+
+// newServer sets up a dev agent on ports (HTTP, Serf LAN, Serf WAN,
+// server RPC), not started yet.
+func newServer(t testing.TB, bin string, ports []int, opts []Option) *Server {
 	s := &Server{
 		t:        t,
-		bin:      Binary(t),
+		bin:      bin,
 		HTTPAddr: "127.0.0.1:" + strconv.Itoa(ports[0]),
 		logFile:  filepath.Join(t.TempDir(), "consul.log"),
 	}
@@ -76,15 +113,6 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	s.Start()
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(s.logFile); err == nil {
-				t.Logf("consul log:\n%s", tail(b, 4000))
-			}
-		}
-	})
 	return s
 }
 
@@ -92,19 +120,27 @@ func Start(t testing.TB, opts ...Option) *Server {
 // state, so a restart comes back empty, like a Consul that lost its data.
 func (s *Server) Start() {
 	s.t.Helper()
+	if err := s.launch(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// launch starts the agent and waits until it is ready, or says why it
+// did not get there.
+func (s *Server) launch() error {
 	if s.cmd != nil {
-		s.t.Fatalf("consultest: agent already running")
+		return errors.New("consultest: agent already running")
 	}
 	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		s.t.Fatalf("consultest: open log: %v", err)
+		return fmt.Errorf("consultest: open log: %w", err)
 	}
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		s.t.Fatalf("consultest: start %s: %v", s.bin, err)
+		return fmt.Errorf("consultest: start %s: %w", s.bin, err)
 	}
 	s.cmd, s.done = cmd, make(chan struct{})
 	go func() {
@@ -112,7 +148,11 @@ func (s *Server) Start() {
 		log.Close()
 		close(s.done)
 	}()
-	s.waitReady(30 * time.Second)
+	if err := s.waitReady(30 * time.Second); err != nil {
+		s.Stop()
+		return err
+	}
+	return nil
 }
 
 // Stop kills the agent and waits for it to exit. Stopping twice is fine.
@@ -139,23 +179,31 @@ func (s *Server) Client() *consul.Client {
 // URL is the base URL of the HTTP API, for CONSUL_HTTP_ADDR.
 func (s *Server) URL() string { return "http://" + s.HTTPAddr }
 
-func (s *Server) waitReady(limit time.Duration) {
-	s.t.Helper()
+func (s *Server) waitReady(limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	for {
 		select {
 		case <-s.done:
 			b, _ := os.ReadFile(s.logFile)
-			s.t.Fatalf("consultest: consul exited while starting:\n%s", tail(b, 4000))
+			err := fmt.Errorf("consultest: consul exited while starting:\n%s", tail(b, 4000))
+			if bytes.Contains(b, []byte("address already in use")) {
+				err = fmt.Errorf("%w: %w", errPortTaken, err)
+			}
+			return err
 		default:
 		}
-		if s.leaderElected(ctx) {
-			return
+		// Each look is short: whatever holds the port may not answer,
+		// and an agent that exited must be noticed.
+		look, cancelLook := context.WithTimeout(ctx, time.Second)
+		ready := s.leaderElected(look)
+		cancelLook()
+		if ready {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			s.t.Fatalf("consultest: consul on %s not ready after %s", s.HTTPAddr, limit)
+			return fmt.Errorf("consultest: consul on %s not ready after %s", s.HTTPAddr, limit)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -1,6 +1,8 @@
 package consultest
 
 import (
+	"errors"
+	"net"
 	"testing"
 
 	consul "github.com/hashicorp/consul/api"
@@ -48,5 +50,26 @@ func TestRestartComesBackEmpty(t *testing.T) {
 	}
 	if _, ok := svcs["x"]; ok {
 		t.Errorf("service x survived a dev-mode restart; want it gone")
+	}
+}
+
+// TestLaunchReportsATakenPort checks that an agent whose HTTP port another
+// process took is told apart from other failures, so that Start tries
+// again on other ports.
+func TestLaunchReportsATakenPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ports := append([]int{ln.Addr().(*net.TCPAddr).Port}, FreePorts(t, 3)...)
+	s := newServer(t, Binary(t), ports, nil)
+	err = s.launch()
+	if err == nil {
+		s.Stop()
+		t.Fatal("an agent started on a taken HTTP port")
+	}
+	if !errors.Is(err, errPortTaken) {
+		t.Fatalf("launch on a taken port: %v, want errPortTaken", err)
 	}
 }
