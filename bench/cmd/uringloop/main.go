@@ -122,13 +122,13 @@ func (l *loop) run(started chan<- error) {
 // handleAll handles the completions there are, and reports whether there
 // were any.
 func (l *loop) handleAll() bool {
-	any := false
+	found := false
 	for {
 		c, ok := l.r.pop()
 		if !ok {
-			return any
+			return found
 		}
-		any = true
+		found = true
 		l.handle(c)
 	}
 }
