@@ -164,7 +164,7 @@ func TestLoad(t *testing.T) {
 	render(&out, s)
 	for _, want := range []string{
 		"caddy:2: not available (nothing answers on its port)",
-		"== small, 1 core(s): nginx 1 worker, HAProxy nbthread 1, Caddy, goloop, gnetloop and outrider GOMAXPROCS 1",
+		"== small, 1 core(s): nginx 1 worker, outrider GOMAXPROCS 1", // only the peers that ran
 		"== small, 2 core(s): nginx 2 workers",
 		"== fixedrate, 1 core(s)",
 		"GET / at a fixed 5000 req/s over 50 keep-alive connections",

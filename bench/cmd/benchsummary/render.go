@@ -41,17 +41,54 @@ func describe(workload string, info map[string]string) string {
 	return workload
 }
 
-// budget says what a core budget means for each peer.
-func budget(cores string) string {
-	if cores == "-" {
+// budget says what the row's core budget meant for each peer that ran in
+// it: nginx's workers, HAProxy's threads, and GOMAXPROCS for the Go peers.
+func budget(rw row) string {
+	if rw.Cores == "-" {
 		return "direct only"
 	}
-	workers := "workers"
-	if cores == "1" {
-		workers = "worker"
+	ran := make(map[string]bool, len(rw.Targets))
+	for _, t := range rw.Targets {
+		ran[t.Target] = true
 	}
-	return fmt.Sprintf("%s core(s): nginx %s %s, HAProxy nbthread %s, Caddy, goloop, gnetloop and outrider GOMAXPROCS %s",
-		cores, cores, workers, cores, cores)
+	var parts []string
+	if ran["nginx"] {
+		workers := "workers"
+		if rw.Cores == "1" {
+			workers = "worker"
+		}
+		parts = append(parts, fmt.Sprintf("nginx %s %s", rw.Cores, workers))
+	}
+	if ran["haproxy"] {
+		parts = append(parts, "HAProxy nbthread "+rw.Cores)
+	}
+	var gos []string
+	for _, name := range []string{"caddy", "goloop", "gnetloop", "uringloop", "outrider"} {
+		if ran[name] {
+			gos = append(gos, goPeerNames[name])
+		}
+	}
+	if len(gos) > 0 {
+		parts = append(parts, joinAnd(gos)+" GOMAXPROCS "+rw.Cores)
+	}
+	if len(parts) == 0 {
+		return rw.Cores + " core(s)"
+	}
+	return rw.Cores + " core(s): " + strings.Join(parts, ", ")
+}
+
+// goPeerNames spells the Go peers as the budget line names them.
+var goPeerNames = map[string]string{
+	"caddy": "Caddy", "goloop": "goloop", "gnetloop": "gnetloop",
+	"uringloop": "uringloop", "outrider": "outrider",
+}
+
+// joinAnd joins names as a list in prose: "a", "a and b", "a, b and c".
+func joinAnd(names []string) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // render prints the summary for people.
@@ -91,7 +128,7 @@ func render(w io.Writer, s summary) {
 
 	for _, rw := range s.Rows {
 		fixed := rw.Workload == "fixedrate"
-		fmt.Fprintf(w, "\n== %s, %s\n   %s\n\n", rw.Workload, budget(rw.Cores), describe(rw.Workload, info))
+		fmt.Fprintf(w, "\n== %s, %s\n   %s\n\n", rw.Workload, budget(rw), describe(rw.Workload, info))
 		head := []string{"target", "req/s", "p50 ms", "p99 ms"}
 		if fixed {
 			head = append(head, "+p50 ms", "+p99 ms")

@@ -81,3 +81,32 @@ func TestProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestBudget names, for a row's core budget, only the peers that ran in it.
+func TestBudget(t *testing.T) {
+	ran := func(cores string, targets ...string) row {
+		rw := row{Workload: "small", Cores: cores}
+		for _, name := range targets {
+			rw.Targets = append(rw.Targets, targetSummary{Target: name})
+		}
+		return rw
+	}
+	for _, c := range []struct {
+		name string
+		row  row
+		want string
+	}{
+		{"direct", ran("-", "direct"), "direct only"},
+		{"every default peer, one core", ran("1", "nginx", "haproxy", "caddy", "outrider"),
+			"1 core(s): nginx 1 worker, HAProxy nbthread 1, Caddy and outrider GOMAXPROCS 1"},
+		{"two cores", ran("2", "nginx", "outrider"), "2 core(s): nginx 2 workers, outrider GOMAXPROCS 2"},
+		{"the floors", ran("1", "nginx", "goloop", "uringloop", "outrider"),
+			"1 core(s): nginx 1 worker, goloop, uringloop and outrider GOMAXPROCS 1"},
+		{"no Go peer", ran("2", "haproxy"), "2 core(s): HAProxy nbthread 2"},
+		{"nothing ran", ran("2"), "2 core(s)"},
+	} {
+		if got := budget(c.row); got != c.want {
+			t.Errorf("%s: budget = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

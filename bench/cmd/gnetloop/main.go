@@ -4,7 +4,8 @@
 // onto the client's own loop (EventLoop.Register), so that a request and
 // its answer never leave that loop's goroutine. It is a benchmark peer,
 // not a product: it answers whether a maintained event-loop library keeps
-// the floor that goloop measured, or spends it (docs/benchmarks.md).
+// the floor that goloop measured, or spends it (docs/benchmarks-log.md,
+// "The same floor on the gnet library").
 //
 // It does what goloop does and no more: it relays bytes, follows the
 // framing (Content-Length and chunked, bench/internal/h1), pins an app

@@ -2,7 +2,7 @@
 // round from outrider's: one event loop per P over epoll, and no goroutine
 // per connection. It is a benchmark peer, not a product. It measures what
 // that design can reach in Go on the bench's workloads, before anyone
-// rebuilds the proxy on it (docs/benchmarks.md, "A floor for an event
+// rebuilds the proxy on it (docs/benchmarks-log.md, "A floor for an event
 // loop in Go").
 //
 // It does only what the bench's rows need:

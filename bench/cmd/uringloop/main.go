@@ -4,7 +4,7 @@
 // is a benchmark peer, not a product: it measures what a proxy gains when
 // its reads and writes are queued in a ring and a whole batch of them
 // costs one system call, on a machine where each system call is dear
-// (docs/benchmarks.md, "A floor on io_uring").
+// (docs/benchmarks-log.md, "A floor on io_uring").
 //
 // Each connection always has one receive queued. Bytes received are sent
 // to the peer straight from the buffer they came in, and the next receive
