@@ -79,22 +79,16 @@ type loop struct {
 }
 
 // startLoop runs a loop on the listening socket ln, or says why its ring
-// could not be set up.
+// could not be set up (a kernel older than 6.1, io_uring disabled, or a
+// seccomp profile that refuses it).
 func startLoop(ln int, app *syscall.SockaddrInet4) error {
 	l := &loop{ln: ln, app: app, ends: []*end{nil}}
-	if err := l.start(); err != nil {
+	started := make(chan error)
+	go l.run(started)
+	if err := <-started; err != nil {
 		return fmt.Errorf("uringloop needs io_uring (Linux 6.1 or later, not refused by seccomp or kernel.io_uring_disabled): %w", err)
 	}
 	return nil
-}
-
-// start sets the loop's ring up and runs the loop, or says why the ring
-// could not be set up (a kernel older than 6.1, io_uring disabled, or a
-// seccomp profile that refuses it).
-func (l *loop) start() error {
-	started := make(chan error)
-	go l.run(started)
-	return <-started
 }
 
 // run is the loop. The ring belongs to the thread that set it up, so the
