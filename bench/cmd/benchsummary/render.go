@@ -63,9 +63,9 @@ func budget(rw row) string {
 		parts = append(parts, "HAProxy nbthread "+rw.Cores)
 	}
 	var gos []string
-	for _, name := range []string{"caddy", "goloop", "gnetloop", "uringloop", "outrider"} {
-		if ran[name] {
-			gos = append(gos, goPeerNames[name])
+	for _, p := range goPeers {
+		if ran[p.target] {
+			gos = append(gos, p.name)
 		}
 	}
 	if len(gos) > 0 {
@@ -77,10 +77,11 @@ func budget(rw row) string {
 	return rw.Cores + " core(s): " + strings.Join(parts, ", ")
 }
 
-// goPeerNames spells the Go peers as the budget line names them.
-var goPeerNames = map[string]string{
-	"caddy": "Caddy", "goloop": "goloop", "gnetloop": "gnetloop",
-	"uringloop": "uringloop", "outrider": "outrider",
+// goPeers are the peers a budget runs at GOMAXPROCS, in the budget line's
+// order, each with the name the line gives it.
+var goPeers = []struct{ target, name string }{
+	{"caddy", "Caddy"}, {"goloop", "goloop"}, {"gnetloop", "gnetloop"},
+	{"uringloop", "uringloop"}, {"outrider", "outrider"},
 }
 
 // joinAnd joins names as a list in prose: "a", "a and b", "a, b and c".
