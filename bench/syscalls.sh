@@ -8,7 +8,7 @@
 # count). See docs/benchmarks.md.
 #
 # Knobs (environment):
-#   TARGET=outrider     outrider or nginx (1 worker, upstream keepalive)
+#   TARGET=outrider     outrider or nginx (WORKERS workers, upstream keepalive)
 #   TOOL=perf           perf (syscall tracepoints, does not slow the proxy)
 #                       or strace (strace -f -c; slows every call, so the
 #                       proxy finds data waiting more often than it would)
@@ -29,6 +29,7 @@
 #   HEADER=             one more request header, e.g. 'Connection: close'
 #                       for a new connection per request
 #   GOMAXPROCS=1        outrider's GOMAXPROCS (its default)
+#   WORKERS=1           nginx's worker processes (2 for the two-core rows)
 #   OUTRIDER_BIN=bin/outrider   the outrider binary to measure
 #   BASE_PORT=19080     first loopback port tried
 #
@@ -45,6 +46,7 @@ BODY_BYTES=${BODY_BYTES:-0}
 HEADER=${HEADER:-}
 if [ "$BODY_BYTES" != 0 ]; then URLPATH=${URLPATH:-/echo}; else URLPATH=${URLPATH:-/}; fi
 GOMAXPROCS=${GOMAXPROCS:-1}
+WORKERS=${WORKERS:-1}
 OUTRIDER_BIN=${OUTRIDER_BIN:-bin/outrider}
 BASE_PORT=${BASE_PORT:-19080}
 
@@ -58,6 +60,7 @@ REQUESTS=${REQUESTS:-5000}
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 5s"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS=$CONNECTIONS: want a positive integer"
 [[ $BODY_BYTES =~ ^[0-9]+$ ]] || die "BODY_BYTES=$BODY_BYTES: want a number of bytes"
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS=$WORKERS: want a positive integer"
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
 [ "$TOOL" != threads ] || tools=(wrk)
@@ -87,7 +90,7 @@ if [ "$TARGET" = outrider ]; then
 	procs=$!
 else
 	take_port port
-	nginx_conf "$TMP" "$port" "$app" 1 "$(ulimit -n)"
+	nginx_conf "$TMP" "$port" "$app" "$WORKERS" "$(ulimit -n)"
 	nginx -p "$TMP" -e "$TMP/logs/error.log" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
 	PIDS+=($!)
 fi
@@ -192,7 +195,9 @@ fi
 request=$URLPATH
 [ "$BODY_BYTES" = 0 ] || request="POST $URLPATH, $BODY_BYTES-byte body"
 [ -z "$HEADER" ] || request="$request, $HEADER"
-printf '# %s, %s, GOMAXPROCS=%s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$GOMAXPROCS" "$CONNECTIONS" "$DURATION" "$request"
+procs_knob="GOMAXPROCS=$GOMAXPROCS"
+[ "$TARGET" != nginx ] || procs_knob="WORKERS=$WORKERS"
+printf '# %s, %s, %s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$procs_knob" "$CONNECTIONS" "$DURATION" "$request"
 
 printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
 if [ "$TOOL" = threads ]; then
