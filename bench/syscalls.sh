@@ -61,6 +61,7 @@ REQUESTS=${REQUESTS:-5000}
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS=$CONNECTIONS: want a positive integer"
 [[ $BODY_BYTES =~ ^[0-9]+$ ]] || die "BODY_BYTES=$BODY_BYTES: want a number of bytes"
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS=$WORKERS: want a positive integer"
+[[ $GOMAXPROCS =~ ^[1-9][0-9]*$ ]] || die "GOMAXPROCS=$GOMAXPROCS: want a positive integer (Go ignores any other value)"
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
 [ "$TOOL" != threads ] || tools=(wrk)
