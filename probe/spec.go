@@ -3,9 +3,11 @@ package probe
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -40,6 +42,28 @@ type Spec struct {
 	// Env is the environment of an exec probe's command; nil means
 	// outrider's own minus SecretEnv (see ExecEnv).
 	Env []string
+}
+
+// Equal reports whether s and o are the same probe. Their String forms
+// cannot tell: they mask a URL's password and leave header values out.
+func (s Spec) Equal(o Spec) bool {
+	return s.Kind == o.Kind && s.SameURL(o) && s.Address == o.Address && s.Service == o.Service &&
+		slices.Equal(s.Command, o.Command) && s.SameHeader(o) && s.Insecure == o.Insecure &&
+		slices.Equal(s.Env, o.Env)
+}
+
+// SameURL reports whether s and o have the same URL, password included.
+func (s Spec) SameURL(o Spec) bool {
+	if s.URL == nil || o.URL == nil {
+		return s.URL == o.URL
+	}
+	return s.URL.String() == o.URL.String()
+}
+
+// SameHeader reports whether s and o send the same extra headers, values
+// included.
+func (s Spec) SameHeader(o Spec) bool {
+	return maps.EqualFunc(s.Header, o.Header, slices.Equal)
 }
 
 // String gives the spec back in OUTRIDER_PROBE form, without header values

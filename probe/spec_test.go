@@ -2,6 +2,7 @@ package probe
 
 import (
 	"errors"
+	"net/http"
 	"reflect"
 	"testing"
 )
@@ -86,6 +87,52 @@ func TestParseSpecRefuses(t *testing.T) {
 			}
 			if !errors.Is(err, ErrBadSpec) {
 				t.Errorf("err does not wrap ErrBadSpec")
+			}
+		})
+	}
+}
+
+// TestSpecEqual: Equal tells apart what String masks (a password, a
+// header's value) and nothing else.
+func TestSpecEqual(t *testing.T) {
+	parse := func(raw string) Spec {
+		t.Helper()
+		s, err := ParseSpec(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	withHeader := func(s Spec, name, value string) Spec {
+		s.Header = http.Header{name: {value}}
+		return s
+	}
+	base := parse("http://u:old@127.0.0.1:8080/healthz")
+	tests := []struct {
+		name  string
+		a, b  Spec
+		equal bool
+	}{
+		{"the same URL", base, parse("http://u:old@127.0.0.1:8080/healthz"), true},
+		{"a new password", base, parse("http://u:new@127.0.0.1:8080/healthz"), false},
+		{"a new path", base, parse("http://u:old@127.0.0.1:8080/ready"), false},
+		{"https", base, parse("https://u:old@127.0.0.1:8080/healthz"), false},
+		{"the same header", withHeader(base, "Authorization", "Bearer a"), withHeader(base, "Authorization", "Bearer a"), true},
+		{"a header's new value", withHeader(base, "Authorization", "Bearer a"), withHeader(base, "Authorization", "Bearer b"), false},
+		{"no header and an empty one", base, func() Spec { s := base; s.Header = http.Header{}; return s }(), true},
+		{"tcp, the same", parse("tcp://127.0.0.1:8080"), parse("tcp://127.0.0.1:8080"), true},
+		{"tcp and grpc", parse("tcp://127.0.0.1:8080"), parse("grpc://127.0.0.1:8080"), false},
+		{"grpc, another service", parse("grpc://127.0.0.1:8080/a"), parse("grpc://127.0.0.1:8080/b"), false},
+		{"exec, the same", parse("exec:/bin/check --fast"), parse("exec:/bin/check --fast"), true},
+		{"exec, another argument", parse("exec:/bin/check --fast"), parse("exec:/bin/check --slow"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.a.Equal(tt.b); got != tt.equal {
+				t.Errorf("%s Equal %s = %v, want %v", tt.a, tt.b, got, tt.equal)
+			}
+			if got := tt.b.Equal(tt.a); got != tt.equal {
+				t.Errorf("%s Equal %s = %v, want %v (the other way round)", tt.b, tt.a, got, tt.equal)
 			}
 		})
 	}

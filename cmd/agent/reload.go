@@ -184,9 +184,10 @@ func (r *reloader) apply(next config.Config) error {
 	return nil
 }
 
+// probeChanged reports whether the prober must be reconfigured: a URL
+// whose password alone changed is a change, though it logs the same.
 func probeChanged(a, b config.Probe) bool {
-	return a.Spec.String() != b.Spec.String() || a.Spec.Insecure != b.Spec.Insecure ||
-		fmt.Sprint(a.Spec.Header) != fmt.Sprint(b.Spec.Header) || schedule(a) != schedule(b)
+	return !a.Spec.Equal(b.Spec) || schedule(a) != schedule(b)
 }
 
 // schedule is the probe.Schedule of the configuration's probe settings.
@@ -203,17 +204,22 @@ func schedule(c config.Probe) probe.Schedule {
 // changedVars names the variables whose effective value differs.
 func changedVars(a, b config.Config) []string {
 	before := a.Effective()
-	var names []string
+	names := []string{}
 	for i, s := range b.Effective() {
 		if s != before[i] {
 			names = append(names, s.Var)
 		}
 	}
-	if names == nil {
-		names = []string{}
+	// Effective masks secrets: a password or a header value that changed
+	// alone shows as the same value, but is a change all the same.
+	if !a.Probe.Spec.SameURL(b.Probe.Spec) {
+		names = append(names, "OUTRIDER_PROBE")
+	}
+	if !a.Probe.Spec.SameHeader(b.Probe.Spec) {
+		names = append(names, "OUTRIDER_PROBE_HEADERS")
 	}
 	slices.Sort(names)
-	return names
+	return slices.Compact(names)
 }
 
 // reloadStatus is the config section of /status.

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
+	"github.com/outrider-sidecar/outrider/probe"
 )
 
 // TestReloadAppliesDrainTimingsAndLogLevel runs reloads in process: the
@@ -112,6 +116,67 @@ func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
 				t.Errorf("got warnings %q, want one starting %q", warns, s.warn)
 			}
 		})
+	}
+}
+
+// TestReloadRotatesTheProbePassword: a file that changes only the
+// password in the probe's URL is a change like any other. The prober's
+// next probe sends the new password, and the log names OUTRIDER_PROBE as
+// changed without showing either password.
+func TestReloadRotatesTheProbePassword(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pass, _ := r.BasicAuth(); user != "u" || pass != "new-secret" {
+			http.Error(w, "wrong password", http.StatusUnauthorized)
+		}
+	}))
+	defer app.Close()
+	file := func(pass string) string {
+		return "probe: http://u:" + pass + "@" + app.Listener.Addr().String() + "/healthz\nprobe_period: 20ms\n"
+	}
+	r, logs, write := reloadingAgent(t, map[string]string{}, file("old-secret"))
+	c := r.a.cfg.Probe
+	runner, err := probe.NewRunner(probeSpec(c), schedule(c), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.a.prober = runner
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = runner.Run(ctx) }()
+	waitVerdict := func(what string, ok func(probe.Verdict) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for v := runner.Verdict(); !ok(v); v = runner.Verdict() {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 5s the probe verdict is %v (%s), want %s", v.Healthy, v.Summary, what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitVerdict("a 401 for the old password", func(v probe.Verdict) bool {
+		return !v.Healthy && strings.Contains(v.Summary, "401")
+	})
+
+	write(file("new-secret"))
+	r.reload("test")
+	waitVerdict("healthy with the new password", func(v probe.Verdict) bool { return v.Healthy })
+	var changed []string
+	for line := range strings.Lines(logs.String()) {
+		var entry struct {
+			Msg     string
+			Changed []string
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err == nil && entry.Msg == "config reloaded" {
+			changed = entry.Changed
+		}
+	}
+	if !slices.Equal(changed, []string{"OUTRIDER_PROBE"}) {
+		t.Errorf("reload logged changed=%q, want [OUTRIDER_PROBE]", changed)
+	}
+	for _, secret := range []string{"old-secret", "new-secret"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log shows the password %q", secret)
+		}
 	}
 }
 
