@@ -204,6 +204,10 @@ const (
 	// new clients seldom waits for dials (see docs/proxy.md).
 	DefaultMaxIdleAppConns = 128
 	minDeregisterCritical  = time.Minute
+	// maxQPSWindow bounds OUTRIDER_QPS_WINDOW: the rate meter keeps a
+	// counter for each second of the window, and a scaler wants a recent
+	// rate, not an hours-old one.
+	maxQPSWindow = time.Hour
 )
 
 // Load reads the configuration from getenv (os.Getenv in production).
@@ -237,7 +241,7 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	c.Listen.Metrics = r.listen("OUTRIDER_METRICS_LISTEN", DefaultMetricsListen, false)
 	c.Listen.Admin = r.listen("OUTRIDER_ADMIN_LISTEN", DefaultAdminListen, false)
 	c.Listen.AdminToken = Secret(r.str("OUTRIDER_ADMIN_TOKEN", ""))
-	c.Listen.QPSWindow = r.duration("OUTRIDER_QPS_WINDOW", 10*time.Second, time.Second)
+	c.Listen.QPSWindow = r.durationIn("OUTRIDER_QPS_WINDOW", 10*time.Second, time.Second, maxQPSWindow)
 	if c.Listen.Admin != "" && c.Listen.AdminToken == "" && !isLoopback(c.Listen.Admin) {
 		r.fail("OUTRIDER_ADMIN_LISTEN", c.Listen.Admin, "is not a loopback address and OUTRIDER_ADMIN_TOKEN is empty (set a token, or listen on 127.0.0.1)")
 	}
@@ -476,7 +480,13 @@ func (r *reader) oneOf(name, def string, allowed ...string) string {
 	return def
 }
 
+// duration reads a duration of min or more.
 func (r *reader) duration(name string, def, min time.Duration) time.Duration {
+	return r.durationIn(name, def, min, 0)
+}
+
+// durationIn reads a duration of min to max; a max of 0 sets no bound.
+func (r *reader) durationIn(name string, def, min, max time.Duration) time.Duration {
 	v := r.str(name, "")
 	if v == "" {
 		return def
@@ -486,15 +496,21 @@ func (r *reader) duration(name string, def, min time.Duration) time.Duration {
 		r.fail(name, v, "is not a duration (want e.g. 5s, 500ms)")
 		return def
 	}
-	if d < min {
-		if min == 0 {
-			r.fail(name, v, "is negative (want 0s or more)")
-		} else {
-			r.fail(name, v, fmt.Sprintf("is too short (want %s or more)", min))
-		}
-		return def
+	want := fmt.Sprintf("want %s or more", min)
+	if max != 0 {
+		want = fmt.Sprintf("want %s to %s", min, max)
 	}
-	return d
+	switch {
+	case d < 0 && min == 0:
+		r.fail(name, v, "is negative ("+want+")")
+	case d < min:
+		r.fail(name, v, "is too short ("+want+")")
+	case max != 0 && d > max:
+		r.fail(name, v, "is too long ("+want+")")
+	default:
+		return d
+	}
+	return def
 }
 
 func (r *reader) positiveInt(name string, def int) int {

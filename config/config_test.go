@@ -179,6 +179,12 @@ func TestGoodValues(t *testing.T) {
 			func(c Config) (any, any) {
 				return [3]any{c.Listen.Proxy, c.Listen.Metrics, c.Listen.Admin}, [3]any{":0", "127.0.0.1:0", "127.0.0.1:0"}
 			}},
+		{"qps window of an hour, the most",
+			map[string]string{"OUTRIDER_QPS_WINDOW": "1h"},
+			func(c Config) (any, any) { return c.Listen.QPSWindow, time.Hour }},
+		{"qps window of a second, the least",
+			map[string]string{"OUTRIDER_QPS_WINDOW": "1s"},
+			func(c Config) (any, any) { return c.Listen.QPSWindow, time.Second }},
 		{"zero drain delay is allowed",
 			map[string]string{"OUTRIDER_DRAIN_DELAY": "0s"},
 			func(c Config) (any, any) { return c.Drain.Delay, time.Duration(0) }},
