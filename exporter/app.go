@@ -195,7 +195,7 @@ func (c *AppCollector) Collect(ch chan<- prometheus.Metric) {
 	s, ok := c.read()
 	emitSample(ch, s, ok)
 	for _, f := range appFiles {
-		ch <- prometheus.MustNewConstMetric(appScrapeErrorsDesc, prometheus.CounterValue, float64(c.errs[f]), f)
+		ch <- constMetric(appScrapeErrorsDesc, prometheus.CounterValue, float64(c.errs[f]), f)
 	}
 }
 
@@ -380,7 +380,7 @@ func (c *AppCollector) readPID(t *target, name string) (string, error) {
 func sampleStat(t *target, st procfs.ProcStat) sample {
 	return sample{
 		pid:      t.pid,
-		comm:     st.Comm,
+		comm:     labelValue(st.Comm),
 		cpu:      float64(st.UTime+st.STime) / userHZ,
 		resident: float64(st.ResidentMemory()),
 		virtual:  float64(st.VirtualMemory()),
@@ -426,14 +426,14 @@ func (c *AppCollector) check(file string, t *target, err error) bool {
 // emitSample sends the figures of s; up is 0 when ok is false.
 func emitSample(ch chan<- prometheus.Metric, s sample, ok bool) {
 	if !ok {
-		ch <- prometheus.MustNewConstMetric(appUpDesc, prometheus.GaugeValue, 0)
+		ch <- constMetric(appUpDesc, prometheus.GaugeValue, 0)
 		return
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		ch <- constMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+		ch <- constMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	gauge(appUpDesc, 1)
 	gauge(appInfoDesc, 1, s.pid, s.comm)
@@ -459,6 +459,22 @@ func emitSample(ch chan<- prometheus.Metric, s sample, ok bool) {
 		counter(appIOWriteDesc, s.ioWrite.v)
 	}
 }
+
+// constMetric is prometheus.NewConstMetric whose error becomes an invalid
+// metric: the registry reports it, and the collector's other metrics are
+// still sent, where MustNewConstMetric's panic would end Collect.
+func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
+}
+
+// labelValue makes a string read from /proc a valid label value. The
+// kernel cuts comm at 15 bytes, which can split a multi-byte character,
+// and Prometheus refuses a label value that is not valid UTF-8.
+func labelValue(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // exited reports whether the process has exited and waits to be reaped
 // (a zombie): it has no memory or descriptors left to report.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
@@ -87,14 +88,22 @@ func newCollector(t testing.TB, o AppOptions) (*AppCollector, *testlog.Buffer) {
 // describes what it collects, and returns each sample by name{labels}.
 func scrape(t *testing.T, c prometheus.Collector) map[string]float64 {
 	t.Helper()
+	got, err := scrapeErr(t, c)
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	return got
+}
+
+// scrapeErr is scrape that returns the gather error beside the samples
+// gathered all the same.
+func scrapeErr(t *testing.T, c prometheus.Collector) (map[string]float64, error) {
+	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(c); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
 	got := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
@@ -114,7 +123,7 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]float64 {
 			}
 		}
 	}
-	return got
+	return got, err
 }
 
 // infoPID returns the pid label of outrider_app_info, or 0.
@@ -162,6 +171,66 @@ func TestFixtureScrape(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("want %d samples, got %d: %v", len(want), len(got), got)
+	}
+}
+
+// TestFixtureCommCutMidCharacter: the kernel cuts comm at 15 bytes, which
+// can split a multi-byte character. The label holds U+FFFD in its place,
+// and the other figures are still scraped.
+func TestFixtureCommCutMidCharacter(t *testing.T) {
+	root := fixture(t)
+	comm := string([]byte("заказысервис")[:15]) // 7 letters and half of one
+	stat := filepath.Join(root, "4242/stat")
+	b, err := os.ReadFile(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("(fixture app)"), []byte("("+comm+")"), 1)
+	if err := os.WriteFile(stat, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+	got, err := scrapeErr(t, c)
+	if err != nil {
+		t.Errorf("gather: %v", err)
+	}
+	for _, m := range []string{
+		fmt.Sprintf(`outrider_app_info{comm=%q,pid="4242"}`, "заказыс\uFFFD"),
+		"outrider_app_cpu_seconds_total",
+		"outrider_app_resident_memory_bytes",
+		"outrider_app_virtual_memory_bytes",
+		"outrider_app_threads",
+		`outrider_app_context_switches_total{type="voluntary"}`,
+	} {
+		if _, ok := got[m]; !ok {
+			t.Errorf("want %s, it is missing: %v", m, got)
+		}
+	}
+}
+
+// TestEmitSampleBadLabel: a sample whose label Prometheus refuses costs
+// that one metric, reported as invalid, not the ones after it.
+func TestEmitSampleBadLabel(t *testing.T) {
+	ch := make(chan prometheus.Metric, 32)
+	emitSample(ch, sample{pid: "4242", comm: "bad\xd0", cpu: 4, resident: 8, virtual: 16, thr: 2}, true)
+	close(ch)
+	var invalid int
+	written := map[string]bool{}
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			invalid++
+			continue
+		}
+		written[m.Desc().String()] = true
+	}
+	if invalid != 1 {
+		t.Errorf("got %d invalid metrics, want 1 (outrider_app_info)", invalid)
+	}
+	for _, d := range []*prometheus.Desc{appUpDesc, appCPUDesc, appResidentDesc, appVirtualDesc, appThreadsDesc} {
+		if !written[d.String()] {
+			t.Errorf("want %s sent after the bad label, it is missing", d)
+		}
 	}
 }
 
