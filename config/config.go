@@ -323,11 +323,16 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		}
 	}
 
-	s.Address = r.str("OUTRIDER_SERVICE_ADDRESS", "")
+	addrVar := "OUTRIDER_SERVICE_ADDRESS"
+	s.Address = r.str(addrVar, "")
 	if s.Address == "" {
-		s.Address = r.getenv("POD_IP")
+		addrVar = "POD_IP"
+		s.Address = r.str(addrVar, "")
 	}
-	if s.Address == "" && c.Registry.Enabled() {
+	switch {
+	case s.Address != "" && !serviceAddress(s.Address):
+		r.fail(addrVar, s.Address, "is not an IP address or a host name (want e.g. 10.0.0.7, fd00::7 or app.example.com)")
+	case s.Address == "" && c.Registry.Enabled():
 		addr, err := interfaceAddr()
 		if err != nil {
 			r.fail("OUTRIDER_SERVICE_ADDRESS", "", "is empty and no address could be found: "+err.Error()+" (set it, or POD_IP)")
@@ -348,6 +353,29 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 	}
 	s.Port = r.port("OUTRIDER_SERVICE_PORT", defaultPort)
 	return s
+}
+
+// hostLabel is one label of an RFC 1123 host name.
+var hostLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// serviceAddress reports whether s may be registered as the service's
+// address: an IP address without a zone, or an RFC 1123 host name of at
+// most 253 characters whose last label is not all digits (10.0.0.256 is
+// a bad IPv4 address, not a name).
+func serviceAddress(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	if len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if !hostLabel.MatchString(l) {
+			return false
+		}
+	}
+	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
 }
 
 // portClashes refuses listeners that would take the app's port, or one

@@ -89,6 +89,15 @@ func TestGoodValues(t *testing.T) {
 		{"explicit address wins over pod ip",
 			map[string]string{"POD_IP": "10.1.2.3", "OUTRIDER_SERVICE_ADDRESS": "192.0.2.9"},
 			func(c Config) (any, any) { return c.Service.Address, "192.0.2.9" }},
+		{"ipv6 address",
+			map[string]string{"OUTRIDER_SERVICE_ADDRESS": "fd00::7"},
+			func(c Config) (any, any) { return c.Service.Address, "fd00::7" }},
+		{"host name address",
+			map[string]string{"OUTRIDER_SERVICE_ADDRESS": "web-1.svc.example.com"},
+			func(c Config) (any, any) { return c.Service.Address, "web-1.svc.example.com" }},
+		{"a bad pod ip is not read beside an explicit address",
+			map[string]string{"POD_IP": "bad address", "OUTRIDER_SERVICE_ADDRESS": "192.0.2.9"},
+			func(c Config) (any, any) { return c.Service.Address, "192.0.2.9" }},
 		{"proxy off registers the app port",
 			map[string]string{"OUTRIDER_PROXY_LISTEN": "off", "OUTRIDER_APP_ADDR": "127.0.0.1:9000"},
 			func(c Config) (any, any) { return [2]any{c.Listen.Proxy, c.Service.Port}, [2]any{"", 9000} }},
@@ -258,6 +267,45 @@ func readEnvFile(t *testing.T, path string) (map[string]string, []string) {
 		env[k] = v
 	}
 	return env, want
+}
+
+func TestServiceAddress(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{name: "ipv4", in: "10.0.0.7", want: true},
+		{name: "ipv6", in: "fd00::7", want: true},
+		{name: "ipv4 in ipv6", in: "::ffff:10.0.0.7", want: true},
+		{name: "one label", in: "web", want: true},
+		{name: "host name", in: "web-1.svc.cluster.local", want: true},
+		{name: "label starts with a digit", in: "1web.example.com", want: true},
+		{name: "label of 63", in: strings.Repeat("a", 63) + ".com", want: true},
+		{name: "253 characters", in: strings.Repeat("a.", 126) + "a", want: true},
+		{name: "space", in: "bad address", want: false},
+		{name: "with a port", in: "10.0.0.7:8080", want: false},
+		{name: "bracketed ipv6", in: "[fd00::7]", want: false},
+		{name: "ipv6 with a zone", in: "fe80::1%eth0", want: false},
+		{name: "ipv4 out of range", in: "10.0.0.256", want: false},
+		{name: "all digits", in: "1234", want: false},
+		{name: "underscore", in: "web_1.example.com", want: false},
+		{name: "leading dash", in: "-web.example.com", want: false},
+		{name: "trailing dash", in: "web-.example.com", want: false},
+		{name: "empty label", in: "web..example.com", want: false},
+		{name: "trailing dot", in: "web.example.com.", want: false},
+		{name: "label of 64", in: strings.Repeat("a", 64) + ".com", want: false},
+		{name: "254 characters", in: strings.Repeat("a.", 126) + "ab", want: false},
+		{name: "url", in: "http://web", want: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, map[string]string{"OUTRIDER_SERVICE_NAME": "web", "OUTRIDER_SERVICE_ADDRESS": tc.in})
+			if got := err == nil; got != tc.want {
+				t.Errorf("OUTRIDER_SERVICE_ADDRESS=%q: got error %v, want accepted %t", tc.in, err, tc.want)
+			}
+		})
+	}
 }
 
 func TestSecretsNeverPrint(t *testing.T) {
