@@ -82,13 +82,18 @@ func registration(c config.Config) register.Service {
 // serveMaintenance answers PUT /maintenance?enable=true|false&reason=…:
 // it turns Consul's maintenance mode for the app on or off, and /ready
 // with it. 200 when done (or when there is no registry), 202 when outrider
-// will tell Consul as soon as it can.
+// will tell Consul as soon as it can, 400 naming any other enable.
 func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	q := r.URL.Query()
-	enable, err := strconv.ParseBool(q.Get("enable"))
-	if err != nil {
-		http.Error(w, "want ?enable=true or ?enable=false, and optionally &reason=…", http.StatusBadRequest)
+	// Not ParseBool: a stray 1, t or TRUE must not switch maintenance on.
+	var enable bool
+	switch v := q.Get("enable"); v {
+	case "true":
+		enable = true
+	case "false":
+	default:
+		http.Error(w, fmt.Sprintf("enable=%q: want true or false", v), http.StatusBadRequest)
 		return
 	}
 	reason := q.Get("reason")
@@ -111,7 +116,7 @@ func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	err = a.registrar.SetMaintenance(ctx, enable, reason)
+	err := a.registrar.SetMaintenance(ctx, enable, reason)
 	a.log.Info("maintenance mode", "enabled", enable, "reason", reason, "consul_err", errString(err))
 	switch {
 	case err == nil:

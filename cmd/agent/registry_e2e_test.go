@@ -529,7 +529,8 @@ func TestRegistryWrongACLToken(t *testing.T) {
 }
 
 // TestRegistryMaintenanceWithoutRegistry: with OUTRIDER_REGISTRY=none,
-// PUT /maintenance still takes the app out of /ready and back.
+// PUT /maintenance still takes the app out of /ready and back; enable is
+// true or false, nothing else ParseBool would take.
 func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 	t.Parallel()
 	echoAddr := testbin.FreeAddr(t)
@@ -539,19 +540,28 @@ func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 
 	for _, tc := range []struct {
 		query string
+		code  int
+		body  string
 		ready int
 	}{
-		{query: "enable=true&reason=disk+swap", ready: http.StatusServiceUnavailable},
-		{query: "enable=false", ready: http.StatusOK},
+		{query: "enable=1", code: http.StatusBadRequest, body: `enable="1": want true or false`, ready: http.StatusOK},
+		{query: "enable=t", code: http.StatusBadRequest, body: `enable="t": want true or false`, ready: http.StatusOK},
+		{query: "enable=TRUE", code: http.StatusBadRequest, body: `enable="TRUE": want true or false`, ready: http.StatusOK},
+		{query: "enable=yes", code: http.StatusBadRequest, body: `enable="yes": want true or false`, ready: http.StatusOK},
+		{query: "reason=disk+swap", code: http.StatusBadRequest, body: `enable="": want true or false`, ready: http.StatusOK},
+		{query: "enable=true&reason=disk+swap", code: http.StatusOK, body: "maintenance on: disk swap", ready: http.StatusServiceUnavailable},
+		{query: "enable=0", code: http.StatusBadRequest, body: `enable="0": want true or false`, ready: http.StatusServiceUnavailable},
+		{query: "enable=false", code: http.StatusOK, body: "maintenance off", ready: http.StatusOK},
 	} {
 		req, _ := http.NewRequest(http.MethodPut, o.admin+"/maintenance?"+tc.query, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("PUT /maintenance?%s: %v", tc.query, err)
 		}
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("PUT /maintenance?%s = %d, want 200", tc.query, resp.StatusCode)
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) {
+			t.Errorf("PUT /maintenance?%s = %d %q, want %d %q", tc.query, resp.StatusCode, b, tc.code, tc.body)
 		}
 		testbin.WaitHTTP(t, o.metrics+"/ready", tc.ready, 5*time.Second)
 	}
