@@ -151,6 +151,58 @@ func TestRegistrationAgainstConsul(t *testing.T) {
 	}
 }
 
+// TestEarlierMaintenanceIsClearedAgainstConsul: Consul keeps a service's
+// maintenance across a registration in place, so one that an earlier run
+// left (it was killed while in maintenance) must be taken off by the next
+// run, which wants none.
+func TestEarlierMaintenanceIsClearedAgainstConsul(t *testing.T) {
+	srv := consultest.Start(t)
+	c := srv.Client()
+	svc := testService()
+	svc.Address = "127.0.0.1"
+	if err := c.Agent().ServiceRegister(&consul.AgentServiceRegistration{
+		ID: svc.ID, Name: svc.Name, Address: svc.Address, Port: svc.Port,
+		Check: &consul.AgentServiceCheck{CheckID: CheckID(svc.ID), TTL: "30s", Status: consul.HealthPassing},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Agent().EnableServiceMaintenance(svc.ID, "deploy (earlier run)"); err != nil {
+		t.Fatal(err)
+	}
+
+	clk := clock.NewFake(fakeEpoch)
+	r, err := New(c.Agent(), svc, Options{Registerer: prometheus.NewRegistry(), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	verdicts := make(chan probe.Verdict)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, verdicts) }()
+	t.Cleanup(func() { cancel(); <-done })
+	clk.NextWait(t)
+	verdicts <- probe.Verdict{Healthy: true, Output: "HTTP 200 OK"}
+	clk.NextWait(t)
+
+	checks, err := c.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc, ok := checks["_service_maintenance:"+svc.ID]; ok {
+		t.Errorf("consul still holds the earlier run's maintenance (%q), want it cleared", hc.Notes)
+	}
+	entries, _, err := c.Health().Service(svc.Name, "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Errorf("passing instances of %s = %d, want 1", svc.Name, len(entries))
+	}
+	if s := r.Status(); s.Maintenance {
+		t.Errorf("status = %+v, want maintenance off", s)
+	}
+}
+
 type indexes struct {
 	service, check, health uint64
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	consul "github.com/hashicorp/consul/api"
@@ -53,16 +54,28 @@ func (m *maintenance) applied(mode maintMode) {
 	m.inConsul, m.known = mode, true
 }
 
-// registered follows a registration: Consul keeps maintenance across an
-// in-place registration but not across a lost state, so when it is
-// wanted it is sent again.
-func (m *maintenance) registered() {
+// registered follows a registration. After a repair Consul holds no
+// maintenance (it lost the instance), so only a wanted one is sent. After
+// any other registration it may hold one outrider does not know of:
+// Consul keeps maintenance across an in-place registration, so one that
+// an earlier run of outrider set, or that a failed disable left, is still
+// there. The wanted mode is then sent once either way (a disable of a
+// service not in maintenance changes nothing).
+func (m *maintenance) registered(afterLoss bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.known = !m.want.enabled
+	m.known = afterLoss && !m.want.enabled
 	if m.known {
 		m.inConsul = maintMode{}
 	}
+}
+
+// confirming reports whether Consul's mode is unknown and none is wanted:
+// telling Consul is then a check, not news.
+func (m *maintenance) confirming() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.known && !m.want.enabled
 }
 
 // lost follows Consul losing the instance: what it holds is unknown.
@@ -104,6 +117,7 @@ func (m *maintenance) holdsBack() bool {
 // caller holds op.
 func (r *Registrar) applyMaintenance(ctx context.Context) error {
 	want, todo := r.maint.todo()
+	confirming := r.maint.confirming()
 	r.mu.Lock()
 	registered, stopped, id := r.registered, r.stopped, r.svc.ID
 	r.mu.Unlock()
@@ -134,6 +148,10 @@ func (r *Registrar) applyMaintenance(ctx context.Context) error {
 		return fmt.Errorf("set maintenance of service %q in consul at %s: %w", id, r.addr, err)
 	}
 	r.maint.applied(want)
-	r.log.Info("consul maintenance mode set", "service_id", id, "enabled", want.enabled, "reason", want.reason)
+	level := slog.LevelInfo
+	if confirming {
+		level = slog.LevelDebug
+	}
+	r.log.Log(ctx, level, "consul maintenance mode set", "service_id", id, "enabled", want.enabled, "reason", want.reason)
 	return nil
 }

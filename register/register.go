@@ -167,7 +167,7 @@ func New(agent Agent, svc Service, o Options) (*Registrar, error) {
 		m:           m,
 		check:       &check{},
 		link:        newLink(o.BackoffBase, o.Rand),
-		maint:       &maintenance{known: true},
+		maint:       &maintenance{},
 		cond:        &condition{notify: o.OnRegistered},
 		op:          make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),

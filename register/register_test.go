@@ -150,7 +150,8 @@ func TestRegistersCriticalThenHeartbeatsWithoutRegisteringAgain(t *testing.T) {
 	if got := h.clock.NextWait(t).D; got != heartbeat {
 		t.Errorf("first wait = %s, want the heartbeat %s", got, heartbeat)
 	}
-	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical")
+	// The disable is a check: an earlier run may have left maintenance on.
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical", "maintenance web-1 false")
 	reg, ok := h.consul.service("web-1")
 	if !ok {
 		t.Fatalf("web-1 is not registered")
@@ -622,6 +623,36 @@ func TestMaintenanceIsKeptAndReappliedAfterALoss(t *testing.T) {
 	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical")
 }
 
+// TestMaintenanceOffSurvivesARegistration: a disable that Consul did not
+// take is sent again after a registration in place, which keeps whatever
+// maintenance Consul holds.
+func TestMaintenanceOffSurvivesARegistration(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	if err := h.r.SetMaintenance(context.Background(), true, "deploy"); err != nil {
+		t.Fatalf("SetMaintenance on = %v", err)
+	}
+	h.consul.setMaintenanceError(500)
+	if err := h.r.SetMaintenance(context.Background(), false, ""); !errors.Is(err, ErrPending) {
+		t.Errorf("SetMaintenance off refused by consul = %v, want ErrPending", err)
+	}
+	changed := testService()
+	changed.Tags = []string{"v2"}
+	if err := h.r.Update(changed); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	h.clock.NextWait(t)
+	h.consul.setMaintenanceError(0)
+	h.step(heartbeat)
+	if reason, ok := h.consul.maintReason("web-1"); ok {
+		t.Errorf("consul still holds maintenance %q after a registration and a heartbeat, want none", reason)
+	}
+	if s := h.r.Status(); s.Maintenance {
+		t.Errorf("status = %+v, want maintenance off", s)
+	}
+}
+
 func TestMaintenanceFailuresAreRetriedAndLoggedOnce(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
@@ -663,7 +694,7 @@ func TestUpdateRegistersAgainInPlace(t *testing.T) {
 		t.Fatalf("Update: %v", err)
 	}
 	h.clock.NextWait(t)
-	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical")
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical", "maintenance web-1 false")
 	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, []string{"v2"}) {
 		t.Errorf("tags = %q, want [v2]", reg.Tags)
 	}

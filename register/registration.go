@@ -75,7 +75,7 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 		r.pending = ""
 	}
 	r.mu.Unlock()
-	r.maint.registered()
+	r.maint.registered(reason == reasonRepair)
 	r.cond.update(true, "registered in consul as "+svc.ID)
 
 	switch {
