@@ -302,7 +302,9 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		PodName:      r.getenv("POD_NAME"),
 		PodNamespace: r.getenv("POD_NAMESPACE"),
 	}
-	if s.Name == "" && c.Registry.Enabled() {
+	// An OUTRIDER_REGISTRY that failed stands for consul, its default: it
+	// was not asked for, so neither is what consul needs.
+	if s.Name == "" && c.Registry.Enabled() && !r.failed("OUTRIDER_REGISTRY") {
 		r.fail("OUTRIDER_SERVICE_NAME", "", "is required when OUTRIDER_REGISTRY=consul (set it, or set OUTRIDER_REGISTRY=none)")
 	}
 	if s.Name != "" && !servicename.Valid(s.Name) {
