@@ -2,8 +2,10 @@ package deploy_test
 
 import (
 	"fmt"
+	iofs "io/fs"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -40,22 +42,58 @@ type manifests struct {
 	custom      []*unstructured.Unstructured
 }
 
-// build runs kustomize on dir (relative to this directory) and decodes every
-// object; an unknown field anywhere is an error.
+// build runs kustomize on dir (relative to k8s/) and decodes every object;
+// an unknown field anywhere is an error.
 func build(t *testing.T, dir string) manifests {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join("k8s", dir))
+	return run(t, filesys.MakeFsOnDisk(), filepath.Join("k8s", dir), dir)
+}
+
+// buildWith builds dir with the kustomize Components comps added (both
+// relative to k8s/), as an operator's own overlay that lists them would:
+// a copy of k8s/ in memory, and beside it a kustomization of dir and comps.
+func buildWith(t *testing.T, dir string, comps ...string) manifests {
+	t.Helper()
+	fs := filesys.MakeFsInMemory()
+	err := filepath.WalkDir("k8s", func(path string, d iofs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return fs.WriteFile(filepath.Join("/", path), b)
+	})
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+		t.Fatalf("copy k8s/: %v", err)
+	}
+	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../" + dir + "\ncomponents:\n"
+	for _, c := range comps {
+		k += "  - ../" + c + "\n"
+	}
+	if err := fs.WriteFile("/k8s/with-components/kustomization.yaml", []byte(k)); err != nil {
+		t.Fatal(err)
+	}
+	return run(t, fs, "/k8s/with-components", dir+" with "+strings.Join(comps, ", "))
+}
+
+// run runs kustomize on the kustomization at path in fs and decodes every
+// object; messages call the kustomization name.
+func run(t *testing.T, fs filesys.FileSystem, path, name string) manifests {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(fs, path)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", name, err)
 	}
 	var m manifests
 	for _, r := range rm.Resources() {
 		raw, err := r.MarshalJSON()
 		if err != nil {
-			t.Fatalf("%s: %s %s: %v", dir, r.GetKind(), r.GetName(), err)
+			t.Fatalf("%s: %s %s: %v", name, r.GetKind(), r.GetName(), err)
 		}
-		what := fmt.Sprintf("%s: %s %s", dir, r.GetKind(), r.GetName())
+		what := fmt.Sprintf("%s: %s %s", name, r.GetKind(), r.GetName())
 		switch r.GetApiVersion() + " " + r.GetKind() {
 		case "apps/v1 Deployment":
 			m.deployments = append(m.deployments, decode[appsv1.Deployment](t, what, raw))
@@ -666,10 +704,20 @@ func TestHPAMetricComesFromTheAdapterRule(t *testing.T) {
 	}
 }
 
+// podMonitor is the kustomize Component that adds the PodMonitor, for
+// clusters with the Prometheus operator.
+const podMonitor = "components/podmonitor"
+
+// The base and the overlays leave the PodMonitor out, so that they apply on
+// a cluster without the Prometheus operator's CRDs; with the Component
+// added, the PodMonitor scrapes each one's pods.
 func TestPodMonitorScrapesTheMetricsPort(t *testing.T) {
 	for _, o := range overlays {
 		t.Run(o.dir, func(t *testing.T) {
-			m := build(t, o.dir)
+			if n := len(build(t, o.dir).customOf("PodMonitor")); n != 0 {
+				t.Errorf("%s makes %d PodMonitors; without the Prometheus operator's CRDs it would not apply (the PodMonitor is the Component %s)", o.dir, n, podMonitor)
+			}
+			m := buildWith(t, o.dir, podMonitor)
 			a := m.app(t)
 			pms := m.customOf("PodMonitor")
 			m.kind(t, len(pms), "PodMonitors")

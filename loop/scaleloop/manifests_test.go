@@ -11,8 +11,10 @@ import (
 
 // TestLocalOverlayChangesOnlyDurationsAndMinimum renders the shipped KEDA
 // overlay and the loop's local overlay of it: the same objects, but for
-// the PodMonitor the local one leaves out and the ScaledObject's minimum
-// replicas, polling interval and scale-in timings.
+// the ScaledObject's minimum replicas, polling interval and scale-in
+// timings. The local one must have no PodMonitor, whose kind the loop's
+// apiserver does not serve; the shipped one has none either (the PodMonitor
+// is the Component deploy/k8s/components/podmonitor).
 func TestLocalOverlayChangesOnlyDurationsAndMinimum(t *testing.T) {
 	shipped, err := scaleloop.Render("../../deploy/k8s/overlays/keda")
 	if err != nil {
@@ -38,7 +40,7 @@ func TestLocalOverlayChangesOnlyDurationsAndMinimum(t *testing.T) {
 		switch {
 		case s.GetKind() == "PodMonitor":
 			if ok {
-				t.Errorf("the local overlay keeps %s", key(s))
+				t.Errorf("the local overlay keeps %s, whose kind the loop's apiserver does not serve", key(s))
 			}
 			continue
 		case !ok:
