@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/internal/promtest"
 )
 
 // manifests is the output of one kustomization, decoded strictly into the
@@ -637,6 +639,33 @@ func adapterRules(t *testing.T) adapterConfig {
 		t.Fatal("prometheus-adapter config.yaml has no rules")
 	}
 	return cfg
+}
+
+// The adapter reads the rule only from its own configuration, so
+// docs/deploy.md shows it as the Helm chart's rules.custom value: the same
+// rules as config.yaml.
+func TestDocsShowTheAdapterRule(t *testing.T) {
+	var file, values struct {
+		Rules any `json:"rules"`
+	}
+	raw, err := os.ReadFile(filepath.Join("k8s", "prometheus-adapter", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &file); err != nil {
+		t.Fatalf("prometheus-adapter config.yaml: %v", err)
+	}
+	if file.Rules == nil {
+		t.Fatal("prometheus-adapter config.yaml has no rules")
+	}
+	block := promtest.DocBlock(t, "../docs/deploy.md", "adapter-values")
+	if err := yaml.Unmarshal([]byte(block), &values); err != nil {
+		t.Fatalf("docs/deploy.md adapter-values: %v", err)
+	}
+	custom, _ := values.Rules.(map[string]any)
+	if got, want := custom["custom"], file.Rules; !reflect.DeepEqual(got, want) {
+		t.Errorf("docs/deploy.md shows rules.custom %v, want the rules of config.yaml %v", got, want)
+	}
 }
 
 func TestHPAMetricComesFromTheAdapterRule(t *testing.T) {
