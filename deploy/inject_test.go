@@ -3,10 +3,12 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/internal/promtest"
 )
 
 // What `outrider inject` writes (its golden files) must be valid Kubernetes
@@ -31,50 +34,8 @@ func TestInjectOutputIsValid(t *testing.T) {
 	injected := 0
 	for _, file := range goldens {
 		t.Run(filepath.Base(file), func(t *testing.T) {
-			raw, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
-			for {
-				doc, err := r.Read()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				js, err := yaml.YAMLToJSONStrict(doc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if string(js) == "null" {
-					continue
-				}
-				var head struct{ Kind string }
-				if err := yaml.Unmarshal(doc, &head); err != nil {
-					t.Fatal(err)
-				}
-				var spec *corev1.PodSpec
-				switch head.Kind {
-				case "Deployment":
-					spec = &decode[appsv1.Deployment](t, file, js).Spec.Template.Spec
-				case "StatefulSet":
-					spec = &decode[appsv1.StatefulSet](t, file, js).Spec.Template.Spec
-				case "DaemonSet":
-					spec = &decode[appsv1.DaemonSet](t, file, js).Spec.Template.Spec
-				case "Pod":
-					spec = &decode[corev1.Pod](t, file, js).Spec
-				case "PodTemplate":
-					spec = &decode[corev1.PodTemplate](t, file, js).Template.Spec
-				case "Service":
-					decode[corev1.Service](t, file, js)
-				case "ConfigMap":
-					decode[corev1.ConfigMap](t, file, js)
-				default:
-					t.Fatalf("no decoder for kind %q", head.Kind)
-				}
-				if spec != nil && checkInjected(t, *spec) {
+			for _, spec := range goldenPodSpecs(t, file) {
+				if checkInjected(t, spec) {
 					injected++
 				}
 			}
@@ -82,6 +43,56 @@ func TestInjectOutputIsValid(t *testing.T) {
 	}
 	if injected < 6 {
 		t.Errorf("found %d injected pod specs in the golden files, want one per kind at least", injected)
+	}
+}
+
+// goldenPodSpecs decodes every document of file strictly and returns the
+// pod specs among them.
+func goldenPodSpecs(t *testing.T, file string) []corev1.PodSpec {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []corev1.PodSpec
+	r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return specs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := yaml.YAMLToJSONStrict(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(js) == "null" {
+			continue
+		}
+		var head struct{ Kind string }
+		if err := yaml.Unmarshal(doc, &head); err != nil {
+			t.Fatal(err)
+		}
+		switch head.Kind {
+		case "Deployment":
+			specs = append(specs, decode[appsv1.Deployment](t, file, js).Spec.Template.Spec)
+		case "StatefulSet":
+			specs = append(specs, decode[appsv1.StatefulSet](t, file, js).Spec.Template.Spec)
+		case "DaemonSet":
+			specs = append(specs, decode[appsv1.DaemonSet](t, file, js).Spec.Template.Spec)
+		case "Pod":
+			specs = append(specs, decode[corev1.Pod](t, file, js).Spec)
+		case "PodTemplate":
+			specs = append(specs, decode[corev1.PodTemplate](t, file, js).Template.Spec)
+		case "Service":
+			decode[corev1.Service](t, file, js)
+		case "ConfigMap":
+			decode[corev1.ConfigMap](t, file, js)
+		default:
+			t.Fatalf("no decoder for kind %q", head.Kind)
+		}
 	}
 }
 
@@ -157,4 +168,131 @@ func checkInjected(t *testing.T, spec corev1.PodSpec) bool {
 		t.Errorf("sidecar securityContext %+v", sc)
 	}
 	return true
+}
+
+// relabel is the part of a Prometheus relabel rule (or a PodMonitor
+// relabeling) that keeps or drops targets.
+type relabel struct {
+	Source    []string `json:"source_labels"`
+	Sources   []string `json:"sourceLabels"` // the operator's spelling
+	Separator string   `json:"separator"`
+	Regex     string   `json:"regex"`
+	Action    string   `json:"action"`
+}
+
+// kept applies the keep and drop rules whose source labels are all in
+// target to it, as Prometheus does; other rules are left out.
+func kept(t *testing.T, rules []relabel, target map[string]string) bool {
+	t.Helper()
+	for _, r := range rules {
+		action := strings.ToLower(r.Action)
+		if action != "keep" && action != "drop" {
+			continue
+		}
+		src := append(r.Source, r.Sources...)
+		values := make([]string, len(src))
+		known := len(src) > 0
+		for i, l := range src {
+			v, ok := target[l]
+			values[i], known = v, known && ok
+		}
+		if !known {
+			continue
+		}
+		sep := r.Separator
+		if sep == "" {
+			sep = ";"
+		}
+		re, err := regexp.Compile("^(?:" + cmp.Or(r.Regex, "(.*)") + ")$")
+		if err != nil {
+			t.Fatalf("relabel regex %q: %v", r.Regex, err)
+		}
+		if re.MatchString(strings.Join(values, sep)) != (action == "keep") {
+			return false
+		}
+	}
+	return true
+}
+
+// The kubernetes scrape job of docs/prometheus.md and the PodMonitor of
+// deploy/k8s/base find outrider's metrics port in every pod that `outrider
+// inject` writes, and no other port: the sidecar's port is named metrics,
+// or outrider-metric where another container has a port named metrics.
+func TestInjectedPodsAreScraped(t *testing.T) {
+	var job struct {
+		ScrapeConfigs []struct {
+			Relabel []relabel `json:"relabel_configs"`
+		} `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal([]byte(promtest.DocBlock(t, filepath.Join(root, "docs", "prometheus.md"), "scrape-job: kubernetes")), &job); err != nil {
+		t.Fatal(err)
+	}
+	if len(job.ScrapeConfigs) != 1 {
+		t.Fatalf("docs/prometheus.md: the kubernetes job has %d scrape configs, want 1", len(job.ScrapeConfigs))
+	}
+	var pm struct {
+		Spec struct {
+			Endpoints []struct {
+				Port        string    `json:"port"`
+				Relabelings []relabel `json:"relabelings"`
+			} `json:"podMetricsEndpoints"`
+		} `json:"spec"`
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "base", "podmonitor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &pm); err != nil {
+		t.Fatal(err)
+	}
+	goldens, err := filepath.Glob(filepath.Join(root, "inject", "testdata", "*.golden.yaml"))
+	if err != nil || len(goldens) == 0 {
+		t.Fatalf("no golden files of outrider inject (%v)", err)
+	}
+	names := map[string]bool{}
+	for _, file := range goldens {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			for _, spec := range goldenPodSpecs(t, file) {
+				all := append(spec.InitContainers, spec.Containers...)
+				i := slices.IndexFunc(all, func(c corev1.Container) bool { return c.Name == "outrider" })
+				if i < 0 {
+					continue
+				}
+				metrics := portOf(t, containerEnv(t, all[i], nil, nil)["OUTRIDER_METRICS_LISTEN"])
+				want := ""
+				for _, p := range all[i].Ports {
+					if p.ContainerPort == metrics {
+						want = "outrider;" + p.Name
+						names[p.Name] = true
+					}
+				}
+				var byJob, byMonitor []string
+				for _, c := range all {
+					for _, p := range c.Ports {
+						target := map[string]string{
+							"__meta_kubernetes_pod_container_name":      c.Name,
+							"__meta_kubernetes_pod_container_port_name": p.Name,
+						}
+						if kept(t, job.ScrapeConfigs[0].Relabel, target) {
+							byJob = append(byJob, c.Name+";"+p.Name)
+						}
+						for _, ep := range pm.Spec.Endpoints {
+							if ep.Port == p.Name && kept(t, ep.Relabelings, target) {
+								byMonitor = append(byMonitor, c.Name+";"+p.Name)
+							}
+						}
+					}
+				}
+				if len(byJob) != 1 || byJob[0] != want {
+					t.Errorf("the kubernetes job of docs/prometheus.md keeps %v, want the metrics port %s only", byJob, want)
+				}
+				if len(byMonitor) != 1 || byMonitor[0] != want {
+					t.Errorf("the PodMonitor scrapes %v, want the metrics port %s only", byMonitor, want)
+				}
+			}
+		})
+	}
+	if !names["metrics"] || !names["outrider-metric"] {
+		t.Errorf("the golden files name the metrics port %v, want both metrics and outrider-metric", names)
+	}
 }

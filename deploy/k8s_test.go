@@ -755,32 +755,48 @@ func TestPodMonitorScrapesTheMetricsPort(t *testing.T) {
 			if s, err := metaSelector(sel); err != nil || !s.Matches(labels.Set(a.deploy.Spec.Template.Labels)) {
 				t.Errorf("PodMonitor selects %v, not the pods", sel)
 			}
+			// One endpoint per name `outrider inject` may give the port;
+			// the one the base's sidecar has is its metrics port.
 			eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
-			if len(eps) != 1 {
-				t.Fatalf("PodMonitor endpoints %v, want one", eps)
-			}
-			ep := eps[0].(map[string]any)
-			port, path := ep["port"], ep["path"]
-			var n int32
-			for _, p := range a.sidecar.Ports {
-				if p.Name == port {
-					n = p.ContainerPort
+			var ports []any
+			scraped := 0
+			for _, ep := range eps {
+				ep := ep.(map[string]any)
+				port, path := ep["port"], ep["path"]
+				ports = append(ports, port)
+				for _, p := range a.sidecar.Ports {
+					if p.Name != port {
+						continue
+					}
+					scraped++
+					if p.ContainerPort != portOf(t, a.cfg.Listen.Metrics) {
+						t.Errorf("PodMonitor scrapes port %v (%d), want the metrics port %d", port, p.ContainerPort, portOf(t, a.cfg.Listen.Metrics))
+					}
+				}
+				if path != "/metrics" {
+					t.Errorf("PodMonitor endpoint on port %v scrapes path %v, want /metrics", port, path)
+				}
+				// Only outrider's port, and service, which the recording
+				// rules and KEDA's query group by.
+				relabel, _ := ep["relabelings"].([]any)
+				var outrider, service bool
+				for _, r := range relabel {
+					r, _ := r.(map[string]any)
+					src, _ := r["sourceLabels"].([]any)
+					outrider = outrider || r["action"] == "keep" && r["regex"] == "outrider" && len(src) == 1 &&
+						src[0] == "__meta_kubernetes_pod_container_name"
+					service = service || r["targetLabel"] == "service" && len(src) == 1 &&
+						src[0] == "__meta_kubernetes_pod_label_app_kubernetes_io_name"
+				}
+				if !outrider {
+					t.Errorf("PodMonitor endpoint on port %v relabelings %v: none keeps the outrider container only", port, relabel)
+				}
+				if !service {
+					t.Errorf("PodMonitor endpoint on port %v relabelings %v: none sets service from the pod's app.kubernetes.io/name", port, relabel)
 				}
 			}
-			if n != portOf(t, a.cfg.Listen.Metrics) || path != "/metrics" {
-				t.Errorf("PodMonitor scrapes port %v (%d) path %v, want the metrics port %d /metrics", port, n, path, portOf(t, a.cfg.Listen.Metrics))
-			}
-			// The recording rules and KEDA's query group by service.
-			relabel, _ := ep["relabelings"].([]any)
-			var service bool
-			for _, r := range relabel {
-				r, _ := r.(map[string]any)
-				src, _ := r["sourceLabels"].([]any)
-				service = service || r["targetLabel"] == "service" && len(src) == 1 &&
-					src[0] == "__meta_kubernetes_pod_label_app_kubernetes_io_name"
-			}
-			if !service {
-				t.Errorf("PodMonitor relabelings %v: none sets service from the pod's app.kubernetes.io/name", relabel)
+			if !slices.Equal(ports, []any{"metrics", "outrider-metric"}) || scraped != 1 {
+				t.Errorf("PodMonitor endpoints on ports %v, %d of them the sidecar's; want metrics and outrider-metric, one the sidecar's", ports, scraped)
 			}
 		})
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"go.yaml.in/yaml/v3"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the injector's output")
@@ -205,5 +207,34 @@ func TestReinjectFollowsTheAnnotations(t *testing.T) {
 	}
 	if !bytes.Contains(back, []byte("Bearer 6b6b")) {
 		t.Errorf("re-injection changed the admin token:\n%s", back)
+	}
+}
+
+// The metrics port is named metrics, as the kubernetes scrape job and the
+// PodMonitor select it, unless another container has that name.
+func TestMetricsPortName(t *testing.T) {
+	for _, tc := range []struct {
+		name, spec, want string
+	}{
+		{name: "no other metrics port", want: "metrics",
+			spec: "containers:\n  - name: app\n    ports:\n      - name: http\n        containerPort: 8080\n"},
+		{name: "the app's metrics port", want: "outrider-metric",
+			spec: "containers:\n  - name: app\n    ports:\n      - name: metrics\n        containerPort: 9100\n"},
+		{name: "another container's", want: "outrider-metric",
+			spec: "containers:\n  - name: app\n  - name: shipper\n    ports:\n      - name: metrics\n        containerPort: 9100\n"},
+		{name: "an init container's", want: "outrider-metric",
+			spec: "initContainers:\n  - name: agent\n    restartPolicy: Always\n    ports:\n      - name: metrics\n        containerPort: 9100\ncontainers:\n  - name: app\n"},
+		{name: "outrider's own, from an earlier injection", want: "metrics",
+			spec: "initContainers:\n  - name: outrider\n    ports:\n      - name: metrics\n        containerPort: 15090\ncontainers:\n  - name: app\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pod yaml.Node
+			if err := yaml.Unmarshal([]byte(tc.spec), &pod); err != nil {
+				t.Fatal(err)
+			}
+			if got := metricsPortNameIn(pod.Content[0]); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -21,6 +21,13 @@ const (
 	// pod names its own, which then applies to outrider too so it can read
 	// the app's /proc entries.
 	sidecarUID = 65532
+	// metricsPortName is the metrics port's name that the kubernetes scrape
+	// job of docs/prometheus.md and the PodMonitor select.
+	metricsPortName = "metrics"
+	// metricsPortFallback names the metrics port when another container
+	// already has a port named metrics: port names are unique in a pod, and
+	// at most 15 characters ("outrider-metrics" has 16).
+	metricsPortFallback = "outrider-metric"
 )
 
 // injectPod changes the pod spec; every change is an upsert, so running it
@@ -39,8 +46,34 @@ func injectPod(pod *yaml.Node, s settings) error {
 		grace = s.graceSeconds()
 		set(pod, "terminationGracePeriodSeconds", scalar("!!int", strconv.FormatInt(grace, 10)))
 	}
-	placeSidecar(pod, sidecar(s, grace, get(get(pod, "securityContext"), "runAsUser") != nil))
+	placeSidecar(pod, sidecar(s, grace, metricsPortNameIn(pod), get(get(pod, "securityContext"), "runAsUser") != nil))
 	return nil
+}
+
+// metricsPortNameIn is the name of the sidecar's metrics port in pod:
+// metrics, unless a container other than outrider has a port of that name.
+func metricsPortNameIn(pod *yaml.Node) string {
+	for _, key := range []string{"initContainers", "containers"} {
+		cs := get(pod, key)
+		if cs == nil {
+			continue
+		}
+		for _, c := range cs.Content {
+			if str(get(c, "name")) == sidecarName {
+				continue
+			}
+			ports := get(c, "ports")
+			if ports == nil {
+				continue
+			}
+			for _, p := range ports.Content {
+				if str(get(p, "name")) == metricsPortName {
+					return metricsPortFallback
+				}
+			}
+		}
+	}
+	return metricsPortName
 }
 
 func atoi(s string) int64 {
@@ -232,9 +265,9 @@ type (
 )
 
 // sidecar is outrider's container for s in a pod with grace seconds to
-// stop; podUser says the pod sets runAsUser, which outrider then shares
-// with the app.
-func sidecar(s settings, grace int64, podUser bool) *yaml.Node {
+// stop, its metrics port named metricsName; podUser says the pod sets
+// runAsUser, which outrider then shares with the app.
+func sidecar(s settings, grace int64, metricsName string, podUser bool) *yaml.Node {
 	field := func(name, path string) envVar {
 		return envVar{Name: name, ValueFrom: &valueFrom{FieldRef: &fieldRef{FieldPath: path}}}
 	}
@@ -268,7 +301,7 @@ func sidecar(s settings, grace int64, podUser bool) *yaml.Node {
 		Env:   env,
 		Ports: []port{
 			{Name: "outrider-proxy", ContainerPort: proxyPort, Protocol: "TCP"},
-			{Name: "outrider-metric", ContainerPort: metricsPort, Protocol: "TCP"},
+			{Name: metricsName, ContainerPort: metricsPort, Protocol: "TCP"},
 			{Name: "outrider-admin", ContainerPort: adminPort, Protocol: "TCP"},
 		},
 		LivenessProbe:  &probe{HTTPGet: httpGet{Path: "/healthz", Port: metricsPort}, PeriodSeconds: 10, FailureThreshold: 3},
