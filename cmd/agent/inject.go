@@ -39,17 +39,26 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(files) == 0 {
 		files = []string{"-"}
 	}
+	out := &lineWriter{w: stdout}
 	for i, f := range files {
 		name, in, err := readInput(f, stdin)
 		if err != nil {
 			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
 			return exitUsage
 		}
+		if i > 0 && out.midLine {
+			// The previous file lacks its final newline; a "---" after it
+			// would end its last line instead of starting a document.
+			if _, err := io.WriteString(out, "\n"); err != nil {
+				fmt.Fprintf(stderr, "outrider inject: write the output: %v\n", err)
+				return exitFailed
+			}
+		}
 		if i > 0 && !bytes.HasPrefix(in, []byte("---")) {
 			// One stream out of several files: each starts a new document.
 			in = append([]byte("---\n"), in...)
 		}
-		results, err := inject.Stream(name, in, stdout, opts)
+		results, err := inject.Stream(name, in, out, opts)
 		if err != nil {
 			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
 			if errors.Is(err, inject.ErrBadInput) {
@@ -66,6 +75,21 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitOK
+}
+
+// lineWriter is w, remembering whether what was written so far stops in
+// the middle of a line.
+type lineWriter struct {
+	w       io.Writer
+	midLine bool
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if n > 0 {
+		l.midLine = p[n-1] != '\n'
+	}
+	return n, err
 }
 
 func readInput(file string, stdin io.Reader) (string, []byte, error) {

@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestInjectCommand(t *testing.T) {
@@ -20,6 +25,9 @@ func TestInjectCommand(t *testing.T) {
 	pod := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n  containers:\n    - name: app\n      image: app:1\n"
 	plain := "kind: ConfigMap\nmetadata: {name: c}\n"
 	good, bad, other := write("pod.yaml", pod), write("bad.yaml", "kind: Pod\nmetadata: [\n"), write("plain.yaml", plain)
+	// Files whose last line has no newline.
+	svc := write("service.yaml", "kind: Service\nmetadata: {name: s}\nspec:\n  ports:\n  - port: 80")
+	dashed := write("dashed.yaml", "---\nkind: ConfigMap\nmetadata: {name: d}")
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -28,11 +36,16 @@ func TestInjectCommand(t *testing.T) {
 		stdout   []string // substrings
 		stderr   string   // substring
 		sameAsIn bool
+		docs     []string // kind/name of each document, stdout parsed as a YAML stream
 	}{
 		{name: "file", args: []string{"--admin-token", "tok", good}, code: exitOK,
 			stdout: []string{"initContainers:", "name: outrider", "Bearer tok", "shareProcessNamespace: true"}, stderr: "Pod p injected"},
 		{name: "two files are one stream", args: []string{"--admin-token", "tok", good, other}, code: exitOK,
 			stdout: []string{"name: outrider", "---\n" + plain}},
+		{name: "a file without its final newline", args: []string{svc, good}, code: exitOK,
+			docs: []string{"Service/s", "Pod/p"}},
+		{name: "a file without its final newline, then one that starts with ---", args: []string{svc, dashed, other}, code: exitOK,
+			docs: []string{"Service/s", "ConfigMap/d", "ConfigMap/c"}},
 		{name: "no annotation passes through", args: []string{other}, code: exitOK, sameAsIn: true,
 			stderr: "ConfigMap c unchanged"},
 		{name: "stdin", args: []string{"--admin-token", "tok"}, stdin: pod, code: exitOK, stdout: []string{"name: outrider"}, stderr: "stdin: Pod p injected"},
@@ -52,6 +65,11 @@ func TestInjectCommand(t *testing.T) {
 					t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
 				}
 			}
+			if tc.docs != nil {
+				if got := streamDocs(t, stdout.String()); !slices.Equal(got, tc.docs) {
+					t.Errorf("stdout has documents %v, want %v:\n%s", got, tc.docs, stdout.String())
+				}
+			}
 			if tc.sameAsIn && stdout.String() != plain {
 				t.Errorf("stdout %q, want the input unchanged", stdout.String())
 			}
@@ -62,6 +80,27 @@ func TestInjectCommand(t *testing.T) {
 				t.Errorf("wrote %q to stdout despite the error", stdout.String())
 			}
 		})
+	}
+}
+
+// streamDocs is kind/name of each document of the YAML stream text.
+func streamDocs(t *testing.T, text string) []string {
+	t.Helper()
+	var docs []string
+	dec := yaml.NewDecoder(strings.NewReader(text))
+	for {
+		var obj struct {
+			Kind     string
+			Metadata struct{ Name string }
+		}
+		err := dec.Decode(&obj)
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("stdout is not a YAML stream: %v\n%s", err, text)
+		}
+		docs = append(docs, obj.Kind+"/"+obj.Metadata.Name)
 	}
 }
 
