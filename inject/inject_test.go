@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -158,6 +159,8 @@ func TestBadInput(t *testing.T) {
 		{name: "bad duration", in: pod("    outrider.io/drain-delay: five\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/drain-delay: "five" is not a duration (want e.g. 5s)`},
 		{name: "bad service name", in: pod("    outrider.io/service-name: a/b\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "a/b" is not a valid service name (want letters, digits, '-', '_' and '.')`},
 		{name: "bad native-sidecar", in: pod("    outrider.io/native-sidecar: maybe\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "maybe" is neither true nor false`},
+		{name: "bad runAsUser", in: pod("", app+"      securityContext: {runAsUser: nobody}\n"),
+			want: `bad.yaml: document 1: Pod p: bad input: container app: securityContext.runAsUser "nobody" is not a user or group id (want a number from 0)`},
 		{name: "own preStop hook", in: pod("", app+"      lifecycle:\n        preStop:\n          exec:\n            command: [sleep, \"5\"]\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app already has a preStop hook; outrider's drain needs it (remove the hook, or set outrider.io/inject: "false")`},
 	} {
@@ -234,6 +237,79 @@ func TestMetricsPortName(t *testing.T) {
 			}
 			if got := metricsPortNameIn(pod.Content[0]); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// The sidecar runs as the app container's user and group, so that it can
+// read the app's /proc entries; nil is inherited from the pod.
+func TestSidecarUser(t *testing.T) {
+	const none = -1
+	for _, tc := range []struct {
+		name        string
+		annotations string // under the pod's annotations
+		pod         string // the pod's securityContext
+		containers  string
+		user, group int64
+	}{
+		{name: "nobody names a user", containers: "  - name: app\n", user: 65532, group: 65532},
+		{name: "the pod's user", pod: "{runAsUser: 1000}", containers: "  - name: app\n", user: none, group: none},
+		{name: "the pod's user and group", pod: "{runAsUser: 1000, runAsGroup: 3000}", containers: "  - name: app\n", user: none, group: none},
+		{name: "the app's user and group", containers: "  - name: app\n    securityContext: {runAsUser: 1000, runAsGroup: 3000}\n", user: 1000, group: 3000},
+		{name: "the app's user alone", containers: "  - name: app\n    securityContext: {runAsUser: 1000}\n", user: 1000, group: none},
+		{name: "the app's group alone", containers: "  - name: app\n    securityContext: {runAsGroup: 3000}\n", user: 65532, group: 3000},
+		{name: "the app's user over the pod's", pod: "{runAsUser: 2000, runAsGroup: 2000}",
+			containers: "  - name: app\n    securityContext: {runAsUser: 1000}\n", user: 1000, group: none},
+		{name: "the app's user, the pod's group", pod: "{runAsGroup: 3000}",
+			containers: "  - name: app\n    securityContext: {runAsUser: 1000}\n", user: 1000, group: none},
+		{name: "the pod's group alone", pod: "{runAsGroup: 3000}", containers: "  - name: app\n", user: 65532, group: none},
+		{name: "the first container is the app", containers: "  - name: app\n    securityContext: {runAsUser: 1000}\n" +
+			"  - name: shipper\n    securityContext: {runAsUser: 2000}\n", user: 1000, group: none},
+		{name: "the annotation names the app", annotations: "    outrider.io/app-container: api\n",
+			containers: "  - name: shipper\n    securityContext: {runAsUser: 2000, runAsGroup: 2000}\n" +
+				"  - name: api\n    securityContext: {runAsUser: 1000, runAsGroup: 1000}\n", user: 1000, group: 1000},
+		{name: "a root app is not followed", containers: "  - name: app\n    securityContext: {runAsUser: 0, runAsGroup: 0}\n", user: 65532, group: 65532},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" + tc.annotations + "spec:\n"
+			if tc.pod != "" {
+				in += "  securityContext: " + tc.pod + "\n"
+			}
+			in += "  containers:\n" + tc.containers
+			var out struct {
+				Spec struct {
+					InitContainers []struct {
+						Name            string
+						SecurityContext struct {
+							RunAsUser  *int64 `yaml:"runAsUser"`
+							RunAsGroup *int64 `yaml:"runAsGroup"`
+						} `yaml:"securityContext"`
+					} `yaml:"initContainers"`
+				}
+			}
+			if err := yaml.Unmarshal(run(t, tc.name, []byte(in), Options{Rand: fixedRand()}), &out); err != nil {
+				t.Fatal(err)
+			}
+			if len(out.Spec.InitContainers) != 1 || out.Spec.InitContainers[0].Name != "outrider" {
+				t.Fatalf("init containers %+v, want outrider alone", out.Spec.InitContainers)
+			}
+			sc := out.Spec.InitContainers[0].SecurityContext
+			for _, id := range []struct {
+				key  string
+				got  *int64
+				want int64
+			}{{"runAsUser", sc.RunAsUser, tc.user}, {"runAsGroup", sc.RunAsGroup, tc.group}} {
+				want := "it unset (the pod's)"
+				if id.want != none {
+					want = strconv.FormatInt(id.want, 10)
+				}
+				switch {
+				case id.got == nil && id.want != none:
+					t.Errorf("sidecar %s unset, want %s", id.key, want)
+				case id.got != nil && *id.got != id.want:
+					t.Errorf("sidecar %s %d, want %s", id.key, *id.got, want)
+				}
 			}
 		})
 	}

@@ -17,9 +17,8 @@ const (
 	proxyPort   = 15001
 	metricsPort = 15090
 	adminPort   = 15000
-	// sidecarUID is the image's user (distroless nonroot); used unless the
-	// pod names its own, which then applies to outrider too so it can read
-	// the app's /proc entries.
+	// sidecarUID is the image's user and group (distroless nonroot); used
+	// where neither the app container nor the pod names one (sidecarUser).
 	sidecarUID = 65532
 	// metricsPortName is the metrics port's name that the kubernetes scrape
 	// job of docs/prometheus.md and the PodMonitor select.
@@ -46,8 +45,54 @@ func injectPod(pod *yaml.Node, s settings) error {
 		grace = s.graceSeconds()
 		set(pod, "terminationGracePeriodSeconds", scalar("!!int", strconv.FormatInt(grace, 10)))
 	}
-	placeSidecar(pod, sidecar(s, grace, metricsPortNameIn(pod), get(get(pod, "securityContext"), "runAsUser") != nil))
+	user, group, err := sidecarUser(pod, app, s.appContainer)
+	if err != nil {
+		return err
+	}
+	placeSidecar(pod, sidecar(s, grace, metricsPortNameIn(pod), user, group))
 	return nil
+}
+
+// sidecarUser is the user and group outrider runs as, nil where it inherits
+// the pod's. Reading the app's /proc entries takes the app's user and group:
+// the app container's where it names them, else the pod's, else (the pod
+// naming no user) the image's 65532. Only the app container counts, as it
+// runs the process outrider reads; a root app is not followed, outrider
+// stays non-root.
+func sidecarUser(pod, app *yaml.Node, appName string) (user, group *int64, err error) {
+	sc := get(app, "securityContext")
+	if user, err = runAs(sc, "runAsUser", appName); err != nil {
+		return nil, nil, err
+	}
+	if group, err = runAs(sc, "runAsGroup", appName); err != nil {
+		return nil, nil, err
+	}
+	if user != nil && *user == 0 {
+		user, group = nil, nil
+	}
+	podSC := get(pod, "securityContext")
+	if user == nil && get(podSC, "runAsUser") == nil {
+		uid := int64(sidecarUID)
+		user = &uid
+		if group == nil && get(podSC, "runAsGroup") == nil {
+			group = &uid
+		}
+	}
+	return user, group, nil
+}
+
+// runAs is the id under key in a container's securityContext sc; nil when
+// unset.
+func runAs(sc *yaml.Node, key, container string) (*int64, error) {
+	n := get(sc, key)
+	if n == nil {
+		return nil, nil
+	}
+	id := atoi(str(n))
+	if id < 0 {
+		return nil, fmt.Errorf("%w: container %s: securityContext.%s %q is not a user or group id (want a number from 0)", ErrBadInput, container, key, str(n))
+	}
+	return &id, nil
 }
 
 // metricsPortNameIn is the name of the sidecar's metrics port in pod:
@@ -251,8 +296,8 @@ type (
 		AllowPrivilegeEscalation bool         `yaml:"allowPrivilegeEscalation"`
 		ReadOnlyRootFilesystem   bool         `yaml:"readOnlyRootFilesystem"`
 		RunAsNonRoot             bool         `yaml:"runAsNonRoot"`
-		RunAsUser                int          `yaml:"runAsUser,omitempty"`
-		RunAsGroup               int          `yaml:"runAsGroup,omitempty"`
+		RunAsUser                *int64       `yaml:"runAsUser,omitempty"`
+		RunAsGroup               *int64       `yaml:"runAsGroup,omitempty"`
 		Capabilities             capabilities `yaml:"capabilities"`
 		SeccompProfile           seccomp      `yaml:"seccompProfile"`
 	}
@@ -265,9 +310,9 @@ type (
 )
 
 // sidecar is outrider's container for s in a pod with grace seconds to
-// stop, its metrics port named metricsName; podUser says the pod sets
-// runAsUser, which outrider then shares with the app.
-func sidecar(s settings, grace int64, metricsName string, podUser bool) *yaml.Node {
+// stop, its metrics port named metricsName, running as user and group
+// (nil: the pod's).
+func sidecar(s settings, grace int64, metricsName string, user, group *int64) *yaml.Node {
 	field := func(name, path string) envVar {
 		return envVar{Name: name, ValueFrom: &valueFrom{FieldRef: &fieldRef{FieldPath: path}}}
 	}
@@ -313,12 +358,11 @@ func sidecar(s settings, grace int64, metricsName string, podUser bool) *yaml.No
 		SecurityContext: securityContext{
 			ReadOnlyRootFilesystem: true,
 			RunAsNonRoot:           true,
+			RunAsUser:              user,
+			RunAsGroup:             group,
 			Capabilities:           capabilities{Drop: []string{"ALL"}},
 			SeccompProfile:         seccomp{Type: "RuntimeDefault"},
 		},
-	}
-	if !podUser {
-		c.SecurityContext.RunAsUser, c.SecurityContext.RunAsGroup = sidecarUID, sidecarUID
 	}
 	if s.native {
 		c.RestartPolicy = "Always"
