@@ -238,7 +238,7 @@ func TestInjectedPodsAreScraped(t *testing.T) {
 			} `json:"podMetricsEndpoints"`
 		} `json:"spec"`
 	}
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "base", "podmonitor.yaml"))
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "components", "podmonitor", "podmonitor.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
