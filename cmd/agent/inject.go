@@ -39,32 +39,41 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(files) == 0 {
 		files = []string{"-"}
 	}
-	out := &lineWriter{w: stdout}
+	midLine := false // the output so far stops in the middle of a line
 	for i, f := range files {
 		name, in, err := readInput(f, stdin)
 		if err != nil {
 			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
 			return exitUsage
 		}
-		if i > 0 && out.midLine {
+		// A file's output goes out whole once the file is injected, so
+		// that a file in error writes nothing.
+		var doc bytes.Buffer
+		if i > 0 && midLine {
 			// The previous file lacks its final newline; a "---" after it
 			// would end its last line instead of starting a document.
-			if _, err := io.WriteString(out, "\n"); err != nil {
-				fmt.Fprintf(stderr, "outrider inject: write the output: %v\n", err)
-				return exitFailed
-			}
+			doc.WriteString("\n")
 		}
 		if i > 0 && !bytes.HasPrefix(in, []byte("---")) {
 			// One stream out of several files: each starts a new document.
-			in = append([]byte("---\n"), in...)
+			// Written out, not put before the input, so that the file's
+			// errors name its own line numbers.
+			doc.WriteString("---\n")
 		}
-		results, err := inject.Stream(name, in, out, opts)
+		results, err := inject.Stream(name, in, &doc, opts)
 		if err != nil {
 			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
 			if errors.Is(err, inject.ErrBadInput) {
 				return exitUsage
 			}
 			return exitFailed
+		}
+		if b := doc.Bytes(); len(b) > 0 {
+			if _, err := stdout.Write(b); err != nil {
+				fmt.Fprintf(stderr, "outrider inject: write the output: %v\n", err)
+				return exitFailed
+			}
+			midLine = b[len(b)-1] != '\n'
 		}
 		for _, r := range results {
 			if r.Injected {
@@ -75,21 +84,6 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitOK
-}
-
-// lineWriter is w, remembering whether what was written so far stops in
-// the middle of a line.
-type lineWriter struct {
-	w       io.Writer
-	midLine bool
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	n, err := l.w.Write(p)
-	if n > 0 {
-		l.midLine = p[n-1] != '\n'
-	}
-	return n, err
 }
 
 func readInput(file string, stdin io.Reader) (string, []byte, error) {

@@ -37,6 +37,9 @@ func TestInjectCommand(t *testing.T) {
 		stderr   string   // substring
 		sameAsIn bool
 		docs     []string // kind/name of each document, stdout parsed as a YAML stream
+		// before is stdout on an error: the output of the files before
+		// the one in error, which writes nothing.
+		before string
 	}{
 		{name: "file", args: []string{"--admin-token", "tok", good}, code: exitOK,
 			stdout: []string{"initContainers:", "name: outrider", "Bearer tok", "shareProcessNamespace: true"}, stderr: "Pod p injected"},
@@ -50,6 +53,8 @@ func TestInjectCommand(t *testing.T) {
 			stderr: "ConfigMap c unchanged"},
 		{name: "stdin", args: []string{"--admin-token", "tok"}, stdin: pod, code: exitOK, stdout: []string{"name: outrider"}, stderr: "stdin: Pod p injected"},
 		{name: "bad YAML", args: []string{bad}, code: exitUsage,
+			stderr: "outrider inject: " + bad + ": document 1: bad input: yaml: line 2: did not find expected node content"},
+		{name: "bad YAML in a second file names its own line", args: []string{other, bad}, code: exitUsage, before: plain,
 			stderr: "outrider inject: " + bad + ": document 1: bad input: yaml: line 2: did not find expected node content"},
 		{name: "missing file", args: []string{filepath.Join(dir, "nope.yaml")}, code: exitUsage, stderr: "nope.yaml: no such file or directory"},
 		{name: "unknown flag", args: []string{"--nope"}, code: exitUsage, stderr: "flag provided but not defined: -nope"},
@@ -76,8 +81,8 @@ func TestInjectCommand(t *testing.T) {
 			if !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stderr %q, want it to contain %q", stderr.String(), tc.stderr)
 			}
-			if tc.code != exitOK && stdout.Len() != 0 {
-				t.Errorf("wrote %q to stdout despite the error", stdout.String())
+			if tc.code != exitOK && stdout.String() != tc.before {
+				t.Errorf("wrote %q to stdout despite the error, want %q", stdout.String(), tc.before)
 			}
 		})
 	}
