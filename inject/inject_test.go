@@ -270,6 +270,9 @@ func TestSidecarUser(t *testing.T) {
 			containers: "  - name: shipper\n    securityContext: {runAsUser: 2000, runAsGroup: 2000}\n" +
 				"  - name: api\n    securityContext: {runAsUser: 1000, runAsGroup: 1000}\n", user: 1000, group: 1000},
 		{name: "a root app is not followed", containers: "  - name: app\n    securityContext: {runAsUser: 0, runAsGroup: 0}\n", user: 65532, group: 65532},
+		{name: "a root pod is not followed", pod: "{runAsUser: 0, runAsGroup: 0}", containers: "  - name: app\n", user: 65532, group: 65532},
+		{name: "a root pod, the app's own user", pod: "{runAsUser: 0}",
+			containers: "  - name: app\n    securityContext: {runAsUser: 1000}\n", user: 1000, group: none},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" + tc.annotations + "spec:\n"

@@ -57,8 +57,8 @@ func injectPod(pod *yaml.Node, s settings) error {
 // the pod's. Reading the app's /proc entries takes the app's user and group:
 // the app container's where it names them, else the pod's, else (the pod
 // naming no user) the image's 65532. Only the app container counts, as it
-// runs the process outrider reads; a root app is not followed, outrider
-// stays non-root.
+// runs the process outrider reads; a root user, the app's or the pod's, is
+// not followed: outrider stays non-root.
 func sidecarUser(pod, app *yaml.Node, appName string) (user, group *int64, err error) {
 	sc := get(app, "securityContext")
 	if user, err = runAs(sc, "runAsUser", appName); err != nil {
@@ -70,11 +70,17 @@ func sidecarUser(pod, app *yaml.Node, appName string) (user, group *int64, err e
 	if user != nil && *user == 0 {
 		user, group = nil, nil
 	}
+	// The pod's user is inherited unless it is root, which the sidecar's
+	// runAsNonRoot would refuse to start as.
 	podSC := get(pod, "securityContext")
-	if user == nil && get(podSC, "runAsUser") == nil {
+	podUser, podRoot := get(podSC, "runAsUser"), false
+	if podUser != nil {
+		podRoot = atoi(str(podUser)) == 0
+	}
+	if user == nil && (podUser == nil || podRoot) {
 		uid := int64(sidecarUID)
 		user = &uid
-		if group == nil && get(podSC, "runAsGroup") == nil {
+		if group == nil && (get(podSC, "runAsGroup") == nil || podRoot) {
 			group = &uid
 		}
 	}
