@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,6 +34,25 @@ func TestAgentCheckConfigReportsEveryBadVariable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestAgentRefusesAProcRootItCannotRead: a wrong OUTRIDER_PROC_ROOT is a
+// configuration error, which check-config reports and start-up stops on,
+// with exit status 2.
+func TestAgentRefusesAProcRootItCannotRead(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "proc")
+	want := `OUTRIDER_PROC_ROOT="` + missing + `" cannot be read as procfs (want its mount point, /proc by default)`
+	for _, args := range [][]string{{"check-config"}, nil} {
+		t.Run(strings.Join(append([]string{"outrider"}, args...), " "), func(t *testing.T) {
+			code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROC_ROOT=" + missing}, args...)
+			if code != exitUsage {
+				t.Errorf("exit code = %d, want %d\n%s", code, exitUsage, out)
+			}
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	consul "github.com/hashicorp/consul/api"
+	"github.com/prometheus/procfs"
 
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/internal/version"
@@ -20,6 +21,9 @@ func versionString() string { return version.String() }
 func loadConfig(getenv func(string) string, stderr io.Writer) (config.Config, bool) {
 	host, _ := os.Hostname()
 	cfg, err := config.LoadWithFile(getenv, host, firstInterfaceAddr)
+	if err == nil {
+		err = checkProcRoot(cfg.App.ProcRoot)
+	}
 	if err == nil && cfg.Registry.Enabled() {
 		err = checkConsulConfig()
 	}
@@ -30,6 +34,17 @@ func loadConfig(getenv func(string) string, stderr io.Writer) (config.Config, bo
 		return cfg, false
 	}
 	return cfg, true
+}
+
+// checkProcRoot opens OUTRIDER_PROC_ROOT as the app-process metrics do, so
+// that a wrong path is a configuration error, caught by check-config too,
+// rather than a failed start.
+func checkProcRoot(root string) error {
+	if _, err := procfs.NewFS(root); err != nil {
+		return &config.Error{Var: "OUTRIDER_PROC_ROOT", Value: root,
+			Want: "cannot be read as procfs (want its mount point, /proc by default): " + err.Error()}
+	}
+	return nil
 }
 
 // checkConsulConfig builds a Consul client from the CONSUL_* variables, the
