@@ -70,7 +70,8 @@ type connEv struct {
 	writing bool
 	pend    []byte
 	pendBP  *[]byte
-	// since is when the connection last went idle, for the idle timeout.
+	// since is when the connection last went idle, for the idle timeout,
+	// or, waiting for the app's answer, when its request was sent.
 	since time.Time
 	idx   int // in l.conns
 	// fresh is set while a connection the loop accepted has not had its
@@ -473,13 +474,21 @@ func (l *evLoop) woken() {
 	}
 }
 
-// sweep closes the connections idle for longer than the idle timeout.
+// sweep closes the connections idle for longer than the idle timeout,
+// and hands to a goroutine those that waited a tick for the app's answer.
+// The loop sets no deadline on that wait: an app that answers slowly, or
+// stalls within an answer it began, is then read with the goroutine's
+// deadline, and what came of the answer is relayed as it comes.
 func (l *evLoop) sweep() {
 	l.swept = l.now
 	limit := l.now.Add(-l.p.cfg.IdleTimeout)
+	slow := l.now.Add(-l.tick)
 	for i := len(l.conns) - 1; i >= 0; i-- {
-		if c := l.conns[i]; c.ev.state == evIdle && c.ev.since.Before(limit) {
+		switch c := l.conns[i]; {
+		case c.ev.state == evIdle && c.ev.since.Before(limit):
 			l.drop(c)
+		case c.ev.state == evAwait && c.ev.since.Before(slow):
+			l.handBack(c, resumeAnswer)
 		}
 	}
 }
@@ -639,6 +648,7 @@ func (l *evLoop) serveClient(c *conn, read bool) {
 	c.startForward()
 	c.prepareRequest()
 	ev.state = evAwait
+	ev.since = l.now
 	ev.sent = 0
 	for ev.sent < len(c.out) {
 		n, err := writeNow(uintptr(ev.afd), c.out[ev.sent:])

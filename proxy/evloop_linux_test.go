@@ -728,3 +728,57 @@ func TestEventLoopAwaitsBodyAfterHead(t *testing.T) {
 		t.Errorf("GET 200 counted: got %v, want 6", got)
 	}
 }
+
+// TestEventLoopHandsOnAStalledAnswer: an app that stalls within an answer
+// the loop serves, or before it, is not waited for without a deadline.
+// Within about a tick of the loop (an eighth of the idle timeout) the
+// exchange goes to a goroutine, which relays what came and reads the rest
+// under the app's read deadline, as an exchange it served from the start.
+func TestEventLoopHandsOnAStalledAnswer(t *testing.T) {
+	release := make(chan struct{})
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/stall":
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+				<-release
+				io.WriteString(nc, "67890")
+			default:
+				fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+			}
+		}
+	})
+	tp := startProxy(t, app, func(c *Config) { c.IdleTimeout = 80 * time.Millisecond })
+	rc := parkedConn(t, tp)
+	rc.send("GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
+	_ = rc.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	want := "HTTP/1.1 200 OK\r\n"
+	start := time.Now()
+	var got []byte
+	for !bytes.HasSuffix(got, []byte("\r\n\r\n12345")) {
+		b, err := rc.br.ReadByte()
+		if err != nil {
+			close(release)
+			t.Fatalf("after %s, the answer's start was not relayed while the app stalled (%v); got %q", time.Since(start).Round(time.Millisecond), err, got)
+		}
+		got = append(got, b)
+	}
+	t.Logf("the head and the first 5 bytes relayed %s after the request, the app stalling", time.Since(start).Round(time.Millisecond))
+	if !bytes.HasPrefix(got, []byte(want)) {
+		t.Errorf("answer starts %q, want %q", got, want)
+	}
+	close(release)
+	rest := make([]byte, 5)
+	if _, err := io.ReadFull(rc.br, rest); err != nil || string(rest) != "67890" {
+		t.Fatalf("the rest of the body: %q, %v; want 67890", rest, err)
+	}
+	// The connection goes on serving.
+	rc.send("GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+	if code, body, _ := rc.answer("GET"); code != 200 || body != "/after" {
+		t.Errorf("the next request: got %d %q, want 200 /after", code, body)
+	}
+}
