@@ -352,13 +352,17 @@ func (c *conn) relayResponse(u *upConn) {
 	c.out = pp.out
 	c.o.respN = pp.n
 
+	// clientFailed: the client's body failed first (not by the abort
+	// here), so an answer that then breaks off is the client's doing.
+	clientFailed := false
 	if res, ok := c.stopBody(true); ok {
 		c.o.reqN = res.n
 		keep = keep && res.readAll
 		upKeep = upKeep && res.written
+		clientFailed = res.readErr != nil && !isTimeout(res.readErr)
 	}
 	switch {
-	case pp.writeErr != nil:
+	case pp.writeErr != nil, pp.readErr != nil && clientFailed:
 		c.o.code = CodeClientGone
 		keep, upKeep = false, false
 	case pp.readErr != nil:

@@ -918,6 +918,24 @@ func TestClientGoneIs499(t *testing.T) {
 	}
 }
 
+// TestClientGoneMidUploadIs499: a client that abandons its upload once the
+// app has begun to answer is counted as gone, not as an app failure,
+// though the app's answer breaks off too.
+func TestClientGoneMidUploadIs499(t *testing.T) {
+	tp := startProxy(t, startEcho(t), nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("u", 20000))
+	// The app streams the body back: its answer has begun.
+	if _, err := rc.br.ReadString('\n'); err != nil {
+		t.Fatalf("the answer's status line: %v", err)
+	}
+	rc.nc.Close()
+	tp.settle(t)
+	if got := tp.counts(t); got["POST 499"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want one POST 499", got)
+	}
+}
+
 func TestDialsBounded(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
