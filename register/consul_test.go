@@ -58,6 +58,28 @@ func newCountingProxy(t *testing.T, target string) *countingProxy {
 	return p
 }
 
+// runAgainst runs a registrar of svc against agent on clk until stop is
+// called or the test ends; stop returns what Run returned.
+func runAgainst(t *testing.T, agent Agent, svc Service, clk *clock.Fake) (r *Registrar, verdicts chan<- probe.Verdict, stop func() error) {
+	t.Helper()
+	r, err := New(agent, svc, Options{Registerer: prometheus.NewRegistry(), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v := make(chan probe.Verdict)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, v) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return r, v, stop
+}
+
 // TestRegistrationAgainstConsul runs the registrar against a real Consul
 // through a counting proxy: what the catalog and health endpoints show,
 // that heartbeats never re-register, and that sending the same
@@ -68,17 +90,8 @@ func TestRegistrationAgainstConsul(t *testing.T) {
 	clk := clock.NewFake(fakeEpoch)
 	svc := testService()
 	svc.Address = "127.0.0.1"
-	r, err := New(newClient(t, &consul.Config{Address: proxy.Listener.Addr().String(), Scheme: "http"}).Agent(), svc, Options{
-		Registerer: prometheus.NewRegistry(), Clock: clk,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	verdicts := make(chan probe.Verdict)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, verdicts) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r, verdicts, stop := runAgainst(t, newClient(t, &consul.Config{Address: proxy.Listener.Addr().String(), Scheme: "http"}).Agent(), svc, clk)
+	ctx := context.Background()
 
 	clk.NextWait(t)
 	c := srv.Client()
@@ -141,11 +154,9 @@ func TestRegistrationAgainstConsul(t *testing.T) {
 		t.Errorf("deregistrations = %d, want 0", n)
 	}
 
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run = %v, want nil", err)
 	}
-	done <- nil
 	if svcs, _, err := c.Catalog().Service("web", "", nil); err != nil || len(svcs) != 0 {
 		t.Errorf("catalog after Run returned = %d instances (err %v), want none", len(svcs), err)
 	}
@@ -171,15 +182,7 @@ func TestEarlierMaintenanceIsClearedAgainstConsul(t *testing.T) {
 	}
 
 	clk := clock.NewFake(fakeEpoch)
-	r, err := New(c.Agent(), svc, Options{Registerer: prometheus.NewRegistry(), Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	verdicts := make(chan probe.Verdict)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, verdicts) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r, verdicts, _ := runAgainst(t, c.Agent(), svc, clk)
 	clk.NextWait(t)
 	verdicts <- probe.Verdict{Healthy: true, Output: "HTTP 200 OK"}
 	clk.NextWait(t)
