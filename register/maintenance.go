@@ -41,11 +41,12 @@ func (m *maintenance) wish(enable bool, reason string) {
 	}
 }
 
-// todo returns the wanted mode and whether Consul must be told.
-func (m *maintenance) todo() (maintMode, bool) {
+// todo returns the wanted mode, whether Consul must be told, and whether
+// that is only a check: Consul's mode is unknown and none is wanted.
+func (m *maintenance) todo() (want maintMode, todo, confirming bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.want, !m.known || m.want.enabled != m.inConsul.enabled
+	return m.want, !m.known || m.want.enabled != m.inConsul.enabled, !m.known && !m.want.enabled
 }
 
 func (m *maintenance) applied(mode maintMode) {
@@ -68,14 +69,6 @@ func (m *maintenance) registered(afterLoss bool) {
 	if m.known {
 		m.inConsul = maintMode{}
 	}
-}
-
-// confirming reports whether Consul's mode is unknown and none is wanted:
-// telling Consul is then a check, not news.
-func (m *maintenance) confirming() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return !m.known && !m.want.enabled
 }
 
 // lost follows Consul losing the instance: what it holds is unknown.
@@ -109,15 +102,14 @@ func (r *Registrar) SetMaintenance(ctx context.Context, enable bool, reason stri
 // holdsBack reports whether maintenance is wanted and Consul does not hold
 // it yet: until it does, the check must not show the instance passing.
 func (m *maintenance) holdsBack() bool {
-	want, todo := m.todo()
+	want, todo, _ := m.todo()
 	return want.enabled && todo
 }
 
 // applyMaintenance makes Consul's maintenance mode what is wanted. The
 // caller holds op.
 func (r *Registrar) applyMaintenance(ctx context.Context) error {
-	want, todo := r.maint.todo()
-	confirming := r.maint.confirming()
+	want, todo, confirming := r.maint.todo()
 	r.mu.Lock()
 	registered, stopped, id := r.registered, r.stopped, r.svc.ID
 	r.mu.Unlock()
