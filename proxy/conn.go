@@ -277,7 +277,8 @@ const (
 )
 
 // pokeIfIdle interrupts a connection waiting for its next request; it then
-// sees that the proxy is draining and closes. Called with p.mu held.
+// sees that the proxy is draining and closes, unless bytes of the next
+// request had come (see pokedMidHead). Called with p.mu held.
 func (c *conn) pokeIfIdle() {
 	if c.parked.Load() || c.nc == nil {
 		// Its loop closes it (see Drain), or is closing it: a connection
@@ -334,6 +335,9 @@ func (c *conn) readRequest(first bool) bool {
 		}
 		c.headStarted()
 		if err := c.br.fill(c.p.cfg.MaxHeaderBytes); err != nil {
+			if c.pokedMidHead(err) {
+				continue
+			}
 			if err == errHeadTooLarge {
 				c.req.reset()
 				c.reject(err)
@@ -371,6 +375,17 @@ func (c *conn) headStarted() {
 		c.rl.started = true
 		c.setReadDeadline(time.Now().Add(c.p.cfg.ReadHeaderTimeout), 0)
 	}
+}
+
+// pokedMidHead reports whether err is the drain's poke, which came after
+// bytes of the next head did; the read then gets the head's deadline back.
+// A request that had begun to come is answered, with "Connection: close",
+// rather than cut: its client could not tell whether the app saw it.
+func (c *conn) pokedMidHead(err error) bool {
+	if !c.rl.started || !c.p.draining.Load() || !errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(c.rdl) {
+		return false
+	}
+	return c.nc.SetReadDeadline(c.rdl) == nil
 }
 
 // What the bytes buffered so far come to, for checkHead.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -178,6 +179,49 @@ func TestDrainWithNothingLeftAtAnExpiredDeadline(t *testing.T) {
 				if got := tp.DrainReport(); got.Cut != 0 || got.TunnelsCut != 0 {
 					t.Fatalf("report: got %+v, want nothing cut", got)
 				}
+			}
+		})
+	}
+}
+
+// TestDrainFinishesBegunHeads: a request whose head had begun to come when
+// the drain started is read to its end and answered, with "Connection:
+// close", whether it is a connection's first or follows an exchange (a
+// connection an event loop held). Only connections with nothing of a next
+// request close at once.
+func TestDrainFinishesBegunHeads(t *testing.T) {
+	for _, first := range []bool{true, false} {
+		t.Run(fmt.Sprintf("first request %v", first), func(t *testing.T) {
+			tp := startProxy(t, startEcho(t), nil)
+			rc := dialRaw(t, tp.addr)
+			if !first {
+				rc.send("GET /before HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp := rc.response("GET")
+				io.Copy(io.Discard, resp.Body)
+			}
+			rc.send("GET /headers HTTP/1.1\r\nHost: a\r\n")
+			// Time for the proxy to read the bytes sent.
+			time.Sleep(200 * time.Millisecond)
+			drained := tp.drainInBackground()
+			for !tp.Draining() {
+				time.Sleep(time.Millisecond)
+			}
+			// Time for the drain to close what it closes at once.
+			time.Sleep(200 * time.Millisecond)
+			rc.send("X-Rest: 1\r\n\r\n")
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("the begun request: got %v, want an answer", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || !strings.Contains(string(b), "X-Rest") || !resp.Close {
+				t.Errorf("the begun request: got %d %q close=%v, want 200 from the app with Connection: close", resp.StatusCode, b, resp.Close)
+			}
+			if err := <-drained; err != nil {
+				t.Errorf("Drain: %v", err)
+			}
+			if got := tp.DrainReport(); got.Cut != 0 {
+				t.Errorf("report: got %+v, want nothing cut", got)
 			}
 		})
 	}

@@ -65,7 +65,7 @@ func (c *conn) serveLoop(first bool) (parked bool) {
 		rl.emptied = false
 		rl.leave = leaveClose
 		c.inLoop.Store(true)
-		err := c.br.rc.Read(rl.step)
+		err := c.readInLoop()
 		c.inLoop.Store(false)
 		switch {
 		case err != nil || rl.leave == leaveClose:
@@ -82,6 +82,20 @@ func (c *conn) serveLoop(first bool) (parked bool) {
 		if !c.forward() || c.p.draining.Load() {
 			return false
 		}
+	}
+}
+
+// readInLoop runs the read loop until it leaves. The drain's poke (see
+// pokeIfIdle) ends a wait with a deadline in the past, meant for a
+// connection with nothing of a next request: when bytes of a head came
+// before it, the loop goes on reading that head under the head's deadline.
+func (c *conn) readInLoop() error {
+	for {
+		err := c.br.rc.Read(c.rl.step)
+		if err == nil || !c.pokedMidHead(err) {
+			return err
+		}
+		c.rl.read, c.rl.leave = true, leaveClose
 	}
 }
 
