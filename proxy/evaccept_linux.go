@@ -194,7 +194,7 @@ func (l *evLoop) takeNew(c *conn) {
 	c.ev.idx = len(l.conns)
 	l.conns = append(l.conns, c)
 	l.setFd(fd, c)
-	l.serveClient(c, true)
+	l.serveClient(c, true, false)
 	// Registered once read: a socket registered edge-triggered while
 	// readable is reported at once, and its bytes were read already.
 	if l.owner(fd) == c && !l.register(c.br, fd) {

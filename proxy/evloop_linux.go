@@ -602,13 +602,15 @@ func (l *evLoop) clientEvent(c *conn, events uint32) {
 		c.ev.readable = true
 		return
 	}
-	l.serveClient(c, true)
+	l.serveClient(c, true, events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0)
 }
 
 // serveClient serves c's next request when it is plain: it sends it to
 // the app and waits for the answer. read says whether to read the client
-// socket first.
-func (l *evLoop) serveClient(c *conn, read bool) {
+// socket first, and hup whether the event that says so also said the
+// client shut its side down: the read that finds the end then comes after
+// the exchange, as no event will announce it.
+func (l *evLoop) serveClient(c *conn, read, hup bool) {
 	ev := &c.ev
 	if read {
 		emptied, err := c.br.readFd(uintptr(ev.cfd), c.p.cfg.MaxHeaderBytes)
@@ -625,7 +627,7 @@ func (l *evLoop) serveClient(c *conn, read bool) {
 		default:
 			// A read that filled the buffer may have left bytes, which no
 			// new event will announce.
-			ev.readable = !emptied
+			ev.readable = !emptied || hup
 		}
 	}
 	if len(c.br.buffered()) == 0 {
@@ -742,7 +744,7 @@ func (l *evLoop) endExchange(c *conn) {
 	ev.since = c.now
 	c.state.Store(stateIdle)
 	if ev.readable || len(c.br.buffered()) > 0 {
-		l.serveClient(c, ev.readable)
+		l.serveClient(c, ev.readable, false)
 	}
 }
 

@@ -492,3 +492,37 @@ func trim(b []byte) []byte {
 	}
 	return b
 }
+
+// TestHalfClosedClient: a client that sends its request and shuts down its
+// side gets the whole answer, and then the end of the connection, whether
+// the request was the connection's first (a goroutine's) or followed an
+// exchange (an event loop's, where the end can come in the same event as
+// the request).
+func TestHalfClosedClient(t *testing.T) {
+	tp := startProxy(t, startEcho(t), nil)
+	for _, first := range []bool{true, false} {
+		t.Run(fmt.Sprintf("first request %v", first), func(t *testing.T) {
+			rc := dialRaw(t, tp.addr)
+			_ = rc.nc.SetDeadline(time.Now().Add(5 * time.Second))
+			if !first {
+				rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp := rc.response("GET")
+				io.Copy(io.Discard, resp.Body)
+				// Time for the connection to go to its event loop.
+				time.Sleep(50 * time.Millisecond)
+			}
+			rc.send("GET /slow?delay=100ms HTTP/1.1\r\nHost: a\r\n\r\n")
+			if err := rc.nc.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			resp := rc.response("GET")
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != 200 || string(b) != "slept 100ms\n" {
+				t.Fatalf("answer: got %d %q (%v), want 200 \"slept 100ms\\n\"", resp.StatusCode, b, err)
+			}
+			if rest, err := io.ReadAll(rc.br); err != nil || len(rest) != 0 {
+				t.Errorf("after the answer: got %q, %v; want the connection closed", rest, err)
+			}
+		})
+	}
+}
