@@ -331,8 +331,13 @@ func (c *conn) relayResponse(u *upConn) {
 	}
 	chunkedOut := mode == bodyChunked && req.minor == 1
 	upKeep := certain && mode != bodyUntilClose && !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
+	// An answer that comes before the client sent its whole body closes
+	// the connection (what the client still sends is body, not a next
+	// request), and says so: a client told nothing would send its next
+	// request on a connection about to close.
 	keep := req.keepAlive() && !c.p.draining.Load() &&
-		(mode == bodyNone || mode == bodyLength || chunkedOut)
+		(mode == bodyNone || mode == bodyLength || chunkedOut) &&
+		(c.bodyDone == nil || c.bodyState.Load() != bodyReading)
 	c.out = c.appendResponseHead(c.out[:0], u.br.buffered(), !keep, mode, false)
 	u.br.discard(c.respHeadLen)
 	c.o.code = resp.status
@@ -827,6 +832,9 @@ func (pp *pipe) copyLength(n int64) int64 {
 	for n > 0 && pp.readErr == nil && pp.writeErr == nil {
 		if buf := pp.src.buffered(); len(buf) > 0 {
 			k := int(min(n, int64(len(buf))))
+			if int64(k) == n {
+				pp.readToEnd()
+			}
 			pp.emit(buf[:k])
 			pp.src.discard(k)
 			n -= int64(k)
@@ -853,6 +861,9 @@ func (pp *pipe) copyLength(n int64) int64 {
 		}
 		k, err := pp.readDirect((*cb)[:min(n, int64(len(*cb)))])
 		if err == nil {
+			if int64(k) == n {
+				pp.readToEnd()
+			}
 			if pp.fromUp {
 				err = pp.c.writeClient((*cb)[:k], pp.now)
 			} else {
@@ -1004,13 +1015,20 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) bool {
 			pp.emit([]byte("\r\n"))
 		}
 	}
+	pp.readToEnd()
 	if chunkedOut {
 		pp.emit([]byte("\r\n"))
 	}
+	return true
+}
+
+// readToEnd marks a request body read to its end before its last bytes
+// are written to the app: an answer that comes once the app has them
+// finds the client's connection in step (see relayResponse).
+func (pp *pipe) readToEnd() {
 	if pp.state != nil {
 		pp.state.Store(bodyRead)
 	}
-	return true
 }
 
 // validField reports whether line is a well-formed field line.

@@ -526,3 +526,40 @@ func TestHalfClosedClient(t *testing.T) {
 		})
 	}
 }
+
+// TestAnswerBeforeTheBodyCloses: an app that answers before the client
+// sent the whole body (a refused upload, or a client that waits for
+// "100 Continue" and gets a final answer) ends the client's connection:
+// what the client still sends is body, not a next request. The answer says
+// so with "Connection: close", or the client would send its next request
+// on a connection about to close.
+func TestAnswerBeforeTheBodyCloses(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nwho?\n")
+		// Keep the app's side open: the proxy decides.
+		time.Sleep(2 * time.Second)
+	})
+	tp := startProxy(t, app, nil)
+	cases := []struct{ name, req string }{
+		{"part of the body sent", "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("x", 1000)},
+		{"waiting for 100 Continue", "POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, tp.addr)
+			_ = rc.nc.SetDeadline(time.Now().Add(10 * time.Second))
+			rc.send(tc.req)
+			resp := rc.response("POST")
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 401 || string(b) != "who?\n" || !resp.Close {
+				t.Errorf("got %d %q close=%v, want the app's 401 with Connection: close", resp.StatusCode, b, resp.Close)
+			}
+			if rest, err := io.ReadAll(rc.br); err != nil || len(rest) != 0 {
+				t.Errorf("after the answer: got %q, %v; want the connection closed", rest, err)
+			}
+		})
+	}
+}
