@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -1010,7 +1011,7 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) bool {
 			pp.readErr = errBadChunk
 			return false
 		}
-		if keep {
+		if keep && trailerKept(line) {
 			pp.emit(line)
 			pp.emit([]byte("\r\n"))
 		}
@@ -1018,6 +1019,20 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) bool {
 	pp.readToEnd()
 	if chunkedOut {
 		pp.emit([]byte("\r\n"))
+	}
+	return true
+}
+
+// trailerKept reports whether a trailer field, checked by validField, may
+// be passed on: not one that frames a message or belongs to one connection
+// (RFC 9110, section 6.5.1), which a client that merges trailers into the
+// header section would act on.
+func trailerKept(line []byte) bool {
+	name, _, _ := bytes.Cut(line, []byte(":"))
+	switch fieldKind(name) {
+	case kindHost, kindContentLength, kindTransferEncoding, kindConnection, kindKeepAlive,
+		kindProxyConnection, kindTE, kindTrailer, kindUpgrade:
+		return false
 	}
 	return true
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -561,5 +562,32 @@ func TestAnswerBeforeTheBodyCloses(t *testing.T) {
 				t.Errorf("after the answer: got %q, %v; want the connection closed", rest, err)
 			}
 		})
+	}
+}
+
+// TestResponseTrailersWithoutFraming: response trailers are passed on,
+// but not fields that frame a message or belong to one connection
+// (RFC 9110, section 6.5.1): a client that merged a trailing Content-Length
+// or Connection into the header section would act on it.
+func TestResponseTrailersWithoutFraming(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\n"+
+			"X-Sum: 1\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nKeep-Alive: timeout=1\r\n"+
+			"Trailer: X-More\r\nHost: elsewhere\r\nUpgrade: websocket\r\nProxy-Connection: close\r\nTE: trailers\r\nX-After: 2\r\n\r\n")
+	})
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp := rc.response("GET")
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != "abc" {
+		t.Fatalf("body: got %q, %v; want \"abc\"", b, err)
+	}
+	want := http.Header{"X-Sum": {"1"}, "X-After": {"2"}}
+	if !reflect.DeepEqual(resp.Trailer, want) {
+		t.Errorf("trailers: got %v, want %v", resp.Trailer, want)
 	}
 }
