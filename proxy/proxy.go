@@ -49,7 +49,8 @@ type Config struct {
 	// checks that its client is there (default 1s); a client found gone is
 	// counted 499 and its app request is cancelled.
 	ClientCheckInterval time.Duration
-	// QPSWindow is the sliding window of the request rate (default 10s).
+	// QPSWindow is the sliding window of the request rate (default 10s,
+	// at most MaxQPSWindow).
 	QPSWindow time.Duration
 	// DrainTimeout bounds the drain Serve runs itself when its context
 	// ends before anyone called Drain (default 25s).
@@ -155,12 +156,19 @@ type Proxy struct {
 	evl atomic.Pointer[evLoops]
 }
 
+// MaxQPSWindow bounds Config.QPSWindow: the rate meter keeps a counter
+// per second of the window.
+const MaxQPSWindow = time.Hour
+
 // New returns a proxy to cfg.Upstream whose metrics are registered on reg.
 func New(cfg Config, reg prometheus.Registerer) (*Proxy, error) {
 	realClock := cfg.Now == nil
 	cfg.setDefaults()
 	if cfg.Upstream == "" {
 		return nil, errors.New("proxy: no upstream address")
+	}
+	if cfg.QPSWindow > MaxQPSWindow {
+		return nil, fmt.Errorf("proxy: QPS window %v is longer than %v: the rate meter keeps a counter per second of it", cfg.QPSWindow, MaxQPSWindow)
 	}
 	p := &Proxy{
 		cfg:       cfg,

@@ -1277,3 +1277,27 @@ func TestIdleAppConnectionHoldsNoBuffer(t *testing.T) {
 		})
 	}
 }
+
+// TestNewRefusesBadConfig: New names what is wrong with a config rather
+// than serving with it.
+func TestNewRefusesBadConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no upstream", Config{}, "no upstream address"},
+		{"a QPS window past the bound", Config{Upstream: "127.0.0.1:1", QPSWindow: MaxQPSWindow + time.Second}, "QPS window 1h0m1s is longer than 1h0m0s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg, prometheus.NewRegistry())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New: got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := New(Config{Upstream: "127.0.0.1:1", QPSWindow: MaxQPSWindow}, prometheus.NewRegistry()); err != nil {
+		t.Errorf("New with the longest window: %v", err)
+	}
+}
