@@ -325,15 +325,20 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		}
 	}
 
-	addrVar := "OUTRIDER_SERVICE_ADDRESS"
-	s.Address = r.str(addrVar, "")
+	// POD_IP stands in for OUTRIDER_SERVICE_ADDRESS. Kubernetes sets it
+	// from status.podIP, always an IP address: a host name there is a
+	// misconfiguration, not a name to register.
+	s.Address = r.str("OUTRIDER_SERVICE_ADDRESS", "")
+	fromPodIP := false
 	if s.Address == "" {
-		addrVar = "POD_IP"
-		s.Address = r.str(addrVar, "")
+		s.Address = r.str("POD_IP", "")
+		fromPodIP = s.Address != ""
 	}
 	switch {
-	case s.Address != "" && !serviceAddress(s.Address):
-		r.fail(addrVar, s.Address, "is not an IP address or a host name (want e.g. 10.0.0.7, fd00::7 or app.example.com)")
+	case fromPodIP && net.ParseIP(s.Address) == nil:
+		r.fail("POD_IP", s.Address, "is not an IP address (want an IPv4 or IPv6 address, e.g. 10.0.0.7 or fd00::7, as Kubernetes sets it from status.podIP)")
+	case !fromPodIP && s.Address != "" && !serviceAddress(s.Address):
+		r.fail("OUTRIDER_SERVICE_ADDRESS", s.Address, "is not an IP address or a host name (want e.g. 10.0.0.7, fd00::7 or app.example.com)")
 	case s.Address == "" && c.Registry.Enabled():
 		addr, err := interfaceAddr()
 		if err != nil {

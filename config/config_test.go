@@ -269,6 +269,42 @@ func readEnvFile(t *testing.T, path string) (map[string]string, []string) {
 	return env, want
 }
 
+// TestPodIP: POD_IP, the registered address when OUTRIDER_SERVICE_ADDRESS
+// is unset, comes from status.podIP and is an IP address only; a host name
+// there is refused, with an error that names POD_IP.
+func TestPodIP(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{name: "ipv4", in: "10.0.0.7", want: true},
+		{name: "ipv6", in: "fd00::7", want: true},
+		{name: "ipv4 in ipv6", in: "::ffff:10.0.0.7", want: true},
+		{name: "one label", in: "web", want: false},
+		{name: "host name", in: "web-1.svc.cluster.local", want: false},
+		{name: "with a port", in: "10.0.0.7:8080", want: false},
+		{name: "bracketed ipv6", in: "[fd00::7]", want: false},
+		{name: "ipv6 with a zone", in: "fe80::1%eth0", want: false},
+		{name: "ipv4 out of range", in: "10.0.0.256", want: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, map[string]string{"OUTRIDER_SERVICE_NAME": "web", "POD_IP": tc.in})
+			if tc.want {
+				if err != nil || c.Service.Address != tc.in {
+					t.Errorf("POD_IP=%q: address %q, error %v; want %q registered", tc.in, c.Service.Address, err, tc.in)
+				}
+				return
+			}
+			wantErr := fmt.Sprintf("POD_IP=%q is not an IP address (", tc.in)
+			if err == nil || !strings.Contains(err.Error(), wantErr) {
+				t.Errorf("POD_IP=%q: got error %v, want one starting %q", tc.in, err, wantErr)
+			}
+		})
+	}
+}
+
 func TestServiceAddress(t *testing.T) {
 	tests := []struct {
 		name string
