@@ -86,7 +86,7 @@ func (m *maintenance) report(s *Status) {
 
 // SetMaintenance turns Consul's maintenance mode for the service on or
 // off. The wish is kept: when Consul cannot be told now, or loses it, the
-// registrar applies it again, and the error wraps ErrPending.
+// registrar applies it again. Every error it returns wraps ErrPending.
 func (r *Registrar) SetMaintenance(ctx context.Context, enable bool, reason string) error {
 	r.maint.wish(enable, reason)
 	if !r.lock(ctx) {

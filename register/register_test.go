@@ -653,6 +653,53 @@ func TestMaintenanceOffSurvivesARegistration(t *testing.T) {
 	}
 }
 
+// TestSetMaintenanceErrorsArePending: every way SetMaintenance can fail
+// keeps the wish and wraps ErrPending; /maintenance answers 202 for any
+// error on that ground.
+func TestSetMaintenanceErrorsArePending(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(h *harness) context.Context
+	}{
+		{"not registered yet", func(h *harness) context.Context {
+			h.consul.setDown(true)
+			h.start()
+			h.clock.NextWait(h.t)
+			return context.Background()
+		}},
+		{"consul refuses", func(h *harness) context.Context {
+			h.start()
+			h.clock.NextWait(h.t)
+			h.consul.setMaintenanceError(500)
+			return context.Background()
+		}},
+		{"the caller gives up while another operation runs", func(h *harness) context.Context {
+			h.start()
+			h.clock.NextWait(h.t)
+			if !h.r.lock(context.Background()) {
+				h.t.Fatal("could not take the registrar's lock")
+			}
+			h.t.Cleanup(h.r.unlock)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 0.5)
+			ctx := tc.setup(h)
+			err := h.r.SetMaintenance(ctx, true, "deploy")
+			if !errors.Is(err, ErrPending) {
+				t.Errorf("SetMaintenance = %v, want an error wrapping ErrPending", err)
+			}
+			if s := h.r.Status(); !s.Maintenance || s.MaintenanceReason != "deploy" {
+				t.Errorf("status = %+v, want the wish kept: maintenance deploy", s)
+			}
+		})
+	}
+}
+
 func TestMaintenanceFailuresAreRetriedAndLoggedOnce(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -118,15 +117,14 @@ func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	err := a.registrar.SetMaintenance(ctx, enable, reason)
 	a.log.Info("maintenance mode", "enabled", enable, "reason", reason, "consul_err", errString(err))
-	switch {
-	case err == nil:
-		fmt.Fprintf(w, "maintenance %s\n", state)
-	case errors.Is(err, register.ErrPending):
+	if err != nil {
+		// Every error of SetMaintenance wraps register.ErrPending: the
+		// wish is kept and the registrar tells Consul once it can.
 		w.WriteHeader(http.StatusAccepted)
 		fmt.Fprintf(w, "maintenance %s\nconsul not updated yet, outrider retries: %v\n", state, err)
-	default:
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
 	}
+	fmt.Fprintf(w, "maintenance %s\n", state)
 }
 
 func errString(err error) string {

@@ -566,3 +566,37 @@ func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 		testbin.WaitHTTP(t, o.metrics+"/ready", tc.ready, 5*time.Second)
 	}
 }
+
+// TestRegistryMaintenanceWithConsulDown: with Consul unreachable since the
+// start, PUT /maintenance sets the maintenance condition of /ready and
+// answers 202, saying that outrider tells Consul once it can; no error of
+// the registrar makes it answer anything else.
+func TestRegistryMaintenanceWithConsulDown(t *testing.T) {
+	t.Parallel()
+	echoAddr := testbin.FreeAddr(t)
+	startEcho(t, echoAddr, 20*time.Second)
+	o := startOutrider(t, 20*time.Second,
+		"OUTRIDER_REGISTRY=consul", "OUTRIDER_SERVICE_NAME=echo", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1",
+		"OUTRIDER_APP_ADDR="+echoAddr, "OUTRIDER_PROBE_PERIOD="+regPeriod.String(),
+		// Nothing listens there: the address is free.
+		"CONSUL_HTTP_ADDR=http://"+testbin.FreeAddr(t))
+
+	for _, tc := range []struct {
+		query    string
+		body     string
+		readyHas bool // /ready names the maintenance
+	}{
+		{query: "enable=true&reason=disk+swap", body: "maintenance on: disk swap\nconsul not updated yet, outrider retries: ", readyHas: true},
+		{query: "enable=false", body: "maintenance off\nconsul not updated yet, outrider retries: ", readyHas: false},
+	} {
+		req, _ := http.NewRequest(http.MethodPut, o.admin+"/maintenance?"+tc.query, nil)
+		code, body := httpDo(t, req)
+		if code != http.StatusAccepted || !strings.HasPrefix(body, tc.body) {
+			t.Errorf("PUT /maintenance?%s = %d %q, want 202 starting %q", tc.query, code, body, tc.body)
+		}
+		// Not registered, /ready is 503 either way; its body tells.
+		if code, body := httpGet(t, o.metrics+"/ready"); code != http.StatusServiceUnavailable || strings.Contains(body, "maintenance: disk swap") != tc.readyHas {
+			t.Errorf("/ready after PUT /maintenance?%s = %d %q, want 503 naming the maintenance: %t", tc.query, code, body, tc.readyHas)
+		}
+	}
+}
