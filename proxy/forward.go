@@ -761,7 +761,10 @@ type pipe struct {
 	u      *upConn
 	out    []byte
 	state  *atomic.Int32 // request bodies: set to bodyRead at the end
-	n      int64         // body bytes copied
+	// inChunk is set while copyLength copies one chunk of a chunked body,
+	// whose end is not the body's.
+	inChunk bool
+	n       int64 // body bytes copied
 	// now is the pipe's clock, read again before each blocking read.
 	now time.Time
 
@@ -833,7 +836,7 @@ func (pp *pipe) copyLength(n int64) int64 {
 	for n > 0 && pp.readErr == nil && pp.writeErr == nil {
 		if buf := pp.src.buffered(); len(buf) > 0 {
 			k := int(min(n, int64(len(buf))))
-			if int64(k) == n {
+			if int64(k) == n && !pp.inChunk {
 				pp.readToEnd()
 			}
 			pp.emit(buf[:k])
@@ -862,7 +865,7 @@ func (pp *pipe) copyLength(n int64) int64 {
 		}
 		k, err := pp.readDirect((*cb)[:min(n, int64(len(*cb)))])
 		if err == nil {
-			if int64(k) == n {
+			if int64(k) == n && !pp.inChunk {
 				pp.readToEnd()
 			}
 			if pp.fromUp {
@@ -973,7 +976,10 @@ func (pp *pipe) copyChunked(chunkedOut, keepTrailers bool) bool {
 			h := strconv.AppendInt(hex[:0], size, 16)
 			pp.emit(append(h, '\r', '\n'))
 		}
-		if pp.copyLength(size) != 0 {
+		pp.inChunk = true
+		left := pp.copyLength(size)
+		pp.inChunk = false
+		if left != 0 {
 			return false
 		}
 		if crlf := pp.readLine(2); crlf == nil {

@@ -591,3 +591,35 @@ func TestResponseTrailersWithoutFraming(t *testing.T) {
 		t.Errorf("trailers: got %v, want %v", resp.Trailer, want)
 	}
 }
+
+// TestAnswerBeforeTheChunkedBodyCloses: an app that answers after the
+// first chunk of a chunked request body, before the client sent the rest,
+// ends the client's connection as it does for a body with a length: the
+// answer says "Connection: close", and the connection closes right after
+// it rather than when the client sends more.
+func TestAnswerBeforeTheChunkedBodyCloses(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		b := make([]byte, 5)
+		if _, err := io.ReadFull(req.Body, b); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nwho?\n")
+		time.Sleep(5 * time.Second)
+	})
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	_ = rc.nc.SetDeadline(time.Now().Add(3 * time.Second))
+	rc.send("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	resp := rc.response("POST")
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 401 || string(b) != "who?\n" || !resp.Close {
+		t.Errorf("got %d %q close=%v, want the app's 401 with Connection: close", resp.StatusCode, b, resp.Close)
+	}
+	if rest, err := io.ReadAll(rc.br); err != nil || len(rest) != 0 {
+		t.Errorf("after the answer: got %q, %v; want the connection closed", rest, err)
+	}
+}
