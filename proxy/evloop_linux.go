@@ -620,6 +620,12 @@ func (l *evLoop) serveClient(c *conn, read, hup bool) {
 		case err == errHeadTooLarge:
 			l.handBack(c, resumeServe)
 			return
+		case err != nil && len(c.br.buffered()) > 0:
+			// The end after requests read before it (pipelined, then the
+			// client shut its side down): a goroutine answers them and
+			// then finds the end.
+			l.handBack(c, resumeServe)
+			return
 		case err != nil:
 			// The end or a reset: nothing to answer.
 			l.drop(c)

@@ -782,3 +782,32 @@ func TestEventLoopHandsOnAStalledAnswer(t *testing.T) {
 		t.Errorf("the next request: got %d %q, want 200 /after", code, body)
 	}
 }
+
+// TestHalfClosedPipelined: a client whose connection waits in an event
+// loop sends two requests and shuts its side down at once; both are
+// answered before the connection closes.
+func TestHalfClosedPipelined(t *testing.T) {
+	tp := startProxy(t, pathApp(t), nil)
+	for i := range 10 {
+		rc := parkedConn(t, tp)
+		_ = rc.nc.SetDeadline(time.Now().Add(5 * time.Second))
+		rc.send("GET /ok/1 HTTP/1.1\r\nHost: a\r\n\r\nGET /ok/2 HTTP/1.1\r\nHost: a\r\n\r\n")
+		if err := rc.nc.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		for j := 1; j <= 2; j++ {
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("try %d, request %d: got %v, want an answer", i, j, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != 200 {
+				t.Fatalf("try %d, request %d: got %d, want 200", i, j, resp.StatusCode)
+			}
+		}
+		if rest, err := io.ReadAll(rc.br); err != nil || len(rest) != 0 {
+			t.Errorf("try %d, after the answers: got %q, %v; want the connection closed", i, rest, err)
+		}
+		rc.nc.Close()
+	}
+}
