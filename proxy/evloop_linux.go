@@ -468,10 +468,30 @@ func (l *evLoop) woken() {
 		switch c := l.conns[i]; {
 		case c.cut.Load():
 			l.cut(c)
+		case c.ev.state == evIdle && len(c.br.buffered()) == 0:
+			// Bytes of a request that reached the socket before the loop
+			// read them (their event may be in this batch, after the wake,
+			// or in the next) are served, with "Connection: close", rather
+			// than closed unread: the request had come when the drain began.
+			if fd := c.ev.cfd; bytesWaiting(fd) {
+				l.serveClient(c, true, false)
+				if l.owner(fd) != c || c.ev.state != evIdle {
+					// Handed to a goroutine, closed, or waiting for the
+					// app's answer, after which it closes.
+					continue
+				}
+			}
+			l.drop(c)
 		case c.ev.state == evIdle:
 			l.drop(c)
 		}
 	}
+}
+
+// bytesWaiting reports whether bytes wait on the socket fd.
+func bytesWaiting(fd int) bool {
+	n, _ := peekNow(uintptr(fd))
+	return n > 0
 }
 
 // sweep closes the connections idle for longer than the idle timeout,

@@ -811,3 +811,49 @@ func TestHalfClosedPipelined(t *testing.T) {
 		rc.nc.Close()
 	}
 }
+
+// TestDrainAnswersARequestWaitingInALoopsSocket: a request whose bytes
+// had reached a connection an event loop holds when the drain started, but
+// that the loop had not read yet (its event came in the batch of the
+// drain's wake, or after it), is answered with "Connection: close" rather
+// than closed unread.
+func TestDrainAnswersARequestWaitingInALoopsSocket(t *testing.T) {
+	tp := startProxy(t, pathApp(t), nil)
+	rc := parkedConn(t, tp)
+	// Hold every loop inside the handling of a wake, so that what comes
+	// next waits in the socket until the drain has begun.
+	loops := tp.evl.Load().loops
+	for _, l := range loops {
+		l.mu.Lock()
+	}
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			for _, l := range loops {
+				l.mu.Unlock()
+			}
+		}
+	}
+	defer unlock()
+	for _, l := range loops {
+		l.wake()
+	}
+	time.Sleep(50 * time.Millisecond)
+	rc.send("GET /ok/during HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	drained := tp.drainInBackground()
+	waitFor(t, "the drain to start", tp.Draining)
+	unlock()
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("the request sent before the drain: got %v, want an answer", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("got %d close=%v, want 200 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if err := <-drained; err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+}
