@@ -589,28 +589,50 @@ func isTimeout(err error) bool {
 
 // fillClient reads more of the request body within IOTimeout.
 func (c *conn) fillClient(now time.Time) error {
-	d := c.p.cfg.IOTimeout
-	c.setReadDeadline(now.Add(d), d/8)
-	if c.bodyStop.Load() {
-		return errBodyStopped
+	for d := c.p.cfg.IOTimeout; ; now = time.Now() {
+		c.setReadDeadline(now.Add(d), d/8)
+		if c.bodyStop.Load() {
+			return errBodyStopped
+		}
+		err := c.br.fill(bufSize)
+		if !c.pokedInBody(err) {
+			return err
+		}
 	}
-	return c.br.fill(bufSize)
 }
 
 // readClient reads a request body from the client straight into p,
 // bypassing the buffer, with the raw read call (see readNow).
 func (c *conn) readClient(p []byte, now time.Time) (int, error) {
-	d := c.p.cfg.IOTimeout
-	c.setReadDeadline(now.Add(d), d/8)
-	if c.bodyStop.Load() {
-		return 0, errBodyStopped
+	for d := c.p.cfg.IOTimeout; ; now = time.Now() {
+		c.setReadDeadline(now.Add(d), d/8)
+		if c.bodyStop.Load() {
+			return 0, errBodyStopped
+		}
+		n, err := c.br.readInto(p)
+		if n > 0 {
+			return n, nil
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		if !c.pokedInBody(err) {
+			return 0, err
+		}
 	}
-	n, err := c.br.readInto(p)
-	if n > 0 {
-		return n, nil
+}
+
+// pokedInBody reports whether err, from a read of the request body, is
+// the drain's poke (see pokeIfIdle) rather than a deadline that passed: a
+// poke meant for a connection waiting for its next request can land once
+// that request's head was read (the connection was still idle when the
+// drain looked), and it moved the deadline behind c.rdl, which then no
+// longer says what is set. The deadline is set again and the read
+// retried; a stop by stopBody, which sets bodyStop first, is no poke.
+func (c *conn) pokedInBody(err error) bool {
+	if !isTimeout(err) || c.bodyStop.Load() || !c.p.draining.Load() || !time.Now().Before(c.rdl) {
+		return false
 	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return 0, err
+	c.rdl = time.Time{}
+	return true
 }
