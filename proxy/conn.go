@@ -350,12 +350,19 @@ func (c *conn) readRequest(first bool) bool {
 
 // idle readies the connection for its next request: the idle deadline,
 // or the head's when bytes of it are buffered already. It returns false
-// when the proxy drains and no next request has begun.
+// when the proxy drains and no next request has begun to come.
 func (c *conn) idle() bool {
 	cfg := &c.p.cfg
 	// c.now is when the last response ended, or the connection came.
 	now := c.now
 	c.rl.started = len(c.br.buffered()) > 0
+	if !c.rl.started && c.p.draining.Load() {
+		// A request that reached the socket before the drain began, and
+		// that this goroutine had not read yet (it first ran after the
+		// drain began, the listener deferring accepts until a request
+		// comes), is answered, not closed unread.
+		c.rl.started = c.br.peek() == peekData
+	}
 	if c.rl.started {
 		c.setReadDeadline(now.Add(cfg.ReadHeaderTimeout), cfg.ReadHeaderTimeout/8)
 	} else {

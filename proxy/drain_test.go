@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // openTunnel upgrades a client connection to a WebSocket through tp.
@@ -294,5 +296,45 @@ func TestDrainDuringKeepAliveUploads(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDrainServesAConnectionAdmittedBeforeIt: a connection accepted and
+// admitted before the drain began, whose goroutine first runs after it
+// began, has its request waiting in the socket (the listener defers
+// accepts until the request comes): it is answered with "Connection:
+// close", not closed unread.
+func TestDrainServesAConnectionAdmittedBeforeIt(t *testing.T) {
+	p, err := New(Config{Upstream: startEcho(t), DisableEventLoop: true}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc := dialRaw(t, ln.Addr().String())
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	c := p.newConn(nc)
+	if c == nil {
+		t.Fatal("the connection was not admitted")
+	}
+	// The drain begins before the connection's goroutine runs.
+	p.draining.Store(true)
+	// Time for the request to reach the socket.
+	time.Sleep(50 * time.Millisecond)
+	go c.serve()
+	resp := rc.response("GET")
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("got %d %q close=%v, want 200 with Connection: close", resp.StatusCode, b, resp.Close)
+	}
+	if !rc.closed() {
+		t.Errorf("after the answer: got the connection open, want it closed")
 	}
 }
