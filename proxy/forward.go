@@ -366,6 +366,10 @@ func (c *conn) relayResponse(u *upConn) {
 		keep = keep && res.readAll
 		upKeep = upKeep && res.written
 		clientFailed = res.readErr != nil && !isTimeout(res.readErr)
+		// The client may still be sending the body it was answered
+		// before: closing now would reset the connection, as after the
+		// proxy's own error answers (see lingerClose).
+		c.linger = !res.readAll && !clientFailed
 	}
 	switch {
 	case pp.writeErr != nil, pp.readErr != nil && clientFailed:

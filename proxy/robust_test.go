@@ -623,3 +623,40 @@ func TestAnswerBeforeTheChunkedBodyCloses(t *testing.T) {
 		t.Errorf("after the answer: got %q, %v; want the connection closed", rest, err)
 	}
 }
+
+// TestAnswerBeforeTheBodyLingers: after an answer that came before the
+// client sent its whole body, the proxy shuts its side down and reads on
+// for a moment before it closes, as after its own error answers: closing
+// with the client's body still coming would reset the connection, and a
+// reset can destroy the answer before the client reads it.
+func TestAnswerBeforeTheBodyLingers(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig\n")
+		time.Sleep(2 * time.Second)
+	})
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	_ = rc.nc.SetDeadline(time.Now().Add(10 * time.Second))
+	rc.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n" + strings.Repeat("x", 1000))
+	resp := rc.response("POST")
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 413 || string(b) != "big\n" {
+		t.Fatalf("got %d %q, want the app's 413", resp.StatusCode, b)
+	}
+	// The client goes on sending its body for a moment, as clients that
+	// read the answer only once they sent the body do.
+	if _, err := rc.nc.Write([]byte(strings.Repeat("x", 64<<10))); err != nil {
+		t.Fatalf("write after the answer: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// A socket closed with bytes coming answers them with a reset, which
+	// the next write sees.
+	if _, err := rc.nc.Write([]byte(strings.Repeat("x", 1024))); err != nil {
+		t.Errorf("write 100 ms after the answer: %v; want the proxy still reading", err)
+	}
+	if rest, err := io.ReadAll(rc.br); err != nil || len(rest) != 0 {
+		t.Errorf("after the answer: got %q, %v; want the end of the stream, not a reset", rest, err)
+	}
+}
