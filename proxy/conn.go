@@ -257,13 +257,20 @@ func (c *conn) lingerClose() {
 	if !ok || tc.CloseWrite() != nil {
 		return
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	deadline := time.Now().Add(lingerTimeout)
+	_ = c.nc.SetReadDeadline(deadline)
 	cb := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(cb)
 	for total := 0; total < lingerBytes; {
 		n, err := c.nc.Read(*cb)
 		total += n
-		if err != nil {
+		if err == nil {
+			continue
+		}
+		// The drain's poke (see pokeIfIdle), a deadline in the past meant
+		// for a connection waiting for a request, reaches a connection
+		// that lingers after refusing a head: it lingers on.
+		if !isTimeout(err) || !time.Now().Before(deadline) || c.nc.SetReadDeadline(deadline) != nil {
 			return
 		}
 	}
@@ -384,15 +391,19 @@ func (c *conn) headStarted() {
 	}
 }
 
+// poked reports whether err, from a read, is the drain's poke (see
+// pokeIfIdle) rather than the deadline c.rdl passing: the proxy drains and
+// c.rdl is still ahead.
+func (c *conn) poked(err error) bool {
+	return isTimeout(err) && c.p.draining.Load() && time.Now().Before(c.rdl)
+}
+
 // pokedMidHead reports whether err is the drain's poke, which came after
 // bytes of the next head did; the read then gets the head's deadline back.
 // A request that had begun to come is answered, with "Connection: close",
 // rather than cut: its client could not tell whether the app saw it.
 func (c *conn) pokedMidHead(err error) bool {
-	if !c.rl.started || !c.p.draining.Load() || !errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(c.rdl) {
-		return false
-	}
-	return c.nc.SetReadDeadline(c.rdl) == nil
+	return c.rl.started && c.poked(err) && c.nc.SetReadDeadline(c.rdl) == nil
 }
 
 // What the bytes buffered so far come to, for checkHead.
@@ -415,6 +426,10 @@ func (c *conn) checkHead(first bool) int {
 			return headMore
 		}
 		if len(buf) >= len(h2Preface) && string(buf[:len(h2Preface)]) == h2Preface {
+			// Active, as for a request head: the drain's poke, meant for
+			// connections waiting for a request, must not reach a
+			// connection being handed to the HTTP/2 server.
+			c.state.Store(stateActive)
 			return headH2
 		}
 	}
@@ -630,14 +645,14 @@ func (c *conn) readClient(p []byte, now time.Time) (int, error) {
 }
 
 // pokedInBody reports whether err, from a read of the request body, is
-// the drain's poke (see pokeIfIdle) rather than a deadline that passed: a
-// poke meant for a connection waiting for its next request can land once
-// that request's head was read (the connection was still idle when the
-// drain looked), and it moved the deadline behind c.rdl, which then no
-// longer says what is set. The deadline is set again and the read
-// retried; a stop by stopBody, which sets bodyStop first, is no poke.
+// the drain's poke: a poke meant for a connection waiting for its next
+// request can land once that request's head was read (the connection was
+// still idle when the drain looked), and it moved the deadline behind
+// c.rdl, which then no longer says what is set. The deadline is set again
+// and the read retried; a stop by stopBody, which sets bodyStop first, is
+// no poke.
 func (c *conn) pokedInBody(err error) bool {
-	if !isTimeout(err) || c.bodyStop.Load() || !c.p.draining.Load() || !time.Now().Before(c.rdl) {
+	if c.bodyStop.Load() || !c.poked(err) {
 		return false
 	}
 	c.rdl = time.Time{}

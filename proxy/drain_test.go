@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,14 +207,7 @@ func TestDrainFinishesBegunHeads(t *testing.T) {
 				io.Copy(io.Discard, resp.Body)
 			}
 			rc.send("GET /headers HTTP/1.1\r\nHost: a\r\n")
-			// Time for the proxy to read the bytes sent.
-			time.Sleep(200 * time.Millisecond)
-			drained := tp.drainInBackground()
-			for !tp.Draining() {
-				time.Sleep(time.Millisecond)
-			}
-			// Time for the drain to close what it closes at once.
-			time.Sleep(200 * time.Millisecond)
+			drained := tp.drainMidway(200 * time.Millisecond)
 			rc.send("X-Rest: 1\r\n\r\n")
 			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
 			if err != nil {
@@ -336,5 +330,76 @@ func TestDrainServesAConnectionAdmittedBeforeIt(t *testing.T) {
 	}
 	if !rc.closed() {
 		t.Errorf("after the answer: got the connection open, want it closed")
+	}
+}
+
+// TestDrainRefusesABegunHTTP2Preface: a connection whose HTTP/2 preface
+// was still coming when the drain began gets the server's SETTINGS and a
+// GOAWAY that names no stream processed (so its client retries each
+// stream elsewhere), not a bare close, and then its end.
+func TestDrainRefusesABegunHTTP2Preface(t *testing.T) {
+	for _, noLoop := range []bool{true, false} {
+		t.Run(fmt.Sprintf("event loop off %v", noLoop), func(t *testing.T) {
+			tp := startProxy(t, startEcho(t), func(c *Config) { c.DisableEventLoop = noLoop })
+			rc := dialRaw(t, tp.addr)
+			rc.send(h2Preface[:10])
+			drained := tp.drainMidway(200 * time.Millisecond)
+			// The rest of the preface, the client's SETTINGS and a PING.
+			rc.send(h2Preface[10:] + "\x00\x00\x00\x04\x00\x00\x00\x00\x00" +
+				"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + "12345678")
+			type frame struct {
+				typ     byte
+				payload string
+			}
+			var got []frame
+			for {
+				var fh [9]byte
+				if _, err := io.ReadFull(rc.br, fh[:]); err != nil {
+					break
+				}
+				p := make([]byte, int(fh[0])<<16|int(fh[1])<<8|int(fh[2]))
+				if _, err := io.ReadFull(rc.br, p); err != nil {
+					t.Fatalf("frame of type %d: %v", fh[3], err)
+				}
+				got = append(got, frame{fh[3], string(p)})
+			}
+			want := []frame{{0x4, ""}, {0x7, "\x00\x00\x00\x00\x00\x00\x00\x00"}}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("frames: got %q, want SETTINGS and GOAWAY(last stream 0, NO_ERROR), then the end", got)
+			}
+			if err := <-drained; err != nil {
+				t.Errorf("Drain: %v", err)
+			}
+		})
+	}
+}
+
+// TestDrainLetsALingerFinish: a connection lingering after an error
+// answer to a refused head (reading what its client still sends, so that
+// the answer is not lost to a reset) goes on lingering when a drain
+// begins: the drain's poke is for connections waiting for a request.
+func TestDrainLetsALingerFinish(t *testing.T) {
+	tp := startProxy(t, startEcho(t), nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
+	// Well within the linger's 500 ms after the 400.
+	drained := tp.drainMidway(100 * time.Millisecond)
+	// A socket closed with bytes coming answers them with a reset, which
+	// the next write sees.
+	for i := range 3 {
+		if _, err := rc.nc.Write([]byte("more of what the client was sending\r\n")); err != nil {
+			t.Fatalf("write %d after the drain began: %v; want the proxy still lingering", i, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp := rc.response("GET")
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 {
+		t.Errorf("got %d %q, want the 400", resp.StatusCode, b)
+	}
+	if rest, err := io.ReadAll(rc.br); err != nil || len(rest) != 0 {
+		t.Errorf("after the answer: got %q, %v; want the end of the stream, not a reset", rest, err)
+	}
+	if err := <-drained; err != nil {
+		t.Errorf("Drain: %v", err)
 	}
 }

@@ -468,12 +468,13 @@ func (l *evLoop) woken() {
 		switch c := l.conns[i]; {
 		case c.cut.Load():
 			l.cut(c)
-		case c.ev.state == evIdle && len(c.br.buffered()) == 0:
+		case c.ev.state == evIdle:
 			// Bytes of a request that reached the socket before the loop
 			// read them (their event may be in this batch, after the wake,
 			// or in the next) are served, with "Connection: close", rather
 			// than closed unread: the request had come when the drain began.
-			if fd := c.ev.cfd; bytesWaiting(fd) {
+			fd := c.ev.cfd
+			if len(c.br.buffered()) == 0 && peekFd(uintptr(fd)) == peekData {
 				l.serveClient(c, true, false)
 				if l.owner(fd) != c || c.ev.state != evIdle {
 					// Handed to a goroutine, closed, or waiting for the
@@ -482,16 +483,8 @@ func (l *evLoop) woken() {
 				}
 			}
 			l.drop(c)
-		case c.ev.state == evIdle:
-			l.drop(c)
 		}
 	}
-}
-
-// bytesWaiting reports whether bytes wait on the socket fd.
-func bytesWaiting(fd int) bool {
-	n, _ := peekNow(uintptr(fd))
-	return n > 0
 }
 
 // sweep closes the connections idle for longer than the idle timeout,

@@ -368,8 +368,10 @@ func (c *conn) relayResponse(u *upConn) {
 		clientFailed = res.readErr != nil && !isTimeout(res.readErr)
 		// The client may still be sending the body it was answered
 		// before: closing now would reset the connection, as after the
-		// proxy's own error answers (see lingerClose).
-		c.linger = !res.readAll && !clientFailed
+		// proxy's own error answers (see lingerClose). A client whose
+		// answer could not be written is not reading it: nothing to
+		// linger for.
+		c.linger = !res.readAll && !clientFailed && pp.writeErr == nil
 	}
 	switch {
 	case pp.writeErr != nil, pp.readErr != nil && clientFailed:

@@ -184,8 +184,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 // serve hands an HTTP/2 client connection to the server; buffered are the
-// bytes already read from it, the preface among them.
-func (s *h2Server) serve(nc net.Conn, buffered []byte) {
+// bytes already read from it, the preface among them. It returns false,
+// leaving nc to the caller, when the server has shut down.
+func (s *h2Server) serve(nc net.Conn, buffered []byte) bool {
 	s.once.Do(func() {
 		s.p.wg.Add(1)
 		go func() {
@@ -196,8 +197,9 @@ func (s *h2Server) serve(nc net.Conn, buffered []byte) {
 	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), buffered...)}
 	select {
 	case s.ln.ch <- pc:
+		return true
 	case <-s.ln.done:
-		_ = nc.Close()
+		return false
 	}
 }
 
@@ -218,11 +220,37 @@ func (s *h2Server) close() {
 func (s *h2Server) connections() int { return int(s.conns.Load()) }
 
 // handOffH2 passes the connection to the HTTP/2 server; the connection's
-// goroutine then ends without closing it.
+// goroutine then ends without closing it. Once the proxy drains, a
+// connection whose preface was still coming when the drain began is
+// refused instead (see h2Refusal). The check comes after the connection
+// was marked active (see checkHead) and its deadlines cleared, so that a
+// drain that began after it sees the connection active and leaves it to
+// the HTTP/2 server, which sends its own GOAWAY.
 func (c *conn) handOffH2() {
-	c.handedOff = true
 	_ = c.nc.SetDeadline(time.Time{})
-	c.p.h2.serve(c.nc, c.br.buffered())
+	if !c.p.draining.Load() && c.p.h2.serve(c.nc, c.br.buffered()) {
+		c.handedOff = true
+		return
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.IOTimeout))
+	if _, err := c.nc.Write(h2Refusal); err == nil {
+		// The client's first frames may still be coming: closing with
+		// them unread would reset the connection and could destroy the
+		// GOAWAY before the client reads it.
+		c.linger = true
+	}
+}
+
+// h2Refusal is what an HTTP/2 connection gets when it comes as the proxy
+// drains: the server's preface (an empty SETTINGS frame) and a GOAWAY
+// whose last stream is 0 with NO_ERROR, which tells the client that none
+// of its streams was processed and each can be retried on another
+// connection. A close without it would leave the client unable to tell.
+var h2Refusal = []byte{
+	0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS: length 0, stream 0
+	0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY: length 8, stream 0
+	0, 0, 0, 0, // last stream ID
+	0, 0, 0, 0, // error code NO_ERROR
 }
 
 // chanListener is a net.Listener fed with connections from a channel.

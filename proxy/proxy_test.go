@@ -99,6 +99,20 @@ func (tp *testProxy) drainInBackground() <-chan error {
 	return drained
 }
 
+// drainMidway starts a drain once the proxy has had d to read what a
+// client sent (and answer or refuse it), and returns once the drain has
+// had d to close what it closes at once: a client's next bytes then come
+// midway through the drain.
+func (tp *testProxy) drainMidway(d time.Duration) <-chan error {
+	time.Sleep(d)
+	drained := tp.drainInBackground()
+	for !tp.Draining() {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(d)
+	return drained
+}
+
 // settle drains the proxy so that every request it took is counted.
 func (tp *testProxy) settle(t *testing.T) {
 	t.Helper()

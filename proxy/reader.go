@@ -250,15 +250,19 @@ func (b *reader) peek() int {
 	return b.peeked
 }
 
-func (b *reader) tryPeek(fd uintptr) {
+func (b *reader) tryPeek(fd uintptr) { b.peeked = peekFd(fd) }
+
+// peekFd looks at the non-blocking socket fd without taking anything from
+// it: peekEmpty, peekData or peekGone.
+func peekFd(fd uintptr) int {
 	n, err := peekNow(fd)
 	switch {
 	case n > 0:
-		b.peeked = peekData
+		return peekData
 	case err == syscall.EAGAIN, err == syscall.EINTR:
-		b.peeked = peekEmpty
+		return peekEmpty
 	default:
-		b.peeked = peekGone
+		return peekGone
 	}
 }
 

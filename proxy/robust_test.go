@@ -638,3 +638,38 @@ func TestAnswerBeforeTheBodyLingers(t *testing.T) {
 		t.Errorf("after the answer: got %q, %v; want the end of the stream, not a reset", rest, err)
 	}
 }
+
+// TestAnswerBeforeTheBodyToAClientNotReading: an answer that comes before
+// the whole request body, to a client that reads nothing, ends when the
+// write to the client times out (499), and the connection then closes at
+// once: lingering for the rest of the body is for a client that reads
+// its answer, and this one does not.
+func TestAnswerBeforeTheBodyToAClientNotReading(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		const size = 256 << 20
+		fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		chunk := make([]byte, 1<<20)
+		for range size / len(chunk) {
+			if _, err := nc.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	tp := startProxy(t, app, func(c *Config) { c.IOTimeout = 300 * time.Millisecond })
+	rc := dialRaw(t, tp.addr)
+	rc.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n" + strings.Repeat("x", 1000))
+	waitFor(t, "the answer to be counted 499", func() bool { return tp.counts(t)["POST 499"] == 1 })
+	// A socket closed with bytes coming answers them with a reset, which
+	// the next write sees; a lingering one reads them.
+	var err error
+	for i := 0; i < 3 && err == nil; i++ {
+		_, err = rc.nc.Write([]byte(strings.Repeat("x", 1024)))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil {
+		t.Errorf("writes after the 499: all went through; want the connection closed, not lingering")
+	}
+}
