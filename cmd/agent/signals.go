@@ -101,6 +101,9 @@ func (a *agent) superviseChild(sigs <-chan os.Signal, stop <-chan struct{}) erro
 		case <-done:
 			return a.stopChild(child, sigs, a.drain.Report().Aborted)
 		case <-child.Done():
+			if done == nil && a.drain.Started() {
+				done = a.drain.Done() // /prestop or /drain started it
+			}
 			return a.childExited(child, done)
 		case <-stop:
 			a.stopChild(child, sigs, false)
@@ -165,7 +168,9 @@ func (a *agent) stopChild(child *wrap.Child, sigs <-chan os.Signal, aborted bool
 }
 
 // childExited handles the app exiting on its own: the instance leaves the
-// registry at once, and outrider leaves with the app's status.
+// registry at once, and outrider leaves with the app's status. draining is
+// the running drain's end, whatever started it, or nil: that drain is cut
+// short, so that /prestop gets its report before outrider leaves.
 func (a *agent) childExited(child *wrap.Child, draining <-chan struct{}) error {
 	code, how := child.Status()
 	a.log.Warn("the app exited on its own: deregistering and stopping", "how", how, "status", code)

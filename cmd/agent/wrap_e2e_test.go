@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
+	"github.com/outrider-sidecar/outrider/shutdown"
 )
 
 // wrapped is `outrider run -- bin/echo …` registered in a test Consul.
@@ -320,4 +322,66 @@ func zombieChildren(t *testing.T, parent int) []int {
 		}
 	}
 	return out
+}
+
+// TestWrapAppExitDuringADrain: when the app exits on its own during a
+// drain that /prestop or /drain started (no signal yet), the drain is cut
+// short at once, /prestop answers with the aborted report, and outrider
+// leaves with the app's status without waiting out the drain delay.
+func TestWrapAppExitDuringADrain(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, method, path string
+		wantCode           int // the endpoint's answer
+	}{
+		{"/prestop, waiting for the drain", http.MethodPost, "/prestop", http.StatusInternalServerError},
+		{"/drain, answered at once", http.MethodPost, "/drain", http.StatusAccepted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			marker := filepath.Join(t.TempDir(), "exit")
+			script := fmt.Sprintf(`echo app-ready; while [ ! -e %s ]; do sleep 0.05; done; exit 3`, marker)
+			admin := testbin.FreeAddr(t)
+			p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + admin,
+				"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), "OUTRIDER_DRAIN_DELAY=60s"},
+				"run", "--", "/bin/sh", "-c", script)
+			regEventually(t, 20*time.Second, "the app started", func() (bool, string) {
+				return outputLine(p.Output(), "app-ready") != "", "no app-ready line"
+			})
+			type answer struct {
+				code int
+				body string
+			}
+			answered := make(chan answer, 1)
+			go func() {
+				resp, err := http.Post("http://"+admin+tt.path, "", nil)
+				if err != nil {
+					answered <- answer{body: err.Error()}
+					return
+				}
+				defer resp.Body.Close()
+				var b strings.Builder
+				_, _ = io.Copy(&b, resp.Body)
+				answered <- answer{resp.StatusCode, b.String()}
+			}()
+			regEventually(t, 10*time.Second, "the drain started", func() (bool, string) {
+				return strings.Contains(p.Output(), "drain started"), "no drain started line"
+			})
+			if err := os.WriteFile(marker, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			code := p.Wait(30 * time.Second)
+			if took := time.Since(start); code != 3 || took > 2*time.Second {
+				t.Errorf("outrider exited %d after %s, want the app's 3 at once", code, took.Round(10*time.Millisecond))
+			}
+			a := <-answered
+			var rep shutdown.Report
+			if a.code != tt.wantCode || (tt.path == "/prestop" && (json.Unmarshal([]byte(a.body), &rep) != nil || !rep.Aborted)) {
+				t.Errorf("%s: got %d %q, want %d (and for /prestop the aborted report)", tt.path, a.code, a.body, tt.wantCode)
+			}
+		})
+	}
 }
