@@ -39,6 +39,9 @@ type fakeConsul struct {
 	// hanging, when set, receives every check update, which then hangs
 	// until its context ends.
 	hanging chan struct{}
+	// whileRegistering, when set, runs once a registration is taken or
+	// refused, before its answer: what happens while it is in flight.
+	whileRegistering func()
 }
 
 type fakeCheck struct {
@@ -79,6 +82,17 @@ func (f *fakeConsul) failure() error {
 }
 
 func (f *fakeConsul) ServiceRegisterOpts(reg *consul.AgentServiceRegistration, _ consul.ServiceRegisterOpts) error {
+	err := f.register(reg)
+	f.mu.Lock()
+	during := f.whileRegistering
+	f.mu.Unlock()
+	if during != nil {
+		during()
+	}
+	return err
+}
+
+func (f *fakeConsul) register(reg *consul.AgentServiceRegistration) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failure(); err != nil {
@@ -215,6 +229,13 @@ func (f *fakeConsul) setMaintenanceError(code int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.mntCode = code
+}
+
+// duringRegistrations runs fn while each registration is in flight.
+func (f *fakeConsul) duringRegistrations(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.whileRegistering = fn
 }
 
 func (f *fakeConsul) setRegisterError(code int) {

@@ -102,10 +102,14 @@ type Registrar struct {
 	// kick wakes Run when there is new work (maintenance, a new config).
 	kick chan struct{}
 
-	mu           sync.Mutex
-	svc          Service
-	accepted     Service // the last registration Consul took
-	pending      string  // registration reason to send, "" when none
+	mu       sync.Mutex
+	svc      Service
+	accepted Service // the last registration Consul took
+	// gen counts the changes of svc, and sending is gen as it was when
+	// the registration in flight took svc: a reload in between is still
+	// to be sent once that registration is answered.
+	gen, sending uint64
+	pending      string // registration reason to send, "" when none
 	registered   bool
 	mayHold      bool // Consul took a registration, or may have (see notTaken)
 	deregistered bool
@@ -372,6 +376,7 @@ func (r *Registrar) Update(svc Service) error {
 		return nil
 	}
 	r.svc = cloneService(svc)
+	r.gen++
 	if r.pending == "" {
 		r.pending = reasonConfig
 	}

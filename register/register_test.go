@@ -863,3 +863,74 @@ func TestMaintenanceHoldsTheCheckCriticalUntilConsulHasIt(t *testing.T) {
 	h.step(d)
 	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing")
 }
+
+func TestUpdateWhileARegistrationIsInFlightIsRegistered(t *testing.T) {
+	// A reload lands while a registration is on its way to Consul, which
+	// carries the settings from before it. The reloaded settings must
+	// still reach Consul, whatever the registration in flight was for
+	// and whatever Consul answered it.
+	for _, tc := range []struct {
+		name string
+		// prepare brings the registrar to the registration to catch in
+		// flight, calls inFlight just before it, and returns the wait
+		// before the next step.
+		prepare func(h *harness, inFlight func()) time.Duration
+	}{
+		{name: "start", prepare: func(h *harness, inFlight func()) time.Duration {
+			inFlight()
+			h.start()
+			return h.clock.NextWait(h.t).D
+		}},
+		{name: "repair", prepare: func(h *harness, inFlight func()) time.Duration {
+			h.start()
+			d := h.clock.NextWait(h.t).D
+			h.consul.lose()
+			inFlight()
+			return h.step(d)
+		}},
+		{name: "config", prepare: func(h *harness, inFlight func()) time.Duration {
+			h.start()
+			h.clock.NextWait(h.t)
+			inFlight()
+			h.update([]string{"v2"})
+			return h.clock.NextWait(h.t).D
+		}},
+		{name: "config refused", prepare: func(h *harness, inFlight func()) time.Duration {
+			h.start()
+			h.clock.NextWait(h.t)
+			h.consul.setRegisterError(400)
+			inFlight()
+			h.update([]string{"refused"})
+			return h.clock.NextWait(h.t).D
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 0.5)
+			latest := []string{"latest"}
+			d := tc.prepare(h, func() {
+				var once sync.Once
+				h.consul.duringRegistrations(func() {
+					once.Do(func() {
+						h.consul.setRegisterError(0)
+						h.update(latest)
+					})
+				})
+			})
+			h.step(d)
+			reg, ok := h.consul.service("web-1")
+			if !ok || !slices.Equal(reg.Tags, latest) {
+				t.Errorf("tags in consul = %q (registered %t), want the latest reload's, %q", reg.Tags, ok, latest)
+			}
+		})
+	}
+}
+
+// update reloads testService with tags.
+func (h *harness) update(tags []string) {
+	h.t.Helper()
+	svc := testService()
+	svc.Tags = tags
+	if err := h.r.Update(svc); err != nil {
+		h.t.Errorf("Update: %v", err)
+	}
+}

@@ -21,6 +21,7 @@ const (
 func (r *Registrar) register(ctx context.Context, reason string) error {
 	r.mu.Lock()
 	svc := cloneService(r.svc)
+	r.sending = r.gen
 	wasRegistered := r.registered
 	r.mu.Unlock()
 
@@ -73,6 +74,10 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 	r.accepted = svc
 	if r.pending == reason {
 		r.pending = ""
+		if r.gen != r.sending {
+			// A reload came while this registration was in flight.
+			r.pending = reasonConfig
+		}
 	}
 	r.mu.Unlock()
 	r.maint.registered(reason == reasonRepair)
@@ -100,12 +105,16 @@ func (r *Registrar) registerStatus() string {
 
 // rejected records that Consul refused a reloaded registration (a 4xx,
 // such as too many meta pairs): the settings go back to the ones Consul
-// holds, which outrider keeps heartbeating, until the next reload.
+// holds, which outrider keeps heartbeating, until the next reload. A
+// reload that came while the refused registration was in flight is kept,
+// and sent next.
 func (r *Registrar) rejected(err error) {
 	r.m.errors.WithLabelValues("register").Inc()
 	r.mu.Lock()
-	r.svc = cloneService(r.accepted)
-	r.pending = ""
+	if r.gen == r.sending {
+		r.svc = cloneService(r.accepted)
+		r.pending = ""
+	}
 	r.mu.Unlock()
 	r.log.Error("consul rejected the reloaded registration; the instance stays registered with its previous settings until the configuration is fixed",
 		"service_id", r.id, "err", err)
