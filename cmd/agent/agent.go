@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/config/watch"
 	"github.com/outrider-sidecar/outrider/exporter"
 	"github.com/outrider-sidecar/outrider/internal/version"
 	"github.com/outrider-sidecar/outrider/probe"
@@ -64,6 +65,9 @@ type agent struct {
 	logLevel *slog.LevelVar
 	// getenv reads the environment on a reload; nil means os.Getenv.
 	getenv func(string) string
+	// configFrom is the config file as it was before cfg was read from
+	// it: the watch reports any change since, even one during start-up.
+	configFrom watch.Snapshot
 	// onDrainTimings, set by addShutdown, is told of new drain timings by
 	// a reload.
 	onDrainTimings func(delay, timeout time.Duration)
@@ -111,13 +115,17 @@ func runAgent(getenv func(string) string, stderr io.Writer) int {
 // to stderr; false then) and returns an agent logging to stderr at the
 // configured, reloadable level.
 func agentFromEnv(getenv func(string) string, stderr io.Writer) (*agent, bool) {
+	var from watch.Snapshot
+	if path := strings.TrimSpace(getenv("OUTRIDER_CONFIG_FILE")); path != "" {
+		from = watch.Take(path)
+	}
 	cfg, ok := loadConfig(getenv, stderr)
 	if !ok {
 		return nil, false
 	}
 	level := new(slog.LevelVar)
 	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
-	a.logLevel, a.getenv = level, getenv
+	a.logLevel, a.getenv, a.configFrom = level, getenv, from
 	return a, true
 }
 

@@ -47,7 +47,7 @@ func (a *agent) addReload() error {
 	a.status["config"] = func() any { return r.status() }
 
 	if path := a.cfg.ConfigFile; path != "" {
-		w := watch.New(path, func() { r.reload("file") }, watch.Options{Log: r.log})
+		w := watch.New(path, func() { r.reload("file") }, watch.Options{Log: r.log, From: a.configFrom})
 		// The config file watcher: reloads when the file's content changes.
 		a.addContext("config file watch", w.Run)
 	}

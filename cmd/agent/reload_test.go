@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -227,5 +229,42 @@ func TestReloadMetricsLint(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(r.lastSuccess); got != float64(a.started.UnixNano())/1e9 {
 		t.Errorf("last success = %v, want the start time %v", got, float64(a.started.UnixNano())/1e9)
+	}
+}
+
+// TestReloadSeesAChangeDuringStartUp: the config file changes after
+// outrider read it at start-up but before its watch is set up (a
+// ConfigMap update while the components are wired). The change is still
+// reloaded, rather than waiting for the next one.
+func TestReloadSeesAChangeDuringStartUp(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	write := func(content string) {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": file}
+	write("drain_timeout: 20s\n")
+	a, ok := agentFromEnv(func(k string) string { return env[k] }, io.Discard)
+	if !ok {
+		t.Fatal("agentFromEnv failed")
+	}
+	write("drain_timeout: 30s\n")
+	if err := a.addReload(); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	a.addContext("test", func(ctx context.Context) error {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			status := a.status["config"]().(reloadStatus)
+			if got = status.Values["OUTRIDER_DRAIN_TIMEOUT"]; got == "30s" {
+				break
+			}
+		}
+		return errors.New("done")
+	})
+	_ = a.group.Run()
+	if got != "30s" {
+		t.Errorf("drain timeout in force 5s after the change = %q, want 30s", got)
 	}
 }

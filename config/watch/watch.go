@@ -46,6 +46,25 @@ type Options struct {
 	// checked when it can; default 2s.
 	PollInterval time.Duration
 	Log          *slog.Logger
+	// From is the content to report changes from, taken with Take before
+	// the caller read the file; the zero value is the content at New.
+	From Snapshot
+}
+
+// Snapshot is a file's content (or its read error) at one time.
+type Snapshot struct{ state string }
+
+// Take returns the content of the file at path now. Take it before the
+// file is read and pass it as Options.From: a change between the read
+// and New is then reported too.
+func Take(path string) Snapshot { return Snapshot{state(absPath(path))} }
+
+// absPath is path made absolute from the current directory, if it can be.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // Watcher reports changes of one file's content. It is an actor: Run
@@ -74,13 +93,11 @@ type Watcher struct {
 
 // New returns a watcher of the file at path that calls onChange, from
 // Run's goroutine, each time the content differs from what it was. The
-// content now is the baseline: create the watcher right after reading the
-// file, and a change before Run starts is still reported. A relative path
-// is taken from the current directory now.
+// baseline is o.From, or else the content now: then create the watcher
+// right after reading the file. A change before Run starts is still
+// reported. A relative path is taken from the current directory now.
 func New(path string, onChange func(), o Options) *Watcher {
-	if abs, err := filepath.Abs(path); err == nil {
-		path = abs
-	}
+	path = absPath(path)
 	if o.Debounce <= 0 {
 		o.Debounce = 200 * time.Millisecond
 	}
@@ -92,7 +109,10 @@ func New(path string, onChange func(), o Options) *Watcher {
 	}
 	w := &Watcher{path: path, onChange: onChange, debounce: o.Debounce, poll: o.PollInterval, log: o.Log,
 		watchDir: watchDir, addWatch: (*fsnotify.Watcher).Add, watched: make(map[string]os.FileInfo)}
-	w.seen = w.state()
+	w.seen = o.From.state
+	if w.seen == "" {
+		w.seen = w.state()
+	}
 	return w
 }
 
@@ -339,8 +359,10 @@ func (w *Watcher) look() bool {
 
 // state is the content's hash, or the read error: a file that goes away
 // is a change too, which the reader will report.
-func (w *Watcher) state() string {
-	data, err := os.ReadFile(w.path)
+func (w *Watcher) state() string { return state(w.path) }
+
+func state(path string) string {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return "error: " + err.Error()
 	}

@@ -445,3 +445,33 @@ func TestChangeBeforeRunIsReported(t *testing.T) {
 		t.Errorf("report = %q, want the change made before Run", s)
 	}
 }
+
+func TestChangeSinceFromIsReported(t *testing.T) {
+	// The caller took a snapshot, then read the file; the file changed
+	// before New. The change is reported; with no change, nothing is.
+	for _, tc := range []struct {
+		name, now string
+		want      string // the report, "" for none
+	}{
+		{name: "changed before New", now: "a: 2\n", want: "a: 2\n"},
+		{name: "unchanged", now: "a: 1\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			write(t, path, "a: 1\n")
+			from := Take(path)
+			replace(t, path, tc.now)
+			got := reports(t, path, Options{Debounce: 20 * time.Millisecond, PollInterval: time.Hour, From: from}, nil)
+			select {
+			case s := <-got:
+				if s != tc.want {
+					t.Errorf("report = %q, want %q", s, tc.want)
+				}
+			case <-time.After(500 * time.Millisecond):
+				if tc.want != "" {
+					t.Errorf("no report within 500ms, want %q", tc.want)
+				}
+			}
+		})
+	}
+}
