@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -89,6 +90,27 @@ func TestSummaryLeavesOutWhatTheAppWrote(t *testing.T) {
 		w.Write([]byte("db password=hunter2 refused"))
 	}))
 	defer app.Close()
+	// notHTTP answers every connection with raw, which is not HTTP.
+	notHTTP := func(raw string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Read(make([]byte, 4096))
+				_, _ = c.Write([]byte(raw))
+				c.Close()
+			}
+		}()
+		return "http://" + ln.Addr().String() + "/healthz"
+	}
+	badStatus, badHeader := notHTTP("-ERR password=hunter2\r\n\r\n"), notHTTP("HTTP/1.1 200 OK\r\npassword=hunter2\r\n\r\n")
 	cases := []struct {
 		name        string
 		prober      Prober
@@ -98,6 +120,10 @@ func TestSummaryLeavesOutWhatTheAppWrote(t *testing.T) {
 	}{
 		{name: "http body", prober: newHTTPProber().probe, spec: mustSpec(t, app.URL+"/healthz"),
 			wantSummary: "probe failed: GET " + app.URL + "/healthz: 503 Service Unavailable", secret: "hunter2"},
+		{name: "http status line not HTTP", prober: newHTTPProber().probe, spec: mustSpec(t, badStatus),
+			wantSummary: "probe failed: GET " + badStatus + ": the answer is malformed", secret: "hunter2"},
+		{name: "http header line not HTTP", prober: newHTTPProber().probe, spec: mustSpec(t, badHeader),
+			wantSummary: "probe failed: GET " + badHeader + ": the answer is malformed", secret: "hunter2"},
 		{name: "exec output", prober: probeExec, spec: Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", "echo token=hunter2; exit 2"}},
 			wantSummary: "probe failed: exec /bin/sh: exit status 2", secret: "hunter2"},
 		{name: "timeout", prober: probeExec, spec: mustSpec(t, "exec:sleep 60"),

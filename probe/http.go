@@ -62,9 +62,32 @@ func sameHostRedirects(req *http.Request, via []*http.Request) error {
 		return http.ErrUseLastResponse
 	}
 	if len(via) >= httpMaxRedirects {
-		return fmt.Errorf("stopped after %d redirects", httpMaxRedirects)
+		return errTooManyRedirects
 	}
 	return nil
+}
+
+// errTooManyRedirects ends a probe that met more than httpMaxRedirects
+// redirects.
+var errTooManyRedirects = fmt.Errorf("stopped after %d redirects", httpMaxRedirects)
+
+// quotesTheApp reports whether err, from client.Do, may quote what the app
+// sent: Go's client quotes a malformed status line or header line, e.g.
+// `malformed HTTP status code "…"`. The errors of the connection, of TLS
+// and the redirect limit quote nothing of the app's.
+func quotesTheApp(err error) bool {
+	var (
+		opErr     *net.OpError
+		recordErr tls.RecordHeaderError
+		alertErr  tls.AlertError
+		verifyErr *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &opErr), errors.As(err, &recordErr), errors.As(err, &alertErr), errors.As(err, &verifyErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errTooManyRedirects):
+		return false
+	}
+	return true
 }
 
 func (p *httpProber) close() {
@@ -108,7 +131,13 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return failed(ctx, start, what, err)
+		r := failed(ctx, start, what, err)
+		if r.Outcome == Failure && quotesTheApp(err) {
+			// The summary is for the public /ready: the bytes the app
+			// sent stay in the output.
+			r.Summary = what + ": the answer is malformed"
+		}
+		return r
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, httpBodyLimit))
 	resp.Body.Close()
