@@ -34,6 +34,7 @@ type Options struct {
 	// "false", as if each had outrider.io/inject: "true".
 	All bool
 	// Image is the sidecar's image unless outrider.io/image names one.
+	// Empty: keep the image of an earlier injection, or DefaultImage.
 	Image string
 	// AdminToken is the admin listener's bearer token. Empty: keep the
 	// token of an earlier injection, or make a random one.

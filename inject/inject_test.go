@@ -12,6 +12,8 @@ import (
 	"testing/iotest"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outrider-sidecar/outrider/config"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the injector's output")
@@ -156,8 +158,16 @@ func TestBadInput(t *testing.T) {
 		{name: "unknown app container", in: pod("    outrider.io/app-container: web\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-container: no container "web" (the pod has [app])`},
 		{name: "bad port", in: pod("    outrider.io/app-port: http\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-port: "http" is not a port number (want 1-65535)`},
 		{name: "outrider's port", in: pod("    outrider.io/app-port: \"15001\"\n", app), want: "bad.yaml: document 1: Pod p: bad input: the app port 15001 is one of outrider's own (15000, 15001, 15090); set outrider.io/app-port"},
+		{name: "outrider's port on another container", in: pod("", app+"    - name: istio-proxy\n      image: proxyv2:1\n      ports:\n        - name: http-envoy-prom\n          containerPort: 15090\n"),
+			want: "bad.yaml: document 1: Pod p: bad input: container istio-proxy has port 15090, one of outrider's own (15000, 15001, 15090): both cannot listen on it in one pod"},
+		{name: "outrider's port on an init container", in: pod("", app) + "  initContainers:\n    - name: agent\n      image: agent:1\n      restartPolicy: Always\n      ports: [{containerPort: 15000}]\n",
+			want: "bad.yaml: document 1: Pod p: bad input: container agent has port 15000, one of outrider's own (15000, 15001, 15090): both cannot listen on it in one pod"},
 		{name: "bad duration", in: pod("    outrider.io/drain-delay: five\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/drain-delay: "five" is not a duration (want e.g. 5s)`},
 		{name: "bad service name", in: pod("    outrider.io/service-name: a/b\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "a/b" is not a valid service name (want letters, digits, '-', '_' and '.')`},
+		{name: "bad probe", in: pod("    outrider.io/probe: htp://127.0.0.1:8080/healthz\n", app),
+			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/probe: "htp://127.0.0.1:8080/healthz" unknown scheme "htp" (want http, https, tcp, grpc or exec)`},
+		{name: "bad probe, its password masked", in: pod("    outrider.io/probe: http://u:secret@/healthz\n", app),
+			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/probe: "http://u:xxxxx@/healthz" http URL has no host (want e.g. http://127.0.0.1:8080/healthz)`},
 		{name: "bad native-sidecar", in: pod("    outrider.io/native-sidecar: maybe\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "maybe" is neither true nor false`},
 		{name: "bad runAsUser", in: pod("", app+"      securityContext: {runAsUser: nobody}\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app: securityContext.runAsUser "nobody" is not a user or group id (want a number from 0)`},
@@ -313,6 +323,190 @@ func TestSidecarUser(t *testing.T) {
 				case id.got != nil && *id.got != id.want:
 					t.Errorf("sidecar %s %d, want %s", id.key, *id.got, want)
 				}
+			}
+		})
+	}
+}
+
+// Naming another app container and injecting again moves the preStop hook
+// to it and keeps the token: the container that was the app keeps no hook
+// of outrider's (its stale token would be refused, and it would stop
+// without a drain).
+func TestReinjectMovesThePreStopHook(t *testing.T) {
+	in := []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations:
+    outrider.io/inject: "true"
+spec:
+  containers:
+    - name: web
+      image: web:1
+    - name: api
+      image: api:1
+`)
+	once := run(t, "once", in, Options{Rand: fixedRand()})
+	for _, tc := range []struct {
+		name, annotation, hooked string
+	}{
+		{name: "the second container", annotation: "api", hooked: "api"},
+		{name: "the first again", annotation: "web", hooked: "web"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			again := bytes.Replace(once, []byte(`outrider.io/inject: "true"`), []byte(`outrider.io/inject: "true"`+"\n    outrider.io/app-container: "+tc.annotation), 1)
+			out := run(t, tc.name, again, Options{Rand: iotest.ErrReader(errors.New("a second injection asked for a new token"))})
+			var pod struct {
+				Spec struct {
+					InitContainers []struct {
+						Env []struct{ Name, Value string }
+					} `yaml:"initContainers"`
+					Containers []struct {
+						Name      string
+						Lifecycle struct {
+							PreStop struct {
+								HTTPGet struct {
+									Headers []struct{ Name, Value string } `yaml:"httpHeaders"`
+								} `yaml:"httpGet"`
+							} `yaml:"preStop"`
+						}
+					}
+				}
+			}
+			if err := yaml.Unmarshal(out, &pod); err != nil {
+				t.Fatal(err)
+			}
+			token := ""
+			for _, e := range pod.Spec.InitContainers[0].Env {
+				if e.Name == "OUTRIDER_ADMIN_TOKEN" {
+					token = e.Value
+				}
+			}
+			for _, c := range pod.Spec.Containers {
+				headers := c.Lifecycle.PreStop.HTTPGet.Headers
+				switch {
+				case c.Name == tc.hooked && (len(headers) != 1 || headers[0].Value != "Bearer "+token):
+					t.Errorf("container %s: preStop headers %+v, want the sidecar's token %q", c.Name, headers, token)
+				case c.Name != tc.hooked && len(headers) > 0:
+					t.Errorf("container %s kept a preStop hook (headers %+v); only %s, the app, should have one", c.Name, headers, tc.hooked)
+				}
+			}
+		})
+	}
+}
+
+// A pod in the host's PID namespace already sees the app's processes, and
+// the API server refuses shareProcessNamespace beside hostPID
+// ("ShareProcessNamespace and HostPID cannot both be enabled"): the
+// injector sets it only for the others.
+func TestShareProcessNamespace(t *testing.T) {
+	for _, tc := range []struct {
+		name, spec string
+		want       string // the pod's shareProcessNamespace, "" for unset
+	}{
+		{name: "a pod of its own", spec: "", want: "true"},
+		{name: "hostPID false", spec: "  hostPID: false\n", want: "true"},
+		{name: "hostPID", spec: "  hostPID: true\n", want: ""},
+		{name: "hostPID after an injection", spec: "  hostPID: true\n  shareProcessNamespace: true\n", want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n" + tc.spec +
+				"  containers:\n    - name: app\n      image: app:1\n"
+			var pod struct {
+				Spec struct {
+					ShareProcessNamespace *bool `yaml:"shareProcessNamespace"`
+				}
+			}
+			if err := yaml.Unmarshal(run(t, tc.name, []byte(in), Options{Rand: fixedRand()}), &pod); err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if pod.Spec.ShareProcessNamespace != nil {
+				got = strconv.FormatBool(*pod.Spec.ShareProcessNamespace)
+			}
+			if got != tc.want {
+				t.Errorf("shareProcessNamespace %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// The kubelet gives every container of a pod with service links (the
+// default) variables named after each Service of its namespace; a Service
+// named outrider (one that scrapes the sidecars, say) makes
+// OUTRIDER_SERVICE_PORT, outrider's port to register in Consul. The
+// sidecar's own variables win over service links, so it sets that one.
+func TestServiceLinks(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n" +
+		"  containers:\n    - name: app\n      image: app:1\n"
+	var pod struct {
+		Spec struct {
+			InitContainers []struct {
+				Env []struct {
+					Name, Value string
+					ValueFrom   any `yaml:"valueFrom"`
+				}
+			} `yaml:"initContainers"`
+		}
+	}
+	if err := yaml.Unmarshal(run(t, "links", []byte(in), Options{Rand: fixedRand()}), &pod); err != nil {
+		t.Fatal(err)
+	}
+	// What the kubelet makes of a Service outrider at 10.0.0.9, port 15090.
+	env := map[string]string{
+		"OUTRIDER_SERVICE_HOST": "10.0.0.9", "OUTRIDER_SERVICE_PORT": "15090",
+		"OUTRIDER_PORT": "tcp://10.0.0.9:15090", "OUTRIDER_PORT_15090_TCP": "tcp://10.0.0.9:15090",
+		"OUTRIDER_PORT_15090_TCP_PROTO": "tcp", "OUTRIDER_PORT_15090_TCP_PORT": "15090", "OUTRIDER_PORT_15090_TCP_ADDR": "10.0.0.9",
+	}
+	downward := map[string]string{"POD_NAME": "p", "POD_NAMESPACE": "shop", "POD_IP": "10.1.0.5", "HOST_IP": "10.2.0.1"}
+	expand := strings.NewReplacer("$(POD_NAME)", "p", "$(POD_NAMESPACE)", "shop", "$(HOST_IP)", "10.2.0.1")
+	for _, e := range pod.Spec.InitContainers[0].Env {
+		switch {
+		case downward[e.Name] != "":
+			env[e.Name] = downward[e.Name]
+		case e.ValueFrom == nil:
+			env[e.Name] = expand.Replace(e.Value)
+		}
+	}
+	cfg, err := config.Load(func(k string) string { return env[k] }, "p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Service.Port != proxyPort {
+		t.Errorf("outrider registers port %d, want the proxy's %d", cfg.Service.Port, proxyPort)
+	}
+}
+
+// Injecting again without an image keeps the one an earlier injection
+// wrote, as it keeps the token; an image given (flag or annotation)
+// replaces it.
+func TestReinjectKeepsTheImage(t *testing.T) {
+	in := []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n" +
+		"  containers:\n    - name: app\n      image: app:1\n")
+	once := run(t, "once", in, Options{Image: "registry.example/outrider:v1.2.3", Rand: fixedRand()})
+	for _, tc := range []struct {
+		name  string
+		in    []byte
+		image string // the --image flag
+		want  string
+	}{
+		{name: "no image", in: in, want: DefaultImage},
+		{name: "again, no image", in: once, want: "registry.example/outrider:v1.2.3"},
+		{name: "again, another image", in: once, image: "registry.example/outrider:v1.3.0", want: "registry.example/outrider:v1.3.0"},
+		{name: "again, the annotation's", in: bytes.Replace(once, []byte(`outrider.io/inject: "true"`), []byte(`outrider.io/inject: "true"`+"\n    outrider.io/image: registry.example/outrider:v2"), 1),
+			want: "registry.example/outrider:v2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pod struct {
+				Spec struct {
+					InitContainers []struct{ Name, Image string } `yaml:"initContainers"`
+				}
+			}
+			if err := yaml.Unmarshal(run(t, tc.name, tc.in, Options{Image: tc.image, Rand: fixedRand()}), &pod); err != nil {
+				t.Fatal(err)
+			}
+			if got := pod.Spec.InitContainers[0].Image; got != tc.want {
+				t.Errorf("sidecar image %q, want %q", got, tc.want)
 			}
 		})
 	}

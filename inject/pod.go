@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"iter"
 	"strconv"
 	"strings"
 
@@ -39,7 +40,15 @@ func injectPod(pod *yaml.Node, s settings) error {
 	if err := setPreStop(app, s); err != nil {
 		return err
 	}
-	set(pod, "shareProcessNamespace", scalar("!!bool", "true"))
+	removeOtherPreStops(pod, app)
+	// outrider reads the app's /proc entries. In the host's PID namespace
+	// it sees them already, and the API server refuses
+	// shareProcessNamespace there.
+	if strings.EqualFold(str(get(pod, "hostPID")), "true") {
+		del(pod, "shareProcessNamespace")
+	} else {
+		set(pod, "shareProcessNamespace", scalar("!!bool", "true"))
+	}
 	grace := atoi(str(get(pod, "terminationGracePeriodSeconds")))
 	if grace < s.graceSeconds() {
 		grace = s.graceSeconds()
@@ -101,27 +110,36 @@ func runAs(sc *yaml.Node, key, container string) (*int64, error) {
 	return &id, nil
 }
 
+// otherPorts yields each port of each container and init container in
+// pod but outrider's, with its container.
+func otherPorts(pod *yaml.Node) iter.Seq2[*yaml.Node, *yaml.Node] {
+	return func(yield func(c, port *yaml.Node) bool) {
+		for _, key := range []string{"initContainers", "containers"} {
+			cs := get(pod, key)
+			if cs == nil {
+				continue
+			}
+			for _, c := range cs.Content {
+				ports := get(c, "ports")
+				if str(get(c, "name")) == sidecarName || ports == nil {
+					continue
+				}
+				for _, p := range ports.Content {
+					if !yield(c, p) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
 // metricsPortNameIn is the name of the sidecar's metrics port in pod:
 // metrics, unless a container other than outrider has a port of that name.
 func metricsPortNameIn(pod *yaml.Node) string {
-	for _, key := range []string{"initContainers", "containers"} {
-		cs := get(pod, key)
-		if cs == nil {
-			continue
-		}
-		for _, c := range cs.Content {
-			if str(get(c, "name")) == sidecarName {
-				continue
-			}
-			ports := get(c, "ports")
-			if ports == nil {
-				continue
-			}
-			for _, p := range ports.Content {
-				if str(get(p, "name")) == metricsPortName {
-					return metricsPortFallback
-				}
-			}
+	for _, p := range otherPorts(pod) {
+		if str(get(p, "name")) == metricsPortName {
+			return metricsPortFallback
 		}
 	}
 	return metricsPortName
@@ -203,18 +221,45 @@ func setPreStop(app *yaml.Node, s settings) error {
 	return nil
 }
 
+// removeOtherPreStops takes outrider's preStop hook off every container
+// but app: one an earlier injection gave the container that was then the
+// app (another outrider.io/app-container since) would send a stale token.
+func removeOtherPreStops(pod, app *yaml.Node) {
+	for _, c := range sequence(pod, "containers").Content {
+		lc := get(c, "lifecycle")
+		if c == app || !isOurPreStop(get(lc, "preStop")) {
+			continue
+		}
+		del(lc, "preStop")
+		if len(lc.Content) == 0 {
+			del(c, "lifecycle")
+		}
+	}
+}
+
 func isOurPreStop(h *yaml.Node) bool {
 	g := get(h, "httpGet")
 	return str(get(g, "path")) == "/prestop" && str(get(g, "port")) == strconv.Itoa(adminPort)
 }
 
-// existingToken is the token an earlier injection put in the preStop hook.
+// existingToken is the token an earlier injection put in the preStop hook:
+// the app container's, else another container's (the app before the
+// annotation named another).
 func existingToken(pod *yaml.Node, app string) string {
-	c, err := findContainer(sequence(pod, "containers"), app)
-	if err != nil {
-		return ""
+	cs := sequence(pod, "containers").Content
+	if c, err := findContainer(get(pod, "containers"), app); err == nil {
+		cs = append([]*yaml.Node{c}, cs...)
 	}
-	h := get(get(c, "lifecycle"), "preStop")
+	for _, c := range cs {
+		if t := hookToken(get(get(c, "lifecycle"), "preStop")); t != "" {
+			return t
+		}
+	}
+	return ""
+}
+
+// hookToken is the bearer token of h, if it is outrider's preStop hook.
+func hookToken(h *yaml.Node) string {
 	if !isOurPreStop(h) {
 		return ""
 	}
@@ -225,6 +270,20 @@ func existingToken(pod *yaml.Node, app string) string {
 	for _, hd := range headers.Content {
 		if str(get(hd, "name")) == "Authorization" {
 			return strings.TrimPrefix(str(get(hd, "value")), "Bearer ")
+		}
+	}
+	return ""
+}
+
+// existingImage is the image of the sidecar an earlier injection added.
+func existingImage(pod *yaml.Node) string {
+	for _, key := range []string{"initContainers", "containers"} {
+		if cs := get(pod, key); cs != nil {
+			for _, c := range cs.Content {
+				if str(get(c, "name")) == sidecarName {
+					return str(get(c, "image"))
+				}
+			}
 		}
 	}
 	return ""
@@ -339,6 +398,10 @@ func sidecar(s settings, grace int64, metricsName string, user, group *int64) *y
 	}
 	env = append(env,
 		envVar{Name: "OUTRIDER_PROXY_LISTEN", Value: ":" + strconv.Itoa(proxyPort)},
+		// Its default, set so that the service link of a Service named
+		// outrider (OUTRIDER_SERVICE_PORT, which the kubelet sets unless the
+		// container does) cannot change the port registered in Consul.
+		envVar{Name: "OUTRIDER_SERVICE_PORT", Value: strconv.Itoa(proxyPort)},
 		envVar{Name: "OUTRIDER_METRICS_LISTEN", Value: ":" + strconv.Itoa(metricsPort)},
 		envVar{Name: "OUTRIDER_ADMIN_LISTEN", Value: ":" + strconv.Itoa(adminPort)},
 		envVar{Name: "OUTRIDER_ADMIN_TOKEN", Value: s.token},

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	probespec "github.com/outrider-sidecar/outrider/probe"
 )
 
 // Annotations the injector reads, on the pod template (or, for a Pod, on
@@ -134,8 +137,18 @@ func (w *workload) settings(opts Options) (settings, error) {
 	if !serviceName.MatchString(s.service) {
 		return s, bad(AnnotationServiceName, s.service, "is not a valid service name (want letters, digits, '-', '_' and '.')")
 	}
+	// The agent refuses a probe it cannot parse, and the pod would never
+	// start; the value is shown with a URL password masked.
+	if s.probe != "" {
+		if _, err := probespec.ParseSpec(s.probe); err != nil {
+			return s, bad(AnnotationProbe, probespec.RedactSpec(s.probe), strings.TrimPrefix(err.Error(), probespec.ErrBadSpec.Error()+": "))
+		}
+	}
 	if s.image == "" {
 		s.image = opts.Image
+	}
+	if s.image == "" {
+		s.image = existingImage(w.pod)
 	}
 	if s.image == "" {
 		s.image = DefaultImage
@@ -187,6 +200,9 @@ func (w *workload) settings(opts Options) (settings, error) {
 	if reserved[s.appPort] {
 		return s, fmt.Errorf("%w: the app port %d is one of outrider's own (15000, 15001, 15090); set %s", ErrBadInput, s.appPort, AnnotationAppPort)
 	}
+	if err := w.portsFree(); err != nil {
+		return s, err
+	}
 	s.token = opts.AdminToken
 	if s.token == "" {
 		s.token = existingToken(w.pod, s.appContainer)
@@ -200,6 +216,19 @@ func (w *workload) settings(opts Options) (settings, error) {
 }
 
 var reserved = map[int]bool{adminPort: true, proxyPort: true, metricsPort: true}
+
+// portsFree is an error when a container other than outrider has a TCP
+// port of outrider's: the containers of a pod share its network, and one
+// of the two would not start.
+func (w *workload) portsFree() error {
+	for c, p := range otherPorts(w.pod) {
+		n, proto := int(atoi(str(get(p, "containerPort")))), str(get(p, "protocol"))
+		if reserved[n] && (proto == "" || proto == "TCP") {
+			return fmt.Errorf("%w: container %s has port %d, one of outrider's own (15000, 15001, 15090): both cannot listen on it in one pod", ErrBadInput, str(get(c, "name")), n)
+		}
+	}
+	return nil
+}
 
 // appContainer is the named container, or the first that is not outrider.
 func (w *workload) appContainer(name string) (*yaml.Node, error) {

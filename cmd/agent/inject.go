@@ -27,7 +27,7 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, injectUsage); fs.PrintDefaults() }
 	var opts inject.Options
 	fs.BoolVar(&opts.All, "all", false, "inject every workload unless its annotation says \"false\"")
-	fs.StringVar(&opts.Image, "image", inject.DefaultImage, "the sidecar's image, unless outrider.io/image names one")
+	fs.StringVar(&opts.Image, "image", "", "the sidecar's image, unless outrider.io/image names one (default: keep an earlier injection's, else "+inject.DefaultImage+")")
 	fs.StringVar(&opts.AdminToken, "admin-token", "", "the admin listener's token (default: keep an earlier injection's, else a random one)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
