@@ -299,8 +299,8 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		Name:         r.str("OUTRIDER_SERVICE_NAME", ""),
 		Tags:         r.list("OUTRIDER_SERVICE_TAGS"),
 		Meta:         r.meta("OUTRIDER_SERVICE_META"),
-		PodName:      r.getenv("POD_NAME"),
-		PodNamespace: r.getenv("POD_NAMESPACE"),
+		PodName:      r.str("POD_NAME", ""),
+		PodNamespace: r.str("POD_NAMESPACE", ""),
 	}
 	// An OUTRIDER_REGISTRY that failed stands for consul, its default: it
 	// was not asked for, so neither is what consul needs.
@@ -320,7 +320,11 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		r.fail("OUTRIDER_SERVICE_ID", s.ID, "is not a valid service ID (want letters, digits, '-', '_', '.', ':' and '@'): Consul takes the ID into the paths of its API")
 	case s.ID == "" && s.Name != "":
 		s.ID = s.Name + "-" + host
-		if servicename.Valid(s.Name) && !serviceID.MatchString(s.ID) {
+		switch {
+		case !servicename.Valid(s.Name) || serviceID.MatchString(s.ID):
+		case s.PodName != "":
+			r.fail("POD_NAME", s.PodName, fmt.Sprintf("makes, with the service name, the service ID %q, which is not valid (want letters, digits, '-', '_', '.', ':' and '@'; or set OUTRIDER_SERVICE_ID)", s.ID))
+		default:
 			r.fail("OUTRIDER_SERVICE_ID", "", fmt.Sprintf("is empty and the ID made from the service name and the host name, %q, is not a valid service ID (set OUTRIDER_SERVICE_ID)", s.ID))
 		}
 	}

@@ -80,6 +80,11 @@ func TestGoodValues(t *testing.T) {
 		{"pod name makes the id",
 			map[string]string{"POD_NAME": "web-7d9f-abc"},
 			func(c Config) (any, any) { return c.Service.ID, "web-web-7d9f-abc" }},
+		{"pod name trimmed",
+			map[string]string{"POD_NAME": " web-7d9f-abc \n", "POD_NAMESPACE": " shop "},
+			func(c Config) (any, any) {
+				return [3]any{c.Service.ID, c.Service.PodName, c.Service.PodNamespace}, [3]any{"web-web-7d9f-abc", "web-7d9f-abc", "shop"}
+			}},
 		{"explicit id wins",
 			map[string]string{"POD_NAME": "p", "OUTRIDER_SERVICE_ID": "web-1"},
 			func(c Config) (any, any) { return c.Service.ID, "web-1" }},
