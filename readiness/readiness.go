@@ -74,7 +74,8 @@ func (g *Gate) Conditions() []Condition {
 	return append([]Condition(nil), g.conds...)
 }
 
-// ServeHTTP answers 200 "ready" or 503 with the reasons, one per line.
+// ServeHTTP answers 200 "ready", or 503 "not ready: " and the reasons,
+// joined with "; ", on one line.
 func (g *Gate) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
