@@ -55,7 +55,8 @@ func TestUnknownImageFailsThePod(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.test/unknown"}}},
 	}
-	w := newPodWorker(Config{Client: fake.NewClientset(pod), Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}, pod, net.IPv4(127, 0, 1, 9))
+	ip := testPodIP(t, 9)
+	w := newPodWorker(Config{Client: fake.NewClientset(pod), Dir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}, pod, ip)
 	startPod(t, w)
 	st := w.status()
 	if st.Phase != corev1.PodFailed || !strings.Contains(st.Message, `image "example.test/unknown" is not in podrunner's image table`) {
@@ -64,8 +65,8 @@ func TestUnknownImageFailsThePod(t *testing.T) {
 	if cs := st.ContainerStatuses[0]; cs.State.Waiting == nil || cs.State.Waiting.Reason != "ErrImagePull" {
 		t.Errorf("container state = %+v, want waiting with ErrImagePull", cs.State)
 	}
-	if st.PodIP != "127.0.1.9" {
-		t.Errorf("podIP = %q, want 127.0.1.9", st.PodIP)
+	if st.PodIP != ip.String() {
+		t.Errorf("podIP = %q, want %s", st.PodIP, ip)
 	}
 }
 
@@ -98,7 +99,7 @@ func TestInitContainersRunToCompletionFirst(t *testing.T) {
 				Client: fake.NewClientset(pod), Dir: dir, Log: slog.New(slog.DiscardHandler),
 				Images: map[string]Image{"sh": {Entrypoint: []string{"/bin/sh", "-c"}}},
 			}
-			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
+			w := newPodWorker(cfg, pod, testPodIP(t, 9))
 			defer w.goroutines.Wait()
 			defer w.killAll()
 			startPod(t, w)
@@ -129,16 +130,18 @@ func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		listen    string // where the sidecar listens; the probe checks :15000
+		listen    string // the sidecar's port, on the pod's address; the probe checks 15000
 		wantPhase corev1.PodPhase
 		wantApp   string // the app's first record line, "" if it never starts
 	}{
-		{name: "passes", listen: "127.0.1.9:15000", wantPhase: corev1.PodRunning, wantApp: "start app=up"},
-		{name: "never passes", listen: "127.0.1.9:15999", wantPhase: corev1.PodFailed},
+		{name: "passes", listen: "15000", wantPhase: corev1.PodRunning, wantApp: "start app=up"},
+		{name: "never passes", listen: "15999", wantPhase: corev1.PodFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
+			ip := testPodIP(t, 9)
+			at := func(port string) string { return net.JoinHostPort(ip.String(), port) }
 			always := corev1.ContainerRestartPolicyAlways
 			env := func(kv ...string) []corev1.EnvVar {
 				var out []corev1.EnvVar
@@ -152,7 +155,7 @@ func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
 				Spec: corev1.PodSpec{
 					InitContainers: []corev1.Container{{
 						Name: "gate", Image: "helper", RestartPolicy: &always,
-						Env: env("LISTEN", tt.listen, "START_DELAY", "1s", "RECORD", filepath.Join(dir, "gate")),
+						Env: env("LISTEN", at(tt.listen), "START_DELAY", "1s", "RECORD", filepath.Join(dir, "gate")),
 						StartupProbe: &corev1.Probe{
 							ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(15000)}},
 							PeriodSeconds: 1, FailureThreshold: 3,
@@ -160,7 +163,7 @@ func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
 					}},
 					Containers: []corev1.Container{{
 						Name: "app", Image: "helper",
-						Env: env("LISTEN", "127.0.1.9:8080", "APP_ADDR", "127.0.1.9:15000", "CHECK_AT_START", "1",
+						Env: env("LISTEN", at("8080"), "APP_ADDR", at("15000"), "CHECK_AT_START", "1",
 							"RECORD", filepath.Join(dir, "app")),
 					}},
 				},
@@ -169,7 +172,7 @@ func TestSidecarStartupProbeGatesTheApp(t *testing.T) {
 				Client: fake.NewClientset(pod), Dir: dir, Log: slog.New(slog.DiscardHandler),
 				Images: map[string]Image{"helper": {Entrypoint: []string{self}, Env: []string{"PODRUNNER_TEST_SIDECAR=1"}}},
 			}
-			w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
+			w := newPodWorker(cfg, pod, ip)
 			defer w.goroutines.Wait()
 			defer w.killAll()
 			startPod(t, w)
@@ -236,6 +239,7 @@ func TestPodsHaveTheirOwnNetwork(t *testing.T) {
 		}, extra...)}
 	}
 	var ips []string
+	block := testPodIP(t, 0)[2]
 	for i, name := range []string{"a", "b"} {
 		web := helper("web", ":15000",
 			corev1.EnvVar{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
@@ -251,7 +255,7 @@ func TestPodsHaveTheirOwnNetwork(t *testing.T) {
 			Images:    map[string]Image{"helper": {Entrypoint: []string{self}, Env: []string{"PODRUNNER_TEST_SIDECAR=1"}}},
 			HostPorts: map[int]string{8500: node.Addr().String()},
 		}
-		ip := net.IPv4(127, 0, 1, byte(201+i))
+		ip := net.IPv4(127, 0, block, byte(201+i))
 		ips = append(ips, ip.String())
 		w := newPodWorker(cfg, pod, ip)
 		defer w.goroutines.Wait()
@@ -377,7 +381,7 @@ func TestContainerWaitsForItsConfigMap(t *testing.T) {
 	}
 	client := fake.NewClientset(pod)
 	cfg := Config{Client: client, Dir: dir, Log: slog.New(slog.DiscardHandler), Images: map[string]Image{"sh": {}}}
-	w := newPodWorker(cfg, pod, net.IPv4(127, 0, 1, 9))
+	w := newPodWorker(cfg, pod, testPodIP(t, 9))
 	defer w.goroutines.Wait()
 	defer w.killAll()
 	t.Cleanup(w.closeNetwork)
@@ -418,4 +422,18 @@ func TestContainerWaitsForItsConfigMap(t *testing.T) {
 	if st := w.status(); st.Phase != corev1.PodRunning {
 		t.Errorf("phase %s once the ConfigMap exists, want Running", st.Phase)
 	}
+}
+
+// testPodIP claims an address block for the test, as a runner claims one
+// for its pods, and returns the block's address n. A fixed address could
+// be that of another runner's pod on this host (another test run's), and
+// the test would find its ports taken.
+func testPodIP(t *testing.T, n byte) net.IP {
+	t.Helper()
+	block, lock, err := claimAddressBlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	return net.IPv4(127, 0, block, n).To4()
 }
