@@ -111,6 +111,10 @@ func TestSummaryLeavesOutWhatTheAppWrote(t *testing.T) {
 		return "http://" + ln.Addr().String() + "/healthz"
 	}
 	badStatus, badHeader := notHTTP("-ERR password=hunter2\r\n\r\n"), notHTTP("HTTP/1.1 200 OK\r\npassword=hunter2\r\n\r\n")
+	grpcNotGRPC := startH2C(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; password=hunter2")
+	})
+	grpcBadStatus := startH2C(t, grpcAnswer(0, []byte{0x08, 0x01}, "password=hunter2", ""))
 	cases := []struct {
 		name        string
 		prober      Prober
@@ -124,6 +128,10 @@ func TestSummaryLeavesOutWhatTheAppWrote(t *testing.T) {
 			wantSummary: "probe failed: GET " + badStatus + ": the answer is malformed", secret: "hunter2"},
 		{name: "http header line not HTTP", prober: newHTTPProber().probe, spec: mustSpec(t, badHeader),
 			wantSummary: "probe failed: GET " + badHeader + ": the answer is malformed", secret: "hunter2"},
+		{name: "grpc content type", prober: newGRPCProber().probe, spec: mustSpec(t, "grpc://"+grpcNotGRPC),
+			wantSummary: "probe failed: grpc health check of " + grpcNotGRPC + ": the server answered HTTP 200, not gRPC", secret: "hunter2"},
+		{name: "grpc status", prober: newGRPCProber().probe, spec: mustSpec(t, "grpc://"+grpcBadStatus),
+			wantSummary: "probe failed: grpc health check of " + grpcBadStatus + ": the answer has no valid grpc-status", secret: "hunter2"},
 		{name: "exec output", prober: probeExec, spec: Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", "echo token=hunter2; exit 2"}},
 			wantSummary: "probe failed: exec /bin/sh: exit status 2", secret: "hunter2"},
 		{name: "timeout", prober: probeExec, spec: mustSpec(t, "exec:sleep 60"),

@@ -76,8 +76,10 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 		return result(start, Failure, "%s: %s: %v", what, grpcCodeName(grpcUnavailable), err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !isGRPCContentType(resp.Header.Get("Content-Type")) {
-		return result(start, Failure, "%s: the server answered HTTP %d %q, not gRPC", what, resp.StatusCode, resp.Header.Get("Content-Type"))
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !isGRPCContentType(ct) {
+		// The Content-Type is the app's words: the output only.
+		return withDetail(result(start, Failure, "%s: the server answered HTTP %d, not gRPC", what, resp.StatusCode),
+			fmt.Sprintf("Content-Type %q", ct))
 	}
 	// A "trailers-only" answer, an error without a message, carries its
 	// status in the head; message then stays nil.
@@ -92,7 +94,7 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 	}
 	status, err := strconv.Atoi(code)
 	if err != nil {
-		return result(start, Failure, "%s: the answer has no valid grpc-status (%q)", what, code)
+		return withDetail(result(start, Failure, "%s: the answer has no valid grpc-status", what), strconv.Quote(code))
 	}
 	switch status {
 	case grpcOK:

@@ -204,7 +204,7 @@ func TestGRPCProberAnswers(t *testing.T) {
 			h: grpcAnswer(0, []byte{0x08}, "0", "")},
 		{name: "OK without a message", want: Failure, wantOutput: []string{"OK without an answer"},
 			h: grpcAnswer(0, nil, "0", "")},
-		{name: "not gRPC", want: Failure, wantOutput: []string{`answered HTTP 404 "text/plain; charset=utf-8", not gRPC`},
+		{name: "not gRPC", want: Failure, wantOutput: []string{`answered HTTP 404, not gRPC: Content-Type "text/plain; charset=utf-8"`},
 			h: http.NotFound},
 	}
 	for _, tc := range tests {
