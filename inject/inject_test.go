@@ -168,6 +168,7 @@ func TestBadInput(t *testing.T) {
 			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/probe: "htp://127.0.0.1:8080/healthz" unknown scheme "htp" (want http, https, tcp, grpc or exec)`},
 		{name: "bad probe, its password masked", in: pod("    outrider.io/probe: http://u:secret@/healthz\n", app),
 			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/probe: "http://u:xxxxx@/healthz" http URL has no host (want e.g. http://127.0.0.1:8080/healthz)`},
+		{name: "bad consul-token-secret", in: pod("    outrider.io/consul-token-secret: Consul_Token\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/consul-token-secret: "Consul_Token" is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)`},
 		{name: "bad native-sidecar", in: pod("    outrider.io/native-sidecar: maybe\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "maybe" is neither true nor false`},
 		{name: "bad runAsUser", in: pod("", app+"      securityContext: {runAsUser: nobody}\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app: securityContext.runAsUser "nobody" is not a user or group id (want a number from 0)`},

@@ -106,6 +106,9 @@ func (s settings) graceSeconds() int64 {
 
 var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
+// secretName is a Secret's name: a DNS-1123 subdomain.
+var secretName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
+
 func (w *workload) settings(opts Options) (settings, error) {
 	if w.pod == nil || w.pod.Kind != yaml.MappingNode {
 		return settings{}, fmt.Errorf("%w: no pod spec", ErrBadInput)
@@ -155,6 +158,10 @@ func (w *workload) settings(opts Options) (settings, error) {
 	}
 	if s.consulSecret == "" {
 		s.consulSecret = DefaultConsulSecret
+	}
+	// The API server refuses a pod that names a Secret it could not hold.
+	if !secretName.MatchString(s.consulSecret) {
+		return s, bad(AnnotationConsulSecret, s.consulSecret, "is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)")
 	}
 	switch v := w.annotation(AnnotationNativeSidecar); v {
 	case "", "true":
