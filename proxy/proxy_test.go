@@ -1278,14 +1278,18 @@ func TestIdleAppConnectionHoldsNoBuffer(t *testing.T) {
 			// The client leaves: its pinned app connection goes back to
 			// the pool.
 			rc.nc.Close()
+			// A loop counts the connection it keeps before it lists it:
+			// wait for the list, and for the count to agree with it.
 			deadline := time.Now().Add(10 * time.Second)
-			for tp.pool.idleCount() != 1 {
+			idle := idleAppConns(tp)
+			for len(idle) != 1 || tp.pool.idleCount() != 1 {
 				if time.Now().After(deadline) {
-					t.Fatalf("idle app connections: got %d, want 1", tp.pool.idleCount())
+					t.Fatalf("idle app connections: got %d listed and %d counted, want 1", len(idle), tp.pool.idleCount())
 				}
 				runtime.Gosched()
+				idle = idleAppConns(tp)
 			}
-			if held := idleAppConns(tp)[0].br.buf != nil; held {
+			if held := idle[0].br.buf != nil; held {
 				t.Errorf("idle app connection: holds a read buffer, want none")
 			}
 		})
