@@ -131,10 +131,7 @@ func (r *Registrar) applyMaintenance(ctx context.Context) error {
 	if err != nil {
 		r.m.errors.WithLabelValues("maintenance").Inc()
 		if isNotFound(err) {
-			r.mu.Lock()
-			r.registered, r.pending = false, reasonRepair
-			r.mu.Unlock()
-			r.m.registered.Set(0)
+			r.lost(err)
 			r.wake()
 		}
 		return fmt.Errorf("set maintenance of service %q in consul at %s: %w", id, r.addr, err)

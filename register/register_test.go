@@ -700,6 +700,38 @@ func TestSetMaintenanceErrorsArePending(t *testing.T) {
 	}
 }
 
+// TestMaintenanceThatFindsTheInstanceLostRepairsIt: a maintenance call
+// that finds Consul has lost the instance is a loss like a heartbeat's:
+// logged, repaired in place at once, and the wanted mode applied after.
+func TestMaintenanceThatFindsTheInstanceLostRepairsIt(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	h.verdict(true, "ok")
+
+	h.consul.lose()
+	if err := h.r.SetMaintenance(context.Background(), true, "deploy"); !errors.Is(err, ErrPending) {
+		t.Errorf("SetMaintenance on a lost instance = %v, want ErrPending", err)
+	}
+	if n := h.log.Count("consul lost the registration"); n != 1 {
+		t.Errorf("logged the loss %d times, want 1", n)
+	}
+	// The registrar is woken: it registers again without waiting for the
+	// next heartbeat, then applies the maintenance.
+	if got := h.clock.NextWait(t).D; got != heartbeat {
+		t.Errorf("wait after the repair = %s, want %s", got, heartbeat)
+	}
+	if reason, ok := h.consul.maintReason("web-1"); !ok || reason != "deploy" {
+		t.Errorf("consul maintenance after the repair = %q, %v; want deploy", reason, ok)
+	}
+	if got := h.counter(h.r.m.registrations, "repair"); got != 1 {
+		t.Errorf("registrations{repair} = %v, want 1", got)
+	}
+	if n := h.log.Count("consul lost the registration"); n != 1 {
+		t.Errorf("logged the loss %d times after the repair, want 1", n)
+	}
+}
+
 func TestMaintenanceFailuresAreRetriedAndLoggedOnce(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
