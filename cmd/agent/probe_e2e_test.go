@@ -36,6 +36,33 @@ func probeWaitReady(t *testing.T, url string, code int, want string) string {
 	}
 }
 
+// probeWaitMetrics polls /metrics at base until its body holds every
+// string of want, and fails the test after 10 s naming those it lacks.
+// The prober hands a verdict to /ready before it sets
+// outrider_app_healthy, so a scrape right after /ready turned may still
+// find the gauge's old value.
+func probeWaitMetrics(t *testing.T, base string, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, m := httpGet(t, base+"/metrics")
+		var lacks []string
+		for _, w := range want {
+			if !strings.Contains(m, w) {
+				lacks = append(lacks, w)
+			}
+		}
+		if len(lacks) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("/metrics lacks %q", lacks)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestProbeReadyFollowsTheApp starts outrider before the app, then kills
 // and restarts the app, and watches /ready follow it.
 func TestProbeReadyFollowsTheApp(t *testing.T) {
@@ -66,13 +93,8 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 	up := time.Now()
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
 	t.Logf("/ready turned 200 %s after the app answered", time.Since(up).Round(time.Millisecond))
-	_, m := httpGet(t, outrider.metrics+"/metrics")
-	for _, want := range []string{"outrider_app_healthy 1", "outrider_probe_success 1", `outrider_probe_total{result="success"} `,
-		"outrider_probe_duration_seconds_count "} {
-		if !strings.Contains(m, want) {
-			t.Errorf("/metrics lacks %q", want)
-		}
-	}
+	probeWaitMetrics(t, outrider.metrics, "outrider_app_healthy 1", "outrider_probe_success 1", `outrider_probe_total{result="success"} `,
+		"outrider_probe_duration_seconds_count ")
 	var status struct {
 		Probe struct {
 			Probe   string `json:"probe"`
@@ -99,9 +121,7 @@ func TestProbeReadyFollowsTheApp(t *testing.T) {
 	if code, body := httpGet(t, ready); code != http.StatusServiceUnavailable || !strings.Contains(body, "app: probe failed: GET http://"+appAddr+"/healthz: dial tcp "+appAddr) {
 		t.Errorf("/ready after the kill = %d %q, want 503 with the probe's reason", code, body)
 	}
-	if _, m := httpGet(t, outrider.metrics+"/metrics"); !strings.Contains(m, "outrider_app_healthy 0") {
-		t.Errorf("/metrics lacks outrider_app_healthy 0")
-	}
+	probeWaitMetrics(t, outrider.metrics, "outrider_app_healthy 0")
 
 	// The app is back: ready again.
 	startEcho(t, appAddr, 10*time.Second)
@@ -283,7 +303,6 @@ func TestProbeGRPCFollowsTheHealthService(t *testing.T) {
 
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	testbin.WaitHTTP(t, ready, http.StatusOK, 10*time.Second)
-	if _, m := httpGet(t, outrider.metrics+"/metrics"); !strings.Contains(m, "outrider_app_healthy 1") {
-		t.Errorf("/metrics lacks outrider_app_healthy 1 with the service SERVING again")
-	}
+	// With the service SERVING again.
+	probeWaitMetrics(t, outrider.metrics, "outrider_app_healthy 1")
 }
