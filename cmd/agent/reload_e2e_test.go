@@ -246,6 +246,9 @@ func TestReloadE2E(t *testing.T) {
 		if _, now := a.catalogEntry(); now != created {
 			t.Errorf("catalog entry created at index %d, before the reload at %d: the instance was registered anew, not in place", now, created)
 		}
+		// The catalog has the new tags as soon as Consul takes the
+		// registration, before outrider has its answer and counts it.
+		waitMetric(t, a.metrics, `outrider_consul_registrations_total{reason="config"}`, 1, 5*time.Second)
 		for series, want := range map[string]float64{
 			reloadOK: 1, reloadFailed: 0,
 			`outrider_consul_registrations_total{reason="config"}`: 1,
