@@ -752,7 +752,14 @@ func TestEventLoopHandsOnAStalledAnswer(t *testing.T) {
 			}
 		}
 	})
-	tp := startProxy(t, app, func(c *Config) { c.IdleTimeout = 80 * time.Millisecond })
+	// The tick is an eighth of the idle timeout, which also closes the
+	// test's connection when nothing comes on it for that long: between
+	// its accept and the loop's read of the first request, and between
+	// the first answer and /stall. A second leaves a loaded machine room
+	// for both (80 ms did not: the connection was closed before its first
+	// request was read), and a tick of 125 ms is still far within the
+	// client's 3 s.
+	tp := startProxy(t, app, func(c *Config) { c.IdleTimeout = time.Second })
 	rc := parkedConn(t, tp)
 	rc.send("GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
 	_ = rc.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
