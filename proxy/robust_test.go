@@ -350,7 +350,16 @@ func TestAbsoluteFormTarget(t *testing.T) {
 }
 
 func TestTunnelIdleTimeout(t *testing.T) {
-	const ticks = 8
+	// The app's ticks come five times as often as the idle timeout: a
+	// tick that reaches the proxy's relay 800 ms late on a loaded machine
+	// still keeps the tunnel open. (A tick every 100 ms with a timeout of
+	// 300 ms left 200 ms, which a loaded machine sometimes took: the
+	// tunnel closed before the first tick went through.)
+	const (
+		ticks = 8
+		every = 200 * time.Millisecond
+		idle  = time.Second
+	)
 	var appDone sync.WaitGroup
 	appDone.Add(1)
 	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
@@ -361,7 +370,7 @@ func TestTunnelIdleTimeout(t *testing.T) {
 		io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
 		// Bytes one way only, more often than the idle timeout and for
 		// longer than it, then silence.
-		tick := time.NewTicker(100 * time.Millisecond)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for i := range ticks {
 			<-tick.C
@@ -371,7 +380,7 @@ func TestTunnelIdleTimeout(t *testing.T) {
 		}
 		io.Copy(io.Discard, nc)
 	})
-	tp := startProxy(t, app, func(c *Config) { c.TunnelIdleTimeout = 300 * time.Millisecond })
+	tp := startProxy(t, app, func(c *Config) { c.TunnelIdleTimeout = idle })
 	rc := dialRaw(t, tp.addr)
 	rc.send("GET /t HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
 	if resp := rc.response("GET"); resp.StatusCode != 101 {
@@ -396,7 +405,7 @@ func TestTunnelIdleTimeout(t *testing.T) {
 		t.Fatalf("after the ticks: got %q (%v), want the tunnel closed", b, err)
 	}
 	if took := time.Since(quiet); took > 5*time.Second {
-		t.Errorf("the idle tunnel closed after %v, want about 300ms", took)
+		t.Errorf("the idle tunnel closed after %v, want about %v", took, idle)
 	}
 	appDone.Wait()
 	deadline = time.Now().Add(5 * time.Second)
