@@ -650,14 +650,33 @@ func TestEventLoopsShareConnections(t *testing.T) {
 			}
 		}
 		waitFor(t, "the connections to be parked", func() bool { return tp.parked() == len(rcs) })
-		for i, l := range tp.evl.Load().loops {
-			// Per connection its socket and its app connection's; and the
-			// wake-up eventfd, the listener and the idle app connections.
-			l.mu.Lock()
-			idle := len(l.idleApps)
-			l.mu.Unlock()
-			n := (epollTargets(t, l.epfd) - 2 - idle) / 2
-			if n < perLoop-round.slack || n > perLoop+round.slack {
+		// Sockets registered in each loop: per connection its socket and
+		// its app connection's; and the wake-up eventfd, the listener and
+		// the idle app connections.
+		sockets := func() []int {
+			var per []int
+			for _, l := range tp.evl.Load().loops {
+				l.mu.Lock()
+				idle := len(l.idleApps)
+				l.mu.Unlock()
+				per = append(per, epollTargets(t, l.epfd)-2-idle)
+			}
+			return per
+		}
+		// A goroutine marks its connection parked before it hands it to
+		// its loop, which registers its sockets when it takes it in, a
+		// moment later: wait until every connection's are registered.
+		var per []int
+		waitFor(t, "the loops to take the parked connections in", func() bool {
+			per = sockets()
+			total := 0
+			for _, n := range per {
+				total += n
+			}
+			return total == 2*len(rcs)
+		})
+		for i, s := range per {
+			if n := s / 2; n < perLoop-round.slack || n > perLoop+round.slack {
 				t.Errorf("%s: loop %d has %d connections, want %d±%d", round.name, i, n, perLoop, round.slack)
 			}
 		}
