@@ -75,7 +75,18 @@ func (c *conn) serveLoop(first bool) (parked bool) {
 			c.handOffH2()
 			return false
 		case rl.leave == leavePark:
+			// Marked parked before the cut is read, as cutOff stores the
+			// cut before it reads parked: a drain that runs out of time
+			// now either finds the connection parked and leaves it to its
+			// loop, or cut it off here (closed it, out of the read loop)
+			// and this goroutine sees the cut and ends it. Parking a
+			// connection cutOff closed would hand the loop a descriptor
+			// of -1.
 			c.parked.Store(true)
+			if c.cut.Load() {
+				c.parked.Store(false)
+				return false
+			}
 			c.p.evl.Load().park(c)
 			return true
 		}
