@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -276,32 +275,40 @@ func ModuleRoot() (string, error) {
 // call in this process returned: the kernel may hand a port just closed
 // out again, and two servers of one test given the same port fail to
 // start.
+//
+// Each port stays reserved until the test ends (see reservePort): between
+// this call and the server's bind, no other process's bind to port 0 and
+// no outgoing connection can be given it, which happened when this
+// process or a test package beside it opened a socket in that moment
+// (echo: "bind: address already in use"). A Go server binds it all the
+// same.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
-	var lns []net.Listener
+	var release []func()
 	defer func() {
-		for _, ln := range lns {
-			ln.Close()
+		for _, r := range release {
+			r()
 		}
 	}()
 	for tries := 0; len(ports) < n; tries++ {
 		if tries == 100*n {
 			t.Fatalf("find a free port: %d tries gave only ports handed out before", tries)
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port, free, err := reservePort()
 		if err != nil {
 			t.Fatalf("find a free port: %v", err)
 		}
-		lns = append(lns, ln)
-		port := ln.Addr().(*net.TCPAddr).Port
 		givenMu.Lock()
 		seen := given[port]
 		given[port] = true
 		givenMu.Unlock()
-		if !seen {
-			ports = append(ports, port)
+		if seen {
+			release = append(release, free)
+			continue
 		}
+		ports = append(ports, port)
+		t.Cleanup(free)
 	}
 	return ports
 }
