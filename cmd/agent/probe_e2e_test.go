@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -43,8 +44,7 @@ func probeWaitReady(t *testing.T, url string, code int, want string) string {
 // find the gauge's old value.
 func probeWaitMetrics(t *testing.T, base string, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	regEventually(t, 10*time.Second, "/metrics to hold "+strings.Join(want, ", "), func() (bool, string) {
 		_, m := httpGet(t, base+"/metrics")
 		var lacks []string
 		for _, w := range want {
@@ -52,15 +52,8 @@ func probeWaitMetrics(t *testing.T, base string, want ...string) {
 				lacks = append(lacks, w)
 			}
 		}
-		if len(lacks) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("/metrics lacks %q", lacks)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(lacks) == 0, fmt.Sprintf("/metrics lacks %q", lacks)
+	})
 }
 
 // TestProbeReadyFollowsTheApp starts outrider before the app, then kills
