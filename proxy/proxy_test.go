@@ -1280,15 +1280,11 @@ func TestIdleAppConnectionHoldsNoBuffer(t *testing.T) {
 			rc.nc.Close()
 			// A loop counts the connection it keeps before it lists it:
 			// wait for the list, and for the count to agree with it.
-			deadline := time.Now().Add(10 * time.Second)
-			idle := idleAppConns(tp)
-			for len(idle) != 1 || tp.pool.idleCount() != 1 {
-				if time.Now().After(deadline) {
-					t.Fatalf("idle app connections: got %d listed and %d counted, want 1", len(idle), tp.pool.idleCount())
-				}
-				runtime.Gosched()
+			var idle []*upConn
+			waitFor(t, "one idle app connection, listed and counted", func() bool {
 				idle = idleAppConns(tp)
-			}
+				return len(idle) == 1 && tp.pool.idleCount() == 1
+			})
 			if held := idle[0].br.buf != nil; held {
 				t.Errorf("idle app connection: holds a read buffer, want none")
 			}
