@@ -99,10 +99,8 @@ type evLoop struct {
 	// load counts the connections parked here or on their way, from the
 	// moment they are given to the loop (assign).
 	load atomic.Int32
-	// waiting is set while the loop waits for Go's poller (see crowded).
-	waiting atomic.Bool
-	tick    time.Duration
-	now     time.Time
+	tick time.Duration
+	now  time.Time
 	// swept is when sweep last ran.
 	swept time.Time
 
@@ -191,21 +189,6 @@ func (ls *evLoops) assign(l *evLoop) *evLoop {
 			return best
 		}
 	}
-}
-
-// crowded reports whether every loop but l is serving a batch, so that
-// every P may be busy with a loop. A loop yields between batches only
-// then: while a loop waits for Go's poller, its P is idle or runs other
-// goroutines, and the scheduler hands an idle P any goroutine that
-// becomes runnable. A yield with a P idle wakes a thread that finds
-// nothing and sleeps again (runtime.wakep, then runtime.stopm).
-func (ls *evLoops) crowded(l *evLoop) bool {
-	for _, o := range ls.loops {
-		if o != l && o.waiting.Load() {
-			return false
-		}
-	}
-	return true
 }
 
 // wake makes every loop look at the drain and at cut connections.
@@ -420,19 +403,13 @@ func epollNow(ep int, events []syscall.EpollEvent) int {
 // running at once). Each handler reads the socket itself; a stale hang-up
 // or readable mark costs at most a hand-off to a goroutine, which reads
 // the socket's own state, or an idle app connection closed.
-//
-// And it yields only when no other loop waits for Go's poller (crowded):
-// with one waiting, the yield still woke a thread for nothing about once
-// a batch at a fixed 5,000 requests per second at two cores.
 func (l *evLoop) poll(_ uintptr) bool {
-	l.waiting.Store(false)
 	for first := true; ; first = false {
 		n := epollNow(l.epfd, l.events)
 		if n == 0 {
-			l.waiting.Store(true)
 			return false
 		}
-		if !first && l.ls.crowded(l) {
+		if !first {
 			runtime.Gosched()
 		}
 		l.now = time.Now()
