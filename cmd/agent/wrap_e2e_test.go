@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -266,18 +267,21 @@ func TestWrapAsPID1ReapsOrphans(t *testing.T) {
 	})
 	pid := cmd.Process.Pid
 	start := time.Now()
-	sawZombie := false
+	// Only the orphaned sleep counts: any other short-lived child (the
+	// app's shell, were it to die early) would make the test go on before
+	// the orphan it arranged has been seen and reaped.
+	sawOrphan := false
 	for time.Since(start) < 6*time.Second {
 		z := zombieChildren(t, pid)
-		if len(z) > 0 {
-			sawZombie = true
-		} else if sawZombie {
+		if slices.ContainsFunc(z, func(z zombieChild) bool { return z.comm == "sleep" }) {
+			sawOrphan = true
+		} else if sawOrphan && len(z) == 0 {
 			break
 		}
 		<-time.After(20 * time.Millisecond)
 	}
-	if !sawZombie {
-		t.Fatalf("no orphan ever became a zombie under outrider: the test cannot tell whether it reaps")
+	if !sawOrphan {
+		t.Fatalf("the orphaned sleep never became a zombie under outrider: the test cannot tell whether it reaps")
 	}
 	if z := zombieChildren(t, pid); len(z) > 0 {
 		t.Errorf("zombies left under outrider (PID 1 of its namespace) after %s: %v", time.Since(start), z)
@@ -285,6 +289,9 @@ func TestWrapAsPID1ReapsOrphans(t *testing.T) {
 	if !strings.Contains(out.String(), "running as PID 1") {
 		t.Errorf("outrider did not say it runs as PID 1:\n%s", out.String())
 	}
+	// The app must be the echo server, not the shell still on its way to
+	// exec it, when SIGTERM comes: a shell dies of the signal (exit 143).
+	testbin.WaitHTTP(t, "http://"+appAddr+"/", http.StatusOK, 10*time.Second)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
@@ -296,15 +303,23 @@ func TestWrapAsPID1ReapsOrphans(t *testing.T) {
 	}
 }
 
+// zombieChild is a zombie process, by PID and command name.
+type zombieChild struct {
+	pid  int
+	comm string
+}
+
+func (z zombieChild) String() string { return fmt.Sprintf("%d (%s)", z.pid, z.comm) }
+
 // zombieChildren lists the zombie children of parent, as this (outer)
 // namespace sees them.
-func zombieChildren(t *testing.T, parent int) []int {
+func zombieChildren(t *testing.T, parent int) []zombieChild {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []int
+	var out []zombieChild
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -315,10 +330,13 @@ func zombieChildren(t *testing.T, parent int) []int {
 			continue
 		}
 		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[i+1:])
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(s[end+1:])
 		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(parent) {
-			out = append(out, pid)
+			out = append(out, zombieChild{pid, s[open+1 : end]})
 		}
 	}
 	return out
