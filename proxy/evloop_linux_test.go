@@ -883,3 +883,63 @@ func TestDrainAnswersARequestWaitingInALoopsSocket(t *testing.T) {
 		t.Errorf("Drain: %v", err)
 	}
 }
+
+// TestDrainCutsAConnectionOnItsWayToALoop: a drain that runs out of time
+// just as a goroutine has left its read loop to park its connection in an
+// event loop (neither in the read loop nor parked) closes the connection,
+// and the goroutine, seeing the cut, ends it rather than parking it. Parked
+// with its socket closed, it once handed the loop a descriptor of -1, whose
+// panic killed the process at the end of the drain.
+func TestDrainCutsAConnectionOnItsWayToALoop(t *testing.T) {
+	onItsWay := make(chan *conn, 1)
+	release := make(chan struct{})
+	var held atomic.Bool
+	tp := startProxyWith(t, startEcho(t), nil, func(p *Proxy) {
+		p.testHookBeforePark = func(c *conn) {
+			if held.CompareAndSwap(false, true) {
+				onItsWay <- c
+				<-release
+			}
+		}
+	})
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /ok/first HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp := rc.response("GET")
+	_, _ = io.Copy(io.Discard, resp.Body)
+	var c *conn
+	select {
+	case c = <-onItsWay:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection never left its read loop to be parked")
+	}
+
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 0)
+		defer cancel()
+		drained <- tp.Drain(ctx)
+	}()
+	waitFor(t, "the drain to cut the connection", c.cut.Load)
+	close(release)
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Errorf("Drain: %v, want nil with nothing in flight", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return")
+	}
+
+	_ = rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := rc.br.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("client read after the cut: got %d bytes, %v; want the connection closed", n, err)
+	}
+	waitFor(t, "the cut connection to be ended, not parked", func() bool {
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		return len(tp.conns) == 0
+	})
+	if c.parked.Load() {
+		t.Error("the cut connection is marked parked")
+	}
+}

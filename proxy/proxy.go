@@ -148,6 +148,10 @@ type Proxy struct {
 	acceptWake    chan struct{}
 	// acceptQuiet overrides acceptQuiet in tests.
 	acceptQuiet time.Duration
+	// testHookBeforePark, set only by tests, runs when a goroutine has
+	// left its read loop to park a connection in an event loop, before
+	// it marks it parked.
+	testHookBeforePark func(*conn)
 	// workers serve the client connections (workers.go).
 	workers workers
 	wg      sync.WaitGroup

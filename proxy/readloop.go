@@ -82,6 +82,9 @@ func (c *conn) serveLoop(first bool) (parked bool) {
 			// and this goroutine sees the cut and ends it. Parking a
 			// connection cutOff closed would hand the loop a descriptor
 			// of -1.
+			if hook := c.p.testHookBeforePark; hook != nil {
+				hook(c)
+			}
 			c.parked.Store(true)
 			if c.cut.Load() {
 				c.parked.Store(false)
