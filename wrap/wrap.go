@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -27,7 +28,10 @@ type Child struct {
 }
 
 // Start runs argv as a child in its own process group, with env and the
-// given standard streams passed through untouched.
+// given standard streams passed through untouched. Should outrider die
+// without stopping it (SIGKILL, a crash), the kernel sends the child
+// SIGTERM, so that a supervisor restarting outrider does not find the old
+// app still holding its port.
 func Start(argv []string, env []string, stdin io.Reader, stdout, stderr io.Writer) (*Child, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("wrap: no command to run (usage: outrider run -- CMD ARGS…)")
@@ -37,18 +41,29 @@ func Start(argv []string, env []string, stdin io.Reader, stdout, stderr io.Write
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	// Its own group, so that stopping it reaches whatever it started, and
 	// a terminal's Ctrl-C reaches outrider alone, which drains first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	c := &Child{cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go c.run(started)
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("wrap: start %q: %w", argv[0], err)
 	}
-	c := &Child{cmd: cmd, done: make(chan struct{})}
-	go c.wait()
 	return c, nil
 }
 
-// wait reaps the child; the Child owns this goroutine and Done tells when
-// it ends.
-func (c *Child) wait() {
+// run starts the child and reaps it; the Child owns this goroutine and
+// Done tells when it ends. The kernel sends the parent-death signal when
+// the thread that started the child ends, not the process, and Go ends a
+// thread whose locked goroutine returns: this goroutine keeps its own
+// thread locked from the start to the reap, so no other goroutine's
+// return ends it early, and it ends with this one.
+func (c *Child) run(started chan<- error) {
+	runtime.LockOSThread()
+	if err := c.cmd.Start(); err != nil {
+		started <- err
+		return
+	}
+	started <- nil
 	err := c.cmd.Wait()
 	c.status, c.how = exitStatus(c.cmd.ProcessState)
 	var ee *exec.ExitError

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -152,6 +153,47 @@ func TestWrapChildCrashIsDeregistered(t *testing.T) {
 	if code := w.Wait(10 * time.Second); code != 128+int(syscall.SIGKILL) {
 		t.Errorf("exit status: got %d, want %d (killed by SIGKILL)", code, 128+int(syscall.SIGKILL))
 	}
+}
+
+// TestWrapAppStopsWhenOutriderIsKilled: outrider killed with no chance to
+// stop the app (SIGKILL, the OOM killer) leaves no app behind. The kernel
+// sends the app SIGTERM, so a supervisor that starts outrider again finds
+// the app's port free, not an orphan still serving on it.
+func TestWrapAppStopsWhenOutriderIsKilled(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	w := startWrapped(t, srv, "echo-orphan")
+	pid := w.appPid(t)
+	echo := testbin.Echo(t)
+	t.Cleanup(func() {
+		// The app outlived outrider if the test failed: kill it, and only
+		// it (its PID may be another process's by now).
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe == echo {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	// Not w.Wait: an orphaned app would hold outrider's output pipes open.
+	w.Signal(syscall.SIGKILL)
+	took := regEventually(t, 10*time.Second, "the app to exit after outrider was killed", func() (bool, string) {
+		return !processRuns(pid), fmt.Sprintf("pid %d still runs", pid)
+	})
+	t.Logf("the app exited %s after outrider was killed", took)
+	if nc, err := net.DialTimeout("tcp", w.appAddr, time.Second); err == nil {
+		nc.Close()
+		t.Errorf("the app's port %s still accepts connections", w.appAddr)
+	}
+}
+
+// processRuns reports whether pid is a process that has not exited (a
+// zombie has).
+func processRuns(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z"
 }
 
 // TestWrapForwardsSignals: SIGHUP to outrider reaches the app, and
