@@ -24,7 +24,6 @@ type Child struct {
 	// Set before done is closed.
 	status int
 	how    string
-	err    error
 }
 
 // Start runs argv as a child in its own process group, with env and the
@@ -66,9 +65,9 @@ func (c *Child) run(started chan<- error) {
 	started <- nil
 	err := c.cmd.Wait()
 	c.status, c.how = exitStatus(c.cmd.ProcessState)
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		c.err = err
+	if c.cmd.ProcessState == nil && err != nil {
+		// wait4 failed: say why, rather than "unknown".
+		c.how = "could not be waited for: " + err.Error()
 	}
 	close(c.done)
 }
