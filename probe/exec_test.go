@@ -1,13 +1,14 @@
 package probe
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/testbin"
 )
 
 // notExecutable returns the path of a file without execute permission.
@@ -70,17 +71,9 @@ func TestExecProberKeepsTheFirst4KiB(t *testing.T) {
 func processGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		// The state follows the command name in parentheses.
-		if i := strings.LastIndexByte(string(b), ')'); err == nil && i > 0 && strings.HasPrefix(string(b[i:]), ") Z") {
-			return
-		}
+	for testbin.Running(pid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("process %d still runs: %s", pid, b)
+			t.Fatalf("process %d still runs", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
@@ -113,7 +114,7 @@ func TestStop(t *testing.T) {
 			t.Errorf("status: got %d (%s), want 137", code, how)
 		}
 		// The grandchild was in the group, so it was killed too.
-		waitFor(t, func() bool { return syscall.Kill(grandchild, 0) != nil || isZombie(grandchild) })
+		waitFor(t, func() bool { return !testbin.Running(grandchild) })
 	})
 	t.Run("ignores SIGTERM: a cancelled wait kills the group at once", func(t *testing.T) {
 		c, out := startSh(t, `trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.05; done`)
@@ -136,17 +137,6 @@ func TestStop(t *testing.T) {
 			t.Errorf("status: got %d (%s), want 137", code, how)
 		}
 	})
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	// The state follows the command name, which ends at the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 // TestReapOrphans makes the test process a subreaper, so that an orphaned

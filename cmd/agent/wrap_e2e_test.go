@@ -21,6 +21,7 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 	"github.com/outrider-sidecar/outrider/shutdown"
+	"github.com/prometheus/procfs"
 )
 
 // wrapped is `outrider run -- bin/echo …` registered in a test Consul.
@@ -175,25 +176,13 @@ func TestWrapAppStopsWhenOutriderIsKilled(t *testing.T) {
 	// Not w.Wait: an orphaned app would hold outrider's output pipes open.
 	w.Signal(syscall.SIGKILL)
 	took := regEventually(t, 10*time.Second, "the app to exit after outrider was killed", func() (bool, string) {
-		return !processRuns(pid), fmt.Sprintf("pid %d still runs", pid)
+		return !testbin.Running(pid), fmt.Sprintf("pid %d still runs", pid)
 	})
 	t.Logf("the app exited %s after outrider was killed", took)
 	if nc, err := net.DialTimeout("tcp", w.appAddr, time.Second); err == nil {
 		nc.Close()
 		t.Errorf("the app's port %s still accepts connections", w.appAddr)
 	}
-}
-
-// processRuns reports whether pid is a process that has not exited (a
-// zombie has).
-func processRuns(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] != "Z"
 }
 
 // TestWrapForwardsSignals: SIGHUP to outrider reaches the app, and
@@ -357,28 +346,15 @@ func (z zombieChild) String() string { return fmt.Sprintf("%d (%s)", z.pid, z.co
 // namespace sees them.
 func zombieChildren(t *testing.T, parent int) []zombieChild {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []zombieChild
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		f := strings.Fields(s[end+1:])
-		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(parent) {
-			out = append(out, zombieChild{pid, s[open+1 : end]})
+	for _, p := range procs {
+		st, err := p.Stat()
+		if err == nil && st.State == "Z" && st.PPID == parent {
+			out = append(out, zombieChild{p.PID, st.Comm})
 		}
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
+	"github.com/prometheus/procfs"
 )
 
 // Proc is a process started by a test. It is killed when the test ends,
@@ -136,4 +137,15 @@ func RefusingAddr(t testing.TB) string {
 		t.Fatalf("refusing address: getsockname: %v", err)
 	}
 	return "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+}
+
+// Running reports whether pid is a process that has not exited: one that
+// is gone, or a zombie, has.
+func Running(pid int) bool {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return false
+	}
+	st, err := p.Stat()
+	return err == nil && st.State != "Z"
 }
