@@ -1,18 +1,19 @@
 package testbin
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
-	"github.com/prometheus/procfs"
 )
 
 // Proc is a process started by a test. It is killed when the test ends,
@@ -140,12 +141,14 @@ func RefusingAddr(t testing.TB) string {
 }
 
 // Running reports whether pid is a process that has not exited: one that
-// is gone, or a zombie, has.
+// is gone, or a zombie, has. (Read by hand, not with procfs: the deploy
+// and loop modules use this package too.)
 func Running(pid int) bool {
-	p, err := procfs.NewProc(pid)
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false
 	}
-	st, err := p.Stat()
-	return err == nil && st.State != "Z"
+	// The state follows the command name, which ends at the last ')'.
+	_, state, _ := strings.Cut(string(b[bytes.LastIndexByte(b, ')')+1:]), " ")
+	return state != "" && state[0] != 'Z'
 }
