@@ -160,6 +160,10 @@ type Drain struct {
 	GracePeriod time.Duration
 }
 
+// DeregisterTimeout bounds the registry call that opens the drain: a
+// Consul agent that does not answer holds the stop this long, no longer.
+const DeregisterTimeout = 5 * time.Second
+
 // Log is the structured-logging setup.
 type Log struct {
 	Format string // json or text

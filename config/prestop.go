@@ -50,10 +50,10 @@ func dialAddr(listen string) string {
 func (c Config) Warnings() []string {
 	var w []string
 	d := c.Drain
-	if need := d.Delay + d.Timeout + d.AppStopTimeout; d.GracePeriod > 0 && need > d.GracePeriod {
-		w = append(w, fmt.Sprintf("OUTRIDER_DRAIN_DELAY (%s) + OUTRIDER_DRAIN_TIMEOUT (%s) + OUTRIDER_APP_STOP_TIMEOUT (%s) = %s does not fit in OUTRIDER_GRACE_PERIOD (%s): "+
+	if need := DeregisterTimeout + d.Delay + d.Timeout + d.AppStopTimeout; d.GracePeriod > 0 && need > d.GracePeriod {
+		w = append(w, fmt.Sprintf("up to %s to deregister + OUTRIDER_DRAIN_DELAY (%s) + OUTRIDER_DRAIN_TIMEOUT (%s) + OUTRIDER_APP_STOP_TIMEOUT (%s) = %s does not fit in OUTRIDER_GRACE_PERIOD (%s): "+
 			"the platform kills the pod or unit before the drain and the app's stop can end; raise terminationGracePeriodSeconds (or TimeoutStopSec) or shorten the drain",
-			d.Delay, d.Timeout, d.AppStopTimeout, need, d.GracePeriod))
+			DeregisterTimeout, d.Delay, d.Timeout, d.AppStopTimeout, need, d.GracePeriod))
 	}
 	return w
 }

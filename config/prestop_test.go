@@ -75,10 +75,12 @@ func TestWarnings(t *testing.T) {
 		want  string
 	}{
 		{"no grace period set", Drain{Delay: time.Hour}, ""},
-		{"fits", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 45 * time.Second}, ""},
-		{"exactly", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 40 * time.Second}, ""},
+		{"fits", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: time.Minute}, ""},
+		{"exactly", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 45 * time.Second}, ""},
+		{"no room for a Consul agent that does not answer", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 40 * time.Second},
+			"up to 5s to deregister + OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 45s does not fit in OUTRIDER_GRACE_PERIOD (40s)"},
 		{"Kubernetes default of 30s with outrider's defaults", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 30 * time.Second},
-			"OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 40s does not fit in OUTRIDER_GRACE_PERIOD (30s)"},
+			"= 45s does not fit in OUTRIDER_GRACE_PERIOD (30s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -83,7 +83,7 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 // drain timings against OUTRIDER_GRACE_PERIOD as start-up does, and warns
 // while they do not fit.
 func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
-	r, logs, write := reloadingAgent(t, map[string]string{"OUTRIDER_GRACE_PERIOD": "30s"}, "drain_timeout: 10s\n")
+	r, logs, write := reloadingAgent(t, map[string]string{"OUTRIDER_GRACE_PERIOD": "30s"}, "drain_timeout: 5s\n")
 
 	steps := []struct {
 		name string
@@ -91,10 +91,10 @@ func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
 		// warn is the warning the reload must log, "" for none.
 		warn string
 	}{
-		{"fits exactly: no warning", "drain_timeout: 15s\n", ""},
+		{"fits exactly: no warning", "drain_timeout: 10s\n", ""},
 		{"outgrows the grace period", "drain_timeout: 25s\n",
-			"configuration: OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 40s does not fit in OUTRIDER_GRACE_PERIOD (30s): "},
-		{"fits again", "drain_delay: 1s\ndrain_timeout: 15s\n", ""},
+			"configuration: up to 5s to deregister + OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 45s does not fit in OUTRIDER_GRACE_PERIOD (30s): "},
+		{"fits again", "drain_delay: 1s\ndrain_timeout: 14s\n", ""},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {

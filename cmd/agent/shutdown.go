@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/proxy"
 	"github.com/outrider-sidecar/outrider/shutdown"
 )
@@ -15,11 +16,12 @@ import (
 func (a *agent) addShutdown() error {
 	a.gate.Set(condDraining, true, "no")
 	o := shutdown.Options{
-		Delay:      a.cfg.Drain.Delay,
-		Timeout:    a.cfg.Drain.Timeout,
-		OnDraining: func() { a.gate.Set(condDraining, false, "drain in progress") },
-		Log:        a.log.With("component", "shutdown"),
-		Registerer: a.reg,
+		Delay:             a.cfg.Drain.Delay,
+		Timeout:           a.cfg.Drain.Timeout,
+		DeregisterTimeout: config.DeregisterTimeout,
+		OnDraining:        func() { a.gate.Set(condDraining, false, "drain in progress") },
+		Log:               a.log.With("component", "shutdown"),
+		Registerer:        a.reg,
 	}
 	if a.registrar != nil {
 		o.Registry = a.registrar
