@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
+	"time"
 )
 
 // DrainReport is what a drain came to.
@@ -19,10 +21,11 @@ type DrainReport struct {
 	TunnelsCut int `json:"tunnels_cut"`
 }
 
-// Drain stops accepting connections, closes idle keep-alive connections,
-// answers the requests in flight with "Connection: close", sends GOAWAY on
-// HTTP/2 connections, and waits for the requests, the HTTP/2 streams and
-// the upgraded tunnels to finish. When ctx ends first it closes whatever is
+// Drain stops accepting connections (once it has taken those queued on
+// the listener, whose requests came already), closes idle keep-alive
+// connections, answers the requests in flight with "Connection: close",
+// sends GOAWAY on HTTP/2 connections, and waits for the requests, the
+// HTTP/2 streams and the upgraded tunnels to finish. When ctx ends first it closes whatever is
 // left and returns an error naming what it cut. Drain runs once: a later
 // or concurrent call waits for the first and returns its result.
 func (p *Proxy) Drain(ctx context.Context) error {
@@ -36,14 +39,10 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	}
 	rep := DrainReport{InFlight: p.InFlight()}
 	before := p.m.answered()
-	p.mu.Lock()
-	if p.ln != nil {
-		_ = p.ln.Close()
+	if h := p.testHookDrainBegun; h != nil {
+		h()
 	}
-	for c := range p.conns {
-		c.pokeIfIdle()
-	}
-	p.mu.Unlock()
+	p.closeListener(ctx)
 	// The event loops close their idle connections.
 	p.evl.Load().wake()
 
@@ -81,6 +80,80 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	return err
 }
 
+// The drain's last accepts: until none has come for queuedWait, for at
+// most queuedMax. A client that connected as the drain began sends its
+// request within a millisecond on the networks a sidecar serves.
+const (
+	queuedWait = time.Millisecond
+	queuedMax  = 100 * time.Millisecond
+)
+
+// deadliner is a listener whose accepts can be given a deadline, as
+// *net.TCPListener's can.
+type deadliner interface {
+	net.Listener
+	SetDeadline(time.Time) error
+}
+
+// closeListener closes the listener for good, once it has taken the
+// connections queued on it, and pokes the idle connections so that they
+// close.
+func (p *Proxy) closeListener(ctx context.Context) {
+	p.mu.Lock()
+	ln := p.ln
+	p.mu.Unlock()
+	// Serve's accept, if it waits, returns now: it holds acceptMu.
+	dl, ok := ln.(deadliner)
+	if ok {
+		_ = dl.SetDeadline(time.Now())
+	} else if ln != nil {
+		_ = ln.Close()
+	}
+	p.acceptMu.Lock()
+	defer p.acceptMu.Unlock()
+	if ok {
+		p.takeQueued(ctx, dl)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+	}
+	p.lnClosed = true
+	for c := range p.conns {
+		c.pokeIfIdle()
+	}
+}
+
+// takeQueued accepts the connections queued on ln, which closing it would
+// reset. The listener hands a connection over once its request has come
+// (see Listen), so each of them carries a request sent before the drain
+// closed the door; they are served like the others, with "Connection:
+// close".
+func (p *Proxy) takeQueued(ctx context.Context, ln deadliner) {
+	end := time.Now().Add(queuedMax)
+	if d, ok := ctx.Deadline(); ok && d.Before(end) {
+		end = d
+	}
+	for {
+		next := time.Now().Add(queuedWait)
+		if next.After(end) {
+			next = end
+		}
+		if !time.Now().Before(next) || ln.SetDeadline(next) != nil {
+			return
+		}
+		nc, err := ln.Accept()
+		if err != nil {
+			// Nothing came for queuedWait, or the listener is closed.
+			return
+		}
+		if c := p.newConn(nc); c != nil {
+			p.workers.serve(c)
+		}
+	}
+}
+
 // Answered returns the number of requests answered so far.
 func (p *Proxy) Answered() uint64 { return p.m.answered() }
 
@@ -108,10 +181,11 @@ func (p *Proxy) waitDrained(ctx context.Context) error {
 	return nil
 }
 
-// closeAll closes every client connection left.
+// closeAll closes every client connection left; none is admitted after.
 func (p *Proxy) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lnClosed = true
 	for c := range p.conns {
 		c.cutOff()
 	}

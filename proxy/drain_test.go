@@ -403,3 +403,65 @@ func TestDrainLetsALingerFinish(t *testing.T) {
 		t.Errorf("Drain: %v", err)
 	}
 }
+
+// TestDrainServesConnectionsQueuedOnTheListener: connections that reached
+// the listener's queue as the drain began, each with its request sent,
+// are accepted and answered with "Connection: close" before the listener
+// closes, not reset by its close. The listener is outrider's own, which
+// hands a connection over once its request has come.
+func TestDrainServesConnectionsQueuedOnTheListener(t *testing.T) {
+	app := startEcho(t)
+	for _, tt := range []struct {
+		name        string
+		noEventLoop bool
+	}{
+		{"event loops", false},
+		{"a goroutine per connection", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const queued = 16
+			var rcs []*rawConn
+			var tp *testProxy
+			ln, err := Listen(context.Background(), "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp = startProxyOn(t, ln, app, func(c *Config) { c.DisableEventLoop = tt.noEventLoop }, func(p *Proxy) {
+				p.testHookDrainBegun = func() {
+					// Nothing accepts now: these wait in the queue.
+					for i := range queued {
+						rc := dialRaw(t, tp.addr)
+						rc.send(fmt.Sprintf("GET /?n=%d HTTP/1.1\r\nHost: a\r\n\r\n", i))
+						rcs = append(rcs, rc)
+					}
+				}
+			})
+			first := dialRaw(t, tp.addr)
+			first.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			if resp := first.response("GET"); resp.StatusCode != 200 {
+				t.Fatalf("before the drain: got %d, want 200", resp.StatusCode)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := tp.Drain(ctx); err != nil {
+				t.Fatalf("Drain: %v", err)
+			}
+			for i, rc := range rcs {
+				resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+				if err != nil {
+					t.Errorf("connection %d, queued as the drain began: %v, want an answer", i, err)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || !resp.Close {
+					t.Errorf("connection %d: got %d %q close=%v, want 200 with Connection: close", i, resp.StatusCode, b, resp.Close)
+				}
+			}
+			// The first request may still be counted in flight as the
+			// drain begins; it is finished too.
+			if got := tp.DrainReport(); got.Finished != queued+got.InFlight || got.Cut != 0 {
+				t.Errorf("report: got %+v, want %d finished besides those in flight, and nothing cut", got, queued)
+			}
+		})
+	}
+}

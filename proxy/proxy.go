@@ -127,8 +127,15 @@ type Proxy struct {
 	pool      *pool
 	h2        *h2Server
 
+	// acceptMu is held by Serve from an accept to the connection's
+	// admission, and by the drain from its last accepts to the listener's
+	// close; mu, when both are taken, after it.
+	acceptMu sync.Mutex
 	mu       sync.Mutex
 	ln       net.Listener
+	// lnClosed is set, under mu, once the drain or a failed accept closed
+	// the listener for good: no connection is admitted after it.
+	lnClosed bool
 	conns    map[*conn]struct{}
 	draining atomic.Bool
 	// active counts connections that are not tunnels, tunnels the upgraded
@@ -152,6 +159,9 @@ type Proxy struct {
 	// left its read loop to park a connection in an event loop, before
 	// it marks it parked.
 	testHookBeforePark func(*conn)
+	// testHookDrainBegun, set only by tests, runs once the drain has
+	// begun, before it takes the connections queued on the listener.
+	testHookDrainBegun func()
 	// workers serve the client connections (workers.go).
 	workers workers
 	wg      sync.WaitGroup
@@ -203,6 +213,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	if p.draining.Load() {
 		// Drained before it served: nothing to accept.
 		_ = ln.Close()
+		p.lnClosed = true
 	}
 	p.mu.Unlock()
 	p.wg.Add(1)
@@ -236,7 +247,15 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		if loopsAccept && !retry.active && !ls.waitFailure(p.stop) {
 			break
 		}
+		// Held from the accept to the admission, so that the drain's
+		// last accepts and the listener's close never fall between them.
+		p.acceptMu.Lock()
 		nc, aerr := ln.Accept()
+		var c *conn
+		if aerr == nil {
+			c = p.newConn(nc)
+		}
+		p.acceptMu.Unlock()
 		if aerr != nil {
 			if p.draining.Load() {
 				break
@@ -257,7 +276,6 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			break
 		}
 		retry.accepted(p, ln)
-		c := p.newConn(nc)
 		if c == nil {
 			continue
 		}
@@ -354,10 +372,13 @@ func (p *Proxy) newConn(nc net.Conn) *conn {
 }
 
 // admit lists a new connection, or reports false when it is to be closed
-// at once: the proxy drains, or MaxConns are open.
+// at once: the listener is closed for good, or MaxConns are open. A
+// connection accepted while the drain has begun but not yet closed the
+// listener is admitted: its request came with it (see Listen), and it is
+// answered with "Connection: close".
 func (p *Proxy) admit(c *conn) bool {
 	p.mu.Lock()
-	if p.draining.Load() {
+	if p.lnClosed {
 		p.mu.Unlock()
 		return false
 	}

@@ -54,6 +54,16 @@ func startProxy(t testing.TB, upstream string, tweak func(*Config)) *testProxy {
 // serves.
 func startProxyWith(t testing.TB, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startProxyOn(t, ln, upstream, tweak, setup)
+}
+
+// startProxyOn is startProxyWith serving on ln.
+func startProxyOn(t testing.TB, ln net.Listener, upstream string, tweak func(*Config), setup func(*Proxy)) *testProxy {
+	t.Helper()
 	cfg := Config{Upstream: upstream}
 	if tweak != nil {
 		tweak(&cfg)
@@ -65,10 +75,6 @@ func startProxyWith(t testing.TB, upstream string, tweak func(*Config), setup fu
 	}
 	if setup != nil {
 		setup(p)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
