@@ -465,3 +465,55 @@ func TestDrainServesConnectionsQueuedOnTheListener(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainPokeAfterAWholeHeadCame: the drain's poke that lands after a
+// whole request head was buffered, and before the read loop looked at it
+// (an event loop reads the head of a connection's first request before it
+// hands the connection to a goroutine), has the head served at once, not
+// waited on until the head's deadline and then dropped.
+func TestDrainPokeAfterAWholeHeadCame(t *testing.T) {
+	p, err := New(Config{Upstream: startEcho(t), DisableEventLoop: true}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc := dialRaw(t, ln.Addr().String())
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	rc.send(head)
+	c := p.newConn(nc)
+	if c == nil {
+		t.Fatal("the connection was not admitted")
+	}
+	c.br = newReader(nc)
+	if c.br.rc == nil {
+		t.Fatal("the connection's reader has no descriptor")
+	}
+	waitFor(t, "the head to be buffered", func() bool {
+		_ = c.br.rc.Control(func(fd uintptr) { _, _ = c.br.readFd(fd, 1<<16) })
+		return len(c.br.buffered()) == len(head)
+	})
+	// The drain began, and poked the connection as it does an idle one;
+	// its head deadline, already set, is not set again.
+	p.draining.Store(true)
+	c.now = time.Now()
+	c.rdl = c.now.Add(p.cfg.ReadHeaderTimeout)
+	_ = nc.SetReadDeadline(aLongTimeAgo)
+	go c.serveLoop(true)
+
+	_ = rc.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout / 2))
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("the buffered request: %v, want it answered before its head deadline", err)
+	}
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("got %d close=%v, want 200 with Connection: close", resp.StatusCode, resp.Close)
+	}
+}

@@ -109,7 +109,10 @@ func (c *conn) readInLoop() error {
 		if err == nil || !c.pokedMidHead(err) {
 			return err
 		}
-		c.rl.read, c.rl.leave = true, leaveClose
+		// The poke may have come before the loop looked at bytes already
+		// buffered (an event loop reads a head before it hands its
+		// connection over): look at them first.
+		c.rl.read, c.rl.leave = len(c.br.buffered()) == 0, leaveClose
 	}
 }
 
