@@ -114,11 +114,14 @@ func (p *Proxy) closeListener(ctx context.Context) {
 	if ok {
 		p.takeQueued(ctx, dl)
 	}
+	// Closed without mu held: Close waits for an event loop that is
+	// accepting from the listener, and the loop takes mu to admit what
+	// it accepted.
+	if ln != nil {
+		_ = ln.Close()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-	}
 	p.lnClosed = true
 	for c := range p.conns {
 		c.pokeIfIdle()

@@ -174,6 +174,9 @@ func (l *evLoop) accepted(fd int) {
 	home := l.ls.assign(l)
 	c.ev = connEv{home: home, cfd: fd, afd: -1, state: evIdle, fresh: true, since: now}
 	c.parked.Store(true)
+	if h := p.testHookAccepted; h != nil {
+		h()
+	}
 	if !p.admit(c) {
 		home.load.Add(-1)
 		closeNow(fd)

@@ -943,3 +943,53 @@ func TestDrainCutsAConnectionOnItsWayToALoop(t *testing.T) {
 		t.Error("the cut connection is marked parked")
 	}
 }
+
+// TestDrainWhileALoopAccepts: a drain that closes the listener while an
+// event loop is taking a connection from it (accepted, not yet admitted)
+// returns, and the connection's request is answered. The drain once closed
+// the listener holding the lock the loop admits under, while the close
+// waited for the loop to be done with the listener: neither went on, and
+// the stop hung until the platform killed outrider.
+func TestDrainWhileALoopAccepts(t *testing.T) {
+	accepted := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var held atomic.Bool
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := startProxyOn(t, ln, startEcho(t), nil, func(p *Proxy) {
+		p.testHookAccepted = func() {
+			if held.CompareAndSwap(false, true) {
+				accepted <- struct{}{}
+				<-release
+			}
+		}
+	})
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event loop accepted the connection")
+	}
+
+	drained := tp.drainInBackground()
+	waitFor(t, "the drain to begin", tp.Draining)
+	// Time for the drain to find nothing more queued (1 ms) and reach the
+	// listener's close, which waits for the loop.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Errorf("Drain: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return: it waits for the event loop, which waits for it")
+	}
+	code, _, closing := rc.answer("GET")
+	if code != 200 || !closing {
+		t.Errorf("the connection the loop was accepting: got %d close=%v, want 200 with Connection: close", code, closing)
+	}
+}

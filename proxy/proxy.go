@@ -162,6 +162,9 @@ type Proxy struct {
 	// testHookDrainBegun, set only by tests, runs once the drain has
 	// begun, before it takes the connections queued on the listener.
 	testHookDrainBegun func()
+	// testHookAccepted, set only by tests, runs when an event loop has
+	// accepted a connection, before it admits it.
+	testHookAccepted func()
 	// workers serve the client connections (workers.go).
 	workers workers
 	wg      sync.WaitGroup
