@@ -25,9 +25,10 @@ type DrainReport struct {
 // the listener, whose requests came already), closes idle keep-alive
 // connections, answers the requests in flight with "Connection: close",
 // sends GOAWAY on HTTP/2 connections, and waits for the requests, the
-// HTTP/2 streams and the upgraded tunnels to finish. When ctx ends first it closes whatever is
-// left and returns an error naming what it cut. Drain runs once: a later
-// or concurrent call waits for the first and returns its result.
+// HTTP/2 streams and the upgraded tunnels to finish. When ctx ends first
+// it closes whatever is left and returns an error naming what it cut.
+// Drain runs once: a later or concurrent call waits for the first and
+// returns its result.
 func (p *Proxy) Drain(ctx context.Context) error {
 	if p.draining.Swap(true) {
 		select {
@@ -102,23 +103,23 @@ func (p *Proxy) closeListener(ctx context.Context) {
 	p.mu.Lock()
 	ln := p.ln
 	p.mu.Unlock()
-	// Serve's accept, if it waits, returns now: it holds acceptMu.
+	// Serve's accept, if it waits, returns now: it holds acceptMu. A
+	// listener without deadlines is closed at once instead.
 	dl, ok := ln.(deadliner)
-	if ok {
+	switch {
+	case ok:
 		_ = dl.SetDeadline(time.Now())
-	} else if ln != nil {
+	case ln != nil:
 		_ = ln.Close()
 	}
 	p.acceptMu.Lock()
 	defer p.acceptMu.Unlock()
 	if ok {
 		p.takeQueued(ctx, dl)
-	}
-	// Closed without mu held: Close waits for an event loop that is
-	// accepting from the listener, and the loop takes mu to admit what
-	// it accepted.
-	if ln != nil {
-		_ = ln.Close()
+		// Closed without mu held: Close waits for an event loop that is
+		// accepting from the listener, and the loop takes mu to admit
+		// what it accepted.
+		_ = dl.Close()
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
