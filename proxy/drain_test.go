@@ -293,12 +293,11 @@ func TestDrainDuringKeepAliveUploads(t *testing.T) {
 	}
 }
 
-// TestDrainServesAConnectionAdmittedBeforeIt: a connection accepted and
-// admitted before the drain began, whose goroutine first runs after it
-// began, has its request waiting in the socket (the listener defers
-// accepts until the request comes): it is answered with "Connection:
-// close", not closed unread.
-func TestDrainServesAConnectionAdmittedBeforeIt(t *testing.T) {
+// acceptedByHand returns a proxy that serves no listener, goroutine per
+// connection, and both ends of a client connection accepted for it, for
+// tests that drive a connection's serving themselves.
+func acceptedByHand(t *testing.T) (*Proxy, *rawConn, net.Conn) {
+	t.Helper()
 	p, err := New(Config{Upstream: startEcho(t), DisableEventLoop: true}, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -313,6 +312,17 @@ func TestDrainServesAConnectionAdmittedBeforeIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { nc.Close() })
+	return p, rc, nc
+}
+
+// TestDrainServesAConnectionAdmittedBeforeIt: a connection accepted and
+// admitted before the drain began, whose goroutine first runs after it
+// began, has its request waiting in the socket (the listener defers
+// accepts until the request comes): it is answered with "Connection:
+// close", not closed unread.
+func TestDrainServesAConnectionAdmittedBeforeIt(t *testing.T) {
+	p, rc, nc := acceptedByHand(t)
 	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	c := p.newConn(nc)
 	if c == nil {
@@ -472,20 +482,7 @@ func TestDrainServesConnectionsQueuedOnTheListener(t *testing.T) {
 // hands the connection to a goroutine), has the head served at once, not
 // waited on until the head's deadline and then dropped.
 func TestDrainPokeAfterAWholeHeadCame(t *testing.T) {
-	p, err := New(Config{Upstream: startEcho(t), DisableEventLoop: true}, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	rc := dialRaw(t, ln.Addr().String())
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, rc, nc := acceptedByHand(t)
 	const head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 	rc.send(head)
 	c := p.newConn(nc)
