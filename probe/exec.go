@@ -22,7 +22,8 @@ const execWaitDelay = time.Second
 // probeExec runs spec.Command without a shell, in a process group of its
 // own: exit status 0 is success. At ctx's deadline the whole group is
 // killed; it is killed too when the command exits, so that nothing it
-// started in the background outlives the probe.
+// started in the background outlives the probe, unless it left the group
+// (setsid, a daemon), as under the kubelet.
 func probeExec(ctx context.Context, spec Spec) Result {
 	start := time.Now()
 	if spec.Kind != KindExec || len(spec.Command) == 0 {

@@ -17,8 +17,8 @@ import (
 )
 
 // grpcProber asks the standard health service, grpc.health.v1.Health/Check,
-// over plaintext HTTP/2 with prior knowledge, as the kubelet's gRPC probe
-// does, and keeps its connection for the next probe.
+// over plaintext HTTP/2 with prior knowledge, on a connection of its own,
+// as the kubelet's gRPC probe does.
 //
 // It speaks the protocol's few bytes itself (a length-prefixed message of
 // one field each way, the status in the trailers) on net/http's HTTP/2
@@ -70,9 +70,6 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 		if ctx.Err() != nil || deadlinePassed(ctx) {
 			return failed(ctx, start, what, err)
 		}
-		// The connection failed: the next probe dials afresh, at once,
-		// so that an app that came back is seen at its first probe.
-		p.client.CloseIdleConnections()
 		return result(start, Failure, "%s: %s: %v", what, grpcCodeName(grpcUnavailable), err)
 	}
 	defer resp.Body.Close()
@@ -102,10 +99,6 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 		return result(start, Failure, "%s: the server does not implement grpc.health.v1.Health", what)
 	case grpcNotFound:
 		return result(start, Failure, "%s: unknown service", what)
-	case grpcUnavailable:
-		// The app is going away: the next probe dials afresh.
-		p.client.CloseIdleConnections()
-		fallthrough
 	default:
 		return withDetail(result(start, Failure, "%s: %s", what, grpcCodeName(status)), decodeGRPCMessage(msg))
 	}

@@ -109,7 +109,9 @@ func TestGRPCProber(t *testing.T) {
 	}
 }
 
-func TestGRPCProberReusesItsConnection(t *testing.T) {
+// TestGRPCProberOpensAConnectionPerProbe checks that no connection is
+// kept from one probe to the next, as with the kubelet.
+func TestGRPCProberOpensAConnectionPerProbe(t *testing.T) {
 	hs := health.NewServer()
 	_, ln := startGRPC(t, "127.0.0.1:0", hs)
 	p := newGRPCProber()
@@ -118,13 +120,33 @@ func TestGRPCProberReusesItsConnection(t *testing.T) {
 	for range 5 {
 		checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Success)
 	}
-	if n := ln.accepted.Load(); n != 1 {
-		t.Errorf("5 probes opened %d connections, want 1", n)
+	if n := ln.accepted.Load(); n != 5 {
+		t.Errorf("5 probes opened %d connections, want 5", n)
 	}
 }
 
-// TestGRPCProberSeesARestartAtOnce checks that the kept connection does
-// not wait out gRPC's reconnect backoff after the app comes back.
+// TestGRPCProberSeesAnAppThatStopsAccepting checks that an app whose
+// listener closed fails its next probe, though it still serves the
+// connections it has: no client could reach it.
+func TestGRPCProberSeesAnAppThatStopsAccepting(t *testing.T) {
+	_, ln := startGRPC(t, "127.0.0.1:0", health.NewServer())
+	p := newGRPCProber()
+	t.Cleanup(p.close)
+	spec := mustSpec(t, "grpc://"+ln.Addr().String())
+	checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Success)
+
+	_ = ln.Listener.Close()
+	for range 3 {
+		res := probeWithin(p.probe, spec, 10*time.Second)
+		checkResult(t, res, Failure)
+		if !strings.Contains(res.Output, "refused") {
+			t.Errorf("output = %q, want the refused connection", res.Output)
+		}
+	}
+}
+
+// TestGRPCProberSeesARestartAtOnce checks that no reconnect backoff is
+// waited out after the app comes back.
 func TestGRPCProberSeesARestartAtOnce(t *testing.T) {
 	srv, ln := startGRPC(t, "127.0.0.1:0", health.NewServer())
 	addr := ln.Addr().String()

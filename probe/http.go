@@ -14,17 +14,15 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/version"
 )
 
-// httpBodyLimit is how much of a response body a probe reads. The rest is
-// left unread: the connection is then closed instead of reused, which only
-// costs an app that answers its health check with a large body.
+// httpBodyLimit is how much of a response body a probe reads; the rest is
+// left unread.
 const httpBodyLimit = 10 << 10
 
 // httpMaxRedirects is how many same-host redirects a probe follows, as
 // the kubelet does.
 const httpMaxRedirects = 10
 
-// httpProber keeps one client per TLS mode, so that connections to the
-// app are reused from one probe to the next.
+// httpProber keeps one client per TLS mode.
 type httpProber struct {
 	verify, insecure *http.Client
 }
@@ -36,20 +34,22 @@ func newHTTPProber() *httpProber {
 func newHTTPClient(insecure bool) *http.Client {
 	t := appTransport()
 	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: insecure}
-	t.MaxIdleConnsPerHost = 2
 	return &http.Client{Transport: t, CheckRedirect: sameHostRedirects}
 }
 
-// appTransport is the base of the http and grpc probes' transports: its
-// idle connections are kept for the next probe.
+// appTransport is the base of the http and grpc probes' transports. Each
+// probe opens a connection of its own and closes it, as the kubelet's do:
+// a connection kept from the last probe would go on passing while the app
+// accepts no new one (its listener closed, its accept loop dead, its
+// backlog full), and the app would stay in Consul with no client able to
+// reach it.
 func appTransport() *http.Transport {
 	return &http.Transport{
 		// The app is beside outrider: a proxy from the environment must
 		// not sit between them.
 		Proxy:              nil,
-		DialContext:        (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:       2,
-		IdleConnTimeout:    90 * time.Second,
+		DialContext:        (&net.Dialer{}).DialContext,
+		DisableKeepAlives:  true,
 		DisableCompression: true,
 	}
 }

@@ -226,7 +226,9 @@ func TestHTTPProberSendsHeaders(t *testing.T) {
 	}
 }
 
-func TestHTTPProberReusesConnections(t *testing.T) {
+// TestHTTPProberOpensAConnectionPerProbe checks that no connection is
+// kept from one probe to the next, as with the kubelet.
+func TestHTTPProberOpensAConnectionPerProbe(t *testing.T) {
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -249,8 +251,29 @@ func TestHTTPProberReusesConnections(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(conns) != 1 {
-		t.Errorf("5 probes opened %d connections, want 1", len(conns))
+	if len(conns) != 5 {
+		t.Errorf("5 probes opened %d connections, want 5", len(conns))
+	}
+}
+
+// TestHTTPProberSeesAnAppThatStopsAccepting checks that an app whose
+// listener closed fails its next probe, though it still serves the
+// connections it has: no client could reach it.
+func TestHTTPProberSeesAnAppThatStopsAccepting(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(srv.Close)
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	spec := mustSpec(t, srv.URL+"/healthz")
+	checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Success)
+
+	_ = srv.Listener.Close()
+	for range 3 {
+		res := probeWithin(p.probe, spec, 10*time.Second)
+		checkResult(t, res, Failure)
+		if !strings.Contains(res.Output, "refused") {
+			t.Errorf("output = %q, want the refused connection", res.Output)
+		}
 	}
 }
 
