@@ -312,7 +312,7 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		r.fail("OUTRIDER_SERVICE_NAME", "", "is required when OUTRIDER_REGISTRY=consul (set it, or set OUTRIDER_REGISTRY=none)")
 	}
 	if s.Name != "" && !servicename.Valid(s.Name) {
-		r.fail("OUTRIDER_SERVICE_NAME", s.Name, "is not a valid service name (want letters, digits, '-', '_' and '.')")
+		r.fail("OUTRIDER_SERVICE_NAME", s.Name, "is not a valid service name (want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters)")
 	}
 	host := hostname
 	if s.PodName != "" {

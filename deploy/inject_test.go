@@ -178,6 +178,35 @@ type relabel struct {
 	Separator string   `json:"separator"`
 	Regex     string   `json:"regex"`
 	Action    string   `json:"action"`
+	Target    string   `json:"target_label"`
+	Targets   string   `json:"targetLabel"` // the operator's spelling
+}
+
+// relabeled applies the replace rules whose source labels are all in
+// target, as Prometheus does (default regex (.*), replacement $1), and
+// returns the labels they set.
+func relabeled(t *testing.T, rules []relabel, target map[string]string) map[string]string {
+	t.Helper()
+	set := map[string]string{}
+	for _, r := range rules {
+		if a := strings.ToLower(cmp.Or(r.Action, "replace")); a != "replace" {
+			continue
+		}
+		src := append(r.Source, r.Sources...)
+		values := make([]string, len(src))
+		for i, l := range src {
+			values[i] = target[l]
+		}
+		re, err := regexp.Compile("^(?:" + cmp.Or(r.Regex, "(.*)") + ")$")
+		if err != nil {
+			t.Fatalf("relabel regex %q: %v", r.Regex, err)
+		}
+		v := strings.Join(values, cmp.Or(r.Separator, ";"))
+		if m := re.FindStringSubmatchIndex(v); m != nil {
+			set[r.Target+r.Targets] = string(re.ExpandString(nil, "$1", v, m))
+		}
+	}
+	return set
 }
 
 // kept applies the keep and drop rules whose source labels are all in
@@ -294,5 +323,55 @@ func TestInjectedPodsAreScraped(t *testing.T) {
 	}
 	if !names["metrics"] || !names["outrider-metric"] {
 		t.Errorf("the golden files name the metrics port %v, want both metrics and outrider-metric", names)
+	}
+}
+
+// The PodMonitor sets the service label from the pod's labels as the
+// kubernetes job of docs/prometheus.md does: the recording rules and
+// KEDA's query group by it, whichever of the two scrapes.
+func TestPodMonitorSetsServiceAsTheJobDoes(t *testing.T) {
+	var job struct {
+		ScrapeConfigs []struct {
+			Relabel []relabel `json:"relabel_configs"`
+		} `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal([]byte(promtest.DocBlock(t, filepath.Join(root, "docs", "prometheus.md"), "scrape-job: kubernetes")), &job); err != nil {
+		t.Fatal(err)
+	}
+	var pm struct {
+		Spec struct {
+			Endpoints []struct {
+				Port        string    `json:"port"`
+				Relabelings []relabel `json:"relabelings"`
+			} `json:"podMetricsEndpoints"`
+		} `json:"spec"`
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "components", "podmonitor", "podmonitor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &pm); err != nil {
+		t.Fatal(err)
+	}
+	const app, name = "__meta_kubernetes_pod_label_app", "__meta_kubernetes_pod_label_app_kubernetes_io_name"
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   string
+	}{
+		{name: "app label only", labels: map[string]string{app: "web"}, want: "web"},
+		{name: "app.kubernetes.io/name only", labels: map[string]string{name: "web"}, want: "web"},
+		{name: "both", labels: map[string]string{app: "legacy", name: "web"}, want: "web"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := relabeled(t, job.ScrapeConfigs[0].Relabel, tc.labels)["service"]; got != tc.want {
+				t.Errorf("the kubernetes job of docs/prometheus.md sets service %q, want %q", got, tc.want)
+			}
+			for _, ep := range pm.Spec.Endpoints {
+				if got := relabeled(t, ep.Relabelings, tc.labels)["service"]; got != tc.want {
+					t.Errorf("the PodMonitor's endpoint on port %s sets service %q, want %q", ep.Port, got, tc.want)
+				}
+			}
+		})
 	}
 }

@@ -200,6 +200,9 @@ func TestSystemdUnitsParse(t *testing.T) {
 			if tc.wrap && env["APP_COMMAND"] == "" {
 				t.Errorf("wrap mode needs APP_COMMAND in outrider.env.example")
 			}
+			if after := strings.Fields(u.get("Unit", "After")); !slices.Contains(after, "consul.service") {
+				t.Errorf("%s: After=%q, want consul.service so that the local Consul agent stops after the drain's deregistration", tc.file, u.get("Unit", "After"))
+			}
 			if !tc.wrap && !strings.Contains(u.get("Unit", "After"), "%i.service") {
 				t.Errorf("%s: After=%q, want %%i.service so outrider stops before the app", tc.file, u.get("Unit", "After"))
 			}

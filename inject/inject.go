@@ -1,6 +1,7 @@
 // Package inject adds outrider as a sidecar to Kubernetes workloads in YAML,
 // offline, like `linkerd inject`: Deployments, StatefulSets, DaemonSets,
-// ReplicaSets, Pods and PodTemplates whose pod template asks for it with the annotation
+// ReplicaSets, Pods and PodTemplates, alone or as items of a List, whose
+// pod template asks for it with the annotation
 // outrider.io/inject: "true" get the sidecar, its environment, the app's
 // preStop hook and shareProcessNamespace. Every other document is copied
 // byte for byte; an injected document keeps its comments and key order but
@@ -43,11 +44,12 @@ type Options struct {
 	Rand io.Reader
 }
 
-// Result says what happened to one document.
+// Result says what happened to one object.
 type Result struct {
 	Kind, Name string
 	Injected   bool
-	Reason     string // why it was not injected
+	Reason     string   // why it was not injected
+	Warnings   []string // what the injected pod may meet
 }
 
 // Stream injects every document of in, named name in errors, and writes the
@@ -62,9 +64,7 @@ func Stream(name string, in []byte, out io.Writer, opts Options) ([]Result, erro
 			return nil, fmt.Errorf("%s: document %d: %w", name, i+1, err)
 		}
 		line += bytes.Count(doc, []byte("\n"))
-		if res != nil {
-			results = append(results, *res)
-		}
+		results = append(results, res...)
 		buf.Write(text)
 	}
 	_, err := out.Write(buf.Bytes())
@@ -100,8 +100,9 @@ func isDocStart(line []byte) bool {
 var errLine = regexp.MustCompile(`^yaml: line (\d+):`)
 
 // document injects one document, which starts on line first of the input;
-// text is what to write in its place.
-func document(doc []byte, first int, opts Options) (*Result, []byte, error) {
+// text is what to write in its place. A List (what `kubectl get -o yaml`
+// prints for several objects) is injected item by item.
+func document(doc []byte, first int, opts Options) ([]Result, []byte, error) {
 	var root yaml.Node
 	err := yaml.Unmarshal(doc, &root)
 	if err != nil {
@@ -119,32 +120,62 @@ func document(doc []byte, first int, opts Options) (*Result, []byte, error) {
 	if obj.Kind != yaml.MappingNode {
 		return nil, nil, fmt.Errorf("%w: not a Kubernetes object (a YAML mapping with kind and metadata)", ErrBadInput)
 	}
+	objs := []*yaml.Node{obj}
+	if items := get(obj, "items"); strings.HasSuffix(str(get(obj, "kind")), "List") && items != nil && items.Kind == yaml.SequenceNode {
+		objs = items.Content
+	}
+	var results []Result
+	injected := false
+	for _, o := range objs {
+		res, err := object(o, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		results = append(results, res)
+		injected = injected || res.Injected
+	}
+	if !injected {
+		return results, doc, nil
+	}
+	text, err := encode(doc, &root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", results[0].Kind, results[0].Name, err)
+	}
+	return results, text, nil
+}
+
+// object injects obj in place when it is a workload that asks for it.
+func object(obj *yaml.Node, opts Options) (Result, error) {
 	kind, name := str(get(obj, "kind")), str(get(get(obj, "metadata"), "name"))
-	res := &Result{Kind: kind, Name: name}
+	res := Result{Kind: kind, Name: name}
 	w := workloadOf(obj)
 	if w == nil {
-		res.Reason = "kind " + kind + " is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are)"
-		return res, doc, nil
+		res.Reason = "kind " + kind + " is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are, alone or as items of a List)"
+		return res, nil
 	}
 	want, why := w.wanted(opts.All)
 	if !want {
 		res.Reason = why
-		return res, doc, nil
+		return res, nil
 	}
 	s, err := w.settings(opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
+		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}
 	if err := injectPod(w.pod, s); err != nil {
-		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
+		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}
 	res.Injected = true
-	text, err := encode(doc, &root)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s %s: %w", kind, name, err)
+	if strings.EqualFold(str(get(w.pod, "hostNetwork")), "true") {
+		res.Warnings = append(res.Warnings, hostNetworkWarning)
 	}
-	return res, text, nil
+	return res, nil
 }
+
+// hostNetworkWarning is what an injected pod on the node's network meets.
+var hostNetworkWarning = fmt.Sprintf("hostNetwork: the sidecar's ports %d, %d and %d are the node's: "+
+	"one injected hostNetwork pod per node, across all workloads, and the admin listener "+
+	"(token-protected) is on the node's addresses", adminPort, proxyPort, metricsPort)
 
 // encode writes root with two-space indentation, keeping the document's
 // "---" line when it had one.

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,15 +93,127 @@ func TestPassThrough(t *testing.T) {
 	}
 	want := []Result{
 		{Kind: "Deployment", Name: "plain", Reason: "no outrider.io/inject annotation"},
-		{Kind: "Job", Name: "once", Reason: "kind Job is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are)"},
+		{Kind: "Job", Name: "once", Reason: "kind Job is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are, alone or as items of a List)"},
 	}
-	if len(results) != len(want) {
-		t.Fatalf("results %+v, want %+v", results, want)
+	if !reflect.DeepEqual(results, want) {
+		t.Errorf("results %+v, want %+v", results, want)
 	}
-	for i := range want {
-		if results[i] != want[i] {
-			t.Errorf("result %d = %+v, want %+v", i, results[i], want[i])
+}
+
+// TestList checks that the items of a List, what `kubectl get -o yaml`
+// prints for several objects, are injected one by one.
+func TestList(t *testing.T) {
+	in := []byte(`apiVersion: v1
+kind: List
+items:
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: web
+    spec:
+      template:
+        metadata:
+          annotations:
+            outrider.io/inject: "true"
+        spec:
+          containers:
+            - name: web
+              image: web:1
+  - apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: settings
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: plain
+    spec:
+      template:
+        spec:
+          containers:
+            - name: plain
+              image: plain:1
+metadata:
+  resourceVersion: ""
+`)
+	var out bytes.Buffer
+	results, err := Stream("list", in, &out, Options{Rand: fixedRand()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Result{
+		{Kind: "Deployment", Name: "web", Injected: true},
+		{Kind: "ConfigMap", Name: "settings", Reason: "kind ConfigMap is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are, alone or as items of a List)"},
+		{Kind: "Deployment", Name: "plain", Reason: "no outrider.io/inject annotation"},
+	}
+	if !reflect.DeepEqual(results, want) {
+		t.Errorf("results %+v, want %+v", results, want)
+	}
+	var list struct {
+		Kind  string
+		Items []struct {
+			Metadata struct{ Name string }
+			Spec     struct {
+				Template struct {
+					Spec struct {
+						Containers     []struct{ Name string }
+						InitContainers []struct{ Name string } `yaml:"initContainers"`
+					}
+				}
+			}
 		}
+	}
+	if err := yaml.Unmarshal(out.Bytes(), &list); err != nil {
+		t.Fatalf("output is not YAML: %v\n%s", err, out.String())
+	}
+	if list.Kind != "List" || len(list.Items) != 3 {
+		t.Fatalf("output is not the list of 3:\n%s", out.String())
+	}
+	names := func(i int) (n []string) {
+		tmpl := list.Items[i].Spec.Template.Spec
+		for _, c := range append(tmpl.InitContainers, tmpl.Containers...) {
+			n = append(n, c.Name)
+		}
+		return n
+	}
+	if got := names(0); !slices.Contains(got, "outrider") {
+		t.Errorf("web's containers %v, want outrider among them", got)
+	}
+	if got := names(2); slices.Contains(got, "outrider") {
+		t.Errorf("plain's containers %v, want no outrider", got)
+	}
+	if again := run(t, "list again", out.Bytes(), Options{Rand: fixedRand()}); !bytes.Equal(again, out.Bytes()) {
+		t.Errorf("injecting the list twice changed it:\n%s", again)
+	}
+}
+
+// TestHostNetworkWarns checks that a pod on the node's network is injected
+// with a warning that the sidecar's ports are then the node's.
+func TestHostNetworkWarns(t *testing.T) {
+	for _, tc := range []struct {
+		name, spec string
+		warn       bool
+	}{
+		{name: "pod network", spec: "", warn: false},
+		{name: "hostNetwork false", spec: "  hostNetwork: false\n", warn: false},
+		{name: "hostNetwork", spec: "  hostNetwork: true\n", warn: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n" + tc.spec +
+				"  containers:\n    - name: app\n      image: app:1\n"
+			var out bytes.Buffer
+			results, err := Stream(tc.name, []byte(in), &out, Options{Rand: fixedRand()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(results) != 1 || !results[0].Injected {
+				t.Fatalf("results %+v, want the pod injected", results)
+			}
+			warned := len(results[0].Warnings) == 1 && strings.Contains(results[0].Warnings[0], "15000, 15001 and 15090 are the node's")
+			if warned != tc.warn || (!tc.warn && len(results[0].Warnings) > 0) {
+				t.Errorf("warnings %q, want a hostNetwork warning: %v", results[0].Warnings, tc.warn)
+			}
+		})
 	}
 }
 
@@ -163,12 +277,15 @@ func TestBadInput(t *testing.T) {
 		{name: "outrider's port on an init container", in: pod("", app) + "  initContainers:\n    - name: agent\n      image: agent:1\n      restartPolicy: Always\n      ports: [{containerPort: 15000}]\n",
 			want: "bad.yaml: document 1: Pod p: bad input: container agent has port 15000, one of outrider's own (15000, 15001, 15090): both cannot listen on it in one pod"},
 		{name: "bad duration", in: pod("    outrider.io/drain-delay: five\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/drain-delay: "five" is not a duration (want e.g. 5s)`},
-		{name: "bad service name", in: pod("    outrider.io/service-name: a/b\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "a/b" is not a valid service name (want letters, digits, '-', '_' and '.')`},
+		{name: "service name too long", in: pod("    outrider.io/service-name: "+strings.Repeat("a", 254)+"\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "` + strings.Repeat("a", 254) + `" is not a valid service name (want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters)`},
+		{name: "bad service name", in: pod("    outrider.io/service-name: a/b\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "a/b" is not a valid service name (want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters)`},
 		{name: "bad probe", in: pod("    outrider.io/probe: htp://127.0.0.1:8080/healthz\n", app),
 			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/probe: "htp://127.0.0.1:8080/healthz" unknown scheme "htp" (want http, https, tcp, grpc or exec)`},
 		{name: "bad probe, its password masked", in: pod("    outrider.io/probe: http://u:secret@/healthz\n", app),
 			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/probe: "http://u:xxxxx@/healthz" http URL has no host (want e.g. http://127.0.0.1:8080/healthz)`},
-		{name: "bad consul-token-secret", in: pod("    outrider.io/consul-token-secret: Consul_Token\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/consul-token-secret: "Consul_Token" is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)`},
+		{name: "bad consul-token-secret", in: pod("    outrider.io/consul-token-secret: Consul_Token\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/consul-token-secret: "Consul_Token" is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', each part between dots starting and ending with a letter or digit)`},
+		{name: "consul-token-secret with an empty part", in: pod("    outrider.io/consul-token-secret: tok..en\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/consul-token-secret: "tok..en" is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', each part between dots starting and ending with a letter or digit)`},
+		{name: "consul-token-secret too long", in: pod("    outrider.io/consul-token-secret: "+strings.Repeat("a", 254)+"\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/consul-token-secret: "` + strings.Repeat("a", 254) + `" is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', each part between dots starting and ending with a letter or digit)`},
 		{name: "bad native-sidecar", in: pod("    outrider.io/native-sidecar: maybe\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "maybe" is neither true nor false`},
 		{name: "bad runAsUser", in: pod("", app+"      securityContext: {runAsUser: nobody}\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app: securityContext.runAsUser "nobody" is not a user or group id (want a number from 0)`},

@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/outrider-sidecar/outrider/internal/servicename"
 	probespec "github.com/outrider-sidecar/outrider/probe"
 )
 
@@ -104,10 +105,12 @@ func (s settings) graceSeconds() int64 {
 	return int64((s.drainDelay + s.drainTimeout + 5*time.Second + appStopAllowance + time.Second - 1) / time.Second)
 }
 
-var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+// secretName is a Secret's name: a DNS-1123 subdomain (dot-separated
+// labels of lowercase letters, digits and '-', each starting and ending
+// with a letter or digit), at most 253 characters.
+var secretName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
-// secretName is a Secret's name: a DNS-1123 subdomain.
-var secretName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
+func validSecretName(s string) bool { return len(s) <= 253 && secretName.MatchString(s) }
 
 func (w *workload) settings(opts Options) (settings, error) {
 	if w.pod == nil || w.pod.Kind != yaml.MappingNode {
@@ -137,8 +140,8 @@ func (w *workload) settings(opts Options) (settings, error) {
 	if s.service == "" {
 		s.service = w.name
 	}
-	if !serviceName.MatchString(s.service) {
-		return s, bad(AnnotationServiceName, s.service, "is not a valid service name (want letters, digits, '-', '_' and '.')")
+	if !servicename.Valid(s.service) {
+		return s, bad(AnnotationServiceName, s.service, "is not a valid service name (want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters)")
 	}
 	// The agent refuses a probe it cannot parse, and the pod would never
 	// start; the value is shown with a URL password masked.
@@ -160,8 +163,8 @@ func (w *workload) settings(opts Options) (settings, error) {
 		s.consulSecret = DefaultConsulSecret
 	}
 	// The API server refuses a pod that names a Secret it could not hold.
-	if !secretName.MatchString(s.consulSecret) {
-		return s, bad(AnnotationConsulSecret, s.consulSecret, "is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)")
+	if !validSecretName(s.consulSecret) {
+		return s, bad(AnnotationConsulSecret, s.consulSecret, "is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', each part between dots starting and ending with a letter or digit)")
 	}
 	switch v := w.annotation(AnnotationNativeSidecar); v {
 	case "", "true":

@@ -78,6 +78,9 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		for _, r := range results {
 			if r.Injected {
 				fmt.Fprintf(stderr, "outrider inject: %s: %s %s injected\n", name, r.Kind, r.Name)
+				for _, w := range r.Warnings {
+					fmt.Fprintf(stderr, "outrider inject: %s: %s %s: warning: %s\n", name, r.Kind, r.Name, w)
+				}
 			} else {
 				fmt.Fprintf(stderr, "outrider inject: %s: %s %s unchanged (%s)\n", name, r.Kind, r.Name, r.Reason)
 			}
