@@ -28,6 +28,7 @@ func TestInjectCommand(t *testing.T) {
 	// Files whose last line has no newline.
 	svc := write("service.yaml", "kind: Service\nmetadata: {name: s}\nspec:\n  ports:\n  - port: 80")
 	dashed := write("dashed.yaml", "---\nkind: ConfigMap\nmetadata: {name: d}")
+	hostNet := write("hostnet.yaml", strings.Replace(pod, "spec:\n", "spec:\n  hostNetwork: true\n", 1))
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -49,6 +50,8 @@ func TestInjectCommand(t *testing.T) {
 			docs: []string{"Service/s", "Pod/p"}},
 		{name: "a file without its final newline, then one that starts with ---", args: []string{svc, dashed, other}, code: exitOK,
 			docs: []string{"Service/s", "ConfigMap/d", "ConfigMap/c"}},
+		{name: "hostNetwork warns", args: []string{hostNet}, code: exitOK, stdout: []string{"name: outrider"},
+			stderr: "hostnet.yaml: Pod p: warning: hostNetwork: the sidecar's ports 15000, 15001 and 15090 are the node's"},
 		{name: "no annotation passes through", args: []string{other}, code: exitOK, sameAsIn: true,
 			stderr: "ConfigMap c unchanged"},
 		{name: "stdin", args: []string{"--admin-token", "tok"}, stdin: pod, code: exitOK, stdout: []string{"name: outrider"}, stderr: "stdin: Pod p injected"},
