@@ -39,6 +39,9 @@ type fakeConsul struct {
 	// hanging, when set, receives every check update, which then hangs
 	// until its context ends.
 	hanging chan struct{}
+	// updateDelay, when not 0, is how long each check update takes to be
+	// answered (in real time), or fails when its context ends first.
+	updateDelay time.Duration
 	// whileRegistering, when set, runs once a registration is taken or
 	// refused, before its answer: what happens while it is in flight.
 	whileRegistering func()
@@ -117,12 +120,19 @@ func (f *fakeConsul) register(reg *consul.AgentServiceRegistration) error {
 
 func (f *fakeConsul) UpdateTTLOpts(id, output, status string, q *consul.QueryOptions) error {
 	f.mu.Lock()
-	hanging := f.hanging
+	hanging, delay := f.hanging, f.updateDelay
 	f.mu.Unlock()
 	if hanging != nil {
 		hanging <- struct{}{}
 		<-q.Context().Done()
 		return q.Context().Err()
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-q.Context().Done():
+			return q.Context().Err()
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -216,6 +226,13 @@ func (f *fakeConsul) hangUpdates() <-chan struct{} {
 	defer f.mu.Unlock()
 	f.hanging = make(chan struct{}, 10)
 	return f.hanging
+}
+
+// slowUpdates makes every check update take d to be answered.
+func (f *fakeConsul) slowUpdates(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.updateDelay = d
 }
 
 // loseRegisterAnswers makes registrations time out after the fake took them.

@@ -261,14 +261,22 @@ func (r *Registrar) step(ctx context.Context) time.Duration {
 	if stopped {
 		return time.Hour
 	}
+	// regErr is a reload's registration that failed while Consul holds
+	// the last one it took: heartbeats go on, and it is sent again.
+	var regErr error
 	if reason != "" {
 		err := r.register(ctx, reason)
 		switch {
-		case err != nil && reason == reasonConfig && classify(err) == linkRejected:
+		case err == nil:
+		case reason == reasonConfig && classify(err) == linkRejected:
 			// Consul refused the reloaded settings and still holds the
 			// last ones it took: keep those, and keep heartbeating them.
 			r.rejected(err)
-		case err != nil:
+		case reason == reasonConfig:
+			// Consul failed to answer (a 5xx, a timeout): the instance it
+			// holds must not let its checks expire meanwhile.
+			regErr = err
+		default:
 			return r.fail(ctx, "register", err)
 		}
 	}
@@ -288,6 +296,11 @@ func (r *Registrar) step(ctx context.Context) time.Duration {
 		return r.fail(ctx, "heartbeat", err)
 	}
 	r.m.heartbeats.WithLabelValues("ok").Inc()
+	if regErr != nil && r.pendingReason() == reasonConfig {
+		// Sent again after the backoff, which is never longer than the
+		// heartbeat interval.
+		return r.fail(ctx, "register", regErr)
+	}
 	r.succeeded()
 	err = r.applyMaintenance(ctx)
 	if err != nil && !isNotFound(err) && ctx.Err() == nil && !r.maint.failing {
@@ -296,6 +309,13 @@ func (r *Registrar) step(ctx context.Context) time.Duration {
 	}
 	r.maint.failing = err != nil
 	return r.interval()
+}
+
+// pendingReason is the registration still to send, "" for none.
+func (r *Registrar) pendingReason() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pending
 }
 
 func (r *Registrar) lock(ctx context.Context) bool {

@@ -872,6 +872,81 @@ func TestRejectedReloadKeepsTheRegistrationConsulHolds(t *testing.T) {
 	}
 }
 
+func TestReloadConsulFailsToTakeKeepsHeartbeating(t *testing.T) {
+	// Consul fails to answer a reloaded registration (a 500: no cluster
+	// leader, say) while it still holds the instance. The heartbeats go
+	// on, so that no check expires, and the reload is sent again at every
+	// step until Consul takes it.
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	h.verdict(true, "")
+	h.consul.takeCalls()
+	h.consul.takeAliveBeats()
+
+	h.consul.setRegisterError(500)
+	changed := testService()
+	changed.Tags = []string{"v2"}
+	if err := h.r.Update(changed); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	d := h.clock.NextWait(t).D
+	for range 3 {
+		if d > heartbeat {
+			t.Fatalf("next step in %s, want at most the heartbeat interval %s: the checks would expire", d, heartbeat)
+		}
+		d = h.step(d)
+	}
+	wantCalls(t, h.consul.takeCalls(),
+		"register web-1", "update service:web-1 passing",
+		"register web-1", "update service:web-1 passing",
+		"register web-1", "update service:web-1 passing",
+		"register web-1", "update service:web-1 passing")
+	if n := h.consul.takeAliveBeats(); n != 4 {
+		t.Errorf("liveness check updated %d times, want 4 (one per step)", n)
+	}
+	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, testService().Tags) {
+		t.Errorf("tags in consul = %q, want the ones it took before, %q", reg.Tags, testService().Tags)
+	}
+	if got := h.counter(h.r.m.errors, "register"); got != 4 {
+		t.Errorf("errors{op=register} = %v, want 4", got)
+	}
+	if c := h.lastCond(); !c.ok {
+		t.Errorf("registered condition = %+v, want true: the instance is registered", c)
+	}
+
+	h.consul.setRegisterError(0)
+	h.step(d)
+	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, []string{"v2"}) {
+		t.Errorf("tags in consul = %q, want [v2] once Consul answers", reg.Tags)
+	}
+	if got := h.counter(h.r.m.registrations, "config"); got != 1 {
+		t.Errorf("registrations{config} = %v, want 1", got)
+	}
+}
+
+func TestEachCheckUpdateHasTheCallTimeout(t *testing.T) {
+	// A slow Consul that answers each request within the call timeout,
+	// but not two in a row: both checks are updated.
+	h := newHarnessWith(t, 0.5, Options{CallTimeout: 250 * time.Millisecond})
+	h.consul.slowUpdates(150 * time.Millisecond)
+	h.start()
+	h.clock.NextWait(t)
+	h.verdict(true, "")
+	if c, _ := h.consul.check(AliveCheckID("web-1")); c.Status != "passing" {
+		t.Errorf("liveness check %+v, want passing", c)
+	}
+	if c, _ := h.consul.check(CheckID("web-1")); c.Status != "passing" {
+		t.Errorf("probe's check %+v, want passing", c)
+	}
+	if got := h.counter(h.r.m.errors, "heartbeat"); got != 0 {
+		t.Errorf("errors{op=heartbeat} = %v, want 0", got)
+	}
+	if got := h.counter(h.r.m.heartbeats, "ok"); got < 1 {
+		t.Errorf("heartbeats{result=ok} = %v, want at least 1", got)
+	}
+}
+
 func TestMaintenanceHoldsTheCheckCriticalUntilConsulHasIt(t *testing.T) {
 	// A healthy instance in maintenance is lost and registered again: it
 	// must not show passing, even for a moment, before Consul holds its

@@ -120,23 +120,29 @@ func (r *Registrar) rejected(err error) {
 		"service_id", r.id, "err", err)
 }
 
-// heartbeat updates the TTL check with the latest verdict and its output.
+// heartbeat updates the TTL check with the latest verdict and its output,
+// then the liveness check.
 func (r *Registrar) heartbeat(ctx context.Context) error {
 	status, output := r.check.next()
 	if r.maint.holdsBack() {
 		status, output = consul.HealthCritical, "outrider: maintenance mode wanted; consul does not hold it yet"
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
-	defer cancel()
-	q := (&consul.QueryOptions{}).WithContext(cctx)
-	if err := r.agent.UpdateTTLOpts(CheckID(r.id), output, status, q); err != nil {
-		return fmt.Errorf("update check %q in consul at %s: %w", CheckID(r.id), r.addr, err)
+	if err := r.updateTTL(ctx, CheckID(r.id), output, status); err != nil {
+		return err
 	}
 	r.check.sent(status, r.clock.Now())
 	// No output: the registration has none either, so registering the
 	// same settings again changes nothing in the catalog.
-	if err := r.agent.UpdateTTLOpts(AliveCheckID(r.id), "", consul.HealthPassing, q); err != nil {
-		return fmt.Errorf("update check %q in consul at %s: %w", AliveCheckID(r.id), r.addr, err)
+	return r.updateTTL(ctx, AliveCheckID(r.id), "", consul.HealthPassing)
+}
+
+// updateTTL sends one check update, bounded by the call timeout of its own:
+// a Consul that answers each request in time never fails the second.
+func (r *Registrar) updateTTL(ctx context.Context, id, output, status string) error {
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
+	if err := r.agent.UpdateTTLOpts(id, output, status, (&consul.QueryOptions{}).WithContext(cctx)); err != nil {
+		return fmt.Errorf("update check %q in consul at %s: %w", id, r.addr, err)
 	}
 	return nil
 }
