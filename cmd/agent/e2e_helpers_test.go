@@ -109,3 +109,16 @@ func seriesValue(t *testing.T, body, series string) (float64, bool) {
 	}
 	return 0, false
 }
+
+// waitFor polls cond every 50ms until it holds, failing the test after
+// limit with what it was waiting for.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

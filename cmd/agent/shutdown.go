@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/probe"
 	"github.com/outrider-sidecar/outrider/proxy"
 	"github.com/outrider-sidecar/outrider/shutdown"
 )
@@ -47,7 +48,54 @@ func (a *agent) addShutdown() error {
 	a.admin.HandleFunc("GET /prestop", a.servePrestop)
 	a.admin.HandleFunc("POST /prestop", a.servePrestop)
 	a.admin.HandleFunc("POST /drain", a.serveDrain)
+	if !a.wrapMode {
+		verdicts := a.subscribeVerdicts()
+		a.addContext("drain watch", func(ctx context.Context) error {
+			return a.afterDrain(ctx, seq, verdicts)
+		})
+	}
 	return nil
+}
+
+// afterDrain says on /ready that the drain is done and, after one a
+// preStop hook started, stops outrider if the app comes back: Kubernetes
+// runs the app container's preStop hook whenever it kills the container,
+// after a failed liveness probe too, and then restarts the app in the same
+// pod beside an outrider that has deregistered it and closed its proxy.
+// The app's probe going unhealthy, then healthy again, is that restart;
+// outrider then exits 1, so that Kubernetes restarts it too and it
+// registers the app again. A pod being deleted never brings the app back:
+// outrider waits for its own SIGTERM as before.
+func (a *agent) afterDrain(ctx context.Context, seq *shutdown.Sequence, verdicts <-chan probe.Verdict) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-seq.Done():
+	}
+	a.gate.Set(condDraining, false, "drained; waiting to be stopped")
+	if seq.Report().Trigger != "prestop" {
+		<-ctx.Done()
+		return nil
+	}
+	// What the channel holds now may be from before the drain.
+	select {
+	case <-verdicts:
+	default:
+	}
+	down := !a.prober.Verdict().Healthy
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case v := <-verdicts:
+			if !v.Healthy {
+				down = true
+			} else if down {
+				return stopStatus{code: exitFailed, reason: "the app came back after a preStop drain " +
+					"(its container was restarted in the pod): outrider stops so that it is restarted too and registers the app again"}
+			}
+		}
+	}
 }
 
 func reportOrNil(seq *shutdown.Sequence) any {
@@ -59,11 +107,18 @@ func reportOrNil(seq *shutdown.Sequence) any {
 	}
 }
 
-// servePrestop answers GET|POST /prestop: it runs the drain (or joins the
+// servePrestop answers GET|POST /prestop (HEAD gets 405): it runs the drain (or joins the
 // one running) and answers when it is done, with the report as JSON: 200
 // when everything in flight finished, 500 when the drain had problems.
 // The drain goes on if the caller leaves.
 func (a *agent) servePrestop(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		// The GET pattern takes HEAD too: a checker asking whether the
+		// URL is there must not take the instance out.
+		w.Header().Set("Allow", "GET, POST")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
 	// The answer waits for the drain, whose timings a config file may
 	// have lengthened since the admin server was set up: no write deadline
 	// for it.

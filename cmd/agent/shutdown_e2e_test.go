@@ -538,3 +538,83 @@ func TestShutdownDrainEndpointAnswersAtOnce(t *testing.T) {
 		t.Errorf("drains started: got %d, want 1", n)
 	}
 }
+
+// TestShutdownAppRestartedAfterPrestop: Kubernetes runs the app container's
+// preStop hook before a liveness restart too, and then starts the app
+// again in the same pod. Once the app is back, outrider exits 1 so that it
+// is restarted as well and registers the app again; after a drain /drain
+// started (an operator's), it stays drained.
+func TestShutdownAppRestartedAfterPrestop(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	for _, tc := range []struct {
+		name, path string
+		wantExit   bool
+	}{
+		{name: "prestop", path: "/prestop", wantExit: true},
+		{name: "drain", path: "/drain", wantExit: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := startInstance(t, srv, "echo-restarted-"+tc.name, false, "OUTRIDER_DRAIN_DELAY=0s")
+			waitPassing(t, srv, in.id, 20*time.Second)
+			if code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+tc.path)); code >= 300 {
+				t.Fatalf("POST %s: %d %q", tc.path, code, body)
+			}
+			testbin.WaitHTTP(t, in.outrider.admin+"/status", http.StatusOK, 5*time.Second)
+			waitFor(t, 10*time.Second, "/ready to say the drain is done", func() bool {
+				_, body := httpGet(t, in.outrider.metrics+"/ready")
+				return strings.Contains(body, "draining: drained; waiting to be stopped")
+			})
+
+			// The kubelet kills the app container and starts it again.
+			in.app.Signal(syscall.SIGKILL)
+			in.app.Wait(10 * time.Second)
+			waitFor(t, 10*time.Second, "the probe to see the app gone", func() bool {
+				_, body := httpGet(t, in.outrider.metrics+"/ready")
+				return strings.Contains(body, "app: probe failed")
+			})
+			in.startApp()
+
+			if !tc.wantExit {
+				time.Sleep(10 * scalePeriod)
+				if in.outrider.Exited() {
+					t.Fatalf("outrider exited after a /drain drain when the app came back:\n%s", in.outrider.Output())
+				}
+				in.outrider.Signal(syscall.SIGTERM)
+				if c := in.outrider.Wait(20 * time.Second); c != exitOK {
+					t.Errorf("outrider exit status %d after SIGTERM, want 0", c)
+				}
+				return
+			}
+			if c := in.outrider.Wait(20 * time.Second); c != exitFailed {
+				t.Errorf("outrider exit status %d once the app came back, want %d", c, exitFailed)
+			}
+			if out := in.outrider.Output(); !strings.Contains(out, "the app came back after a preStop drain") {
+				t.Errorf("outrider's log does not say why it stopped:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestShutdownHeadPrestopDrainsNothing: HEAD on /prestop, which the GET
+// route would take, gets 405 and starts no drain.
+func TestShutdownHeadPrestopDrainsNothing(t *testing.T) {
+	t.Parallel()
+	o := startOutrider(t, 20*time.Second)
+	code, _ := httpDo(t, mustRequest(t, http.MethodHead, o.admin+"/prestop"))
+	if code != http.StatusMethodNotAllowed {
+		t.Errorf("HEAD /prestop: %d, want 405", code)
+	}
+	_, body := httpGet(t, o.admin+"/status")
+	var st struct {
+		Drain struct {
+			Started bool `json:"started"`
+		} `json:"drain"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/status: %v: %q", err, body)
+	}
+	if st.Drain.Started || strings.Contains(o.Output(), "drain started") {
+		t.Errorf("HEAD /prestop started the drain: /status %s", body)
+	}
+}
