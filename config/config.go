@@ -271,7 +271,8 @@ func (r *reader) probe(appAddr string) Probe {
 	var p Probe
 	raw := r.str("OUTRIDER_PROBE", "")
 	if raw == "" {
-		raw = "tcp://" + appAddr
+		// A URL spells an IPv6 zone's "%" as "%25".
+		raw = "tcp://" + strings.ReplaceAll(appAddr, "%", "%25")
 	}
 	spec, err := probe.ParseSpec(raw)
 	if err != nil {
@@ -367,6 +368,11 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		defaultPort = portOf(c.Listen.Proxy)
 	}
 	s.Port = r.port("OUTRIDER_SERVICE_PORT", defaultPort)
+	if s.Port == 0 && c.Listen.Proxy != "" && c.Registry.Enabled() && !r.failed("OUTRIDER_PROXY_LISTEN") && !r.failed("OUTRIDER_SERVICE_PORT") {
+		// Port 0 is chosen at start: Consul would send clients to port 0.
+		r.fail("OUTRIDER_PROXY_LISTEN", c.Listen.Proxy,
+			"has port 0, which would be registered in Consul as the service's port (pick a port, or set OUTRIDER_SERVICE_PORT)")
+	}
 	return s
 }
 

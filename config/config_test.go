@@ -112,6 +112,15 @@ func TestGoodValues(t *testing.T) {
 		{"probe follows the app address",
 			map[string]string{"OUTRIDER_APP_ADDR": "127.0.0.1:9000"},
 			func(c Config) (any, any) { return c.Probe.Spec.String(), "tcp://127.0.0.1:9000" }},
+		{"probe follows an app address with an IPv6 zone",
+			map[string]string{"OUTRIDER_APP_ADDR": "[fe80::1%eth0]:9000"},
+			func(c Config) (any, any) { return c.Probe.Spec.Address, "[fe80::1%eth0]:9000" }},
+		{"proxy on a port chosen at start without a registry",
+			map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_PROXY_LISTEN": "127.0.0.1:0"},
+			func(c Config) (any, any) { return c.Listen.Proxy, "127.0.0.1:0" }},
+		{"proxy on a port chosen at start with an explicit service port",
+			map[string]string{"OUTRIDER_PROXY_LISTEN": "127.0.0.1:0", "OUTRIDER_SERVICE_PORT": "8443"},
+			func(c Config) (any, any) { return c.Service.Port, 8443 }},
 		{"http probe with headers and insecure",
 			map[string]string{"OUTRIDER_PROBE": "https://app:8443/healthz", "OUTRIDER_PROBE_HEADERS": "Host: x, Authorization: Bearer y", "OUTRIDER_PROBE_INSECURE": "true"},
 			func(c Config) (any, any) {
@@ -189,7 +198,7 @@ func TestGoodValues(t *testing.T) {
 				return [2]any{c.Listen.Metrics, c.Listen.Admin}, [2]any{"127.0.0.1:9100", "127.0.0.2:9100"}
 			}},
 		{"port 0 never clashes",
-			map[string]string{"OUTRIDER_PROXY_LISTEN": ":0", "OUTRIDER_METRICS_LISTEN": "127.0.0.1:0", "OUTRIDER_ADMIN_LISTEN": "127.0.0.1:0"},
+			map[string]string{"OUTRIDER_PROXY_LISTEN": ":0", "OUTRIDER_SERVICE_PORT": "8080", "OUTRIDER_METRICS_LISTEN": "127.0.0.1:0", "OUTRIDER_ADMIN_LISTEN": "127.0.0.1:0"},
 			func(c Config) (any, any) {
 				return [3]any{c.Listen.Proxy, c.Listen.Metrics, c.Listen.Admin}, [3]any{":0", "127.0.0.1:0", "127.0.0.1:0"}
 			}},
