@@ -115,16 +115,20 @@ func (c *Child) Signal(sig os.Signal) error {
 	return nil
 }
 
-// Stop sends the child SIGTERM and waits for it to exit until ctx is done,
-// then kills its whole process group, and waits for it. It reports whether
-// the kill was needed. ctx's deadline is the app's time to stop; cancelling
-// ctx cuts that time short.
+// Stop sends the child SIGTERM (then SIGCONT, should it be stopped) and
+// waits for it to exit until ctx is done, then kills its whole process
+// group, and waits for it. It reports whether the kill was needed. ctx's
+// deadline is the app's time to stop; cancelling ctx cuts that time short.
 func (c *Child) Stop(ctx context.Context) (killed bool) {
 	if c.Exited() {
 		c.killGroup()
 		return false
 	}
 	_ = c.Signal(syscall.SIGTERM)
+	// A stopped app (SIGSTOP, or SIGTTIN from reading a terminal it does
+	// not own) would keep the SIGTERM pending until the kill: continue
+	// it, as systemd does.
+	_ = c.Signal(syscall.SIGCONT)
 	select {
 	case <-c.done:
 		// Whatever it left running in its group goes with it.

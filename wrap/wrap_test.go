@@ -99,6 +99,19 @@ func TestStop(t *testing.T) {
 			t.Errorf("status: got %d, want 0", code)
 		}
 	})
+	t.Run("stopped: continued to take its SIGTERM", func(t *testing.T) {
+		c, out := startSh(t, `trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
+		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+		if err := c.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if killed := stop(c, 5*time.Second); killed {
+			t.Errorf("Stop: killed a stopped child that exits on SIGTERM once continued")
+		}
+		if code, how := c.Status(); code != 0 {
+			t.Errorf("status: got %d (%s), want 0", code, how)
+		}
+	})
 	t.Run("ignores SIGTERM: the group is killed at the timeout", func(t *testing.T) {
 		c, out := startSh(t, `trap '' TERM; sleep 60 & echo "ready $!"; wait`)
 		waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
