@@ -14,15 +14,16 @@ type condition struct {
 	set    bool
 }
 
-// update tells the listener when ok or reason changed. The listener runs
-// under the condition's lock, so that changes reach it in order; it must
-// not call back.
-func (c *condition) update(ok bool, reason string) {
+// update tells the listener when ok or reason changed, and reports
+// whether they did. The listener runs under the condition's lock, so that
+// changes reach it in order; it must not call back.
+func (c *condition) update(ok bool, reason string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.set && c.ok == ok && c.reason == reason {
-		return
+		return false
 	}
 	c.ok, c.reason, c.set = ok, reason, true
 	c.notify(ok, reason)
+	return true
 }

@@ -15,6 +15,7 @@ type Agent interface {
 	ServiceDeregisterOpts(serviceID string, q *consul.QueryOptions) error
 	EnableServiceMaintenanceOpts(serviceID, reason string, q *consul.QueryOptions) error
 	DisableServiceMaintenanceOpts(serviceID string, q *consul.QueryOptions) error
+	AgentHealthServiceByIDOpts(serviceID string, q *consul.QueryOptions) (string, *consul.AgentServiceChecksInfo, error)
 }
 
 // isNotFound reports whether Consul answered that the service or check is unknown.

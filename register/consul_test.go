@@ -307,3 +307,45 @@ func TestNotTaken(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondInstanceWithTheSameIDAgainstConsul: two outriders given one
+// service ID, at different addresses (two instances of a service on one
+// host, with the default ID). The second leaves the ID to the first, which
+// stays registered and passing, rather than take its entry over.
+func TestSecondInstanceWithTheSameIDAgainstConsul(t *testing.T) {
+	srv := consultest.Start(t)
+	agent := srv.Client().Agent()
+	first, second := testService(), testService()
+	first.Address, first.Port = "127.0.0.1", 8080
+	second.Address, second.Port = "127.0.0.1", 8081
+
+	clk1 := clock.NewFake(fakeEpoch)
+	_, verdicts1, _ := runAgainst(t, agent, first, clk1)
+	clk1.NextWait(t)
+	verdicts1 <- probe.Verdict{Healthy: true}
+	clk1.NextWait(t)
+
+	clk2 := clock.NewFake(fakeEpoch)
+	r2, verdicts2, stop2 := runAgainst(t, agent, second, clk2)
+	clk2.NextWait(t)
+	verdicts2 <- probe.Verdict{Healthy: true}
+	clk2.NextWait(t)
+
+	entries, _, err := srv.Client().Health().Service("web", "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Service.Port != 8080 {
+		t.Fatalf("passing instances of web = %+v, want the first one alone, at port 8080", entries)
+	}
+	if st := r2.Status(); st.Registered {
+		t.Errorf("second instance's status = %+v, want not registered", st)
+	}
+	// The second one's stop leaves the first registered.
+	if err := stop2(); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if svcs, _, err := srv.Client().Catalog().Service("web", "", nil); err != nil || len(svcs) != 1 || svcs[0].ServicePort != 8080 {
+		t.Errorf("catalog after the second one stopped = %+v (err %v), want the first one", svcs, err)
+	}
+}

@@ -153,6 +153,37 @@ func (f *fakeConsul) UpdateTTLOpts(id, output, status string, q *consul.QueryOpt
 	return nil
 }
 
+// AgentHealthServiceByIDOpts answers as Consul's agent does: the
+// registration and its checks, nothing for an unknown ID. It is left out
+// of calls, which tell the registration's story.
+func (f *fakeConsul) AgentHealthServiceByIDOpts(id string, _ *consul.QueryOptions) (string, *consul.AgentServiceChecksInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failure(); err != nil {
+		return "", nil, err
+	}
+	reg, ok := f.services[id]
+	if !ok {
+		return consul.HealthCritical, nil, nil
+	}
+	info := &consul.AgentServiceChecksInfo{Service: &consul.AgentService{ID: reg.ID, Service: reg.Name, Address: reg.Address, Port: reg.Port}}
+	for _, c := range reg.Checks {
+		info.Checks = append(info.Checks, &consul.HealthCheck{CheckID: c.CheckID, Status: f.checks[c.CheckID].Status})
+	}
+	return consul.HealthPassing, info, nil
+}
+
+// holdID registers id at address:port as another outrider would, with its
+// liveness check alive.
+func (f *fakeConsul) holdID(id, address string, port int, alive string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.services[id] = consul.AgentServiceRegistration{ID: id, Name: "web", Address: address, Port: port,
+		Checks: consul.AgentServiceChecks{{CheckID: CheckID(id)}, {CheckID: AliveCheckID(id)}}}
+	f.checks[CheckID(id)] = fakeCheck{Status: consul.HealthPassing}
+	f.checks[AliveCheckID(id)] = fakeCheck{Status: alive}
+}
+
 func (f *fakeConsul) ServiceDeregisterOpts(id string, _ *consul.QueryOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

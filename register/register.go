@@ -9,6 +9,7 @@ package register
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -276,6 +277,8 @@ func (r *Registrar) step(ctx context.Context) time.Duration {
 			// Consul failed to answer (a 5xx, a timeout): the instance it
 			// holds must not let its checks expire meanwhile.
 			regErr = err
+		case errors.As(err, new(*idHeldError)):
+			return r.heldBack(err)
 		default:
 			return r.fail(ctx, "register", err)
 		}
@@ -364,6 +367,18 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 		}
 	}
 	return wait
+}
+
+// heldBack records a first registration held back because another live
+// instance holds the service ID, logs it once, and returns when to look
+// again.
+func (r *Registrar) heldBack(err error) time.Duration {
+	r.m.errors.WithLabelValues("register").Inc()
+	reason := "not registered: " + err.Error()
+	if r.cond.update(false, reason) {
+		r.log.Error("not registering: the service ID is in use", "service_id", r.id, "err", err)
+	}
+	return r.interval()
 }
 
 // succeeded records a heartbeat Consul accepted: the instance is there.

@@ -925,6 +925,61 @@ func TestReloadConsulFailsToTakeKeepsHeartbeating(t *testing.T) {
 	}
 }
 
+func TestFirstRegistrationLeavesAnIDAnotherInstanceHolds(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		address       string
+		port          int
+		alive         string
+		wantHeldBack  bool
+		wantInMessage string
+	}{
+		{name: "free ID", wantHeldBack: false},
+		{name: "another live instance", address: "10.0.0.8", port: 8080, alive: "passing", wantHeldBack: true, wantInMessage: "10.0.0.8:8080"},
+		{name: "another port, live", address: "10.0.0.7", port: 9090, alive: "passing", wantHeldBack: true, wantInMessage: "10.0.0.7:9090"},
+		{name: "another instance whose check expired", address: "10.0.0.8", port: 8080, alive: "critical", wantHeldBack: false},
+		{name: "this instance's last run", address: "10.0.0.7", port: 8080, alive: "passing", wantHeldBack: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 0.5)
+			if tc.address != "" {
+				h.consul.holdID("web-1", tc.address, tc.port, tc.alive)
+			}
+			h.start()
+			d := h.clock.NextWait(t).D
+			reg, _ := h.consul.service("web-1")
+			heldBack := reg.Address != "10.0.0.7" || reg.Port != 8080
+			if heldBack != tc.wantHeldBack {
+				t.Fatalf("consul has web-1 at %s:%d; held back = %v, want %v", reg.Address, reg.Port, heldBack, tc.wantHeldBack)
+			}
+			if !tc.wantHeldBack {
+				return
+			}
+			if d != heartbeat {
+				t.Errorf("looks again in %s, want the heartbeat interval %s", d, heartbeat)
+			}
+			if c := h.lastCond(); c.ok || !strings.Contains(c.reason, tc.wantInMessage) || !strings.Contains(c.reason, "OUTRIDER_SERVICE_ID") {
+				t.Errorf("registered condition = %+v, want false, naming %s and OUTRIDER_SERVICE_ID", c, tc.wantInMessage)
+			}
+			d = h.step(d)
+			d = h.step(d)
+			if n := h.log.Count("not registering: the service ID is in use"); n != 1 {
+				t.Errorf("logged %d times, want once", n)
+			}
+			if calls := h.consul.takeCalls(); len(calls) != 0 {
+				t.Errorf("consul calls %q while the ID is held, want none", calls)
+			}
+
+			// The other instance's check expires: the ID is free.
+			h.consul.holdID("web-1", tc.address, tc.port, "critical")
+			h.step(d)
+			if reg, _ := h.consul.service("web-1"); reg.Address != "10.0.0.7" || reg.Port != 8080 {
+				t.Errorf("consul has web-1 at %s:%d once the ID was free, want 10.0.0.7:8080", reg.Address, reg.Port)
+			}
+		})
+	}
+}
+
 func TestEachCheckUpdateHasTheCallTimeout(t *testing.T) {
 	// A slow Consul that answers each request within the call timeout,
 	// but not two in a row: both checks are updated.

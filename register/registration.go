@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 
 	consul "github.com/hashicorp/consul/api"
 )
@@ -18,12 +20,20 @@ const (
 
 // register sends the registration in place: same ID, never a deregister
 // first, so an instance that is already there keeps its check state.
+// Before the first, it makes sure no other live instance holds the ID
+// (see heldBy).
 func (r *Registrar) register(ctx context.Context, reason string) error {
 	r.mu.Lock()
 	svc := cloneService(r.svc)
 	r.sending = r.gen
 	wasRegistered := r.registered
 	r.mu.Unlock()
+
+	if reason == reasonStart {
+		if at := r.heldBy(ctx, svc); at != "" {
+			return &idHeldError{id: svc.ID, at: at}
+		}
+	}
 
 	reg := &consul.AgentServiceRegistration{
 		ID:      svc.ID,
@@ -169,4 +179,40 @@ func sameService(a, b Service) bool {
 	return a.ID == b.ID && a.Name == b.Name && slices.Equal(a.Tags, b.Tags) && maps.Equal(a.Meta, b.Meta) &&
 		a.Address == b.Address && a.Port == b.Port && a.TTL == b.TTL &&
 		a.DeregisterCriticalAfter == b.DeregisterCriticalAfter
+}
+
+// idHeldError is a first registration held back: Consul has the service ID
+// at another address and outrider's liveness check there is passing.
+type idHeldError struct{ id, at string }
+
+func (e *idHeldError) Error() string {
+	return fmt.Sprintf("service ID %q is registered in consul at %s, not at this instance's address, and its outrider check is passing: "+
+		"another outrider runs with the same OUTRIDER_SERVICE_ID (give each instance its own), or this one's last run, whose check expires within its TTL; "+
+		"registering once that check fails", e.id, e.at)
+}
+
+// heldBy returns where Consul has svc's ID registered when that is another
+// address or port than svc's and outrider's liveness check there passes;
+// "" when the registration may go ahead. Registering would take the ID
+// from a live instance, silently: Consul replaces a registration by ID,
+// and both outriders would then heartbeat one entry, with one of the two
+// apps out of the fleet. The same address and port is this instance's own
+// last run (two cannot listen on one). A failed lookup lets the
+// registration go ahead, as before this check.
+func (r *Registrar) heldBy(ctx context.Context, svc Service) string {
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
+	_, info, err := r.agent.AgentHealthServiceByIDOpts(svc.ID, (&consul.QueryOptions{}).WithContext(cctx))
+	if err != nil || info == nil || info.Service == nil {
+		return ""
+	}
+	if info.Service.Address == svc.Address && info.Service.Port == svc.Port {
+		return ""
+	}
+	for _, c := range info.Checks {
+		if c.CheckID == AliveCheckID(svc.ID) && c.Status == consul.HealthPassing {
+			return net.JoinHostPort(info.Service.Address, strconv.Itoa(info.Service.Port))
+		}
+	}
+	return ""
 }
