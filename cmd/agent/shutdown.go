@@ -58,14 +58,16 @@ func (a *agent) addShutdown() error {
 }
 
 // afterDrain says on /ready that the drain is done and, after one a
-// preStop hook started, stops outrider if the app comes back: Kubernetes
+// preStop hook started, stops outrider once the app is back: Kubernetes
 // runs the app container's preStop hook whenever it kills the container,
 // after a failed liveness probe too, and then restarts the app in the same
 // pod beside an outrider that has deregistered it and closed its proxy.
-// The app's probe going unhealthy, then healthy again, is that restart;
 // outrider then exits 1, so that Kubernetes restarts it too and it
-// registers the app again. A pod being deleted never brings the app back:
-// outrider waits for its own SIGTERM as before.
+// registers the app again. The app is back when its probe, after the
+// drain, goes unhealthy and then healthy again, or when it is healthy
+// once the grace period since the drain began is over: a pod being deleted
+// is gone by then, and a restart quicker than the probe's failure
+// threshold leaves the verdict healthy throughout.
 func (a *agent) afterDrain(ctx context.Context, seq *shutdown.Sequence, verdicts <-chan probe.Verdict) error {
 	select {
 	case <-ctx.Done():
@@ -73,30 +75,47 @@ func (a *agent) afterDrain(ctx context.Context, seq *shutdown.Sequence, verdicts
 	case <-seq.Done():
 	}
 	a.gate.Set(condDraining, false, "drained; waiting to be stopped")
-	if seq.Report().Trigger != "prestop" {
+	rep := seq.Report()
+	if rep.Trigger != "prestop" {
 		<-ctx.Done()
 		return nil
 	}
+	grace := a.cfg.Drain.GracePeriod
+	if grace <= 0 {
+		grace = defaultGracePeriod
+	}
+	over := time.NewTimer(time.Until(rep.Started.Add(grace)))
+	defer over.Stop()
 	// What the channel holds now may be from before the drain.
 	select {
 	case <-verdicts:
 	default:
 	}
-	down := !a.prober.Verdict().Healthy
+	down, pastGrace := !a.prober.Verdict().Healthy, false
+	back := stopStatus{code: exitFailed, reason: "the app is back after a preStop drain, and outrider was not stopped: " +
+		"its container was restarted in the pod; outrider stops so that it is restarted too and registers the app again"}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-over.C:
+			pastGrace = true
+			if a.prober.Verdict().Healthy {
+				return back
+			}
 		case v := <-verdicts:
 			if !v.Healthy {
 				down = true
-			} else if down {
-				return stopStatus{code: exitFailed, reason: "the app came back after a preStop drain " +
-					"(its container was restarted in the pod): outrider stops so that it is restarted too and registers the app again"}
+			} else if down || pastGrace {
+				return back
 			}
 		}
 	}
 }
+
+// defaultGracePeriod is Kubernetes' terminationGracePeriodSeconds when a
+// pod sets none, for an OUTRIDER_GRACE_PERIOD that is not set.
+const defaultGracePeriod = 30 * time.Second
 
 func reportOrNil(seq *shutdown.Sequence) any {
 	select {

@@ -555,7 +555,7 @@ func TestShutdownAppRestartedAfterPrestop(t *testing.T) {
 		{name: "drain", path: "/drain", wantExit: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := startInstance(t, srv, "echo-restarted-"+tc.name, false, "OUTRIDER_DRAIN_DELAY=0s")
+			in := startInstance(t, srv, "echo-restarted-"+tc.name, false, "OUTRIDER_DRAIN_DELAY=0s", "OUTRIDER_GRACE_PERIOD=60s")
 			waitPassing(t, srv, in.id, 20*time.Second)
 			if code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+tc.path)); code >= 300 {
 				t.Fatalf("POST %s: %d %q", tc.path, code, body)
@@ -589,10 +589,44 @@ func TestShutdownAppRestartedAfterPrestop(t *testing.T) {
 			if c := in.outrider.Wait(20 * time.Second); c != exitFailed {
 				t.Errorf("outrider exit status %d once the app came back, want %d", c, exitFailed)
 			}
-			if out := in.outrider.Output(); !strings.Contains(out, "the app came back after a preStop drain") {
+			if out := in.outrider.Output(); !strings.Contains(out, "the app is back after a preStop drain") {
 				t.Errorf("outrider's log does not say why it stopped:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestShutdownAppRestartedQuicklyAfterPrestop: an app container restarted
+// within its probe's failure threshold never looks unhealthy to outrider.
+// Once the grace period since the preStop drain began is over, the pod is
+// not being deleted, and outrider, still there with the app healthy,
+// exits 1 to be restarted with it.
+func TestShutdownAppRestartedQuicklyAfterPrestop(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	const grace = 4 * time.Second
+	in := startInstance(t, srv, "echo-restarted-quickly", false, "OUTRIDER_DRAIN_DELAY=0s",
+		"OUTRIDER_GRACE_PERIOD="+grace.String(), "OUTRIDER_PROBE_FAILURE_THRESHOLD=100")
+	waitPassing(t, srv, in.id, 20*time.Second)
+	start := time.Now()
+	if code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+"/prestop")); code != http.StatusOK {
+		t.Fatalf("POST /prestop: %d %q", code, body)
+	}
+	in.app.Signal(syscall.SIGKILL)
+	in.app.Wait(10 * time.Second)
+	in.startApp()
+	if c := in.outrider.Wait(grace + 20*time.Second); c != exitFailed {
+		t.Fatalf("outrider exit status %d, want %d once the grace period was over with the app back", c, exitFailed)
+	}
+	if took := time.Since(start); took < grace {
+		t.Errorf("outrider stopped %s after /prestop, before the grace period (%s) was over", took, grace)
+	}
+	out := in.outrider.Output()
+	if !strings.Contains(out, "the app is back after a preStop drain") {
+		t.Errorf("outrider's log does not say why it stopped:\n%s", out)
+	}
+	if strings.Contains(out, "probe failed") && strings.Contains(out, "now unhealthy") {
+		t.Logf("the probe saw the app down, which this test means to avoid:\n%s", out)
 	}
 }
 
