@@ -39,9 +39,10 @@ type fakeQuery struct {
 }
 
 type fakeAnswer struct {
-	status  int
-	index   uint64
-	entries []*consul.ServiceEntry
+	status   int
+	index    uint64
+	entries  []*consul.ServiceEntry
+	filtered bool // what the ACL token may not read was left out
 }
 
 func newFakeConsul(t *testing.T) *fakeConsul {
@@ -64,6 +65,13 @@ func newFakeConsul(t *testing.T) *fakeConsul {
 			return
 		}
 		w.Header().Set("X-Consul-Index", strconv.FormatUint(a.index, 10))
+		// As Consul sends them: consul/api reads the headers after these
+		// only when these parse.
+		w.Header().Set("X-Consul-LastContact", "0")
+		w.Header().Set("X-Consul-KnownLeader", "true")
+		if a.filtered {
+			w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
+		}
 		if a.status != http.StatusOK {
 			w.WriteHeader(a.status)
 			_, _ = io.WriteString(w, "fake consul error")
@@ -101,6 +109,12 @@ func (f *fakeConsul) idle(t *testing.T, why string) {
 
 func (q *fakeQuery) reply(index uint64, entries ...*consul.ServiceEntry) {
 	q.answers <- fakeAnswer{status: http.StatusOK, index: index, entries: entries}
+}
+
+// replyFiltered answers as Consul does when the ACL token may not read
+// every instance: what it may, marked filtered.
+func (q *fakeQuery) replyFiltered(index uint64, entries ...*consul.ServiceEntry) {
+	q.answers <- fakeAnswer{status: http.StatusOK, index: index, entries: entries, filtered: true}
 }
 
 func (q *fakeQuery) fail(status int) {

@@ -69,6 +69,10 @@ func (c *Cache) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		// The list is the last one Consul gave; the watch is retrying.
 		h.Set("Warning", `110 - "Response is Stale"`)
 	}
+	if s.filtered {
+		// As Consul says it: the list may lack what the token cannot read.
+		h.Set("X-Consul-Results-Filtered-By-ACLs", "true")
+	}
 	c.metrics.requests.WithLabelValues(strconv.Itoa(http.StatusOK)).Inc()
 	_ = json.NewEncoder(rw).Encode(s.peers)
 }

@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outrider-sidecar/outrider/internal/clock"
+	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
 func TestServeFirstAnswer(t *testing.T) {
@@ -51,6 +53,37 @@ func TestServeFirstAnswer(t *testing.T) {
 	// An empty service is an empty list once Consul has said so.
 	if r := h.serve(t, "nobody", 3); r.code != http.StatusOK || r.body != "[]\n" {
 		t.Errorf("GET /v1/peers/nobody = %d %q, want 200 []", r.code, r.body)
+	}
+}
+
+// TestServeSaysWhatACLsLeftOut: an answer Consul filtered by the ACL
+// token is served with Consul's own header saying so, and logged once,
+// not at every query; an answer that is whole again drops the header.
+func TestServeSaysWhatACLsLeftOut(t *testing.T) {
+	var buf testlog.Buffer
+	h := newHarness(t, Options{Log: slog.New(slog.NewTextHandler(&buf, nil)),
+		MinIntervalChanged: time.Second, MinIntervalUnchanged: time.Second})
+	const header = "X-Consul-Results-Filtered-By-ACLs"
+	got := h.get("web")
+	q := h.consul.next(t)
+	q.replyFiltered(5, entry("web-1", "10.0.0.1", "", 8080))
+	if r := wait(t, got); r.code != http.StatusOK || r.header.Get(header) != "true" {
+		t.Errorf("GET = %d, %s %q; want 200 and %s: true", r.code, header, r.header.Get(header), header)
+	}
+	for index := uint64(6); index <= 7; index++ {
+		h.clock.Release(h.nextSleep(t))
+		h.consul.next(t).replyFiltered(index, entry("web-1", "10.0.0.1", "", 8080))
+	}
+	h.clock.Release(h.nextSleep(t))
+	const logged = "consul left instances out of its answer for want of ACL rights"
+	if n := buf.Count(logged); n != 1 {
+		t.Errorf("logged %d times over 3 filtered answers, want once:\n%s", n, buf.String())
+	}
+
+	h.consul.next(t).reply(8, entry("web-1", "10.0.0.1", "", 8080), entry("web-2", "10.0.0.2", "", 8080))
+	h.nextSleep(t)
+	if r := wait(t, h.get("web")); r.header.Get(header) != "" || !strings.Contains(r.body, "web-2") {
+		t.Errorf("GET after a whole answer = %q with %s %q, want web-2 and no header", r.body, header, r.header.Get(header))
 	}
 }
 

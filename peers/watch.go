@@ -26,26 +26,30 @@ type watch struct {
 	index    uint64
 	updated  time.Time
 	err      error // of the last query; nil after an answer
+	// filtered is set when Consul left out of the last answer what the
+	// ACL token may not read.
+	filtered bool
 }
 
 type watchState struct {
-	ready   bool
-	peers   []Peer
-	index   uint64
-	updated time.Time
-	err     error
+	ready    bool
+	peers    []Peer
+	index    uint64
+	updated  time.Time
+	err      error
+	filtered bool
 }
 
 func (w *watch) snapshot() watchState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return watchState{ready: w.answered, peers: w.peers, index: w.index, updated: w.updated, err: w.err}
+	return watchState{ready: w.answered, peers: w.peers, index: w.index, updated: w.updated, err: w.err, filtered: w.filtered}
 }
 
-func (w *watch) answer(peers []Peer, index uint64, now time.Time) {
+func (w *watch) answer(a answer, index uint64, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.peers, w.index, w.updated, w.err = peers, index, now, nil
+	w.peers, w.filtered, w.index, w.updated, w.err = a.peers, a.filtered, index, now, nil
 	if !w.answered {
 		w.answered = true
 		close(w.ready)
@@ -66,9 +70,10 @@ func (c *Cache) watch(ctx context.Context, w *watch) {
 	// one, after a reset, after an error), else the last answer's index.
 	var index uint64
 	failures := 0
+	filtered := false // the last answer was, as logged
 	for ctx.Err() == nil && !c.expire(w) {
 		start := clock.Now()
-		peers, got, err := c.query(ctx, w.service, index)
+		ans, got, err := c.query(ctx, w.service, index)
 		if ctx.Err() != nil {
 			return
 		}
@@ -103,7 +108,11 @@ func (c *Cache) watch(ctx context.Context, w *watch) {
 		} else {
 			c.metrics.queries.WithLabelValues("unchanged").Inc()
 		}
-		w.answer(peers, max(got, 1), clock.Now())
+		if ans.filtered && !filtered {
+			log.Warn("consul left instances out of its answer for want of ACL rights: the token needs service:read on the service and node:read on its nodes")
+		}
+		filtered = ans.filtered
+		w.answer(ans, max(got, 1), clock.Now())
 		index = next
 		if !sleep(ctx, clock, minInterval-clock.Now().Sub(start)) {
 			return
@@ -113,7 +122,7 @@ func (c *Cache) watch(ctx context.Context, w *watch) {
 
 // query asks Consul once for the passing instances of service, blocking
 // while its index is still index (a plain read when index is 0).
-func (c *Cache) query(ctx context.Context, service string, index uint64) ([]Peer, uint64, error) {
+func (c *Cache) query(ctx context.Context, service string, index uint64) (answer, uint64, error) {
 	// Consul adds up to WaitTime/16 of jitter; past that and a margin the
 	// connection is dead, not blocking.
 	ctx, cancel := context.WithTimeout(ctx, c.opts.WaitTime+c.opts.WaitTime/16+10*time.Second)
@@ -121,9 +130,17 @@ func (c *Cache) query(ctx context.Context, service string, index uint64) ([]Peer
 	q := &consul.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime}
 	entries, meta, err := c.health.Service(service, "", true, q.WithContext(ctx))
 	if err != nil {
-		return nil, 0, fmt.Errorf("consul health query for service %q at index %d: %w", service, index, err)
+		return answer{}, 0, fmt.Errorf("consul health query for service %q at index %d: %w", service, index, err)
 	}
-	return peersOf(entries), meta.LastIndex, nil
+	return answer{peers: peersOf(entries), filtered: meta.ResultsFilteredByACLs}, meta.LastIndex, nil
+}
+
+// answer is what one health query found.
+type answer struct {
+	peers []Peer
+	// filtered is set when Consul left out what the ACL token may not
+	// read (X-Consul-Results-Filtered-By-ACLs).
+	filtered bool
 }
 
 // nextIndex applies Consul's rules for blocking-query indexes to the index
