@@ -48,12 +48,10 @@ func (a *agent) addShutdown() error {
 	a.admin.HandleFunc("GET /prestop", a.servePrestop)
 	a.admin.HandleFunc("POST /prestop", a.servePrestop)
 	a.admin.HandleFunc("POST /drain", a.serveDrain)
-	if !a.wrapMode {
-		verdicts := a.subscribeVerdicts()
-		a.addContext("drain watch", func(ctx context.Context) error {
-			return a.afterDrain(ctx, seq, verdicts)
-		})
-	}
+	verdicts := a.subscribeVerdicts()
+	a.addContext("drain watch", func(ctx context.Context) error {
+		return a.afterDrain(ctx, seq, verdicts)
+	})
 	return nil
 }
 
@@ -76,7 +74,8 @@ func (a *agent) afterDrain(ctx context.Context, seq *shutdown.Sequence, verdicts
 	}
 	a.gate.Set(condDraining, false, "drained; waiting to be stopped")
 	rep := seq.Report()
-	if rep.Trigger != "prestop" {
+	if rep.Trigger != "prestop" || a.wrapMode {
+		// Wrap mode: the app is outrider's child, restarted only with it.
 		<-ctx.Done()
 		return nil
 	}
