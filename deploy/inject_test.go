@@ -248,32 +248,7 @@ func kept(t *testing.T, rules []relabel, target map[string]string) bool {
 // inject` writes, and no other port: the sidecar's port is named metrics,
 // or outrider-metric where another container has a port named metrics.
 func TestInjectedPodsAreScraped(t *testing.T) {
-	var job struct {
-		ScrapeConfigs []struct {
-			Relabel []relabel `json:"relabel_configs"`
-		} `json:"scrape_configs"`
-	}
-	if err := yaml.Unmarshal([]byte(promtest.DocBlock(t, filepath.Join(root, "docs", "prometheus.md"), "scrape-job: kubernetes")), &job); err != nil {
-		t.Fatal(err)
-	}
-	if len(job.ScrapeConfigs) != 1 {
-		t.Fatalf("docs/prometheus.md: the kubernetes job has %d scrape configs, want 1", len(job.ScrapeConfigs))
-	}
-	var pm struct {
-		Spec struct {
-			Endpoints []struct {
-				Port        string    `json:"port"`
-				Relabelings []relabel `json:"relabelings"`
-			} `json:"podMetricsEndpoints"`
-		} `json:"spec"`
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "components", "podmonitor", "podmonitor.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(raw, &pm); err != nil {
-		t.Fatal(err)
-	}
+	jobRules, endpoints := kubernetesJobRules(t), podMonitorEndpoints(t)
 	goldens, err := filepath.Glob(filepath.Join(root, "inject", "testdata", "*.golden.yaml"))
 	if err != nil || len(goldens) == 0 {
 		t.Fatalf("no golden files of outrider inject (%v)", err)
@@ -302,10 +277,10 @@ func TestInjectedPodsAreScraped(t *testing.T) {
 							"__meta_kubernetes_pod_container_name":      c.Name,
 							"__meta_kubernetes_pod_container_port_name": p.Name,
 						}
-						if kept(t, job.ScrapeConfigs[0].Relabel, target) {
+						if kept(t, jobRules, target) {
 							byJob = append(byJob, c.Name+";"+p.Name)
 						}
-						for _, ep := range pm.Spec.Endpoints {
+						for _, ep := range endpoints {
 							if ep.Port == p.Name && kept(t, ep.Relabelings, target) {
 								byMonitor = append(byMonitor, c.Name+";"+p.Name)
 							}
@@ -330,29 +305,7 @@ func TestInjectedPodsAreScraped(t *testing.T) {
 // kubernetes job of docs/prometheus.md does: the recording rules and
 // KEDA's query group by it, whichever of the two scrapes.
 func TestPodMonitorSetsServiceAsTheJobDoes(t *testing.T) {
-	var job struct {
-		ScrapeConfigs []struct {
-			Relabel []relabel `json:"relabel_configs"`
-		} `json:"scrape_configs"`
-	}
-	if err := yaml.Unmarshal([]byte(promtest.DocBlock(t, filepath.Join(root, "docs", "prometheus.md"), "scrape-job: kubernetes")), &job); err != nil {
-		t.Fatal(err)
-	}
-	var pm struct {
-		Spec struct {
-			Endpoints []struct {
-				Port        string    `json:"port"`
-				Relabelings []relabel `json:"relabelings"`
-			} `json:"podMetricsEndpoints"`
-		} `json:"spec"`
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "components", "podmonitor", "podmonitor.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(raw, &pm); err != nil {
-		t.Fatal(err)
-	}
+	jobRules, endpoints := kubernetesJobRules(t), podMonitorEndpoints(t)
 	const app, name = "__meta_kubernetes_pod_label_app", "__meta_kubernetes_pod_label_app_kubernetes_io_name"
 	for _, tc := range []struct {
 		name   string
@@ -364,14 +317,57 @@ func TestPodMonitorSetsServiceAsTheJobDoes(t *testing.T) {
 		{name: "both", labels: map[string]string{app: "legacy", name: "web"}, want: "web"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := relabeled(t, job.ScrapeConfigs[0].Relabel, tc.labels)["service"]; got != tc.want {
+			if got := relabeled(t, jobRules, tc.labels)["service"]; got != tc.want {
 				t.Errorf("the kubernetes job of docs/prometheus.md sets service %q, want %q", got, tc.want)
 			}
-			for _, ep := range pm.Spec.Endpoints {
+			for _, ep := range endpoints {
 				if got := relabeled(t, ep.Relabelings, tc.labels)["service"]; got != tc.want {
 					t.Errorf("the PodMonitor's endpoint on port %s sets service %q, want %q", ep.Port, got, tc.want)
 				}
 			}
 		})
 	}
+}
+
+// kubernetesJobRules are the relabel rules of the kubernetes scrape job
+// of docs/prometheus.md.
+func kubernetesJobRules(t *testing.T) []relabel {
+	t.Helper()
+	var job struct {
+		ScrapeConfigs []struct {
+			Relabel []relabel `json:"relabel_configs"`
+		} `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal([]byte(promtest.DocBlock(t, filepath.Join(root, "docs", "prometheus.md"), "scrape-job: kubernetes")), &job); err != nil {
+		t.Fatal(err)
+	}
+	if len(job.ScrapeConfigs) != 1 {
+		t.Fatalf("docs/prometheus.md: the kubernetes job has %d scrape configs, want 1", len(job.ScrapeConfigs))
+	}
+	return job.ScrapeConfigs[0].Relabel
+}
+
+// podMonitorEndpoint is one podMetricsEndpoints entry of a PodMonitor.
+type podMonitorEndpoint struct {
+	Port        string    `json:"port"`
+	Relabelings []relabel `json:"relabelings"`
+}
+
+// podMonitorEndpoints are the endpoints of the PodMonitor of
+// deploy/k8s/components/podmonitor.
+func podMonitorEndpoints(t *testing.T) []podMonitorEndpoint {
+	t.Helper()
+	var pm struct {
+		Spec struct {
+			Endpoints []podMonitorEndpoint `json:"podMetricsEndpoints"`
+		} `json:"spec"`
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "components", "podmonitor", "podmonitor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &pm); err != nil {
+		t.Fatal(err)
+	}
+	return pm.Spec.Endpoints
 }

@@ -823,24 +823,34 @@ func TestMetricsLint(t *testing.T) {
 	}
 }
 
-func TestRejectedReloadKeepsTheRegistrationConsulHolds(t *testing.T) {
-	// Consul refuses a reloaded registration (a 400: too many meta pairs,
-	// say). The instance it holds keeps its settings and its heartbeats,
-	// and outrider says so once, rather than retry the refused settings
-	// forever while the check's TTL runs out.
+// reloadConsulAnswers runs a registrar until its instance is registered
+// and passing, then reloads it with the tags tag while Consul answers
+// registrations with code. It returns the harness, its calls and liveness
+// updates so far taken, and the wait after the reload's step.
+func reloadConsulAnswers(t *testing.T, code int, tag string) (*harness, time.Duration) {
+	t.Helper()
 	h := newHarness(t, 0.5)
 	h.start()
 	h.clock.NextWait(t)
 	h.verdict(true, "")
 	h.consul.takeCalls()
+	h.consul.takeAliveBeats()
 
-	h.consul.setRegisterError(400)
+	h.consul.setRegisterError(code)
 	changed := testService()
-	changed.Tags = []string{"refused"}
+	changed.Tags = []string{tag}
 	if err := h.r.Update(changed); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	d := h.clock.NextWait(t).D
+	return h, h.clock.NextWait(t).D
+}
+
+func TestRejectedReloadKeepsTheRegistrationConsulHolds(t *testing.T) {
+	// Consul refuses a reloaded registration (a 400: too many meta pairs,
+	// say). The instance it holds keeps its settings and its heartbeats,
+	// and outrider says so once, rather than retry the refused settings
+	// forever while the check's TTL runs out.
+	h, d := reloadConsulAnswers(t, 400, "refused")
 	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 passing")
 	for range 3 {
 		d = h.step(d)
@@ -877,20 +887,7 @@ func TestReloadConsulFailsToTakeKeepsHeartbeating(t *testing.T) {
 	// leader, say) while it still holds the instance. The heartbeats go
 	// on, so that no check expires, and the reload is sent again at every
 	// step until Consul takes it.
-	h := newHarness(t, 0.5)
-	h.start()
-	h.clock.NextWait(t)
-	h.verdict(true, "")
-	h.consul.takeCalls()
-	h.consul.takeAliveBeats()
-
-	h.consul.setRegisterError(500)
-	changed := testService()
-	changed.Tags = []string{"v2"}
-	if err := h.r.Update(changed); err != nil {
-		t.Fatalf("Update: %v", err)
-	}
-	d := h.clock.NextWait(t).D
+	h, d := reloadConsulAnswers(t, 500, "v2")
 	for range 3 {
 		if d > heartbeat {
 			t.Fatalf("next step in %s, want at most the heartbeat interval %s: the checks would expire", d, heartbeat)
