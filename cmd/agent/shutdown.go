@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/outrider-sidecar/outrider/config"
@@ -55,8 +56,8 @@ func (a *agent) addShutdown() error {
 	return nil
 }
 
-// afterDrain says on /ready that the drain is done and, after one a
-// preStop hook started, stops outrider once the app is back: Kubernetes
+// afterDrain says on /ready that the drain is done and, on Kubernetes after
+// one a preStop hook started, stops outrider once the app is back: Kubernetes
 // runs the app container's preStop hook whenever it kills the container,
 // after a failed liveness probe too, and then restarts the app in the same
 // pod beside an outrider that has deregistered it and closed its proxy.
@@ -74,8 +75,10 @@ func (a *agent) afterDrain(ctx context.Context, seq *shutdown.Sequence, verdicts
 	}
 	a.gate.Set(condDraining, false, "drained; waiting to be stopped")
 	rep := seq.Report()
-	if rep.Trigger != "prestop" || a.wrapMode {
+	if rep.Trigger != "prestop" || a.wrapMode || !inKubernetes(a.lookupEnv()) {
 		// Wrap mode: the app is outrider's child, restarted only with it.
+		// Off Kubernetes nothing restarts a container after its preStop
+		// hook: a /prestop by hand (the demo's) stays drained.
 		<-ctx.Done()
 		return nil
 	}
@@ -110,6 +113,20 @@ func (a *agent) afterDrain(ctx context.Context, seq *shutdown.Sequence, verdicts
 			}
 		}
 	}
+}
+
+// lookupEnv is the agent's getenv, os.Getenv when none was given.
+func (a *agent) lookupEnv() func(string) string {
+	if a.getenv == nil {
+		return os.Getenv
+	}
+	return a.getenv
+}
+
+// inKubernetes reports whether outrider runs in a Kubernetes container:
+// the kubelet sets KUBERNETES_SERVICE_HOST in every one.
+func inKubernetes(getenv func(string) string) bool {
+	return getenv("KUBERNETES_SERVICE_HOST") != ""
 }
 
 // defaultGracePeriod is Kubernetes' terminationGracePeriodSeconds when a

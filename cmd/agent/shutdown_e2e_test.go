@@ -543,19 +543,24 @@ func TestShutdownDrainEndpointAnswersAtOnce(t *testing.T) {
 // preStop hook before a liveness restart too, and then starts the app
 // again in the same pod. Once the app is back, outrider exits 1 so that it
 // is restarted as well and registers the app again; after a drain /drain
-// started (an operator's), it stays drained.
+// started (an operator's), or off Kubernetes, it stays drained.
 func TestShutdownAppRestartedAfterPrestop(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t)
 	for _, tc := range []struct {
 		name, path string
+		kubernetes string // KUBERNETES_SERVICE_HOST, which the kubelet sets
 		wantExit   bool
 	}{
-		{name: "prestop", path: "/prestop", wantExit: true},
-		{name: "drain", path: "/drain", wantExit: false},
+		{name: "prestop", path: "/prestop", kubernetes: "127.0.0.1", wantExit: true},
+		{name: "drain", path: "/drain", kubernetes: "127.0.0.1", wantExit: false},
+		// Off Kubernetes nothing restarts a container after a preStop
+		// hook: a /prestop by hand stays drained.
+		{name: "prestop off Kubernetes", path: "/prestop", kubernetes: "", wantExit: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := startInstance(t, srv, "echo-restarted-"+tc.name, false, "OUTRIDER_DRAIN_DELAY=0s", "OUTRIDER_GRACE_PERIOD=60s")
+			in := startInstance(t, srv, "echo-restarted-"+strings.ReplaceAll(tc.name, " ", "-"), false, "OUTRIDER_DRAIN_DELAY=0s",
+				"OUTRIDER_GRACE_PERIOD=60s", "KUBERNETES_SERVICE_HOST="+tc.kubernetes)
 			waitPassing(t, srv, in.id, 20*time.Second)
 			if code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+tc.path)); code >= 300 {
 				t.Fatalf("POST %s: %d %q", tc.path, code, body)
@@ -606,7 +611,7 @@ func TestShutdownAppRestartedQuicklyAfterPrestop(t *testing.T) {
 	srv := consultest.Start(t)
 	const grace = 4 * time.Second
 	in := startInstance(t, srv, "echo-restarted-quickly", false, "OUTRIDER_DRAIN_DELAY=0s",
-		"OUTRIDER_GRACE_PERIOD="+grace.String(), "OUTRIDER_PROBE_FAILURE_THRESHOLD=100")
+		"OUTRIDER_GRACE_PERIOD="+grace.String(), "OUTRIDER_PROBE_FAILURE_THRESHOLD=100", "KUBERNETES_SERVICE_HOST=127.0.0.1")
 	waitPassing(t, srv, in.id, 20*time.Second)
 	start := time.Now()
 	if code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+"/prestop")); code != http.StatusOK {
