@@ -105,6 +105,19 @@ func (tp *testProxy) drainInBackground() <-chan error {
 	return drained
 }
 
+// drainResult waits up to 10 s for the result of a drain started in the
+// background, failing the test with why it may not have come.
+func drainResult(t *testing.T, drained <-chan error, why string) error {
+	t.Helper()
+	select {
+	case err := <-drained:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return: " + why)
+		return nil
+	}
+}
+
 // drainMidway starts a drain once the proxy has had d to read what a
 // client sent (and answer or refuse it), and returns once the drain has
 // had d to close what it closes at once: a client's next bytes then come
@@ -887,13 +900,8 @@ func TestDrain(t *testing.T) {
 		cancel()
 		drained := make(chan error, 1)
 		go func() { drained <- tp.Drain(ctx) }()
-		select {
-		case err := <-drained:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Drain: got %v, want the cut", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Drain did not return after cutting the request")
+		if err := drainResult(t, drained, "after cutting the request"); !errors.Is(err, context.Canceled) {
+			t.Errorf("Drain: got %v, want the cut", err)
 		}
 		if b, _ := io.ReadAll(busy.br); len(b) != 0 {
 			t.Errorf("cut connection: got %q, want it closed without an answer", b)
