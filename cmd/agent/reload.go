@@ -60,7 +60,7 @@ func (a *agent) addReload() error {
 // newReloader returns the reloader of a, its metrics registered.
 func newReloader(a *agent) (*reloader, error) {
 	r := &reloader{
-		a: a, getenv: a.getenv, cur: a.cfg, lastOK: a.started,
+		a: a, getenv: a.lookupEnv(), cur: a.cfg, lastOK: a.started,
 		log: a.log.With("component", "config"),
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrider_config_reload_total",
@@ -70,9 +70,6 @@ func newReloader(a *agent) (*reloader, error) {
 			Name: "outrider_config_last_reload_success_timestamp_seconds",
 			Help: "When the configuration was last loaded successfully (start-up or reload), in seconds since the epoch.",
 		}),
-	}
-	if r.getenv == nil {
-		r.getenv = os.Getenv
 	}
 	r.total.WithLabelValues("success")
 	r.total.WithLabelValues("failure")

@@ -115,7 +115,8 @@ func (a *agent) afterDrain(ctx context.Context, seq *shutdown.Sequence, verdicts
 	}
 }
 
-// lookupEnv is the agent's getenv, os.Getenv when none was given.
+// lookupEnv is the agent's getenv, os.Getenv when none was given: the
+// reloader and the drain watch read the environment through it.
 func (a *agent) lookupEnv() func(string) string {
 	if a.getenv == nil {
 		return os.Getenv
