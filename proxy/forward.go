@@ -202,9 +202,12 @@ func (c *conn) sendRequest(inline bool, sent *upConn, off int) *upConn {
 			return u
 		}
 		// A reused connection the app closed meanwhile fails before any
-		// byte comes back; a request with nothing streamed is resent once.
-		retry := inline && attempt == 0 && u.reused && len(u.br.buffered()) == 0 &&
-			!isTimeout(err) && !errors.Is(err, errClientGone)
+		// byte comes back; an idempotent request with nothing streamed is
+		// resent once. Another (POST, PATCH) may have reached the app
+		// before the connection failed, and the app may have acted on it:
+		// it gets a 502, as nginx answers it.
+		retry := inline && attempt == 0 && u.reused && idempotent(c.req.methodClass) &&
+			len(u.br.buffered()) == 0 && !isTimeout(err) && !errors.Is(err, errClientGone)
 		if !c.sendFailed(err, retry, inline) {
 			return nil
 		}
@@ -528,7 +531,10 @@ func (c *conn) appendRequestHead(out, b []byte, upgrade bool) []byte {
 	h := &c.req
 	out = append(out, h.method.of(b)...)
 	out = append(out, ' ')
-	if h.rootTarget {
+	switch {
+	case h.asteriskTarget:
+		out = append(out, '*')
+	case h.rootTarget:
 		out = append(out, '/')
 	}
 	out = append(out, h.target.of(b)...)
@@ -637,7 +643,8 @@ func (c *conn) appendResponseHead(out, b []byte, closeConn bool, mode int, upgra
 			}
 		}
 	}
-	if h.contentLength >= 0 && (mode == bodyLength || mode == bodyNone) {
+	// A 204 has no body and must not say how long it is (RFC 9110 8.6).
+	if h.contentLength >= 0 && (mode == bodyLength || mode == bodyNone) && h.status != 204 {
 		out = append(out, "Content-Length: "...)
 		out = strconv.AppendInt(out, h.contentLength, 10)
 		out = append(out, "\r\n"...)

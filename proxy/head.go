@@ -57,6 +57,18 @@ const (
 
 var methodNames = [numMethods]string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER"}
 
+// idempotent reports whether a request of method class m may be sent to
+// the app again after it may have reached it (RFC 9110 9.2.2): a proxy
+// must not resend the others (RFC 9112 9.3.1), as the app may have acted
+// on them already. OTHER is not known to be idempotent.
+func idempotent(m int) bool {
+	switch m {
+	case methodGET, methodHEAD, methodPUT, methodDELETE, methodOPTIONS, methodTRACE:
+		return true
+	}
+	return false
+}
+
 // methodClass folds a method to one of the standard ones or OTHER, so that a
 // client cannot create label values. Methods are case-sensitive.
 func methodClass(m []byte) int {
@@ -145,11 +157,13 @@ type head struct {
 	underscores int
 	// absHost is the authority of an absolute-form request target
 	// ("GET http://host/path"), which then replaces Host; target is then
-	// the path and query, and rootTarget says "/" goes before it.
-	absHost    span
-	absolute   bool
-	rootTarget bool
-	hasHost    bool
+	// the path and query, and rootTarget says "/" goes before it, or "*"
+	// when asteriskTarget is set too.
+	absHost        span
+	absolute       bool
+	rootTarget     bool
+	asteriskTarget bool
+	hasHost        bool
 	// Connection options.
 	connClose, connKeepAlive, connUpgrade bool
 	hasUpgrade                            bool
@@ -356,6 +370,9 @@ func parseOddTarget(t []byte, h *head) error {
 	h.absHost = span{start, start + int32(end)}
 	h.target = span{start + int32(end), h.target.end}
 	h.rootTarget = end == len(auth) || auth[end] == '?'
+	// "OPTIONS http://host" asks about the server, not about "/": the
+	// last proxy sends it as "OPTIONS *" (RFC 9112 3.2.4).
+	h.asteriskTarget = h.methodClass == methodOPTIONS && end == len(auth)
 	return nil
 }
 

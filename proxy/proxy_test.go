@@ -1072,6 +1072,90 @@ func TestAppClosesKeepAlive(t *testing.T) {
 	}
 }
 
+// TestOnlyIdempotentRequestsAreResent: the app takes a request on a
+// kept-alive connection and the connection fails before any answer byte.
+// The app may have acted on it: a proxy must not send a POST or a PATCH
+// again (RFC 9112 9.3.1), and may send a GET, a PUT or a DELETE again.
+func TestOnlyIdempotentRequestsAreResent(t *testing.T) {
+	cases := []struct {
+		method    string
+		wantCode  int
+		wantOnApp int64 // times the app got the request
+	}{
+		{"POST", 502, 1},
+		{"PATCH", 502, 1},
+		{"LOCK", 502, 1},
+		{"GET", 200, 2},
+		{"PUT", 200, 2},
+		{"DELETE", 200, 2},
+	}
+	for _, loop := range []bool{false, true} {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("%s/loop=%v", tc.method, loop), func(t *testing.T) {
+				var got atomic.Int64
+				app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+					for {
+						req, err := http.ReadRequest(br)
+						if err != nil {
+							return
+						}
+						_, _ = io.Copy(io.Discard, req.Body)
+						if req.URL.Path == "/act" && got.Add(1) == 1 {
+							return // acted on it; the connection closes unanswered
+						}
+						_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					}
+				})
+				tp := startProxy(t, app, func(c *Config) { c.DisableEventLoop = !loop })
+				rc := dialRaw(t, tp.addr)
+				rc.send("GET /warm HTTP/1.1\r\nHost: a\r\n\r\n")
+				_, _ = io.Copy(io.Discard, rc.response("GET").Body)
+				rc.send(tc.method + " /act HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+				resp := rc.response(tc.method)
+				_, _ = io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != tc.wantCode || got.Load() != tc.wantOnApp {
+					t.Errorf("client got %d and the app got the request %d times; want %d and %d",
+						resp.StatusCode, got.Load(), tc.wantCode, tc.wantOnApp)
+				}
+			})
+		}
+	}
+}
+
+// TestNoContentHasNoLength: a 204 must not carry Content-Length (RFC 9110
+// 8.6); an app that sends one gets it dropped, as nginx drops it. A 304
+// keeps it: there it states the length of the representation.
+func TestNoContentHasNoLength(t *testing.T) {
+	for _, tc := range []struct {
+		status     string
+		wantLength string
+	}{
+		{"204 No Content", ""},
+		{"304 Not Modified", "7"},
+	} {
+		t.Run(tc.status, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					_, _ = io.WriteString(nc, "HTTP/1.1 "+tc.status+"\r\nContent-Length: 7\r\n\r\n")
+				}
+			})
+			tp := startProxy(t, app, nil)
+			rc := dialRaw(t, tp.addr)
+			for i := range 2 { // the second on the kept connection
+				rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp := rc.response("GET")
+				_, _ = io.Copy(io.Discard, resp.Body)
+				if got := resp.Header.Get("Content-Length"); got != tc.wantLength {
+					t.Errorf("request %d: Content-Length %q, want %q", i, got, tc.wantLength)
+				}
+			}
+		})
+	}
+}
+
 // fakeClock is a clock the test moves.
 type fakeClock struct {
 	mu  sync.Mutex

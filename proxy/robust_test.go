@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -308,6 +309,7 @@ func TestAbsoluteFormTarget(t *testing.T) {
 	tp := startProxy(t, headApp(t), nil)
 	cases := []struct {
 		name      string
+		method    string // GET if empty
 		target    string
 		wantCode  int
 		wantLines []string
@@ -318,6 +320,13 @@ func TestAbsoluteFormTarget(t *testing.T) {
 			wantLines: []string{"GET / HTTP/1.1", "Host: shop.test", "X-Forwarded-Host: shop.test"}},
 		{name: "query only", target: "https://shop.test?x", wantCode: 200,
 			wantLines: []string{"GET /?x HTTP/1.1", "Host: shop.test"}},
+		// RFC 9112 3.2.4: OPTIONS without a path asks about the server.
+		{name: "OPTIONS no path", method: "OPTIONS", target: "http://shop.test:8080", wantCode: 200,
+			wantLines: []string{"OPTIONS * HTTP/1.1", "Host: shop.test:8080"}},
+		{name: "OPTIONS root", method: "OPTIONS", target: "http://shop.test/", wantCode: 200,
+			wantLines: []string{"OPTIONS / HTTP/1.1"}},
+		{name: "OPTIONS query only", method: "OPTIONS", target: "http://shop.test?x", wantCode: 200,
+			wantLines: []string{"OPTIONS /?x HTTP/1.1"}},
 		{name: "userinfo", target: "http://user:pw@shop.test/", wantCode: 400},
 		{name: "no authority", target: "http:///x", wantCode: 400},
 		{name: "other scheme", target: "ftp://shop.test/", wantCode: 400},
@@ -325,9 +334,10 @@ func TestAbsoluteFormTarget(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			method := cmp.Or(tc.method, "GET")
 			rc := dialRaw(t, tp.addr)
-			rc.send("GET " + tc.target + " HTTP/1.1\r\nHost: ignored.test\r\n\r\n")
-			resp := rc.response("GET")
+			rc.send(method + " " + tc.target + " HTTP/1.1\r\nHost: ignored.test\r\n\r\n")
+			resp := rc.response(method)
 			b, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != tc.wantCode {
 				t.Fatalf("got %d %q, want %d", resp.StatusCode, b, tc.wantCode)
