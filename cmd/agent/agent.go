@@ -269,7 +269,9 @@ func consulURL(c *consul.Config) string {
 			scheme = s
 		}
 	}
-	return scheme + "://" + addr
+	// consul/api would not send credentials in the address, and
+	// checkConsulAddr refuses them; should one get here, it is not shown.
+	return scheme + "://" + redactUser(addr)
 }
 
 // consulClient returns the agent's Consul client, built once from the

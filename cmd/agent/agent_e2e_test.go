@@ -67,6 +67,8 @@ func TestAgentNeverPrintsSecrets(t *testing.T) {
 		{"check-config valid", []string{"OUTRIDER_SERVICE_NAME=web", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1"}, []string{"check-config"}, exitOK},
 		{"check-config invalid", []string{"OUTRIDER_SERVICE_NAME=web", "OUTRIDER_PROBE_PERIOD=x"}, []string{"check-config"}, exitUsage},
 		{"agent fails to start", []string{"OUTRIDER_CHECK_TTL=abc"}, nil, exitUsage},
+		{"credentials in the Consul address", []string{"OUTRIDER_SERVICE_NAME=web", "OUTRIDER_SERVICE_ADDRESS=127.0.0.1",
+			"CONSUL_HTTP_ADDR=http://admin:secret123@127.0.0.1:8500"}, []string{"check-config"}, exitUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

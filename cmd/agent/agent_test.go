@@ -68,10 +68,48 @@ func TestConsulURL(t *testing.T) {
 		{"http", "https://consul.service:8501", "https://consul.service:8501"},
 		{"https", "http://127.0.0.1:8501", "https://127.0.0.1:8501"}, // CONSUL_HTTP_SSL=true wins
 		{"http", "unix:///run/consul.sock", "unix:///run/consul.sock"},
+		{"http", "http://admin:s3cret@127.0.0.1:8500", "http://xxxxx@127.0.0.1:8500"},
 	}
 	for _, tt := range tests {
 		if got := consulURL(&consul.Config{Scheme: tt.scheme, Address: tt.addr}); got != tt.want {
 			t.Errorf("consulURL(%s, %s) = %q, want %q", tt.scheme, tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestCheckConsulAddr: a CONSUL_HTTP_ADDR consul/api would take and then
+// fail on at every call is a configuration error, which never shows the
+// credentials.
+func TestCheckConsulAddr(t *testing.T) {
+	tests := []struct {
+		addr string
+		want string // "" for valid
+	}{
+		{"127.0.0.1:8500", ""},
+		{"http://127.0.0.1:8500", ""},
+		{"https://consul.service.consul:8501/prefix", ""},
+		{"consul.service", ""},
+		{"[::1]:8500", ""},
+		{"[::1]", ""},
+		{"unix:///run/consul/http.sock", ""},
+		{"http://admin:s3cret@127.0.0.1:8500", `CONSUL_HTTP_ADDR="http://xxxxx@127.0.0.1:8500" holds a user name or password`},
+		{"admin:s3cret@127.0.0.1:8500", `CONSUL_HTTP_ADDR="xxxxx@127.0.0.1:8500" holds a user name or password`},
+		{"http://", `CONSUL_HTTP_ADDR="http://" has no host`},
+		{"127.0.0.1:99999", "with a port from 1 to 65535"},
+		{"127.0.0.1:", "with a port from 1 to 65535"},
+		{":8500", "with a port from 1 to 65535"},
+		{"::::", "is not host:port"},
+		{"::1", "is not host:port"},
+	}
+	for _, tt := range tests {
+		err := checkConsulAddr(tt.addr)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("checkConsulAddr(%q) = %v, want nil", tt.addr, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("checkConsulAddr(%q) = %v, want an error with %q", tt.addr, err, tt.want)
+		case err != nil && strings.Contains(err.Error(), "s3cret"):
+			t.Errorf("checkConsulAddr(%q) shows the password: %v", tt.addr, err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/procfs"
@@ -50,10 +51,72 @@ func checkProcRoot(root string) error {
 // checkConsulConfig builds a Consul client from the CONSUL_* variables, the
 // way the Consul CLI does, so that a missing token file or CA is caught now.
 func checkConsulConfig() error {
-	if _, err := consul.NewClient(consul.DefaultConfig()); err != nil {
+	c := consul.DefaultConfig()
+	if err := checkConsulAddr(c.Address); err != nil {
+		return err
+	}
+	if _, err := consul.NewClient(c); err != nil {
 		return fmt.Errorf("consul client from the CONSUL_* variables: %w", err)
 	}
 	return nil
+}
+
+// checkConsulAddr refuses a CONSUL_HTTP_ADDR that consul/api would take
+// and then fail on at every call, retried for ever: credentials, which
+// it never sends (and which would then show wherever the address does),
+// a missing host, a port out of range.
+func checkConsulAddr(addr string) error {
+	bad := func(want string) error {
+		return &config.Error{Var: "CONSUL_HTTP_ADDR", Value: redactUser(addr), Want: want}
+	}
+	rest := addr
+	if scheme, r, ok := strings.Cut(addr, "://"); ok {
+		if scheme == "unix" {
+			return nil // a socket path
+		}
+		rest = r
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	if strings.Contains(host, "@") {
+		return bad("holds a user name or password, which Consul's client does not send: set the address alone, and the credentials in CONSUL_HTTP_AUTH=user:password")
+	}
+	if host == "" {
+		return bad("has no host (want host:port, e.g. 127.0.0.1:8500)")
+	}
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		bracketed := strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]")
+		if strings.Contains(host, ":") && !bracketed {
+			return bad("is not host:port (want e.g. 127.0.0.1:8500, or [::1]:8500)")
+		}
+		return nil // a host without a port: the scheme's port
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || h == "" {
+		return bad("is not host:port with a port from 1 to 65535 (want e.g. 127.0.0.1:8500)")
+	}
+	return nil
+}
+
+// redactUser masks the user information of "scheme://user:password@host"
+// (or of "user:password@host", with no scheme).
+func redactUser(addr string) string {
+	scheme, rest, ok := strings.Cut(addr, "://")
+	if !ok {
+		scheme, rest = "", addr
+	}
+	host, path, hasPath := strings.Cut(rest, "/")
+	at := strings.LastIndexByte(host, '@')
+	if at < 0 {
+		return addr
+	}
+	out := "xxxxx" + host[at:]
+	if hasPath {
+		out += "/" + path
+	}
+	if ok {
+		out = scheme + "://" + out
+	}
+	return out
 }
 
 func unjoin(err error) []error {
