@@ -202,7 +202,7 @@ func (a *agent) build() error {
 	// /prestop, which answers when the drain is done, lifts the write
 	// deadline for itself.
 	if err := a.serve("admin", "OUTRIDER_ADMIN_LISTEN", a.cfg.Listen.Admin,
-		requireToken(a.cfg.Listen.AdminToken.Reveal(), a.admin), 30*time.Second); err != nil {
+		refuseBrowsers(a.cfg.Listen.AdminToken.Reveal(), requireToken(a.cfg.Listen.AdminToken.Reveal(), a.admin)), 30*time.Second); err != nil {
 		return err
 	}
 	if a.wrapMode {

@@ -4,7 +4,12 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/version"
@@ -41,6 +46,64 @@ func requireToken(token string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuseBrowsers keeps web pages away from the admin API, which no page
+// has a reason to call: a page the operator has open could otherwise
+// drain the instance with a form's POST, or an image's GET /prestop,
+// which carry no preflight and need no answer to do harm.
+//   - A request a browser marks as coming from another site
+//     (Sec-Fetch-Site other than same-origin or none, the address bar),
+//     or whose Origin is not the Host it was sent to, is refused: the
+//     rule of Go's http.CrossOriginProtection, applied to every method,
+//     as GET /prestop changes state too.
+//   - Without a token, the listener is loopback, and a Host that is not
+//     an IP address or localhost is refused too: it is a DNS name a page
+//     rebound to 127.0.0.1 to read /status as same-origin.
+func refuseBrowsers(token string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := crossSite(r); why != "" {
+			http.Error(w, "refused: "+why+"; outrider's admin API is not for web pages", http.StatusForbidden)
+			return
+		}
+		if token == "" && !loopbackHost(r.Host) {
+			http.Error(w, "refused: Host "+strconv.Quote(r.Host)+" is not an IP address or localhost; outrider's admin API answers only on its own address", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// crossSite says why r came from another site's page, or "".
+func crossSite(r *http.Request) string {
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "", "same-origin", "none":
+	default:
+		return "Sec-Fetch-Site: " + site
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return "" // not a browser, or one that sends neither
+	}
+	if u, err := url.Parse(origin); err != nil || u.Host != r.Host {
+		return "Origin " + strconv.Quote(origin) + " is not the Host " + strconv.Quote(r.Host)
+	}
+	return ""
+}
+
+// loopbackHost reports whether a Host field names this machine by
+// address: an IP address or localhost, with or without a port.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }
 
 // serveStatus answers GET /status with the agent's state as JSON.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -635,14 +636,46 @@ func TestShutdownAppRestartedQuicklyAfterPrestop(t *testing.T) {
 	}
 }
 
-// TestShutdownHeadPrestopDrainsNothing: HEAD on /prestop, which the GET
-// route would take, gets 405 and starts no drain.
-func TestShutdownHeadPrestopDrainsNothing(t *testing.T) {
+// TestShutdownRequestsThatDrainNothing: HEAD on /prestop, which the GET
+// route would take, gets 405; a web page's form POST to /drain and image
+// GET of /prestop get 403, and a page on a DNS name rebound to loopback
+// gets 421. None starts a drain.
+func TestShutdownRequestsThatDrainNothing(t *testing.T) {
 	t.Parallel()
 	o := startOutrider(t, 20*time.Second)
-	code, _ := httpDo(t, mustRequest(t, http.MethodHead, o.admin+"/prestop"))
-	if code != http.StatusMethodNotAllowed {
-		t.Errorf("HEAD /prestop: %d, want 405", code)
+	u, err := url.Parse(o.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		host   string
+		header map[string]string
+		want   int
+	}{
+		{name: "HEAD /prestop", method: http.MethodHead, path: "/prestop", want: http.StatusMethodNotAllowed},
+		{name: "a page's form", method: http.MethodPost, path: "/drain",
+			header: map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example", "Content-Type": "text/plain"},
+			want:   http.StatusForbidden},
+		{name: "a page's image", method: http.MethodGet, path: "/prestop",
+			header: map[string]string{"Sec-Fetch-Site": "cross-site"}, want: http.StatusForbidden},
+		{name: "a rebound name", method: http.MethodPost, path: "/drain", host: "evil.example:" + u.Port(),
+			header: map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": "http://evil.example:" + u.Port()},
+			want:   http.StatusMisdirectedRequest},
+	}
+	for _, tt := range tests {
+		req := mustRequest(t, tt.method, o.admin+tt.path)
+		for k, v := range tt.header {
+			req.Header.Set(k, v)
+		}
+		if tt.host != "" {
+			req.Host = tt.host
+		}
+		if code, body := httpDo(t, req); code != tt.want {
+			t.Errorf("%s: %d %q, want %d", tt.name, code, body, tt.want)
+		}
 	}
 	_, body := httpGet(t, o.admin+"/status")
 	var st struct {
@@ -654,6 +687,6 @@ func TestShutdownHeadPrestopDrainsNothing(t *testing.T) {
 		t.Fatalf("/status: %v: %q", err, body)
 	}
 	if st.Drain.Started || strings.Contains(o.Output(), "drain started") {
-		t.Errorf("HEAD /prestop started the drain: /status %s", body)
+		t.Errorf("a refused request started the drain: /status %s", body)
 	}
 }
