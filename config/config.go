@@ -277,7 +277,8 @@ func (r *reader) probe(appAddr string) Probe {
 	spec, err := probe.ParseSpec(raw)
 	if err != nil {
 		// The value may hold a URL password: it is shown masked.
-		r.fail("OUTRIDER_PROBE", probe.RedactSpec(raw), strings.TrimPrefix(err.Error(), probe.ErrBadSpec.Error()+": "))
+		shown, why := probe.ExplainSpecError(raw, err)
+		r.fail("OUTRIDER_PROBE", shown, why)
 	}
 	if h := r.getenv("OUTRIDER_PROBE_HEADERS"); h != "" {
 		hdr, err := probe.ParseHeaders(h)

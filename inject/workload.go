@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -147,7 +146,8 @@ func (w *workload) settings(opts Options) (settings, error) {
 	// start; the value is shown with a URL password masked.
 	if s.probe != "" {
 		if _, err := probespec.ParseSpec(s.probe); err != nil {
-			return s, bad(AnnotationProbe, probespec.RedactSpec(s.probe), strings.TrimPrefix(err.Error(), probespec.ErrBadSpec.Error()+": "))
+			shown, why := probespec.ExplainSpecError(s.probe, err)
+			return s, bad(AnnotationProbe, shown, why)
 		}
 	}
 	if s.image == "" {

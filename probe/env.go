@@ -19,6 +19,8 @@ var SecretEnv = []string{
 // ExecEnv returns the environment of an exec probe's command: environ
 // (outrider's own, as os.Environ gives it) minus SecretEnv and the names in
 // deny, plus the NAME=value pairs of add, which win over inherited ones.
+// An OUTRIDER_PROBE inherited (a config file's exec probe took the place
+// of the environment's URL) has its URL password masked.
 func ExecEnv(environ, deny, add []string) []string {
 	drop := func(name string) bool {
 		if slices.Contains(SecretEnv, name) || slices.Contains(deny, name) {
@@ -33,8 +35,12 @@ func ExecEnv(environ, deny, add []string) []string {
 	}
 	env := make([]string, 0, len(environ)+len(add))
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !drop(name) {
+		name, value, _ := strings.Cut(kv, "=")
+		switch {
+		case drop(name):
+		case name == "OUTRIDER_PROBE":
+			env = append(env, name+"="+RedactSpec(value))
+		default:
 			env = append(env, kv)
 		}
 	}
@@ -60,4 +66,19 @@ func RedactSpec(raw string) string {
 		return raw
 	}
 	return raw[:i+3] + rest[:colon] + ":xxxxx" + rest[at:]
+}
+
+// ExplainSpecError returns what to show of a spec raw that ParseSpec
+// refused with err: the value with its URL password masked, and why it
+// was refused. The parser's reason may quote part of the password (a
+// "/" in it ends the host, and what follows the ":" reads as a port),
+// so for a value that holds one the reason is the masked value's.
+func ExplainSpecError(raw string, err error) (value, why string) {
+	value = RedactSpec(raw)
+	if value != raw {
+		if _, err = ParseSpec(value); err == nil {
+			return value, "is not a valid URL: a password holding '/', '?', '#' or '%' must be percent-encoded (e.g. '/' as %2F)"
+		}
+	}
+	return value, strings.TrimPrefix(err.Error(), ErrBadSpec.Error()+": ")
 }

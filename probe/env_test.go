@@ -14,17 +14,19 @@ import (
 )
 
 func TestExecEnv(t *testing.T) {
+	const probeMasked = "OUTRIDER_PROBE=http://u:xxxxx@127.0.0.1:8080/healthz"
 	environ := []string{"PATH=/bin", "HOME=/home/o", "CONSUL_HTTP_TOKEN=ct", "CONSUL_HTTP_AUTH=u:p",
-		"OUTRIDER_ADMIN_TOKEN=at", "OUTRIDER_PROBE_HEADERS=Authorization: x", "VAULT_TOKEN=vt", "PGHOST=old"}
+		"OUTRIDER_ADMIN_TOKEN=at", "OUTRIDER_PROBE_HEADERS=Authorization: x", "VAULT_TOKEN=vt", "PGHOST=old",
+		"OUTRIDER_PROBE=http://u:s3cr3t@127.0.0.1:8080/healthz"}
 	tests := []struct {
 		name      string
 		deny, add []string
 		want      []string
 	}{
-		{name: "secrets dropped", want: []string{"PATH=/bin", "HOME=/home/o", "VAULT_TOKEN=vt", "PGHOST=old"}},
-		{name: "deny list", deny: []string{"VAULT_TOKEN", "HOME"}, want: []string{"PATH=/bin", "PGHOST=old"}},
+		{name: "secrets dropped, the probe URL's password masked", want: []string{"PATH=/bin", "HOME=/home/o", "VAULT_TOKEN=vt", "PGHOST=old", probeMasked}},
+		{name: "deny list", deny: []string{"VAULT_TOKEN", "HOME"}, want: []string{"PATH=/bin", "PGHOST=old", probeMasked}},
 		{name: "additions win", add: []string{"PGHOST=db", "PGPORT=5432"},
-			want: []string{"PATH=/bin", "HOME=/home/o", "VAULT_TOKEN=vt", "PGHOST=db", "PGPORT=5432"}},
+			want: []string{"PATH=/bin", "HOME=/home/o", "VAULT_TOKEN=vt", probeMasked, "PGHOST=db", "PGPORT=5432"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,6 +172,35 @@ func TestRedactSpec(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := RedactSpec(tc.in); got != tc.want {
 				t.Errorf("RedactSpec(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestExplainSpecError: the reason a spec was refused never quotes its
+// password, even where the parser's own error would.
+func TestExplainSpecError(t *testing.T) {
+	tests := []struct{ name, in, wantValue, wantWhy string }{
+		{"slash in the password", "http://admin:Secr3tPa55/w0rd@127.0.0.1:8080/healthz",
+			"http://admin:xxxxx@127.0.0.1:8080/healthz", "must be percent-encoded"},
+		{"bad escape in the password", "http://admin:pa%zzSecr3t@127.0.0.1:8080/",
+			"http://admin:xxxxx@127.0.0.1:8080/", "must be percent-encoded"},
+		{"bad port", "http://admin:Secr3t@127.0.0.1:99999/",
+			"http://admin:xxxxx@127.0.0.1:99999/", `bad port "99999"`},
+		{"no password", "http://127.0.0.1:99999/", "http://127.0.0.1:99999/", `bad port "99999"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseSpec(tc.in)
+			if err == nil {
+				t.Fatalf("ParseSpec(%q) took it", tc.in)
+			}
+			value, why := ExplainSpecError(tc.in, err)
+			if value != tc.wantValue || !strings.Contains(why, tc.wantWhy) {
+				t.Errorf("got %q %q, want %q and a reason with %q", value, why, tc.wantValue, tc.wantWhy)
+			}
+			if strings.Contains(value+why, "Secr3t") {
+				t.Errorf("the password shows: %q %q", value, why)
 			}
 		})
 	}
