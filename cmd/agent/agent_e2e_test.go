@@ -214,3 +214,23 @@ func TestAgentRuntimeDefaults(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentWarnsOfAMisspeltVariable: an OUTRIDER_* name outrider does not
+// read is named, with the one meant, by check-config and at start-up.
+func TestAgentWarnsOfAMisspeltVariable(t *testing.T) {
+	const want = "OUTRIDER_DRAIN_TIMOUT is not an outrider variable and is ignored (did you mean OUTRIDER_DRAIN_TIMEOUT?)"
+	env := []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_DRAIN_TIMOUT=60s"}
+	code, out := runOutrider(t, env, "check-config")
+	if code != exitOK || !strings.Contains(out, "# warning: "+want) {
+		t.Errorf("check-config: exit %d, output lacks %q:\n%s", code, want, out)
+	}
+	env = append(env, "OUTRIDER_PROXY_LISTEN=off", "OUTRIDER_METRICS_LISTEN=127.0.0.1:0", "OUTRIDER_ADMIN_LISTEN=127.0.0.1:0")
+	p := testbin.Start(t, testbin.Outrider(t), env)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Output(), want) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(p.Output(), want) {
+		t.Errorf("start-up does not warn %q:\n%s", want, p.Output())
+	}
+}

@@ -140,7 +140,7 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 		}
 	}
-	warnings := cfg.Warnings()
+	warnings := append(cfg.Warnings(), config.UnknownVars(os.Environ())...)
 	if fds, err := raiseFDLimit(); err == nil && cfg.Listen.Proxy != "" {
 		conns := fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d", cfg.Proxy.MaxConns)
 		if cfg.Proxy.MaxConns == 0 {

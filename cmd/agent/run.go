@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
 	"runtime/metrics"
 
@@ -43,6 +44,9 @@ func (a *agent) logStart(mode string, attrs ...any) {
 		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String(),
 		"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gogc()}, attrs...)...)
 	logWarnings(a.log, cfg)
+	for _, w := range config.UnknownVars(os.Environ()) {
+		a.log.Warn("configuration: " + w)
+	}
 }
 
 // logWarnings logs every warning of cfg, at start-up and after each
