@@ -471,7 +471,8 @@ func TestFixtureDiscovery(t *testing.T) {
 	tests := []struct {
 		name    string
 		opts    AppOptions
-		pidFile int // when not 0, a pid file holding it is set in opts
+		pidFile int    // when not 0, a pid file holding it is set in opts
+		remove  string // removed from the fixture first
 		wantPID int
 		wantHow string
 		wantErr string
@@ -491,10 +492,16 @@ func TestFixtureDiscovery(t *testing.T) {
 		{name: "socket ipv6", opts: AppOptions{Addr: "[::1]:9090"}, wantPID: 4242, wantHow: howSocket},
 		{name: "socket nobody listens", opts: AppOptions{Addr: "127.0.0.1:8081"}, wantErr: "no socket listens on port 8081"},
 		{name: "socket owner not visible", opts: AppOptions{Addr: "127.0.0.1:80"}, wantErr: "no visible process owns the socket listening on port 80"},
+		{name: "socket table missing", opts: AppOptions{Addr: "127.0.0.1:8080"}, remove: "net", wantErr: "a procfs mount?"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := fixture(t)
+			if tt.remove != "" {
+				if err := os.RemoveAll(filepath.Join(root, tt.remove)); err != nil {
+					t.Fatal(err)
+				}
+			}
 			o := tt.opts
 			o.ProcRoot = root
 			if tt.pidFile != 0 {

@@ -125,13 +125,18 @@ func (c *AppCollector) fromSocket(port int) finder {
 }
 
 // listeners returns the inodes of the sockets listening on port, IPv4 and
-// IPv6. A missing net/tcp6 (IPv6 disabled) is no error.
+// IPv6. A missing net/tcp6 (IPv6 disabled) is no error; both missing is:
+// the root is not a procfs, and "nothing listens" would be wrong.
 func (c *AppCollector) listeners(port int) (map[uint64]bool, error) {
 	inodes := map[uint64]bool{}
+	missing := 0
 	for _, name := range []string{"tcp", "tcp6"} {
 		path := filepath.Join(c.root, "net", name)
 		f, err := os.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {
+			if missing++; missing == 2 {
+				return nil, fmt.Errorf("read listening sockets: neither %s nor %s6 exists: is %s a procfs mount?", filepath.Join(c.root, "net", "tcp"), filepath.Join(c.root, "net", "tcp"), c.root)
+			}
 			continue
 		}
 		if err != nil {

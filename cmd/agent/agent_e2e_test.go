@@ -41,18 +41,22 @@ func TestAgentCheckConfigReportsEveryBadVariable(t *testing.T) {
 // configuration error, which check-config reports and start-up stops on,
 // with exit status 2.
 func TestAgentRefusesAProcRootItCannotRead(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "proc")
-	want := `OUTRIDER_PROC_ROOT="` + missing + `" cannot be read as procfs (want its mount point, /proc by default)`
-	for _, args := range [][]string{{"check-config"}, nil} {
-		t.Run(strings.Join(append([]string{"outrider"}, args...), " "), func(t *testing.T) {
-			code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROC_ROOT=" + missing}, args...)
-			if code != exitUsage {
-				t.Errorf("exit code = %d, want %d\n%s", code, exitUsage, out)
-			}
-			if !strings.Contains(out, want) {
-				t.Errorf("output lacks %q:\n%s", want, out)
-			}
-		})
+	for _, root := range []string{
+		filepath.Join(t.TempDir(), "proc"), // missing
+		t.TempDir(),                        // a directory, not a procfs
+	} {
+		want := `OUTRIDER_PROC_ROOT="` + root + `" cannot be read as procfs (want its mount point, /proc by default)`
+		for _, args := range [][]string{{"check-config"}, nil} {
+			t.Run(strings.Join(append([]string{"outrider"}, args...), " "), func(t *testing.T) {
+				code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROC_ROOT=" + root}, args...)
+				if code != exitUsage {
+					t.Errorf("exit code = %d, want %d\n%s", code, exitUsage, out)
+				}
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			})
+		}
 	}
 }
 

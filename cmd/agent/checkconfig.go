@@ -41,7 +41,12 @@ func loadConfig(getenv func(string) string, stderr io.Writer) (config.Config, bo
 // that a wrong path is a configuration error, caught by check-config too,
 // rather than a failed start.
 func checkProcRoot(root string) error {
-	if _, err := procfs.NewFS(root); err != nil {
+	fs, err := procfs.NewFS(root)
+	if err == nil {
+		// NewFS only checks that root is a directory: a procfs has stat.
+		_, err = fs.Stat()
+	}
+	if err != nil {
 		return &config.Error{Var: "OUTRIDER_PROC_ROOT", Value: root,
 			Want: "cannot be read as procfs (want its mount point, /proc by default): " + err.Error()}
 	}
