@@ -246,6 +246,12 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	c.Listen.Admin = r.listen("OUTRIDER_ADMIN_LISTEN", DefaultAdminListen, false)
 	c.Listen.AdminToken = Secret(r.str("OUTRIDER_ADMIN_TOKEN", ""))
 	c.Listen.QPSWindow = r.durationIn("OUTRIDER_QPS_WINDOW", 10*time.Second, time.Second, maxQPSWindow)
+	if c.Listen.QPSWindow%time.Second != 0 {
+		// The rate is counted per whole second: 1500ms would be 2s in
+		// /v1/qps and 1.5s in check-config and the metric's help.
+		r.fail("OUTRIDER_QPS_WINDOW", r.getenv("OUTRIDER_QPS_WINDOW"), "is not a whole number of seconds (the rate is counted per second; want e.g. 10s)")
+		c.Listen.QPSWindow = 10 * time.Second
+	}
 	if c.Listen.Admin != "" && c.Listen.AdminToken == "" && !isLoopback(c.Listen.Admin) {
 		r.fail("OUTRIDER_ADMIN_LISTEN", c.Listen.Admin, "is not a loopback address and OUTRIDER_ADMIN_TOKEN is empty (set a token, or listen on 127.0.0.1)")
 	}
@@ -752,11 +758,18 @@ func (r *reader) meta(name string) map[string]string {
 			r.fail(name, item, "uses the reserved key prefix consul-")
 		case len(v) > 512:
 			r.fail(name, item, "has a value over 512 characters")
+		case hasKey(m, k):
+			r.fail(name, item, "repeats the key "+k+" (want each key once)")
 		default:
 			m[k] = v
 		}
 	}
 	return m
+}
+
+func hasKey(m map[string]string, k string) bool {
+	_, ok := m[k]
+	return ok
 }
 
 func (r *reader) regexp(name string) *regexp.Regexp {

@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"time"
 )
 
 // Prestop is what `outrider prestop` needs to reach the running agent.
@@ -50,10 +52,24 @@ func dialAddr(listen string) string {
 func (c Config) Warnings() []string {
 	var w []string
 	d := c.Drain
-	if need := DeregisterTimeout + d.Delay + d.Timeout + d.AppStopTimeout; d.GracePeriod > 0 && need > d.GracePeriod {
+	if need := saturatingSum(DeregisterTimeout, d.Delay, d.Timeout, d.AppStopTimeout); d.GracePeriod > 0 && need > d.GracePeriod {
 		w = append(w, fmt.Sprintf("up to %s to deregister + OUTRIDER_DRAIN_DELAY (%s) + OUTRIDER_DRAIN_TIMEOUT (%s) + OUTRIDER_APP_STOP_TIMEOUT (%s) = %s does not fit in OUTRIDER_GRACE_PERIOD (%s): "+
 			"the platform kills the pod or unit before the drain and the app's stop can end; raise terminationGracePeriodSeconds (or TimeoutStopSec) or shorten the drain",
 			DeregisterTimeout, d.Delay, d.Timeout, d.AppStopTimeout, need, d.GracePeriod))
 	}
 	return w
+}
+
+// saturatingSum adds non-negative durations, stopping at the largest
+// one: durations of a million hours each would otherwise wrap negative
+// and fit any grace period.
+func saturatingSum(ds ...time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		if d > math.MaxInt64-sum {
+			return math.MaxInt64
+		}
+		sum += d
+	}
+	return sum
 }

@@ -81,6 +81,8 @@ func TestWarnings(t *testing.T) {
 			"up to 5s to deregister + OUTRIDER_DRAIN_DELAY (5s) + OUTRIDER_DRAIN_TIMEOUT (25s) + OUTRIDER_APP_STOP_TIMEOUT (10s) = 45s does not fit in OUTRIDER_GRACE_PERIOD (40s)"},
 		{"Kubernetes default of 30s with outrider's defaults", Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second, AppStopTimeout: 10 * time.Second, GracePeriod: 30 * time.Second},
 			"= 45s does not fit in OUTRIDER_GRACE_PERIOD (30s)"},
+		{"durations whose sum would wrap", Drain{Delay: 2000000 * time.Hour, Timeout: 2000000 * time.Hour, GracePeriod: 30 * time.Second},
+			"does not fit in OUTRIDER_GRACE_PERIOD (30s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
