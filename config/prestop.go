@@ -57,8 +57,21 @@ func (c Config) Warnings() []string {
 			"the platform kills the pod or unit before the drain and the app's stop can end; raise terminationGracePeriodSeconds (or TimeoutStopSec) or shorten the drain",
 			DeregisterTimeout, d.Delay, d.Timeout, d.AppStopTimeout, need, d.GracePeriod))
 	}
+	switch token := c.Listen.AdminToken.Reveal(); {
+	case token == "":
+	case token == ExampleAdminToken:
+		w = append(w, "OUTRIDER_ADMIN_TOKEN is the example value of the shipped manifests, which anyone may read: whoever reaches the admin listener can drain this instance; set a random one (e.g. openssl rand -hex 32)")
+	case len(token) < minAdminToken:
+		w = append(w, fmt.Sprintf("OUTRIDER_ADMIN_TOKEN is %d characters long: a token under %d is easy to guess; set a random one (e.g. openssl rand -hex 32)", len(token), minAdminToken))
+	}
 	return w
 }
+
+// ExampleAdminToken is the token deploy/k8s/base ships, to be replaced.
+const ExampleAdminToken = "replace-me-with-a-random-token"
+
+// minAdminToken is the shortest admin token not warned of.
+const minAdminToken = 16
 
 // saturatingSum adds non-negative durations, stopping at the largest
 // one: durations of a million hours each would otherwise wrap negative

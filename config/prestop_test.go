@@ -93,3 +93,23 @@ func TestWarnings(t *testing.T) {
 		})
 	}
 }
+
+func TestWarningsOfAWeakAdminToken(t *testing.T) {
+	tests := []struct {
+		token, want string
+	}{
+		{"", ""},
+		{"0123456789abcdef0123456789abcdef", ""},
+		{ExampleAdminToken, "OUTRIDER_ADMIN_TOKEN is the example value of the shipped manifests"},
+		{"abc", "OUTRIDER_ADMIN_TOKEN is 3 characters long: a token under 16 is easy to guess"},
+	}
+	for _, tt := range tests {
+		got := strings.Join(Config{Listen: Listen{AdminToken: Secret(tt.token)}}.Warnings(), "\n")
+		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+			t.Errorf("token %q: got %q, want %q", tt.token, got, tt.want)
+		}
+		if tt.token != "" && strings.Contains(got, tt.token) {
+			t.Errorf("the warning shows the token: %q", got)
+		}
+	}
+}
