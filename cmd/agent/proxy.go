@@ -112,21 +112,27 @@ func (l fdLimit) autoMaxConns(maxIdle int) (n int, warning string, err error) {
 		"with it; the pool never fills and takes descriptors from clients: lower it or raise the limit", maxIdle, n, l.soft), nil
 }
 
-// raiseFDLimit raises the soft open-file limit to the hard one and returns
-// the limit in force. Go's runtime already does so at start-up on Linux;
-// doing it here makes it explicit and tells both figures.
+// raiseFDLimit raises the soft open-file limit to the hard one, if Go's
+// runtime has not, and returns the limit in force.
+//
+// Go raises it at start-up to one below the hard limit, and gives the
+// processes it starts (the wrapped app, exec probes) the soft limit
+// outrider was started with: an app that uses select() needs its 1,024.
+// Any change made here, with Setrlimit or prlimit, would tell Go the
+// program chose a limit for its children too, so a limit Go raised is
+// left as it is: one descriptor short of the hard limit costs nothing.
 func raiseFDLimit() (fdLimit, error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return fdLimit{}, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
 	}
-	if rl.Cur < rl.Max {
+	if rl.Cur+1 < rl.Max {
 		want := rl
 		want.Cur = rl.Max
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-			return fdLimit{soft: uint64(rl.Cur), hard: uint64(rl.Max)}, fmt.Errorf("raise RLIMIT_NOFILE from %d to %d: %w", rl.Cur, rl.Max, err)
+			return fdLimit{soft: rl.Cur, hard: rl.Max}, fmt.Errorf("raise RLIMIT_NOFILE from %d to %d: %w", rl.Cur, rl.Max, err)
 		}
 		rl = want
 	}
-	return fdLimit{soft: uint64(rl.Cur), hard: uint64(rl.Max)}, nil
+	return fdLimit{soft: rl.Cur, hard: rl.Max}, nil
 }

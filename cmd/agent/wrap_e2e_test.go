@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -419,5 +420,28 @@ func TestWrapAppExitDuringADrain(t *testing.T) {
 				t.Errorf("%s: got %d %q, want %d (and for /prestop the aborted report)", tt.path, a.code, a.body, tt.wantCode)
 			}
 		})
+	}
+}
+
+// TestWrapAppKeepsItsOpenFileLimit: outrider raises its own soft
+// open-file limit for the proxy, and the wrapped app still gets the one
+// outrider was started with, as from a shell: an app that uses select()
+// breaks on descriptors above 1,024.
+func TestWrapAppKeepsItsOpenFileLimit(t *testing.T) {
+	t.Parallel()
+	// sh lowers the soft limit, then becomes outrider.
+	p := testbin.Start(t, "/bin/sh", []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), "OUTRIDER_DRAIN_DELAY=0s"},
+		"-c", `ulimit -Sn 256 && exec "$0" "$@"`, testbin.Outrider(t), "run", "--", "/bin/sh", "-c", `echo "app soft limit $(ulimit -Sn)"`)
+	if code := p.Wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit status %d:\n%s", code, p.Output())
+	}
+	out := p.Output()
+	if !strings.Contains(out, "app soft limit 256\n") {
+		t.Errorf("the app did not get the soft limit of 256:\n%s", out)
+	}
+	if !regexp.MustCompile(`"open-file limit","soft":[0-9]{3,}`).MatchString(out) || strings.Contains(out, `"soft":256,`) {
+		t.Errorf("outrider did not raise its own limit:\n%s", out)
 	}
 }
