@@ -32,7 +32,7 @@ func (u unit) get(section, key string) string {
 // only a warning). Add a directive here when a unit needs it.
 var serviceKeys = map[string][]string{
 	"Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires", "BindsTo", "PartOf"},
-	"Service": {"Type", "EnvironmentFile", "Environment", "ExecStart", "ExecStop", "KillMode", "KillSignal",
+	"Service": {"Type", "EnvironmentFile", "Environment", "ExecStart", "ExecStop", "ExecReload", "KillMode", "KillSignal",
 		"Restart", "RestartSec", "TimeoutStopSec", "SuccessExitStatus", "User", "Group", "NoNewPrivileges", "CapabilityBoundingSet",
 		"AmbientCapabilities", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
 		"ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",
@@ -190,6 +190,10 @@ func TestSystemdUnitsParse(t *testing.T) {
 				want["Service/ExecStart"] = "/usr/local/bin/outrider"
 				want["Service/ExecStop"] = "/usr/local/bin/outrider prestop"
 				want["Unit/PartOf"] = "%i.service"
+				// PartOf stops and restarts outrider with the app, and
+				// does not start it: starting the app does, through this.
+				want["Install/WantedBy"] = "multi-user.target %i.service"
+				want["Service/ExecReload"] = "/bin/kill -HUP $MAINPID"
 			}
 			for key, v := range want {
 				section, k, _ := strings.Cut(key, "/")
@@ -229,8 +233,8 @@ func TestSystemdUnitsParse(t *testing.T) {
 
 // systemd-analyze verify, when this machine has it (Debian's systemd
 // package). The units run in a scratch root that holds systemd's own units,
-// a stand-in /usr/local/bin/outrider and the units under test; verify must
-// say nothing at all.
+// stand-ins for /usr/local/bin/outrider and /bin/kill, and the units under
+// test; verify must say nothing at all.
 func TestSystemdAnalyzeVerify(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
@@ -261,8 +265,11 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		}
 		copyFile(t, src, filepath.Join(lib, e.Name()), 0o644)
 	}
-	if err := os.WriteFile(filepath.Join(bin, "outrider"), []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
+	// Stand-ins for the commands the units run.
+	for _, cmd := range []string{filepath.Join(bin, "outrider"), filepath.Join(mkdir("bin"), "kill")} {
+		if err := os.WriteFile(cmd, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var instances []string
 	for _, u := range units {
