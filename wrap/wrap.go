@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"runtime"
@@ -48,6 +49,21 @@ func Start(argv []string, env []string, stdin io.Reader, stdout, stderr io.Write
 		return nil, fmt.Errorf("wrap: start %q: %w", argv[0], err)
 	}
 	return c, nil
+}
+
+// StartFailureStatus is the exit status a shell gives a command that
+// Start could not run: 127 when it was not found, 126 when it was found
+// and cannot be executed (no permission, not an executable, a
+// directory), 1 for anything else. A supervisor then tells a wrong
+// command from an app that ran and failed.
+func StartFailureStatus(err error) int {
+	switch {
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return 127
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR):
+		return 126
+	}
+	return 1
 }
 
 // run starts the child and reaps it; the Child owns this goroutine and

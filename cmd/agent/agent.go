@@ -218,12 +218,19 @@ func (a *agent) build() error {
 func (a *agent) startChild() error {
 	child, err := wrap.Start(a.childArgv, os.Environ(), os.Stdin, os.Stdout, os.Stderr)
 	if err != nil {
-		return err
+		return &childStartError{err}
 	}
 	a.child = child
 	a.log.Info("app started", "app_pid", child.Pid(), "command", a.childArgv)
 	return nil
 }
+
+// childStartError is a wrapped app that could not be started, which
+// outrider exits on with a shell's status (wrap.StartFailureStatus).
+type childStartError struct{ err error }
+
+func (e *childStartError) Error() string { return e.err.Error() }
+func (e *childStartError) Unwrap() error { return e.err }
 
 // addContext adds an actor that runs until its context is cancelled.
 func (a *agent) addContext(name string, execute func(ctx context.Context) error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/internal/version"
+	"github.com/outrider-sidecar/outrider/wrap"
 )
 
 // runWrapped implements `outrider run -- CMD ARGS…`: outrider starts the
@@ -30,6 +32,9 @@ func runWrapped(args []string, getenv func(string) string, stderr io.Writer) int
 	a.wrapMode, a.childArgv = true, args
 	if err := a.build(); err != nil {
 		a.log.Error("outrider cannot start", "err", err)
+		if se := (*childStartError)(nil); errors.As(err, &se) {
+			return wrap.StartFailureStatus(se.err)
+		}
 		return exitFailed
 	}
 	a.logStart("run", "app_pid", a.child.Pid())

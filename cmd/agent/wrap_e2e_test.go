@@ -445,3 +445,32 @@ func TestWrapAppKeepsItsOpenFileLimit(t *testing.T) {
 		t.Errorf("outrider did not raise its own limit:\n%s", out)
 	}
 }
+
+// TestWrapCommandThatCannotRun: outrider exits as a shell would for a
+// command it cannot start, 127 not found and 126 not executable, so a
+// supervisor tells a wrong command from an app that ran and failed.
+func TestWrapCommandThatCannotRun(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "app.sh")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		command string
+		want    int
+	}{
+		{"no-such-app-on-the-path", 127},
+		{filepath.Join(dir, "missing"), 127},
+		{notExec, 126},
+		{dir, 126},
+	}
+	for _, tt := range tests {
+		code, out := runOutrider(t, []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+			"OUTRIDER_METRICS_LISTEN=127.0.0.1:0", "OUTRIDER_ADMIN_LISTEN=127.0.0.1:0", "OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t)},
+			"run", "--", tt.command)
+		if code != tt.want || !strings.Contains(out, "outrider cannot start") {
+			t.Errorf("outrider run -- %s: exit %d, want %d and the reason:\n%s", tt.command, code, tt.want, out)
+		}
+	}
+}
