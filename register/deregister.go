@@ -2,6 +2,7 @@ package register
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -58,6 +59,11 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	err := r.agent.ServiceDeregisterOpts(id, (&consul.QueryOptions{}).WithContext(cctx))
 	if err != nil && !isNotFound(err) {
 		r.m.errors.WithLabelValues("deregister").Inc()
+		if errors.Is(err, context.DeadlineExceeded) {
+			r.mu.Lock()
+			r.deregisterTimedOut = true
+			r.mu.Unlock()
+		}
 		return fmt.Errorf("deregister service %q from consul at %s: %w", id, r.addr, err)
 	}
 	r.m.registered.Set(0)

@@ -39,6 +39,9 @@ type fakeConsul struct {
 	// hanging, when set, receives every check update, which then hangs
 	// until its context ends.
 	hanging chan struct{}
+	// deregisterHangs makes a deregistration wait for its deadline, as
+	// from an agent that takes the request and never answers.
+	deregisterHangs bool
 	// updateDelay, when not 0, is how long each check update takes to be
 	// answered (in real time), or fails when its context ends first.
 	updateDelay time.Duration
@@ -184,13 +187,19 @@ func (f *fakeConsul) holdID(id, address string, port int, alive string) {
 	f.checks[AliveCheckID(id)] = fakeCheck{Status: alive}
 }
 
-func (f *fakeConsul) ServiceDeregisterOpts(id string, _ *consul.QueryOptions) error {
+func (f *fakeConsul) ServiceDeregisterOpts(id string, q *consul.QueryOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failure(); err != nil {
 		return err
 	}
 	f.calls = append(f.calls, "deregister "+id)
+	if f.deregisterHangs {
+		f.mu.Unlock()
+		<-q.Context().Done()
+		f.mu.Lock()
+		return &url.Error{Op: "Put", URL: fakeAddr + "/v1/agent/service/deregister/" + id, Err: q.Context().Err()}
+	}
 	if _, ok := f.services[id]; !ok {
 		return consul.StatusError{Code: 404, Body: "Unknown service ID " + id}
 	}

@@ -114,6 +114,10 @@ type Registrar struct {
 	registered   bool
 	mayHold      bool // Consul took a registration, or may have (see notTaken)
 	deregistered bool
+	// deregisterTimedOut is set when Consul did not answer a
+	// deregistration in time (the drain's): the stop does not wait as
+	// long again for an agent that hangs.
+	deregisterTimedOut bool
 	stopped      bool
 	cancelStep   context.CancelFunc // cancels the step in flight
 }
@@ -233,6 +237,17 @@ func (r *Registrar) Run(ctx context.Context, verdicts <-chan probe.Verdict) erro
 		case <-timer:
 			due = true
 		}
+	}
+	r.mu.Lock()
+	hung := r.deregisterTimedOut && !r.deregistered
+	r.mu.Unlock()
+	if hung {
+		// The drain's deregistration already waited its timeout; a second
+		// wait would come after the app stopped, outside the stop budget
+		// the platform gives (docs/shutdown.md).
+		r.log.Error("not deregistering again on stop: consul did not answer the drain's deregistration in time; consul reaps the instance after deregister_critical_after",
+			"service_id", r.id)
+		return nil
 	}
 	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stopTimeout)
 	defer cancel()

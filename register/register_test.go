@@ -510,6 +510,38 @@ func TestRunDeregistersWhenItsContextEnds(t *testing.T) {
 	}
 }
 
+// TestStopAfterADeregistrationConsulLeftUnanswered: when Consul did not
+// answer the drain's deregistration in time, the stop does not wait for
+// it again: that second wait came after the app had stopped, beyond the
+// stop budget of docs/shutdown.md, and a supervisor killed outrider in it.
+func TestStopAfterADeregistrationConsulLeftUnanswered(t *testing.T) {
+	h := newHarnessWith(t, 0.5, Options{StopTimeout: 10 * time.Second})
+	h.start()
+	h.clock.NextWait(t)
+	h.consul.takeCalls()
+	h.consul.mu.Lock()
+	h.consul.deregisterHangs = true
+	h.consul.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := h.r.Deregister(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Deregister with a hanging agent: %v, want a deadline exceeded", err)
+	}
+	h.consul.takeCalls()
+	start := time.Now()
+	if err := h.stop(); err != nil {
+		t.Errorf("Run returned %v, want nil", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the stop took %s: it waited for the hanging agent again", took)
+	}
+	wantCalls(t, h.consul.takeCalls())
+	if n := h.log.Count("not deregistering again on stop"); n != 1 {
+		t.Errorf("logged %d times why the stop does not deregister, want 1", n)
+	}
+}
+
 func TestStopDeregistersOnlyWhatConsulMayHold(t *testing.T) {
 	// An instance Consul never took has nothing to deregister, and no
 	// error to report when Consul is still away at the stop; one it took,
