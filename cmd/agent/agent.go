@@ -78,6 +78,10 @@ type agent struct {
 	wrapMode  bool
 	childArgv []string
 	child     *wrap.Child
+
+	// stopSignals ends the subscription addSignals made, once the whole
+	// run group is done.
+	stopSignals func()
 }
 
 // Readiness conditions, in the order /ready reports them.
@@ -149,6 +153,9 @@ func newAgent(cfg config.Config, log *slog.Logger) *agent {
 // failure.
 func (a *agent) run() int {
 	err := a.group.Run()
+	if a.stopSignals != nil {
+		a.stopSignals()
+	}
 	var st stopStatus
 	switch {
 	case err == nil:

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,5 +113,35 @@ func TestCheckConsulAddr(t *testing.T) {
 		case err != nil && strings.Contains(err.Error(), "s3cret"):
 			t.Errorf("checkConsulAddr(%q) shows the password: %v", tt.addr, err)
 		}
+	}
+}
+
+// TestStopSignalWhileTheOthersStopIsDropped: once the signal actor is
+// done, the other actors may still take seconds to stop (a deregistration
+// Consul does not answer); a SIGTERM then must not kill outrider by its
+// default action, which loses the exit status (the app's, in wrap mode).
+// Without the subscription kept to the end, this test's process dies.
+func TestStopSignalWhileTheOthersStopIsDropped(t *testing.T) {
+	a := newAgent(config.Config{}, slog.New(slog.DiscardHandler))
+	a.addSignals()
+	stopping, release := make(chan struct{}), make(chan struct{})
+	a.addContext("slow to stop", func(ctx context.Context) error {
+		<-ctx.Done()
+		close(stopping)
+		<-release
+		return nil
+	})
+	a.group.Add(func() error { return stopStatus{3, "the app exited with status 3"} }, func(error) {})
+	code := make(chan int, 1)
+	go func() { code <- a.run() }()
+	<-stopping
+	time.Sleep(100 * time.Millisecond) // the signal actor's return
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the signal's delivery
+	close(release)
+	if got := <-code; got != 3 {
+		t.Errorf("exit status %d, want 3", got)
 	}
 }

@@ -29,7 +29,11 @@ var forwarded = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, sy
 
 // addSignals adds the actor that turns SIGTERM or SIGINT into the drain
 // sequence and then an orderly stop; in wrap mode it also owns the child.
-// Signals are subscribed here, before anything runs, so none is lost.
+// Signals are subscribed here, before anything runs, so none is lost, and
+// until run returns: once the actor is done, the other actors still stop
+// (a deregistration Consul does not answer takes its 5 s), and a stop
+// signal then must not kill outrider by default and lose the exit status
+// (the app's, in wrap mode). Such a signal is dropped.
 func (a *agent) addSignals() {
 	sigs := make(chan os.Signal, 8)
 	if a.wrapMode {
@@ -37,9 +41,9 @@ func (a *agent) addSignals() {
 	} else {
 		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	}
+	a.stopSignals = func() { signal.Stop(sigs) }
 	stop := make(chan struct{})
 	a.group.Add(func() error {
-		defer signal.Stop(sigs)
 		if a.wrapMode {
 			return a.superviseChild(sigs, stop)
 		}
