@@ -33,7 +33,14 @@ func ExecEnv(environ, deny, add []string) []string {
 		}
 		return false
 	}
-	env := make([]string, 0, len(environ)+len(add))
+	return append(ScrubEnv(environ, drop), add...)
+}
+
+// ScrubEnv returns environ (NAME=value pairs) without the variables drop
+// names, and with OUTRIDER_PROBE's URL password masked: the environment
+// of a process outrider starts.
+func ScrubEnv(environ []string, drop func(name string) bool) []string {
+	env := make([]string, 0, len(environ))
 	for _, kv := range environ {
 		name, value, _ := strings.Cut(kv, "=")
 		switch {
@@ -44,7 +51,7 @@ func ExecEnv(environ, deny, add []string) []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, add...)
+	return env
 }
 
 // RedactSpec masks the password of a URL in an OUTRIDER_PROBE value that

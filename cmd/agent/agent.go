@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -223,13 +224,25 @@ func (a *agent) build() error {
 // startChild starts the wrapped app with outrider's environment and
 // standard streams.
 func (a *agent) startChild() error {
-	child, err := wrap.Start(a.childArgv, os.Environ(), os.Stdin, os.Stdout, os.Stderr)
+	child, err := wrap.Start(a.childArgv, childEnv(os.Environ()), os.Stdin, os.Stdout, os.Stderr)
 	if err != nil {
 		return &childStartError{err}
 	}
 	a.child = child
 	a.log.Info("app started", "app_pid", child.Pid(), "command", a.childArgv)
 	return nil
+}
+
+// ownSecrets are the variables of outrider's environment that hold its
+// own credentials, which a wrapped app has no use for and does not get.
+// CONSUL_HTTP_TOKEN and CONSUL_HTTP_AUTH it does get: an app with a Consul
+// client of its own reads the same names.
+var ownSecrets = []string{"OUTRIDER_ADMIN_TOKEN", "OUTRIDER_PROBE_HEADERS", "OUTRIDER_PROBE_ENV"}
+
+// childEnv is the wrapped app's environment: outrider's, without
+// ownSecrets, and with OUTRIDER_PROBE's URL password masked.
+func childEnv(environ []string) []string {
+	return probe.ScrubEnv(environ, func(name string) bool { return slices.Contains(ownSecrets, name) })
 }
 
 // childStartError is a wrapped app that could not be started, which

@@ -474,3 +474,31 @@ func TestWrapCommandThatCannotRun(t *testing.T) {
 		}
 	}
 }
+
+// TestWrapAppGetsNoneOfOutridersOwnSecrets: the wrapped app gets
+// outrider's environment without its admin token and probe credentials,
+// and with the probe URL's password masked; CONSUL_HTTP_TOKEN it gets, as
+// an app's own Consul client reads that name too.
+func TestWrapAppGetsNoneOfOutridersOwnSecrets(t *testing.T) {
+	t.Parallel()
+	p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), "OUTRIDER_DRAIN_DELAY=0s",
+		"OUTRIDER_ADMIN_TOKEN=admin-s3cr3t-0123456789", "OUTRIDER_PROBE_HEADERS=Authorization: Bearer hdr-s3cr3t",
+		"OUTRIDER_PROBE=http://u:probe-s3cr3t@127.0.0.1:1/healthz", "CONSUL_HTTP_TOKEN=consul-token", "APP_SETTING=kept"},
+		"run", "--", "env")
+	if code := p.Wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit status %d:\n%s", code, p.Output())
+	}
+	out := p.Output()
+	for _, want := range []string{"APP_SETTING=kept\n", "CONSUL_HTTP_TOKEN=consul-token\n", "OUTRIDER_PROBE=http://u:xxxxx@127.0.0.1:1/healthz\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the app's environment lacks %q:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{"admin-s3cr3t", "hdr-s3cr3t", "probe-s3cr3t"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the app's environment holds %q:\n%s", secret, out)
+		}
+	}
+}
