@@ -345,7 +345,6 @@ func TestSidecarEnvMatchesConfigContract(t *testing.T) {
 				"POD_NAMESPACE":        downward["metadata.namespace"],
 				"POD_IP":               downward["status.podIP"],
 				"HOST_IP":              downward["status.hostIP"],
-				"CONSUL_HTTP_ADDR":     downward["status.hostIP"] + ":8500",
 				"OUTRIDER_SERVICE_ID":  downward["metadata.name"],
 				"OUTRIDER_ADMIN_TOKEN": a.env["OUTRIDER_ADMIN_TOKEN"],
 			}
@@ -353,6 +352,11 @@ func TestSidecarEnvMatchesConfigContract(t *testing.T) {
 				if got := a.env[k]; got != v || v == "" {
 					t.Errorf("sidecar env %s = %q, want %q (non-empty)", k, got, v)
 				}
+			}
+			// outrider joins HOST_IP and port 8500 itself, as
+			// "$(HOST_IP):8500" cannot on an IPv6 node.
+			if v, ok := a.env["CONSUL_HTTP_ADDR"]; ok {
+				t.Errorf("sidecar env CONSUL_HTTP_ADDR = %q, want it unset so that outrider uses HOST_IP", v)
 			}
 			if a.cfg.Service.Address != downward["status.podIP"] {
 				t.Errorf("outrider would register address %q, want the pod IP %q", a.cfg.Service.Address, downward["status.podIP"])

@@ -36,11 +36,11 @@ func TestPreStopHookDrainsTheRealAgent(t *testing.T) {
 			v = echoAddr
 		case "OUTRIDER_PROBE":
 			v = strings.Replace(v, a.cfg.App.Addr, echoAddr, 1)
-		case "CONSUL_HTTP_ADDR":
-			v = srv.HTTPAddr
 		}
 		env = append(env, k+"="+v)
 	}
+	// The test's Consul, in place of the node's agent at HOST_IP:8500.
+	env = append(env, "CONSUL_HTTP_ADDR="+srv.HTTPAddr)
 	o := testbin.Start(t, testbin.Outrider(t), env)
 	metrics := "http://" + moved["OUTRIDER_METRICS_LISTEN"]
 	c := srv.Client()

@@ -385,8 +385,8 @@ func sidecar(s settings, grace int64, metricsName string, user, group *int64) *y
 		field("POD_NAME", "metadata.name"),
 		field("POD_NAMESPACE", "metadata.namespace"),
 		field("POD_IP", "status.podIP"),
+		// The node's Consul client agent is at HOST_IP, port 8500.
 		field("HOST_IP", "status.hostIP"),
-		{Name: "CONSUL_HTTP_ADDR", Value: "$(HOST_IP):8500"},
 		{Name: "CONSUL_HTTP_TOKEN", ValueFrom: &valueFrom{SecretKeyRef: &secretKeyRef{Name: s.consulSecret, Key: "token", Optional: true}}},
 		{Name: "OUTRIDER_SERVICE_NAME", Value: s.service},
 		{Name: "OUTRIDER_SERVICE_ID", Value: "$(POD_NAME)"},

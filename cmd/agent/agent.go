@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -301,11 +302,26 @@ func consulURL(c *consul.Config) string {
 	return scheme + "://" + redactUser(addr)
 }
 
-// consulClient returns the agent's Consul client, built once from the
-// CONSUL_* variables the way the Consul CLI reads them, and the agent's URL
-// for messages.
+// consulConfig is consul/api's configuration from the CONSUL_* variables,
+// the way the Consul CLI reads them, with one default of outrider's own:
+// without CONSUL_HTTP_ADDR, HOST_IP (the node's address, which Kubernetes
+// gives through the downward API) names the node's client agent on port
+// 8500. A manifest cannot join an IPv6 address and a port itself:
+// "$(HOST_IP):8500" is not an address on an IPv6 node.
+func consulConfig() *consul.Config {
+	c := consul.DefaultConfig()
+	if os.Getenv(consul.HTTPAddrEnvName) == "" {
+		if ip, err := netip.ParseAddr(os.Getenv("HOST_IP")); err == nil {
+			c.Address = net.JoinHostPort(ip.String(), "8500")
+		}
+	}
+	return c
+}
+
+// consulClient returns the agent's Consul client, built once from
+// consulConfig, and the agent's URL for messages.
 func (a *agent) consulClient() (*consul.Client, string, error) {
-	cfg := consul.DefaultConfig()
+	cfg := consulConfig()
 	url := consulURL(cfg)
 	if a.consul != nil {
 		return a.consul, url, nil

@@ -145,3 +145,30 @@ func TestStopSignalWhileTheOthersStopIsDropped(t *testing.T) {
 		t.Errorf("exit status %d, want 3", got)
 	}
 }
+
+// TestConsulConfigFromHostIP: without CONSUL_HTTP_ADDR, HOST_IP names the
+// node's client agent, joined to port 8500 as an address must be, IPv6
+// in brackets; CONSUL_HTTP_ADDR, when set, wins.
+func TestConsulConfigFromHostIP(t *testing.T) {
+	tests := []struct {
+		name, hostIP, addr, want string
+	}{
+		{"neither", "", "", "localhost:8500"},
+		{"IPv4 node", "10.2.0.1", "", "10.2.0.1:8500"},
+		{"IPv6 node", "fd00:1::5", "", "[fd00:1::5]:8500"},
+		{"not an address", "node-1", "", "localhost:8500"},
+		{"CONSUL_HTTP_ADDR wins", "10.2.0.1", "consul.service:8500", "consul.service:8500"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("HOST_IP", tt.hostIP)
+			t.Setenv("CONSUL_HTTP_ADDR", tt.addr)
+			if got := consulConfig().Address; got != tt.want {
+				t.Errorf("address %q, want %q", got, tt.want)
+			}
+			if err := checkConsulAddr(consulConfig().Address); err != nil {
+				t.Errorf("the address is refused: %v", err)
+			}
+		})
+	}
+}

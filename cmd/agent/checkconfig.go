@@ -56,7 +56,7 @@ func checkProcRoot(root string) error {
 // checkConsulConfig builds a Consul client from the CONSUL_* variables, the
 // way the Consul CLI does, so that a missing token file or CA is caught now.
 func checkConsulConfig() error {
-	c := consul.DefaultConfig()
+	c := consulConfig()
 	if err := checkConsulAddr(c.Address); err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 	}
 	if cfg.Registry.Enabled() {
-		for _, s := range consulSettings(consul.DefaultConfig()) {
+		for _, s := range consulSettings(consulConfig()) {
 			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 		}
 	}
