@@ -118,8 +118,8 @@ type Registrar struct {
 	// deregistration in time (the drain's): the stop does not wait as
 	// long again for an agent that hangs.
 	deregisterTimedOut bool
-	stopped      bool
-	cancelStep   context.CancelFunc // cancels the step in flight
+	stopped            bool
+	cancelStep         context.CancelFunc // cancels the step in flight
 }
 
 // New returns a registrar for svc that talks to the local Consul agent
