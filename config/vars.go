@@ -1,6 +1,7 @@
 package config
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -26,11 +27,15 @@ var Vars = []string{
 // pairs, as os.Environ gives them) that outrider does not read: a
 // misspelt name leaves its setting at the default without a word, where
 // a config file's unknown key is an error.
+//
+// The variables Kubernetes sets for a Service whose name starts with
+// "outrider" (OUTRIDER_PORT, OUTRIDER_SERVICE_HOST, …: service links) are
+// not the user's doing, and are not warned of.
 func UnknownVars(environ []string) []string {
 	var warnings []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "OUTRIDER_") || slices.Contains(Vars, name) {
+		if !strings.HasPrefix(name, "OUTRIDER_") || slices.Contains(Vars, name) || serviceLink.MatchString(name) {
 			continue
 		}
 		w := name + " is not an outrider variable and is ignored"
@@ -41,6 +46,10 @@ func UnknownVars(environ []string) []string {
 	}
 	return warnings
 }
+
+// serviceLink matches the names of the variables the kubelet sets for
+// each Service of the namespace (unless enableServiceLinks is false).
+var serviceLink = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$`)
 
 // nearestVar returns the name in Vars closest to name, if a few edits
 // (a typo, a missing or doubled letter, a plural) make one from the other.
