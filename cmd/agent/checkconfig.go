@@ -159,7 +159,7 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 				warnings = append(warnings, warning)
 			}
 		}
-		fmt.Fprintf(stdout, "# open files: hard limit %d; outrider raises the soft limit to it at start-up, as Go does; %s\n", fds.hard, conns)
+		fmt.Fprintf(stdout, "# open files: hard limit %d; Go's runtime raises the soft limit to one below it at start-up; %s\n", fds.hard, conns)
 	}
 	for _, w := range warnings {
 		fmt.Fprintf(stdout, "# warning: %s\n", w)
