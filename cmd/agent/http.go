@@ -66,7 +66,7 @@ func refuseBrowsers(token string, next http.Handler) http.Handler {
 			http.Error(w, "refused: "+why+"; outrider's admin API is not for web pages", http.StatusForbidden)
 			return
 		}
-		if token == "" && !loopbackHost(r.Host) {
+		if token == "" && !hostIsAddress(r.Host) {
 			http.Error(w, "refused: Host "+strconv.Quote(r.Host)+" is not an IP address or localhost; outrider's admin API answers only on its own address", http.StatusMisdirectedRequest)
 			return
 		}
@@ -91,9 +91,9 @@ func crossSite(r *http.Request) string {
 	return ""
 }
 
-// loopbackHost reports whether a Host field names this machine by
+// hostIsAddress reports whether a Host field names this machine by
 // address: an IP address or localhost, with or without a port.
-func loopbackHost(hostport string) bool {
+func hostIsAddress(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
