@@ -420,6 +420,8 @@ func sidecar(s settings, grace int64, metricsName string, user, group *int64) *y
 		},
 		LivenessProbe:  &probe{HTTPGet: httpGet{Path: "/healthz", Port: metricsPort}, PeriodSeconds: 10, FailureThreshold: 3},
 		ReadinessProbe: &probe{HTTPGet: httpGet{Path: "/ready", Port: metricsPort}, PeriodSeconds: 2, FailureThreshold: 1},
+		// The proxy's automatic connection bound follows the memory
+		// limit: 3,584 client connections at 128Mi (docs/proxy.md#overload).
 		Resources: resources{
 			Requests: map[string]string{"cpu": "50m", "memory": "32Mi"},
 			Limits:   map[string]string{"memory": "128Mi"},

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/internal/cgroup"
 	"github.com/outrider-sidecar/outrider/internal/version"
 )
 
@@ -147,19 +148,27 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 	}
 	warnings := append(cfg.Warnings(), config.UnknownVars(os.Environ())...)
 	if fds, err := raiseFDLimit(); err == nil && cfg.Listen.Proxy != "" {
-		conns := fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d", cfg.Proxy.MaxConns)
-		if cfg.Proxy.MaxConns == 0 {
-			n, warning, err := fds.autoMaxConns(cfg.Proxy.MaxIdleAppConns)
-			if err != nil {
-				fmt.Fprintf(stderr, "outrider: %v\n", err)
-				return exitUsage
-			}
-			conns = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections", n)
-			if warning != "" {
-				warnings = append(warnings, warning)
-			}
+		fmt.Fprintf(stdout, "# open files: hard limit %d; Go's runtime raises the soft limit to one below it at start-up\n", fds.hard)
+		mem, err := cgroup.MemoryLimit("/")
+		switch {
+		case err != nil:
+			warnings = append(warnings, fmt.Sprintf("cannot read the memory limit (%v); client connections are bounded by the open-file limit only", err))
+		case mem.Bytes == 0:
+			fmt.Fprintln(stdout, "# memory: no limit")
+		default:
+			fmt.Fprintf(stdout, "# memory: limit %s (%s)\n", mib(mem.Bytes), mem.File)
 		}
-		fmt.Fprintf(stdout, "# open files: hard limit %d; Go's runtime raises the soft limit to one below it at start-up; %s\n", fds.hard, conns)
+		n, by, warning, err := connLimits{fds: fds, mem: mem}.bound(cfg.Proxy.MaxConns, cfg.Proxy.MaxIdleAppConns)
+		if err != nil {
+			fmt.Fprintf(stderr, "outrider: %v\n", err)
+			return exitUsage
+		}
+		if cfg.Proxy.MaxConns == 0 {
+			fmt.Fprintf(stdout, "# OUTRIDER_PROXY_MAX_CONNS=auto allows %d client connections, set by the %s\n", n, by)
+		}
+		if warning != "" {
+			warnings = append(warnings, warning)
+		}
 	}
 	for _, w := range warnings {
 		fmt.Fprintf(stdout, "# warning: %s\n", w)

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"syscall"
 
+	"github.com/outrider-sidecar/outrider/internal/cgroup"
 	"github.com/outrider-sidecar/outrider/proxy"
 )
 
@@ -25,17 +27,21 @@ func (a *agent) addProxy() error {
 	if err != nil {
 		a.log.Warn("cannot raise the open-file limit", "soft", fds.soft, "hard", fds.hard, "err", err)
 	}
-	maxConns := a.cfg.Proxy.MaxConns
-	if maxConns == 0 {
-		var warning string
-		if maxConns, warning, err = fds.autoMaxConns(a.cfg.Proxy.MaxIdleAppConns); err != nil {
-			return err
-		}
-		if warning != "" {
-			a.log.Warn(warning)
-		}
+	mem, err := cgroup.MemoryLimit("/")
+	if err != nil {
+		// The open-file limit still bounds connections.
+		a.log.Warn("cannot read the memory limit; client connections are bounded by the open-file limit only", "err", err)
 	}
-	a.log.Info("open-file limit", "soft", fds.soft, "hard", fds.hard, "max_connections", maxConns)
+	limits := connLimits{fds: fds, mem: mem}
+	maxConns, bound, warning, err := limits.bound(a.cfg.Proxy.MaxConns, a.cfg.Proxy.MaxIdleAppConns)
+	if err != nil {
+		return err
+	}
+	if warning != "" {
+		a.log.Warn(warning)
+	}
+	a.log.Info("client connection bound", "soft", fds.soft, "hard", fds.hard, "memory_limit", mem.Bytes,
+		"max_connections", maxConns, "bounded_by", bound)
 	ln, err := proxy.Listen(context.Background(), a.cfg.Listen.Proxy)
 	if err != nil {
 		return fmt.Errorf("proxy listener (OUTRIDER_PROXY_LISTEN=%s): %w", a.cfg.Listen.Proxy, err)
@@ -76,18 +82,91 @@ func (a *agent) addProxy() error {
 	return nil
 }
 
-// fdLimit is the process's open-file limit.
-type fdLimit struct{ soft, hard uint64 }
-
 // fdReserve is the descriptors kept back from client connections for
 // outrider's own: listeners, the probe, Consul, /proc reads, logs.
 const fdReserve = 64
 
-// maxConns is OUTRIDER_PROXY_MAX_CONNS=auto: nine tenths of the soft limit
-// less fdReserve and the idle app connections kept (maxIdle), halved
-// because a client connection holds an app connection too. Past it
-// connections are refused before descriptors run out, rather than accepts
-// failing. A limit that leaves no client connection at all is an error.
+// Under a memory limit, memReserve is kept for outrider's own use (its
+// runtime, metrics, the idle app pool; it starts at 12 MiB) and each
+// client connection is given connMemory. A client connection with its
+// app connection was measured at 10 KiB idle and 17-19 KiB busy, the
+// kernel's socket memory included, which a cgroup counts too
+// (docs/proxy.md#overload).
+const (
+	memReserve = 16 << 20
+	connMemory = 32 << 10
+)
+
+// connLimits are what bounds the client connections outrider can hold:
+// its open-file limit and the memory limit of its cgroup.
+type connLimits struct {
+	fds fdLimit
+	mem cgroup.Limit
+}
+
+// bound is the client connection bound in force: maxConns
+// (OUTRIDER_PROXY_MAX_CONNS) when set, or the automatic one, with what
+// sets it and a warning when the idle pool or maxConns does not fit the
+// limits.
+func (l connLimits) bound(maxConns, maxIdle int) (n int, by, warning string, err error) {
+	if maxConns > 0 {
+		if m, ok := l.memMaxConns(); ok && maxConns > m {
+			warning = fmt.Sprintf("OUTRIDER_PROXY_MAX_CONNS=%d is more client connections than the memory limit (%s, %s) holds at %d KiB each (%d): "+
+				"outrider may be killed for memory before it refuses one; lower it or raise the memory limit",
+				maxConns, mib(l.mem.Bytes), l.mem.File, connMemory>>10, m)
+		}
+		return maxConns, "OUTRIDER_PROXY_MAX_CONNS", warning, nil
+	}
+	return l.autoMaxConns(maxIdle)
+}
+
+// autoMaxConns is OUTRIDER_PROXY_MAX_CONNS=auto: the lower of what the
+// open-file limit and the memory limit allow, with a warning when the
+// idle pool is larger than the client connections allowed: each client
+// holds at most one app connection, so the pool never fills, and its
+// share of descriptors is lost to clients.
+func (l connLimits) autoMaxConns(maxIdle int) (n int, by, warning string, err error) {
+	if n, err = l.fds.maxConns(maxIdle); err != nil {
+		return 0, "", "", err
+	}
+	by = fmt.Sprintf("open-file limit (%d)", l.fds.soft)
+	if m, ok := l.memMaxConns(); ok && m < n {
+		if m == 0 {
+			return 0, "", "", fmt.Errorf("the memory limit (%s, %s) leaves no room for client connections once %s are kept for outrider: "+
+				"raise the memory limit or set OUTRIDER_PROXY_MAX_CONNS", mib(l.mem.Bytes), l.mem.File, mib(memReserve))
+		}
+		n, by = m, "memory limit ("+mib(l.mem.Bytes)+")"
+	}
+	if n < maxIdle {
+		warning = fmt.Sprintf("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=%d is more than the %d client connections the %s allows; "+
+			"the pool never fills and takes descriptors from clients: lower it or raise the limit", maxIdle, n, by)
+	}
+	return n, by, warning, nil
+}
+
+// memMaxConns is the client connections the memory limit allows, and
+// whether there is one.
+func (l connLimits) memMaxConns() (int, bool) {
+	if l.mem.Bytes == 0 {
+		return 0, false
+	}
+	return int(min((l.mem.Bytes-min(l.mem.Bytes, memReserve))/connMemory, 1<<30)), true
+}
+
+// mib writes a byte count in MiB.
+func mib(b uint64) string {
+	return strconv.FormatFloat(float64(b)/(1<<20), 'f', -1, 64) + " MiB"
+}
+
+// fdLimit is the process's open-file limit.
+type fdLimit struct{ soft, hard uint64 }
+
+// maxConns is the client connections the open-file limit allows: nine
+// tenths of the soft limit less fdReserve and the idle app connections
+// kept (maxIdle), halved because a client connection holds an app
+// connection too. Past it connections are refused before descriptors run
+// out, rather than accepts failing. A limit that leaves no client
+// connection at all is an error.
 func (l fdLimit) maxConns(maxIdle int) (int, error) {
 	usable := l.soft - l.soft/10 // no overflow at RLIM_INFINITY
 	reserve := fdReserve + uint64(max(maxIdle, 0))
@@ -98,18 +177,6 @@ func (l fdLimit) maxConns(maxIdle int) (int, error) {
 			"lower OUTRIDER_PROXY_MAX_IDLE_APP_CONNS, or set OUTRIDER_PROXY_MAX_CONNS", l.soft, fdReserve, max(maxIdle, 0))
 	}
 	return int(min(n, 1<<30)), nil
-}
-
-// autoMaxConns is maxConns with a warning when the idle pool is larger
-// than the client connections allowed: each client holds at most one app
-// connection, so the pool never fills, and its share of descriptors is
-// lost to clients.
-func (l fdLimit) autoMaxConns(maxIdle int) (n int, warning string, err error) {
-	if n, err = l.maxConns(maxIdle); err != nil || n >= maxIdle {
-		return n, "", err
-	}
-	return n, fmt.Sprintf("OUTRIDER_PROXY_MAX_IDLE_APP_CONNS=%d is more than the %d client connections the open-file limit (%d) allows "+
-		"with it; the pool never fills and takes descriptors from clients: lower it or raise the limit", maxIdle, n, l.soft), nil
 }
 
 // raiseFDLimit raises the soft open-file limit to the hard one, if Go's

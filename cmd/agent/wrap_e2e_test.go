@@ -441,7 +441,7 @@ func TestWrapAppKeepsItsOpenFileLimit(t *testing.T) {
 	if !strings.Contains(out, "app soft limit 256\n") {
 		t.Errorf("the app did not get the soft limit of 256:\n%s", out)
 	}
-	if !regexp.MustCompile(`"open-file limit","soft":[0-9]{3,}`).MatchString(out) || strings.Contains(out, `"soft":256,`) {
+	if !regexp.MustCompile(`"client connection bound","soft":[0-9]{3,}`).MatchString(out) || strings.Contains(out, `"soft":256,`) {
 		t.Errorf("outrider did not raise its own limit:\n%s", out)
 	}
 }
