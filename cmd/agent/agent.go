@@ -318,6 +318,23 @@ func consulConfig() *consul.Config {
 	return c
 }
 
+// hostIPWarning is a warning when HOST_IP is set but is not an IP address
+// where it would name the Consul agent (the registry is on and
+// CONSUL_HTTP_ADDR unset): it is then not used, and the agent is looked
+// for at consul/api's default address instead.
+func hostIPWarning(registry bool) string {
+	v := os.Getenv("HOST_IP")
+	if !registry || v == "" || os.Getenv(consul.HTTPAddrEnvName) != "" {
+		return ""
+	}
+	if _, err := netip.ParseAddr(v); err == nil {
+		return ""
+	}
+	return fmt.Sprintf("HOST_IP=%q is not an IP address, so the Consul agent is looked for at %s: "+
+		"set HOST_IP to the node's address (the downward API's status.hostIP) or CONSUL_HTTP_ADDR to the agent's",
+		v, consulConfig().Address)
+}
+
 // consulClient returns the agent's Consul client, built once from
 // consulConfig, and the agent's URL for messages.
 func (a *agent) consulClient() (*consul.Client, string, error) {

@@ -152,12 +152,15 @@ func TestStopSignalWhileTheOthersStopIsDropped(t *testing.T) {
 func TestConsulConfigFromHostIP(t *testing.T) {
 	tests := []struct {
 		name, hostIP, addr, want string
+		warning                  string // part of the warning wanted; "": none
 	}{
-		{"neither", "", "", "localhost:8500"},
-		{"IPv4 node", "10.2.0.1", "", "10.2.0.1:8500"},
-		{"IPv6 node", "fd00:1::5", "", "[fd00:1::5]:8500"},
-		{"not an address", "node-1", "", "localhost:8500"},
-		{"CONSUL_HTTP_ADDR wins", "10.2.0.1", "consul.service:8500", "consul.service:8500"},
+		{"neither", "", "", "localhost:8500", ""},
+		{"IPv4 node", "10.2.0.1", "", "10.2.0.1:8500", ""},
+		{"IPv6 node", "fd00:1::5", "", "[fd00:1::5]:8500", ""},
+		{"not an address", "node-1", "", "localhost:8500",
+			`HOST_IP="node-1" is not an IP address, so the Consul agent is looked for at localhost:8500: set HOST_IP to the node's address`},
+		{"CONSUL_HTTP_ADDR wins", "10.2.0.1", "consul.service:8500", "consul.service:8500", ""},
+		{"CONSUL_HTTP_ADDR wins over a name", "node-1", "consul.service:8500", "consul.service:8500", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,6 +171,13 @@ func TestConsulConfigFromHostIP(t *testing.T) {
 			}
 			if err := checkConsulAddr(consulConfig().Address); err != nil {
 				t.Errorf("the address is refused: %v", err)
+			}
+			w := hostIPWarning(true)
+			if (tt.warning == "") != (w == "") || !strings.Contains(w, tt.warning) {
+				t.Errorf("warning %q, want one containing %q", w, tt.warning)
+			}
+			if w := hostIPWarning(false); w != "" {
+				t.Errorf("with no registry, warning %q, want none: HOST_IP names nothing then", w)
 			}
 		})
 	}

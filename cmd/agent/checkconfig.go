@@ -147,6 +147,9 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 		}
 	}
 	warnings := append(cfg.Warnings(), config.UnknownVars(os.Environ())...)
+	if w := hostIPWarning(cfg.Registry.Enabled()); w != "" {
+		warnings = append(warnings, w)
+	}
 	if fds, err := raiseFDLimit(); err == nil && cfg.Listen.Proxy != "" {
 		fmt.Fprintf(stdout, "# open files: hard limit %d; Go's runtime raises the soft limit to one below it at start-up\n", fds.hard)
 		mem, err := cgroup.MemoryLimit("/")

@@ -49,6 +49,9 @@ func (a *agent) logStart(mode string, attrs ...any) {
 		"registry", cfg.Registry.Kind, "app", cfg.App.Addr, "probe", cfg.Probe.Spec.String(),
 		"gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gogc()}, attrs...)...)
 	logWarnings(a.log, cfg)
+	if w := hostIPWarning(cfg.Registry.Enabled()); w != "" {
+		a.log.Warn("configuration: " + w)
+	}
 	for _, w := range config.UnknownVars(os.Environ()) {
 		a.log.Warn("configuration: " + w)
 	}
