@@ -22,6 +22,11 @@
 #   REQUESTS=5000       requests of the callgrind run
 #   CALLGRIND_OUT=      a file to keep the callgrind profile in
 #   CONNECTIONS=32      wrk connections (wrk -t1)
+#   RATE=               requests per second: send them at that fixed rate
+#                       with bin/fixedrate (keep-alive, CONNECTIONS
+#                       connections) instead of as fast as wrk can; the
+#                       calls of a proxy that waits for each request, as in
+#                       the matrix's fixedrate row (RATE=5000 CONNECTIONS=50)
 #   URLPATH=/           the request path (/bytes?n=16384 for 16 KiB answers;
 #                       /echo when BODY_BYTES is set)
 #   BODY_BYTES=0        POST a body of that many bytes (65536: the upload row;
@@ -56,20 +61,32 @@ case $TARGET in outrider | nginx) ;; *) die "TARGET=$TARGET: want outrider or ng
 case $TOOL in perf | strace | callgrind | threads) ;; *) die "TOOL=$TOOL: want perf, strace, callgrind or threads" ;; esac
 [ "$TOOL" != callgrind ] || [ "$TARGET" = outrider ] || die "TOOL=callgrind measures outrider only"
 REQUESTS=${REQUESTS:-5000}
+RATE=${RATE:-}
 for knob in REQUESTS CONNECTIONS WORKERS GOMAXPROCS; do
 	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: want a positive integer"
 done
+if [ -n "$RATE" ]; then
+	[[ $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE=$RATE: want requests per second, a positive integer"
+	[ "$TOOL" != callgrind ] || die "RATE is for TOOL=perf, strace or threads"
+	[ "$BODY_BYTES" = 0 ] && [ -z "$HEADER" ] || die "RATE sends GET $URLPATH only: leave BODY_BYTES and HEADER unset"
+fi
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 5s"
 [[ $BODY_BYTES =~ ^[0-9]+$ ]] || die "BODY_BYTES=$BODY_BYTES: want a number of bytes"
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
 [ "$TOOL" != threads ] || tools=(wrk)
+if [ -n "$RATE" ]; then
+	tools=("${tools[@]:1}") # no wrk
+fi
 for t in "${tools[@]}"; do
 	command -v "$t" >/dev/null || die "$t is not installed"
 done
 [ "$TARGET" != nginx ] || command -v nginx >/dev/null || die "nginx is not installed"
 [ -x bin/echo ] || make -s echo
 [ "$TARGET" != outrider ] || [ -x "$OUTRIDER_BIN" ] || make -s outrider
+if [ -n "$RATE" ] && [ ! -x bin/fixedrate ]; then
+	(cd bench && go build -o ../bin/fixedrate ./cmd/fixedrate) || die "bench/cmd/fixedrate does not build"
+fi
 
 # shellcheck source=bench/procs.sh
 . bench/procs.sh
@@ -140,8 +157,17 @@ if [ "$TOOL" = callgrind ]; then
 	fi
 	exit 0
 fi
+# load sends requests for $1 (such as 5s), with wrk or, with RATE, at
+# that rate with bin/fixedrate; its output goes to $2.
+load() {
+	if [ -n "$RATE" ]; then
+		bin/fixedrate -url "$url" -rate "$RATE" -connections "$CONNECTIONS" -duration "$1" -log "$TMP/fixedrate.log" >"$2"
+	else
+		wrk -t1 -c"$CONNECTIONS" -d"$1" "${wrkopts[@]}" "$url" >"$2"
+	fi
+}
 # A warm-up: connections to the app made, buffers pooled, stacks grown.
-wrk -t1 -c"$CONNECTIONS" -d1s "${wrkopts[@]}" "$url" >/dev/null
+load 1s /dev/null
 
 before=0
 [ "$TARGET" != outrider ] || before=$(requests_total)
@@ -175,7 +201,7 @@ else
 fi
 counter=$!
 sleep 0.5
-wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${wrkopts[@]}" "$url" >"$TMP/wrk.out"
+load "$DURATION" "$TMP/wrk.out"
 if [ "$TOOL" = strace ]; then
 	kill -INT "$counter"
 fi
@@ -188,7 +214,7 @@ fi
 if [ "$TARGET" = outrider ]; then
 	requests=$(($(requests_total) - before))
 else
-	requests=$(awk '/requests in/ { print $1 }' "$TMP/wrk.out")
+	requests=$(awk '/requests in/ { print $1 } /^requests:/ { print $6 }' "$TMP/wrk.out")
 fi
 [ "$requests" -gt 0 ] || die "no request was counted"
 
@@ -197,9 +223,13 @@ request=$URLPATH
 [ -z "$HEADER" ] || request="$request, $HEADER"
 procs_knob="GOMAXPROCS=$GOMAXPROCS"
 [ "$TARGET" != nginx ] || procs_knob="WORKERS=$WORKERS"
-printf '# %s, %s, %s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$procs_knob" "$CONNECTIONS" "$DURATION" "$request"
-
-printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
+if [ -n "$RATE" ]; then
+	printf '# %s, %s, %s, fixedrate -rate %s -connections %s -duration %s %s\n' "$TARGET" "$TOOL" "$procs_knob" "$RATE" "$CONNECTIONS" "$DURATION" "$request"
+	printf '# requests %d, fixedrate: %s\n' "$requests" "$(awk '/^rate:/ { print $2 " req/s" }' "$TMP/wrk.out")"
+else
+	printf '# %s, %s, %s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$procs_knob" "$CONNECTIONS" "$DURATION" "$request"
+	printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
+fi
 if [ "$TOOL" = threads ]; then
 	# Threads started during the run count from zero.
 	printf '%8s %18s %22s %24s\n' thread "CPU µs per request" "voluntary switches" "involuntary switches"
