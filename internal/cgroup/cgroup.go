@@ -5,15 +5,17 @@
 package cgroup
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // Limit is a memory limit and where it was read.
@@ -35,106 +37,79 @@ const unlimited = 1 << 62
 // tests). No cgroup found, such as outside Linux, is no limit, not an
 // error; a limit file that cannot be read or parsed is an error naming it.
 func MemoryLimit(root string) (Limit, error) {
-	own, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup"))
+	self, err := procSelf(filepath.Join(root, "proc"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return Limit{}, nil
 	}
+	if err != nil {
+		return Limit{}, fmt.Errorf("read /proc/self: %w", err)
+	}
+	cgroups, err := self.Cgroups()
 	if err != nil {
 		return Limit{}, fmt.Errorf("read the process's cgroup: %w", err)
 	}
-	v1, v2, v2ok := ownPaths(string(own))
-	mounts, err := os.Open(filepath.Join(root, "proc/self/mountinfo"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return Limit{}, nil
-	}
+	mounts, err := self.MountInfo()
 	if err != nil {
 		return Limit{}, fmt.Errorf("read the mount table: %w", err)
 	}
-	defer mounts.Close()
-	m1, m2, err := memoryMounts(mounts)
-	if err != nil {
-		return Limit{}, err
+	// The process's path in the version-1 memory hierarchy and in the
+	// version-2 one.
+	var v1, v2 *procfs.Cgroup
+	for i, c := range cgroups {
+		switch {
+		case c.HierarchyID == 0 && len(c.Controllers) == 0:
+			v2 = &cgroups[i]
+		case slices.Contains(c.Controllers, "memory"):
+			v1 = &cgroups[i]
+		}
+	}
+	// The mounts of those hierarchies.
+	var m1, m2 *procfs.MountInfo
+	for _, m := range mounts {
+		switch _, memory := m.SuperOptions["memory"]; {
+		case m.FSType == "cgroup2" && m2 == nil:
+			m2 = m
+		case m.FSType == "cgroup" && memory && m1 == nil:
+			m1 = m
+		}
 	}
 	switch {
-	case v1 != "" && m1 != nil:
-		return lowest(root, m1.dir(v1), m1.point, "memory.limit_in_bytes")
-	case v2ok && m2 != nil:
-		return lowest(root, m2.dir(v2), m2.point, "memory.max")
+	case v1 != nil && m1 != nil:
+		return lowest(root, m1, v1.Path, "memory.limit_in_bytes")
+	case v2 != nil && m2 != nil:
+		return lowest(root, m2, v2.Path, "memory.max")
 	}
 	return Limit{}, nil
 }
 
-// ownPaths returns the process's path in the version-1 memory hierarchy
-// and in the version-2 one, from /proc/self/cgroup's lines
-// ("ID:CONTROLLERS:PATH").
-func ownPaths(s string) (v1, v2 string, v2ok bool) {
-	for line := range strings.Lines(s) {
-		id, rest, ok := strings.Cut(strings.TrimRight(line, "\n"), ":")
-		if !ok {
-			continue
-		}
-		controllers, p, ok := strings.Cut(rest, ":")
-		if !ok {
-			continue
-		}
-		switch {
-		case id == "0" && controllers == "":
-			v2, v2ok = p, true
-		case hasItem(controllers, "memory"):
-			v1 = p
-		}
+// procSelf is /proc/self under the proc file system at dir.
+func procSelf(dir string) (procfs.Proc, error) {
+	pfs, err := procfs.NewFS(dir)
+	if err != nil {
+		return procfs.Proc{}, err
 	}
-	return v1, v2, v2ok
+	return pfs.Self()
 }
 
-// mount is a cgroup file system: the cgroup at its root and where it is
-// mounted.
-type mount struct{ root, point string }
-
-// dir is the directory of the cgroup at path p, or the mount point when p
-// is not under the mount's root (a cgroup namespace shows the process's
-// own cgroup as "/", and one it left as "/..").
-func (m *mount) dir(p string) string {
-	rel, ok := strings.CutPrefix(path.Clean(p), m.root)
-	if !ok || (rel != "" && !strings.HasPrefix(rel, "/") && m.root != "/") {
-		return m.point
+// cgroupDir is the directory of the cgroup at path p in the hierarchy
+// mounted by m, or the mount point when p is not under the mount's root
+// (a cgroup namespace shows the process's own cgroup as "/", and one it
+// left as "/..").
+func cgroupDir(m *procfs.MountInfo, p string) string {
+	mroot, point := unescape(m.Root), unescape(m.MountPoint)
+	rel, ok := strings.CutPrefix(path.Clean(p), mroot)
+	if !ok || (rel != "" && !strings.HasPrefix(rel, "/") && mroot != "/") {
+		return point
 	}
-	return path.Join(m.point, rel)
+	return path.Join(point, rel)
 }
 
-// memoryMounts finds, in /proc/self/mountinfo, the version-1 hierarchy
-// with the memory controller and the version-2 one.
-func memoryMounts(r *os.File) (v1, v2 *mount, err error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 3 {
-			continue
-		}
-		m := &mount{root: unescape(f[3]), point: unescape(f[4])}
-		switch {
-		case g[0] == "cgroup2" && v2 == nil:
-			v2 = m
-		case g[0] == "cgroup" && v1 == nil && hasItem(g[2], "memory"):
-			v1 = m
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read the mount table: %w", err)
-	}
-	return v1, v2, nil
-}
-
-// lowest reads name in dir and in each parent up to the mount point, and
+// lowest reads name in the directory of the cgroup at path p, in the
+// hierarchy mounted by m, and in each parent up to the mount point, and
 // returns the lowest limit found. A cgroup without the file (the root of
 // version 2's hierarchy) sets none.
-func lowest(root, dir, point, name string) (Limit, error) {
+func lowest(root string, m *procfs.MountInfo, p, name string) (Limit, error) {
+	dir, point := cgroupDir(m, p), unescape(m.MountPoint)
 	var l Limit
 	for {
 		file := path.Join(dir, name)
@@ -174,16 +149,6 @@ func parseLimit(s string) (uint64, error) {
 		return 0, nil
 	}
 	return n, nil
-}
-
-// hasItem reports whether the comma-separated list holds item.
-func hasItem(list, item string) bool {
-	for s := range strings.SplitSeq(list, ",") {
-		if s == item {
-			return true
-		}
-	}
-	return false
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for a space).

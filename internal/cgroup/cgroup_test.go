@@ -116,8 +116,9 @@ func TestMemoryLimit(t *testing.T) {
 			root := t.TempDir()
 			files := map[string]string{}
 			if tc.cgroup != "" {
-				files["/proc/self/cgroup"] = tc.cgroup
-				files["/proc/self/mountinfo"] = tc.mountinfo
+				// /proc/self links to the process's own directory.
+				files["/proc/1/cgroup"] = tc.cgroup
+				files["/proc/1/mountinfo"] = tc.mountinfo
 			}
 			for p, s := range tc.files {
 				files[p] = s
@@ -128,6 +129,11 @@ func TestMemoryLimit(t *testing.T) {
 					t.Fatal(err)
 				}
 				if err := os.WriteFile(f, []byte(s), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.cgroup != "" {
+				if err := os.Symlink("1", filepath.Join(root, "proc/self")); err != nil {
 					t.Fatal(err)
 				}
 			}
