@@ -35,6 +35,20 @@ func launchOutrider(t *testing.T, env ...string) outrider {
 	return outrider{Proc: p, metrics: "http://" + metrics, admin: "http://" + admin}
 }
 
+// proxyOnFreePorts is the environment of an outrider without a registry
+// whose proxy, metrics and admin listeners and app are on free loopback
+// ports (nothing answers at the app's): enough to start, or to check its
+// configuration.
+func proxyOnFreePorts(t *testing.T) []string {
+	return []string{
+		"OUTRIDER_REGISTRY=none",
+		"OUTRIDER_PROXY_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t),
+		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+	}
+}
+
 // startOutrider is launchOutrider, then waits up to limit for /healthz to
 // answer 200.
 func startOutrider(t *testing.T, limit time.Duration, env ...string) outrider {

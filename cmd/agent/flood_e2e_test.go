@@ -24,6 +24,14 @@ const (
 // the shell that execs it.
 func startLimitedOutrider(t *testing.T, env ...string) (o outrider, proxyAddr string) {
 	t.Helper()
+	return startOutriderFromShell(t, fmt.Sprintf(`ulimit -Sn %d && ulimit -Hn %d && exec "$0"`, floodSoftFDs, floodHardFDs), env...)
+}
+
+// startOutriderFromShell runs bin/outrider in front of bin/echo, through
+// /bin/sh -c script, which sets its limits and then execs it ("$0"), and
+// waits for its metrics listener and its proxy to answer.
+func startOutriderFromShell(t *testing.T, script string, env ...string) (o outrider, proxyAddr string) {
+	t.Helper()
 	appAddr := testbin.FreeAddr(t)
 	startEcho(t, appAddr, 20*time.Second)
 	proxyAddr = testbin.FreeAddr(t)
@@ -31,11 +39,10 @@ func startLimitedOutrider(t *testing.T, env ...string) (o outrider, proxyAddr st
 	base := []string{
 		"OUTRIDER_REGISTRY=none", "OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_PROXY_LISTEN=" + proxyAddr,
 		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin,
-		// No probe during the flood: its socket would free a descriptor
+		// No probe during a flood: its socket would free a descriptor
 		// now and then and split the flood into several episodes.
 		"OUTRIDER_PROBE_PERIOD=1h",
 	}
-	script := fmt.Sprintf(`ulimit -Sn %d && ulimit -Hn %d && exec "$0"`, floodSoftFDs, floodHardFDs)
 	p := testbin.Start(t, "/bin/sh", append(base, env...), "-c", script, testbin.Outrider(t))
 	o = outrider{Proc: p, metrics: "http://" + metrics, admin: "http://" + admin}
 	testbin.WaitHTTP(t, o.metrics+"/healthz", http.StatusOK, 20*time.Second)

@@ -105,20 +105,9 @@ func TestConnectionFloodUnderAMemoryLimit(t *testing.T) {
 		t.Fatalf("the open-file limit (%d, %v) is too low to open %d connections and serve them: raise it (ulimit -n)", rl.Cur, err, floods)
 	}
 	cg, events := memoryCgroup(t, limit)
-	appAddr := testbin.FreeAddr(t)
-	startEcho(t, appAddr, 20*time.Second)
-	proxyAddr, metrics, admin := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
-	env := []string{
-		"OUTRIDER_REGISTRY=none", "OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_PROXY_LISTEN=" + proxyAddr,
-		"OUTRIDER_METRICS_LISTEN=" + metrics, "OUTRIDER_ADMIN_LISTEN=" + admin, "OUTRIDER_PROBE_PERIOD=1h",
-	}
 	// sh joins the cgroup, then becomes outrider: all of its memory is
 	// counted there from the start.
-	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec "$0"`, cg)
-	p := testbin.Start(t, "/bin/sh", env, "-c", script, testbin.Outrider(t))
-	o := outrider{Proc: p, metrics: "http://" + metrics, admin: "http://" + admin}
-	testbin.WaitHTTP(t, o.metrics+"/healthz", http.StatusOK, 20*time.Second)
-	testbin.WaitHTTP(t, "http://"+proxyAddr+"/healthz", http.StatusOK, 20*time.Second)
+	o, proxyAddr := startOutriderFromShell(t, fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec "$0"`, cg))
 	if want := fmt.Sprintf(`"max_connections":%d,"bounded_by":"memory limit (32 MiB)"`, bound); !strings.Contains(o.Output(), want) {
 		t.Fatalf("the start-up log does not show the bound set by the memory limit (%s):\n%s", want, o.Output())
 	}
@@ -199,13 +188,7 @@ func TestMemoryLimitInCheckConfig(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cg, _ := memoryCgroup(t, tc.limit)
-			env := []string{
-				"OUTRIDER_REGISTRY=none",
-				"OUTRIDER_PROXY_LISTEN=" + testbin.FreeAddr(t),
-				"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t),
-				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
-				"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
-			}
+			env := proxyOnFreePorts(t)
 			if tc.maxConns != "" {
 				env = append(env, "OUTRIDER_PROXY_MAX_CONNS="+tc.maxConns)
 			}

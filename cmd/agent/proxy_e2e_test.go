@@ -251,13 +251,7 @@ func TestProxyIdlePoolAgainstTheOpenFileLimit(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			env := []string{
-				"OUTRIDER_REGISTRY=none",
-				"OUTRIDER_PROXY_LISTEN=" + testbin.FreeAddr(t),
-				"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t),
-				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
-				"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
-			}
+			env := proxyOnFreePorts(t)
 			if tc.maxIdle != "" {
 				env = append(env, "OUTRIDER_PROXY_MAX_IDLE_APP_CONNS="+tc.maxIdle)
 			}
