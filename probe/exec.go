@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"golang.org/x/sys/unix"
 )
@@ -113,9 +114,21 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// String is the kept output, valid UTF-8, marked when it was cut.
+// String is the kept output, valid UTF-8 and printable (line breaks and
+// tabs kept, carriage returns dropped, other control characters as '?'),
+// marked when it was cut:
+// it goes into Consul's check output, the log and /status, where a NUL or
+// an escape sequence from a command's binary output does not belong.
 func (h *headBuffer) String() string {
-	s := strings.ToValidUTF8(string(h.b), "?")
+	s := strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\t' || unicode.IsPrint(r):
+			return r
+		case r == '\r':
+			return -1
+		}
+		return '?'
+	}, strings.ToValidUTF8(string(h.b), "?"))
 	if h.cut {
 		s += "…"
 	}

@@ -35,6 +35,8 @@ func TestExecProber(t *testing.T) {
 			wantOutput: []string{"exit status 0: $HOME *"}},
 		{name: "output of a failure", spec: Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}},
 			want: Failure, wantOutput: []string{"exit status 3: out\nerr"}},
+		{name: "binary output", spec: Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", `printf 'a\0b\033[31mc\r\n\td\377\n'; exit 2`}},
+			want: Failure, wantOutput: []string{"exit status 2: a?b?[31mc\n\td?"}},
 		{name: "killed by a signal", spec: Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", "kill -TERM $$"}},
 			want: Failure, wantOutput: []string{"signal: terminated"}},
 		{name: "sleep beyond the timeout", spec: mustSpec(t, "exec:sleep 60"), timeout: 150 * time.Millisecond, want: Timeout,

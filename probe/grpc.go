@@ -36,7 +36,13 @@ func newGRPCProber() *grpcProber {
 	t := appTransport()
 	t.Protocols = new(http.Protocols)
 	t.Protocols.SetUnencryptedHTTP2(true)
-	return &grpcProber{client: &http.Client{Transport: t}}
+	return &grpcProber{client: &http.Client{
+		Transport: t,
+		// gRPC has no redirects: grpc-go, and so the kubelet's probe, takes
+		// a 3xx for a failure. Following one would report the health of
+		// whatever server the app names as the app's own.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 }
 
 func (p *grpcProber) close() { p.client.CloseIdleConnections() }

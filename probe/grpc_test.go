@@ -197,6 +197,11 @@ func grpcAnswer(flag byte, msg []byte, status, message string) http.HandlerFunc 
 func TestGRPCProberAnswers(t *testing.T) {
 	http1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(http1.Close)
+	var redirected atomic.Bool
+	serving := startH2C(t, func(w http.ResponseWriter, r *http.Request) {
+		redirected.Store(true)
+		grpcAnswer(0, []byte{0x08, 0x01}, "0", "")(w, r)
+	})
 	tests := []struct {
 		name       string
 		h          http.HandlerFunc
@@ -224,6 +229,11 @@ func TestGRPCProberAnswers(t *testing.T) {
 			h: grpcAnswer(0, nil, "0", "")},
 		{name: "not gRPC", want: Failure, wantOutput: []string{`answered HTTP 404, not gRPC: Content-Type "text/plain; charset=utf-8"`},
 			h: http.NotFound},
+		// grpc-go never follows a redirect; neither does the kubelet's probe.
+		{name: "a redirect to a serving server", want: Failure, wantOutput: []string{"answered HTTP 307, not gRPC"},
+			h: func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "http://"+serving+r.URL.Path, http.StatusTemporaryRedirect)
+			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,6 +242,9 @@ func TestGRPCProberAnswers(t *testing.T) {
 			spec := mustSpec(t, "grpc://"+startH2C(t, tc.h))
 			checkResult(t, probeWithin(p.probe, spec, 10*time.Second), tc.want, tc.wantOutput...)
 		})
+	}
+	if redirected.Load() {
+		t.Error("the probe followed a redirect to another server")
 	}
 	t.Run("an HTTP/1 server", func(t *testing.T) {
 		p := newGRPCProber()

@@ -132,6 +132,10 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 			err = uerr.Err
 		}
 		r := failed(ctx, start, what, err)
+		if verifyErr := (*tls.CertificateVerificationError)(nil); r.Outcome == Failure && errors.As(err, &verifyErr) {
+			// Also met on an http probe the app redirects to https.
+			r = withDetail(r, "set OUTRIDER_PROBE_INSECURE=true to probe without verifying the certificate, as the kubelet does")
+		}
 		if r.Outcome == Failure && quotesTheApp(err) {
 			// The summary is for the public /ready: the bytes the app
 			// sent stay in the output.

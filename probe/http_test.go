@@ -285,17 +285,26 @@ func TestHTTPSProber(t *testing.T) {
 		want       Outcome
 		wantOutput []string
 	}{
-		{name: "certificate verified", insecure: false, want: Failure, wantOutput: []string{"certificate"}},
+		{name: "certificate verified", insecure: false, want: Failure,
+			wantOutput: []string{"certificate", "set OUTRIDER_PROBE_INSECURE=true to probe without verifying"}},
 		{name: "insecure skips verification", insecure: true, want: Success, wantOutput: []string{"200 OK"}},
 	}
+	// An http probe the app redirects to https on the same host verifies
+	// the certificate too.
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, srv.URL+r.URL.Path, http.StatusMovedPermanently)
+	}))
+	t.Cleanup(redirect.Close)
 	p := newHTTPProber()
 	t.Cleanup(p.close)
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			spec := mustSpec(t, srv.URL+"/healthz")
-			spec.Insecure = tc.insecure
-			checkResult(t, probeWithin(p.probe, spec, 10*time.Second), tc.want, tc.wantOutput...)
-		})
+		for _, url := range []string{srv.URL, redirect.URL} {
+			t.Run(tc.name+" "+url[:strings.Index(url, ":")], func(t *testing.T) {
+				spec := mustSpec(t, url+"/healthz")
+				spec.Insecure = tc.insecure
+				checkResult(t, probeWithin(p.probe, spec, 10*time.Second), tc.want, tc.wantOutput...)
+			})
+		}
 	}
 }
 
