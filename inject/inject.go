@@ -5,7 +5,8 @@
 // outrider.io/inject: "true" get the sidecar, its environment, the app's
 // preStop hook and shareProcessNamespace. Every other document is copied
 // byte for byte; an injected document keeps its comments and key order but
-// is re-indented. Injecting twice changes nothing.
+// is re-indented. Injecting twice changes nothing; injecting again keeps
+// what the user added to the sidecar.
 //
 // It works on yaml.v3 nodes rather than on k8s.io/api types: a round trip
 // through the API types would drop comments, reorder keys, add empty fields
@@ -153,7 +154,10 @@ func object(obj *yaml.Node, opts Options) (Result, error) {
 		res.Reason = "kind " + kind + " is not injected (only Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod and PodTemplate are, alone or as items of a List)"
 		return res, nil
 	}
-	want, why := w.wanted(opts.All)
+	want, why, err := w.wanted(opts.All)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
+	}
 	if !want {
 		res.Reason = why
 		return res, nil
@@ -165,9 +169,13 @@ func object(obj *yaml.Node, opts Options) (Result, error) {
 	if err := injectPod(w.pod, s); err != nil {
 		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}
+	w.markInjected()
 	res.Injected = true
 	if strings.EqualFold(str(get(w.pod, "hostNetwork")), "true") {
 		res.Warnings = append(res.Warnings, hostNetworkWarning)
+	}
+	if strings.HasPrefix(s.probe, "exec:") {
+		res.Warnings = append(res.Warnings, execProbeWarning)
 	}
 	return res, nil
 }
@@ -176,6 +184,11 @@ func object(obj *yaml.Node, opts Options) (Result, error) {
 var hostNetworkWarning = fmt.Sprintf("hostNetwork: the sidecar's ports %d, %d and %d are the node's: "+
 	"one injected hostNetwork pod per node, across all workloads, and the admin listener "+
 	"(token-protected) is on the node's addresses", adminPort, proxyPort, metricsPort)
+
+// execProbeWarning is what an exec probe meets in the sidecar.
+var execProbeWarning = AnnotationProbe + ": an exec probe runs its command in the sidecar's container, " +
+	"not the app's, and outrider's image has no shell or tools: probe over http, tcp or grpc, " +
+	"or build an image with the command in it"
 
 // encode writes root with two-space indentation, keeping the document's
 // "---" line when it had one.

@@ -189,17 +189,19 @@ metadata:
 
 // TestHostNetworkWarns checks that a pod on the node's network is injected
 // with a warning that the sidecar's ports are then the node's.
-func TestHostNetworkWarns(t *testing.T) {
+func TestWarnings(t *testing.T) {
 	for _, tc := range []struct {
-		name, spec string
-		warn       bool
+		name, annotations, spec string
+		want                    string // a part of the one warning; "" for none
 	}{
-		{name: "pod network", spec: "", warn: false},
-		{name: "hostNetwork false", spec: "  hostNetwork: false\n", warn: false},
-		{name: "hostNetwork", spec: "  hostNetwork: true\n", warn: true},
+		{name: "pod network"},
+		{name: "hostNetwork false", spec: "  hostNetwork: false\n"},
+		{name: "hostNetwork", spec: "  hostNetwork: true\n", want: "15000, 15001 and 15090 are the node's"},
+		{name: "http probe", annotations: "    outrider.io/probe: http://127.0.0.1:8080/healthz\n"},
+		{name: "exec probe", annotations: "    outrider.io/probe: exec:/bin/check\n", want: "runs its command in the sidecar's container"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n" + tc.spec +
+			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" + tc.annotations + "spec:\n" + tc.spec +
 				"  containers:\n    - name: app\n      image: app:1\n"
 			var out bytes.Buffer
 			results, err := Stream(tc.name, []byte(in), &out, Options{Rand: fixedRand()})
@@ -209,9 +211,9 @@ func TestHostNetworkWarns(t *testing.T) {
 			if len(results) != 1 || !results[0].Injected {
 				t.Fatalf("results %+v, want the pod injected", results)
 			}
-			warned := len(results[0].Warnings) == 1 && strings.Contains(results[0].Warnings[0], "15000, 15001 and 15090 are the node's")
-			if warned != tc.warn || (!tc.warn && len(results[0].Warnings) > 0) {
-				t.Errorf("warnings %q, want a hostNetwork warning: %v", results[0].Warnings, tc.warn)
+			warnings := results[0].Warnings
+			if tc.want == "" && len(warnings) > 0 || tc.want != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], tc.want)) {
+				t.Errorf("warnings %q, want one with %q", warnings, tc.want)
 			}
 		})
 	}
@@ -289,6 +291,12 @@ func TestBadInput(t *testing.T) {
 		{name: "bad native-sidecar", in: pod("    outrider.io/native-sidecar: maybe\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "maybe" is neither true nor false`},
 		{name: "bad runAsUser", in: pod("", app+"      securityContext: {runAsUser: nobody}\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app: securityContext.runAsUser "nobody" is not a user or group id (want a number from 0)`},
+		{name: "mistyped inject", in: "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"True\"\nspec:\n  containers:\n" + app,
+			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/inject: "True" is neither true nor false (want "true" or "false", in lower case)`},
+		{name: "a container of the user's named outrider", in: pod("", app+"    - name: outrider\n      image: my-helper:1\n"),
+			want: "bad.yaml: document 1: Pod p: bad input: the pod has a container named outrider that outrider inject did not add (no outrider.io/injected annotation): rename that container, or remove it to have inject add the sidecar"},
+		{name: "a hand-written sidecar", in: pod("", app) + "  initContainers:\n    - name: outrider\n      image: outrider:1\n      restartPolicy: Always\n      envFrom: [{configMapRef: {name: outrider-settings}}]\n",
+			want: "bad.yaml: document 1: Pod p: bad input: the pod has a container named outrider that outrider inject did not add (no outrider.io/injected annotation): rename that container, or remove it to have inject add the sidecar"},
 		{name: "own preStop hook", in: pod("", app+"      lifecycle:\n        preStop:\n          exec:\n            command: [sleep, \"5\"]\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app already has a preStop hook; outrider's drain needs it (remove the hook, or set outrider.io/inject: "false")`},
 	} {
@@ -627,5 +635,85 @@ func TestReinjectKeepsTheImage(t *testing.T) {
 				t.Errorf("sidecar image %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// What a user adds to an injected sidecar (its environment, mounts,
+// resources) outlives the next injection, which updates what the
+// annotations set.
+func TestReinjectKeepsWhatTheUserAdded(t *testing.T) {
+	in := []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" +
+		"    outrider.io/probe: http://127.0.0.1:8080/healthz\nspec:\n  containers:\n    - name: app\n      image: app:1\n")
+	var pod map[string]any
+	if err := yaml.Unmarshal(run(t, "once", in, Options{Rand: fixedRand()}), &pod); err != nil {
+		t.Fatal(err)
+	}
+	sidecar := pod["spec"].(map[string]any)["initContainers"].([]any)[0].(map[string]any)
+	sidecar["envFrom"] = []any{map[string]any{"configMapRef": map[string]any{"name": "outrider-settings"}}}
+	sidecar["volumeMounts"] = []any{map[string]any{"name": "config", "mountPath": "/etc/outrider"}}
+	sidecar["env"] = append(sidecar["env"].([]any),
+		map[string]any{"name": "CONSUL_HTTP_ADDR", "value": "https://consul.example:8501"},
+		map[string]any{"name": "OUTRIDER_PROBE_PERIOD", "value": "1s"})
+	sidecar["resources"].(map[string]any)["limits"] = map[string]any{"memory": "256Mi"}
+	// The probe annotation gone: the sidecar's OUTRIDER_PROBE goes with it.
+	delete(pod["metadata"].(map[string]any)["annotations"].(map[string]any), "outrider.io/probe")
+	edited, err := yaml.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := run(t, "again", edited, Options{})
+	var got struct {
+		Spec struct {
+			InitContainers []struct {
+				Env          []struct{ Name, Value string }
+				EnvFrom      []map[string]any `yaml:"envFrom"`
+				VolumeMounts []map[string]any `yaml:"volumeMounts"`
+				Resources    struct{ Limits map[string]string }
+			} `yaml:"initContainers"`
+		}
+	}
+	if err := yaml.Unmarshal(again, &got); err != nil {
+		t.Fatal(err)
+	}
+	c := got.Spec.InitContainers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if _, dup := env[e.Name]; dup {
+			t.Errorf("%s twice in the sidecar's environment", e.Name)
+		}
+		env[e.Name] = e.Value
+	}
+	for name, want := range map[string]string{"CONSUL_HTTP_ADDR": "https://consul.example:8501", "OUTRIDER_PROBE_PERIOD": "1s", "OUTRIDER_SERVICE_NAME": "p"} {
+		if env[name] != want {
+			t.Errorf("%s=%q after injecting again, want %q", name, env[name], want)
+		}
+	}
+	if v, ok := env["OUTRIDER_PROBE"]; ok {
+		t.Errorf("OUTRIDER_PROBE=%q kept after its annotation was removed", v)
+	}
+	if len(c.EnvFrom) != 1 || len(c.VolumeMounts) != 1 {
+		t.Errorf("envFrom %v and volumeMounts %v, want the user's one each", c.EnvFrom, c.VolumeMounts)
+	}
+	if c.Resources.Limits["memory"] != "256Mi" {
+		t.Errorf("memory limit %q, want the user's 256Mi", c.Resources.Limits["memory"])
+	}
+	if third := run(t, "third", again, Options{}); !bytes.Equal(third, again) {
+		t.Errorf("injecting a third time changed the pod:\n%s", third)
+	}
+}
+
+// A sidecar injected before the outrider.io/injected annotation existed
+// is known by the admin token it shares with the preStop hook.
+func TestReinjectWithoutTheInjectedAnnotation(t *testing.T) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "pod.golden.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Replace(golden, []byte("    outrider.io/injected: \"true\"\n"), nil, 1)
+	if bytes.Equal(old, golden) {
+		t.Fatal("the golden pod has no outrider.io/injected annotation to remove")
+	}
+	if again := run(t, "old injection", old, Options{}); !bytes.Equal(again, golden) {
+		t.Errorf("injecting an older injection gave\n%s\nwant\n%s", again, golden)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -58,7 +59,9 @@ func injectPod(pod *yaml.Node, s settings) error {
 	if err != nil {
 		return err
 	}
-	placeSidecar(pod, sidecar(s, grace, metricsPortNameIn(pod), user, group))
+	c := sidecar(s, grace, metricsPortNameIn(pod), user, group)
+	keepUserFields(c, s.earlier)
+	placeSidecar(pod, c)
 	return nil
 }
 
@@ -275,18 +278,108 @@ func hookToken(h *yaml.Node) string {
 	return ""
 }
 
-// existingImage is the image of the sidecar an earlier injection added.
-func existingImage(pod *yaml.Node) string {
+// earlierSidecar is the sidecar an earlier injection added, nil if the
+// pod has no container named outrider. One that the pod's
+// AnnotationInjected does not mark as the injector's (nor the admin token
+// it shares with the preStop hook, as injections before that annotation
+// left it) is an error: it is the user's own container, or a hand-written
+// sidecar, and replacing it would drop whatever it holds.
+func (w *workload) earlierSidecar() (*yaml.Node, error) {
+	var found *yaml.Node
 	for _, key := range []string{"initContainers", "containers"} {
-		if cs := get(pod, key); cs != nil {
-			for _, c := range cs.Content {
-				if str(get(c, "name")) == sidecarName {
-					return str(get(c, "image"))
-				}
+		cs := get(w.pod, key)
+		if cs == nil {
+			continue
+		}
+		for _, c := range cs.Content {
+			if str(get(c, "name")) == sidecarName {
+				found = c
 			}
 		}
 	}
-	return ""
+	if found == nil {
+		return nil, nil
+	}
+	if w.annotation(AnnotationInjected) == "true" || tokenShared(w.pod, found) {
+		return found, nil
+	}
+	return nil, fmt.Errorf("%w: the pod has a container named %s that outrider inject did not add (no %s annotation): "+
+		"rename that container, or remove it to have inject add the sidecar", ErrBadInput, sidecarName, AnnotationInjected)
+}
+
+// tokenShared reports whether sidecar's literal OUTRIDER_ADMIN_TOKEN is
+// the token of a container's outrider preStop hook: the mark of an
+// injection made before AnnotationInjected was written.
+func tokenShared(pod, sidecar *yaml.Node) bool {
+	env := get(sidecar, "env")
+	if env == nil {
+		return false
+	}
+	for _, e := range env.Content {
+		if str(get(e, "name")) != "OUTRIDER_ADMIN_TOKEN" {
+			continue
+		}
+		token := str(get(e, "value"))
+		for _, c := range sequence(pod, "containers").Content {
+			if token != "" && hookToken(get(get(c, "lifecycle"), "preStop")) == token {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// markInjected writes AnnotationInjected on the pod template (or the Pod).
+func (w *workload) markInjected() {
+	if w.podMeta == nil {
+		w.podMeta = mapping(w.podMetaOf, "metadata")
+	}
+	set(mapping(w.podMeta, "annotations"), AnnotationInjected, scalar("!!str", "true"))
+}
+
+// ownedFields are the sidecar's fields the injector writes: the fields of
+// container. An earlier sidecar's other fields (envFrom, volumeMounts,
+// args…) are the user's, and a new injection keeps them.
+var ownedFields = func() map[string]bool {
+	owned := map[string]bool{}
+	t := reflect.TypeFor[container]()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		owned[name] = true
+	}
+	return owned
+}()
+
+// keepUserFields copies into the new sidecar c what the user added to the
+// earlier one: its fields the injector does not write, its environment
+// variables the injector does not set (after the injector's, in their
+// order), and its resources, which are the injector's defaults only until
+// someone changes them.
+func keepUserFields(c, earlier *yaml.Node) {
+	if earlier == nil || earlier.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(earlier.Content); i += 2 {
+		key, value := earlier.Content[i].Value, earlier.Content[i+1]
+		if !ownedFields[key] || key == "resources" {
+			set(c, key, value)
+		}
+	}
+	env := sequence(c, "env")
+	owned := map[string]bool{}
+	for _, e := range env.Content {
+		owned[str(get(e, "name"))] = true
+	}
+	for _, name := range optionalEnv {
+		owned[name] = true
+	}
+	if old := get(earlier, "env"); old != nil {
+		for _, e := range old.Content {
+			if !owned[str(get(e, "name"))] {
+				env.Content = append(env.Content, e)
+			}
+		}
+	}
 }
 
 func newToken(r io.Reader) (string, error) {
@@ -374,6 +467,10 @@ type (
 	}
 )
 
+// optionalEnv are the variables the sidecar has only with some settings:
+// they are the injector's too, and an earlier sidecar's are not kept.
+var optionalEnv = []string{"OUTRIDER_PROBE"}
+
 // sidecar is outrider's container for s in a pod with grace seconds to
 // stop, its metrics port named metricsName, running as user and group
 // (nil: the pod's).
@@ -394,7 +491,7 @@ func sidecar(s settings, grace int64, metricsName string, user, group *int64) *y
 		{Name: "OUTRIDER_APP_ADDR", Value: "127.0.0.1:" + strconv.Itoa(s.appPort)},
 	}
 	if s.probe != "" {
-		env = append(env, envVar{Name: "OUTRIDER_PROBE", Value: s.probe})
+		env = append(env, envVar{Name: optionalEnv[0], Value: s.probe})
 	}
 	env = append(env,
 		envVar{Name: "OUTRIDER_PROXY_LISTEN", Value: ":" + strconv.Itoa(proxyPort)},

@@ -25,6 +25,10 @@ const (
 	AnnotationImage         = "outrider.io/image"          // the sidecar's image; default: the --image flag
 	AnnotationNativeSidecar = "outrider.io/native-sidecar" // "false" for clusters older than 1.29: a regular container
 	AnnotationConsulSecret  = "outrider.io/consul-token-secret"
+	// AnnotationInjected is the injector's own: "true" marks the container
+	// named outrider as the one it added, which a new injection replaces
+	// (keeping what the user added to it).
+	AnnotationInjected = "outrider.io/injected"
 )
 
 // Defaults of the injected sidecar.
@@ -43,6 +47,7 @@ const (
 type workload struct {
 	obj, pod     *yaml.Node // the object; its pod spec
 	podMeta      *yaml.Node // the pod template's metadata (or the Pod's)
+	podMetaOf    *yaml.Node // where podMeta is, or is to be made: the template (or the Pod)
 	name, labels string
 }
 
@@ -53,13 +58,13 @@ func workloadOf(obj *yaml.Node) *workload {
 	w := &workload{obj: obj, name: str(get(get(obj, "metadata"), "name"))}
 	switch str(get(obj, "kind")) {
 	case "Pod":
-		w.podMeta, w.pod = get(obj, "metadata"), get(obj, "spec")
+		w.podMetaOf, w.podMeta, w.pod = obj, get(obj, "metadata"), get(obj, "spec")
 	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
 		tmpl := get(get(obj, "spec"), "template")
-		w.podMeta, w.pod = get(tmpl, "metadata"), get(tmpl, "spec")
+		w.podMetaOf, w.podMeta, w.pod = tmpl, get(tmpl, "metadata"), get(tmpl, "spec")
 	case "PodTemplate":
 		tmpl := get(obj, "template")
-		w.podMeta, w.pod = get(tmpl, "metadata"), get(tmpl, "spec")
+		w.podMetaOf, w.podMeta, w.pod = tmpl, get(tmpl, "metadata"), get(tmpl, "spec")
 	default:
 		return nil
 	}
@@ -74,19 +79,22 @@ func (w *workload) annotation(key string) string {
 	return str(get(get(get(w.obj, "metadata"), "annotations"), key))
 }
 
-func (w *workload) wanted(all bool) (bool, string) {
+// wanted says whether the workload is to be injected, and why not. A
+// value other than true, enabled, false or disabled is an error: passed
+// through, a mistyped "True" would ship the workload without its sidecar.
+func (w *workload) wanted(all bool) (bool, string, error) {
 	switch v := w.annotation(AnnotationInject); v {
 	case "true", "enabled":
-		return true, ""
+		return true, "", nil
 	case "false", "disabled":
-		return false, AnnotationInject + ": " + v
+		return false, AnnotationInject + ": " + v, nil
 	case "":
 		if all {
-			return true, ""
+			return true, "", nil
 		}
-		return false, "no " + AnnotationInject + " annotation"
+		return false, "no " + AnnotationInject + " annotation", nil
 	default:
-		return false, fmt.Sprintf("%s: %q is neither true nor false", AnnotationInject, v)
+		return false, "", fmt.Errorf("%w: annotation %s: %q is neither true nor false (want \"true\" or \"false\", in lower case)", ErrBadInput, AnnotationInject, v)
 	}
 }
 
@@ -97,6 +105,8 @@ type settings struct {
 	drainDelay, drainTimeout                          time.Duration
 	native                                            bool
 	token                                             string
+	// earlier is the sidecar an earlier injection added; nil if none.
+	earlier *yaml.Node
 }
 
 // graceSeconds is the pod's stop budget the drain needs.
@@ -125,6 +135,7 @@ func (w *workload) settings(opts Options) (settings, error) {
 		drainDelay:   defaultDrainDelay,
 		drainTimeout: defaultDrainTimeout,
 	}
+	var err error
 	bad := func(key, value, want string) error {
 		return fmt.Errorf("%w: annotation %s: %q %s", ErrBadInput, key, value, want)
 	}
@@ -153,8 +164,11 @@ func (w *workload) settings(opts Options) (settings, error) {
 	if s.image == "" {
 		s.image = opts.Image
 	}
+	if s.earlier, err = w.earlierSidecar(); err != nil {
+		return s, err
+	}
 	if s.image == "" {
-		s.image = existingImage(w.pod)
+		s.image = str(get(s.earlier, "image"))
 	}
 	if s.image == "" {
 		s.image = DefaultImage
