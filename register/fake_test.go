@@ -48,6 +48,12 @@ type fakeConsul struct {
 	// whileRegistering, when set, runs once a registration is taken or
 	// refused, before its answer: what happens while it is in flight.
 	whileRegistering func()
+	// lookups, when set, receives every look-up of an ID's holder, which
+	// then hangs until its context ends, as on an agent that never answers.
+	lookups chan struct{}
+	// maintCalls, when set, receives every call enabling maintenance,
+	// which then hangs until its context ends.
+	maintCalls chan struct{}
 }
 
 type fakeCheck struct {
@@ -159,9 +165,16 @@ func (f *fakeConsul) UpdateTTLOpts(id, output, status string, q *consul.QueryOpt
 // AgentHealthServiceByIDOpts answers as Consul's agent does: the
 // registration and its checks, nothing for an unknown ID. It is left out
 // of calls, which tell the registration's story.
-func (f *fakeConsul) AgentHealthServiceByIDOpts(id string, _ *consul.QueryOptions) (string, *consul.AgentServiceChecksInfo, error) {
+func (f *fakeConsul) AgentHealthServiceByIDOpts(id string, q *consul.QueryOptions) (string, *consul.AgentServiceChecksInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.lookups != nil {
+		f.mu.Unlock()
+		f.lookups <- struct{}{}
+		<-q.Context().Done()
+		f.mu.Lock()
+		return "", nil, q.Context().Err()
+	}
 	if err := f.failure(); err != nil {
 		return "", nil, err
 	}
@@ -210,7 +223,15 @@ func (f *fakeConsul) ServiceDeregisterOpts(id string, q *consul.QueryOptions) er
 	return nil
 }
 
-func (f *fakeConsul) EnableServiceMaintenanceOpts(id, reason string, _ *consul.QueryOptions) error {
+func (f *fakeConsul) EnableServiceMaintenanceOpts(id, reason string, q *consul.QueryOptions) error {
+	f.mu.Lock()
+	hang := f.maintCalls
+	f.mu.Unlock()
+	if hang != nil {
+		hang <- struct{}{}
+		<-q.Context().Done()
+		return q.Context().Err()
+	}
 	return f.maintenance(id, true, reason)
 }
 
@@ -276,6 +297,24 @@ func (f *fakeConsul) slowUpdates(d time.Duration) {
 }
 
 // loseRegisterAnswers makes registrations time out after the fake took them.
+// hangLookups makes every look-up of an ID's holder hang until its
+// context ends; each one is sent on the channel returned as it starts.
+func (f *fakeConsul) hangLookups() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups = make(chan struct{}, 16)
+	return f.lookups
+}
+
+// hangMaintenance makes every call enabling maintenance hang until its
+// context ends; each one is sent on the channel returned as it starts.
+func (f *fakeConsul) hangMaintenance() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.maintCalls = make(chan struct{}, 16)
+	return f.maintCalls
+}
+
 func (f *fakeConsul) loseRegisterAnswers() {
 	f.mu.Lock()
 	defer f.mu.Unlock()

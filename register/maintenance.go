@@ -93,6 +93,14 @@ func (r *Registrar) SetMaintenance(ctx context.Context, enable bool, reason stri
 		return fmt.Errorf("maintenance: %w: %w", ErrPending, ctx.Err())
 	}
 	defer r.unlock()
+	// Deregister cancels this call as it cancels a step: on an agent that
+	// does not answer, the drain's deregistration would otherwise wait
+	// out the call's timeout for the lock.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.mu.Lock()
+	r.cancelStep = cancel
+	r.mu.Unlock()
 	if err := r.applyMaintenance(ctx); err != nil {
 		return fmt.Errorf("maintenance: %w: %w", ErrPending, err)
 	}

@@ -119,7 +119,7 @@ type Registrar struct {
 	// long again for an agent that hangs.
 	deregisterTimedOut bool
 	stopped            bool
-	cancelStep         context.CancelFunc // cancels the step in flight
+	cancelStep         context.CancelFunc // cancels the step or maintenance call in flight
 }
 
 // New returns a registrar for svc that talks to the local Consul agent

@@ -592,6 +592,49 @@ func TestStopDeregistersOnlyWhatConsulMayHold(t *testing.T) {
 	}
 }
 
+// A stop while the first step asks whether another instance holds the ID
+// sends nothing: not the registration, and so no deregistration of an ID
+// that the other instance may hold.
+func TestStopDuringTheIDLookupSendsNothing(t *testing.T) {
+	h := newHarness(t, 0.5)
+	lookups := h.consul.hangLookups()
+	h.start()
+	<-lookups
+	if err := h.r.Deregister(context.Background()); err != nil {
+		t.Errorf("Deregister = %v, want nil", err)
+	}
+	if err := h.stop(); err != nil {
+		t.Errorf("Run returned %v, want nil", err)
+	}
+	wantCalls(t, h.consul.takeCalls())
+	if n := h.log.Count("nothing to deregister"); n != 1 {
+		t.Errorf("logged %q %d times, want once", "nothing to deregister", n)
+	}
+}
+
+// A drain that starts while a maintenance call hangs on Consul cancels it,
+// rather than wait out its timeout for the lock and then deregister with
+// what is left of its own.
+func TestDeregisterCancelsAHangingMaintenanceCall(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	calls := h.consul.hangMaintenance()
+	h.consul.takeCalls()
+	done := make(chan error, 1)
+	go func() { done <- h.r.SetMaintenance(context.Background(), true, "upgrade") }()
+	<-calls
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := h.r.Deregister(ctx); err != nil {
+		t.Errorf("Deregister = %v, want nil", err)
+	}
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 critical", "deregister web-1")
+	if err := <-done; !errors.Is(err, ErrPending) {
+		t.Errorf("SetMaintenance = %v, want an error wrapping ErrPending", err)
+	}
+}
+
 func TestDeregisterOfAnUnknownServiceSucceeds(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()

@@ -33,6 +33,13 @@ func (r *Registrar) register(ctx context.Context, reason string) error {
 		if at := r.heldBy(ctx, svc); at != "" {
 			return &idHeldError{id: svc.ID, at: at}
 		}
+		// A stop during the lookup: nothing was sent, and Consul cannot
+		// hold what this step would have sent. Going on would mark the ID
+		// as maybe held, and the drain would then deregister an ID that
+		// another instance may hold.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("register service %q with consul at %s: stopped before sending: %w", svc.ID, r.addr, err)
+		}
 	}
 
 	reg := &consul.AgentServiceRegistration{
