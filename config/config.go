@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -654,7 +655,8 @@ func (r *reader) port(name string, def int) int {
 
 // hostPort reads host:port. A dial address needs a host and a port of
 // 1-65535; a listen address may leave the host empty (every address) and
-// may have port 0 (chosen at start).
+// may have port 0 (chosen at start). The port is digits alone, and the
+// host an IP address or a name, as the net package reads them at start.
 func (r *reader) hostPort(name, def string, dial bool) string {
 	v := r.str(name, def)
 	host, port, err := net.SplitHostPort(v)
@@ -670,11 +672,27 @@ func (r *reader) hostPort(name, def string, dial bool) string {
 	if dial {
 		low = 1
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < low || n > 65535 {
+	// Atoi takes a sign: "+80" and "-0" are no ports.
+	if n, err := strconv.Atoi(port); err != nil || strings.Trim(port, "0123456789") != "" || n < low || n > 65535 {
 		r.fail(name, v, fmt.Sprintf("has a bad port (want %d-65535)", low))
 		return def
 	}
+	if host != "" && !ipOrName(host) {
+		r.fail(name, v, "has a host that is neither an IP address nor a host name (want e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080)")
+		return def
+	}
 	return v
+}
+
+// ipOrName reports whether host is an IP address (with a zone, as the net
+// package takes it) or may be a host name: one that is all digits and
+// dots, such as 127.1 or 0, is neither, and would be looked up and not
+// found.
+func ipOrName(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return strings.Trim(host, "0123456789.") != ""
 }
 
 // listen reads a listen address; "off" disables it when allowed.

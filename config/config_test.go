@@ -178,6 +178,11 @@ func TestGoodValues(t *testing.T) {
 		{"metrics port follows the metrics listener",
 			map[string]string{"OUTRIDER_METRICS_LISTEN": "10.0.0.7:9100"},
 			func(c Config) (any, any) { return c.Listen.MetricsPort(), 9100 }},
+		{"listen hosts: a name, an IPv6 address with a zone, digits in a name",
+			map[string]string{"OUTRIDER_METRICS_LISTEN": "metrics.local:9100", "OUTRIDER_PROXY_LISTEN": "[fe80::1%eth0]:15001", "OUTRIDER_APP_ADDR": "app-1.2:8080"},
+			func(c Config) (any, any) {
+				return [3]any{c.Listen.Metrics, c.Listen.Proxy, c.App.Addr}, [3]any{"metrics.local:9100", "[fe80::1%eth0]:15001", "app-1.2:8080"}
+			}},
 		{"metrics port chosen at start is unknown",
 			map[string]string{"OUTRIDER_METRICS_LISTEN": "127.0.0.1:0"},
 			func(c Config) (any, any) { return c.Listen.MetricsPort(), 0 }},
