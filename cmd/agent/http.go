@@ -30,16 +30,17 @@ func newServer(h http.Handler, writeTimeout time.Duration, log *slog.Logger) *ht
 }
 
 // requireToken lets a request through only with "Authorization: Bearer
-// <token>". An empty token allows everything: config refuses that unless
-// the listener is loopback.
+// <token>", the scheme in any case (RFC 7235). An empty token allows
+// everything: config refuses that unless the listener is loopback.
 func requireToken(token string, next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		got = strings.TrimLeft(got, " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="outrider"`)
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			return

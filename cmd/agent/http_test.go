@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -49,6 +51,44 @@ func TestRefuseBrowsers(t *testing.T) {
 			refuseBrowsers(tt.token, ok).ServeHTTP(w, r)
 			if w.Code != tt.want {
 				t.Errorf("got %d %q, want %d", w.Code, w.Body, tt.want)
+			}
+		})
+	}
+}
+
+// TestRequireToken: the bearer scheme is matched in any case (RFC 7235),
+// the token exactly; the answer never holds either token.
+func TestRequireToken(t *testing.T) {
+	tests := []struct {
+		name   string
+		header string
+		want   int
+	}{
+		{name: "bearer", header: "Bearer s3cret", want: 200},
+		{name: "lower-case scheme", header: "bearer s3cret", want: 200},
+		{name: "upper-case scheme", header: "BEARER s3cret", want: 200},
+		{name: "two spaces", header: "Bearer  s3cret", want: 200},
+		{name: "none", header: "", want: 401},
+		{name: "token alone", header: "s3cret", want: 401},
+		{name: "wrong token", header: "Bearer s3cre", want: 401},
+		{name: "token in another case", header: "Bearer S3CRET", want: 401},
+		{name: "other scheme", header: "Basic s3cret", want: 401},
+		{name: "scheme glued to the token", header: "Bearers3cret", want: 401},
+	}
+	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "http://127.0.0.1:15000/status", nil)
+			if tt.header != "" {
+				r.Header.Set("Authorization", tt.header)
+			}
+			w := httptest.NewRecorder()
+			requireToken("s3cret", ok).ServeHTTP(w, r)
+			if w.Code != tt.want {
+				t.Errorf("got %d %q, want %d", w.Code, w.Body, tt.want)
+			}
+			if body := strings.ToLower(w.Body.String() + fmt.Sprint(w.Header())); strings.Contains(body, "s3cre") {
+				t.Errorf("answer %q %v holds the token", w.Body, w.Header())
 			}
 		})
 	}
