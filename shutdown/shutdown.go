@@ -103,9 +103,12 @@ type Sequence struct {
 	m     metrics
 
 	mu      sync.Mutex
-	delay   time.Duration
+	delay   time.Duration // for a drain not started yet
 	timeout time.Duration
 	started bool
+	// ran holds the delay and timeout the drain started with; SetTimings
+	// does not change a drain under way.
+	ran     struct{ delay, timeout time.Duration }
 	abort   context.CancelFunc
 	aborted string
 	done    chan struct{}
@@ -138,17 +141,21 @@ func New(o Options) (*Sequence, error) {
 }
 
 // SetTimings changes the delay and timeout of a drain that has not started
-// (a reloaded configuration).
+// (a reloaded configuration); a drain under way keeps its own.
 func (s *Sequence) SetTimings(delay, timeout time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.delay, s.timeout = delay, timeout
 }
 
-// Timings returns the delay and timeout in force.
+// Timings returns the delay and timeout of the drain: those it started
+// with once it has, else those it would start with now.
 func (s *Sequence) Timings() (delay, timeout time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.started {
+		return s.ran.delay, s.ran.timeout
+	}
 	return s.delay, s.timeout
 }
 
@@ -161,8 +168,8 @@ func (s *Sequence) Start(trigger string) <-chan struct{} {
 		s.started = true
 		ctx, cancel := context.WithCancel(context.Background())
 		s.abort = cancel
-		delay, timeout := s.delay, s.timeout
-		go s.run(ctx, trigger, delay, timeout)
+		s.ran.delay, s.ran.timeout = s.delay, s.timeout
+		go s.run(ctx, trigger, s.ran.delay, s.ran.timeout)
 	}
 	return s.done
 }

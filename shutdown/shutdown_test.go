@@ -288,6 +288,26 @@ func TestAbortCutsShort(t *testing.T) {
 	}
 }
 
+// TestSetTimingsDuringADrain: timings set while a drain runs do not
+// change it, nor the timings it reports.
+func TestSetTimingsDuringADrain(t *testing.T) {
+	f := newFixture(t, nil)
+	f.seq.Start("prestop")
+	w := f.clock.NextWait(t) // in the delay
+	f.seq.SetTimings(2*time.Second, time.Second)
+	if d, to := f.seq.Timings(); d != 5*time.Second || to != 25*time.Second {
+		t.Errorf("Timings during the drain: got %s, %s; want the 5s, 25s it started with", d, to)
+	}
+	f.clock.Advance(w.D)
+	waitDone(t, f.seq)
+	if d, to := f.seq.Timings(); d != 5*time.Second || to != 25*time.Second {
+		t.Errorf("Timings after the drain: got %s, %s; want the 5s, 25s it ran with", d, to)
+	}
+	if f.traffic.deadline <= time.Second {
+		t.Errorf("drain deadline: got %s away, want the 25s timeout it started with", f.traffic.deadline)
+	}
+}
+
 func TestSetTimings(t *testing.T) {
 	f := newFixture(t, nil)
 	f.seq.SetTimings(2*time.Second, time.Second)

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/outrider-sidecar/outrider/config"
+	"github.com/outrider-sidecar/outrider/probe"
+)
+
+// TestStatusDrainTimings: /status shows the drain timings a reload set
+// until a drain starts, and from then on those the drain started with.
+func TestStatusDrainTimings(t *testing.T) {
+	cfg := config.Config{Drain: config.Drain{Delay: time.Hour, Timeout: 2 * time.Hour}}
+	a := newAgent(cfg, slog.New(slog.DiscardHandler))
+	a.subscribeVerdicts = func() <-chan probe.Verdict { return nil }
+	if err := a.addShutdown(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if a.drain.Started() {
+			a.drain.Abort("test over")
+			<-a.drain.Done()
+		}
+	})
+
+	steps := []struct {
+		name           string
+		do             func()
+		started        bool
+		delay, timeout float64
+	}{
+		{"at start", func() {}, false, 3600, 7200},
+		{"reloaded before a drain: the next drain's", func() { a.onDrainTimings(time.Minute, 2*time.Minute) }, false, 60, 120},
+		{"drain started", func() { a.drain.Start("test") }, true, 60, 120},
+		{"reloaded during the drain: the drain's own", func() { a.onDrainTimings(time.Second, 2*time.Second) }, true, 60, 120},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.do()
+			w := httptest.NewRecorder()
+			a.serveStatus(w, httptest.NewRequest("GET", "/status", nil))
+			var got struct {
+				Drain struct {
+					Started        bool    `json:"started"`
+					DelaySeconds   float64 `json:"delay_seconds"`
+					TimeoutSeconds float64 `json:"timeout_seconds"`
+				} `json:"drain"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+				t.Fatalf("/status %q: %v", w.Body, err)
+			}
+			d := got.Drain
+			if d.Started != s.started || d.DelaySeconds != s.delay || d.TimeoutSeconds != s.timeout {
+				t.Errorf("/status drain: got started=%v delay=%gs timeout=%gs, want started=%v delay=%gs timeout=%gs",
+					d.Started, d.DelaySeconds, d.TimeoutSeconds, s.started, s.delay, s.timeout)
+			}
+		})
+	}
+}
