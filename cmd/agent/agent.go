@@ -67,6 +67,9 @@ type agent struct {
 	logLevel *slog.LevelVar
 	// getenv reads the environment on a reload; nil means os.Getenv.
 	getenv func(string) string
+	// hostname is the host name cfg was loaded with; a reload loads with
+	// it again, as what depends on it is read once at start-up.
+	hostname string
 	// configFrom is the config file as it was before cfg was read from
 	// it: the watch reports any change since, even one during start-up.
 	configFrom watch.Snapshot
@@ -125,13 +128,14 @@ func agentFromEnv(getenv func(string) string, stderr io.Writer) (*agent, bool) {
 	if path := strings.TrimSpace(getenv("OUTRIDER_CONFIG_FILE")); path != "" {
 		from = watch.Take(path)
 	}
-	cfg, ok := loadConfig(getenv, stderr)
+	host, _ := os.Hostname()
+	cfg, ok := loadConfig(getenv, host, stderr)
 	if !ok {
 		return nil, false
 	}
 	level := new(slog.LevelVar)
 	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
-	a.logLevel, a.getenv, a.configFrom = level, getenv, from
+	a.logLevel, a.getenv, a.hostname, a.configFrom = level, getenv, host, from
 	return a, true
 }
 

@@ -19,10 +19,10 @@ import (
 
 func versionString() string { return version.String() }
 
-// loadConfig reads the configuration, printing every error on its own line.
-func loadConfig(getenv func(string) string, stderr io.Writer) (config.Config, bool) {
-	host, _ := os.Hostname()
-	cfg, err := config.LoadWithFile(getenv, host, firstInterfaceAddr)
+// loadConfig reads the configuration, printing every error on its own
+// line; hostname is the host's name, which the service ID defaults to.
+func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (config.Config, bool) {
+	cfg, err := config.LoadWithFile(getenv, hostname, firstInterfaceAddr)
 	if err == nil {
 		err = checkProcRoot(cfg.App.ProcRoot)
 	}
@@ -134,7 +134,8 @@ func unjoin(err error) []error {
 
 // checkConfig implements `outrider check-config`.
 func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, ok := loadConfig(getenv, stderr)
+	host, _ := os.Hostname()
+	cfg, ok := loadConfig(getenv, host, stderr)
 	if !ok {
 		return exitUsage
 	}

@@ -112,8 +112,11 @@ func (r *reloader) reload(trigger string) {
 		r.log.Info("nothing to reload: OUTRIDER_CONFIG_FILE is not set", "trigger", trigger)
 		return
 	}
-	host, _ := os.Hostname()
-	next, err := config.LoadWithFile(r.getenv, host, firstInterfaceAddr)
+	// The service ID and address are read once at start-up: a reload
+	// looks neither up again, so an interface without an address at
+	// this moment cannot fail a reload of the tags.
+	cur := r.cur
+	next, err := config.LoadWithFile(r.getenv, r.a.hostname, func() (string, error) { return cur.Service.Address, nil })
 	if err == nil {
 		next = reloadable(r.cur, next)
 		err = r.apply(next)

@@ -204,12 +204,50 @@ func reloadingAgent(t *testing.T, env map[string]string, content string) (*reloa
 	logs := &testlog.Buffer{}
 	level := new(slog.LevelVar)
 	a := newAgent(cfg, newLogger(cfg.Log, level, logs))
-	a.logLevel, a.getenv = level, getenv
+	a.logLevel, a.getenv, a.hostname = level, getenv, "host1"
 	r, err := newReloader(a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r, logs, write
+}
+
+// TestReloadKeepsTheStartUpAddress: with a registry and neither
+// OUTRIDER_SERVICE_ADDRESS nor POD_IP (a VM), the address registered is
+// the interface address found at start-up. A reload does not look for it
+// again, so it reloads the tags even when the host has no address at
+// that moment, and keeps the address and the ID made from the start-up
+// host name.
+func TestReloadKeepsTheStartUpAddress(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "outrider.yaml")
+	write := func(content string) {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"OUTRIDER_SERVICE_NAME": "web", "OUTRIDER_CONFIG_FILE": file}
+	getenv := func(k string) string { return env[k] }
+	write("service_tags: [blue]\n")
+	cfg, err := config.LoadWithFile(getenv, "host1", func() (string, error) { return "192.0.2.7", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(cfg, slog.New(slog.DiscardHandler))
+	a.getenv, a.hostname = getenv, "host1"
+	r, err := newReloader(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	write("service_tags: [green]\n")
+	r.reload("test")
+	st := r.status()
+	if st.LastError != "" || st.Values["OUTRIDER_SERVICE_TAGS"] != "green" {
+		t.Errorf("after the reload: tags %q, last error %q; want green and no error", st.Values["OUTRIDER_SERVICE_TAGS"], st.LastError)
+	}
+	if got := [2]string{r.cur.Service.Address, r.cur.Service.ID}; got != [2]string{"192.0.2.7", "web-host1"} {
+		t.Errorf("address and ID after the reload = %q, want the start-up ones [192.0.2.7 web-host1]", got)
+	}
 }
 
 func TestReloadMetricsLint(t *testing.T) {
