@@ -494,6 +494,10 @@ func TestLoadWithFile(t *testing.T) {
 			[]string{"from-env"}, map[string]string{"team": "env"}, 2 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
 		{"an empty file", "",
 			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"a lone --- and a comment: empty", "---\n# nothing yet\n",
+			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
+		{"a null document: empty", "~\n",
+			[]string{"from-env"}, map[string]string{"team": "env"}, 7 * time.Second, 9 * time.Second, "tcp://127.0.0.1:8080", "info"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -529,6 +533,46 @@ func TestLoadWithFile(t *testing.T) {
 			t.Errorf("LoadWithFile = %v, want the read error naming the file", err)
 		}
 	})
+}
+
+// TestReloadRefusesAnEmptyFile: at start-up a file with nothing in it
+// holds no settings; on a reload it is refused, and {} clears them.
+func TestReloadRefusesAnEmptyFile(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		content string
+		want    string // the error, or "" to load
+	}{
+		{"0 bytes", "", "the file is empty (or only comments or ---); write {} to clear every setting"},
+		{"blanks", " \n  \n", "the file is empty (or only comments or ---); write {} to clear every setting"},
+		{"comments", "# service_tags: [blue]\n", "the file is empty (or only comments or ---); write {} to clear every setting"},
+		{"a lone ---", "---\n", "the file is empty (or only comments or ---); write {} to clear every setting"},
+		{"--- and a comment", "---\n# later\n", "the file is empty (or only comments or ---); write {} to clear every setting"},
+		{"a null document", "null\n", "the file is empty (or only comments or ---); write {} to clear every setting"},
+		{"an empty map clears", "{}\n", ""},
+		{"settings", "service_tags: [blue]\n", ""},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("f%d.yaml", i))
+			if err := os.WriteFile(path, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_SERVICE_TAGS": "from-env", "OUTRIDER_CONFIG_FILE": path}
+			getenv := func(k string) string { return env[k] }
+			if _, err := LoadWithFile(getenv, "host1", nil); err != nil {
+				t.Errorf("LoadWithFile (start-up): %v, want no error", err)
+			}
+			_, err := Reload(getenv, "host1", nil)
+			switch want := path + ": " + tc.want; {
+			case tc.want == "" && err != nil:
+				t.Errorf("Reload: %v, want no error", err)
+			case tc.want != "" && (err == nil || err.Error() != want):
+				t.Errorf("Reload: %v, want %q", err, want)
+			}
+		})
+	}
 }
 
 // TestReloadableKeysAreVariables checks that every reloadable setting is a

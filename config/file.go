@@ -67,6 +67,9 @@ func (e *FileError) Error() string {
 type File struct {
 	Path   string
 	values map[string]fileValue // by variable name
+	// empty is set when the file holds nothing, not even {}: no document,
+	// or a null one (blanks, comments, a lone ---).
+	empty bool
 }
 
 type fileValue struct {
@@ -127,11 +130,12 @@ func ParseFile(path string, data []byte) (File, error) {
 			break
 		}
 	}
-	if len(docs) == 0 || len(docs[0].Content) == 0 {
+	if len(docs) == 0 || len(docs[0].Content) == 0 || isNull(docs[0].Content[0]) {
 		if later != nil {
 			return File{}, errors.Join(later)
 		}
-		return f, nil // empty: no settings
+		f.empty = true
+		return f, nil // no settings
 	}
 	top := docs[0].Content[0]
 	if top.Kind != yaml.MappingNode {
@@ -276,6 +280,18 @@ func nodeValue(n *yaml.Node) (string, error) {
 // file. An error about a value from the file names the file, the line and
 // the key instead of the variable.
 func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
+	return loadWithFile(getenv, hostname, interfaceAddr, false)
+}
+
+// Reload is LoadWithFile for an outrider that is running, which refuses
+// a config file with nothing in it: blanks, comments or a lone ---. Such
+// a file is more likely one caught being written, or cut short by a full
+// disk, than a wish to drop every setting it held; {} is that wish.
+func Reload(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
+	return loadWithFile(getenv, hostname, interfaceAddr, true)
+}
+
+func loadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error), reload bool) (Config, error) {
 	c, err := Load(getenv, hostname, interfaceAddr)
 	if err != nil || c.ConfigFile == "" {
 		return c, err
@@ -283,6 +299,9 @@ func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr fun
 	f, err := ReadFile(c.ConfigFile)
 	if err != nil {
 		return c, err
+	}
+	if reload && f.empty {
+		return c, errors.Join(&FileError{Path: f.Path, Msg: "the file is empty (or only comments or ---); write {} to clear every setting"})
 	}
 	c, err = Load(f.Over(getenv), hostname, interfaceAddr)
 	if err == nil {

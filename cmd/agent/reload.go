@@ -116,7 +116,7 @@ func (r *reloader) reload(trigger string) {
 	// looks neither up again, so an interface without an address at
 	// this moment cannot fail a reload of the tags.
 	cur := r.cur
-	next, err := config.LoadWithFile(r.getenv, r.a.hostname, func() (string, error) { return cur.Service.Address, nil })
+	next, err := config.Reload(r.getenv, r.a.hostname, func() (string, error) { return cur.Service.Address, nil })
 	if err == nil {
 		next = reloadable(r.cur, next)
 		err = r.apply(next)

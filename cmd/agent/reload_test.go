@@ -47,8 +47,10 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}}, slog.LevelDebug, 3, 0},
 		{"a bad file changes nothing", "drain_delay: soon\nlog_level: error\n",
 			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}}, slog.LevelDebug, 3, 1},
-		{"a file left empty: the environment again", "",
-			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}, {7 * time.Second, 25 * time.Second}}, slog.LevelInfo, 4, 1},
+		{"a file left empty changes nothing", "",
+			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}}, slog.LevelDebug, 3, 2},
+		{"{}: the environment again", "{}\n",
+			[]timings{{7 * time.Second, 30 * time.Second}, {time.Second, 30 * time.Second}, {7 * time.Second, 25 * time.Second}}, slog.LevelInfo, 4, 2},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -210,6 +212,28 @@ func reloadingAgent(t *testing.T, env map[string]string, content string) (*reloa
 		t.Fatal(err)
 	}
 	return r, logs, write
+}
+
+// TestReloadRefusesAnEmptyFile: a config file truncated to nothing (a
+// writer caught between truncate and write, a full disk) does not clear
+// the tags: the reload fails, says why in /status and keeps them.
+func TestReloadRefusesAnEmptyFile(t *testing.T) {
+	r, logs, write := reloadingAgent(t, map[string]string{}, "service_tags: [blue]\n")
+	for _, content := range []string{"", "# service_tags: [green]\n", "---\n"} {
+		write(content)
+		r.reload("test")
+		st := r.status()
+		want := r.cur.ConfigFile + ": the file is empty (or only comments or ---); write {} to clear every setting"
+		if st.Values["OUTRIDER_SERVICE_TAGS"] != "blue" || st.LastError != want {
+			t.Errorf("after a reload of %q: tags %q, last error %q; want blue and %q", content, st.Values["OUTRIDER_SERVICE_TAGS"], st.LastError, want)
+		}
+	}
+	if got := testutil.ToFloat64(r.total.WithLabelValues("failure")); got != 3 {
+		t.Errorf("failures = %g, want 3", got)
+	}
+	if !strings.Contains(logs.String(), "config reload failed; keeping the running configuration") {
+		t.Errorf("log %q does not say the reload failed", logs)
+	}
 }
 
 // TestReloadKeepsTheStartUpAddress: with a registry and neither
