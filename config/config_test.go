@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -572,6 +574,82 @@ func TestReloadRefusesAnEmptyFile(t *testing.T) {
 				t.Errorf("Reload: %v, want %q", err, want)
 			}
 		})
+	}
+}
+
+// TestLoadRefusesWhatIsNotAFile: a config file that is a named pipe (with
+// no writer, or behind a symlink), a pipe (a shell's <(…)) or a directory
+// is refused at once, at start-up and on a reload, naming the variable and
+// the path; a symlink to a regular file, as a ConfigMap item is, loads.
+func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "data", "outrider.yaml")
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("service_tags: [blue]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "outrider.yaml")
+	fifo := filepath.Join(dir, "fifo.yaml")
+	fifoLink := filepath.Join(dir, "fifo-link.yaml")
+	if err := errors.Join(os.Symlink(file, link), syscall.Mkfifo(fifo, 0o600), os.Symlink(fifo, fifoLink)); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close() // open all along: a reader to the end would wait
+	if _, err := pw.WriteString("service_tags: [green]\n"); err != nil {
+		t.Fatal(err)
+	}
+	pipe := fmt.Sprintf("/proc/self/fd/%d", pr.Fd())
+
+	tests := []struct {
+		name string
+		path string
+		want string // the error, or "" to load the tag blue
+	}{
+		{"symlink to a file", link, ""},
+		{"named pipe without a writer", fifo, `OUTRIDER_CONFIG_FILE="` + fifo + `" is not a regular file (a pipe); point it at a file`},
+		{"symlink to a named pipe", fifoLink, `OUTRIDER_CONFIG_FILE="` + fifoLink + `" is not a regular file (a pipe); point it at a file`},
+		{"pipe", pipe, `OUTRIDER_CONFIG_FILE="` + pipe + `" is not a regular file (a pipe); point it at a file`},
+		{"directory", dir, `OUTRIDER_CONFIG_FILE="` + dir + `" is not a regular file (a directory); point it at a file`},
+	}
+	for _, tc := range tests {
+		for _, load := range []struct {
+			name string
+			f    func(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error)
+		}{{"start-up", LoadWithFile}, {"reload", Reload}} {
+			t.Run(tc.name+"/"+load.name, func(t *testing.T) {
+				env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": tc.path}
+				type result struct {
+					c   Config
+					err error
+				}
+				done := make(chan result, 1)
+				go func() {
+					c, err := load.f(func(k string) string { return env[k] }, "host1", nil)
+					done <- result{c, err}
+				}()
+				var r result
+				select {
+				case r = <-done:
+				case <-time.After(5 * time.Second):
+					t.Fatal("still reading the file after 5s")
+				}
+				switch {
+				case tc.want == "" && r.err != nil:
+					t.Errorf("error %v, want none", r.err)
+				case tc.want == "" && !slices.Equal(r.c.Service.Tags, []string{"blue"}):
+					t.Errorf("tags %q, want the file's [blue]", r.c.Service.Tags)
+				case tc.want != "" && (r.err == nil || r.err.Error() != tc.want):
+					t.Errorf("error %v, want %q", r.err, tc.want)
+				}
+			})
+		}
 	}
 }
 

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outrider-sidecar/outrider/internal/regularfile"
 )
 
 // Reloadable lists the variables a config file may set, which outrider
@@ -87,13 +88,26 @@ func (f File) Over(getenv func(string) string) func(string) string {
 	}
 }
 
-// ReadFile reads and parses the config file at path.
+// ReadFile reads and parses the config file at path, which must be a
+// regular file (or a symlink to one).
 func ReadFile(path string) (File, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return File{}, fmt.Errorf("read config file (OUTRIDER_CONFIG_FILE): %w", err)
+	f, _, err := readFile(path)
+	return f, err
+}
+
+// readFile is ReadFile that also returns the content it parsed.
+func readFile(path string) (File, []byte, error) {
+	data, err := regularfile.Read(path)
+	if nre := (*regularfile.NotRegularError)(nil); errors.As(err, &nre) {
+		// A pipe would be read empty, or wait for a writer, or give its
+		// content to one reader and not the next: a reload reads again.
+		return File{}, nil, &Error{Var: "OUTRIDER_CONFIG_FILE", Value: path, Want: "is not a regular file (" + nre.Kind() + "); point it at a file"}
 	}
-	return ParseFile(path, data)
+	if err != nil {
+		return File{}, nil, fmt.Errorf("read config file (OUTRIDER_CONFIG_FILE): %w", err)
+	}
+	f, err := ParseFile(path, data)
+	return f, data, err
 }
 
 // yamlLine finds the line in the YAML parser's messages.
@@ -280,6 +294,14 @@ func nodeValue(n *yaml.Node) (string, error) {
 // file. An error about a value from the file names the file, the line and
 // the key instead of the variable.
 func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
+	c, _, err := loadWithFile(getenv, hostname, interfaceAddr, false)
+	return c, err
+}
+
+// LoadWithFileContent is LoadWithFile that also returns the config file's
+// content as it was read (nil without a file), so that a watch of the
+// file can tell a change from the content the configuration came from.
+func LoadWithFileContent(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, []byte, error) {
 	return loadWithFile(getenv, hostname, interfaceAddr, false)
 }
 
@@ -288,24 +310,25 @@ func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr fun
 // a file is more likely one caught being written, or cut short by a full
 // disk, than a wish to drop every setting it held; {} is that wish.
 func Reload(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
-	return loadWithFile(getenv, hostname, interfaceAddr, true)
+	c, _, err := loadWithFile(getenv, hostname, interfaceAddr, true)
+	return c, err
 }
 
-func loadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error), reload bool) (Config, error) {
+func loadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error), reload bool) (Config, []byte, error) {
 	c, err := Load(getenv, hostname, interfaceAddr)
 	if err != nil || c.ConfigFile == "" {
-		return c, err
+		return c, nil, err
 	}
-	f, err := ReadFile(c.ConfigFile)
+	f, data, err := readFile(c.ConfigFile)
 	if err != nil {
-		return c, err
+		return c, nil, err
 	}
 	if reload && f.empty {
-		return c, errors.Join(&FileError{Path: f.Path, Msg: "the file is empty (or only comments or ---); write {} to clear every setting"})
+		return c, nil, errors.Join(&FileError{Path: f.Path, Msg: "the file is empty (or only comments or ---); write {} to clear every setting"})
 	}
 	c, err = Load(f.Over(getenv), hostname, interfaceAddr)
 	if err == nil {
-		return c, nil
+		return c, data, nil
 	}
 	var errs []error
 	for _, e := range unjoinErr(err) {
@@ -317,7 +340,7 @@ func loadWithFile(getenv func(string) string, hostname string, interfaceAddr fun
 		}
 		errs = append(errs, e)
 	}
-	return c, errors.Join(errs...)
+	return c, nil, errors.Join(errs...)
 }
 
 func unjoinErr(err error) []error {

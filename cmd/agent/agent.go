@@ -70,8 +70,8 @@ type agent struct {
 	// hostname is the host name cfg was loaded with; a reload loads with
 	// it again, as what depends on it is read once at start-up.
 	hostname string
-	// configFrom is the config file as it was before cfg was read from
-	// it: the watch reports any change since, even one during start-up.
+	// configFrom is the config file's content cfg was read from: the
+	// watch reports any change since, even one during start-up.
 	configFrom watch.Snapshot
 	// onDrainTimings, set by addShutdown, is told of new drain timings by
 	// a reload.
@@ -124,18 +124,17 @@ func runAgent(getenv func(string) string, stderr io.Writer) int {
 // to stderr; false then) and returns an agent logging to stderr at the
 // configured, reloadable level.
 func agentFromEnv(getenv func(string) string, stderr io.Writer) (*agent, bool) {
-	var from watch.Snapshot
-	if path := strings.TrimSpace(getenv("OUTRIDER_CONFIG_FILE")); path != "" {
-		from = watch.Take(path)
-	}
 	host, _ := os.Hostname()
-	cfg, ok := loadConfig(getenv, host, stderr)
+	cfg, data, ok := loadConfig(getenv, host, stderr)
 	if !ok {
 		return nil, false
 	}
 	level := new(slog.LevelVar)
 	a := newAgent(cfg, newLogger(cfg.Log, level, stderr))
-	a.logLevel, a.getenv, a.hostname, a.configFrom = level, getenv, host, from
+	a.logLevel, a.getenv, a.hostname = level, getenv, host
+	if cfg.ConfigFile != "" {
+		a.configFrom = watch.SnapshotOf(data)
+	}
 	return a, true
 }
 

@@ -20,9 +20,10 @@ import (
 func versionString() string { return version.String() }
 
 // loadConfig reads the configuration, printing every error on its own
-// line; hostname is the host's name, which the service ID defaults to.
-func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (config.Config, bool) {
-	cfg, err := config.LoadWithFile(getenv, hostname, firstInterfaceAddr)
+// line; hostname is the host's name, which the service ID defaults to. It
+// returns the config file's content as it was read too (nil without one).
+func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (config.Config, []byte, bool) {
+	cfg, data, err := config.LoadWithFileContent(getenv, hostname, firstInterfaceAddr)
 	if err == nil {
 		err = checkProcRoot(cfg.App.ProcRoot)
 	}
@@ -33,9 +34,9 @@ func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (
 		for _, e := range unjoin(err) {
 			fmt.Fprintf(stderr, "outrider: configuration: %v\n", e)
 		}
-		return cfg, false
+		return cfg, nil, false
 	}
-	return cfg, true
+	return cfg, data, true
 }
 
 // checkProcRoot opens OUTRIDER_PROC_ROOT as the app-process metrics do, so
@@ -135,7 +136,7 @@ func unjoin(err error) []error {
 // checkConfig implements `outrider check-config`.
 func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 	host, _ := os.Hostname()
-	cfg, ok := loadConfig(getenv, host, stderr)
+	cfg, _, ok := loadConfig(getenv, host, stderr)
 	if !ok {
 		return exitUsage
 	}

@@ -30,6 +30,9 @@ type reloader struct {
 	total       *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
 
+	// loading makes reloads take turns. mu guards what follows, which
+	// /status reads: a reload does not hold it while it reads the file.
+	loading   sync.Mutex
 	mu        sync.Mutex
 	cur       config.Config
 	lastErr   string
@@ -105,9 +108,12 @@ func (a *agent) addReloadSignal(r *reloader) {
 // reload loads the configuration again and applies it, or keeps the
 // running one and says why.
 func (r *reloader) reload(trigger string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	file := r.cur.ConfigFile
+	r.loading.Lock()
+	defer r.loading.Unlock()
+	// Only a reload changes cur, and reloads take turns: it is read here
+	// without mu.
+	cur := r.cur
+	file := cur.ConfigFile
 	if file == "" {
 		r.log.Info("nothing to reload: OUTRIDER_CONFIG_FILE is not set", "trigger", trigger)
 		return
@@ -115,10 +121,11 @@ func (r *reloader) reload(trigger string) {
 	// The service ID and address are read once at start-up: a reload
 	// looks neither up again, so an interface without an address at
 	// this moment cannot fail a reload of the tags.
-	cur := r.cur
 	next, err := config.Reload(r.getenv, r.a.hostname, func() (string, error) { return cur.Service.Address, nil })
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err == nil {
-		next = reloadable(r.cur, next)
+		next = reloadable(cur, next)
 		err = r.apply(next)
 	}
 	now := time.Now()

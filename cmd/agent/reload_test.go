@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,6 +236,79 @@ func TestReloadRefusesAnEmptyFile(t *testing.T) {
 	if !strings.Contains(logs.String(), "config reload failed; keeping the running configuration") {
 		t.Errorf("log %q does not say the reload failed", logs)
 	}
+}
+
+// TestConfigFileThatIsNotAFile: a config file that is a named pipe or a
+// pipe (a shell's <(…)) is refused at once, naming the variable and the
+// path, by start-up and check-config, rather than read empty or waited on
+// for a writer; one swapped in while outrider runs fails the reload,
+// which /status shows, and the running configuration is kept.
+func TestConfigFileThatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if _, err := pw.WriteString("service_tags: [blue]\n"); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close() // as <(…) does once its command is done
+	pipe := fmt.Sprintf("/proc/self/fd/%d", pr.Fd())
+	refusal := func(path string) string {
+		return `OUTRIDER_CONFIG_FILE="` + path + `" is not a regular file (a pipe); point it at a file`
+	}
+	// within runs f, failing the test when it blocks.
+	within := func(t *testing.T, what string, f func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { defer close(done); f() }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still blocked after 5s", what)
+		}
+	}
+
+	for _, path := range []string{fifo, pipe} {
+		env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": path}
+		getenv := func(k string) string { return env[k] }
+		t.Run("start-up "+filepath.Base(path), func(t *testing.T) {
+			var stderr strings.Builder
+			var ok bool
+			within(t, "start-up", func() { _, ok = agentFromEnv(getenv, &stderr) })
+			if want := "outrider: configuration: " + refusal(path) + "\n"; ok || stderr.String() != want {
+				t.Errorf("start-up: ok=%v, stderr %q; want it refused with %q", ok, stderr.String(), want)
+			}
+		})
+		t.Run("check-config "+filepath.Base(path), func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			var code int
+			within(t, "check-config", func() { code = checkConfig(getenv, &stdout, &stderr) })
+			if want := "outrider: configuration: " + refusal(path) + "\n"; code != exitUsage || stderr.String() != want {
+				t.Errorf("check-config: exit %d, stderr %q; want %d and %q", code, stderr.String(), exitUsage, want)
+			}
+		})
+	}
+
+	t.Run("swapped in while running", func(t *testing.T) {
+		r, _, write := reloadingAgent(t, map[string]string{}, "service_tags: [blue]\n")
+		write("service_tags: [green]\n")
+		file := r.cur.ConfigFile
+		if err := os.Rename(fifo, file); err != nil {
+			t.Fatal(err)
+		}
+		within(t, "the reload", func() { r.reload("file") })
+		var st reloadStatus
+		within(t, "/status", func() { st = r.status() })
+		if st.Values["OUTRIDER_SERVICE_TAGS"] != "blue" || st.LastError != refusal(file) {
+			t.Errorf("after the reload: tags %q, last error %q; want blue and %q", st.Values["OUTRIDER_SERVICE_TAGS"], st.LastError, refusal(file))
+		}
+	})
 }
 
 // TestReloadKeepsTheStartUpAddress: with a registry and neither

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/outrider-sidecar/outrider/internal/regularfile"
 )
 
 // Options tunes a Watcher; the zero value of each field picks a default.
@@ -58,6 +60,11 @@ type Snapshot struct{ state string }
 // file is read and pass it as Options.From: a change between the read
 // and New is then reported too.
 func Take(path string) Snapshot { return Snapshot{state(absPath(path))} }
+
+// SnapshotOf returns the snapshot of a file that holds data: pass the
+// content the caller read as Options.From, and any change since that
+// read is reported.
+func SnapshotOf(data []byte) Snapshot { return Snapshot{sum(data)} }
 
 // absPath is path made absolute from the current directory, if it can be.
 func absPath(path string) string {
@@ -357,14 +364,18 @@ func (w *Watcher) look() bool {
 	}
 }
 
-// state is the content's hash, or the read error: a file that goes away
-// is a change too, which the reader will report.
+// state is the content's hash, or the read error: a file that goes away,
+// or is replaced by a named pipe, is a change too, which the reader will
+// report. Only a regular file is read: a pipe would block the watch until
+// a writer came, or take the content its reader is after.
 func (w *Watcher) state() string { return state(w.path) }
 
 func state(path string) string {
-	data, err := os.ReadFile(path)
+	data, err := regularfile.Read(path)
 	if err != nil {
 		return "error: " + err.Error()
 	}
-	return fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+	return sum(data)
 }
+
+func sum(data []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(data)) }

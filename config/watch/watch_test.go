@@ -411,6 +411,46 @@ func TestRemovedFileIsAChange(t *testing.T) {
 	}
 }
 
+// TestNamedPipeIsAChange: a named pipe renamed over the file is reported
+// as a change (the reader then refuses it) without the watch waiting for
+// a writer, and the file put back is reported again.
+func TestNamedPipeIsAChange(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	write(t, path, "a: 1\n")
+	got := make(chan string, 100)
+	w := New(path, func() { got <- "change" }, Options{Debounce: 20 * time.Millisecond, PollInterval: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Errorf("Run did not return 5s after its context ended: blocked on the pipe")
+		}
+	}()
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	if s := next(t, got); s != "change" {
+		t.Errorf("report = %q, want a change", s)
+	}
+	if s := w.state(); !strings.HasSuffix(s, "not a regular file (a pipe)") {
+		t.Errorf("state of the pipe = %q, want the refusal", s)
+	}
+	replace(t, path, "a: 2\n")
+	if s := next(t, got); s != "change" {
+		t.Errorf("report = %q, want the file back", s)
+	}
+}
+
 func TestPollsWhenTheDirectoryCannotBeWatched(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	write(t, path, "a: 1\n")
@@ -473,5 +513,19 @@ func TestChangeSinceFromIsReported(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSnapshotOfIsTake: the snapshot of content read is the snapshot of
+// the file that holds it, so a watch from it reports nothing until the
+// file changes.
+func TestSnapshotOfIsTake(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	write(t, path, "a: 1\n")
+	if got, want := SnapshotOf([]byte("a: 1\n")), Take(path); got != want {
+		t.Errorf("SnapshotOf = %v, want Take's %v", got, want)
+	}
+	if SnapshotOf([]byte("a: 2\n")) == Take(path) {
+		t.Error("SnapshotOf other content = Take of the file")
 	}
 }
