@@ -427,6 +427,66 @@ func TestTunnelIdleTimeout(t *testing.T) {
 	}
 }
 
+// A tunnel passes a half-close on: a protocol that ends its input with a
+// FIN gets its answer, as it would from the app directly.
+func TestTunnelHalfClose(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// clientFirst: the client half-closes and reads the app's answer;
+		// else the app does, and reads what the client sends after it.
+		clientFirst bool
+	}{{"client half-closes", true}, {"app half-closes", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+				if tc.clientFirst {
+					in, _ := io.ReadAll(br)
+					// The answer comes a moment after the client's FIN.
+					time.Sleep(50 * time.Millisecond)
+					io.WriteString(nc, "result:"+string(in))
+					return
+				}
+				io.WriteString(nc, "question")
+				nc.(*net.TCPConn).CloseWrite()
+				in, _ := io.ReadAll(br)
+				io.WriteString(nc, "never sent: the write side is closed")
+				if string(in) != "answer" {
+					t.Errorf("the app read %q after its half-close, want %q", in, "answer")
+				}
+			})
+			tp := startProxy(t, app, nil)
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET /t HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+			if resp := rc.response("GET"); resp.StatusCode != 101 {
+				t.Fatalf("got %d, want 101", resp.StatusCode)
+			}
+			if tc.clientFirst {
+				rc.send("payload")
+				rc.nc.(*net.TCPConn).CloseWrite()
+				if got, err := io.ReadAll(rc.br); string(got) != "result:payload" || err != nil {
+					t.Errorf("after the half-close the client got %q (%v), want %q", got, err, "result:payload")
+				}
+			} else {
+				if got, err := io.ReadAll(rc.br); string(got) != "question" || err != nil {
+					t.Fatalf("the client got %q (%v), want %q and the app's FIN", got, err, "question")
+				}
+				rc.send("answer")
+				rc.nc.(*net.TCPConn).CloseWrite()
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for tp.Status().Tunnels != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("status after both sides closed: got %d tunnels, want 0", tp.Status().Tunnels)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+}
+
 func TestUnreadBodyIsNotTakenForRequests(t *testing.T) {
 	// The app answers at once without reading a large body, as an app
 	// refusing an upload does. The rest of the body the client sends is

@@ -1,14 +1,18 @@
 package proxy
 
 import (
+	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
 )
 
 // tunnel is an upgraded connection (WebSocket) after its 101: bytes go
-// both ways until either side closes, or until no byte went either way
-// for Config.TunnelIdleTimeout.
+// both ways until both sides have closed, or either fails, or no byte
+// went either way for Config.TunnelIdleTimeout. A side that half-closes
+// (its FIN) is passed on as a half-close, and the other way goes on: a
+// protocol that ends its input with a FIN gets its answer.
 type tunnel struct {
 	idle time.Duration
 	// last is when a byte last went through, either way, in Unix nanoseconds.
@@ -29,26 +33,30 @@ func (c *conn) runTunnel(u *upConn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t.pump(c.br, c.nc, u.br, u.nc)
-		closeBoth(c, u)
+		if !t.pump(c.br, c.nc, u.br, u.nc) {
+			closeBoth(c, u)
+		}
 	}()
-	t.pump(u.br, u.nc, c.br, c.nc)
-	closeBoth(c, u)
+	if !t.pump(u.br, u.nc, c.br, c.nc) {
+		closeBoth(c, u)
+	}
 	<-done
+	closeBoth(c, u)
 	u.close()
 }
 
 // pump copies from src to dst until either fails or the tunnel has been
-// idle for t.idle. Both readers hold a buffer only while bytes wait, so an
-// idle tunnel costs no buffer.
-func (t *tunnel) pump(src *reader, srcConn net.Conn, dst *reader, dstConn net.Conn) {
+// idle for t.idle, or src has sent all it will: then it half-closes dst
+// and reports true, and the other way goes on. Both readers hold a buffer
+// only while bytes wait, so an idle tunnel costs no buffer.
+func (t *tunnel) pump(src *reader, srcConn net.Conn, dst *reader, dstConn net.Conn) (halfClosed bool) {
 	for {
 		if b := src.buffered(); len(b) > 0 {
 			now := time.Now()
 			t.last.Store(now.UnixNano())
 			_ = dstConn.SetWriteDeadline(now.Add(t.idle))
 			if err := dst.write(dstConn, b); err != nil {
-				return
+				return false
 			}
 			src.discard(len(b))
 			continue
@@ -58,9 +66,13 @@ func (t *tunnel) pump(src *reader, srcConn net.Conn, dst *reader, dstConn net.Co
 		if err == nil {
 			continue
 		}
+		if errors.Is(err, io.EOF) {
+			cw, ok := dstConn.(interface{ CloseWrite() error })
+			return ok && cw.CloseWrite() == nil
+		}
 		// This side was quiet for t.idle; the other may not have been.
 		if !isTimeout(err) || time.Since(time.Unix(0, t.last.Load())) >= t.idle {
-			return
+			return false
 		}
 	}
 }
