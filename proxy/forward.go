@@ -643,8 +643,9 @@ func (c *conn) appendResponseHead(out, b []byte, closeConn bool, mode int, upgra
 			}
 		}
 	}
-	// A 204 has no body and must not say how long it is (RFC 9110 8.6).
-	if h.contentLength >= 0 && (mode == bodyLength || mode == bodyNone) && h.status != 204 {
+	// A 1xx or a 204 has no body and must not say how long it is (RFC
+	// 9110 8.6).
+	if h.contentLength >= 0 && (mode == bodyLength || mode == bodyNone) && h.status >= 200 && h.status != 204 {
 		out = append(out, "Content-Length: "...)
 		out = strconv.AppendInt(out, h.contentLength, 10)
 		out = append(out, "\r\n"...)

@@ -142,6 +142,12 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 				panic(aborted)
 			}
 		}()
+		if r.Method == http.MethodConnect {
+			// As on HTTP/1.1: the app is not asked to open a tunnel to
+			// an address the client names.
+			http.Error(sw, "CONNECT is not supported by this proxy", http.StatusMethodNotAllowed)
+			return
+		}
 		next.ServeHTTP(sw, r)
 	})
 }

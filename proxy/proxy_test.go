@@ -413,6 +413,39 @@ func TestExpectContinue(t *testing.T) {
 	}
 }
 
+// An interim answer reaches the client without a Content-Length, even
+// when the app gave it one (RFC 9110 8.6: never in a 1xx).
+func TestInterimAnswerHasNoLength(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 0\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	head, err := rc.br.ReadString('\n')
+	for err == nil {
+		line, lerr := rc.br.ReadString('\n')
+		if line == "\r\n" || lerr != nil {
+			break
+		}
+		if strings.HasPrefix(strings.ToLower(line), "content-length:") {
+			t.Errorf("the 103 carries %q", strings.TrimSpace(line))
+		}
+		head += line
+	}
+	if !strings.HasPrefix(head, "HTTP/1.1 103 ") || !strings.Contains(head, "Link: </a.css>") {
+		t.Errorf("interim head %q, want the 103 with its Link", head)
+	}
+	resp := rc.response("GET")
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "ok" {
+		t.Errorf("final answer %d %q, want 200 %q", resp.StatusCode, b, "ok")
+	}
+}
+
 func TestStreamsLargeBodies(t *testing.T) {
 	app := startEcho(t)
 	tp := startProxy(t, app, nil)
@@ -1268,6 +1301,34 @@ func TestH2C(t *testing.T) {
 	tp.settle(t)
 	if got := tp.counts(t); got["POST 200"] != 3 || len(got) != 1 {
 		t.Errorf("counts: got %v, want three POST 200", got)
+	}
+}
+
+// CONNECT is refused over HTTP/2 as over HTTP/1.1: the app is not asked
+// to open a tunnel to an address the client names.
+func TestH2CConnectIsRefused(t *testing.T) {
+	var asked atomic.Bool
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked.Store(true) }))
+	tp := startProxy(t, app, nil)
+	client := h2cClient(t)
+	req, _ := http.NewRequest(http.MethodConnect, "http://"+tp.addr, nil)
+	req.Host = "internal.example:443"
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 405 || !strings.Contains(string(b), "CONNECT is not supported") {
+		t.Errorf("got %d %q, want 405 saying CONNECT is not supported", resp.StatusCode, b)
+	}
+	if asked.Load() {
+		t.Error("the app was asked to CONNECT")
+	}
+	client.CloseIdleConnections()
+	tp.settle(t)
+	if got := tp.counts(t); got["CONNECT 405"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want one CONNECT 405", got)
 	}
 }
 
