@@ -27,6 +27,10 @@ done
 
 logs=$(mktemp -d)
 pids=()
+# Each server runs in a session of its own (setsid), so that a terminal's
+# Ctrl-C reaches this script alone: cleanup then stops them in order, one
+# signal each. Sent to the whole foreground group, it would stop Consul at
+# once and give each outrider a second signal, which cuts its drain short.
 cleanup() {
 	trap - INT TERM EXIT
 	echo
@@ -49,10 +53,10 @@ wait_http() {
 	return 1
 }
 
-bin/consul agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$CONSUL_PORT" \
+setsid bin/consul agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$CONSUL_PORT" \
 	-dns-port -1 -grpc-port -1 -grpc-tls-port -1 -log-level warn >"$logs/consul.log" 2>&1 &
 consul_pid=$!
-bin/echo -listen "$APP_ADDR" >"$logs/echo.log" 2>&1 &
+setsid bin/echo -listen "$APP_ADDR" >"$logs/echo.log" 2>&1 &
 echo_pid=$!
 wait_http "http://127.0.0.1:$CONSUL_PORT/v1/status/leader"
 
@@ -68,7 +72,7 @@ OUTRIDER_ADMIN_LISTEN="$ADMIN_ADDR" \
 OUTRIDER_DRAIN_DELAY=1s \
 OUTRIDER_LOG_FORMAT=text \
 CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT" \
-	bin/outrider > >(tee "$logs/outrider.log") 2>&1 &
+	setsid bin/outrider > >(trap '' INT; exec tee "$logs/outrider.log") 2>&1 &
 outrider_pid=$!
 
 # The second replica: outrider starts the app itself and stops it after
@@ -86,7 +90,7 @@ OUTRIDER_ADMIN_LISTEN="$ADMIN2_ADDR" \
 OUTRIDER_DRAIN_DELAY=1s \
 OUTRIDER_LOG_FORMAT=text \
 CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT" \
-	bin/outrider run -- bin/echo -listen "$APP2_ADDR" >"$logs/wrapped.log" 2>&1 &
+	setsid bin/outrider run -- bin/echo -listen "$APP2_ADDR" >"$logs/wrapped.log" 2>&1 &
 wrapped_pid=$!
 # Stop order: each outrider (it drains first), then the app, then Consul.
 pids=("$outrider_pid" "$wrapped_pid" "$echo_pid" "$consul_pid")
@@ -109,7 +113,7 @@ Scale in without losing a request: start a client that finds the replicas
 in Consul and never retries, then drain the first replica while it runs:
   bin/loadgen -consul 127.0.0.1:$CONSUL_PORT -service echo -rate 200 -duration 15s > /tmp/load.json &
   sleep 3; curl -s -X POST http://$ADMIN_ADDR/prestop; echo
-  wait; grep -E '"(requests|ok|failed)"' /tmp/load.json
+  wait; grep -m3 -E '"(requests|ok|failed)"' /tmp/load.json
 The drain report says how many requests the replica still served after it
 left Consul; the client's summary shows 0 failed.
 
