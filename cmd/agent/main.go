@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+
+	"golang.org/x/sys/unix"
 )
 
 // Exit statuses.
@@ -31,8 +33,20 @@ Configuration is read from the environment; see README.md for every variable.
 `
 
 func main() {
+	hideFromTheApp()
 	sidecarRuntime(os.Getenv)
 	os.Exit(dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// hideFromTheApp makes outrider's process not dumpable: its /proc/<pid>
+// entries then belong to root, and a process of the same user, such as
+// the app in a pod with shareProcessNamespace, cannot read its
+// environment (CONSUL_HTTP_TOKEN, OUTRIDER_ADMIN_TOKEN), its memory or its
+// files through /proc. outrider reads the app's entries, never the other
+// way round; a process it starts (the app in wrap mode, an exec probe) is
+// dumpable again from its exec, as the kernel resets the flag there.
+func hideFromTheApp() {
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 }
 
 // gcPercent is outrider's GOGC unless the environment sets one. Its
