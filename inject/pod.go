@@ -311,8 +311,8 @@ func (w *workload) earlierSidecar() (*yaml.Node, error) {
 // the token of a container's outrider preStop hook: the mark of an
 // injection made before AnnotationInjected was written.
 func tokenShared(pod, sidecar *yaml.Node) bool {
-	env := get(sidecar, "env")
-	if env == nil {
+	env, containers := get(sidecar, "env"), get(pod, "containers")
+	if env == nil || containers == nil {
 		return false
 	}
 	for _, e := range env.Content {
@@ -320,7 +320,7 @@ func tokenShared(pod, sidecar *yaml.Node) bool {
 			continue
 		}
 		token := str(get(e, "value"))
-		for _, c := range sequence(pod, "containers").Content {
+		for _, c := range containers.Content {
 			if token != "" && hookToken(get(get(c, "lifecycle"), "preStop")) == token {
 				return true
 			}
