@@ -62,6 +62,12 @@ type Config struct {
 	// TunnelIdleTimeout closes an upgraded tunnel (WebSocket) through which
 	// no byte went either way for that long (default 1h).
 	TunnelIdleTimeout time.Duration
+	// TunnelHalfCloseTimeout closes a tunnel one side of which has closed,
+	// once no byte went the other way for that long (default 10s, at most
+	// TunnelIdleTimeout): a side's close and its half-close look the same,
+	// and a client gone silent would otherwise hold the tunnel, and a
+	// drain, for TunnelIdleTimeout.
+	TunnelHalfCloseTimeout time.Duration
 	// DisableEventLoop serves every client connection from a goroutine of
 	// its own. By default, on Linux, keep-alive connections wait for their
 	// next request, and plain requests are forwarded, in one event loop
@@ -99,6 +105,8 @@ func (c *Config) setDefaults() {
 	def(&c.QPSWindow, 10*time.Second)
 	def(&c.DrainTimeout, 25*time.Second)
 	def(&c.TunnelIdleTimeout, time.Hour)
+	def(&c.TunnelHalfCloseTimeout, 10*time.Second)
+	c.TunnelHalfCloseTimeout = min(c.TunnelHalfCloseTimeout, c.TunnelIdleTimeout)
 	if c.MaxIdleUpstream <= 0 {
 		c.MaxIdleUpstream = 128
 	}

@@ -487,6 +487,46 @@ func TestTunnelHalfClose(t *testing.T) {
 	}
 }
 
+// A tunnel whose app has closed, with a client that says nothing more,
+// is closed once TunnelHalfCloseTimeout has passed, not the idle timeout:
+// it does not hold its goroutine, its sockets or a drain for an hour.
+func TestTunnelClosedByTheAppEndsAfterTheHalfCloseTimeout(t *testing.T) {
+	const halfIdle = 300 * time.Millisecond
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\nbye")
+	})
+	tp := startProxy(t, app, func(c *Config) { c.TunnelIdleTimeout = time.Hour; c.TunnelHalfCloseTimeout = halfIdle })
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET /t HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+	if resp := rc.response("GET"); resp.StatusCode != 101 {
+		t.Fatalf("got %d, want 101", resp.StatusCode)
+	}
+	start := time.Now()
+	if got, err := io.ReadAll(rc.br); string(got) != "bye" || err != nil {
+		t.Fatalf("the client got %q (%v), want %q and the end", got, err, "bye")
+	}
+	// The client stays silent and open.
+	deadline := time.Now().Add(10 * time.Second)
+	for tp.Status().Tunnels != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tunnel is still open %v after the app closed it", time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(start); took < halfIdle/2 {
+		t.Errorf("the tunnel closed %v after the app's close, before the half-close timeout %v", took, halfIdle)
+	}
+	if _, err := rc.nc.Write([]byte("x")); err == nil {
+		time.Sleep(50 * time.Millisecond)
+		if _, err := rc.nc.Write([]byte("x")); err == nil {
+			t.Error("the client can still write into the closed tunnel")
+		}
+	}
+}
+
 func TestUnreadBodyIsNotTakenForRequests(t *testing.T) {
 	// The app answers at once without reading a large body, as an app
 	// refusing an upload does. The rest of the body the client sends is

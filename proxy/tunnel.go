@@ -10,13 +10,25 @@ import (
 
 // tunnel is an upgraded connection (WebSocket) after its 101: bytes go
 // both ways until both sides have closed, or either fails, or no byte
-// went either way for Config.TunnelIdleTimeout. A side that half-closes
-// (its FIN) is passed on as a half-close, and the other way goes on: a
-// protocol that ends its input with a FIN gets its answer.
+// went either way for Config.TunnelIdleTimeout. A side that closes (its
+// FIN) is passed on as a half-close, and the other way goes on, for as
+// long as bytes go through it at least every Config.TunnelHalfCloseTimeout:
+// a protocol that ends its input with a FIN gets its answer, and a client
+// left silent by the app's close does not hold the tunnel.
 type tunnel struct {
-	idle time.Duration
+	idle, halfIdle time.Duration
 	// last is when a byte last went through, either way, in Unix nanoseconds.
 	last atomic.Int64
+	// halfClosed is set once either side has closed.
+	halfClosed atomic.Bool
+}
+
+// idleLimit is how long the tunnel may go without a byte now.
+func (t *tunnel) idleLimit() time.Duration {
+	if t.halfClosed.Load() {
+		return t.halfIdle
+	}
+	return t.idle
 }
 
 // runTunnel relays the tunnel between the client and the app until it
@@ -26,7 +38,7 @@ func (c *conn) runTunnel(u *upConn) {
 	c.p.tunnels.Add(1)
 	defer c.p.leaveTunnel()
 	c.p.leaveActive()
-	t := &tunnel{idle: c.p.cfg.TunnelIdleTimeout}
+	t := &tunnel{idle: c.p.cfg.TunnelIdleTimeout, halfIdle: c.p.cfg.TunnelHalfCloseTimeout}
 	t.last.Store(time.Now().UnixNano())
 	_ = c.nc.SetDeadline(time.Time{})
 	_ = u.nc.SetDeadline(time.Time{})
@@ -46,32 +58,40 @@ func (c *conn) runTunnel(u *upConn) {
 }
 
 // pump copies from src to dst until either fails or the tunnel has been
-// idle for t.idle, or src has sent all it will: then it half-closes dst
-// and reports true, and the other way goes on. Both readers hold a buffer
+// idle for its limit, or src has sent all it will: then it half-closes
+// dst, bounds the wait for what dst still sends by t.halfIdle, and
+// reports true, and the other way goes on. Both readers hold a buffer
 // only while bytes wait, so an idle tunnel costs no buffer.
 func (t *tunnel) pump(src *reader, srcConn net.Conn, dst *reader, dstConn net.Conn) (halfClosed bool) {
 	for {
 		if b := src.buffered(); len(b) > 0 {
 			now := time.Now()
 			t.last.Store(now.UnixNano())
-			_ = dstConn.SetWriteDeadline(now.Add(t.idle))
+			_ = dstConn.SetWriteDeadline(now.Add(t.idleLimit()))
 			if err := dst.write(dstConn, b); err != nil {
 				return false
 			}
 			src.discard(len(b))
 			continue
 		}
-		_ = srcConn.SetReadDeadline(time.Now().Add(t.idle))
+		_ = srcConn.SetReadDeadline(time.Now().Add(t.idleLimit()))
 		err := src.fill(bufSize)
 		if err == nil {
 			continue
 		}
 		if errors.Is(err, io.EOF) {
 			cw, ok := dstConn.(interface{ CloseWrite() error })
-			return ok && cw.CloseWrite() == nil
+			if !ok || cw.CloseWrite() != nil {
+				return false
+			}
+			// The other pump reads dst, maybe under the idle timeout's
+			// deadline: from now on the shorter one.
+			t.halfClosed.Store(true)
+			_ = dstConn.SetReadDeadline(time.Now().Add(t.halfIdle))
+			return true
 		}
-		// This side was quiet for t.idle; the other may not have been.
-		if !isTimeout(err) || time.Since(time.Unix(0, t.last.Load())) >= t.idle {
+		// This side was quiet for the limit; the other may not have been.
+		if !isTimeout(err) || time.Since(time.Unix(0, t.last.Load())) >= t.idleLimit() {
 			return false
 		}
 	}
