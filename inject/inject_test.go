@@ -187,8 +187,9 @@ metadata:
 	}
 }
 
-// TestHostNetworkWarns checks that a pod on the node's network is injected
-// with a warning that the sidecar's ports are then the node's.
+// TestWarnings checks what an injected pod is warned of: on the node's
+// network, the sidecar's ports are the node's; an exec probe runs in the
+// sidecar's image.
 func TestWarnings(t *testing.T) {
 	for _, tc := range []struct {
 		name, annotations, spec string
@@ -715,5 +716,49 @@ func TestReinjectWithoutTheInjectedAnnotation(t *testing.T) {
 	}
 	if again := run(t, "old injection", old, Options{}); !bytes.Equal(again, golden) {
 		t.Errorf("injecting an older injection gave\n%s\nwant\n%s", again, golden)
+	}
+}
+
+// Annotations that are a YAML alias of the workload's own keep every
+// entry when the pod template is marked, and the workload's stay as they
+// were.
+func TestMarkWithAliasedAnnotations(t *testing.T) {
+	in := []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  annotations: &ann
+    outrider.io/inject: "true"
+    prometheus.io/scrape: "true"
+spec:
+  template:
+    metadata:
+      annotations: *ann
+    spec:
+      containers:
+        - name: web
+          image: web:1
+`)
+	once := run(t, "aliased", in, Options{Rand: fixedRand()})
+	var got struct {
+		Metadata struct{ Annotations map[string]string }
+		Spec     struct {
+			Template struct {
+				Metadata struct{ Annotations map[string]string }
+			}
+		}
+	}
+	if err := yaml.Unmarshal(once, &got); err != nil {
+		t.Fatalf("%v in\n%s", err, once)
+	}
+	tmpl := got.Spec.Template.Metadata.Annotations
+	if tmpl["prometheus.io/scrape"] != "true" || tmpl["outrider.io/inject"] != "true" || tmpl["outrider.io/injected"] != "true" {
+		t.Errorf("template annotations %v, want the aliased ones and outrider.io/injected", tmpl)
+	}
+	if _, ok := got.Metadata.Annotations["outrider.io/injected"]; ok || got.Metadata.Annotations["prometheus.io/scrape"] != "true" {
+		t.Errorf("the Deployment's annotations %v, want them as they were", got.Metadata.Annotations)
+	}
+	if again := run(t, "aliased again", once, Options{}); !bytes.Equal(again, once) {
+		t.Errorf("injecting again changed it:\n%s", again)
 	}
 }

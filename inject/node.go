@@ -2,9 +2,12 @@ package inject
 
 import "go.yaml.in/yaml/v3"
 
-// get is the value of key in the mapping m; nil when m is no mapping or
-// has no such key.
+// get is the value of key in the mapping m (or the mapping m is an alias
+// of); nil when m is no mapping or has no such key.
 func get(m *yaml.Node, key string) *yaml.Node {
+	if m != nil && m.Kind == yaml.AliasNode {
+		m = m.Alias
+	}
 	if m == nil || m.Kind != yaml.MappingNode {
 		return nil
 	}
@@ -35,12 +38,20 @@ func set(m *yaml.Node, key string, value *yaml.Node) {
 	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, value)
 }
 
-// mapping is the mapping under key in m, made when missing.
+// mapping is the mapping under key in m, made when missing. An alias of
+// a mapping is replaced by a copy of it, so that what the caller adds
+// goes here alone, not to the anchor's mapping, and nothing the alias
+// held is lost.
 func mapping(m *yaml.Node, key string) *yaml.Node {
-	if n := get(m, key); n != nil && n.Kind == yaml.MappingNode {
+	n := get(m, key)
+	switch {
+	case n != nil && n.Kind == yaml.MappingNode:
 		return n
+	case n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && n.Alias.Kind == yaml.MappingNode:
+		n = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: append([]*yaml.Node(nil), n.Alias.Content...)}
+	default:
+		n = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	}
-	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	set(m, key, n)
 	return n
 }

@@ -331,9 +331,7 @@ func tokenShared(pod, sidecar *yaml.Node) bool {
 
 // markInjected writes AnnotationInjected on the pod template (or the Pod).
 func (w *workload) markInjected() {
-	if w.podMeta == nil {
-		w.podMeta = mapping(w.podMetaOf, "metadata")
-	}
+	w.podMeta = mapping(w.podMetaOf, "metadata")
 	set(mapping(w.podMeta, "annotations"), AnnotationInjected, scalar("!!str", "true"))
 }
 
