@@ -23,7 +23,7 @@ func versionString() string { return version.String() }
 // line; hostname is the host's name, which the service ID defaults to. It
 // returns the config file's content as it was read too (nil without one).
 func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (config.Config, []byte, bool) {
-	cfg, data, err := config.LoadWithFileContent(getenv, hostname, firstInterfaceAddr)
+	cfg, data, err := config.LoadWithFileContent(getenv, hostname, interfaceAddr)
 	if err == nil {
 		err = checkProcRoot(cfg.App.ProcRoot)
 	}
@@ -198,6 +198,10 @@ func consulSettings(c *consul.Config) []config.Setting {
 		{Var: "CONSUL_PARTITION", Value: c.Partition},
 	}
 }
+
+// interfaceAddr is how start-up finds the address to register when none
+// is set; a reload never looks it up again (tests replace it to see that).
+var interfaceAddr = firstInterfaceAddr
 
 // firstInterfaceAddr finds the address to register when neither
 // OUTRIDER_SERVICE_ADDRESS nor POD_IP is set: the first non-loopback

@@ -338,8 +338,19 @@ func TestReloadKeepsTheStartUpAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A host whose interface has lost its address since the start: a
+	// reload that looked it up again would fail.
+	lookups := 0
+	defer func(saved func() (string, error)) { interfaceAddr = saved }(interfaceAddr)
+	interfaceAddr = func() (string, error) {
+		lookups++
+		return "", errors.New("no non-loopback interface address")
+	}
 	write("service_tags: [green]\n")
 	r.reload("test")
+	if lookups != 0 {
+		t.Errorf("the reload looked the interface address up %d times, want none", lookups)
+	}
 	st := r.status()
 	if st.LastError != "" || st.Values["OUTRIDER_SERVICE_TAGS"] != "green" {
 		t.Errorf("after the reload: tags %q, last error %q; want green and no error", st.Values["OUTRIDER_SERVICE_TAGS"], st.LastError)
