@@ -645,12 +645,19 @@ func (r *reader) port(name string, def int) int {
 	if v == "" {
 		return def
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 65535 {
+	n, ok := ParsePort(v)
+	if !ok || n < 1 {
 		r.fail(name, v, "is not a port (want 1-65535)")
 		return def
 	}
 	return n
+}
+
+// ParsePort reads a port number: digits alone (strconv.Atoi would take
+// "+80" and "-0"), 0 to 65535.
+func ParsePort(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	return n, err == nil && s != "" && strings.Trim(s, "0123456789") == "" && n <= 65535
 }
 
 // hostPort reads host:port. A dial address needs a host and a port of
@@ -672,8 +679,7 @@ func (r *reader) hostPort(name, def string, dial bool) string {
 	if dial {
 		low = 1
 	}
-	// Atoi takes a sign: "+80" and "-0" are no ports.
-	if n, err := strconv.Atoi(port); err != nil || strings.Trim(port, "0123456789") != "" || n < low || n > 65535 {
+	if n, ok := ParsePort(port); !ok || n < low {
 		r.fail(name, v, fmt.Sprintf("has a bad port (want %d-65535)", low))
 		return def
 	}

@@ -98,6 +98,7 @@ func TestCheckConsulAddr(t *testing.T) {
 		{"admin:s3cret@127.0.0.1:8500", `CONSUL_HTTP_ADDR="xxxxx@127.0.0.1:8500" holds a user name or password`},
 		{"http://", `CONSUL_HTTP_ADDR="http://" has no host`},
 		{"127.0.0.1:99999", "with a port from 1 to 65535"},
+		{"127.0.0.1:+8500", "with a port from 1 to 65535"},
 		{"127.0.0.1:", "with a port from 1 to 65535"},
 		{":8500", "with a port from 1 to 65535"},
 		{"::::", "is not host:port"},

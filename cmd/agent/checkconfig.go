@@ -98,7 +98,7 @@ func checkConsulAddr(addr string) error {
 		}
 		return nil // a host without a port: the scheme's port
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || h == "" {
+	if n, ok := config.ParsePort(port); !ok || n < 1 || h == "" {
 		return bad("is not host:port with a port from 1 to 65535 (want e.g. 127.0.0.1:8500)")
 	}
 	return nil
