@@ -74,7 +74,13 @@ func (t *tunnel) pump(src *reader, srcConn net.Conn, dst *reader, dstConn net.Co
 			src.discard(len(b))
 			continue
 		}
-		_ = srcConn.SetReadDeadline(time.Now().Add(t.idleLimit()))
+		limit := t.idleLimit()
+		_ = srcConn.SetReadDeadline(time.Now().Add(limit))
+		if limit != t.idleLimit() {
+			// The other side closed between the two: its pump's shorter
+			// deadline may have come before this one.
+			continue
+		}
 		err := src.fill(bufSize)
 		if err == nil {
 			continue
