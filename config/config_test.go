@@ -415,7 +415,7 @@ func TestLoadBadFiles(t *testing.T) {
 		}
 		t.Run(strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)), func(t *testing.T) {
 			want := wantLines(t, f)
-			_, err := LoadWithFile(func(k string) string {
+			_, _, err := LoadWithFile(func(k string) string {
 				return map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": f}[k]
 			}, "host1", func() (string, error) { return "10.0.0.7", nil })
 			if err == nil {
@@ -505,7 +505,7 @@ func TestLoadWithFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := maps.Clone(env)
 			e["OUTRIDER_CONFIG_FILE"] = write(fmt.Sprintf("f%d.yaml", i), tc.file)
-			c, err := LoadWithFile(func(k string) string { return e[k] }, "host1", func() (string, error) { return "10.0.0.7", nil })
+			c, _, err := LoadWithFile(func(k string) string { return e[k] }, "host1", func() (string, error) { return "10.0.0.7", nil })
 			if err != nil {
 				t.Fatalf("LoadWithFile: %v", err)
 			}
@@ -530,7 +530,7 @@ func TestLoadWithFile(t *testing.T) {
 
 	t.Run("a missing file names it", func(t *testing.T) {
 		e := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": filepath.Join(dir, "absent.yaml")}
-		_, err := LoadWithFile(func(k string) string { return e[k] }, "host1", nil)
+		_, _, err := LoadWithFile(func(k string) string { return e[k] }, "host1", nil)
 		if err == nil || !strings.Contains(err.Error(), "read config file (OUTRIDER_CONFIG_FILE): open "+filepath.Join(dir, "absent.yaml")) {
 			t.Errorf("LoadWithFile = %v, want the read error naming the file", err)
 		}
@@ -563,7 +563,7 @@ func TestReloadRefusesAnEmptyFile(t *testing.T) {
 			}
 			env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_SERVICE_TAGS": "from-env", "OUTRIDER_CONFIG_FILE": path}
 			getenv := func(k string) string { return env[k] }
-			if _, err := LoadWithFile(getenv, "host1", nil); err != nil {
+			if _, _, err := LoadWithFile(getenv, "host1", nil); err != nil {
 				t.Errorf("LoadWithFile (start-up): %v, want no error", err)
 			}
 			_, err := Reload(getenv, "host1", nil)
@@ -622,7 +622,10 @@ func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
 		for _, load := range []struct {
 			name string
 			f    func(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error)
-		}{{"start-up", LoadWithFile}, {"reload", Reload}} {
+		}{{"start-up", func(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
+			c, _, err := LoadWithFile(getenv, hostname, interfaceAddr)
+			return c, err
+		}}, {"reload", Reload}} {
 			t.Run(tc.name+"/"+load.name, func(t *testing.T) {
 				env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": tc.path}
 				type result struct {

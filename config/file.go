@@ -292,16 +292,11 @@ func nodeValue(n *yaml.Node) (string, error) {
 // LoadWithFile is Load with the config file that OUTRIDER_CONFIG_FILE
 // names, if any, laid over the environment: defaults < environment <
 // file. An error about a value from the file names the file, the line and
-// the key instead of the variable.
-func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
-	c, _, err := loadWithFile(getenv, hostname, interfaceAddr, false)
-	return c, err
-}
-
-// LoadWithFileContent is LoadWithFile that also returns the config file's
-// content as it was read (nil without a file), so that a watch of the
-// file can tell a change from the content the configuration came from.
-func LoadWithFileContent(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, []byte, error) {
+// the key instead of the variable. It returns the file's content as it
+// was read too (nil without a file, or on an error), so that a watch of
+// the file can tell a change from the content the configuration came
+// from.
+func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, []byte, error) {
 	return loadWithFile(getenv, hostname, interfaceAddr, false)
 }
 

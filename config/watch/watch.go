@@ -48,18 +48,13 @@ type Options struct {
 	// checked when it can; default 2s.
 	PollInterval time.Duration
 	Log          *slog.Logger
-	// From is the content to report changes from, taken with Take before
-	// the caller read the file; the zero value is the content at New.
+	// From is the content to report changes from, SnapshotOf what the
+	// caller read; the zero value is the content at New.
 	From Snapshot
 }
 
 // Snapshot is a file's content (or its read error) at one time.
 type Snapshot struct{ state string }
-
-// Take returns the content of the file at path now. Take it before the
-// file is read and pass it as Options.From: a change between the read
-// and New is then reported too.
-func Take(path string) Snapshot { return Snapshot{state(absPath(path))} }
 
 // SnapshotOf returns the snapshot of a file that holds data: pass the
 // content the caller read as Options.From, and any change since that

@@ -487,8 +487,9 @@ func TestChangeBeforeRunIsReported(t *testing.T) {
 }
 
 func TestChangeSinceFromIsReported(t *testing.T) {
-	// The caller took a snapshot, then read the file; the file changed
-	// before New. The change is reported; with no change, nothing is.
+	// The caller read the file and took a snapshot of what it read; the
+	// file changed before New. The change is reported; with no change,
+	// nothing is.
 	for _, tc := range []struct {
 		name, now string
 		want      string // the report, "" for none
@@ -499,7 +500,7 @@ func TestChangeSinceFromIsReported(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.yaml")
 			write(t, path, "a: 1\n")
-			from := Take(path)
+			from := SnapshotOf([]byte("a: 1\n"))
 			replace(t, path, tc.now)
 			got := reports(t, path, Options{Debounce: 20 * time.Millisecond, PollInterval: time.Hour, From: from}, nil)
 			select {
@@ -513,19 +514,5 @@ func TestChangeSinceFromIsReported(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestSnapshotOfIsTake: the snapshot of content read is the snapshot of
-// the file that holds it, so a watch from it reports nothing until the
-// file changes.
-func TestSnapshotOfIsTake(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	write(t, path, "a: 1\n")
-	if got, want := SnapshotOf([]byte("a: 1\n")), Take(path); got != want {
-		t.Errorf("SnapshotOf = %v, want Take's %v", got, want)
-	}
-	if SnapshotOf([]byte("a: 2\n")) == Take(path) {
-		t.Error("SnapshotOf other content = Take of the file")
 	}
 }
