@@ -23,7 +23,7 @@ func versionString() string { return version.String() }
 // line; hostname is the host's name, which the service ID defaults to. It
 // returns the config file's content as it was read too (nil without one).
 func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (config.Config, []byte, bool) {
-	cfg, data, err := config.LoadWithFileContent(getenv, hostname, interfaceAddr)
+	cfg, data, err := config.LoadWithFile(getenv, hostname, interfaceAddr)
 	if err == nil {
 		err = checkProcRoot(cfg.App.ProcRoot)
 	}

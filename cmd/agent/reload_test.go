@@ -193,15 +193,11 @@ func TestReloadRotatesTheProbePassword(t *testing.T) {
 func reloadingAgent(t *testing.T, env map[string]string, content string) (*reloader, *testlog.Buffer, func(string)) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "outrider.yaml")
-	write := func(content string) {
-		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(content string) { writeFile(t, file, content) }
 	env["OUTRIDER_REGISTRY"], env["OUTRIDER_CONFIG_FILE"] = "none", file
 	getenv := func(k string) string { return env[k] }
 	write(content)
-	cfg, err := config.LoadWithFile(getenv, "host1", nil)
+	cfg, _, err := config.LoadWithFile(getenv, "host1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,15 +315,11 @@ func TestConfigFileThatIsNotAFile(t *testing.T) {
 // host name.
 func TestReloadKeepsTheStartUpAddress(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "outrider.yaml")
-	write := func(content string) {
-		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(content string) { writeFile(t, file, content) }
 	env := map[string]string{"OUTRIDER_SERVICE_NAME": "web", "OUTRIDER_CONFIG_FILE": file}
 	getenv := func(k string) string { return env[k] }
 	write("service_tags: [blue]\n")
-	cfg, err := config.LoadWithFile(getenv, "host1", func() (string, error) { return "192.0.2.7", nil })
+	cfg, _, err := config.LoadWithFile(getenv, "host1", func() (string, error) { return "192.0.2.7", nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,11 +378,7 @@ func TestReloadMetricsLint(t *testing.T) {
 // reloaded, rather than waiting for the next one.
 func TestReloadSeesAChangeDuringStartUp(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "outrider.yaml")
-	write := func(content string) {
-		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(content string) { writeFile(t, file, content) }
 	env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": file}
 	write("drain_timeout: 20s\n")
 	a, ok := agentFromEnv(func(k string) string { return env[k] }, io.Discard)
