@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,8 +26,9 @@ import (
 const userHZ = 100
 
 // The files the collector reads, named as in the file label of
-// outrider_app_scrape_errors_total: the first five under /proc/<pid>,
-// uptime is /proc/uptime.
+// outrider_app_scrape_errors_total: stat, limits, io and fd under
+// /proc/<pid>, status under each /proc/<pid>/task/<tid>, uptime is
+// /proc/uptime.
 const (
 	fileStat   = "stat"
 	fileStatus = "status"
@@ -114,6 +116,8 @@ type AppCollector struct {
 	why     string  // why no app process is known
 	errs    map[string]uint64
 	failing map[string]bool
+	// buf is reused to read the status file of each thread.
+	buf bytes.Buffer
 }
 
 // target is the app process being watched. startTicks tells it apart from
@@ -126,6 +130,11 @@ type target struct {
 	detail     string
 	startTicks uint64
 	start      float64 // Unix seconds; 0 until /proc/uptime is read
+	// switches holds the voluntary and nonvoluntary context switches of
+	// each thread by tid, as last read; ended those of the threads since
+	// gone, so that the sum never drops while the process runs.
+	switches map[string][2]float64
+	ended    [2]float64
 }
 
 // finder looks for the app process once.
@@ -344,15 +353,10 @@ func (c *AppCollector) read() (sample, bool) {
 	}
 	// status and limits are parsed here for the two figures needed:
 	// procfs parses every line, which costs most of a scrape.
-	text, err := c.readPID(t, fileStatus)
-	var vol, nonvol float64
-	if err == nil {
-		vol, nonvol, err = parseCtxSwitches(text)
-	}
-	if c.check(fileStatus, t, err) {
+	if vol, nonvol, err := c.ctxSwitches(t); c.check(fileStatus, t, err) {
 		s.voluntary, s.nonvoluntary = optional{vol, true}, optional{nonvol, true}
 	}
-	text, err = c.readPID(t, fileLimits)
+	text, err := c.readPID(t, fileLimits)
 	var maxFDs float64
 	if err == nil {
 		maxFDs, err = parseMaxFDs(text)
@@ -368,6 +372,60 @@ func (c *AppCollector) read() (sample, bool) {
 		s.openFDs = optional{float64(n), true}
 	}
 	return s, true
+}
+
+// ctxSwitches returns the context switches of every thread of t, from
+// /proc/<pid>/task/<tid>/status: /proc/<pid>/status has its main
+// thread's alone. A thread that has ended keeps the counts it had at the
+// last read, and a tid whose counts went down now belongs to a newer
+// thread, so the sums never drop while the process runs; the switches a
+// thread made after the last read before it ended are not counted.
+func (c *AppCollector) ctxSwitches(t *target) (vol, nonvol float64, err error) {
+	dir := filepath.Join(c.root, t.pid, "task")
+	tids, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	now := make(map[string][2]float64, len(tids))
+	for _, tid := range tids {
+		err := c.readInto(filepath.Join(dir, tid.Name(), fileStatus))
+		if gone(err) {
+			continue // the thread ended since the directory was read
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		v, n, err := parseCtxSwitches(c.buf.String())
+		if err != nil {
+			return 0, 0, fmt.Errorf("thread %s: %w", tid.Name(), err)
+		}
+		now[tid.Name()] = [2]float64{v, n}
+	}
+	for tid, last := range t.switches {
+		if cur, ok := now[tid]; !ok || cur[0] < last[0] || cur[1] < last[1] {
+			t.ended[0] += last[0]
+			t.ended[1] += last[1]
+		}
+	}
+	t.switches = now
+	vol, nonvol = t.ended[0], t.ended[1]
+	for _, cur := range now {
+		vol += cur[0]
+		nonvol += cur[1]
+	}
+	return vol, nonvol, nil
+}
+
+// readInto reads the file at path into c.buf.
+func (c *AppCollector) readInto(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	c.buf.Reset()
+	_, err = c.buf.ReadFrom(f)
+	return err
 }
 
 // readPID reads the file name of the target's /proc/<pid>.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,8 +30,16 @@ import (
 // closes.
 const helperEnv = "OUTRIDER_EXPORTER_TEST_LISTEN"
 
+// helperSleepsEnv makes the helper, before it listens, sleep that many
+// times on a thread other than its main one: each sleep is a voluntary
+// context switch of that thread.
+const helperSleepsEnv = "OUTRIDER_EXPORTER_TEST_SLEEPS"
+
 func TestMain(m *testing.M) {
 	if addr := os.Getenv(helperEnv); addr != "" {
+		if n, _ := strconv.Atoi(os.Getenv(helperSleepsEnv)); n > 0 {
+			sleepOnAThread(n)
+		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
@@ -155,8 +164,8 @@ func TestFixtureScrape(t *testing.T) {
 		`outrider_app_max_fds`:                                     1024,
 		`outrider_app_io_read_bytes_total`:                         4096,
 		`outrider_app_io_write_bytes_total`:                        8192,
-		`outrider_app_context_switches_total{type="voluntary"}`:    123,
-		`outrider_app_context_switches_total{type="nonvoluntary"}`: 45,
+		`outrider_app_context_switches_total{type="voluntary"}`:    1123, // 123 + 1000, of two threads
+		`outrider_app_context_switches_total{type="nonvoluntary"}`: 50,   // 45 + 5
 		`outrider_app_scrape_errors_total{file="stat"}`:            0,
 		`outrider_app_scrape_errors_total{file="status"}`:          0,
 		`outrider_app_scrape_errors_total{file="limits"}`:          0,
@@ -265,7 +274,7 @@ func TestFixtureUnreadableFile(t *testing.T) {
 		errFile     string
 		wantMissing []string
 	}{
-		{name: "status garbage", file: "4242/status", garbage: true, errFile: "status",
+		{name: "status garbage", file: "4242/task/4244/status", garbage: true, errFile: "status",
 			wantMissing: []string{`outrider_app_context_switches_total{type="voluntary"}`, `outrider_app_context_switches_total{type="nonvoluntary"}`}},
 		{name: "limits garbage", file: "4242/limits", garbage: true, errFile: "limits",
 			wantMissing: []string{"outrider_app_max_fds"}},
@@ -275,7 +284,9 @@ func TestFixtureUnreadableFile(t *testing.T) {
 			wantMissing: []string{"outrider_app_open_fds"}},
 		{name: "limits", file: "4242/limits", errFile: "limits",
 			wantMissing: []string{"outrider_app_max_fds"}},
-		{name: "status", file: "4242/status", errFile: "status",
+		{name: "status", file: "4242/task/4242/status", errFile: "status",
+			wantMissing: []string{`outrider_app_context_switches_total{type="voluntary"}`, `outrider_app_context_switches_total{type="nonvoluntary"}`}},
+		{name: "task", file: "4242/task", errFile: "status",
 			wantMissing: []string{`outrider_app_context_switches_total{type="voluntary"}`, `outrider_app_context_switches_total{type="nonvoluntary"}`}},
 		{name: "uptime", file: "uptime", errFile: "uptime",
 			wantMissing: []string{"outrider_app_start_time_seconds"}},
@@ -420,7 +431,7 @@ func TestFixtureVanished(t *testing.T) {
 	t.Run("mid scrape", func(t *testing.T) {
 		// stat was read, then the process went: every later file is gone.
 		root := fixture(t)
-		for _, f := range []string{"status", "limits", "io", "fd"} {
+		for _, f := range []string{"status", "task", "limits", "io", "fd"} {
 			if err := os.RemoveAll(filepath.Join(root, "4242", f)); err != nil {
 				t.Fatal(err)
 			}
@@ -465,6 +476,61 @@ func TestFixtureVanished(t *testing.T) {
 			t.Errorf("want the reuse logged once, got %d", n)
 		}
 	})
+}
+
+// TestFixtureContextSwitchesNeverDrop: a thread that ends keeps its
+// counts in the sums, and a tid taken by a newer thread adds the newer
+// one's, so the counters do not drop while the process runs.
+func TestFixtureContextSwitchesNeverDrop(t *testing.T) {
+	const vol, nonvol = `outrider_app_context_switches_total{type="voluntary"}`, `outrider_app_context_switches_total{type="nonvoluntary"}`
+	writeStatus := func(t *testing.T, root, tid string, v, n int) {
+		t.Helper()
+		dir := filepath.Join(root, "4242/task", tid)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		text := fmt.Sprintf("Name:\tfixture app\nvoluntary_ctxt_switches:\t%d\nnonvoluntary_ctxt_switches:\t%d\n", v, n)
+		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type step struct {
+		change              func(t *testing.T, root string)
+		wantVol, wantNonvol float64
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{name: "a thread ends", steps: []step{
+			{change: func(*testing.T, string) {}, wantVol: 1123, wantNonvol: 50},
+			{change: func(t *testing.T, root string) { writeStatus(t, root, "4244", 1500, 7) }, wantVol: 1623, wantNonvol: 52},
+			{change: func(t *testing.T, root string) { _ = os.RemoveAll(filepath.Join(root, "4242/task/4244")) }, wantVol: 1623, wantNonvol: 52},
+			{change: func(t *testing.T, root string) { writeStatus(t, root, "4242", 200, 50) }, wantVol: 1700, wantNonvol: 57},
+		}},
+		{name: "a new thread starts", steps: []step{
+			{change: func(*testing.T, string) {}, wantVol: 1123, wantNonvol: 50},
+			{change: func(t *testing.T, root string) { writeStatus(t, root, "4250", 3, 1) }, wantVol: 1126, wantNonvol: 51},
+		}},
+		{name: "a tid is taken by a newer thread", steps: []step{
+			{change: func(*testing.T, string) {}, wantVol: 1123, wantNonvol: 50},
+			{change: func(t *testing.T, root string) { writeStatus(t, root, "4244", 10, 1) }, wantVol: 1133, wantNonvol: 51},
+			{change: func(t *testing.T, root string) { writeStatus(t, root, "4244", 20, 1) }, wantVol: 1143, wantNonvol: 51},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := fixture(t)
+			c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+			for i, st := range tt.steps {
+				st.change(t, root)
+				got := scrape(t, c)
+				if got[vol] != st.wantVol || got[nonvol] != st.wantNonvol {
+					t.Errorf("scrape %d: want voluntary %v and nonvoluntary %v, got %v and %v", i+1, st.wantVol, st.wantNonvol, got[vol], got[nonvol])
+				}
+			}
+		})
+	}
 }
 
 func TestFixtureDiscovery(t *testing.T) {
@@ -786,12 +852,36 @@ func TestOldest(t *testing.T) {
 	}
 }
 
+// sleepOnAThread sleeps n times on a thread of its own, never the main
+// one, and returns once it is done; the thread lives on.
+func sleepOnAThread(n int) {
+	done := make(chan struct{})
+	var sleeper func()
+	sleeper = func() {
+		// Locked and never unlocked: the thread is neither reused nor ended.
+		runtime.LockOSThread()
+		if syscall.Gettid() == os.Getpid() {
+			// The main thread: keep it, so the next try lands elsewhere.
+			go sleeper()
+			select {}
+		}
+		for range n {
+			ts := syscall.Timespec{Nsec: 10_000}
+			_ = syscall.Nanosleep(&ts, nil)
+		}
+		close(done)
+		select {}
+	}
+	go sleeper()
+	<-done
+}
+
 // startHelper starts this test binary as an app listening on addr, and
-// returns its pid and the address it bound.
-func startHelper(t *testing.T, addr string) (int, string) {
+// returns its pid and the address it bound. env is added to the helper's.
+func startHelper(t *testing.T, addr string, env ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+addr)
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+addr), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -853,6 +943,23 @@ func TestDiscoverRealProcess(t *testing.T) {
 				t.Errorf("want real figures, got %v", got)
 			}
 		})
+	}
+}
+
+// TestContextSwitchesOfAllThreads: the counts are the whole process's,
+// not its main thread's alone, which is all /proc/<pid>/status tells.
+func TestContextSwitchesOfAllThreads(t *testing.T) {
+	const sleeps = 2000
+	pid, _ := startHelper(t, "127.0.0.1:0", helperSleepsEnv+"="+strconv.Itoa(sleeps))
+	c, _ := newCollector(t, AppOptions{PIDFile: pidFile(t, pid), Addr: "127.0.0.1:1"})
+	c.now = time.Now
+	got := scrape(t, c)
+	if infoPID(got) != pid {
+		t.Fatalf("want pid %d, got %v", pid, got)
+	}
+	const key = `outrider_app_context_switches_total{type="voluntary"}`
+	if got[key] < sleeps {
+		t.Errorf("%s: want at least the %d sleeps of a second thread, got %v", key, sleeps, got[key])
 	}
 }
 
