@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -17,12 +20,21 @@ var errNotRunning = errors.New("the peer cache is not running")
 // ServeHTTP answers with the passing instances of the service named by
 // the {service} wildcard of the pattern it is mounted on, as a JSON array
 // of Peer. The first request for a service starts its watch and waits up
-// to FirstWait for Consul's first answer.
+// to FirstWait for Consul's first answer. A request with query parameters
+// is refused: there are no filters to apply them to.
 func (c *Cache) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	service := r.PathValue("service")
 	if !servicename.Valid(service) {
 		c.refuse(rw, http.StatusBadRequest, fmt.Sprintf(
 			"invalid service name %q: want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters", service))
+		return
+	}
+	if r.URL.RawQuery != "" {
+		// Silently ignored, a tag or datacenter filter would get every
+		// instance, and a blocking query (index, wait) an immediate answer
+		// each time: a hot loop.
+		c.refuse(rw, http.StatusBadRequest, fmt.Sprintf(
+			"query parameters %q: /v1/peers/{service} takes none; it has no tag, datacenter or other filter and no blocking queries, and answers the passing instances at once", queryKeys(r.URL.RawQuery)))
 		return
 	}
 	// The bound on the wait starts only if there is something to wait for.
@@ -97,4 +109,14 @@ func (c *Cache) watchFor(ctx context.Context, service string, timeout func() <-c
 func (c *Cache) refuse(rw http.ResponseWriter, code int, msg string) {
 	c.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 	http.Error(rw, msg, code)
+}
+
+// queryKeys returns the parameter names of a query string, sorted, or the
+// query itself when no name can be read from it.
+func queryKeys(raw string) []string {
+	q, _ := url.ParseQuery(raw)
+	if len(q) == 0 {
+		return []string{raw}
+	}
+	return slices.Sorted(maps.Keys(q))
 }

@@ -120,6 +120,50 @@ func TestServeBadNames(t *testing.T) {
 	}
 }
 
+// TestServeRefusesQueryParameters: the endpoint has no filters and no
+// blocking queries, so a parameter that would ask for one (as Consul's own
+// API takes them) is refused rather than answered with every instance at
+// once.
+func TestServeRefusesQueryParameters(t *testing.T) {
+	h := newHarness(t, Options{})
+	blue := entry("web-1", "10.0.0.1", "", 8080)
+	blue.Service.Tags = []string{"blue"}
+	green := entry("web-2", "10.0.0.2", "", 8080)
+	green.Service.Tags = []string{"green"}
+	if r := h.serve(t, "web", 5, blue, green); r.code != http.StatusOK {
+		t.Fatalf("GET /v1/peers/web = %d %q, want 200", r.code, r.body)
+	}
+	tests := []struct {
+		name     string
+		path     string // after /v1/peers/
+		wantCode int
+		wantBody string
+	}{
+		{name: "tag filter", path: "web?tag=blue", wantCode: http.StatusBadRequest, wantBody: `query parameters ["tag"]`},
+		{name: "blocking query", path: "web?index=5&wait=5m", wantCode: http.StatusBadRequest, wantBody: `query parameters ["index" "wait"]`},
+		{name: "datacenter", path: "web?dc=eu", wantCode: http.StatusBadRequest, wantBody: `query parameters ["dc"]`},
+		{name: "flag", path: "web?passing", wantCode: http.StatusBadRequest, wantBody: `query parameters ["passing"]`},
+		{name: "unreadable query", path: "web?%zz", wantCode: http.StatusBadRequest, wantBody: `query parameters ["%zz"]`},
+		{name: "service not watched yet", path: "api?tag=blue", wantCode: http.StatusBadRequest, wantBody: `query parameters ["tag"]`},
+		{name: "empty query", path: "web?", wantCode: http.StatusOK, wantBody: `"web-2"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := wait(t, h.get(tt.path))
+			if r.code != tt.wantCode || !strings.Contains(r.body, tt.wantBody) {
+				t.Errorf("GET /v1/peers/%s = %d %q, want %d and %q", tt.path, r.code, r.body, tt.wantCode, tt.wantBody)
+			}
+		})
+	}
+	h.consul.idle(t, "after requests with query parameters")
+	if got := testutil.ToFloat64(h.cache.metrics.watched); got != 1 {
+		t.Errorf("outrider_peers_watched_services = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(h.cache.metrics.requests.WithLabelValues("400")); got != 6 {
+		t.Errorf(`outrider_peers_requests_total{code="400"} = %v, want 6`, got)
+	}
+}
+
 func TestServeTooManyServices(t *testing.T) {
 	h := newHarness(t, Options{MaxServices: 2})
 	for _, s := range []string{"a", "b"} {
