@@ -87,6 +87,9 @@ type agent struct {
 	// stopSignals ends the subscription addSignals made, once the whole
 	// run group is done.
 	stopSignals func()
+	// serverConnsClosed counts, by server, the connections the metrics
+	// and admin servers closed to stay within maxServerConns.
+	serverConnsClosed *prometheus.CounterVec
 }
 
 // Readiness conditions, in the order /ready reports them.
@@ -208,6 +211,14 @@ func (a *agent) build() error {
 		}
 	}
 
+	serverConnsClosed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outrider_server_connections_closed_total",
+		Help: "Connections to the metrics or admin listener closed to keep the server within its bound of connections (a flood).",
+	}, []string{"server"})
+	if err := a.reg.Register(serverConnsClosed); err != nil {
+		return fmt.Errorf("register server metrics: %w", err)
+	}
+	a.serverConnsClosed = serverConnsClosed
 	if err := a.serve("metrics", "OUTRIDER_METRICS_LISTEN", a.cfg.Listen.Metrics, a.metrics, 30*time.Second); err != nil {
 		return err
 	}
@@ -273,7 +284,7 @@ func (a *agent) serve(name, envVar, addr string, h http.Handler, writeTimeout ti
 	if err != nil {
 		return fmt.Errorf("%s listener (%s=%s): %w", name, envVar, addr, err)
 	}
-	srv := newServer(h, writeTimeout, a.log.With("server", name))
+	srv := newServer(h, writeTimeout, maxServerConns, a.serverConnsClosed.WithLabelValues(name), a.log.With("server", name))
 	a.log.Info("listening", "server", name, "addr", ln.Addr().String())
 	a.group.Add(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

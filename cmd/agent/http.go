@@ -10,14 +10,20 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrider-sidecar/outrider/internal/version"
 )
 
 // newServer returns an HTTP server with every timeout set, so that a slow
-// or hostile client cannot hold outrider's own endpoints.
-func newServer(h http.Handler, writeTimeout time.Duration, log *slog.Logger) *http.Server {
+// or hostile client cannot hold outrider's own endpoints, and that holds
+// at most maxConns connections (see connCap); closed counts those it
+// closes to stay within them.
+func newServer(h http.Handler, writeTimeout time.Duration, maxConns int, closed prometheus.Counter, log *slog.Logger) *http.Server {
+	cc := &connCap{max: maxConns, closed: closed, open: map[net.Conn]connEntry{}}
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -25,8 +31,89 @@ func newServer(h http.Handler, writeTimeout time.Duration, log *slog.Logger) *ht
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		ConnState:         cc.track,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// maxServerConns is the most connections the metrics and the admin
+// server each hold: about 2 MiB at the 11 KiB a connection waiting for a
+// request was measured at, which fits in what the proxy's connection
+// bound keeps back for outrider's own use (docs/proxy.md#overload).
+// Unbounded, a flood of connections to the metrics port, which other pods
+// may reach, had outrider killed for memory within seconds.
+const maxServerConns = 128
+
+// connCap keeps an HTTP server within max connections, as nginx does
+// when its connections run out: a new connection past the bound closes
+// the one that has waited longest for a request (one that has sent none
+// yet, or a keep-alive one between requests), never one whose request is
+// being answered; only when every connection is in a request is the new
+// one closed. A flood of idle or half-sent connections thus holds no
+// more memory than the bound, and a client that sends its request at once
+// (Prometheus, the kubelet's probes, the preStop hook) is still answered,
+// which a bound that stopped accepting would not give.
+type connCap struct {
+	max    int
+	closed prometheus.Counter
+
+	mu   sync.Mutex
+	seq  uint64
+	open map[net.Conn]connEntry
+}
+
+// connEntry is one connection a server holds.
+type connEntry struct {
+	busy bool
+	// waiting orders the connections by when they began to wait.
+	waiting uint64
+}
+
+// track is the server's ConnState hook.
+func (c *connCap) track(nc net.Conn, st http.ConnState) {
+	var victim net.Conn
+	c.mu.Lock()
+	c.seq++
+	switch st {
+	case http.StateNew:
+		if len(c.open) >= c.max {
+			victim = c.longestWaiting()
+			if victim == nil {
+				victim = nc
+				break
+			}
+			delete(c.open, victim)
+		}
+		c.open[nc] = connEntry{waiting: c.seq}
+	case http.StateActive:
+		if _, ok := c.open[nc]; ok {
+			c.open[nc] = connEntry{busy: true}
+		}
+	case http.StateIdle:
+		if _, ok := c.open[nc]; ok {
+			c.open[nc] = connEntry{waiting: c.seq}
+		}
+	case http.StateHijacked, http.StateClosed:
+		delete(c.open, nc)
+	}
+	c.mu.Unlock()
+	if victim != nil {
+		_ = victim.Close()
+		c.closed.Inc()
+	}
+}
+
+// longestWaiting returns the connection that has waited longest without
+// a request in progress, or nil when every one has one. c.mu is held.
+func (c *connCap) longestWaiting() net.Conn {
+	var oldest net.Conn
+	var since uint64
+	for nc, e := range c.open {
+		if !e.busy && (oldest == nil || e.waiting < since) {
+			oldest, since = nc, e.waiting
+		}
+	}
+	return oldest
 }
 
 // requireToken lets a request through only with "Authorization: Bearer

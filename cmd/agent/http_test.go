@@ -1,11 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestRefuseBrowsers: a web page cannot drive the admin API, by a
@@ -92,4 +100,147 @@ func TestRequireToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// boundedServer serves GET /fast and GET /slow, which answers once release
+// is closed, with newServer bounded to bound connections. Each state a
+// connection enters is sent on states once the bound has handled it.
+func boundedServer(t *testing.T, bound int, release <-chan struct{}) (addr string, states <-chan http.ConnState, closed prometheus.Counter) {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /fast", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("GET /slow", func(http.ResponseWriter, *http.Request) { <-release })
+	closed = prometheus.NewCounter(prometheus.CounterOpts{Name: "closed_total", Help: "Connections closed."})
+	srv := newServer(mux, 10*time.Second, bound, closed, slog.New(slog.DiscardHandler))
+	ch := make(chan http.ConnState, 100)
+	track := srv.ConnState
+	srv.ConnState = func(nc net.Conn, st http.ConnState) {
+		track(nc, st)
+		ch <- st
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), ch, closed
+}
+
+// boundConn is a client connection of TestServerConnectionBound.
+type boundConn struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+// dialBound connects to addr and writes head.
+func dialBound(t *testing.T, addr, head string) *boundConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(nc, head); err != nil {
+		t.Fatal(err)
+	}
+	return &boundConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+// status reads an answer and returns its status code, or 0 when the
+// server closed the connection instead.
+func (c *boundConn) status() int {
+	c.t.Helper()
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			c.t.Fatalf("no answer and no close within 5s")
+		}
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// await waits for the server to have handled each of want, in order.
+func await(t *testing.T, states <-chan http.ConnState, want ...http.ConnState) {
+	t.Helper()
+	for _, w := range want {
+		select {
+		case got := <-states:
+			if got != w {
+				t.Fatalf("connection state: got %v, want %v", got, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("connection state: waited 5s for %v", w)
+		}
+	}
+}
+
+const (
+	fastGet = "GET /fast HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+	slowGet = "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+)
+
+// TestServerConnectionBound: a server at its bound of connections closes,
+// for each new one, the connection that has waited longest for a request,
+// never one whose request is being answered; when every connection is in
+// a request, the new one is closed.
+func TestServerConnectionBound(t *testing.T) {
+	t.Run("the longest waiting goes", func(t *testing.T) {
+		release := make(chan struct{})
+		addr, states, closed := boundedServer(t, 3, release)
+		idle := dialBound(t, addr, fastGet)
+		if code := idle.status(); code != http.StatusOK {
+			t.Fatalf("first connection: got %d, want 200", code)
+		}
+		await(t, states, http.StateNew, http.StateActive, http.StateIdle)
+		half := dialBound(t, addr, "GET /fast HTTP/1.1\r\n")
+		await(t, states, http.StateNew)
+		busy := dialBound(t, addr, slowGet)
+		await(t, states, http.StateNew, http.StateActive)
+
+		if code := dialBound(t, addr, fastGet).status(); code != http.StatusOK {
+			t.Errorf("a new connection at the bound: got %d, want 200", code)
+		}
+		if code := idle.status(); code != 0 {
+			t.Errorf("the idle keep-alive connection, the longest waiting: got %d, want it closed", code)
+		}
+		if _, err := io.WriteString(half.nc, "Host: 127.0.0.1\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if code := half.status(); code != http.StatusOK {
+			t.Errorf("the connection that had sent half a head: got %d, want 200", code)
+		}
+		close(release)
+		if code := busy.status(); code != http.StatusOK {
+			t.Errorf("the connection in a request: got %d, want 200", code)
+		}
+		if got := testutil.ToFloat64(closed); got != 1 {
+			t.Errorf("connections closed: got %v, want 1", got)
+		}
+	})
+	t.Run("every one in a request", func(t *testing.T) {
+		release := make(chan struct{})
+		addr, states, closed := boundedServer(t, 3, release)
+		var busy []*boundConn
+		for range 3 {
+			busy = append(busy, dialBound(t, addr, slowGet))
+			await(t, states, http.StateNew, http.StateActive)
+		}
+		if code := dialBound(t, addr, fastGet).status(); code != 0 {
+			t.Errorf("a new connection with every one in a request: got %d, want it closed", code)
+		}
+		close(release)
+		for i, c := range busy {
+			if code := c.status(); code != http.StatusOK {
+				t.Errorf("connection %d in a request: got %d, want 200", i, code)
+			}
+		}
+		if got := testutil.ToFloat64(closed); got != 1 {
+			t.Errorf("connections closed: got %v, want 1", got)
+		}
+	})
 }

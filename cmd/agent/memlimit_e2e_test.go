@@ -162,6 +162,62 @@ func sendGet(nc net.Conn) net.Conn {
 	return nc
 }
 
+// TestMetricsFloodUnderAMemoryLimit runs bin/outrider under a 32 MiB
+// memory limit and opens 4,000 connections to its metrics listener, which
+// other pods may reach, each with half a request head and no end. Held
+// all at once, they would have outrider killed for memory; the server
+// holds at most maxServerConns, closing the one that has waited longest
+// for each new one, so outrider keeps running and a new client, such as
+// the kubelet's readiness probe, is still answered.
+func TestMetricsFloodUnderAMemoryLimit(t *testing.T) {
+	const (
+		limit  = 32 << 20
+		floods = 4000
+	)
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < 2*floods {
+		t.Fatalf("the open-file limit (%d, %v) is too low to open %d connections: raise it (ulimit -n)", rl.Cur, err, floods)
+	}
+	cg, events := memoryCgroup(t, limit)
+	o, _ := startOutriderFromShell(t, fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec "$0"`, cg))
+	addr := strings.TrimPrefix(o.metrics, "http://")
+
+	var conns []net.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	for i := range floods {
+		nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err == nil {
+			_, err = nc.Write([]byte("GET /metrics HTTP/1.1\r\nHost: flood\r\n"))
+		}
+		if err != nil {
+			for deadline := time.Now().Add(5 * time.Second); !o.Exited() && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if o.Exited() {
+				t.Fatalf("outrider exited after %d connections to its metrics listener (OOM kills in its cgroup: %s):\n%s", i, oomKills(t, events), o.Output())
+			}
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, nc)
+	}
+	if code, body := httpGet(t, o.metrics+"/ready"); code != http.StatusOK {
+		t.Errorf("GET /ready with %d connections open: %d %q, want 200", floods, code, body)
+	}
+	if closed := waitSeries(t, o.metrics, `outrider_server_connections_closed_total{server="metrics"}`, 5*time.Second); closed < floods-maxServerConns {
+		t.Errorf(`outrider_server_connections_closed_total{server="metrics"} = %v, want at least the %d connections past the bound`, closed, floods-maxServerConns)
+	}
+	if o.Exited() {
+		t.Fatalf("outrider exited during the flood (OOM kills in its cgroup: %s):\n%s", oomKills(t, events), o.Output())
+	}
+	if n := oomKills(t, events); n != "0" {
+		t.Errorf("%s: oom_kill %s, want 0", events, n)
+	}
+}
+
 // TestMemoryLimitInCheckConfig runs bin/outrider in cgroups with memory
 // limits: check-config shows the limit and the bound it sets, warns of a
 // bound set past it, and a limit that leaves outrider no room for client
