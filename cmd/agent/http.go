@@ -24,7 +24,7 @@ import (
 // closes to stay within them.
 func newServer(h http.Handler, writeTimeout time.Duration, maxConns int, closed prometheus.Counter, log *slog.Logger) *http.Server {
 	cc := &connCap{max: maxConns, closed: closed, open: map[net.Conn]connEntry{}}
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -34,6 +34,12 @@ func newServer(h http.Handler, writeTimeout time.Duration, maxConns int, closed 
 		ConnState:         cc.track,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Shutdown closes idle keep-alive connections but waits up to 5 s for
+	// a connection that has sent no request yet, per server, as one that
+	// may be about to; at exit nothing is, and a client that connects and
+	// sends nothing would delay the exit after a drain by that much.
+	srv.RegisterOnShutdown(cc.closeWaiting)
+	return srv
 }
 
 // maxServerConns is the most connections the metrics and the admin
@@ -100,6 +106,21 @@ func (c *connCap) track(nc net.Conn, st http.ConnState) {
 	if victim != nil {
 		_ = victim.Close()
 		c.closed.Inc()
+	}
+}
+
+// closeWaiting closes every connection that is not in a request.
+func (c *connCap) closeWaiting() {
+	c.mu.Lock()
+	var waiting []net.Conn
+	for nc, e := range c.open {
+		if !e.busy {
+			waiting = append(waiting, nc)
+		}
+	}
+	c.mu.Unlock()
+	for _, nc := range waiting {
+		_ = nc.Close()
 	}
 }
 

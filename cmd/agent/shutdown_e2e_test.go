@@ -690,3 +690,38 @@ func TestShutdownRequestsThatDrainNothing(t *testing.T) {
 		t.Errorf("a refused request started the drain: /status %s", body)
 	}
 }
+
+// TestShutdownExitsDespiteSilentConnections: a connection to the metrics
+// or admin listener that has sent no request, or half of one, does not
+// hold outrider's exit after the drain (it held each server's shutdown
+// for 5 s).
+func TestShutdownExitsDespiteSilentConnections(t *testing.T) {
+	t.Parallel()
+	o := startOutrider(t, 20*time.Second)
+	for _, base := range []string{o.metrics, o.admin} {
+		for _, sent := range []string{"", "GET /metrics HTTP/1.1\r\n"} {
+			c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, sent); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The servers have taken the connections in: a request on a new one
+	// is answered after them.
+	if code, _ := httpGet(t, o.metrics+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d, want 200", code)
+	}
+	if code, _ := httpGet(t, o.admin+"/status"); code != http.StatusOK {
+		t.Fatalf("/status = %d, want 200", code)
+	}
+	start := time.Now()
+	o.Signal(syscall.SIGTERM)
+	code := o.Wait(20 * time.Second)
+	if took := time.Since(start); code != exitOK || took > 3*time.Second {
+		t.Errorf("exit %d %s after SIGTERM, want 0 within 3 s:\n%s", code, took.Round(time.Millisecond), o.Output())
+	}
+}
