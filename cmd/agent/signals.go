@@ -27,6 +27,22 @@ func isStop(sig os.Signal) bool { return sig == syscall.SIGTERM || sig == os.Int
 // forwarded are the signals wrap mode passes on to the app.
 var forwarded = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT}
 
+// passedOn is forwarded less the signals outrider was started with
+// ignored: SIGHUP under nohup. Catching one would end the ignore for the
+// app too, whose exec resets a caught signal to its default, and the
+// hangup at logout would then kill the app that nohup was to keep
+// running. Left alone, it stays ignored in outrider and in the app.
+func passedOn() (caught, ignored []os.Signal) {
+	for _, sig := range forwarded {
+		if signal.Ignored(sig) {
+			ignored = append(ignored, sig)
+		} else {
+			caught = append(caught, sig)
+		}
+	}
+	return caught, ignored
+}
+
 // addSignals adds the actor that turns SIGTERM or SIGINT into the drain
 // sequence and then an orderly stop; in wrap mode it also owns the child.
 // Signals are subscribed here, before anything runs, so none is lost, and
@@ -37,7 +53,12 @@ var forwarded = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, sy
 func (a *agent) addSignals() {
 	sigs := make(chan os.Signal, 8)
 	if a.wrapMode {
-		signal.Notify(sigs, append([]os.Signal{os.Interrupt, syscall.SIGTERM}, forwarded...)...)
+		caught, ignored := passedOn()
+		for _, sig := range ignored {
+			a.log.Info("signal ignored since outrider started (as under nohup): the app inherits the ignore, and it is not passed on",
+				"signal", signalName(sig))
+		}
+		signal.Notify(sigs, append([]os.Signal{os.Interrupt, syscall.SIGTERM}, caught...)...)
 	} else {
 		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -190,6 +191,11 @@ func TestWrapAppStopsWhenOutriderIsKilled(t *testing.T) {
 // outrider keeps running.
 func TestWrapForwardsSignals(t *testing.T) {
 	t.Parallel()
+	// A test process started with SIGHUP ignored (nohup go test) would
+	// start outrider so, which then leaves SIGHUP alone
+	// (TestWrapKeepsSIGHUPIgnoredUnderNohup): caught here, it is at its
+	// default in the processes this one starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "hup")
 	appAddr := testbin.FreeAddr(t)
@@ -211,6 +217,62 @@ func TestWrapForwardsSignals(t *testing.T) {
 	if code := p.Wait(20 * time.Second); code != 128+int(syscall.SIGTERM) {
 		t.Errorf("exit status: got %d, want %d (the shell killed by SIGTERM)", code, 128+int(syscall.SIGTERM))
 	}
+}
+
+// TestWrapKeepsSIGHUPIgnoredUnderNohup: outrider started with SIGHUP
+// ignored (nohup, so that the app outlives the login session) neither
+// catches SIGHUP nor passes it on, and the app inherits the ignore, as if
+// nohup had started it: the hangup at logout leaves both running. The app
+// then takes a SIGUSR1 that is passed on, and exits 7 on it; had the
+// SIGHUP reached it, it would have died of it (129).
+func TestWrapKeepsSIGHUPIgnoredUnderNohup(t *testing.T) {
+	t.Parallel()
+	script := `trap 'exit 7' USR1; echo app-ready $$; while :; do sleep 0.05; done`
+	// sh ignores SIGHUP as nohup does, then becomes outrider.
+	p := testbin.Start(t, "/bin/sh", []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), "OUTRIDER_DRAIN_DELAY=0s"},
+		"-c", `trap '' HUP && exec "$0" "$@"`, testbin.Outrider(t), "run", "--", "/bin/sh", "-c", script)
+	var ready string
+	regEventually(t, 20*time.Second, "the app started", func() (bool, string) {
+		ready = outputLine(p.Output(), "app-ready ")
+		return ready != "", "no app-ready line"
+	})
+	app, err := strconv.Atoi(strings.TrimPrefix(ready, "app-ready "))
+	if err != nil {
+		t.Fatalf("app pid from %q: %v", ready, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-app, syscall.SIGKILL) })
+	if !ignores(t, app, syscall.SIGHUP) {
+		t.Errorf("the app does not ignore SIGHUP, which outrider was started with ignored")
+	}
+	// In this order: outrider hears and passes on SIGHUP before SIGUSR1,
+	// and SIGHUP's default action kills at once.
+	p.Signal(syscall.SIGHUP)
+	p.Signal(syscall.SIGUSR1)
+	if code := p.Wait(20 * time.Second); code != 7 {
+		t.Errorf("exit status: got %d, want the app's 7 on SIGUSR1 (129: SIGHUP reached the app and killed it)", code)
+	}
+}
+
+// ignores reports whether process pid ignores sig, from its /proc status.
+func ignores(t *testing.T, pid int, sig syscall.Signal) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if hex, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				t.Fatalf("SigIgn of pid %d: %v", pid, err)
+			}
+			return mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	t.Fatalf("no SigIgn line in the status of pid %d", pid)
+	return false
 }
 
 // TestWrapSignalDuringAppStop: while outrider gives an app that ignores
