@@ -86,6 +86,19 @@ func oomKills(t *testing.T, events string) string {
 	return ""
 }
 
+// failedConnection fails a flood test whose connection n failed with err,
+// saying whether outrider exited (and was killed for memory) or not.
+func failedConnection(t *testing.T, o outrider, events string, n int, err error) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !o.Exited() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if o.Exited() {
+		t.Fatalf("outrider exited after %d connections (OOM kills in its cgroup: %s):\n%s", n, oomKills(t, events), o.Output())
+	}
+	t.Fatalf("connection %d: %v", n, err)
+}
+
 // TestConnectionFloodUnderAMemoryLimit runs bin/outrider in a cgroup with
 // a 32 MiB memory limit, as a container with that limit, and opens 4,000
 // keep-alive connections that each send a request. Bounded by the open-file
@@ -117,14 +130,7 @@ func TestConnectionFloodUnderAMemoryLimit(t *testing.T) {
 	for i := range floods {
 		nc, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
 		if err != nil {
-			// A refused connection: is outrider gone?
-			for deadline := time.Now().Add(5 * time.Second); !o.Exited() && time.Now().Before(deadline); {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if o.Exited() {
-				t.Fatalf("outrider exited after %d connections (OOM kills in its cgroup: %s):\n%s", i, oomKills(t, events), o.Output())
-			}
-			t.Fatalf("connection %d: %v", i, err)
+			failedConnection(t, o, events, i, err)
 		}
 		conns = append(conns, nc)
 		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
@@ -194,13 +200,7 @@ func TestMetricsFloodUnderAMemoryLimit(t *testing.T) {
 			_, err = nc.Write([]byte("GET /metrics HTTP/1.1\r\nHost: flood\r\n"))
 		}
 		if err != nil {
-			for deadline := time.Now().Add(5 * time.Second); !o.Exited() && time.Now().Before(deadline); {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if o.Exited() {
-				t.Fatalf("outrider exited after %d connections to its metrics listener (OOM kills in its cgroup: %s):\n%s", i, oomKills(t, events), o.Output())
-			}
-			t.Fatalf("connection %d: %v", i, err)
+			failedConnection(t, o, events, i, err)
 		}
 		conns = append(conns, nc)
 	}

@@ -700,14 +700,7 @@ func TestShutdownExitsDespiteSilentConnections(t *testing.T) {
 	o := startOutrider(t, 20*time.Second)
 	for _, base := range []string{o.metrics, o.admin} {
 		for _, sent := range []string{"", "GET /metrics HTTP/1.1\r\n"} {
-			c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := io.WriteString(c, sent); err != nil {
-				t.Fatal(err)
-			}
+			dialBound(t, strings.TrimPrefix(base, "http://"), sent)
 		}
 	}
 	// The servers have taken the connections in: a request on a new one
