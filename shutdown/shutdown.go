@@ -160,17 +160,26 @@ func (s *Sequence) Timings() (delay, timeout time.Duration) {
 }
 
 // Start begins the drain unless it has begun, and returns a channel closed
-// when it is done. trigger names the cause in the report.
+// when it is done. trigger names the cause in the report. The instance is
+// out of readiness when Start returns, so a caller answering "draining"
+// is never contradicted by /ready.
 func (s *Sequence) Start(trigger string) <-chan struct{} {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.started {
-		s.started = true
-		ctx, cancel := context.WithCancel(context.Background())
-		s.abort = cancel
-		s.ran.delay, s.ran.timeout = s.delay, s.timeout
-		go s.run(ctx, trigger, s.ran.delay, s.ran.timeout)
+	if s.started {
+		s.mu.Unlock()
+		return s.done
 	}
+	s.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	s.abort = cancel
+	s.ran.delay, s.ran.timeout = s.delay, s.timeout
+	delay, timeout := s.ran.delay, s.ran.timeout
+	s.mu.Unlock()
+
+	s.m.draining.Set(1)
+	s.o.Log.Info("drain started", "trigger", trigger, "delay", delay, "timeout", timeout)
+	s.o.OnDraining()
+	go s.run(ctx, trigger, delay, timeout)
 	return s.done
 }
 
@@ -225,15 +234,12 @@ func (s *Sequence) abortReason() string {
 	return s.aborted
 }
 
-// run is the sequence itself; the Sequence owns its goroutine and Done
-// tells when it ends.
+// run is the sequence after Start has taken the instance out of
+// readiness; the Sequence owns its goroutine and Done tells when it ends.
 func (s *Sequence) run(ctx context.Context, trigger string, delay, timeout time.Duration) {
 	start := s.clock.Now()
 	rep := Report{Trigger: trigger, Started: start}
 	var errs []error
-	s.m.draining.Set(1)
-	s.o.Log.Info("drain started", "trigger", trigger, "delay", delay, "timeout", timeout)
-	s.o.OnDraining()
 
 	// 1. Out of the registry: clients stop picking the instance.
 	rep.Deregistered = true

@@ -155,6 +155,24 @@ func TestSequenceOrder(t *testing.T) {
 	}
 }
 
+// TestStartLeavesReadinessFirst: when Start returns, the instance is out of
+// readiness and outrider_draining is 1, so POST /drain's 202 is never
+// followed by a /ready that still says 200.
+func TestStartLeavesReadinessFirst(t *testing.T) {
+	for range 50 {
+		f := newFixture(t, nil)
+		f.seq.Start("drain")
+		if got := f.steps.list(); len(got) == 0 || got[0] != "not ready" {
+			t.Fatalf("steps when Start returned: got %v, want [not ready] first", got)
+		}
+		if got := testutil.ToFloat64(f.seq.m.draining); got != 1 {
+			t.Fatalf("outrider_draining when Start returned: got %v, want 1", got)
+		}
+		f.passDelay(t, 5*time.Second)
+		waitDone(t, f.seq)
+	}
+}
+
 func TestTriggersJoinOneDrain(t *testing.T) {
 	f := newFixture(t, nil)
 	const callers = 5
