@@ -286,15 +286,24 @@ func (a *agent) serve(name, envVar, addr string, h http.Handler, writeTimeout ti
 	}
 	srv := newServer(h, writeTimeout, maxServerConns, a.serverConnsClosed.WithLabelValues(name), a.log.With("server", name))
 	a.log.Info("listening", "server", name, "addr", ln.Addr().String())
+	// The interrupt only starts the shutdown, and the actor waits for it:
+	// the group interrupts its actors one after the other, so the servers
+	// wait for their requests in flight (up to 5 s each) at the same time,
+	// not in turn.
+	stopped := make(chan struct{})
 	a.group.Add(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("%s server on %s: %w", name, addr, err)
 		}
+		<-stopped
 		return nil
 	}, func(error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
+		go func() {
+			defer close(stopped)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		}()
 	})
 	return nil
 }
