@@ -17,7 +17,9 @@
 // events it took. Every poll interval it also checks the directories and
 // the file, so a change whose events were lost is still reported. When
 // the directory cannot be watched (inotify limits), it polls the content
-// instead and says so once in the log.
+// instead and says so once in the log. A file that is a mount point of its
+// own (a Kubernetes subPath mount) keeps what it was mounted from, whatever
+// takes its source's name later: it says so too.
 package watch
 
 import (
@@ -33,6 +35,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/procfs"
 
 	"github.com/outrider-sidecar/outrider/internal/regularfile"
 )
@@ -118,6 +121,30 @@ func New(path string, onChange func(), o Options) *Watcher {
 	return w
 }
 
+// mountedAlone reports whether the file at path is a mount point, as
+// /proc/self/mountinfo lists them: the mount holds the file it was made
+// from, not what later takes that file's name at the source.
+func mountedAlone(path string) bool {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	mounts, err := procfs.GetMounts()
+	if err != nil {
+		return false
+	}
+	point := mountEscaper.Replace(real)
+	for _, m := range mounts {
+		if m.MountPoint == point {
+			return true
+		}
+	}
+	return false
+}
+
+// mountEscaper spells a path as /proc/self/mountinfo does.
+var mountEscaper = strings.NewReplacer(`\`, `\134`, " ", `\040`, "\t", `\011`, "\n", `\012`)
+
 func watchDir(dir string) (*fsnotify.Watcher, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -132,6 +159,11 @@ func watchDir(dir string) (*fsnotify.Watcher, error) {
 
 // Run watches until ctx ends, then returns nil.
 func (w *Watcher) Run(ctx context.Context) error {
+	if mountedAlone(w.path) {
+		w.log.Warn("the config file is a mount of its own (a Kubernetes subPath mount, or a bind mount of the file): "+
+			"a file put in place of its source, as the kubelet does on a ConfigMap update and most editors on a save, never reaches it; "+
+			"mount the directory that holds the file instead", "file", w.path)
+	}
 	dir := filepath.Dir(w.path)
 	fw, err := w.watchDir(dir)
 	if err != nil {
