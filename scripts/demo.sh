@@ -26,23 +26,31 @@ for addr in "127.0.0.1:$CONSUL_PORT" "$APP_ADDR" "$PROXY_ADDR" "$METRICS_ADDR" "
 done
 
 logs=$(mktemp -d)
+# Every process started so far, in the order started; cleanup stops them in
+# reverse: each outrider (it drains first), then the app, then Consul.
 pids=()
 # Each server runs in a session of its own (setsid), so that a terminal's
 # Ctrl-C reaches this script alone: cleanup then stops them in order, one
 # signal each. Sent to the whole foreground group, it would stop Consul at
 # once and give each outrider a second signal, which cuts its drain short.
+# Cleanup ends the script: a Ctrl-C during start-up must not go on starting
+# servers that nothing would stop.
 cleanup() {
+	local status=${1:-$?}
 	trap - INT TERM EXIT
 	echo
 	echo "demo: stopping the replicas (each drains first) and consul"
 	# outrider first, so it deregisters while Consul is still up.
-	for pid in "${pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${pids[i]}" 2>/dev/null || true
+		wait "${pids[i]}" 2>/dev/null || true
 	done
 	echo "demo: logs were in $logs"
+	exit "$status"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup 130' INT
+trap 'cleanup 143' TERM
+trap cleanup EXIT
 
 wait_http() {
 	for _ in $(seq 1 200); do
@@ -55,9 +63,9 @@ wait_http() {
 
 setsid bin/consul agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$CONSUL_PORT" \
 	-dns-port -1 -grpc-port -1 -grpc-tls-port -1 -log-level warn >"$logs/consul.log" 2>&1 &
-consul_pid=$!
+pids+=($!)
 setsid bin/echo -listen "$APP_ADDR" >"$logs/echo.log" 2>&1 &
-echo_pid=$!
+pids+=($!)
 wait_http "http://127.0.0.1:$CONSUL_PORT/v1/status/leader"
 
 OUTRIDER_SERVICE_NAME=echo \
@@ -74,6 +82,7 @@ OUTRIDER_LOG_FORMAT=text \
 CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT" \
 	setsid bin/outrider > >(trap '' INT; exec tee "$logs/outrider.log") 2>&1 &
 outrider_pid=$!
+pids+=("$outrider_pid")
 
 # The second replica: outrider starts the app itself and stops it after
 # the drain.
@@ -91,9 +100,7 @@ OUTRIDER_DRAIN_DELAY=1s \
 OUTRIDER_LOG_FORMAT=text \
 CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT" \
 	setsid bin/outrider run -- bin/echo -listen "$APP2_ADDR" >"$logs/wrapped.log" 2>&1 &
-wrapped_pid=$!
-# Stop order: each outrider (it drains first), then the app, then Consul.
-pids=("$outrider_pid" "$wrapped_pid" "$echo_pid" "$consul_pid")
+pids+=($!)
 wait_http "http://$METRICS_ADDR/healthz"
 wait_http "http://$METRICS2_ADDR/healthz"
 
