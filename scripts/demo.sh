@@ -35,15 +35,24 @@ pids=()
 # once and give each outrider a second signal, which cuts its drain short.
 # Cleanup ends the script: a Ctrl-C during start-up must not go on starting
 # servers that nothing would stop.
+# Another Ctrl-C while they stop must not end the script and leave the
+# rest running: it is passed on to the one stopping, as a second SIGTERM,
+# which cuts an outrider's drain short.
 cleanup() {
 	local status=${1:-$?}
-	trap - INT TERM EXIT
+	trap - EXIT
+	stopping=
+	trap 'kill -TERM "$stopping" 2>/dev/null || true' INT TERM
 	echo
 	echo "demo: stopping the replicas (each drains first) and consul"
 	# outrider first, so it deregisters while Consul is still up.
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill -TERM "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
+		stopping=${pids[i]}
+		kill -TERM "$stopping" 2>/dev/null || true
+		# A trapped signal ends wait early: wait until the process is gone.
+		while kill -0 "$stopping" 2>/dev/null; do
+			wait "$stopping" 2>/dev/null || true
+		done
 	done
 	echo "demo: logs were in $logs"
 	exit "$status"

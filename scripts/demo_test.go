@@ -14,11 +14,20 @@ import (
 
 func TestMain(m *testing.M) { testbin.Main(m) }
 
+// Stand-ins for Consul: a script that records its pid in the file named
+// by its first argument and never answers HTTP.
+const (
+	// consulQuick stops at once on SIGTERM.
+	consulQuick = "#!/bin/sh\necho $$ >\"$1\"\nexec sleep 60\n"
+	// consulSlow takes 2 s to stop, as a server that saves its state.
+	consulSlow = "#!/bin/sh\necho $$ >\"$1\"\ntrap 'sleep 2; exit 0' TERM\nwhile :; do sleep 0.1; done\n"
+)
+
 // demoTree lays out what demo.sh runs in a scratch copy of the repository:
-// the script, the sample app, and a Consul that starts but never answers.
-// Each of the two records its pid in dir/<name>.pid. The returned function
-// reads those pids.
-func demoTree(t *testing.T) (dir string, pids func() map[string]int) {
+// the script, the sample app, and consul, a stand-in for Consul. Each of
+// the two records its pid in dir/<name>.pid. The returned function reads
+// those pids.
+func demoTree(t *testing.T, consul string) (dir string, pids func() map[string]int) {
 	t.Helper()
 	dir = t.TempDir()
 	for _, d := range []string{"scripts", "bin"} {
@@ -36,7 +45,8 @@ func demoTree(t *testing.T) (dir string, pids func() map[string]int) {
 		}
 	}
 	write("scripts/demo.sh", string(script))
-	write("bin/consul", "#!/bin/sh\necho $$ >"+filepath.Join(dir, "consul.pid")+"\nexec sleep 60\n")
+	write("bin/consul.stub", consul)
+	write("bin/consul", "#!/bin/sh\nexec "+filepath.Join(dir, "bin", "consul.stub")+" "+filepath.Join(dir, "consul.pid")+"\n")
 	write("bin/echo", "#!/bin/sh\necho $$ >"+filepath.Join(dir, "echo.pid")+"\nexec "+testbin.Echo(t)+" \"$@\"\n")
 	pids = func() map[string]int {
 		m := map[string]int{}
@@ -63,19 +73,24 @@ func demoTree(t *testing.T) (dir string, pids func() map[string]int) {
 
 // A Ctrl-C (or a SIGTERM) while the demo is still starting stops what it
 // has started so far and ends the script at once; it used to stop nothing,
-// go on waiting for Consul, and leave the sample app running.
+// go on waiting for Consul, and leave the sample app running. A second
+// Ctrl-C while the servers stop does not end the script before they have:
+// it used to, and left the rest running.
 func TestDemoStoppedWhileStartingLeavesNothingRunning(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		group bool // the whole foreground process group, as a terminal's Ctrl-C
-		sig   syscall.Signal
-		want  int
+		name   string
+		consul string
+		group  bool // the whole foreground process group, as a terminal's Ctrl-C
+		sig    syscall.Signal
+		again  bool // the same signal again once the stop has begun
+		want   int
 	}{
-		{name: "Ctrl-C", group: true, sig: syscall.SIGINT, want: 130},
-		{name: "SIGTERM", sig: syscall.SIGTERM, want: 143},
+		{name: "Ctrl-C", consul: consulQuick, group: true, sig: syscall.SIGINT, want: 130},
+		{name: "SIGTERM", consul: consulQuick, sig: syscall.SIGTERM, want: 143},
+		{name: "Ctrl-C twice", consul: consulSlow, group: true, sig: syscall.SIGINT, again: true, want: 130},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir, pids := demoTree(t)
+			dir, pids := demoTree(t, tc.consul)
 			app := testbin.FreeAddr(t)
 			env := []string{
 				"CONSUL_PORT=" + strings.TrimPrefix(testbin.FreeAddr(t), "127.0.0.1:"),
@@ -96,6 +111,16 @@ func TestDemoStoppedWhileStartingLeavesNothingRunning(t *testing.T) {
 			}
 			if err := syscall.Kill(pid, tc.sig); err != nil {
 				t.Fatal(err)
+			}
+			if tc.again {
+				// The app stops at once, Consul in 2 s: press again meanwhile.
+				for !strings.Contains(p.Output(), "demo: stopping") && !p.Exited() {
+					time.Sleep(10 * time.Millisecond)
+				}
+				time.Sleep(300 * time.Millisecond)
+				if err := syscall.Kill(pid, tc.sig); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if code := p.Wait(5 * time.Second); code != tc.want {
 				t.Errorf("demo.sh exited with %d, want %d", code, tc.want)
