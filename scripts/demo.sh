@@ -7,6 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CONSUL_PORT=${CONSUL_PORT:-8500}
+# The dev server's RPC and gossip ports. A Consul agent already on this host
+# (a VM's usual client agent) holds 8301, a server 8300 and 8302 too,
+# whatever its HTTP port: moving CONSUL_PORT alone does not get past it.
+CONSUL_SERVER_PORT=${CONSUL_SERVER_PORT:-8300}
+CONSUL_SERF_LAN_PORT=${CONSUL_SERF_LAN_PORT:-8301}
+CONSUL_SERF_WAN_PORT=${CONSUL_SERF_WAN_PORT:-8302}
 APP_ADDR=${APP_ADDR:-127.0.0.1:8080}
 PROXY_ADDR=${PROXY_ADDR:-127.0.0.1:15001}
 METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:15090}
@@ -17,13 +23,17 @@ PROXY2_ADDR=${PROXY2_ADDR:-127.0.0.1:15011}
 METRICS2_ADDR=${METRICS2_ADDR:-127.0.0.1:15091}
 ADMIN2_ADDR=${ADMIN2_ADDR:-127.0.0.1:15010}
 
-for addr in "127.0.0.1:$CONSUL_PORT" "$APP_ADDR" "$PROXY_ADDR" "$METRICS_ADDR" "$ADMIN_ADDR" \
-	"$APP2_ADDR" "$PROXY2_ADDR" "$METRICS2_ADDR" "$ADMIN2_ADDR"; do
+busy=
+for var in CONSUL_PORT CONSUL_SERVER_PORT CONSUL_SERF_LAN_PORT CONSUL_SERF_WAN_PORT \
+	APP_ADDR PROXY_ADDR METRICS_ADDR ADMIN_ADDR APP2_ADDR PROXY2_ADDR METRICS2_ADDR ADMIN2_ADDR; do
+	addr=${!var}
+	[[ $addr == *:* ]] || addr=127.0.0.1:$addr
 	if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
-		echo "demo: $addr is already in use; stop what listens there, or set CONSUL_PORT, APP_ADDR, PROXY_ADDR, METRICS_ADDR, ADMIN_ADDR (and the same with 2 for the second replica)" >&2
-		exit 1
+		echo "demo: $addr is already in use; stop what listens there, or set $var to a free one" >&2
+		busy=1
 	fi
 done
+[ -z "$busy" ] || exit 1
 
 logs=$(mktemp -d)
 # Every process started so far, in the order started; cleanup stops them in
@@ -71,6 +81,7 @@ wait_http() {
 }
 
 setsid bin/consul agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$CONSUL_PORT" \
+	-server-port "$CONSUL_SERVER_PORT" -serf-lan-port "$CONSUL_SERF_LAN_PORT" -serf-wan-port "$CONSUL_SERF_WAN_PORT" \
 	-dns-port -1 -grpc-port -1 -grpc-tls-port -1 -log-level warn >"$logs/consul.log" 2>&1 &
 pids+=($!)
 setsid bin/echo -listen "$APP_ADDR" >"$logs/echo.log" 2>&1 &

@@ -1,6 +1,7 @@
 package scripts_test
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,8 +26,8 @@ const (
 
 // demoTree lays out what demo.sh runs in a scratch copy of the repository:
 // the script, the sample app, and consul, a stand-in for Consul. Each of
-// the two records its pid in dir/<name>.pid. The returned function reads
-// those pids.
+// the two records its pid in dir/<name>.pid, and Consul its command line
+// in dir/consul.args. The returned function reads those pids.
 func demoTree(t *testing.T, consul string) (dir string, pids func() map[string]int) {
 	t.Helper()
 	dir = t.TempDir()
@@ -46,7 +47,8 @@ func demoTree(t *testing.T, consul string) (dir string, pids func() map[string]i
 	}
 	write("scripts/demo.sh", string(script))
 	write("bin/consul.stub", consul)
-	write("bin/consul", "#!/bin/sh\nexec "+filepath.Join(dir, "bin", "consul.stub")+" "+filepath.Join(dir, "consul.pid")+"\n")
+	write("bin/consul", "#!/bin/sh\necho \"$*\" >"+filepath.Join(dir, "consul.args")+
+		"\nexec "+filepath.Join(dir, "bin", "consul.stub")+" "+filepath.Join(dir, "consul.pid")+"\n")
 	write("bin/echo", "#!/bin/sh\necho $$ >"+filepath.Join(dir, "echo.pid")+"\nexec "+testbin.Echo(t)+" \"$@\"\n")
 	pids = func() map[string]int {
 		m := map[string]int{}
@@ -71,6 +73,33 @@ func demoTree(t *testing.T, consul string) (dir string, pids func() map[string]i
 	return dir, pids
 }
 
+// demoPorts are the variables that move the demo's listeners: Consul's
+// ports, then the replicas' host:port addresses.
+var demoPorts = []string{"CONSUL_PORT", "CONSUL_SERVER_PORT", "CONSUL_SERF_LAN_PORT", "CONSUL_SERF_WAN_PORT",
+	"APP_ADDR", "PROXY_ADDR", "METRICS_ADDR", "ADMIN_ADDR", "APP2_ADDR", "PROXY2_ADDR", "METRICS2_ADDR", "ADMIN2_ADDR"}
+
+// demoEnv is demo.sh's environment with every listener on a free loopback
+// port, and its logs in dir; set overrides some of them.
+func demoEnv(t *testing.T, dir string, set map[string]string) (env []string, vars map[string]string) {
+	t.Helper()
+	vars = map[string]string{}
+	for _, v := range demoPorts {
+		addr := testbin.FreeAddr(t)
+		if strings.HasPrefix(v, "CONSUL_") {
+			addr = strings.TrimPrefix(addr, "127.0.0.1:")
+		}
+		vars[v] = addr
+	}
+	for k, v := range set {
+		vars[k] = v
+	}
+	env = []string{"TMPDIR=" + dir} // where mktemp puts the logs
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	return env, vars
+}
+
 // A Ctrl-C (or a SIGTERM) while the demo is still starting stops what it
 // has started so far and ends the script at once; it used to stop nothing,
 // go on waiting for Consul, and leave the sample app running. A second
@@ -91,17 +120,9 @@ func TestDemoStoppedWhileStartingLeavesNothingRunning(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, pids := demoTree(t, tc.consul)
-			app := testbin.FreeAddr(t)
-			env := []string{
-				"CONSUL_PORT=" + strings.TrimPrefix(testbin.FreeAddr(t), "127.0.0.1:"),
-				"APP_ADDR=" + app,
-				"TMPDIR=" + dir, // where mktemp puts the logs
-			}
-			for _, v := range []string{"PROXY_ADDR", "METRICS_ADDR", "ADMIN_ADDR", "APP2_ADDR", "PROXY2_ADDR", "METRICS2_ADDR", "ADMIN2_ADDR"} {
-				env = append(env, v+"="+testbin.FreeAddr(t))
-			}
+			env, vars := demoEnv(t, dir, nil)
 			p := testbin.Start(t, "bash", env, filepath.Join(dir, "scripts", "demo.sh"))
-			testbin.WaitHTTP(t, "http://"+app+"/healthz", 200, 10*time.Second)
+			testbin.WaitHTTP(t, "http://"+vars["APP_ADDR"]+"/healthz", 200, 10*time.Second)
 			if got := pids(); len(got) != 2 {
 				t.Fatalf("started %v, want consul and echo", got)
 			}
@@ -135,4 +156,56 @@ func TestDemoStoppedWhileStartingLeavesNothingRunning(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Consul's dev server listens on three ports besides its HTTP one, which a
+// Consul agent already on the host (a VM's client agent) holds whatever
+// its HTTP port. The demo checks them before it starts anything, naming
+// the variable that moves each, and gives them to Consul; it used to
+// suggest moving CONSUL_PORT alone, after which Consul failed to start
+// and the demo said so only 20 s later.
+func TestDemoConsulPorts(t *testing.T) {
+	t.Run("taken", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		dir, pids := demoTree(t, consulQuick)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		env, _ := demoEnv(t, dir, map[string]string{"CONSUL_SERF_LAN_PORT": port})
+		p := testbin.Start(t, "bash", env, filepath.Join(dir, "scripts", "demo.sh"))
+		if code := p.Wait(5 * time.Second); code != 1 {
+			t.Errorf("demo.sh exited with %d, want 1", code)
+		}
+		want := "demo: 127.0.0.1:" + port + " is already in use; stop what listens there, or set CONSUL_SERF_LAN_PORT to a free one"
+		if out := p.Output(); !strings.Contains(out, want) {
+			t.Errorf("output:\n%s\nwant the line %q", out, want)
+		}
+		if got := pids(); len(got) > 0 {
+			t.Errorf("started %v despite a taken port", got)
+		}
+	})
+	t.Run("given to consul", func(t *testing.T) {
+		dir, _ := demoTree(t, consulQuick)
+		env, vars := demoEnv(t, dir, nil)
+		p := testbin.Start(t, "bash", env, filepath.Join(dir, "scripts", "demo.sh"))
+		testbin.WaitHTTP(t, "http://"+vars["APP_ADDR"]+"/healthz", 200, 10*time.Second)
+		p.Signal(syscall.SIGTERM)
+		p.Wait(5 * time.Second)
+		args, err := os.ReadFile(filepath.Join(dir, "consul.args"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, flag := range []string{
+			"-http-port " + vars["CONSUL_PORT"],
+			"-server-port " + vars["CONSUL_SERVER_PORT"],
+			"-serf-lan-port " + vars["CONSUL_SERF_LAN_PORT"],
+			"-serf-wan-port " + vars["CONSUL_SERF_WAN_PORT"],
+		} {
+			if !strings.Contains(string(args), flag) {
+				t.Errorf("consul %s: want %s", strings.TrimSpace(string(args)), flag)
+			}
+		}
+	})
 }
