@@ -22,7 +22,7 @@ echo:
 	$(GO) build -o $(BIN)/echo ./examples/echo
 
 loadgen:
-	$(GO) build -o bin/loadgen ./examples/loadgen
+	$(GO) build -o $(BIN)/loadgen ./examples/loadgen
 
 # A real Consul for tests and the demo: v1.14.0 (MPL-2.0), built once from
 # the Go module proxy through the separate tools module.
