@@ -33,7 +33,7 @@ func (u unit) get(section, key string) string {
 var serviceKeys = map[string][]string{
 	"Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires", "BindsTo", "PartOf"},
 	"Service": {"Type", "EnvironmentFile", "Environment", "ExecStart", "ExecStop", "ExecReload", "KillMode", "KillSignal",
-		"Restart", "RestartSec", "TimeoutStopSec", "SuccessExitStatus", "User", "Group", "NoNewPrivileges", "CapabilityBoundingSet",
+		"Restart", "RestartSec", "RestartPreventExitStatus", "TimeoutStopSec", "SuccessExitStatus", "User", "Group", "NoNewPrivileges", "CapabilityBoundingSet",
 		"AmbientCapabilities", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
 		"ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",
 		"RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute",
@@ -194,6 +194,10 @@ func TestSystemdUnitsParse(t *testing.T) {
 				// does not start it: starting the app does, through this.
 				want["Install/WantedBy"] = "multi-user.target %i.service"
 				want["Service/ExecReload"] = "/bin/kill -HUP $MAINPID"
+				// A refused configuration is not restarted in a loop; in
+				// wrap mode 2 may be the app's own status, so it is not
+				// there.
+				want["Service/RestartPreventExitStatus"] = "2"
 			}
 			for key, v := range want {
 				section, k, _ := strings.Cut(key, "/")
