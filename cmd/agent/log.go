@@ -18,5 +18,16 @@ func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
+	opts.ReplaceAttr = durationText
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// durationText writes a duration as the text handler and outrider's
+// variables do ("5s"), where the JSON handler would write nanoseconds
+// (5000000000).
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
