@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -67,8 +68,12 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	log.Printf("echo listening on %s (pid %d)", *listen, os.Getpid())
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatalf("echo: %v", err)
+	}
+	log.Printf("echo listening on %s (pid %d)", ln.Addr(), os.Getpid())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		log.Fatalf("echo: %v", err)
 	}
 	log.Printf("echo stopped")
