@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log"
@@ -223,6 +224,56 @@ func TestHTTPProberSendsHeaders(t *testing.T) {
 	}
 	if strings.Contains(res.Output, "t0k3n") {
 		t.Errorf("output shows a header value: %q", res.Output)
+	}
+}
+
+// TestHTTPProberHostHeader checks that a Host header reaches the app as
+// written, or is refused when parsed: Go's client replaces a Host it cannot
+// send with an empty one, which the app would answer all the same.
+func TestHTTPProberHostHeader(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r.Host }))
+	t.Cleanup(srv.Close)
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+
+	tests := []struct {
+		host     string
+		wantSeen string // when not host
+		wantErr  bool
+	}{
+		{host: "app.example"},
+		{host: "bücher.example", wantSeen: "xn--bcher-kva.example"},
+		{host: "app.example:8080"},
+		{host: "[::1]:8080"},
+		{host: "10.0.0.1"},
+		{host: "https://app.example", wantErr: true},
+		{host: "app.example/healthz", wantErr: true},
+		{host: "app example", wantErr: true},
+		{host: "probe@app.example", wantErr: true},
+		{host: `app"example`, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.host, func(t *testing.T) {
+			hdr, err := ParseHeaders("X-Probe: yes,Host: " + tc.host)
+			if tc.wantErr {
+				want := "item 2 has a Host value that is not a host or host:port, such as app.example:8080"
+				if err == nil || err.Error() != want {
+					t.Fatalf("ParseHeaders: error %v, want %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseHeaders: %v", err)
+			}
+			spec := mustSpec(t, srv.URL+"/healthz")
+			spec.Header = hdr
+			checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Success)
+			want := cmp.Or(tc.wantSeen, tc.host)
+			if h := <-got; h != want {
+				t.Errorf("the app got Host %q, want %q", h, want)
+			}
+		})
 	}
 }
 

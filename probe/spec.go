@@ -168,6 +168,9 @@ func ParseHeaders(raw string) (http.Header, error) {
 		if strings.ContainsFunc(value, isCTL) {
 			return nil, fmt.Errorf("item %d has a control character in its value", n)
 		}
+		if http.CanonicalHeaderKey(name) == "Host" && !validHost(value) {
+			return nil, fmt.Errorf("item %d has a Host value that is not a host or host:port, such as app.example:8080", n)
+		}
 		h.Add(name, value)
 	}
 	return h, nil
@@ -185,6 +188,23 @@ func validFieldName(name string) bool {
 		}
 	}
 	return name != ""
+}
+
+// validHost reports whether v is made of the bytes Go's client allows in
+// a Host header (those of a host or host:port): it sends any other value
+// (a URL, a space) as an empty Host, and the app would answer a request
+// it was not meant to get.
+func validHost(v string) bool {
+	for _, c := range []byte(v) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c >= 0x80:
+			// A non-ASCII name is sent in punycode.
+		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // isCTL reports whether r is a control character other than a tab, which
