@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,12 @@ func probeExec(ctx context.Context, spec Spec) Result {
 	cmd.Env = spec.Env
 	if cmd.Env == nil {
 		cmd.Env = ExecEnv(os.Environ(), nil, nil)
+	}
+	if path, ok := envValue(cmd.Env, "PATH"); ok && !strings.Contains(spec.Command[0], "/") {
+		// exec.Command looked in outrider's PATH; the command's own
+		// (OUTRIDER_PROBE_ENV=PATH=…) is the one that finds it, as
+		// under a shell.
+		cmd.Path, cmd.Err = lookPathIn(spec.Command[0], path)
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -80,6 +87,33 @@ func probeExec(ctx context.Context, spec Spec) Result {
 	default:
 		return result(start, Failure, "%s: %v", what, err)
 	}
+}
+
+// envValue is the value of name in env (NAME=value pairs), the last one
+// when it is there more than once, as exec does.
+func envValue(env []string, name string) (string, bool) {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// lookPathIn finds the executable file name in the directories of path,
+// as exec.LookPath does in outrider's PATH. A relative directory is
+// skipped: what it names depends on the working directory.
+func lookPathIn(name, path string) (string, error) {
+	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		file := filepath.Join(dir, name)
+		if fi, err := os.Stat(file); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return file, nil
+		}
+	}
+	return name, &exec.Error{Name: name, Err: exec.ErrNotFound}
 }
 
 // waitExited blocks until process pid has exited, without reaping it.

@@ -107,3 +107,51 @@ func TestExecProberKillsItsProcessGroup(t *testing.T) {
 		})
 	}
 }
+
+// TestExecProberLooksInItsOwnPATH checks that a command named without a
+// slash is found in the PATH of the command's environment
+// (OUTRIDER_PROBE_ENV=PATH=…), as a shell finds it, not in outrider's.
+func TestExecProberLooksInItsOwnPATH(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app-check"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relative, err := filepath.Rel(wd, dir) // dir, from the working directory
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		command    string
+		path       string // the command's PATH; "-" for none
+		want       Outcome
+		wantOutput []string
+	}{
+		{name: "found in the command's PATH", command: "app-check", path: "/nonexistent:" + dir, want: Success},
+		{name: "not in the command's PATH, though in outrider's", command: "true", path: dir, want: Error,
+			wantOutput: []string{"exec true: executable file not found in $PATH"}},
+		{name: "a directory is not a command", command: "sub", path: dir, want: Error,
+			wantOutput: []string{"executable file not found"}},
+		{name: "a relative directory is not searched", command: "app-check", path: relative, want: Error,
+			wantOutput: []string{"executable file not found"}},
+		{name: "no PATH: outrider's", command: "true", path: "-", want: Success},
+		{name: "a path is not looked up", command: filepath.Join(dir, "app-check"), path: "/nonexistent", want: Success},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := []string{"HOME=" + dir}
+			if tc.path != "-" {
+				env = append(env, "PATH="+tc.path)
+			}
+			spec := Spec{Kind: KindExec, Command: []string{tc.command}, Env: env}
+			checkResult(t, probeWithin(probeExec, spec, 0), tc.want, tc.wantOutput...)
+		})
+	}
+}
