@@ -114,12 +114,15 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 	if host := spec.Header.Get("Host"); host != "" {
 		req.Host = host
 	}
-	// As the kubelet: defaults the app's own headers can override.
+	// As the kubelet: defaults the app's own headers can override, and
+	// leave out when set empty (Go's client sends no empty User-Agent).
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header.Set("User-Agent", version.UserAgent())
 	}
 	if _, ok := req.Header["Accept"]; !ok {
 		req.Header.Set("Accept", "*/*")
+	} else if req.Header.Get("Accept") == "" {
+		req.Header.Del("Accept")
 	}
 	client := p.verify
 	if spec.Insecure {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -224,6 +225,43 @@ func TestHTTPProberSendsHeaders(t *testing.T) {
 	}
 	if strings.Contains(res.Output, "t0k3n") {
 		t.Errorf("output shows a header value: %q", res.Output)
+	}
+}
+
+// TestHTTPProberLeavesOutEmptyDefaults checks that a User-Agent or an
+// Accept set empty is not sent at all, as the kubelet does.
+func TestHTTPProberLeavesOutEmptyDefaults(t *testing.T) {
+	got := make(chan http.Header, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r.Header }))
+	t.Cleanup(srv.Close)
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+
+	tests := []struct {
+		headers    string
+		wantAccept []string // nil: not sent
+		wantUA     []string
+	}{
+		{headers: "", wantAccept: []string{"*/*"}, wantUA: []string{version.UserAgent()}},
+		{headers: "Accept:", wantUA: []string{version.UserAgent()}},
+		{headers: "User-Agent:", wantAccept: []string{"*/*"}},
+		{headers: "Accept:,User-Agent:"},
+		{headers: "Accept: application/json,User-Agent: probe/1", wantAccept: []string{"application/json"}, wantUA: []string{"probe/1"}},
+	}
+	for _, tc := range tests {
+		t.Run(cmp.Or(tc.headers, "none"), func(t *testing.T) {
+			hdr, err := ParseHeaders(tc.headers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec := mustSpec(t, srv.URL+"/healthz")
+			spec.Header = hdr
+			checkResult(t, probeWithin(p.probe, spec, 10*time.Second), Success)
+			h := <-got
+			if !slices.Equal(h["Accept"], tc.wantAccept) || !slices.Equal(h["User-Agent"], tc.wantUA) {
+				t.Errorf("the app got Accept %q and User-Agent %q, want %q and %q", h["Accept"], h["User-Agent"], tc.wantAccept, tc.wantUA)
+			}
+		})
 	}
 }
 
