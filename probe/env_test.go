@@ -92,6 +92,12 @@ func TestSummaryLeavesOutWhatTheAppWrote(t *testing.T) {
 		w.Write([]byte("db password=hunter2 refused"))
 	}))
 	defer app.Close()
+	// odd answers 599, a code with no standard text.
+	odd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(599)
+		w.Write([]byte("password=hunter2"))
+	}))
+	defer odd.Close()
 	// notHTTP answers every connection with raw, which is not HTTP.
 	notHTTP := func(raw string) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -126,6 +132,8 @@ func TestSummaryLeavesOutWhatTheAppWrote(t *testing.T) {
 	}{
 		{name: "http body", prober: newHTTPProber().probe, spec: mustSpec(t, app.URL+"/healthz"),
 			wantSummary: "probe failed: GET " + app.URL + "/healthz: 503 Service Unavailable", secret: "hunter2"},
+		{name: "http code with no standard text", prober: newHTTPProber().probe, spec: mustSpec(t, odd.URL+"/healthz"),
+			wantSummary: "probe failed: GET " + odd.URL + "/healthz: 599", secret: "hunter2"},
 		{name: "http status line not HTTP", prober: newHTTPProber().probe, spec: mustSpec(t, badStatus),
 			wantSummary: "probe failed: GET " + badStatus + ": the answer is malformed", secret: "hunter2"},
 		{name: "http header line not HTTP", prober: newHTTPProber().probe, spec: mustSpec(t, badHeader),

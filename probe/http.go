@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/version"
@@ -162,7 +163,7 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 		// The summary has the code and its standard text, not the app's
 		// reason phrase or body.
 		r := result(start, Failure, "%s: %s", what, resp.Status)
-		r.Summary = fmt.Sprintf("%s: %d %s", what, code, http.StatusText(code))
+		r.Summary = strings.TrimSuffix(fmt.Sprintf("%s: %d %s", what, code, http.StatusText(code)), " ")
 		return withDetail(r, snippet(body, 200))
 	}
 }
