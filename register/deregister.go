@@ -9,8 +9,11 @@ import (
 	consul "github.com/hashicorp/consul/api"
 )
 
-// criticalTimeout bounds the check update that precedes a deregistration.
-const criticalTimeout = 2 * time.Second
+// criticalTimeout bounds the check update that precedes a deregistration;
+// so does a tenth of the call timeout. A local agent answers it in
+// milliseconds; on a slow one, every moment waited for it would come out
+// of the deregistration's time, which the stop bounds to one call timeout.
+const criticalTimeout = 500 * time.Millisecond
 
 // Deregister sets the check critical, removes the service from Consul
 // through the agent API (a catalog delete would be undone by the agent's
@@ -48,7 +51,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	// Critical first: a watcher that reads the health before the
 	// deregistration reaches it sees the instance leave the passing set.
 	// Best effort, briefly bounded: the deregistration is what counts.
-	uctx, ucancel := context.WithTimeout(ctx, min(r.callTimeout, criticalTimeout))
+	uctx, ucancel := context.WithTimeout(ctx, min(r.callTimeout/10, criticalTimeout))
 	if err := r.agent.UpdateTTLOpts(CheckID(id), "draining: outrider is deregistering the instance", consul.HealthCritical,
 		(&consul.QueryOptions{}).WithContext(uctx)); err != nil && !isNotFound(err) {
 		r.log.Debug("could not set the check critical before deregistering", "service_id", id, "err", err)

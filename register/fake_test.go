@@ -42,6 +42,9 @@ type fakeConsul struct {
 	// deregisterHangs makes a deregistration wait for its deadline, as
 	// from an agent that takes the request and never answers.
 	deregisterHangs bool
+	// deregisterDelay, when not 0, is how long a deregistration takes to
+	// be answered (in real time), or fails when its context ends first.
+	deregisterDelay time.Duration
 	// updateDelay, when not 0, is how long each check update takes to be
 	// answered (in real time), or fails when its context ends first.
 	updateDelay time.Duration
@@ -201,6 +204,16 @@ func (f *fakeConsul) holdID(id, address string, port int, alive string) {
 }
 
 func (f *fakeConsul) ServiceDeregisterOpts(id string, q *consul.QueryOptions) error {
+	f.mu.Lock()
+	delay := f.deregisterDelay
+	f.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-q.Context().Done():
+			return &url.Error{Op: "Put", URL: fakeAddr + "/v1/agent/service/deregister/" + id, Err: q.Context().Err()}
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failure(); err != nil {

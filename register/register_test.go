@@ -635,6 +635,31 @@ func TestDeregisterCancelsAHangingMaintenanceCall(t *testing.T) {
 	}
 }
 
+// TestDeregisterOnASlowConsulKeepsItsTime: on an agent that answers
+// every request slowly but within the call timeout, the critical update
+// before the deregistration is given up early, so that the deregistration
+// still gets through within the stop's budget, which is one call timeout.
+func TestDeregisterOnASlowConsulKeepsItsTime(t *testing.T) {
+	const callTimeout = 2 * time.Second
+	h := newHarnessWith(t, 0.5, Options{CallTimeout: callTimeout})
+	h.start()
+	h.clock.NextWait(t)
+	h.consul.takeCalls()
+	h.consul.slowUpdates(callTimeout * 6 / 10)
+	h.consul.mu.Lock()
+	h.consul.deregisterDelay = callTimeout * 6 / 10
+	h.consul.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := h.r.Deregister(ctx); err != nil {
+		t.Fatalf("Deregister on an agent answering in %s, with %s to do it: %v", callTimeout*6/10, callTimeout, err)
+	}
+	if _, ok := h.consul.service("web-1"); ok {
+		t.Errorf("web-1 is still registered")
+	}
+}
+
 func TestDeregisterOfAnUnknownServiceSucceeds(t *testing.T) {
 	h := newHarness(t, 0.5)
 	h.start()
