@@ -103,6 +103,10 @@ func TestCheckConsulAddr(t *testing.T) {
 		{":8500", "with a port from 1 to 65535"},
 		{"::::", "is not host:port"},
 		{"::1", "is not host:port"},
+		{"http://127.0.0.1:8500/", `CONSUL_HTTP_ADDR="http://127.0.0.1:8500/" ends with /`},
+		{"https://consul.service.consul:8501//", "drop the trailing /, e.g. https://consul.service.consul:8501"},
+		{"127.0.0.1:8500/", "has a path but no scheme"},
+		{"consul.service/prefix", "has a path but no scheme"},
 	}
 	for _, tt := range tests {
 		err := checkConsulAddr(tt.addr)

@@ -71,24 +71,32 @@ func checkConsulConfig() error {
 // checkConsulAddr refuses a CONSUL_HTTP_ADDR that consul/api would take
 // and then fail on at every call, retried for ever: credentials, which
 // it never sends (and which would then show wherever the address does),
-// a missing host, a port out of range.
+// a missing host, a port out of range, a path without http:// or https://
+// (consul/api takes it as part of the host) or a path that is only "/"
+// (it would ask Consul for //v1/…, which Consul answers with a 404).
 func checkConsulAddr(addr string) error {
 	bad := func(want string) error {
 		return &config.Error{Var: "CONSUL_HTTP_ADDR", Value: redactUser(addr), Want: want}
 	}
-	rest := addr
-	if scheme, r, ok := strings.Cut(addr, "://"); ok {
-		if scheme == "unix" {
+	rest, scheme := addr, ""
+	if s, r, ok := strings.Cut(addr, "://"); ok {
+		if s == "unix" {
 			return nil // a socket path
 		}
-		rest = r
+		rest, scheme = r, s
 	}
-	host, _, _ := strings.Cut(rest, "/")
+	host, path, hasPath := strings.Cut(rest, "/")
 	if strings.Contains(host, "@") {
 		return bad("holds a user name or password, which Consul's client does not send: set the address alone, and the credentials in CONSUL_HTTP_AUTH=user:password")
 	}
 	if host == "" {
 		return bad("has no host (want host:port, e.g. 127.0.0.1:8500)")
+	}
+	switch {
+	case hasPath && scheme == "":
+		return bad("has a path but no scheme, so Consul's client would take the path as part of the host name: drop the path, or start with http:// or https:// for a path prefix")
+	case hasPath && strings.Trim(path, "/") == "":
+		return bad("ends with /, so Consul's client would ask for //v1/…, which Consul does not serve: drop the trailing /, e.g. " + scheme + "://" + host)
 	}
 	h, port, err := net.SplitHostPort(host)
 	if err != nil {
