@@ -2,6 +2,7 @@ package register
 
 import (
 	"errors"
+	"net/http"
 	"sync"
 	"time"
 
@@ -97,14 +98,17 @@ func backoff(attempt int, base, max time.Duration, jitter float64) time.Duration
 	return d/2 + time.Duration(jitter*float64(d/2))
 }
 
-// classify sorts a Consul error into the state of the link.
+// classify sorts a Consul error into the state of the link. A 429 is
+// Consul's answer to an address holding too many connections to it
+// (limits.http_max_conns_per_client): it passes, like a 5xx, and says
+// nothing of the request.
 func classify(err error) linkState {
 	var se consul.StatusError
 	if errors.As(err, &se) {
 		switch {
 		case se.Code == 401 || se.Code == 403:
 			return linkDenied
-		case se.Code >= 500:
+		case se.Code >= 500 || se.Code == http.StatusTooManyRequests:
 			return linkUnreachable
 		default:
 			return linkRejected

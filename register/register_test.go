@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -983,42 +984,50 @@ func TestRejectedReloadKeepsTheRegistrationConsulHolds(t *testing.T) {
 }
 
 func TestReloadConsulFailsToTakeKeepsHeartbeating(t *testing.T) {
-	// Consul fails to answer a reloaded registration (a 500: no cluster
-	// leader, say) while it still holds the instance. The heartbeats go
-	// on, so that no check expires, and the reload is sent again at every
-	// step until Consul takes it.
-	h, d := reloadConsulAnswers(t, 500, "v2")
-	for range 3 {
-		if d > heartbeat {
-			t.Fatalf("next step in %s, want at most the heartbeat interval %s: the checks would expire", d, heartbeat)
-		}
-		d = h.step(d)
-	}
-	wantCalls(t, h.consul.takeCalls(),
-		"register web-1", "update service:web-1 passing",
-		"register web-1", "update service:web-1 passing",
-		"register web-1", "update service:web-1 passing",
-		"register web-1", "update service:web-1 passing")
-	if n := h.consul.takeAliveBeats(); n != 4 {
-		t.Errorf("liveness check updated %d times, want 4 (one per step)", n)
-	}
-	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, testService().Tags) {
-		t.Errorf("tags in consul = %q, want the ones it took before, %q", reg.Tags, testService().Tags)
-	}
-	if got := h.counter(h.r.m.errors, "register"); got != 4 {
-		t.Errorf("errors{op=register} = %v, want 4", got)
-	}
-	if c := h.lastCond(); !c.ok {
-		t.Errorf("registered condition = %+v, want true: the instance is registered", c)
-	}
+	// Consul fails to take a reloaded registration for a while (a 500: no
+	// cluster leader, say; a 429: too many connections from this address)
+	// while it still holds the instance. The heartbeats go on, so that no
+	// check expires, and the reload is sent again at every step until
+	// Consul takes it: neither answer says the settings are wrong.
+	for _, code := range []int{500, 429} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			h, d := reloadConsulAnswers(t, code, "v2")
+			for range 3 {
+				if d > heartbeat {
+					t.Fatalf("next step in %s, want at most the heartbeat interval %s: the checks would expire", d, heartbeat)
+				}
+				d = h.step(d)
+			}
+			wantCalls(t, h.consul.takeCalls(),
+				"register web-1", "update service:web-1 passing",
+				"register web-1", "update service:web-1 passing",
+				"register web-1", "update service:web-1 passing",
+				"register web-1", "update service:web-1 passing")
+			if n := h.consul.takeAliveBeats(); n != 4 {
+				t.Errorf("liveness check updated %d times, want 4 (one per step)", n)
+			}
+			if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, testService().Tags) {
+				t.Errorf("tags in consul = %q, want the ones it took before, %q", reg.Tags, testService().Tags)
+			}
+			if got := h.counter(h.r.m.errors, "register"); got != 4 {
+				t.Errorf("errors{op=register} = %v, want 4", got)
+			}
+			if c := h.lastCond(); !c.ok {
+				t.Errorf("registered condition = %+v, want true: the instance is registered", c)
+			}
+			if n := h.log.Count("consul rejected"); n != 0 {
+				t.Errorf("logged that consul rejected the settings %d times, want never", n)
+			}
 
-	h.consul.setRegisterError(0)
-	h.step(d)
-	if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, []string{"v2"}) {
-		t.Errorf("tags in consul = %q, want [v2] once Consul answers", reg.Tags)
-	}
-	if got := h.counter(h.r.m.registrations, "config"); got != 1 {
-		t.Errorf("registrations{config} = %v, want 1", got)
+			h.consul.setRegisterError(0)
+			h.step(d)
+			if reg, _ := h.consul.service("web-1"); !slices.Equal(reg.Tags, []string{"v2"}) {
+				t.Errorf("tags in consul = %q, want [v2] once Consul answers", reg.Tags)
+			}
+			if got := h.counter(h.r.m.registrations, "config"); got != 1 {
+				t.Errorf("registrations{config} = %v, want 1", got)
+			}
+		})
 	}
 }
 
