@@ -290,6 +290,10 @@ func TestBadInput(t *testing.T) {
 		{name: "consul-token-secret with an empty part", in: pod("    outrider.io/consul-token-secret: tok..en\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/consul-token-secret: "tok..en" is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', each part between dots starting and ending with a letter or digit)`},
 		{name: "consul-token-secret too long", in: pod("    outrider.io/consul-token-secret: "+strings.Repeat("a", 254)+"\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/consul-token-secret: "` + strings.Repeat("a", 254) + `" is not a Secret name (want at most 253 lowercase letters, digits, '-' and '.', each part between dots starting and ending with a letter or digit)`},
 		{name: "bad native-sidecar", in: pod("    outrider.io/native-sidecar: maybe\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "maybe" is neither true nor false`},
+		{name: "classic sidecar in a pod that runs to completion", in: pod("    outrider.io/native-sidecar: \"false\"\n", app) + "  restartPolicy: Never\n",
+			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "false" with restartPolicy Never: outrider as a regular container never exits, so the pod would never complete (use the native sidecar, Kubernetes 1.29 or later, which stops when the app has exited)`},
+		{name: "classic sidecar in a pod restarted on failure only", in: pod("    outrider.io/native-sidecar: \"false\"\n", app) + "  restartPolicy: OnFailure\n",
+			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/native-sidecar: "false" with restartPolicy OnFailure: outrider as a regular container never exits, so the pod would never complete (use the native sidecar, Kubernetes 1.29 or later, which stops when the app has exited)`},
 		{name: "bad runAsUser", in: pod("", app+"      securityContext: {runAsUser: nobody}\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app: securityContext.runAsUser "nobody" is not a user or group id (want a number from 0)`},
 		{name: "mistyped inject", in: "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"True\"\nspec:\n  containers:\n" + app,
@@ -553,6 +557,32 @@ func TestShareProcessNamespace(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Errorf("shareProcessNamespace %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A pod that runs to completion (restartPolicy Never or OnFailure) gets the
+// native sidecar, which the kubelet stops once the app has exited; the
+// classic one, which would keep the pod running, is refused (TestBadInput).
+func TestPodThatRunsToCompletion(t *testing.T) {
+	for _, policy := range []string{"Never", "OnFailure"} {
+		t.Run(policy, func(t *testing.T) {
+			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n  restartPolicy: " + policy +
+				"\n  containers:\n    - name: app\n      image: app:1\n"
+			var pod struct {
+				Spec struct {
+					InitContainers []struct {
+						Name          string
+						RestartPolicy string `yaml:"restartPolicy"`
+					} `yaml:"initContainers"`
+				}
+			}
+			if err := yaml.Unmarshal(run(t, policy, []byte(in), Options{Rand: fixedRand()}), &pod); err != nil {
+				t.Fatal(err)
+			}
+			if c := pod.Spec.InitContainers; len(c) != 1 || c[0].Name != "outrider" || c[0].RestartPolicy != "Always" {
+				t.Errorf("init containers %+v, want outrider as a native sidecar", c)
 			}
 		})
 	}

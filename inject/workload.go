@@ -187,6 +187,12 @@ func (w *workload) settings(opts Options) (settings, error) {
 	default:
 		return s, bad(AnnotationNativeSidecar, v, "is neither true nor false")
 	}
+	// A pod that is to run to completion ends when all its regular
+	// containers have exited; outrider, as one of them, never does.
+	if rp := str(get(w.pod, "restartPolicy")); !s.native && (rp == "Never" || rp == "OnFailure") {
+		return s, fmt.Errorf("%w: annotation %s: \"false\" with restartPolicy %s: outrider as a regular container never exits, so the pod would never complete "+
+			"(use the native sidecar, Kubernetes 1.29 or later, which stops when the app has exited)", ErrBadInput, AnnotationNativeSidecar, rp)
+	}
 	for _, d := range []struct {
 		key string
 		to  *time.Duration
