@@ -274,6 +274,8 @@ func TestBadInput(t *testing.T) {
 		{name: "no containers", in: pod("", "    []\n"), want: "bad.yaml: document 1: Pod p: bad input: the pod has no container besides outrider"},
 		{name: "unknown app container", in: pod("    outrider.io/app-container: web\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-container: no container "web" (the pod has [app])`},
 		{name: "bad port", in: pod("    outrider.io/app-port: http\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/app-port: "http" is not a port number (want 1-65535)`},
+		{name: "only UDP ports", in: pod("", app+"      ports:\n        - {name: dns, containerPort: 53, protocol: UDP}\n"),
+			want: "bad.yaml: document 1: Pod p: bad input: container app has no TCP port for outrider to front (its ports are UDP or SCTP); set outrider.io/app-port"},
 		{name: "outrider's port", in: pod("    outrider.io/app-port: \"15001\"\n", app), want: "bad.yaml: document 1: Pod p: bad input: the app port 15001 is one of outrider's own (15000, 15001, 15090); set outrider.io/app-port"},
 		{name: "outrider's port on another container", in: pod("", app+"    - name: istio-proxy\n      image: proxyv2:1\n      ports:\n        - name: http-envoy-prom\n          containerPort: 15090\n"),
 			want: "bad.yaml: document 1: Pod p: bad input: container istio-proxy has port 15090, one of outrider's own (15000, 15001, 15090): both cannot listen on it in one pod"},
@@ -557,6 +559,53 @@ func TestShareProcessNamespace(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Errorf("shareProcessNamespace %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// OUTRIDER_APP_ADDR is the app container's first TCP port: outrider's
+// proxy and its default tcp probe reach no UDP or SCTP port.
+func TestAppPort(t *testing.T) {
+	for _, tc := range []struct {
+		name, ports, annotation string
+		want                    string
+	}{
+		{name: "no ports", want: "127.0.0.1:8080"},
+		{name: "the first port", ports: "[{name: http, containerPort: 3000}, {name: admin, containerPort: 3001}]", want: "127.0.0.1:3000"},
+		{name: "a named TCP port", ports: "[{name: http, containerPort: 3000, protocol: TCP}]", want: "127.0.0.1:3000"},
+		{name: "a UDP port first", ports: "[{name: game, containerPort: 7777, protocol: UDP}, {name: http, containerPort: 8081}]", want: "127.0.0.1:8081"},
+		{name: "DNS over UDP and TCP", ports: "[{name: dns, containerPort: 53, protocol: UDP}, {name: dns-tcp, containerPort: 5353, protocol: TCP}]", want: "127.0.0.1:5353"},
+		{name: "an SCTP port first", ports: "[{containerPort: 9899, protocol: SCTP}, {containerPort: 9000}]", want: "127.0.0.1:9000"},
+		{name: "the annotation wins", ports: "[{containerPort: 7777, protocol: UDP}]", annotation: "    outrider.io/app-port: \"9000\"\n", want: "127.0.0.1:9000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" + tc.annotation +
+				"spec:\n  containers:\n    - name: app\n      image: app:1\n"
+			if tc.ports != "" {
+				in += "      ports: " + tc.ports + "\n"
+			}
+			var pod struct {
+				Spec struct {
+					InitContainers []struct {
+						Name string
+						Env  []struct{ Name, Value string }
+					} `yaml:"initContainers"`
+				}
+			}
+			if err := yaml.Unmarshal(run(t, tc.name, []byte(in), Options{Rand: fixedRand()}), &pod); err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			for _, c := range pod.Spec.InitContainers {
+				for _, e := range c.Env {
+					if c.Name == "outrider" && e.Name == "OUTRIDER_APP_ADDR" {
+						got = e.Value
+					}
+				}
+			}
+			if got != tc.want {
+				t.Errorf("OUTRIDER_APP_ADDR %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -18,7 +18,7 @@ const (
 	AnnotationInject        = "outrider.io/inject"         // "true" to inject, "false" never to
 	AnnotationServiceName   = "outrider.io/service-name"   // OUTRIDER_SERVICE_NAME; default: label app.kubernetes.io/name, app, or the workload's name
 	AnnotationAppContainer  = "outrider.io/app-container"  // the container outrider fronts; default: the first
-	AnnotationAppPort       = "outrider.io/app-port"       // the app's port; default: the app container's first port, else 8080
+	AnnotationAppPort       = "outrider.io/app-port"       // the app's port; default: the app container's first TCP port, else 8080
 	AnnotationProbe         = "outrider.io/probe"          // OUTRIDER_PROBE; default: tcp to the app port
 	AnnotationDrainDelay    = "outrider.io/drain-delay"    // OUTRIDER_DRAIN_DELAY; default 5s
 	AnnotationDrainTimeout  = "outrider.io/drain-timeout"  // OUTRIDER_DRAIN_TIMEOUT; default 25s
@@ -218,14 +218,8 @@ func (w *workload) settings(opts Options) (settings, error) {
 			return s, bad(AnnotationAppPort, v, "is not a port number (want 1-65535)")
 		}
 		s.appPort = p
-	} else if ports := get(app, "ports"); ports != nil && len(ports.Content) > 0 {
-		p, err := strconv.Atoi(str(get(ports.Content[0], "containerPort")))
-		if err != nil {
-			return s, fmt.Errorf("%w: container %s: first containerPort is not a number", ErrBadInput, s.appContainer)
-		}
-		s.appPort = p
-	} else {
-		s.appPort = defaultAppPort
+	} else if s.appPort, err = tcpPort(app, s.appContainer); err != nil {
+		return s, err
 	}
 	if reserved[s.appPort] {
 		return s, fmt.Errorf("%w: the app port %d is one of outrider's own (15000, 15001, 15090); set %s", ErrBadInput, s.appPort, AnnotationAppPort)
@@ -243,6 +237,27 @@ func (w *workload) settings(opts Options) (settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// tcpPort is the first TCP port of the app container c, named name;
+// defaultAppPort if it lists no port. A UDP or SCTP port is none that
+// outrider's proxy or tcp probe can reach.
+func tcpPort(c *yaml.Node, name string) (int, error) {
+	ports := get(c, "ports")
+	if ports == nil || len(ports.Content) == 0 {
+		return defaultAppPort, nil
+	}
+	for _, p := range ports.Content {
+		if proto := str(get(p, "protocol")); proto != "" && proto != "TCP" {
+			continue
+		}
+		n, err := strconv.Atoi(str(get(p, "containerPort")))
+		if err != nil {
+			return 0, fmt.Errorf("%w: container %s: containerPort %q is not a number", ErrBadInput, name, str(get(p, "containerPort")))
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("%w: container %s has no TCP port for outrider to front (its ports are UDP or SCTP); set %s", ErrBadInput, name, AnnotationAppPort)
 }
 
 var reserved = map[int]bool{adminPort: true, proxyPort: true, metricsPort: true}
