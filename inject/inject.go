@@ -148,6 +148,9 @@ func document(doc []byte, first int, opts Options) ([]Result, []byte, error) {
 // object injects obj in place when it is a workload that asks for it.
 func object(obj *yaml.Node, opts Options) (Result, error) {
 	kind, name := str(get(obj, "kind")), str(get(get(obj, "metadata"), "name"))
+	if name == "" {
+		name = str(get(get(obj, "metadata"), "generateName")) + "*" // the API server completes it
+	}
 	res := Result{Kind: kind, Name: name}
 	w := workloadOf(obj)
 	if w == nil {

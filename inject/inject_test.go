@@ -283,6 +283,8 @@ func TestBadInput(t *testing.T) {
 			want: "bad.yaml: document 1: Pod p: bad input: container agent has port 15000, one of outrider's own (15000, 15001, 15090): both cannot listen on it in one pod"},
 		{name: "bad duration", in: pod("    outrider.io/drain-delay: five\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/drain-delay: "five" is not a duration (want e.g. 5s)`},
 		{name: "service name too long", in: pod("    outrider.io/service-name: "+strings.Repeat("a", 254)+"\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "` + strings.Repeat("a", 254) + `" is not a valid service name (want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters)`},
+		{name: "no service name to derive", in: "apiVersion: v1\nkind: Pod\nmetadata:\n  generateName: worker-\n  annotations:\n    outrider.io/inject: \"true\"\nspec:\n  containers:\n" + app,
+			want: "bad.yaml: document 1: Pod worker-*: bad input: no service name: the pod has no label app.kubernetes.io/name or app and the object no name; set outrider.io/service-name"},
 		{name: "bad service name", in: pod("    outrider.io/service-name: a/b\n", app), want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/service-name: "a/b" is not a valid service name (want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters)`},
 		{name: "bad probe", in: pod("    outrider.io/probe: htp://127.0.0.1:8080/healthz\n", app),
 			want: `bad.yaml: document 1: Pod p: bad input: annotation outrider.io/probe: "htp://127.0.0.1:8080/healthz" unknown scheme "htp" (want http, https, tcp, grpc or exec)`},

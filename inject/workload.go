@@ -150,6 +150,10 @@ func (w *workload) settings(opts Options) (settings, error) {
 	if s.service == "" {
 		s.service = w.name
 	}
+	if s.service == "" {
+		// An object with generateName only (a Pod made by `kubectl create`).
+		return s, fmt.Errorf("%w: no service name: the pod has no label app.kubernetes.io/name or app and the object no name; set %s", ErrBadInput, AnnotationServiceName)
+	}
 	if !servicename.Valid(s.service) {
 		return s, bad(AnnotationServiceName, s.service, "is not a valid service name (want letters, digits, '-', '_' and '.', starting with a letter or digit, at most 253 characters)")
 	}
