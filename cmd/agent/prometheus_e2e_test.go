@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
+
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/promtest"
 )
@@ -162,6 +164,42 @@ func TestPrometheusFindsOutridersThroughConsul(t *testing.T) {
 	load.stop()
 	if n := load.failures(); n > 0 {
 		t.Errorf("%d requests of the load failed, want none", n)
+	}
+}
+
+// TestPrometheusFindsOutridersWithTheDocumentedACLPolicy runs the consul
+// job of docs/prometheus.md against a Consul with default-deny ACLs, with a
+// token of the policy the page gives Prometheus: Prometheus must find and
+// scrape the outrider registered there. Prometheus asks the agent for its
+// datacenter before it lists services, so a policy without agent:read
+// leaves the job with no target at all.
+func TestPrometheusFindsOutridersWithTheDocumentedACLPolicy(t *testing.T) {
+	const root = "root-token-for-tests"
+	srv := consultest.Start(t, consultest.WithACL(root))
+	admin := srv.Client()
+	rules := promtest.DocBlock(t, promDoc, "consul-policy: prometheus")
+	pol, _, err := admin.ACL().PolicyCreate(&consul.ACLPolicy{Name: "prometheus", Rules: rules}, nil)
+	if err != nil {
+		t.Fatalf("%s: consul refuses the policy for Prometheus: %v", promDoc, err)
+	}
+	tok, _, err := admin.ACL().TokenCreate(&consul.ACLToken{Description: "prometheus",
+		Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, _ := docConsulJob(t, srv)
+	server := "server: " + srv.HTTPAddr + "\n"
+	indent := regexp.MustCompile(`(?m)^(\s+)refresh_interval:`).FindStringSubmatch(job)
+	if indent == nil || !strings.Contains(job, server) {
+		t.Fatalf("%s: the consul job has no server line followed by refresh_interval:\n%s", promDoc, job)
+	}
+	job = strings.Replace(job, server, server+indent[1]+"token: "+tok.SecretID+"\n", 1)
+
+	a := startProxyAgent(t, append(promConsulEnv(srv, "echo-1"), "CONSUL_HTTP_TOKEN="+root)...)
+	prom := promtest.Start(t, promtest.Config{ScrapeConfigs: job})
+	up := prom.WaitFor(t, 30*time.Second, `up == 1`, func(s []promtest.Sample) bool { return len(s) == 1 })
+	if want := strings.TrimPrefix(a.metrics, "http://"); up[0].Labels["instance"] != want || up[0].Labels["service"] != "echo" {
+		t.Errorf("up %v: want service echo at instance %s", up[0].Labels, want)
 	}
 }
 
