@@ -295,13 +295,9 @@ func (c *conn) relayInterim(u *upConn) bool {
 		// connection is not reused.
 		c.interim = true
 		if err := c.readResponseHead(u); err != nil {
-			c.dropUpstream()
-			c.stopBody(true)
-			if errors.Is(err, errClientGone) {
-				c.o.code = CodeClientGone
-				return false
-			}
-			c.fail(502, "app closed the connection", true)
+			// As before the interim answer: a client that abandoned its
+			// body (the app's answer then never comes) is gone, 499.
+			c.sendFailed(err, false, false)
 			return false
 		}
 	}

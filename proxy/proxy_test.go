@@ -987,19 +987,39 @@ func TestClientGoneIs499(t *testing.T) {
 
 // TestClientGoneMidUploadIs499: a client that abandons its upload once the
 // app has begun to answer is counted as gone, not as an app failure,
-// though the app's answer breaks off too.
+// though the app's answer breaks off too; so is one that abandons it after
+// the app's 100 Continue, which the app's answer never follows.
 func TestClientGoneMidUploadIs499(t *testing.T) {
-	tp := startProxy(t, startEcho(t), nil)
-	rc := dialRaw(t, tp.addr)
-	rc.send("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("u", 20000))
-	// The app streams the body back: its answer has begun.
-	if _, err := rc.br.ReadString('\n'); err != nil {
-		t.Fatalf("the answer's status line: %v", err)
-	}
-	rc.nc.Close()
-	tp.settle(t)
-	if got := tp.counts(t); got["POST 499"] != 1 || len(got) != 1 {
-		t.Errorf("counts: got %v, want one POST 499", got)
+	app := startEcho(t)
+	for _, tc := range []struct {
+		name  string
+		begin func(t *testing.T, rc *rawConn)
+	}{
+		{"the answer begun", func(t *testing.T, rc *rawConn) {
+			rc.send("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("u", 20000))
+			// The app streams the body back: its answer has begun.
+			if _, err := rc.br.ReadString('\n'); err != nil {
+				t.Fatalf("the answer's status line: %v", err)
+			}
+		}},
+		{"after 100 Continue", func(t *testing.T, rc *rawConn) {
+			rc.send("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+			if resp := rc.response("POST"); resp.StatusCode != 100 {
+				t.Fatalf("interim: got %d, want 100", resp.StatusCode)
+			}
+			rc.send(strings.Repeat("u", 20000))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := startProxy(t, app, nil)
+			rc := dialRaw(t, tp.addr)
+			tc.begin(t, rc)
+			rc.nc.Close()
+			tp.settle(t)
+			if got := tp.counts(t); got["POST 499"] != 1 || len(got) != 1 {
+				t.Errorf("counts: got %v, want one POST 499", got)
+			}
+		})
 	}
 }
 
