@@ -547,10 +547,12 @@ func writeUp(u *upConn, b []byte, now time.Time, stop *atomic.Bool) error {
 var errBodyStopped = fmt.Errorf("request body copy stopped: %w", os.ErrDeadlineExceeded)
 
 // fillUp reads more of the app's answer. While it waits, it checks every
-// ClientCheckInterval that the client is still there.
-func (c *conn) fillUp(u *upConn, limit int, now time.Time) error {
+// ClientCheckInterval that the client is still there, and moves *now on:
+// the deadline of the write that relays what came is computed from it,
+// and the app may have taken longer than that write's timeout.
+func (c *conn) fillUp(u *upConn, limit int, now *time.Time) error {
 	iv := c.p.cfg.ClientCheckInterval
-	for ; ; now = time.Now() {
+	for ; ; *now = time.Now() {
 		if u.rdl.Before(now.Add(iv / 2)) {
 			u.rdl = now.Add(iv)
 			_ = u.nc.SetReadDeadline(u.rdl)
@@ -569,10 +571,10 @@ func (c *conn) fillUp(u *upConn, limit int, now time.Time) error {
 }
 
 // readUp reads from the app straight into p, bypassing the buffer, with
-// the same client checks as fillUp.
-func (c *conn) readUp(u *upConn, p []byte, now time.Time) (int, error) {
+// the same client checks and clock as fillUp.
+func (c *conn) readUp(u *upConn, p []byte, now *time.Time) (int, error) {
 	iv := c.p.cfg.ClientCheckInterval
-	for ; ; now = time.Now() {
+	for ; ; *now = time.Now() {
 		if u.rdl.Before(now.Add(iv / 2)) {
 			u.rdl = now.Add(iv)
 			_ = u.nc.SetReadDeadline(u.rdl)

@@ -511,7 +511,7 @@ func (c *conn) readResponseHead(u *upConn) error {
 				return err
 			}
 		}
-		if err := c.fillUp(u, maxResponseHead, c.now); err != nil {
+		if err := c.fillUp(u, maxResponseHead, &c.now); err != nil {
 			if err == errHeadTooLarge {
 				return errBadStatusLine
 			}
@@ -816,7 +816,7 @@ func (pp *pipe) fill(limit int) bool {
 	pp.now = time.Now()
 	var err error
 	if pp.fromUp {
-		err = pp.c.fillUp(pp.u, limit, pp.now)
+		err = pp.c.fillUp(pp.u, limit, &pp.now)
 	} else {
 		err = pp.c.fillClient(pp.now)
 	}
@@ -898,7 +898,7 @@ func (pp *pipe) readDirect(b []byte) (int, error) {
 	var n int
 	var err error
 	if pp.fromUp {
-		n, err = pp.c.readUp(pp.u, b, pp.now)
+		n, err = pp.c.readUp(pp.u, b, &pp.now)
 	} else {
 		n, err = pp.c.readClient(b, pp.now)
 	}

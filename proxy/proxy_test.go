@@ -253,6 +253,55 @@ func TestCountsEveryRequest(t *testing.T) {
 	}
 }
 
+// TestSlowAnswerIsDelivered: IOTimeout bounds a write that is blocked, not
+// the time the app takes. An answer whose head, or a piece of whose body,
+// comes after longer than IOTimeout is relayed, in both serving modes; the
+// write to the client used to get a deadline computed from the clock read
+// when the request was sent, already past, and the client got nothing
+// (counted 499).
+func TestSlowAnswerIsDelivered(t *testing.T) {
+	const wait = 600 * time.Millisecond
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/late-body" {
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsl")
+			}
+			time.Sleep(wait)
+			if req.URL.Path == "/late-body" {
+				io.WriteString(nc, "ow")
+			} else {
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+			}
+		}
+	})
+	for _, noLoop := range []bool{false, true} {
+		for _, path := range []string{"/late-head", "/late-body"} {
+			t.Run(fmt.Sprintf("%s noEventLoop=%v", path[1:], noLoop), func(t *testing.T) {
+				tp := startProxy(t, app, func(c *Config) {
+					c.IOTimeout = wait / 3
+					c.ClientCheckInterval = 20 * time.Millisecond
+					c.DisableEventLoop = noLoop
+				})
+				rc := dialRaw(t, tp.addr)
+				rc.send("GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp := rc.response("GET")
+				b, err := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(b) != "slow" || err != nil {
+					t.Errorf("got %d %q (%v), want 200 %q", resp.StatusCode, b, err, "slow")
+				}
+				tp.settle(t)
+				if got := tp.counts(t); got["GET 200"] != 1 || len(got) != 1 {
+					t.Errorf("counts: got %v, want one GET 200", got)
+				}
+			})
+		}
+	}
+}
+
 // rawConn is a client connection written and read by hand.
 type rawConn struct {
 	t  *testing.T
