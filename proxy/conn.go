@@ -454,6 +454,11 @@ func (c *conn) reject(err error) {
 		code, reason = he.code, he.reason
 	}
 	c.p.cfg.Log.Debug("refused request", "client", string(c.clientIP), "code", code, "reason", reason)
+	if err == errHeadTooLarge {
+		// The head was never parsed: its method is its first word (which
+		// also keeps the body off an answer to HEAD).
+		c.req.methodClass = leadingMethod(c.br.buffered())
+	}
 	c.writeError(code, reason, true)
 	c.linger = true
 	now := c.p.cfg.Now()

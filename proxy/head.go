@@ -69,6 +69,17 @@ func idempotent(m int) bool {
 	return false
 }
 
+// leadingMethod classifies the method of a request head that was not
+// parsed (one too large): the first word of b, after the empty lines a
+// client may send before the request line (RFC 9112 2.2).
+func leadingMethod(b []byte) int {
+	b = bytes.TrimLeft(b, "\r\n")
+	if i := bytes.IndexByte(b, ' '); i > 0 {
+		return methodClass(b[:i])
+	}
+	return methodOTHER
+}
+
 // methodClass folds a method to one of the standard ones or OTHER, so that a
 // client cannot create label values. Methods are case-sensitive.
 func methodClass(m []byte) int {
