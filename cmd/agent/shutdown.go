@@ -46,8 +46,9 @@ func (a *agent) addShutdown() error {
 			"report":          reportOrNil(seq),
 		}
 	}
-	a.admin.HandleFunc("GET /prestop", a.servePrestop)
-	a.admin.HandleFunc("POST /prestop", a.servePrestop)
+	// Every method: servePrestop answers the others itself, as the mux
+	// would name HEAD among the methods allowed with GET.
+	a.admin.HandleFunc("/prestop", a.servePrestop)
 	a.admin.HandleFunc("POST /drain", a.serveDrain)
 	verdicts := a.subscribeVerdicts()
 	a.addContext("drain watch", func(ctx context.Context) error {
@@ -143,16 +144,16 @@ func reportOrNil(seq *shutdown.Sequence) any {
 	}
 }
 
-// servePrestop answers GET|POST /prestop (HEAD gets 405): it runs the drain (or joins the
+// servePrestop answers GET|POST /prestop: it runs the drain (or joins the
 // one running) and answers when it is done, with the report as JSON: 200
 // when everything in flight finished, 500 when the drain had problems.
-// The drain goes on if the caller leaves.
+// The drain goes on if the caller leaves. Any other method, HEAD
+// included (a checker asking whether the URL is there must not take the
+// instance out), gets 405 with Allow: GET, POST.
 func (a *agent) servePrestop(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodHead {
-		// The GET pattern takes HEAD too: a checker asking whether the
-		// URL is there must not take the instance out.
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
-		w.WriteHeader(http.StatusMethodNotAllowed)
+		http.Error(w, r.Method+" /prestop: want GET or POST", http.StatusMethodNotAllowed)
 		return
 	}
 	// The answer waits for the drain, whose timings a config file may

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -59,5 +60,26 @@ func TestStatusDrainTimings(t *testing.T) {
 					d.Started, d.DelaySeconds, d.TimeoutSeconds, s.started, s.delay, s.timeout)
 			}
 		})
+	}
+}
+
+// TestPrestopOtherMethods: every method but GET and POST gets 405 on
+// /prestop, with an Allow that names only those two (HEAD, which drains
+// nothing, was named too), and drains nothing.
+func TestPrestopOtherMethods(t *testing.T) {
+	a := newAgent(config.Config{Drain: config.Drain{Delay: time.Hour}}, slog.New(slog.DiscardHandler))
+	a.subscribeVerdicts = func() <-chan probe.Verdict { return nil }
+	if err := a.addShutdown(); err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{"HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"} {
+		w := httptest.NewRecorder()
+		a.admin.ServeHTTP(w, httptest.NewRequest(method, "/prestop", nil))
+		if allow := w.Header().Get("Allow"); w.Code != http.StatusMethodNotAllowed || allow != "GET, POST" {
+			t.Errorf("%s /prestop: %d, Allow %q; want 405, Allow %q", method, w.Code, allow, "GET, POST")
+		}
+	}
+	if a.drain.Started() {
+		t.Error("a refused method started the drain")
 	}
 }
