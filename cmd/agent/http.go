@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
@@ -25,7 +26,8 @@ import (
 func newServer(h http.Handler, writeTimeout time.Duration, maxConns int, closed prometheus.Counter, log *slog.Logger) *http.Server {
 	cc := &connCap{max: maxConns, closed: closed, open: map[net.Conn]connEntry{}}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           cc.answered(h),
+		ConnContext:       withConn,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      writeTimeout,
@@ -53,7 +55,8 @@ const maxServerConns = 128
 // connCap keeps an HTTP server within max connections, as nginx does
 // when its connections run out: a new connection past the bound closes
 // the one that has waited longest for a request (one that has sent none
-// yet, or a keep-alive one between requests), never one whose request is
+// yet, a keep-alive one between requests, or one whose answer is sent
+// and that holds back a body it announced), never one whose request is
 // being answered; only when every connection is in a request is the new
 // one closed. A flood of idle or half-sent connections thus holds no
 // more memory than the bound, and a client that sends its request at once
@@ -107,6 +110,47 @@ func (c *connCap) track(nc net.Conn, st http.ConnState) {
 		_ = victim.Close()
 		c.closed.Inc()
 	}
+}
+
+// connKey is the context key under which withConn keeps a request's
+// connection.
+type connKey struct{}
+
+// withConn is the server's ConnContext hook: it puts the connection in
+// the context of its requests, for connCap.answered.
+func withConn(ctx context.Context, nc net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, nc)
+}
+
+// answered keeps a request whose body is held back from holding its
+// connection: none of outrider's handlers reads a body, yet the server
+// reads the body a request announced, until its read timeout, before it
+// writes the answer, and again after the handler. A flood of connections
+// that each send a head with a Content-Length and no body would thus keep
+// every connection in a request, the handlers stuck in their first write
+// (and /metrics refusing others past its 4 in flight), and connCap would
+// close every new one: Prometheus and the kubelet's probes kept out for
+// as long as the flood lasts. So the answer does not wait for the body,
+// and once it is sent such a connection counts as waiting again. One
+// without a body stays in its request until the server is done with it,
+// so that a stop's closeWaiting does not cut an answer being sent.
+func (c *connCap) answered(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.EnableFullDuplex()
+		next.ServeHTTP(w, r)
+		if r.Body == nil || r.Body == http.NoBody {
+			return
+		}
+		_ = rc.Flush()
+		nc, _ := r.Context().Value(connKey{}).(net.Conn)
+		c.mu.Lock()
+		if _, ok := c.open[nc]; ok {
+			c.seq++
+			c.open[nc] = connEntry{waiting: c.seq}
+		}
+		c.mu.Unlock()
+	})
 }
 
 // closeWaiting closes every connection that is not in a request.

@@ -102,14 +102,18 @@ func TestRequireToken(t *testing.T) {
 	}
 }
 
-// boundedServer serves GET /fast and GET /slow, which answers once release
-// is closed, with newServer bounded to bound connections. Each state a
-// connection enters is sent on states once the bound has handled it.
+// boundedServer serves GET /fast, GET /big (64 KiB) and GET /slow, which
+// answers once release is closed, with newServer bounded to bound
+// connections. Each state a connection enters is sent on states once the
+// bound has handled it.
 func boundedServer(t *testing.T, bound int, release <-chan struct{}) (addr string, states <-chan http.ConnState, closed prometheus.Counter) {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /fast", func(http.ResponseWriter, *http.Request) {})
 	mux.HandleFunc("GET /slow", func(http.ResponseWriter, *http.Request) { <-release })
+	mux.HandleFunc("GET /big", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(make([]byte, 64<<10)) // past the server's buffer: written in the handler
+	})
 	closed = prometheus.NewCounter(prometheus.CounterOpts{Name: "closed_total", Help: "Connections closed."})
 	srv := newServer(mux, 10*time.Second, bound, closed, slog.New(slog.DiscardHandler))
 	ch := make(chan http.ConnState, 100)
@@ -220,6 +224,37 @@ func TestServerConnectionBound(t *testing.T) {
 		}
 		if got := testutil.ToFloat64(closed); got != 1 {
 			t.Errorf("connections closed: got %v, want 1", got)
+		}
+	})
+	t.Run("a body held back", func(t *testing.T) {
+		// Each announces a body and sends none, which the server waited
+		// for before it wrote the answer: in the handler for /big, after
+		// it for /fast.
+		addr, states, closed := boundedServer(t, 4, nil)
+		var holders []*boundConn
+		for _, path := range []string{"/fast", "/big", "/big", "/fast"} {
+			holders = append(holders, dialBound(t, addr, "GET "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"))
+			await(t, states, http.StateNew, http.StateActive)
+		}
+		// The handler marks its connection waiting just after it returns,
+		// which no connection state shows: try a few times (each try adds
+		// two states to the 100 that states holds).
+		code := 0
+		for try := 0; code == 0 && try < 20; try++ {
+			if code = dialBound(t, addr, fastGet).status(); code == 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		if code != http.StatusOK {
+			t.Fatalf("a new connection with every one holding back a body: got %d, want 200", code)
+		}
+		for i, c := range holders {
+			if code := c.status(); code != http.StatusOK {
+				t.Errorf("connection %d, its body held back: got %d, want 200 without waiting for the body", i, code)
+			}
+		}
+		if got := testutil.ToFloat64(closed); got < 1 {
+			t.Errorf("connections closed: got %v, want at least 1", got)
 		}
 	})
 	t.Run("every one in a request", func(t *testing.T) {
