@@ -3,8 +3,12 @@ package main
 import (
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +85,36 @@ func TestPrestopOtherMethods(t *testing.T) {
 	}
 	if a.drain.Started() {
 		t.Error("a refused method started the drain")
+	}
+}
+
+// TestStatusDocumented: every top-level field of /status, and the drain
+// section's, is named in the README's description of /status.
+func TestStatusDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, doc, _ := strings.Cut(string(readme), "- `GET /status`")
+	doc, _, _ = strings.Cut(doc, "\n- ")
+	a := newAgent(config.Config{}, slog.New(slog.DiscardHandler))
+	a.subscribeVerdicts = func() <-chan probe.Verdict { return nil }
+	if err := a.addShutdown(); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	a.serveStatus(w, httptest.NewRequest("GET", "/status", nil))
+	var status map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &status); err != nil {
+		t.Fatalf("/status %q: %v", w.Body, err)
+	}
+	fields := slices.Collect(maps.Keys(status))
+	for k := range status["drain"].(map[string]any) {
+		fields = append(fields, k)
+	}
+	for _, f := range fields {
+		if !strings.Contains(doc, "`"+f+"`") {
+			t.Errorf("/status has %q, which the README's /status does not name", f)
+		}
 	}
 }
