@@ -32,7 +32,10 @@ func LoadPrestop(getenv func(string) string) (Prestop, error) {
 }
 
 // dialAddr turns a listen address into one a local client can dial: an
-// unspecified host (":15000", "0.0.0.0:15000", "[::]:15000") is loopback.
+// unspecified host (":15000", "0.0.0.0:15000", "[::]:15000") is
+// 127.0.0.1: the agent's listener on [::] takes IPv4 connections too,
+// and 127.0.0.1 is there even where ::1 is not (a container or a host
+// with IPv6 turned off).
 func dialAddr(listen string) string {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -40,9 +43,6 @@ func dialAddr(listen string) string {
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
-		if ip != nil && ip.To4() == nil {
-			host = "::1"
-		}
 	}
 	return net.JoinHostPort(host, port)
 }

@@ -24,8 +24,14 @@ func TestLoadPrestop(t *testing.T) {
 			want: Prestop{URL: "http://127.0.0.1:15000/prestop", Token: "s3cret"},
 		},
 		{
+			// [::] takes IPv4 too; ::1 is not there with IPv6 off.
 			name: "IPv6 unspecified",
 			env:  map[string]string{"OUTRIDER_ADMIN_LISTEN": "[::]:9000"},
+			want: Prestop{URL: "http://127.0.0.1:9000/prestop"},
+		},
+		{
+			name: "IPv6 loopback",
+			env:  map[string]string{"OUTRIDER_ADMIN_LISTEN": "[::1]:9000"},
 			want: Prestop{URL: "http://[::1]:9000/prestop"},
 		},
 		{
