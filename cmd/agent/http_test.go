@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
 
 // TestRefuseBrowsers: a web page cannot drive the admin API, by a
@@ -278,4 +281,46 @@ func TestServerConnectionBound(t *testing.T) {
 			t.Errorf("connections closed: got %v, want 1", got)
 		}
 	})
+}
+
+// TestServersStopTogether: at a stop the metrics and the admin server
+// each wait up to 5 s for a request being answered, and they wait at the
+// same time: a request held on each ends the run 5 s after the stop, not 10.
+func TestServersStopTogether(t *testing.T) {
+	t.Parallel()
+	logs := &testlog.Buffer{}
+	a := &agent{
+		log: slog.New(slog.NewJSONHandler(logs, nil)),
+		serverConnsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "closed_total", Help: "Connections closed."},
+			[]string{"server"}),
+	}
+	held, release := make(chan struct{}, 2), make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	hold := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		held <- struct{}{}
+		<-release
+	})
+	for _, name := range []string{"metrics", "admin"} {
+		if err := a.serve(name, "OUTRIDER_"+strings.ToUpper(name)+"_LISTEN", "127.0.0.1:0", hold, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addrs := regexp.MustCompile(`"addr":"([^"]+)"`).FindAllStringSubmatch(logs.String(), -1)
+	if len(addrs) != 2 {
+		t.Fatalf("want two listening lines, got:\n%s", logs.String())
+	}
+	for _, m := range addrs {
+		go func() { _, _ = http.Get("http://" + m[1] + "/") }()
+	}
+	// The stop: an actor that ends once both requests are in their handlers.
+	a.group.Add(func() error {
+		<-held
+		<-held
+		return nil
+	}, func(error) {})
+	start := time.Now()
+	_ = a.group.Run()
+	if took := time.Since(start); took < 4*time.Second || took > 8*time.Second {
+		t.Errorf("the run ended %s after the stop, want about 5 s (each server's wait, at the same time)", took.Round(time.Millisecond))
+	}
 }

@@ -718,24 +718,3 @@ func TestShutdownExitsDespiteSilentConnections(t *testing.T) {
 		t.Errorf("exit %d %s after SIGTERM, want 0 within 3 s:\n%s", code, took.Round(time.Millisecond), o.Output())
 	}
 }
-
-// TestShutdownServersStopTogether: at exit the metrics and admin servers
-// each wait up to 5 s for a request being answered, and they wait at the
-// same time: a request held on each (a body that never comes) delays the
-// exit by 5 s, not 10.
-func TestShutdownServersStopTogether(t *testing.T) {
-	t.Parallel()
-	o := startOutrider(t, 20*time.Second)
-	// Each handler answers at once and then waits for the rest of a body
-	// the client never sends, until the server's read timeout (10 s).
-	dialBound(t, strings.TrimPrefix(o.metrics, "http://"), "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
-	dialBound(t, strings.TrimPrefix(o.admin, "http://"), "GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
-	// Let both handlers run before the stop.
-	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
-	o.Signal(syscall.SIGTERM)
-	code := o.Wait(20 * time.Second)
-	if took := time.Since(start); code != exitOK || took > 8*time.Second {
-		t.Errorf("exit %d %s after SIGTERM, want 0 within 8 s (the servers' 5 s, once):\n%s", code, took.Round(time.Millisecond), o.Output())
-	}
-}
