@@ -30,12 +30,15 @@ var Vars = []string{
 //
 // The variables Kubernetes sets for a Service whose name starts with
 // "outrider" (OUTRIDER_PORT, OUTRIDER_SERVICE_HOST, …: service links) are
-// not the user's doing, and are not warned of.
+// not the user's doing, and are not warned of. A name that ends in _PORT
+// is one only with a service link's value, proto://ip:port: a port number
+// there (OUTRIDER_APP_PORT=9090) is a guess at a setting, and is warned of
+// with the variable that holds that port.
 func UnknownVars(environ []string) []string {
 	var warnings []string
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "OUTRIDER_") || slices.Contains(Vars, name) || serviceLink.MatchString(name) {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "OUTRIDER_") || slices.Contains(Vars, name) || isServiceLink(name, value) {
 			continue
 		}
 		w := name + " is not an outrider variable and is ignored"
@@ -51,9 +54,36 @@ func UnknownVars(environ []string) []string {
 // each Service of the namespace (unless enableServiceLinks is false).
 var serviceLink = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$`)
 
+// isServiceLink reports whether name=value may be a service link. Of the
+// names that end in _PORT, <SERVICE>_SERVICE_PORT and
+// <SERVICE>_PORT_<n>_<PROTO>_PORT hold a number, and <SERVICE>_PORT the
+// Service's first port as a URL, e.g. tcp://10.0.0.9:15090.
+func isServiceLink(name, value string) bool {
+	if !serviceLink.MatchString(name) {
+		return false
+	}
+	if numberedPort.MatchString(name) || !strings.HasSuffix(name, "_PORT") {
+		return true
+	}
+	return portURL.MatchString(value)
+}
+
+var (
+	numberedPort = regexp.MustCompile(`(_SERVICE_PORT|_PORT_[0-9]+_(TCP|UDP|SCTP)_PORT)$`)
+	portURL      = regexp.MustCompile(`^(tcp|udp|sctp)://`)
+)
+
 // nearestVar returns the name in Vars closest to name, if a few edits
 // (a typo, a missing or doubled letter, a plural) make one from the other.
 func nearestVar(name string) string {
+	// A port of its own: outrider's ports are in its addresses.
+	if base, ok := strings.CutSuffix(name, "_PORT"); ok {
+		for _, v := range []string{base + "_ADDR", base + "_LISTEN"} {
+			if slices.Contains(Vars, v) {
+				return v
+			}
+		}
+	}
 	best, bestDist := "", 4
 	for _, v := range Vars {
 		if d := editDistance(name, v); d < bestDist {

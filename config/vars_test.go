@@ -17,12 +17,18 @@ func TestUnknownVars(t *testing.T) {
 		"OUTRIDER_SERVICE_HOST=10.0.0.9", "OUTRIDER_PORT=tcp://10.0.0.9:15090", "OUTRIDER_PORT_15090_TCP=tcp://10.0.0.9:15090",
 		"OUTRIDER_PORT_15090_TCP_PROTO=tcp", "OUTRIDER_PORT_15090_TCP_PORT=15090", "OUTRIDER_PORT_15090_TCP_ADDR=10.0.0.9",
 		"OUTRIDER_SERVICE_PORT_METRICS=15090", "OUTRIDER_ADMIN_SERVICE_HOST=10.0.0.8", "OUTRIDER_ADMIN_PORT=tcp://10.0.0.8:15000",
+		"OUTRIDER_ADMIN_SERVICE_PORT=15000",
+		// A port of its own is a guess at a setting, not a service link.
+		"OUTRIDER_APP_PORT=9090", "OUTRIDER_METRICS_PORT=9100", "OUTRIDER_PROBE_PORT=8081",
 	}
 	want := []string{
 		"OUTRIDER_DRAIN_TIMOUT is not an outrider variable and is ignored (did you mean OUTRIDER_DRAIN_TIMEOUT?)",
 		"OUTRIDER_PROBE_PERIODS is not an outrider variable and is ignored (did you mean OUTRIDER_PROBE_PERIOD?)",
 		"OUTRIDER_ADMIN_TOKN is not an outrider variable and is ignored (did you mean OUTRIDER_ADMIN_TOKEN?)",
 		"OUTRIDER_FROBNICATE is not an outrider variable and is ignored",
+		"OUTRIDER_APP_PORT is not an outrider variable and is ignored (did you mean OUTRIDER_APP_ADDR?)",
+		"OUTRIDER_METRICS_PORT is not an outrider variable and is ignored (did you mean OUTRIDER_METRICS_LISTEN?)",
+		"OUTRIDER_PROBE_PORT is not an outrider variable and is ignored",
 	}
 	if got := UnknownVars(environ); !slices.Equal(got, want) {
 		t.Errorf("got\n%q\nwant\n%q", got, want)
