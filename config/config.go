@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outrider-sidecar/outrider/internal/hostport"
 	"github.com/outrider-sidecar/outrider/internal/servicename"
 	"github.com/outrider-sidecar/outrider/probe"
 )
@@ -667,6 +668,14 @@ func ParsePort(s string) (int, bool) {
 func (r *reader) hostPort(name, def string, dial bool) string {
 	v := r.str(name, def)
 	host, port, err := net.SplitHostPort(v)
+	if err != nil && hostport.BareIPv6(v) {
+		want := "has an IPv6 address without brackets (want e.g. [::1]:8080)"
+		if !dial {
+			want = "has an IPv6 address without brackets (want e.g. [::1]:8080, or [::]:8080 for every address)"
+		}
+		r.fail(name, v, want)
+		return def
+	}
 	if err != nil {
 		r.fail(name, v, "is not host:port (want e.g. 127.0.0.1:8080)")
 		return def

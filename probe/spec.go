@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/outrider-sidecar/outrider/internal/hostport"
 )
 
 // Kind names a probe protocol.
@@ -104,6 +106,9 @@ func ParseSpec(raw string) (Spec, error) {
 			return Spec{}, fmt.Errorf("%w: exec: names no command (want exec:/path/to/cmd arg…)", ErrBadSpec)
 		}
 		return Spec{Kind: KindExec, Command: argv}, nil
+	}
+	if scheme, host, ok := bareIPv6Host(raw); ok {
+		return Spec{}, fmt.Errorf("%w: %s target %q has an IPv6 address without brackets (want e.g. %s://[::1]:8080)", ErrBadSpec, scheme, host, scheme)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -226,6 +231,22 @@ func checkHostPort(hostport string) error {
 		return fmt.Errorf("%q has no port", hostport)
 	}
 	return nil
+}
+
+// bareIPv6Host finds a URL whose host is an IPv6 address without the
+// brackets a URL needs, which url.Parse and net.SplitHostPort refuse as a
+// bad port or too many colons. It returns the scheme, in lower case, and
+// the host and port as written (after any user information).
+func bareIPv6Host(raw string) (scheme, host string, ok bool) {
+	scheme, rest, found := strings.Cut(raw, "://")
+	if !found {
+		return "", "", false
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	host = rest[strings.LastIndexByte(rest, '@')+1:]
+	return strings.ToLower(scheme), host, hostport.BareIPv6(host)
 }
 
 // dialPort reports whether port is one a probe can connect to: 1-65535.

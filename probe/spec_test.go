@@ -78,6 +78,11 @@ func TestParseSpecRefuses(t *testing.T) {
 		{raw: "http://127.0.0.1:99999/healthz", wantErr: `bad probe spec: http URL has a bad port "99999" (want 1-65535)`},
 		{raw: "https://app:0/", wantErr: `bad probe spec: https URL has a bad port "0" (want 1-65535)`},
 		{raw: "http://u:secret@app:123456789012345678901234567890/x", wantErr: `bad probe spec: http URL has a bad port "123456789012345678901234567890" (want 1-65535)`},
+		// An IPv6 address goes in brackets: said so, not "too many colons".
+		{raw: "tcp://::1:8080", wantErr: `bad probe spec: tcp target "::1:8080" has an IPv6 address without brackets (want e.g. tcp://[::1]:8080)`},
+		{raw: "GRPC://fd00::7:9090/pkg.Service", wantErr: `bad probe spec: grpc target "fd00::7:9090" has an IPv6 address without brackets (want e.g. grpc://[::1]:8080)`},
+		{raw: "http://u:secret@::1:8080/healthz", wantErr: `bad probe spec: http target "::1:8080" has an IPv6 address without brackets (want e.g. http://[::1]:8080)`},
+		{raw: "https://fd00::7?x=1", wantErr: `bad probe spec: https target "fd00::7" has an IPv6 address without brackets (want e.g. https://[::1]:8080)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.raw, func(t *testing.T) {
