@@ -242,6 +242,7 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	for _, name := range []string{"CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY"} {
 		r.boolean(name, false)
 	}
+	r.goRuntime()
 
 	c.Listen.Proxy = r.listen("OUTRIDER_PROXY_LISTEN", DefaultProxyListen, true)
 	c.Listen.Metrics = r.listen("OUTRIDER_METRICS_LISTEN", DefaultMetricsListen, false)
@@ -273,6 +274,23 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 
 	c.Service = r.service(c, hostname, interfaceAddr)
 	return c, errors.Join(r.errs...)
+}
+
+// goRuntime checks GOMAXPROCS and GOGC, which Go's runtime reads before
+// outrider starts and, when bad, ignores without a word. outrider sets its
+// own values (one core, GOGC 25) only when they are unset, so a bad one
+// left outrider on every core of the node, or collecting at 100.
+func (r *reader) goRuntime() {
+	if v := r.getenv("GOMAXPROCS"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 32); err != nil || n < 1 || strings.Trim(v, "0123456789") != "" {
+			r.fail("GOMAXPROCS", v, "is not a whole number of 1 or more (Go would ignore it and use every core; unset it for outrider's 1)")
+		}
+	}
+	if v := r.getenv("GOGC"); v != "" && v != "off" {
+		if _, err := strconv.ParseInt(v, 10, 32); err != nil || strings.HasPrefix(v, "+") {
+			r.fail("GOGC", v, "is not a whole number nor off (Go would ignore it and use 100; unset it for outrider's 25)")
+		}
+	}
 }
 
 func (r *reader) probe(appAddr string) Probe {
