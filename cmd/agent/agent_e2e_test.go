@@ -110,6 +110,11 @@ func TestAgentCommands(t *testing.T) {
 		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
 		{[]string{"run", "--"}, exitUsage, "no command: want outrider run -- CMD ARGS"},
 		{[]string{"run", "--", "true"}, exitUsage, "OUTRIDER_SERVICE_NAME=\"\" is required"},
+		// An argument is refused, not ignored: check-config would have
+		// checked the environment and said it was valid.
+		{[]string{"check-config", "--file", "outrider.yaml"}, exitUsage, `outrider check-config: takes no arguments, got ["--file" "outrider.yaml"]`},
+		{[]string{"prestop", "--timeout=60s"}, exitUsage, `outrider prestop: takes no arguments, got ["--timeout=60s"]`},
+		{[]string{"version", "--short"}, exitUsage, `outrider version: takes no arguments`},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

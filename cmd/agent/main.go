@@ -72,11 +72,20 @@ func sidecarRuntime(getenv func(string) string) {
 	}
 }
 
+// takesNoArgs holds the commands that read nothing from the command line.
+var takesNoArgs = map[string]bool{"check-config": true, "version": true, "--version": true, "prestop": true}
+
 // dispatch runs the subcommand and returns the exit status.
 func dispatch(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cmd := ""
 	if len(args) > 0 {
 		cmd = args[0]
+	}
+	if takesNoArgs[cmd] && len(args) > 1 {
+		// An argument these ignored (check-config --file x) would seem to
+		// have been used.
+		fmt.Fprintf(stderr, "outrider %s: takes no arguments, got %q (its settings are OUTRIDER_* variables)\n\n%s", cmd, args[1:], usage)
+		return exitUsage
 	}
 	switch cmd {
 	case "":
