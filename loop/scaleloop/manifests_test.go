@@ -30,9 +30,23 @@ func TestLocalOverlayChangesOnlyDurationsAndMinimum(t *testing.T) {
 		byKey[key(o)] = o
 	}
 	changed := map[string][]string{
-		"spec.minReplicaCount": {"spec", "minReplicaCount"},
-		"spec.pollingInterval": {"spec", "pollingInterval"},
-		"behavior.scaleDown":   {"spec", "advanced", "horizontalPodAutoscalerConfig", "behavior", "scaleDown"},
+		"spec.minReplicaCount":                          {"spec", "minReplicaCount"},
+		"spec.pollingInterval":                          {"spec", "pollingInterval"},
+		"behavior.scaleDown.stabilizationWindowSeconds": {"spec", "advanced", "horizontalPodAutoscalerConfig", "behavior", "scaleDown", "stabilizationWindowSeconds"},
+	}
+	// The scale-in policies' periods, and nothing else of them (their
+	// type and how many pods each step removes stay the shipped ones).
+	withoutPeriods := func(o *unstructured.Unstructured) {
+		path := []string{"spec", "advanced", "horizontalPodAutoscalerConfig", "behavior", "scaleDown", "policies"}
+		policies, _, _ := unstructured.NestedSlice(o.Object, path...)
+		for _, p := range policies {
+			if p, ok := p.(map[string]any); ok {
+				delete(p, "periodSeconds")
+			}
+		}
+		if err := unstructured.SetNestedSlice(o.Object, policies, path...); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, s := range shipped {
 		l, ok := byKey[key(s)]
@@ -52,8 +66,10 @@ func TestLocalOverlayChangesOnlyDurationsAndMinimum(t *testing.T) {
 				unstructured.RemoveNestedField(want.Object, path...)
 				unstructured.RemoveNestedField(got.Object, path...)
 			}
+			withoutPeriods(want)
+			withoutPeriods(got)
 			if !reflect.DeepEqual(want.Object, got.Object) {
-				t.Errorf("the local overlay changes more of %s than %v:\nshipped %v\nlocal   %v", key(s), changed, want.Object, got.Object)
+				t.Errorf("the local overlay changes more of %s than %v and the scale-in policies' periodSeconds:\nshipped %v\nlocal   %v", key(s), changed, want.Object, got.Object)
 			}
 			if min, _, _ := unstructured.NestedInt64(l.Object, "spec", "minReplicaCount"); min != 1 {
 				t.Errorf("local minReplicaCount %d, want 1", min)
