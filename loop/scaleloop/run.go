@@ -59,3 +59,18 @@ func (r Run) Peak() int {
 	}
 	return peak
 }
+
+// ScaledIn returns how many replicas the HPA removed in the samples taken
+// before until: the sum of every fall of the desired count.
+func (r Run) ScaledIn(until time.Time) int {
+	in := 0
+	for i, s := range r.Samples {
+		if !s.At.Before(until) {
+			break
+		}
+		if i > 0 {
+			in += max(0, r.Samples[i-1].Desired-s.Desired)
+		}
+	}
+	return in
+}

@@ -70,12 +70,13 @@ func TestMain(m *testing.M) { testbin.Main(m) }
 // each request once, as the rate profile says.
 //
 // It asserts the loop's promise: the HPA takes the Deployment from 1 to at
-// least 3 replicas and back to 1; every new pod is passing in Consul and
-// serves its first request within the probe period + 1 s of its app
-// starting; not one request fails, and at least 60% of the profile's
-// requests are sent (20,000 of the CI profile's 33,200). It also evaluates
-// the shipped prometheus-adapter rule per pod, and every panel of the
-// shipped Grafana dashboard, against the run's Prometheus.
+// least 3 replicas and back to 1, removing replicas while the load still
+// runs; every new pod is passing in Consul and serves its first request
+// within the probe period + 1 s of its app starting; not one request
+// fails, and at least 60% of the profile's requests are sent (20,000 of
+// the CI profile's 33,200). It also evaluates the shipped
+// prometheus-adapter rule per pod, and every panel of the shipped Grafana
+// dashboard, against the run's Prometheus.
 //
 // SCALE_PROFILE replaces the load profile; SCALE_RESULTS names a directory
 // for the chart, the summary and the load client's timeline (make scale).
@@ -215,6 +216,7 @@ sampling:
 			checkAdapterRule(t, prom, ready)
 		}
 	}
+	loadEnd := time.Now()
 	if loadErrExit != nil {
 		t.Fatalf("loadgen: %v\n%s", loadErrExit, tailString(loadErr.String(), 2000))
 	}
@@ -295,6 +297,13 @@ sampling:
 	}
 	if summary.PeakReplicas < 3 {
 		t.Errorf("peak replicas %d, want the HPA to reach at least 3", summary.PeakReplicas)
+	}
+	// Scale-in is tested only while the client sends: a pod removed after
+	// the load ended has no request to lose.
+	if in := run.ScaledIn(loadEnd); in == 0 {
+		t.Errorf("no replica removed while the load ran (peak %d, %d at the load's end), want the scale-in under load: the profile's last stretch is too short for the HPA to scale in", run.Peak(), desiredAt(run, loadEnd))
+	} else {
+		progress("%d replicas removed under load", in)
 	}
 	if final.Desired != 1 || final.Ready != 1 {
 		t.Errorf("final replicas desired %d, ready %d, want 1 and 1", final.Desired, final.Ready)
@@ -560,6 +569,17 @@ func writeResults(t *testing.T, dir string, run scaleloop.Run, line string, load
 		}
 	}
 	t.Logf("results in %s", dir)
+}
+
+// desiredAt is the desired replicas of the last sample before at.
+func desiredAt(r scaleloop.Run, at time.Time) int {
+	d := 0
+	for _, s := range r.Samples {
+		if s.At.Before(at) {
+			d = s.Desired
+		}
+	}
+	return d
 }
 
 // profileRequests is how many requests the load client's profile
