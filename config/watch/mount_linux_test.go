@@ -28,21 +28,13 @@ func TestFileMountedAloneIsWarnedOf(t *testing.T) {
 			return filepath.Join(dir, "config.yaml")
 		}, false},
 		{"a file mounted alone", func(t *testing.T, dir string) string {
-			path := filepath.Join(dir, "mounted.yaml")
-			write(t, path, "")
-			bindMount(t, filepath.Join(dir, "config.yaml"), path)
-			return path
+			return mountConfigAt(t, dir, "mounted.yaml")
 		}, true},
 		{"a file mounted alone, with a space in its path", func(t *testing.T, dir string) string {
-			path := filepath.Join(dir, "my config.yaml")
-			write(t, path, "")
-			bindMount(t, filepath.Join(dir, "config.yaml"), path)
-			return path
+			return mountConfigAt(t, dir, "my config.yaml")
 		}, true},
 		{"a symlink to a file mounted alone", func(t *testing.T, dir string) string {
-			path := filepath.Join(dir, "mounted.yaml")
-			write(t, path, "")
-			bindMount(t, filepath.Join(dir, "config.yaml"), path)
+			path := mountConfigAt(t, dir, "mounted.yaml")
 			link := filepath.Join(dir, "link.yaml")
 			if err := os.Symlink(path, link); err != nil {
 				t.Fatal(err)
@@ -73,6 +65,16 @@ func TestFileMountedAloneIsWarnedOf(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mountConfigAt mounts dir/config.yaml alone on dir/name, as a subPath
+// mount does, and returns the mount's path.
+func mountConfigAt(t *testing.T, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	write(t, path, "")
+	bindMount(t, filepath.Join(dir, "config.yaml"), path)
+	return path
 }
 
 // bindMount mounts the file or directory src on dst until the test ends.
