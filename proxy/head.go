@@ -354,12 +354,18 @@ func parseRequestLine(line []byte, off int32, h *head) error {
 }
 
 // parseOddTarget checks a request target that is not in origin-form
-// ("/path"): "*" (OPTIONS), host:port (CONNECT, refused later), or the
-// absolute-form "http://host/path" that clients send to proxies. An
-// absolute-form target is forwarded in origin-form with its authority as
-// Host (RFC 9112 3.2.2); anything else is refused.
+// ("/path"): "*" (OPTIONS only, RFC 9112 3.2.4), host:port (CONNECT,
+// refused later), or the absolute-form "http://host/path" that clients
+// send to proxies. An absolute-form target is forwarded in origin-form
+// with its authority as Host (RFC 9112 3.2.2); anything else is refused.
 func parseOddTarget(t []byte, h *head) error {
-	if string(t) == "*" || h.methodClass == methodCONNECT {
+	if h.methodClass == methodCONNECT {
+		return nil
+	}
+	if string(t) == "*" {
+		if h.methodClass != methodOPTIONS {
+			return errBadTarget
+		}
 		return nil
 	}
 	scheme := bytes.Index(t, []byte("://"))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -356,6 +357,47 @@ func TestAbsoluteFormTarget(t *testing.T) {
 				t.Errorf("the Host field reached the app beside the target's:\n%s", b)
 			}
 		})
+	}
+}
+
+// TestAsteriskFormTarget: "*" is the target of a server-wide OPTIONS
+// alone (RFC 9112 3.2.4); with any other method it is refused 400 before
+// the app, and counted by its method, as other malformed targets are.
+func TestAsteriskFormTarget(t *testing.T) {
+	tp := startProxy(t, headApp(t), nil)
+	cases := []struct {
+		method, label string
+		wantCode      int
+	}{
+		{"OPTIONS", "OPTIONS", 200},
+		{"GET", "GET", 400},
+		{"HEAD", "HEAD", 400},
+		{"POST", "POST", 400},
+		{"DELETE", "DELETE", 400},
+		{"PROPFIND", "OTHER", 400},
+	}
+	want := map[string]float64{}
+	for _, tc := range cases {
+		t.Run(tc.method, func(t *testing.T) {
+			rc := dialRaw(t, tp.addr)
+			rc.send(tc.method + " * HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp := rc.response(tc.method)
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.wantCode {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, b, tc.wantCode)
+			}
+			if tc.wantCode == 200 && !strings.HasPrefix(string(b), "OPTIONS * HTTP/1.1\r\n") {
+				t.Errorf("the app got:\n%s\nwant OPTIONS *", b)
+			}
+			if tc.wantCode == 400 && !rc.closed() {
+				t.Errorf("connection: got open, want closed")
+			}
+		})
+		want[fmt.Sprintf("%s %d", tc.label, tc.wantCode)]++
+	}
+	tp.settle(t)
+	if got := tp.counts(t); !maps.Equal(got, want) {
+		t.Errorf("counts: got %v, want %v", got, want)
 	}
 }
 
