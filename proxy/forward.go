@@ -557,8 +557,13 @@ func (c *conn) appendRequestHead(out, b []byte, upgrade bool) []byte {
 			if keepUnderscore {
 				out = appendField(out, f.name.of(b), f.value.of(b))
 			}
-		case kindOther, kindXForwardedProto, kindXForwardedHost:
+		case kindOther:
 			out = appendField(out, f.name.of(b), f.value.of(b))
+		case kindXForwardedProto, kindXForwardedHost:
+			// An empty one is left out, as X-Forwarded-For's are.
+			if f.value.end > f.value.start {
+				out = appendField(out, f.name.of(b), f.value.of(b))
+			}
 		case kindExpect:
 			if h.minor == 1 {
 				out = appendField(out, f.name.of(b), f.value.of(b))

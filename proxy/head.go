@@ -180,8 +180,8 @@ type head struct {
 	hasUpgrade                            bool
 	expectContinue                        bool
 	teTrailers                            bool
-	// xff counts X-Forwarded-For fields; proto and host say whether the
-	// X-Forwarded-Proto and -Host fields were present.
+	// xff counts X-Forwarded-For fields; proto and host say whether an
+	// X-Forwarded-Proto and -Host field with a value was present.
 	xff                 int
 	hasXFProto, hasXFHo bool
 }
@@ -630,9 +630,11 @@ func checkRequestFraming(b []byte, h *head) error {
 		case kindXForwardedFor:
 			h.xff++
 		case kindXForwardedProto:
-			h.hasXFProto = true
+			// An empty field is an absent one: it is not forwarded, and
+			// outrider adds its own.
+			h.hasXFProto = h.hasXFProto || len(v) > 0
 		case kindXForwardedHost:
-			h.hasXFHo = true
+			h.hasXFHo = h.hasXFHo || len(v) > 0
 		}
 	}
 	if h.chunked && h.contentLength >= 0 {

@@ -704,6 +704,45 @@ func TestForwardedHeaders(t *testing.T) {
 	}
 }
 
+// TestEmptyForwardedFields: an X-Forwarded-* field with an empty value is
+// an absent one, as it is on the HTTP/2 path: the app gets outrider's
+// value alone, not the empty field beside it or instead of it.
+func TestEmptyForwardedFields(t *testing.T) {
+	app := startEcho(t)
+	tp := startProxy(t, app, nil)
+	cases := []struct {
+		name, fields string
+		want         map[string]string
+	}{
+		{"empty proto", "X-Forwarded-Proto:\r\n",
+			map[string]string{"X-Forwarded-Proto": "http", "X-Forwarded-Host": "shop.example"}},
+		{"blank proto", "X-Forwarded-Proto:  \t\r\n",
+			map[string]string{"X-Forwarded-Proto": "http"}},
+		{"empty host", "X-Forwarded-Host:\r\n",
+			map[string]string{"X-Forwarded-Proto": "http", "X-Forwarded-Host": "shop.example"}},
+		{"empty proto beside a value", "X-Forwarded-Proto:\r\nX-Forwarded-Proto: https\r\n",
+			map[string]string{"X-Forwarded-Proto": "https"}},
+		{"empty for", "X-Forwarded-For:\r\n",
+			map[string]string{"X-Forwarded-For": "127.0.0.1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET /headers HTTP/1.1\r\nHost: shop.example\r\n" + tc.fields + "\r\n")
+			resp := rc.response("GET")
+			var got map[string][]string
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.want {
+				if g := got[k]; len(g) != 1 || g[0] != v {
+					t.Errorf("%s: got %q, want [%q]", k, g, v)
+				}
+			}
+		})
+	}
+}
+
 func TestHeadLimits(t *testing.T) {
 	app := startEcho(t)
 	tp := startProxy(t, app, func(c *Config) {
