@@ -338,13 +338,18 @@ func (c *conn) relayResponse(u *upConn) {
 	keep := req.keepAlive() && !c.p.draining.Load() &&
 		(mode == bodyNone || mode == bodyLength || chunkedOut) &&
 		(c.bodyDone == nil || c.bodyState.Load() != bodyReading)
+	var hop []byte
+	if chunkedOut {
+		// Read before the head leaves the buffer: its trailers come later.
+		hop = connectionNamed(u.br.buffered(), resp)
+	}
 	c.out = c.appendResponseHead(c.out[:0], u.br.buffered(), !keep, mode, false)
 	u.br.discard(c.respHeadLen)
 	c.o.code = resp.status
 
 	// The pipe lives in the connection, not on the stack.
 	pp := &c.pp
-	*pp = pipe{c: c, src: u.br, fromUp: true, u: u, out: c.out, now: c.now}
+	*pp = pipe{c: c, src: u.br, fromUp: true, u: u, out: c.out, now: c.now, hop: hop}
 	switch mode {
 	case bodyLength:
 		pp.copyLength(resp.contentLength)
@@ -782,6 +787,9 @@ type pipe struct {
 	n       int64 // body bytes copied
 	// now is the pipe's clock, read again before each blocking read.
 	now time.Time
+	// hop lists, comma-separated, the fields the answer's Connection
+	// named: they are not passed on as trailers either.
+	hop []byte
 
 	readErr, writeErr error
 }
@@ -1032,7 +1040,7 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) bool {
 			pp.readErr = errBadChunk
 			return false
 		}
-		if keep && trailerKept(line) {
+		if keep && trailerKept(line, pp.hop) {
 			pp.emit(line)
 			pp.emit([]byte("\r\n"))
 		}
@@ -1047,15 +1055,20 @@ func (pp *pipe) copyTrailers(keep, chunkedOut bool) bool {
 // trailerKept reports whether a trailer field, checked by validField, may
 // be passed on: not one that frames a message or belongs to one connection
 // (RFC 9110, section 6.5.1), which a client that merges trailers into the
-// header section would act on.
-func trailerKept(line []byte) bool {
+// header section would act on, nor one the list hop names (see
+// connectionNamed).
+func trailerKept(line, hop []byte) bool {
 	name, _, _ := bytes.Cut(line, []byte(":"))
 	switch fieldKind(name) {
 	case kindHost, kindContentLength, kindTransferEncoding, kindConnection, kindKeepAlive,
 		kindProxyConnection, kindTE, kindTrailer, kindUpgrade:
 		return false
 	}
-	return true
+	kept := true
+	forTokens(hop, func(t []byte) {
+		kept = kept && !bytes.EqualFold(t, name)
+	})
+	return kept
 }
 
 // readToEnd marks a request body read to its end before its last bytes

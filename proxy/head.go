@@ -759,6 +759,26 @@ func markConnectionNamed(b []byte, h *head) {
 	}
 }
 
+// connectionNamed returns, comma-separated, the field names the
+// Connection fields of h list beside the options close, keep-alive and
+// upgrade: nil, without allocating, when there are none. A field so named
+// may come as a trailer, after the head has left the buffer.
+func connectionNamed(b []byte, h *head) []byte {
+	var names []byte
+	for i := range h.fields {
+		f := &h.fields[i]
+		if f.kind != kindConnection {
+			continue
+		}
+		forTokens(f.value.of(b), func(t []byte) {
+			if !foldEq(t, "close") && !foldEq(t, "keep-alive") && !foldEq(t, "upgrade") {
+				names = append(append(names, t...), ',')
+			}
+		})
+	}
+	return names
+}
+
 // forTokens calls fn with each non-empty element of a comma-separated list.
 func forTokens(v []byte, fn func([]byte)) {
 	for len(v) > 0 {

@@ -763,6 +763,35 @@ func TestResponseTrailersWithoutFraming(t *testing.T) {
 	}
 }
 
+// TestResponseTrailersNamedInConnection: a field the answer's Connection
+// names belongs to the app's connection (RFC 9110 7.6.1) whether it comes
+// in the head or as a trailer, and reaches the client in neither.
+func TestResponseTrailersNamedInConnection(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nConnection: x-hidden\r\n"+
+			"X-Secret: head\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"+
+			"X-Sum: 1\r\nx-secret: trailer\r\nX-Hidden: trailer\r\n\r\n")
+	})
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp := rc.response("GET")
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != "abc" {
+		t.Fatalf("body: got %q, %v; want \"abc\"", b, err)
+	}
+	if v, ok := resp.Header["X-Secret"]; ok {
+		t.Errorf("X-Secret reached the client in the head: %v", v)
+	}
+	want := http.Header{"X-Sum": {"1"}}
+	if !reflect.DeepEqual(resp.Trailer, want) {
+		t.Errorf("trailers: got %v, want %v", resp.Trailer, want)
+	}
+}
+
 // TestAnswerBeforeTheBodyLingers: after an answer that came before the
 // client sent its whole body, the proxy shuts its side down and reads on
 // for a moment before it closes, as after its own error answers: closing
