@@ -532,13 +532,13 @@ func (c *conn) writeClient(b []byte, now time.Time) error {
 	return c.br.write(c.nc, b)
 }
 
-// writeUp writes b to the app within IOTimeout. stop, when not nil, is
+// writeUp writes b to the app within d, IOTimeout. stop, when not nil, is
 // the request body's bodyStop.
-func writeUp(u *upConn, b []byte, now time.Time, stop *atomic.Bool) error {
-	if u.wdl.IsZero() || u.wdl.Before(now.Add(30*time.Second)) {
+func writeUp(u *upConn, b []byte, now time.Time, d time.Duration, stop *atomic.Bool) error {
+	if u.wdl.IsZero() || u.wdl.Before(now.Add(d/2)) {
 		// Writes to the app are bounded loosely: the app reads what it is
 		// sent, and a stuck one is also caught by the client's timeouts.
-		u.wdl = now.Add(60 * time.Second)
+		u.wdl = now.Add(d)
 		_ = u.nc.SetWriteDeadline(u.wdl)
 	}
 	if stop != nil && stop.Load() {
@@ -616,14 +616,18 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// fillClient reads more of the request body within IOTimeout.
-func (c *conn) fillClient(now time.Time) error {
-	for d := c.p.cfg.IOTimeout; ; now = time.Now() {
+// fillClient reads more of the request body within IOTimeout, and moves
+// *now on to when the read returned: the write that passes what came on
+// to the app is timed from it, and the client may have taken most of
+// IOTimeout.
+func (c *conn) fillClient(now *time.Time) error {
+	for d := c.p.cfg.IOTimeout; ; {
 		c.setReadDeadline(now.Add(d), d/8)
 		if c.bodyStop.Load() {
 			return errBodyStopped
 		}
 		err := c.br.fill(bufSize)
+		*now = time.Now()
 		if !c.pokedInBody(err) {
 			return err
 		}
@@ -631,14 +635,16 @@ func (c *conn) fillClient(now time.Time) error {
 }
 
 // readClient reads a request body from the client straight into p,
-// bypassing the buffer, with the raw read call (see readNow).
-func (c *conn) readClient(p []byte, now time.Time) (int, error) {
-	for d := c.p.cfg.IOTimeout; ; now = time.Now() {
+// bypassing the buffer, with the raw read call (see readNow), and the
+// same clock as fillClient.
+func (c *conn) readClient(p []byte, now *time.Time) (int, error) {
+	for d := c.p.cfg.IOTimeout; ; {
 		c.setReadDeadline(now.Add(d), d/8)
 		if c.bodyStop.Load() {
 			return 0, errBodyStopped
 		}
 		n, err := c.br.readInto(p)
+		*now = time.Now()
 		if n > 0 {
 			return n, nil
 		}

@@ -175,7 +175,7 @@ func (c *conn) sendRequest(inline bool, sent *upConn, off int) *upConn {
 		case sent != nil && attempt == 0:
 			u = sent
 			if off < len(c.out) {
-				err = writeUp(u, c.out[off:], c.now, nil)
+				err = writeUp(u, c.out[off:], c.now, c.p.cfg.IOTimeout, nil)
 			}
 			if err == nil {
 				err = c.readResponseHead(u)
@@ -189,7 +189,7 @@ func (c *conn) sendRequest(inline bool, sent *upConn, off int) *upConn {
 			if u.br.rc != nil && len(u.br.buffered()) == 0 {
 				err = c.sendThenReadHead(u, inline)
 			} else {
-				err = writeUp(u, c.out, c.now, nil)
+				err = writeUp(u, c.out, c.now, c.p.cfg.IOTimeout, nil)
 				if err == nil {
 					if !inline {
 						c.startBody(u)
@@ -489,7 +489,7 @@ func (c *conn) sendThenReadHead(u *upConn, inline bool) error {
 	rest, err := u.br.sendThenFill(c.out, then)
 	switch {
 	case len(rest) > 0:
-		if err := writeUp(u, rest, c.now, nil); err != nil {
+		if err := writeUp(u, rest, c.now, c.p.cfg.IOTimeout, nil); err != nil {
 			return err
 		}
 		if then != nil {
@@ -812,7 +812,7 @@ func (pp *pipe) flush() {
 	if pp.fromUp {
 		err = pp.c.writeClient(pp.out, pp.now)
 	} else {
-		err = writeUp(pp.u, pp.out, pp.now, &pp.c.bodyStop)
+		err = writeUp(pp.u, pp.out, pp.now, pp.c.p.cfg.IOTimeout, &pp.c.bodyStop)
 	}
 	if err != nil {
 		pp.writeErr = err
@@ -831,7 +831,7 @@ func (pp *pipe) fill(limit int) bool {
 	if pp.fromUp {
 		err = pp.c.fillUp(pp.u, limit, &pp.now)
 	} else {
-		err = pp.c.fillClient(pp.now)
+		err = pp.c.fillClient(&pp.now)
 	}
 	if err != nil {
 		if errors.Is(err, errClientGone) {
@@ -894,7 +894,7 @@ func (pp *pipe) copyLength(n int64) int64 {
 			if pp.fromUp {
 				err = pp.c.writeClient((*cb)[:k], pp.now)
 			} else {
-				err = writeUp(pp.u, (*cb)[:k], pp.now, &pp.c.bodyStop)
+				err = writeUp(pp.u, (*cb)[:k], pp.now, pp.c.p.cfg.IOTimeout, &pp.c.bodyStop)
 			}
 			if err != nil {
 				pp.writeErr = err
@@ -913,7 +913,7 @@ func (pp *pipe) readDirect(b []byte) (int, error) {
 	if pp.fromUp {
 		n, err = pp.c.readUp(pp.u, b, &pp.now)
 	} else {
-		n, err = pp.c.readClient(b, pp.now)
+		n, err = pp.c.readClient(b, &pp.now)
 	}
 	if err != nil {
 		if errors.Is(err, errClientGone) {

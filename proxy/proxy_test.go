@@ -303,6 +303,47 @@ func TestSlowAnswerIsDelivered(t *testing.T) {
 	}
 }
 
+// TestSlowUploadIsDelivered: a client may pause up to IOTimeout between
+// pieces of its body. The write of a piece to the app used to get its
+// deadline from the clock read before the wait for it: after a short pause
+// and then a long one, the deadline was already past and the upload was cut.
+func TestSlowUploadIsDelivered(t *testing.T) {
+	const timeout = 2 * time.Second
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(3 * timeout))
+		b, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	})
+	tp := startProxy(t, app, func(c *Config) { c.IOTimeout = timeout })
+	rc := dialRaw(t, tp.addr)
+	rc.send("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n")
+	// The first pause is too short for the write after it to move the
+	// deadline on; the two add up to more than IOTimeout.
+	for _, p := range []struct {
+		pause time.Duration
+		piece string
+	}{{timeout * 35 / 100, "a"}, {timeout * 75 / 100, "b"}, {0, "c"}} {
+		time.Sleep(p.pause)
+		rc.send(p.piece)
+	}
+	resp := rc.response("POST")
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "abc" || err != nil {
+		t.Errorf("got %d %q (%v), want 200 %q", resp.StatusCode, b, err, "abc")
+	}
+	tp.settle(t)
+	if got := tp.counts(t); got["POST 200"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want one POST 200", got)
+	}
+}
+
 // rawConn is a client connection written and read by hand.
 type rawConn struct {
 	t  *testing.T
