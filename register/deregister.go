@@ -52,14 +52,18 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	// deregistration reaches it sees the instance leave the passing set.
 	// Best effort, briefly bounded: the deregistration is what counts.
 	uctx, ucancel := context.WithTimeout(ctx, min(r.callTimeout/10, criticalTimeout))
-	if err := r.agent.UpdateTTLOpts(CheckID(id), "draining: outrider is deregistering the instance", consul.HealthCritical,
-		(&consul.QueryOptions{}).WithContext(uctx)); err != nil && !isNotFound(err) {
+	err := r.agent.UpdateTTLOpts(CheckID(id), "draining: outrider is deregistering the instance", consul.HealthCritical,
+		(&consul.QueryOptions{}).WithContext(uctx))
+	switch {
+	case err == nil:
+		r.check.sent(consul.HealthCritical, r.clock.Now())
+	case !isNotFound(err):
 		r.log.Debug("could not set the check critical before deregistering", "service_id", id, "err", err)
 	}
 	ucancel()
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
-	err := r.agent.ServiceDeregisterOpts(id, (&consul.QueryOptions{}).WithContext(cctx))
+	err = r.agent.ServiceDeregisterOpts(id, (&consul.QueryOptions{}).WithContext(cctx))
 	if err != nil && !isNotFound(err) {
 		r.m.errors.WithLabelValues("deregister").Inc()
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -1202,3 +1202,51 @@ func (h *harness) update(tags []string) {
 		h.t.Errorf("Update: %v", err)
 	}
 }
+
+// TestStatusCheckStatusIsWhatConsulHolds: /status's check_status is the
+// status of the check Consul holds, and absent when Consul holds none; it
+// said passing beside deregistered: true all through a drain.
+func TestStatusCheckStatusIsWhatConsulHolds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// then acts on a registered, passing instance.
+		then func(t *testing.T, h *harness)
+		want string
+	}{
+		{name: "heartbeating", then: func(*testing.T, *harness) {}, want: "passing"},
+		{name: "deregistered", then: func(t *testing.T, h *harness) {
+			if err := h.r.Deregister(context.Background()); err != nil {
+				t.Fatalf("Deregister: %v", err)
+			}
+		}, want: ""},
+		{name: "set critical, deregistration unanswered", then: func(t *testing.T, h *harness) {
+			h.consul.mu.Lock()
+			h.consul.deregisterHangs = true
+			h.consul.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := h.r.Deregister(ctx); err == nil {
+				t.Fatalf("Deregister with a hanging agent succeeded")
+			}
+		}, want: "critical"},
+		{name: "lost, registering again fails", then: func(t *testing.T, h *harness) {
+			h.consul.lose()
+			h.consul.setRegisterError(500)
+			h.step(heartbeat)
+		}, want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 0.5)
+			h.start()
+			h.clock.NextWait(t)
+			h.verdict(true, "")
+			tc.then(t, h)
+			if got := h.r.Status().CheckStatus; got != tc.want {
+				t.Errorf("check_status = %q, want %q; consul holds %+v", got, tc.want, h.r.Status())
+			}
+			if c, ok := h.consul.check(CheckID("web-1")); ok && tc.want == "" {
+				t.Errorf("consul holds the check %+v; the test expects none", c)
+			}
+		})
+	}
+}

@@ -2,7 +2,9 @@ package register
 
 import "time"
 
-// Status is the registrar's state, for /status.
+// Status is the registrar's state, for /status. CheckStatus is the status
+// outrider last set on the check Consul holds, "" while outrider knows of
+// no registration (deregistered, lost, not taken yet).
 type Status struct {
 	ServiceID           string    `json:"service_id"`
 	CheckID             string    `json:"check_id"`
@@ -32,6 +34,10 @@ func (r *Registrar) Status() Status {
 	r.mu.Unlock()
 	r.link.status(&s)
 	r.check.report(&s)
+	if !s.Registered {
+		// Consul holds no check: deregistered, lost, or never taken.
+		s.CheckStatus = ""
+	}
 	r.maint.report(&s)
 	return s
 }
