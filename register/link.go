@@ -62,6 +62,15 @@ func (l *link) fail(err error, now time.Time, max time.Duration) (linkChange, ti
 	return c, backoff(l.failures, l.base, max, l.rand())
 }
 
+// note records err at now as the last error, for /status, without
+// counting it against the link: Consul answered, and err is outrider's
+// own reason not to go ahead.
+func (l *link) note(err error, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lastErr, l.lastErrAt = err.Error(), now
+}
+
 // succeed records an answer; the change carries the failures before it.
 func (l *link) succeed() linkChange {
 	l.mu.Lock()

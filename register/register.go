@@ -389,6 +389,8 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 // again.
 func (r *Registrar) heldBack(err error) time.Duration {
 	r.m.errors.WithLabelValues("register").Inc()
+	r.answered()
+	r.link.note(err, r.clock.Now())
 	reason := "not registered: " + err.Error()
 	if r.cond.update(false, reason) {
 		r.log.Error("not registering: the service ID is in use", "service_id", r.id, "err", err)
@@ -398,12 +400,16 @@ func (r *Registrar) heldBack(err error) time.Duration {
 
 // succeeded records a heartbeat Consul accepted: the instance is there.
 func (r *Registrar) succeeded() {
-	c := r.link.succeed()
+	r.answered()
 	r.mu.Lock()
 	r.registered = true
 	r.mu.Unlock()
 	r.cond.update(true, "registered in consul as "+r.id)
-	if c.recovered() {
+}
+
+// answered records that Consul answered, and logs the end of an outage.
+func (r *Registrar) answered() {
+	if c := r.link.succeed(); c.recovered() {
 		r.log.Info("consul answers again", "service_id", r.id, "failed_attempts", c.failures,
 			"outage_seconds", r.clock.Now().Sub(c.downSince).Seconds())
 	}

@@ -1067,6 +1067,12 @@ func TestFirstRegistrationLeavesAnIDAnotherInstanceHolds(t *testing.T) {
 			if c := h.lastCond(); c.ok || !strings.Contains(c.reason, tc.wantInMessage) || !strings.Contains(c.reason, "OUTRIDER_SERVICE_ID") {
 				t.Errorf("registered condition = %+v, want false, naming %s and OUTRIDER_SERVICE_ID", c, tc.wantInMessage)
 			}
+			// /status says why the instance is not registered, as it does
+			// for every other failure.
+			if s := h.r.Status(); s.Registered || !strings.Contains(s.LastError, tc.wantInMessage) ||
+				!strings.Contains(s.LastError, "OUTRIDER_SERVICE_ID") || !s.LastErrorAt.Equal(fakeEpoch) {
+				t.Errorf("status = %+v, want not registered, last_error naming %s and OUTRIDER_SERVICE_ID, at %s", s, tc.wantInMessage, fakeEpoch)
+			}
 			d = h.step(d)
 			d = h.step(d)
 			if n := h.log.Count("not registering: the service ID is in use"); n != 1 {
@@ -1083,6 +1089,29 @@ func TestFirstRegistrationLeavesAnIDAnotherInstanceHolds(t *testing.T) {
 				t.Errorf("consul has web-1 at %s:%d once the ID was free, want 10.0.0.7:8080", reg.Address, reg.Port)
 			}
 		})
+	}
+}
+
+// TestHeldBackAfterAnOutageSaysConsulAnswers: a Consul that comes back
+// and answers that another live instance holds the ID is no longer shown
+// unreachable; /status's last_error says why the instance waits.
+func TestHeldBackAfterAnOutageSaysConsulAnswers(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.consul.setDown(true)
+	h.start()
+	d := h.clock.NextWait(t).D
+	if s := h.r.Status(); s.Consul != "unreachable" {
+		t.Fatalf("consul = %q with consul down, want unreachable", s.Consul)
+	}
+	h.consul.setDown(false)
+	h.consul.holdID("web-1", "10.0.0.8", 8080, "passing")
+	h.step(d)
+	s := h.r.Status()
+	if s.Consul != "ok" || s.ConsecutiveFailures != 0 || s.Registered || !strings.Contains(s.LastError, "10.0.0.8:8080") {
+		t.Errorf("status = %+v, want consul ok, 0 failures, not registered, last_error naming 10.0.0.8:8080", s)
+	}
+	if n := h.log.Count("consul answers again"); n != 1 {
+		t.Errorf("logged that consul answers again %d times, want once", n)
 	}
 }
 
