@@ -1,6 +1,8 @@
 package register
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 
@@ -25,7 +27,8 @@ func isNotFound(err error) bool {
 }
 
 // notTaken reports whether err shows that Consul did not take a request:
-// outrider could not connect, or Consul refused it with a 4xx. Any other
+// outrider could not connect, Consul's certificate did not verify, or
+// Consul refused it with a 4xx. Any other
 // failure (a timeout, a cut connection, a 5xx) may have come after Consul
 // took it.
 func notTaken(err error) bool {
@@ -34,5 +37,24 @@ func notTaken(err error) bool {
 		return se.Code >= 400 && se.Code < 500
 	}
 	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
+	return errors.As(err, &oe) && oe.Op == "dial" || certNotVerified(err)
+}
+
+// certNotVerified reports whether err is Consul's TLS certificate failing
+// verification: the handshake ended before any request was sent.
+func certNotVerified(err error) bool {
+	return errors.As(err, new(*tls.CertificateVerificationError))
+}
+
+// certHint says what to set for a certificate that did not verify: the
+// server name when the certificate is not valid for the one outrider
+// asked for, the CA when it was signed by one outrider does not trust.
+func certHint(err error) string {
+	switch {
+	case errors.As(err, new(x509.HostnameError)):
+		return "set CONSUL_TLS_SERVER_NAME to a name the certificate is valid for"
+	case errors.As(err, new(x509.UnknownAuthorityError)):
+		return "set CONSUL_CACERT or CONSUL_CAPATH to the CA that signed it"
+	}
+	return "fix the certificate Consul serves, or set CONSUL_CACERT or CONSUL_CAPATH to the CA that signed it"
 }

@@ -2,12 +2,16 @@ package register
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"io"
+	stdlog "log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -347,5 +351,83 @@ func TestSecondInstanceWithTheSameIDAgainstConsul(t *testing.T) {
 	}
 	if svcs, _, err := srv.Client().Catalog().Service("web", "", nil); err != nil || len(svcs) != 1 || svcs[0].ServicePort != 8080 {
 		t.Errorf("catalog after the second one stopped = %+v (err %v), want the first one", svcs, err)
+	}
+}
+
+// TestTLSFailureAgainstConsul: a Consul whose certificate does not verify
+// (a CA outrider was not given, a name not in the certificate) is named as
+// a TLS failure, with the variables to set, not as unreachable; the
+// instance was never sent, so the stop has nothing to deregister. Consul
+// is a real one behind a TLS listener on loopback; with its CA, outrider
+// registers through it.
+func TestTLSFailureAgainstConsul(t *testing.T) {
+	srv := consultest.Start(t)
+	target, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	front.Config.ErrorLog = stdlog.New(io.Discard, "", 0) // the refused handshakes
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: front.Certificate().Raw})
+	if err := os.WriteFile(caFile, ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		tls  consul.TLSConfig
+		// wantLog is in the log line, wantErr in /status's last_error;
+		// "" for a registration that goes through.
+		wantLog, wantErr string
+	}{
+		{name: "CA not given", wantLog: "CONSUL_CACERT or CONSUL_CAPATH", wantErr: "certificate signed by unknown authority"},
+		{name: "name not in the certificate", tls: consul.TLSConfig{CAFile: caFile, Address: "consul.example"},
+			wantLog: "CONSUL_TLS_SERVER_NAME", wantErr: "consul.example"},
+		{name: "CA given", tls: consul.TLSConfig{CAFile: caFile}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log, buf := newTestLogger()
+			clk := clock.NewFake(fakeEpoch)
+			svc := testService()
+			svc.ID = "web-" + strings.ReplaceAll(tc.name, " ", "-")
+			client := newClient(t, &consul.Config{Address: front.Listener.Addr().String(), Scheme: "https", TLSConfig: tc.tls})
+			r, err := New(client.Agent(), svc, Options{Registerer: prometheus.NewRegistry(), Clock: clk, Log: log,
+				ConsulAddr: front.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx, nil) }()
+			d := clk.NextWait(t).D
+			clk.Advance(d)
+			clk.NextWait(t)
+			s := r.Status()
+			cancel()
+			<-done
+			if t.Failed() || tc.wantLog == "" && !s.Registered || tc.wantLog != "" && s.Registered {
+				t.Logf("registrar log:\n%s", buf.String())
+			}
+			if tc.wantLog == "" {
+				if !s.Registered || s.Consul != "ok" {
+					t.Errorf("status = %+v, want registered through the TLS listener, consul ok", s)
+				}
+				return
+			}
+			if s.Consul != "untrusted" || !strings.Contains(s.LastError, tc.wantErr) {
+				t.Errorf("status = %+v, want consul untrusted, last_error naming %q", s, tc.wantErr)
+			}
+			if n := buf.Count("consul's TLS certificate did not verify"); n != 1 || !strings.Contains(buf.String(), tc.wantLog) {
+				t.Errorf("logged the TLS failure %d times, want once, naming %s:\n%s", n, tc.wantLog, buf.String())
+			}
+			if n := buf.Count("consul unreachable"); n != 0 {
+				t.Errorf("logged consul unreachable %d times for a certificate that does not verify", n)
+			}
+			if n := buf.Count("nothing to deregister"); n != 1 {
+				t.Errorf("the stop did not say there was nothing to deregister:\n%s", buf.String())
+			}
+		})
 	}
 }

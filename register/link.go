@@ -19,6 +19,9 @@ const (
 	linkUnreachable linkState = "unreachable"
 	linkDenied      linkState = "denied"
 	linkRejected    linkState = "rejected"
+	// linkUntrusted: Consul's TLS certificate did not verify, so no
+	// request reached it.
+	linkUntrusted linkState = "untrusted"
 )
 
 // link follows whether Consul answers: the state, the failures in a row
@@ -112,6 +115,9 @@ func backoff(attempt int, base, max time.Duration, jitter float64) time.Duration
 // (limits.http_max_conns_per_client): it passes, like a 5xx, and says
 // nothing of the request.
 func classify(err error) linkState {
+	if certNotVerified(err) {
+		return linkUntrusted
+	}
 	var se consul.StatusError
 	if errors.As(err, &se) {
 		switch {

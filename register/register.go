@@ -376,6 +376,9 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 				"service", name, "service_id", r.id, "op", op, "err", err)
 		case linkRejected:
 			r.log.Error("consul rejected a request; retrying", "service_id", r.id, "op", op, "err", err)
+		case linkUntrusted:
+			r.log.Error("consul's TLS certificate did not verify; "+certHint(err)+"; retrying",
+				"service_id", r.id, "op", op, "err", err)
 		default:
 			r.log.Warn("consul unreachable; outrider keeps probing and serving and retries with backoff",
 				"service_id", r.id, "op", op, "err", err)
