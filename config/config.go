@@ -142,6 +142,24 @@ func (l Listen) MetricsPort() int {
 	return portOf(l.Metrics)
 }
 
+// PublishedMetricsPort is the port the registration carries as service
+// meta MetricsPortMeta: the metrics listener's, or 0 when Prometheus could
+// not scrape it at the registered address (see metricsLocalOnly).
+func (c Config) PublishedMetricsPort() int {
+	if c.metricsLocalOnly() {
+		return 0
+	}
+	return c.Listen.MetricsPort()
+}
+
+// metricsLocalOnly reports whether the metrics listener takes connections
+// from this host only while the instance is registered at an address
+// other hosts reach: Prometheus' Consul discovery, which scrapes the
+// registered address at metrics_port, would find a target always down.
+func (c Config) metricsLocalOnly() bool {
+	return c.Listen.MetricsPort() != 0 && isLoopback(c.Listen.Metrics) && !loopbackHost(c.Service.Address)
+}
+
 // MetricsPortMeta is the service meta key that tells Prometheus' Consul
 // discovery where outrider's /metrics is. outrider sets it; a user's
 // OUTRIDER_SERVICE_META may not.
@@ -768,8 +786,9 @@ const maxMeta = 64
 // with one of those keys would be replaced without a word, and Consul
 // counts outrider's pairs against its 64.
 func (r *reader) ownMeta(c Config, s Service) {
+	c.Service = s
 	own := []string{"outrider_version"}
-	if c.Listen.MetricsPort() != 0 {
+	if c.PublishedMetricsPort() != 0 {
 		own = append(own, MetricsPortMeta)
 	}
 	if s.PodName != "" {

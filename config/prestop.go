@@ -57,6 +57,12 @@ func (c Config) Warnings() []string {
 			"the platform kills the pod or unit before the drain and the app's stop can end; raise terminationGracePeriodSeconds (or TimeoutStopSec) or shorten the drain",
 			DeregisterTimeout, d.Delay, d.Timeout, d.AppStopTimeout, need, d.GracePeriod))
 	}
+	if c.Registry.Enabled() && c.metricsLocalOnly() {
+		w = append(w, fmt.Sprintf("OUTRIDER_METRICS_LISTEN=%q takes connections from this host only, and the instance is registered at %s (OUTRIDER_SERVICE_ADDRESS, else POD_IP): "+
+			"Prometheus' Consul discovery, which scrapes the registered address, could not reach it, so the registration carries no metrics_port; "+
+			"to be scraped through Consul, listen on every address (:%d) or on the registered one",
+			c.Listen.Metrics, c.Service.Address, c.Listen.MetricsPort()))
+	}
 	switch token := c.Listen.AdminToken.Reveal(); {
 	case token == "":
 	case token == ExampleAdminToken:

@@ -119,3 +119,36 @@ func TestWarningsOfAWeakAdminToken(t *testing.T) {
 		}
 	}
 }
+
+// TestWarningsOfAMetricsListenerConsulCannotPublish: a metrics listener on
+// loopback, with the instance registered at another address, cannot be
+// scraped through Consul; start-up says so and names the variables.
+func TestWarningsOfAMetricsListenerConsulCannotPublish(t *testing.T) {
+	consul := Registry{Kind: RegistryConsul}
+	tests := []struct {
+		name     string
+		registry Registry
+		metrics  string
+		address  string
+		want     string
+	}{
+		{"every address", consul, ":15090", "10.0.0.7", ""},
+		{"the registered address", consul, "10.0.0.7:15090", "10.0.0.7", ""},
+		{"loopback, registered on loopback", consul, "127.0.0.1:15090", "127.0.0.1", ""},
+		{"port chosen at start", consul, "127.0.0.1:0", "10.0.0.7", ""},
+		{"no registry", Registry{Kind: RegistryNone}, "127.0.0.1:15090", "", ""},
+		{"IPv4 loopback", consul, "127.0.0.1:15090", "10.0.0.7",
+			`OUTRIDER_METRICS_LISTEN="127.0.0.1:15090" takes connections from this host only, and the instance is registered at 10.0.0.7 (OUTRIDER_SERVICE_ADDRESS, else POD_IP)`},
+		{"IPv6 loopback", consul, "[::1]:15090", "fd00::7", `OUTRIDER_METRICS_LISTEN="[::1]:15090"`},
+		{"localhost", consul, "localhost:15090", "app.example.com", "the registration carries no metrics_port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Registry: tt.registry, Listen: Listen{Metrics: tt.metrics}, Service: Service{Address: tt.address}}
+			got := strings.Join(c.Warnings(), "\n")
+			if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -51,13 +51,14 @@ func (a *agent) addRegistry() error {
 
 // registration maps the configuration to what register sends to Consul:
 // the app's instance, with outrider's version, its metrics port (for
-// Prometheus' consul_sd_configs) and the pod in its meta.
+// Prometheus' consul_sd_configs, when Prometheus can reach it there) and
+// the pod in its meta.
 func registration(c config.Config) register.Service {
 	s := c.Service
 	meta := make(map[string]string, len(s.Meta)+4)
 	maps.Copy(meta, s.Meta)
 	meta["outrider_version"] = version.Version
-	if port := c.Listen.MetricsPort(); port != 0 {
+	if port := c.PublishedMetricsPort(); port != 0 {
 		meta[config.MetricsPortMeta] = strconv.Itoa(port)
 	}
 	if s.PodName != "" {

@@ -23,6 +23,7 @@ func TestRegistryMapsTheConfigToTheRegistration(t *testing.T) {
 		podName  string
 		podNS    string
 		metrics  string
+		address  string // the registered one; 10.0.0.7 when ""
 		wantMeta map[string]string
 	}{
 		{name: "outside kubernetes", metrics: ":15090", wantMeta: map[string]string{
@@ -43,15 +44,29 @@ func TestRegistryMapsTheConfigToTheRegistration(t *testing.T) {
 		{name: "metrics port chosen at start", metrics: "127.0.0.1:0", wantMeta: map[string]string{
 			"team": "a", "outrider_version": version.Version,
 		}},
+		// Prometheus would scrape 10.0.0.7, where a loopback listener
+		// takes no connection: a target that is always down.
+		{name: "metrics on loopback", metrics: "127.0.0.1:15090", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version,
+		}},
+		{name: "metrics on localhost", metrics: "localhost:15090", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version,
+		}},
+		{name: "metrics and the instance on loopback", metrics: "127.0.0.1:15090", address: "127.0.0.1", wantMeta: map[string]string{
+			"team": "a", "outrider_version": version.Version, "metrics_port": "15090",
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base
 			c.Service.PodName, c.Service.PodNamespace = tc.podName, tc.podNS
 			c.Listen.Metrics = tc.metrics
+			if tc.address != "" {
+				c.Service.Address = tc.address
+			}
 			got := registration(c)
-			if got.ID != "web-1" || got.Name != "web" || got.Address != "10.0.0.7" || got.Port != 15001 ||
+			if got.ID != "web-1" || got.Name != "web" || got.Address != c.Service.Address || got.Port != 15001 ||
 				got.TTL != 15*time.Second || got.DeregisterCriticalAfter != time.Minute || len(got.Tags) != 1 {
-				t.Errorf("registration = %+v, want web-1 (web) at 10.0.0.7:15001, TTL 15s, deregister after 1m, tags [v1]", got)
+				t.Errorf("registration = %+v, want web-1 (web) at %s:15001, TTL 15s, deregister after 1m, tags [v1]", got, c.Service.Address)
 			}
 			if !maps.Equal(got.Meta, tc.wantMeta) {
 				t.Errorf("meta = %v, want %v", got.Meta, tc.wantMeta)
