@@ -57,6 +57,9 @@ type App struct {
 	Process *regexp.Regexp
 	// ProcRoot is where procfs is mounted.
 	ProcRoot string
+	// Children counts the app process's descendants (a pre-forking
+	// server's workers) in its figures; false counts it alone.
+	Children bool
 }
 
 // Probe is the probe target and the kubelet-style schedule around it.
@@ -248,6 +251,7 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	c.App.PIDFile = r.str("OUTRIDER_APP_PID_FILE", "")
 	c.App.Process = r.regexp("OUTRIDER_APP_PROCESS")
 	c.App.ProcRoot = r.str("OUTRIDER_PROC_ROOT", "/proc")
+	c.App.Children = r.boolean("OUTRIDER_APP_CHILDREN", true)
 
 	c.Probe = r.probe(c.App.Addr)
 

@@ -35,6 +35,7 @@ func TestDefaults(t *testing.T) {
 		{"service port is the proxy's", c.Service.Port, 15001},
 		{"app addr", c.App.Addr, "127.0.0.1:8080"},
 		{"proc root", c.App.ProcRoot, "/proc"},
+		{"app children counted", c.App.Children, true},
 		{"probe", c.Probe.Spec.String(), "tcp://127.0.0.1:8080"},
 		{"probe period", c.Probe.Period, 5 * time.Second},
 		{"probe timeout", c.Probe.Timeout, time.Second},

@@ -47,6 +47,7 @@ func (c Config) Effective() []Setting {
 		{"OUTRIDER_APP_PID_FILE", c.App.PIDFile},
 		{"OUTRIDER_APP_PROCESS", process},
 		{"OUTRIDER_PROC_ROOT", c.App.ProcRoot},
+		{"OUTRIDER_APP_CHILDREN", strconv.FormatBool(c.App.Children)},
 		{"OUTRIDER_PROBE", c.Probe.Spec.String()},
 		{"OUTRIDER_PROBE_HEADERS", maskedHeaders(c.Probe)},
 		{"OUTRIDER_PROBE_INSECURE", strconv.FormatBool(c.Probe.Spec.Insecure)},

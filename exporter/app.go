@@ -56,25 +56,27 @@ var (
 	appInfoDesc = prometheus.NewDesc("outrider_app_info",
 		"A metric with a constant '1' value labelled by the pid and command name of the app process.", []string{"pid", "comm"}, nil)
 	appCPUDesc = prometheus.NewDesc("outrider_app_cpu_seconds_total",
-		"User and system CPU time spent by the app process, in seconds.", nil, nil)
+		"User and system CPU time spent by the app's processes, in seconds.", nil, nil)
 	appResidentDesc = prometheus.NewDesc("outrider_app_resident_memory_bytes",
-		"Resident memory size of the app process, in bytes.", nil, nil)
+		"Resident memory size of the app's processes, summed, in bytes.", nil, nil)
 	appVirtualDesc = prometheus.NewDesc("outrider_app_virtual_memory_bytes",
-		"Virtual memory size of the app process, in bytes.", nil, nil)
+		"Virtual memory size of the app's processes, summed, in bytes.", nil, nil)
 	appThreadsDesc = prometheus.NewDesc("outrider_app_threads",
-		"Number of threads of the app process.", nil, nil)
+		"Number of threads of the app's processes.", nil, nil)
+	appProcessesDesc = prometheus.NewDesc("outrider_app_processes",
+		"Number of processes counted in the outrider_app_* figures: the app process and its live descendants.", nil, nil)
 	appStartDesc = prometheus.NewDesc("outrider_app_start_time_seconds",
 		"Start time of the app process since the Unix epoch, in seconds.", nil, nil)
 	appOpenFDsDesc = prometheus.NewDesc("outrider_app_open_fds",
-		"Number of open file descriptors of the app process.", nil, nil)
+		"Number of open file descriptors of the app's processes.", nil, nil)
 	appMaxFDsDesc = prometheus.NewDesc("outrider_app_max_fds",
 		"Soft limit on the number of open file descriptors of the app process.", nil, nil)
 	appIOReadDesc = prometheus.NewDesc("outrider_app_io_read_bytes_total",
-		"Bytes the app process caused to be fetched from the storage layer.", nil, nil)
+		"Bytes the app's processes caused to be fetched from the storage layer.", nil, nil)
 	appIOWriteDesc = prometheus.NewDesc("outrider_app_io_write_bytes_total",
-		"Bytes the app process caused to be sent to the storage layer.", nil, nil)
+		"Bytes the app's processes caused to be sent to the storage layer.", nil, nil)
 	appCtxSwitchesDesc = prometheus.NewDesc("outrider_app_context_switches_total",
-		"Context switches of the app process, by type: voluntary or nonvoluntary.", []string{"type"}, nil)
+		"Context switches of the app's processes, by type: voluntary or nonvoluntary.", []string{"type"}, nil)
 	appScrapeErrorsDesc = prometheus.NewDesc("outrider_app_scrape_errors_total",
 		"Failed reads of an app process file, by file; the figures from that file are left out of that scrape.", []string{"file"}, nil)
 )
@@ -96,6 +98,9 @@ type AppOptions struct {
 	Child func() int
 	// Addr is where the app listens, host:port.
 	Addr string
+	// Alone counts the process found alone; otherwise its live
+	// descendants (a pre-forking server's workers) are counted too.
+	Alone bool
 	// Log receives one line each time the app process is found or lost,
 	// or a file starts or stops failing.
 	Log *slog.Logger
@@ -108,6 +113,8 @@ type AppCollector struct {
 	root    string
 	finders []finder
 	self    int
+	alone   bool
+	walk    int // how descendants are found: walkUnknown, walkChildren or walkScan
 	log     *slog.Logger
 	now     func() time.Time
 
@@ -116,6 +123,11 @@ type AppCollector struct {
 	why     string  // why no app process is known
 	errs    map[string]uint64
 	failing map[string]bool
+	// read and failed say which files were read this scrape, and the
+	// first error other than an exit for each; failing changes once per
+	// scrape, however many processes are read.
+	read   map[string]bool
+	failed map[string]failure
 	// buf is reused to read the status file of each thread.
 	buf bytes.Buffer
 }
@@ -130,11 +142,12 @@ type target struct {
 	detail     string
 	startTicks uint64
 	start      float64 // Unix seconds; 0 until /proc/uptime is read
-	// switches holds the voluntary and nonvoluntary context switches of
-	// each thread by tid, as last read; ended those of the threads since
-	// gone, so that the sum never drops while the process runs.
-	switches map[string][2]float64
-	ended    [2]float64
+	// members holds the processes counted at the last scrape by pid, the
+	// app process included.
+	members map[int]*member
+	// base holds the counts of processes that ended and are not known to
+	// have been reaped by another of the app's processes.
+	base counts
 }
 
 // finder looks for the app process once.
@@ -163,8 +176,11 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 		self:    os.Getpid(),
 		log:     log,
 		now:     time.Now,
+		alone:   o.Alone,
 		errs:    make(map[string]uint64, len(appFiles)),
 		failing: map[string]bool{},
+		read:    map[string]bool{},
+		failed:  map[string]failure{},
 	}
 	if o.PIDFile != "" {
 		c.finders = append(c.finders, c.fromPIDFile(o.PIDFile))
@@ -189,7 +205,7 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 func (c *AppCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		appUpDesc, appInfoDesc, appCPUDesc, appResidentDesc, appVirtualDesc,
-		appThreadsDesc, appStartDesc, appOpenFDsDesc, appMaxFDsDesc,
+		appThreadsDesc, appProcessesDesc, appStartDesc, appOpenFDsDesc, appMaxFDsDesc,
 		appIOReadDesc, appIOWriteDesc, appCtxSwitchesDesc, appScrapeErrorsDesc,
 	} {
 		ch <- d
@@ -201,7 +217,8 @@ func (c *AppCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *AppCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s, ok := c.read()
+	s, ok := c.sample()
+	c.settle()
 	emitSample(ch, s, ok)
 	for _, f := range appFiles {
 		ch <- constMetric(appScrapeErrorsDesc, prometheus.CounterValue, float64(c.errs[f]), f)
@@ -310,6 +327,7 @@ func (c *AppCollector) resolve() (t *target, st procfs.ProcStat, unreadable, err
 			how:        f.how,
 			detail:     detail,
 			startTicks: st.Starttime,
+			members:    map[int]*member{},
 		}, st, nil, nil
 	}
 	return nil, procfs.ProcStat{}, unreadable, errors.New(strings.Join(whys, "; "))
@@ -321,19 +339,76 @@ type optional struct {
 	ok bool
 }
 
-// sample is one reading of the app process.
+// sample is one reading of the app's processes.
 type sample struct {
 	pid, comm                   string
 	cpu, resident, virtual, thr float64
+	procs                       float64
 	start                       optional
 	voluntary, nonvoluntary     optional
 	maxFDs, openFDs             optional
 	ioRead, ioWrite             optional
 }
 
-// read takes a sample of the app process; ok is false when there is none
-// or its stat is unreadable.
-func (c *AppCollector) read() (sample, bool) {
+// counts are the counters of one process. cpu includes reaped, the CPU
+// time of the children it has reaped (0 when the app process is counted
+// alone), and the I/O includes theirs, as the kernel adds a reaped
+// child's to its parent's /proc/<pid>/io.
+type counts struct {
+	cpu, reaped     float64
+	ioRead, ioWrite float64
+	vol, nonvol     float64
+}
+
+func (a counts) plus(b counts) counts {
+	return counts{a.cpu + b.cpu, a.reaped + b.reaped, a.ioRead + b.ioRead, a.ioWrite + b.ioWrite, a.vol + b.vol, a.nonvol + b.nonvol}
+}
+
+// member is one of the app's processes, as last read. startTicks tells
+// it apart from a later process that reuses its pid.
+type member struct {
+	ppid       int
+	startTicks uint64
+	last       counts
+	gauges     gauges
+	// switches holds the voluntary and nonvoluntary context switches of
+	// each thread by tid, as last read; ended those of the threads since
+	// gone, so that the sum never drops while the process runs.
+	switches map[string][2]float64
+	ended    [2]float64
+	// pending holds the CPU and I/O of descendants that ended at this
+	// scrape ([0]) and at the one before ([1]), which this process has not
+	// been seen to reap: the kernel adds them to its cutime, cstime and io
+	// when it does.
+	pending [2]counts
+}
+
+// gauges are the gauges of one process; a zombie has none.
+type gauges struct {
+	resident, virtual, threads, fds float64
+	fdsOK                           bool
+}
+
+// reading is one scrape's figures of one process.
+type reading struct {
+	m      *member
+	counts counts
+	gauges gauges
+	zombie bool
+}
+
+// failure is the first error, other than the process's exit, in reading
+// a file in one scrape.
+type failure struct {
+	pid int
+	err error
+}
+
+// sample takes a sample of the app's processes; ok is false when there
+// is none or the app process's stat is unreadable.
+func (c *AppCollector) sample() (sample, bool) {
+	clear(c.read)
+	clear(c.failed)
 	t, st, err := c.current()
 	if t == nil {
 		if err != nil {
@@ -341,47 +416,273 @@ func (c *AppCollector) read() (sample, bool) {
 		}
 		return sample{}, false
 	}
-	if !c.check(fileStat, t, err) {
+	if !c.check(fileStat, t.proc.PID, err) {
 		return sample{}, false
 	}
-	s := sampleStat(t, st)
+	s := sample{pid: t.pid, comm: labelValue(st.Comm)}
 	if t.start == 0 {
 		c.startTime(t)
 	}
 	if t.start != 0 {
 		s.start = optional{t.start, true}
 	}
-	// status and limits are parsed here for the two figures needed:
-	// procfs parses every line, which costs most of a scrape.
-	if vol, nonvol, err := c.ctxSwitches(t); c.check(fileStatus, t, err) {
-		s.voluntary, s.nonvoluntary = optional{vol, true}, optional{nonvol, true}
-	}
+	// limits is parsed here for the one figure needed: procfs parses
+	// every line.
 	text, err := c.readPID(t, fileLimits)
 	var maxFDs float64
 	if err == nil {
 		maxFDs, err = parseMaxFDs(text)
 	}
-	if c.check(fileLimits, t, err) {
+	if c.check(fileLimits, t.proc.PID, err) {
 		s.maxFDs = optional{maxFDs, true}
 	}
-	if pio, err := t.proc.IO(); c.check(fileIO, t, err) {
-		s.ioRead = optional{float64(pio.ReadBytes), true}
-		s.ioWrite = optional{float64(pio.WriteBytes), true}
+
+	root, ok := c.readRoot(t, st)
+	live := map[int]*reading{t.proc.PID: root}
+	if !c.alone {
+		c.readDescendants(t, live)
 	}
-	if n, err := t.proc.FileDescriptorsLen(); c.check(fileFD, t, err) {
-		s.openFDs = optional{float64(n), true}
+	t.account(live)
+
+	var total counts
+	for _, r := range live {
+		total = total.plus(r.counts).plus(r.m.pending[0]).plus(r.m.pending[1])
+		if r.zombie {
+			continue
+		}
+		s.procs++
+		s.resident += r.gauges.resident
+		s.virtual += r.gauges.virtual
+		s.thr += r.gauges.threads
+		s.openFDs.v += r.gauges.fds
 	}
+	total = total.plus(t.base)
+	s.cpu = total.cpu
+	if ok.status {
+		s.voluntary, s.nonvoluntary = optional{total.vol, true}, optional{total.nonvol, true}
+	}
+	if ok.io {
+		s.ioRead, s.ioWrite = optional{total.ioRead, true}, optional{total.ioWrite, true}
+	}
+	s.openFDs.ok = ok.fd
 	return s, true
 }
 
-// ctxSwitches returns the context switches of every thread of t, from
-// /proc/<pid>/task/<tid>/status: /proc/<pid>/status has its main
-// thread's alone. A thread that has ended keeps the counts it had at the
-// last read, and a tid whose counts went down now belongs to a newer
+// rootOK says which of the app process's files were read: a figure is
+// left out when its file could not be read for the app process.
+type rootOK struct{ io, status, fd bool }
+
+// readRoot reads the app process, whose stat is st.
+func (c *AppCollector) readRoot(t *target, st procfs.ProcStat) (*reading, rootOK) {
+	m := t.members[t.proc.PID]
+	if m == nil {
+		m = &member{startTicks: st.Starttime}
+	}
+	r := &reading{m: m, counts: m.last}
+	c.statFigures(r, st)
+	var ok rootOK
+	if pio, err := t.proc.IO(); c.check(fileIO, t.proc.PID, err) {
+		r.counts.ioRead, r.counts.ioWrite = float64(pio.ReadBytes), float64(pio.WriteBytes)
+		ok.io = true
+	}
+	if vol, nonvol, err := c.ctxSwitches(m, t.proc.PID); c.check(fileStatus, t.proc.PID, err) {
+		r.counts.vol, r.counts.nonvol = vol, nonvol
+		ok.status = true
+	}
+	if n, err := t.proc.FileDescriptorsLen(); c.check(fileFD, t.proc.PID, err) {
+		r.gauges.fds = float64(n)
+		ok.fd = true
+	}
+	return r, ok
+}
+
+// readDescendants adds the app process's live descendants to live. One
+// that exits while it is read is left out, as if it had exited before,
+// and its exit is no error. One whose stat cannot be read is left out; one
+// whose other files cannot be read counts the error and keeps the counts
+// last read, so that the sums never drop.
+func (c *AppCollector) readDescendants(t *target, live map[int]*reading) {
+	kids, err := c.descendants(t.proc.PID)
+	if err != nil {
+		if !gone(err) {
+			c.check(fileStat, t.proc.PID, fmt.Errorf("find the descendants: %w", err))
+		}
+		// Keep those of the last scrape as they were: dropping them
+		// would count them anew on the next.
+		for pid, m := range t.members {
+			if _, ok := live[pid]; !ok {
+				live[pid] = &reading{m: m, counts: m.last, gauges: m.gauges}
+			}
+		}
+		return
+	}
+	for _, k := range kids {
+		if _, ok := live[k.ppid]; !ok {
+			continue // its parent was not read
+		}
+		r, ok := c.readDescendant(t, k)
+		if ok {
+			live[k.pid] = r
+		}
+	}
+}
+
+// readDescendant reads one descendant of the app process; ok is false
+// when it has gone or cannot be read.
+func (c *AppCollector) readDescendant(t *target, k kin) (r *reading, ok bool) {
+	proc, err := c.fs.Proc(k.pid)
+	var st procfs.ProcStat
+	if err == nil {
+		st, err = proc.Stat()
+	}
+	if err != nil {
+		if !gone(err) {
+			c.check(fileStat, k.pid, err)
+		}
+		return nil, false
+	}
+	if st.PPID != k.ppid {
+		return nil, false // it exited and its pid was reused, or it moved
+	}
+	m := t.members[k.pid]
+	if m == nil || m.startTicks != st.Starttime {
+		m = &member{startTicks: st.Starttime}
+	}
+	m.ppid = k.ppid
+	r = &reading{m: m, counts: m.last}
+	c.statFigures(r, st)
+	pio, err := proc.IO()
+	if gone(err) {
+		return nil, false
+	}
+	if c.check(fileIO, k.pid, err) {
+		r.counts.ioRead, r.counts.ioWrite = float64(pio.ReadBytes), float64(pio.WriteBytes)
+	}
+	vol, nonvol, err := c.ctxSwitches(m, k.pid)
+	if gone(err) {
+		return nil, false
+	}
+	if c.check(fileStatus, k.pid, err) {
+		r.counts.vol, r.counts.nonvol = vol, nonvol
+	}
+	if r.zombie {
+		return r, true
+	}
+	n, err := proc.FileDescriptorsLen()
+	if gone(err) {
+		return nil, false
+	}
+	if c.check(fileFD, k.pid, err) {
+		r.gauges.fds = float64(n)
+	}
+	return r, true
+}
+
+// statFigures puts the figures of a process's stat in r.
+func (c *AppCollector) statFigures(r *reading, st procfs.ProcStat) {
+	r.counts.cpu = float64(st.UTime+st.STime) / userHZ
+	r.counts.reaped = 0
+	if !c.alone {
+		r.counts.reaped = float64(st.CUTime+st.CSTime) / userHZ
+		r.counts.cpu += r.counts.reaped
+	}
+	r.zombie = exited(st)
+	if !r.zombie {
+		r.gauges = gauges{
+			resident: float64(st.ResidentMemory()),
+			virtual:  float64(st.VirtualMemory()),
+			threads:  float64(st.NumThreads),
+		}
+	}
+}
+
+// account records the processes read this scrape. A process that has
+// ended leaves its last counts to the nearest ancestor still running, as
+// pending: when that ancestor reaps it (a pre-forking master waits for its
+// workers), the kernel adds the child's CPU time and I/O to the
+// ancestor's own, and that growth cancels the pending counts; until then
+// the pending counts stand in for them, and no count is counted twice or
+// dropped. A reap shows at the latest on the scrape after the one where
+// the child was last seen (it may happen mid-scrape), so pending counts
+// still there after that go to the base: the ancestor ignores SIGCHLD, or
+// the child had left the tree. The context switches of a child are never
+// added to its parent's, so an ended process's go to the base at once.
+func (t *target) account(live map[int]*reading) {
+	for pid, m := range t.members {
+		if r, ok := live[pid]; ok && r.m == m {
+			continue
+		}
+		ended := m.last.plus(m.pending[0]).plus(m.pending[1])
+		t.base.vol += ended.vol
+		t.base.nonvol += ended.nonvol
+		ended.vol, ended.nonvol = 0, 0
+		if a := t.survivor(m, live); a != nil {
+			a.pending[0] = a.pending[0].plus(ended)
+		} else {
+			t.base = t.base.plus(ended)
+		}
+	}
+	members := make(map[int]*member, len(live))
+	for pid, r := range live {
+		m := r.m
+		if t.members[pid] == m {
+			reaped := counts{
+				cpu:     max(0, r.counts.reaped-m.last.reaped),
+				ioRead:  max(0, r.counts.ioRead-m.last.ioRead),
+				ioWrite: max(0, r.counts.ioWrite-m.last.ioWrite),
+			}
+			for i := len(m.pending) - 1; i >= 0; i-- {
+				m.pending[i], reaped = cancel(m.pending[i], reaped)
+			}
+		}
+		t.base = t.base.plus(m.pending[1])
+		m.pending = [2]counts{{}, m.pending[0]}
+		m.last, m.gauges = r.counts, r.gauges
+		members[pid] = m
+	}
+	t.members = members
+}
+
+// cancel takes the growth of a process's reaped CPU and I/O off pending
+// counts, and returns what is left of both.
+func cancel(pending, growth counts) (counts, counts) {
+	for _, f := range []func(*counts) *float64{
+		func(c *counts) *float64 { return &c.cpu },
+		func(c *counts) *float64 { return &c.ioRead },
+		func(c *counts) *float64 { return &c.ioWrite },
+	} {
+		p, g := f(&pending), f(&growth)
+		n := min(*p, *g)
+		*p -= n
+		*g -= n
+	}
+	return pending, growth
+}
+
+// survivor returns the nearest ancestor of m, as last read, that is
+// still running, or nil.
+func (t *target) survivor(m *member, live map[int]*reading) *member {
+	for range len(t.members) {
+		p := t.members[m.ppid]
+		if p == nil {
+			return nil
+		}
+		if r, ok := live[m.ppid]; ok && r.m == p {
+			return p
+		}
+		m = p
+	}
+	return nil
+}
+
+// ctxSwitches returns the context switches of every thread of the process
+// pid, from /proc/<pid>/task/<tid>/status: /proc/<pid>/status has its
+// main thread's alone. A thread that has ended keeps the counts it had at
+// the last read, and a tid whose counts went down now belongs to a newer
 // thread, so the sums never drop while the process runs; the switches a
 // thread made after the last read before it ended are not counted.
-func (c *AppCollector) ctxSwitches(t *target) (vol, nonvol float64, err error) {
-	dir := filepath.Join(c.root, t.pid, "task")
+func (c *AppCollector) ctxSwitches(m *member, pid int) (vol, nonvol float64, err error) {
+	dir := filepath.Join(c.root, strconv.Itoa(pid), "task")
 	tids, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, 0, err
@@ -401,14 +702,14 @@ func (c *AppCollector) ctxSwitches(t *target) (vol, nonvol float64, err error) {
 		}
 		now[tid.Name()] = [2]float64{v, n}
 	}
-	for tid, last := range t.switches {
+	for tid, last := range m.switches {
 		if cur, ok := now[tid]; !ok || cur[0] < last[0] || cur[1] < last[1] {
-			t.ended[0] += last[0]
-			t.ended[1] += last[1]
+			m.ended[0] += last[0]
+			m.ended[1] += last[1]
 		}
 	}
-	t.switches = now
-	vol, nonvol = t.ended[0], t.ended[1]
+	m.switches = now
+	vol, nonvol = m.ended[0], m.ended[1]
 	for _, cur := range now {
 		vol += cur[0]
 		nonvol += cur[1]
@@ -434,18 +735,6 @@ func (c *AppCollector) readPID(t *target, name string) (string, error) {
 	return string(data), err
 }
 
-// sampleStat turns /proc/<pid>/stat into figures.
-func sampleStat(t *target, st procfs.ProcStat) sample {
-	return sample{
-		pid:      t.pid,
-		comm:     labelValue(st.Comm),
-		cpu:      float64(st.UTime+st.STime) / userHZ,
-		resident: float64(st.ResidentMemory()),
-		virtual:  float64(st.VirtualMemory()),
-		thr:      float64(st.NumThreads),
-	}
-}
-
 // startTime sets t.start from its start ticks and the boot time. It is
 // worked out once per process, so the figure never jitters.
 func (c *AppCollector) startTime(t *target) {
@@ -454,31 +743,45 @@ func (c *AppCollector) startTime(t *target) {
 	if err == nil {
 		up, err = parseUptime(string(data))
 	}
-	if !c.check(fileUptime, t, err) {
+	if !c.check(fileUptime, t.proc.PID, err) {
 		return
 	}
 	boot := float64(c.now().UnixNano())/1e9 - up
 	t.start = boot + float64(t.startTicks)/userHZ
 }
 
-// check counts err against file and logs when the file starts or stops
-// failing; it reports whether the read succeeded. A process that exits
-// mid-scrape is counted but not logged: the next scrape looks for it again.
-func (c *AppCollector) check(file string, t *target, err error) bool {
+// check counts err against file and reports whether the read succeeded.
+// The first error of a scrape other than an exit is kept for settle to
+// log: a process that exits mid-scrape is counted but not logged, and the
+// next scrape looks for it again.
+func (c *AppCollector) check(file string, pid int, err error) bool {
 	if err == nil {
-		if c.failing[file] {
-			c.failing[file] = false
-			c.log.Info("app process file readable again", "file", file, "pid", t.proc.PID)
-		}
+		c.read[file] = true
 		return true
 	}
 	c.errs[file]++
-	if !gone(err) && !c.failing[file] {
-		c.failing[file] = true
-		c.log.Warn("cannot read app process file; its figures are left out until it can be read",
-			"file", file, "pid", t.proc.PID, "err", err)
+	if _, ok := c.failed[file]; !ok && !gone(err) {
+		c.failed[file] = failure{pid, err}
 	}
 	return false
+}
+
+// settle logs each file that started failing this scrape, or that was
+// read again after failing; once per change, however many of the app's
+// processes were read.
+func (c *AppCollector) settle() {
+	for _, file := range appFiles {
+		f, bad := c.failed[file]
+		switch {
+		case bad && !c.failing[file]:
+			c.failing[file] = true
+			c.log.Warn("cannot read app process file; its figures are left out until it can be read",
+				"file", file, "pid", f.pid, "err", f.err)
+		case !bad && c.read[file] && c.failing[file]:
+			c.failing[file] = false
+			c.log.Info("app process file readable again", "file", file)
+		}
+	}
 }
 
 // emitSample sends the figures of s; up is 0 when ok is false.
@@ -499,6 +802,7 @@ func emitSample(ch chan<- prometheus.Metric, s sample, ok bool) {
 	gauge(appResidentDesc, s.resident)
 	gauge(appVirtualDesc, s.virtual)
 	gauge(appThreadsDesc, s.thr)
+	gauge(appProcessesDesc, s.procs)
 	if s.start.ok {
 		gauge(appStartDesc, s.start.v)
 	}

@@ -25,6 +25,7 @@ func (a *agent) addExporter() error {
 		Process:  a.cfg.App.Process,
 		Child:    child,
 		Addr:     a.cfg.App.Addr,
+		Alone:    !a.cfg.App.Children,
 		Log:      a.log.With("component", "exporter"),
 	})
 	if err != nil {
