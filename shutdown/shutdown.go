@@ -111,8 +111,11 @@ type Sequence struct {
 	ran     struct{ delay, timeout time.Duration }
 	abort   context.CancelFunc
 	aborted string
-	done    chan struct{}
-	report  Report
+	// notReady is closed once OnDraining has returned: every Start waits
+	// for it, not only the one that called OnDraining.
+	notReady chan struct{}
+	done     chan struct{}
+	report   Report
 }
 
 // New returns a sequence that has not started.
@@ -137,7 +140,8 @@ func New(o Options) (*Sequence, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shutdown: register metrics: %w", err)
 	}
-	return &Sequence{o: o, clock: c, m: m, delay: o.Delay, timeout: o.Timeout, done: make(chan struct{})}, nil
+	return &Sequence{o: o, clock: c, m: m, delay: o.Delay, timeout: o.Timeout,
+		notReady: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // SetTimings changes the delay and timeout of a drain that has not started
@@ -161,12 +165,13 @@ func (s *Sequence) Timings() (delay, timeout time.Duration) {
 
 // Start begins the drain unless it has begun, and returns a channel closed
 // when it is done. trigger names the cause in the report. The instance is
-// out of readiness when Start returns, so a caller answering "draining"
-// is never contradicted by /ready.
+// out of readiness when Start returns, whichever caller began the drain,
+// so a caller answering "draining" is never contradicted by /ready.
 func (s *Sequence) Start(trigger string) <-chan struct{} {
 	s.mu.Lock()
 	if s.started {
 		s.mu.Unlock()
+		<-s.notReady
 		return s.done
 	}
 	s.started = true
@@ -179,6 +184,7 @@ func (s *Sequence) Start(trigger string) <-chan struct{} {
 	s.m.draining.Set(1)
 	s.o.Log.Info("drain started", "trigger", trigger, "delay", delay, "timeout", timeout)
 	s.o.OnDraining()
+	close(s.notReady)
 	go s.run(ctx, trigger, delay, timeout)
 	return s.done
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,6 +172,48 @@ func TestStartLeavesReadinessFirst(t *testing.T) {
 		f.passDelay(t, 5*time.Second)
 		waitDone(t, f.seq)
 	}
+}
+
+// TestEveryStartLeavesReadinessFirst: callers racing the one that starts
+// the drain return only once the instance is out of readiness too, so a
+// second POST /drain's 202 is not followed by a /ready that says 200.
+func TestEveryStartLeavesReadinessFirst(t *testing.T) {
+	var notReady sync.WaitGroup
+	notReady.Add(1)
+	release := make(chan struct{})
+	var out atomic.Bool
+	var f *fixture
+	f = newFixture(t, func(o *Options) {
+		o.OnDraining = func() {
+			notReady.Done()
+			<-release // readiness is slow to change
+			out.Store(true)
+			f.steps.add("not ready")
+		}
+	})
+	go f.seq.Start("drain")
+	notReady.Wait() // the first caller is in OnDraining
+	const callers = 20
+	returned := make(chan bool, callers)
+	for range callers {
+		go func() {
+			f.seq.Start("drain")
+			returned <- out.Load()
+		}()
+	}
+	select {
+	case <-returned:
+		t.Fatal("a Start returned while the first caller was still taking the instance out of readiness")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	for range callers {
+		if !<-returned {
+			t.Fatal("a Start returned before the instance was out of readiness")
+		}
+	}
+	f.passDelay(t, 5*time.Second)
+	waitDone(t, f.seq)
 }
 
 func TestTriggersJoinOneDrain(t *testing.T) {
