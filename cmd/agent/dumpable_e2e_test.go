@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,22 +28,7 @@ func TestTheAppsUserCannotReadOutridersEnvironment(t *testing.T) {
 		t.Fatal("this test needs root: it starts outrider and a reader as an unprivileged user")
 	}
 	// A copy of the binary that the unprivileged user can run.
-	dir, err := os.MkdirTemp("", "outrider-dumpable-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "outrider")
-	raw, err := os.ReadFile(testbin.Outrider(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, raw, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin, cred := unprivilegedOutrider(t)
 
 	const token = "admin-token-the-app-must-not-read"
 	appAddr := testbin.FreeAddr(t)
@@ -55,7 +39,7 @@ func TestTheAppsUserCannotReadOutridersEnvironment(t *testing.T) {
 		"OUTRIDER_PROXY_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_METRICS_LISTEN=" + metrics,
 		"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_TOKEN=" + token}
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,9 +35,34 @@ Configuration is read from the environment; see README.md for every variable.
 `
 
 func main() {
+	holdHangups(os.Args[1:])
 	hideFromTheApp()
 	sidecarRuntime(os.Getenv)
 	os.Exit(dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// hangups receives SIGHUP from the start of main to the exit when
+// outrider runs as a sidecar or wraps an app (holdHangups); nil otherwise.
+var hangups chan os.Signal
+
+// holdHangups subscribes to SIGHUP first thing, for as long as the
+// process lives, when args run the sidecar or wrap mode. Go's default for
+// SIGHUP is to exit at once, and systemd's ExecReload or a config-map
+// watcher may send one at any time: one that came while the
+// configuration was being read, or once the reload handler was gone at
+// exit, ended outrider without its drain and with a signal's status. The
+// sidecar reloads on one that came early once it is ready; wrap mode
+// drops one that came before the app ran. A SIGHUP ignored at start (as
+// under nohup) is left alone in wrap mode: the app inherits the ignore.
+func holdHangups(args []string) {
+	switch {
+	case len(args) == 0:
+	case args[0] == "run" && !signal.Ignored(syscall.SIGHUP):
+	default:
+		return
+	}
+	hangups = make(chan os.Signal, 1)
+	signal.Notify(hangups, syscall.SIGHUP)
 }
 
 // hideFromTheApp makes outrider's process not dumpable: its /proc/<pid>

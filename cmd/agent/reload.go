@@ -86,14 +86,18 @@ func newReloader(a *agent) (*reloader, error) {
 }
 
 // addReloadSignal adds the actor that turns SIGHUP into a reload. In wrap
-// mode SIGHUP belongs to the child, so it is not installed there.
+// mode SIGHUP belongs to the child, so it is not installed there. The
+// subscription is main's (holdHangups), which outlives the actor: SIGHUP's
+// default is to exit, and one may come while the other actors stop.
 func (a *agent) addReloadSignal(r *reloader) {
-	// Notify now, not when the actor starts: SIGHUP's default is to exit.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	hup := hangups
+	if hup == nil {
+		// Not started by main: subscribe now, not when the actor starts.
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.group.Add(func() error {
-		defer signal.Stop(hup)
 		for {
 			select {
 			case <-ctx.Done():
