@@ -25,13 +25,18 @@ type Child struct {
 	// Set before done is closed.
 	status int
 	how    string
+	// pidfd refers to the app process, for the keeper; nil without one.
+	pidfd *os.File
+	// keeper is the keeper's pipe (Keep), nil without a keeper.
+	keeper *os.File
 }
 
 // Start runs argv as a child in its own process group, with env and the
 // given standard streams passed through untouched. Should outrider die
 // without stopping it (SIGKILL, a crash), the kernel sends the child
 // SIGTERM, so that a supervisor restarting outrider does not find the old
-// app still holding its port.
+// app still holding its port; what the child started goes with its
+// process group once Keep has started the keeper.
 func Start(argv []string, env []string, stdin io.Reader, stdout, stderr io.Writer) (*Child, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("wrap: no command to run (usage: outrider run -- CMD ARGS…)")
@@ -77,6 +82,10 @@ func (c *Child) run(started chan<- error) {
 	if err := c.cmd.Start(); err != nil {
 		started <- err
 		return
+	}
+	// Opened before the app is reaped, so that it is the app's.
+	if fd, err := unix.PidfdOpen(c.cmd.Process.Pid, 0); err == nil {
+		c.pidfd = os.NewFile(uintptr(fd), "app pidfd")
 	}
 	started <- nil
 	err := c.cmd.Wait()
@@ -157,9 +166,11 @@ func (c *Child) Stop(ctx context.Context) (killed bool) {
 	return true
 }
 
-// killGroup sends SIGKILL to the child's process group.
+// killGroup sends SIGKILL to the child's process group, and dismisses
+// the keeper, whose work that was.
 func (c *Child) killGroup() {
 	_ = syscall.Kill(-c.Pid(), syscall.SIGKILL)
+	c.dismissKeeper()
 }
 
 // signalName names s the way operators write it: "SIGTERM".

@@ -245,6 +245,9 @@ func (a *agent) startChild() error {
 	}
 	a.child = child
 	a.log.Info("app started", "app_pid", child.Pid(), "command", a.childArgv)
+	if err := child.Keep(a.cfg.Drain.AppStopTimeout); err != nil {
+		a.log.Warn("should outrider die, what the app started may outlive it", "err", err)
+	}
 	return nil
 }
 

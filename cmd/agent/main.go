@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/outrider-sidecar/outrider/wrap"
 )
 
 // Exit statuses.
@@ -35,6 +37,9 @@ Configuration is read from the environment; see README.md for every variable.
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == wrap.KeeperCommand {
+		os.Exit(wrap.RunKeeper(os.Args[2:]))
+	}
 	holdHangups(os.Args[1:])
 	hideFromTheApp()
 	sidecarRuntime(os.Getenv)

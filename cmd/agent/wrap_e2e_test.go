@@ -564,3 +564,46 @@ func TestWrapAppGetsNoneOfOutridersOwnSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestWrapAppGroupStopsWhenOutriderIsKilled: with outrider killed, the
+// kernel's SIGTERM reaches the app process alone; an app that is a shell
+// running the server, or a parent of workers, must not leave them serving
+// behind it. Once the app is gone, what it started is killed with its
+// process group, as when outrider stops the app itself.
+func TestWrapAppGroupStopsWhenOutriderIsKilled(t *testing.T) {
+	t.Parallel()
+	appAddr := testbin.FreeAddr(t)
+	pidFile := filepath.Join(t.TempDir(), "server.pid")
+	echo := testbin.Echo(t)
+	// The shell waits for its server, which is the shell's child.
+	script := fmt.Sprintf(`%s -listen %s & echo $! > %s; wait`, echo, appAddr, pidFile)
+	p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_APP_STOP_TIMEOUT=3s"},
+		"run", "--", "/bin/sh", "-c", script)
+	testbin.WaitHTTP(t, "http://"+appAddr+"/healthz", http.StatusOK, 20*time.Second)
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The server outlived outrider if the test failed: kill it, and
+		// only it (its PID may be another process's by now).
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", server)); exe == echo {
+			_ = syscall.Kill(server, syscall.SIGKILL)
+		}
+	})
+	p.Signal(syscall.SIGKILL)
+	took := regEventually(t, 10*time.Second, "the shell's server to exit after outrider was killed", func() (bool, string) {
+		return !testbin.Running(server), fmt.Sprintf("pid %d still runs", server)
+	})
+	t.Logf("the server exited %s after outrider was killed", took)
+	if nc, err := net.DialTimeout("tcp", appAddr, time.Second); err == nil {
+		nc.Close()
+		t.Errorf("the app's port %s still accepts connections", appAddr)
+	}
+}
