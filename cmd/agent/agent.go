@@ -245,8 +245,12 @@ func (a *agent) startChild() error {
 	}
 	a.child = child
 	a.log.Info("app started", "app_pid", child.Pid(), "command", a.childArgv)
-	if err := child.Keep(a.cfg.Drain.AppStopTimeout); err != nil {
-		a.log.Warn("should outrider die, what the app started may outlive it", "err", err)
+	// As PID 1 of a container outrider needs no keeper: when it dies, the
+	// kernel kills every process of its PID namespace.
+	if os.Getpid() != 1 {
+		if err := child.Keep(a.cfg.Drain.AppStopTimeout); err != nil {
+			a.log.Warn("should outrider die, what the app started may outlive it", "err", err)
+		}
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 	"github.com/outrider-sidecar/outrider/shutdown"
+	"github.com/outrider-sidecar/outrider/wrap"
 	"github.com/prometheus/procfs"
 )
 
@@ -386,6 +387,11 @@ func TestWrapAsPID1ReapsOrphans(t *testing.T) {
 	// The app must be the echo server, not the shell still on its way to
 	// exec it, when SIGTERM comes: a shell dies of the signal (exit 143).
 	testbin.WaitHTTP(t, "http://"+appAddr+"/", http.StatusOK, 10*time.Second)
+	// As PID 1 it needs no keeper of the app's group: its namespace dies
+	// with it.
+	if k := keepers(t, pid); len(k) > 0 {
+		t.Errorf("outrider as PID 1 started a keeper of the app's group: pids %v", k)
+	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
@@ -597,6 +603,9 @@ func TestWrapAppGroupStopsWhenOutriderIsKilled(t *testing.T) {
 			_ = syscall.Kill(server, syscall.SIGKILL)
 		}
 	})
+	if k := keepers(t, p.Pid()); len(k) != 1 {
+		t.Errorf("keepers of the app's group under outrider: got pids %v, want one", k)
+	}
 	p.Signal(syscall.SIGKILL)
 	took := regEventually(t, 10*time.Second, "the shell's server to exit after outrider was killed", func() (bool, string) {
 		return !testbin.Running(server), fmt.Sprintf("pid %d still runs", server)
@@ -606,4 +615,25 @@ func TestWrapAppGroupStopsWhenOutriderIsKilled(t *testing.T) {
 		nc.Close()
 		t.Errorf("the app's port %s still accepts connections", appAddr)
 	}
+}
+
+// keepers lists the children of parent that keep the app's group
+// (wrap.KeeperCommand).
+func keepers(t *testing.T, parent int) []int {
+	t.Helper()
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, p := range procs {
+		st, err := p.Stat()
+		if err != nil || st.PPID != parent {
+			continue
+		}
+		if args, err := p.CmdLine(); err == nil && len(args) > 1 && args[1] == wrap.KeeperCommand {
+			out = append(out, p.PID)
+		}
+	}
+	return out
 }
