@@ -544,6 +544,47 @@ func TestLoadWithFile(t *testing.T) {
 	})
 }
 
+// TestLoadWithFileReportsBothAtOnce: the errors of the environment and
+// those of the file's values come together, so that fixing one does not
+// only reveal the other. A file that does not parse is reported alone.
+func TestLoadWithFileReportsBothAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, file string
+		want       []string
+	}{
+		{"bad values in both", "service_tags: [blue]\nprobe_period: 5\n", []string{
+			`%s:2: probe_period: "5" is not a duration (want e.g. 5s, 500ms)`,
+			`OUTRIDER_PROBE_TIMEOUT="soon" is not a duration (want e.g. 5s, 500ms)`,
+			`OUTRIDER_PROXY_LISTEN="15001" is not host:port (want e.g. 127.0.0.1:8080)`,
+		}},
+		{"a file that does not parse", "service_tags: [blue\n", []string{
+			`%s:2: not YAML or JSON: did not find expected ',' or ']'`,
+		}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("f%d.yaml", i))
+			if err := os.WriteFile(path, []byte(tc.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": path,
+				"OUTRIDER_PROBE_TIMEOUT": "soon", "OUTRIDER_PROXY_LISTEN": "15001"}
+			_, _, err := LoadWithFile(func(k string) string { return env[k] }, "host1", nil)
+			var got, want []string
+			for _, e := range unjoinErr(err) {
+				got = append(got, e.Error())
+			}
+			for _, w := range tc.want {
+				want = append(want, strings.ReplaceAll(w, "%s", path))
+			}
+			if err == nil || !slices.Equal(got, want) {
+				t.Errorf("errors:\n got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
 // TestReloadRefusesAnEmptyFile: at start-up a file with nothing in it
 // holds no settings; on a reload it is refused, and {} clears them.
 func TestReloadRefusesAnEmptyFile(t *testing.T) {

@@ -291,11 +291,14 @@ func nodeValue(n *yaml.Node) (string, error) {
 
 // LoadWithFile is Load with the config file that OUTRIDER_CONFIG_FILE
 // names, if any, laid over the environment: defaults < environment <
-// file. An error about a value from the file names the file, the line and
-// the key instead of the variable. It returns the file's content as it
-// was read too (nil without a file, or on an error), so that a watch of
-// the file can tell a change from the content the configuration came
-// from.
+// file. The environment and the file are checked together, so that the
+// errors of both come at once; one about a value from the file names the
+// file, the line and the key instead of the variable. A file that cannot
+// be read or parsed is reported alone: what is valid in the environment
+// depends on the settings it holds (headers need an http probe, which the
+// file may set). It returns the file's content as it was read too (nil
+// without a file, or on an error), so that a watch of the file can tell a
+// change from the content the configuration came from.
 func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, []byte, error) {
 	return loadWithFile(getenv, hostname, interfaceAddr, false)
 }
@@ -310,18 +313,21 @@ func Reload(getenv func(string) string, hostname string, interfaceAddr func() (s
 }
 
 func loadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error), reload bool) (Config, []byte, error) {
-	c, err := Load(getenv, hostname, interfaceAddr)
-	if err != nil || c.ConfigFile == "" {
+	// Load reads the variable so: trimmed, and a file cannot set it.
+	path := strings.TrimSpace(getenv("OUTRIDER_CONFIG_FILE"))
+	if path == "" {
+		c, err := Load(getenv, hostname, interfaceAddr)
 		return c, nil, err
 	}
-	f, data, err := readFile(c.ConfigFile)
+	f, data, err := readFile(path)
+	if err == nil && reload && f.empty {
+		err = errors.Join(&FileError{Path: f.Path, Msg: "the file is empty (or only comments or ---); write {} to clear every setting"})
+	}
 	if err != nil {
+		c, _ := Load(getenv, hostname, interfaceAddr)
 		return c, nil, err
 	}
-	if reload && f.empty {
-		return c, nil, errors.Join(&FileError{Path: f.Path, Msg: "the file is empty (or only comments or ---); write {} to clear every setting"})
-	}
-	c, err = Load(f.Over(getenv), hostname, interfaceAddr)
+	c, err := Load(f.Over(getenv), hostname, interfaceAddr)
 	if err == nil {
 		return c, data, nil
 	}
