@@ -345,7 +345,41 @@ func (r *reader) probe(appAddr string) Probe {
 	p.SuccessThreshold = r.positiveInt("OUTRIDER_PROBE_SUCCESS_THRESHOLD", 1)
 	p.EnvDeny = r.envNames("OUTRIDER_PROBE_ENV_DENY")
 	p.EnvAdd = r.envPairs("OUTRIDER_PROBE_ENV")
+	if spec.Kind != "" {
+		r.unusedByProbe(spec, r.str("OUTRIDER_PROBE", "") == "")
+	}
 	return p
+}
+
+// unusedByProbe refuses the probe settings that the kind of probe spec
+// does not use: headers and TLS verification but for an http or https
+// probe, an environment but for an exec one. Each would be ignored, and
+// whoever set it would believe it applied. An http probe keeps
+// OUTRIDER_PROBE_INSECURE, for the app that redirects it to https.
+func (r *reader) unusedByProbe(spec probe.Spec, byDefault bool) {
+	web := spec.Kind == probe.KindHTTP || spec.Kind == probe.KindHTTPS
+	article := "a"
+	if web || spec.Kind == probe.KindExec {
+		article = "an"
+	}
+	what := fmt.Sprintf("OUTRIDER_PROBE=%q is %s %s probe", spec.String(), article, spec.Kind)
+	if byDefault {
+		what = fmt.Sprintf("the probe is the default, %s %s probe of OUTRIDER_APP_ADDR (%s)", article, spec.Kind, spec.String())
+	}
+	for _, u := range []struct {
+		name, shown string
+		unused      bool
+		why         string
+	}{
+		{"OUTRIDER_PROBE_HEADERS", "(hidden)", !web, "which sends no headers (only an http or https probe does)"},
+		{"OUTRIDER_PROBE_INSECURE", "true", !web && spec.Insecure, "which verifies no certificate (only an https probe, or an http one the app redirects to https, does)"},
+		{"OUTRIDER_PROBE_ENV", "(hidden)", spec.Kind != probe.KindExec, "which runs no command (only an exec probe does)"},
+		{"OUTRIDER_PROBE_ENV_DENY", r.str("OUTRIDER_PROBE_ENV_DENY", ""), spec.Kind != probe.KindExec, "which runs no command (only an exec probe does)"},
+	} {
+		if u.unused && r.str(u.name, "") != "" && !r.failed(u.name) {
+			r.fail(u.name, u.shown, fmt.Sprintf("is set, but %s, %s: unset it, or change OUTRIDER_PROBE", what, u.why))
+		}
+	}
 }
 
 func (r *reader) service(c Config, hostname string, interfaceAddr func() (string, error)) Service {

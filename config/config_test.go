@@ -130,6 +130,12 @@ func TestGoodValues(t *testing.T) {
 				return [3]any{c.Probe.Spec.String(), c.Probe.Spec.Header.Get("Authorization"), c.Probe.Spec.Insecure},
 					[3]any{"https://app:8443/healthz", "Bearer y", true}
 			}},
+		{"http probe with insecure, for an app that redirects it to https",
+			map[string]string{"OUTRIDER_PROBE": "http://127.0.0.1:8080/healthz", "OUTRIDER_PROBE_INSECURE": "true"},
+			func(c Config) (any, any) { return c.Probe.Spec.Insecure, true }},
+		{"insecure false says nothing a tcp probe ignores",
+			map[string]string{"OUTRIDER_PROBE": "tcp://127.0.0.1:8080", "OUTRIDER_PROBE_INSECURE": "false"},
+			func(c Config) (any, any) { return c.Probe.Spec.Insecure, false }},
 		{"durations and thresholds",
 			map[string]string{"OUTRIDER_PROBE_PERIOD": "500ms", "OUTRIDER_PROBE_TIMEOUT": "250ms", "OUTRIDER_PROBE_INITIAL_DELAY": "2s", "OUTRIDER_PROBE_FAILURE_THRESHOLD": "5", "OUTRIDER_PROBE_SUCCESS_THRESHOLD": "2"},
 			func(c Config) (any, any) {
@@ -357,19 +363,25 @@ func TestServiceAddress(t *testing.T) {
 }
 
 func TestSecretsNeverPrint(t *testing.T) {
-	c, err := load(t, map[string]string{
+	var all strings.Builder
+	// Headers are an http probe's, an environment an exec probe's.
+	for _, env := range []map[string]string{{
 		"OUTRIDER_SERVICE_NAME":  "web",
 		"OUTRIDER_ADMIN_TOKEN":   "tok-s3cr3t",
 		"OUTRIDER_PROBE":         "http://127.0.0.1:8080/healthz",
 		"OUTRIDER_PROBE_HEADERS": "Authorization: Bearer hdr-s3cr3t",
-		"OUTRIDER_PROBE_ENV":     "PROBE_TOKEN=env-s3cr3t",
-	})
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	var all strings.Builder
-	for _, s := range c.Effective() {
-		all.WriteString(s.Var + "=" + s.Value + "\n")
+	}, {
+		"OUTRIDER_SERVICE_NAME": "web",
+		"OUTRIDER_PROBE":        "exec:/bin/true",
+		"OUTRIDER_PROBE_ENV":    "PROBE_TOKEN=env-s3cr3t",
+	}} {
+		c, err := load(t, env)
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		for _, s := range c.Effective() {
+			all.WriteString(s.Var + "=" + s.Value + "\n")
+		}
 	}
 	for _, secret := range []string{"tok-s3cr3t", "hdr-s3cr3t", "env-s3cr3t"} {
 		if strings.Contains(all.String(), secret) {
