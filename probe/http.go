@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/version"
@@ -23,19 +25,79 @@ const httpBodyLimit = 10 << 10
 // the kubelet does.
 const httpMaxRedirects = 10
 
-// httpProber keeps one client per TLS mode.
+// httpProber keeps one client per TLS mode, and one for the server name
+// of the last probe that set a Host header.
 type httpProber struct {
 	verify, insecure *http.Client
+	// roots verifies the app's certificate; nil is the system's pool.
+	roots *x509.CertPool
+
+	mu        sync.Mutex
+	named     *http.Client
+	namedMode tlsMode
 }
 
-func newHTTPProber() *httpProber {
-	return &httpProber{verify: newHTTPClient(false), insecure: newHTTPClient(true)}
+// tlsMode is how a client handshakes: the name it asks for and verifies
+// ("" for the URL's host), and whether it verifies at all.
+type tlsMode struct {
+	serverName string
+	insecure   bool
 }
 
-func newHTTPClient(insecure bool) *http.Client {
+func newHTTPProber() *httpProber { return newHTTPProberTrusting(nil) }
+
+// newHTTPProberTrusting is newHTTPProber verifying certificates against
+// roots instead of the system's pool.
+func newHTTPProberTrusting(roots *x509.CertPool) *httpProber {
+	p := &httpProber{roots: roots}
+	p.verify, p.insecure = p.newClient(tlsMode{}), p.newClient(tlsMode{insecure: true})
+	return p
+}
+
+func (p *httpProber) newClient(m tlsMode) *http.Client {
 	t := appTransport()
-	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: insecure}
+	t.TLSClientConfig = &tls.Config{ServerName: m.serverName, InsecureSkipVerify: m.insecure, RootCAs: p.roots}
 	return &http.Client{Transport: t, CheckRedirect: sameHostRedirects}
+}
+
+// client returns the client for spec. A Host header names the server the
+// probe asks for: the TLS handshake sends that name (SNI) and verifies the
+// certificate against it, as a browser asking for the name would, not
+// against the URL's host, often an IP address the certificate does not
+// name. A non-ASCII name is left to the URL's host: the certificate holds
+// it in punycode, which only the client's own conversion makes.
+func (p *httpProber) client(spec Spec) *http.Client {
+	m := tlsMode{serverName: tlsServerName(spec.Header.Get("Host")), insecure: spec.Insecure}
+	switch {
+	case m.serverName == "" && m.insecure:
+		return p.insecure
+	case m.serverName == "":
+		return p.verify
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.named == nil || p.namedMode != m {
+		if p.named != nil {
+			p.named.CloseIdleConnections()
+		}
+		p.named, p.namedMode = p.newClient(m), m
+	}
+	return p.named
+}
+
+// tlsServerName is the host name of a Host header's host or host:port,
+// without brackets or port; "" when there is none, or it is not ASCII.
+func tlsServerName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	for _, c := range []byte(host) {
+		if c >= 0x80 {
+			return ""
+		}
+	}
+	return host
 }
 
 // appTransport is the base of the http and grpc probes' transports. Each
@@ -94,6 +156,11 @@ func quotesTheApp(err error) bool {
 func (p *httpProber) close() {
 	p.verify.CloseIdleConnections()
 	p.insecure.CloseIdleConnections()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.named != nil {
+		p.named.CloseIdleConnections()
+	}
 }
 
 // probe GETs spec.URL: 200–399 is success, anything else a failure.
@@ -125,11 +192,7 @@ func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
 	} else if req.Header.Get("Accept") == "" {
 		req.Header.Del("Accept")
 	}
-	client := p.verify
-	if spec.Insecure {
-		client = p.insecure
-	}
-	resp, err := client.Do(req)
+	resp, err := p.client(spec).Do(req)
 	if err != nil {
 		// url.Error repeats the method and URL that what already names.
 		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {

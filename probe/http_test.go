@@ -3,8 +3,15 @@ package probe
 import (
 	"cmp"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -411,4 +418,86 @@ func TestHTTPProber3xxWithoutLocation(t *testing.T) {
 	if strings.Contains(got.Output, "redirect") {
 		t.Errorf("output = %q, want no redirect named", got.Output)
 	}
+}
+
+// TestHTTPSProberHostHeaderNamesTheServer: an https probe of an address
+// with a Host header asks for that name in its handshake (SNI) and
+// verifies the certificate against it, as curl --connect-to does: a
+// certificate for app.example.com, served on 127.0.0.1, verifies.
+func TestHTTPSProberHostHeaderNamesTheServer(t *testing.T) {
+	cert, roots := selfSigned(t, "app.example.com")
+	sni := make(chan string, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sni <- r.TLS.ServerName
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	p := newHTTPProberTrusting(roots)
+	t.Cleanup(p.close)
+
+	tests := []struct {
+		name, headers string
+		insecure      bool
+		want          Outcome
+		wantSNI       string
+	}{
+		{"the Host's name", "Host: app.example.com", false, Success, "app.example.com"},
+		{"the Host's name without its port", "Host: app.example.com:8443", false, Success, "app.example.com"},
+		{"insecure sends the name too", "Host: app.example.com", true, Success, "app.example.com"},
+		{"no Host: the URL's address, which the certificate does not name", "", false, Failure, ""},
+		{"a Host the certificate does not name", "Host: other.example.com", false, Failure, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := mustSpec(t, srv.URL+"/healthz")
+			hdr, err := ParseHeaders(tc.headers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec.Header, spec.Insecure = hdr, tc.insecure
+			got := probeWithin(p.probe, spec, 10*time.Second)
+			checkResult(t, got, tc.want)
+			if tc.want == Failure && !strings.Contains(got.Output, "certificate") {
+				t.Errorf("output = %q, want a certificate failure", got.Output)
+			}
+			if got.Outcome != Success {
+				return
+			}
+			if name := <-sni; name != tc.wantSNI {
+				t.Errorf("the app's handshake asked for %q, want %q", name, tc.wantSNI)
+			}
+		})
+	}
+}
+
+// selfSigned makes a certificate for name alone (no IP address), and a
+// pool that trusts it.
+func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
 }
