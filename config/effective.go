@@ -32,6 +32,12 @@ func (c Config) Effective() []Setting {
 	if c.Proxy.EventLoop {
 		eventLoop = EventLoopOn
 	}
+	// Unset (or 0), the grace period is unknown, not nothing: check-config
+	// says what that means.
+	grace := ""
+	if c.Drain.GracePeriod > 0 {
+		grace = d(c.Drain.GracePeriod)
+	}
 	process := ""
 	if c.App.Process != nil {
 		process = c.App.Process.String()
@@ -74,7 +80,7 @@ func (c Config) Effective() []Setting {
 		{"OUTRIDER_DRAIN_DELAY", d(c.Drain.Delay)},
 		{"OUTRIDER_DRAIN_TIMEOUT", d(c.Drain.Timeout)},
 		{"OUTRIDER_APP_STOP_TIMEOUT", d(c.Drain.AppStopTimeout)},
-		{"OUTRIDER_GRACE_PERIOD", d(c.Drain.GracePeriod)},
+		{"OUTRIDER_GRACE_PERIOD", grace},
 		{"OUTRIDER_CONFIG_FILE", c.ConfigFile},
 		{"OUTRIDER_LOG_FORMAT", c.Log.Format},
 		{"OUTRIDER_LOG_LEVEL", c.Log.Level},

@@ -156,6 +156,10 @@ func checkConfig(getenv func(string) string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s=%s\n", s.Var, s.Value)
 		}
 	}
+	if cfg.Drain.GracePeriod <= 0 {
+		fmt.Fprintf(stdout, "# OUTRIDER_GRACE_PERIOD is unset: whether the stop fits in the platform's grace period is not checked, "+
+			"and the watch for an app restarted after a preStop drain counts Kubernetes' default, %s\n", defaultGracePeriod)
+	}
 	warnings := append(cfg.Warnings(), config.UnknownVars(os.Environ())...)
 	if w := hostIPWarning(cfg.Registry.Enabled()); w != "" {
 		warnings = append(warnings, w)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"log/slog"
 	"maps"
@@ -116,5 +117,34 @@ func TestStatusDocumented(t *testing.T) {
 		if !strings.Contains(doc, "`"+f+"`") {
 			t.Errorf("/status has %q, which the README's /status does not name", f)
 		}
+	}
+}
+
+// TestCheckConfigGracePeriod: check-config shows an unset
+// OUTRIDER_GRACE_PERIOD as unset and says what that means, not as 0s,
+// which reads as no grace period at all; a set one as its value.
+func TestCheckConfigGracePeriod(t *testing.T) {
+	tests := []struct {
+		value    string
+		want     string
+		wantNote bool
+	}{
+		{"", "OUTRIDER_GRACE_PERIOD=\n", true},
+		{"45s", "OUTRIDER_GRACE_PERIOD=45s\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(cmp.Or(tc.value, "unset"), func(t *testing.T) {
+			env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_GRACE_PERIOD": tc.value}
+			var stdout, stderr strings.Builder
+			if code := checkConfig(func(k string) string { return env[k] }, &stdout, &stderr); code != exitOK {
+				t.Fatalf("check-config: exit %d:\n%s", code, stderr.String())
+			}
+			out := stdout.String()
+			note := "# OUTRIDER_GRACE_PERIOD is unset: whether the stop fits in the platform's grace period is not checked, " +
+				"and the watch for an app restarted after a preStop drain counts Kubernetes' default, 30s\n"
+			if !strings.Contains(out, tc.want) || strings.Contains(out, note) != tc.wantNote {
+				t.Errorf("check-config printed:\n%s\nwant %q, and the note of an unset grace period: %v", out, tc.want, tc.wantNote)
+			}
+		})
 	}
 }
