@@ -187,3 +187,45 @@ func TestConsulConfigFromHostIP(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadConfigReportsEveryError: a bad OUTRIDER_PROC_ROOT or
+// CONSUL_HTTP_ADDR is reported with the other variables' errors, not
+// once they are fixed; Consul's settings are not checked when
+// OUTRIDER_REGISTRY is refused, since consul was not asked for.
+func TestLoadConfigReportsEveryError(t *testing.T) {
+	t.Setenv("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500/")
+	tests := []struct {
+		registry string
+		want     []string
+	}{
+		{"consul", []string{
+			`OUTRIDER_PROBE_PERIOD="5" is not a duration`,
+			`OUTRIDER_PROC_ROOT="/nonexistent" cannot be read as procfs`,
+			`CONSUL_HTTP_ADDR="http://127.0.0.1:8500/" ends with /`,
+		}},
+		{"nonee", []string{
+			`OUTRIDER_PROBE_PERIOD="5" is not a duration`,
+			`OUTRIDER_REGISTRY="nonee" is not one of consul, none`,
+			`OUTRIDER_PROC_ROOT="/nonexistent" cannot be read as procfs`,
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.registry, func(t *testing.T) {
+			env := map[string]string{"OUTRIDER_REGISTRY": tc.registry, "OUTRIDER_SERVICE_NAME": "web", "POD_IP": "10.0.0.7",
+				"OUTRIDER_PROBE_PERIOD": "5", "OUTRIDER_PROC_ROOT": "/nonexistent"}
+			var stderr strings.Builder
+			if _, _, ok := loadConfig(func(k string) string { return env[k] }, "host1", &stderr); ok {
+				t.Fatal("loadConfig succeeded")
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+			if len(lines) != len(tc.want) {
+				t.Fatalf("loadConfig printed %d errors, want %d:\n%s", len(lines), len(tc.want), stderr.String())
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(lines[i], w) {
+					t.Errorf("error %d = %q, want one containing %q", i+1, lines[i], w)
+				}
+			}
+		})
+	}
+}

@@ -22,21 +22,41 @@ func versionString() string { return version.String() }
 // loadConfig reads the configuration, printing every error on its own
 // line; hostname is the host's name, which the service ID defaults to. It
 // returns the config file's content as it was read too (nil without one).
+// OUTRIDER_PROC_ROOT and the CONSUL_* variables are checked whatever the
+// other variables hold, so that their errors come with the others'.
 func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (config.Config, []byte, bool) {
 	cfg, data, err := config.LoadWithFile(getenv, hostname, interfaceAddr)
-	if err == nil {
-		err = checkProcRoot(cfg.App.ProcRoot)
-	}
-	if err == nil && cfg.Registry.Enabled() {
-		err = checkConsulConfig()
-	}
+	var errs []error
 	if err != nil {
-		for _, e := range unjoin(err) {
+		errs = unjoin(err)
+	}
+	if err := checkProcRoot(cfg.App.ProcRoot); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Registry.Enabled() && !refused(errs, "OUTRIDER_REGISTRY") {
+		if err := checkConsulConfig(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
 			fmt.Fprintf(stderr, "outrider: configuration: %v\n", e)
 		}
 		return cfg, nil, false
 	}
 	return cfg, data, true
+}
+
+// refused reports whether errs refuse the variable name: a refused
+// OUTRIDER_REGISTRY stands for consul, its default, which was not asked
+// for, so neither are Consul's settings.
+func refused(errs []error, name string) bool {
+	for _, e := range errs {
+		if ce := (*config.Error)(nil); errors.As(e, &ce) && ce.Var == name {
+			return true
+		}
+	}
+	return false
 }
 
 // checkProcRoot opens OUTRIDER_PROC_ROOT as the app-process metrics do, so
