@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeProc is a process written into a fixture proc root.
@@ -419,21 +417,7 @@ func BenchmarkScrapeTree(b *testing.B) {
 				c, _ := newCollector(b, AppOptions{Child: os.Getpid, Addr: "127.0.0.1:1", Alone: mode.alone})
 				c.now = time.Now
 				c.walk = mode.walk
-				ch := make(chan prometheus.Metric, 64)
-				var before, after syscall.Rusage
-				_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					c.Collect(ch)
-					for len(ch) > 0 {
-						<-ch
-					}
-				}
-				b.StopTimer()
-				_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-				cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+				benchCollect(b, c)
 				if c.walk != mode.walk {
 					b.Fatalf("descendants found by walk %d, want %d", c.walk, mode.walk)
 				}

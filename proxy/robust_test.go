@@ -736,59 +736,49 @@ func TestAnswerBeforeTheBodyCloses(t *testing.T) {
 	}
 }
 
-// TestResponseTrailersWithoutFraming: response trailers are passed on,
-// but not fields that frame a message or belong to one connection
-// (RFC 9110, section 6.5.1): a client that merged a trailing Content-Length
-// or Connection into the header section would act on it.
-func TestResponseTrailersWithoutFraming(t *testing.T) {
-	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		io.WriteString(nc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\n"+
-			"X-Sum: 1\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nKeep-Alive: timeout=1\r\n"+
-			"Trailer: X-More\r\nHost: elsewhere\r\nUpgrade: websocket\r\nProxy-Connection: close\r\nTE: trailers\r\nX-After: 2\r\n\r\n")
-	})
-	tp := startProxy(t, app, nil)
-	rc := dialRaw(t, tp.addr)
-	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-	resp := rc.response("GET")
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || string(b) != "abc" {
-		t.Fatalf("body: got %q, %v; want \"abc\"", b, err)
-	}
-	want := http.Header{"X-Sum": {"1"}, "X-After": {"2"}}
-	if !reflect.DeepEqual(resp.Trailer, want) {
-		t.Errorf("trailers: got %v, want %v", resp.Trailer, want)
-	}
-}
-
-// TestResponseTrailersNamedInConnection: a field the answer's Connection
-// names belongs to the app's connection (RFC 9110 7.6.1) whether it comes
-// in the head or as a trailer, and reaches the client in neither.
-func TestResponseTrailersNamedInConnection(t *testing.T) {
-	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		io.WriteString(nc, "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nConnection: x-hidden\r\n"+
-			"X-Secret: head\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"+
-			"X-Sum: 1\r\nx-secret: trailer\r\nX-Hidden: trailer\r\n\r\n")
-	})
-	tp := startProxy(t, app, nil)
-	rc := dialRaw(t, tp.addr)
-	rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-	resp := rc.response("GET")
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || string(b) != "abc" {
-		t.Fatalf("body: got %q, %v; want \"abc\"", b, err)
-	}
-	if v, ok := resp.Header["X-Secret"]; ok {
-		t.Errorf("X-Secret reached the client in the head: %v", v)
-	}
-	want := http.Header{"X-Sum": {"1"}}
-	if !reflect.DeepEqual(resp.Trailer, want) {
-		t.Errorf("trailers: got %v, want %v", resp.Trailer, want)
+// TestResponseTrailers: response trailers are passed on, but not fields
+// that frame a message or belong to one connection (RFC 9110, section
+// 6.5.1), nor those the answer's Connection names (RFC 9110 7.6.1): a
+// client that merged a trailing Content-Length or Connection into the
+// header section would act on it.
+func TestResponseTrailers(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer string
+		want         http.Header
+	}{
+		{"framing and connection fields",
+			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\n" +
+				"X-Sum: 1\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nKeep-Alive: timeout=1\r\n" +
+				"Trailer: X-More\r\nHost: elsewhere\r\nUpgrade: websocket\r\nProxy-Connection: close\r\nTE: trailers\r\nX-After: 2\r\n\r\n",
+			http.Header{"X-Sum": {"1"}, "X-After": {"2"}}},
+		{"fields the Connection of the answer names",
+			"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nConnection: x-hidden\r\n" +
+				"X-Secret: head\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" +
+				"X-Sum: 1\r\nx-secret: trailer\r\nX-Hidden: trailer\r\n\r\n",
+			http.Header{"X-Sum": {"1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(nc, tc.answer)
+			})
+			tp := startProxy(t, app, nil)
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp := rc.response("GET")
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || string(b) != "abc" {
+				t.Fatalf("body: got %q, %v; want \"abc\"", b, err)
+			}
+			if v, ok := resp.Header["X-Secret"]; ok {
+				t.Errorf("X-Secret reached the client in the head: %v", v)
+			}
+			if !reflect.DeepEqual(resp.Trailer, tc.want) {
+				t.Errorf("trailers: got %v, want %v", resp.Trailer, tc.want)
+			}
+		})
 	}
 }
 
