@@ -15,8 +15,9 @@ const injectUsage = `usage: outrider inject [--all] [--image IMAGE] [--admin-tok
 
 Adds outrider as a sidecar to the Kubernetes workloads in FILE (or stdin,
 or "-") whose pod template has the annotation outrider.io/inject: "true",
-and writes the YAML to stdout. Other documents pass through unchanged;
-injecting twice changes nothing. Annotations: see docs/deploy.md.
+and writes the YAML to stdout: all of it, or nothing if any file is in
+error. Other documents pass through unchanged; injecting twice changes
+nothing. Annotations: see docs/deploy.md.
 `
 
 // injectCmd runs `outrider inject`: exit 2 on bad flags or input, 1 when
@@ -39,22 +40,28 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(files) == 0 {
 		files = []string{"-"}
 	}
-	midLine := false // the output so far stops in the middle of a line
-	for i, f := range files {
+	// The output goes out once every file is injected: a file in error
+	// writes nothing at all, so that `outrider inject a.yaml b.yaml |
+	// kubectl apply -f -` applies none of a.yaml when b.yaml is wrong.
+	// Every file is read and injected, so that one run names every
+	// file's error.
+	var out bytes.Buffer
+	var report []string // what happened to each object, for stderr
+	code := exitOK
+	for _, f := range files {
 		name, in, err := readInput(f, stdin)
 		if err != nil {
 			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
-			return exitUsage
+			code = max(code, exitUsage)
+			continue
 		}
-		// A file's output goes out whole once the file is injected, so
-		// that a file in error writes nothing.
 		var doc bytes.Buffer
-		if i > 0 && midLine {
+		if b := out.Bytes(); len(b) > 0 && b[len(b)-1] != '\n' {
 			// The previous file lacks its final newline; a "---" after it
 			// would end its last line instead of starting a document.
 			doc.WriteString("\n")
 		}
-		if i > 0 && !bytes.HasPrefix(in, []byte("---")) {
+		if out.Len() > 0 && !bytes.HasPrefix(in, []byte("---")) {
 			// One stream out of several files: each starts a new document.
 			// Written out, not put before the input, so that the file's
 			// errors name its own line numbers.
@@ -64,27 +71,34 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "outrider inject: %v\n", err)
 			if errors.Is(err, inject.ErrBadInput) {
-				return exitUsage
+				code = max(code, exitUsage)
+			} else {
+				code = max(code, exitFailed)
 			}
-			return exitFailed
+			continue
 		}
-		if b := doc.Bytes(); len(b) > 0 {
-			if _, err := stdout.Write(b); err != nil {
-				fmt.Fprintf(stderr, "outrider inject: write the output: %v\n", err)
-				return exitFailed
-			}
-			midLine = b[len(b)-1] != '\n'
-		}
+		out.Write(doc.Bytes())
 		for _, r := range results {
 			if r.Injected {
-				fmt.Fprintf(stderr, "outrider inject: %s: %s %s injected\n", name, r.Kind, r.Name)
+				report = append(report, fmt.Sprintf("%s: %s %s injected", name, r.Kind, r.Name))
 				for _, w := range r.Warnings {
-					fmt.Fprintf(stderr, "outrider inject: %s: %s %s: warning: %s\n", name, r.Kind, r.Name, w)
+					report = append(report, fmt.Sprintf("%s: %s %s: warning: %s", name, r.Kind, r.Name, w))
 				}
 			} else {
-				fmt.Fprintf(stderr, "outrider inject: %s: %s %s unchanged (%s)\n", name, r.Kind, r.Name, r.Reason)
+				report = append(report, fmt.Sprintf("%s: %s %s unchanged (%s)", name, r.Kind, r.Name, r.Reason))
 			}
 		}
+	}
+	if code != exitOK {
+		fmt.Fprintln(stderr, "outrider inject: nothing written: fix the errors above and run it again")
+		return code
+	}
+	for _, line := range report {
+		fmt.Fprintf(stderr, "outrider inject: %s\n", line)
+	}
+	if _, err := stdout.Write(out.Bytes()); err != nil {
+		fmt.Fprintf(stderr, "outrider inject: write the output: %v\n", err)
+		return exitFailed
 	}
 	return exitOK
 }
