@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/outrider-sidecar/outrider/internal/grafanatest"
@@ -26,4 +27,22 @@ func TestGrafanaDashboardIsWellFormed(t *testing.T) {
 		queries += len(p.Targets)
 	}
 	t.Logf("%s: schemaVersion %d, %d panels, %d queries", grafanaDashboard, d.SchemaVersion, len(d.Panels()), queries)
+}
+
+// A service's name is unique only within its namespace (the rules group by
+// both): a legend that names the service names the namespace too, or shop
+// in prod and shop in staging are two lines called shop. On VMs the
+// namespace is empty and the legend is the service's name.
+func TestGrafanaLegendsNameTheNamespace(t *testing.T) {
+	d, err := grafanatest.Read(grafanaDashboard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.Panels() {
+		for _, q := range p.Targets {
+			if strings.Contains(q.LegendFormat, "{{service}}") && !strings.Contains(q.LegendFormat, "{{namespace}}") {
+				t.Errorf("panel %q query %s: legend %q names the service but not its namespace", p.Title, q.RefID, q.LegendFormat)
+			}
+		}
+	}
 }

@@ -79,9 +79,10 @@ type Panel struct {
 
 // Target is one query of a panel.
 type Target struct {
-	RefID      string         `json:"refId"`
-	Expr       string         `json:"expr"`
-	Datasource *DatasourceRef `json:"datasource"`
+	RefID        string         `json:"refId"`
+	Expr         string         `json:"expr"`
+	LegendFormat string         `json:"legendFormat"`
+	Datasource   *DatasourceRef `json:"datasource"`
 }
 
 // Read parses the dashboard JSON at path; the many fields Grafana keeps
