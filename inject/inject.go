@@ -128,7 +128,7 @@ func document(doc []byte, first int, opts Options) ([]Result, []byte, error) {
 	var results []Result
 	injected := false
 	for _, o := range objs {
-		res, err := object(o, opts)
+		res, err := object(o, first, opts)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -145,8 +145,9 @@ func document(doc []byte, first int, opts Options) ([]Result, []byte, error) {
 	return results, text, nil
 }
 
-// object injects obj in place when it is a workload that asks for it.
-func object(obj *yaml.Node, opts Options) (Result, error) {
+// object injects obj in place when it is a workload that asks for it; obj
+// is in a document that starts on line first of the input.
+func object(obj *yaml.Node, first int, opts Options) (Result, error) {
 	kind, name := str(get(obj, "kind")), str(get(get(obj, "metadata"), "name"))
 	if name == "" {
 		name = str(get(get(obj, "metadata"), "generateName")) + "*" // the API server completes it
@@ -162,8 +163,22 @@ func object(obj *yaml.Node, opts Options) (Result, error) {
 		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}
 	if !want {
+		if m := w.annotationsMerge(); m != nil && w.annotation(AnnotationInject) == "" {
+			return Result{}, fmt.Errorf("%s %s: %w: line %d: the annotations use a YAML merge key (<<), which inject does not follow, "+
+				"so it cannot tell whether %s is among them; write the merged keys out (yq 'explode(.)' does) and inject again",
+				kind, name, ErrBadInput, first+m.Line-1, AnnotationInject)
+		}
 		res.Reason = why
 		return res, nil
+	}
+	m := mergeKey(w.podMetaOf, true)
+	if m == nil {
+		m = w.annotationsMerge()
+	}
+	if m != nil {
+		return Result{}, fmt.Errorf("%s %s: %w: line %d: a YAML merge key (<<) in the pod or its metadata, which inject does not follow: "+
+			"it would not see what the merge gives (a preStop hook, a port, a label), and kubectl might let the merge win over what inject adds; "+
+			"write the merged keys out (yq 'explode(.)' does) and inject again", kind, name, ErrBadInput, first+m.Line-1)
 	}
 	s, err := w.settings(opts)
 	if err != nil {

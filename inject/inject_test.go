@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -841,5 +842,60 @@ spec:
 	}
 	if again := run(t, "aliased again", once, Options{}); !bytes.Equal(again, once) {
 		t.Errorf("injecting again changed it:\n%s", again)
+	}
+}
+
+// inject reads and writes mappings as written, not through YAML merge
+// keys (<<), which kubectl's parser follows: a workload to inject with one
+// in its pod is an error, as is one whose annotations have one (it might
+// give outrider.io/inject); other merge keys pass through.
+func TestMergeKeys(t *testing.T) {
+	const (
+		podHead = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n    outrider.io/app-container: app\n"
+		// The app container's preStop hook comes from the worker's.
+		mergedHook = podHead + "spec:\n  containers:\n    - &worker\n      name: worker\n      image: app:1\n      lifecycle:\n        preStop:\n          exec:\n            command: [sleep, \"5\"]\n    - <<: *worker\n      name: app\n"
+		deploy     = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations: &ann\n    outrider.io/inject: \"true\"\nspec:\n  template:\n    metadata:\n%s    spec:\n      containers:\n        - name: web\n          image: web:1\n"
+	)
+	for _, tc := range []struct {
+		name, in string
+		opts     Options
+		want     string // the error; "" passes the input through
+	}{
+		{name: "a preStop hook through a merge", in: mergedHook,
+			want: "m.yaml: document 1: Pod p: bad input: line 17: a YAML merge key (<<) in the pod or its metadata, which inject does not follow: it would not see what the merge gives (a preStop hook, a port, a label), and kubectl might let the merge win over what inject adds; write the merged keys out (yq 'explode(.)' does) and inject again"},
+		{name: "line numbers count the documents before", in: "kind: ConfigMap\nmetadata: {name: c}\n---\n" + mergedHook,
+			want: "m.yaml: document 2: Pod p: bad input: line 20: a YAML merge key (<<)"},
+		{name: "the inject annotation through a merge", in: fmt.Sprintf(deploy, "      annotations:\n        <<: *ann\n"),
+			want: "m.yaml: document 1: Deployment web: bad input: line 11: a YAML merge key (<<) in the pod or its metadata"},
+		{name: "annotations through a merge, none to inject", in: strings.Replace(fmt.Sprintf(deploy, "      annotations:\n        <<: *ann\n"), `"true"`, `"false"`, 1),
+			want: ""},
+		{name: "a merge in the labels, no annotation", in: "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: &l {app: web}\nspec:\n  template:\n    metadata:\n      labels: {<<: *l, tier: front}\n    spec:\n      containers: [{name: web, image: web:1}]\n",
+			want: ""},
+		{name: "a merge in the labels, --all", in: "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: &l {app: web}\nspec:\n  template:\n    metadata:\n      labels: {<<: *l, tier: front}\n    spec:\n      containers: [{name: web, image: web:1}]\n",
+			opts: Options{All: true}, want: "m.yaml: document 1: Deployment web: bad input: line 9: a YAML merge key (<<)"},
+		// An item of a List takes its annotations, or its metadata, from
+		// another's: inject would pass it through without its sidecar.
+		{name: "annotations through a merge, no annotation seen", in: "apiVersion: v1\nkind: List\nitems:\n  - {kind: ConfigMap, metadata: {name: c, annotations: &ann {outrider.io/inject: \"true\"}}}\n" +
+			"  - kind: Pod\n    metadata:\n      name: p\n      annotations: {<<: *ann}\n    spec:\n      containers: [{name: app, image: app:1}]\n",
+			want: "m.yaml: document 1: Pod p: bad input: line 8: the annotations use a YAML merge key (<<), which inject does not follow, so it cannot tell whether outrider.io/inject is among them; write the merged keys out (yq 'explode(.)' does) and inject again"},
+		{name: "metadata through a merge, no annotation seen", in: "apiVersion: v1\nkind: List\nitems:\n  - {kind: ConfigMap, metadata: &m {name: c, annotations: {outrider.io/inject: \"true\"}}}\n" +
+			"  - kind: Pod\n    metadata:\n      <<: *m\n      name: p\n    spec:\n      containers: [{name: app, image: app:1}]\n",
+			want: "m.yaml: document 1: Pod p: bad input: line 7: the annotations use a YAML merge key (<<)"},
+		{name: "a quoted << is a key like any other", in: strings.Replace(mergedHook, "<<: *worker\n      name: app\n", "\"<<\": x\n      name: app\n      image: app:1\n", 1),
+			want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Rand = fixedRand()
+			var out bytes.Buffer
+			_, err := Stream("m.yaml", []byte(tc.in), &out, tc.opts)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("error %v, want none", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, ErrBadInput)):
+				t.Fatalf("error %v\nwant ErrBadInput starting %s\noutput:\n%s", err, tc.want, out.String())
+			case tc.want != "" && out.Len() != 0:
+				t.Errorf("wrote %q despite the error", out.String())
+			}
+		})
 	}
 }

@@ -88,3 +88,34 @@ func toNode(v any) *yaml.Node {
 	}
 	return &n
 }
+
+// mergeKey is the first YAML merge key (<<) among the keys of the mapping
+// n, or with deep anywhere under n; nil if none. get does not follow merge
+// keys: what a merge gives a mapping is not seen, and kubectl's parser lets
+// the later of a merge and a key beside it win.
+func mergeKey(n *yaml.Node, deep bool) *yaml.Node {
+	seen := map[*yaml.Node]bool{}
+	var walk func(n *yaml.Node) *yaml.Node
+	walk = func(n *yaml.Node) *yaml.Node {
+		if n != nil && n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		if n == nil || seen[n] {
+			return nil
+		}
+		seen[n] = true
+		for i, c := range n.Content {
+			if n.Kind == yaml.MappingNode && i%2 == 0 {
+				if c.Kind == yaml.ScalarNode && c.ShortTag() == "!!merge" {
+					return c
+				}
+			} else if deep {
+				if m := walk(c); m != nil {
+					return m
+				}
+			}
+		}
+		return nil
+	}
+	return walk(n)
+}

@@ -79,6 +79,20 @@ func (w *workload) annotation(key string) string {
 	return str(get(get(get(w.obj, "metadata"), "annotations"), key))
 }
 
+// annotationsMerge is a YAML merge key (<<) in the metadata or the
+// annotations of the workload or its pod template, which might hold
+// annotations that get does not see; nil if none.
+func (w *workload) annotationsMerge() *yaml.Node {
+	for _, meta := range []*yaml.Node{get(w.obj, "metadata"), w.podMeta} {
+		for _, m := range []*yaml.Node{meta, get(meta, "annotations")} {
+			if k := mergeKey(m, false); k != nil {
+				return k
+			}
+		}
+	}
+	return nil
+}
+
 // wanted says whether the workload is to be injected, and why not. A
 // value other than true, enabled, false or disabled is an error: passed
 // through, a mistyped "True" would ship the workload without its sidecar.
