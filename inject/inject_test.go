@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -897,5 +898,56 @@ func TestMergeKeys(t *testing.T) {
 				t.Errorf("wrote %q despite the error", out.String())
 			}
 		})
+	}
+}
+
+// The API server refuses a pod whose containers, the sidecar among them,
+// request more than its pod-level resources (spec.resources, Kubernetes
+// 1.32 and later), or one whose container's limit is above the pod's.
+func TestPodLevelResources(t *testing.T) {
+	pod := func(podRes, appRes string) string {
+		return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" +
+			"spec:\n  resources: " + podRes + "\n  containers:\n    - name: app\n      image: app:1\n      resources: " + appRes + "\n"
+	}
+	for _, tc := range []struct {
+		name, in, want string // want: the error; "" injects
+	}{
+		{name: "room for the sidecar", in: pod("{requests: {cpu: \"1\", memory: 1Gi}, limits: {memory: 2Gi}}", "{requests: {cpu: 500m, memory: 512Mi}}")},
+		{name: "no container requests", in: pod("{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 200m, memory: 256Mi}}", "{}")},
+		{name: "requests the sidecar's would pass", in: pod("{requests: {cpu: 100m}}", "{requests: {cpu: 100m}}"),
+			want: "Pod p: bad input: the pod's resources.requests.cpu is 100m, less than what its containers request with outrider's sidecar (150m): the API server would refuse the pod; raise it to at least that, or lower the app's requests"},
+		{name: "memory in other units", in: pod("{requests: {memory: 0.5Gi}}", "{requests: {memory: 500Mi}}"),
+			want: "Pod p: bad input: the pod's resources.requests.memory is 0.5Gi, less than what its containers request with outrider's sidecar (532Mi)"},
+		{name: "an app limit stands for its request", in: pod("{limits: {cpu: 100m}}", "{limits: {cpu: 100m}}"),
+			want: "Pod p: bad input: the pod's resources.limits.cpu is 100m, less than what its containers request with outrider's sidecar (150m)"},
+		{name: "a limit below the sidecar's", in: pod("{limits: {memory: 100Mi}}", "{}"),
+			want: "Pod p: bad input: the pod's resources.limits.memory is 100Mi, less than outrider's sidecar's limit (128Mi): the API server would refuse the pod; raise it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			_, err := Stream("r.yaml", []byte(tc.in), &out, Options{Rand: fixedRand()})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("error %v, want none", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), "r.yaml: document 1: "+tc.want) || !errors.Is(err, ErrBadInput)):
+				t.Fatalf("error %v\nwant ErrBadInput starting %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseQuantity(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want *big.Rat // nil: not a quantity
+	}{
+		{"100m", big.NewRat(1, 10)}, {"1", big.NewRat(1, 1)}, {"0.5", big.NewRat(1, 2)}, {"128Mi", big.NewRat(128<<20, 1)},
+		{"1G", big.NewRat(1e9, 1)}, {"1e3", big.NewRat(1000, 1)}, {"1.5Gi", big.NewRat(3<<29, 1)}, {"2k", big.NewRat(2000, 1)},
+		{"", nil}, {"abc", nil}, {"1 Gi", nil}, {"Mi", nil},
+	} {
+		got, ok := parseQuantity(tc.in)
+		if ok != (tc.want != nil) || ok && got.Cmp(tc.want) != 0 {
+			t.Errorf("parseQuantity(%q) = %v, %v; want %v", tc.in, got, ok, tc.want)
+		}
 	}
 }
