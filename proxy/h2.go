@@ -78,27 +78,40 @@ func newH2Server(p *Proxy) *h2Server {
 }
 
 // setForwarded adds X-Forwarded-For and, when absent, -Proto and -Host, as
-// the HTTP/1.1 path does.
+// the HTTP/1.1 path does: every value the client sent is kept, but an
+// empty one, which counts as absent.
 func setForwarded(pr *httputil.ProxyRequest) {
 	in, out := pr.In.Header, pr.Out.Header
 	client, _, err := net.SplitHostPort(pr.In.RemoteAddr)
 	if err != nil {
 		client = pr.In.RemoteAddr
 	}
-	if prior := in.Values("X-Forwarded-For"); len(prior) > 0 {
+	if prior := nonEmpty(in.Values("X-Forwarded-For")); len(prior) > 0 {
 		client = strings.Join(prior, ", ") + ", " + client
 	}
 	out.Set("X-Forwarded-For", client)
-	if v := in.Get("X-Forwarded-Proto"); v != "" {
-		out.Set("X-Forwarded-Proto", v)
+	if v := nonEmpty(in.Values("X-Forwarded-Proto")); len(v) > 0 {
+		out["X-Forwarded-Proto"] = v
 	} else {
 		out.Set("X-Forwarded-Proto", "http")
 	}
-	if v := in.Get("X-Forwarded-Host"); v != "" {
-		out.Set("X-Forwarded-Host", v)
+	if v := nonEmpty(in.Values("X-Forwarded-Host")); len(v) > 0 {
+		out["X-Forwarded-Host"] = v
 	} else if pr.In.Host != "" {
 		out.Set("X-Forwarded-Host", pr.In.Host)
 	}
+}
+
+// nonEmpty returns the values that are not empty or blank, trimmed, as
+// the HTTP/1.1 parser reads them.
+func nonEmpty(values []string) []string {
+	var kept []string
+	for _, v := range values {
+		if v = strings.Trim(v, " \t"); v != "" {
+			kept = append(kept, v)
+		}
+	}
+	return kept
 }
 
 // dropUnderscoreHeaders removes the fields whose names hold an

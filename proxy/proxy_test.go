@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1459,6 +1460,63 @@ func TestH2C(t *testing.T) {
 	tp.settle(t)
 	if got := tp.counts(t); got["POST 200"] != 3 || len(got) != 1 {
 		t.Errorf("counts: got %v, want three POST 200", got)
+	}
+}
+
+// TestH2CForwardedFields: HTTP/2 requests get the X-Forwarded-* fields
+// the HTTP/1.1 path gives them (see TestForwardedHeaders and
+// TestEmptyForwardedFields): every non-empty value from the client kept,
+// an empty one absent, outrider's value added when none is left.
+func TestH2CForwardedFields(t *testing.T) {
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(r.Header)
+	}))
+	tp := startProxy(t, app, nil)
+	client := h2cClient(t)
+	cases := []struct {
+		name string
+		in   http.Header
+		want http.Header
+	}{
+		{"none", http.Header{},
+			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"shop.example"}}},
+		{"set by a gateway", http.Header{"X-Forwarded-For": {"203.0.113.9", "198.51.100.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"www.example"}},
+			http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.1, 127.0.0.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"www.example"}}},
+		{"empty proto", http.Header{"X-Forwarded-Proto": {""}},
+			http.Header{"X-Forwarded-Proto": {"http"}}},
+		{"blank proto", http.Header{"X-Forwarded-Proto": {" \t"}},
+			http.Header{"X-Forwarded-Proto": {"http"}}},
+		{"empty proto beside a value", http.Header{"X-Forwarded-Proto": {"", "https"}},
+			http.Header{"X-Forwarded-Proto": {"https"}}},
+		{"two protos", http.Header{"X-Forwarded-Proto": {"https", "wss"}},
+			http.Header{"X-Forwarded-Proto": {"https", "wss"}}},
+		{"empty host beside a value", http.Header{"X-Forwarded-Host": {"", "www.example"}},
+			http.Header{"X-Forwarded-Host": {"www.example"}}},
+		{"empty for", http.Header{"X-Forwarded-For": {""}},
+			http.Header{"X-Forwarded-For": {"127.0.0.1"}}},
+		{"empty for beside a value", http.Header{"X-Forwarded-For": {"", "203.0.113.9", ""}},
+			http.Header{"X-Forwarded-For": {"203.0.113.9, 127.0.0.1"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+tp.addr+"/", nil)
+			req.Host = "shop.example"
+			req.Header = tc.in
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got http.Header
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.want {
+				if g := got[k]; !slices.Equal(g, v) {
+					t.Errorf("%s: got %q, want %q", k, g, v)
+				}
+			}
+		})
 	}
 }
 
