@@ -240,6 +240,10 @@ func (c *conn) sendFailed(err error, retry, inline bool) (retried bool) {
 			c.failBody(res.readErr)
 			return false
 		}
+		if res.appFailed {
+			// The app stopped taking the body: that is the cause.
+			err = res.writeErr
+		}
 	}
 	if errors.Is(err, errClientGone) {
 		c.o.code = CodeClientGone
@@ -249,9 +253,12 @@ func (c *conn) sendFailed(err error, retry, inline bool) (retried bool) {
 		return true
 	}
 	c.p.cfg.Log.Debug("app failed before answering", "app", c.p.cfg.Upstream, "err", err)
-	if _, ok := err.(*headError); ok {
+	switch _, bad := err.(*headError); {
+	case bad:
 		c.fail(502, "malformed response from the app", !inline)
-	} else {
+	case isTimeout(err):
+		c.fail(502, "app stopped reading the request", !inline)
+	default:
 		c.fail(502, "app closed the connection", !inline)
 	}
 	return false
@@ -692,6 +699,9 @@ type bodyResult struct {
 	written  bool // the app got the whole body: its connection is in step
 	readErr  error
 	writeErr error
+	// appFailed is set when a write to the app failed before the copy
+	// was stopped: the app stopped reading the body, or closed.
+	appFailed bool
 }
 
 // startBody streams the request body to u from a second goroutine, so the
@@ -725,9 +735,13 @@ func (c *conn) startBody(u *upConn) {
 		if res.written {
 			c.bodyState.Store(bodyWritten)
 		}
-		if pp.readErr != nil {
-			// The app waits for the rest of a body that will not come:
-			// end the exchange so the reader of its response wakes.
+		// A write that failed without stopBody's stop failed on the app's
+		// side: it stopped reading for IOTimeout, or closed.
+		res.appFailed = pp.writeErr != nil && !c.bodyStop.Load()
+		if pp.readErr != nil || res.appFailed {
+			// The app waits for the rest of a body that will not come, or
+			// will not take it, and answers nothing: end the exchange so
+			// the reader of its response wakes.
 			_ = u.nc.Close()
 		}
 		if cap(pp.out) <= 64<<10 {

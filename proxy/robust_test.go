@@ -253,6 +253,70 @@ func TestAppAnswersWhileTheBodyIsRead(t *testing.T) {
 	}
 }
 
+// TestAppStopsReadingTheBody: an app that stops reading a request body,
+// and so never answers, has its connection closed once a write to it has
+// been blocked for IOTimeout: the client gets a 502 then, not an answer
+// that never comes for as long as it waits, and the request is counted.
+func TestAppStopsReadingTheBody(t *testing.T) {
+	for _, tc := range []struct{ name, head string }{
+		{"length", "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000\r\n\r\n"},
+		{"chunked", "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3b9aca00\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			answered, appSaw := make(chan struct{}), make(chan error, 1)
+			var once sync.Once
+			answer := func() { once.Do(func() { close(answered) }) }
+			defer answer()
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				// Neither read nor answer until the client has its answer,
+				// then see whether the proxy closed this connection.
+				select {
+				case <-answered:
+				case <-time.After(20 * time.Second):
+				}
+				_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, err := io.Copy(io.Discard, br)
+				appSaw <- err
+			})
+			tp := startProxy(t, app, func(c *Config) {
+				c.IOTimeout = 300 * time.Millisecond
+				c.ClientCheckInterval = 20 * time.Millisecond
+			})
+			rc := dialRaw(t, tp.addr)
+			rc.send(tc.head)
+			sent := make(chan struct{})
+			go func() {
+				defer close(sent)
+				b := bytes.Repeat([]byte("x"), 64<<10)
+				for {
+					if _, err := rc.nc.Write(b); err != nil {
+						return
+					}
+				}
+			}()
+			_ = rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp := rc.response("POST")
+			answer()
+			b, _ := io.ReadAll(resp.Body)
+			if want := "app stopped reading the request"; resp.StatusCode != 502 || !strings.Contains(string(b), want) {
+				t.Errorf("got %d %q, want 502 saying %q", resp.StatusCode, b, want)
+			}
+			rc.nc.Close()
+			<-sent
+			if err := <-appSaw; isTimeout(err) {
+				t.Error("the app connection is still open")
+			}
+			tp.settle(t)
+			if got := tp.counts(t); got["POST 502"] != 1 || len(got) != 1 {
+				t.Errorf("counts: got %v, want one POST 502", got)
+			}
+		})
+	}
+}
+
 // headApp answers every request with its own head as the body.
 func headApp(t *testing.T) string {
 	return fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
