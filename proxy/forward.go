@@ -699,8 +699,8 @@ type bodyResult struct {
 	written  bool // the app got the whole body: its connection is in step
 	readErr  error
 	writeErr error
-	// appFailed is set when a write to the app failed before the copy
-	// was stopped: the app stopped reading the body, or closed.
+	// appFailed is set when a write to the app timed out before the copy
+	// was stopped: the app stopped reading the body.
 	appFailed bool
 }
 
@@ -735,9 +735,11 @@ func (c *conn) startBody(u *upConn) {
 		if res.written {
 			c.bodyState.Store(bodyWritten)
 		}
-		// A write that failed without stopBody's stop failed on the app's
-		// side: it stopped reading for IOTimeout, or closed.
-		res.appFailed = pp.writeErr != nil && !c.bodyStop.Load()
+		// A write that timed out without stopBody's stop found the app no
+		// longer reading. One that failed because the app closed is left
+		// to the reader of its response: an app that answers early and
+		// closes may still be sending its answer.
+		res.appFailed = isTimeout(pp.writeErr) && !c.bodyStop.Load()
 		if pp.readErr != nil || res.appFailed {
 			// The app waits for the rest of a body that will not come, or
 			// will not take it, and answers nothing: end the exchange so
