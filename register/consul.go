@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"net/http"
+	"strings"
 
 	consul "github.com/hashicorp/consul/api"
 )
@@ -27,8 +29,9 @@ func isNotFound(err error) bool {
 }
 
 // notTaken reports whether err shows that Consul did not take a request:
-// outrider could not connect, Consul's certificate did not verify, or
-// Consul refused it with a 4xx. Any other
+// outrider could not connect, the TLS handshake failed (Consul's
+// certificate did not verify, Consul refused outrider's, or one side does
+// not speak TLS), or Consul refused it with a 4xx. Any other
 // failure (a timeout, a cut connection, a 5xx) may have come after Consul
 // took it.
 func notTaken(err error) bool {
@@ -37,7 +40,8 @@ func notTaken(err error) bool {
 		return se.Code >= 400 && se.Code < 500
 	}
 	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial" || certNotVerified(err)
+	return errors.As(err, &oe) && oe.Op == "dial" || certNotVerified(err) || tlsRefused(err) ||
+		errors.Is(err, http.ErrSchemeMismatch)
 }
 
 // certNotVerified reports whether err is Consul's TLS certificate failing
@@ -57,4 +61,70 @@ func certHint(err error) string {
 		return "set CONSUL_CACERT or CONSUL_CAPATH to the CA that signed it"
 	}
 	return "fix the certificate Consul serves, or set CONSUL_CACERT or CONSUL_CAPATH to the CA that signed it"
+}
+
+// tlsRefused reports whether Consul ended the TLS handshake with an alert,
+// as it does when it requires a client certificate (verify_incoming) and
+// outrider sent none, or one it does not trust. A server sends alerts
+// while it shakes hands, before it reads any request.
+func tlsRefused(err error) bool { return tlsAlert(err) != "" }
+
+// tlsAlert is the alert Consul refused the handshake with ("tls:
+// certificate required"), "" when it did not.
+func tlsAlert(err error) string {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return ""
+	}
+	return oe.Err.Error()
+}
+
+// tlsRefusedHint says what to set for a handshake Consul refused, from its
+// alert: "certificate required" when outrider sent no client certificate,
+// "unknown certificate authority", "bad certificate" and the like when Consul does not accept the one it
+// sent. Over TLS 1.2 a missing certificate is a "handshake failure", which
+// may also be a TLS version or cipher suite that the two do not share.
+func tlsRefusedHint(err error) string {
+	switch alert := tlsAlert(err); {
+	case alert == "tls: certificate required":
+		return "consul requires a client certificate (verify_incoming): set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY"
+	case strings.Contains(alert, "certificate"):
+		return "consul did not accept outrider's client certificate: set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY to a certificate and key signed by a CA consul trusts (its ca_file)"
+	}
+	return "if consul requires a client certificate (verify_incoming), set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY; " +
+		"else consul allows no TLS version or cipher suite that outrider offers"
+}
+
+// Scheme mismatches: plain HTTP sent to a Consul that serves HTTPS, which
+// answers it with a 400 naming the mistake (Go's HTTP server does), or a
+// TLS handshake sent to a Consul that serves plain HTTP.
+const (
+	schemeHTTPToHTTPS = "http_to_https"
+	schemeHTTPSToHTTP = "https_to_http"
+)
+
+// httpsServerBody is what Go's HTTP server, Consul's, answers plain HTTP
+// sent to its TLS listener.
+const httpsServerBody = "Client sent an HTTP request to an HTTPS server"
+
+// schemeMismatch returns which scheme mismatch err shows, "" for none.
+func schemeMismatch(err error) string {
+	var se consul.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusBadRequest && strings.Contains(se.Body, httpsServerBody):
+		return schemeHTTPToHTTPS
+	case errors.Is(err, http.ErrSchemeMismatch):
+		return schemeHTTPSToHTTP
+	}
+	return ""
+}
+
+// schemeHint says what to set for a scheme mismatch. consul/api takes
+// https when either CONSUL_HTTP_ADDR says https:// or CONSUL_HTTP_SSL is
+// true, so plain HTTP needs both.
+func schemeHint(err error) string {
+	if schemeMismatch(err) == schemeHTTPToHTTPS {
+		return "consul serves HTTPS and outrider sent plain HTTP: set CONSUL_HTTP_ADDR to https://… or CONSUL_HTTP_SSL=true"
+	}
+	return "consul serves plain HTTP and outrider asked for TLS: set CONSUL_HTTP_ADDR to http://… and CONSUL_HTTP_SSL=false (or unset it)"
 }

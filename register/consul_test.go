@@ -2,6 +2,8 @@ package register
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -23,6 +25,7 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/clock"
 	"github.com/outrider-sidecar/outrider/internal/consultest"
 	"github.com/outrider-sidecar/outrider/internal/testbin"
+	"github.com/outrider-sidecar/outrider/internal/testlog"
 	"github.com/outrider-sidecar/outrider/probe"
 )
 
@@ -388,25 +391,7 @@ func TestTLSFailureAgainstConsul(t *testing.T) {
 		{name: "CA given", tls: consul.TLSConfig{CAFile: caFile}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log, buf := newTestLogger()
-			clk := clock.NewFake(fakeEpoch)
-			svc := testService()
-			svc.ID = "web-" + strings.ReplaceAll(tc.name, " ", "-")
-			client := newClient(t, &consul.Config{Address: front.Listener.Addr().String(), Scheme: "https", TLSConfig: tc.tls})
-			r, err := New(client.Agent(), svc, Options{Registerer: prometheus.NewRegistry(), Clock: clk, Log: log,
-				ConsulAddr: front.URL})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx, nil) }()
-			d := clk.NextWait(t).D
-			clk.Advance(d)
-			clk.NextWait(t)
-			s := r.Status()
-			cancel()
-			<-done
+			s, buf := firstAttempts(t, &consul.Config{Address: front.Listener.Addr().String(), Scheme: "https", TLSConfig: tc.tls}, front.URL)
 			if t.Failed() || tc.wantLog == "" && !s.Registered || tc.wantLog != "" && s.Registered {
 				t.Logf("registrar log:\n%s", buf.String())
 			}
@@ -424,6 +409,114 @@ func TestTLSFailureAgainstConsul(t *testing.T) {
 			}
 			if n := buf.Count("consul unreachable"); n != 0 {
 				t.Errorf("logged consul unreachable %d times for a certificate that does not verify", n)
+			}
+			if n := buf.Count("nothing to deregister"); n != 1 {
+				t.Errorf("the stop did not say there was nothing to deregister:\n%s", buf.String())
+			}
+		})
+	}
+}
+
+// firstAttempts runs a registrar against the Consul that cfg names until
+// its second attempt, and stops it; it returns the status before the stop
+// and the log.
+func firstAttempts(t *testing.T, cfg *consul.Config, addr string) (Status, *testlog.Buffer) {
+	t.Helper()
+	log, buf := newTestLogger()
+	clk := clock.NewFake(fakeEpoch)
+	svc := testService()
+	svc.ID = "web-" + strings.ReplaceAll(t.Name(), "/", "-")
+	r, err := New(newClient(t, cfg).Agent(), svc, Options{Registerer: prometheus.NewRegistry(), Clock: clk, Log: log,
+		ConsulAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, nil) }()
+	d := clk.NextWait(t).D
+	clk.Advance(d)
+	clk.NextWait(t)
+	s := r.Status()
+	cancel()
+	<-done
+	return s, buf
+}
+
+// TestTLSMismatchAgainstConsul: a Consul that refuses the TLS handshake
+// (it wants a client certificate outrider did not send, or does not trust
+// the one it sent), or a scheme that is not the one Consul serves, is
+// named for what it is, with the variables to set, not as unreachable or
+// rejected; no request reached Consul, so the stop has nothing to
+// deregister. Consul is a real one, behind a TLS listener on loopback for
+// the cases that need TLS.
+func TestTLSMismatchAgainstConsul(t *testing.T) {
+	srv := consultest.Start(t)
+	target, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mTLS asks for a client certificate signed by a CA of the system's,
+	// which none of this test's is.
+	mTLS := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	mTLS.Config.ErrorLog = stdlog.New(io.Discard, "", 0) // the refused handshakes
+	mTLS.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}
+	mTLS.StartTLS()
+	t.Cleanup(mTLS.Close)
+	// A client certificate: the listener's own, which it does not trust
+	// as one.
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	key, err := x509.MarshalPKCS8PrivateKey(mTLS.TLS.Certificates[0].PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mTLS.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsFront := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	tlsFront.Config.ErrorLog = stdlog.New(io.Discard, "", 0)
+	tlsFront.StartTLS()
+	t.Cleanup(tlsFront.Close)
+
+	mTLSAddr := mTLS.Listener.Addr().String()
+	insecure := consul.TLSConfig{InsecureSkipVerify: true} // Consul's certificate is not what these cases are about
+	for _, tc := range []struct {
+		name string
+		cfg  consul.Config
+		// wantState is /status's consul, wantLog in the log line,
+		// wantErr in last_error.
+		wantState, wantLog, wantErr string
+	}{
+		{name: "no client certificate", cfg: consul.Config{Address: mTLSAddr, Scheme: "https", TLSConfig: insecure},
+			wantState: "tls_refused", wantLog: "consul requires a client certificate (verify_incoming): set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY",
+			wantErr: "tls: certificate required"},
+		{name: "client certificate not trusted", cfg: consul.Config{Address: mTLSAddr, Scheme: "https",
+			TLSConfig: consul.TLSConfig{InsecureSkipVerify: true, CertFile: certFile, KeyFile: keyFile}},
+			wantState: "tls_refused", wantLog: "consul did not accept outrider's client certificate",
+			wantErr: "tls: unknown certificate authority"},
+		{name: "http to an https consul", cfg: consul.Config{Address: tlsFront.Listener.Addr().String(), Scheme: "http"},
+			wantState: "wrong_scheme", wantLog: "set CONSUL_HTTP_ADDR to https://… or CONSUL_HTTP_SSL=true",
+			wantErr: "Client sent an HTTP request to an HTTPS server"},
+		{name: "https to an http consul", cfg: consul.Config{Address: srv.HTTPAddr, Scheme: "https", TLSConfig: insecure},
+			wantState: "wrong_scheme", wantLog: "set CONSUL_HTTP_ADDR to http://… and CONSUL_HTTP_SSL=false",
+			wantErr: "server gave HTTP response to HTTPS client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, buf := firstAttempts(t, &tc.cfg, tc.cfg.Scheme+"://"+tc.cfg.Address)
+			if s.Consul != tc.wantState || !strings.Contains(s.LastError, tc.wantErr) || s.Registered {
+				t.Errorf("status = %+v, want consul %s, last_error naming %q", s, tc.wantState, tc.wantErr)
+			}
+			if n := buf.Count(tc.wantLog); n != 1 {
+				t.Errorf("logged %q %d times, want once:\n%s", tc.wantLog, n, buf.String())
+			}
+			for _, generic := range []string{"consul unreachable", "consul rejected a request"} {
+				if n := buf.Count(generic); n != 0 {
+					t.Errorf("logged %q %d times:\n%s", generic, n, buf.String())
+				}
 			}
 			if n := buf.Count("nothing to deregister"); n != 1 {
 				t.Errorf("the stop did not say there was nothing to deregister:\n%s", buf.String())

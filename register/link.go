@@ -22,6 +22,12 @@ const (
 	// linkUntrusted: Consul's TLS certificate did not verify, so no
 	// request reached it.
 	linkUntrusted linkState = "untrusted"
+	// linkTLSRefused: Consul refused the TLS handshake, most often for
+	// outrider's client certificate or its lack of one.
+	linkTLSRefused linkState = "tls_refused"
+	// linkWrongScheme: plain HTTP to a Consul that serves HTTPS, or TLS to
+	// one that serves plain HTTP.
+	linkWrongScheme linkState = "wrong_scheme"
 )
 
 // link follows whether Consul answers: the state, the failures in a row
@@ -115,8 +121,13 @@ func backoff(attempt int, base, max time.Duration, jitter float64) time.Duration
 // (limits.http_max_conns_per_client): it passes, like a 5xx, and says
 // nothing of the request.
 func classify(err error) linkState {
-	if certNotVerified(err) {
+	switch {
+	case certNotVerified(err):
 		return linkUntrusted
+	case tlsRefused(err):
+		return linkTLSRefused
+	case schemeMismatch(err) != "":
+		return linkWrongScheme
 	}
 	var se consul.StatusError
 	if errors.As(err, &se) {

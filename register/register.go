@@ -379,6 +379,12 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 		case linkUntrusted:
 			r.log.Error("consul's TLS certificate did not verify; "+certHint(err)+"; retrying",
 				"service_id", r.id, "op", op, "err", err)
+		case linkTLSRefused:
+			r.log.Error("consul refused the TLS handshake; "+tlsRefusedHint(err)+"; retrying",
+				"service_id", r.id, "op", op, "err", err)
+		case linkWrongScheme:
+			r.log.Error("outrider and consul do not agree on TLS; "+schemeHint(err)+"; retrying",
+				"service_id", r.id, "op", op, "err", err)
 		default:
 			r.log.Warn("consul unreachable; outrider keeps probing and serving and retries with backoff",
 				"service_id", r.id, "op", op, "err", err)
