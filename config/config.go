@@ -164,8 +164,9 @@ func (c Config) metricsLocalOnly() bool {
 }
 
 // MetricsPortMeta is the service meta key that tells Prometheus' Consul
-// discovery where outrider's /metrics is. outrider sets it; a user's
-// OUTRIDER_SERVICE_META may not.
+// discovery where outrider's /metrics is. outrider sets it when it
+// publishes the port (PublishedMetricsPort); a user's
+// OUTRIDER_SERVICE_META may set it only when outrider does not.
 const MetricsPortMeta = "metrics_port"
 
 // Drain is the shutdown timing.
@@ -439,11 +440,6 @@ func (r *reader) service(c Config, hostname string, interfaceAddr func() (string
 		s.Address = addr
 	}
 
-	if v, ok := s.Meta[MetricsPortMeta]; ok {
-		r.fail("OUTRIDER_SERVICE_META", MetricsPortMeta+"="+v, fmt.Sprintf(
-			"sets the key %s, which outrider sets from OUTRIDER_METRICS_LISTEN=%q (remove the pair: Prometheus finds /metrics through outrider's)",
-			MetricsPortMeta, c.Listen.Metrics))
-	}
 	r.ownMeta(c, s)
 
 	defaultPort := portOf(c.App.Addr)
@@ -819,10 +815,12 @@ var serviceID = regexp.MustCompile(`^[A-Za-z0-9_.:@-]+$`)
 const maxMeta = 64
 
 // ownMeta checks the user's meta against the pairs outrider adds to it:
-// outrider_version, metrics_port (checked above), and pod_name and
-// pod_namespace when POD_NAME and POD_NAMESPACE are set. A user's pair
-// with one of those keys would be replaced without a word, and Consul
-// counts outrider's pairs against its 64.
+// outrider_version, metrics_port when outrider publishes one, and
+// pod_name and pod_namespace when POD_NAME and POD_NAMESPACE are set. A
+// user's pair with one of those keys would be replaced without a word,
+// and Consul counts outrider's pairs against its 64. A metrics_port of
+// the user's, when outrider publishes none, is theirs: the port of a
+// scrape proxy in front of a loopback-only metrics listener.
 func (r *reader) ownMeta(c Config, s Service) {
 	c.Service = s
 	own := []string{"outrider_version"}
@@ -836,7 +834,14 @@ func (r *reader) ownMeta(c Config, s Service) {
 		own = append(own, "pod_namespace")
 	}
 	for _, k := range own {
-		if v, ok := s.Meta[k]; ok && k != MetricsPortMeta {
+		v, ok := s.Meta[k]
+		switch {
+		case !ok:
+		case k == MetricsPortMeta:
+			r.fail("OUTRIDER_SERVICE_META", k+"="+v, fmt.Sprintf(
+				"sets the key %s, which outrider sets from OUTRIDER_METRICS_LISTEN=%q (remove the pair: Prometheus finds /metrics through outrider's)",
+				k, c.Listen.Metrics))
+		default:
 			r.fail("OUTRIDER_SERVICE_META", k+"="+v, fmt.Sprintf("sets the key %s, which outrider sets itself (remove the pair)", k))
 		}
 	}

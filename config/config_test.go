@@ -200,6 +200,12 @@ func TestGoodValues(t *testing.T) {
 			func(c Config) (any, any) {
 				return c.Service.Meta, map[string]string{"metrics_path": "/metrics", "metrics_port_app": "8081"}
 			}},
+		{"a metrics_port of the user's when outrider publishes none: its listener is on loopback, the address is not",
+			map[string]string{"OUTRIDER_METRICS_LISTEN": "127.0.0.1:15090", "OUTRIDER_SERVICE_ADDRESS": "10.0.0.7",
+				"OUTRIDER_SERVICE_META": "team=shop,metrics_port=8443"},
+			func(c Config) (any, any) {
+				return [2]any{c.Service.Meta, c.PublishedMetricsPort()}, [2]any{map[string]string{"team": "shop", "metrics_port": "8443"}, 0}
+			}},
 		{"proxy on the app's port on another address",
 			map[string]string{"OUTRIDER_APP_ADDR": "10.0.0.8:8080", "OUTRIDER_PROXY_LISTEN": "10.0.0.7:8080"},
 			func(c Config) (any, any) { return c.Listen.Proxy, "10.0.0.7:8080" }},

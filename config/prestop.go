@@ -57,7 +57,9 @@ func (c Config) Warnings() []string {
 			"the platform kills the pod or unit before the drain and the app's stop can end; raise terminationGracePeriodSeconds (or TimeoutStopSec) or shorten the drain",
 			DeregisterTimeout, d.Delay, d.Timeout, d.AppStopTimeout, need, d.GracePeriod))
 	}
-	if c.Registry.Enabled() && c.metricsLocalOnly() {
+	// A metrics_port of the user's is the port they publish instead (a
+	// scrape proxy's).
+	if _, own := c.Service.Meta[MetricsPortMeta]; c.Registry.Enabled() && c.metricsLocalOnly() && !own {
 		w = append(w, fmt.Sprintf("OUTRIDER_METRICS_LISTEN=%q takes connections from this host only, and the instance is registered at %s (OUTRIDER_SERVICE_ADDRESS, else POD_IP): "+
 			"Prometheus' Consul discovery, which scrapes the registered address, could not reach it, so the registration carries no metrics_port; "+
 			"to be scraped through Consul, listen on every address (:%d) or on the registered one",

@@ -151,4 +151,10 @@ func TestWarningsOfAMetricsListenerConsulCannotPublish(t *testing.T) {
 			}
 		})
 	}
+	// The user publishes a port of their own, a scrape proxy's.
+	c := Config{Registry: consul, Listen: Listen{Metrics: "127.0.0.1:15090"},
+		Service: Service{Address: "10.0.0.7", Meta: map[string]string{MetricsPortMeta: "8443"}}}
+	if got := c.Warnings(); len(got) != 0 {
+		t.Errorf("with metrics_port=8443 in OUTRIDER_SERVICE_META: got %q, want no warning", got)
+	}
 }
