@@ -81,3 +81,12 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	r.log.Info("deregistered from consul", "service_id", id)
 	return nil
 }
+
+// NeverTaken reports whether Consul never took the instance, nor may have:
+// once Deregister has returned nil, it had nothing to remove and sent
+// nothing.
+func (r *Registrar) NeverTaken() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.mayHold
+}

@@ -552,17 +552,19 @@ func TestStopDeregistersOnlyWhatConsulMayHold(t *testing.T) {
 		name   string
 		before func(*fakeConsul) // before the start
 		after  func(*fakeConsul) // after the first step
-		// wantLog is the one of messages logged at the stop.
-		wantLog string
+		// wantLog is the one of messages logged at the stop; wantStatus
+		// is /status's deregistered and nothing_to_deregister after it.
+		wantLog    string
+		wantStatus [2]bool
 	}{
 		{name: "unreachable since the start", before: func(f *fakeConsul) { f.setDown(true) },
-			wantLog: "nothing to deregister"},
+			wantLog: "nothing to deregister", wantStatus: [2]bool{false, true}},
 		{name: "token refused since the start", before: func(f *fakeConsul) { f.setError(403, "ACL not found") },
-			wantLog: "nothing to deregister"},
+			wantLog: "nothing to deregister", wantStatus: [2]bool{false, true}},
 		{name: "registered, then unreachable", after: func(f *fakeConsul) { f.setDown(true) },
-			wantLog: "could not deregister"},
+			wantLog: "could not deregister", wantStatus: [2]bool{false, false}},
 		{name: "taken, but the answer lost", before: (*fakeConsul).loseRegisterAnswers,
-			wantLog: "deregistered from consul"},
+			wantLog: "deregistered from consul", wantStatus: [2]bool{true, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, 0.5)
@@ -588,6 +590,13 @@ func TestStopDeregistersOnlyWhatConsulMayHold(t *testing.T) {
 				if got := h.log.Count(m); got != want {
 					t.Errorf("logged %q %d times at the stop, want %d", m, got, want)
 				}
+			}
+			s := h.r.Status()
+			if got := [2]bool{s.Deregistered, s.NothingToDeregister}; got != tc.wantStatus {
+				t.Errorf("status after the stop: deregistered, nothing_to_deregister = %v, want %v", got, tc.wantStatus)
+			}
+			if got := h.r.NeverTaken(); got != tc.wantStatus[1] {
+				t.Errorf("NeverTaken() = %t, want %t", got, tc.wantStatus[1])
 			}
 		})
 	}

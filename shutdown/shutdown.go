@@ -22,6 +22,10 @@ import (
 type Registry interface {
 	// Deregister sets the instance's check critical and removes it.
 	Deregister(ctx context.Context) error
+	// NeverTaken reports, once Deregister has returned nil, whether the
+	// registry never took the instance, so that there was nothing to
+	// remove.
+	NeverTaken() bool
 }
 
 // Traffic is the part of the proxy the sequence needs.
@@ -73,6 +77,10 @@ type Report struct {
 	// Deregistered is true when the registry confirmed the removal, or
 	// when there is no registry.
 	Deregistered bool `json:"deregistered"`
+	// NothingToDeregister is true when the registry never took the
+	// instance (Consul unreachable or refusing it since the start):
+	// nothing was removed, and Deregistered is false.
+	NothingToDeregister bool `json:"nothing_to_deregister,omitempty"`
 	// DelaySeconds is how long requests were served after deregistering.
 	DelaySeconds float64 `json:"delay_seconds"`
 	// RequestsDuringDelay is the requests answered during the delay: the
@@ -253,9 +261,12 @@ func (s *Sequence) run(ctx context.Context, trigger string, delay, timeout time.
 		dctx, cancel := context.WithTimeout(ctx, s.o.DeregisterTimeout)
 		err := s.o.Registry.Deregister(dctx)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil:
 			rep.Deregistered = false
 			errs = append(errs, fmt.Errorf("deregister: %w", err))
+		case s.o.Registry.NeverTaken():
+			rep.Deregistered, rep.NothingToDeregister = false, true
 		}
 	}
 
@@ -297,7 +308,8 @@ func (s *Sequence) run(ctx context.Context, trigger string, delay, timeout time.
 	s.m.cut.Add(float64(rep.RequestsCut))
 	s.m.finished.Add(float64(rep.RequestsFinished))
 	attrs := []any{"trigger", trigger, "duration_seconds", rep.DurationSeconds,
-		"deregistered", rep.Deregistered, "requests_during_delay", rep.RequestsDuringDelay,
+		"deregistered", rep.Deregistered, "nothing_to_deregister", rep.NothingToDeregister,
+		"requests_during_delay", rep.RequestsDuringDelay,
 		"requests_finished", rep.RequestsFinished,
 		"requests_cut", rep.RequestsCut, "tunnels_cut", rep.TunnelsCut}
 	if rep.OK() {

@@ -34,14 +34,17 @@ func (s *steps) list() []string {
 }
 
 type fakeRegistry struct {
-	steps *steps
-	err   error
+	steps      *steps
+	err        error
+	neverTaken bool
 }
 
 func (f *fakeRegistry) Deregister(ctx context.Context) error {
 	f.steps.add("deregister")
 	return f.err
 }
+
+func (f *fakeRegistry) NeverTaken() bool { return f.neverTaken }
 
 // fakeTraffic drains at once unless hold is set; then it waits for hold
 // or its deadline, and reports the cut.
@@ -275,6 +278,15 @@ func TestSequenceProblems(t *testing.T) {
 				RequestsDuringDelay: 10, RequestsFinished: 7},
 			wantErr: []string{"deregister: connection refused"},
 			steps:   "not ready,deregister,drain",
+		},
+		{
+			name: "registry never took the instance: nothing to deregister, not deregistered",
+			tweak: func(o *Options) {
+				o.Registry = &fakeRegistry{steps: o.Registry.(*fakeRegistry).steps, neverTaken: true}
+			},
+			want: Report{Trigger: "t", Started: time.Unix(1000, 0), DurationSeconds: 5, DelaySeconds: 5, NothingToDeregister: true,
+				RequestsDuringDelay: 10, RequestsFinished: 7},
+			steps: "not ready,deregister,drain",
 		},
 		{
 			name:  "proxy off: deregisters and waits the delay",

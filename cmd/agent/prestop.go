@@ -56,8 +56,12 @@ func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "outrider prestop: no drain: %s answered %s: %s\n", c.URL, resp.Status, firstLine(body))
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, "drained in %.1fs: %d requests finished, %d cut, deregistered %v\n",
-		rep.DurationSeconds, rep.RequestsFinished, rep.RequestsCut, rep.Deregistered)
+	dereg := fmt.Sprintf("deregistered %v", rep.Deregistered)
+	if rep.NothingToDeregister {
+		dereg = "nothing to deregister (consul never took the instance)"
+	}
+	fmt.Fprintf(stdout, "drained in %.1fs: %d requests finished, %d cut, %s\n",
+		rep.DurationSeconds, rep.RequestsFinished, rep.RequestsCut, dereg)
 	if !rep.OK() {
 		fmt.Fprintf(stderr, "outrider prestop: the drain had problems: %s\n", rep.Error)
 		return exitFailed
