@@ -137,6 +137,9 @@ func ParseSpec(raw string) (Spec, error) {
 		if _, p, _ := net.SplitHostPort(u.Host); !dialPort(p) {
 			return Spec{}, fmt.Errorf("%w: %s target %q has a bad port (want 1-65535)", ErrBadSpec, u.Scheme, u.Host)
 		}
+		if err := unusedURLParts(u); err != nil {
+			return Spec{}, err
+		}
 		s := Spec{Kind: Kind(u.Scheme), Address: u.Host}
 		if s.Kind == KindGRPC {
 			s.Service = strings.Trim(u.Path, "/")
@@ -149,6 +152,29 @@ func ParseSpec(raw string) (Spec, error) {
 	default:
 		return Spec{}, fmt.Errorf("%w: unknown scheme %q (want http, https, tcp, grpc or exec)", ErrBadSpec, u.Scheme)
 	}
+}
+
+// unusedURLParts refuses the parts of a tcp or grpc target that the probe
+// would ignore: user information, a query and a fragment. Whoever wrote
+// grpc://…?service=x believed the probe asked about x; it asked about
+// the server.
+func unusedURLParts(u *url.URL) error {
+	want := "want tcp://host:port: a tcp probe only opens a connection"
+	if Kind(u.Scheme) == KindGRPC {
+		want = "want grpc://host:port, or grpc://host:port/service to ask about one health service, e.g. grpc://127.0.0.1:9090/pkg.Service"
+	}
+	var part string
+	switch {
+	case u.User != nil:
+		part = "user information" // it may be a password: not shown
+	case u.RawQuery != "" || u.ForceQuery:
+		part = fmt.Sprintf("a query %q", "?"+u.RawQuery)
+	case u.Fragment != "":
+		part = fmt.Sprintf("a fragment %q", "#"+u.EscapedFragment())
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: %s target has %s, which the probe would ignore (%s)", ErrBadSpec, u.Scheme, part, want)
 }
 
 // ParseHeaders parses "Name: value,Name: value" into a header set. Errors

@@ -67,6 +67,16 @@ func TestParseSpecRefuses(t *testing.T) {
 		{raw: "tcp://app", wantErr: `bad probe spec: tcp target "app": address app: missing port in address (want tcp://host:port)`},
 		{raw: "tcp://:8080", wantErr: `bad probe spec: tcp target ":8080" has no host (want tcp://host:port)`},
 		{raw: "tcp://app:80/x", wantErr: `bad probe spec: tcp target has a path "/x" (want tcp://host:port)`},
+		// What a tcp or grpc probe would ignore: user information, a
+		// query, a fragment. A grpc service is named by the path.
+		{raw: "tcp://127.0.0.1:8080?x=1", wantErr: `bad probe spec: tcp target has a query "?x=1", which the probe would ignore (want tcp://host:port: a tcp probe only opens a connection)`},
+		{raw: "tcp://127.0.0.1:8080/?", wantErr: `bad probe spec: tcp target has a query "?", which the probe would ignore (want tcp://host:port: a tcp probe only opens a connection)`},
+		{raw: "tcp://127.0.0.1:8080#healthz", wantErr: `bad probe spec: tcp target has a fragment "#healthz", which the probe would ignore (want tcp://host:port: a tcp probe only opens a connection)`},
+		{raw: "tcp://probe:s3cr3t@127.0.0.1:8080", wantErr: `bad probe spec: tcp target has user information, which the probe would ignore (want tcp://host:port: a tcp probe only opens a connection)`},
+		{raw: "grpc://127.0.0.1:9090?service=pkg.Service", wantErr: `bad probe spec: grpc target has a query "?service=pkg.Service", which the probe would ignore ` +
+			`(want grpc://host:port, or grpc://host:port/service to ask about one health service, e.g. grpc://127.0.0.1:9090/pkg.Service)`},
+		{raw: "grpc://127.0.0.1:9090/pkg.Service#x", wantErr: `bad probe spec: grpc target has a fragment "#x", which the probe would ignore ` +
+			`(want grpc://host:port, or grpc://host:port/service to ask about one health service, e.g. grpc://127.0.0.1:9090/pkg.Service)`},
 		{raw: "grpc://", wantErr: "bad probe spec: grpc target is empty (want grpc://host:port)"},
 		{raw: "FTP://x", wantErr: `bad probe spec: unknown scheme "ftp" (want http, https, tcp, grpc or exec)`},
 		{raw: "EXEC:", wantErr: "bad probe spec: exec: names no command (want exec:/path/to/cmd arg…)"},
