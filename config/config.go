@@ -292,7 +292,7 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 	c.Drain.Delay = r.duration("OUTRIDER_DRAIN_DELAY", 5*time.Second, 0)
 	c.Drain.Timeout = r.duration("OUTRIDER_DRAIN_TIMEOUT", 25*time.Second, 0)
 	c.Drain.AppStopTimeout = r.duration("OUTRIDER_APP_STOP_TIMEOUT", 10*time.Second, 0)
-	c.Drain.GracePeriod = r.duration("OUTRIDER_GRACE_PERIOD", 0, 0)
+	c.Drain.GracePeriod = r.gracePeriod()
 	c.ConfigFile = r.str("OUTRIDER_CONFIG_FILE", "")
 
 	c.Service = r.service(c, hostname, interfaceAddr)
@@ -314,6 +314,22 @@ func (r *reader) goRuntime() {
 			r.fail("GOGC", v, "is not a whole number nor off (Go would ignore it and use 100; unset it for outrider's 25)")
 		}
 	}
+}
+
+// gracePeriod reads OUTRIDER_GRACE_PERIOD: unset, the budget is unknown
+// and nothing is checked. 0s is refused rather than taken for unset: no
+// stop fits in no time (Kubernetes kills at once), and systemd's
+// TimeoutStopSec=0 means no limit, which is unset here.
+func (r *reader) gracePeriod() time.Duration {
+	const name = "OUTRIDER_GRACE_PERIOD"
+	if v := r.str(name, ""); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d == 0 {
+			r.fail(name, v, "is no time at all, and no stop fits in it (want the platform's stop budget, terminationGracePeriodSeconds or TimeoutStopSec, e.g. 45s; "+
+				"leave it unset when the platform sets no limit, as TimeoutStopSec=0 or infinity does)")
+			return 0
+		}
+	}
+	return r.duration(name, 0, time.Second)
 }
 
 func (r *reader) probe(appAddr string) Probe {

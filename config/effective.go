@@ -32,8 +32,8 @@ func (c Config) Effective() []Setting {
 	if c.Proxy.EventLoop {
 		eventLoop = EventLoopOn
 	}
-	// Unset (or 0), the grace period is unknown, not nothing: check-config
-	// says what that means.
+	// Unset, the grace period is unknown, not nothing: check-config says
+	// what that means.
 	grace := ""
 	if c.Drain.GracePeriod > 0 {
 		grace = d(c.Drain.GracePeriod)
