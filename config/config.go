@@ -349,7 +349,7 @@ func (r *reader) probe(appAddr string) Probe {
 		hdr, err := probe.ParseHeaders(h)
 		if err != nil {
 			// The value may hold a credential: name only the variable.
-			r.fail("OUTRIDER_PROBE_HEADERS", "(hidden)", err.Error()+` (want "Name: value,Name: value")`)
+			r.fail("OUTRIDER_PROBE_HEADERS", "(hidden)", err.Error()+` (want "Name: value,Name: value"; a comma separates headers, and what follows one continues the value before it only if it holds no colon, as in "Accept: application/json, text/plain")`)
 		}
 		spec.Header = hdr
 	}

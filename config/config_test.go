@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -129,6 +130,11 @@ func TestGoodValues(t *testing.T) {
 			func(c Config) (any, any) {
 				return [3]any{c.Probe.Spec.String(), c.Probe.Spec.Header.Get("Authorization"), c.Probe.Spec.Insecure},
 					[3]any{"https://app:8443/healthz", "Bearer y", true}
+			}},
+		{"a probe header value that holds a comma",
+			map[string]string{"OUTRIDER_PROBE": "http://127.0.0.1:8080/healthz", "OUTRIDER_PROBE_HEADERS": "Accept: application/json, text/plain,X-Probe: yes"},
+			func(c Config) (any, any) {
+				return c.Probe.Spec.Header, http.Header{"Accept": {"application/json, text/plain"}, "X-Probe": {"yes"}}
 			}},
 		{"http probe with insecure, for an app that redirects it to https",
 			map[string]string{"OUTRIDER_PROBE": "http://127.0.0.1:8080/healthz", "OUTRIDER_PROBE_INSECURE": "true"},

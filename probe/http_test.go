@@ -254,6 +254,7 @@ func TestHTTPProberLeavesOutEmptyDefaults(t *testing.T) {
 		{headers: "User-Agent:", wantAccept: []string{"*/*"}},
 		{headers: "Accept:,User-Agent:"},
 		{headers: "Accept: application/json,User-Agent: probe/1", wantAccept: []string{"application/json"}, wantUA: []string{"probe/1"}},
+		{headers: "Accept: application/json, text/plain,User-Agent: probe/1", wantAccept: []string{"application/json, text/plain"}, wantUA: []string{"probe/1"}},
 	}
 	for _, tc := range tests {
 		t.Run(cmp.Or(tc.headers, "none"), func(t *testing.T) {

@@ -177,10 +177,17 @@ func unusedURLParts(u *url.URL) error {
 	return fmt.Errorf("%w: %s target has %s, which the probe would ignore (%s)", ErrBadSpec, u.Scheme, part, want)
 }
 
-// ParseHeaders parses "Name: value,Name: value" into a header set. Errors
-// name the item by position only: a value may be a credential.
+// ParseHeaders parses "Name: value,Name: value" into a header set. A
+// comma separates headers, but an item without a colon continues the
+// value of the header before it: "Accept: application/json, text/plain"
+// is one header whose value holds a comma. Errors name the item by
+// position only: a value may be a credential.
 func ParseHeaders(raw string) (http.Header, error) {
-	h := http.Header{}
+	type field struct {
+		item        int
+		name, value string
+	}
+	var fields []field
 	n := 0
 	for item := range strings.SplitSeq(raw, ",") {
 		if strings.TrimSpace(item) == "" {
@@ -188,21 +195,29 @@ func ParseHeaders(raw string) (http.Header, error) {
 		}
 		n++
 		name, value, ok := strings.Cut(item, ":")
+		if !ok && len(fields) > 0 {
+			fields[len(fields)-1].value += "," + item
+			continue
+		}
 		name = strings.TrimSpace(name)
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return nil, fmt.Errorf("item %d is not \"Name: value\"", n)
 		}
-		value = strings.TrimSpace(value)
 		if !validFieldName(name) {
 			return nil, fmt.Errorf("item %d has a name that is not a header field name (letters, digits and !#$%%&'*+-.^_`|~)", n)
 		}
+		fields = append(fields, field{n, name, value})
+	}
+	h := http.Header{}
+	for _, f := range fields {
+		value := strings.TrimSpace(f.value)
 		if strings.ContainsFunc(value, isCTL) {
-			return nil, fmt.Errorf("item %d has a control character in its value", n)
+			return nil, fmt.Errorf("item %d has a control character in its value", f.item)
 		}
-		if http.CanonicalHeaderKey(name) == "Host" && !validHost(value) {
-			return nil, fmt.Errorf("item %d has a Host value that is not a host or host:port, such as app.example:8080", n)
+		if http.CanonicalHeaderKey(f.name) == "Host" && (!validHost(value) || strings.Contains(value, ",")) {
+			return nil, fmt.Errorf("item %d has a Host value that is not a host or host:port, such as app.example:8080", f.item)
 		}
-		h.Add(name, value)
+		h.Add(f.name, value)
 	}
 	return h, nil
 }

@@ -107,6 +107,43 @@ func TestParseSpecRefuses(t *testing.T) {
 	}
 }
 
+// TestParseHeaders: a comma separates headers, and an item without a
+// colon continues the value of the header before it, so that a value may
+// hold a comma.
+func TestParseHeaders(t *testing.T) {
+	tests := []struct {
+		raw     string
+		want    http.Header
+		wantErr string
+	}{
+		{raw: "Host: app.example,Authorization: Bearer t0k3n", want: http.Header{"Host": {"app.example"}, "Authorization": {"Bearer t0k3n"}}},
+		{raw: "Accept: application/json, text/plain", want: http.Header{"Accept": {"application/json, text/plain"}}},
+		{raw: "Accept: application/json, text/plain;q=0.9, */*;q=0.1,X-Probe: yes ,",
+			want: http.Header{"Accept": {"application/json, text/plain;q=0.9, */*;q=0.1"}, "X-Probe": {"yes"}}},
+		{raw: "Accept: a,Accept: b", want: http.Header{"Accept": {"a", "b"}}},
+		{raw: "Accept:", want: http.Header{"Accept": {""}}},
+		{raw: "Authorization Bearer t0k3n", wantErr: `item 1 is not "Name: value"`},
+		{raw: "X-Ok: 1,X Bad: 2", wantErr: `item 2 is not "Name: value"`},
+		{raw: "Link: <http://a>, <http://b>", wantErr: "item 2 has a name that is not a header field name (letters, digits and !#$%&'*+-.^_`|~)"},
+		{raw: "X-Ok: 1, two\x01", wantErr: "item 1 has a control character in its value"},
+		{raw: "Host: app.example, other.example", wantErr: "item 1 has a Host value that is not a host or host:port, such as app.example:8080"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.raw, func(t *testing.T) {
+			got, err := ParseHeaders(tc.raw)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
 // TestSpecEqual: Equal tells apart what String masks (a password, a
 // header's value) and nothing else.
 func TestSpecEqual(t *testing.T) {
