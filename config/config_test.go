@@ -638,7 +638,7 @@ func TestReloadRefusesAnEmptyFile(t *testing.T) {
 			if _, _, err := LoadWithFile(getenv, "host1", nil); err != nil {
 				t.Errorf("LoadWithFile (start-up): %v, want no error", err)
 			}
-			_, err := Reload(getenv, "host1", nil)
+			_, err := Reload(getenv, "host1", nil, nil)
 			switch want := path + ": " + tc.want; {
 			case tc.want == "" && err != nil:
 				t.Errorf("Reload: %v, want no error", err)
@@ -697,7 +697,9 @@ func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
 		}{{"start-up", func(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
 			c, _, err := LoadWithFile(getenv, hostname, interfaceAddr)
 			return c, err
-		}}, {"reload", Reload}} {
+		}}, {"reload", func(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
+			return Reload(getenv, hostname, interfaceAddr, nil)
+		}}} {
 			t.Run(tc.name+"/"+load.name, func(t *testing.T) {
 				env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": tc.path}
 				type result struct {

@@ -300,26 +300,37 @@ func nodeValue(n *yaml.Node) (string, error) {
 // without a file, or on an error), so that a watch of the file can tell a
 // change from the content the configuration came from.
 func LoadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, []byte, error) {
-	return loadWithFile(getenv, hostname, interfaceAddr, false)
+	return loadWithFile(getenv, hostname, interfaceAddr, false, nil)
 }
 
 // Reload is LoadWithFile for an outrider that is running, which refuses
 // a config file with nothing in it: blanks, comments or a lone ---. Such
 // a file is more likely one caught being written, or cut short by a full
-// disk, than a wish to drop every setting it held; {} is that wish.
-func Reload(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
-	c, _, err := loadWithFile(getenv, hostname, interfaceAddr, true)
+// disk, than a wish to drop every setting it held; {} is that wish. data
+// is the file's content as a watch of it confirmed, which is parsed
+// rather than a read of the file now, which could find it changed again
+// or half written; nil reads the file.
+func Reload(getenv func(string) string, hostname string, interfaceAddr func() (string, error), data []byte) (Config, error) {
+	c, _, err := loadWithFile(getenv, hostname, interfaceAddr, true, data)
 	return c, err
 }
 
-func loadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error), reload bool) (Config, []byte, error) {
+func loadWithFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error), reload bool, content []byte) (Config, []byte, error) {
 	// Load reads the variable so: trimmed, and a file cannot set it.
 	path := strings.TrimSpace(getenv("OUTRIDER_CONFIG_FILE"))
 	if path == "" {
 		c, err := Load(getenv, hostname, interfaceAddr)
 		return c, nil, err
 	}
-	f, data, err := readFile(path)
+	var f File
+	var data []byte
+	var err error
+	if content != nil {
+		data = content
+		f, err = ParseFile(path, data)
+	} else {
+		f, data, err = readFile(path)
+	}
 	if err == nil && reload && f.empty {
 		err = errors.Join(&FileError{Path: f.Path, Msg: "the file is empty (or only comments or ---); write {} to clear every setting"})
 	}

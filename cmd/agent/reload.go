@@ -50,7 +50,7 @@ func (a *agent) addReload() error {
 	a.status["config"] = func() any { return r.status() }
 
 	if path := a.cfg.ConfigFile; path != "" {
-		w := watch.New(path, func() { r.reload("file") }, watch.Options{Log: r.log, From: a.configFrom})
+		w := watch.New(path, r.fileChanged, watch.Options{Log: r.log, From: a.configFrom})
 		// The config file watcher: reloads when the file's content changes.
 		a.addContext("config file watch", w.Run)
 	}
@@ -103,15 +103,20 @@ func (a *agent) addReloadSignal(r *reloader) {
 			case <-ctx.Done():
 				return nil
 			case <-hup:
-				r.reload("sighup")
+				r.reload("sighup", nil)
 			}
 		}
 	}, func(error) { cancel() })
 }
 
+// fileChanged reloads the content data that the config file's watch
+// confirmed, nil when the file could not be read.
+func (r *reloader) fileChanged(data []byte) { r.reload("file", data) }
+
 // reload loads the configuration again and applies it, or keeps the
-// running one and says why.
-func (r *reloader) reload(trigger string) {
+// running one and says why. data is the config file's content to load;
+// nil reads the file.
+func (r *reloader) reload(trigger string, data []byte) {
 	r.loading.Lock()
 	defer r.loading.Unlock()
 	// Only a reload changes cur, and reloads take turns: it is read here
@@ -125,7 +130,7 @@ func (r *reloader) reload(trigger string) {
 	// The service ID and address are read once at start-up: a reload
 	// looks neither up again, so an interface without an address at
 	// this moment cannot fail a reload of the tags.
-	next, err := config.Reload(r.getenv, r.a.hostname, func() (string, error) { return cur.Service.Address, nil })
+	next, err := config.Reload(r.getenv, r.a.hostname, func() (string, error) { return cur.Service.Address, nil }, data)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err == nil {

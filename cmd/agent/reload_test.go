@@ -57,7 +57,7 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
 			write(s.file)
-			r.reload("test")
+			r.reload("test", nil)
 			if !slices.Equal(heard, s.heard) {
 				t.Errorf("drain timings heard = %v, want %v", heard, s.heard)
 			}
@@ -76,7 +76,7 @@ func TestReloadAppliesDrainTimingsAndLogLevel(t *testing.T) {
 	t.Run("without a hook", func(t *testing.T) {
 		a.onDrainTimings = nil
 		write("drain_timeout: 3s\n")
-		r.reload("test") // must not panic
+		r.reload("test", nil) // must not panic
 		if got := r.status().Values["OUTRIDER_DRAIN_TIMEOUT"]; got != "3s" {
 			t.Errorf("drain timeout in force = %q, want 3s", got)
 		}
@@ -104,7 +104,7 @@ func TestReloadWarnsWhenTheDrainOutgrowsTheGracePeriod(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) {
 			before := len(logs.String())
 			write(s.file)
-			r.reload("test")
+			r.reload("test", nil)
 			var warns []string
 			for line := range strings.Lines(logs.String()[before:]) {
 				var entry struct{ Level, Msg string }
@@ -164,7 +164,7 @@ func TestReloadRotatesTheProbePassword(t *testing.T) {
 	})
 
 	write(file("new-secret"))
-	r.reload("test")
+	r.reload("test", nil)
 	waitVerdict("healthy with the new password", func(v probe.Verdict) bool { return v.Healthy })
 	var changed []string
 	for line := range strings.Lines(logs.String()) {
@@ -212,6 +212,29 @@ func reloadingAgent(t *testing.T, env map[string]string, content string) (*reloa
 	return r, logs, write
 }
 
+// TestFileReloadLoadsTheConfirmedContent: a reload that the file's watch
+// triggers loads the content the watch confirmed, not the file as it is
+// by then: a writer may have truncated it again to write it anew, or
+// changed it, and the watch, which counts the confirmed content as
+// loaded, would not report the file coming back to it.
+func TestFileReloadLoadsTheConfirmedContent(t *testing.T) {
+	r, _, write := reloadingAgent(t, map[string]string{}, "service_tags: [blue]\n")
+	for _, now := range []string{"", "service_tags: [gre", "service_tags: [red]\n"} {
+		write(now)
+		r.fileChanged([]byte("service_tags: [green]\nlog_level: debug\n"))
+		st := r.status()
+		if st.Values["OUTRIDER_SERVICE_TAGS"] != "green" || st.Values["OUTRIDER_LOG_LEVEL"] != "debug" || st.LastError != "" {
+			t.Errorf("with the file holding %q now: tags %q, log level %q, last error %q; want the confirmed green and debug, no error",
+				now, st.Values["OUTRIDER_SERVICE_TAGS"], st.Values["OUTRIDER_LOG_LEVEL"], st.LastError)
+		}
+	}
+	// Confirmed empty, it is refused as a file read empty is.
+	r.fileChanged([]byte{})
+	if st := r.status(); st.Values["OUTRIDER_SERVICE_TAGS"] != "green" || !strings.Contains(st.LastError, "the file is empty") {
+		t.Errorf("after an empty content: tags %q, last error %q; want green kept and the file refused as empty", st.Values["OUTRIDER_SERVICE_TAGS"], st.LastError)
+	}
+}
+
 // TestReloadRefusesAnEmptyFile: a config file truncated to nothing (a
 // writer caught between truncate and write, a full disk) does not clear
 // the tags: the reload fails, says why in /status and keeps them.
@@ -219,7 +242,7 @@ func TestReloadRefusesAnEmptyFile(t *testing.T) {
 	r, logs, write := reloadingAgent(t, map[string]string{}, "service_tags: [blue]\n")
 	for _, content := range []string{"", "# service_tags: [green]\n", "---\n"} {
 		write(content)
-		r.reload("test")
+		r.reload("test", nil)
 		st := r.status()
 		want := r.cur.ConfigFile + ": the file is empty (or only comments or ---); write {} to clear every setting"
 		if st.Values["OUTRIDER_SERVICE_TAGS"] != "blue" || st.LastError != want {
@@ -242,7 +265,7 @@ func TestReloadRefusesSettingsTheProbeWouldIgnore(t *testing.T) {
 	r, _, write := reloadingAgent(t, map[string]string{"OUTRIDER_PROBE_HEADERS": "Authorization: Bearer s3cr3t"},
 		"probe: http://127.0.0.1:8080/healthz\n")
 	write("probe: tcp://127.0.0.1:8080\n")
-	r.reload("test")
+	r.reload("test", nil)
 	st := r.status()
 	if st.Values["OUTRIDER_PROBE"] != "http://127.0.0.1:8080/healthz" {
 		t.Errorf("after the reload the probe is %q, want the http one kept", st.Values["OUTRIDER_PROBE"])
@@ -320,7 +343,7 @@ func TestConfigFileThatIsNotAFile(t *testing.T) {
 		if err := os.Rename(fifo, file); err != nil {
 			t.Fatal(err)
 		}
-		within(t, "the reload", func() { r.reload("file") })
+		within(t, "the reload", func() { r.fileChanged(nil) })
 		var st reloadStatus
 		within(t, "/status", func() { st = r.status() })
 		if st.Values["OUTRIDER_SERVICE_TAGS"] != "blue" || st.LastError != refusal(file) {
@@ -361,7 +384,7 @@ func TestReloadKeepsTheStartUpAddress(t *testing.T) {
 		return "", errors.New("no non-loopback interface address")
 	}
 	write("service_tags: [green]\n")
-	r.reload("test")
+	r.reload("test", nil)
 	if lookups != 0 {
 		t.Errorf("the reload looked the interface address up %d times, want none", lookups)
 	}

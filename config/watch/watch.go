@@ -12,9 +12,10 @@
 // an app's log written beside the file does not hold a look off. Bursts
 // of events are debounced, the content is read twice a moment apart and
 // must agree (a file caught between a truncate and a write is not a
-// change), and a change is reported only when the content differs from
-// what was last reported, so one update gives one report however many
-// events it took. Every poll interval it also checks the directories and
+// change), and it is reported with that content, so that the caller
+// loads what was confirmed. A change is reported only when the content
+// differs from what was last reported, so one update gives one report
+// however many events it took. Every poll interval it also checks the directories and
 // the file, so a change whose events were lost is still reported. When
 // the directory cannot be watched (inotify limits), it polls the content
 // instead and says so once in the log. A file that is a mount point of its
@@ -76,7 +77,7 @@ func absPath(path string) string {
 // owns its only goroutine.
 type Watcher struct {
 	path     string
-	onChange func()
+	onChange func(data []byte)
 	debounce time.Duration
 	poll     time.Duration
 	log      *slog.Logger
@@ -97,11 +98,15 @@ type Watcher struct {
 }
 
 // New returns a watcher of the file at path that calls onChange, from
-// Run's goroutine, each time the content differs from what it was. The
+// Run's goroutine, each time the content differs from what it was, with
+// the content it confirmed: the caller uses that, not a read of its own,
+// which could find the file changed again or caught half written. data
+// is nil when the file cannot be read (gone, not a regular file): the
+// caller's read then says why. The
 // baseline is o.From, or else the content now: then create the watcher
 // right after reading the file. A change before Run starts is still
 // reported. A relative path is taken from the current directory now.
-func New(path string, onChange func(), o Options) *Watcher {
+func New(path string, onChange func(data []byte), o Options) *Watcher {
 	path = absPath(path)
 	if o.Debounce <= 0 {
 		o.Debounce = 200 * time.Millisecond
@@ -116,7 +121,7 @@ func New(path string, onChange func(), o Options) *Watcher {
 		watchDir: watchDir, addWatch: (*fsnotify.Watcher).Add, watched: make(map[string]os.FileInfo)}
 	w.seen = o.From.state
 	if w.seen == "" {
-		w.seen = w.state()
+		w.seen, _ = w.state()
 	}
 	return w
 }
@@ -376,14 +381,14 @@ func (w *Watcher) setUp() {
 // row agree on it, so that a file caught between a truncate and a write
 // is not reported. It returns false when it wants another look.
 func (w *Watcher) look() bool {
-	s := w.state()
+	s, data := w.state()
 	switch s {
 	case w.seen:
 		w.candidate = ""
 		return true
 	case w.candidate:
 		w.seen, w.candidate = s, ""
-		w.onChange()
+		w.onChange(data)
 		return true
 	default:
 		w.candidate = s
@@ -391,18 +396,22 @@ func (w *Watcher) look() bool {
 	}
 }
 
-// state is the content's hash, or the read error: a file that goes away,
-// or is replaced by a named pipe, is a change too, which the reader will
-// report. Only a regular file is read: a pipe would block the watch until
-// a writer came, or take the content its reader is after.
-func (w *Watcher) state() string { return state(w.path) }
+// state is the content's hash, or the read error, and the content (nil
+// on an error): a file that goes away, or is replaced by a named pipe, is
+// a change too, which the reader will report. Only a regular file is
+// read: a pipe would block the watch until a writer came, or take the
+// content its reader is after.
+func (w *Watcher) state() (string, []byte) { return state(w.path) }
 
-func state(path string) string {
+func state(path string) (string, []byte) {
 	data, err := regularfile.Read(path)
 	if err != nil {
-		return "error: " + err.Error()
+		return "error: " + err.Error(), nil
 	}
-	return sum(data)
+	if data == nil {
+		data = []byte{}
+	}
+	return sum(data), data
 }
 
 func sum(data []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(data)) }

@@ -20,17 +20,20 @@ import (
 )
 
 // reports runs a watcher of path and returns the channel that receives
-// the file's content at each report.
+// the content of each report, or the file's read error when it has none.
 func reports(t *testing.T, path string, o Options, change func(*Watcher)) <-chan string {
 	t.Helper()
 	got := make(chan string, 100)
-	w := New(path, func() {
-		b, err := os.ReadFile(path)
-		if err != nil {
+	w := New(path, func(data []byte) {
+		if data != nil {
+			got <- string(data)
+			return
+		}
+		if _, err := os.ReadFile(path); err != nil {
 			got <- "error: " + err.Error()
 			return
 		}
-		got <- string(b)
+		got <- "no content, though the file reads"
 	}, o)
 	if change != nil {
 		change(w)
@@ -271,7 +274,7 @@ func every(t *testing.T, d time.Duration, f func() error) {
 func TestEventsThatConcernTheFile(t *testing.T) {
 	m := configmaptest.New(t, "conf/config.yaml", "a: 1\n")
 	vol := filepath.Dir(filepath.Dir(m.Path()))
-	w := New(m.Path(), func() {}, Options{})
+	w := New(m.Path(), func([]byte) {}, Options{})
 	tr := trailOf(w.path)
 	w.names = tr.names
 	tests := []struct {
@@ -419,7 +422,7 @@ func TestNamedPipeIsAChange(t *testing.T) {
 	path := filepath.Join(dir, "config.yaml")
 	write(t, path, "a: 1\n")
 	got := make(chan string, 100)
-	w := New(path, func() { got <- "change" }, Options{Debounce: 20 * time.Millisecond, PollInterval: 50 * time.Millisecond})
+	w := New(path, func([]byte) { got <- "change" }, Options{Debounce: 20 * time.Millisecond, PollInterval: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -442,7 +445,7 @@ func TestNamedPipeIsAChange(t *testing.T) {
 	if s := next(t, got); s != "change" {
 		t.Errorf("report = %q, want a change", s)
 	}
-	if s := w.state(); !strings.HasSuffix(s, "not a regular file (a pipe)") {
+	if s, _ := w.state(); !strings.HasSuffix(s, "not a regular file (a pipe)") {
 		t.Errorf("state of the pipe = %q, want the refusal", s)
 	}
 	replace(t, path, "a: 2\n")
