@@ -242,7 +242,13 @@ const (
 // hostname and interfaceAddr supply the defaults of the service ID and
 // address. The error joins every *Error found.
 func Load(getenv func(string) string, hostname string, interfaceAddr func() (string, error)) (Config, error) {
-	r := reader{getenv: getenv}
+	return loadOver(getenv, hostname, interfaceAddr, nil)
+}
+
+// loadOver is Load; file, when not nil, is the config file whose settings
+// getenv holds, so that an error can say which of them came from it.
+func loadOver(getenv func(string) string, hostname string, interfaceAddr func() (string, error), file *File) (Config, error) {
+	r := reader{getenv: getenv, file: file}
 	var c Config
 
 	c.Log.Format = r.oneOf("OUTRIDER_LOG_FORMAT", "json", "json", "text")
@@ -380,22 +386,42 @@ func (r *reader) unusedByProbe(spec probe.Spec, byDefault bool) {
 		article = "an"
 	}
 	what := fmt.Sprintf("OUTRIDER_PROBE=%q is %s %s probe", spec.String(), article, spec.Kind)
-	if byDefault {
+	fileProbe, fromFile := r.file.value("OUTRIDER_PROBE")
+	fromFile = fromFile && strings.TrimSpace(fileProbe.value) != ""
+	switch {
+	case fromFile:
+		what = fmt.Sprintf("the config file's probe (%s:%d) %q is %s %s probe", r.file.Path, fileProbe.line, spec.String(), article, spec.Kind)
+	case byDefault:
 		what = fmt.Sprintf("the probe is the default, %s %s probe of OUTRIDER_APP_ADDR (%s)", article, spec.Kind, spec.String())
 	}
 	for _, u := range []struct {
 		name, shown string
 		unused      bool
 		why         string
+		// clear is the config file's setting that clears the variable,
+		// "" when a file cannot set it.
+		clear string
 	}{
-		{"OUTRIDER_PROBE_HEADERS", "(hidden)", !web, "which sends no headers (only an http or https probe does)"},
-		{"OUTRIDER_PROBE_INSECURE", "true", !web && spec.Insecure, "which verifies no certificate (only an https probe, or an http one the app redirects to https, does)"},
-		{"OUTRIDER_PROBE_ENV", "(hidden)", spec.Kind != probe.KindExec, "which runs no command (only an exec probe does)"},
-		{"OUTRIDER_PROBE_ENV_DENY", r.str("OUTRIDER_PROBE_ENV_DENY", ""), spec.Kind != probe.KindExec, "which runs no command (only an exec probe does)"},
+		{"OUTRIDER_PROBE_HEADERS", "(hidden)", !web, "which sends no headers (only an http or https probe does)", `probe_headers: ""`},
+		{"OUTRIDER_PROBE_INSECURE", "true", !web && spec.Insecure, "which verifies no certificate (only an https probe, or an http one the app redirects to https, does)", "probe_insecure: false"},
+		{"OUTRIDER_PROBE_ENV", "(hidden)", spec.Kind != probe.KindExec, "which runs no command (only an exec probe does)", ""},
+		{"OUTRIDER_PROBE_ENV_DENY", r.str("OUTRIDER_PROBE_ENV_DENY", ""), spec.Kind != probe.KindExec, "which runs no command (only an exec probe does)", ""},
 	} {
-		if u.unused && r.str(u.name, "") != "" && !r.failed(u.name) {
-			r.fail(u.name, u.shown, fmt.Sprintf("is set, but %s, %s: unset it, or change OUTRIDER_PROBE", what, u.why))
+		if !u.unused || r.str(u.name, "") == "" || r.failed(u.name) {
+			continue
 		}
+		todo := "unset it, or change OUTRIDER_PROBE"
+		if _, inFile := r.file.value(u.name); fromFile && !inFile {
+			// The variable is the environment's, which the file's probe
+			// made unused: the environment cannot change at run time.
+			todo = "unset it in the environment (which takes a restart), or change the file's probe"
+			if u.clear != "" {
+				todo = fmt.Sprintf("write %s in the config file, or change its probe", u.clear)
+			}
+		} else if fromFile {
+			todo = "remove it from the config file, or change its probe"
+		}
+		r.fail(u.name, u.shown, fmt.Sprintf("is set, but %s, %s: %s", what, u.why, todo))
 	}
 }
 
@@ -600,6 +626,8 @@ func portOf(hostport string) int {
 type reader struct {
 	getenv func(string) string
 	errs   []error
+	// file is the config file laid over the environment, nil without one.
+	file *File
 }
 
 func (r *reader) fail(name, value, want string) {

@@ -609,6 +609,73 @@ func TestLoadWithFileReportsBothAtOnce(t *testing.T) {
 	}
 }
 
+// TestProbeSettingsUnusedByTheFilesProbe: a config file whose probe
+// leaves a setting of the environment unused names the file's probe, not
+// OUTRIDER_PROBE, and says how the file clears the setting, or that the
+// environment must change; a file that sets the probe and what it does not
+// use is told to drop one of them.
+func TestProbeSettingsUnusedByTheFilesProbe(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_PROBE": "https://127.0.0.1:8443/healthz"}
+	tests := []struct {
+		name, file string
+		env        map[string]string
+		want       []string
+	}{
+		{"headers of the environment", "probe: tcp://127.0.0.1:8080\n", map[string]string{"OUTRIDER_PROBE_HEADERS": "Authorization: Bearer s3cr3t"}, []string{
+			`OUTRIDER_PROBE_HEADERS="(hidden)" is set, but the config file's probe (%s:1) "tcp://127.0.0.1:8080" is a tcp probe, which sends no headers (only an http or https probe does): write probe_headers: "" in the config file, or change its probe`,
+		}},
+		{"insecure of the environment", "probe: grpc://127.0.0.1:9090\n", map[string]string{"OUTRIDER_PROBE_INSECURE": "true"}, []string{
+			`OUTRIDER_PROBE_INSECURE="true" is set, but the config file's probe (%s:1) "grpc://127.0.0.1:9090" is a grpc probe, which verifies no certificate (only an https probe, or an http one the app redirects to https, does): write probe_insecure: false in the config file, or change its probe`,
+		}},
+		{"an environment no file can clear", "probe: http://127.0.0.1:8080/healthz\n", map[string]string{"OUTRIDER_PROBE": "exec:/bin/check", "OUTRIDER_PROBE_ENV_DENY": "HOME"}, []string{
+			`OUTRIDER_PROBE_ENV_DENY="HOME" is set, but the config file's probe (%s:1) "http://127.0.0.1:8080/healthz" is an http probe, which runs no command (only an exec probe does): unset it in the environment (which takes a restart), or change the file's probe`,
+		}},
+		{"headers of the file", "probe: tcp://127.0.0.1:8080\nprobe_headers: \"X-Probe: yes\"\n", nil, []string{
+			`%s:2: probe_headers: "(hidden)" is set, but the config file's probe (%s:1) "tcp://127.0.0.1:8080" is a tcp probe, which sends no headers (only an http or https probe does): remove it from the config file, or change its probe`,
+		}},
+		{"headers of the file, probe of the environment", "probe_headers: \"X-Probe: yes\"\n", map[string]string{"OUTRIDER_PROBE": "tcp://127.0.0.1:8080"}, []string{
+			`%s:1: probe_headers: "(hidden)" is set, but OUTRIDER_PROBE="tcp://127.0.0.1:8080" is a tcp probe, which sends no headers (only an http or https probe does): unset it, or change OUTRIDER_PROBE`,
+		}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("f%d.yaml", i))
+			if err := os.WriteFile(path, []byte(tc.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e := maps.Clone(env)
+			maps.Copy(e, tc.env)
+			e["OUTRIDER_CONFIG_FILE"] = path
+			for _, load := range []struct {
+				name string
+				load func() error
+			}{
+				{"start-up", func() error {
+					_, _, err := LoadWithFile(func(k string) string { return e[k] }, "host1", nil)
+					return err
+				}},
+				{"reload", func() error {
+					_, err := Reload(func(k string) string { return e[k] }, "host1", nil, []byte(tc.file))
+					return err
+				}},
+			} {
+				err := load.load()
+				var got, want []string
+				for _, e := range unjoinErr(err) {
+					got = append(got, e.Error())
+				}
+				for _, w := range tc.want {
+					want = append(want, strings.ReplaceAll(w, "%s", path))
+				}
+				if err == nil || !slices.Equal(got, want) {
+					t.Errorf("%s: errors:\n got %q\nwant %q", load.name, got, want)
+				}
+			}
+		})
+	}
+}
+
 // TestReloadRefusesAnEmptyFile: at start-up a file with nothing in it
 // holds no settings; on a reload it is refused, and {} clears them.
 func TestReloadRefusesAnEmptyFile(t *testing.T) {

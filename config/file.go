@@ -88,6 +88,15 @@ func (f File) Over(getenv func(string) string) func(string) string {
 	}
 }
 
+// value is the setting of the variable name that f holds; f may be nil.
+func (f *File) value(name string) (fileValue, bool) {
+	if f == nil {
+		return fileValue{}, false
+	}
+	v, ok := f.values[name]
+	return v, ok
+}
+
 // ReadFile reads and parses the config file at path, which must be a
 // regular file (or a symlink to one).
 func ReadFile(path string) (File, error) {
@@ -338,7 +347,7 @@ func loadWithFile(getenv func(string) string, hostname string, interfaceAddr fun
 		c, _ := Load(getenv, hostname, interfaceAddr)
 		return c, nil, err
 	}
-	c, err := Load(f.Over(getenv), hostname, interfaceAddr)
+	c, err := loadOver(f.Over(getenv), hostname, interfaceAddr, &f)
 	if err == nil {
 		return c, data, nil
 	}

@@ -259,8 +259,8 @@ func TestReloadRefusesAnEmptyFile(t *testing.T) {
 
 // TestReloadRefusesSettingsTheProbeWouldIgnore: a file that turns an http
 // probe into a tcp one while the environment gives it headers would have
-// them ignored: the reload fails, names the variable and the probe, and
-// keeps the http probe.
+// them ignored: the reload fails, names the variable and the file's
+// probe, says how the file clears the headers, and keeps the http probe.
 func TestReloadRefusesSettingsTheProbeWouldIgnore(t *testing.T) {
 	r, _, write := reloadingAgent(t, map[string]string{"OUTRIDER_PROBE_HEADERS": "Authorization: Bearer s3cr3t"},
 		"probe: http://127.0.0.1:8080/healthz\n")
@@ -270,9 +270,13 @@ func TestReloadRefusesSettingsTheProbeWouldIgnore(t *testing.T) {
 	if st.Values["OUTRIDER_PROBE"] != "http://127.0.0.1:8080/healthz" {
 		t.Errorf("after the reload the probe is %q, want the http one kept", st.Values["OUTRIDER_PROBE"])
 	}
-	want := `OUTRIDER_PROBE_HEADERS="(hidden)" is set, but OUTRIDER_PROBE="tcp://127.0.0.1:8080" is a tcp probe, which sends no headers`
-	if !strings.Contains(st.LastError, want) {
-		t.Errorf("last error %q, want one containing %q", st.LastError, want)
+	for _, want := range []string{
+		`OUTRIDER_PROBE_HEADERS="(hidden)" is set, but the config file's probe (`,
+		`"tcp://127.0.0.1:8080" is a tcp probe, which sends no headers (only an http or https probe does): write probe_headers: "" in the config file, or change its probe`,
+	} {
+		if !strings.Contains(st.LastError, want) {
+			t.Errorf("last error %q, want one containing %q", st.LastError, want)
+		}
 	}
 	if got := testutil.ToFloat64(r.total.WithLabelValues("failure")); got != 1 {
 		t.Errorf("failures = %g, want 1", got)
