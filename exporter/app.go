@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -520,16 +522,39 @@ func (c *AppCollector) readDescendants(t *target, live map[int]*reading) {
 		if _, ok := live[k.ppid]; !ok {
 			continue // its parent was not read
 		}
-		r, ok := c.readDescendant(t, k)
-		if ok {
+		if _, ok := live[k.pid]; ok {
+			continue // listed twice, as it moved mid-walk
+		}
+		if r, ok := c.readDescendant(t, k, live); ok {
 			live[k.pid] = r
+		}
+	}
+	// A process of the last scrape that the walk did not list may have
+	// moved under another of the app's processes while the walk ran: its
+	// parent exited and a subreaper among them took it, or the thread
+	// that started it ended. Left out, it would count as ended, and again
+	// in full once listed. Oldest first: a parent started before its
+	// children.
+	var missed []int
+	for pid := range t.members {
+		if _, ok := live[pid]; !ok {
+			missed = append(missed, pid)
+		}
+	}
+	slices.SortFunc(missed, func(a, b int) int {
+		return cmp.Or(cmp.Compare(t.members[a].startTicks, t.members[b].startTicks), cmp.Compare(a, b))
+	})
+	for _, pid := range missed {
+		if r, ok := c.readDescendant(t, kin{pid: pid}, live); ok {
+			live[pid] = r
 		}
 	}
 }
 
-// readDescendant reads one descendant of the app process; ok is false
-// when it has gone or cannot be read.
-func (c *AppCollector) readDescendant(t *target, k kin) (r *reading, ok bool) {
+// readDescendant reads one descendant of the app process, listed as a
+// child of k.ppid; ok is false when it has gone or cannot be read, or
+// when its parent now is none of the processes in live.
+func (c *AppCollector) readDescendant(t *target, k kin, live map[int]*reading) (r *reading, ok bool) {
 	proc, err := c.fs.Proc(k.pid)
 	var st procfs.ProcStat
 	if err == nil {
@@ -541,14 +566,14 @@ func (c *AppCollector) readDescendant(t *target, k kin) (r *reading, ok bool) {
 		}
 		return nil, false
 	}
-	if st.PPID != k.ppid {
-		return nil, false // it exited and its pid was reused, or it moved
+	if _, ok := live[st.PPID]; !ok {
+		return nil, false // it left the tree, or its pid was reused outside it
 	}
 	m := t.members[k.pid]
 	if m == nil || m.startTicks != st.Starttime {
 		m = &member{startTicks: st.Starttime}
 	}
-	m.ppid = k.ppid
+	m.ppid = st.PPID
 	r = &reading{m: m, counts: m.last}
 	c.statFigures(r, st)
 	pio, err := proc.IO()

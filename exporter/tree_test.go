@@ -214,6 +214,73 @@ func TestFixtureTree(t *testing.T) {
 	}
 }
 
+// TestFixtureTreeMoved: a process that moves under another of the app's
+// processes while a scrape walks the tree (its parent exits and the app,
+// a subreaper, takes it) is counted once: the scrape that finds it listed
+// under its old parent, or not listed at all, still counts it as it is.
+func TestFixtureTreeMoved(t *testing.T) {
+	const app, mid, worker = 4242, 5001, 5002
+	before := []fakeProc{
+		{pid: app, ppid: 1, utime: 100},
+		{pid: mid, ppid: app, utime: 10},
+		{pid: worker, ppid: mid, utime: 500},
+	}
+	// The app has reaped mid, and is the worker's parent.
+	after := []fakeProc{
+		{pid: app, ppid: 1, utime: 100, cutime: 10},
+		{pid: worker, ppid: app, utime: 500},
+	}
+	for _, tc := range []struct {
+		name  string
+		procs []fakeProc
+		// children overrides the children files the walk reads: those
+		// read before the move.
+		children map[int][]int
+	}{
+		{"listed under its old parent, still running",
+			[]fakeProc{
+				{pid: app, ppid: 1, utime: 100},
+				{pid: mid, ppid: app, utime: 10},
+				{pid: worker, ppid: app, utime: 500},
+			},
+			map[int][]int{app: {mid}, mid: {worker}}},
+		{"not listed: its old parent ended mid-walk",
+			after,
+			map[int][]int{app: {mid}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := fixture(t)
+			c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, app), Addr: "127.0.0.1:1"})
+			for i, step := range []struct {
+				procs    []fakeProc
+				children map[int][]int
+			}{{before, nil}, {tc.procs, tc.children}, {after, nil}, {after, nil}, {after, nil}} {
+				writeTree(t, root, true, step.procs)
+				for pid, kids := range step.children {
+					writeChildren(t, root, pid, kids)
+				}
+				got := scrape(t, c)
+				if cpu := got["outrider_app_cpu_seconds_total"]; fmt.Sprintf("%.6g", cpu) != "6.1" {
+					t.Errorf("scrape %d: cpu %v s, want 6.1: the app's 1, mid's 0.1 and the worker's 5, once", i+1, cpu)
+				}
+			}
+		})
+	}
+}
+
+// writeChildren sets the children file of pid's main thread to kids.
+func writeChildren(t *testing.T, root string, pid int, kids []int) {
+	t.Helper()
+	var b strings.Builder
+	for _, k := range kids {
+		fmt.Fprintf(&b, "%d ", k)
+	}
+	p := filepath.Join(root, strconv.Itoa(pid), "task", strconv.Itoa(pid), "children")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestFixtureTreeUnreadableWorkerFile: a worker's file that cannot be
 // read is an error, logged once, and the figure is still exported; only
 // the app process's own file leaves it out.
