@@ -40,6 +40,9 @@ func (c *Child) Keep(stopTimeout time.Duration) error {
 	cmd.Args[0] = os.Args[0]
 	cmd.Env = []string{"GOMAXPROCS=1"}
 	cmd.ExtraFiles = files
+	// Its own group: a SIGKILL to outrider's (kill -9 %1 in a shell, a
+	// CI job's timeout) must not take the keeper with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return fmt.Errorf("wrap: start the keeper of the app's process group: %w", err)
@@ -64,8 +67,8 @@ func (c *Child) dismissKeeper() {
 // outrider dismissed it first, it waits for the app to exit (the kernel
 // sent it SIGTERM) for at most that time, then kills the group.
 func RunKeeper(args []string) int {
-	// Signals to outrider's process group (a terminal's Ctrl-C) are not
-	// the keeper's.
+	// Signals meant for outrider (a terminal's hangup, pkill outrider) are
+	// not the keeper's.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGUSR1,
 		syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	if len(args) != 3 {

@@ -575,45 +575,65 @@ func TestWrapAppGetsNoneOfOutridersOwnSecrets(t *testing.T) {
 // kernel's SIGTERM reaches the app process alone; an app that is a shell
 // running the server, or a parent of workers, must not leave them serving
 // behind it. Once the app is gone, what it started is killed with its
-// process group, as when outrider stops the app itself.
+// process group, as when outrider stops the app itself; also when the
+// SIGKILL went to outrider's whole process group, as kill -9 %1 in a
+// shell or a CI job's timeout sends it.
 func TestWrapAppGroupStopsWhenOutriderIsKilled(t *testing.T) {
 	t.Parallel()
-	appAddr := testbin.FreeAddr(t)
-	pidFile := filepath.Join(t.TempDir(), "server.pid")
-	echo := testbin.Echo(t)
-	// The shell waits for its server, which is the shell's child.
-	script := fmt.Sprintf(`%s -listen %s & echo $! > %s; wait`, echo, appAddr, pidFile)
-	p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
-		"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
-		"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_APP_STOP_TIMEOUT=3s"},
-		"run", "--", "/bin/sh", "-c", script)
-	testbin.WaitHTTP(t, "http://"+appAddr+"/healthz", http.StatusOK, 20*time.Second)
-	raw, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// The server outlived outrider if the test failed: kill it, and
-		// only it (its PID may be another process's by now).
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", server)); exe == echo {
-			_ = syscall.Kill(server, syscall.SIGKILL)
-		}
-	})
-	if k := keepers(t, p.Pid()); len(k) != 1 {
-		t.Errorf("keepers of the app's group under outrider: got pids %v, want one", k)
-	}
-	p.Signal(syscall.SIGKILL)
-	took := regEventually(t, 10*time.Second, "the shell's server to exit after outrider was killed", func() (bool, string) {
-		return !testbin.Running(server), fmt.Sprintf("pid %d still runs", server)
-	})
-	t.Logf("the server exited %s after outrider was killed", took)
-	if nc, err := net.DialTimeout("tcp", appAddr, time.Second); err == nil {
-		nc.Close()
-		t.Errorf("the app's port %s still accepts connections", appAddr)
+	for _, tc := range []struct {
+		name string
+		kill func(pid int) error
+	}{
+		{"outrider", func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }},
+		{"outrider's process group", func(pid int) error { return syscall.Kill(-pid, syscall.SIGKILL) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			appAddr := testbin.FreeAddr(t)
+			pidFile := filepath.Join(t.TempDir(), "server.pid")
+			echo := testbin.Echo(t)
+			// The shell waits for its server, which is the shell's child.
+			script := fmt.Sprintf(`%s -listen %s & echo $! > %s; wait`, echo, appAddr, pidFile)
+			p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+				"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
+				"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_APP_STOP_TIMEOUT=3s"},
+				"run", "--", "/bin/sh", "-c", script)
+			testbin.WaitHTTP(t, "http://"+appAddr+"/healthz", http.StatusOK, 20*time.Second)
+			raw, err := os.ReadFile(pidFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			server, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				// The server outlived outrider if the test failed: kill it,
+				// and only it (its PID may be another process's by now).
+				if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", server)); exe == echo {
+					_ = syscall.Kill(server, syscall.SIGKILL)
+				}
+			})
+			if k := keepers(t, p.Pid()); len(k) != 1 {
+				t.Errorf("keepers of the app's group under outrider: got pids %v, want one", k)
+			}
+			if err := tc.kill(p.Pid()); err != nil {
+				t.Fatal(err)
+			}
+			took := regEventually(t, 10*time.Second, "the shell's server to exit after outrider was killed", func() (bool, string) {
+				return !testbin.Running(server), fmt.Sprintf("pid %d still runs", server)
+			})
+			t.Logf("the server exited %s after outrider was killed", took)
+			// Its stat says Z once its main thread has exited, and its
+			// other threads may hold the listener a moment more.
+			regEventually(t, 2*time.Second, "the app's port to close", func() (bool, string) {
+				nc, err := net.DialTimeout("tcp", appAddr, time.Second)
+				if err != nil {
+					return true, ""
+				}
+				nc.Close()
+				return false, appAddr + " still accepts connections"
+			})
+		})
 	}
 }
 
