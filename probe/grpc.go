@@ -65,7 +65,8 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 	req.Header.Set("Content-Type", "application/grpc")
 	req.Header.Set("TE", "trailers")
 	req.Header.Set("User-Agent", version.UserAgent())
-	if dl, ok := ctx.Deadline(); ok {
+	dl, bounded := ctx.Deadline()
+	if bounded {
 		req.Header.Set("Grpc-Timeout", grpcTimeout(time.Until(dl)))
 	}
 	resp, err := p.client.Do(req)
@@ -105,6 +106,14 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 		return result(start, Failure, "%s: the server does not implement grpc.health.v1.Health", what)
 	case grpcNotFound:
 		return result(start, Failure, "%s: unknown service", what)
+	case grpcDeadlineExceeded:
+		// The app gave up at the grpc-timeout the probe sent, a moment
+		// before the probe's own deadline: no answer in time, as when
+		// the probe gives up first.
+		if bounded && time.Until(dl) < (dl.Sub(start))/10 {
+			return result(start, Timeout, "%s: no answer within %s", what, timeoutOf(ctx, start))
+		}
+		return withDetail(result(start, Failure, "%s: %s", what, grpcCodeName(status)), decodeGRPCMessage(msg))
 	default:
 		return withDetail(result(start, Failure, "%s: %s", what, grpcCodeName(status)), decodeGRPCMessage(msg))
 	}
@@ -120,10 +129,11 @@ func (p *grpcProber) probe(ctx context.Context, spec Spec) Result {
 
 // The gRPC status codes the probe tells apart.
 const (
-	grpcOK            = 0
-	grpcNotFound      = 5
-	grpcUnimplemented = 12
-	grpcUnavailable   = 14
+	grpcOK               = 0
+	grpcDeadlineExceeded = 4
+	grpcNotFound         = 5
+	grpcUnimplemented    = 12
+	grpcUnavailable      = 14
 )
 
 // grpcCodeNames are the status codes' names as gRPC's libraries print them.

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // countingListener counts the connections it accepts.
@@ -68,6 +70,22 @@ func (hungHealth) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*h
 	return nil, ctx.Err()
 }
 
+// quitHealth is a health service that answers DEADLINE_EXCEEDED (its
+// own call onwards timed out), after waiting until wait before the
+// grpc-timeout it was sent when wait is set: an app that gives up a moment
+// before the probe does.
+type quitHealth struct {
+	healthpb.UnimplementedHealthServer
+	wait time.Duration
+}
+
+func (q quitHealth) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if dl, ok := ctx.Deadline(); ok && q.wait > 0 {
+		time.Sleep(time.Until(dl) - q.wait)
+	}
+	return nil, status.Error(codes.DeadlineExceeded, "gave up")
+}
+
 func TestGRPCProber(t *testing.T) {
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -76,6 +94,8 @@ func TestGRPCProber(t *testing.T) {
 	_, ok := startGRPC(t, "127.0.0.1:0", hs)
 	_, bare := startGRPC(t, "127.0.0.1:0", nil)
 	_, hung := startGRPC(t, "127.0.0.1:0", hungHealth{})
+	_, early := startGRPC(t, "127.0.0.1:0", quitHealth{wait: 5 * time.Millisecond})
+	_, quits := startGRPC(t, "127.0.0.1:0", quitHealth{})
 	closed := closedAddr(t)
 
 	tests := []struct {
@@ -97,6 +117,10 @@ func TestGRPCProber(t *testing.T) {
 			wantOutput: []string{"Unavailable", "connection refused"}},
 		{name: "no answer", spec: mustSpec(t, "grpc://"+hung.Addr().String()), timeout: 150 * time.Millisecond, want: Timeout,
 			wantOutput: []string{"no answer within "}},
+		{name: "the app gives up at the grpc-timeout", spec: mustSpec(t, "grpc://"+early.Addr().String()), timeout: 150 * time.Millisecond,
+			want: Timeout, wantOutput: []string{"no answer within 150ms"}},
+		{name: "the app answers DEADLINE_EXCEEDED at once", spec: mustSpec(t, "grpc://"+quits.Addr().String()), timeout: 10 * time.Second,
+			want: Failure, wantOutput: []string{"DeadlineExceeded"}},
 		{name: "no address", spec: Spec{Kind: KindGRPC}, want: Error, wantOutput: []string{"without an address"}},
 		{name: "not a grpc spec", spec: mustSpec(t, "tcp://127.0.0.1:1"), want: Error},
 	}
