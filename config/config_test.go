@@ -595,14 +595,7 @@ func TestLoadWithFileReportsBothAtOnce(t *testing.T) {
 			env := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": path,
 				"OUTRIDER_PROBE_TIMEOUT": "soon", "OUTRIDER_PROXY_LISTEN": "15001"}
 			_, _, err := LoadWithFile(func(k string) string { return env[k] }, "host1", nil)
-			var got, want []string
-			for _, e := range unjoinErr(err) {
-				got = append(got, e.Error())
-			}
-			for _, w := range tc.want {
-				want = append(want, strings.ReplaceAll(w, "%s", path))
-			}
-			if err == nil || !slices.Equal(got, want) {
+			if got, want, same := sameErrors(err, tc.want, path); !same {
 				t.Errorf("errors:\n got %q\nwant %q", got, want)
 			}
 		})
@@ -660,20 +653,24 @@ func TestProbeSettingsUnusedByTheFilesProbe(t *testing.T) {
 					return err
 				}},
 			} {
-				err := load.load()
-				var got, want []string
-				for _, e := range unjoinErr(err) {
-					got = append(got, e.Error())
-				}
-				for _, w := range tc.want {
-					want = append(want, strings.ReplaceAll(w, "%s", path))
-				}
-				if err == nil || !slices.Equal(got, want) {
+				if got, want, same := sameErrors(load.load(), tc.want, path); !same {
 					t.Errorf("%s: errors:\n got %q\nwant %q", load.name, got, want)
 				}
 			}
 		})
 	}
+}
+
+// sameErrors reports whether err joins the errors want, in order, each
+// with its %s standing for path; it returns both lists to print.
+func sameErrors(err error, want []string, path string) (got, expanded []string, same bool) {
+	for _, e := range unjoinErr(err) {
+		got = append(got, e.Error())
+	}
+	for _, w := range want {
+		expanded = append(expanded, strings.ReplaceAll(w, "%s", path))
+	}
+	return got, expanded, err != nil && slices.Equal(got, expanded)
 }
 
 // TestReloadRefusesAnEmptyFile: at start-up a file with nothing in it
