@@ -62,7 +62,7 @@ func injectPod(pod *yaml.Node, s settings) error {
 	c := sidecar(s, grace, metricsPortNameIn(pod), user, group)
 	keepUserFields(c, s.earlier)
 	placeSidecar(pod, c)
-	return checkPodResources(pod)
+	return checkPodResources(pod, c)
 }
 
 // sidecarUser is the user and group outrider runs as, nil where it inherits

@@ -14,9 +14,9 @@ import (
 // (spec.resources, Kubernetes 1.32 and later) that its containers, the
 // sidecar among them, do not fit: the API server refuses a pod whose
 // containers request more than the pod, or whose container has a higher
-// limit than the pod. The pod's budget is the user's to raise; inject does
-// not change it.
-func checkPodResources(pod *yaml.Node) error {
+// limit than the pod. sidecar is outrider's container as placed in the
+// pod. The pod's budget is the user's to raise; inject does not change it.
+func checkPodResources(pod, sidecar *yaml.Node) error {
 	res := get(pod, "resources")
 	if res == nil {
 		return nil
@@ -38,7 +38,6 @@ func checkPodResources(pod *yaml.Node) error {
 			"the API server would refuse the pod; raise it to at least that, or lower the app's requests",
 			ErrBadInput, field, name, str(have), formatQuantity(name, aggr[name]))
 	}
-	sidecar := findSidecar(pod)
 	for name, lim := range mapOf(get(get(sidecar, "resources"), "limits")) {
 		budget, ok1 := parseQuantity(str(get(podLim, name)))
 		want, ok2 := parseQuantity(lim)
@@ -111,19 +110,6 @@ func requestsOf(c *yaml.Node) map[string]*big.Rat {
 		}
 	}
 	return out
-}
-
-func findSidecar(pod *yaml.Node) *yaml.Node {
-	for _, key := range []string{"initContainers", "containers"} {
-		if cs := get(pod, key); cs != nil {
-			for _, c := range cs.Content {
-				if str(get(c, "name")) == sidecarName {
-					return c
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // mapOf is the mapping n's scalar values by key.
