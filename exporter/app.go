@@ -482,20 +482,43 @@ func (c *AppCollector) readRoot(t *target, st procfs.ProcStat) (*reading, rootOK
 	}
 	r := &reading{m: m, counts: m.last}
 	c.statFigures(r, st)
-	var ok rootOK
-	if pio, err := t.proc.IO(); c.check(fileIO, t.proc.PID, err) {
-		r.counts.ioRead, r.counts.ioWrite = float64(pio.ReadBytes), float64(pio.WriteBytes)
-		ok.io = true
-	}
-	if vol, nonvol, err := c.ctxSwitches(m, t.proc.PID); c.check(fileStatus, t.proc.PID, err) {
-		r.counts.vol, r.counts.nonvol = vol, nonvol
-		ok.status = true
-	}
-	if n, err := t.proc.FileDescriptorsLen(); c.check(fileFD, t.proc.PID, err) {
-		r.gauges.fds = float64(n)
-		ok.fd = true
-	}
+	ok, _ := c.readFiles(t.proc, r, true)
 	return r, ok
+}
+
+// readFiles puts the figures of the io, status and fd files of proc, whose
+// reading r is, in r; ok says which were read, and a counter not read
+// keeps its last value. For a descendant (root false), a file gone because the
+// process has exited meanwhile ends the reading (ended) and is no error;
+// the app process's is counted, and the next scrape looks for it again. A
+// zombie has no fd figure.
+func (c *AppCollector) readFiles(proc procfs.Proc, r *reading, root bool) (ok rootOK, ended bool) {
+	exitedNow := func(err error) bool { return !root && gone(err) }
+	pio, err := proc.IO()
+	if exitedNow(err) {
+		return ok, true
+	}
+	if ok.io = c.check(fileIO, proc.PID, err); ok.io {
+		r.counts.ioRead, r.counts.ioWrite = float64(pio.ReadBytes), float64(pio.WriteBytes)
+	}
+	vol, nonvol, err := c.ctxSwitches(r.m, proc.PID)
+	if exitedNow(err) {
+		return ok, true
+	}
+	if ok.status = c.check(fileStatus, proc.PID, err); ok.status {
+		r.counts.vol, r.counts.nonvol = vol, nonvol
+	}
+	if r.zombie {
+		return ok, false
+	}
+	n, err := proc.FileDescriptorsLen()
+	if exitedNow(err) {
+		return ok, true
+	}
+	if ok.fd = c.check(fileFD, proc.PID, err); ok.fd {
+		r.gauges.fds = float64(n)
+	}
+	return ok, false
 }
 
 // readDescendants adds the app process's live descendants to live. One
@@ -576,29 +599,8 @@ func (c *AppCollector) readDescendant(t *target, k kin, live map[int]*reading) (
 	m.ppid = st.PPID
 	r = &reading{m: m, counts: m.last}
 	c.statFigures(r, st)
-	pio, err := proc.IO()
-	if gone(err) {
+	if _, ended := c.readFiles(proc, r, false); ended {
 		return nil, false
-	}
-	if c.check(fileIO, k.pid, err) {
-		r.counts.ioRead, r.counts.ioWrite = float64(pio.ReadBytes), float64(pio.WriteBytes)
-	}
-	vol, nonvol, err := c.ctxSwitches(m, k.pid)
-	if gone(err) {
-		return nil, false
-	}
-	if c.check(fileStatus, k.pid, err) {
-		r.counts.vol, r.counts.nonvol = vol, nonvol
-	}
-	if r.zombie {
-		return r, true
-	}
-	n, err := proc.FileDescriptorsLen()
-	if gone(err) {
-		return nil, false
-	}
-	if c.check(fileFD, k.pid, err) {
-		r.gauges.fds = float64(n)
 	}
 	return r, true
 }
