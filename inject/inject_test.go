@@ -903,10 +903,12 @@ func TestMergeKeys(t *testing.T) {
 
 // The API server refuses a pod whose containers, the sidecar among them,
 // request more than its pod-level resources (spec.resources, Kubernetes
-// 1.32 and later), or one whose container's limit is above the pod's.
+// 1.32 and later), or one whose regular container's limit is above the
+// pod's. loop/injectapi holds the same cases against a real API server.
 func TestPodLevelResources(t *testing.T) {
-	pod := func(podRes, appRes string) string {
+	pod := func(podRes, appRes string, annotations ...string) string {
 		return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" +
+			strings.Join(annotations, "") +
 			"spec:\n  resources: " + podRes + "\n  containers:\n    - name: app\n      image: app:1\n      resources: " + appRes + "\n"
 	}
 	for _, tc := range []struct {
@@ -920,7 +922,8 @@ func TestPodLevelResources(t *testing.T) {
 			want: "Pod p: bad input: the pod's resources.requests.memory is 0.5Gi, less than what its containers request with outrider's sidecar (532Mi)"},
 		{name: "an app limit stands for its request", in: pod("{limits: {cpu: 100m}}", "{limits: {cpu: 100m}}"),
 			want: "Pod p: bad input: the pod's resources.limits.cpu is 100m, less than what its containers request with outrider's sidecar (150m)"},
-		{name: "a limit below the sidecar's", in: pod("{limits: {memory: 100Mi}}", "{}"),
+		{name: "a limit below a native sidecar's caps it", in: pod("{limits: {memory: 100Mi}}", "{}")},
+		{name: "a limit below a classic sidecar's", in: pod("{limits: {memory: 100Mi}}", "{}", "    outrider.io/native-sidecar: \"false\"\n"),
 			want: "Pod p: bad input: the pod's resources.limits.memory is 100Mi, less than outrider's sidecar's limit (128Mi): the API server would refuse the pod; raise it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

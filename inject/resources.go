@@ -13,9 +13,11 @@ import (
 // checkPodResources is an error when the pod sets pod-level resources
 // (spec.resources, Kubernetes 1.32 and later) that its containers, the
 // sidecar among them, do not fit: the API server refuses a pod whose
-// containers request more than the pod, or whose container has a higher
-// limit than the pod. sidecar is outrider's container as placed in the
-// pod. The pod's budget is the user's to raise; inject does not change it.
+// containers request more than the pod, or whose regular container has a
+// higher limit than the pod. A native sidecar is an init container, whose
+// limit the API server does not hold against the pod's: the pod's limit
+// caps it. sidecar is outrider's container as placed in the pod. The pod's
+// budget is the user's to raise; inject does not change it.
 func checkPodResources(pod, sidecar *yaml.Node) error {
 	res := get(pod, "resources")
 	if res == nil {
@@ -37,6 +39,9 @@ func checkPodResources(pod, sidecar *yaml.Node) error {
 		return fmt.Errorf("%w: the pod's resources.%s.%s is %s, less than what its containers request with outrider's sidecar (%s): "+
 			"the API server would refuse the pod; raise it to at least that, or lower the app's requests",
 			ErrBadInput, field, name, str(have), formatQuantity(name, aggr[name]))
+	}
+	if get(sidecar, "restartPolicy") != nil {
+		return nil
 	}
 	for name, lim := range mapOf(get(get(sidecar, "resources"), "limits")) {
 		budget, ok1 := parseQuantity(str(get(podLim, name)))
