@@ -904,7 +904,7 @@ func TestMergeKeys(t *testing.T) {
 // The API server refuses a pod whose containers, the sidecar among them,
 // request more than its pod-level resources (spec.resources, Kubernetes
 // 1.32 and later), or one whose regular container's limit is above the
-// pod's. loop/injectapi holds the same cases against a real API server.
+// pod's. loop/apicheck holds the same cases against a real API server.
 func TestPodLevelResources(t *testing.T) {
 	pod := func(podRes, appRes string, annotations ...string) string {
 		return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    outrider.io/inject: \"true\"\n" +

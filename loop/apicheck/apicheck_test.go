@@ -1,4 +1,4 @@
-package injectapi_test
+package apicheck_test
 
 import (
 	"bufio"
@@ -26,21 +26,42 @@ import (
 
 	"github.com/outrider-sidecar/outrider/inject"
 	"github.com/outrider-sidecar/outrider/loop/internal/kubetest"
+	"github.com/outrider-sidecar/outrider/loop/scaleloop"
 )
 
-const namespace = "inject"
+const namespace = "apicheck"
 
-// TestInjectAgainstAPIServer sends inject's golden outputs and a table of
-// pods with pod-level resources to a real kube-apiserver as dry-run
-// creates: every golden object must be accepted, and inject must refuse a
-// pod exactly when the API server would refuse it with the sidecar in.
-func TestInjectAgainstAPIServer(t *testing.T) {
+// TestAgainstAPIServer sends what outrider ships for Kubernetes to a real
+// kube-apiserver as dry-run creates: every object of the kustomizations
+// without a custom resource (the KEDA overlay is applied by the scaling
+// loop's test) and of inject's golden outputs must be accepted, and inject
+// must refuse a pod with pod-level resources exactly when the API server
+// would refuse it with the sidecar in.
+func TestAgainstAPIServer(t *testing.T) {
 	cp := kubetest.Start(t)
 	cp.Namespace(namespace)
 	create := dryRunCreator(t, cp.Config())
 
-	t.Run("golden", func(t *testing.T) { testGolden(t, create) })
-	t.Run("pod-level resources", func(t *testing.T) { testPodResources(t, create) })
+	t.Run("kustomizations", func(t *testing.T) { testKustomizations(t, create) })
+	t.Run("inject golden", func(t *testing.T) { testGolden(t, create) })
+	t.Run("inject pod-level resources", func(t *testing.T) { testPodResources(t, create) })
+}
+
+func testKustomizations(t *testing.T, create func(*unstructured.Unstructured) error) {
+	for _, dir := range []string{"base", "overlays/classic-sidecar"} {
+		objs, err := scaleloop.Render(filepath.Join("../../deploy/k8s", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(objs) < 5 {
+			t.Errorf("deploy/k8s/%s renders %d objects, want the app's five at least", dir, len(objs))
+		}
+		for _, obj := range objs {
+			if err := create(obj); err != nil {
+				t.Errorf("deploy/k8s/%s: %s %s: the API server refuses it: %v", dir, obj.GetKind(), obj.GetName(), err)
+			}
+		}
+	}
 }
 
 func testGolden(t *testing.T, create func(*unstructured.Unstructured) error) {
