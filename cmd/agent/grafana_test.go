@@ -11,9 +11,9 @@ import (
 const grafanaDashboard = "../../deploy/grafana/outrider.json"
 
 // TestGrafanaDashboardIsWellFormed checks the shipped dashboard as Grafana
-// reads it: schema, the datasource, service and instance variables, and
-// every panel with a unique id, a place on the grid and queries of the
-// chosen datasource.
+// reads it: schema, the datasource, namespace, service and instance
+// variables, and every panel with a unique id, a place on the grid and
+// queries of the chosen datasource.
 func TestGrafanaDashboardIsWellFormed(t *testing.T) {
 	d, err := grafanatest.Read(grafanaDashboard)
 	if err != nil {
@@ -42,6 +42,29 @@ func TestGrafanaLegendsNameTheNamespace(t *testing.T) {
 		for _, q := range p.Targets {
 			if strings.Contains(q.LegendFormat, "{{service}}") && !strings.Contains(q.LegendFormat, "{{namespace}}") {
 				t.Errorf("panel %q query %s: legend %q names the service but not its namespace", p.Title, q.RefID, q.LegendFormat)
+			}
+		}
+	}
+}
+
+// A service's name is unique only within its namespace: every query, and
+// every variable after the namespace's, keeps to the namespaces chosen, so
+// that picking shop in prod does not draw staging's shop too.
+func TestGrafanaQueriesFollowTheNamespace(t *testing.T) {
+	d, err := grafanatest.Read(grafanaDashboard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const filter = `namespace=~"$namespace"`
+	for _, name := range []string{"service", "instance"} {
+		if v, _ := d.Variable(name); !strings.Contains(v.QueryText(), filter) {
+			t.Errorf("variable %s: query %q, want it to select %s", name, v.QueryText(), filter)
+		}
+	}
+	for _, p := range d.Panels() {
+		for _, q := range p.Targets {
+			if !strings.Contains(q.Expr, filter) {
+				t.Errorf("panel %q query %s: %q, want it to select %s", p.Title, q.RefID, q.Expr, filter)
 			}
 		}
 	}

@@ -17,6 +17,7 @@ func TestDashboardProblems(t *testing.T) {
 	const (
 		vars = `"templating": {"list": [
 			{"name": "datasource", "type": "datasource", "query": "prometheus"},
+			{"name": "namespace", "type": "query", "datasource": {"type": "prometheus", "uid": "${datasource}"}, "query": "label_values(outrider_build_info, namespace)"},
 			{"name": "service", "type": "query", "datasource": {"type": "prometheus", "uid": "${datasource}"}, "query": "label_values(outrider_build_info, service)"},
 			{"name": "instance", "type": "query", "datasource": {"type": "prometheus", "uid": "${datasource}"}, "query": {"query": "label_values(outrider_build_info{service=~\"$service\"}, instance)"}}]}`
 		ds    = `"datasource": {"type": "prometheus", "uid": "${datasource}"}`
@@ -33,7 +34,7 @@ func TestDashboardProblems(t *testing.T) {
 	}{
 		{name: "fine", json: dash(39, vars, `{"id": 1, "type": "timeseries", "title": "a", `+ds+`, `+grid+`, `+query+`}`)},
 		{name: "old schema", json: dash(30, vars), want: "schemaVersion 30, want 36 or later"},
-		{name: "no variables", json: dash(39, `"templating": {"list": []}`), want: `no template variable "service"`},
+		{name: "no variables", json: dash(39, `"templating": {"list": []}`), want: `no template variable "namespace"`},
 		{
 			name: "variable of another label",
 			json: dash(39, strings.Replace(vars, "outrider_build_info, service)", "outrider_build_info, instance)", 1)),

@@ -26,7 +26,7 @@ func Problems(d Dashboard) []string {
 	if v, ok := d.Variable(dsVariable); !ok || v.Type != "datasource" || v.QueryText() != "prometheus" {
 		add("template variable %q: %+v, want one of type datasource with query prometheus", dsVariable, v)
 	}
-	for _, name := range []string{"service", "instance"} {
+	for _, name := range []string{"namespace", "service", "instance"} {
 		v, ok := d.Variable(name)
 		switch {
 		case !ok:

@@ -322,7 +322,7 @@ sampling:
 		instances = append(instances, ip+":15090")
 	}
 	slices.Sort(instances)
-	grafanatest.Query(t, d, prom, loadStart, map[string][]string{"service": {service}, "instance": slices.Compact(instances)})
+	grafanatest.Query(t, d, prom, loadStart, map[string][]string{"namespace": {namespace}, "service": {service}, "instance": slices.Compact(instances)})
 }
 
 // kubernetesJob is the kubernetes scrape job of docs/prometheus.md, told
