@@ -74,12 +74,12 @@ type Report struct {
 	Trigger         string    `json:"trigger"`
 	Started         time.Time `json:"started"`
 	DurationSeconds float64   `json:"duration_seconds"`
-	// Deregistered is true when the registry confirmed the removal, or
-	// when there is no registry.
+	// Deregistered is true when the registry confirmed the removal.
 	Deregistered bool `json:"deregistered"`
-	// NothingToDeregister is true when the registry never took the
-	// instance (Consul unreachable or refusing it since the start):
-	// nothing was removed, and Deregistered is false.
+	// NothingToDeregister is true when there is no registry
+	// (OUTRIDER_REGISTRY=none), or the registry never took the instance
+	// (Consul unreachable or refusing it since the start): nothing was
+	// removed, and Deregistered is false.
 	NothingToDeregister bool `json:"nothing_to_deregister,omitempty"`
 	// DelaySeconds is how long requests were served after deregistering.
 	DelaySeconds float64 `json:"delay_seconds"`
@@ -256,17 +256,19 @@ func (s *Sequence) run(ctx context.Context, trigger string, delay, timeout time.
 	var errs []error
 
 	// 1. Out of the registry: clients stop picking the instance.
-	rep.Deregistered = true
-	if s.o.Registry != nil {
+	if s.o.Registry == nil {
+		rep.NothingToDeregister = true
+	} else {
 		dctx, cancel := context.WithTimeout(ctx, s.o.DeregisterTimeout)
 		err := s.o.Registry.Deregister(dctx)
 		cancel()
 		switch {
 		case err != nil:
-			rep.Deregistered = false
 			errs = append(errs, fmt.Errorf("deregister: %w", err))
 		case s.o.Registry.NeverTaken():
-			rep.Deregistered, rep.NothingToDeregister = false, true
+			rep.NothingToDeregister = true
+		default:
+			rep.Deregistered = true
 		}
 	}
 

@@ -295,9 +295,9 @@ func TestSequenceProblems(t *testing.T) {
 			steps: "not ready,deregister",
 		},
 		{
-			name:  "no registry",
+			name:  "no registry: nothing to deregister, not deregistered",
 			tweak: func(o *Options) { o.Registry = nil },
-			want: Report{Trigger: "t", Started: time.Unix(1000, 0), DurationSeconds: 5, DelaySeconds: 5, Deregistered: true,
+			want: Report{Trigger: "t", Started: time.Unix(1000, 0), DurationSeconds: 5, DelaySeconds: 5, NothingToDeregister: true,
 				RequestsDuringDelay: 10, RequestsFinished: 7},
 			steps: "not ready,drain",
 		},

@@ -58,7 +58,7 @@ func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
 	}
 	dereg := fmt.Sprintf("deregistered %v", rep.Deregistered)
 	if rep.NothingToDeregister {
-		dereg = "nothing to deregister (consul never took the instance)"
+		dereg = "nothing to deregister (no registry, or consul never took the instance)"
 	}
 	fmt.Fprintf(stdout, "drained in %.1fs: %d requests finished, %d cut, %s\n",
 		rep.DurationSeconds, rep.RequestsFinished, rep.RequestsCut, dereg)
