@@ -79,10 +79,11 @@ func RunKeeper(args []string) int {
 	if err != nil || err2 != nil || pgid <= 1 {
 		return 2
 	}
-	pidfd := -1
+	pidfd, last := -1, 3
 	if args[2] == "4" {
-		pidfd = 4
+		pidfd, last = 4, 4
 	}
+	closeInherited(last)
 	var b [1]byte
 	if n, _ := os.NewFile(3, "outrider").Read(b[:]); n == 1 {
 		return 0 // outrider stopped the app itself
@@ -90,6 +91,29 @@ func RunKeeper(args []string) int {
 	awaitExit(pgid, pidfd, timeout)
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	return 0
+}
+
+// closeInherited closes the descriptors above last that the keeper
+// inherited: those outrider itself inherited without close-on-exec (a
+// supervisor's socket, a shell's pipe), which the app may have closed.
+// Held by the keeper, they would stay open for as long as the app takes
+// to stop after outrider died, and a reader waiting for end of file, or
+// a client of a port, would wait with them. The keeper's own descriptors
+// (the runtime's) are all close-on-exec.
+func closeInherited(last int) {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= last {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			_ = unix.Close(fd)
+		}
+	}
 }
 
 // awaitExit waits for process pid, whose pidfd is fd (-1 without one), to

@@ -657,3 +657,88 @@ func keepers(t *testing.T, parent int) []int {
 	}
 	return out
 }
+
+// TestWrapKeeperHoldsNoInheritedDescriptor: a descriptor outrider
+// inherited without close-on-exec (a supervisor's socket, a shell's pipe)
+// is not held by the keeper of the app's group. The app has closed its
+// copy and takes its time to stop once outrider is killed: the reader of
+// the pipe must see end of file when outrider dies, not once the keeper
+// has killed the app at OUTRIDER_APP_STOP_TIMEOUT.
+func TestWrapKeeperHoldsNoInheritedDescriptor(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// The app closes the pipe and ignores SIGTERM, so that only the
+	// keeper's kill, 10s after outrider's death, ends it.
+	cmd := exec.Command(testbin.Outrider(t), "run", "--", "/bin/sh", "-c", `exec 5>&-; trap "" TERM; exec sleep 60`)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), "OUTRIDER_APP_STOP_TIMEOUT=10s"}
+	out := &testlog.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	// fd 5 in outrider, past the keeper's own 3 and 4.
+	cmd.ExtraFiles = []*os.File{nil, nil, w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	pid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	var app int
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		// The app, holding outrider's output, would outlive the test by
+		// the keeper's 10s.
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", app)); app > 0 && strings.HasSuffix(exe, "/sleep") {
+			_ = syscall.Kill(-app, syscall.SIGKILL)
+		}
+		<-done
+		if t.Failed() {
+			t.Logf("outrider's output:\n%s", out.String())
+		}
+	})
+	regEventually(t, 10*time.Second, "the app to run sleep and a keeper to start", func() (bool, string) {
+		if len(keepers(t, pid)) != 1 {
+			return false, "no keeper"
+		}
+		if apps := childrenNamed(t, pid, "sleep"); len(apps) == 1 {
+			app = apps[0]
+			return true, ""
+		}
+		return false, "the app has not run sleep yet"
+	})
+	eof := make(chan time.Time, 1)
+	go func() {
+		_, _ = io.Copy(io.Discard, r)
+		eof <- time.Now()
+	}()
+	killed := time.Now()
+	_ = cmd.Process.Kill()
+	select {
+	case at := <-eof:
+		t.Logf("the pipe reached end of file %s after outrider was killed", at.Sub(killed).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		t.Errorf("the pipe outrider inherited is still open 3s after outrider was killed, which the app had closed: the keeper holds it")
+	}
+}
+
+// childrenNamed lists the children of parent whose command is comm.
+func childrenNamed(t *testing.T, parent int, comm string) []int {
+	t.Helper()
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil && st.PPID == parent && st.Comm == comm {
+			out = append(out, p.PID)
+		}
+	}
+	return out
+}
