@@ -71,6 +71,7 @@ func TestConsulURL(t *testing.T) {
 		{"https", "http://127.0.0.1:8501", "https://127.0.0.1:8501"}, // CONSUL_HTTP_SSL=true wins
 		{"http", "unix:///run/consul.sock", "unix:///run/consul.sock"},
 		{"http", "http://admin:s3cret@127.0.0.1:8500", "http://xxxxx@127.0.0.1:8500"},
+		{"http", "http://admin:ab/s3cret@127.0.0.1:8500", "http://xxxxx@127.0.0.1:8500"},
 	}
 	for _, tt := range tests {
 		if got := consulURL(&consul.Config{Scheme: tt.scheme, Address: tt.addr}); got != tt.want {
@@ -96,6 +97,11 @@ func TestCheckConsulAddr(t *testing.T) {
 		{"unix:///run/consul/http.sock", ""},
 		{"http://admin:s3cret@127.0.0.1:8500", `CONSUL_HTTP_ADDR="http://xxxxx@127.0.0.1:8500" holds a user name or password`},
 		{"admin:s3cret@127.0.0.1:8500", `CONSUL_HTTP_ADDR="xxxxx@127.0.0.1:8500" holds a user name or password`},
+		// A password with a '/' that is not percent-encoded (base64 has
+		// them): the host seemed to be "admin:ab", and the error quoted it.
+		{"http://admin:ab/s3cret+x=@127.0.0.1:8500", `CONSUL_HTTP_ADDR="http://xxxxx@127.0.0.1:8500" holds a user name or password`},
+		{"https://admin:ab/s3cret@consul.service:8501/prefix", `CONSUL_HTTP_ADDR="https://xxxxx@consul.service:8501/prefix" holds a user name or password`},
+		{"admin:ab/s3cret@127.0.0.1:8500", `CONSUL_HTTP_ADDR="xxxxx@127.0.0.1:8500" holds a user name or password`},
 		{"http://", `CONSUL_HTTP_ADDR="http://" has no host`},
 		{"127.0.0.1:99999", "with a port from 1 to 65535"},
 		{"127.0.0.1:+8500", "with a port from 1 to 65535"},

@@ -105,10 +105,12 @@ func checkConsulAddr(addr string) error {
 		}
 		rest, scheme = r, s
 	}
-	host, path, hasPath := strings.Cut(rest, "/")
-	if strings.Contains(host, "@") {
+	// An '@' after a '/' is a password that holds one, not a path: Consul
+	// serves no path with an '@' in it.
+	if strings.Contains(rest, "@") {
 		return bad("holds a user name or password, which Consul's client does not send: set the address alone, and the credentials in CONSUL_HTTP_AUTH=user:password")
 	}
+	host, path, hasPath := strings.Cut(rest, "/")
 	if host == "" {
 		return bad("has no host (want host:port, e.g. 127.0.0.1:8500)")
 	}
@@ -133,21 +135,18 @@ func checkConsulAddr(addr string) error {
 }
 
 // redactUser masks the user information of "scheme://user:password@host"
-// (or of "user:password@host", with no scheme).
+// (or of "user:password@host", with no scheme): everything up to the last
+// '@', as a password may hold a '/' that is not percent-encoded.
 func redactUser(addr string) string {
 	scheme, rest, ok := strings.Cut(addr, "://")
 	if !ok {
 		scheme, rest = "", addr
 	}
-	host, path, hasPath := strings.Cut(rest, "/")
-	at := strings.LastIndexByte(host, '@')
+	at := strings.LastIndexByte(rest, '@')
 	if at < 0 {
 		return addr
 	}
-	out := "xxxxx" + host[at:]
-	if hasPath {
-		out += "/" + path
-	}
+	out := "xxxxx" + rest[at:]
 	if ok {
 		out = scheme + "://" + out
 	}
