@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -163,8 +165,60 @@ func (p *httpProber) close() {
 	}
 }
 
-// probe GETs spec.URL: 200–399 is success, anything else a failure.
+// probe GETs spec.URL: 200–399 is success, anything else a failure. The
+// probe's credentials are masked in the output, should the app quote them
+// (an error body that repeats the Authorization it refused): the output
+// goes to the Consul check, which whoever reads the catalog sees.
 func (p *httpProber) probe(ctx context.Context, spec Spec) Result {
+	r := p.get(ctx, spec)
+	for _, s := range probeSecrets(spec) {
+		r.Output = strings.ReplaceAll(r.Output, s, "********")
+	}
+	return r
+}
+
+// minSecret is the length under which a value is taken for no secret:
+// masking "yes" or "1" wherever the app's answer holds it would garble
+// the output, and a credential is longer.
+const minSecret = 8
+
+// probeSecrets lists what of spec a probe's output must not show: each
+// header value but those that describe the request (Host, Accept,
+// User-Agent), and the credentials after an auth scheme
+// ("Bearer t0k3n…"), the URL's password and the Basic credentials the
+// client makes of the URL's user information, each of minSecret bytes or
+// more.
+func probeSecrets(spec Spec) []string {
+	var secrets []string
+	add := func(s string) {
+		if len(s) >= minSecret {
+			secrets = append(secrets, s)
+		}
+	}
+	for name, values := range spec.Header {
+		switch name {
+		case "Host", "Accept", "User-Agent":
+			continue
+		}
+		for _, v := range values {
+			add(v)
+			if _, creds, ok := strings.Cut(v, " "); ok {
+				add(strings.TrimSpace(creds))
+			}
+		}
+	}
+	if u := spec.URL; u != nil && u.User != nil {
+		pw, _ := u.User.Password()
+		add(pw)
+		add(base64.StdEncoding.EncodeToString([]byte(u.User.Username() + ":" + pw)))
+	}
+	// The whole value before its credentials alone.
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	return secrets
+}
+
+// get GETs spec.URL once.
+func (p *httpProber) get(ctx context.Context, spec Spec) Result {
 	start := time.Now()
 	if (spec.Kind != KindHTTP && spec.Kind != KindHTTPS) || spec.URL == nil {
 		return result(start, Error, "http probe of a %q spec without a URL", spec.Kind)

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/ecdsa"
@@ -9,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"io"
 	"log"
 	"math/big"
@@ -17,6 +19,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -232,6 +235,73 @@ func TestHTTPProberSendsHeaders(t *testing.T) {
 	}
 	if strings.Contains(res.Output, "t0k3n") {
 		t.Errorf("output shows a header value: %q", res.Output)
+	}
+}
+
+// TestHTTPProberMasksCredentialsTheAppQuotes: an app that repeats the
+// credentials it refused, in its body or in a malformed answer, does not
+// put them in the output, which goes to the Consul check that whoever
+// reads the catalog sees.
+func TestHTTPProberMasksCredentialsTheAppQuotes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	// The app answers with the request's Authorization header: in a 401's
+	// body for /body, in its status line for /status.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				auth := req.Header.Get("Authorization")
+				if req.URL.Path == "/status" {
+					_, _ = io.WriteString(c, "HTTP/1.1 "+strings.ReplaceAll(auth, " ", "-")+" OK\r\n\r\n")
+					return
+				}
+				body := "refused Authorization: " + auth + "; want another token than " + strings.TrimPrefix(auth, "Bearer ")
+				_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+			}()
+		}
+	}()
+	base := "http://" + ln.Addr().String()
+	tests := []struct {
+		name, url, headers string
+		secrets            []string
+		keep               string // what the output still shows
+	}{
+		{"body", base + "/body", "Authorization: Bearer t0k3n-s3cret,X-Probe: yes", []string{"t0k3n-s3cret"}, "refused Authorization: ********; want another token than ********"},
+		{"status line", base + "/status", "Authorization: Bearer t0k3n-s3cret", []string{"t0k3n-s3cret"}, `malformed HTTP status code "Bearer-********"`},
+		{"URL password", "http://probe:pa55w0rd-s3cret@" + ln.Addr().String() + "/body", "",
+			[]string{"pa55w0rd-s3cret", base64.StdEncoding.EncodeToString([]byte("probe:pa55w0rd-s3cret"))}, "refused Authorization: Basic ********"},
+		{"short values are kept", base + "/body", "Authorization: 12345", nil, "refused Authorization: 12345"},
+	}
+	p := newHTTPProber()
+	t.Cleanup(p.close)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := mustSpec(t, tt.url)
+			if tt.headers != "" {
+				if spec.Header, err = ParseHeaders(tt.headers); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res := probeWithin(p.probe, spec, 0)
+			checkResult(t, res, Failure, tt.keep)
+			for _, s := range tt.secrets {
+				if strings.Contains(res.Output, s) {
+					t.Errorf("output shows %q: %q", s, res.Output)
+				}
+			}
+		})
 	}
 }
 
