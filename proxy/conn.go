@@ -250,37 +250,47 @@ func (c *conn) close() {
 }
 
 // lingerClose half-closes the connection and reads what the client still
-// sends for a moment: closing with unread input would reset the connection
-// and could destroy the error answer before the client reads it.
+// sends while it keeps sending: closing with unread input would reset the
+// connection and could destroy the error answer before the client reads
+// it. A client that sends its whole body before it reads the answer gets
+// the answer once the body is through.
 func (c *conn) lingerClose() {
 	tc, ok := c.nc.(interface{ CloseWrite() error })
 	if !ok || tc.CloseWrite() != nil {
 		return
 	}
-	deadline := time.Now().Add(lingerTimeout)
-	_ = c.nc.SetReadDeadline(deadline)
+	end := time.Now().Add(lingerMax)
 	cb := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(cb)
-	for total := 0; total < lingerBytes; {
-		n, err := c.nc.Read(*cb)
-		total += n
+	for {
+		deadline := time.Now().Add(lingerTimeout)
+		if deadline.After(end) {
+			deadline = end
+		}
+		if c.nc.SetReadDeadline(deadline) != nil {
+			return
+		}
+		_, err := c.nc.Read(*cb)
 		if err == nil {
 			continue
 		}
 		// The drain's poke (see pokeIfIdle), a deadline in the past meant
 		// for a connection waiting for a request, reaches a connection
 		// that lingers after refusing a head: it lingers on.
-		if !isTimeout(err) || !time.Now().Before(deadline) || c.nc.SetReadDeadline(deadline) != nil {
+		if !isTimeout(err) || !time.Now().Before(deadline) {
 			return
 		}
 	}
 }
 
-// A connection closed after an error reads and drops at most lingerBytes
-// for at most lingerTimeout.
+// A connection closed after an error reads and drops what the client
+// sends until nothing came for lingerTimeout, for at most lingerMax
+// (nginx's lingering_timeout and lingering_time are 5 s and 30 s). A body
+// sent at the speed of a network in a cluster is through well within
+// lingerMax.
 const (
 	lingerTimeout = 500 * time.Millisecond
-	lingerBytes   = 256 << 10
+	lingerMax     = 10 * time.Second
 )
 
 // pokeIfIdle interrupts a connection waiting for its next request; it then

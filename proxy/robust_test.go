@@ -883,6 +883,41 @@ func TestAnswerBeforeTheBodyLingers(t *testing.T) {
 	}
 }
 
+// TestAnswerBeforeTheBodyToAClientSendingItWhole: a client that sends its
+// whole body before it reads the answer (Python's http.client and
+// requests, Java's HttpURLConnection) gets an answer that came first,
+// however long the body, as long as it keeps sending: the proxy reads the
+// rest before it closes. It read 256 KiB at most, then closed with the
+// body still coming, and the reset broke the client's write: the client
+// never read the 413.
+func TestAnswerBeforeTheBodyToAClientSendingItWhole(t *testing.T) {
+	app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig\n")
+		time.Sleep(5 * time.Second)
+	})
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	// More than the socket buffers of both ends hold.
+	const size = 64 << 20
+	rc.send(fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size))
+	if _, err := rc.nc.Write(make([]byte, size)); err != nil {
+		t.Fatalf("sending the body: %v; want the proxy reading it to its end", err)
+	}
+	resp := rc.response("POST")
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 413 || string(b) != "big\n" {
+		t.Fatalf("got %d %q, want the app's 413", resp.StatusCode, b)
+	}
+	if !rc.closed() {
+		t.Errorf("after the answer: want the end of the stream")
+	}
+	if got := tp.counts(t)["POST 413"]; got != 1 {
+		t.Errorf("POST 413 counted %v times, want 1", got)
+	}
+}
+
 // TestAnswerBeforeTheBodyToAClientNotReading: an answer that comes before
 // the whole request body, to a client that reads nothing, ends when the
 // write to the client times out (499), and the connection then closes at
