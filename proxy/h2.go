@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -50,8 +52,21 @@ func newH2Server(p *Proxy) *h2Server {
 		Transport:     tr,
 		FlushInterval: -1,
 		ErrorLog:      slog.NewLogLogger(p.cfg.Log.Handler(), slog.LevelDebug),
+		// A status outside 100–599 is refused as the HTTP/1.1 path's
+		// parser refuses it: net/http's server would pass up to 999 on.
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 100 || resp.StatusCode > 599 {
+				return fmt.Errorf("%w: %d", errBadStatus, resp.StatusCode)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
+				return
+			}
+			if errors.Is(err, errBadStatus) {
+				p.cfg.Log.Debug("h2c: malformed response from the app", "app", p.cfg.Upstream, "err", err)
+				http.Error(w, "malformed response from the app", http.StatusBadGateway)
 				return
 			}
 			p.cfg.Log.Debug("h2c: app unreachable", "app", p.cfg.Upstream, "err", err)
@@ -76,6 +91,9 @@ func newH2Server(p *Proxy) *h2Server {
 	}
 	return s
 }
+
+// errBadStatus is an HTTP/2 answer whose status is outside 100–599.
+var errBadStatus = errors.New("status outside 100-599")
 
 // setForwarded adds X-Forwarded-For and, when absent, -Proto and -Host, as
 // the HTTP/1.1 path does: every value the client sent is kept, but an

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1598,6 +1599,56 @@ func TestH2CStreamCutShortIsCounted(t *testing.T) {
 	}
 	if got := tp.counts(t); got["GET 502"] != 3 || got["GET 499"] != 3 || len(got) != 2 {
 		t.Errorf("counts: got %v, want three GET 502 and three GET 499", got)
+	}
+}
+
+// TestStatusOutOfRange: a status outside 100–599 from the app (RFC 9110
+// 15 calls them invalid) is a malformed answer on both paths: the client
+// gets a 502, and the 502 is what is counted. Over HTTP/2 the client got
+// the app's 600 while the request was counted 502.
+func TestStatusOutOfRange(t *testing.T) {
+	h1 := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(nc, "HTTP/1.1 %s Beyond\r\nContent-Length: 2\r\n\r\nok", strings.TrimPrefix(req.URL.Path, "/"))
+		}
+	})
+	h2 := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+		w.WriteHeader(code)
+		io.WriteString(w, "ok")
+	}))
+	cases := []struct {
+		name   string
+		app    string
+		client *http.Client
+	}{
+		{"HTTP/1.1", h1, &http.Client{Timeout: 30 * time.Second}},
+		{"HTTP/2", h2, h2cClient(t)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := startProxy(t, tc.app, nil)
+			for _, code := range []int{600, 999} {
+				resp, err := tc.client.Get(fmt.Sprintf("http://%s/%d", tp.addr, code))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 502 || !strings.Contains(string(b), "malformed response from the app") {
+					t.Errorf("app's %d: got %d %q, want 502 saying the answer was malformed", code, resp.StatusCode, b)
+				}
+			}
+			tc.client.CloseIdleConnections()
+			tp.settle(t)
+			if got := tp.counts(t); got["GET 502"] != 2 || len(got) != 1 {
+				t.Errorf("counts: got %v, want two GET 502", got)
+			}
+		})
 	}
 }
 
