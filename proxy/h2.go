@@ -39,6 +39,10 @@ func newH2Server(p *Proxy) *h2Server {
 		DialContext:         (&net.Dialer{Timeout: p.cfg.DialTimeout}).DialContext,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
+		// An app that stops reading its connection has it closed once a
+		// write has been blocked for IOTimeout, as on HTTP/1.1; the
+		// connection's streams fail (502) instead of waiting for ever.
+		HTTP2: &http.HTTP2Config{WriteByteTimeout: p.cfg.IOTimeout},
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -64,13 +68,17 @@ func newH2Server(p *Proxy) *h2Server {
 			if r.Context().Err() != nil {
 				return
 			}
-			if errors.Is(err, errBadStatus) {
-				p.cfg.Log.Debug("h2c: malformed response from the app", "app", p.cfg.Upstream, "err", err)
-				http.Error(w, "malformed response from the app", http.StatusBadGateway)
-				return
+			reason := "app unreachable"
+			var oe *net.OpError
+			switch {
+			case errors.Is(err, errBadStatus):
+				reason = "malformed response from the app"
+			case errors.As(err, &oe) && oe.Op == "write" && isTimeout(err):
+				// The connection's WriteByteTimeout.
+				reason = "app stopped reading the request"
 			}
-			p.cfg.Log.Debug("h2c: app unreachable", "app", p.cfg.Upstream, "err", err)
-			http.Error(w, "app unreachable", http.StatusBadGateway)
+			p.cfg.Log.Debug("h2c: "+reason, "app", p.cfg.Upstream, "err", err)
+			http.Error(w, reason, http.StatusBadGateway)
 		},
 	}
 	s.srv = &http.Server{

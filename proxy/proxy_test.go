@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -1649,6 +1650,56 @@ func TestStatusOutOfRange(t *testing.T) {
 				t.Errorf("counts: got %v, want two GET 502", got)
 			}
 		})
+	}
+}
+
+// TestH2CAppStopsReading: an HTTP/2 app that stops reading its
+// connection (frozen, or its reader stuck) has that connection closed once
+// a write to it has been blocked for IOTimeout, as on HTTP/1.1 (see
+// TestAppStopsReadingTheBody): the stream whose body could not be sent
+// gets a 502. It waited for as long as its client did, and so did every
+// later stream sent on that connection.
+func TestH2CAppStopsReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+			// The server's preface: windows as large as HTTP/2 allows, so
+			// that only the socket stops the proxy's writes. Then nothing
+			// is read.
+			nc.Write([]byte{
+				0, 0, 6, 0x4, 0, 0, 0, 0, 0, // SETTINGS
+				0, 0x4, 0x7f, 0xff, 0xff, 0xff, // INITIAL_WINDOW_SIZE 2^31-1
+				0, 0, 4, 0x8, 0, 0, 0, 0, 0, // WINDOW_UPDATE, stream 0
+				0x7f, 0xfe, 0xff, 0xff, // 2^31-1 - 65535
+			})
+		}
+	}()
+	tp := startProxy(t, ln.Addr().String(), func(c *Config) { c.IOTimeout = 300 * time.Millisecond })
+	client := h2cClient(t)
+	client.Timeout = 5 * time.Second
+	start := time.Now()
+	resp, err := client.Post("http://"+tp.addr+"/upload", "application/octet-stream", bytes.NewReader(make([]byte, 64<<20)))
+	if err != nil {
+		t.Fatalf("after %v: %v; want a 502", time.Since(start), err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || !strings.Contains(string(b), "app stopped reading") {
+		t.Errorf("got %d %q, want 502 saying the app stopped reading", resp.StatusCode, b)
+	}
+	client.CloseIdleConnections()
+	tp.settle(t)
+	if got := tp.counts(t); got["POST 502"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want one POST 502", got)
 	}
 }
 
