@@ -87,7 +87,10 @@ func newH2Server(p *Proxy) *h2Server {
 		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.cfg.Log.Handler(), slog.LevelDebug),
+		// A client that stops reading has its connection closed once a
+		// write has been blocked for IOTimeout, as on HTTP/1.1.
+		HTTP2:    &http.HTTP2Config{WriteByteTimeout: p.cfg.IOTimeout},
+		ErrorLog: slog.NewLogLogger(p.cfg.Log.Handler(), slog.LevelDebug),
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
@@ -168,7 +171,9 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 			m.inFlight.Add(-1)
 			code := sw.code
 			switch {
-			case r.Context().Err() != nil:
+			case r.Context().Err() != nil, sw.failed:
+				// The client left, or a write to it failed (the server
+				// may cancel the stream only after the write fails).
 				code = CodeClientGone
 			case aborted != nil:
 				code = 502
@@ -191,11 +196,13 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter records the status and size of a response.
+// statusWriter records the status and size of a response, and whether a
+// write to the client failed.
 type statusWriter struct {
 	http.ResponseWriter
-	code int
-	n    int64
+	code   int
+	n      int64
+	failed bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -211,6 +218,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.n += int64(n)
+	w.failed = w.failed || err != nil
 	return n, err
 }
 

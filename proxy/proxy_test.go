@@ -1703,6 +1703,55 @@ func TestH2CAppStopsReading(t *testing.T) {
 	}
 }
 
+// TestH2CClientStopsReading: an HTTP/2 client that stops reading its
+// connection while its answer comes has the connection closed once a
+// write to it has been blocked for IOTimeout, as on HTTP/1.1 (see
+// TestAnswerBeforeTheBodyToAClientNotReading): the stream is counted 499
+// and the app's stream is cancelled. It stayed in flight for as long as
+// the client kept the connection open.
+func TestH2CClientStopsReading(t *testing.T) {
+	appDone := make(chan struct{})
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(appDone)
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	tp := startProxy(t, app, func(c *Config) { c.IOTimeout = 300 * time.Millisecond })
+	nc, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// The preface, windows as large as HTTP/2 allows, so that only the
+	// socket stops the proxy's writes, and GET / on stream 1. Then
+	// nothing is read.
+	io.WriteString(nc, h2Preface)
+	nc.Write([]byte{
+		0, 0, 6, 0x4, 0, 0, 0, 0, 0, // SETTINGS
+		0, 0x4, 0x7f, 0xff, 0xff, 0xff, // INITIAL_WINDOW_SIZE 2^31-1
+		0, 0, 4, 0x8, 0, 0, 0, 0, 0, // WINDOW_UPDATE, stream 0
+		0x7f, 0xfe, 0xff, 0xff, // 2^31-1 - 65535
+		0, 0, 6, 0x1, 0x5, 0, 0, 0, 1, // HEADERS, END_STREAM|END_HEADERS, stream 1
+		0x82, 0x86, 0x84, 0x41, 1, 'a', // GET http / a, HPACK
+	})
+	select {
+	case <-appDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app's stream still runs 10 s on; want it cancelled once the write to the client was blocked for IOTimeout")
+	}
+	waitFor(t, "the stream to be counted", func() bool { return len(tp.counts(t)) > 0 })
+	if got := tp.counts(t); got["GET 499"] != 1 || len(got) != 1 {
+		t.Errorf("counts: got %v, want one GET 499", got)
+	}
+	if n := tp.InFlight(); n != 0 {
+		t.Errorf("in flight: %d, want 0", n)
+	}
+}
+
 // startH2CApp serves handler over HTTP/2 cleartext only, as a gRPC app
 // without TLS does, and returns its address.
 func startH2CApp(t *testing.T, handler http.Handler) string {
