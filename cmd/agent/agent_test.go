@@ -80,6 +80,21 @@ func TestConsulURL(t *testing.T) {
 	}
 }
 
+// TestConsulSettingsAreDocumented: every CONSUL_* variable check-config
+// prints is in the README's table of variables, where a reader of the
+// output looks it up.
+func TestConsulSettingsAreDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range consulSettings(consul.DefaultConfig()) {
+		if !strings.Contains(string(readme), "`"+s.Var+"`") {
+			t.Errorf("check-config prints %s, which the README does not document", s.Var)
+		}
+	}
+}
+
 // TestCheckConsulAddr: a CONSUL_HTTP_ADDR consul/api would take and then
 // fail on at every call is a configuration error, which never shows the
 // credentials.
