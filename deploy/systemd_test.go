@@ -221,18 +221,43 @@ func TestSystemdUnitsParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: TimeoutStopSec: %v", tc.file, err)
 			}
-			need := cfg.Drain.Delay + cfg.Drain.Timeout + 5*time.Second
-			if tc.wrap {
-				need += cfg.Drain.AppStopTimeout
-			}
+			// outrider counts the app's stop in both forms: it cannot tell
+			// that the app has a unit of its own.
+			need := config.DeregisterTimeout + cfg.Drain.Delay + cfg.Drain.Timeout + cfg.Drain.AppStopTimeout
 			if stop < need {
-				t.Errorf("%s: TimeoutStopSec %s < %s, the drain (and app stop) of outrider.env.example plus 5s", tc.file, stop, need)
+				t.Errorf("%s: TimeoutStopSec %s < %s, the deregistration, drain and app stop of outrider.env.example", tc.file, stop, need)
 			}
 			if stop != cfg.Drain.GracePeriod {
 				t.Errorf("%s: TimeoutStopSec %s, want OUTRIDER_GRACE_PERIOD %s so that outrider checks the same budget", tc.file, stop, cfg.Drain.GracePeriod)
 			}
+			// The comment that says how to size TimeoutStopSec names
+			// everything outrider's grace-period check adds up, so that a
+			// unit sized by it is not warned of.
+			note := commentAbove(raw, "TimeoutStopSec=")
+			for _, v := range []string{"5s", "OUTRIDER_DRAIN_DELAY", "OUTRIDER_DRAIN_TIMEOUT", "OUTRIDER_APP_STOP_TIMEOUT"} {
+				if !strings.Contains(note, v) {
+					t.Errorf("%s: the comment above TimeoutStopSec does not count %q, which outrider adds up against OUTRIDER_GRACE_PERIOD:\n%s", tc.file, v, note)
+				}
+			}
 		})
 	}
+}
+
+// commentAbove returns the comment lines right above the line that starts
+// with prefix, joined with spaces and without their '#'.
+func commentAbove(raw []byte, prefix string) string {
+	var block []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		switch {
+		case strings.HasPrefix(line, "#"):
+			block = append(block, strings.TrimSpace(strings.TrimPrefix(line, "#")))
+		case strings.HasPrefix(line, prefix):
+			return strings.Join(block, " ")
+		default:
+			block = nil
+		}
+	}
+	return ""
 }
 
 // systemd-analyze verify, when this machine has it (Debian's systemd
