@@ -17,6 +17,15 @@ import (
 // it to drain, through its admin listener, and waits for the end. Exit 0
 // when everything in flight finished; 1 with the reason otherwise.
 func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
+	// systemd runs ExecStop= after the main process has exited on its own
+	// too (a refused configuration, a crash), and then sets EXIT_CODE:
+	// there is no agent left to drain, and failing to reach its admin
+	// listener would point the reader of the journal at the wrong fault.
+	if code := getenv("EXIT_CODE"); code != "" && getenv("SERVICE_RESULT") != "" {
+		fmt.Fprintf(stderr, "outrider prestop: no drain: the agent had already exited (EXIT_CODE=%s, EXIT_STATUS=%s); its own log says why\n",
+			code, getenv("EXIT_STATUS"))
+		return exitOK
+	}
 	c, err := config.LoadPrestop(getenv)
 	if err != nil {
 		for _, e := range unjoin(err) {

@@ -436,12 +436,31 @@ func TestShutdownTriggersJoinOneDrain(t *testing.T) {
 }
 
 // TestShutdownPrestopWithoutAgent: `outrider prestop` with nobody
-// listening says so and fails.
+// listening says so and fails; as systemd's ExecStop= after outrider has
+// exited on its own (EXIT_CODE set), it says that instead and succeeds,
+// as there is nothing left to drain.
 func TestShutdownPrestopWithoutAgent(t *testing.T) {
 	t.Parallel()
-	code, out := runOutrider(t, []string{"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t)}, "prestop")
-	if code != exitFailed || !strings.Contains(out, "no drain: cannot reach the agent's admin listener") {
-		t.Errorf("exit %d, output %q; want exit 1 and the reason", code, out)
+	for _, tc := range []struct {
+		name     string
+		env      []string
+		wantCode int
+		want     string
+	}{
+		{name: "no agent", wantCode: exitFailed, want: "no drain: cannot reach the agent's admin listener"},
+		{name: "systemd says the agent exited", env: []string{"SERVICE_RESULT=exit-code", "EXIT_CODE=exited", "EXIT_STATUS=2"},
+			wantCode: exitOK, want: "no drain: the agent had already exited (EXIT_CODE=exited, EXIT_STATUS=2)"},
+		{name: "systemd says the agent was killed", env: []string{"SERVICE_RESULT=signal", "EXIT_CODE=killed", "EXIT_STATUS=KILL"},
+			wantCode: exitOK, want: "no drain: the agent had already exited (EXIT_CODE=killed, EXIT_STATUS=KILL)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := append([]string{"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t)}, tc.env...)
+			code, out := runOutrider(t, env, "prestop")
+			if code != tc.wantCode || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, output %q; want exit %d and %q", code, out, tc.wantCode, tc.want)
+			}
+		})
 	}
 }
 
