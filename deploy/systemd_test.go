@@ -243,6 +243,85 @@ func TestSystemdUnitsParse(t *testing.T) {
 	}
 }
 
+// TestSystemdInstallSteps: the install steps in each unit's header and in
+// docs/deploy.md, followed from a fresh clone, build every binary before
+// installing it, and for wrap mode install the app that APP_COMMAND of
+// outrider.env.example runs and create the user the unit runs as.
+func TestSystemdInstallSteps(t *testing.T) {
+	makefile, err := os.ReadFile(filepath.Join("..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What `make T` leaves in bin/: bin/T, or for build its prerequisites'.
+	builds := func(target string) []string {
+		for _, line := range strings.Split(string(makefile), "\n") {
+			if deps, ok := strings.CutPrefix(line, target+":"); ok && target == "build" {
+				return strings.Fields(deps)
+			}
+		}
+		return []string{target}
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, vm, _ := strings.Cut(string(doc), "## A VM (systemd)")
+	_, block, _ := strings.Cut(vm, "```sh\n")
+	block, _, _ = strings.Cut(block, "```")
+	app := strings.Fields(envFile(t, filepath.Join("systemd", "outrider.env.example"))["APP_COMMAND"])[0]
+	type howTo struct {
+		lines []string
+		wrap  bool // the steps set up wrap mode
+	}
+	steps := map[string]howTo{"docs/deploy.md": {strings.Split(block, "\n"), true}}
+	for _, u := range units {
+		raw, err := os.ReadFile(filepath.Join("systemd", u.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, line := range strings.Split(string(raw), "\n") {
+			if cmd, ok := strings.CutPrefix(line, "#   "); ok {
+				lines = append(lines, cmd)
+			}
+		}
+		steps[u.file] = howTo{lines, u.wrap}
+	}
+	for name, st := range steps {
+		built := map[string]bool{}
+		var installed []string
+		useradd := false
+		for _, line := range st.lines {
+			f := strings.Fields(strings.SplitN(line, "#", 2)[0])
+			switch {
+			case len(f) >= 2 && f[0] == "make":
+				for _, target := range f[1:] {
+					for _, b := range builds(target) {
+						built["bin/"+b] = true
+					}
+				}
+			case len(f) >= 3 && f[0] == "install":
+				src, dst := f[len(f)-2], f[len(f)-1]
+				if strings.HasPrefix(src, "bin/") && !built[src] {
+					t.Errorf("%s: %q installs %s, which no make before it builds", name, line, src)
+				}
+				installed = append(installed, dst)
+			case slices.Contains(f, "useradd"):
+				useradd = true
+			}
+		}
+		if !st.wrap {
+			continue
+		}
+		if !slices.Contains(installed, app) {
+			t.Errorf("%s: the steps do not install %s, which APP_COMMAND of outrider.env.example runs", name, app)
+		}
+		if !useradd {
+			t.Errorf("%s: the steps create no user for the sample app, which the unit runs as (User=%%i)", name)
+		}
+	}
+}
+
 // commentAbove returns the comment lines right above the line that starts
 // with prefix, joined with spaces and without their '#'.
 func commentAbove(raw []byte, prefix string) string {
