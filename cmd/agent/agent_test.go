@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,6 +140,52 @@ func TestCheckConsulAddr(t *testing.T) {
 		case err != nil && strings.Contains(err.Error(), "s3cret"):
 			t.Errorf("checkConsulAddr(%q) shows the password: %v", tt.addr, err)
 		}
+	}
+}
+
+// TestCheckConsulFiles: every file a CONSUL_* variable names that cannot
+// be read is an error naming that variable, all in one round; consul/api
+// stops at the first and names only the file.
+func TestCheckConsulFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte("t0ken"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	tests := []struct {
+		name string
+		cfg  consul.Config
+		want []string // one per error, in order; none for valid
+	}{
+		{name: "none set", cfg: consul.Config{}},
+		{name: "all readable", cfg: consul.Config{TokenFile: file, TLSConfig: consul.TLSConfig{CAFile: file, CAPath: dir, CertFile: file, KeyFile: file}}},
+		{name: "token file missing", cfg: consul.Config{TokenFile: missing},
+			want: []string{`CONSUL_HTTP_TOKEN_FILE="` + missing + `" does not exist: set the path of the file, or unset the variable`}},
+		{name: "every one wrong", cfg: consul.Config{TokenFile: missing, TLSConfig: consul.TLSConfig{CAFile: dir, CAPath: file, CertFile: missing, KeyFile: dir}},
+			want: []string{
+				`CONSUL_HTTP_TOKEN_FILE="` + missing + `" does not exist`,
+				`CONSUL_CACERT="` + dir + `" cannot be read (is a directory): make it readable by the user outrider runs as`,
+				`CONSUL_CAPATH="` + file + `" cannot be read (not a directory)`,
+				`CONSUL_CLIENT_CERT="` + missing + `" does not exist`,
+				`CONSUL_CLIENT_KEY="` + dir + `" cannot be read (is a directory)`,
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []error
+			if err := checkConsulFiles(&tt.cfg); err != nil {
+				got = unjoin(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("checkConsulFiles = %v, want %d errors: %q", got, len(tt.want), tt.want)
+			}
+			for i, err := range got {
+				if !strings.HasPrefix(err.Error(), tt.want[i]) {
+					t.Errorf("error %d = %q, want it to start %q", i, err, tt.want[i])
+				}
+			}
+		})
 	}
 }
 

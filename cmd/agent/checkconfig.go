@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"strconv"
@@ -35,7 +36,7 @@ func loadConfig(getenv func(string) string, hostname string, stderr io.Writer) (
 	}
 	if cfg.Registry.Enabled() && !refused(errs, "OUTRIDER_REGISTRY") {
 		if err := checkConsulConfig(); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, unjoin(err)...)
 		}
 	}
 	if len(errs) > 0 {
@@ -77,15 +78,59 @@ func checkProcRoot(root string) error {
 
 // checkConsulConfig builds a Consul client from the CONSUL_* variables, the
 // way the Consul CLI does, so that a missing token file or CA is caught now.
+// Every file a variable names that outrider cannot read is an error naming
+// that variable, all of them at once: consul/api stops at the first, and
+// names the file but not the variable.
 func checkConsulConfig() error {
 	c := consulConfig()
 	if err := checkConsulAddr(c.Address); err != nil {
+		return err
+	}
+	if err := checkConsulFiles(c); err != nil {
 		return err
 	}
 	if _, err := consul.NewClient(c); err != nil {
 		return fmt.Errorf("consul client from the CONSUL_* variables: %w", err)
 	}
 	return nil
+}
+
+// checkConsulFiles reads each file (or, for CONSUL_CAPATH, directory) the
+// CONSUL_* variables name, as outrider's user.
+func checkConsulFiles(c *consul.Config) error {
+	var errs []error
+	for _, f := range []struct {
+		name, path string
+		dir        bool
+	}{
+		{consul.HTTPTokenFileEnvName, c.TokenFile, false},
+		{consul.HTTPCAFile, c.TLSConfig.CAFile, false},
+		{consul.HTTPCAPath, c.TLSConfig.CAPath, true},
+		{consul.HTTPClientCert, c.TLSConfig.CertFile, false},
+		{consul.HTTPClientKey, c.TLSConfig.KeyFile, false},
+	} {
+		if f.path == "" {
+			continue
+		}
+		var err error
+		if f.dir {
+			_, err = os.ReadDir(f.path)
+		} else {
+			_, err = os.ReadFile(f.path)
+		}
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			errs = append(errs, &config.Error{Var: f.name, Value: f.path,
+				Want: "does not exist: set the path of the file, or unset the variable"})
+		case err != nil:
+			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+				err = pe.Err // without the path the error repeats
+			}
+			errs = append(errs, &config.Error{Var: f.name, Value: f.path,
+				Want: fmt.Sprintf("cannot be read (%v): make it readable by the user outrider runs as", err)})
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // checkConsulAddr refuses a CONSUL_HTTP_ADDR that consul/api would take
