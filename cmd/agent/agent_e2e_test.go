@@ -61,7 +61,7 @@ func TestAgentRefusesAProcRootItCannotRead(t *testing.T) {
 }
 
 func TestAgentNeverPrintsSecrets(t *testing.T) {
-	secrets := []string{"CONSUL_HTTP_TOKEN=secret123", "OUTRIDER_ADMIN_TOKEN=admintok456"}
+	secrets := []string{"CONSUL_HTTP_TOKEN=secret123", "OUTRIDER_ADMIN_TOKEN=admintok456", "CONSUL_HTTP_AUTH=admin:authpw789"}
 	tests := []struct {
 		name string
 		env  []string
@@ -80,10 +80,15 @@ func TestAgentNeverPrintsSecrets(t *testing.T) {
 			if code != tc.code {
 				t.Errorf("exit code = %d, want %d\n%s", code, tc.code, out)
 			}
-			for _, s := range []string{"secret123", "admintok456"} {
+			for _, s := range []string{"secret123", "admintok456", "authpw789"} {
 				if strings.Contains(out, s) {
 					t.Errorf("output shows the secret %q:\n%s", s, out)
 				}
+			}
+			// check-config shows the basic auth's user, and that a
+			// password is set.
+			if code == exitOK && !strings.Contains(out, "CONSUL_HTTP_AUTH=admin:********") {
+				t.Errorf("output lacks CONSUL_HTTP_AUTH=admin:********:\n%s", out)
 			}
 		})
 	}

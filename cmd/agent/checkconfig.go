@@ -264,6 +264,7 @@ func consulSettings(c *consul.Config) []config.Setting {
 		{Var: "CONSUL_HTTP_ADDR", Value: consulURL(c)},
 		{Var: "CONSUL_HTTP_TOKEN", Value: config.Secret(c.Token).String()},
 		{Var: "CONSUL_HTTP_TOKEN_FILE", Value: c.TokenFile},
+		{Var: "CONSUL_HTTP_AUTH", Value: basicAuthShown(c.HttpAuth)},
 		{Var: "CONSUL_HTTP_SSL_VERIFY", Value: strconv.FormatBool(!c.TLSConfig.InsecureSkipVerify)},
 		{Var: "CONSUL_CACERT", Value: c.TLSConfig.CAFile},
 		{Var: "CONSUL_CAPATH", Value: c.TLSConfig.CAPath},
@@ -273,6 +274,15 @@ func consulSettings(c *consul.Config) []config.Setting {
 		{Var: "CONSUL_NAMESPACE", Value: c.Namespace},
 		{Var: "CONSUL_PARTITION", Value: c.Partition},
 	}
+}
+
+// basicAuthShown is CONSUL_HTTP_AUTH as check-config shows it: the user
+// name, and the password masked.
+func basicAuthShown(a *consul.HttpBasicAuth) string {
+	if a == nil {
+		return ""
+	}
+	return a.Username + ":" + config.Secret(a.Password).String()
 }
 
 // interfaceAddr is how start-up finds the address to register when none
