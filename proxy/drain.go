@@ -30,6 +30,9 @@ type DrainReport struct {
 // Drain runs once: a later or concurrent call waits for the first and
 // returns its result.
 func (p *Proxy) Drain(ctx context.Context) error {
+	// Before draining: an answer that keeps its connection alive after
+	// draining is set would have the connection closed under its client.
+	p.closeKeepAlive.Store(true)
 	if p.draining.Swap(true) {
 		select {
 		case <-p.drainDone:

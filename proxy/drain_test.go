@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-sidecar/outrider/internal/testbin"
 )
 
 // openTunnel upgrades a client connection to a WebSocket through tp.
@@ -512,5 +514,47 @@ func TestDrainPokeAfterAWholeHeadCame(t *testing.T) {
 	}
 	if resp.StatusCode != 200 || !resp.Close {
 		t.Errorf("got %d close=%v, want 200 with Connection: close", resp.StatusCode, resp.Close)
+	}
+}
+
+// TestCloseKeepAlives: once CloseKeepAlives is called (the drain delay),
+// the next answer on a keep-alive connection says "Connection: close" and
+// the connection closes after it, an error answer's too, while the proxy
+// still accepts and answers new connections the same way. The client is
+// told before its connection closes, so it sends nothing on it that
+// could be lost.
+func TestCloseKeepAlives(t *testing.T) {
+	cases := []struct {
+		name     string
+		upstream func(t *testing.T) string
+		want     int
+	}{
+		{"answer from the app", startEcho, 200},
+		{"app unreachable", func(t *testing.T) string { return testbin.RefusingAddr(t) }, 502},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := startProxy(t, tc.upstream(t), nil)
+			rc := dialRaw(t, tp.addr)
+			rc.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp := rc.response("GET")
+			_, _ = io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != tc.want || resp.Close {
+				t.Fatalf("before: got %d, close %v; want %d kept alive", resp.StatusCode, resp.Close, tc.want)
+			}
+			tp.CloseKeepAlives()
+			for _, c := range []*rawConn{rc, dialRaw(t, tp.addr)} {
+				c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp := c.response("GET")
+				_, _ = io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != tc.want || !resp.Close {
+					t.Errorf("after CloseKeepAlives: got %d, close %v; want %d with Connection: close", resp.StatusCode, resp.Close, tc.want)
+				}
+				_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if !c.closed() {
+					t.Errorf("after CloseKeepAlives: the connection stayed open after its answer")
+				}
+			}
+		})
 	}
 }

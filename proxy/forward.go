@@ -342,7 +342,7 @@ func (c *conn) relayResponse(u *upConn) {
 	// the connection (what the client still sends is body, not a next
 	// request), and says so: a client told nothing would send its next
 	// request on a connection about to close.
-	keep := req.keepAlive() && !c.p.draining.Load() &&
+	keep := req.keepAlive() && !c.p.keepAliveOver() &&
 		(mode == bodyNone || mode == bodyLength || chunkedOut) &&
 		(c.bodyDone == nil || c.bodyState.Load() != bodyReading)
 	var hop []byte
@@ -420,7 +420,7 @@ func (c *conn) fail(code int, reason string, closeConn bool) {
 		}
 		closeConn = closeConn || !res.readAll
 	}
-	closeConn = closeConn || c.p.draining.Load() || !c.req.keepAlive()
+	closeConn = closeConn || c.p.keepAliveOver() || !c.req.keepAlive()
 	c.o.code = code
 	c.o.respN = c.writeError(code, reason, closeConn)
 	c.o.keep = !closeConn

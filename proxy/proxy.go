@@ -146,6 +146,10 @@ type Proxy struct {
 	lnClosed bool
 	conns    map[*conn]struct{}
 	draining atomic.Bool
+	// closeKeepAlive is set by CloseKeepAlives, and by Drain before
+	// draining: every answer then carries "Connection: close" (see
+	// keepAliveOver).
+	closeKeepAlive atomic.Bool
 	// active counts connections that are not tunnels, tunnels the upgraded
 	// ones; while draining, the last one to go signals drained.
 	active  atomic.Int64
@@ -312,6 +316,20 @@ func (p *Proxy) closeOnce() {
 
 // InFlight returns the number of requests being forwarded now.
 func (p *Proxy) InFlight() int { return int(p.m.inFlight.Load()) }
+
+// CloseKeepAlives makes every HTTP/1.1 answer from now on carry
+// "Connection: close" and close its connection, as a drain's answers do,
+// while the proxy still accepts. The drain delay calls it: keep-alive
+// clients then leave their connections one answer at a time, each told
+// so, and Drain finds few idle connections to close. Closing an idle
+// connection races with a client that is sending its next request on it,
+// and a client loses that request unless it retries it (Go's
+// http.Transport does not retry a POST).
+func (p *Proxy) CloseKeepAlives() { p.closeKeepAlive.Store(true) }
+
+// keepAliveOver reports whether answers close their connections: the
+// drain delay or the drain itself has begun.
+func (p *Proxy) keepAliveOver() bool { return p.closeKeepAlive.Load() || p.draining.Load() }
 
 // Draining reports whether Drain has been called.
 func (p *Proxy) Draining() bool { return p.draining.Load() }

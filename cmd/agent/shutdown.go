@@ -21,9 +21,17 @@ func (a *agent) addShutdown() error {
 		Delay:             a.cfg.Drain.Delay,
 		Timeout:           a.cfg.Drain.Timeout,
 		DeregisterTimeout: config.DeregisterTimeout,
-		OnDraining:        func() { a.gate.Set(condDraining, false, "drain in progress") },
-		Log:               a.log.With("component", "shutdown"),
-		Registerer:        a.reg,
+		OnDraining: func() {
+			a.gate.Set(condDraining, false, "drain in progress")
+			if a.proxy != nil {
+				// Through the delay, keep-alive clients leave one answer
+				// at a time rather than have idle connections closed under
+				// them when the proxy stops accepting.
+				a.proxy.CloseKeepAlives()
+			}
+		},
+		Log:        a.log.With("component", "shutdown"),
+		Registerer: a.reg,
 	}
 	if a.registrar != nil {
 		o.Registry = a.registrar

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -735,5 +737,105 @@ func TestShutdownExitsDespiteSilentConnections(t *testing.T) {
 	code := o.Wait(20 * time.Second)
 	if took := time.Since(start); code != exitOK || took > 3*time.Second {
 		t.Errorf("exit %d %s after SIGTERM, want 0 within 3 s:\n%s", code, took.Round(time.Millisecond), o.Output())
+	}
+}
+
+// TestShutdownKeepAlivePoolLosesNoPost: a pool of keep-alive connections
+// (Go's http.Transport, which does not retry a POST on a connection closed
+// under it) sends POSTs through outrider at a steady rate while it drains.
+// Through the drain delay every answer says "Connection: close", so the
+// pool leaves its connections one answer at a time, and none is closed
+// idle under a POST being sent on it when the proxy stops accepting. What
+// fails is only the dials after the listener closed, which never reached
+// outrider: a client with a second instance sends those there.
+func TestShutdownKeepAlivePoolLosesNoPost(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	in := startInstance(t, srv, "echo-1", false)
+	waitPassing(t, srv, in.id, 20*time.Second)
+
+	const workers = 16
+	client := &http.Client{
+		Transport: &http.Transport{MaxIdleConnsPerHost: workers},
+		Timeout:   10 * time.Second,
+	}
+	var (
+		mu                    sync.Mutex
+		drainStarted, stopped bool
+		sent, keptInDelay     int
+		refused               int
+		lost                  []string
+		wg                    sync.WaitGroup
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if stopped {
+					mu.Unlock()
+					return
+				}
+				inDelay := drainStarted
+				mu.Unlock()
+				var got bool
+				trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { got = true }}
+				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+					http.MethodPost, "http://"+in.proxy+"/echo", strings.NewReader("hello"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := client.Do(req)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				mu.Lock()
+				sent++
+				switch {
+				case err != nil && !got:
+					refused++
+				case err != nil:
+					lost = append(lost, err.Error())
+				case resp.StatusCode != http.StatusOK:
+					lost = append(lost, resp.Status)
+				case inDelay && drainStarted && !resp.Close:
+					keptInDelay++
+				}
+				mu.Unlock()
+				if err != nil && !got {
+					time.Sleep(50 * time.Millisecond)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	// /drain answers once the drain has begun; /prestop joins it and
+	// answers when it is done.
+	if code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+"/drain")); code != http.StatusAccepted {
+		t.Fatalf("POST /drain: %d %s", code, body)
+	}
+	mu.Lock()
+	drainStarted = true
+	mu.Unlock()
+	code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+"/prestop"))
+	// Past the listener's close, so that the pool meets it.
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
+	wg.Wait()
+	t.Logf("%d POSTs, %d lost, %d dials refused after the listener closed; /prestop: %d %s", sent, len(lost), refused, code, body)
+	if code != http.StatusOK {
+		t.Errorf("/prestop answered %d %s, want 200", code, body)
+	}
+	if keptInDelay > 0 {
+		t.Errorf("%d answers during the drain kept their connection alive, want Connection: close on each", keptInDelay)
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d POSTs lost on connections outrider had accepted, e.g. %s", len(lost), lost[0])
 	}
 }
