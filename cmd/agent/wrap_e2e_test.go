@@ -415,16 +415,35 @@ func (z zombieChild) String() string { return fmt.Sprintf("%d (%s)", z.pid, z.co
 // namespace sees them.
 func zombieChildren(t *testing.T, parent int) []zombieChild {
 	t.Helper()
+	var out []zombieChild
+	for _, st := range childrenWhere(t, parent, func(_ procfs.Proc, st procfs.ProcStat) bool { return st.State == "Z" }) {
+		out = append(out, zombieChild{st.PID, st.Comm})
+	}
+	return out
+}
+
+// childrenWhere lists the children of parent that keep accepts, as this
+// (outer) namespace sees them.
+func childrenWhere(t *testing.T, parent int, keep func(procfs.Proc, procfs.ProcStat) bool) []procfs.ProcStat {
+	t.Helper()
 	procs, err := procfs.AllProcs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []zombieChild
+	var out []procfs.ProcStat
 	for _, p := range procs {
-		st, err := p.Stat()
-		if err == nil && st.State == "Z" && st.PPID == parent {
-			out = append(out, zombieChild{p.PID, st.Comm})
+		if st, err := p.Stat(); err == nil && st.PPID == parent && keep(p, st) {
+			out = append(out, st)
 		}
+	}
+	return out
+}
+
+// pidsOf lists the PIDs of procs.
+func pidsOf(procs []procfs.ProcStat) []int {
+	out := make([]int, len(procs))
+	for i, st := range procs {
+		out[i] = st.PID
 	}
 	return out
 }
@@ -641,21 +660,10 @@ func TestWrapAppGroupStopsWhenOutriderIsKilled(t *testing.T) {
 // (wrap.KeeperCommand).
 func keepers(t *testing.T, parent int) []int {
 	t.Helper()
-	procs, err := procfs.AllProcs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []int
-	for _, p := range procs {
-		st, err := p.Stat()
-		if err != nil || st.PPID != parent {
-			continue
-		}
-		if args, err := p.CmdLine(); err == nil && len(args) > 1 && args[1] == wrap.KeeperCommand {
-			out = append(out, p.PID)
-		}
-	}
-	return out
+	return pidsOf(childrenWhere(t, parent, func(p procfs.Proc, _ procfs.ProcStat) bool {
+		args, err := p.CmdLine()
+		return err == nil && len(args) > 1 && args[1] == wrap.KeeperCommand
+	}))
 }
 
 // TestWrapKeeperHoldsNoInheritedDescriptor: a descriptor outrider
@@ -730,15 +738,5 @@ func TestWrapKeeperHoldsNoInheritedDescriptor(t *testing.T) {
 // childrenNamed lists the children of parent whose command is comm.
 func childrenNamed(t *testing.T, parent int, comm string) []int {
 	t.Helper()
-	procs, err := procfs.AllProcs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []int
-	for _, p := range procs {
-		if st, err := p.Stat(); err == nil && st.PPID == parent && st.Comm == comm {
-			out = append(out, p.PID)
-		}
-	}
-	return out
+	return pidsOf(childrenWhere(t, parent, func(_ procfs.Proc, st procfs.ProcStat) bool { return st.Comm == comm }))
 }
