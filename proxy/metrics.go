@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -128,17 +129,37 @@ func (m *metrics) answered() uint64 {
 }
 
 // requestsCollector exposes the request counters at scrape time; a series
-// appears once its first request is counted.
+// appears once its first request is counted, but for the codes of
+// errorsFromZero.
 type requestsCollector struct{ m *metrics }
+
+// errorsFromZero are the server-error codes exported from 0 for every
+// method that has had a request. rate() and increase() do not count a
+// series' first value, so a burst of errors that made its series appear
+// between two scrapes would never show in an error ratio or an alert;
+// a series that is there at 0 beforehand counts its first burst.
+var errorsFromZero = [...]int{500, 502, 503, 504}
 
 func (c requestsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- requestsDesc }
 
 func (c requestsCollector) Collect(ch chan<- prometheus.Metric) {
 	for method := range c.m.requests {
-		for code := range c.m.requests[method] {
-			if n := c.m.requests[method][code].Load(); n > 0 {
+		counts := &c.m.requests[method]
+		var seen [numCodes]bool
+		for code := range counts {
+			if n := counts[code].Load(); n > 0 {
+				seen[code] = true
 				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue,
 					float64(n), methodNames[method], codeNames[code])
+			}
+		}
+		if !slices.Contains(seen[:], true) {
+			continue
+		}
+		for _, code := range errorsFromZero {
+			if !seen[code-minCode] {
+				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue,
+					0, methodNames[method], codeNames[code-minCode])
 			}
 		}
 	}
