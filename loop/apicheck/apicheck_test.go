@@ -34,9 +34,10 @@ const namespace = "apicheck"
 // TestAgainstAPIServer sends what outrider ships for Kubernetes to a real
 // kube-apiserver as dry-run creates: every object of the kustomizations
 // without a custom resource (the KEDA overlay is applied by the scaling
-// loop's test) and of inject's golden outputs must be accepted, and inject
+// loop's test) and of inject's golden outputs must be accepted, inject
 // must refuse a pod with pod-level resources exactly when the API server
-// would refuse it with the sidecar in.
+// would refuse it with the sidecar in, and the workloads of inputs, as
+// users write them, must be injected into objects it accepts.
 func TestAgainstAPIServer(t *testing.T) {
 	cp := kubetest.Start(t)
 	cp.Namespace(namespace)
@@ -45,6 +46,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("kustomizations", func(t *testing.T) { testKustomizations(t, create) })
 	t.Run("inject golden", func(t *testing.T) { testGolden(t, create) })
 	t.Run("inject pod-level resources", func(t *testing.T) { testPodResources(t, create) })
+	t.Run("inject inputs", func(t *testing.T) { testInputs(t, create) })
 }
 
 func testKustomizations(t *testing.T, create func(*unstructured.Unstructured) error) {
