@@ -128,7 +128,7 @@ func document(doc []byte, first int, opts Options) ([]Result, []byte, error) {
 	var results []Result
 	injected := false
 	for _, o := range objs {
-		res, err := object(o, first, opts)
+		res, err := object(obj, o, first, opts)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -146,8 +146,8 @@ func document(doc []byte, first int, opts Options) ([]Result, []byte, error) {
 }
 
 // object injects obj in place when it is a workload that asks for it; obj
-// is in a document that starts on line first of the input.
-func object(obj *yaml.Node, first int, opts Options) (Result, error) {
+// is in the document root, which starts on line first of the input.
+func object(root, obj *yaml.Node, first int, opts Options) (Result, error) {
 	kind, name := str(get(obj, "kind")), str(get(get(obj, "metadata"), "name"))
 	if name == "" {
 		name = str(get(get(obj, "metadata"), "generateName")) + "*" // the API server completes it
@@ -184,6 +184,7 @@ func object(obj *yaml.Node, first int, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}
+	unshare(root, w.pod)
 	if err := injectPod(w.pod, s); err != nil {
 		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}

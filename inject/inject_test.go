@@ -954,3 +954,123 @@ func TestParseQuantity(t *testing.T) {
 		}
 	}
 }
+
+// What inject adds goes to the injected pod alone: a container or
+// another workload that aliases (*lc) a part of the pod that inject
+// changes (the app's lifecycle) keeps what it had and gets nothing of
+// outrider's.
+func TestSharedAnchors(t *testing.T) {
+	in := []byte(`apiVersion: v1
+kind: List
+items:
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: web
+    spec:
+      template:
+        metadata:
+          annotations:
+            outrider.io/inject: "true"
+        spec:
+          containers:
+            - name: web
+              image: web:1
+              lifecycle: &lc
+                postStart:
+                  exec:
+                    command: ["touch", "/tmp/started"]
+            - name: helper
+              image: helper:1
+              lifecycle: *lc
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: plain
+    spec:
+      template:
+        spec:
+          containers:
+            - name: plain
+              image: plain:1
+              lifecycle: *lc
+`)
+	once := run(t, "shared", in, Options{Rand: fixedRand()})
+	type hooks struct {
+		PostStart map[string]any `yaml:"postStart"`
+		PreStop   map[string]any `yaml:"preStop"`
+	}
+	var got struct {
+		Items []struct {
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							Name      string
+							Lifecycle *hooks
+						}
+					}
+				}
+			}
+		}
+	}
+	if err := yaml.Unmarshal(once, &got); err != nil {
+		t.Fatalf("%v in\n%s", err, once)
+	}
+	for _, item := range got.Items {
+		for _, c := range item.Spec.Template.Spec.Containers {
+			if c.Lifecycle == nil || c.Lifecycle.PostStart == nil {
+				t.Errorf("container %s lost its postStart hook:\n%s", c.Name, once)
+				continue
+			}
+			if hasPreStop := c.Lifecycle.PreStop != nil; hasPreStop != (c.Name == "web") {
+				t.Errorf("container %s: preStop hook %v, want one on web only:\n%s", c.Name, c.Lifecycle.PreStop, once)
+			}
+		}
+	}
+	if again := run(t, "shared again", once, Options{}); !bytes.Equal(again, once) {
+		t.Errorf("injecting again changed it:\n%s", again)
+	}
+}
+
+// A pod whose initContainers are an alias of another pod's keeps them all,
+// with the sidecar before them, and the other pod gets no sidecar.
+func TestAliasedInitContainers(t *testing.T) {
+	in := []byte(`apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: a}
+    spec:
+      initContainers: &inits
+        - {name: setup, image: setup:1}
+      containers: [{name: a, image: a:1}]
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: b, annotations: {outrider.io/inject: "true"}}
+    spec:
+      initContainers: *inits
+      containers: [{name: b, image: b:1}]
+`)
+	out := run(t, "aliased init containers", in, Options{Rand: fixedRand()})
+	var got struct {
+		Items []struct {
+			Spec struct {
+				InitContainers []struct{ Name string } `yaml:"initContainers"`
+			}
+		}
+	}
+	if err := yaml.Unmarshal(out, &got); err != nil || len(got.Items) != 2 {
+		t.Fatalf("%v in\n%s", err, out)
+	}
+	for i, want := range [][]string{{"setup"}, {"outrider", "setup"}} {
+		var names []string
+		for _, c := range got.Items[i].Spec.InitContainers {
+			names = append(names, c.Name)
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("pod %d: init containers %v, want %v:\n%s", i+1, names, want, out)
+		}
+	}
+}

@@ -119,3 +119,61 @@ func mergeKey(n *yaml.Node, deep bool) *yaml.Node {
 	}
 	return walk(n)
 }
+
+// unshare makes the pod spec pod, in the document root, the only holder
+// of what inject changes in it: each alias in root that names pod, a node
+// in it or a node around it, and each alias inside pod, becomes a copy of
+// the node it names. Otherwise outrider's preStop hook written into an
+// app's anchored lifecycle would reach every container and workload that
+// aliases it, and the hook taken off them would take theirs.
+func unshare(root, pod *yaml.Node) {
+	in := map[*yaml.Node]bool{}
+	var mark func(n *yaml.Node)
+	mark = func(n *yaml.Node) {
+		if n == nil || n.Kind == yaml.AliasNode || in[n] {
+			return
+		}
+		in[n] = true
+		for _, c := range n.Content {
+			mark(c)
+		}
+	}
+	mark(pod)
+	var holds func(n *yaml.Node) bool // n is pod or has it inside
+	holds = func(n *yaml.Node) bool {
+		if n == pod {
+			return true
+		}
+		for _, c := range n.Content {
+			if c.Kind != yaml.AliasNode && holds(c) {
+				return true
+			}
+		}
+		return false
+	}
+	var walk func(n *yaml.Node, inside bool)
+	walk = func(n *yaml.Node, inside bool) {
+		for i, c := range n.Content {
+			if c.Kind == yaml.AliasNode && c.Alias != nil && (inside || in[c.Alias] || holds(c.Alias)) {
+				n.Content[i] = copyNode(c.Alias)
+				continue
+			}
+			walk(c, inside || c == pod)
+		}
+	}
+	walk(root, root == pod)
+}
+
+// copyNode is a deep copy of n with its aliases written out and no anchor.
+func copyNode(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return copyNode(n.Alias)
+	}
+	c := *n
+	c.Anchor = ""
+	c.Content = make([]*yaml.Node, len(n.Content))
+	for i, child := range n.Content {
+		c.Content[i] = copyNode(child)
+	}
+	return &c
+}

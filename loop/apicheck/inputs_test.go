@@ -247,10 +247,13 @@ spec:
             - {name: MODE, value: prod}
           resources: &res
             requests: {cpu: 100m}
+          lifecycle: &hooks
+            postStart: {exec: {command: [touch, /tmp/started]}}
         - name: helper
           image: helper:1
           env: *env
           resources: *res
+          lifecycle: *hooks
 `},
 }
 
