@@ -184,7 +184,9 @@ func object(root, obj *yaml.Node, first int, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}
-	unshare(root, w.pod)
+	if err := unshare(root, w.pod); err != nil {
+		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
+	}
 	if err := injectPod(w.pod, s); err != nil {
 		return Result{}, fmt.Errorf("%s %s: %w", kind, name, err)
 	}

@@ -308,6 +308,8 @@ func TestBadInput(t *testing.T) {
 			want: "bad.yaml: document 1: Pod p: bad input: the pod has a container named outrider that outrider inject did not add (no outrider.io/injected annotation): rename that container, or remove it to have inject add the sidecar"},
 		{name: "a hand-written sidecar", in: pod("", app) + "  initContainers:\n    - name: outrider\n      image: outrider:1\n      restartPolicy: Always\n      envFrom: [{configMapRef: {name: outrider-settings}}]\n",
 			want: "bad.yaml: document 1: Pod p: bad input: the pod has a container named outrider that outrider inject did not add (no outrider.io/injected annotation): rename that container, or remove it to have inject add the sidecar"},
+		{name: "aliases that expand without bound", in: pod("", app+aliasBomb(6)),
+			want: "bad.yaml: document 1: Pod p: bad input: the aliases of the pod spec expand to more than 100000 nodes: write the values out, or alias fewer of them"},
 		{name: "own preStop hook", in: pod("", app+"      lifecycle:\n        preStop:\n          exec:\n            command: [sleep, \"5\"]\n"),
 			want: `bad.yaml: document 1: Pod p: bad input: container app already has a preStop hook; outrider's drain needs it (remove the hook, or set outrider.io/inject: "false")`},
 	} {
@@ -325,6 +327,17 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// aliasBomb is an app container's env whose aliases of aliases name 10ⁿ
+// variables: a "billion laughs" document, small as written.
+func aliasBomb(n int) string {
+	var b strings.Builder
+	b.WriteString("      env: &e\n        - &a0 {name: A, value: a}\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "        - &a%d [%s]\n", i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d, ", i-1), 10), ", "))
+	}
+	return b.String()
 }
 
 func TestSplitDocumentsKeepsEveryByte(t *testing.T) {

@@ -1,6 +1,10 @@
 package inject
 
-import "go.yaml.in/yaml/v3"
+import (
+	"fmt"
+
+	"go.yaml.in/yaml/v3"
+)
 
 // get is the value of key in the mapping m (or the mapping m is an alias
 // of); nil when m is no mapping or has no such key.
@@ -125,8 +129,10 @@ func mergeKey(n *yaml.Node, deep bool) *yaml.Node {
 // in it or a node around it, and each alias inside pod, becomes a copy of
 // the node it names. Otherwise outrider's preStop hook written into an
 // app's anchored lifecycle would reach every container and workload that
-// aliases it, and the hook taken off them would take theirs.
-func unshare(root, pod *yaml.Node) {
+// aliases it, and the hook taken off them would take theirs. Copies of
+// more than maxCopied nodes in all are an error: aliases of aliases can
+// name exponentially many (a "billion laughs" document).
+func unshare(root, pod *yaml.Node) error {
 	in := map[*yaml.Node]bool{}
 	var mark func(n *yaml.Node)
 	mark = func(n *yaml.Node) {
@@ -151,29 +157,49 @@ func unshare(root, pod *yaml.Node) {
 		}
 		return false
 	}
-	var walk func(n *yaml.Node, inside bool)
-	walk = func(n *yaml.Node, inside bool) {
+	budget := maxCopied
+	var walk func(n *yaml.Node, inside bool) error
+	walk = func(n *yaml.Node, inside bool) error {
 		for i, c := range n.Content {
 			if c.Kind == yaml.AliasNode && c.Alias != nil && (inside || in[c.Alias] || holds(c.Alias)) {
-				n.Content[i] = copyNode(c.Alias)
+				cp, err := copyNode(c.Alias, &budget)
+				if err != nil {
+					return err
+				}
+				n.Content[i] = cp
 				continue
 			}
-			walk(c, inside || c == pod)
+			if err := walk(c, inside || c == pod); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	walk(root, root == pod)
+	return walk(root, root == pod)
 }
 
-// copyNode is a deep copy of n with its aliases written out and no anchor.
-func copyNode(n *yaml.Node) *yaml.Node {
+// maxCopied bounds the nodes unshare writes out: far above what a
+// pod spec's aliases name.
+const maxCopied = 100_000
+
+// copyNode is a deep copy of n with its aliases written out and no anchor,
+// taking one from budget for each node; an error once budget is spent.
+func copyNode(n *yaml.Node, budget *int) (*yaml.Node, error) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		return copyNode(n.Alias)
+		return copyNode(n.Alias, budget)
+	}
+	if *budget--; *budget < 0 {
+		return nil, fmt.Errorf("%w: the aliases of the pod spec expand to more than %d nodes: write the values out, or alias fewer of them", ErrBadInput, maxCopied)
 	}
 	c := *n
 	c.Anchor = ""
 	c.Content = make([]*yaml.Node, len(n.Content))
 	for i, child := range n.Content {
-		c.Content[i] = copyNode(child)
+		cc, err := copyNode(child, budget)
+		if err != nil {
+			return nil, err
+		}
+		c.Content[i] = cc
 	}
-	return &c
+	return &c, nil
 }
