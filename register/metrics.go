@@ -25,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrider_consul_registrations_total",
-			Help: "Service registrations Consul accepted, by reason: start, repair (Consul had lost the instance) or config (new settings).",
+			Help: "Service registrations Consul accepted, by reason: start, repair (Consul had lost the instance) or config (new settings, or a new token in CONSUL_HTTP_TOKEN_FILE).",
 		}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrider_consul_errors_total",

@@ -449,6 +449,23 @@ func (r *Registrar) Update(svc Service) error {
 	return nil
 }
 
+// Reregister registers the instance again in place with the same
+// settings, with reason config, as Update does for new ones. The local
+// Consul agent syncs the instance and its checks to the catalog with the
+// ACL token they were registered with: after a new token, the old one
+// deleted, the agent's updates (the probe's status, the deregistration on
+// stop) would no longer reach the catalog until they are registered again
+// with the new one.
+func (r *Registrar) Reregister() {
+	r.mu.Lock()
+	r.gen++
+	if r.pending == "" {
+		r.pending = reasonConfig
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
 func (r *Registrar) wake() {
 	select {
 	case r.kick <- struct{}{}:

@@ -54,6 +54,9 @@ type agent struct {
 	// consul is the one Consul client of the registrar and the peer
 	// cache, built by consulClient on first use.
 	consul *consul.Client
+	// consulToken is CONSUL_HTTP_TOKEN_FILE, read again for each request
+	// to Consul; nil without the variable. consulClient sets it.
+	consulToken *tokenFile
 	// proxy is set by addProxy (nil with OUTRIDER_PROXY_LISTEN=off); the
 	// shutdown sequence calls its Drain.
 	proxy *proxy.Proxy
@@ -379,5 +382,8 @@ func (a *agent) consulClient() (*consul.Client, string, error) {
 	}
 	c.AddHeader("User-Agent", version.UserAgent())
 	a.consul = c
+	if cfg.TokenFile != "" {
+		a.consulToken = &tokenFile{path: cfg.TokenFile, log: a.log.With("component", "consul")}
+	}
 	return c, url, nil
 }

@@ -20,7 +20,11 @@ func (a *agent) addPeers() error {
 	if err != nil {
 		return err
 	}
-	cache, err := peers.New(client.Health(), a.reg, peers.Options{Log: a.log.With("component", "peers")})
+	var health peers.Health = client.Health()
+	if a.consulToken != nil {
+		health = tokenHealth{client.Health(), a.consulToken}
+	}
+	cache, err := peers.New(health, a.reg, peers.Options{Log: a.log.With("component", "peers")})
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,11 @@ func (a *agent) addRegistry() error {
 	if err != nil {
 		return err
 	}
-	r, err := register.New(client.Agent(), registration(a.cfg), register.Options{
+	var agent register.Agent = client.Agent()
+	if a.consulToken != nil {
+		agent = tokenAgent{client.Agent(), a.consulToken}
+	}
+	r, err := register.New(agent, registration(a.cfg), register.Options{
 		ConsulAddr: addr,
 		Log:        a.log.With("component", "register"),
 		Registerer: a.reg,
@@ -37,6 +41,9 @@ func (a *agent) addRegistry() error {
 		return err
 	}
 	a.registrar = r
+	if a.consulToken != nil {
+		a.consulToken.changed = r.Reregister
+	}
 	a.status["consul"] = func() any { return r.Status() }
 
 	var verdicts <-chan probe.Verdict

@@ -497,6 +497,90 @@ func TestRegistryACLTokenFromFile(t *testing.T) {
 	}
 }
 
+// TestRegistryACLTokenFileRotated: a token rotated in
+// CONSUL_HTTP_TOKEN_FILE as a Kubernetes Secret volume does it (the
+// ..data symlink swapped to a new directory), the old token then deleted
+// in Consul: outrider heartbeats, registers again and deregisters on
+// SIGTERM with the new token, without a restart.
+func TestRegistryACLTokenFileRotated(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
+	c := srv.Client()
+	rules, err := os.ReadFile("../../deploy/k8s/consul/acl-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "outrider-echo", Rules: string(rules)}, nil)
+	if err != nil {
+		t.Fatalf("create policy: %v", err)
+	}
+	token := func(desc string) *consul.ACLToken {
+		tok, _, err := c.ACL().TokenCreate(&consul.ACLToken{Description: desc, Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+		if err != nil {
+			t.Fatalf("create token: %v", err)
+		}
+		return tok
+	}
+	old, cur := token("echo sidecar, old"), token("echo sidecar, new")
+
+	// The layout of a Secret volume: token -> ..data/token, ..data -> ..<version>.
+	dir := t.TempDir()
+	version := func(name, secret string) {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "token"), []byte(secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(name, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", old.SecretID)
+	if err := os.Symlink("..data/token", filepath.Join(dir, "token")); err != nil {
+		t.Fatal(err)
+	}
+	a := regStart(t, srv, "CONSUL_HTTP_TOKEN_FILE="+filepath.Join(dir, "token"))
+	a.waitHealth("passing", 20*time.Second)
+
+	version("..v2", cur.SecretID)
+	// Registered again with the new token before the old one goes.
+	regEventually(t, 2*regHeartbeat+regSlack, "a registration with the new token", func() (bool, string) {
+		n := a.metric(`outrider_consul_registrations_total{reason="config"}`)
+		return n == 1, strconv.FormatFloat(n, 'f', -1, 64)
+	})
+	if _, err := c.ACL().TokenDelete(old.AccessorID, nil); err != nil {
+		t.Fatalf("delete the old token: %v", err)
+	}
+	// The local agent syncs the instance to the catalog with the token it
+	// was registered with: the app's health must still reach the catalog.
+	a.setHealthy(false)
+	a.waitHealth("critical", regFailures*regPeriod+regHeartbeat+regSlack)
+	a.setHealthy(true)
+	a.waitHealth("passing", regPeriod+regHeartbeat+regSlack)
+	if st := a.consulStatus(); st["consul"] != "ok" {
+		t.Errorf("/status consul = %v, want ok; last_error %v", st["consul"], st["last_error"])
+	}
+
+	a.outrider.Signal(syscall.SIGTERM)
+	if code := a.outrider.Wait(20 * time.Second); code != exitOK {
+		t.Errorf("exit status after SIGTERM = %d, want %d", code, exitOK)
+	}
+	if got := a.health(); got != "absent" {
+		t.Errorf("after SIGTERM the instance is %s in consul, want deregistered:\n%s", got, a.outrider.Output())
+	}
+	out := a.outrider.Output()
+	if strings.Contains(out, "ACL not found") {
+		t.Errorf("a request went with the deleted token:\n%s", out)
+	}
+	if strings.Contains(out, old.SecretID) || strings.Contains(out, cur.SecretID) {
+		t.Errorf("outrider logged a token")
+	}
+}
+
 // TestRegistryWrongACLToken: a token Consul does not know gives a clear
 // error, logged once, /ready 503 with the reason, counted errors — and
 // outrider stays up, retrying, instead of exiting in a crash loop.
