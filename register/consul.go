@@ -44,6 +44,20 @@ func notTaken(err error) bool {
 		errors.Is(err, http.ErrSchemeMismatch)
 }
 
+// deniedHint says what to do about a 401 or 403: Consul answers "ACL not
+// found" for a token it does not know (deleted, expired, or lost when a
+// Consul without persisted ACL data restarted), which no policy mends,
+// and "Permission denied: token … lacks permission …" for a token whose
+// policy falls short.
+func deniedHint(err error) string {
+	var se consul.StatusError
+	if errors.As(err, &se) && strings.Contains(se.Body, "ACL not found") {
+		return "consul does not know the token (deleted, expired, or lost by consul): " +
+			"set CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE to a token consul has, with service:write on the service"
+	}
+	return "set CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE to a token with service:write on the service"
+}
+
 // certNotVerified reports whether err is Consul's TLS certificate failing
 // verification: the handshake ended before any request was sent.
 func certNotVerified(err error) bool {

@@ -372,7 +372,7 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 	if c.state != c.prev {
 		switch c.state {
 		case linkDenied:
-			r.log.Error("consul refused outrider's ACL token; set CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE to a token with service:write on the service; retrying",
+			r.log.Error("consul refused outrider's ACL token; "+deniedHint(err)+"; retrying",
 				"service", name, "service_id", r.id, "op", op, "err", err)
 		case linkRejected:
 			r.log.Error("consul rejected a request; retrying", "service_id", r.id, "op", op, "err", err)

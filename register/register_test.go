@@ -543,6 +543,34 @@ func TestStopAfterADeregistrationConsulLeftUnanswered(t *testing.T) {
 	}
 }
 
+func TestDeniedNamesAnUnknownToken(t *testing.T) {
+	// A token Consul does not know is told apart from one whose policy
+	// falls short: a new policy would not mend the first.
+	for _, tc := range []struct {
+		body, want, notWant string
+	}{
+		{body: "ACL not found", want: "consul does not know the token", notWant: "CONSUL_HTTP_TOKEN_FILE to a token with"},
+		{body: `Permission denied: token with AccessorID 'a' lacks permission 'service:write' on "web"`,
+			want: "to a token with service:write on the service", notWant: "does not know"},
+	} {
+		t.Run(tc.body, func(t *testing.T) {
+			h := newHarness(t, 0.5)
+			h.consul.setError(403, tc.body)
+			h.start()
+			h.step(h.clock.NextWait(t).D)
+			if n := h.log.Count("consul refused outrider's ACL token"); n != 1 {
+				t.Fatalf("logged the ACL refusal %d times, want once", n)
+			}
+			if h.log.Count(tc.want) != 1 || h.log.Count(tc.notWant) != 0 {
+				t.Errorf("the refusal's hint does not say %q (or says %q)", tc.want, tc.notWant)
+			}
+			if err := h.stop(); err != nil {
+				t.Errorf("Run returned %v, want nil", err)
+			}
+		})
+	}
+}
+
 func TestStopDeregistersOnlyWhatConsulMayHold(t *testing.T) {
 	// An instance Consul never took has nothing to deregister, and no
 	// error to report when Consul is still away at the stop; one it took,
