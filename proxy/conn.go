@@ -517,6 +517,8 @@ func statusText(code int) string {
 		return "Bad Request"
 	case 405:
 		return "Method Not Allowed"
+	case 408:
+		return "Request Timeout"
 	case 431:
 		return "Request Header Fields Too Large"
 	case 502:

@@ -235,9 +235,9 @@ func (c *conn) sendFailed(err error, retry, inline bool) (retried bool) {
 	c.dropUpstream()
 	if res, ok := c.stopBody(true); ok {
 		c.o.reqN = res.n
-		if res.readErr != nil && !isTimeout(res.readErr) {
+		if res.clientFailed() {
 			// The client's body failed first: that is the cause.
-			c.failBody(res.readErr)
+			c.failBody(res)
 			return false
 		}
 		if res.appFailed {
@@ -371,12 +371,13 @@ func (c *conn) relayResponse(u *upConn) {
 
 	// clientFailed: the client's body failed first (not by the abort
 	// here), so an answer that then breaks off is the client's doing.
-	clientFailed := false
+	clientFailed, stalled := false, false
 	if res, ok := c.stopBody(true); ok {
 		c.o.reqN = res.n
 		keep = keep && res.readAll
 		upKeep = upKeep && res.written
-		clientFailed = res.readErr != nil && !isTimeout(res.readErr)
+		clientFailed = res.clientFailed()
+		stalled = res.stalled
 		// The client may still be sending the body it was answered
 		// before: closing now would reset the connection, as after the
 		// proxy's own error answers (see lingerClose). A client whose
@@ -387,6 +388,9 @@ func (c *conn) relayResponse(u *upConn) {
 	switch {
 	case pp.writeErr != nil, pp.readErr != nil && clientFailed:
 		c.o.code = CodeClientGone
+		if stalled && pp.writeErr == nil {
+			c.o.code = 408
+		}
 		keep, upKeep = false, false
 	case pp.readErr != nil:
 		// The app failed mid-response: the status is already sent, so the
@@ -415,7 +419,7 @@ func (c *conn) fail(code int, reason string, closeConn bool) {
 	if res, ok := c.stopBody(true); ok {
 		c.o.reqN = res.n
 		if res.readErr != nil {
-			c.failBody(res.readErr)
+			c.failBody(res)
 			return
 		}
 		closeConn = closeConn || !res.readAll
@@ -427,12 +431,20 @@ func (c *conn) fail(code int, reason string, closeConn bool) {
 	c.linger = closeConn
 }
 
-// failBody counts a request whose body could not be read from the client.
-func (c *conn) failBody(err error) {
+// failBody counts a request whose body could not be read from the client:
+// a malformed body gets its 4xx, a client that sent none of its body for
+// IOTimeout a 408, and one that left is counted 499.
+func (c *conn) failBody(res bodyResult) {
 	var he *headError
-	if errors.As(err, &he) {
+	switch {
+	case errors.As(res.readErr, &he):
 		c.o.code = he.code
 		c.o.respN = c.writeError(he.code, he.reason, true)
+		c.linger = true
+		return
+	case res.stalled:
+		c.o.code = 408
+		c.o.respN = c.writeError(408, "request body timed out: the client sent nothing for "+c.p.cfg.IOTimeout.String(), true)
 		c.linger = true
 		return
 	}
@@ -702,6 +714,15 @@ type bodyResult struct {
 	// appFailed is set when a write to the app timed out before the copy
 	// was stopped: the app stopped reading the body.
 	appFailed bool
+	// stalled is set when a read from the client timed out before the
+	// copy was stopped: the client sent nothing for IOTimeout.
+	stalled bool
+}
+
+// clientFailed reports whether the body failed on the client's side: a
+// read that failed, other than the deadline stopBody set to stop it.
+func (r bodyResult) clientFailed() bool {
+	return r.readErr != nil && (!isTimeout(r.readErr) || r.stalled)
 }
 
 // startBody streams the request body to u from a second goroutine, so the
@@ -740,6 +761,7 @@ func (c *conn) startBody(u *upConn) {
 		// to the reader of its response: an app that answers early and
 		// closes may still be sending its answer.
 		res.appFailed = isTimeout(pp.writeErr) && !c.bodyStop.Load()
+		res.stalled = isTimeout(pp.readErr) && !c.bodyStop.Load()
 		if pp.readErr != nil || res.appFailed {
 			// The app waits for the rest of a body that will not come, or
 			// will not take it, and answers nothing: end the exchange so

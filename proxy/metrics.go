@@ -27,7 +27,7 @@ var codeNames = func() (s [numCodes]string) {
 }()
 
 var requestsDesc = prometheus.NewDesc("outrider_http_requests_total",
-	"Requests answered by outrider's proxy: forwarded to the app, or refused by the proxy itself (400, 405, 431, 505); by method (standard methods, else OTHER) and status code (499: the client went away first).",
+	"Requests answered by outrider's proxy: forwarded to the app, or refused by the proxy itself (400, 405, 408, 431, 505); by method (standard methods, else OTHER) and status code (499: the client went away first).",
 	[]string{"method", "code"}, nil)
 
 // metrics is the proxy's instrumentation. Counting a request touches only

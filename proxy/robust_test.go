@@ -317,6 +317,61 @@ func TestAppStopsReadingTheBody(t *testing.T) {
 	}
 }
 
+// TestClientStallsItsBody: a client that sends nothing of its request
+// body for IOTimeout gets a 408 and its connection closed, and the request
+// is counted 408; it was answered 502, "app closed the connection", and
+// counted as the app's failure, which showed in the 5xx ratio. An answer
+// the app had started is cut, and counted 408 too.
+func TestClientStallsItsBody(t *testing.T) {
+	for _, tc := range []struct {
+		name, head  string
+		answerFirst bool
+		wantCode    int
+	}{
+		{"length", "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789", false, 408},
+		{"chunked", "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n0123456789", false, 408},
+		{"answer started", "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789", true, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				if tc.answerFirst {
+					_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+			})
+			tp := startProxy(t, app, func(c *Config) {
+				c.IOTimeout = 300 * time.Millisecond
+				c.ClientCheckInterval = 20 * time.Millisecond
+			})
+			rc := dialRaw(t, tp.addr)
+			rc.send(tc.head)
+			_ = rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp := rc.response("POST")
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.wantCode {
+				t.Errorf("got %d %q, want %d", resp.StatusCode, b, tc.wantCode)
+			}
+			if want := "408 Request Timeout"; tc.wantCode == 408 && resp.Status != want {
+				t.Errorf("status line: got %q, want %q", resp.Status, want)
+			}
+			if !rc.closed() {
+				t.Error("the client connection is still open")
+			}
+			if got := tp.metric(t, "outrider_http_requests_in_flight").GetGauge().GetValue(); got != 0 {
+				t.Errorf("in flight: got %v, want 0", got)
+			}
+			tp.settle(t)
+			if got := tp.counts(t); got["POST 408"] != 1 || len(got) != 1 {
+				t.Errorf("counts: got %v, want one POST 408", got)
+			}
+		})
+	}
+}
+
 // headApp answers every request with its own head as the body.
 func headApp(t *testing.T) string {
 	return fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
