@@ -51,12 +51,16 @@ func notTaken(err error) bool {
 // policy falls short.
 func deniedHint(err error) string {
 	var se consul.StatusError
-	if errors.As(err, &se) && strings.Contains(se.Body, "ACL not found") {
+	if errors.As(err, &se) && unknownToken(se) {
 		return "consul does not know the token (deleted, expired, or lost by consul): " +
 			"set CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE to a token consul has, with service:write on the service"
 	}
 	return "set CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE to a token with service:write on the service"
 }
+
+// unknownToken reports whether Consul answered that it does not know the
+// token.
+func unknownToken(se consul.StatusError) bool { return strings.Contains(se.Body, "ACL not found") }
 
 // certNotVerified reports whether err is Consul's TLS certificate failing
 // verification: the handshake ended before any request was sent.

@@ -258,8 +258,8 @@ func TestWrongTokenAgainstConsul(t *testing.T) {
 	if err == nil {
 		t.Fatalf("registration with a wrong token succeeded")
 	}
-	if got := classify(err); got != linkDenied {
-		t.Errorf("classify(%v) = %s, want %s", err, got, linkDenied)
+	if got := classify(err); got != linkUnknownToken {
+		t.Errorf("classify(%v) = %s, want %s", err, got, linkUnknownToken)
 	}
 	var se consul.StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusForbidden {

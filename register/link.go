@@ -18,7 +18,11 @@ const (
 	linkOK          linkState = "ok"
 	linkUnreachable linkState = "unreachable"
 	linkDenied      linkState = "denied"
-	linkRejected    linkState = "rejected"
+	// linkUnknownToken: Consul does not know the ACL token ("ACL not
+	// found": deleted, expired, or lost by a restarted Consul), which no
+	// policy mends, unlike denied.
+	linkUnknownToken linkState = "unknown_token"
+	linkRejected     linkState = "rejected"
 	// linkUntrusted: Consul's TLS certificate did not verify, so no
 	// request reached it.
 	linkUntrusted linkState = "untrusted"
@@ -132,6 +136,8 @@ func classify(err error) linkState {
 	var se consul.StatusError
 	if errors.As(err, &se) {
 		switch {
+		case (se.Code == 401 || se.Code == 403) && unknownToken(se):
+			return linkUnknownToken
 		case se.Code == 401 || se.Code == 403:
 			return linkDenied
 		case se.Code >= 500 || se.Code == http.StatusTooManyRequests:

@@ -371,7 +371,7 @@ func (r *Registrar) fail(ctx context.Context, op string, err error) time.Duratio
 
 	if c.state != c.prev {
 		switch c.state {
-		case linkDenied:
+		case linkDenied, linkUnknownToken:
 			r.log.Error("consul refused outrider's ACL token; "+deniedHint(err)+"; retrying",
 				"service", name, "service_id", r.id, "op", op, "err", err)
 		case linkRejected:

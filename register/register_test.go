@@ -547,11 +547,11 @@ func TestDeniedNamesAnUnknownToken(t *testing.T) {
 	// A token Consul does not know is told apart from one whose policy
 	// falls short: a new policy would not mend the first.
 	for _, tc := range []struct {
-		body, want, notWant string
+		body, want, notWant, state string
 	}{
-		{body: "ACL not found", want: "consul does not know the token", notWant: "CONSUL_HTTP_TOKEN_FILE to a token with"},
+		{body: "ACL not found", want: "consul does not know the token", notWant: "CONSUL_HTTP_TOKEN_FILE to a token with", state: "unknown_token"},
 		{body: `Permission denied: token with AccessorID 'a' lacks permission 'service:write' on "web"`,
-			want: "to a token with service:write on the service", notWant: "does not know"},
+			want: "to a token with service:write on the service", notWant: "does not know", state: "denied"},
 	} {
 		t.Run(tc.body, func(t *testing.T) {
 			h := newHarness(t, 0.5)
@@ -564,10 +564,36 @@ func TestDeniedNamesAnUnknownToken(t *testing.T) {
 			if h.log.Count(tc.want) != 1 || h.log.Count(tc.notWant) != 0 {
 				t.Errorf("the refusal's hint does not say %q (or says %q)", tc.want, tc.notWant)
 			}
+			if got := h.r.Status().Consul; got != tc.state {
+				t.Errorf("/status consul = %q, want %q", got, tc.state)
+			}
 			if err := h.stop(); err != nil {
 				t.Errorf("Run returned %v, want nil", err)
 			}
 		})
+	}
+}
+
+// A token mended halfway (Consul knows the new one, whose policy falls
+// short) is a new refusal, logged with its own hint.
+func TestDeniedAfterAnUnknownTokenIsLogged(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.consul.setError(403, "ACL not found")
+	h.start()
+	next := h.step(h.clock.NextWait(t).D)
+	h.consul.setError(403, `Permission denied: token with AccessorID 'a' lacks permission 'service:write' on "web"`)
+	h.step(next)
+	if n := h.log.Count("consul refused outrider's ACL token"); n != 2 {
+		t.Errorf("logged the ACL refusals %d times, want twice: once for each kind", n)
+	}
+	if n := h.log.Count("to a token with service:write on the service"); n != 1 {
+		t.Errorf("logged the policy's hint %d times, want once", n)
+	}
+	if got := h.r.Status().Consul; got != "denied" {
+		t.Errorf("/status consul = %q, want denied", got)
+	}
+	if err := h.stop(); err != nil {
+		t.Errorf("Run returned %v, want nil", err)
 	}
 }
 

@@ -597,9 +597,9 @@ func TestRegistryWrongACLToken(t *testing.T) {
 		t.Fatalf("outrider exited:\n%s", a.outrider.Output())
 	}
 	code, body := a.get(a.metrics + "/ready")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "registered: not registered: consul denied") ||
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "registered: not registered: consul unknown_token") ||
 		!strings.Contains(body, "ACL not found") {
-		t.Errorf("/ready = %d %q, want 503 saying consul denied the registration (ACL not found)", code, body)
+		t.Errorf("/ready = %d %q, want 503 saying consul does not know the token (ACL not found)", code, body)
 	}
 	if n := strings.Count(a.outrider.Output(), "consul refused outrider's ACL token"); n != 1 {
 		t.Errorf("logged the ACL refusal %d times, want once:\n%s", n, a.outrider.Output())
