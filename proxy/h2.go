@@ -65,6 +65,11 @@ func newH2Server(p *Proxy) *h2Server {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(context.Cause(r.Context()), errBodyStalled) {
+				p.cfg.Log.Debug("h2c: request body timed out", "app", p.cfg.Upstream, "timeout", p.cfg.IOTimeout)
+				http.Error(w, "request body timed out: the client sent nothing for "+p.cfg.IOTimeout.String(), http.StatusRequestTimeout)
+				return
+			}
 			if r.Context().Err() != nil {
 				return
 			}
@@ -162,7 +167,12 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 		m.inFlight.Add(1)
 		sw := &statusWriter{ResponseWriter: w}
 		body := &countingBody{ReadCloser: r.Body}
-		r.Body = body
+		ctx, cancel := context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		stall := &stallBody{ReadCloser: body, timeout: s.p.cfg.IOTimeout, cancel: cancel}
+		defer stall.stop()
+		r = r.WithContext(ctx)
+		r.Body = stall
 		// ReverseProxy aborts a stream whose answer fails mid-body by
 		// panicking with http.ErrAbortHandler: count it, then let the
 		// panic reach the server, which resets the stream.
@@ -171,7 +181,11 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 			m.inFlight.Add(-1)
 			code := sw.code
 			switch {
-			case r.Context().Err() != nil, sw.failed:
+			case errors.Is(context.Cause(ctx), errBodyStalled) && !sw.failed:
+				// The client sent nothing of its body for IOTimeout: it
+				// got a 408, or its answer was cut.
+				code = http.StatusRequestTimeout
+			case ctx.Err() != nil, sw.failed:
 				// The client left, or a write to it failed (the server
 				// may cancel the stream only after the write fails).
 				code = CodeClientGone
@@ -234,6 +248,51 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
 	return n, err
+}
+
+// errBodyStalled cancels a stream whose request body brought nothing for
+// IOTimeout.
+var errBodyStalled = errors.New("request body timed out")
+
+// stallBody ends a stream whose client sends nothing of its body for
+// timeout, as the HTTP/1.1 path's body read does: a Read that waits that
+// long cancels the request with errBodyStalled and closes the body, which
+// ends the Read (once the answer has begun, the transport sees the
+// cancellation only when the body's copy ends); the app's stream is reset,
+// and the client's if its answer had begun. Only a pending Read is timed,
+// so a body the app does not take (the copy then waits on the app's flow
+// control, not on a Read) and a body that has ended are never cut.
+type stallBody struct {
+	io.ReadCloser
+	timeout time.Duration
+	cancel  context.CancelCauseFunc
+	mu      sync.Mutex
+	timer   *time.Timer
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.timeout, func() {
+			b.cancel(errBodyStalled)
+			_ = b.ReadCloser.Close()
+		})
+	} else {
+		b.timer.Reset(b.timeout)
+	}
+	b.mu.Unlock()
+	n, err := b.ReadCloser.Read(p)
+	b.stop()
+	return n, err
+}
+
+// stop stops the timer of a Read that has returned, or of the stream.
+func (b *stallBody) stop() {
+	b.mu.Lock()
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	b.mu.Unlock()
 }
 
 // serve hands an HTTP/2 client connection to the server; buffered are the

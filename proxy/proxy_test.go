@@ -1762,6 +1762,121 @@ func TestH2CClientStopsReading(t *testing.T) {
 	}
 }
 
+// TestH2CClientStallsItsBody: an HTTP/2 stream whose request body brings
+// nothing for IOTimeout ends, as on HTTP/1.1 (see TestClientStallsItsBody):
+// the client gets a 408, or the stream is reset if the answer had begun,
+// the app's request is cancelled, and the stream is counted 408. It stayed
+// in flight, and the app's request open, for as long as the client kept its
+// connection. A body that keeps coming, slowly; one the app does not read;
+// and a long answer after a body that ended are left alone.
+func TestH2CClientStallsItsBody(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	cases := []struct {
+		name     string
+		path     string
+		body     func(w *io.PipeWriter) // writes the body; nil: none
+		wantCode int                    // what the client gets; 0: a reset stream
+		counted  string
+	}{
+		{"stalled", "/echo", func(w *io.PipeWriter) { io.WriteString(w, "0123456789") }, 408, "POST 408"},
+		{"stalled after the answer began", "/answer-first", func(w *io.PipeWriter) { io.WriteString(w, "0123456789") }, 0, "POST 408"},
+		{"slow but coming", "/echo", func(w *io.PipeWriter) {
+			for range 8 {
+				io.WriteString(w, "x")
+				time.Sleep(timeout / 3)
+			}
+			w.Close()
+		}, 200, "POST 200"},
+		{"not read by the app", "/no-read", func(w *io.PipeWriter) {
+			w.Write(make([]byte, 16<<20))
+		}, 200, "POST 200"},
+		{"long answer after the body", "/stream", func(w *io.PipeWriter) {
+			io.WriteString(w, "ping")
+			w.Close()
+		}, 200, "POST 200"},
+		{"long answer, no body", "/stream", nil, 200, "GET 200"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			appEnded := make(chan error, 1)
+			app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/answer-first":
+					w.WriteHeader(200)
+					w.(http.Flusher).Flush()
+					fallthrough
+				case "/echo":
+					b, err := io.ReadAll(r.Body)
+					appEnded <- err
+					w.Write(b)
+				case "/no-read":
+					time.Sleep(3 * timeout)
+					appEnded <- nil
+				case "/stream":
+					io.Copy(io.Discard, r.Body)
+					for range 8 {
+						io.WriteString(w, "tick\n")
+						w.(http.Flusher).Flush()
+						time.Sleep(timeout / 3)
+					}
+					appEnded <- nil
+				}
+			}))
+			tp := startProxy(t, app, func(c *Config) { c.IOTimeout = timeout })
+			client := h2cClient(t)
+			// Without an end to the stall, the client gives up after 5 s:
+			// its body fails, which resets the stream.
+			pr, pw := io.Pipe()
+			var gaveUp atomic.Bool
+			giveUp := time.AfterFunc(5*time.Second, func() {
+				gaveUp.Store(true)
+				pw.CloseWithError(errors.New("the test gave up"))
+			})
+			defer giveUp.Stop()
+			defer pw.Close()
+			method, body := "GET", io.Reader(nil)
+			if tc.body != nil {
+				go tc.body(pw)
+				method, body = "POST", pr
+			}
+			req, _ := http.NewRequest(method, "http://"+tp.addr+tc.path, body)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("%v; want an answer within IOTimeout of the stall", err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case tc.wantCode == 0 && err == nil:
+				t.Errorf("got the whole answer %d %q, want the stream reset", resp.StatusCode, b)
+			case tc.wantCode != 0 && (err != nil || resp.StatusCode != tc.wantCode):
+				t.Errorf("got %d %q (%v), want %d", resp.StatusCode, b, err, tc.wantCode)
+			}
+			if gaveUp.Load() {
+				t.Error("the exchange still ran after 5 s, want it ended within IOTimeout of the stall")
+			}
+			if tc.wantCode == 408 && !strings.Contains(string(b), "request body timed out") {
+				t.Errorf("got %q, want it to say the request body timed out", b)
+			}
+			select {
+			case err := <-appEnded:
+				if tc.wantCode == 0 || tc.wantCode == 408 {
+					if err == nil {
+						t.Error("the app read the whole body, want its request cancelled")
+					}
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the app's request still runs, want it cancelled")
+			}
+			client.CloseIdleConnections()
+			tp.settle(t) // fails if the stream is left in flight
+			if got := tp.counts(t); got[tc.counted] != 1 || len(got) != 1 {
+				t.Errorf("counts: got %v, want one %s", got, tc.counted)
+			}
+		})
+	}
+}
+
 // startH2CApp serves handler over HTTP/2 cleartext only, as a gRPC app
 // without TLS does, and returns its address.
 func startH2CApp(t *testing.T, handler http.Handler) string {
