@@ -169,7 +169,7 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 		body := &countingBody{ReadCloser: r.Body}
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
-		stall := &stallBody{ReadCloser: body, timeout: s.p.cfg.IOTimeout, cancel: cancel}
+		stall := &stallBody{ReadCloser: body, timeout: s.p.cfg.IOTimeout, cancel: cancel, answered: &sw.begun}
 		defer stall.stop()
 		r = r.WithContext(ctx)
 		r.Body = stall
@@ -217,11 +217,15 @@ type statusWriter struct {
 	code   int
 	n      int64
 	failed bool
+	// begun is set once the answer's status is sent, for stallBody,
+	// which reads it from its timer.
+	begun atomic.Bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.code == 0 && code >= 200 {
 		w.code = code
+		w.begun.Store(true)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -229,6 +233,7 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = 200
+		w.begun.Store(true)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.n += int64(n)
@@ -255,25 +260,33 @@ func (b *countingBody) Read(p []byte) (int, error) {
 var errBodyStalled = errors.New("request body timed out")
 
 // stallBody ends a stream whose client sends nothing of its body for
-// timeout, as the HTTP/1.1 path's body read does: a Read that waits that
-// long cancels the request with errBodyStalled and closes the body, which
-// ends the Read (once the answer has begun, the transport sees the
-// cancellation only when the body's copy ends); the app's stream is reset,
-// and the client's if its answer had begun. Only a pending Read is timed,
-// so a body the app does not take (the copy then waits on the app's flow
-// control, not on a Read) and a body that has ended are never cut.
+// timeout before its answer has begun, as the HTTP/1.1 path's body read
+// does: a Read that waits that long cancels the request with
+// errBodyStalled and closes the body, which ends the Read; the client gets
+// a 408 and the app's stream is reset. Only a pending Read is timed, so a
+// body the app does not take (the copy then waits on the app's flow
+// control, not on a Read) and a body that has ended are never cut. Nor is
+// one whose answer has begun: that is a bidirectional stream (gRPC), whose
+// client may send nothing for minutes while the app's messages come.
 type stallBody struct {
 	io.ReadCloser
-	timeout time.Duration
-	cancel  context.CancelCauseFunc
-	mu      sync.Mutex
-	timer   *time.Timer
+	timeout  time.Duration
+	cancel   context.CancelCauseFunc
+	answered *atomic.Bool
+	mu       sync.Mutex
+	timer    *time.Timer
 }
 
 func (b *stallBody) Read(p []byte) (int, error) {
+	if b.answered.Load() {
+		return b.ReadCloser.Read(p)
+	}
 	b.mu.Lock()
 	if b.timer == nil {
 		b.timer = time.AfterFunc(b.timeout, func() {
+			if b.answered.Load() {
+				return
+			}
 			b.cancel(errBodyStalled)
 			_ = b.ReadCloser.Close()
 		})

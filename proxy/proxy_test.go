@@ -1763,12 +1763,13 @@ func TestH2CClientStopsReading(t *testing.T) {
 }
 
 // TestH2CClientStallsItsBody: an HTTP/2 stream whose request body brings
-// nothing for IOTimeout ends, as on HTTP/1.1 (see TestClientStallsItsBody):
-// the client gets a 408, or the stream is reset if the answer had begun,
-// the app's request is cancelled, and the stream is counted 408. It stayed
-// in flight, and the app's request open, for as long as the client kept its
-// connection. A body that keeps coming, slowly; one the app does not read;
-// and a long answer after a body that ended are left alone.
+// nothing for IOTimeout before its answer has begun ends, as on HTTP/1.1
+// (see TestClientStallsItsBody): the client gets a 408, the app's request
+// is cancelled, and the stream is counted 408. It stayed in flight, and the
+// app's request open, for as long as the client kept its connection. A
+// body that keeps coming, slowly; one the app does not read; a long answer
+// after a body that ended; and a client quiet while its answer comes (a
+// bidirectional gRPC stream) are left alone.
 func TestH2CClientStallsItsBody(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	cases := []struct {
@@ -1779,7 +1780,14 @@ func TestH2CClientStallsItsBody(t *testing.T) {
 		counted  string
 	}{
 		{"stalled", "/echo", func(w *io.PipeWriter) { io.WriteString(w, "0123456789") }, 408, "POST 408"},
-		{"stalled after the answer began", "/answer-first", func(w *io.PipeWriter) { io.WriteString(w, "0123456789") }, 0, "POST 408"},
+		// A bidirectional stream (gRPC): its client may be quiet for
+		// longer than IOTimeout while the app's answer is under way.
+		{"quiet after the answer began", "/answer-first", func(w *io.PipeWriter) {
+			io.WriteString(w, "0123")
+			time.Sleep(3 * timeout)
+			io.WriteString(w, "456789")
+			w.Close()
+		}, 200, "POST 200"},
 		{"slow but coming", "/echo", func(w *io.PipeWriter) {
 			for range 8 {
 				io.WriteString(w, "x")
