@@ -195,7 +195,7 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 				code = 200
 			}
 			end := s.p.cfg.Now()
-			m.count(methodClass([]byte(r.Method)), code, end.Sub(start), end, body.n, sw.n)
+			m.count(methodClass([]byte(r.Method)), code, end.Sub(start), end, body.n.Load(), sw.n)
 			if aborted != nil {
 				panic(aborted)
 			}
@@ -244,14 +244,17 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush and the rest.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// countingBody counts the bytes of a request body. n is atomic: a stream
+// that ends before its body (a stall, a reset) is counted while the
+// transport's copy may still be in a Read.
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	n atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 
