@@ -746,8 +746,11 @@ func TestShutdownExitsDespiteSilentConnections(t *testing.T) {
 // Through the drain delay every answer says "Connection: close", so the
 // pool leaves its connections one answer at a time, and none is closed
 // idle under a POST being sent on it when the proxy stops accepting. What
-// fails is only the dials after the listener closed, which never reached
-// outrider: a client with a second instance sends those there.
+// may fail is only new connections as the listener closes, after the
+// delay: a dial refused, or one whose handshake the kernel completed but
+// that outrider never accepted, reset. A client that follows Consul has
+// stopped dialing the instance by then, and one with a second instance
+// sends those requests there.
 func TestShutdownKeepAlivePoolLosesNoPost(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t)
@@ -762,9 +765,11 @@ func TestShutdownKeepAlivePoolLosesNoPost(t *testing.T) {
 	var (
 		mu                    sync.Mutex
 		drainStarted, stopped bool
+		drainAt               time.Time
 		sent, keptInDelay     int
 		refused               int
-		lost                  []string
+		lost, raced           []string
+		racedAt               []time.Duration
 		wg                    sync.WaitGroup
 	)
 	for range workers {
@@ -779,8 +784,8 @@ func TestShutdownKeepAlivePoolLosesNoPost(t *testing.T) {
 				}
 				inDelay := drainStarted
 				mu.Unlock()
-				var got bool
-				trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { got = true }}
+				var got, reused bool
+				trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { got, reused = true, i.Reused }}
 				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
 					http.MethodPost, "http://"+in.proxy+"/echo", strings.NewReader("hello"))
 				if err != nil {
@@ -797,6 +802,8 @@ func TestShutdownKeepAlivePoolLosesNoPost(t *testing.T) {
 				switch {
 				case err != nil && !got:
 					refused++
+				case err != nil && !reused && drainStarted:
+					raced, racedAt = append(raced, err.Error()), append(racedAt, time.Since(drainAt))
 				case err != nil:
 					lost = append(lost, err.Error())
 				case resp.StatusCode != http.StatusOK:
@@ -819,7 +826,7 @@ func TestShutdownKeepAlivePoolLosesNoPost(t *testing.T) {
 		t.Fatalf("POST /drain: %d %s", code, body)
 	}
 	mu.Lock()
-	drainStarted = true
+	drainStarted, drainAt = true, time.Now()
 	mu.Unlock()
 	code, body := httpDo(t, mustRequest(t, http.MethodPost, in.outrider.admin+"/prestop"))
 	// Past the listener's close, so that the pool meets it.
@@ -828,14 +835,24 @@ func TestShutdownKeepAlivePoolLosesNoPost(t *testing.T) {
 	stopped = true
 	mu.Unlock()
 	wg.Wait()
-	t.Logf("%d POSTs, %d lost, %d dials refused after the listener closed; /prestop: %d %s", sent, len(lost), refused, code, body)
+	t.Logf("%d POSTs, %d lost, %d dials refused and %d new connections reset as the listener closed; /prestop: %d %s",
+		sent, len(lost), refused, len(raced), code, body)
 	if code != http.StatusOK {
 		t.Errorf("/prestop answered %d %s, want 200", code, body)
+	}
+	var rep shutdown.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatalf("/prestop's report %q: %v", body, err)
+	}
+	for i, at := range racedAt {
+		if at < time.Duration(rep.DelaySeconds*float64(time.Second)) {
+			t.Errorf("a POST on a new connection failed %s into the drain, within its delay (%.1fs): %s", at.Round(time.Millisecond), rep.DelaySeconds, raced[i])
+		}
 	}
 	if keptInDelay > 0 {
 		t.Errorf("%d answers during the drain kept their connection alive, want Connection: close on each", keptInDelay)
 	}
 	if len(lost) > 0 {
-		t.Errorf("%d POSTs lost on connections outrider had accepted, e.g. %s", len(lost), lost[0])
+		t.Errorf("%d POSTs lost on connections outrider had served before, e.g. %s", len(lost), lost[0])
 	}
 }
