@@ -248,7 +248,10 @@ func Load(getenv func(string) string, hostname string, interfaceAddr func() (str
 // loadOver is Load; file, when not nil, is the config file whose settings
 // getenv holds, so that an error can say which of them came from it.
 func loadOver(getenv func(string) string, hostname string, interfaceAddr func() (string, error), file *File) (Config, error) {
-	r := reader{getenv: getenv, file: file}
+	return loadReader(&reader{getenv: getenv, file: file}, hostname, interfaceAddr)
+}
+
+func loadReader(r *reader, hostname string, interfaceAddr func() (string, error)) (Config, error) {
 	var c Config
 
 	c.Log.Format = r.oneOf("OUTRIDER_LOG_FORMAT", "json", "json", "text")
@@ -368,7 +371,7 @@ func (r *reader) probe(appAddr string) Probe {
 	p.SuccessThreshold = r.positiveInt("OUTRIDER_PROBE_SUCCESS_THRESHOLD", 1)
 	p.EnvDeny = r.envNames("OUTRIDER_PROBE_ENV_DENY")
 	p.EnvAdd = r.envPairs("OUTRIDER_PROBE_ENV")
-	if spec.Kind != "" {
+	if spec.Kind != "" && !r.valuesOnly {
 		r.unusedByProbe(spec, r.str("OUTRIDER_PROBE", "") == "")
 	}
 	return p
@@ -628,6 +631,9 @@ type reader struct {
 	errs   []error
 	// file is the config file laid over the environment, nil without one.
 	file *File
+	// valuesOnly skips the probe settings the probe does not use, which
+	// depend on the probe a config file may set.
+	valuesOnly bool
 }
 
 func (r *reader) fail(name, value, want string) {

@@ -602,6 +602,53 @@ func TestLoadWithFileReportsBothAtOnce(t *testing.T) {
 	}
 }
 
+// TestLoadChecksWhatTheFileHides: a bad value of a variable the config
+// file also sets is refused, though the file's value is in force, since a
+// reload without the key would take it; whether the probe uses a setting
+// depends on the probe the file may set, and is not held against the
+// environment's value.
+func TestLoadChecksWhatTheFileHides(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, file string
+		env        map[string]string
+		want       []string // nil: loads
+	}{
+		{"a bad duration", "probe_period: 2s\n", map[string]string{"OUTRIDER_PROBE_PERIOD": "banana"}, []string{
+			`OUTRIDER_PROBE_PERIOD="banana" is not a duration (want e.g. 5s, 500ms); the config file's probe_period (%s:1) is in force over it, but a reload without that key would take this value and be refused (mend or unset the variable)`,
+		}},
+		{"a bad level and bad meta", "log_level: debug\nservice_meta: {team: shop}\n", map[string]string{"OUTRIDER_LOG_LEVEL": "verbose", "OUTRIDER_SERVICE_META": "team"}, []string{
+			`OUTRIDER_LOG_LEVEL="verbose" is not one of debug, info, warn, error; the config file's log_level (%s:1) is in force over it, but a reload without that key would take this value and be refused (mend or unset the variable)`,
+			`OUTRIDER_SERVICE_META="team" is not key=value; the config file's service_meta (%s:2) is in force over it, but a reload without that key would take this value and be refused (mend or unset the variable)`,
+		}},
+		{"headers the file's probe uses", "probe: http://127.0.0.1:8080/healthz\nprobe_headers: \"X-A: b\"\n",
+			map[string]string{"OUTRIDER_PROBE": "tcp://127.0.0.1:8080", "OUTRIDER_PROBE_HEADERS": "X-A: c"}, nil},
+		{"headers the file clears", "probe: tcp://127.0.0.1:8080\nprobe_headers: \"\"\n",
+			map[string]string{"OUTRIDER_PROBE": "http://127.0.0.1:8080/healthz", "OUTRIDER_PROBE_HEADERS": "X-A: c"}, nil},
+		{"good values", "probe_period: 2s\n", map[string]string{"OUTRIDER_PROBE_PERIOD": "3s"}, nil},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("f%d.yaml", i))
+			if err := os.WriteFile(path, []byte(tc.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e := map[string]string{"OUTRIDER_REGISTRY": "none", "OUTRIDER_CONFIG_FILE": path}
+			maps.Copy(e, tc.env)
+			_, _, err := LoadWithFile(func(k string) string { return e[k] }, "host1", nil)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("LoadWithFile: %v", err)
+				}
+				return
+			}
+			if got, want, same := sameErrors(err, tc.want, path); !same {
+				t.Errorf("errors:\n got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
 // TestProbeSettingsUnusedByTheFilesProbe: a config file whose probe
 // leaves a setting of the environment unused names the file's probe, not
 // OUTRIDER_PROBE, and says how the file clears the setting, or that the

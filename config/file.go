@@ -348,11 +348,15 @@ func loadWithFile(getenv func(string) string, hostname string, interfaceAddr fun
 		return c, nil, err
 	}
 	c, err := loadOver(f.Over(getenv), hostname, interfaceAddr, &f)
-	if err == nil {
+	hidden := hiddenByFile(getenv, hostname, interfaceAddr, f)
+	if err == nil && hidden == nil {
 		return c, data, nil
 	}
 	var errs []error
 	for _, e := range unjoinErr(err) {
+		if e == nil {
+			continue
+		}
 		var ce *Error
 		if errors.As(e, &ce) {
 			if v, ok := f.values[ce.Var]; ok {
@@ -361,7 +365,30 @@ func loadWithFile(getenv func(string) string, hostname string, interfaceAddr fun
 		}
 		errs = append(errs, e)
 	}
-	return c, nil, errors.Join(errs...)
+	return c, nil, errors.Join(append(errs, hidden...)...)
+}
+
+// hiddenByFile checks the environment's own value of each variable the
+// file sets. The file's value is the one in force, but a bad one in the
+// environment must not pass unseen: once the key leaves the file, the
+// reload would fall back to it and be refused, and only a restart could
+// mend it. Whether the probe uses a setting is not checked: the file's
+// probe may be the one that does.
+func hiddenByFile(getenv func(string) string, hostname string, interfaceAddr func() (string, error), f File) []error {
+	var hidden []error
+	_, err := loadReader(&reader{getenv: getenv, valuesOnly: true}, hostname, interfaceAddr)
+	for _, e := range unjoinErr(err) {
+		var ce *Error
+		if !errors.As(e, &ce) {
+			continue
+		}
+		if v, ok := f.values[ce.Var]; ok && strings.TrimSpace(getenv(ce.Var)) != "" {
+			hidden = append(hidden, &Error{Var: ce.Var, Value: ce.Value, Want: fmt.Sprintf(
+				"%s; the config file's %s (%s:%d) is in force over it, but a reload without that key would take this value and be refused (mend or unset the variable)",
+				ce.Want, v.key, f.Path, v.line)})
+		}
+	}
+	return hidden
 }
 
 func unjoinErr(err error) []error {
