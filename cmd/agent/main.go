@@ -1,5 +1,6 @@
 // Command outrider is the sidecar agent: it probes an app, registers it in
-// Consul, exports its metrics and drains it on shutdown. See README.md.
+// Consul, exports its metrics and drains it on shutdown. See README.md;
+// outrider help lists every variable.
 package main
 
 import (
@@ -33,7 +34,7 @@ Commands:
   prestop         ask the agent beside this shell to drain; exit 0 once it has
   inject [FILE]   add the outrider sidecar to Kubernetes YAML (stdin or files) and print it
 
-Configuration is read from the environment; see README.md for every variable.
+Configuration is read from the environment: outrider help lists every variable.
 `
 
 func main() {
@@ -128,7 +129,7 @@ func dispatch(args []string, getenv func(string) string, stdout, stderr io.Write
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		writeHelp(stdout)
 		return exitOK
 	case "run":
 		return runWrapped(args[1:], getenv, stderr)
