@@ -122,6 +122,14 @@ func readFile(path string) (File, []byte, error) {
 // yamlLine finds the line in the YAML parser's messages.
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// yamlParserError matches the messages of the YAML library's parser, as
+// against its scanner's; yamlLineless those of aliases and anchors, which
+// name no line.
+var (
+	yamlParserError = regexp.MustCompile(`^(did not find expected|found duplicate %|found incompatible YAML document|found undefined tag handle)`)
+	yamlLineless    = regexp.MustCompile(`^(unknown anchor|anchor '.*' value contains itself|document contains excessive aliasing)`)
+)
+
 // ParseFile parses data, the content of the config file at path: YAML (so
 // JSON too), a map of keys to strings, lists of strings or maps of
 // strings. Every problem is reported, each as a *FileError.
@@ -129,18 +137,20 @@ func ParseFile(path string, data []byte) (File, error) {
 	f := File{Path: path, values: map[string]fileValue{}}
 	docs, err := yamlDocuments(data)
 	if err != nil {
-		msg := err.Error()
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		line := 0
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 			line, _ = strconv.Atoi(m[1])
 			msg = m[2]
-			// The parser's own errors (not the scanner's) count lines from
-			// 0 in this YAML library; they all begin so.
-			if strings.HasPrefix(msg, "did not find expected") {
-				line++
-			}
-		} else {
-			msg = strings.TrimPrefix(msg, "yaml: ")
+		}
+		switch {
+		case yamlParserError.MatchString(msg):
+			// The parser's own errors (not the scanner's) count lines
+			// from 0 in this YAML library.
+			line++
+		case line == 0 && !yamlLineless.MatchString(msg):
+			// Both leave out a line 0: the scanner's is the first line.
+			line = 1
 		}
 		return File{}, errors.Join(&FileError{Path: path, Line: line, Msg: "not YAML or JSON: " + msg})
 	}
