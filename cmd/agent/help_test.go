@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outrider-sidecar/outrider/config"
 )
@@ -46,5 +47,47 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	}
 	if !strings.Contains(out, docsURL) {
 		t.Errorf("outrider help does not give %s", docsURL)
+	}
+}
+
+// TestHelpDefaultsAreInForce: each default outrider help gives as a plain
+// value is the one check-config prints with nothing set, so the help
+// cannot drift from the code.
+func TestHelpDefaultsAreInForce(t *testing.T) {
+	getenv := func(name string) string {
+		if name == "OUTRIDER_REGISTRY" {
+			return "none"
+		}
+		return ""
+	}
+	var stdout, stderr bytes.Buffer
+	if code := dispatch([]string{"check-config"}, getenv, &stdout, &stderr); code != exitOK {
+		t.Fatalf("outrider check-config: exit %d, stderr %s", code, stderr.String())
+	}
+	inForce := map[string]string{}
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		if name, value, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			inForce[name] = value
+		}
+	}
+	checked := 0
+	for _, v := range helpVars {
+		got, ok := inForce[v.name]
+		if !ok || v.name == "OUTRIDER_REGISTRY" || strings.ContainsAny(v.def, " <$…") {
+			continue // not printed, set by this test, or described rather than given
+		}
+		checked++
+		if got == v.def {
+			continue
+		}
+		if g, err := time.ParseDuration(got); err == nil {
+			if d, err := time.ParseDuration(v.def); err == nil && d == g {
+				continue
+			}
+		}
+		t.Errorf("outrider help gives %s [%s]; check-config prints %q", v.name, v.def, got)
+	}
+	if checked < 20 {
+		t.Errorf("only %d defaults compared; the help or check-config's output changed shape", checked)
 	}
 }
