@@ -101,19 +101,41 @@ func RunKeeper(args []string) int {
 // a client of a port, would wait with them. The keeper's own descriptors
 // (the runtime's) are all close-on-exec.
 func closeInherited(last int) {
+	for _, fd := range inherited(last) {
+		_ = unix.Close(fd)
+	}
+}
+
+// CloseInheritedOnExec marks close-on-exec the descriptors above standard
+// error that outrider inherited without it (a supervisor's socket, a
+// shell's pipe), so that no process it starts from then on gets them: an
+// exec probe's command, or what it left running (a daemon), held them
+// open after outrider died, and a reader waiting for end of file waited
+// for it. It is called once the wrapped app, which gets them, has started.
+func CloseInheritedOnExec() {
+	for _, fd := range inherited(2) {
+		unix.CloseOnExec(fd)
+	}
+}
+
+// inherited lists this process's descriptors above last without
+// close-on-exec: Go opens its own with it, so these came from the parent.
+func inherited(last int) []int {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		return
+		return nil
 	}
+	var fds []int
 	for _, e := range entries {
 		fd, err := strconv.Atoi(e.Name())
 		if err != nil || fd <= last {
 			continue
 		}
 		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
-			_ = unix.Close(fd)
+			fds = append(fds, fd)
 		}
 	}
+	return fds
 }
 
 // awaitExit waits for process pid, whose pidfd is fd (-1 without one), to

@@ -234,8 +234,13 @@ func (a *agent) build() error {
 	if a.wrapMode {
 		// Last, once every listener is bound: a port in use must not leave
 		// an app behind.
-		return a.startChild()
+		if err := a.startChild(); err != nil {
+			return err
+		}
 	}
+	// The app has its copies of the descriptors outrider inherited; an
+	// exec probe gets none.
+	wrap.CloseInheritedOnExec()
 	return nil
 }
 

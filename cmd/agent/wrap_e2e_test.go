@@ -740,3 +740,86 @@ func childrenNamed(t *testing.T, parent int, comm string) []int {
 	t.Helper()
 	return pidsOf(childrenWhere(t, parent, func(_ procfs.Proc, st procfs.ProcStat) bool { return st.Comm == comm }))
 }
+
+// TestExecProbeHoldsNoInheritedDescriptor: a descriptor outrider
+// inherited without close-on-exec (a supervisor's socket, a shell's pipe)
+// is not passed to an exec probe's command, which runs in a process group
+// of its own and so lives on after outrider is killed: the reader of the
+// pipe must see end of file when outrider dies, not when the probe's
+// command ends. A wrapped app still gets the descriptor.
+func TestExecProbeHoldsNoInheritedDescriptor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"sidecar", nil},
+		// The app says that it got fd 5, closes it and waits.
+		{"wrap", []string{"run", "--", "/bin/sh", "-c", `[ -e /proc/$$/fd/5 ] && echo app-holds-fd-5; exec 5>&-; exec sleep 60`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			cmd := exec.Command(testbin.Outrider(t), tc.args...)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
+				"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t),
+				"OUTRIDER_PROBE=exec:sleep 30", "OUTRIDER_PROBE_TIMEOUT=60s"}
+			out := &testlog.Buffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			// fd 5 in outrider.
+			cmd.ExtraFiles = []*os.File{nil, nil, w}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			pid := cmd.Process.Pid
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			var probe int
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				if probe > 0 {
+					_ = syscall.Kill(-probe, syscall.SIGKILL)
+				}
+				<-done
+				if t.Failed() {
+					t.Logf("outrider's output:\n%s", out.String())
+				}
+			})
+			regEventually(t, 10*time.Second, "the exec probe to run", func() (bool, string) {
+				probes := pidsOf(childrenWhere(t, pid, func(p procfs.Proc, _ procfs.ProcStat) bool {
+					args, err := p.CmdLine()
+					return err == nil && slices.Equal(args, []string{"sleep", "30"})
+				}))
+				if len(probes) != 1 {
+					return false, fmt.Sprintf("probes running: %v", probes)
+				}
+				probe = probes[0]
+				return true, ""
+			})
+			if tc.args != nil && !strings.Contains(out.String(), "app-holds-fd-5") {
+				t.Errorf("the wrapped app did not get the descriptor outrider inherited")
+			}
+			eof := make(chan time.Time, 1)
+			go func() {
+				_, _ = io.Copy(io.Discard, r)
+				eof <- time.Now()
+			}()
+			killed := time.Now()
+			_ = cmd.Process.Kill()
+			select {
+			case at := <-eof:
+				t.Logf("the pipe reached end of file %s after outrider was killed", at.Sub(killed).Round(time.Millisecond))
+			case <-time.After(3 * time.Second):
+				t.Errorf("the pipe outrider inherited is still open 3s after outrider was killed: the exec probe's command holds it")
+			}
+		})
+	}
+}
