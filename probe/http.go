@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -40,10 +41,11 @@ type httpProber struct {
 }
 
 // tlsMode is how a client handshakes: the name it asks for and verifies
-// ("" for the URL's host), and whether it verifies at all.
+// ("" for the URL's host), the URL's host, which it verifies too when it
+// asks for a name, and whether it verifies at all.
 type tlsMode struct {
-	serverName string
-	insecure   bool
+	serverName, urlHost string
+	insecure            bool
 }
 
 func newHTTPProber() *httpProber { return newHTTPProberTrusting(nil) }
@@ -59,17 +61,52 @@ func newHTTPProberTrusting(roots *x509.CertPool) *httpProber {
 func (p *httpProber) newClient(m tlsMode) *http.Client {
 	t := appTransport()
 	t.TLSClientConfig = &tls.Config{ServerName: m.serverName, InsecureSkipVerify: m.insecure, RootCAs: p.roots}
+	if m.serverName != "" && !m.insecure {
+		// Verified by verifyFor instead, against either name.
+		t.TLSClientConfig.InsecureSkipVerify = true
+		t.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+			return p.verifyFor(cs.PeerCertificates, m.serverName, m.urlHost)
+		}
+	}
 	return &http.Client{Transport: t, CheckRedirect: sameHostRedirects}
+}
+
+// verifyFor verifies the server's chain against the prober's roots and its
+// certificate against the first name, or else one of the others, as the
+// handshake would against one; the error is the first name's.
+func (p *httpProber) verifyFor(certs []*x509.Certificate, names ...string) error {
+	if len(certs) == 0 {
+		return errors.New("tls: the server sent no certificate")
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		intermediates.AddCert(c)
+	}
+	var first error
+	for _, name := range names {
+		_, err := certs[0].Verify(x509.VerifyOptions{Roots: p.roots, Intermediates: intermediates, DNSName: name})
+		if err == nil {
+			return nil
+		}
+		first = cmp.Or(first, err)
+	}
+	return &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: first}
 }
 
 // client returns the client for spec. A Host header names the server the
 // probe asks for: the TLS handshake sends that name (SNI) and verifies the
-// certificate against it, as a browser asking for the name would, not
-// against the URL's host, often an IP address the certificate does not
-// name. A non-ASCII name is left to the URL's host: the certificate holds
-// it in punycode, which only the client's own conversion makes.
+// certificate against it, as a browser asking for the name would, and not
+// only against the URL's host, often an IP address the certificate does
+// not name. A certificate for the URL's host verifies as well, as it does
+// without the header: the Host may name a virtual host of the app's that
+// its certificate does not hold. A non-ASCII name is left to the URL's
+// host: the certificate holds it in punycode, which only the client's own
+// conversion makes.
 func (p *httpProber) client(spec Spec) *http.Client {
 	m := tlsMode{serverName: tlsServerName(spec.Header.Get("Host")), insecure: spec.Insecure}
+	if m.serverName != "" && spec.URL != nil {
+		m.urlHost = spec.URL.Hostname()
+	}
 	switch {
 	case m.serverName == "" && m.insecure:
 		return p.insecure

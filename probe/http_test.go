@@ -494,34 +494,39 @@ func TestHTTPProber3xxWithoutLocation(t *testing.T) {
 // TestHTTPSProberHostHeaderNamesTheServer: an https probe of an address
 // with a Host header asks for that name in its handshake (SNI) and
 // verifies the certificate against it, as curl --connect-to does: a
-// certificate for app.example.com, served on 127.0.0.1, verifies.
+// certificate for app.example.com, served on 127.0.0.1, verifies. A
+// certificate for the URL's own host verifies too, as it does without a
+// Host header: the header names the app's virtual host, and need not be
+// a name its certificate holds.
 func TestHTTPSProberHostHeaderNamesTheServer(t *testing.T) {
-	cert, roots := selfSigned(t, "app.example.com")
-	sni := make(chan string, 1)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sni <- r.TLS.ServerName
-	}))
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	p := newHTTPProberTrusting(roots)
-	t.Cleanup(p.close)
-
 	tests := []struct {
-		name, headers string
-		insecure      bool
-		want          Outcome
-		wantSNI       string
+		name, certFor, headers string
+		insecure               bool
+		want                   Outcome
+		wantSNI                string
 	}{
-		{"the Host's name", "Host: app.example.com", false, Success, "app.example.com"},
-		{"the Host's name without its port", "Host: app.example.com:8443", false, Success, "app.example.com"},
-		{"insecure sends the name too", "Host: app.example.com", true, Success, "app.example.com"},
-		{"no Host: the URL's address, which the certificate does not name", "", false, Failure, ""},
-		{"a Host the certificate does not name", "Host: other.example.com", false, Failure, ""},
+		{"the Host's name", "app.example.com", "Host: app.example.com", false, Success, "app.example.com"},
+		{"the Host's name without its port", "app.example.com", "Host: app.example.com:8443", false, Success, "app.example.com"},
+		{"insecure sends the name too", "app.example.com", "Host: app.example.com", true, Success, "app.example.com"},
+		{"no Host: the URL's address, which the certificate does not name", "app.example.com", "", false, Failure, ""},
+		{"a Host the certificate does not name", "app.example.com", "Host: other.example.com", false, Failure, ""},
+		{"a certificate for the URL's address, no Host", "127.0.0.1", "", false, Success, ""},
+		{"a certificate for the URL's address, with a Host", "127.0.0.1", "Host: app.example.com", false, Success, "app.example.com"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			cert, roots := selfSigned(t, tc.certFor)
+			sni := make(chan string, 1)
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				sni <- r.TLS.ServerName
+			}))
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			p := newHTTPProberTrusting(roots)
+			t.Cleanup(p.close)
+
 			spec := mustSpec(t, srv.URL+"/healthz")
 			hdr, err := ParseHeaders(tc.headers)
 			if err != nil {
@@ -543,8 +548,8 @@ func TestHTTPSProberHostHeaderNamesTheServer(t *testing.T) {
 	}
 }
 
-// selfSigned makes a certificate for name alone (no IP address), and a
-// pool that trusts it.
+// selfSigned makes a certificate for name alone, a host name or an IP
+// address, and a pool that trusts it.
 func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -554,11 +559,15 @@ func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
 		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{name}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
