@@ -57,6 +57,9 @@ type fakeConsul struct {
 	// maintCalls, when set, receives every call enabling maintenance,
 	// which then hangs until its context ends.
 	maintCalls chan struct{}
+	// beforeEnable, when set, runs once at the next call enabling
+	// maintenance, before it is taken: what happens while it is sent.
+	beforeEnable func()
 }
 
 type fakeCheck struct {
@@ -238,8 +241,12 @@ func (f *fakeConsul) ServiceDeregisterOpts(id string, q *consul.QueryOptions) er
 
 func (f *fakeConsul) EnableServiceMaintenanceOpts(id, reason string, q *consul.QueryOptions) error {
 	f.mu.Lock()
-	hang := f.maintCalls
+	hang, before := f.maintCalls, f.beforeEnable
+	f.beforeEnable = nil
 	f.mu.Unlock()
+	if before != nil {
+		before()
+	}
 	if hang != nil {
 		hang <- struct{}{}
 		<-q.Context().Done()

@@ -29,7 +29,10 @@ type maintenance struct {
 	want     maintMode
 	inConsul maintMode
 	known    bool // inConsul is what Consul holds
-	failing  bool // a failure was logged; only the registrar's steps use it
+	// rekey is set when the ACL token changed: Consul keeps a maintenance
+	// under the token that set it, and enabling it again changes nothing.
+	rekey   bool
+	failing bool // a failure was logged; only the registrar's steps use it
 }
 
 func (m *maintenance) wish(enable bool, reason string) {
@@ -53,6 +56,34 @@ func (m *maintenance) applied(mode maintMode) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.inConsul, m.known = mode, true
+}
+
+// tokenChanged follows a new ACL token. The local agent takes a change of
+// the maintenance check to the catalog with the token that set it: once
+// the old token is deleted, an enable=false would leave the instance in
+// maintenance in the catalog for good. A wanted maintenance is therefore
+// set again under the new token.
+func (m *maintenance) tokenChanged() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.known, m.rekey = false, true
+}
+
+// takeRekey reports whether the ACL token changed since the mode was last
+// sent, and clears it: a token that changes while the mode is being sent
+// is one more change. keepRekey puts it back when the sending failed.
+func (m *maintenance) takeRekey() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rekey := m.rekey
+	m.rekey = false
+	return rekey
+}
+
+func (m *maintenance) keepRekey() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rekey = true
 }
 
 // registered follows a registration. After a repair Consul holds no
@@ -130,13 +161,20 @@ func (r *Registrar) applyMaintenance(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 	defer cancel()
 	q := (&consul.QueryOptions{}).WithContext(cctx)
+	rekey := r.maint.takeRekey()
 	var err error
-	if want.enabled {
-		err = r.agent.EnableServiceMaintenanceOpts(id, want.reason, q)
-	} else {
+	switch {
+	case !want.enabled:
 		err = r.agent.DisableServiceMaintenanceOpts(id, q)
+	case rekey:
+		err = r.enableAgain(q, id, want.reason)
+	default:
+		err = r.agent.EnableServiceMaintenanceOpts(id, want.reason, q)
 	}
 	if err != nil {
+		if rekey {
+			r.maint.keepRekey()
+		}
 		r.m.errors.WithLabelValues("maintenance").Inc()
 		if isNotFound(err) {
 			r.lost(err)
@@ -151,4 +189,20 @@ func (r *Registrar) applyMaintenance(ctx context.Context) error {
 	}
 	r.log.Log(ctx, level, "consul maintenance mode set", "service_id", id, "enabled", want.enabled, "reason", want.reason)
 	return nil
+}
+
+// enableAgain sets maintenance again under the current token: it removes
+// the one Consul holds under an older token first, as Consul ignores an
+// enable while a maintenance is on. The probe's check is set critical
+// before, so that the instance never shows passing in between.
+func (r *Registrar) enableAgain(q *consul.QueryOptions, id, reason string) error {
+	const output = "outrider: setting maintenance mode again under the new ACL token"
+	if err := r.agent.UpdateTTLOpts(CheckID(id), output, consul.HealthCritical, q); err != nil {
+		return err
+	}
+	r.check.sent(consul.HealthCritical, r.clock.Now())
+	if err := r.agent.DisableServiceMaintenanceOpts(id, q); err != nil {
+		return err
+	}
+	return r.agent.EnableServiceMaintenanceOpts(id, reason, q)
 }

@@ -455,8 +455,10 @@ func (r *Registrar) Update(svc Service) error {
 // ACL token they were registered with: after a new token, the old one
 // deleted, the agent's updates (the probe's status, the deregistration on
 // stop) would no longer reach the catalog until they are registered again
-// with the new one.
+// with the new one. So would a change of its maintenance mode, which is
+// set again under the new token when it is on.
 func (r *Registrar) Reregister() {
+	r.maint.tokenChanged()
 	r.mu.Lock()
 	r.gen++
 	if r.pending == "" {

@@ -1224,6 +1224,63 @@ func TestMaintenanceHoldsTheCheckCriticalUntilConsulHasIt(t *testing.T) {
 	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing")
 }
 
+// TestReregisterSetsMaintenanceAgain: after a new ACL token, a
+// maintenance that is on is removed and set again under it (Consul ignores
+// an enable while one is on, and takes a later disable to the catalog with
+// the token that set it), the check held critical all along.
+func TestReregisterSetsMaintenanceAgain(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	d := h.verdict(true, "")
+	if err := h.r.SetMaintenance(context.Background(), true, "disk"); err != nil {
+		t.Fatalf("SetMaintenance: %v", err)
+	}
+	h.consul.takeCalls()
+	h.r.Reregister()
+	d = h.clock.NextWait(t).D
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 critical",
+		"update service:web-1 critical", "maintenance web-1 false", "maintenance web-1 true")
+	if reason, ok := h.consul.maintReason("web-1"); !ok || reason != "disk" {
+		t.Errorf("consul maintenance = %q, %v; want disk", reason, ok)
+	}
+	h.step(d)
+	wantCalls(t, h.consul.takeCalls(), "update service:web-1 passing")
+
+	// Off, a new token sends a disable alone, as after any registration.
+	if err := h.r.SetMaintenance(context.Background(), false, ""); err != nil {
+		t.Fatalf("SetMaintenance off: %v", err)
+	}
+	h.consul.takeCalls()
+	h.r.Reregister()
+	h.clock.NextWait(t)
+	wantCalls(t, h.consul.takeCalls(), "register web-1", "update service:web-1 passing", "maintenance web-1 false")
+}
+
+// TestReregisterDuringAnEnableSetsMaintenanceAgain: a new token noticed
+// by the very enable that confirms a maintenance Consul holds (after a
+// reload) is one more change: that enable changed nothing in Consul, so
+// the maintenance is still set again under the new token.
+func TestReregisterDuringAnEnableSetsMaintenanceAgain(t *testing.T) {
+	h := newHarness(t, 0.5)
+	h.start()
+	h.clock.NextWait(t)
+	h.verdict(true, "")
+	if err := h.r.SetMaintenance(context.Background(), true, "disk"); err != nil {
+		t.Fatalf("SetMaintenance: %v", err)
+	}
+	h.consul.mu.Lock()
+	h.consul.beforeEnable = h.r.Reregister
+	h.consul.mu.Unlock()
+	h.consul.takeCalls()
+	h.update([]string{"v2"})
+	h.clock.NextWait(t)
+	h.clock.NextWait(t)
+	wantCalls(t, h.consul.takeCalls(),
+		"register web-1", "update service:web-1 critical", "maintenance web-1 true",
+		"register web-1", "update service:web-1 critical", "update service:web-1 critical", "maintenance web-1 false", "maintenance web-1 true")
+}
+
 func TestUpdateWhileARegistrationIsInFlightIsRegistered(t *testing.T) {
 	// A reload lands while a registration is on its way to Consul, which
 	// carries the settings from before it. The reloaded settings must

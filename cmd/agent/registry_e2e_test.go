@@ -687,3 +687,82 @@ func TestRegistryMaintenanceWithConsulDown(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistryACLTokenRotatedInMaintenance: an instance in maintenance
+// when CONSUL_HTTP_TOKEN_FILE rotates, the old token then deleted, stays
+// in maintenance in the catalog, and leaves it on enable=false. Consul
+// keeps the maintenance check under the token that set it, and took its
+// removal to the catalog with that token: the instance stayed in
+// maintenance in the catalog while outrider answered 200.
+func TestRegistryACLTokenRotatedInMaintenance(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
+	c := srv.Client()
+	rules, err := os.ReadFile("../../deploy/k8s/consul/acl-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "outrider-echo", Rules: string(rules)}, nil)
+	if err != nil {
+		t.Fatalf("create policy: %v", err)
+	}
+	token := func(desc string) *consul.ACLToken {
+		tok, _, err := c.ACL().TokenCreate(&consul.ACLToken{Description: desc, Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+		if err != nil {
+			t.Fatalf("create token: %v", err)
+		}
+		return tok
+	}
+	old, cur := token("echo sidecar, old"), token("echo sidecar, new")
+	file := filepath.Join(t.TempDir(), "token")
+	write := func(secret string) {
+		if err := os.WriteFile(file+".tmp", []byte(secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(old.SecretID)
+	a := regStart(t, srv, "CONSUL_HTTP_TOKEN_FILE="+file)
+	a.waitHealth("passing", 20*time.Second)
+
+	put := func(query string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, a.admin+"/maintenance?"+query, nil)
+		if code, body := httpDo(t, req); code != http.StatusOK {
+			t.Fatalf("PUT /maintenance?%s = %d %q, want 200", query, code, body)
+		}
+	}
+	put("enable=true&reason=deploy+42")
+	a.waitHealth("maintenance", 5*time.Second)
+
+	write(cur.SecretID)
+	regEventually(t, 2*regHeartbeat+regSlack, "a registration with the new token", func() (bool, string) {
+		n := a.metric(`outrider_consul_registrations_total{reason="config"}`)
+		return n == 1, strconv.FormatFloat(n, 'f', -1, 64)
+	})
+	// Maintenance set again with the new token, then the old one deleted.
+	regEventually(t, regHeartbeat+regSlack, "maintenance set again", func() (bool, string) {
+		n := strings.Count(a.outrider.Output(), `"msg":"consul maintenance mode set"`)
+		return n >= 2, strconv.Itoa(n)
+	})
+	if _, err := c.ACL().TokenDelete(old.AccessorID, nil); err != nil {
+		t.Fatalf("delete the old token: %v", err)
+	}
+	if got := a.health(); got != "maintenance" {
+		t.Errorf("after the rotation the instance is %s in consul, want still in maintenance", got)
+	}
+
+	put("enable=false")
+	a.waitHealth("passing", regHeartbeat+regSlack)
+	checks, _, err := c.Health().Checks("echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hc := range checks {
+		if hc.CheckID == "_service_maintenance:"+a.id {
+			t.Errorf("the catalog still has the maintenance check after enable=false: %+v", hc)
+		}
+	}
+}
