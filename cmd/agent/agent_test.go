@@ -153,6 +153,10 @@ func TestCheckConsulFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing")
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		cfg  consul.Config
@@ -165,17 +169,35 @@ func TestCheckConsulFiles(t *testing.T) {
 		{name: "every one wrong", cfg: consul.Config{TokenFile: missing, TLSConfig: consul.TLSConfig{CAFile: dir, CAPath: file, CertFile: missing, KeyFile: dir}},
 			want: []string{
 				`CONSUL_HTTP_TOKEN_FILE="` + missing + `" does not exist`,
-				`CONSUL_CACERT="` + dir + `" cannot be read (is a directory): make it readable by the user outrider runs as`,
+				`CONSUL_CACERT="` + dir + `" is not a regular file (a directory); point it at a file`,
 				`CONSUL_CAPATH="` + file + `" cannot be read (not a directory)`,
 				`CONSUL_CLIENT_CERT="` + missing + `" does not exist`,
-				`CONSUL_CLIENT_KEY="` + dir + `" cannot be read (is a directory)`,
+				`CONSUL_CLIENT_KEY="` + dir + `" is not a regular file (a directory)`,
+			}},
+		// A named pipe blocked the read, and the start, until a writer came.
+		{name: "token file a named pipe", cfg: consul.Config{TokenFile: fifo},
+			want: []string{`CONSUL_HTTP_TOKEN_FILE="` + fifo + `" is not a regular file (a pipe); point it at a file`}},
+		{name: "token file a directory", cfg: consul.Config{TokenFile: dir},
+			want: []string{`CONSUL_HTTP_TOKEN_FILE="` + dir + `" is not a regular file (a directory); point it at a file`}},
+		{name: "every TLS file a named pipe", cfg: consul.Config{TLSConfig: consul.TLSConfig{CAFile: fifo, CertFile: fifo, KeyFile: fifo}},
+			want: []string{
+				`CONSUL_CACERT="` + fifo + `" is not a regular file (a pipe)`,
+				`CONSUL_CLIENT_CERT="` + fifo + `" is not a regular file (a pipe)`,
+				`CONSUL_CLIENT_KEY="` + fifo + `" is not a regular file (a pipe)`,
 			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() { done <- checkConsulFiles(&tt.cfg) }()
 			var got []error
-			if err := checkConsulFiles(&tt.cfg); err != nil {
-				got = unjoin(err)
+			select {
+			case err := <-done:
+				if err != nil {
+					got = unjoin(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("checkConsulFiles did not return within 5s")
 			}
 			if len(got) != len(tt.want) {
 				t.Fatalf("checkConsulFiles = %v, want %d errors: %q", got, len(tt.want), tt.want)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/internal/cgroup"
+	"github.com/outrider-sidecar/outrider/internal/regularfile"
 	"github.com/outrider-sidecar/outrider/internal/version"
 )
 
@@ -96,7 +97,9 @@ func checkConsulConfig() error {
 }
 
 // checkConsulFiles reads each file (or, for CONSUL_CAPATH, directory) the
-// CONSUL_* variables name, as outrider's user.
+// CONSUL_* variables name, as outrider's user. A file must be a regular
+// one, as the token file is read (token.go): consul/api reads a named pipe
+// at start, which blocked the start, and check-config, until a writer came.
 func checkConsulFiles(c *consul.Config) error {
 	var errs []error
 	for _, f := range []struct {
@@ -116,9 +119,13 @@ func checkConsulFiles(c *consul.Config) error {
 		if f.dir {
 			_, err = os.ReadDir(f.path)
 		} else {
-			_, err = os.ReadFile(f.path)
+			_, err = regularfile.Read(f.path)
 		}
+		nre := (*regularfile.NotRegularError)(nil)
 		switch {
+		case errors.As(err, &nre):
+			errs = append(errs, &config.Error{Var: f.name, Value: f.path,
+				Want: "is not a regular file (" + nre.Kind() + "); point it at a file"})
 		case errors.Is(err, fs.ErrNotExist):
 			errs = append(errs, &config.Error{Var: f.name, Value: f.path,
 				Want: "does not exist: set the path of the file, or unset the variable"})
