@@ -26,6 +26,7 @@ type tokenFile struct {
 	mu      sync.Mutex
 	token   string // the last token read, what a failed read falls back on
 	readErr string // the last read error logged, so that each is logged once
+	empty   bool   // an empty file was logged, before any token
 }
 
 // current returns the token the file holds now. A file that cannot be
@@ -35,7 +36,7 @@ func (f *tokenFile) current() string {
 	data, err := regularfile.Read(f.path)
 	token := strings.TrimSpace(string(data))
 	f.mu.Lock()
-	changed := false
+	changed, empty := false, false
 	switch {
 	case err != nil:
 		if err.Error() != f.readErr {
@@ -43,12 +44,22 @@ func (f *tokenFile) current() string {
 			f.log.Warn("could not read CONSUL_HTTP_TOKEN_FILE; using the token read before", "err", err)
 		}
 	case token == "":
+		// Before any token, an empty file is no writer's truncation: Consul
+		// then answers for its anonymous token, "lacks permission", which
+		// sends the reader to the policy of the token that is not used.
+		if f.token == "" && !f.empty {
+			f.empty, empty = true, true
+		}
 	default:
 		changed = f.token != "" && token != f.token
 		f.token, f.readErr = token, ""
 	}
 	token = f.token
 	f.mu.Unlock()
+	if empty {
+		f.log.Warn("CONSUL_HTTP_TOKEN_FILE is empty; requests to consul go without its token (with CONSUL_HTTP_TOKEN if set, else as consul's anonymous token) until it holds one",
+			"path", f.path)
+	}
 	if changed {
 		f.log.Info("using the new ACL token of CONSUL_HTTP_TOKEN_FILE; registering again with it", "path", f.path)
 		if f.changed != nil {
