@@ -170,7 +170,7 @@ func TestCheckConsulFiles(t *testing.T) {
 			want: []string{
 				`CONSUL_HTTP_TOKEN_FILE="` + missing + `" does not exist`,
 				`CONSUL_CACERT="` + dir + `" is not a regular file (a directory); point it at a file`,
-				`CONSUL_CAPATH="` + file + `" cannot be read (not a directory)`,
+				`CONSUL_CAPATH="` + file + `" is not a directory; point it at a directory of PEM certificates, or set CONSUL_CACERT for one file`,
 				`CONSUL_CLIENT_CERT="` + missing + `" does not exist`,
 				`CONSUL_CLIENT_KEY="` + dir + `" is not a regular file (a directory)`,
 			}},
@@ -179,9 +179,10 @@ func TestCheckConsulFiles(t *testing.T) {
 			want: []string{`CONSUL_HTTP_TOKEN_FILE="` + fifo + `" is not a regular file (a pipe); point it at a file`}},
 		{name: "token file a directory", cfg: consul.Config{TokenFile: dir},
 			want: []string{`CONSUL_HTTP_TOKEN_FILE="` + dir + `" is not a regular file (a directory); point it at a file`}},
-		{name: "every TLS file a named pipe", cfg: consul.Config{TLSConfig: consul.TLSConfig{CAFile: fifo, CertFile: fifo, KeyFile: fifo}},
+		{name: "every TLS file a named pipe", cfg: consul.Config{TLSConfig: consul.TLSConfig{CAFile: fifo, CAPath: fifo, CertFile: fifo, KeyFile: fifo}},
 			want: []string{
 				`CONSUL_CACERT="` + fifo + `" is not a regular file (a pipe)`,
+				`CONSUL_CAPATH="` + fifo + `" is not a directory`,
 				`CONSUL_CLIENT_CERT="` + fifo + `" is not a regular file (a pipe)`,
 				`CONSUL_CLIENT_KEY="` + fifo + `" is not a regular file (a pipe)`,
 			}},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/procfs"
@@ -126,6 +127,9 @@ func checkConsulFiles(c *consul.Config) error {
 		case errors.As(err, &nre):
 			errs = append(errs, &config.Error{Var: f.name, Value: f.path,
 				Want: "is not a regular file (" + nre.Kind() + "); point it at a file"})
+		case errors.Is(err, syscall.ENOTDIR):
+			errs = append(errs, &config.Error{Var: f.name, Value: f.path,
+				Want: "is not a directory; point it at a directory of PEM certificates, or set CONSUL_CACERT for one file"})
 		case errors.Is(err, fs.ErrNotExist):
 			errs = append(errs, &config.Error{Var: f.name, Value: f.path,
 				Want: "does not exist: set the path of the file, or unset the variable"})
