@@ -506,22 +506,7 @@ func TestRegistryACLTokenFileRotated(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
 	c := srv.Client()
-	rules, err := os.ReadFile("../../deploy/k8s/consul/acl-policy.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "outrider-echo", Rules: string(rules)}, nil)
-	if err != nil {
-		t.Fatalf("create policy: %v", err)
-	}
-	token := func(desc string) *consul.ACLToken {
-		tok, _, err := c.ACL().TokenCreate(&consul.ACLToken{Description: desc, Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
-		if err != nil {
-			t.Fatalf("create token: %v", err)
-		}
-		return tok
-	}
-	old, cur := token("echo sidecar, old"), token("echo sidecar, new")
+	old, cur := rotatedTokens(t, c)
 
 	// The layout of a Secret volume: token -> ..data/token, ..data -> ..<version>.
 	dir := t.TempDir()
@@ -698,22 +683,7 @@ func TestRegistryACLTokenRotatedInMaintenance(t *testing.T) {
 	t.Parallel()
 	srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
 	c := srv.Client()
-	rules, err := os.ReadFile("../../deploy/k8s/consul/acl-policy.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "outrider-echo", Rules: string(rules)}, nil)
-	if err != nil {
-		t.Fatalf("create policy: %v", err)
-	}
-	token := func(desc string) *consul.ACLToken {
-		tok, _, err := c.ACL().TokenCreate(&consul.ACLToken{Description: desc, Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
-		if err != nil {
-			t.Fatalf("create token: %v", err)
-		}
-		return tok
-	}
-	old, cur := token("echo sidecar, old"), token("echo sidecar, new")
+	old, cur := rotatedTokens(t, c)
 	file := filepath.Join(t.TempDir(), "token")
 	write := func(secret string) {
 		if err := os.WriteFile(file+".tmp", []byte(secret+"\n"), 0o600); err != nil {
@@ -765,4 +735,26 @@ func TestRegistryACLTokenRotatedInMaintenance(t *testing.T) {
 			t.Errorf("the catalog still has the maintenance check after enable=false: %+v", hc)
 		}
 	}
+}
+
+// rotatedTokens creates two tokens with the shipped ACL policy, the old
+// and the new one of a rotation.
+func rotatedTokens(t *testing.T, c *consul.Client) (old, cur *consul.ACLToken) {
+	t.Helper()
+	rules, err := os.ReadFile("../../deploy/k8s/consul/acl-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "outrider-echo", Rules: string(rules)}, nil)
+	if err != nil {
+		t.Fatalf("create policy: %v", err)
+	}
+	token := func(desc string) *consul.ACLToken {
+		tok, _, err := c.ACL().TokenCreate(&consul.ACLToken{Description: desc, Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+		if err != nil {
+			t.Fatalf("create token: %v", err)
+		}
+		return tok
+	}
+	return token("echo sidecar, old"), token("echo sidecar, new")
 }

@@ -674,64 +674,93 @@ func keepers(t *testing.T, parent int) []int {
 // has killed the app at OUTRIDER_APP_STOP_TIMEOUT.
 func TestWrapKeeperHoldsNoInheritedDescriptor(t *testing.T) {
 	t.Parallel()
+	// The app closes the pipe and ignores SIGTERM, so that only the
+	// keeper's kill, 10s after outrider's death, ends it.
+	var app int
+	run := startWithInheritedPipe(t, []string{"run", "--", "/bin/sh", "-c", `exec 5>&-; trap "" TERM; exec sleep 60`},
+		[]string{"OUTRIDER_APP_STOP_TIMEOUT=10s"}, func() {
+			// The app, holding outrider's output, would outlive the test by
+			// the keeper's 10s.
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", app)); app > 0 && strings.HasSuffix(exe, "/sleep") {
+				_ = syscall.Kill(-app, syscall.SIGKILL)
+			}
+		})
+	regEventually(t, 10*time.Second, "the app to run sleep and a keeper to start", func() (bool, string) {
+		if len(keepers(t, run.pid)) != 1 {
+			return false, "no keeper"
+		}
+		if apps := childrenNamed(t, run.pid, "sleep"); len(apps) == 1 {
+			app = apps[0]
+			return true, ""
+		}
+		return false, "the app has not run sleep yet"
+	})
+	if !run.endOfFileOnKill(t) {
+		t.Errorf("the pipe outrider inherited is still open 3s after outrider was killed, which the app had closed: the keeper holds it")
+	}
+}
+
+// inheritedPipeRun is outrider started with the write end of a pipe as its
+// fd 5, inherited without close-on-exec, as a supervisor's socket or a
+// shell's pipe is; r is the read end.
+type inheritedPipeRun struct {
+	cmd *exec.Cmd
+	pid int
+	out *testlog.Buffer
+	r   *os.File
+}
+
+// startWithInheritedPipe starts outrider with args and env, in a process
+// group of its own and the pipe as fd 5 (past the keeper's own 3 and 4).
+// The cleanup kills outrider, then calls killRest for what it left.
+func startWithInheritedPipe(t *testing.T, args, env []string, killRest func()) *inheritedPipeRun {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	// The app closes the pipe and ignores SIGTERM, so that only the
-	// keeper's kill, 10s after outrider's death, ends it.
-	cmd := exec.Command(testbin.Outrider(t), "run", "--", "/bin/sh", "-c", `exec 5>&-; trap "" TERM; exec sleep 60`)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
+	t.Cleanup(func() { r.Close() })
+	cmd := exec.Command(testbin.Outrider(t), args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
 		"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
-		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t), "OUTRIDER_APP_STOP_TIMEOUT=10s"}
+		"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t)}, env...)
 	out := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	// fd 5 in outrider, past the keeper's own 3 and 4.
 	cmd.ExtraFiles = []*os.File{nil, nil, w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
-	pid := cmd.Process.Pid
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	var app int
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		// The app, holding outrider's output, would outlive the test by
-		// the keeper's 10s.
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", app)); app > 0 && strings.HasSuffix(exe, "/sleep") {
-			_ = syscall.Kill(-app, syscall.SIGKILL)
-		}
+		killRest()
 		<-done
 		if t.Failed() {
 			t.Logf("outrider's output:\n%s", out.String())
 		}
 	})
-	regEventually(t, 10*time.Second, "the app to run sleep and a keeper to start", func() (bool, string) {
-		if len(keepers(t, pid)) != 1 {
-			return false, "no keeper"
-		}
-		if apps := childrenNamed(t, pid, "sleep"); len(apps) == 1 {
-			app = apps[0]
-			return true, ""
-		}
-		return false, "the app has not run sleep yet"
-	})
+	return &inheritedPipeRun{cmd: cmd, pid: cmd.Process.Pid, out: out, r: r}
+}
+
+// endOfFileOnKill kills outrider and reports whether the pipe reached end
+// of file within 3s: whether nothing it started holds the pipe.
+func (run *inheritedPipeRun) endOfFileOnKill(t *testing.T) bool {
 	eof := make(chan time.Time, 1)
 	go func() {
-		_, _ = io.Copy(io.Discard, r)
+		_, _ = io.Copy(io.Discard, run.r)
 		eof <- time.Now()
 	}()
 	killed := time.Now()
-	_ = cmd.Process.Kill()
+	_ = run.cmd.Process.Kill()
 	select {
 	case at := <-eof:
 		t.Logf("the pipe reached end of file %s after outrider was killed", at.Sub(killed).Round(time.Millisecond))
+		return true
 	case <-time.After(3 * time.Second):
-		t.Errorf("the pipe outrider inherited is still open 3s after outrider was killed, which the app had closed: the keeper holds it")
+		return false
 	}
 }
 
@@ -760,41 +789,14 @@ func TestExecProbeHoldsNoInheritedDescriptor(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			cmd := exec.Command(testbin.Outrider(t), tc.args...)
-			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
-				"OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t),
-				"OUTRIDER_APP_ADDR=" + testbin.FreeAddr(t),
-				"OUTRIDER_PROBE=exec:sleep 30", "OUTRIDER_PROBE_TIMEOUT=60s"}
-			out := &testlog.Buffer{}
-			cmd.Stdout, cmd.Stderr = out, out
-			// fd 5 in outrider.
-			cmd.ExtraFiles = []*os.File{nil, nil, w}
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			w.Close()
-			pid := cmd.Process.Pid
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
 			var probe int
-			t.Cleanup(func() {
-				_ = cmd.Process.Kill()
+			run := startWithInheritedPipe(t, tc.args, []string{"OUTRIDER_PROBE=exec:sleep 30", "OUTRIDER_PROBE_TIMEOUT=60s"}, func() {
 				if probe > 0 {
 					_ = syscall.Kill(-probe, syscall.SIGKILL)
 				}
-				<-done
-				if t.Failed() {
-					t.Logf("outrider's output:\n%s", out.String())
-				}
 			})
 			regEventually(t, 10*time.Second, "the exec probe to run", func() (bool, string) {
-				probes := pidsOf(childrenWhere(t, pid, func(p procfs.Proc, _ procfs.ProcStat) bool {
+				probes := pidsOf(childrenWhere(t, run.pid, func(p procfs.Proc, _ procfs.ProcStat) bool {
 					args, err := p.CmdLine()
 					return err == nil && slices.Equal(args, []string{"sleep", "30"})
 				}))
@@ -804,20 +806,10 @@ func TestExecProbeHoldsNoInheritedDescriptor(t *testing.T) {
 				probe = probes[0]
 				return true, ""
 			})
-			if tc.args != nil && !strings.Contains(out.String(), "app-holds-fd-5") {
+			if tc.args != nil && !strings.Contains(run.out.String(), "app-holds-fd-5") {
 				t.Errorf("the wrapped app did not get the descriptor outrider inherited")
 			}
-			eof := make(chan time.Time, 1)
-			go func() {
-				_, _ = io.Copy(io.Discard, r)
-				eof <- time.Now()
-			}()
-			killed := time.Now()
-			_ = cmd.Process.Kill()
-			select {
-			case at := <-eof:
-				t.Logf("the pipe reached end of file %s after outrider was killed", at.Sub(killed).Round(time.Millisecond))
-			case <-time.After(3 * time.Second):
+			if !run.endOfFileOnKill(t) {
 				t.Errorf("the pipe outrider inherited is still open 3s after outrider was killed: the exec probe's command holds it")
 			}
 		})
