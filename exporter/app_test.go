@@ -1062,3 +1062,52 @@ func TestDocumented(t *testing.T) {
 		})
 	}
 }
+
+// TestDocumentedBenchmarkCommands: each `go test -bench` command of
+// docs/metrics-app.md runs the benchmarks whose results follow it, and no
+// other, so a copy of it gives what the page shows.
+func TestDocumentedBenchmarkCommands(t *testing.T) {
+	doc, err := os.ReadFile("../docs/metrics-app.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defined []string
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`(?m)^func (Benchmark\w*)\(b \*testing\.B\)`).FindAllSubmatch(b, -1) {
+			defined = append(defined, string(m[1]))
+		}
+	}
+	command := regexp.MustCompile(`(?m)^go test .*-bench '?([^' ]+)'? .*\./exporter/\n((?:Benchmark.*\n)+)`)
+	commands := command.FindAllSubmatch(doc, -1)
+	if len(commands) == 0 {
+		t.Fatal("docs/metrics-app.md shows no go test -bench command with results")
+	}
+	for _, c := range commands {
+		pattern := string(c[1])
+		shown := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(string(c[2])), "\n") {
+			name, _, _ := strings.Cut(strings.Fields(line)[0], "/")
+			if i := strings.LastIndex(name, "-"); i >= 0 {
+				name = name[:i] // the -GOMAXPROCS suffix
+			}
+			shown[name] = true
+		}
+		// go test matches the part of the pattern before a '/' against
+		// the top-level names.
+		top, _, _ := strings.Cut(pattern, "/")
+		re := regexp.MustCompile(top)
+		for _, name := range defined {
+			if re.MatchString(name) != shown[name] {
+				t.Errorf("docs/metrics-app.md: -bench %s runs %s: %v; the results the page shows for it hold %s: %v", pattern, name, re.MatchString(name), name, shown[name])
+			}
+		}
+	}
+}
