@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +57,60 @@ func TestHelpListsEveryVariable(t *testing.T) {
 // value is the one check-config prints with nothing set, so the help
 // cannot drift from the code.
 func TestHelpDefaultsAreInForce(t *testing.T) {
+	inForce := defaultsInForce(t)
+	checked := 0
+	for _, v := range helpVars {
+		got, ok := inForce[v.name]
+		if !ok || v.name == "OUTRIDER_REGISTRY" || strings.ContainsAny(v.def, " <$…") {
+			continue // not printed, set by this test, or described rather than given
+		}
+		checked++
+		if !sameValue(got, v.def) {
+			t.Errorf("outrider help gives %s [%s]; check-config prints %q", v.name, v.def, got)
+		}
+	}
+	if checked < 20 {
+		t.Errorf("only %d defaults compared; the help or check-config's output changed shape", checked)
+	}
+}
+
+// TestDocDefaultsAreInForce: each default the tables of variables in the
+// README and docs/ give as a plain value (`5s`, not `$POD_IP, else …`) is
+// the one check-config prints with nothing set, as for outrider help.
+func TestDocDefaultsAreInForce(t *testing.T) {
+	inForce := defaultsInForce(t)
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `(OUTRIDER_[A-Z0-9_]+)` \\| `([^`]*)`")
+	checked := 0
+	for _, doc := range append(docs, "../../README.md") {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range row.FindAllStringSubmatch(string(b), -1) {
+			name, def := m[1], m[2]
+			got, ok := inForce[name]
+			if !ok || name == "OUTRIDER_REGISTRY" || strings.ContainsAny(def, " <$…") {
+				continue // not printed, set by this test, or described rather than given
+			}
+			checked++
+			if !sameValue(got, def) {
+				t.Errorf("%s gives %s the default `%s`; check-config prints %q", filepath.Base(doc), name, def, got)
+			}
+		}
+	}
+	if checked < 30 {
+		t.Errorf("only %d defaults compared; the docs' tables or check-config's output changed shape", checked)
+	}
+}
+
+// defaultsInForce returns what check-config prints for each variable with
+// nothing set but OUTRIDER_REGISTRY=none.
+func defaultsInForce(t *testing.T) map[string]string {
+	t.Helper()
 	getenv := func(name string) string {
 		if name == "OUTRIDER_REGISTRY" {
 			return "none"
@@ -70,24 +127,15 @@ func TestHelpDefaultsAreInForce(t *testing.T) {
 			inForce[name] = value
 		}
 	}
-	checked := 0
-	for _, v := range helpVars {
-		got, ok := inForce[v.name]
-		if !ok || v.name == "OUTRIDER_REGISTRY" || strings.ContainsAny(v.def, " <$…") {
-			continue // not printed, set by this test, or described rather than given
-		}
-		checked++
-		if got == v.def {
-			continue
-		}
-		if g, err := time.ParseDuration(got); err == nil {
-			if d, err := time.ParseDuration(v.def); err == nil && d == g {
-				continue
-			}
-		}
-		t.Errorf("outrider help gives %s [%s]; check-config prints %q", v.name, v.def, got)
+	return inForce
+}
+
+// sameValue: a and b are the same string, or the same duration (1m0s, 1m).
+func sameValue(a, b string) bool {
+	if a == b {
+		return true
 	}
-	if checked < 20 {
-		t.Errorf("only %d defaults compared; the help or check-config's output changed shape", checked)
-	}
+	da, errA := time.ParseDuration(a)
+	db, errB := time.ParseDuration(b)
+	return errA == nil && errB == nil && da == db
 }
