@@ -758,6 +758,59 @@ func TestParsePID(t *testing.T) {
 	}
 }
 
+// TestPIDFileNotAPIDFile: a pid file that is a named pipe, a directory
+// or a long file is refused at once, with a short reason that says what
+// to name: a named pipe held the scrape, and /status, until a writer
+// came, and a long file was read whole and quoted whole in every log
+// line and in /status.
+func TestPIDFileNotAPIDFile(t *testing.T) {
+	tests := []struct {
+		name    string
+		make    func(t *testing.T, path string)
+		wantErr string
+	}{
+		{name: "named pipe", make: func(t *testing.T, path string) {
+			if err := syscall.Mkfifo(path, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, wantErr: "is not a regular file (a named pipe): name the file the app writes its pid to"},
+		{name: "directory", make: func(t *testing.T, path string) {
+			if err := os.Mkdir(path, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, wantErr: "is not a regular file (a directory)"},
+		{name: "a log", make: func(t *testing.T, path string) {
+			if err := os.WriteFile(path, bytes.Repeat([]byte("GET / 200\n"), 100_000), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, wantErr: "holds more than 64 bytes, which no pid takes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "app.pid")
+			tt.make(t, path)
+			c, logs := newCollector(t, AppOptions{PIDFile: path, Addr: "127.0.0.1:1"})
+			done := make(chan map[string]float64, 1)
+			go func() { done <- scrape(t, c) }()
+			select {
+			case got := <-done:
+				if got["outrider_app_up"] != 0 {
+					t.Errorf("want outrider_app_up 0, got %v", got)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the scrape still waits after 5 s")
+			}
+			st := c.Status()
+			if !strings.Contains(st.Error, tt.wantErr) || len(st.Error) > 200 {
+				t.Errorf("want a short error with %q, got %d bytes: %.300s", tt.wantErr, len(st.Error), st.Error)
+			}
+			if n := len(logs.String()); n > 500 {
+				t.Errorf("want a short log, got %d bytes: %.300s", n, logs.String())
+			}
+		})
+	}
+}
+
 func TestParseUptime(t *testing.T) {
 	tests := []struct {
 		name    string

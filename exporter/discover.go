@@ -12,14 +12,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // fromPIDFile finds the process whose pid the file holds.
 func (c *AppCollector) fromPIDFile(path string) finder {
 	return finder{how: howPIDFile, find: func() (int, string, error) {
-		data, err := os.ReadFile(path)
+		data, err := readPIDFile(path)
 		if err != nil {
-			return 0, "", fmt.Errorf("read pid file: %w", err)
+			return 0, "", err
 		}
 		pid, err := parsePID(string(data))
 		if err != nil {
@@ -27,6 +28,52 @@ func (c *AppCollector) fromPIDFile(path string) finder {
 		}
 		return pid, path, nil
 	}}
+}
+
+// maxPIDFile is the most of a pid file read: a pid and white space take a
+// few bytes, and a longer file is not a pid file.
+const maxPIDFile = 64
+
+// readPIDFile returns the content of the pid file at path. A named pipe
+// is refused without waiting for a writer, which would hold up the
+// scrape, and a file longer than maxPIDFile (a log named by mistake) is
+// refused without reading it whole.
+func readPIDFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read pid file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read pid file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("pid file %s is not a regular file (%s): name the file the app writes its pid to", path, fileKind(fi.Mode()))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPIDFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read pid file: %w", err)
+	}
+	if len(data) > maxPIDFile {
+		return nil, fmt.Errorf("pid file %s holds more than %d bytes, which no pid takes: name the file the app writes its pid to", path, maxPIDFile)
+	}
+	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return m.Type().String()
 }
 
 // fromCmdline finds the oldest process, outrider excepted, whose command
