@@ -175,7 +175,7 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 	c := &AppCollector{
 		fs:      pfs,
 		root:    root,
-		self:    os.Getpid(),
+		self:    selfPID(root),
 		log:     log,
 		now:     time.Now,
 		alone:   o.Alone,
@@ -201,6 +201,29 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 		c.finders = append(c.finders, c.fromSocket(port))
 	}
 	return c, nil
+}
+
+// selfPID returns outrider's pid as the procfs at root numbers it, so
+// that outrider never takes itself for the app. A procfs of another PID
+// namespace (that of the host or of a parent namespace, while outrider
+// runs in a namespace of its own) numbers it otherwise than getpid does;
+// in one where outrider is not to be seen, self is a link that cannot be
+// read, and 0 is returned. A root with no self link is no procfs (a
+// fixture): getpid's.
+func selfPID(root string) int {
+	path := filepath.Join(root, "self")
+	link, err := os.Readlink(path)
+	if err != nil {
+		if _, lerr := os.Lstat(path); lerr == nil {
+			return 0
+		}
+		return os.Getpid()
+	}
+	pid, err := strconv.Atoi(link)
+	if err != nil {
+		return os.Getpid()
+	}
+	return pid
 }
 
 // Describe sends every descriptor the collector can emit.

@@ -3,6 +3,7 @@ package exporter
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,11 @@ import (
 // closes.
 const helperEnv = "OUTRIDER_EXPORTER_TEST_LISTEN"
 
+// lookSelfEnv makes the test binary, started again, look once for a
+// process whose command line matches the expression in the variable, and
+// print what it found.
+const lookSelfEnv = "OUTRIDER_EXPORTER_TEST_SELF"
+
 // helperSleepsEnv makes the helper, before it listens, sleep that many
 // times on a thread other than its main one: each sleep is a voluntary
 // context switch of that thread.
@@ -51,6 +57,16 @@ func TestMain(m *testing.M) {
 	}
 	if spec := os.Getenv(burnerEnv); spec != "" {
 		burn(spec)
+	}
+	if expr := os.Getenv(lookSelfEnv); expr != "" {
+		c, err := NewAppCollector(AppOptions{Process: regexp.MustCompile(expr)})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "look for itself:", err)
+			os.Exit(1)
+		}
+		st := c.Status()
+		fmt.Printf("getpid=%d found=%t pid=%d\n", os.Getpid(), st.Found, st.PID)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -1044,6 +1060,29 @@ func TestKeepsTargetUntilItExits(t *testing.T) {
 	}
 	if n := logs.Count("app process found"); n != 2 {
 		t.Errorf("want 2 finds logged, got %d", n)
+	}
+}
+
+// TestNeverItselfInAnotherPIDNamespace: outrider in a PID namespace of
+// its own, reading the procfs of the namespace above (the host's /proc, or
+// one mounted as OUTRIDER_PROC_ROOT), has another pid there than getpid
+// says, and still never takes itself for the app.
+func TestNeverItselfInAnotherPIDNamespace(t *testing.T) {
+	mark := fmt.Sprintf("nsself-%d", os.Getpid())
+	cmd := exec.Command(os.Args[0], "-test.run=^$", mark)
+	cmd.Env = append(os.Environ(), lookSelfEnv+"="+regexp.QuoteMeta(mark))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	out, err := cmd.CombinedOutput()
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) {
+		t.Skipf("cannot start a process in a new PID namespace: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("test binary in a new PID namespace: %v\n%s", err, out)
+	}
+	// Its pid in its own namespace is 1: the check is worth nothing if
+	// /proc were that namespace's.
+	if want := "getpid=1 found=false pid=0\n"; string(out) != want {
+		t.Errorf("want %q, got %q", want, out)
 	}
 }
 
