@@ -420,6 +420,9 @@ type reading struct {
 	counts counts
 	gauges gauges
 	zombie bool
+	// fds is where its open fds are counted: the process, or a running
+	// thread of it when its main thread has exited.
+	fds procfs.Proc
 }
 
 // failure is the first error, other than the process's exit, in reading
@@ -504,7 +507,7 @@ func (c *AppCollector) readRoot(t *target, st procfs.ProcStat) (*reading, rootOK
 		m = &member{startTicks: st.Starttime}
 	}
 	r := &reading{m: m, counts: m.last}
-	c.statFigures(r, st)
+	c.statFigures(r, t.proc, st)
 	ok, _ := c.readFiles(t.proc, r, true)
 	return r, ok
 }
@@ -534,7 +537,7 @@ func (c *AppCollector) readFiles(proc procfs.Proc, r *reading, root bool) (ok ro
 	if r.zombie {
 		return ok, false
 	}
-	n, err := proc.FileDescriptorsLen()
+	n, err := r.fds.FileDescriptorsLen()
 	if exitedNow(err) {
 		return ok, true
 	}
@@ -621,15 +624,18 @@ func (c *AppCollector) readDescendant(t *target, k kin, live map[int]*reading) (
 	}
 	m.ppid = st.PPID
 	r = &reading{m: m, counts: m.last}
-	c.statFigures(r, st)
+	c.statFigures(r, proc, st)
 	if _, ended := c.readFiles(proc, r, false); ended {
 		return nil, false
 	}
 	return r, true
 }
 
-// statFigures puts the figures of a process's stat in r.
-func (c *AppCollector) statFigures(r *reading, st procfs.ProcStat) {
+// statFigures puts the figures of proc's stat, st, in r. Of a process
+// whose main thread has exited while others run, /proc/<pid>/stat has the
+// CPU time of all its threads but no memory, and /proc/<pid>/fd is empty:
+// the memory and the fds are a running thread's, which shares them.
+func (c *AppCollector) statFigures(r *reading, proc procfs.Proc, st procfs.ProcStat) {
 	r.counts.cpu = float64(st.UTime+st.STime) / userHZ
 	r.counts.reaped = 0
 	if !c.alone {
@@ -637,13 +643,47 @@ func (c *AppCollector) statFigures(r *reading, st procfs.ProcStat) {
 		r.counts.cpu += r.counts.reaped
 	}
 	r.zombie = exited(st)
+	r.fds = proc
+	mem := st
+	if !r.zombie && zombieState(st) {
+		th, tst, ok := c.runningThread(proc)
+		if !ok {
+			// Its last threads ended since its stat was read.
+			r.zombie = true
+			return
+		}
+		r.fds, mem = th, tst
+	}
 	if !r.zombie {
 		r.gauges = gauges{
-			resident: float64(st.ResidentMemory()),
-			virtual:  float64(st.VirtualMemory()),
+			resident: float64(mem.ResidentMemory()),
+			virtual:  float64(mem.VirtualMemory()),
 			threads:  float64(st.NumThreads),
 		}
 	}
+}
+
+// runningThread returns a thread of proc other than its main one that
+// has not exited, and its stat.
+func (c *AppCollector) runningThread(proc procfs.Proc) (procfs.Proc, procfs.ProcStat, bool) {
+	tids, err := readNames(filepath.Join(c.root, strconv.Itoa(proc.PID), "task"))
+	if err != nil {
+		return procfs.Proc{}, procfs.ProcStat{}, false
+	}
+	for _, name := range tids {
+		tid, err := strconv.Atoi(name)
+		if err != nil || tid == proc.PID {
+			continue
+		}
+		th, err := proc.Thread(tid)
+		if err != nil {
+			continue
+		}
+		if st, err := th.Stat(); err == nil && !zombieState(st) {
+			return th, st, true
+		}
+	}
+	return procfs.Proc{}, procfs.ProcStat{}, false
 }
 
 // account records the processes read this scrape. A process that has
@@ -889,8 +929,15 @@ func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64, labels .
 func labelValue(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // exited reports whether the process has exited and waits to be reaped
-// (a zombie): it has no memory or descriptors left to report.
-func exited(st procfs.ProcStat) bool { return st.State == "Z" || st.State == "X" }
+// (a zombie): it has no memory or descriptors left to report. A process
+// whose main thread has exited shows as a zombie too, while its other
+// threads still run; its thread count, which counts the main one until
+// the process is reaped, tells it apart.
+func exited(st procfs.ProcStat) bool { return zombieState(st) && st.NumThreads <= 1 }
+
+// zombieState reports whether the thread or process of the stat st has
+// exited: its state is that of a zombie.
+func zombieState(st procfs.ProcStat) bool { return st.State == "Z" || st.State == "X" }
 
 // gone reports whether err means the process no longer exists.
 func gone(err error) bool {

@@ -206,6 +206,55 @@ func TestFixtureScrape(t *testing.T) {
 // TestFixtureCommCutMidCharacter: the kernel cuts comm at 15 bytes, which
 // can split a multi-byte character. The label holds U+FFFD in its place,
 // and the other figures are still scraped.
+// TestFixtureMainThreadExited: an app whose main thread has exited while
+// its other threads run (pthread_exit from main) shows in
+// /proc/<pid>/stat as a zombie without memory, and /proc/<pid>/fd is
+// empty; it was taken for an exited process, outrider_app_up 0. It runs:
+// its memory and fds are those of a running thread.
+func TestFixtureMainThreadExited(t *testing.T) {
+	root := fixture(t)
+	app := filepath.Join(root, "4242")
+	stat, err := os.ReadFile(filepath.Join(app, "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The thread 4244 has the memory; the process, 7 threads, none.
+	thread := strings.Replace(string(stat), "4242 (fixture app)", "4244 (fixture app)", 1)
+	if err := os.WriteFile(filepath.Join(app, "task", "4244", "stat"), []byte(thread), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	zombie := strings.Replace(string(stat), ") S ", ") Z ", 1)
+	zombie = strings.Replace(zombie, " 104857600 2560 ", " 0 0 ", 1)
+	if err := os.WriteFile(filepath.Join(app, "stat"), []byte(zombie), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(app, "fd"), filepath.Join(app, "task", "4244", "fd")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(app, "fd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newCollector(t, AppOptions{ProcRoot: root, PIDFile: pidFile(t, 4242), Addr: "127.0.0.1:8080"})
+	got := scrape(t, c)
+	want := map[string]float64{
+		`outrider_app_up`:                    1,
+		`outrider_app_cpu_seconds_total`:     4, // of all its threads
+		`outrider_app_resident_memory_bytes`: 2560 * float64(os.Getpagesize()),
+		`outrider_app_virtual_memory_bytes`:  104857600,
+		`outrider_app_threads`:               7,
+		`outrider_app_processes`:             1,
+		`outrider_app_open_fds`:              5,
+	}
+	for k, w := range want {
+		if g, ok := got[k]; !ok || g != w {
+			t.Errorf("%s: want %v, got %v (present %v)", k, w, g, ok)
+		}
+	}
+	if st := c.Status(); !st.Found || st.PID != 4242 {
+		t.Errorf("want /status to show pid 4242 found, got %+v", st)
+	}
+}
+
 func TestFixtureCommCutMidCharacter(t *testing.T) {
 	root := fixture(t)
 	comm := string([]byte("заказысервис")[:15]) // 7 letters and half of one
