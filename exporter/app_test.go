@@ -838,7 +838,7 @@ func TestPIDFileNotAPIDFile(t *testing.T) {
 			if err := syscall.Mkfifo(path, 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, wantErr: "is not a regular file (a named pipe): name the file the app writes its pid to"},
+		}, wantErr: "is not a regular file (a pipe): name the file the app writes its pid to"},
 		{name: "directory", make: func(t *testing.T, path string) {
 			if err := os.Mkdir(path, 0o755); err != nil {
 				t.Fatal(err)

@@ -12,7 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/outrider-sidecar/outrider/internal/regularfile"
 )
 
 // fromPIDFile finds the process whose pid the file holds.
@@ -39,41 +40,18 @@ const maxPIDFile = 64
 // scrape, and a file longer than maxPIDFile (a log named by mistake) is
 // refused without reading it whole.
 func readPIDFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("read pid file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read pid file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("pid file %s is not a regular file (%s): name the file the app writes its pid to", path, fileKind(fi.Mode()))
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxPIDFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("read pid file: %w", err)
-	}
-	if len(data) > maxPIDFile {
+	data, err := regularfile.ReadAtMost(path, maxPIDFile)
+	var notRegular *regularfile.NotRegularError
+	var tooLong *regularfile.TooLongError
+	switch {
+	case errors.As(err, &notRegular):
+		return nil, fmt.Errorf("pid file %s is not a regular file (%s): name the file the app writes its pid to", path, notRegular.Kind())
+	case errors.As(err, &tooLong):
 		return nil, fmt.Errorf("pid file %s holds more than %d bytes, which no pid takes: name the file the app writes its pid to", path, maxPIDFile)
+	case err != nil:
+		return nil, fmt.Errorf("read pid file: %w", err)
 	}
 	return data, nil
-}
-
-// fileKind names the type of a file that is not a regular one.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	}
-	return m.Type().String()
 }
 
 // fromCmdline finds the oldest process, outrider excepted, whose command

@@ -6,6 +6,7 @@
 package regularfile
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -44,7 +45,21 @@ func (e *NotRegularError) Kind() string {
 // path before opening it, so that a device is never opened; opens it
 // without waiting for a writer, should a pipe have taken its place since;
 // and checks the file it opened, which is the one it reads.
-func Read(path string) ([]byte, error) {
+func Read(path string) ([]byte, error) { return ReadAtMost(path, -1) }
+
+// TooLongError is ReadAtMost's error for a file longer than its bound.
+type TooLongError struct {
+	Path string
+	Max  int64
+}
+
+func (e *TooLongError) Error() string {
+	return fmt.Sprintf("%s: holds more than %d bytes", e.Path, e.Max)
+}
+
+// ReadAtMost is Read for a file that holds at most max bytes (no bound
+// when max is negative): a longer one is refused without reading it whole.
+func ReadAtMost(path string, max int64) ([]byte, error) {
 	// When the path cannot be looked at, the open says why.
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
 		return nil, &NotRegularError{Path: path, Mode: fi.Mode()}
@@ -61,5 +76,12 @@ func Read(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, &NotRegularError{Path: path, Mode: fi.Mode()}
 	}
-	return io.ReadAll(f)
+	if max < 0 {
+		return io.ReadAll(f)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(data)) > max {
+		return nil, &TooLongError{Path: path, Max: max}
+	}
+	return data, err
 }
