@@ -105,3 +105,32 @@ func TestRead(t *testing.T) {
 		t.Errorf("the pipe holds %q after Read, want a: 2 still there", buf[:n])
 	}
 }
+
+// TestReadAtMost: a file of up to max bytes is read whole; a longer one is
+// refused, naming the bound.
+func TestReadAtMost(t *testing.T) {
+	tests := []struct {
+		content string
+		max     int64
+		wantErr bool
+	}{
+		{"", 4, false},
+		{"1234", 4, false},
+		{"12345", 4, true},
+		{"12345", -1, false},
+	}
+	for _, tc := range tests {
+		path := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		data, err := ReadAtMost(path, tc.max)
+		var tooLong *TooLongError
+		switch {
+		case tc.wantErr && !errors.As(err, &tooLong):
+			t.Errorf("ReadAtMost(%q, %d) = %q, %v; want a TooLongError", tc.content, tc.max, data, err)
+		case !tc.wantErr && (err != nil || string(data) != tc.content):
+			t.Errorf("ReadAtMost(%q, %d) = %q, %v; want it whole", tc.content, tc.max, data, err)
+		}
+	}
+}
