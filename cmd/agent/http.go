@@ -57,7 +57,11 @@ const maxServerConns = 128
 // the one that has waited longest for a request (one that has sent none
 // yet, a keep-alive one between requests, or one whose answer is sent
 // and that holds back a body it announced), never one whose request is
-// being answered; only when every connection is in a request is the new
+// being answered. When every connection is in a request, it closes the
+// one that has been sending its answer longest: a client that asks and
+// does not read keeps the server writing to it until the write timeout,
+// and a flood of them would otherwise keep every new connection out for
+// as long. Only when every request is still being worked on is the new
 // one closed. A flood of idle or half-sent connections thus holds no
 // more memory than the bound, and a client that sends its request at once
 // (Prometheus, the kubelet's probes, the preStop hook) is still answered,
@@ -76,6 +80,9 @@ type connEntry struct {
 	busy bool
 	// waiting orders the connections by when they began to wait.
 	waiting uint64
+	// sending, for a busy one, orders them by when the handler began
+	// its answer; 0 while it has not.
+	sending uint64
 }
 
 // track is the server's ConnState hook.
@@ -127,23 +134,27 @@ func withConn(ctx context.Context, nc net.Conn) context.Context {
 // reads the body a request announced, until its read timeout, before it
 // writes the answer, and again after the handler. A flood of connections
 // that each send a head with a Content-Length and no body would thus keep
-// every connection in a request, the handlers stuck in their first write
-// (and /metrics refusing others past its 4 in flight), and connCap would
-// close every new one: Prometheus and the kubelet's probes kept out for
-// as long as the flood lasts. So the answer does not wait for the body,
-// and once it is sent such a connection counts as waiting again. One
-// without a body stays in its request until the server is done with it,
-// so that a stop's closeWaiting does not cut an answer being sent.
+// every connection in a request, the handlers stuck in their first
+// write, and connCap would close every new one: Prometheus and the
+// kubelet's probes kept out for as long as the flood lasts. So the answer
+// does not wait for the body, and once it is sent such a connection
+// counts as waiting again. One without a body stays in its request until
+// the server is done with it, so that a stop's closeWaiting does not cut
+// an answer being sent; from the handler's first write it is marked
+// sending, for connCap to close it should every connection be in a
+// request.
 func (c *connCap) answered(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		_ = rc.EnableFullDuplex()
-		next.ServeHTTP(w, r)
+		nc, _ := r.Context().Value(connKey{}).(net.Conn)
+		sw := &sendingWriter{ResponseWriter: w, sending: func() { c.sending(nc) }}
+		next.ServeHTTP(sw, r)
+		sw.begin() // what the handler wrote is still to be sent
 		if r.Body == nil || r.Body == http.NoBody {
 			return
 		}
 		_ = rc.Flush()
-		nc, _ := r.Context().Value(connKey{}).(net.Conn)
 		c.mu.Lock()
 		if _, ok := c.open[nc]; ok {
 			c.seq++
@@ -152,6 +163,45 @@ func (c *connCap) answered(next http.Handler) http.Handler {
 		c.mu.Unlock()
 	})
 }
+
+// sending marks nc's request as being answered: from then on it is only
+// sending, and may be closed for a new connection.
+func (c *connCap) sending(nc net.Conn) {
+	c.mu.Lock()
+	if e, ok := c.open[nc]; ok && e.busy && e.sending == 0 {
+		c.seq++
+		e.sending = c.seq
+		c.open[nc] = e
+	}
+	c.mu.Unlock()
+}
+
+// sendingWriter tells its connCap when the handler begins its answer.
+type sendingWriter struct {
+	http.ResponseWriter
+	sending func()
+	begun   bool
+}
+
+func (w *sendingWriter) begin() {
+	if !w.begun {
+		w.begun = true
+		w.sending()
+	}
+}
+
+func (w *sendingWriter) WriteHeader(code int) {
+	w.begin()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *sendingWriter) Write(p []byte) (int, error) {
+	w.begin()
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap gives http.ResponseController the server's writer.
+func (w *sendingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // closeWaiting closes every connection that is not in a request.
 func (c *connCap) closeWaiting() {
@@ -169,14 +219,26 @@ func (c *connCap) closeWaiting() {
 }
 
 // longestWaiting returns the connection that has waited longest without
-// a request in progress, or nil when every one has one. c.mu is held.
+// a request in progress or, when every one has one, the one that has been
+// sending its answer longest; nil when every request is still being
+// worked on. c.mu is held.
 func (c *connCap) longestWaiting() net.Conn {
-	var oldest net.Conn
-	var since uint64
+	var oldest, sender net.Conn
+	var since, sendingSince uint64
 	for nc, e := range c.open {
-		if !e.busy && (oldest == nil || e.waiting < since) {
-			oldest, since = nc, e.waiting
+		switch {
+		case !e.busy:
+			if oldest == nil || e.waiting < since {
+				oldest, since = nc, e.waiting
+			}
+		case e.sending != 0:
+			if sender == nil || e.sending < sendingSince {
+				sender, sendingSince = nc, e.sending
+			}
 		}
+	}
+	if oldest == nil {
+		return sender
 	}
 	return oldest
 }

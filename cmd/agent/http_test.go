@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,6 +259,41 @@ func TestServerConnectionBound(t *testing.T) {
 		}
 		if got := testutil.ToFloat64(closed); got < 1 {
 			t.Errorf("connections closed: got %v, want at least 1", got)
+		}
+	})
+	t.Run("answers not read", func(t *testing.T) {
+		// Each asks for answers again and again and reads none: the
+		// server is stuck writing to it, in a request until its write
+		// timeout, and a flood of them kept every new connection out
+		// for as long. The one stuck longest goes instead.
+		addr, states, closed := boundedServer(t, 3, nil)
+		go func() {
+			for range states { // too many to await
+			}
+		}()
+		d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			var err error
+			_ = c.Control(func(fd uintptr) {
+				err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024)
+			})
+			return err
+		}}
+		for range 3 {
+			nc, err := d.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { nc.Close() })
+			go func() { _, _ = io.WriteString(nc, strings.Repeat("GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 200)) }()
+		}
+		time.Sleep(time.Second) // for the server's socket buffers to fill
+		for i := range 3 {
+			if code := dialBound(t, addr, fastGet).status(); code != http.StatusOK {
+				t.Fatalf("new connection %d with every one stuck sending an answer: got %d, want 200", i, code)
+			}
+		}
+		if got := testutil.ToFloat64(closed); got != 3 {
+			t.Errorf("connections closed: got %v, want 3", got)
 		}
 	})
 	t.Run("every one in a request", func(t *testing.T) {
