@@ -6,7 +6,10 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/outrider-sidecar/outrider/config"
 	"github.com/outrider-sidecar/outrider/internal/version"
@@ -104,6 +107,10 @@ func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reason := q.Get("reason")
+	if why := badReason(reason); enable && why != "" {
+		http.Error(w, fmt.Sprintf("reason=%q: %s: it is shown on one line of /ready and in the Consul check; want printable text", reason, why), http.StatusBadRequest)
+		return
+	}
 	if enable {
 		if reason == "" {
 			reason = "maintenance mode enabled through outrider"
@@ -133,6 +140,18 @@ func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintf(w, "maintenance %s\n", state)
+}
+
+// badReason says what makes a maintenance reason unfit, or "": the reason
+// is /ready's, on one line, and the Consul check's notes.
+func badReason(reason string) string {
+	if !utf8.ValidString(reason) {
+		return "is not UTF-8"
+	}
+	if strings.ContainsFunc(reason, unicode.IsControl) {
+		return "has a control character"
+	}
+	return ""
 }
 
 func errString(err error) string {

@@ -602,7 +602,8 @@ func TestRegistryWrongACLToken(t *testing.T) {
 
 // TestRegistryMaintenanceWithoutRegistry: with OUTRIDER_REGISTRY=none,
 // PUT /maintenance still takes the app out of /ready and back; enable is
-// true or false, nothing else ParseBool would take.
+// true or false, nothing else ParseBool would take, and a reason with a
+// control character, which would break /ready's one line, is refused.
 func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 	t.Parallel()
 	echoAddr := testbin.FreeAddr(t)
@@ -621,6 +622,9 @@ func TestRegistryMaintenanceWithoutRegistry(t *testing.T) {
 		{query: "enable=TRUE", code: http.StatusBadRequest, body: `enable="TRUE": want true or false`, ready: http.StatusOK},
 		{query: "enable=yes", code: http.StatusBadRequest, body: `enable="yes": want true or false`, ready: http.StatusOK},
 		{query: "reason=disk+swap", code: http.StatusBadRequest, body: `enable="": want true or false`, ready: http.StatusOK},
+		{query: "enable=true&reason=disk%0Aready", code: http.StatusBadRequest, body: `reason="disk\nready": has a control character`, ready: http.StatusOK},
+		{query: "enable=true&reason=disk%1B%5B31m", code: http.StatusBadRequest, body: `reason="disk\x1b[31m": has a control character`, ready: http.StatusOK},
+		{query: "enable=true&reason=disk%FF", code: http.StatusBadRequest, body: `reason="disk\xff": is not UTF-8`, ready: http.StatusOK},
 		{query: "enable=true&reason=disk+swap", code: http.StatusOK, body: "maintenance on: disk swap", ready: http.StatusServiceUnavailable},
 		{query: "enable=0", code: http.StatusBadRequest, body: `enable="0": want true or false`, ready: http.StatusServiceUnavailable},
 		{query: "enable=false", code: http.StatusOK, body: "maintenance off", ready: http.StatusOK},
