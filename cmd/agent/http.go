@@ -274,14 +274,16 @@ func requireToken(token string, next http.Handler) http.Handler {
 //     as GET /prestop changes state too.
 //   - Without a token, the listener is loopback, and a Host that is not
 //     an IP address or localhost is refused too: it is a DNS name a page
-//     rebound to 127.0.0.1 to read /status as same-origin.
+//     rebound to 127.0.0.1 to read /status as same-origin. An empty one,
+//     HTTP/1.0's (a script's printf to the port), is let through: no
+//     browser sends it.
 func refuseBrowsers(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if why := crossSite(r); why != "" {
 			http.Error(w, "refused: "+why+"; outrider's admin API is not for web pages", http.StatusForbidden)
 			return
 		}
-		if token == "" && !hostIsAddress(r.Host) {
+		if token == "" && r.Host != "" && !hostIsAddress(r.Host) {
 			http.Error(w, "refused: Host "+strconv.Quote(r.Host)+" is not an IP address or localhost; outrider's admin API answers only on its own address", http.StatusMisdirectedRequest)
 			return
 		}

@@ -22,7 +22,8 @@ import (
 
 // TestRefuseBrowsers: a web page cannot drive the admin API, by a
 // cross-site request or by a DNS name rebound to loopback; outrider
-// prestop, curl and the kubelet (no Sec-Fetch-Site, no Origin) can.
+// prestop, curl, the kubelet (no Sec-Fetch-Site, no Origin) and a script
+// that sends HTTP/1.0 without a Host (which no browser does) can.
 func TestRefuseBrowsers(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -46,6 +47,7 @@ func TestRefuseBrowsers(t *testing.T) {
 			header: map[string]string{"Sec-Fetch-Site": "same-site"}, want: 403},
 		{name: "old browser's Origin", method: "POST", host: "127.0.0.1:15000",
 			header: map[string]string{"Origin": "http://evil.example"}, want: 403},
+		{name: "HTTP/1.0 without Host", method: "POST", host: "", want: 200},
 		{name: "rebound name", method: "GET", host: "evil.example:15000",
 			header: map[string]string{"Sec-Fetch-Site": "same-origin"}, want: 421},
 		{name: "name with a token", token: "t", method: "GET", host: "outrider.pod:15000", want: 200},
@@ -55,7 +57,8 @@ func TestRefuseBrowsers(t *testing.T) {
 	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := httptest.NewRequest(tt.method, "http://"+tt.host+"/drain", nil)
+			r := httptest.NewRequest(tt.method, "/drain", nil)
+			r.Host = tt.host
 			for k, v := range tt.header {
 				r.Header.Set(k, v)
 			}
