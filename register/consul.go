@@ -58,6 +58,26 @@ func deniedHint(err error) string {
 	return "set CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE to a token with service:write on the service"
 }
 
+// LeftBehind says what becomes of the instance once outrider is gone,
+// its deregistration having failed with err, and what to do about it.
+// Consul reaps it after deregister_critical_after, unless Consul refused
+// outrider's token: its agent syncs the instance to the catalog with that
+// same token, so neither the critical checks nor the reaping reach the
+// catalog, where the instance stays passing.
+func LeftBehind(err error) string {
+	const left = "consul's agent syncs the instance to the catalog with the token consul refused, so it cannot take it out either: " +
+		"the instance stays in the catalog, passing, and is never reaped; "
+	const byHand = "deregister it through the catalog (PUT /v1/catalog/deregister with the node of consul's agent " +
+		"and the service ID, with a token with node:write and service:write)"
+	switch classify(err) {
+	case linkUnknownToken:
+		return left + byHand
+	case linkDenied:
+		return left + "give the token service:write on the service again (the agent then takes the instance out at its next sync), or " + byHand
+	}
+	return "consul reaps the instance after deregister_critical_after"
+}
+
 // unknownToken reports whether Consul answered that it does not know the
 // token.
 func unknownToken(se consul.StatusError) bool { return strings.Contains(se.Body, "ACL not found") }

@@ -252,7 +252,7 @@ func (r *Registrar) Run(ctx context.Context, verdicts <-chan probe.Verdict) erro
 	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stopTimeout)
 	defer cancel()
 	if err := r.Deregister(stop); err != nil {
-		r.log.Error("could not deregister from consul on stop; consul reaps the instance after deregister_critical_after",
+		r.log.Error("could not deregister from consul on stop; "+LeftBehind(err),
 			"service_id", r.id, "err", err)
 	}
 	return nil

@@ -762,3 +762,62 @@ func rotatedTokens(t *testing.T, c *consul.Client) (old, cur *consul.ACLToken) {
 	}
 	return token("echo sidecar, old"), token("echo sidecar, new")
 }
+
+// TestRegistryDeregistrationRefusedByACL: a token Consul refuses at the
+// stop (its policy cut to read, or the token deleted) cannot deregister
+// the instance, and Consul's agent, which syncs the instance to the
+// catalog with that same token, cannot take it out either: the instance
+// stays in the catalog, passing, after outrider is gone. The log must say
+// so and what to do, not that Consul reaps it.
+func TestRegistryDeregistrationRefusedByACL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		refuse func(c *consul.Client, pol *consul.ACLPolicy, tok *consul.ACLToken) error
+		want   string
+	}{
+		{"policy cut to read", func(c *consul.Client, pol *consul.ACLPolicy, _ *consul.ACLToken) error {
+			pol.Rules = `service "echo" { policy = "read" }`
+			_, _, err := c.ACL().PolicyUpdate(pol, nil)
+			return err
+		}, "give the token service:write on the service again"},
+		{"token deleted", func(c *consul.Client, _ *consul.ACLPolicy, tok *consul.ACLToken) error {
+			_, err := c.ACL().TokenDelete(tok.AccessorID, nil)
+			return err
+		}, "/v1/catalog/deregister"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := consultest.Start(t, consultest.WithACL("root-token-for-tests"))
+			c := srv.Client()
+			pol, _, err := c.ACL().PolicyCreate(&consul.ACLPolicy{Name: "echo-write", Rules: `service "echo" { policy = "write" }`}, nil)
+			if err != nil {
+				t.Fatalf("create policy: %v", err)
+			}
+			tok, _, err := c.ACL().TokenCreate(&consul.ACLToken{Policies: []*consul.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+			if err != nil {
+				t.Fatalf("create token: %v", err)
+			}
+			a := regStart(t, srv, "CONSUL_HTTP_TOKEN="+tok.SecretID)
+			a.waitHealth("passing", 20*time.Second)
+			if err := tc.refuse(c, pol, tok); err != nil {
+				t.Fatal(err)
+			}
+
+			a.outrider.Signal(syscall.SIGTERM)
+			a.outrider.Wait(20 * time.Second)
+			out := a.outrider.Output()
+			if !strings.Contains(out, "stays in the catalog, passing") || !strings.Contains(out, tc.want) {
+				t.Errorf("log does not say that the instance stays in the catalog and what to do (%q):\n%s", tc.want, out)
+			}
+			if strings.Contains(out, "consul reaps the instance") {
+				t.Errorf("log says consul reaps an instance its agent cannot take out:\n%s", out)
+			}
+			// What the log says: past the TTL, the catalog has it passing.
+			<-time.After(regTTL + regSlack)
+			if got := a.health(); got != "passing" {
+				t.Errorf("past the TTL the instance is %s in consul, want passing still, as the log says", got)
+			}
+		})
+	}
+}

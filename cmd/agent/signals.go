@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/outrider-sidecar/outrider/register"
 	"github.com/outrider-sidecar/outrider/wrap"
 )
 
@@ -207,7 +208,7 @@ func (a *agent) childExited(child *wrap.Child, draining <-chan struct{}) error {
 	} else if a.registrar != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := a.registrar.Deregister(ctx); err != nil {
-			a.log.Error("could not deregister after the app exited; consul reaps the instance after deregister_critical_after", "err", err)
+			a.log.Error("could not deregister after the app exited; "+register.LeftBehind(err), "err", err)
 		}
 		cancel()
 	}
