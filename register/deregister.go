@@ -66,13 +66,20 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	err = r.agent.ServiceDeregisterOpts(id, (&consul.QueryOptions{}).WithContext(cctx))
 	if err != nil && !isNotFound(err) {
 		r.m.errors.WithLabelValues("deregister").Inc()
+		err = fmt.Errorf("deregister service %q from consul at %s: %w", id, r.addr, err)
+		if !errors.Is(err, context.Canceled) {
+			// Consul's failure, not a stop cutting the call short: /status
+			// says so, as after a failed heartbeat.
+			r.link.fail(err, r.clock.Now(), r.retryMax())
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			r.mu.Lock()
 			r.deregisterTimedOut = true
 			r.mu.Unlock()
 		}
-		return fmt.Errorf("deregister service %q from consul at %s: %w", id, r.addr, err)
+		return err
 	}
+	r.answered()
 	r.m.registered.Set(0)
 	r.mu.Lock()
 	r.deregistered, r.registered = true, false

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -819,5 +820,39 @@ func TestRegistryDeregistrationRefusedByACL(t *testing.T) {
 				t.Errorf("past the TTL the instance is %s in consul, want passing still, as the log says", got)
 			}
 		})
+	}
+}
+
+// TestRegistryStatusAfterADeregistrationConsulLeftUnanswered: a drain
+// whose deregistration Consul leaves unanswered (a hung agent) goes on
+// after its 5 s, and /status's consul section then says that Consul did
+// not answer, with the error, not consul ok.
+func TestRegistryStatusAfterADeregistrationConsulLeftUnanswered(t *testing.T) {
+	t.Parallel()
+	srv := consultest.Start(t)
+	a := regStart(t, srv)
+	a.waitHealth("passing", 20*time.Second)
+
+	srv.Pause()
+	defer srv.Resume()
+	start := time.Now()
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Get(a.admin + "/prestop")
+	if err != nil {
+		t.Fatalf("/prestop: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	code, body, took := resp.StatusCode, string(b), time.Since(start)
+	if code != http.StatusInternalServerError || !strings.Contains(body, `"deregistered":false`) {
+		t.Errorf("/prestop with consul hung = %d %s, want 500 and deregistered false", code, body)
+	}
+	if took > 5*time.Second+regSlack {
+		t.Errorf("the drain took %s with consul hung, want the 5 s deregistration bound", took)
+	}
+	st := a.consulStatus()
+	if st["consul"] != "unreachable" || !strings.Contains(fmt.Sprint(st["last_error"]), `deregister service "echo-1"`) ||
+		st["deregistered"] != false {
+		t.Errorf("/status consul after the deregistration timed out = %v, want consul unreachable, "+
+			"the deregistration as last_error, not deregistered", st)
 	}
 }

@@ -164,6 +164,24 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// Pause stops the agent (SIGSTOP) without killing it: the kernel still
+// accepts connections on its ports and nothing answers them, as on an
+// agent that hangs. Resume continues it; Stop kills a paused agent too.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues an agent Pause stopped.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.t.Fatalf("consultest: agent not running")
+	}
+	if err := syscall.Kill(-s.cmd.Process.Pid, sig); err != nil {
+		s.t.Fatalf("consultest: signal the agent: %v", err)
+	}
+}
+
 // Client returns a consul/api client for the agent, with the management
 // token when ACLs are on.
 func (s *Server) Client() *consul.Client {
