@@ -14,6 +14,11 @@ import (
 // Consul could not be told yet; the registrar applies it once it can.
 var ErrPending = errors.New("recorded, consul not updated yet")
 
+// ErrStopped is SetMaintenance's error once the drain has deregistered the
+// instance, or is doing so: there is no registration left to put in
+// maintenance, and Consul is not told.
+var ErrStopped = errors.New("the instance is deregistered from consul (outrider is draining or has stopped)")
+
 var errNotRegistered = errors.New("the service is not registered yet")
 
 // maintMode is Consul's maintenance mode of the service.
@@ -115,10 +120,22 @@ func (m *maintenance) report(s *Status) {
 	s.Maintenance, s.MaintenanceReason = m.want.enabled, m.want.reason
 }
 
+// Stopped reports whether the instance is deregistered, or being so: it
+// is never registered again.
+func (r *Registrar) Stopped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped
+}
+
 // SetMaintenance turns Consul's maintenance mode for the service on or
 // off. The wish is kept: when Consul cannot be told now, or loses it, the
-// registrar applies it again. Every error it returns wraps ErrPending.
+// registrar applies it again. Every error it returns wraps ErrPending, but
+// ErrStopped after a deregistration.
 func (r *Registrar) SetMaintenance(ctx context.Context, enable bool, reason string) error {
+	if r.Stopped() {
+		return ErrStopped
+	}
 	r.maint.wish(enable, reason)
 	if !r.lock(ctx) {
 		return fmt.Errorf("maintenance: %w: %w", ErrPending, ctx.Err())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -92,7 +93,8 @@ func registration(c config.Config) register.Service {
 // serveMaintenance answers PUT /maintenance?enable=true|false&reason=…:
 // it turns Consul's maintenance mode for the app on or off, and /ready
 // with it. 200 when done (or when there is no registry), 202 when outrider
-// will tell Consul as soon as it can, 400 naming any other enable.
+// will tell Consul as soon as it can, 400 naming any other enable, 409
+// once the drain has deregistered the instance.
 func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	q := r.URL.Query()
@@ -109,6 +111,10 @@ func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	reason := q.Get("reason")
 	if why := badReason(reason); enable && why != "" {
 		http.Error(w, fmt.Sprintf("reason=%q: %s: it is shown on one line of /ready and in the Consul check; want printable text", reason, why), http.StatusBadRequest)
+		return
+	}
+	if a.registrar != nil && a.registrar.Stopped() {
+		http.Error(w, "maintenance not set: "+register.ErrStopped.Error(), http.StatusConflict)
 		return
 	}
 	if enable {
@@ -131,6 +137,11 @@ func (a *agent) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	err := a.registrar.SetMaintenance(ctx, enable, reason)
+	if errors.Is(err, register.ErrStopped) {
+		// The drain began since the check above.
+		http.Error(w, "maintenance not set in consul: "+err.Error(), http.StatusConflict)
+		return
+	}
 	a.log.Info("maintenance mode", "enabled", enable, "reason", reason, "consul_err", errString(err))
 	if err != nil {
 		// Every error of SetMaintenance wraps register.ErrPending: the

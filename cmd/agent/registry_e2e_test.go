@@ -471,6 +471,25 @@ func TestRegistryMaintenance(t *testing.T) {
 	}
 	a.waitHealth("passing", 5*time.Second)
 	testbin.WaitHTTP(t, a.metrics+"/ready", http.StatusOK, 5*time.Second)
+
+	// After a drain has deregistered the instance there is nothing to put
+	// in maintenance: 409, not a 200 that Consul never heard of.
+	drain, _ := http.NewRequest(http.MethodPost, a.admin+"/drain", nil)
+	resp, err := a.client.Do(drain)
+	if err != nil {
+		t.Fatalf("POST /drain: %v", err)
+	}
+	resp.Body.Close()
+	regEventually(t, 10*time.Second, "the drain to deregister the instance", func() (bool, string) {
+		_, body := a.get(a.admin + "/status")
+		return strings.Contains(body, `"deregistered": true`), body
+	})
+	if code, body := put(a.admin, "enable=true&reason=late"); code != http.StatusConflict || !strings.Contains(body, "deregistered") {
+		t.Errorf("PUT /maintenance?enable=true after /drain = %d %q, want 409 saying the instance is deregistered", code, body)
+	}
+	if _, body := a.get(a.metrics + "/ready"); strings.Contains(body, "late") {
+		t.Errorf("/ready after a refused maintenance = %q, want it unchanged", body)
+	}
 }
 
 // TestRegistryACLTokenFromFile: with ACLs on (default deny), outrider
