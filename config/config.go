@@ -280,6 +280,11 @@ func loadReader(r *reader, hostname string, interfaceAddr func() (string, error)
 	c.Listen.Metrics = r.listen("OUTRIDER_METRICS_LISTEN", DefaultMetricsListen, false)
 	c.Listen.Admin = r.listen("OUTRIDER_ADMIN_LISTEN", DefaultAdminListen, false)
 	c.Listen.AdminToken = Secret(r.str("OUTRIDER_ADMIN_TOKEN", ""))
+	if strings.ContainsFunc(c.Listen.AdminToken.Reveal(), func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) {
+		// No header carries one: outrider prestop could not send the
+		// token, and no client could call the admin API.
+		r.fail("OUTRIDER_ADMIN_TOKEN", "(hidden)", "holds a control character (a line break?), which no HTTP header can carry, so no client could send it (want printable text)")
+	}
 	c.Listen.QPSWindow = r.durationIn("OUTRIDER_QPS_WINDOW", 10*time.Second, time.Second, maxQPSWindow)
 	if c.Listen.QPSWindow%time.Second != 0 {
 		// The rate is counted per whole second: 1500ms would be 2s in

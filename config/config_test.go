@@ -854,3 +854,28 @@ func TestReloadableKeysAreVariables(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminTokenPrintable: an admin token no HTTP header can carry (a line
+// break inside it, as a file of two lines gives) is refused, without
+// printing it; one with inner spaces or tabs is kept.
+func TestAdminTokenPrintable(t *testing.T) {
+	tests := []struct {
+		token string
+		ok    bool
+	}{
+		{"s3cret-token", true},
+		{"two words\tand a tab", true},
+		{"first-line\nsecond-line", false},
+		{"carriage\rreturn", false},
+		{"del\x7f", false},
+	}
+	for _, tc := range tests {
+		_, err := load(t, map[string]string{"OUTRIDER_SERVICE_NAME": "web", "OUTRIDER_ADMIN_TOKEN": tc.token})
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("token %q: %v, want it kept", tc.token, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "OUTRIDER_ADMIN_TOKEN") || strings.Contains(err.Error(), tc.token)):
+			t.Errorf("token %q: %v, want an error naming OUTRIDER_ADMIN_TOKEN without its value", tc.token, err)
+		}
+	}
+}
