@@ -123,6 +123,12 @@ func TestDemoStoppedWhileStartingLeavesNothingRunning(t *testing.T) {
 			env, vars := demoEnv(t, dir, nil)
 			p := testbin.Start(t, "bash", env, filepath.Join(dir, "scripts", "demo.sh"))
 			testbin.WaitHTTP(t, "http://"+vars["APP_ADDR"]+"/healthz", 200, 10*time.Second)
+			// Consul's stand-in writes its pid as it starts, which may come
+			// after the app answers.
+			deadline := time.Now().Add(5 * time.Second)
+			for len(pids()) != 2 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
 			if got := pids(); len(got) != 2 {
 				t.Fatalf("started %v, want consul and echo", got)
 			}
