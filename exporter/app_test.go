@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/procfs"
 
 	"github.com/outrider-sidecar/outrider/internal/testlog"
 )
@@ -1136,16 +1137,23 @@ func TestNeverItselfInAnotherPIDNamespace(t *testing.T) {
 }
 
 // waitZombie polls /proc until pid has exited and is not yet reaped.
+// A process killed by a signal shows its main thread as a zombie while
+// its other threads are still on their way out; it has exited once its
+// thread count has come down to the main thread's.
 func waitZombie(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err == nil && bytes.Contains(b, []byte(") Z ")) {
+		var st procfs.ProcStat
+		p, err := procfs.NewProc(pid)
+		if err == nil {
+			st, err = p.Stat()
+		}
+		if err == nil && st.State == "Z" && st.NumThreads <= 1 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pid %d not a zombie after 10 s: %s %v", pid, b, err)
+			t.Fatalf("pid %d not a zombie after 10 s: %+v %v", pid, st, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
