@@ -114,8 +114,10 @@ func (c *connCap) track(nc net.Conn, st http.ConnState) {
 	}
 	c.mu.Unlock()
 	if victim != nil {
-		_ = victim.Close()
+		// Counted first: a client that sees its connection closed finds
+		// the close already in the count.
 		c.closed.Inc()
+		_ = victim.Close()
 	}
 }
 
