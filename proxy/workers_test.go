@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,21 +56,15 @@ func TestConnectionGoroutinesAreReused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// An idle time no round comes near, however loaded the
+			// machine: a goroutine that timed out between rounds would
+			// be replaced by a new one, and the count would say nothing
+			// of reuse.
 			tp := startProxyWith(t, app, func(c *Config) { c.DisableEventLoop = true },
-				func(p *Proxy) { p.workers.idleFor = 300 * time.Millisecond })
+				func(p *Proxy) { p.workers.idleFor = time.Minute })
 			ws := &tp.workers
 			for range tt.rounds {
-				conns := make([]*rawConn, tt.clients)
-				for i := range conns {
-					conns[i] = dialRaw(t, tp.addr)
-					conns[i].send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-					if resp := conns[i].response("GET"); resp.StatusCode != 200 {
-						t.Fatalf("GET through the proxy: got %d, want 200", resp.StatusCode)
-					}
-				}
-				for _, rc := range conns {
-					rc.nc.Close()
-				}
+				openAndClose(t, tp.addr, tt.clients)
 				// Every goroutine is back on the idle list before the next round.
 				waitFor(t, "the connections' goroutines to go idle", func() bool {
 					return tp.Status().Connections == 0 && ws.idleCount() == int(ws.started.Load())
@@ -77,13 +73,60 @@ func TestConnectionGoroutinesAreReused(t *testing.T) {
 			if got, want := ws.started.Load(), int64(tt.clients); got != want {
 				t.Errorf("%d connections were served by %d goroutines, want %d", tt.clients*tt.rounds, got, want)
 			}
-			// Idle goroutines exit after the idle time.
-			waitFor(t, "the idle goroutines to exit", func() bool { return ws.idleCount() == 0 })
+		})
+	}
+}
+
+// TestIdleConnectionGoroutinesExit: a goroutine that waits for a
+// connection for the idle time exits, and the next connection gets a new
+// one.
+func TestIdleConnectionGoroutinesExit(t *testing.T) {
+	for _, clients := range []int{1, 8} {
+		t.Run(fmt.Sprintf("%d at once", clients), func(t *testing.T) {
+			tp := startProxyWith(t, startEcho(t), func(c *Config) { c.DisableEventLoop = true },
+				func(p *Proxy) { p.workers.idleFor = 300 * time.Millisecond })
+			ws := &tp.workers
+			openAndClose(t, tp.addr, clients)
+			// Gone, not merely off the idle list (where a goroutine is
+			// not yet when its connection has just closed).
+			waitFor(t, "the idle goroutines to exit", func() bool {
+				return tp.Status().Connections == 0 && workerGoroutines() == 0
+			})
 			getClose(t, tp.addr)
-			if got, want := ws.started.Load(), int64(tt.clients+1); got != want {
+			if got, want := ws.started.Load(), int64(clients+1); got != want {
 				t.Errorf("after the idle time, %d goroutines were started, want %d (a new one)", got, want)
 			}
 		})
+	}
+}
+
+// openAndClose opens n connections to addr, one after another, has each
+// answer a request, and then closes them all.
+func openAndClose(t *testing.T, addr string, n int) {
+	t.Helper()
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, addr)
+		conns[i].send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp := conns[i].response("GET"); resp.StatusCode != 200 {
+			t.Fatalf("GET through the proxy: got %d, want 200", resp.StatusCode)
+		}
+	}
+	for _, rc := range conns {
+		rc.nc.Close()
+	}
+}
+
+// workerGoroutines counts the goroutines of this process that serve
+// client connections or wait for one, every proxy's.
+func workerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "proxy.(*workers).run(")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
 
