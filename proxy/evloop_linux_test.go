@@ -259,9 +259,23 @@ var idleMisdeeds = []struct {
 
 // misbehavingApp answers every request with its path as the body; after
 // an answer to a path for which misbehave is true, it waits for the
-// connection to be idle in the proxy again and does after to it.
-func misbehavingApp(t *testing.T, misbehave func(path string) bool, after func(nc net.Conn) (keep bool)) string {
-	return fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+// connection to be idle in the proxy again and does after to it. over
+// receives each connection it misbehaved on once that connection is
+// closed: by the app, or by the proxy, which closes one that got stray
+// bytes.
+func misbehavingApp(t *testing.T, misbehave func(path string) bool, after func(nc net.Conn) (keep bool)) (addr string, over <-chan struct{}) {
+	ended := make(chan struct{}, 16)
+	addr = fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+		misbehaved := false
+		defer func() {
+			if misbehaved {
+				nc.Close()
+				select {
+				case ended <- struct{}{}:
+				default:
+				}
+			}
+		}()
 		for {
 			req, err := http.ReadRequest(br)
 			if err != nil {
@@ -272,11 +286,13 @@ func misbehavingApp(t *testing.T, misbehave func(path string) bool, after func(n
 				continue
 			}
 			time.Sleep(50 * time.Millisecond)
+			misbehaved = true
 			if !after(nc) {
 				return
 			}
 		}
 	})
+	return addr, ended
 }
 
 // TestEventLoopAppMisbehavesWhileIdle: the app connection pinned to a
@@ -286,14 +302,21 @@ func misbehavingApp(t *testing.T, misbehave func(path string) bool, after func(n
 func TestEventLoopAppMisbehavesWhileIdle(t *testing.T) {
 	for _, tt := range idleMisdeeds {
 		t.Run(tt.name, func(t *testing.T) {
-			app := misbehavingApp(t, func(path string) bool { return path != "/ok/first" }, tt.after)
+			app, over := misbehavingApp(t, func(path string) bool { return path != "/ok/first" }, tt.after)
 			tp := startProxy(t, app, nil)
 			rc := parkedConn(t, tp)
 			rc.send("GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
 			if code, body, _ := rc.answer("GET"); code != 200 || body != "/second" {
 				t.Fatalf("got %d %q", code, body)
 			}
-			time.Sleep(150 * time.Millisecond)
+			// The misdeed is done and its connection is over: the next
+			// request comes after it, not before stray bytes that an
+			// app sending them late would have answered it with.
+			select {
+			case <-over:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the app connection the app misbehaved on is still open after 10s: the loop did not see stray bytes on it")
+			}
 			rc.send("GET /third HTTP/1.1\r\nHost: a\r\n\r\n")
 			if code, body, _ := rc.answer("GET"); code != 200 || body != "/third" {
 				t.Fatalf("after the app's misdeed: got %d %q, want 200 \"/third\"", code, body)
@@ -546,7 +569,7 @@ func TestEventLoopServesNewConnections(t *testing.T) {
 func TestEventLoopIdleAppConnectionMisbehaves(t *testing.T) {
 	for _, tt := range idleMisdeeds {
 		t.Run(tt.name, func(t *testing.T) {
-			app := misbehavingApp(t, func(path string) bool { return path == "/second" }, tt.after)
+			app, _ := misbehavingApp(t, func(path string) bool { return path == "/second" }, tt.after)
 			tp := startProxy(t, app, nil)
 			for _, path := range []string{"/first", "/second"} {
 				rc := dialRaw(t, tp.addr)
