@@ -207,6 +207,10 @@ func TestDrainFinishesBegunHeads(t *testing.T) {
 				rc.send("GET /before HTTP/1.1\r\nHost: a\r\n\r\n")
 				resp := rc.response("GET")
 				io.Copy(io.Discard, resp.Body)
+				// The answer reaches the client a moment before the proxy
+				// waits for the next request: a drain in that moment ends
+				// the connection after its exchange, unread.
+				waitFor(t, "the proxy to wait for the next request", func() bool { return tp.idleConns() == 1 })
 			}
 			rc.send("GET /headers HTTP/1.1\r\nHost: a\r\n")
 			drained := tp.drainMidway(200 * time.Millisecond)
@@ -293,6 +297,19 @@ func TestDrainDuringKeepAliveUploads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// idleConns counts the client connections waiting for their next request.
+func (tp *testProxy) idleConns() int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	n := 0
+	for c := range tp.conns {
+		if c.state.Load() == stateIdle {
+			n++
+		}
+	}
+	return n
 }
 
 // acceptedByHand returns a proxy that serves no listener, goroutine per
