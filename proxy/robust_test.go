@@ -661,11 +661,13 @@ func TestTunnelClosedByTheAppEndsAfterTheHalfCloseTimeout(t *testing.T) {
 	})
 	tp := startProxy(t, app, func(c *Config) { c.TunnelIdleTimeout = time.Hour; c.TunnelHalfCloseTimeout = halfIdle })
 	rc := dialRaw(t, tp.addr)
+	// Taken before the request: the proxy may see the app's close, and
+	// start the timeout, well before this goroutine reads the 101.
+	start := time.Now()
 	rc.send("GET /t HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
 	if resp := rc.response("GET"); resp.StatusCode != 101 {
 		t.Fatalf("got %d, want 101", resp.StatusCode)
 	}
-	start := time.Now()
 	if got, err := io.ReadAll(rc.br); string(got) != "bye" || err != nil {
 		t.Fatalf("the client got %q (%v), want %q and the end", got, err, "bye")
 	}
@@ -673,12 +675,12 @@ func TestTunnelClosedByTheAppEndsAfterTheHalfCloseTimeout(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for tp.Status().Tunnels != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the tunnel is still open %v after the app closed it", time.Since(start))
+			t.Fatalf("the tunnel is still open %v after the request, the app closing it at once", time.Since(start))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if took := time.Since(start); took < halfIdle/2 {
-		t.Errorf("the tunnel closed %v after the app's close, before the half-close timeout %v", took, halfIdle)
+		t.Errorf("the tunnel closed %v after the request, the app closing it at once: before the half-close timeout %v", took, halfIdle)
 	}
 	if _, err := rc.nc.Write([]byte("x")); err == nil {
 		time.Sleep(50 * time.Millisecond)
