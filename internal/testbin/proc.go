@@ -141,14 +141,25 @@ func RefusingAddr(t testing.TB) string {
 }
 
 // Running reports whether pid is a process that has not exited: one that
-// is gone, or a zombie, has. (Read by hand, not with procfs: the deploy
-// and loop modules use this package too.)
+// is gone, or a zombie, has. A process whose main thread has exited shows
+// as a zombie while its other threads run, as a Go program killed by a
+// signal does for a moment, its sockets still open: it runs until its
+// thread count is down to the main thread's. (Read by hand, not with
+// procfs: the deploy and loop modules use this package too.)
 func Running(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false
 	}
-	// The state follows the command name, which ends at the last ')'.
-	_, state, _ := strings.Cut(string(b[bytes.LastIndexByte(b, ')')+1:]), " ")
-	return state != "" && state[0] != 'Z'
+	// The state and num_threads follow the command name, which ends at
+	// the last ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 18 {
+		return false
+	}
+	if f[0] != "Z" && f[0] != "X" {
+		return true
+	}
+	threads, _ := strconv.Atoi(f[17])
+	return threads > 1
 }
