@@ -191,7 +191,7 @@ func (c *conn) serve() (parked bool) {
 		return false
 	}
 	for ; ; first = false {
-		if !c.readRequest(first) || !c.forward() || c.p.draining.Load() {
+		if !c.readRequest(first) || !c.forward() {
 			c.end()
 			return false
 		}
@@ -207,14 +207,14 @@ func (c *conn) resume(from int) bool {
 		if u := c.sendRequest(true, c.up, c.ev.sent); u != nil {
 			c.relayAnswer(u)
 		}
-		return c.endForward() && !c.p.draining.Load()
+		return c.endForward()
 	case resumeWrite:
 		if err := c.writePend(); err != nil {
 			c.o.code = CodeClientGone
 			c.o.keep = false
 			c.dropUpstream()
 		}
-		return c.endForward() && !c.p.draining.Load()
+		return c.endForward()
 	}
 	return true
 }

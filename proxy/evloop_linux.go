@@ -469,22 +469,27 @@ func (l *evLoop) woken() {
 		case c.cut.Load():
 			l.cut(c)
 		case c.ev.state == evIdle:
-			// Bytes of a request that reached the socket before the loop
-			// read them (their event may be in this batch, after the wake,
-			// or in the next) are served, with "Connection: close", rather
-			// than closed unread: the request had come when the drain began.
-			fd := c.ev.cfd
-			if len(c.br.buffered()) == 0 && peekFd(uintptr(fd)) == peekData {
-				l.serveClient(c, true, false)
-				if l.owner(fd) != c || c.ev.state != evIdle {
-					// Handed to a goroutine, closed, or waiting for the
-					// app's answer, after which it closes.
-					continue
-				}
-			}
-			l.drop(c)
+			l.closeIdle(c)
 		}
 	}
+}
+
+// closeIdle closes c, idle in the loop while the proxy drains, unless
+// bytes of a next request reached it first (buffered, or in the socket
+// with their event still to come): that request is served, with
+// "Connection: close", as its client sent it before it could know of the
+// drain and would lose it.
+func (l *evLoop) closeIdle(c *conn) {
+	fd := c.ev.cfd
+	if len(c.br.buffered()) > 0 || peekFd(uintptr(fd)) == peekData {
+		l.serveClient(c, true, false)
+		if l.owner(fd) != c || c.ev.state != evIdle {
+			// Handed to a goroutine, closed, or waiting for the app's
+			// answer, after which it closes.
+			return
+		}
+	}
+	l.drop(c)
 }
 
 // sweep closes the connections idle for longer than the idle timeout,
@@ -751,17 +756,23 @@ func (l *evLoop) endExchange(c *conn) {
 	ev.fresh = false
 	keep := c.finishForward()
 	switch {
-	case !keep || c.p.draining.Load():
+	case !keep:
 		l.drop(c)
 		return
 	case c.up == nil:
-		// The app connection was not kept: the goroutine gets another.
+		// The app connection was not kept: the goroutine gets another
+		// (and while the proxy drains, closes c or serves what came).
 		l.handBack(c, resumeServe)
 		return
 	}
 	ev.state = evIdle
 	ev.since = c.now
 	c.state.Store(stateIdle)
+	if c.p.draining.Load() {
+		// The answer kept c alive: the drain began since.
+		l.closeIdle(c)
+		return
+	}
 	if ev.readable || len(c.br.buffered()) > 0 {
 		l.serveClient(c, ev.readable, false)
 	}

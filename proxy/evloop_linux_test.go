@@ -1006,3 +1006,82 @@ func TestDrainWhileALoopAccepts(t *testing.T) {
 		t.Errorf("the connection the loop was accepting: got %d close=%v, want 200 with Connection: close", code, closing)
 	}
 }
+
+// TestDrainAnswersARequestThatCameWithTheAnswer: a drain that begins as
+// an answer kept alive is being finished, after the answer went out and
+// before the connection waits for its next request, answers a next
+// request that has reached the socket (pipelined with the first, or sent
+// on reading its answer), with "Connection: close", rather than closing
+// the connection on it unread: its client would lose it. Served by a
+// goroutine or by an event loop alike.
+func TestDrainAnswersARequestThatCameWithTheAnswer(t *testing.T) {
+	const get = "GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
+	upload := "POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	for _, tt := range []struct {
+		name              string
+		parked, pipelined bool
+		first, want       string
+	}{
+		{"goroutine, pipelined", false, true, get, "/first"},
+		{"goroutine, sent on the answer", false, false, get, "/first"},
+		{"goroutine, after an upload streamed", false, false, upload, "3"},
+		{"event loop, pipelined", true, true, get, "/first"},
+		{"event loop, sent on the answer", true, false, get, "/first"},
+		{"event loop, after an answer longer than a read", true, false,
+			"GET /bytes/200000 HTTP/1.1\r\nHost: a\r\n\r\n", strings.Repeat("b", 200000)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// The metrics' clock marks the exchange's end, once its
+			// answer is written: the drain begins there, and the
+			// exchange ends once the test has sent what it sends.
+			var (
+				armed  atomic.Bool
+				calls  atomic.Int32
+				tp     *testProxy
+				sent   = make(chan struct{})
+				drains = make(chan (<-chan error), 1)
+			)
+			now := func() time.Time {
+				if armed.Load() && calls.Add(1) == 2 {
+					drains <- tp.drainInBackground()
+					for !tp.Draining() {
+						time.Sleep(time.Millisecond)
+					}
+					<-sent
+				}
+				return time.Now()
+			}
+			tp = startProxy(t, pathApp(t), func(c *Config) { c.Now = now })
+			var rc *rawConn
+			if tt.parked {
+				rc = parkedConn(t, tp)
+			} else {
+				rc = dialRaw(t, tp.addr)
+			}
+			armed.Store(true)
+			if tt.pipelined {
+				rc.send(tt.first + "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+				close(sent)
+			} else {
+				rc.send(tt.first)
+			}
+			code, body, closing := rc.answer(tt.first[:strings.IndexByte(tt.first, ' ')])
+			if code != 200 || body != tt.want || closing {
+				t.Fatalf("first answer: got %d %.40q close=%v, want 200 %.40q kept alive", code, body, closing, tt.want)
+			}
+			if !tt.pipelined {
+				// On loopback the bytes are in the proxy's socket once
+				// the write returns.
+				rc.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+				close(sent)
+			}
+			code, body, closing = rc.answer("GET")
+			if code != 200 || body != "/next" || !closing {
+				t.Errorf("the next request: got %d %q close=%v, want 200 \"/next\" with Connection: close", code, body, closing)
+			}
+			if err := drainResult(t, <-drains, "after the next request"); err != nil {
+				t.Errorf("Drain: %v", err)
+			}
+		})
+	}
+}

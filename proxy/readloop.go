@@ -93,7 +93,7 @@ func (c *conn) serveLoop(first bool) (parked bool) {
 			c.p.evl.Load().park(c)
 			return true
 		}
-		if !c.forward() || c.p.draining.Load() {
+		if !c.forward() {
 			return false
 		}
 	}
@@ -159,7 +159,7 @@ func (c *conn) step(fd uintptr) bool {
 			rl.leave = leaveForward
 			return true
 		}
-		if !c.forward() || c.p.draining.Load() || !c.idle() {
+		if !c.forward() || !c.idle() {
 			return true
 		}
 	}
