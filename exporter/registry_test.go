@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,7 +23,8 @@ func TestHandlerSlowReadersDoNotTakeTheSlots(t *testing.T) {
 	}
 	srv := httptest.NewUnstartedServer(Handler(NewRegistry()))
 	srv.Listener.Close()
-	srv.Listener = smallSendBuffers{ln}
+	stuck := &stuckWriters{Listener: ln}
+	srv.Listener = stuck
 	srv.Start()
 	defer srv.Close()
 
@@ -42,7 +45,16 @@ func TestHandlerSlowReadersDoNotTakeTheSlots(t *testing.T) {
 		defer c.Close()
 		go func() { _, _ = c.Write([]byte(req)) }()
 	}
-	time.Sleep(time.Second)
+	// Until as many answers as there are slots are stuck in their
+	// writes, the scrapes below would be answered whatever the handler
+	// does with its slots.
+	deadline := time.Now().Add(10 * time.Second)
+	for stuck.count(200*time.Millisecond) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s, %d answers stuck in their writes, want 4", stuck.count(200*time.Millisecond))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	for i := range 3 {
@@ -57,13 +69,50 @@ func TestHandlerSlowReadersDoNotTakeTheSlots(t *testing.T) {
 	}
 }
 
-// smallSendBuffers gives each connection it accepts a small send buffer.
-type smallSendBuffers struct{ net.Listener }
+// stuckWriters gives each connection it accepts a small send buffer, and
+// tells how many are stuck in a write.
+type stuckWriters struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []*writeTimer
+}
 
-func (l smallSendBuffers) Accept() (net.Conn, error) {
+func (l *stuckWriters) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetWriteBuffer(4096)
 	}
-	return c, err
+	wt := &writeTimer{Conn: c}
+	l.mu.Lock()
+	l.conns = append(l.conns, wt)
+	l.mu.Unlock()
+	return wt, nil
+}
+
+// count returns how many connections have been in one write for at least d.
+func (l *stuckWriters) count(d time.Duration) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.conns {
+		if since := c.since.Load(); since != 0 && time.Since(time.Unix(0, since)) >= d {
+			n++
+		}
+	}
+	return n
+}
+
+// writeTimer is a connection that records when its write in progress began.
+type writeTimer struct {
+	net.Conn
+	since atomic.Int64
+}
+
+func (c *writeTimer) Write(b []byte) (int, error) {
+	c.since.Store(time.Now().UnixNano())
+	defer c.since.Store(0)
+	return c.Conn.Write(b)
 }
