@@ -45,7 +45,7 @@ func probeWithin(p Prober, spec Spec, timeout time.Duration) Result {
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := withTimeout(context.Background(), timeout)
 	defer cancel()
 	return p(ctx, spec)
 }

@@ -124,9 +124,24 @@ func deadlinePassed(ctx context.Context) bool {
 	return ok && !time.Now().Before(dl)
 }
 
-// timeoutOf is the time ctx allowed from start, to two significant
-// digits: start is taken a moment after the deadline was set.
+// timeoutKey is the context key under which withTimeout keeps a probe's
+// timeout.
+type timeoutKey struct{}
+
+// withTimeout is context.WithTimeout that also keeps d, for a result to
+// name the timeout set rather than the time left when the probe started.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	return context.WithValue(ctx, timeoutKey{}, d), cancel
+}
+
+// timeoutOf is the probe's timeout: the one withTimeout set, or else the
+// time ctx allowed from start, to two significant digits (start is taken
+// a moment after the deadline was set).
 func timeoutOf(ctx context.Context, start time.Time) time.Duration {
+	if d, ok := ctx.Value(timeoutKey{}).(time.Duration); ok {
+		return d
+	}
 	d := time.Since(start)
 	if dl, ok := ctx.Deadline(); ok {
 		d = dl.Sub(start)

@@ -29,6 +29,21 @@ func TestTimeoutOf(t *testing.T) {
 	}
 }
 
+// TestTimeoutOfNamesTheTimeoutSet: a probe that starts late (a loaded
+// machine, a pause) still names the timeout set: a 150 ms timeout was
+// reported as "no answer within 140ms" once the probe started 6 ms after
+// its deadline was set.
+func TestTimeoutOfNamesTheTimeoutSet(t *testing.T) {
+	for _, timeout := range []time.Duration{150 * time.Millisecond, time.Second, 2500 * time.Millisecond} {
+		ctx, cancel := withTimeout(context.Background(), timeout)
+		start := time.Now().Add(timeout / 20)
+		if got := timeoutOf(ctx, start); got != timeout {
+			t.Errorf("timeoutOf(%s timeout, started %s late) = %s, want %s", timeout, timeout/20, got, timeout)
+		}
+		cancel()
+	}
+}
+
 func TestSnippet(t *testing.T) {
 	tests := []struct {
 		in    string

@@ -267,7 +267,7 @@ func (r *Runner) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 func (r *Runner) probeOnce(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, r.sched.Timeout)
+	pctx, cancel := withTimeout(ctx, r.sched.Timeout)
 	start := time.Now()
 	res := r.probe(pctx, r.spec)
 	cancel()
