@@ -230,14 +230,23 @@ func TestReadyHidesTheAppsHealthBody(t *testing.T) {
 // TestExecProbeEnvironment runs an exec probe that writes its environment
 // to a file, with secrets in outrider's environment.
 func TestExecProbeEnvironment(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "probe-env")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "probe-env")
+	// The probe runs every 100 ms and each run rewrites the file: written
+	// in place, a read that came a period after /ready turned could find
+	// it truncated by the next run and not yet written. Renamed into
+	// place, every read finds one run's whole environment.
+	script := filepath.Join(dir, "probe.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nenv >"+out+".$$ && mv "+out+".$$ "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	secrets := map[string]string{
 		"CONSUL_HTTP_TOKEN":    "consul-s3cr3t",
 		"OUTRIDER_ADMIN_TOKEN": "admin-s3cr3t",
 		"VAULT_TOKEN":          "vault-s3cr3t",
 	}
 	env := []string{
-		"OUTRIDER_PROBE=exec:/bin/sh -c env>" + out,
+		"OUTRIDER_PROBE=exec:" + script,
 		"OUTRIDER_PROBE_PERIOD=100ms",
 		"OUTRIDER_PROBE_ENV_DENY=VAULT_TOKEN",
 		"OUTRIDER_PROBE_ENV=PROBE_TARGET=db:5432",
