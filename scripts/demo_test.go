@@ -73,6 +73,22 @@ func demoTree(t *testing.T, consul string) (dir string, pids func() map[string]i
 	return dir, pids
 }
 
+// waitStarted waits until the demo has started both servers: the sample
+// app answers, and Consul's stand-in has recorded its command line and its
+// pid. The app answering says nothing of Consul, started just before it:
+// its stand-in may still be on its way.
+func waitStarted(t *testing.T, vars map[string]string, pids func() map[string]int) {
+	t.Helper()
+	testbin.WaitHTTP(t, "http://"+vars["APP_ADDR"]+"/healthz", 200, 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pids()) != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := pids(); len(got) != 2 {
+		t.Fatalf("started %v, want consul and echo", got)
+	}
+}
+
 // demoPorts are the variables that move the demo's listeners: Consul's
 // ports, then the replicas' host:port addresses.
 var demoPorts = []string{"CONSUL_PORT", "CONSUL_SERVER_PORT", "CONSUL_SERF_LAN_PORT", "CONSUL_SERF_WAN_PORT",
@@ -122,16 +138,7 @@ func TestDemoStoppedWhileStartingLeavesNothingRunning(t *testing.T) {
 			dir, pids := demoTree(t, tc.consul)
 			env, vars := demoEnv(t, dir, nil)
 			p := testbin.Start(t, "bash", env, filepath.Join(dir, "scripts", "demo.sh"))
-			testbin.WaitHTTP(t, "http://"+vars["APP_ADDR"]+"/healthz", 200, 10*time.Second)
-			// Consul's stand-in writes its pid as it starts, which may come
-			// after the app answers.
-			deadline := time.Now().Add(5 * time.Second)
-			for len(pids()) != 2 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if got := pids(); len(got) != 2 {
-				t.Fatalf("started %v, want consul and echo", got)
-			}
+			waitStarted(t, vars, pids)
 			pid := p.Pid()
 			if tc.group {
 				pid = -pid
@@ -193,10 +200,12 @@ func TestDemoConsulPorts(t *testing.T) {
 		}
 	})
 	t.Run("given to consul", func(t *testing.T) {
-		dir, _ := demoTree(t, consulQuick)
+		dir, pids := demoTree(t, consulQuick)
 		env, vars := demoEnv(t, dir, nil)
 		p := testbin.Start(t, "bash", env, filepath.Join(dir, "scripts", "demo.sh"))
-		testbin.WaitHTTP(t, "http://"+vars["APP_ADDR"]+"/healthz", 200, 10*time.Second)
+		// Stopped before its stand-in has run, Consul would have no
+		// command line to look at.
+		waitStarted(t, vars, pids)
 		p.Signal(syscall.SIGTERM)
 		p.Wait(5 * time.Second)
 		args, err := os.ReadFile(filepath.Join(dir, "consul.args"))
