@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -231,7 +232,13 @@ func TestStopSignalWhileTheOthersStopIsDropped(t *testing.T) {
 	code := make(chan int, 1)
 	go func() { code <- a.run() }()
 	<-stopping
-	time.Sleep(100 * time.Millisecond) // the signal actor's return
+	// The signal must come once the signal actor has returned: while it
+	// runs, the signal is its own to take, and this agent has no drain to
+	// start: a fixed wait for its return, too short on a loaded machine,
+	// would crash the test binary.
+	waitFor(t, 10*time.Second, "the signal actor to return", func() bool {
+		return !strings.Contains(goroutineStacks(), ".drainOnSignal(")
+	})
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +247,12 @@ func TestStopSignalWhileTheOthersStopIsDropped(t *testing.T) {
 	if got := <-code; got != 3 {
 		t.Errorf("exit status %d, want 3", got)
 	}
+}
+
+// goroutineStacks is the stack of every goroutine of the test binary.
+func goroutineStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
 
 // TestConsulConfigFromHostIP: without CONSUL_HTTP_ADDR, HOST_IP names the
