@@ -628,19 +628,27 @@ func TestWrapAppGroupStopsWhenOutriderIsKilled(t *testing.T) {
 			echo := testbin.Echo(t)
 			// The shell waits for its server, which is the shell's child.
 			script := fmt.Sprintf(`%s -listen %s & echo $! > %s; wait`, echo, appAddr, pidFile)
+			metrics := testbin.FreeAddr(t)
 			p := testbin.Start(t, testbin.Outrider(t), []string{"OUTRIDER_REGISTRY=none", "OUTRIDER_PROXY_LISTEN=off",
-				"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_METRICS_LISTEN=" + testbin.FreeAddr(t),
+				"OUTRIDER_APP_ADDR=" + appAddr, "OUTRIDER_METRICS_LISTEN=" + metrics,
 				"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t), "OUTRIDER_APP_STOP_TIMEOUT=3s"},
 				"run", "--", "/bin/sh", "-c", script)
+			// The server answering says nothing of outrider, which starts
+			// the keeper once it has started the app, nor of the shell,
+			// which writes the server's pid once it has started it: wait
+			// for outrider's /healthz too, served once its start-up is
+			// done, and for the pid.
 			testbin.WaitHTTP(t, "http://"+appAddr+"/healthz", http.StatusOK, 20*time.Second)
-			raw, err := os.ReadFile(pidFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			server, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			testbin.WaitHTTP(t, "http://"+metrics+"/healthz", http.StatusOK, 20*time.Second)
+			var server int
+			regEventually(t, 10*time.Second, "the shell to write the server's pid", func() (bool, string) {
+				raw, err := os.ReadFile(pidFile)
+				if err != nil {
+					return false, err.Error()
+				}
+				server, err = strconv.Atoi(strings.TrimSpace(string(raw)))
+				return err == nil, fmt.Sprintf("%q", raw)
+			})
 			t.Cleanup(func() {
 				// The server outlived outrider if the test failed: kill it,
 				// and only it (its PID may be another process's by now).
