@@ -807,8 +807,9 @@ func TestExecProbeHoldsNoInheritedDescriptor(t *testing.T) {
 		args []string
 	}{
 		{"sidecar", nil},
-		// The app says that it got fd 5, closes it and waits.
-		{"wrap", []string{"run", "--", "/bin/sh", "-c", `[ -e /proc/$$/fd/5 ] && echo app-holds-fd-5; exec 5>&-; exec sleep 60`}},
+		// The app says whether it got fd 5, closes it and waits.
+		{"wrap", []string{"run", "--", "/bin/sh", "-c",
+			`if [ -e /proc/$$/fd/5 ]; then echo app-fd-5 held; else echo app-fd-5 missing; fi; exec 5>&-; exec sleep 60`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -830,8 +831,17 @@ func TestExecProbeHoldsNoInheritedDescriptor(t *testing.T) {
 				probe = probes[0]
 				return true, ""
 			})
-			if tc.args != nil && !strings.Contains(run.out.String(), "app-holds-fd-5") {
-				t.Errorf("the wrapped app did not get the descriptor outrider inherited")
+			// The app's own line, not outrider's log of its command, which
+			// quotes the markers: the app may answer after the probe runs.
+			if tc.args != nil {
+				var said string
+				regEventually(t, 10*time.Second, "the app to say whether it got fd 5", func() (bool, string) {
+					said = outputLine(run.out.String(), "app-fd-5 ")
+					return said != "", "no app-fd-5 line"
+				})
+				if said != "app-fd-5 held" {
+					t.Errorf("the wrapped app did not get the descriptor outrider inherited: %q", said)
+				}
 			}
 			if !run.endOfFileOnKill(t) {
 				t.Errorf("the pipe outrider inherited is still open 3s after outrider was killed: the exec probe's command holds it")
