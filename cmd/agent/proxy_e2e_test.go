@@ -187,7 +187,10 @@ func TestProxyKeepsAtMostMaxIdleAppConns(t *testing.T) {
 				go func() {
 					// Its own transport: a connection of its own.
 					c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-					resp, err := c.Get("http://" + pa.proxy + "/slow?delay=500ms")
+					// Long enough that the 12 overlap at the app even when a
+					// loaded machine starts them late: each needs its own
+					// app connection.
+					resp, err := c.Get("http://" + pa.proxy + "/slow?delay=2s")
 					if err == nil {
 						_, err = io.Copy(io.Discard, resp.Body)
 						resp.Body.Close()
