@@ -575,3 +575,92 @@ func TestCloseKeepAlives(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan: an HTTP/2
+// connection the server took in just as the drain began (accepted, not
+// yet registered with the HTTP/2 server when the drain sent its GOAWAYs)
+// gets GOAWAY too, and the drain ends without waiting for its deadline.
+// Without it the connection went on taking new streams, untold, until the
+// deadline closed it under whatever its client had sent last.
+func TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan(t *testing.T) {
+	// The frames a client opens with: the preface and an empty SETTINGS.
+	const open = h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+	// goAway reads rc's frames until a GOAWAY, which it reports on the
+	// channel returned (closed without one at the end or an error).
+	goAway := func(rc *rawConn) <-chan struct{} {
+		got := make(chan struct{})
+		go func() {
+			for {
+				var fh [9]byte
+				if _, err := io.ReadFull(rc.br, fh[:]); err != nil {
+					return
+				}
+				if _, err := io.CopyN(io.Discard, rc.br, int64(fh[0])<<16|int64(fh[1])<<8|int64(fh[2])); err != nil {
+					return
+				}
+				if fh[3] == 0x7 {
+					close(got)
+					return
+				}
+			}
+		}()
+		return got
+	}
+	var (
+		tp            *testProxy
+		toldFirst     <-chan struct{}
+		drained       = make(chan error, 1)
+		news          atomic.Int32
+		firstIsServed = make(chan struct{})
+	)
+	const timeout = 5 * time.Second
+	tp = startProxyWith(t, startEcho(t), nil, func(p *Proxy) {
+		hook := p.h2.srv.ConnState
+		p.h2.srv.ConnState = func(nc net.Conn, st http.ConnState) {
+			hook(nc, st)
+			if st != http.StateNew || news.Add(1) != 2 {
+				return
+			}
+			// The second connection is accepted: the drain begins before
+			// the server goes on with it, and sends its GOAWAYs (the
+			// first connection's shows they went out).
+			<-firstIsServed
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				defer cancel()
+				drained <- p.Drain(ctx)
+			}()
+			select {
+			case <-toldFirst:
+			case <-time.After(timeout):
+				t.Error("the first connection got no GOAWAY")
+			}
+		}
+	})
+	first := dialRaw(t, tp.addr)
+	first.send(open)
+	// The server's SETTINGS: the connection is the HTTP/2 server's.
+	var fh [9]byte
+	if _, err := io.ReadFull(first.br, fh[:]); err != nil || fh[3] != 0x4 {
+		t.Fatalf("first connection: got frame %v, %v; want SETTINGS", fh, err)
+	}
+	if _, err := io.CopyN(io.Discard, first.br, int64(fh[0])<<16|int64(fh[1])<<8|int64(fh[2])); err != nil {
+		t.Fatal(err)
+	}
+	toldFirst = goAway(first)
+	close(firstIsServed)
+	second := dialRaw(t, tp.addr)
+	second.send(open)
+	start := time.Now()
+	select {
+	case <-goAway(second):
+	case <-time.After(2 * time.Second):
+		t.Error("the second connection got no GOAWAY: it takes new streams until the drain's deadline cuts it")
+	}
+	if err := drainResult(t, drained, "the HTTP/2 connections are not closed"); err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+	if d := time.Since(start); d > timeout-time.Second {
+		t.Errorf("Drain took %v, up to its deadline; want it done once both connections were told", d)
+	}
+}
