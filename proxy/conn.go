@@ -411,9 +411,22 @@ func (c *conn) poked(err error) bool {
 // pokedMidHead reports whether err is the drain's poke, which came after
 // bytes of the next head did; the read then gets the head's deadline back.
 // A request that had begun to come is answered, with "Connection: close",
-// rather than cut: its client could not tell whether the app saw it.
+// rather than cut: its client could not tell whether the app saw it. So
+// is one waiting unread in the socket: the poke can come after idle saw
+// no drain and before the read looked (a wait that begins with its
+// deadline passed fails without looking).
 func (c *conn) pokedMidHead(err error) bool {
-	return c.rl.started && c.poked(err) && c.nc.SetReadDeadline(c.rdl) == nil
+	if !c.poked(err) {
+		return false
+	}
+	if !c.rl.started {
+		if c.br.peek() != peekData {
+			return false
+		}
+		c.rl.started = true
+		c.rdl = time.Now().Add(c.p.cfg.ReadHeaderTimeout)
+	}
+	return c.nc.SetReadDeadline(c.rdl) == nil
 }
 
 // What the bytes buffered so far come to, for checkHead.

@@ -1085,3 +1085,135 @@ func TestDrainAnswersARequestThatCameWithTheAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainAnswersARequestThatCameAsItPoked: a drain that pokes a
+// connection (ends its wait for a next request) after its goroutine saw
+// no drain and before it waits, with that next request already in the
+// socket, answers the request, with "Connection: close", rather than
+// closing the connection on it unread. The connection's RawConn holds the
+// goroutine just before its wait while the test sends the request and
+// the drain pokes; after a plain request (served inside the read loop)
+// and after a streamed upload (served outside it) alike.
+func TestDrainAnswersARequestThatCameAsItPoked(t *testing.T) {
+	for _, tt := range []struct{ name, first, want string }{
+		{"plain", "GET /first HTTP/1.1\r\nHost: a\r\n\r\n", "/first"},
+		{"after an upload streamed", "POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "3"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var (
+				armed, held atomic.Bool
+				calls       atomic.Int32
+				tp          *testProxy
+				rc          *rawConn
+				drains      = make(chan (<-chan error), 1)
+				poked       = make(chan struct{}, 1)
+			)
+			// The metrics' clock marks the exchange's end, once its
+			// answer is written: the goroutine's next wait is held.
+			now := func() time.Time {
+				if armed.Load() && calls.Add(1) == 2 {
+					held.Store(true)
+				}
+				return time.Now()
+			}
+			beforeWait := func() {
+				if !held.CompareAndSwap(true, false) {
+					return
+				}
+				// On loopback the bytes are in the proxy's socket once
+				// the write returns.
+				rc.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+				drains <- tp.drainInBackground()
+				select {
+				case <-poked:
+				case <-time.After(5 * time.Second):
+					t.Error("the drain did not poke the connection")
+				}
+			}
+			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hl := &hookedListener{TCPListener: ln, beforeWait: beforeWait, poked: poked}
+			tp = startProxyOn(t, hl, pathApp(t), func(c *Config) {
+				c.Now = now
+				c.DisableEventLoop = true
+			}, nil)
+			rc = dialRaw(t, tp.addr)
+			armed.Store(true)
+			rc.send(tt.first)
+			code, body, closing := rc.answer(tt.first[:strings.IndexByte(tt.first, ' ')])
+			if code != 200 || body != tt.want || closing {
+				t.Fatalf("first answer: got %d %q close=%v, want 200 %q kept alive", code, body, closing, tt.want)
+			}
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("the next request, in the socket as the drain poked: got %v, want an answer", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(b) != "/next" || !resp.Close {
+				t.Errorf("the next request: got %d %q close=%v, want 200 \"/next\" with Connection: close", resp.StatusCode, b, resp.Close)
+			}
+			if err := drainResult(t, <-drains, "after the next request"); err != nil {
+				t.Errorf("Drain: %v", err)
+			}
+		})
+	}
+}
+
+// hookedListener's connections run beforeWait when a read of theirs
+// begins or is about to wait for the poller, and report a read deadline
+// set in the past (the drain's poke) on poked.
+type hookedListener struct {
+	*net.TCPListener
+	beforeWait func()
+	poked      chan struct{}
+}
+
+func (l *hookedListener) Accept() (net.Conn, error) {
+	nc, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err
+	}
+	return &hookedConn{TCPConn: nc, l: l}, nil
+}
+
+type hookedConn struct {
+	*net.TCPConn
+	l *hookedListener
+}
+
+func (c *hookedConn) SetReadDeadline(d time.Time) error {
+	err := c.TCPConn.SetReadDeadline(d)
+	if !d.IsZero() && d.Before(time.Now()) {
+		select {
+		case c.l.poked <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+func (c *hookedConn) SyscallConn() (syscall.RawConn, error) {
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return hookedRawConn{rc, c.l.beforeWait}, nil
+}
+
+type hookedRawConn struct {
+	syscall.RawConn
+	beforeWait func()
+}
+
+func (r hookedRawConn) Read(f func(uintptr) bool) error {
+	r.beforeWait()
+	return r.RawConn.Read(func(fd uintptr) bool {
+		if f(fd) {
+			return true
+		}
+		r.beforeWait()
+		return false
+	})
+}

@@ -102,7 +102,8 @@ func (c *conn) serveLoop(first bool) (parked bool) {
 // readInLoop runs the read loop until it leaves. The drain's poke (see
 // pokeIfIdle) ends a wait with a deadline in the past, meant for a
 // connection with nothing of a next request: when bytes of a head came
-// before it, the loop goes on reading that head under the head's deadline.
+// before it (read, or waiting in the socket), the loop goes on reading
+// that head under the head's deadline.
 func (c *conn) readInLoop() error {
 	for {
 		err := c.br.rc.Read(c.rl.step)
