@@ -119,6 +119,7 @@ const (
 	resumeAnswer // the request was sent on c.up up to c.ev.sent: send the rest, read the answer
 	resumeWrite  // the answer was relayed up to c.ev.pend, which is left to write
 	resumeFirst  // accepted by the loop: serve its first request, whose head may be buffered
+	resumeLinger // its exchange is over and counted: close it, lingering (see lingerIfUnread)
 )
 
 // keptConns holds the state of finished connections for new ones: the conn,
@@ -215,6 +216,8 @@ func (c *conn) resume(from int) bool {
 			c.dropUpstream()
 		}
 		return c.endForward()
+	case resumeLinger:
+		return false
 	}
 	return true
 }
@@ -281,6 +284,27 @@ func (c *conn) lingerClose() {
 			return
 		}
 	}
+}
+
+// lingerIfUnread has the connection, about to close after an answer only
+// because of the drain (its delay included), linger when bytes its client sent wait unread
+// (a request pipelined behind the one answered): closing with them would
+// reset the connection and throw away what of the answer the kernel had
+// not sent yet, an answer to a request the app served. Its
+// "Connection: close" tells the client the next request was not.
+func (c *conn) lingerIfUnread() {
+	switch {
+	case len(c.br.buffered()) > 0:
+	case c.ev.writing:
+		// Relayed by an event loop, which hands the connection to a
+		// goroutine to linger (see endExchange).
+		if peekFd(uintptr(c.ev.cfd)) != peekData {
+			return
+		}
+	case c.br.peek() != peekData:
+		return
+	}
+	c.linger = true
 }
 
 // A connection closed after an error reads and drops what the client

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -662,5 +664,83 @@ func TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan(t *testing.T) {
 	}
 	if d := time.Since(start); d > timeout-time.Second {
 		t.Errorf("Drain took %v, up to its deadline; want it done once both connections were told", d)
+	}
+}
+
+// TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough: an answer that
+// the drain closes its connection after (with "Connection: close") while
+// the client's next request, pipelined, waits unread reaches the client
+// whole. Closing a socket with unread input resets the connection and
+// throws away what of the answer the kernel had not sent yet: the client
+// lost the answer to a request the app had served. The connection
+// lingers instead, as after an error answer.
+func TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough(t *testing.T) {
+	for _, noLoop := range []bool{true, false} {
+		t.Run(fmt.Sprintf("event loop off %v", noLoop), func(t *testing.T) {
+			held, release := make(chan struct{}, 1), make(chan struct{})
+			// More than the sockets between the proxy and the client hold.
+			const n = 8 << 20
+			app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					held <- struct{}{}
+					<-release
+					fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", n, strings.Repeat("a", n))
+				}
+			})
+			tp := startProxy(t, app, func(c *Config) { c.DisableEventLoop = noLoop })
+			// A small receive buffer: the answer fills the sockets.
+			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+				return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+			}}
+			nc, err := d.Dial("tcp", tp.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(30 * time.Second))
+			io.WriteString(nc, "POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+			<-held
+			// Sent while the first waits for its answer: unread in the
+			// proxy's socket.
+			io.WriteString(nc, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+			drained := tp.drainInBackground()
+			for !tp.Draining() {
+				time.Sleep(time.Millisecond)
+			}
+			before := tp.Answered()
+			close(release)
+			// Read only until the proxy has written the answer's last byte
+			// to its socket (it counts the answer then), and the rest once
+			// the proxy has closed: what the client had not taken is still
+			// in the sockets when it does.
+			var got bytes.Buffer
+			buf := make([]byte, 16<<10)
+			for tp.Answered() == before {
+				k, err := nc.Read(buf)
+				got.Write(buf[:k])
+				if err != nil {
+					t.Fatalf("before the answer's end: %v", err)
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+			_, err = got.ReadFrom(nc)
+			resp, perr := http.ReadResponse(bufio.NewReader(&got), &http.Request{Method: "POST"})
+			if perr != nil {
+				t.Fatalf("answer to the first request: %v (then %v)", perr, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if err != nil || len(body) != n || !resp.Close {
+				t.Errorf("answer to the first request: got %d bytes of %d, then %v, close=%v; want all of it with Connection: close, then the end", len(body), n, err, resp.Close)
+			}
+			nc.Close()
+			if err := drainResult(t, drained, "the connection lingers"); err != nil {
+				t.Errorf("Drain: %v", err)
+			}
+		})
 	}
 }

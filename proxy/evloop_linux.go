@@ -756,6 +756,11 @@ func (l *evLoop) endExchange(c *conn) {
 	ev.fresh = false
 	keep := c.finishForward()
 	switch {
+	case !keep && c.linger:
+		// Closed for the drain with bytes of a next request unread: a
+		// goroutine lingers, as the loop cannot wait.
+		l.handBack(c, resumeLinger)
+		return
 	case !keep:
 		l.drop(c)
 		return

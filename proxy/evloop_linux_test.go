@@ -1217,3 +1217,33 @@ func (r hookedRawConn) Read(f func(uintptr) bool) error {
 		return false
 	})
 }
+
+// TestDrainLingersAfterAnAnswerALoopRelayed: an event loop that relays an
+// answer the drain closes the connection after, with the client's next
+// request pipelined and unread, hands the connection to a goroutine that
+// lingers, and the client reads the answer and then the end, not a reset
+// (which can take what of the answer it had not read yet; see
+// TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough).
+func TestDrainLingersAfterAnAnswerALoopRelayed(t *testing.T) {
+	app, held, _, release := holdingApp(t)
+	tp := startProxy(t, app, nil)
+	rc := parkedConn(t, tp)
+	rc.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-held
+	rc.send("GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+	drained := tp.drainInBackground()
+	for !tp.Draining() {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if code, body, closing := rc.answer("GET"); code != 200 || body != "ok\n" || !closing {
+		t.Errorf("answer: got %d %q close=%v, want 200 \"ok\\n\" with Connection: close", code, body, closing)
+	}
+	if rest, err := io.ReadAll(rc.br); len(rest) != 0 || err != nil {
+		t.Errorf("after the answer: got %q, %v; want the end", rest, err)
+	}
+	rc.nc.Close()
+	if err := drainResult(t, drained, "the connection lingers"); err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+}

@@ -342,9 +342,13 @@ func (c *conn) relayResponse(u *upConn) {
 	// the connection (what the client still sends is body, not a next
 	// request), and says so: a client told nothing would send its next
 	// request on a connection about to close.
-	keep := req.keepAlive() && !c.p.keepAliveOver() &&
+	keep := req.keepAlive() &&
 		(mode == bodyNone || mode == bodyLength || chunkedOut) &&
 		(c.bodyDone == nil || c.bodyState.Load() != bodyReading)
+	// drainClose: the connection closes for the drain alone (see
+	// lingerIfUnread).
+	drainClose := keep && c.p.keepAliveOver()
+	keep = keep && !drainClose
 	var hop []byte
 	if chunkedOut {
 		// Read before the head leaves the buffer: its trailers come later.
@@ -398,6 +402,10 @@ func (c *conn) relayResponse(u *upConn) {
 		c.p.cfg.Log.Debug("app failed mid-response", "app", c.p.cfg.Upstream, "err", pp.readErr)
 		c.o.code = 502
 		keep, upKeep = false, false
+	default:
+		if drainClose {
+			c.lingerIfUnread()
+		}
 	}
 	*pp = pipe{}
 	if len(u.br.buffered()) > 0 {
