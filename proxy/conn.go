@@ -287,10 +287,10 @@ func (c *conn) lingerClose() {
 }
 
 // lingerIfUnread has the connection, about to close after an answer only
-// because of the drain (its delay included), linger when bytes its client sent wait unread
-// (a request pipelined behind the one answered): closing with them would
-// reset the connection and throw away what of the answer the kernel had
-// not sent yet, an answer to a request the app served. Its
+// because of the drain (its delay included), linger when bytes its client
+// sent wait unread (a request pipelined behind the one answered): closing
+// with them would reset the connection and throw away what of the answer
+// the kernel had not sent yet, an answer to a request the app served. Its
 // "Connection: close" tells the client the next request was not.
 func (c *conn) lingerIfUnread() {
 	switch {
