@@ -333,32 +333,12 @@ func (s *h2Server) serve(nc net.Conn, buffered []byte) bool {
 
 // shutdown sends GOAWAY to every HTTP/2 connection and waits for their
 // streams until ctx ends.
-//
-// The server sends GOAWAY to the connections registered with its HTTP/2
-// side when Shutdown begins, and one it accepted just before registers a
-// moment later: it would go on taking new streams, untold, until ctx
-// ended and the close cut them. So Shutdown is called again every
-// goAwayAgain while connections are left; each call tells those not
-// told yet (the others' GOAWAY is sent once).
 func (s *h2Server) shutdown(ctx context.Context) {
 	_ = s.ln.Close()
-	for {
-		sctx, cancel := context.WithTimeout(ctx, goAwayAgain)
-		err := s.srv.Shutdown(sctx)
-		cancel()
-		switch {
-		case err == nil:
-			return
-		case ctx.Err() != nil:
-			_ = s.srv.Close()
-			return
-		}
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
 	}
 }
-
-// goAwayAgain is how often the drain tells the HTTP/2 connections to go
-// away while it waits for them.
-const goAwayAgain = 100 * time.Millisecond
 
 func (s *h2Server) close() {
 	_ = s.ln.Close()
