@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -654,4 +655,129 @@ func TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan: an HTTP/2
+// connection the server took in just as the drain began (accepted, not
+// yet registered with the HTTP/2 server when the drain sent its GOAWAYs)
+// is told to go away by its first answer: the request it sent is served,
+// a GOAWAY follows whose last stream is that request's, and the drain ends
+// without waiting for its deadline. Without it the connection went on
+// taking new streams, untold, until the deadline closed it under whatever
+// its client had sent last.
+func TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan(t *testing.T) {
+	// The frames a client opens with: the preface and an empty SETTINGS.
+	const open = h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+	// GET / on stream 1, HPACK: GET, http, /, :authority a.
+	const get = "\x00\x00\x06\x01\x05\x00\x00\x00\x01" + "\x82\x86\x84\x41\x01a"
+	var (
+		tp            *testProxy
+		toldFirst     = make(chan struct{})
+		drained       = make(chan error, 1)
+		news          atomic.Int32
+		firstIsServed = make(chan struct{})
+	)
+	const timeout = 5 * time.Second
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	tp = startProxyWith(t, app, nil, func(p *Proxy) {
+		hook := p.h2.srv.ConnState
+		p.h2.srv.ConnState = func(nc net.Conn, st http.ConnState) {
+			hook(nc, st)
+			if st != http.StateNew || news.Add(1) != 2 {
+				return
+			}
+			// The second connection is accepted: the drain begins before
+			// the server goes on with it, and sends its GOAWAYs (the
+			// first connection's shows they went out).
+			<-firstIsServed
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				defer cancel()
+				drained <- p.Drain(ctx)
+			}()
+			select {
+			case <-toldFirst:
+			case <-time.After(timeout):
+				t.Error("the first connection got no GOAWAY")
+			}
+		}
+	})
+	first := dialRaw(t, tp.addr)
+	first.send(open)
+	// The server's SETTINGS: the connection is the HTTP/2 server's.
+	if f, err := readH2Frames(first.br, isType(0x4)); err != nil || len(f) != 1 {
+		t.Fatalf("first connection: got frames %+v, %v; want SETTINGS", f, err)
+	}
+	go func() {
+		if _, err := readH2Frames(first.br, isType(0x7)); err == nil {
+			close(toldFirst)
+		}
+	}()
+	close(firstIsServed)
+	second := dialRaw(t, tp.addr)
+	second.send(open + get)
+	start := time.Now()
+	// The frames up to the end of the answer to stream 1.
+	frames, err := readH2Frames(second.br, func(f h2Frame) bool {
+		return f.stream == 1 && f.flags&0x1 != 0 // END_STREAM
+	})
+	if err != nil {
+		t.Fatalf("second connection: frames %+v, then %v; want the answer to stream 1", frames, err)
+	}
+	var goAway *h2Frame
+	for i, f := range frames {
+		if f.typ == 0x7 {
+			goAway = &frames[i]
+		}
+	}
+	switch {
+	case goAway == nil:
+		t.Errorf("second connection: frames %+v and no GOAWAY: it takes new streams until the drain's deadline cuts it", frames)
+	case len(goAway.payload) < 8 || binary.BigEndian.Uint32(goAway.payload) != 1 || binary.BigEndian.Uint32(goAway.payload[4:]) != 0:
+		t.Errorf("second connection: GOAWAY %v; want last stream 1 (the request it served), NO_ERROR", goAway.payload)
+	}
+	if err := drainResult(t, drained, "the HTTP/2 connections are not closed"); err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+	if d := time.Since(start); d > timeout-time.Second {
+		t.Errorf("Drain took %v, up to its deadline; want it done once both connections were told", d)
+	}
+	if got := tp.counts(t); got["GET 200"] != 1 {
+		t.Errorf("counts: got %v, want one GET 200", got)
+	}
+}
+
+// h2Frame is an HTTP/2 frame read by hand.
+type h2Frame struct {
+	typ, flags byte
+	stream     uint32
+	payload    []byte
+}
+
+// readH2Frames reads frames from br until one for which last is true,
+// which ends the frames returned, or an error.
+func readH2Frames(br *bufio.Reader, last func(h2Frame) bool) ([]h2Frame, error) {
+	var frames []h2Frame
+	for {
+		var fh [9]byte
+		if _, err := io.ReadFull(br, fh[:]); err != nil {
+			return frames, err
+		}
+		f := h2Frame{typ: fh[3], flags: fh[4], stream: binary.BigEndian.Uint32(fh[5:]) &^ (1 << 31)}
+		f.payload = make([]byte, int(fh[0])<<16|int(fh[1])<<8|int(fh[2]))
+		if _, err := io.ReadFull(br, f.payload); err != nil {
+			return frames, err
+		}
+		frames = append(frames, f)
+		if last(f) {
+			return frames, nil
+		}
+	}
+}
+
+// isType is readH2Frames' last for the first frame of type typ.
+func isType(typ byte) func(h2Frame) bool {
+	return func(f h2Frame) bool { return f.typ == typ }
 }

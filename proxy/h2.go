@@ -165,7 +165,7 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.p.cfg.Now()
 		m.inFlight.Add(1)
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, over: s.p.keepAliveOver}
 		body := &countingBody{ReadCloser: r.Body}
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
@@ -214,6 +214,9 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 // write to the client failed.
 type statusWriter struct {
 	http.ResponseWriter
+	// over reports whether connections are no longer kept alive (the
+	// proxy drains): the answer then tells its connection to go away.
+	over   func() bool
 	code   int
 	n      int64
 	failed bool
@@ -224,21 +227,34 @@ type statusWriter struct {
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.code == 0 && code >= 200 {
-		w.code = code
-		w.begun.Store(true)
+		w.begin(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
-		w.code = 200
-		w.begun.Store(true)
+		w.begin(200)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.n += int64(n)
 	w.failed = w.failed || err != nil
 	return n, err
+}
+
+// begin records the answer's status as it is sent. Once connections are
+// no longer kept alive it adds "Connection: close", for which net/http's
+// HTTP/2 server sends GOAWAY, as a draining HTTP/1.1 answer closes its
+// connection. The drain's own GOAWAYs go to the connections the server
+// had registered when it began; one accepted just before registers a
+// moment later and is told by its first answer (its streams up to that
+// one are served).
+func (w *statusWriter) begin(code int) {
+	w.code = code
+	w.begun.Store(true)
+	if w.over != nil && w.over() {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // Unwrap lets http.ResponseController reach Flush and the rest.
