@@ -579,6 +579,59 @@ func TestCloseKeepAlives(t *testing.T) {
 	}
 }
 
+// TestCloseKeepAlivesHTTP2: once keep-alives are over (the drain delay),
+// an HTTP/2 connection is told to go away by its next answer, as an
+// HTTP/1.1 one is closed after its answer: the answer comes, with a
+// GOAWAY naming its stream processed, and the connection then closes.
+func TestCloseKeepAlivesHTTP2(t *testing.T) {
+	const open = h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+	// get is GET / on the stream given, HPACK: GET, http, /, :authority a.
+	get := func(stream byte) string {
+		return "\x00\x00\x06\x01\x05\x00\x00\x00" + string(stream) + "\x82\x86\x84\x41\x01a"
+	}
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	// answer sends a request on stream and returns the frames up to the
+	// end of its answer.
+	answer := func(stream byte) []h2Frame {
+		t.Helper()
+		rc.send(get(stream))
+		frames, err := readH2Frames(rc.br, func(f h2Frame) bool {
+			return f.stream == uint32(stream) && f.flags&0x1 != 0 // END_STREAM
+		})
+		if err != nil {
+			t.Fatalf("stream %d: frames %+v, then %v; want its answer", stream, frames, err)
+		}
+		return frames
+	}
+	goAways := func(frames []h2Frame) (last []uint32) {
+		for _, f := range frames {
+			if f.typ == 0x7 && len(f.payload) >= 4 {
+				last = append(last, binary.BigEndian.Uint32(f.payload))
+			}
+		}
+		return last
+	}
+	rc.send(open)
+	if got := goAways(answer(1)); len(got) != 0 {
+		t.Fatalf("before CloseKeepAlives: GOAWAY naming stream %v; want none", got)
+	}
+	tp.CloseKeepAlives()
+	if got := goAways(answer(3)); !reflect.DeepEqual(got, []uint32{3}) {
+		t.Errorf("after CloseKeepAlives: GOAWAY naming streams %v; want one, naming stream 3", got)
+	}
+	_ = rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if rest, err := readH2Frames(rc.br, isType(0xff)); !errors.Is(err, io.EOF) {
+		t.Errorf("after the GOAWAY: frames %+v, then %v; want the connection closed", rest, err)
+	}
+	if got := tp.counts(t); got["GET 200"] != 2 {
+		t.Errorf("counts: got %v, want two GET 200", got)
+	}
+}
+
 // TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough: an answer that
 // the drain closes its connection after (with "Connection: close") while
 // the client's next request, pipelined, waits unread reaches the client
