@@ -132,8 +132,45 @@ func (a *agent) superviseChild(sigs <-chan os.Signal, stop <-chan struct{}) erro
 			}
 			return a.childExited(child, done)
 		case <-stop:
+			a.awaitProxyDrain(child, sigs)
 			a.stopChild(child, sigs, false)
 			return nil
+		}
+	}
+}
+
+// awaitProxyDrain waits, when outrider stops for another reason than a
+// signal (one of its parts failed), for the proxy to drain: it does so
+// on the stop, within OUTRIDER_DRAIN_TIMEOUT, and the app stopped at once
+// would fail the requests in flight under it. The wait ends early when
+// the app exits or at SIGTERM or SIGINT; other signals are passed on.
+func (a *agent) awaitProxyDrain(child *wrap.Child, sigs <-chan os.Signal) {
+	if a.proxy == nil {
+		return
+	}
+	timeout := a.cfg.Drain.Timeout
+	if a.drain != nil {
+		_, timeout = a.drain.Timings() // as a reload left it
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		_ = a.proxy.Drain(ctx) // joins the proxy's own drain on the stop
+	}()
+	for {
+		select {
+		case <-drained:
+			return
+		case <-child.Done():
+			return
+		case sig := <-sigs:
+			if isStop(sig) {
+				a.log.Warn("signal received while the proxy drains: stopping the app now", "signal", signalName(sig), "app_pid", child.Pid())
+				return
+			}
+			a.passOn(child, sig)
 		}
 	}
 }

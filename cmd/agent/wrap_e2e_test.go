@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -847,5 +849,88 @@ func TestExecProbeHoldsNoInheritedDescriptor(t *testing.T) {
 				t.Errorf("the pipe outrider inherited is still open 3s after outrider was killed: the exec probe's command holds it")
 			}
 		})
+	}
+}
+
+// TestWrapFailureDrainsBeforeStoppingTheApp: when outrider stops because
+// one of its parts failed, not on a signal, the app is stopped only once
+// the proxy has drained: a request in flight is answered by an app that
+// has not been told to stop. The app was stopped at once, under it (an
+// app that exits at SIGTERM failed the request). The agent runs in the
+// test's process, with a part that fails when told.
+func TestWrapFailureDrainsBeforeStoppingTheApp(t *testing.T) {
+	appAddr, proxyAddr := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	env := map[string]string{
+		"OUTRIDER_REGISTRY": "none", "OUTRIDER_SERVICE_NAME": "echo",
+		"OUTRIDER_APP_ADDR": appAddr, "OUTRIDER_PROXY_LISTEN": proxyAddr,
+		"OUTRIDER_METRICS_LISTEN": testbin.FreeAddr(t), "OUTRIDER_ADMIN_LISTEN": testbin.FreeAddr(t),
+		"OUTRIDER_PROBE":         "http://" + appAddr + "/healthz",
+		"OUTRIDER_DRAIN_TIMEOUT": "10s", "OUTRIDER_APP_STOP_TIMEOUT": "5s",
+	}
+	var logs testlog.Buffer
+	a, ok := agentFromEnv(func(k string) string { return env[k] }, &logs)
+	if !ok {
+		t.Fatalf("configuration refused:\n%s", logs.String())
+	}
+	a.wrapMode, a.childArgv = true, []string{testbin.Echo(t), "-listen", appAddr}
+	if err := a.build(); err != nil {
+		t.Fatal(err)
+	}
+	fail := make(chan struct{})
+	a.addContext("broken", func(ctx context.Context) error {
+		select {
+		case <-fail:
+			return errors.New("failed on purpose")
+		case <-ctx.Done():
+			return nil
+		}
+	})
+	code := make(chan int, 1)
+	go func() { code <- a.run() }()
+	testbin.WaitHTTP(t, "http://"+proxyAddr+"/healthz", 200, 20*time.Second)
+
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + proxyAddr + "/slow?delay=2s")
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answer <- fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}()
+	waitFor(t, 10*time.Second, "the request to be in flight", func() bool { return a.proxy.InFlight() == 1 })
+	close(fail)
+	// Until the answer comes, the app has not been told to stop: it
+	// still accepts connections (echo closes its listener at SIGTERM).
+	for waiting := true; waiting; {
+		select {
+		case got := <-answer:
+			if got != "200 slept 2s" {
+				t.Errorf("the request in flight when outrider failed: got %q, want 200 slept 2s", got)
+			}
+			waiting = false
+		case <-time.After(20 * time.Millisecond):
+			c, err := net.DialTimeout("tcp", appAddr, time.Second)
+			if err != nil {
+				t.Fatalf("the app stopped accepting (%v) while a request was in flight: it was stopped under it", err)
+			}
+			c.Close()
+		}
+	}
+	select {
+	case got := <-code:
+		if got != exitFailed {
+			t.Errorf("exit status %d, want %d", got, exitFailed)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("outrider did not stop after its part failed")
+	}
+	if !a.child.Exited() {
+		t.Error("the app still runs after outrider stopped")
+	}
+	if want := "broken: failed on purpose"; !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, logs.String())
 	}
 }
