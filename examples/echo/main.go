@@ -61,7 +61,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Serve returns as soon as Shutdown begins; main waits for Shutdown to
+	// finish the requests in flight, or exiting would cut them.
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
 		log.Printf("echo on %s: stop signal received, stopping", *listen)
 		shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -76,6 +80,7 @@ func main() {
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		log.Fatalf("echo: %v", err)
 	}
+	<-stopped
 	log.Printf("echo stopped")
 	os.Exit(*exitCode)
 }
