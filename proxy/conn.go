@@ -286,12 +286,13 @@ func (c *conn) lingerClose() {
 	}
 }
 
-// lingerIfUnread has the connection, about to close after an answer only
-// because of the drain (its delay included), linger when bytes its client
-// sent wait unread (a request pipelined behind the one answered): closing
-// with them would reset the connection and throw away what of the answer
-// the kernel had not sent yet, an answer to a request the app served. Its
-// "Connection: close" tells the client the next request was not.
+// lingerIfUnread has the connection, about to close after an answer
+// although its client meant to keep it (the drain or its delay, or an
+// answer whose end is the close), linger when bytes its client sent wait
+// unread (a request pipelined behind the one answered): closing with them
+// would reset the connection and throw away what of the answer the kernel
+// had not sent yet, an answer to a request the app served. The close tells
+// the client the next request was not.
 func (c *conn) lingerIfUnread() {
 	switch {
 	case len(c.br.buffered()) > 0:

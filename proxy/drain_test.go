@@ -834,3 +834,83 @@ func readH2Frames(br *bufio.Reader, last func(h2Frame) bool) ([]h2Frame, error) 
 func isType(typ byte) func(h2Frame) bool {
 	return func(f h2Frame) bool { return f.typ == typ }
 }
+
+// TestCloseLetsTheAnswerBeforeAPipelinedRequestThrough: an answer whose
+// end is the connection's close (the app's answer ends with its own close,
+// or a chunked one goes to an HTTP/1.0 client) reaches the client whole
+// when the client's next request waits unread: closing with it unread
+// would reset the connection and throw away what of the answer the kernel
+// had not sent yet. The connection lingers instead, as after an error
+// answer. (A client that asked to close and sends more anyway breaks
+// HTTP/1.1's rules, and is not looked after.)
+func TestCloseLetsTheAnswerBeforeAPipelinedRequestThrough(t *testing.T) {
+	// More than the sockets between the proxy and the client hold.
+	const n = 8 << 20
+	body := strings.Repeat("a", n)
+	cases := []struct {
+		name, first string
+		answer      string // what the app sends before it closes
+	}{
+		{"answer ends with the app's close", "GET /first HTTP/1.1\r\nHost: a\r\n\r\n",
+			"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body},
+		{"chunked answer to HTTP/1.0", "GET /first HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+			fmt.Sprintf("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", n, body)},
+	}
+	for _, tc := range cases {
+		for _, noLoop := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s, event loop off %v", tc.name, noLoop), func(t *testing.T) {
+				held, release := make(chan struct{}, 1), make(chan struct{})
+				app := fakeApp(t, func(nc net.Conn, br *bufio.Reader) {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					held <- struct{}{}
+					<-release
+					io.WriteString(nc, tc.answer)
+					nc.Close()
+				})
+				tp := startProxy(t, app, func(c *Config) { c.DisableEventLoop = noLoop })
+				// A small receive buffer: the answer fills the sockets.
+				d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+					return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+				}}
+				nc, err := d.Dial("tcp", tp.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				nc.SetDeadline(time.Now().Add(30 * time.Second))
+				io.WriteString(nc, tc.first)
+				<-held
+				// Sent while the first waits for its answer: unread in the
+				// proxy's socket.
+				io.WriteString(nc, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+				before := tp.Answered()
+				close(release)
+				// Read only until the proxy has written the answer's last
+				// byte to its socket (it counts the answer then), and the
+				// rest once the proxy has closed: what the client had not
+				// taken is still in the sockets when it does.
+				var got bytes.Buffer
+				buf := make([]byte, 16<<10)
+				for tp.Answered() == before {
+					k, err := nc.Read(buf)
+					got.Write(buf[:k])
+					if err != nil {
+						t.Fatalf("before the answer's end: %v", err)
+					}
+				}
+				time.Sleep(100 * time.Millisecond)
+				_, err = got.ReadFrom(nc)
+				resp, perr := http.ReadResponse(bufio.NewReader(&got), &http.Request{Method: "GET"})
+				if perr != nil {
+					t.Fatalf("answer to the first request: %v (then %v)", perr, err)
+				}
+				b, berr := io.ReadAll(resp.Body)
+				if err != nil || berr != nil || len(b) != n {
+					t.Errorf("answer to the first request: got %d bytes of %d, then %v, %v; want all of it, then the end", len(b), n, berr, err)
+				}
+			})
+		}
+	}
+}

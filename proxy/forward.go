@@ -345,10 +345,7 @@ func (c *conn) relayResponse(u *upConn) {
 	keep := req.keepAlive() &&
 		(mode == bodyNone || mode == bodyLength || chunkedOut) &&
 		(c.bodyDone == nil || c.bodyState.Load() != bodyReading)
-	// drainClose: the connection closes for the drain alone (see
-	// lingerIfUnread).
-	drainClose := keep && c.p.keepAliveOver()
-	keep = keep && !drainClose
+	keep = keep && !c.p.keepAliveOver()
 	var hop []byte
 	if chunkedOut {
 		// Read before the head leaves the buffer: its trailers come later.
@@ -402,10 +399,11 @@ func (c *conn) relayResponse(u *upConn) {
 		c.p.cfg.Log.Debug("app failed mid-response", "app", c.p.cfg.Upstream, "err", pp.readErr)
 		c.o.code = 502
 		keep, upKeep = false, false
-	default:
-		if drainClose {
-			c.lingerIfUnread()
-		}
+	case !keep && !c.linger && req.keepAlive():
+		// The connection closes although its client meant to keep it
+		// (the drain, or an answer whose end is the close): its next
+		// request may be on the way.
+		c.lingerIfUnread()
 	}
 	*pp = pipe{}
 	if len(u.br.buffered()) > 0 {
