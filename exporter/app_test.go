@@ -877,6 +877,30 @@ func TestPIDFileNotAPIDFile(t *testing.T) {
 	}
 }
 
+// TestPIDFileOfAGoneApp: a pid file written before its pid's process
+// started is stale (the app that wrote it is gone, its pid reused) and is
+// not followed: the other process's figures would pass for the app's. Once
+// the file is written again, it is.
+func TestPIDFileOfAGoneApp(t *testing.T) {
+	pid, _ := startHelper(t, "127.0.0.1:0")
+	path := pidFile(t, pid)
+	hourAgo := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(path, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newCollector(t, AppOptions{PIDFile: path, Addr: "127.0.0.1:1"})
+	if got := scrape(t, c); got["outrider_app_up"] != 0 {
+		t.Errorf("stale pid file: want outrider_app_up 0, got %v", got)
+	}
+	if st, want := c.Status(), fmt.Sprintf("names pid %d, which started at", pid); !strings.Contains(st.Error, want) || len(st.Error) > 250 {
+		t.Errorf("stale pid file: want a short error with %q, got %q", want, st.Error)
+	}
+	writePID(t, path, pid)
+	if got := infoPID(scrape(t, c)); got != pid {
+		t.Errorf("pid file written again: want pid %d, got %d", pid, got)
+	}
+}
+
 func TestParseUptime(t *testing.T) {
 	tests := []struct {
 		name    string

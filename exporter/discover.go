@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/outrider-sidecar/outrider/internal/regularfile"
 )
@@ -27,9 +28,49 @@ func (c *AppCollector) fromPIDFile(path string) finder {
 		if err != nil {
 			return 0, "", fmt.Errorf("pid file %s: %w", path, err)
 		}
+		if err := c.startedBeforeWritten(pid, path); err != nil {
+			return 0, "", err
+		}
 		return pid, path, nil
 	}}
 }
+
+// startedBeforeWritten refuses a pid whose process started after the pid
+// file was last written: the app that wrote it is gone, and its pid went
+// to another process, whose figures would pass for the app's. An app
+// writes its pid once it runs, so its own process always started before.
+// A process that cannot be read is left to the collector, which reports
+// it.
+func (c *AppCollector) startedBeforeWritten(pid int, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	p, err := c.fs.Proc(pid)
+	if err != nil {
+		return nil
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return nil
+	}
+	secs, err := st.StartTime()
+	if err != nil {
+		return nil
+	}
+	// /proc/stat gives the boot time to the second.
+	started := time.Unix(0, int64(secs*1e9))
+	if written := fi.ModTime(); started.After(written.Add(pidFileSlack)) {
+		return fmt.Errorf("pid file %s names pid %d, which started at %s, after the file was written (%s): the app is gone and its pid reused",
+			path, pid, started.Format(time.TimeOnly), written.Format(time.TimeOnly))
+	}
+	return nil
+}
+
+// pidFileSlack is how much later than its pid file a process may seem to
+// have started: its start time is counted from a boot time given to the
+// second.
+const pidFileSlack = 2 * time.Second
 
 // maxPIDFile is the most of a pid file read: a pid and white space take a
 // few bytes, and a longer file is not a pid file.
