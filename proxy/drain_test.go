@@ -658,16 +658,7 @@ func TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough(t *testing.T) {
 				}
 			})
 			tp := startProxy(t, app, func(c *Config) { c.DisableEventLoop = noLoop })
-			// A small receive buffer: the answer fills the sockets.
-			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
-			}}
-			nc, err := d.Dial("tcp", tp.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(30 * time.Second))
+			nc := dialSmallReceive(t, tp.addr)
 			io.WriteString(nc, "POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
 			<-held
 			// Sent while the first waits for its answer: unread in the
@@ -677,28 +668,7 @@ func TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough(t *testing.T) {
 			for !tp.Draining() {
 				time.Sleep(time.Millisecond)
 			}
-			before := tp.Answered()
-			close(release)
-			// Read only until the proxy has written the answer's last byte
-			// to its socket (it counts the answer then), and the rest once
-			// the proxy has closed: what the client had not taken is still
-			// in the sockets when it does.
-			var got bytes.Buffer
-			buf := make([]byte, 16<<10)
-			for tp.Answered() == before {
-				k, err := nc.Read(buf)
-				got.Write(buf[:k])
-				if err != nil {
-					t.Fatalf("before the answer's end: %v", err)
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-			_, err = got.ReadFrom(nc)
-			resp, perr := http.ReadResponse(bufio.NewReader(&got), &http.Request{Method: "POST"})
-			if perr != nil {
-				t.Fatalf("answer to the first request: %v (then %v)", perr, err)
-			}
-			body, _ := io.ReadAll(resp.Body)
+			resp, body, err := tp.answerBeforeTheClose(t, nc, "POST", func() { close(release) })
 			if err != nil || len(body) != n || !resp.Close {
 				t.Errorf("answer to the first request: got %d bytes of %d, then %v, close=%v; want all of it with Connection: close, then the end", len(body), n, err, resp.Close)
 			}
@@ -870,47 +840,66 @@ func TestCloseLetsTheAnswerBeforeAPipelinedRequestThrough(t *testing.T) {
 					nc.Close()
 				})
 				tp := startProxy(t, app, func(c *Config) { c.DisableEventLoop = noLoop })
-				// A small receive buffer: the answer fills the sockets.
-				d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-					return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
-				}}
-				nc, err := d.Dial("tcp", tp.addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer nc.Close()
-				nc.SetDeadline(time.Now().Add(30 * time.Second))
+				nc := dialSmallReceive(t, tp.addr)
 				io.WriteString(nc, tc.first)
 				<-held
 				// Sent while the first waits for its answer: unread in the
 				// proxy's socket.
 				io.WriteString(nc, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
-				before := tp.Answered()
-				close(release)
-				// Read only until the proxy has written the answer's last
-				// byte to its socket (it counts the answer then), and the
-				// rest once the proxy has closed: what the client had not
-				// taken is still in the sockets when it does.
-				var got bytes.Buffer
-				buf := make([]byte, 16<<10)
-				for tp.Answered() == before {
-					k, err := nc.Read(buf)
-					got.Write(buf[:k])
-					if err != nil {
-						t.Fatalf("before the answer's end: %v", err)
-					}
-				}
-				time.Sleep(100 * time.Millisecond)
-				_, err = got.ReadFrom(nc)
-				resp, perr := http.ReadResponse(bufio.NewReader(&got), &http.Request{Method: "GET"})
-				if perr != nil {
-					t.Fatalf("answer to the first request: %v (then %v)", perr, err)
-				}
-				b, berr := io.ReadAll(resp.Body)
-				if err != nil || berr != nil || len(b) != n {
-					t.Errorf("answer to the first request: got %d bytes of %d, then %v, %v; want all of it, then the end", len(b), n, berr, err)
+				_, b, err := tp.answerBeforeTheClose(t, nc, "GET", func() { close(release) })
+				if err != nil || len(b) != n {
+					t.Errorf("answer to the first request: got %d bytes of %d, then %v; want all of it, then the end", len(b), n, err)
 				}
 			})
 		}
 	}
+}
+
+// dialSmallReceive dials addr with a small receive buffer, so that a large
+// answer fills the sockets between the proxy and the client.
+func dialSmallReceive(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	return nc
+}
+
+// answerBeforeTheClose calls answer, which lets the app send a large
+// answer that closes its connection, and returns the answer the client
+// got on nc, its body, and what ended the read. It reads only until the
+// proxy has written the answer's last byte to its socket (it counts the
+// answer then), and the rest once the proxy has closed: what the client
+// had not taken is still in the sockets when it does, and a reset throws
+// it away.
+func (tp *testProxy) answerBeforeTheClose(t *testing.T, nc net.Conn, method string, answer func()) (*http.Response, []byte, error) {
+	t.Helper()
+	before := tp.Answered()
+	answer()
+	var got bytes.Buffer
+	buf := make([]byte, 16<<10)
+	for tp.Answered() == before {
+		k, err := nc.Read(buf)
+		got.Write(buf[:k])
+		if err != nil {
+			t.Fatalf("before the answer's end: %v", err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	_, err := got.ReadFrom(nc)
+	resp, perr := http.ReadResponse(bufio.NewReader(&got), &http.Request{Method: method})
+	if perr != nil {
+		t.Fatalf("answer to the first request: %v (then %v)", perr, err)
+	}
+	body, berr := io.ReadAll(resp.Body)
+	if err == nil {
+		err = berr
+	}
+	return resp, body, err
 }
