@@ -58,7 +58,6 @@ func (c *AppCollector) startedBeforeWritten(pid int, path string) error {
 	if err != nil {
 		return nil
 	}
-	// /proc/stat gives the boot time to the second.
 	started := time.Unix(0, int64(secs*1e9))
 	if written := fi.ModTime(); started.After(written.Add(pidFileSlack)) {
 		return fmt.Errorf("pid file %s names pid %d, which started at %s, after the file was written (%s): the app is gone and its pid reused",
@@ -68,9 +67,12 @@ func (c *AppCollector) startedBeforeWritten(pid int, path string) error {
 }
 
 // pidFileSlack is how much later than its pid file a process may seem to
-// have started: its start time is counted from a boot time given to the
-// second.
-const pidFileSlack = 2 * time.Second
+// have started and still be the app that wrote it: its start time is
+// counted from a boot time given to the second, and a pid file on a
+// network file system takes its time from the server's clock. A pid
+// reused within it is still adopted; an app that ran for longer than it
+// is caught.
+const pidFileSlack = time.Minute
 
 // maxPIDFile is the most of a pid file read: a pid and white space take a
 // few bytes, and a longer file is not a pid file.
