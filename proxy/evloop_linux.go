@@ -757,8 +757,8 @@ func (l *evLoop) endExchange(c *conn) {
 	keep := c.finishForward()
 	switch {
 	case !keep && c.linger:
-		// Closed for the drain with bytes of a next request unread: a
-		// goroutine lingers, as the loop cannot wait.
+		// Closed with bytes of a next request unread (see
+		// lingerIfUnread): a goroutine lingers, as the loop cannot wait.
 		l.handBack(c, resumeLinger)
 		return
 	case !keep:

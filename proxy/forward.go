@@ -342,10 +342,9 @@ func (c *conn) relayResponse(u *upConn) {
 	// the connection (what the client still sends is body, not a next
 	// request), and says so: a client told nothing would send its next
 	// request on a connection about to close.
-	keep := req.keepAlive() &&
+	keep := req.keepAlive() && !c.p.keepAliveOver() &&
 		(mode == bodyNone || mode == bodyLength || chunkedOut) &&
 		(c.bodyDone == nil || c.bodyState.Load() != bodyReading)
-	keep = keep && !c.p.keepAliveOver()
 	var hop []byte
 	if chunkedOut {
 		// Read before the head leaves the buffer: its trailers come later.
