@@ -98,6 +98,10 @@ type AppOptions struct {
 	Process *regexp.Regexp
 	// Child returns the pid of the wrap-mode child, or 0 when none runs.
 	Child func() int
+	// ProbeGroups returns the process groups of outrider's exec probes
+	// running now; a process in one is never taken for the app by
+	// Process. Nil means none.
+	ProbeGroups func() map[int]bool
 	// Addr is where the app listens, host:port.
 	Addr string
 	// Alone counts the process found alone; otherwise its live
@@ -115,6 +119,7 @@ type AppCollector struct {
 	root    string
 	finders []finder
 	self    int
+	probes  func() map[int]bool
 	alone   bool
 	walk    int // how descendants are found: walkUnknown, walkChildren or walkScan
 	log     *slog.Logger
@@ -176,6 +181,7 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 		fs:      pfs,
 		root:    root,
 		self:    selfPID(root),
+		probes:  o.ProbeGroups,
 		log:     log,
 		now:     time.Now,
 		alone:   o.Alone,

@@ -620,7 +620,7 @@ func TestFixtureDiscovery(t *testing.T) {
 		{name: "regexp when the pid file is missing", opts: AppOptions{PIDFile: "testdata/missing.pid", Process: regexp.MustCompile(`--serve`), Addr: "127.0.0.1:1"}, wantPID: 4242, wantHow: howProcess},
 		{name: "regexp picks the oldest", opts: AppOptions{Process: regexp.MustCompile(`^fixture-app `), Addr: "127.0.0.1:1"}, wantPID: 17, wantHow: howProcess},
 		{name: "regexp no match", opts: AppOptions{Process: regexp.MustCompile(`java`), Addr: "127.0.0.1:8080"},
-			wantErr: `no process but outrider's own has a command line matching "java"`},
+			wantErr: `no process but outrider and its exec probes has a command line matching "java"`},
 		{name: "child", opts: AppOptions{Child: func() int { return 4242 }, Addr: "127.0.0.1:8080"}, wantPID: 4242, wantHow: howChild},
 		{name: "child not running", opts: AppOptions{Child: func() int { return 0 }, Addr: "127.0.0.1:8080"},
 			wantErr: "the wrap-mode child is not running"},
@@ -1042,6 +1042,8 @@ func startHelper(t *testing.T, addr string, env ...string) (int, string) {
 		t.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
+	// A group of its own, as an exec probe's command has.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -1075,6 +1077,8 @@ func TestDiscoverRealProcess(t *testing.T) {
 		// Both helpers and this test share the command line: this
 		// process is the oldest but is never chosen.
 		{name: "regexp skips outrider itself", opts: AppOptions{Process: regexp.MustCompile(self), Addr: "127.0.0.1:1"}, wantPID: pid4, wantHow: howProcess},
+		// The older helper leads an exec probe's group here.
+		{name: "regexp skips exec probes", opts: AppOptions{Process: regexp.MustCompile(self), ProbeGroups: func() map[int]bool { return map[int]bool{pid4: true} }, Addr: "127.0.0.1:1"}, wantPID: pid6, wantHow: howProcess},
 		{name: "child", opts: AppOptions{Child: func() int { return pid6 }, Addr: "127.0.0.1:1"}, wantPID: pid6, wantHow: howChild},
 		{name: "socket ipv4", opts: AppOptions{Addr: addr4}, wantPID: pid4, wantHow: howSocket},
 		{name: "socket ipv6", opts: AppOptions{Addr: addr6}, wantPID: pid6, wantHow: howSocket},

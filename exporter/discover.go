@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,9 +98,10 @@ func readPIDFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// fromCmdline finds the oldest process, outrider excepted, whose command
-// line matches re. The oldest is the parent of a pre-forking server, and
-// the choice stays the same from one look to the next.
+// fromCmdline finds the oldest process, outrider and its exec probes
+// excepted, whose command line matches re. The oldest is the parent of a
+// pre-forking server, and the choice stays the same from one look to the
+// next.
 func (c *AppCollector) fromCmdline(re *regexp.Regexp) finder {
 	detail := "command line matches " + strconv.Quote(re.String())
 	return finder{how: howProcess, find: func() (int, string, error) {
@@ -118,11 +120,14 @@ func (c *AppCollector) fromCmdline(re *regexp.Regexp) finder {
 				continue
 			}
 			if st, err := p.Stat(); err == nil {
-				found = append(found, candidate{pid: p.PID, startTicks: st.Starttime})
+				found = append(found, candidate{pid: p.PID, pgid: st.PGRP, startTicks: st.Starttime})
 			}
 		}
+		// An exec probe whose command matches too (python check.py for
+		// a Python app) would pass for the app while it is down.
+		found = c.withoutProbes(found)
 		if len(found) == 0 {
-			return 0, "", fmt.Errorf("no process but outrider's own has a command line matching %q", re)
+			return 0, "", fmt.Errorf("no process but outrider and its exec probes has a command line matching %q", re)
 		}
 		return oldest(found).pid, detail, nil
 	}}
@@ -314,9 +319,21 @@ func parsePID(s string) (int, error) {
 	return pid, nil
 }
 
+// withoutProbes drops the processes of outrider's exec probes from cs.
+// The groups are read after cs was listed, so that a probe started while
+// the list was read is among them.
+func (c *AppCollector) withoutProbes(cs []candidate) []candidate {
+	if c.probes == nil || len(cs) == 0 {
+		return cs
+	}
+	probes := c.probes()
+	return slices.DeleteFunc(cs, func(p candidate) bool { return probes[p.pgid] })
+}
+
 // candidate is a process that matches a finder.
 type candidate struct {
 	pid        int
+	pgid       int
 	startTicks uint64
 }
 

@@ -3,10 +3,12 @@ package probe
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode"
@@ -48,7 +50,7 @@ func probeExec(ctx context.Context, spec Spec) Result {
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = execWaitDelay
-	if err := cmd.Start(); err != nil {
+	if err := execGroups.start(cmd); err != nil {
 		// Start's error repeats the path that what already names.
 		if inner := errors.Unwrap(err); inner != nil {
 			err = inner
@@ -73,6 +75,7 @@ func probeExec(ctx context.Context, spec Spec) Result {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	<-exited
 	err := cmd.Wait()
+	execGroups.end(pgid)
 
 	output := out.String()
 	switch {
@@ -87,6 +90,49 @@ func probeExec(ctx context.Context, spec Spec) Result {
 	default:
 		return result(start, Failure, "%s: %v", what, err)
 	}
+}
+
+// execGroups holds the process groups of the exec probes running in
+// this process.
+var execGroups = groups{ids: map[int]bool{}}
+
+// ExecGroups returns the process groups of outrider's exec probes
+// running now, each named by its leader's pid, so that the app's figures
+// never count a probe's command. Every exec-probe process already to be
+// seen in /proc when ExecGroups is called is in one of them.
+func ExecGroups() map[int]bool { return execGroups.now() }
+
+// groups is a set of process groups, each added as its leader starts.
+type groups struct {
+	mu  sync.Mutex
+	ids map[int]bool
+}
+
+// start starts cmd, the leader of a new group, and adds the group. The
+// lock is held from before the fork until the group is added: now, which
+// waits for it, cannot miss a process that was already running.
+func (g *groups) start(cmd *exec.Cmd) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	g.ids[cmd.Process.Pid] = true
+	return nil
+}
+
+// end removes the group led by pgid, once its leader is reaped.
+func (g *groups) end(pgid int) {
+	g.mu.Lock()
+	delete(g.ids, pgid)
+	g.mu.Unlock()
+}
+
+// now returns a copy of the set.
+func (g *groups) now() map[int]bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return maps.Clone(g.ids)
 }
 
 // envValue is the value of name in env (NAME=value pairs), the last one

@@ -3,6 +3,8 @@ package probe
 import (
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -152,5 +154,33 @@ func TestExecProberLooksInItsOwnPATH(t *testing.T) {
 			spec := Spec{Kind: KindExec, Command: []string{tc.command}, Env: env}
 			checkResult(t, probeWithin(probeExec, spec, 0), tc.want, tc.wantOutput...)
 		})
+	}
+}
+
+// ExecGroups holds a probe's group, named by its command's pid, while the
+// command runs, and not after.
+func TestExecGroups(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	spec := Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", `echo $$ > "$0"; sleep 60`, pidFile}}
+	done := make(chan Result, 1)
+	go func() { done <- probeWithin(probeExec, spec, 700*time.Millisecond) }()
+
+	var pid int
+	deadline := time.Now().Add(10 * time.Second)
+	for pid == 0 && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if pid == 0 {
+		t.Fatal("the probe's command did not write its pid")
+	}
+	if groups := ExecGroups(); !groups[pid] {
+		t.Errorf("while pid %d runs, want its group among %v", pid, groups)
+	}
+	checkResult(t, <-done, Timeout)
+	if groups := ExecGroups(); groups[pid] {
+		t.Errorf("after the probe, want group %d gone from %v", pid, groups)
 	}
 }

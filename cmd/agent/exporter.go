@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/outrider-sidecar/outrider/exporter"
+	"github.com/outrider-sidecar/outrider/probe"
 )
 
 // addExporter wires the app-process collector into outrider's registry and
@@ -20,13 +21,14 @@ func (a *agent) addExporter() error {
 		}
 	}
 	app, err := exporter.NewAppCollector(exporter.AppOptions{
-		ProcRoot: a.cfg.App.ProcRoot,
-		PIDFile:  a.cfg.App.PIDFile,
-		Process:  a.cfg.App.Process,
-		Child:    child,
-		Addr:     a.cfg.App.Addr,
-		Alone:    !a.cfg.App.Children,
-		Log:      a.log.With("component", "exporter"),
+		ProcRoot:    a.cfg.App.ProcRoot,
+		PIDFile:     a.cfg.App.PIDFile,
+		Process:     a.cfg.App.Process,
+		Child:       child,
+		ProbeGroups: probe.ExecGroups,
+		Addr:        a.cfg.App.Addr,
+		Alone:       !a.cfg.App.Children,
+		Log:         a.log.With("component", "exporter"),
 	})
 	if err != nil {
 		return fmt.Errorf("app-process metrics (OUTRIDER_PROC_ROOT=%s, OUTRIDER_APP_ADDR=%s): %w", a.cfg.App.ProcRoot, a.cfg.App.Addr, err)

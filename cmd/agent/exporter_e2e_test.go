@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -285,4 +286,68 @@ func TestExporterRestartAndMissingApp(t *testing.T) {
 	if got["outrider_app_up"] != 1 || appPID(got) != second.Pid() {
 		t.Fatalf("want the restarted app, pid %d, on the next scrape; got %v", second.Pid(), got)
 	}
+}
+
+// An exec probe whose command matches OUTRIDER_APP_PROCESS (python
+// check.py for a Python app) is never taken for the app: not while the
+// app is down, when it would report the app up, and not over the app
+// when it is the older of the two.
+func TestExporterSkipsExecProbes(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("%d", time.Now().UnixNano()%1e9)
+	// The probe runs for 30 s of every period: the scrapes find it.
+	probeArgs := sleep + " 30 0." + tag
+	o := exporterOutrider(t,
+		"OUTRIDER_APP_ADDR="+testbin.FreeAddr(t),
+		"OUTRIDER_PROBE=exec:"+probeArgs,
+		"OUTRIDER_PROBE_TIMEOUT=40s",
+		"OUTRIDER_APP_PROCESS=^("+regexp.QuoteMeta(probeArgs)+"|\\S*burner .*-tag "+tag+")$",
+	)
+	probePID := waitChild(t, o.Pid(), probeArgs)
+
+	for range 5 {
+		if got := o.scrape(t); got["outrider_app_up"] != 0 || appPID(got) != 0 {
+			t.Fatalf("the exec probe (pid %d) runs, the app does not: want outrider_app_up 0, got %v", probePID, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := o.appStatus(t); st["found"] != false || !strings.Contains(fmt.Sprint(st["error"]), "exec probes") {
+		t.Errorf("want app_process not found, saying the exec probes were left out; got %v", st)
+	}
+
+	app := startBurner(t, "-tag", tag)
+	o.waitApp(t, app.Pid())
+	if !testbin.Running(probePID) {
+		t.Fatalf("the exec probe (pid %d) ended before the app was found: the app was not chosen over it", probePID)
+	}
+}
+
+// waitChild waits until a child of parent runs with the command line
+// args (its arguments joined by spaces), and returns its pid.
+func waitChild(t *testing.T, parent int, args string) int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		dirs, _ := os.ReadDir("/proc")
+		for _, d := range dirs {
+			pid, err := strconv.Atoi(d.Name())
+			if err != nil {
+				continue
+			}
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			_, after, _ := strings.Cut(string(stat), ") ")
+			fields := strings.Fields(after) // state, ppid, …
+			if len(fields) > 1 && fields[1] == strconv.Itoa(parent) &&
+				strings.TrimSuffix(strings.ReplaceAll(string(cmdline), "\x00", " "), " ") == args {
+				return pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no child of pid %d runs %q", parent, args)
+	return 0
 }
