@@ -124,6 +124,8 @@ type AppCollector struct {
 	walk    int // how descendants are found: walkUnknown, walkChildren or walkScan
 	log     *slog.Logger
 	now     func() time.Time
+	// lookTimeout bounds a scrape's wait for a look for the app process.
+	lookTimeout time.Duration
 
 	mu      sync.Mutex
 	target  *target // nil while no app process is known
@@ -137,6 +139,9 @@ type AppCollector struct {
 	failed map[string]failure
 	// buf is reused to read the status file of each thread.
 	buf bytes.Buffer
+	// looking delivers the look for the app process that outlived its
+	// scrape's wait; nil when none is under way.
+	looking chan look
 }
 
 // target is the app process being watched. startTicks tells it apart from
@@ -178,17 +183,18 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &AppCollector{
-		fs:      pfs,
-		root:    root,
-		self:    selfPID(root),
-		probes:  o.ProbeGroups,
-		log:     log,
-		now:     time.Now,
-		alone:   o.Alone,
-		errs:    make(map[string]uint64, len(appFiles)),
-		failing: map[string]bool{},
-		read:    map[string]bool{},
-		failed:  map[string]failure{},
+		fs:          pfs,
+		root:        root,
+		self:        selfPID(root),
+		probes:      o.ProbeGroups,
+		log:         log,
+		now:         time.Now,
+		alone:       o.Alone,
+		lookTimeout: lookTimeout,
+		errs:        make(map[string]uint64, len(appFiles)),
+		failing:     map[string]bool{},
+		read:        map[string]bool{},
+		failed:      map[string]failure{},
 	}
 	if o.PIDFile != "" {
 		c.finders = append(c.finders, c.fromPIDFile(o.PIDFile))
@@ -325,10 +331,61 @@ func (c *AppCollector) lose(t *target, why string) {
 	c.target = nil
 }
 
-// resolve runs the finders in order and returns the first running
+// lookTimeout is how long a scrape waits for the app process to be
+// looked for. A look reads files that can block: the command line of a
+// process stuck in the kernel while it holds its memory map (what hangs
+// ps), or a pid file on a network file system whose server is gone.
+const lookTimeout = 2 * time.Second
+
+// stillLooking is resolve's error while a look outlives the wait.
+func (c *AppCollector) stillLooking() error {
+	return fmt.Errorf("looking for the app process has taken more than %s: a file it reads does not answer "+
+		"(the command line of a process stuck in the kernel, or a pid file on a network file system that is down); "+
+		"the app's figures are left out until that read returns, and outrider's other metrics are served meanwhile", c.lookTimeout)
+}
+
+// look is the outcome of one look for the app process.
+type look struct {
+	t          *target
+	st         procfs.ProcStat
+	unreadable error
+	err        error
+}
+
+// resolve looks for the app process, waiting at most lookTimeout, so that
+// a file that blocks holds up neither the scrape nor outrider's other
+// metrics. A look that outlives the wait goes on alone, and no other
+// starts until it ends; its outcome is then stale, and the next scrape
+// starts afresh.
+func (c *AppCollector) resolve() (*target, procfs.ProcStat, error, error) {
+	if c.looking != nil {
+		select {
+		case <-c.looking:
+			c.looking = nil
+		default:
+			return nil, procfs.ProcStat{}, nil, c.stillLooking()
+		}
+	}
+	done := make(chan look, 1)
+	go func() { done <- c.lookNow() }()
+	wait := time.NewTimer(c.lookTimeout)
+	defer wait.Stop()
+	select {
+	case l := <-done:
+		return l.t, l.st, l.unreadable, l.err
+	case <-wait.C:
+		c.looking = done
+		return nil, procfs.ProcStat{}, nil, c.stillLooking()
+	}
+}
+
+// lookNow runs the finders in order and returns the first running
 // process. When there is none, unreadable is the error of a process found
-// but whose stat could not be read (e.g. under hidepid=1), if any.
-func (c *AppCollector) resolve() (t *target, st procfs.ProcStat, unreadable, err error) {
+// but whose stat could not be read (e.g. under hidepid=1), if any. It
+// reads only what does not change after NewAppCollector, so it runs
+// without the lock.
+func (c *AppCollector) lookNow() look {
+	var unreadable error
 	whys := make([]string, 0, len(c.finders))
 	for _, f := range c.finders {
 		pid, detail, err := f.find()
@@ -336,6 +393,7 @@ func (c *AppCollector) resolve() (t *target, st procfs.ProcStat, unreadable, err
 			whys = append(whys, err.Error())
 			continue
 		}
+		var st procfs.ProcStat
 		proc, err := c.fs.Proc(pid)
 		if err == nil {
 			st, err = proc.Stat()
@@ -351,7 +409,7 @@ func (c *AppCollector) resolve() (t *target, st procfs.ProcStat, unreadable, err
 			whys = append(whys, fmt.Sprintf("pid %d (%s %s) has exited", pid, f.how, detail))
 			continue
 		}
-		return &target{
+		return look{t: &target{
 			proc:       proc,
 			pid:        strconv.Itoa(pid),
 			comm:       st.Comm,
@@ -359,9 +417,9 @@ func (c *AppCollector) resolve() (t *target, st procfs.ProcStat, unreadable, err
 			detail:     detail,
 			startTicks: st.Starttime,
 			members:    map[int]*member{},
-		}, st, nil, nil
+		}, st: st}
 	}
-	return nil, procfs.ProcStat{}, unreadable, errors.New(strings.Join(whys, "; "))
+	return look{unreadable: unreadable, err: errors.New(strings.Join(whys, "; "))}
 }
 
 // optional is a figure that may be missing from a scrape.

@@ -1292,3 +1292,85 @@ func TestDocumentedBenchmarkCommands(t *testing.T) {
 		}
 	}
 }
+
+// A look for the app that blocks (here a command line that is a named
+// pipe with no writer, as a stuck process's cmdline blocks its reader)
+// holds up no scrape past the wait; the scrapes meanwhile say why, and
+// once the read returns the app is found.
+func TestLookThatBlocks(t *testing.T) {
+	root := fixture(t)
+	cmdline := filepath.Join(root, "4242", "cmdline")
+	if err := os.Remove(cmdline); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(cmdline, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newCollector(t, AppOptions{ProcRoot: root, Process: regexp.MustCompile(`--serve`)})
+	c.lookTimeout = 100 * time.Millisecond
+
+	for i := range 2 {
+		start := time.Now()
+		got := scrapeWithin(t, c, 5*time.Second)
+		if got["outrider_app_up"] != 0 {
+			t.Fatalf("scrape %d: want outrider_app_up 0 while the look blocks, got %v", i, got)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("scrape %d took %s, want about the 100ms wait", i, took)
+		}
+	}
+	if st := c.Status(); st.Found || !strings.Contains(st.Error, "has taken more than 100ms") {
+		t.Errorf("want the app not found, saying the look takes too long; got %+v", st)
+	}
+
+	// The stuck read returns.
+	pipe, err := os.OpenFile(cmdline, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipe.WriteString("fixture-app\x00--serve\x00"); err != nil {
+		t.Fatal(err)
+	}
+	pipe.Close()
+	if err := os.Remove(cmdline); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cmdline, []byte("fixture-app\x00--serve\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := scrapeWithin(t, c, 5*time.Second)
+		if got["outrider_app_up"] == 1 && infoPID(got) == 4242 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want pid 4242 once the read returned, got %v", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// scrapeWithin is scrape, failing the test if it takes longer than limit.
+func scrapeWithin(t *testing.T, c prometheus.Collector, limit time.Duration) map[string]float64 {
+	t.Helper()
+	type result struct {
+		got map[string]float64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := scrapeErr(t, c)
+		done <- result{got, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("gather: %v", r.err)
+		}
+		return r.got
+	case <-time.After(limit):
+		t.Fatalf("a scrape took longer than %s", limit)
+		return nil
+	}
+}
