@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,8 +49,16 @@ func probeExec(ctx context.Context, spec Spec) Result {
 		cmd.Path, cmd.Err = lookPathIn(spec.Command[0], path)
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: should outrider be killed (OOM, SIGKILL) while the
+	// command runs, nothing is left to enforce its timeout; the kernel
+	// kills it then. The signal follows the thread that started the
+	// command, not the process, and Go ends a thread whose locked
+	// goroutine returns: this goroutine keeps its thread until the reap,
+	// so that no other goroutine's return ends it early.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = execWaitDelay
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := execGroups.start(cmd); err != nil {
 		// Start's error repeats the path that what already names.
 		if inner := errors.Unwrap(err); inner != nil {

@@ -351,3 +351,29 @@ func waitChild(t *testing.T, parent int, args string) int {
 	t.Fatalf("no child of pid %d runs %q", parent, args)
 	return 0
 }
+
+// An exec probe's command does not outlive an outrider that is killed
+// while it runs: nothing would be left to enforce its timeout.
+func TestExecProbeEndsWithOutrider(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeArgs := fmt.Sprintf("%s 60 0.%d", sleep, time.Now().UnixNano()%1e9)
+	o := exporterOutrider(t,
+		"OUTRIDER_APP_ADDR="+testbin.FreeAddr(t),
+		"OUTRIDER_PROBE=exec:"+probeArgs,
+		"OUTRIDER_PROBE_TIMEOUT=90s",
+	)
+	probePID := waitChild(t, o.Pid(), probeArgs)
+
+	o.Signal(syscall.SIGKILL)
+	o.Wait(20 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for testbin.Running(probePID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec probe's command (pid %d) still runs 10 s after outrider was killed", probePID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
