@@ -100,7 +100,8 @@ type AppOptions struct {
 	Child func() int
 	// ProbeGroups returns the process groups of outrider's exec probes
 	// running now; a process in one is never taken for the app by
-	// Process. Nil means none.
+	// Process. Nil means none. Unused when ProcRoot is the procfs of
+	// another PID namespace, where their numbers differ.
 	ProbeGroups func() map[int]bool
 	// Addr is where the app listens, host:port.
 	Addr string
@@ -186,7 +187,6 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 		fs:          pfs,
 		root:        root,
 		self:        selfPID(root),
-		probes:      o.ProbeGroups,
 		log:         log,
 		now:         time.Now,
 		alone:       o.Alone,
@@ -195,6 +195,11 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 		failing:     map[string]bool{},
 		read:        map[string]bool{},
 		failed:      map[string]failure{},
+	}
+	if c.self == os.Getpid() {
+		// Probe groups are named by pids of outrider's PID namespace; a
+		// procfs of another numbers its processes otherwise.
+		c.probes = o.ProbeGroups
 	}
 	if o.PIDFile != "" {
 		c.finders = append(c.finders, c.fromPIDFile(o.PIDFile))

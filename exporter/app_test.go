@@ -1374,3 +1374,32 @@ func scrapeWithin(t *testing.T, c prometheus.Collector, limit time.Duration) map
 		return nil
 	}
 }
+
+// Probe groups name processes as outrider's PID namespace numbers them:
+// through the procfs of another namespace they are not applied, since a
+// pid there that equals a probe's would be another process.
+func TestProbeGroupsOnlyInOwnNamespace(t *testing.T) {
+	probes := func() map[int]bool { return map[int]bool{4242: true} }
+	tests := []struct {
+		name    string
+		self    string // where the root's self link points; "" for none
+		wantPID int
+	}{
+		{name: "outrider's namespace", wantPID: 0},
+		{name: "another namespace", self: "999", wantPID: 4242},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := fixture(t)
+			if tt.self != "" {
+				if err := os.Symlink(tt.self, filepath.Join(root, "self")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, _ := newCollector(t, AppOptions{ProcRoot: root, Process: regexp.MustCompile(`--serve`), ProbeGroups: probes})
+			if got := scrape(t, c); infoPID(got) != tt.wantPID {
+				t.Errorf("want pid %d, got %v", tt.wantPID, got)
+			}
+		})
+	}
+}
