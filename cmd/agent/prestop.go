@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/outrider-sidecar/outrider/config"
@@ -51,10 +52,14 @@ func prestop(getenv func(string) string, stdout, stderr io.Writer) int {
 	resp, err := client.Do(req)
 	if err != nil {
 		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
+		switch {
+		case errors.As(err, &op) && op.Op == "dial":
 			fmt.Fprintf(stderr, "outrider prestop: no drain: cannot reach the agent's admin listener (OUTRIDER_ADMIN_LISTEN): %v\n", err)
-		} else {
-			fmt.Fprintf(stderr, "outrider prestop: the agent stopped answering before its drain was done: %v\n", err)
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+			fmt.Fprintf(stderr, "outrider prestop: the agent closed the connection before its drain was done (it exited or was killed; its log says why): %v\n", err)
+		default:
+			// An answer that is not HTTP: another server listens there.
+			fmt.Fprintf(stderr, "outrider prestop: no drain: what listens at OUTRIDER_ADMIN_LISTEN did not answer as outrider does (another server's address?): %v\n", err)
 		}
 		return exitFailed
 	}

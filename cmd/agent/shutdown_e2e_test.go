@@ -446,10 +446,15 @@ func TestShutdownPrestopWithoutAgent(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		env      []string
+		answer   func(net.Conn) // what listens at the admin address; nil for nothing
 		wantCode int
 		want     string
 	}{
 		{name: "no agent", wantCode: exitFailed, want: "no drain: cannot reach the agent's admin listener"},
+		{name: "the agent goes away", answer: func(c net.Conn) { _, _ = c.Read(make([]byte, 512)) },
+			wantCode: exitFailed, want: "the agent closed the connection before its drain was done (it exited or was killed"},
+		{name: "another server", answer: func(c net.Conn) { _, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n") },
+			wantCode: exitFailed, want: "no drain: what listens at OUTRIDER_ADMIN_LISTEN did not answer as outrider does"},
 		{name: "systemd says the agent exited", env: []string{"SERVICE_RESULT=exit-code", "EXIT_CODE=exited", "EXIT_STATUS=2"},
 			wantCode: exitOK, want: "no drain: the agent had already exited (EXIT_CODE=exited, EXIT_STATUS=2)"},
 		{name: "systemd says the agent was killed", env: []string{"SERVICE_RESULT=signal", "EXIT_CODE=killed", "EXIT_STATUS=KILL"},
@@ -457,13 +462,37 @@ func TestShutdownPrestopWithoutAgent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			env := append([]string{"OUTRIDER_ADMIN_LISTEN=" + testbin.FreeAddr(t)}, tc.env...)
+			addr := testbin.FreeAddr(t)
+			if tc.answer != nil {
+				addr = serveOnce(t, tc.answer)
+			}
+			env := append([]string{"OUTRIDER_ADMIN_LISTEN=" + addr}, tc.env...)
 			code, out := runOutrider(t, env, "prestop")
 			if code != tc.wantCode || !strings.Contains(out, tc.want) {
 				t.Errorf("exit %d, output %q; want exit %d and %q", code, out, tc.wantCode, tc.want)
 			}
 		})
 	}
+}
+
+// serveOnce listens on a free loopback port, hands the first connection
+// to answer and closes it, and returns the address.
+func serveOnce(t *testing.T, answer func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		answer(c)
+	}()
+	return ln.Addr().String()
 }
 
 // TestShutdownSecondSignalCutsShort: a second SIGTERM during the drain
