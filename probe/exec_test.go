@@ -164,7 +164,7 @@ func TestExecGroups(t *testing.T) {
 	pidFile := filepath.Join(dir, "pid")
 	spec := Spec{Kind: KindExec, Command: []string{"/bin/sh", "-c", `echo $$ > "$0"; sleep 60`, pidFile}}
 	done := make(chan Result, 1)
-	go func() { done <- probeWithin(probeExec, spec, 700*time.Millisecond) }()
+	go func() { done <- probeWithin(probeExec, spec, 3*time.Second) }()
 
 	var pid int
 	deadline := time.Now().Add(10 * time.Second)
