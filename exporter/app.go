@@ -318,17 +318,18 @@ func (c *AppCollector) current() (*target, procfs.ProcStat, error) {
 			c.lose(t, "it exited")
 		}
 	}
-	t, st, unreadable, err := c.resolve()
-	if err != nil {
-		if err.Error() != c.why {
-			c.log.Warn("app process not found; outrider_app_up is 0", "why", err.Error())
+	l := c.resolve()
+	if l.err != nil {
+		if l.err.Error() != c.why {
+			c.log.Warn("app process not found; outrider_app_up is 0", "why", l.err.Error())
 		}
-		c.why = err.Error()
-		return nil, procfs.ProcStat{}, unreadable
+		c.why = l.err.Error()
+		return nil, procfs.ProcStat{}, l.unreadable
 	}
+	t := l.t
 	c.target, c.why = t, ""
 	c.log.Info("app process found", "pid", t.proc.PID, "comm", t.comm, "how", t.how, "detail", t.detail)
-	return t, st, nil
+	return t, l.st, nil
 }
 
 func (c *AppCollector) lose(t *target, why string) {
@@ -349,7 +350,9 @@ func (c *AppCollector) stillLooking() error {
 		"the app's figures are left out until that read returns, and outrider's other metrics are served meanwhile", c.lookTimeout)
 }
 
-// look is the outcome of one look for the app process.
+// look is the outcome of one look for the app process: the process and
+// its stat, or err saying why none was found, with unreadable the error of
+// a process found whose stat could not be read, if any.
 type look struct {
 	t          *target
 	st         procfs.ProcStat
@@ -362,13 +365,13 @@ type look struct {
 // metrics. A look that outlives the wait goes on alone, and no other
 // starts until it ends; its outcome is then stale, and the next scrape
 // starts afresh.
-func (c *AppCollector) resolve() (*target, procfs.ProcStat, error, error) {
+func (c *AppCollector) resolve() look {
 	if c.looking != nil {
 		select {
 		case <-c.looking:
 			c.looking = nil
 		default:
-			return nil, procfs.ProcStat{}, nil, c.stillLooking()
+			return look{err: c.stillLooking()}
 		}
 	}
 	done := make(chan look, 1)
@@ -377,10 +380,10 @@ func (c *AppCollector) resolve() (*target, procfs.ProcStat, error, error) {
 	defer wait.Stop()
 	select {
 	case l := <-done:
-		return l.t, l.st, l.unreadable, l.err
+		return l
 	case <-wait.C:
 		c.looking = done
-		return nil, procfs.ProcStat{}, nil, c.stillLooking()
+		return look{err: c.stillLooking()}
 	}
 }
 

@@ -297,7 +297,7 @@ func TestExporterSkipsExecProbes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tag := fmt.Sprintf("%d", time.Now().UnixNano()%1e9)
+	tag := strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
 	// The probe runs for 30 s of every period: the scrapes find it.
 	probeArgs := sleep + " 30 0." + tag
 	o := exporterOutrider(t,
