@@ -18,6 +18,11 @@
 #                       CPU time and context switches per request, from
 #                       /proc; in outrider, Go's scheduler monitor (sysmon)
 #                       is the thread that switches most and does no I/O)
+#                       or wake (perf, for 1 s in the middle of the run:
+#                       how long after a wait that blocked returns the
+#                       proxy's thread enters its first read and its first
+#                       write, in µs; the part of the latency a proxy adds
+#                       that is its own, and not the kernel's wake-up)
 #   DURATION=5s         length of the counted wrk run
 #   REQUESTS=5000       requests of the callgrind run
 #   CALLGRIND_OUT=      a file to keep the callgrind profile in
@@ -58,7 +63,7 @@ BASE_PORT=${BASE_PORT:-19080}
 die() { printf 'syscalls: %s\n' "$*" >&2; exit 1; }
 
 case $TARGET in outrider | nginx) ;; *) die "TARGET=$TARGET: want outrider or nginx" ;; esac
-case $TOOL in perf | strace | callgrind | threads) ;; *) die "TOOL=$TOOL: want perf, strace, callgrind or threads" ;; esac
+case $TOOL in perf | strace | callgrind | threads | wake) ;; *) die "TOOL=$TOOL: want perf, strace, callgrind, threads or wake" ;; esac
 [ "$TOOL" != callgrind ] || [ "$TARGET" = outrider ] || die "TOOL=callgrind measures outrider only"
 REQUESTS=${REQUESTS:-5000}
 RATE=${RATE:-}
@@ -67,7 +72,7 @@ for knob in REQUESTS CONNECTIONS WORKERS GOMAXPROCS; do
 done
 if [ -n "$RATE" ]; then
 	[[ $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE=$RATE: want requests per second, a positive integer"
-	[ "$TOOL" != callgrind ] || die "RATE is for TOOL=perf, strace or threads"
+	[ "$TOOL" != callgrind ] || die "RATE is for TOOL=perf, strace, threads or wake"
 	[ "$BODY_BYTES" = 0 ] && [ -z "$HEADER" ] || die "RATE sends GET $URLPATH only: leave BODY_BYTES and HEADER unset"
 fi
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 5s"
@@ -75,6 +80,7 @@ fi
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
 [ "$TOOL" != threads ] || tools=(wrk)
+[ "$TOOL" != wake ] || tools=(wrk perf)
 if [ -n "$RATE" ]; then
 	tools=("${tools[@]:1}") # no wrk
 fi
@@ -188,6 +194,18 @@ thread_times() {
 if [ "$TOOL" = threads ]; then
 	thread_times >"$TMP/threads.before"
 	counter=
+elif [ "$TOOL" = wake ]; then
+	# The waits, and the reads and writes after them, of every thread, for
+	# one second once the load has settled.
+	(
+		sleep $(((secs + 1) / 2))
+		perf record -q -o "$TMP/wake.data" -p "$procs" \
+			-e syscalls:sys_enter_epoll_wait -e syscalls:sys_exit_epoll_wait \
+			-e syscalls:sys_enter_epoll_pwait -e syscalls:sys_exit_epoll_pwait \
+			-e syscalls:sys_enter_read -e syscalls:sys_enter_recvfrom \
+			-e syscalls:sys_enter_write -e syscalls:sys_enter_writev -e syscalls:sys_enter_sendto \
+			-- sleep 1 >/dev/null 2>&1
+	) &
 elif [ "$TOOL" = perf ]; then
 	perf stat -x, -o "$counted" -p "$procs" \
 		-e 'syscalls:sys_enter_*' \
@@ -229,6 +247,49 @@ if [ -n "$RATE" ]; then
 else
 	printf '# %s, %s, %s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$procs_knob" "$CONNECTIONS" "$DURATION" "$request"
 	printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
+fi
+if [ "$TOOL" = wake ]; then
+	# A wake is a wait (epoll_wait or epoll_pwait) that returned events at
+	# least 20 µs after it was entered, so it blocked; Go's non-blocking
+	# looks return within a few µs. From its return, the time to the same
+	# thread's next read and next write.
+	perf script -i "$TMP/wake.data" --ns -F tid,time,event,trace 2>/dev/null |
+		awk '
+			{
+				tid = $1; t = $2 + 0; ev = $3; sub(/:$/, "", ev); sub(/^syscalls:/, "", ev)
+			}
+			ev ~ /^sys_enter_epoll_p?wait$/ { entered[tid] = t; next }
+			ev ~ /^sys_exit_epoll_p?wait$/ {
+				ret = number($NF)
+				if ((tid in entered) && ret > 0 && t - entered[tid] >= 20e-6) { woke[tid] = t; delete readAt[tid] }
+				delete entered[tid]
+				next
+			}
+			ev ~ /^sys_enter_(read|recvfrom)$/ && (tid in woke) && !(tid in readAt) { readAt[tid] = t; next }
+			ev ~ /^sys_enter_(write|writev|sendto)$/ && (tid in woke) {
+				if (tid in readAt) { n++; r[n] = (readAt[tid] - woke[tid]) * 1e6; w[n] = (t - woke[tid]) * 1e6 }
+				delete woke[tid]; delete readAt[tid]
+			}
+			# perf prints a return value in hex (0x3); a negative one, an
+			# error, as 16 digits from 0x8000000000000000 up. Not every awk
+			# reads hex as a number.
+			function number(s,   i, v) {
+				if (s !~ /^0x[0-9a-f]+$/) return s + 0
+				if (length(s) == 18 && substr(s, 3, 1) ~ /[89a-f]/) return -1
+				for (i = 3; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+				return v
+			}
+			function median(a, k,   i, j, x, m) {
+				for (i = 1; i <= k; i++) m[i] = a[i]
+				for (i = 2; i <= k; i++) { x = m[i]; for (j = i - 1; j > 0 && m[j] > x; j--) m[j + 1] = m[j]; m[j + 1] = x }
+				return m[int((k + 1) / 2)]
+			}
+			END {
+				if (n == 0) { print "no wake followed by a read and a write was traced"; exit 1 }
+				for (i = 1; i <= n; i++) { sr += r[i]; sw += w[i] }
+				printf "%d wakes in 1 s, µs from the wait'"'"'s return: first read median %.1f (mean %.1f), first write median %.1f (mean %.1f)\n", n, median(r, n), sr / n, median(w, n), sw / n
+			}'
+	exit 0
 fi
 if [ "$TOOL" = threads ]; then
 	# Threads started during the run count from zero.
