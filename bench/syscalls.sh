@@ -76,6 +76,7 @@ if [ -n "$RATE" ]; then
 	[ "$BODY_BYTES" = 0 ] && [ -z "$HEADER" ] || die "RATE sends GET $URLPATH only: leave BODY_BYTES and HEADER unset"
 fi
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "DURATION=$DURATION: want seconds, such as 5s"
+[ "$TOOL" != wake ] || [ "${DURATION%s}" -ge 3 ] || die "DURATION=$DURATION: TOOL=wake traces 1 s in the middle of the run; want 3s or more"
 [[ $BODY_BYTES =~ ^[0-9]+$ ]] || die "BODY_BYTES=$BODY_BYTES: want a number of bytes"
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
@@ -267,7 +268,11 @@ if [ "$TOOL" = wake ]; then
 			}
 			ev ~ /^sys_enter_(read|recvfrom)$/ && (tid in woke) && !(tid in readAt) { readAt[tid] = t; next }
 			ev ~ /^sys_enter_(write|writev|sendto)$/ && (tid in woke) {
-				if (tid in readAt) { n++; r[n] = (readAt[tid] - woke[tid]) * 1e6; w[n] = (t - woke[tid]) * 1e6 }
+				if (tid in readAt) {
+					n++; dr = (readAt[tid] - woke[tid]) * 1e6; dw = (t - woke[tid]) * 1e6
+					sr += dr; sw += dw; rh[int(dr * 10)]++; wh[int(dw * 10)]++
+					if (dw > top) top = dw
+				}
 				delete woke[tid]; delete readAt[tid]
 			}
 			# perf prints a return value in hex (0x3); a negative one, an
@@ -279,15 +284,13 @@ if [ "$TOOL" = wake ]; then
 				for (i = 3; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
 				return v
 			}
-			function median(a, k,   i, j, x, m) {
-				for (i = 1; i <= k; i++) m[i] = a[i]
-				for (i = 2; i <= k; i++) { x = m[i]; for (j = i - 1; j > 0 && m[j] > x; j--) m[j + 1] = m[j]; m[j + 1] = x }
-				return m[int((k + 1) / 2)]
+			# median of the n times counted in h, in tenths of a µs, up to top µs
+			function median(h,   b, seen) {
+				for (b = 0; b <= top * 10; b++) if ((seen += h[b]) >= n / 2) return b / 10
 			}
 			END {
 				if (n == 0) { print "no wake followed by a read and a write was traced"; exit 1 }
-				for (i = 1; i <= n; i++) { sr += r[i]; sw += w[i] }
-				printf "%d wakes in 1 s, µs from the wait'"'"'s return: first read median %.1f (mean %.1f), first write median %.1f (mean %.1f)\n", n, median(r, n), sr / n, median(w, n), sw / n
+				printf "%d wakes in 1 s, µs from the wait'"'"'s return: first read median %.1f (mean %.1f), first write median %.1f (mean %.1f)\n", n, median(rh), sr / n, median(wh), sw / n
 			}'
 	exit 0
 fi
