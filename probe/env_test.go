@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outrider-sidecar/outrider/internal/testbin"
 )
 
 func TestExecEnv(t *testing.T) {
@@ -100,23 +102,10 @@ func TestSummaryLeavesOutWhatTheAppWrote(t *testing.T) {
 	defer odd.Close()
 	// notHTTP answers every connection with raw, which is not HTTP.
 	notHTTP := func(raw string) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_, _ = c.Read(make([]byte, 4096))
-				_, _ = c.Write([]byte(raw))
-				c.Close()
-			}
-		}()
-		return "http://" + ln.Addr().String() + "/healthz"
+		return "http://" + testbin.Serve(t, func(c net.Conn) {
+			_, _ = c.Read(make([]byte, 4096))
+			_, _ = c.Write([]byte(raw))
+		}) + "/healthz"
 	}
 	badStatus, badHeader := notHTTP("-ERR password=hunter2\r\n\r\n"), notHTTP("HTTP/1.1 200 OK\r\npassword=hunter2\r\n\r\n")
 	grpcNotGRPC := startH2C(t, func(w http.ResponseWriter, _ *http.Request) {

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outrider-sidecar/outrider/internal/testbin"
 	"github.com/outrider-sidecar/outrider/internal/version"
 )
 
@@ -243,36 +244,22 @@ func TestHTTPProberSendsHeaders(t *testing.T) {
 // put them in the output, which goes to the Consul check that whoever
 // reads the catalog sees.
 func TestHTTPProberMasksCredentialsTheAppQuotes(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	// The app answers with the request's Authorization header: in a 401's
 	// body for /body, in its status line for /status.
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				auth := req.Header.Get("Authorization")
-				if req.URL.Path == "/status" {
-					_, _ = io.WriteString(c, "HTTP/1.1 "+strings.ReplaceAll(auth, " ", "-")+" OK\r\n\r\n")
-					return
-				}
-				body := "refused Authorization: " + auth + "; want another token than " + strings.TrimPrefix(auth, "Bearer ")
-				_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
-			}()
+	addr := testbin.Serve(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	base := "http://" + ln.Addr().String()
+		auth := req.Header.Get("Authorization")
+		if req.URL.Path == "/status" {
+			_, _ = io.WriteString(c, "HTTP/1.1 "+strings.ReplaceAll(auth, " ", "-")+" OK\r\n\r\n")
+			return
+		}
+		body := "refused Authorization: " + auth + "; want another token than " + strings.TrimPrefix(auth, "Bearer ")
+		_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	})
+	base := "http://" + addr
 	tests := []struct {
 		name, url, headers string
 		secrets            []string
@@ -280,7 +267,7 @@ func TestHTTPProberMasksCredentialsTheAppQuotes(t *testing.T) {
 	}{
 		{"body", base + "/body", "Authorization: Bearer t0k3n-s3cret,X-Probe: yes", []string{"t0k3n-s3cret"}, "refused Authorization: ********; want another token than ********"},
 		{"status line", base + "/status", "Authorization: Bearer t0k3n-s3cret", []string{"t0k3n-s3cret"}, `malformed HTTP status code "Bearer-********"`},
-		{"URL password", "http://probe:pa55w0rd-s3cret@" + ln.Addr().String() + "/body", "",
+		{"URL password", "http://probe:pa55w0rd-s3cret@" + addr + "/body", "",
 			[]string{"pa55w0rd-s3cret", base64.StdEncoding.EncodeToString([]byte("probe:pa55w0rd-s3cret"))}, "refused Authorization: Basic ********"},
 		{"short values are kept", base + "/body", "Authorization: 12345", nil, "refused Authorization: 12345"},
 	}
@@ -290,6 +277,7 @@ func TestHTTPProberMasksCredentialsTheAppQuotes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := mustSpec(t, tt.url)
 			if tt.headers != "" {
+				var err error
 				if spec.Header, err = ParseHeaders(tt.headers); err != nil {
 					t.Fatal(err)
 				}

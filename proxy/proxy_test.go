@@ -940,24 +940,7 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 // fakeApp is an app written by hand: serve runs for each connection.
 func fakeApp(t testing.TB, serve func(nc net.Conn, br *bufio.Reader)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				serve(nc, bufio.NewReader(nc))
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testbin.Serve(t, func(nc net.Conn) { serve(nc, bufio.NewReader(nc)) })
 }
 
 // holdingApp answers "ok" to every request but /hold, which it reports

@@ -464,7 +464,7 @@ func TestShutdownPrestopWithoutAgent(t *testing.T) {
 			t.Parallel()
 			addr := testbin.FreeAddr(t)
 			if tc.answer != nil {
-				addr = serveOnce(t, tc.answer)
+				addr = testbin.Serve(t, tc.answer)
 			}
 			env := append([]string{"OUTRIDER_ADMIN_LISTEN=" + addr}, tc.env...)
 			code, out := runOutrider(t, env, "prestop")
@@ -473,26 +473,6 @@ func TestShutdownPrestopWithoutAgent(t *testing.T) {
 			}
 		})
 	}
-}
-
-// serveOnce listens on a free loopback port, hands the first connection
-// to answer and closes it, and returns the address.
-func serveOnce(t *testing.T, answer func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		answer(c)
-	}()
-	return ln.Addr().String()
 }
 
 // TestShutdownSecondSignalCutsShort: a second SIGTERM during the drain
