@@ -329,26 +329,32 @@ func TestExporterSkipsExecProbes(t *testing.T) {
 // args (its arguments joined by spaces), and returns its pid.
 func waitChild(t *testing.T, parent int, args string) int {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		dirs, _ := os.ReadDir("/proc")
-		for _, d := range dirs {
-			pid, err := strconv.Atoi(d.Name())
-			if err != nil {
-				continue
-			}
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			_, after, _ := strings.Cut(string(stat), ") ")
-			fields := strings.Fields(after) // state, ppid, …
-			if len(fields) > 1 && fields[1] == strconv.Itoa(parent) &&
-				strings.TrimSuffix(strings.ReplaceAll(string(cmdline), "\x00", " "), " ") == args {
-				return pid
-			}
+	var child int
+	waitFor(t, 20*time.Second, fmt.Sprintf("a child of pid %d that runs %q", parent, args), func() bool {
+		child = childRunning(parent, args)
+		return child != 0
+	})
+	return child
+}
+
+// childRunning returns the pid of a child of parent whose command line is
+// args, or 0.
+func childRunning(parent int, args string) int {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
 		}
-		time.Sleep(20 * time.Millisecond)
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		_, after, _ := strings.Cut(string(stat), ") ")
+		fields := strings.Fields(after) // state, ppid, …
+		if len(fields) > 1 && fields[1] == strconv.Itoa(parent) &&
+			strings.TrimSuffix(strings.ReplaceAll(string(cmdline), "\x00", " "), " ") == args {
+			return pid
+		}
 	}
-	t.Fatalf("no child of pid %d runs %q", parent, args)
 	return 0
 }
 
@@ -369,11 +375,6 @@ func TestExecProbeEndsWithOutrider(t *testing.T) {
 
 	o.Signal(syscall.SIGKILL)
 	o.Wait(20 * time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for testbin.Running(probePID) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the exec probe's command (pid %d) still runs 10 s after outrider was killed", probePID)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, fmt.Sprintf("the exec probe's command (pid %d) to end after outrider was killed", probePID),
+		func() bool { return !testbin.Running(probePID) })
 }
