@@ -368,7 +368,7 @@ func (l *evLoop) setFd(fd int, c *conn) {
 
 // epollNow returns the events ready, without waiting.
 func epollNow(ep int, events []syscall.EpollEvent) int {
-	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])),
+	n, _, e := syscall.RawSyscall6(sysEpollWait, uintptr(ep), uintptr(unsafe.Pointer(&events[0])),
 		uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return 0
