@@ -1247,3 +1247,98 @@ func TestDrainLingersAfterAnAnswerALoopRelayed(t *testing.T) {
 		t.Errorf("Drain: %v", err)
 	}
 }
+
+// holding reports whether, within d, a thread of this process is seen
+// waiting in a loop's own epoll instance with hold's timeout, as the
+// kernel shows each thread's system call in /proc/self/task/*/syscall:
+// the call's number, then its arguments (the epoll descriptor first, the
+// timeout fourth).
+func holding(t *testing.T, tp *testProxy, d time.Duration) bool {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		if holdingNow(t, tp) {
+			return true
+		}
+		// Off the CPU, which the loop's thread may be waiting for.
+		time.Sleep(holdFor / 10)
+	}
+	return false
+}
+
+func holdingNow(t *testing.T, tp *testProxy) bool {
+	t.Helper()
+	eps := map[string]bool{}
+	for _, l := range tp.evl.Load().loops {
+		eps[fmt.Sprintf("0x%x", l.epfd)] = true
+	}
+	timeout := fmt.Sprintf("0x%x", int64(holdFor/time.Millisecond))
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/syscall")
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 4 && f[0] == fmt.Sprint(sysEpollWait) && eps[f[1]] && f[4] == timeout {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEventLoopHoldsItsP: while no goroutine serves a connection, a loop
+// that served a batch waits for the next in its own epoll instance,
+// keeping its P, rather than parking on Go's poller; while a goroutine
+// serves one, no loop does, and that goroutine's request is answered.
+// Seen from the kernel: which system call each thread is in.
+func TestEventLoopHoldsItsP(t *testing.T) {
+	for _, procs := range []int{1, 2} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			tp := startProxy(t, pathApp(t), nil)
+			rc := parkedConn(t, tp)
+			exchange := func() {
+				t.Helper()
+				rc.send("GET /k HTTP/1.1\r\nHost: a\r\n\r\n")
+				if code, body, _ := rc.answer("GET"); code != 200 || body != "/k" {
+					t.Fatalf("got %d %q, want 200 %q", code, body, "/k")
+				}
+			}
+			// With one P, the test's own goroutine runs only once the loop
+			// let go of it, so it can see a hold only with two. The loop
+			// holds for holdFor after it relayed an answer.
+			if procs == 2 {
+				seen := false
+				for i := 0; i < 200 && !seen; i++ {
+					exchange()
+					seen = holding(t, tp, 2*holdFor)
+				}
+				if !seen {
+					t.Fatal("no loop was seen waiting in its own epoll instance after 200 exchanges")
+				}
+			}
+
+			// A first request whose head has not all come: a goroutine
+			// waits for the rest.
+			slow := dialRaw(t, tp.addr)
+			slow.send("GET /slow HTTP/1.1\r\nHost: a\r\n")
+			waitFor(t, "a goroutine to serve the slow request", func() bool { return tp.workers.busy.Load() == 1 })
+			time.Sleep(5 * holdFor) // a hold begun before ends
+			for i := range 100 {
+				exchange()
+				if holding(t, tp, 2*holdFor) {
+					t.Fatalf("exchange %d: a loop holds its P while a goroutine serves a connection", i)
+				}
+			}
+			slow.send("\r\n")
+			if code, body, _ := slow.answer("GET"); code != 200 || body != "/slow" {
+				t.Fatalf("slow request: got %d %q, want 200 %q", code, body, "/slow")
+			}
+			waitFor(t, "the goroutine to be done with its connection", func() bool { return tp.workers.busy.Load() == 0 })
+			exchange()
+		})
+	}
+}
