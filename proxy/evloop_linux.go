@@ -41,11 +41,9 @@ import (
 // about an eighth less CPU per small request at one core.
 //
 // Each loop's epoll instance is itself waited for through Go's poller
-// (the loop goroutine parks on its descriptor). A loop that has served a
-// batch waits for the next in its own epoll instance, for a millisecond
-// at most and holding its P, while no goroutine serves a connection
-// (hold); otherwise, and once that millisecond passed, it parks, so the
-// goroutines that serve what a loop hands them run as before.
+// (the loop goroutine parks on its descriptor), so a loop never holds a
+// P in a blocking system call and the goroutines that serve what a loop
+// hands them run as before.
 
 // States of a connection in a loop.
 const (
@@ -105,9 +103,6 @@ type evLoop struct {
 	now  time.Time
 	// swept is when sweep last ran.
 	swept time.Time
-	// yielded is when the loop last yielded its P or was woken by Go's
-	// poller: a loop that holds yields once per holdFor.
-	yielded time.Time
 
 	// Accepting (evaccept_linux.go): lnOn is set while the listener is
 	// registered here; acceptFn is acceptFrom, made once; sa and acceptErr
@@ -373,15 +368,8 @@ func (l *evLoop) setFd(fd int, c *conn) {
 
 // epollNow returns the events ready, without waiting.
 func epollNow(ep int, events []syscall.EpollEvent) int {
-	return epollWait(ep, events, 0)
-}
-
-// epollWait waits up to msec milliseconds for events, with a raw system
-// call (the runtime does not know the thread waits), and returns how many
-// came; 0 on an error, EINTR among them.
-func epollWait(ep int, events []syscall.EpollEvent, msec int) int {
 	n, _, e := syscall.RawSyscall6(sysEpollWait, uintptr(ep), uintptr(unsafe.Pointer(&events[0])),
-		uintptr(len(events)), uintptr(msec), 0, 0)
+		uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return 0
 	}
@@ -397,20 +385,13 @@ func epollWait(ep int, events []syscall.EpollEvent, msec int) int {
 // being sent cannot be told from its answer, by a goroutine's peek
 // either.)
 //
-// While no goroutine serves a connection, the loop waits for its next
-// batch in its own epoll_wait, for up to holdFor, keeping its P (see
-// hold). Otherwise it looks without waiting, and parks on Go's poller
-// when nothing is ready.
-//
 // The loop yields between batches. Under load a batch is ready every
 // time it looks, so without yielding it would keep its P until the
 // scheduler preempts it, 10 ms later, while goroutines on that P wait:
 // first requests, connections handed back, the other loops. That wait
 // showed in the p99 of small answers at two cores: yielding cut it to
 // 0.50-0.95x of what it was, depending on the machine, for at most a
-// few percent of throughput at one core (docs/proxy.md). While it holds,
-// no goroutine of the proxy waits for the P, and it yields once per
-// holdFor, for the agent's other goroutines and the P's timers.
+// few percent of throughput at one core (docs/proxy.md).
 //
 // It yields only when another batch is ready, not after the last: the
 // wait for Go's poller yields anyway. With an idle P, a yield wakes a
@@ -424,27 +405,14 @@ func epollWait(ep int, events []syscall.EpollEvent, msec int) int {
 // the socket's own state, or an idle app connection closed.
 func (l *evLoop) poll(_ uintptr) bool {
 	for first := true; ; first = false {
-		var n int
-		if !first && l.p.workers.busy.Load() == 0 {
-			if n = l.hold(); n == 0 {
-				return false
-			}
-			l.now = time.Now()
-			if l.now.Sub(l.yielded) >= holdFor {
-				runtime.Gosched()
-				l.now = time.Now()
-				l.yielded = l.now
-			}
-		} else {
-			if n = epollNow(l.epfd, l.events); n == 0 {
-				return false
-			}
-			if !first {
-				runtime.Gosched()
-			}
-			l.now = time.Now()
-			l.yielded = l.now
+		n := epollNow(l.epfd, l.events)
+		if n == 0 {
+			return false
 		}
+		if !first {
+			runtime.Gosched()
+		}
+		l.now = time.Now()
 		if l.now.Sub(l.swept) > l.tick {
 			l.sweep()
 		}
@@ -473,34 +441,6 @@ func (l *evLoop) poll(_ uintptr) bool {
 			l.accept()
 		}
 	}
-}
-
-// holdFor bounds a loop's wait in its own epoll_wait (hold), and is how
-// often a loop that holds its P yields it.
-const holdFor = time.Millisecond
-
-// hold waits up to holdFor for events in the loop's own epoll instance
-// and returns how many came; 0 when none did, or a signal cut the wait
-// short (the runtime's preemption and stop-the-world signal a thread so).
-//
-// The wait is a raw system call: the loop keeps its P, as an nginx worker
-// keeps its CPU, and an event wakes the loop's own thread, not Go's
-// poller, which would then wake a thread for the loop's goroutine. Per
-// wake that saves two calls of Go's poller (one that finds nothing as
-// the loop parks, one that waits) and, often, a futex to wake a thread:
-// at a fixed 5,000 requests a second at two cores, 5.1 system calls a
-// request where parking took 7.6 (docs/benchmarks-log.md, "A loop that
-// holds its P for a millisecond"). It differs from the wait measured and not kept on
-// 2026-12-05 ("A loop that blocks in its own epoll_wait") in two ways:
-// it never outlasts holdFor, after which the loop parks as before, and
-// a loop holds only while no goroutine serves a connection
-// (workers.busy): such a goroutine would wait for the P, or for a look at
-// Go's poller, which no thread makes while every P holds. The rest of
-// the agent's goroutines (probes, Consul, /metrics) wait for the loop's
-// next yield, at most holdFor, and while every P holds, for the runtime's
-// monitor to look at Go's poller, some 10 ms.
-func (l *evLoop) hold() int {
-	return epollWait(l.epfd, l.events, int(holdFor/time.Millisecond))
 }
 
 // owner returns the connection parked here whose socket fd is, or nil.
