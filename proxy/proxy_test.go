@@ -1653,30 +1653,19 @@ func TestStatusOutOfRange(t *testing.T) {
 // gets a 502. It waited for as long as its client did, and so did every
 // later stream sent on that connection.
 func TestH2CAppStopsReading(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { nc.Close() })
-			// The server's preface: windows as large as HTTP/2 allows, so
-			// that only the socket stops the proxy's writes. Then nothing
-			// is read.
-			nc.Write([]byte{
-				0, 0, 6, 0x4, 0, 0, 0, 0, 0, // SETTINGS
-				0, 0x4, 0x7f, 0xff, 0xff, 0xff, // INITIAL_WINDOW_SIZE 2^31-1
-				0, 0, 4, 0x8, 0, 0, 0, 0, 0, // WINDOW_UPDATE, stream 0
-				0x7f, 0xfe, 0xff, 0xff, // 2^31-1 - 65535
-			})
-		}
-	}()
-	tp := startProxy(t, ln.Addr().String(), func(c *Config) { c.IOTimeout = 300 * time.Millisecond })
+	app := testbin.Serve(t, func(nc net.Conn) {
+		// The server's preface: windows as large as HTTP/2 allows, so
+		// that only the socket stops the proxy's writes. Then nothing is
+		// read until the test ends.
+		nc.Write([]byte{
+			0, 0, 6, 0x4, 0, 0, 0, 0, 0, // SETTINGS
+			0, 0x4, 0x7f, 0xff, 0xff, 0xff, // INITIAL_WINDOW_SIZE 2^31-1
+			0, 0, 4, 0x8, 0, 0, 0, 0, 0, // WINDOW_UPDATE, stream 0
+			0x7f, 0xfe, 0xff, 0xff, // 2^31-1 - 65535
+		})
+		<-t.Context().Done()
+	})
+	tp := startProxy(t, app, func(c *Config) { c.IOTimeout = 300 * time.Millisecond })
 	client := h2cClient(t)
 	client.Timeout = 5 * time.Second
 	start := time.Now()
