@@ -580,48 +580,38 @@ func TestCloseKeepAlives(t *testing.T) {
 }
 
 // TestCloseKeepAlivesHTTP2: once keep-alives are over (the drain delay),
-// an HTTP/2 connection is told to go away by its next answer, as an
-// HTTP/1.1 one is closed after its answer: the answer comes, with a
-// GOAWAY naming its stream processed, and the connection then closes.
+// an HTTP/2 connection is told to go away in two steps: a GOAWAY naming
+// every stream processed, with a PING; once the client answers the PING,
+// a GOAWAY naming the last stream the server took, and the connection
+// then closes. A stream the client sent before it read the first GOAWAY
+// is served: a single GOAWAY would have named it unprocessed, and a gRPC
+// client whose retry of it is refused too loses the call.
 func TestCloseKeepAlivesHTTP2(t *testing.T) {
-	const open = h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-	// get is GET / on the stream given, HPACK: GET, http, /, :authority a.
-	get := func(stream byte) string {
-		return "\x00\x00\x06\x01\x05\x00\x00\x00" + string(stream) + "\x82\x86\x84\x41\x01a"
-	}
 	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}))
 	tp := startProxy(t, app, nil)
 	rc := dialRaw(t, tp.addr)
-	// answer sends a request on stream and returns the frames up to the
-	// end of its answer.
-	answer := func(stream byte) []h2Frame {
-		t.Helper()
-		rc.send(get(stream))
-		frames, err := readH2Frames(rc.br, func(f h2Frame) bool {
-			return f.stream == uint32(stream) && f.flags&0x1 != 0 // END_STREAM
-		})
-		if err != nil {
-			t.Fatalf("stream %d: frames %+v, then %v; want its answer", stream, frames, err)
-		}
-		return frames
-	}
-	goAways := func(frames []h2Frame) (last []uint32) {
-		for _, f := range frames {
-			if f.typ == 0x7 && len(f.payload) >= 4 {
-				last = append(last, binary.BigEndian.Uint32(f.payload))
-			}
-		}
-		return last
-	}
-	rc.send(open)
-	if got := goAways(answer(1)); len(got) != 0 {
+	rc.send(h2Open)
+	if got := goAways(rc.h2Answer(t, 1)); len(got) != 0 {
 		t.Fatalf("before CloseKeepAlives: GOAWAY naming stream %v; want none", got)
 	}
 	tp.CloseKeepAlives()
-	if got := goAways(answer(3)); !reflect.DeepEqual(got, []uint32{3}) {
-		t.Errorf("after CloseKeepAlives: GOAWAY naming streams %v; want one, naming stream 3", got)
+	notice, err := readH2Frames(rc.br, isType(0x6))
+	if err != nil {
+		t.Fatalf("after CloseKeepAlives: frames %+v, then %v; want a GOAWAY and a PING", notice, err)
+	}
+	if got := goAways(notice); !reflect.DeepEqual(got, []uint32{1<<31 - 1}) {
+		t.Errorf("after CloseKeepAlives: GOAWAY naming streams %v; want one, naming every stream (2^31-1)", got)
+	}
+	// Sent as if before the client read the GOAWAY: served.
+	if got := goAways(rc.h2Answer(t, 3)); len(got) != 0 {
+		t.Errorf("stream 3: GOAWAY naming streams %v with its answer; want none before the PING's answer", got)
+	}
+	rc.ackPing(notice[len(notice)-1])
+	final, err := readH2Frames(rc.br, isType(0x7))
+	if got := goAways(final); err != nil || !reflect.DeepEqual(got, []uint32{3}) {
+		t.Errorf("after the PING's answer: frames %+v, then %v; want a GOAWAY naming stream 3", final, err)
 	}
 	_ = rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if rest, err := readH2Frames(rc.br, isType(0xff)); !errors.Is(err, io.EOF) {
@@ -630,6 +620,75 @@ func TestCloseKeepAlivesHTTP2(t *testing.T) {
 	if got := tp.counts(t); got["GET 200"] != 2 {
 		t.Errorf("counts: got %v, want two GET 200", got)
 	}
+}
+
+// TestDrainHTTP2ClientNotAnswering: a client that never answers the first
+// GOAWAY's PING gets the server's own GOAWAY from the drain after at most
+// goAwayAckWait, and the drain ends.
+func TestDrainHTTP2ClientNotAnswering(t *testing.T) {
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send(h2Open)
+	rc.h2Answer(t, 1)
+	start := time.Now()
+	drained := tp.drainInBackground()
+	frames, err := readH2Frames(rc.br, func(f h2Frame) bool {
+		return f.typ == 0x7 && len(f.payload) >= 4 && binary.BigEndian.Uint32(f.payload) == 1
+	})
+	if err != nil {
+		t.Fatalf("frames %+v, then %v; want the GOAWAY naming stream 1", frames, err)
+	}
+	if got := goAways(frames); !reflect.DeepEqual(got, []uint32{1<<31 - 1, 1}) {
+		t.Errorf("GOAWAYs naming streams %v; want every stream (2^31-1), then stream 1", got)
+	}
+	if d := time.Since(start); d < goAwayAckWait-100*time.Millisecond {
+		t.Errorf("the second GOAWAY came after %v; want it after the wait for the PING's answer (%v)", d, goAwayAckWait)
+	}
+	rc.nc.Close()
+	if err := drainResult(t, drained, "the HTTP/2 connection is not closed"); err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+}
+
+// h2Open is what an HTTP/2 client opens with: the preface and an empty
+// SETTINGS.
+const h2Open = h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+// h2Get is GET / on stream, HPACK: GET, http, /, :authority a.
+func h2Get(stream byte) string {
+	return "\x00\x00\x06\x01\x05\x00\x00\x00" + string(stream) + "\x82\x86\x84\x41\x01a"
+}
+
+// h2Answer sends GET / on stream and returns the frames up to the end of
+// its answer.
+func (rc *rawConn) h2Answer(t *testing.T, stream byte) []h2Frame {
+	t.Helper()
+	rc.send(h2Get(stream))
+	frames, err := readH2Frames(rc.br, func(f h2Frame) bool {
+		return f.stream == uint32(stream) && f.flags&0x1 != 0 // END_STREAM
+	})
+	if err != nil {
+		t.Fatalf("stream %d: frames %+v, then %v; want its answer", stream, frames, err)
+	}
+	return frames
+}
+
+// ackPing answers a PING.
+func (rc *rawConn) ackPing(ping h2Frame) {
+	rc.send("\x00\x00\x08\x06\x01\x00\x00\x00\x00" + string(ping.payload))
+}
+
+// goAways returns the last streams the GOAWAYs among frames name.
+func goAways(frames []h2Frame) (last []uint32) {
+	for _, f := range frames {
+		if f.typ == 0x7 && len(f.payload) >= 4 {
+			last = append(last, binary.BigEndian.Uint32(f.payload))
+		}
+	}
+	return last
 }
 
 // TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough: an answer that
@@ -689,10 +748,6 @@ func TestDrainLetsTheAnswerBeforeAPipelinedRequestThrough(t *testing.T) {
 // taking new streams, untold, until the deadline closed it under whatever
 // its client had sent last.
 func TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan(t *testing.T) {
-	// The frames a client opens with: the preface and an empty SETTINGS.
-	const open = h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-	// GET / on stream 1, HPACK: GET, http, /, :authority a.
-	const get = "\x00\x00\x06\x01\x05\x00\x00\x00\x01" + "\x82\x86\x84\x41\x01a"
 	var (
 		tp            *testProxy
 		toldFirst     = make(chan struct{})
@@ -728,7 +783,7 @@ func TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan(t *testing.T) {
 		}
 	})
 	first := dialRaw(t, tp.addr)
-	first.send(open)
+	first.send(h2Open)
 	// The server's SETTINGS: the connection is the HTTP/2 server's.
 	if f, err := readH2Frames(first.br, isType(0x4)); err != nil || len(f) != 1 {
 		t.Fatalf("first connection: got frames %+v, %v; want SETTINGS", f, err)
@@ -740,7 +795,7 @@ func TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan(t *testing.T) {
 	}()
 	close(firstIsServed)
 	second := dialRaw(t, tp.addr)
-	second.send(open + get)
+	second.send(h2Open + h2Get(1))
 	start := time.Now()
 	// The frames up to the end of the answer to stream 1.
 	frames, err := readH2Frames(second.br, func(f h2Frame) bool {
@@ -749,17 +804,32 @@ func TestDrainTellsAnHTTP2ConnectionHandedOverAsItBegan(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second connection: frames %+v, then %v; want the answer to stream 1", frames, err)
 	}
-	var goAway *h2Frame
+	// Told as it was handed over: a GOAWAY naming every stream and a
+	// PING; once the PING is answered, a GOAWAY naming stream 1.
+	var ping *h2Frame
 	for i, f := range frames {
-		if f.typ == 0x7 {
-			goAway = &frames[i]
+		if f.typ == 0x6 && f.flags&0x1 == 0 {
+			ping = &frames[i]
 		}
 	}
+	if ping == nil {
+		more, err := readH2Frames(second.br, isType(0x6))
+		if err != nil {
+			t.Fatalf("second connection: frames %+v, %+v, then %v; want a PING with the first GOAWAY", frames, more, err)
+		}
+		frames = append(frames, more...)
+		ping = &frames[len(frames)-1]
+	}
+	if got := goAways(frames); !reflect.DeepEqual(got, []uint32{1<<31 - 1}) {
+		t.Errorf("second connection: GOAWAYs naming streams %v before the PING's answer; want one, naming every stream (2^31-1)", got)
+	}
+	second.ackPing(*ping)
+	final, err := readH2Frames(second.br, isType(0x7))
 	switch {
-	case goAway == nil:
-		t.Errorf("second connection: frames %+v and no GOAWAY: it takes new streams until the drain's deadline cuts it", frames)
-	case len(goAway.payload) < 8 || binary.BigEndian.Uint32(goAway.payload) != 1 || binary.BigEndian.Uint32(goAway.payload[4:]) != 0:
-		t.Errorf("second connection: GOAWAY %v; want last stream 1 (the request it served), NO_ERROR", goAway.payload)
+	case err != nil:
+		t.Errorf("second connection: frames %+v, then %v and no GOAWAY: it takes new streams until the drain's deadline cuts it", final, err)
+	case !bytes.Equal(final[len(final)-1].payload, []byte{0, 0, 0, 1, 0, 0, 0, 0}):
+		t.Errorf("second connection: GOAWAY %v; want last stream 1 (the request it served), NO_ERROR", final[len(final)-1].payload)
 	}
 	if err := drainResult(t, drained, "the HTTP/2 connections are not closed"); err != nil {
 		t.Errorf("Drain: %v", err)

@@ -27,10 +27,15 @@ type h2Server struct {
 	srv   *http.Server
 	ln    *chanListener
 	conns atomic.Int64
+
+	mu sync.Mutex
+	// handed is every connection handed to the server and not yet
+	// closed, for goAway.
+	handed map[*h2Conn]struct{}
 }
 
 func newH2Server(p *Proxy) *h2Server {
-	s := &h2Server{p: p, ln: newChanListener()}
+	s := &h2Server{p: p, ln: newChanListener(), handed: make(map[*h2Conn]struct{})}
 	target := &url.URL{Scheme: "http", Host: p.cfg.Upstream}
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
@@ -96,17 +101,31 @@ func newH2Server(p *Proxy) *h2Server {
 		// write has been blocked for IOTimeout, as on HTTP/1.1.
 		HTTP2:    &http.HTTP2Config{WriteByteTimeout: p.cfg.IOTimeout},
 		ErrorLog: slog.NewLogLogger(p.cfg.Log.Handler(), slog.LevelDebug),
-		ConnState: func(_ net.Conn, st http.ConnState) {
+		ConnState: func(nc net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
 				s.conns.Add(1)
 			case http.StateClosed, http.StateHijacked:
 				s.conns.Add(-1)
+				if c, ok := nc.(*h2Conn); ok {
+					s.mu.Lock()
+					delete(s.handed, c)
+					s.mu.Unlock()
+				}
 			}
+		},
+		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
+			if c, ok := nc.(*h2Conn); ok {
+				return context.WithValue(ctx, h2ConnKey{}, c)
+			}
+			return ctx
 		},
 	}
 	return s
 }
+
+// h2ConnKey is the context key of a request's connection.
+type h2ConnKey struct{}
 
 // errBadStatus is an HTTP/2 answer whose status is outside 100–599.
 var errBadStatus = errors.New("status outside 100-599")
@@ -166,6 +185,9 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 		start := s.p.cfg.Now()
 		m.inFlight.Add(1)
 		sw := &statusWriter{ResponseWriter: w, over: s.p.keepAliveOver}
+		if c, ok := r.Context().Value(h2ConnKey{}).(*h2Conn); ok {
+			sw.goAway = c.notice
+		}
 		body := &countingBody{ReadCloser: r.Body}
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
@@ -215,8 +237,10 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 type statusWriter struct {
 	http.ResponseWriter
 	// over reports whether connections are no longer kept alive (the
-	// proxy drains): the answer then tells its connection to go away.
+	// proxy drains): the answer then tells its connection to go away,
+	// with goAway.
 	over   func() bool
+	goAway func()
 	code   int
 	n      int64
 	failed bool
@@ -243,17 +267,14 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 // begin records the answer's status as it is sent. Once connections are
-// no longer kept alive it adds "Connection: close", for which net/http's
-// HTTP/2 server sends GOAWAY, as a draining HTTP/1.1 answer closes its
-// connection. The drain's own GOAWAYs go to the connections the server
-// had registered when it began; one accepted just before registers a
-// moment later and is told by its first answer (its streams up to that
-// one are served).
+// no longer kept alive it tells the connection to go away, as a draining
+// HTTP/1.1 answer closes its connection; goAway has told every
+// connection already, and this is the net for one it could have missed.
 func (w *statusWriter) begin(code int) {
 	w.code = code
 	w.begun.Store(true)
-	if w.over != nil && w.over() {
-		w.Header().Set("Connection", "close")
+	if w.over != nil && w.goAway != nil && w.over() {
+		w.goAway()
 	}
 }
 
@@ -338,19 +359,61 @@ func (s *h2Server) serve(nc net.Conn, buffered []byte) bool {
 			_ = s.srv.Serve(s.ln)
 		}()
 	})
-	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), buffered...)}
+	c := newH2Conn(&prefixConn{Conn: nc, prefix: append([]byte(nil), buffered...)}, s.p.cfg.IOTimeout)
+	s.mu.Lock()
+	s.handed[c] = struct{}{}
+	// Read under mu: a goAway that began before this connection was
+	// listed set it, and one that did not will find the connection.
+	over := s.p.keepAliveOver()
+	s.mu.Unlock()
+	if over {
+		c.notice()
+	}
 	select {
-	case s.ln.ch <- pc:
+	case s.ln.ch <- c:
 		return true
 	case <-s.ln.done:
+		s.mu.Lock()
+		delete(s.handed, c)
+		s.mu.Unlock()
 		return false
 	}
 }
 
-// shutdown sends GOAWAY to every HTTP/2 connection and waits for their
-// streams until ctx ends.
+// goAway tells every HTTP/2 connection to go away, in two steps (see
+// h2Conn), and returns them. The proxy's keep-alives must be over, so
+// that a connection handed over later is told as it comes.
+func (s *h2Server) goAway() []*h2Conn {
+	s.mu.Lock()
+	conns := make([]*h2Conn, 0, len(s.handed))
+	for c := range s.handed {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.notice()
+	}
+	return conns
+}
+
+// shutdown tells every HTTP/2 connection to go away, waits for their
+// clients to answer for at most goAwayAckWait, sends the server's own
+// GOAWAY to those that have not, and waits for their streams until ctx
+// ends.
 func (s *h2Server) shutdown(ctx context.Context) {
 	_ = s.ln.Close()
+	wait := time.NewTimer(goAwayAckWait)
+	defer wait.Stop()
+told:
+	for _, c := range s.goAway() {
+		select {
+		case <-c.told:
+		case <-wait.C:
+			break told
+		case <-ctx.Done():
+			break told
+		}
+	}
 	if err := s.srv.Shutdown(ctx); err != nil {
 		_ = s.srv.Close()
 	}
@@ -390,12 +453,9 @@ func (c *conn) handOffH2() {
 // whose last stream is 0 with NO_ERROR, which tells the client that none
 // of its streams was processed and each can be retried on another
 // connection. A close without it would leave the client unable to tell.
-var h2Refusal = []byte{
+var h2Refusal = append([]byte{
 	0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS: length 0, stream 0
-	0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY: length 8, stream 0
-	0, 0, 0, 0, // last stream ID
-	0, 0, 0, 0, // error code NO_ERROR
-}
+}, goAwayNoStream...)
 
 // chanListener is a net.Listener fed with connections from a channel.
 type chanListener struct {

@@ -318,15 +318,18 @@ func (p *Proxy) closeOnce() {
 func (p *Proxy) InFlight() int { return int(p.m.inFlight.Load()) }
 
 // CloseKeepAlives makes every HTTP/1.1 answer from now on carry
-// "Connection: close" and close its connection, and every HTTP/2 answer
-// send GOAWAY, as a drain's answers do, while the proxy still accepts.
-// The drain delay calls it: keep-alive clients then leave their
-// connections one answer at a time, each told so, and Drain finds few
-// idle connections to close. Closing an idle connection races with a
-// client that is sending its next request on it, and a client loses that
-// request unless it retries it (Go's http.Transport does not retry a
-// POST).
-func (p *Proxy) CloseKeepAlives() { p.closeKeepAlive.Store(true) }
+// "Connection: close" and close its connection, as a drain's answers do,
+// and tells every HTTP/2 connection, and each that comes later, to go
+// away, while the proxy still accepts. The drain delay calls it:
+// keep-alive clients then leave their connections one answer at a time,
+// each told so, and Drain finds few idle connections to close. Closing an
+// idle connection races with a client that is sending its next request on
+// it, and a client loses that request unless it retries it (Go's
+// http.Transport does not retry a POST).
+func (p *Proxy) CloseKeepAlives() {
+	p.closeKeepAlive.Store(true)
+	p.h2.goAway()
+}
 
 // keepAliveOver reports whether answers close their connections: the
 // drain delay or the drain itself has begun.
