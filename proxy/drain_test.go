@@ -587,13 +587,8 @@ func TestCloseKeepAlives(t *testing.T) {
 // is served: a single GOAWAY would have named it unprocessed, and a gRPC
 // client whose retry of it is refused too loses the call.
 func TestCloseKeepAlivesHTTP2(t *testing.T) {
-	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok")
-	}))
-	tp := startProxy(t, app, nil)
-	rc := dialRaw(t, tp.addr)
-	rc.send(h2Open)
-	if got := goAways(rc.h2Answer(t, 1)); len(got) != 0 {
+	tp, rc, first := openH2(t)
+	if got := goAways(first); len(got) != 0 {
 		t.Fatalf("before CloseKeepAlives: GOAWAY naming stream %v; want none", got)
 	}
 	tp.CloseKeepAlives()
@@ -626,13 +621,7 @@ func TestCloseKeepAlivesHTTP2(t *testing.T) {
 // GOAWAY's PING gets the server's own GOAWAY from the drain after at most
 // goAwayAckWait, and the drain ends.
 func TestDrainHTTP2ClientNotAnswering(t *testing.T) {
-	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok")
-	}))
-	tp := startProxy(t, app, nil)
-	rc := dialRaw(t, tp.addr)
-	rc.send(h2Open)
-	rc.h2Answer(t, 1)
+	tp, rc, _ := openH2(t)
 	start := time.Now()
 	drained := tp.drainInBackground()
 	frames, err := readH2Frames(rc.br, func(f h2Frame) bool {
@@ -651,6 +640,20 @@ func TestDrainHTTP2ClientNotAnswering(t *testing.T) {
 	if err := drainResult(t, drained, "the HTTP/2 connection is not closed"); err != nil {
 		t.Errorf("Drain: %v", err)
 	}
+}
+
+// openH2 starts an h2c app that answers "ok" and the proxy in front of
+// it, and returns the proxy, an HTTP/2 connection to it opened by hand,
+// and the frames of the answer to GET / on stream 1.
+func openH2(t *testing.T) (*testProxy, *rawConn, []h2Frame) {
+	t.Helper()
+	app := startH2CApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	tp := startProxy(t, app, nil)
+	rc := dialRaw(t, tp.addr)
+	rc.send(h2Open)
+	return tp, rc, rc.h2Answer(t, 1)
 }
 
 // h2Open is what an HTTP/2 client opens with: the preface and an empty
