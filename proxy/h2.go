@@ -114,18 +114,9 @@ func newH2Server(p *Proxy) *h2Server {
 				}
 			}
 		},
-		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
-			if c, ok := nc.(*h2Conn); ok {
-				return context.WithValue(ctx, h2ConnKey{}, c)
-			}
-			return ctx
-		},
 	}
 	return s
 }
-
-// h2ConnKey is the context key of a request's connection.
-type h2ConnKey struct{}
 
 // errBadStatus is an HTTP/2 answer whose status is outside 100–599.
 var errBadStatus = errors.New("status outside 100-599")
@@ -184,10 +175,7 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.p.cfg.Now()
 		m.inFlight.Add(1)
-		sw := &statusWriter{ResponseWriter: w, over: s.p.keepAliveOver}
-		if c, ok := r.Context().Value(h2ConnKey{}).(*h2Conn); ok {
-			sw.goAway = c.notice
-		}
+		sw := &statusWriter{ResponseWriter: w}
 		body := &countingBody{ReadCloser: r.Body}
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
@@ -236,11 +224,6 @@ func (s *h2Server) count(next http.Handler) http.Handler {
 // write to the client failed.
 type statusWriter struct {
 	http.ResponseWriter
-	// over reports whether connections are no longer kept alive (the
-	// proxy drains): the answer then tells its connection to go away,
-	// with goAway.
-	over   func() bool
-	goAway func()
 	code   int
 	n      int64
 	failed bool
@@ -266,16 +249,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// begin records the answer's status as it is sent. Once connections are
-// no longer kept alive it tells the connection to go away, as a draining
-// HTTP/1.1 answer closes its connection; goAway has told every
-// connection already, and this is the net for one it could have missed.
+// begin records the answer's status as it is sent. (Its connection is
+// told to go away by h2Server.goAway, or as it is handed over, once
+// keep-alives are over.)
 func (w *statusWriter) begin(code int) {
 	w.code = code
 	w.begun.Store(true)
-	if w.over != nil && w.goAway != nil && w.over() {
-		w.goAway()
-	}
 }
 
 // Unwrap lets http.ResponseController reach Flush and the rest.
