@@ -108,9 +108,7 @@ func newH2Server(p *Proxy) *h2Server {
 			case http.StateClosed, http.StateHijacked:
 				s.conns.Add(-1)
 				if c, ok := nc.(*h2Conn); ok {
-					s.mu.Lock()
-					delete(s.handed, c)
-					s.mu.Unlock()
+					s.forget(c)
 				}
 			}
 		},
@@ -352,11 +350,16 @@ func (s *h2Server) serve(nc net.Conn, buffered []byte) bool {
 	case s.ln.ch <- c:
 		return true
 	case <-s.ln.done:
-		s.mu.Lock()
-		delete(s.handed, c)
-		s.mu.Unlock()
+		s.forget(c)
 		return false
 	}
+}
+
+// forget takes a connection off the list goAway tells.
+func (s *h2Server) forget(c *h2Conn) {
+	s.mu.Lock()
+	delete(s.handed, c)
+	s.mu.Unlock()
 }
 
 // goAway tells every HTTP/2 connection to go away, in two steps (see

@@ -259,7 +259,7 @@ func (f *frameCursor) advance(b []byte) (n int, ended bool) {
 		if f.nhead < len(f.head) {
 			return n, false
 		}
-		f.left = int(f.head[0])<<16 | int(f.head[1])<<8 | int(f.head[2])
+		f.left = f.length()
 		f.nfirst = 0
 	}
 	k := min(f.left, len(b)-n)
@@ -302,6 +302,10 @@ func (f *frameCursor) toEdge(b []byte) int {
 // isPingAck reports whether the frame that just ended is a PING's answer
 // carrying data.
 func (f *frameCursor) isPingAck(data [8]byte) bool {
-	length := int(f.head[0])<<16 | int(f.head[1])<<8 | int(f.head[2])
-	return f.head[3] == 0x6 && f.head[4]&0x1 != 0 && length == 8 && f.nfirst == 8 && f.first == data
+	return f.head[3] == 0x6 && f.head[4]&0x1 != 0 && f.length() == 8 && f.nfirst == 8 && f.first == data
+}
+
+// length is the payload length in the current frame's header.
+func (f *frameCursor) length() int {
+	return int(f.head[0])<<16 | int(f.head[1])<<8 | int(f.head[2])
 }
