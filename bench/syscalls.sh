@@ -23,7 +23,13 @@
 #                       proxy's thread enters its first read and its first
 #                       write, in µs; the part of the latency a proxy adds
 #                       that is its own, and not the kernel's wake-up)
+#                       or scrape (outrider only, no system calls counted:
+#                       SCRAPES scrapes of its /metrics, one every 0.2 s,
+#                       during the load, and how long each took; the rest of
+#                       the agent must not wait for a busy proxy, and a probe
+#                       of the app waits as a scrape does)
 #   DURATION=5s         length of the counted wrk run
+#   SCRAPES=40          scrapes of TOOL=scrape (DURATION is made long enough)
 #   REQUESTS=5000       requests of the callgrind run
 #   CALLGRIND_OUT=      a file to keep the callgrind profile in
 #   CONNECTIONS=32      wrk connections (wrk -t1)
@@ -63,11 +69,13 @@ BASE_PORT=${BASE_PORT:-19080}
 die() { printf 'syscalls: %s\n' "$*" >&2; exit 1; }
 
 case $TARGET in outrider | nginx) ;; *) die "TARGET=$TARGET: want outrider or nginx" ;; esac
-case $TOOL in perf | strace | callgrind | threads | wake) ;; *) die "TOOL=$TOOL: want perf, strace, callgrind, threads or wake" ;; esac
+case $TOOL in perf | strace | callgrind | threads | wake | scrape) ;; *) die "TOOL=$TOOL: want perf, strace, callgrind, threads, wake or scrape" ;; esac
 [ "$TOOL" != callgrind ] || [ "$TARGET" = outrider ] || die "TOOL=callgrind measures outrider only"
+[ "$TOOL" != scrape ] || [ "$TARGET" = outrider ] || die "TOOL=scrape measures outrider only"
+SCRAPES=${SCRAPES:-40}
 REQUESTS=${REQUESTS:-5000}
 RATE=${RATE:-}
-for knob in REQUESTS CONNECTIONS WORKERS GOMAXPROCS; do
+for knob in REQUESTS CONNECTIONS WORKERS GOMAXPROCS SCRAPES; do
 	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob=${!knob}: want a positive integer"
 done
 if [ -n "$RATE" ]; then
@@ -81,6 +89,7 @@ fi
 tools=(wrk "$TOOL")
 [ "$TOOL" != callgrind ] || tools=(h2load valgrind callgrind_control)
 [ "$TOOL" != threads ] || tools=(wrk)
+[ "$TOOL" != scrape ] || tools=(wrk curl)
 [ "$TOOL" != wake ] || tools=(wrk perf)
 if [ -n "$RATE" ]; then
 	tools=("${tools[@]:1}") # no wrk
@@ -192,7 +201,18 @@ thread_times() {
 		done
 	done | sort
 }
-if [ "$TOOL" = threads ]; then
+if [ "$TOOL" = scrape ]; then
+	# The load lasts the scrapes and a second more.
+	secs=$((SCRAPES / 5 + 2))
+	DURATION=${secs}s
+	(
+		sleep 0.5
+		for _ in $(seq "$SCRAPES"); do
+			curl -fsS -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$metrics/metrics" || echo failed
+			sleep 0.2
+		done >"$TMP/scrapes"
+	) &
+elif [ "$TOOL" = threads ]; then
 	thread_times >"$TMP/threads.before"
 	counter=
 elif [ "$TOOL" = wake ]; then
@@ -248,6 +268,13 @@ if [ -n "$RATE" ]; then
 else
 	printf '# %s, %s, %s, wrk -t1 -c%s -d%s %s\n' "$TARGET" "$TOOL" "$procs_knob" "$CONNECTIONS" "$DURATION" "$request"
 	printf '# requests %d, wrk: %s\n' "$requests" "$(awk '/Requests\/sec/ { print $2 " req/s" }' "$TMP/wrk.out")"
+fi
+if [ "$TOOL" = scrape ]; then
+	! grep -q failed "$TMP/scrapes" || die "$(grep -c failed "$TMP/scrapes") of $SCRAPES scrapes failed"
+	sort -g "$TMP/scrapes" | awk '
+		{ t[NR] = $1 * 1000 }
+		END { printf "%d scrapes of /metrics under load, ms: median %.1f, p90 %.1f, max %.1f\n", NR, t[int((NR + 1) / 2)], t[int(NR * 0.9 + 0.5)], t[NR] }'
+	exit 0
 fi
 if [ "$TOOL" = wake ]; then
 	# A wake is a wait (epoll_wait or epoll_pwait) that returned events at

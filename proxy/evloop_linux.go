@@ -41,9 +41,11 @@ import (
 // about an eighth less CPU per small request at one core.
 //
 // Each loop's epoll instance is itself waited for through Go's poller
-// (the loop goroutine parks on its descriptor), so a loop never holds a
-// P in a blocking system call and the goroutines that serve what a loop
-// hands them run as before.
+// (the loop goroutine parks on its descriptor). A loop that has served a
+// batch waits for the next in its own epoll instance, for a millisecond
+// at most and holding its P, while no goroutine serves a connection
+// (hold); otherwise, and once that millisecond passed, it parks, so the
+// goroutines that serve what a loop hands them run as before.
 
 // States of a connection in a loop.
 const (
@@ -103,6 +105,13 @@ type evLoop struct {
 	now  time.Time
 	// swept is when sweep last ran.
 	swept time.Time
+	// looked is when the loop last came back from Go's poller, after
+	// which the scheduler had a look at the network; a loop that holds
+	// passes through it once per holdFor (pass), and passed is set until
+	// it is back.
+	looked time.Time
+	passed bool
+	passes atomic.Int64 // for tests
 
 	// Accepting (evaccept_linux.go): lnOn is set while the listener is
 	// registered here; acceptFn is acceptFrom, made once; sa and acceptErr
@@ -368,8 +377,15 @@ func (l *evLoop) setFd(fd int, c *conn) {
 
 // epollNow returns the events ready, without waiting.
 func epollNow(ep int, events []syscall.EpollEvent) int {
+	return epollWait(ep, events, 0)
+}
+
+// epollWait waits up to msec milliseconds for events, with a raw system
+// call (the runtime does not know the thread waits), and returns how many
+// came; 0 on an error, EINTR among them.
+func epollWait(ep int, events []syscall.EpollEvent, msec int) int {
 	n, _, e := syscall.RawSyscall6(sysEpollWait, uintptr(ep), uintptr(unsafe.Pointer(&events[0])),
-		uintptr(len(events)), 0, 0, 0)
+		uintptr(len(events)), uintptr(msec), 0, 0)
 	if e != 0 {
 		return 0
 	}
@@ -385,13 +401,21 @@ func epollNow(ep int, events []syscall.EpollEvent) int {
 // being sent cannot be told from its answer, by a goroutine's peek
 // either.)
 //
+// While no goroutine serves a connection, the loop waits for its next
+// batch in its own epoll_wait, for up to holdFor, keeping its P (see
+// hold). Otherwise it looks without waiting, and parks on Go's poller
+// when nothing is ready.
+//
 // The loop yields between batches. Under load a batch is ready every
 // time it looks, so without yielding it would keep its P until the
 // scheduler preempts it, 10 ms later, while goroutines on that P wait:
 // first requests, connections handed back, the other loops. That wait
 // showed in the p99 of small answers at two cores: yielding cut it to
 // 0.50-0.95x of what it was, depending on the machine, for at most a
-// few percent of throughput at one core (docs/proxy.md).
+// few percent of throughput at one core (docs/proxy.md). While it holds,
+// no goroutine of the proxy waits for the P, and it passes through Go's
+// poller once per holdFor, for the agent's other goroutines and the P's
+// timers.
 //
 // It yields only when another batch is ready, not after the last: the
 // wait for Go's poller yields anyway. With an idle P, a yield wakes a
@@ -405,14 +429,35 @@ func epollNow(ep int, events []syscall.EpollEvent) int {
 // the socket's own state, or an idle app connection closed.
 func (l *evLoop) poll(_ uintptr) bool {
 	for first := true; ; first = false {
-		n := epollNow(l.epfd, l.events)
-		if n == 0 {
-			return false
-		}
-		if !first {
+		var n int
+		switch {
+		case first:
+			if n = epollNow(l.epfd, l.events); n == 0 {
+				return false
+			}
+			if l.passed {
+				// Back from a pass: what Go's poller found ready runs now.
+				l.passed = false
+				runtime.Gosched()
+			}
+			l.now = time.Now()
+			l.looked = l.now
+		case l.p.workers.busy.Load() == 0:
+			if l.now.Sub(l.looked) >= holdFor {
+				l.pass()
+				return false
+			}
+			if n = l.hold(); n == 0 {
+				return false
+			}
+			l.now = time.Now()
+		default:
+			if n = epollNow(l.epfd, l.events); n == 0 {
+				return false
+			}
 			runtime.Gosched()
+			l.now = time.Now()
 		}
-		l.now = time.Now()
 		if l.now.Sub(l.swept) > l.tick {
 			l.sweep()
 		}
@@ -441,6 +486,42 @@ func (l *evLoop) poll(_ uintptr) bool {
 			l.accept()
 		}
 	}
+}
+
+// holdFor bounds a loop's wait in its own epoll_wait (hold), and is how
+// often a loop that holds its P passes through Go's poller (pass).
+const holdFor = time.Millisecond
+
+// hold waits up to holdFor for events in the loop's own epoll instance
+// and returns how many came; 0 when none did, or a signal cut the wait
+// short (the runtime's preemption and stop-the-world signal a thread so).
+//
+// The wait is a raw system call: the loop keeps its P, as an nginx worker
+// keeps its CPU, and an event wakes the loop's own thread, not Go's
+// poller, which would then wake a thread for the loop's goroutine. Per
+// wake that saves two calls of Go's poller (one that finds nothing as
+// the loop parks, one that waits) and, often, a futex to wake a thread
+// (docs/benchmarks-log.md, "A loop that holds its P for a millisecond").
+// A loop holds only while no goroutine serves a connection
+// (workers.busy): such a goroutine would wait for the P. It never holds
+// longer than holdFor without passing through Go's poller (pass).
+func (l *evLoop) hold() int {
+	return epollWait(l.epfd, l.events, int(holdFor/time.Millisecond))
+}
+
+// pass parks the loop on Go's poller for a moment, so that the scheduler
+// looks at the network, runs the P's timers, and runs the goroutines it
+// finds ready (poll yields to them when it is back). Without it, while
+// every P holds, no thread would look at Go's poller but the runtime's
+// monitor, every 10 ms at best: the rest of the agent (probes, Consul,
+// /metrics) waited for it, and a /metrics scrape under full load took
+// up to 0.75 s at one core (docs/benchmarks-log.md, "A loop that holds
+// its P for a millisecond"). The wake makes the loop's epoll instance
+// ready for Go's poller, so the park ends at its first look.
+func (l *evLoop) pass() {
+	l.passed = true
+	l.passes.Add(1)
+	l.wake()
 }
 
 // owner returns the connection parked here whose socket fd is, or nil.

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -30,7 +31,12 @@ import (
 	"github.com/outrider-sidecar/outrider/internal/testbin"
 )
 
-func TestMain(m *testing.M) { testbin.Main(m) }
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(loadClientEnv); addr != "" {
+		loadClient(addr)
+	}
+	testbin.Main(m)
+}
 
 // startEcho runs the sample app and returns its address.
 func startEcho(t *testing.T) string {

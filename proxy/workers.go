@@ -25,6 +25,10 @@ const workerIdle = 10 * time.Second
 type workers struct {
 	idleFor time.Duration // workerIdle; tests shorten it
 	started atomic.Int64  // goroutines started, for tests
+	// busy counts the connections handed to goroutines and not yet done
+	// with (served, closed or parked in a loop): while it is 0 a loop may
+	// hold its P (evLoop.hold).
+	busy atomic.Int64
 
 	mu      sync.Mutex
 	idle    []*worker // the last one to go idle at the end
@@ -39,6 +43,7 @@ type worker struct {
 
 // serve has c served by an idle goroutine, or by a new one.
 func (ws *workers) serve(c *conn) {
+	ws.busy.Add(1)
 	ws.mu.Lock()
 	w, ok := popLast(&ws.idle)
 	ws.mu.Unlock()
@@ -57,6 +62,7 @@ func (ws *workers) run(w *worker, c *conn) {
 		if !c.serve() {
 			c.recycle()
 		}
+		ws.busy.Add(-1)
 		c = ws.wait(w)
 	}
 	if w.timer != nil {
