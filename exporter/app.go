@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -211,11 +212,11 @@ func NewAppCollector(o AppOptions) (*AppCollector, error) {
 		c.finders = append(c.finders, fromChild(o.Child))
 	}
 	if len(c.finders) == 0 {
-		port, err := appPort(o.Addr)
+		host, port, err := appHostPort(o.Addr)
 		if err != nil {
 			return nil, err
 		}
-		c.finders = append(c.finders, c.fromSocket(port))
+		c.finders = append(c.finders, c.fromSocket(host, port))
 	}
 	return c, nil
 }
@@ -1016,17 +1017,20 @@ func gone(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)
 }
 
-// appPort returns the port of the app address host:port.
-func appPort(addr string) (int, error) {
-	_, p, err := net.SplitHostPort(addr)
+// appHostPort returns the IP and the port of the app address host:port;
+// the IP is not valid when the host is a name.
+func appHostPort(addr string) (netip.Addr, int, error) {
+	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
-		return 0, fmt.Errorf("app address %q: %w", addr, err)
+		return netip.Addr{}, 0, fmt.Errorf("app address %q: %w", addr, err)
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil || port < 0 || port > 65535 {
-		return 0, fmt.Errorf("app address %q: port %q is not 0-65535", addr, p)
+		return netip.Addr{}, 0, fmt.Errorf("app address %q: port %q is not 0-65535", addr, p)
 	}
-	return port, nil
+	// A name (localhost) leaves the host invalid: any address matches.
+	host, _ := netip.ParseAddr(h)
+	return host.WithZone(""), port, nil
 }
 
 // parseUptime returns the first figure of /proc/uptime, the seconds since

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -705,6 +706,7 @@ func TestParseListeners(t *testing.T) {
 	tests := []struct {
 		name    string
 		text    string
+		host    string // the app's IP; none: any address
 		port    int
 		want    []uint64
 		wantErr string
@@ -719,6 +721,33 @@ func TestParseListeners(t *testing.T) {
 			text: netTCPHeader + "   0: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 20 4 30 10 -1\n"},
 		{name: "other port", port: 8081,
 			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"},
+		{name: "ipv4 listener, its host", host: "127.0.0.1", port: 8080,
+			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n",
+			want: []uint64{77}},
+		{name: "ipv4 listener, another host", host: "::1", port: 8080,
+			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"},
+		{name: "ipv6 listener, its host", host: "::1", port: 8080,
+			text: netTCPHeader + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n",
+			want: []uint64{78}},
+		{name: "ipv6 listener, an ipv4 host", host: "127.0.0.1", port: 8080,
+			text: netTCPHeader + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n"},
+		{name: "0.0.0.0 takes ipv4 hosts", host: "127.0.0.1", port: 8080,
+			text: netTCPHeader + "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 100 0 0 10 0\n",
+			want: []uint64{79}},
+		{name: "0.0.0.0 does not take ipv6 hosts", host: "::1", port: 8080,
+			text: netTCPHeader + "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 100 0 0 10 0\n"},
+		{name: ":: takes ipv4 hosts", host: "127.0.0.1", port: 8080,
+			text: netTCPHeader + "   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 80 1 0 100 0 0 10 0\n",
+			want: []uint64{80}},
+		{name: "ipv4 mapped into ipv6", host: "127.0.0.1", port: 8080,
+			text: netTCPHeader + "   0: 0000000000000000FFFF00000100007F:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 81 1 0 100 0 0 10 0\n",
+			want: []uint64{81}},
+		{name: "a name takes any address", port: 8080,
+			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n" +
+				"   1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n",
+			want: []uint64{77, 78}},
+		{name: "bad address", host: "127.0.0.1", port: 8080, text: netTCPHeader + "   0: 0100007G:1F90 00000000:0000 0A 0 0 0 0 0 77\n",
+			wantErr: `line 2: local address "0100007G:1F90": bad address`},
 		{name: "header only", port: 8080, text: netTCPHeader},
 		{name: "short line", port: 8080, text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A\n",
 			wantErr: "line 2: 4 fields, want at least 10"},
@@ -729,7 +758,11 @@ func TestParseListeners(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseListeners(strings.NewReader(tt.text), tt.port)
+			var host netip.Addr
+			if tt.host != "" {
+				host = netip.MustParseAddr(tt.host)
+			}
+			got, err := parseListeners(strings.NewReader(tt.text), host, tt.port)
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("want error %q, got %v", tt.wantErr, err)
@@ -760,7 +793,7 @@ func TestParseListenersBusyNamespace(t *testing.T) {
 	var got []uint64
 	allocs := testing.AllocsPerRun(5, func() {
 		var err error
-		if got, err = parseListeners(strings.NewReader(text), 8080); err != nil {
+		if got, err = parseListeners(strings.NewReader(text), netip.MustParseAddr("127.0.0.1"), 8080); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -1098,6 +1131,27 @@ func TestDiscoverRealProcess(t *testing.T) {
 				t.Errorf("want real figures, got %v", got)
 			}
 		})
+	}
+}
+
+// TestDiscoverBySocketOfTheAppAddress: an older process listening on
+// 127.0.0.1 at the port of an app listening on [::1] is not taken for the
+// app (it was, matched by port alone, when a Prometheus of another test
+// happened to get that port).
+func TestDiscoverBySocketOfTheAppAddress(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Fatal("no /proc: the app's figures are read from it")
+	}
+	older, addr4 := startHelper(t, "127.0.0.1:0")
+	_, port, err := net.SplitHostPort(addr4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid6, addr6 := startHelper(t, "[::1]:"+port)
+	c, _ := newCollector(t, AppOptions{Addr: addr6})
+	c.now = time.Now
+	if got := scrape(t, c); got["outrider_app_up"] != 1 || infoPID(got) != pid6 {
+		t.Fatalf("want up 1 and pid %d (the older process on %s is %d), got %v", pid6, addr4, older, got)
 	}
 }
 

@@ -3,10 +3,12 @@ package exporter
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -145,14 +147,15 @@ func fromChild(child func() int) finder {
 }
 
 // fromSocket finds the process that owns the socket listening on port, in
-// net/tcp or net/tcp6. Of several owners (a pre-forking server shares its
-// listener) the oldest wins.
-func (c *AppCollector) fromSocket(port int) finder {
+// net/tcp or net/tcp6, and taking connections to host (see takesHost). Of
+// several owners (a pre-forking server shares its listener) the oldest
+// wins.
+func (c *AppCollector) fromSocket(host netip.Addr, port int) finder {
 	return finder{how: howSocket, find: func() (int, string, error) {
 		if port == 0 {
 			return 0, "", errors.New("the app address has port 0, so no listening socket can be matched")
 		}
-		inodes, err := c.listeners(port)
+		inodes, err := c.listeners(host, port)
 		if err != nil {
 			return 0, "", err
 		}
@@ -200,7 +203,7 @@ func (c *AppCollector) fromSocket(port int) finder {
 // listeners returns the inodes of the sockets listening on port, IPv4 and
 // IPv6. A missing net/tcp6 (IPv6 disabled) is no error; both missing is:
 // the root is not a procfs, and "nothing listens" would be wrong.
-func (c *AppCollector) listeners(port int) (map[uint64]bool, error) {
+func (c *AppCollector) listeners(host netip.Addr, port int) (map[uint64]bool, error) {
 	inodes := map[uint64]bool{}
 	missing := 0
 	for _, name := range []string{"tcp", "tcp6"} {
@@ -215,7 +218,7 @@ func (c *AppCollector) listeners(port int) (map[uint64]bool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read listening sockets: %w", err)
 		}
-		found, err := parseListeners(f, port)
+		found, err := parseListeners(f, host, port)
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -231,11 +234,12 @@ func (c *AppCollector) listeners(port int) (map[uint64]bool, error) {
 const tcpListen = "0A"
 
 // parseListeners returns the inodes of the sockets in the LISTEN state on
-// port, from /proc/net/tcp or /proc/net/tcp6. It reads line by line and
+// port that take connections to host, from /proc/net/tcp or
+// /proc/net/tcp6. It reads line by line and
 // keeps nothing of a line that does not match: the file lists every socket
 // of the network namespace, tens of thousands in a busy pod, and it is read
 // at every scrape until the app is found.
-func parseListeners(r io.Reader, port int) ([]uint64, error) {
+func parseListeners(r io.Reader, host netip.Addr, port int) ([]uint64, error) {
 	var (
 		inodes []uint64
 		fields [10][]byte
@@ -261,6 +265,11 @@ func parseListeners(r io.Reader, port int) ([]uint64, error) {
 		if string(fields[3]) != tcpListen || int(p) != port {
 			continue
 		}
+		if takes, ok := takesHost(local[:colon], host); !ok {
+			return nil, fmt.Errorf("line %d: local address %q: bad address", i, local)
+		} else if !takes {
+			continue
+		}
 		ino, err := strconv.ParseUint(string(fields[9]), 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: inode %q is not a number", i, fields[9])
@@ -273,6 +282,62 @@ func parseListeners(r io.Reader, port int) ([]uint64, error) {
 		return nil, err
 	}
 	return inodes, nil
+}
+
+// takesHost reports whether a socket listening on local, an address as
+// /proc/net/tcp and tcp6 spell it, takes connections to host: it is host
+// (or host mapped into IPv6), 0.0.0.0 for an IPv4 host, or ::. With host
+// not valid (the app address names a host) every address does. ok is
+// false when local is not an address.
+//
+// Why: ports of different addresses are different sockets. Matched by
+// port alone, a process listening on 127.0.0.1:8080 was taken for an app
+// listening on [::1]:8080, and its figures exported as the app's.
+func takesHost(local []byte, host netip.Addr) (takes, ok bool) {
+	ip, ok := procAddr(local)
+	if !ok {
+		return false, false
+	}
+	switch {
+	case !host.IsValid():
+		return true, true
+	case ip.Is4() && ip.IsUnspecified():
+		return host.Unmap().Is4(), true
+	case ip.IsUnspecified():
+		return true, true
+	}
+	return ip.Unmap() == host.Unmap(), true
+}
+
+// procAddr decodes an address of /proc/net/tcp (8 hex digits) or tcp6
+// (32): 32-bit words in hex, each the value of 4 bytes of the address in
+// the machine's byte order.
+func procAddr(hex []byte) (netip.Addr, bool) {
+	if len(hex) != 8 && len(hex) != 32 {
+		return netip.Addr{}, false
+	}
+	var b [16]byte
+	for w := range len(hex) / 8 {
+		var v uint32
+		for _, d := range hex[w*8 : w*8+8] {
+			switch {
+			case '0' <= d && d <= '9':
+				d -= '0'
+			case 'A' <= d && d <= 'F':
+				d -= 'A' - 10
+			case 'a' <= d && d <= 'f':
+				d -= 'a' - 10
+			default:
+				return netip.Addr{}, false
+			}
+			v = v<<4 | uint32(d)
+		}
+		binary.NativeEndian.PutUint32(b[w*4:], v)
+	}
+	if len(hex) == 8 {
+		return netip.AddrFrom4([4]byte(b[:4])), true
+	}
+	return netip.AddrFrom16(b), true
 }
 
 // splitFields puts the first len(dst) space-separated fields of line in
