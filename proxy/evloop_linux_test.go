@@ -1434,3 +1434,44 @@ func atOneAndTwoPs(t *testing.T, test func(t *testing.T, procs int)) {
 		})
 	}
 }
+
+// TestUnreadEventfdWakesEachTime holds the kernel to what the loops' wake
+// relies on: a write to an eventfd, edge-triggered in an epoll set, is an
+// event each time, though nothing reads the counter back.
+func TestUnreadEventfdWakesEachTime(t *testing.T) {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(ep)
+	efd, _, e := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if e != 0 {
+		t.Fatal(e)
+	}
+	defer syscall.Close(int(efd))
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollET, Fd: int32(efd)}
+	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, int(efd), &ev); err != nil {
+		t.Fatal(err)
+	}
+	l := &evLoop{wakeFd: int(efd)}
+	events := make([]syscall.EpollEvent, 4)
+	for i := range 1000 {
+		if n := epollNow(ep, events); n != 0 {
+			t.Fatalf("before wake %d: %d events, want none", i, n)
+		}
+		l.wake()
+		if i%2 == 1 {
+			l.wake() // two wakes before a look are one event
+		}
+		if n := epollNow(ep, events); n != 1 || int(events[0].Fd) != int(efd) {
+			t.Fatalf("after wake %d: %d events, want the eventfd's", i, n)
+		}
+	}
+	var count [8]byte
+	if _, err := syscall.Read(int(efd), count[:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := *(*uint64)(unsafe.Pointer(&count[0])); got != 1500 {
+		t.Errorf("counter %d, want the 1500 wakes", got)
+	}
+}
