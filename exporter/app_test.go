@@ -3,6 +3,7 @@ package exporter
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -628,6 +629,8 @@ func TestFixtureDiscovery(t *testing.T) {
 		{name: "socket ipv4, shared by two, oldest wins", opts: AppOptions{Addr: "127.0.0.1:8080"}, wantPID: 17, wantHow: howSocket},
 		{name: "socket ipv6", opts: AppOptions{Addr: "[::1]:9090"}, wantPID: 4242, wantHow: howSocket},
 		{name: "socket nobody listens", opts: AppOptions{Addr: "127.0.0.1:8081"}, wantErr: "no socket listens on port 8081"},
+		{name: "socket on another address", opts: AppOptions{Addr: "127.0.0.1:9090"},
+			wantErr: "no socket listens on port 9090 for 127.0.0.1, only on ::1: set OUTRIDER_APP_ADDR to the address the app listens on"},
 		{name: "socket owner not visible", opts: AppOptions{Addr: "127.0.0.1:80"}, wantErr: "no visible process owns the socket listening on port 80"},
 		{name: "socket table missing", opts: AppOptions{Addr: "127.0.0.1:8080"}, remove: "net", wantErr: "a procfs mount?"},
 	}
@@ -709,6 +712,7 @@ func TestParseListeners(t *testing.T) {
 		host    string // the app's IP; none: any address
 		port    int
 		want    []uint64
+		other   string // the addresses listening on port for other hosts
 		wantErr string
 	}{
 		{name: "ipv4 listener", port: 8080,
@@ -725,17 +729,20 @@ func TestParseListeners(t *testing.T) {
 			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n",
 			want: []uint64{77}},
 		{name: "ipv4 listener, another host", host: "::1", port: 8080,
-			text: netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"},
+			text:  netTCPHeader + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n",
+			other: "[127.0.0.1]"},
 		{name: "ipv6 listener, its host", host: "::1", port: 8080,
 			text: netTCPHeader + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n",
 			want: []uint64{78}},
 		{name: "ipv6 listener, an ipv4 host", host: "127.0.0.1", port: 8080,
-			text: netTCPHeader + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n"},
+			text:  netTCPHeader + "   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 78 1 0 100 0 0 10 0\n",
+			other: "[::1]"},
 		{name: "0.0.0.0 takes ipv4 hosts", host: "127.0.0.1", port: 8080,
 			text: netTCPHeader + "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 100 0 0 10 0\n",
 			want: []uint64{79}},
 		{name: "0.0.0.0 does not take ipv6 hosts", host: "::1", port: 8080,
-			text: netTCPHeader + "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 100 0 0 10 0\n"},
+			text:  netTCPHeader + "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 79 1 0 100 0 0 10 0\n",
+			other: "[0.0.0.0]"},
 		{name: ":: takes ipv4 hosts", host: "127.0.0.1", port: 8080,
 			text: netTCPHeader + "   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 80 1 0 100 0 0 10 0\n",
 			want: []uint64{80}},
@@ -762,7 +769,7 @@ func TestParseListeners(t *testing.T) {
 			if tt.host != "" {
 				host = netip.MustParseAddr(tt.host)
 			}
-			got, err := parseListeners(strings.NewReader(tt.text), host, tt.port)
+			got, other, err := parseListeners(strings.NewReader(tt.text), host, tt.port)
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("want error %q, got %v", tt.wantErr, err)
@@ -774,6 +781,9 @@ func TestParseListeners(t *testing.T) {
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
 				t.Errorf("want %v, got %v", tt.want, got)
+			}
+			if want := cmp.Or(tt.other, "[]"); fmt.Sprint(other) != want {
+				t.Errorf("want other addresses %s, got %v", want, other)
 			}
 		})
 	}
@@ -793,7 +803,7 @@ func TestParseListenersBusyNamespace(t *testing.T) {
 	var got []uint64
 	allocs := testing.AllocsPerRun(5, func() {
 		var err error
-		if got, err = parseListeners(strings.NewReader(text), netip.MustParseAddr("127.0.0.1"), 8080); err != nil {
+		if got, _, err = parseListeners(strings.NewReader(text), netip.MustParseAddr("127.0.0.1"), 8080); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -155,12 +155,12 @@ func (c *AppCollector) fromSocket(host netip.Addr, port int) finder {
 		if port == 0 {
 			return 0, "", errors.New("the app address has port 0, so no listening socket can be matched")
 		}
-		inodes, err := c.listeners(host, port)
+		inodes, elsewhere, err := c.listeners(host, port)
 		if err != nil {
 			return 0, "", err
 		}
 		if len(inodes) == 0 {
-			return 0, "", fmt.Errorf("no socket listens on port %d", port)
+			return 0, "", noListener(host, port, elsewhere)
 		}
 		procs, err := c.fs.AllProcs()
 		if err != nil {
@@ -200,50 +200,64 @@ func (c *AppCollector) fromSocket(host netip.Addr, port int) finder {
 	}}
 }
 
+// noListener is the error of a socket search that found nothing for host
+// and port; elsewhere are the addresses that listen on port but take no
+// connections to host.
+func noListener(host netip.Addr, port int, elsewhere []netip.Addr) error {
+	if len(elsewhere) == 0 {
+		return fmt.Errorf("no socket listens on port %d", port)
+	}
+	addrs := make([]string, len(elsewhere))
+	for i, a := range elsewhere {
+		addrs[i] = a.String()
+	}
+	return fmt.Errorf("no socket listens on port %d for %s, only on %s: set OUTRIDER_APP_ADDR to the address the app listens on",
+		port, host, strings.Join(addrs, ", "))
+}
+
 // listeners returns the inodes of the sockets listening on port, IPv4 and
-// IPv6. A missing net/tcp6 (IPv6 disabled) is no error; both missing is:
+// IPv6, that take connections to host, and the addresses of those that do
+// not. A missing net/tcp6 (IPv6 disabled) is no error; both missing is:
 // the root is not a procfs, and "nothing listens" would be wrong.
-func (c *AppCollector) listeners(host netip.Addr, port int) (map[uint64]bool, error) {
-	inodes := map[uint64]bool{}
+func (c *AppCollector) listeners(host netip.Addr, port int) (inodes map[uint64]bool, elsewhere []netip.Addr, err error) {
+	inodes = map[uint64]bool{}
 	missing := 0
 	for _, name := range []string{"tcp", "tcp6"} {
 		path := filepath.Join(c.root, "net", name)
 		f, err := os.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			if missing++; missing == 2 {
-				return nil, fmt.Errorf("read listening sockets: neither %s nor %s6 exists: is %s a procfs mount?", filepath.Join(c.root, "net", "tcp"), filepath.Join(c.root, "net", "tcp"), c.root)
+				return nil, nil, fmt.Errorf("read listening sockets: neither %s nor %s6 exists: is %s a procfs mount?", filepath.Join(c.root, "net", "tcp"), filepath.Join(c.root, "net", "tcp"), c.root)
 			}
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read listening sockets: %w", err)
+			return nil, nil, fmt.Errorf("read listening sockets: %w", err)
 		}
-		found, err := parseListeners(f, host, port)
+		found, other, err := parseListeners(f, host, port)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		for _, ino := range found {
 			inodes[ino] = true
 		}
+		elsewhere = append(elsewhere, other...)
 	}
-	return inodes, nil
+	return inodes, elsewhere, nil
 }
 
 // tcpListen is the state of a listening socket in /proc/net/tcp.
 const tcpListen = "0A"
 
 // parseListeners returns the inodes of the sockets in the LISTEN state on
-// port that take connections to host, from /proc/net/tcp or
-// /proc/net/tcp6. It reads line by line and
-// keeps nothing of a line that does not match: the file lists every socket
-// of the network namespace, tens of thousands in a busy pod, and it is read
-// at every scrape until the app is found.
-func parseListeners(r io.Reader, host netip.Addr, port int) ([]uint64, error) {
-	var (
-		inodes []uint64
-		fields [10][]byte
-	)
+// port that take connections to host, and the addresses of those on port
+// that do not, from /proc/net/tcp or /proc/net/tcp6. It reads line by
+// line and keeps nothing of a line that does not match: the file lists
+// every socket of the network namespace, tens of thousands in a busy pod,
+// and it is read at every scrape until the app is found.
+func parseListeners(r io.Reader, host netip.Addr, port int) (inodes []uint64, elsewhere []netip.Addr, err error) {
+	var fields [10][]byte
 	sc := bufio.NewScanner(r)
 	for i := 1; sc.Scan(); i++ {
 		n := splitFields(sc.Bytes(), fields[:])
@@ -251,62 +265,60 @@ func parseListeners(r io.Reader, host netip.Addr, port int) ([]uint64, error) {
 			continue // the header, or an empty line
 		}
 		if n < len(fields) {
-			return nil, fmt.Errorf("line %d: %d fields, want at least 10", i, n)
+			return nil, nil, fmt.Errorf("line %d: %d fields, want at least 10", i, n)
 		}
 		local := fields[1]
 		colon := bytes.LastIndexByte(local, ':')
 		if colon < 0 {
-			return nil, fmt.Errorf("line %d: local address %q has no port", i, local)
+			return nil, nil, fmt.Errorf("line %d: local address %q has no port", i, local)
 		}
 		p, err := strconv.ParseUint(string(local[colon+1:]), 16, 16)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: local address %q: bad port", i, local)
+			return nil, nil, fmt.Errorf("line %d: local address %q: bad port", i, local)
 		}
 		if string(fields[3]) != tcpListen || int(p) != port {
 			continue
 		}
-		if takes, ok := takesHost(local[:colon], host); !ok {
-			return nil, fmt.Errorf("line %d: local address %q: bad address", i, local)
-		} else if !takes {
+		ip, ok := procAddr(local[:colon])
+		if !ok {
+			return nil, nil, fmt.Errorf("line %d: local address %q: bad address", i, local)
+		}
+		if !takesHost(ip, host) {
+			elsewhere = append(elsewhere, ip)
 			continue
 		}
 		ino, err := strconv.ParseUint(string(fields[9]), 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: inode %q is not a number", i, fields[9])
+			return nil, nil, fmt.Errorf("line %d: inode %q is not a number", i, fields[9])
 		}
 		if ino != 0 {
 			inodes = append(inodes, ino)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return inodes, nil
+	return inodes, elsewhere, nil
 }
 
-// takesHost reports whether a socket listening on local, an address as
-// /proc/net/tcp and tcp6 spell it, takes connections to host: it is host
-// (or host mapped into IPv6), 0.0.0.0 for an IPv4 host, or ::. With host
-// not valid (the app address names a host) every address does. ok is
-// false when local is not an address.
+// takesHost reports whether a socket listening on ip takes connections to
+// host: ip is host (or host mapped into IPv6), 0.0.0.0 for an IPv4 host,
+// or ::. With host not valid (the app address names a host) every
+// address does.
 //
 // Why: ports of different addresses are different sockets. Matched by
 // port alone, a process listening on 127.0.0.1:8080 was taken for an app
 // listening on [::1]:8080, and its figures exported as the app's.
-func takesHost(local []byte, host netip.Addr) (takes, ok bool) {
-	ip, ok := procAddr(local)
-	if !ok {
-		return false, false
-	}
+func takesHost(ip, host netip.Addr) bool {
 	switch {
 	case !host.IsValid():
-		return true, true
+		return true
 	case ip.Is4() && ip.IsUnspecified():
-		return host.Unmap().Is4(), true
+		return host.Unmap().Is4()
 	case ip.IsUnspecified():
-		return true, true
+		return true
 	}
-	return ip.Unmap() == host.Unmap(), true
+	return ip.Unmap() == host.Unmap()
 }
 
 // procAddr decodes an address of /proc/net/tcp (8 hex digits) or tcp6
