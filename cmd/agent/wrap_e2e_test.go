@@ -904,13 +904,10 @@ func TestWrapFailureDrainsBeforeStoppingTheApp(t *testing.T) {
 	close(fail)
 	// Until the answer comes, the app has not been told to stop: it
 	// still accepts connections (echo closes its listener at SIGTERM).
-	for waiting := true; waiting; {
+	got := ""
+	for got == "" {
 		select {
-		case got := <-answer:
-			if got != "200 slept 2s" {
-				t.Errorf("the request in flight when outrider failed: got %q, want 200 slept 2s", got)
-			}
-			waiting = false
+		case got = <-answer:
 		case <-time.After(20 * time.Millisecond):
 			c, err := net.DialTimeout("tcp", appAddr, time.Second)
 			if err == nil {
@@ -922,15 +919,14 @@ func TestWrapFailureDrainsBeforeStoppingTheApp(t *testing.T) {
 			// moments. Stopped under the request, the app would have
 			// stopped up to 2 s before the answer.
 			select {
-			case got := <-answer:
-				if got != "200 slept 2s" {
-					t.Errorf("the request in flight when outrider failed: got %q, want 200 slept 2s", got)
-				}
-				waiting = false
+			case got = <-answer:
 			case <-time.After(500 * time.Millisecond):
 				t.Fatalf("the app stopped accepting (%v) while a request was in flight: it was stopped under it", err)
 			}
 		}
+	}
+	if got != "200 slept 2s" {
+		t.Errorf("the request in flight when outrider failed: got %q, want 200 slept 2s", got)
 	}
 	select {
 	case got := <-code:
