@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -324,29 +325,18 @@ func takesHost(ip, host netip.Addr) bool {
 // procAddr decodes an address of /proc/net/tcp (8 hex digits) or tcp6
 // (32): 32-bit words in hex, each the value of 4 bytes of the address in
 // the machine's byte order.
-func procAddr(hex []byte) (netip.Addr, bool) {
-	if len(hex) != 8 && len(hex) != 32 {
+func procAddr(s []byte) (netip.Addr, bool) {
+	if len(s) != 8 && len(s) != 32 {
 		return netip.Addr{}, false
 	}
-	var b [16]byte
-	for w := range len(hex) / 8 {
-		var v uint32
-		for _, d := range hex[w*8 : w*8+8] {
-			switch {
-			case '0' <= d && d <= '9':
-				d -= '0'
-			case 'A' <= d && d <= 'F':
-				d -= 'A' - 10
-			case 'a' <= d && d <= 'f':
-				d -= 'a' - 10
-			default:
-				return netip.Addr{}, false
-			}
-			v = v<<4 | uint32(d)
-		}
-		binary.NativeEndian.PutUint32(b[w*4:], v)
+	var words, b [16]byte
+	if _, err := hex.Decode(words[:], s); err != nil {
+		return netip.Addr{}, false
 	}
-	if len(hex) == 8 {
+	for w := range len(s) / 8 {
+		binary.NativeEndian.PutUint32(b[w*4:], binary.BigEndian.Uint32(words[w*4:]))
+	}
+	if len(s) == 8 {
 		return netip.AddrFrom4([4]byte(b[:4])), true
 	}
 	return netip.AddrFrom16(b), true
