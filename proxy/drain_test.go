@@ -82,12 +82,18 @@ func TestDrainTunnels(t *testing.T) {
 
 func TestDrainReportsFinished(t *testing.T) {
 	app, held, _, release := holdingApp(t)
-	tp := startProxy(t, app, nil)
+	begun := make(chan struct{})
+	tp := startProxyWith(t, app, nil, func(p *Proxy) {
+		p.testHookDrainBegun = func() { close(begun) }
+	})
 	busy := dialRaw(t, tp.addr)
 	busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
 	<-held
 	drained := make(chan error, 1)
 	go func() { drained <- tp.Drain(context.Background()) }()
+	// Released only once the drain has counted the request in flight:
+	// released before, the request could finish before the drain began.
+	<-begun
 	// A second, concurrent Drain joins the first and gets its result.
 	second := make(chan error, 1)
 	go func() { second <- tp.Drain(context.Background()) }()
