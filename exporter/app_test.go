@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -704,6 +705,39 @@ func TestNewAppCollectorErrors(t *testing.T) {
 
 // netTCPHeader is the first line of /proc/net/tcp.
 const netTCPHeader = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+
+func TestNoListener(t *testing.T) {
+	addrs := func(ss ...string) []netip.Addr {
+		var as []netip.Addr
+		for _, s := range ss {
+			as = append(as, netip.MustParseAddr(s))
+		}
+		return as
+	}
+	host := netip.MustParseAddr("127.0.0.1")
+	tests := []struct {
+		name      string
+		elsewhere []netip.Addr
+		want      string
+	}{
+		{"nothing on the port", nil, "no socket listens on port 9090"},
+		{"one address", addrs("::1"), "no socket listens on port 9090 for 127.0.0.1, only on ::1: set OUTRIDER_APP_ADDR to the address the app listens on"},
+		{"workers sharing an address are named once", addrs("::1", "::1", "::1", "::1"), "for 127.0.0.1, only on ::1: set"},
+		{"each address once, in order", addrs("::1", "10.1.2.3", "::1", "10.1.2.3"), "only on 10.1.2.3, ::1: set"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := slices.Clone(tt.elsewhere)
+			got := noListener(host, 9090, tt.elsewhere).Error()
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("got %q, want it to contain %q", got, tt.want)
+			}
+			if !slices.Equal(tt.elsewhere, in) {
+				t.Errorf("the addresses passed in changed: %v, were %v", tt.elsewhere, in)
+			}
+		})
+	}
+}
 
 func TestParseListeners(t *testing.T) {
 	tests := []struct {

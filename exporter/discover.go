@@ -203,11 +203,15 @@ func (c *AppCollector) fromSocket(host netip.Addr, port int) finder {
 
 // noListener is the error of a socket search that found nothing for host
 // and port; elsewhere are the addresses that listen on port but take no
-// connections to host.
+// connections to host. Each address is named once, though sockets that
+// share it (SO_REUSEPORT, a pre-forking server's workers) list it each.
 func noListener(host netip.Addr, port int, elsewhere []netip.Addr) error {
 	if len(elsewhere) == 0 {
 		return fmt.Errorf("no socket listens on port %d", port)
 	}
+	elsewhere = slices.Clone(elsewhere)
+	slices.SortFunc(elsewhere, netip.Addr.Compare)
+	elsewhere = slices.Compact(elsewhere)
 	addrs := make([]string, len(elsewhere))
 	for i, a := range elsewhere {
 		addrs[i] = a.String()
