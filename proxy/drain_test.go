@@ -124,7 +124,10 @@ func TestDrainHTTP2(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	tp := startProxy(t, app, nil)
+	begun := make(chan struct{})
+	tp := startProxyWith(t, app, nil, func(p *Proxy) {
+		p.testHookDrainBegun = func() { close(begun) }
+	})
 	client := h2cClient(t)
 
 	type answer struct {
@@ -145,6 +148,7 @@ func TestDrainHTTP2(t *testing.T) {
 	}()
 	<-held
 	drained := tp.drainInBackground()
+	<-begun
 	select {
 	case err := <-drained:
 		t.Fatalf("Drain returned %v with an HTTP/2 stream in flight", err)
