@@ -203,8 +203,8 @@ func (c *AppCollector) fromSocket(host netip.Addr, port int) finder {
 
 // noListener is the error of a socket search that found nothing for host
 // and port; elsewhere are the addresses that listen on port but take no
-// connections to host. Each address is named once, though sockets that
-// share it (SO_REUSEPORT, a pre-forking server's workers) list it each.
+// connections to host. Each address is named once, however many sockets
+// share it (SO_REUSEPORT, a pre-forking server's workers).
 func noListener(host netip.Addr, port int, elsewhere []netip.Addr) error {
 	if len(elsewhere) == 0 {
 		return fmt.Errorf("no socket listens on port %d", port)

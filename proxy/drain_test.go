@@ -80,12 +80,21 @@ func TestDrainTunnels(t *testing.T) {
 	})
 }
 
-func TestDrainReportsFinished(t *testing.T) {
-	app, held, _, release := holdingApp(t)
+// startProxyNotingDrain is startProxy with a channel closed once a drain
+// has counted the requests in flight: a test that releases a held request
+// after it knows the drain counted it.
+func startProxyNotingDrain(t *testing.T, app string) (*testProxy, <-chan struct{}) {
+	t.Helper()
 	begun := make(chan struct{})
 	tp := startProxyWith(t, app, nil, func(p *Proxy) {
 		p.testHookDrainBegun = func() { close(begun) }
 	})
+	return tp, begun
+}
+
+func TestDrainReportsFinished(t *testing.T) {
+	app, held, _, release := holdingApp(t)
+	tp, begun := startProxyNotingDrain(t, app)
 	busy := dialRaw(t, tp.addr)
 	busy.send("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
 	<-held
@@ -124,10 +133,7 @@ func TestDrainHTTP2(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	begun := make(chan struct{})
-	tp := startProxyWith(t, app, nil, func(p *Proxy) {
-		p.testHookDrainBegun = func() { close(begun) }
-	})
+	tp, begun := startProxyNotingDrain(t, app)
 	client := h2cClient(t)
 
 	type answer struct {
