@@ -281,6 +281,100 @@ func (l *evLoop) takeApp(c *conn) bool {
 	return true
 }
 
+// dialFor dials the app for c, a connection the loop accepted whose
+// request is read and found no idle app connection to take, and keeps c
+// while a goroutine dials (evDial); dialDone goes on once the dial ended.
+// It reports false, and starts nothing, for a connection a goroutine
+// served before, while the proxy drains, or when every dial slot is busy:
+// a goroutine serves c then, and waits for a slot if it must.
+//
+// Why: a burst of new clients finds the idle pool empty, and the first
+// request of each waited for a dial. Handed to a goroutine for it, a
+// connection was given a net.Conn of its own (a dup of its descriptor,
+// registered in Go's poller) and parked back in the loop afterwards:
+// more work than the dial itself. See docs/proxy.md, "The event loop".
+func (l *evLoop) dialFor(c *conn) bool {
+	p := l.p
+	if c.nc != nil || p.draining.Load() || p.testLoopsHandDials {
+		return false
+	}
+	// In flight from now, as when a goroutine dials for it; counted
+	// before the dial starts, so that it is by the time the dial ends.
+	c.ev.dialStart = p.cfg.Now()
+	p.m.inFlight.Add(1)
+	if !p.pool.dialAsync(func(u *upConn, err error) { l.dialEnded(c, u, err) }) {
+		p.m.inFlight.Add(-1)
+		return false
+	}
+	l.dials.Add(1)
+	c.ev.state = evDial
+	return true
+}
+
+// dialEnded lists c, whose dial ended with u or err, for its loop to go
+// on with, and wakes the loop. Called by the dialing goroutine.
+func (l *evLoop) dialEnded(c *conn, u *upConn, err error) {
+	c.ev.dialUp, c.ev.dialErr = u, err
+	l.mu.Lock()
+	l.dialed = append(l.dialed, c)
+	l.mu.Unlock()
+	l.wake()
+}
+
+// takeDialed goes on with the connections whose dial ended.
+func (l *evLoop) takeDialed() {
+	l.mu.Lock()
+	l.spareDialed, l.dialed = l.dialed, l.spareDialed[:0]
+	l.mu.Unlock()
+	for _, c := range l.spareDialed {
+		l.dialDone(c)
+	}
+	clear(l.spareDialed)
+}
+
+// dialDone sends c's request on the app connection its dial made. A
+// request whose dial failed is handed to a goroutine, which answers it as
+// if it had dialed itself (502: the app refused the connection or did not
+// take it within the dial timeout). A connection the drain cut meanwhile
+// is closed, its request counted as its client's, gone.
+func (l *evLoop) dialDone(c *conn) {
+	ev := &c.ev
+	u, err := ev.dialUp, ev.dialErr
+	ev.dialUp = nil
+	p := l.p
+	p.m.inFlight.Add(-1)
+	switch {
+	case c.cut.Load():
+		ev.dialErr = nil
+		if u != nil {
+			u.close()
+		}
+		c.state.Store(stateActive)
+		c.startForward()
+		c.start = ev.dialStart
+		ev.state = evAwait
+		l.cut(c)
+	case err != nil:
+		// The goroutine answers with ev.dialErr (see conn.upstream).
+		ev.state = evIdle
+		l.handBack(c, resumeServe)
+	case !l.register(u.br, u.br.fd()):
+		// Out of memory for epoll, most likely: a goroutine dials again.
+		u.close()
+		ev.state = evIdle
+		l.handBack(c, resumeServe)
+	default:
+		c.up = u
+		ev.afd = u.br.fd()
+		l.setFd(ev.afd, c)
+		c.state.Store(stateActive)
+		c.startForward()
+		// The request's latency counts the dial, as a goroutine's does.
+		c.start = ev.dialStart
+		l.send(c)
+	}
+}
+
 // keepApp keeps u, the idle app connection of a connection the loop
 // closes, for the next connection the loop accepts, when it is registered
 // here and the pool's bound has room; it reports whether it did. Watched

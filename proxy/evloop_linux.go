@@ -51,6 +51,7 @@ import (
 const (
 	evIdle  = iota // waiting for its next request
 	evAwait        // its request sent, waiting for the app's answer
+	evDial         // its request read, waiting for a dial to the app (dialFor)
 )
 
 // connEv is a connection's state in a loop; owned by the loop while
@@ -80,6 +81,12 @@ type connEv struct {
 	// first request served: a goroutine it is handed to serves it as a
 	// new connection's (the HTTP/2 preface is looked for there).
 	fresh bool
+	// dialStart is when a dial for it began (evDial); dialUp and dialErr
+	// are that dial's result, set by the dialing goroutine before it lists
+	// the connection in the loop's dialed.
+	dialStart time.Time
+	dialUp    *upConn
+	dialErr   error
 }
 
 var pendBufs = sync.Pool{New: func() any { b := make([]byte, 0, copyBufSize); return &b }}
@@ -128,7 +135,12 @@ type evLoop struct {
 	idleApps []*upConn
 	in       []*conn // parked, not yet taken in by the loop
 	spare    []*conn
-	done     chan struct{}
+	// dialed are the connections whose dial ended (dialFor), not yet
+	// taken in by the loop.
+	dialed      []*conn
+	spareDialed []*conn
+	dials       atomic.Int64 // dials started by the loop, for tests
+	done        chan struct{}
 }
 
 // evLoops are a proxy's loops, one per P.
@@ -408,10 +420,11 @@ func epollWait(ep int, events []syscall.EpollEvent, msec int) int {
 // being sent cannot be told from its answer, by a goroutine's peek
 // either.)
 //
-// While no goroutine serves a connection, the loop waits for its next
-// batch in its own epoll_wait, for up to holdFor, keeping its P (see
-// hold). Otherwise it looks without waiting, and parks on Go's poller
-// when nothing is ready.
+// While no goroutine serves a connection or dials, the loop waits for
+// its next batch in its own epoll_wait, for up to holdFor, keeping its P
+// (see hold). Otherwise it looks without waiting, and parks on Go's
+// poller when nothing is ready. Either way, it passes through Go's poller
+// once per holdFor (see pass).
 //
 // The loop yields between batches. Under load a batch is ready every
 // time it looks, so without yielding it would keep its P until the
@@ -420,9 +433,7 @@ func epollWait(ep int, events []syscall.EpollEvent, msec int) int {
 // showed in the p99 of small answers at two cores: yielding cut it to
 // 0.50-0.95x of what it was, depending on the machine, for at most a
 // few percent of throughput at one core (docs/proxy.md). While it holds,
-// no goroutine of the proxy waits for the P, and it passes through Go's
-// poller once per holdFor, for the agent's other goroutines and the P's
-// timers.
+// no goroutine of the proxy waits for the P.
 //
 // It yields only when another batch is ready, not after the last: the
 // wait for Go's poller yields anyway. With an idle P, a yield wakes a
@@ -449,11 +460,10 @@ func (l *evLoop) poll(_ uintptr) bool {
 			}
 			l.now = time.Now()
 			l.looked = l.now
-		case l.p.workers.busy.Load() == 0:
-			if l.now.Sub(l.looked) >= holdFor {
-				l.pass()
-				return false
-			}
+		case l.now.Sub(l.looked) >= holdFor:
+			l.pass()
+			return false
+		case l.p.workers.busy.Load() == 0 && !l.p.pool.dialsInFlight():
 			if n = l.hold(); n == 0 {
 				return false
 			}
@@ -510,7 +520,8 @@ const holdFor = time.Millisecond
 // the loop parks, one that waits) and, often, a futex to wake a thread
 // (docs/benchmarks-log.md, "A loop that holds its P for a millisecond").
 // A loop holds only while no goroutine serves a connection
-// (workers.busy): such a goroutine would wait for the P. It never holds
+// (workers.busy) and no dial is under way (a loop's, see dialFor, or a
+// goroutine's): such a goroutine would wait for the P. It never holds
 // longer than holdFor without passing through Go's poller (pass).
 func (l *evLoop) hold() int {
 	return epollWait(l.epfd, l.events, int(holdFor/time.Millisecond))
@@ -523,8 +534,13 @@ func (l *evLoop) hold() int {
 // monitor, every 10 ms at best: the rest of the agent (probes, Consul,
 // /metrics) waited for it, and a /metrics scrape under full load took
 // up to 0.75 s at one core (docs/benchmarks-log.md, "A loop that holds
-// its P for a millisecond"). The wake makes the loop's epoll instance
-// ready for Go's poller, so the park ends at its first look.
+// its P for a millisecond"). A loop that does not hold but always finds
+// a batch ready never parks either, and its yields do not make the
+// scheduler look (it looks only when nothing is runnable): goroutines
+// waiting for a socket, the dials to the app of a burst of new clients
+// among them, waited for the monitor as well. The wake makes the loop's
+// epoll instance ready for Go's poller, so the park ends at its first
+// look.
 func (l *evLoop) pass() {
 	l.passed = true
 	l.passes.Add(1)
@@ -545,6 +561,7 @@ func (l *evLoop) owner(fd int) *conn {
 // proxy drains, idle ones are closed and those cut by the drain too.
 func (l *evLoop) woken() {
 	l.takeIn()
+	l.takeDialed()
 	if !l.p.draining.Load() {
 		l.listenOn()
 		return
@@ -552,6 +569,8 @@ func (l *evLoop) woken() {
 	l.listenOff()
 	for i := len(l.conns) - 1; i >= 0; i-- {
 		switch c := l.conns[i]; {
+		case c.ev.state == evDial:
+			// Its dialing goroutine holds it: cut when the dial ends.
 		case c.cut.Load():
 			l.cut(c)
 		case c.ev.state == evIdle:
@@ -696,6 +715,12 @@ func (l *evLoop) handBack(c *conn, from int) {
 
 // clientEvent handles an event on c's client socket.
 func (l *evLoop) clientEvent(c *conn, events uint32) {
+	if c.ev.state == evDial {
+		// Read after the exchange, as a request sent before this one's
+		// answer is; a client that left is found then too.
+		c.ev.readable = true
+		return
+	}
 	if c.ev.state == evAwait {
 		if events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 			// The client may be gone: the goroutine's checks decide.
@@ -752,12 +777,29 @@ func (l *evLoop) serveClient(c *conn, read, hup bool) {
 		return
 	}
 	c.headLen = n
-	if !c.plain() || h.methodClass == methodCONNECT || (c.up == nil && !l.takeApp(c)) || len(c.up.br.buffered()) > 0 {
+	if !c.plain() || h.methodClass == methodCONNECT {
+		l.handBack(c, resumeServe)
+		return
+	}
+	if c.up == nil && !l.takeApp(c) {
+		if !l.dialFor(c) {
+			l.handBack(c, resumeServe)
+		}
+		return
+	}
+	if len(c.up.br.buffered()) > 0 {
 		l.handBack(c, resumeServe)
 		return
 	}
 	c.state.Store(stateActive)
 	c.startForward()
+	l.send(c)
+}
+
+// send sends c's request, whose forward has started, to the app, and
+// waits for the answer.
+func (l *evLoop) send(c *conn) {
+	ev := &c.ev
 	c.prepareRequest()
 	ev.state = evAwait
 	ev.since = l.now

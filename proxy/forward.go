@@ -463,6 +463,13 @@ func (c *conn) upstream(fresh bool) (*upConn, error) {
 		return c.up, nil
 	}
 	c.dropUpstream()
+	if err := c.ev.dialErr; err != nil {
+		// An event loop dialed for this request, and failed (see
+		// evLoop.dialFor): the request's time counts from that dial.
+		c.ev.dialErr = nil
+		c.start = c.ev.dialStart
+		return nil, err
+	}
 	var err error
 	iv := c.p.cfg.ClientCheckInterval
 	if fresh {

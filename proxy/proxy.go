@@ -177,6 +177,11 @@ type Proxy struct {
 	// testHookAccepted, set only by tests, runs when an event loop has
 	// accepted a connection, before it admits it.
 	testHookAccepted func()
+	// testLoopsHandDials, set only by tests, has the event loops hand a
+	// connection that needs a dial to a goroutine, which dials, as they
+	// did before they dialed themselves (evLoop.dialFor): for tests of a
+	// goroutine serving a new connection's first request.
+	testLoopsHandDials bool
 	// workers serve the client connections (workers.go).
 	workers workers
 	wg      sync.WaitGroup

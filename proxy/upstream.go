@@ -142,6 +142,31 @@ func (p *pool) dial(check time.Duration, cancel func() error) (*upConn, error) {
 	return &upConn{nc: r.nc, br: newAppReader(r.nc)}, nil
 }
 
+// dialAsync starts a dial in a goroutine of its own and calls done with
+// its result there, unless every dial slot is busy: it reports false then,
+// and does not wait for one (dial does). An event loop dials so for a new
+// client connection, which it keeps meanwhile (see evLoop.dialFor).
+func (p *pool) dialAsync(done func(*upConn, error)) bool {
+	select {
+	case p.dials <- struct{}{}:
+	default:
+		return false
+	}
+	go func() {
+		nc, err := p.dialer.Dial("tcp", p.addr)
+		<-p.dials
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		done(&upConn{nc: nc, br: newAppReader(nc)}, nil)
+	}()
+	return true
+}
+
+// dialsInFlight reports whether a dial is under way.
+func (p *pool) dialsInFlight() bool { return len(p.dials) > 0 }
+
 // waitSlot waits for a dial slot: the slow path of dial.
 func (p *pool) waitSlot(check time.Duration, cancel func() error) error {
 	limit := time.NewTimer(p.dialer.Timeout)

@@ -136,6 +136,8 @@ func TestServeLeavesNoIdleGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Goroutines serve the connections' requests.
+	p.testLoopsHandDials = true
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
