@@ -312,27 +312,14 @@ func (l *evLoop) dialFor(c *conn) bool {
 }
 
 // dialEnded lists c, whose dial ended with u or err, for its loop to go
-// on with, and wakes the loop. Called by the dialing goroutine.
+// on with (takeIn), and wakes the loop. Called by the dialing goroutine.
 func (l *evLoop) dialEnded(c *conn, u *upConn, err error) {
 	c.ev.dialUp, c.ev.dialErr = u, err
-	l.mu.Lock()
-	l.dialed = append(l.dialed, c)
-	l.mu.Unlock()
-	l.wake()
+	l.enqueue(c)
 }
 
-// takeDialed goes on with the connections whose dial ended.
-func (l *evLoop) takeDialed() {
-	l.mu.Lock()
-	l.spareDialed, l.dialed = l.dialed, l.spareDialed[:0]
-	l.mu.Unlock()
-	for _, c := range l.spareDialed {
-		l.dialDone(c)
-	}
-	clear(l.spareDialed)
-}
-
-// dialDone sends c's request on the app connection its dial made. A
+// dialDone sends c's request on the app connection its dial made (c is in
+// the loop, waiting for the dial, and listed by dialEnded). A
 // request whose dial failed is handed to a goroutine, which answers it as
 // if it had dialed itself (502: the app refused the connection or did not
 // take it within the dial timeout). A connection the drain cut meanwhile

@@ -133,14 +133,10 @@ type evLoop struct {
 	// idleApps are idle app connections the loop keeps for the connections
 	// it accepts, registered here and watched (see keepApp).
 	idleApps []*upConn
-	in       []*conn // parked, not yet taken in by the loop
+	in       []*conn // parked, or their dial ended, not yet taken in by the loop
 	spare    []*conn
-	// dialed are the connections whose dial ended (dialFor), not yet
-	// taken in by the loop.
-	dialed      []*conn
-	spareDialed []*conn
-	dials       atomic.Int64 // dials started by the loop, for tests
-	done        chan struct{}
+	dials    atomic.Int64 // dials started by the loop, for tests
+	done     chan struct{}
 }
 
 // evLoops are a proxy's loops, one per P.
@@ -335,12 +331,17 @@ func (l *evLoop) enqueue(c *conn) {
 // takeIn lists the connections parked since the last batch and registers
 // their sockets; a socket readable already is reported by the next wait.
 // Only the loop registers, so no event comes before it knows the
-// connection.
+// connection. It goes on with those whose dial ended, too.
 func (l *evLoop) takeIn() {
 	l.mu.Lock()
 	l.spare, l.in = l.in, l.spare[:0]
 	l.mu.Unlock()
 	for _, c := range l.spare {
+		if c.ev.state == evDial {
+			// Its dial ended (dialEnded).
+			l.dialDone(c)
+			continue
+		}
 		if c.nc == nil {
 			// Accepted by another loop.
 			l.takeNew(c)
@@ -561,7 +562,6 @@ func (l *evLoop) owner(fd int) *conn {
 // proxy drains, idle ones are closed and those cut by the drain too.
 func (l *evLoop) woken() {
 	l.takeIn()
-	l.takeDialed()
 	if !l.p.draining.Load() {
 		l.listenOn()
 		return
